@@ -1,0 +1,172 @@
+"""``/v1/leads``: capture (single and batch), read a lead with its timeline, disposition."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from connectors.api.context import authenticate, context, read_json
+from connectors.api.errors import ApiError, json_response
+from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
+from leadflow.errors import TransientError
+from rules.commands import DispositionLead
+from rules.lead import LeadState, can_disposition
+
+__all__ = ["routes", "DISPOSITIONS", "lead_view"]
+
+DISPOSITIONS = ("disqualified", "nurture", "recycled", "unresponsive")
+_IDEMPOTENCY_MAX = 255
+
+routes = web.RouteTableDef()
+
+
+def _capture_id(caller: str, idempotency_key: str | None, index: int) -> str:
+    # With an Idempotency-Key the capture id is deterministic, so a retried request is a replay
+    # the lead agent ignores even when Redis (which normally answers the retry) is down.
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return hashlib.sha256(f"{caller}\x00{idempotency_key}\x00{index}".encode()).hexdigest()[:32]
+
+
+@routes.post("/leads")
+async def capture_leads(request: web.Request) -> web.Response:
+    caller = authenticate(request)
+    ctx = context(request)
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None and not (0 < len(idem) <= _IDEMPOTENCY_MAX):
+        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {_IDEMPOTENCY_MAX} characters")
+    if idem is not None:
+        stored = await ctx.store.replay(caller.name, idem)
+        if stored is not None:
+            status, body = stored
+            return web.Response(body=body, status=status, content_type="application/json",
+                                headers={"Idempotent-Replayed": "true"})
+    payload = await read_json(request)
+    is_batch = isinstance(payload, dict) and "leads" in payload
+    items: list[Any]
+    if is_batch:
+        assert isinstance(payload, dict)
+        extra = sorted(set(payload) - {"leads"})
+        if extra:
+            raise ApiError(422, "invalid", "unknown fields in the batch envelope",
+                           [FieldError(name, "unknown field") for name in extra])
+        if not isinstance(payload["leads"], list) or not payload["leads"]:
+            raise ApiError(422, "invalid", "leads must be a non-empty array",
+                           [FieldError("leads", "expected a non-empty array of lead objects")])
+        items = payload["leads"]
+        if len(items) > ctx.max_batch:
+            raise ApiError(413, "batch_too_large", f"a batch holds at most {ctx.max_batch} leads, got {len(items)}",
+                           [FieldError("leads", f"at most {ctx.max_batch} items")])
+    else:
+        items = [payload]
+
+    now = ctx.clock.now()
+    valid: list[tuple[int, ValidLead]] = []
+    results: list[dict[str, Any]] = [{} for _ in items]
+    for index, item in enumerate(items):
+        try:
+            checked = validate_lead(item, default_source=caller.name, channel="api",
+                                    prefix=f"leads[{index}]" if is_batch else "")
+        except LeadInvalid as exc:
+            if not is_batch:
+                ctx.metrics.leads_rejected.labels("api", "invalid").inc()
+                raise ApiError(422, "invalid_lead", "the lead is not valid", exc.fields) from None
+            ctx.metrics.leads_rejected.labels("api", "invalid").inc()
+            results[index] = {"index": index, "status": "rejected",
+                              "errors": [{"field": f.field, "reason": f.reason} for f in exc.fields]}
+            continue
+        valid.append((index, checked))
+
+    records = []
+    for index, checked in valid:
+        raw = dict(items[index])
+        raw["_meta"] = {"capture_id": _capture_id(caller.name, idem, index), "received_at": now.isoformat(),
+                        "channel": "api", "default_source": caller.name}
+        records.append((checked.lead_id, orjson.dumps(raw)))
+    if records:
+        try:
+            await ctx.engine.capture(records)
+        except TransientError as exc:
+            raise ApiError(503, "unavailable", f"leads could not be stored right now ({exc}); retry",
+                           headers={"Retry-After": "5"}) from None
+    seen = await ctx.store.mark_seen([checked.lead_id for _, checked in valid])
+    for (index, checked), was_seen in zip(valid, seen):
+        status = "duplicate" if was_seen else "accepted"
+        ctx.metrics.leads_captured.labels(checked.lead.source, "api").inc()
+        results[index] = {"index": index, "lead_id": checked.lead_id, "status": status}
+
+    if is_batch:
+        counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+        status_code, body = 202, {**counts, "results": results}
+    else:
+        status_code, body = 202, {k: v for k, v in results[0].items() if k != "index"}
+    encoded = orjson.dumps(body)
+    if idem is not None:
+        await ctx.store.remember(caller.name, idem, status_code, encoded)
+    return web.Response(body=encoded, status=status_code, content_type="application/json")
+
+
+def lead_view(state: LeadState) -> dict[str, Any]:
+    """The public view of a lead: state plus its recent timeline (never the rep's webhook secret)."""
+    assignment = None
+    if state.assignment is not None:
+        a = state.assignment
+        assignment = {"rep_id": a.rep_id, "rep_name": a.rep_name, "team_id": a.team_id,
+                      "assigned_at": a.assigned_at, "decision": asdict(a.decision)}
+    return {
+        "lead_id": state.lead_id, "cycle": state.cycle, "status": state.status, "routing": state.routing,
+        "team_id": state.team_id, "lead": asdict(state.lead), "captured_at": state.captured_at,
+        "touches": state.touches, "first_touch": asdict(state.first_touch), "last_touch": asdict(state.last_touch),
+        "assignment": assignment, "sla_deadline": state.sla_deadline, "notified_at": state.notified_at,
+        "timeline": [asdict(e) for e in state.timeline],
+    }
+
+
+@routes.get("/leads/{lead_id}")
+async def get_lead(request: web.Request) -> web.Response:
+    authenticate(request)
+    ctx = context(request)
+    lead_id = request.match_info["lead_id"]
+    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    if forwarded is not None:
+        return forwarded
+    state = ctx.engine.lead(lead_id)
+    if state is None:
+        raise ApiError(404, "not_found", f"no lead {lead_id}")
+    return json_response(lead_view(state))
+
+
+@routes.post("/leads/{lead_id}/disposition")
+async def disposition(request: web.Request) -> web.Response:
+    authenticate(request)
+    ctx = context(request)
+    lead_id = request.match_info["lead_id"]
+    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    if forwarded is not None:
+        return forwarded
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid", "expected a JSON object", [FieldError("(body)", "expected an object")])
+    errors = [FieldError(k, "unknown field") for k in sorted(set(body) - {"status", "reason", "rep_id"})]
+    status = body.get("status")
+    if status not in DISPOSITIONS:
+        errors.append(FieldError("status", f"expected one of {', '.join(DISPOSITIONS)}"))
+    reason, rep_id = body.get("reason"), body.get("rep_id")
+    if reason is not None and not (isinstance(reason, str) and len(reason) <= 500):
+        errors.append(FieldError("reason", "expected a string of at most 500 characters"))
+    if rep_id is not None and not (isinstance(rep_id, str) and 0 < len(rep_id) <= 64):
+        errors.append(FieldError("rep_id", "expected a rep id string"))
+    if errors:
+        raise ApiError(422, "invalid", "the disposition is not valid", errors)
+    state = ctx.engine.lead(lead_id)
+    problem = can_disposition(state)
+    if problem is not None:
+        raise ApiError(404 if state is None else 409, "not_found" if state is None else "conflict",
+                       f"lead {lead_id}: {problem}")
+    await ctx.engine.send_lead_command(lead_id, DispositionLead(
+        lead_id=lead_id, status=str(status), reason=reason, rep_id=rep_id, at=ctx.clock.now()))
+    return json_response({"lead_id": lead_id, "status": "accepted"}, status=202)

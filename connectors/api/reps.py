@@ -1,0 +1,169 @@
+"""``/v1/reps`` and ``/v1/teams``: RevOps changes reps at runtime; anyone reads a team's load."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from connectors.api.context import authenticate, context, read_json
+from connectors.api.errors import ApiError, json_response
+from connectors.lead_input import FieldError
+from connectors.netguard import validate_webhook_url
+from connectors.webhooks import generate_secret, validate_secret
+from rules.commands import ChangePresence, PutRep, RepProfile
+from rules.team import TeamState
+
+__all__ = ["routes", "team_view"]
+
+routes = web.RouteTableDef()
+
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+_Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _RepIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    team: _Id
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+    capacity: Annotated[int, Field(ge=1, le=1000)] = 5
+    daily_cap: Annotated[int, Field(ge=1)] | None = None
+    weight: Annotated[int, Field(ge=1, le=100)] = 1
+    skills: Annotated[list[_Tag], Field(max_length=50)] = []
+    languages: Annotated[list[_Tag], Field(max_length=50)] = []
+    territories: Annotated[list[_Tag], Field(max_length=200)] = []
+    timezone: str = "UTC"
+    webhook_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    webhook_secret: str | None = None
+    email: Annotated[str, StringConstraints(max_length=254)] | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as Europe/Madrid") from None
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            validate_secret(value)
+        return value
+
+
+class _PresenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    status: Literal["available", "busy", "offline"]
+
+
+def _invalid(exc: ValidationError, what: str) -> ApiError:
+    fields = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "(body)"
+        fields.append(FieldError(name, "unknown field" if err["type"] == "extra_forbidden" else err["msg"]))
+    return ApiError(422, "invalid", f"the {what} is not valid", fields)
+
+
+def _rep_id(request: web.Request) -> str:
+    rep_id = request.match_info["rep_id"]
+    if not (0 < len(rep_id) <= 64) or not all(c.isalnum() or c in "_.-" for c in rep_id):
+        raise ApiError(422, "invalid", "bad rep id", [FieldError("rep_id", "1-64 letters, digits, '_', '.' or '-'")])
+    return rep_id
+
+
+@routes.put("/reps/{rep_id}")
+async def put_rep(request: web.Request) -> web.Response:
+    authenticate(request)
+    ctx = context(request)
+    rep_id = _rep_id(request)
+    forwarded = await ctx.engine.forward_to_owner("rep", rep_id, request)
+    if forwarded is not None:
+        return forwarded
+    try:
+        rep = _RepIn.model_validate(await read_json(request))
+    except ValidationError as exc:
+        raise _invalid(exc, "rep") from None
+    if rep.webhook_url is not None:
+        problem = validate_webhook_url(rep.webhook_url, allow_private=ctx.webhook_allow_private)
+        if problem:
+            raise ApiError(422, "invalid", "the rep is not valid", [FieldError("webhook_url", problem)])
+    known = ctx.engine.rep(rep_id)
+    generated = None
+    secret = rep.webhook_secret
+    if secret is None and known is None:
+        # A new rep without a secret gets one, returned this once; an update keeps the old one.
+        secret = generated = generate_secret()
+    profile = RepProfile(
+        rep_id=rep_id, team_id=rep.team, name=rep.name or rep_id, capacity=rep.capacity, daily_cap=rep.daily_cap,
+        weight=rep.weight, skills=tuple(rep.skills), languages=tuple(rep.languages),
+        territories=tuple(rep.territories), timezone=rep.timezone, webhook_url=rep.webhook_url,
+        webhook_secret=secret, email=rep.email,
+    )
+    await ctx.engine.send_rep_command(rep_id, PutRep(rep_id=rep_id, profile=profile, at=ctx.clock.now()))
+    body: dict[str, object] = {"rep_id": rep_id, "team": rep.team, "status": "accepted",
+                               "created": known is None}
+    if generated is not None:
+        body["webhook_secret"] = generated
+    return json_response(body, status=202)
+
+
+@routes.post("/reps/{rep_id}/presence")
+async def set_presence(request: web.Request) -> web.Response:
+    authenticate(request)
+    ctx = context(request)
+    rep_id = _rep_id(request)
+    forwarded = await ctx.engine.forward_to_owner("rep", rep_id, request)
+    if forwarded is not None:
+        return forwarded
+    try:
+        presence = _PresenceIn.model_validate(await read_json(request))
+    except ValidationError as exc:
+        raise _invalid(exc, "presence") from None
+    if ctx.engine.rep(rep_id) is None:
+        raise ApiError(404, "not_found", f"no rep {rep_id}; create it with PUT /v1/reps/{rep_id} first")
+    await ctx.engine.send_rep_command(rep_id, ChangePresence(rep_id=rep_id, status=presence.status,
+                                                             at=ctx.clock.now()))
+    return json_response({"rep_id": rep_id, "presence": presence.status, "status": "accepted"}, status=202)
+
+
+def team_view(state: TeamState) -> dict[str, object]:
+    """Roster, load against capacity, presence and queue depth; never webhook secrets."""
+    reps = []
+    for rep in sorted(state.reps.values(), key=lambda r: r.rep_id):
+        p = rep.profile
+        reps.append({
+            "rep_id": p.rep_id, "name": p.name, "presence": rep.presence, "open_leads": rep.load,
+            "capacity": p.capacity, "weight": p.weight, "assigned_total": rep.assigned_total,
+            "last_assigned_at": rep.last_assigned_at, "webhook_configured": bool(p.webhook_url and p.webhook_secret),
+            "skills": list(p.skills), "languages": list(p.languages), "territories": list(p.territories),
+            "timezone": p.timezone,
+        })
+    available = [r for r in state.reps.values() if r.presence == "available"]
+    return {
+        "team_id": state.team_id, "reps": reps,
+        "open_leads": sum(r.load for r in state.reps.values()),
+        "capacity": sum(r.profile.capacity for r in state.reps.values()),
+        "available_capacity": sum(max(r.profile.capacity - r.load, 0) for r in available),
+        "reps_available": len(available), "queue_depth": state.queue_depth, "routed_total": state.routed_total,
+    }
+
+
+@routes.get("/teams/{team_id}")
+async def get_team(request: web.Request) -> web.Response:
+    authenticate(request)
+    ctx = context(request)
+    team_id = request.match_info["team_id"]
+    forwarded = await ctx.engine.forward_to_owner("team", team_id, request)
+    if forwarded is not None:
+        return forwarded
+    state = ctx.engine.team(team_id)
+    if state is None:
+        raise ApiError(404, "not_found", f"no team {team_id} (a team exists once it has a rep or a lead)")
+    return json_response(team_view(state))

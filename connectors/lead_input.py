@@ -1,0 +1,113 @@
+"""Validate and normalize one inbound lead, from any channel, with field-level errors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from rules.capture import CapturedLead, derive_lead_id, normalize_email, normalize_phone
+
+__all__ = ["FieldError", "LeadInvalid", "ValidLead", "validate_lead", "LEAD_FIELDS"]
+
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+_Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class _LeadIn(BaseModel):
+    """The lead fields the API accepts; anything else is an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)] | None = None
+    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = None
+    first_name: _Text | None = None
+    last_name: _Text | None = None
+    company: _Text | None = None
+    title: _Text | None = None
+    country: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True,
+                                              pattern=r"^[A-Za-z]{2}$")] | None = None
+    source: _Short | None = None
+    external_id: _Short | None = None
+    campaign: _Text | None = None
+    message: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    attributes: Annotated[dict[_Short, _Text], Field(max_length=50)] = Field(default_factory=dict)
+
+
+LEAD_FIELDS = tuple(_LeadIn.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    reason: str
+
+
+class LeadInvalid(ValueError):
+    """The lead cannot be accepted; ``fields`` says which field and why."""
+
+    def __init__(self, fields: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{f.field}: {f.reason}" for f in fields))
+        self.fields = fields
+
+
+@dataclass(frozen=True, slots=True)
+class ValidLead:
+    lead_id: str
+    lead: CapturedLead
+
+
+def _loc(loc: tuple[int | str, ...], prefix: str) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(body)"
+
+
+def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str = "") -> ValidLead:
+    """Return the normalized lead and its ``lead_id``, or raise ``LeadInvalid`` naming every bad field.
+
+    ``prefix`` goes before field names in errors (``leads[3].email`` in a batch).
+    """
+    if not isinstance(data, dict):
+        raise LeadInvalid([FieldError(prefix or "(body)", "expected a JSON object with the lead's fields")])
+    try:
+        raw = _LeadIn.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = err["loc"]
+            reason = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "string_pattern_mismatch" and loc == ("country",):
+                reason = "expected an ISO 3166-1 alpha-2 country code such as US or DE"
+            errors.append(FieldError(_loc(loc, prefix), reason))
+        raise LeadInvalid(errors) from None
+    errors: list[FieldError] = []
+    email = phone = None
+    if raw.email:
+        try:
+            checked = validate_email(raw.email, check_deliverability=False)
+            email = normalize_email(checked.normalized)
+        except EmailNotValidError as exc:
+            errors.append(FieldError(_loc(("email",), prefix), str(exc)))
+    if raw.phone:
+        try:
+            phone = normalize_phone(raw.phone, raw.country)
+        except ValueError as exc:
+            hint = "" if raw.phone.startswith("+") or raw.country else "; give it in +E.164 form or set country"
+            errors.append(FieldError(_loc(("phone",), prefix), f"{exc}{hint}"))
+    if not errors and not (email or phone or raw.external_id):
+        errors.append(FieldError(prefix or "(body)",
+                                 "a lead needs an identity: email, phone, or external_id (with its source)"))
+    if errors:
+        raise LeadInvalid(errors)
+    source = raw.source or default_source
+    lead = CapturedLead(
+        email=email, phone=phone, source=source, channel=channel, external_id=raw.external_id,
+        first_name=raw.first_name or None, last_name=raw.last_name or None, company=raw.company or None,
+        title=raw.title or None, country=raw.country, campaign=raw.campaign or None,
+        message=raw.message or None, attributes=dict(raw.attributes),
+    )
+    lead_id = derive_lead_id(email=email, phone=phone, source=source, external_id=raw.external_id)
+    return ValidLead(lead_id=lead_id, lead=lead)

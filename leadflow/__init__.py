@@ -1,0 +1,1 @@
+"""leadflow: real-time lead routing on Kafka."""

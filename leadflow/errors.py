@@ -1,0 +1,20 @@
+"""The one root of leadflow's exceptions, and the transient/permanent split callers act on."""
+from __future__ import annotations
+
+__all__ = ["LeadflowError", "TransientError", "PermanentError", "ConfigError"]
+
+
+class LeadflowError(Exception):
+    """Root of every error leadflow raises on purpose."""
+
+
+class TransientError(LeadflowError):
+    """Might succeed later: the caller retries it on a schedule and counts it."""
+
+
+class PermanentError(LeadflowError):
+    """Will not succeed by retrying: the caller dead-letters it with the reason and counts it."""
+
+
+class ConfigError(LeadflowError):
+    """The configuration is invalid; the message names the file, the path inside it and the problem."""

@@ -1,0 +1,86 @@
+"""The captured lead: normalized identity and the deterministic ``lead_id`` derived from it."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import phonenumbers
+
+__all__ = [
+    "CapturedLead",
+    "Touch",
+    "normalize_email",
+    "normalize_phone",
+    "derive_lead_id",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapturedLead:
+    """One lead as captured from a channel, already validated and normalized.
+
+    Identity is ``email`` (lower-cased), else ``phone`` (E.164), else ``(source, external_id)``.
+    """
+
+    email: str | None = None
+    phone: str | None = None
+    source: str
+    channel: str = "api"
+    external_id: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    title: str | None = None
+    country: str | None = None
+    campaign: str | None = None
+    message: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Touch:
+    """One arrival of a lead through a channel: attribution keeps the first and the last."""
+
+    capture_id: str
+    source: str
+    channel: str
+    campaign: str | None
+    at: datetime
+
+
+def normalize_email(raw: str) -> str:
+    """Trim and lower-case an e-mail address (both parts: providers treat them case-blind)."""
+    return raw.strip().lower()
+
+
+def normalize_phone(raw: str, default_region: str | None = None) -> str:
+    """Return the E.164 form of ``raw``; raise ``ValueError`` with the reason when it is not a valid number.
+
+    Numbers without a leading ``+`` need ``default_region`` (the lead's ISO country code).
+    """
+    try:
+        parsed = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number ({exc.args[0] if exc.args else 'unparseable'})") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number for its country")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def derive_lead_id(*, email: str | None, phone: str | None, source: str, external_id: str | None) -> str:
+    """Derive the deterministic ``lead_id`` from normalized identity.
+
+    The same person re-submitted from any channel lands on the same key, so dedup and
+    idempotency fall out of the key choice. The id is a hash so it carries no personal data
+    into logs, URLs and topic keys.
+    """
+    if email:
+        basis = f"email:{email}"
+    elif phone:
+        basis = f"phone:{phone}"
+    elif external_id:
+        basis = f"ext:{source}:{external_id}"
+    else:
+        raise ValueError("a lead needs an email, a phone, or a source with an external_id")
+    return "ld_" + hashlib.sha256(basis.encode()).hexdigest()[:24]

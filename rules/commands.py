@@ -1,0 +1,263 @@
+"""Commands and notifications on the wire: what one entity asks of another.
+
+Commands are imperative (``RouteLead``) or report a fact to the owner (``LeadAssigned``);
+every one carries the ids that make replaying it harmless. Events for the public
+``lead.events`` topic are plain dicts built by the lead transition.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypeAlias
+
+from rules.capture import CapturedLead
+
+__all__ = [
+    "Presence",
+    "RepProfile",
+    "Candidate",
+    "RoutingDecision",
+    "CaptureLead",
+    "LeadAssigned",
+    "LeadQueued",
+    "RecordDelivery",
+    "DispositionLead",
+    "RouteLead",
+    "ReleaseLead",
+    "UpsertRep",
+    "RemoveRep",
+    "SetPresence",
+    "PutRep",
+    "ChangePresence",
+    "Notify",
+    "LeadCommand",
+    "TeamCommand",
+    "RepCommand",
+    "Channel",
+    "Outgoing",
+]
+
+Presence: TypeAlias = Literal["available", "busy", "offline"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepProfile:
+    """A rep as RevOps defines them (the API's ``PUT /v1/reps/{rep_id}`` body)."""
+
+    rep_id: str
+    team_id: str
+    name: str = ""
+    capacity: int = 5
+    daily_cap: int | None = None
+    weight: int = 1
+    skills: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    territories: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """One rep considered for a lead, and why they could or could not take it."""
+
+    rep_id: str
+    eligible: bool
+    reasons: tuple[str, ...] = ()
+    open_leads: int = 0
+    capacity: int = 0
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingDecision:
+    """The explainable record of one routing decision: candidates, strategy and winner."""
+
+    team_id: str
+    strategy: str
+    candidates: tuple[Candidate, ...]
+    winner: str | None
+    reason: str
+    decided_at: datetime
+
+
+# --- lead.commands (key: lead_id) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptureLead:
+    """A lead arrived (new person, or a new touch of a known one)."""
+
+    lead_id: str
+    capture_id: str
+    captured_at: datetime
+    lead: CapturedLead
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeadAssigned:
+    """The team agent gave the lead to a rep (the lead checks it still wants it)."""
+
+    lead_id: str
+    route_id: str
+    team_id: str
+    rep_id: str
+    rep_name: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    decision: RoutingDecision
+    assigned_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeadQueued:
+    """Nobody in the team could take the lead now; it waits in the team's queue."""
+
+    lead_id: str
+    route_id: str
+    team_id: str
+    depth: int
+    decision: RoutingDecision
+    queued_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordDelivery:
+    """The notifier's outcome for one webhook."""
+
+    lead_id: str
+    webhook_id: str
+    event_type: str
+    rep_id: str | None
+    delivered: bool
+    attempts: int
+    status: int | None
+    error: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispositionLead:
+    """The rep closed the lead (disqualified, nurture, ...): their capacity is released."""
+
+    lead_id: str
+    status: str
+    reason: str | None
+    rep_id: str | None
+    at: datetime
+
+
+LeadCommand: TypeAlias = CaptureLead | LeadAssigned | LeadQueued | RecordDelivery | DispositionLead
+
+
+# --- team.commands (key: team_id) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteLead:
+    """Find a rep for this lead (``route_id`` identifies this routing attempt)."""
+
+    team_id: str
+    lead_id: str
+    route_id: str
+    requested_at: datetime
+    excluded_reps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseLead:
+    """Free the rep's capacity held by this assignment."""
+
+    team_id: str
+    lead_id: str
+    route_id: str
+    rep_id: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpsertRep:
+    """Create or update a rep of this team (presence and open leads are kept)."""
+
+    team_id: str
+    profile: RepProfile
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveRep:
+    """Take a rep out of this team (moved elsewhere); their open leads stay with them."""
+
+    team_id: str
+    rep_id: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetPresence:
+    """The rep's presence changed."""
+
+    team_id: str
+    rep_id: str
+    status: Presence
+    at: datetime
+
+
+TeamCommand: TypeAlias = RouteLead | ReleaseLead | UpsertRep | RemoveRep | SetPresence
+
+
+# --- rep.commands (key: rep_id) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutRep:
+    """Create or update a rep; the directory knows which team owns them."""
+
+    rep_id: str
+    profile: RepProfile
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangePresence:
+    """A rep's presence changed; the directory forwards it to the rep's team."""
+
+    rep_id: str
+    status: Presence
+    at: datetime
+
+
+RepCommand: TypeAlias = PutRep | ChangePresence
+
+
+# --- notifications (key: lead_id) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notify:
+    """A webhook to deliver; ``webhook_id`` is stable across retries and replays."""
+
+    webhook_id: str
+    event_type: str
+    lead_id: str
+    rep_id: str | None
+    url: str
+    secret: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+Channel: TypeAlias = Literal["lead.commands", "team.commands", "rep.commands", "notifications", "lead.events"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outgoing:
+    """A message a transition wants sent; the agent maps ``channel`` to the real topic."""
+
+    channel: Channel
+    key: str
+    value: Any = field(default=None)

@@ -1,0 +1,219 @@
+"""The team state machine: roster, capacity and the waiting queue, one writer per team.
+
+``apply`` is pure: ``(TeamState | None, command, now, queue) -> TeamTransition``. The queue's
+entries live outside the state (one small table value per waiting lead, keyed by sequence
+number) so a long queue never makes every write re-serialize the whole team; the state keeps
+only the head and tail sequence numbers, and ``queue`` reads entries by number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+from rules.commands import (
+    LeadAssigned,
+    LeadQueued,
+    Outgoing,
+    ReleaseLead,
+    RemoveRep,
+    RouteLead,
+    RoutingDecision,
+    SetPresence,
+    TeamCommand,
+    UpsertRep,
+)
+from rules.roster import OpenLead, RepState
+from rules.routing import choose_rep
+
+__all__ = ["TeamState", "QueueReader", "QueueWrite", "TeamTransition", "apply", "new_team"]
+
+# How many released route ids a team remembers. A RouteLead redelivered after its assignment
+# was released comes from the short at-least-once replay window, so a small bound suffices.
+_RELEASED_MEMORY = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamState:
+    """What the team agent needs to decide: reps (bounded by roster size) and queue bounds."""
+
+    team_id: str
+    reps: dict[str, RepState] = field(default_factory=dict)
+    queue_head: int = 0
+    queue_tail: int = 0
+    routed_total: int = 0
+    # Route ids whose assignment was released (newest last, bounded): a replayed RouteLead for
+    # one of them must not assign the lead a second time, to this rep or another.
+    released_routes: tuple[str, ...] = ()
+
+    @property
+    def queue_depth(self) -> int:
+        return self.queue_tail - self.queue_head
+
+    def holder_of(self, lead_id: str, route_id: str) -> RepState | None:
+        for rep in self.reps.values():
+            if rep.holds(lead_id, route_id):
+                return rep
+        return None
+
+
+class QueueReader(Protocol):
+    """Read access to the team's queue entries, by sequence number."""
+
+    def get(self, seq: int) -> RouteLead | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueWrite:
+    """Put (``entry``) or delete (``entry is None``) one queue entry."""
+
+    seq: int
+    entry: RouteLead | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamTransition:
+    state: TeamState
+    outgoing: tuple[Outgoing, ...] = ()
+    queue_writes: tuple[QueueWrite, ...] = ()
+
+
+def new_team(team_id: str) -> TeamState:
+    return TeamState(team_id=team_id)
+
+
+class _Work:
+    """Accumulates one transition's effects; keeps pure code linear to read."""
+
+    def __init__(self, state: TeamState, queue: QueueReader) -> None:
+        self.state = state
+        self.queue = queue
+        self.outgoing: list[Outgoing] = []
+        self.writes: dict[int, RouteLead | None] = {}
+
+    def entry(self, seq: int) -> RouteLead | None:
+        if seq in self.writes:
+            return self.writes[seq]
+        return self.queue.get(seq)
+
+    def emit(self, key: str, value: LeadAssigned | LeadQueued) -> None:
+        self.outgoing.append(Outgoing(channel="lead.commands", key=key, value=value))
+
+    def result(self) -> TeamTransition:
+        writes = tuple(QueueWrite(seq=s, entry=e) for s, e in sorted(self.writes.items()))
+        return TeamTransition(state=self.state, outgoing=tuple(self.outgoing), queue_writes=writes)
+
+
+def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: QueueReader) -> TeamTransition:
+    """Apply one command to a team. Replaying a command already applied changes nothing new."""
+    work = _Work(state or new_team(command.team_id), queue)
+    if isinstance(command, RouteLead):
+        _route(work, command, now)
+    elif isinstance(command, ReleaseLead):
+        _release(work, command)
+        _drain(work, now)
+    elif isinstance(command, UpsertRep):
+        _upsert(work, command)
+        _drain(work, now)
+    elif isinstance(command, RemoveRep):
+        reps = {k: v for k, v in work.state.reps.items() if k != command.rep_id}
+        work.state = replace(work.state, reps=reps)
+    elif isinstance(command, SetPresence):
+        rep = work.state.reps.get(command.rep_id)
+        if rep is not None:
+            _put_rep(work, replace(rep, presence=command.status))
+            _drain(work, now)
+    return work.result()
+
+
+def _put_rep(work: _Work, rep: RepState) -> None:
+    work.state = replace(work.state, reps={**work.state.reps, rep.rep_id: rep})
+
+
+def _route(work: _Work, command: RouteLead, now: datetime) -> None:
+    holder = work.state.holder_of(command.lead_id, command.route_id)
+    if holder is not None:
+        # A replay of a RouteLead already assigned: say it again (the lead dedups by route_id).
+        work.emit(command.lead_id, _assigned(work.state, holder, command, _replayed_decision(work.state, holder, now), now))
+        return
+    if command.route_id in work.state.released_routes:
+        # A replay of a route already assigned and released: the lead has moved on.
+        return
+    if work.state.queue_depth == 0 and _try_assign(work, command, now):
+        return
+    seq = work.state.queue_tail
+    work.writes[seq] = command
+    work.state = replace(work.state, queue_tail=seq + 1)
+    decision = choose_rep(work.state.team_id, list(work.state.reps.values()), now=now,
+                          excluded=command.excluded_reps).decision
+    if work.state.queue_depth > 1:
+        decision = replace(decision, reason=f"{decision.reason}; {work.state.queue_depth - 1} lead(s) already waiting")
+    work.emit(command.lead_id, LeadQueued(
+        lead_id=command.lead_id, route_id=command.route_id, team_id=work.state.team_id,
+        depth=work.state.queue_depth, decision=decision, queued_at=now,
+    ))
+    _drain(work, now)
+
+
+def _try_assign(work: _Work, command: RouteLead, now: datetime) -> bool:
+    choice = choose_rep(work.state.team_id, list(work.state.reps.values()), now=now, excluded=command.excluded_reps)
+    if choice.decision.winner is None:
+        return False
+    reps = {**work.state.reps, **choice.reps}
+    winner = reps[choice.decision.winner].with_lead(
+        OpenLead(lead_id=command.lead_id, route_id=command.route_id, assigned_at=now)
+    )
+    reps[winner.rep_id] = winner
+    work.state = replace(work.state, reps=reps, routed_total=work.state.routed_total + 1)
+    work.emit(command.lead_id, _assigned(work.state, winner, command, choice.decision, now))
+    return True
+
+
+def _drain(work: _Work, now: datetime) -> None:
+    """Assign waiting leads, oldest first, while someone can take the head of the queue."""
+    while work.state.queue_head < work.state.queue_tail:
+        seq = work.state.queue_head
+        entry = work.entry(seq)
+        if (entry is not None and work.state.holder_of(entry.lead_id, entry.route_id) is None
+                and entry.route_id not in work.state.released_routes):
+            if not _try_assign(work, entry, now):
+                return
+        work.writes[seq] = None
+        work.state = replace(work.state, queue_head=seq + 1)
+
+
+def _release(work: _Work, command: ReleaseLead) -> None:
+    rep = work.state.reps.get(command.rep_id)
+    if rep is not None and rep.holds(command.lead_id, command.route_id):
+        _put_rep(work, rep.without_lead(command.lead_id, command.route_id))
+        released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
+        work.state = replace(work.state, released_routes=released)
+
+
+def _upsert(work: _Work, command: UpsertRep) -> None:
+    profile = command.profile
+    current = work.state.reps.get(profile.rep_id)
+    if current is None:
+        # New reps start available: a rep RevOps just created is expected to take leads.
+        _put_rep(work, RepState(profile=profile, presence="available"))
+        return
+    if profile.webhook_secret is None:
+        profile = replace(profile, webhook_secret=current.profile.webhook_secret)
+    _put_rep(work, replace(current, profile=profile))
+
+
+def _replayed_decision(state: TeamState, holder: RepState, now: datetime) -> RoutingDecision:
+    return RoutingDecision(
+        team_id=state.team_id, strategy="replay", candidates=(), winner=holder.rep_id,
+        reason="already assigned by an earlier decision for this route", decided_at=now,
+    )
+
+
+def _assigned(
+    state: TeamState, rep: RepState, command: RouteLead, decision: RoutingDecision, now: datetime
+) -> LeadAssigned:
+    return LeadAssigned(
+        lead_id=command.lead_id, route_id=command.route_id, team_id=state.team_id,
+        rep_id=rep.rep_id, rep_name=rep.profile.name, webhook_url=rep.profile.webhook_url,
+        webhook_secret=rep.profile.webhook_secret, decision=decision, assigned_at=now,
+    )

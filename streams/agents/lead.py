@@ -1,0 +1,53 @@
+"""Own each lead: apply lead commands to ``lead_state`` and send what the transition returns."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rules.commands import Outgoing
+from rules.lead import apply
+from streams.app import app, runtime
+from streams.tables.lead_state import lead_state
+from streams.topics import lead_commands, send
+
+__all__ = ["run_leads"]
+
+log = logging.getLogger(__name__)
+
+
+def _observe(outgoing: tuple[Outgoing, ...]) -> None:
+    metrics = runtime.metrics
+    for message in outgoing:
+        if message.channel != "lead.events":
+            continue
+        event: dict[str, Any] = message.value
+        kind, data = event["type"], event["data"]
+        if kind == "lead.assigned":
+            metrics.leads_assigned.labels(data["team_id"]).inc()
+            metrics.routing_latency.observe(max(data["routing_seconds"], 0.0))
+        elif kind == "lead.queued":
+            metrics.leads_queued.labels(data["team_id"]).inc()
+        elif kind == "lead.touched":
+            metrics.leads_duplicate.inc()
+        elif kind == "lead.notified":
+            metrics.notify_latency.observe(max(data["notify_seconds"], 0.0))
+
+
+@app.agent(lead_commands, concurrency=1)
+async def run_leads(commands: Any) -> None:
+    async for lead_id, command in commands.items():
+        name = type(command).__name__
+        try:
+            transition = apply(lead_state.get(lead_id), command, runtime.clock.now(), runtime.policy)
+        except Exception:
+            # A bug in a transition must not stall every lead of the partition: count it, log
+            # the ids (never the lead's data) and move on; the command stays in the topic.
+            runtime.metrics.command_failures.labels("lead").inc()
+            log.exception("lead agent could not apply %s to lead %s", name, lead_id)
+            continue
+        if transition.state is not None and transition.state is not lead_state.get(lead_id):
+            lead_state[lead_id] = transition.state
+        for message in transition.outgoing:
+            await send(message)
+        runtime.metrics.commands_processed.labels("lead", name).inc()
+        _observe(transition.outgoing)

@@ -1,0 +1,46 @@
+"""Own the rep directory (rep → team) and turn rep commands into team commands; seed reps from config."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rules.commands import PutRep
+from rules.reps import apply
+from streams.app import app, runtime
+from streams.tables.rep_directory import rep_directory
+from streams.topics import rep_commands, send
+
+__all__ = ["run_reps", "seed_reps_from_config"]
+
+log = logging.getLogger(__name__)
+
+
+@app.agent(rep_commands, concurrency=1)
+async def run_reps(commands: Any) -> None:
+    async for rep_id, command in commands.items():
+        name = type(command).__name__
+        current = rep_directory.get(rep_id)
+        try:
+            transition = apply(current, command, runtime.clock.now())
+        except Exception:
+            runtime.metrics.command_failures.labels("rep").inc()
+            log.exception("rep agent could not apply %s to rep %s", name, rep_id)
+            continue
+        if transition.entry is not None and transition.entry is not current:
+            rep_directory[rep_id] = transition.entry
+        elif transition.entry is None and current is None:
+            log.warning("%s for unknown rep %s ignored", name, rep_id)
+        for message in transition.outgoing:
+            await send(message)
+        runtime.metrics.commands_processed.labels("rep", name).inc()
+
+
+@app.task
+async def seed_reps_from_config() -> None:
+    """The YAML's reps are applied at every worker start (presence and open leads are kept)."""
+    profiles = runtime.config.rep_profiles()
+    now = runtime.clock.now()
+    for profile in profiles:
+        await rep_commands.send(key=profile.rep_id, value=PutRep(rep_id=profile.rep_id, profile=profile, at=now))
+    if profiles:
+        log.info("seeded %d rep(s) from the config", len(profiles))

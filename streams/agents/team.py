@@ -1,0 +1,48 @@
+"""Own each team's roster, capacity and queue; decide who gets each lead."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rules.team import TeamState, apply
+from streams.app import app, runtime
+from streams.tables.team_state import TeamQueue, queue_key, team_queue, team_state
+from streams.topics import send, team_commands
+
+__all__ = ["run_teams"]
+
+log = logging.getLogger(__name__)
+
+
+def _report(state: TeamState) -> None:
+    metrics = runtime.metrics
+    metrics.team_queue_depth.labels(state.team_id).set(state.queue_depth)
+    metrics.team_open_leads.labels(state.team_id).set(sum(r.load for r in state.reps.values()))
+    metrics.team_capacity.labels(state.team_id).set(
+        sum(r.profile.capacity for r in state.reps.values() if r.presence == "available"))
+
+
+@app.agent(team_commands, concurrency=1)
+async def run_teams(commands: Any) -> None:
+    async for team_id, command in commands.items():
+        name = type(command).__name__
+        current = team_state.get(team_id)
+        try:
+            transition = apply(current, command, runtime.clock.now(), TeamQueue(team_id))
+        except Exception:
+            runtime.metrics.command_failures.labels("team").inc()
+            log.exception("team agent could not apply %s to team %s", name, team_id)
+            continue
+        for write in transition.queue_writes:
+            key = queue_key(team_id, write.seq)
+            if write.entry is None:
+                if key in team_queue:
+                    del team_queue[key]
+            else:
+                team_queue[key] = write.entry
+        if transition.state is not current:
+            team_state[team_id] = transition.state
+        for message in transition.outgoing:
+            await send(message)
+        runtime.metrics.commands_processed.labels("team", name).inc()
+        _report(transition.state)

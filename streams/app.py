@@ -1,0 +1,85 @@
+"""Build the Faust app; the one module-level ``app`` (and its runtime) for the worker CLI."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from ops.metrics import Metrics
+from rules.lead import LeadPolicy
+from sla.clock import Clock, SystemClock
+from streams.codec import CODEC
+from streams.config import LeadflowConfig, load_config
+from streams.resources import Resources
+from streams.settings import Settings
+
+__all__ = ["LeadflowApp", "Runtime", "create_app", "app", "runtime"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    """What agents and views share besides tables: settings, config, clock, metrics, resources."""
+
+    settings: Settings
+    config: LeadflowConfig
+    policy: LeadPolicy
+    clock: Clock
+    metrics: Metrics
+    resources: Resources
+
+
+class LeadflowApp(faust.App):
+    """faust.App that mounts leadflow's API on its web server and closes our resources on stop."""
+
+    runtime: Runtime
+
+    def on_webserver_init(self, web: Any) -> None:
+        from streams.web import mount  # imported here: web.py needs the topics and tables
+
+        mount(self, web)
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.runtime.resources.close()
+
+
+def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: Clock | None = None) -> LeadflowApp:
+    config = config if config is not None else load_config(settings.config_path)
+    new = LeadflowApp(
+        settings.app_id,
+        broker=settings.broker,
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer=CODEC,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        table_standby_replicas=settings.standby_replicas,
+        processing_guarantee="at_least_once",
+        # Leads are few and latency matters: commit often rather than every 10 000 messages.
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_bind="0.0.0.0",
+        canonical_url=settings.canonical_url,
+        web_application_options={"client_max_size": settings.max_body_bytes},
+        # Faust's built-in views would expose table contents (personal data) and debug graphs.
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_in_thread=False,
+    )
+    metrics = Metrics()
+    new.runtime = Runtime(
+        settings=settings, config=config, policy=config.lead_policy(settings.default_team),
+        clock=clock or SystemClock(), metrics=metrics, resources=Resources(settings, metrics),
+    )
+    return new
+
+
+app = create_app(Settings.from_env())
+runtime = app.runtime

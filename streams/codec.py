@@ -1,0 +1,82 @@
+"""The ``leadflow`` Faust codec: our frozen dataclasses on the wire and in tables, as JSON.
+
+The pure core (``rules/``) defines commands and state as plain dataclasses and cannot import
+Faust, so instead of mirroring every type as a ``faust.Record`` the wire format is
+``{"type": <class name>, "data": <fields>}`` encoded by orjson and decoded by pydantic.
+Unknown types and invalid fields raise ``ValueError`` naming what was wrong.
+"""
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import orjson
+from faust.serializers import codecs
+from pydantic import TypeAdapter, ValidationError
+
+from rules import commands
+from rules.lead import LeadState
+from rules.reps import RepEntry
+from rules.team import TeamState
+
+__all__ = ["CODEC", "SCHEMA", "encode", "decode", "WIRE_TYPES"]
+
+WIRE_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        commands.CaptureLead, commands.LeadAssigned, commands.LeadQueued, commands.RecordDelivery,
+        commands.DispositionLead, commands.RouteLead, commands.ReleaseLead, commands.UpsertRep,
+        commands.RemoveRep, commands.SetPresence, commands.PutRep, commands.ChangePresence,
+        commands.Notify, LeadState, TeamState, RepEntry,
+    )
+}
+
+
+@cache
+def _adapter(name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(WIRE_TYPES[name])
+
+
+def encode(value: Any) -> bytes:
+    name = type(value).__name__
+    if name not in WIRE_TYPES:
+        raise TypeError(f"{name} is not a leadflow wire type")
+    return orjson.dumps({"type": name, "data": value})
+
+
+def decode(raw: bytes) -> Any:
+    try:
+        envelope = orjson.loads(raw)
+        name = envelope["type"]
+        data = envelope["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise ValueError("not a leadflow message (expected {\"type\", \"data\"})") from None
+    if name not in WIRE_TYPES:
+        raise ValueError(f"unknown message type {name!r}")
+    try:
+        return _adapter(name).validate_python(data)
+    except ValidationError as exc:
+        raise ValueError(f"invalid {name}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+
+
+class LeadflowCodec(codecs.Codec):
+    def _dumps(self, obj: Any) -> bytes:
+        return encode(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode(s)
+
+
+CODEC = "leadflow"
+codecs.register(CODEC, LeadflowCodec())
+
+
+def _schema() -> Any:
+    import faust
+
+    # str keys as raw UTF-8 everywhere, so a key hashes to the same partition in every topic
+    # and table changelog (and Faust's router finds the owner of a key).
+    return faust.Schema(key_type=str, key_serializer="raw", value_serializer=CODEC)
+
+
+SCHEMA = _schema()

@@ -1,0 +1,224 @@
+"""The YAML configuration: teams, reps, routing rules, API keys; validated once at start.
+
+Errors name the file, the line, the path inside the document and what is wrong, e.g.
+``config.yaml:12: teams[0].reps[1].capacity: Input should be greater than or equal to 1``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from leadflow.errors import ConfigError
+from rules.commands import RepProfile
+from rules.lead import LeadPolicy
+from rules.routing import TeamRule
+
+__all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
+
+_Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiKeyConfig(_Strict):
+    """An API key for one source. Give its SHA-256 (``key_sha256``) or the name of an
+    environment variable holding it (``key_env``); a literal ``key`` is for demos only."""
+
+    name: _Id
+    key: str | None = Field(default=None, min_length=8)
+    key_env: str | None = None
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    rate_per_minute: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeyConfig:
+        given = [x for x in (self.key, self.key_env, self.key_sha256) if x]
+        if len(given) != 1:
+            raise ValueError("give exactly one of key, key_env, key_sha256")
+        return self
+
+    def digest(self, env: Mapping[str, str]) -> str:
+        if self.key_sha256:
+            return self.key_sha256
+        if self.key_env:
+            value = env.get(self.key_env)
+            if not value:
+                raise ConfigError(f"api key {self.name!r}: environment variable {self.key_env} is not set")
+            return hashlib.sha256(value.encode()).hexdigest()
+        assert self.key is not None
+        return hashlib.sha256(self.key.encode()).hexdigest()
+
+
+class RepConfig(_Strict):
+    id: _Id
+    name: str = ""
+    capacity: int = Field(default=5, ge=1, le=1000)
+    daily_cap: int | None = Field(default=None, ge=1)
+    weight: int = Field(default=1, ge=1, le=100)
+    skills: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    territories: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_secret_env: str | None = None
+    email: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Madrid)") from None
+        return value
+
+    def profile(self, team_id: str, env: Mapping[str, str]) -> RepProfile:
+        secret = self.webhook_secret
+        if self.webhook_secret_env:
+            secret = env.get(self.webhook_secret_env)
+            if not secret:
+                raise ConfigError(f"rep {self.id!r}: environment variable {self.webhook_secret_env} is not set")
+        return RepProfile(
+            rep_id=self.id, team_id=team_id, name=self.name or self.id, capacity=self.capacity,
+            daily_cap=self.daily_cap, weight=self.weight, skills=self.skills, languages=self.languages,
+            territories=self.territories, timezone=self.timezone, webhook_url=self.webhook_url,
+            webhook_secret=secret, email=self.email,
+        )
+
+
+class TeamConfig(_Strict):
+    id: _Id
+    strategy: str = "weighted_round_robin"
+    reps: tuple[RepConfig, ...] = ()
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        from rules.routing import STRATEGIES
+
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; choose one of {', '.join(STRATEGIES)}")
+        return value
+
+
+class RuleConfig(_Strict):
+    team: _Id
+    countries: tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+class RoutingConfig(_Strict):
+    default_team: _Id | None = None
+    rules: tuple[RuleConfig, ...] = ()
+
+
+class SlaConfig(_Strict):
+    first_contact_seconds: int = Field(default=300, ge=1)
+
+
+class LeadflowConfig(_Strict):
+    api_keys: tuple[ApiKeyConfig, ...] = ()
+    routing: RoutingConfig = RoutingConfig()
+    sla: SlaConfig = SlaConfig()
+    teams: tuple[TeamConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> LeadflowConfig:
+        seen: set[str] = set()
+        for team in self.teams:
+            for rep in team.reps:
+                if rep.id in seen:
+                    raise ValueError(f"rep {rep.id!r} appears in more than one team; a rep belongs to one team")
+                seen.add(rep.id)
+        names = [k.name for k in self.api_keys]
+        if len(names) != len(set(names)):
+            raise ValueError("api key names must be unique")
+        return self
+
+    def lead_policy(self, default_team: str) -> LeadPolicy:
+        return LeadPolicy(
+            default_team=self.routing.default_team or default_team,
+            team_rules=tuple(TeamRule(team=r.team, countries=r.countries, sources=r.sources)
+                             for r in self.routing.rules),
+            first_contact_seconds=self.sla.first_contact_seconds,
+        )
+
+    def rep_profiles(self, env: Mapping[str, str] | None = None) -> list[RepProfile]:
+        env = os.environ if env is None else env
+        return [rep.profile(team.id, env) for team in self.teams for rep in team.reps]
+
+    def key_digests(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``{sha256 hex: key name}`` for every configured key."""
+        env = os.environ if env is None else env
+        return {k.digest(env): k.name for k in self.api_keys}
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                break
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_config(text: str, source: str = "<config>") -> LeadflowConfig:
+    """Parse and validate config text; ``ConfigError`` lists every problem with its line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping (api_keys, routing, sla, teams)")
+    try:
+        return LeadflowConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            line = _line_of(node, loc)
+            where = f"{source}:{line}" if line else source
+            lines.append(f"{where}: {_path(loc)}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: Path | None) -> LeadflowConfig:
+    """Load the config file, or an empty config when no file is given."""
+    if path is None:
+        return LeadflowConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    return parse_config(text, str(path))

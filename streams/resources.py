@@ -1,0 +1,57 @@
+"""Per-process outside resources: one aiohttp session, one Redis client; opened lazily, closed once."""
+from __future__ import annotations
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from connectors.capture_store import CaptureStore
+from connectors.netguard import GuardedResolver
+from connectors.webhooks import WebhookSender
+from ops.metrics import Metrics
+from streams.settings import Settings
+
+__all__ = ["Resources"]
+
+
+class Resources:
+    """Created with the app; the session is made on first use (it needs the running loop)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+        self._sender: WebhookSender | None = None
+        # redis-py connects lazily, so building the client here does no I/O.
+        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        self.store = CaptureStore(
+            self.redis, on_degraded=lambda op: metrics.redis_degraded.labels(op).inc()
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout_s + 5),
+                # The resolver re-checks addresses at connect time (DNS rebinding), not only up front.
+                connector=aiohttp.TCPConnector(
+                    limit=100, limit_per_host=10,
+                    resolver=GuardedResolver(allow_private=self._settings.webhook_allow_private),
+                ),
+                trust_env=False,
+            )
+        return self._session
+
+    @property
+    def sender(self) -> WebhookSender:
+        if self._sender is None:
+            self._sender = WebhookSender(
+                self.session, allow_private=self._settings.webhook_allow_private,
+                timeout_s=self._settings.webhook_timeout_s,
+            )
+        return self._sender
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await self.redis.aclose()

@@ -1,0 +1,139 @@
+"""Frozen, documented settings: the only reader of ``os.environ``."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from leadflow.errors import ConfigError
+
+__all__ = ["Secret", "Settings"]
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r}: expected true or false")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r}: expected an integer") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """How one worker runs. Every field has a ``LEADFLOW_*`` environment variable."""
+
+    #: Kafka bootstrap URL(s), ``kafka://host:port[;host:port]`` (``LEADFLOW_BROKER``).
+    broker: str = "kafka://127.0.0.1:9092"
+    #: Redis for caches, idempotency keys and rate limits; never the source of truth (``LEADFLOW_REDIS_URL``).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Optional YAML file with teams, reps, routing rules and API keys (``LEADFLOW_CONFIG``).
+    config_path: Path | None = None
+    #: Port of this worker's HTTP API (``LEADFLOW_WEB_PORT``); each worker on a host needs its own.
+    web_port: int = 6066
+    #: Host other workers use to reach this one when forwarding requests (``LEADFLOW_WEB_HOST``).
+    web_host: str = "127.0.0.1"
+    #: Where RocksDB tables live (``LEADFLOW_DATA_DIR``); one folder per worker.
+    data_dir: Path = Path(".state/worker")
+    #: API keys accepted besides those in the config, comma-separated (``LEADFLOW_API_KEYS``).
+    api_keys: tuple[Secret, ...] = ()
+    #: The team a lead goes to when no routing rule matches (``LEADFLOW_DEFAULT_TEAM``).
+    default_team: str = "default"
+    #: Let webhooks target loopback and private addresses: local demos and tests only
+    #: (``LEADFLOW_WEBHOOK_ALLOW_PRIVATE``).
+    webhook_allow_private: bool = False
+    #: Faust app id: names the consumer group and the internal topics (``LEADFLOW_APP_ID``).
+    app_id: str = "leadflow"
+    #: Prefix of the public topics (``LEADFLOW_TOPIC_PREFIX``).
+    topic_prefix: str = "leadflow."
+    #: Partitions of the entity topics; co-partitioned topics share it (``LEADFLOW_PARTITIONS``).
+    partitions: int = 8
+    #: Table store: ``rocksdb`` for real runs, ``memory`` for agent tests (``LEADFLOW_STORE``).
+    store: str = "rocksdb"
+    #: Standby replicas per table, for fast failover (``LEADFLOW_STANDBY_REPLICAS``).
+    standby_replicas: int = 1
+    #: Replication factor of the topics leadflow creates (``LEADFLOW_REPLICATION``).
+    replication: int = 1
+    #: Largest accepted request body in bytes (``LEADFLOW_MAX_BODY_BYTES``).
+    max_body_bytes: int = 1_048_576
+    #: Most leads in one batch request (``LEADFLOW_MAX_BATCH``).
+    max_batch: int = 500
+    #: Per-attempt webhook timeout in seconds (``LEADFLOW_WEBHOOK_TIMEOUT``).
+    webhook_timeout_s: float = 10.0
+    #: Python log level of the worker (``LEADFLOW_LOG_LEVEL``).
+    log_level: str = "info"
+
+    @property
+    def canonical_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from the environment, with errors that name the variable."""
+        env = os.environ if env is None else env
+        d = cls()  # the documented defaults (slots dataclasses have no class-level values)
+        config = env.get("LEADFLOW_CONFIG") or None
+        keys = tuple(Secret(k.strip()) for k in env.get("LEADFLOW_API_KEYS", "").split(",") if k.strip())
+        store = env.get("LEADFLOW_STORE", "rocksdb")
+        if store not in ("rocksdb", "memory"):
+            raise ConfigError(f"environment variable LEADFLOW_STORE={store!r}: expected rocksdb or memory")
+        timeout_raw = env.get("LEADFLOW_WEBHOOK_TIMEOUT", "10")
+        try:
+            timeout = float(timeout_raw)
+        except ValueError:
+            raise ConfigError(f"environment variable LEADFLOW_WEBHOOK_TIMEOUT={timeout_raw!r}: expected seconds") from None
+        return cls(
+            broker=env.get("LEADFLOW_BROKER") or d.broker,
+            redis_url=env.get("LEADFLOW_REDIS_URL") or d.redis_url,
+            config_path=Path(config) if config else None,
+            web_port=_int(env, "LEADFLOW_WEB_PORT", d.web_port, minimum=1),
+            web_host=env.get("LEADFLOW_WEB_HOST") or d.web_host,
+            data_dir=Path(env.get("LEADFLOW_DATA_DIR") or d.data_dir),
+            api_keys=keys,
+            default_team=env.get("LEADFLOW_DEFAULT_TEAM") or d.default_team,
+            webhook_allow_private=_bool(env, "LEADFLOW_WEBHOOK_ALLOW_PRIVATE", False),
+            app_id=env.get("LEADFLOW_APP_ID") or d.app_id,
+            topic_prefix=env.get("LEADFLOW_TOPIC_PREFIX", d.topic_prefix),
+            partitions=_int(env, "LEADFLOW_PARTITIONS", d.partitions, minimum=1),
+            store=store,
+            standby_replicas=_int(env, "LEADFLOW_STANDBY_REPLICAS", d.standby_replicas),
+            replication=_int(env, "LEADFLOW_REPLICATION", d.replication, minimum=1),
+            max_body_bytes=_int(env, "LEADFLOW_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
+            max_batch=_int(env, "LEADFLOW_MAX_BATCH", d.max_batch, minimum=1),
+            webhook_timeout_s=timeout,
+            log_level=env.get("LEADFLOW_LOG_LEVEL") or d.log_level,
+        )

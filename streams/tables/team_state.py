@@ -1,0 +1,29 @@
+"""``team_state`` (roster and queue bounds by ``team_id``) and ``team_queue`` (one entry per waiting lead).
+
+Both are written only by the team agent, from ``team.commands``, so their changelog entries
+land in the team's partition; queue keys are ``"{team_id}:{seq}"``.
+"""
+from __future__ import annotations
+
+from rules.commands import RouteLead
+from streams.tables._table import entity_table
+
+__all__ = ["team_state", "team_queue", "queue_key", "TeamQueue"]
+
+team_state = entity_table("team_state", help="TeamState by team_id (written only by the team agent).")
+team_queue = entity_table("team_queue", help="Waiting RouteLead commands by '{team_id}:{seq}' (written only by the team agent).")
+
+
+def queue_key(team_id: str, seq: int) -> str:
+    return f"{team_id}:{seq}"
+
+
+class TeamQueue:
+    """The ``QueueReader`` of one team over ``team_queue``."""
+
+    def __init__(self, team_id: str) -> None:
+        self.team_id = team_id
+
+    def get(self, seq: int) -> RouteLead | None:
+        value = team_queue.get(queue_key(self.team_id, seq))
+        return value if isinstance(value, RouteLead) else None

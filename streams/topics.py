@@ -1,0 +1,52 @@
+"""Every topic, declared once. Public names are a contract (DESIGN §2.2); the prefix is configurable."""
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import orjson
+
+from rules.commands import Outgoing
+from streams.app import app, runtime
+from streams.codec import CODEC
+
+__all__ = [
+    "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
+    "notifications", "lead_events", "CHANNELS", "send",
+]
+
+_settings = runtime.settings
+
+
+def _topic(name: str, *, raw: bool = False) -> faust.TopicT:
+    # internal=True: Faust creates the topic with our partition count instead of relying on
+    # the broker's auto-create (1 partition), which would break co-partitioning.
+    return app.topic(
+        _settings.topic_prefix + name, key_type=str, value_serializer="raw" if raw else CODEC,
+        partitions=_settings.partitions, replicas=_settings.replication, internal=True,
+    )
+
+
+leads_inbound = _topic("leads.inbound", raw=True)
+leads_rejected = _topic("leads.rejected", raw=True)
+lead_commands = _topic("lead.commands")
+team_commands = _topic("team.commands")
+rep_commands = _topic("rep.commands")
+notifications = _topic("notifications")
+lead_events = _topic("lead.events", raw=True)
+
+CHANNELS: dict[str, faust.TopicT] = {
+    "lead.commands": lead_commands,
+    "team.commands": team_commands,
+    "rep.commands": rep_commands,
+    "notifications": notifications,
+    "lead.events": lead_events,
+}
+
+
+async def send(outgoing: Outgoing) -> Any:
+    """Send what a transition returned to the topic its channel names."""
+    value = outgoing.value
+    if outgoing.channel == "lead.events":
+        value = orjson.dumps(value)
+    return await CHANNELS[outgoing.channel].send(key=outgoing.key, value=value)

@@ -1,0 +1,142 @@
+"""Mount the HTTP API on the worker's web server, with the engine port it reads and writes through.
+
+Views never write tables: they send commands. Reads of a lead, team or rep are answered by the
+worker that owns the key; other workers relay the request to it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiokafka.partitioner import murmur2
+from yarl import URL
+
+from connectors.api import ApiContext, mount_api
+from connectors.api.errors import error_response
+from connectors.api.ports import Entity, Readiness
+from connectors.auth import Keyring
+from leadflow.errors import TransientError
+from rules.commands import LeadCommand, RepCommand
+from rules.lead import LeadState
+from rules.reps import RepEntry
+from rules.team import TeamState
+from streams.app import LeadflowApp, runtime
+from streams.tables.lead_state import lead_state
+from streams.tables.rep_directory import rep_directory
+from streams.tables.team_state import team_state
+from streams.topics import lead_commands, leads_inbound, rep_commands
+
+__all__ = ["Engine", "mount"]
+
+log = logging.getLogger(__name__)
+
+_FORWARDED = "X-Leadflow-Forwarded"
+_ACK_TIMEOUT_S = 10.0
+_TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory}
+
+
+class Engine:
+    """The ``EnginePort`` the API uses, backed by this worker's topics and tables."""
+
+    def __init__(self, app: LeadflowApp) -> None:
+        self.app = app
+        self._own = self._ident(URL(runtime.settings.canonical_url))
+
+    @staticmethod
+    def _ident(url: URL) -> tuple[str, int]:
+        return (url.host or "", int(url.port or 80))
+
+    async def capture(self, records: list[tuple[str, bytes]]) -> None:
+        try:
+            futures = [await leads_inbound.send(key=key, value=value) for key, value in records]
+            # Wait for Kafka's ack of every record: a 202 promises the lead is stored.
+            await asyncio.wait_for(asyncio.gather(*futures), _ACK_TIMEOUT_S)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise TransientError("Kafka did not acknowledge in time") from exc
+        except Exception as exc:  # aiokafka raises a family of KafkaError types here
+            log.warning("capture failed: %s", type(exc).__name__)
+            raise TransientError(f"Kafka refused the records ({type(exc).__name__})") from exc
+
+    def owner_of(self, entity: Entity, key: str) -> URL | None:
+        """The web URL of the worker whose active partition holds ``key`` (from the assignor's map)."""
+        table = _TABLES[entity]
+        # Same partitioner as the producer (murmur2 of the raw key), over the known partition
+        # count: the producer's metadata may not have seen a changelog topic yet.
+        partition = (murmur2(key.encode()) & 0x7FFFFFFF) % runtime.settings.partitions
+        topic = table.changelog_topic.get_topic_name()
+        for host, topics in self.app.router.table_metadata(table.name).items():
+            if partition in topics.get(topic, ()):
+                return URL(host)
+        return None
+
+    async def send_lead_command(self, lead_id: str, command: LeadCommand) -> None:
+        await lead_commands.send(key=lead_id, value=command)
+
+    async def send_rep_command(self, rep_id: str, command: RepCommand) -> None:
+        await rep_commands.send(key=rep_id, value=command)
+
+    async def forward_to_owner(self, entity: Entity, key: str, request: web.Request) -> web.Response | None:
+        if request.headers.get(_FORWARDED):
+            return None  # already relayed once: answer here rather than bounce
+        owner = self.owner_of(entity, key)
+        if owner is None:
+            return error_response(503, "unavailable", "partitions are being assigned; retry shortly",
+                                  headers={"Retry-After": "2"})
+        if self._ident(owner) == self._own:
+            return None
+        target = URL(str(owner)).with_path(request.path).with_query(request.query)
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type", "idempotency-key", "accept")}
+        headers[_FORWARDED] = "1"
+        try:
+            async with runtime.resources.session.request(
+                request.method, target, headers=headers, data=await request.read(),
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as response:
+                body = await response.read()
+                return web.Response(body=body, status=response.status,
+                                    content_type=response.content_type or "application/json")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("relay to the owner of a %s failed: %s", entity, type(exc).__name__)
+            return error_response(503, "unavailable", f"the worker that owns this {entity} did not answer; retry",
+                                  headers={"Retry-After": "2"})
+
+    def lead(self, lead_id: str) -> LeadState | None:
+        value = lead_state.get(lead_id)
+        return value if isinstance(value, LeadState) else None
+
+    def team(self, team_id: str) -> TeamState | None:
+        value = team_state.get(team_id)
+        return value if isinstance(value, TeamState) else None
+
+    def rep(self, rep_id: str) -> RepEntry | None:
+        value = rep_directory.get(rep_id)
+        return value if isinstance(value, RepEntry) else None
+
+    def readiness(self) -> Readiness:
+        app = self.app
+        if app.rebalancing:
+            return Readiness(False, "rebalancing")
+        recovery = app.tables.recovery
+        if recovery.in_recovery or not recovery.completed.is_set():
+            return Readiness(False, "recovering tables")
+        assigned = len(app.consumer.assignment()) if app.consumer else 0
+        return Readiness(True, f"{assigned} partition(s) assigned, tables recovered")
+
+
+def mount(app: LeadflowApp, faust_web: Any) -> None:
+    """Called by Faust while its web server initializes (before the aiohttp app freezes)."""
+    settings = runtime.settings
+    keyring = Keyring(runtime.config.key_digests(),
+                      [("env", key.reveal()) for key in settings.api_keys])
+    if not len(keyring):
+        log.warning("no API keys configured: every /v1 request will be refused (set LEADFLOW_API_KEYS)")
+    ctx = ApiContext(
+        engine=Engine(app), keyring=keyring, store=runtime.resources.store, clock=runtime.clock,
+        metrics=runtime.metrics, max_batch=settings.max_batch,
+        webhook_allow_private=settings.webhook_allow_private,
+    )
+    mount_api(faust_web.web_app, ctx)

@@ -1,0 +1,16 @@
+"""Run the Faust worker: import every agent, then hand over to Faust's own worker command."""
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from streams.agents import intake, lead, notifier, reps, team  # noqa: F401  (registers the agents)
+    from streams.app import app, runtime
+
+    level = runtime.settings.log_level
+    args = ["worker", "--loglevel", level]
+    sys.argv = [sys.argv[0], *args, *(argv or [])]
+    app.main()

@@ -1,0 +1,158 @@
+"""Run real leadflow workers and a real webhook receiver for the integration tests."""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from ops.stack import StackConfig
+from ops.stack.process import start_process, stop_process, tail
+
+__all__ = ["API_KEY", "free_port", "WorkerSpec", "Worker", "Receiver", "eventually"]
+
+API_KEY = "it-secret-key-0123456789"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WorkerSpec:
+    """One logical deployment: workers sharing an app id (consumer group, topics, tables)."""
+
+    stack: StackConfig
+    tmp: Path
+    config_yaml: str = ""
+    app_id: str = field(default_factory=lambda: "it" + uuid.uuid4().hex[:10])
+    partitions: int = 4
+
+    def env(self, port: int, data_dir: Path) -> dict[str, str]:
+        config = self.tmp / f"{self.app_id}.yaml"
+        config.write_text(self.config_yaml)
+        return {
+            **os.environ,
+            "LEADFLOW_BROKER": self.stack.kafka_url,
+            "LEADFLOW_REDIS_URL": self.stack.redis_url,
+            "LEADFLOW_CONFIG": str(config),
+            "LEADFLOW_WEB_PORT": str(port),
+            "LEADFLOW_DATA_DIR": str(data_dir),
+            "LEADFLOW_API_KEYS": API_KEY,
+            "LEADFLOW_WEBHOOK_ALLOW_PRIVATE": "true",
+            "LEADFLOW_APP_ID": self.app_id,
+            "LEADFLOW_TOPIC_PREFIX": f"{self.app_id}.",
+            "LEADFLOW_PARTITIONS": str(self.partitions),
+            "LEADFLOW_STORE": "rocksdb",
+            "LEADFLOW_WEBHOOK_TIMEOUT": "3",
+        }
+
+
+class Worker:
+    """A real ``leadflow worker`` process, stopped by its own pid."""
+
+    def __init__(self, spec: WorkerSpec, *, port: int | None = None, data_dir: Path | None = None) -> None:
+        self.spec = spec
+        self.port = port or free_port()
+        self.data_dir = data_dir or spec.tmp / f"data-{self.port}"
+        self.log_path = spec.tmp / f"worker-{self.port}.log"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = start_process([sys.executable, "-m", "leadflow", "worker"], log_path=self.log_path,
+                                  env=spec.env(self.port, self.data_dir), cwd=REPO)
+
+    def log(self, lines: int = 60) -> str:
+        return tail(self.log_path, lines)
+
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    async with session.get(f"{self.url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout:.0f} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout=20)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+class Receiver:
+    """An SDR's webhook endpoint: records every delivery and verifies it with ``standardwebhooks``."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, str] = {}
+        self.deliveries: list[dict[str, Any]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._runner: web.AppRunner | None = None
+
+    def hook_url(self, rep_id: str) -> str:
+        return f"{self.url}/hooks/{rep_id}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        rep_id = request.match_info["rep_id"]
+        body = await request.read()
+        headers = dict(request.headers)
+        verified = False
+        secret = self.secrets.get(rep_id)
+        if secret is not None:
+            try:
+                Webhook(secret).verify(body, {k.lower(): v for k, v in headers.items()})
+                verified = True
+            except Exception:
+                verified = False
+        payload = orjson.loads(body)
+        self.deliveries.append({"rep_id": rep_id, "verified": verified, "headers": headers,
+                                "body": body, "payload": payload})
+        return web.Response(status=204 if verified else 401)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hooks/{rep_id}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def for_lead(self, lead_id: str) -> list[dict[str, Any]]:
+        return [d for d in self.deliveries if d["payload"]["data"]["lead_id"] == lead_id]
+
+
+async def eventually(check: Any, timeout: float = 30.0, interval: float = 0.2, what: str = "condition") -> Any:
+    """Poll ``check()`` (sync or async) until it returns a truthy value; fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")

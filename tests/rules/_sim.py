@@ -1,0 +1,106 @@
+"""Test doubles that drive the pure transitions exactly as the agents do, with no Kafka."""
+from __future__ import annotations
+
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from rules import lead, reps, team
+from rules.commands import Channel, Outgoing, RouteLead, TeamCommand
+from rules.lead import LeadPolicy, LeadState
+from rules.reps import RepEntry
+from rules.team import QueueWrite, TeamState, TeamTransition
+from sla.clock import FakeClock
+
+__all__ = ["T0", "QueueTable", "TeamDriver", "Bus", "values", "events"]
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+class QueueTable:
+    """A dict-backed ``QueueReader``: the team agent's queue-entry table."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, RouteLead] = {}
+
+    def get(self, seq: int) -> RouteLead | None:
+        return self.entries.get(seq)
+
+    def write(self, writes: tuple[QueueWrite, ...]) -> None:
+        for write in writes:
+            if write.entry is None:
+                self.entries.pop(write.seq, None)
+            else:
+                self.entries[write.seq] = write.entry
+
+
+class TeamDriver:
+    """One team agent's loop: apply -> keep the state -> apply the queue writes."""
+
+    def __init__(self) -> None:
+        self.state: TeamState | None = None
+        self.queue = QueueTable()
+
+    def send(self, command: TeamCommand, now: datetime) -> TeamTransition:
+        transition = team.apply(self.state, command, now, self.queue)
+        self.state = transition.state
+        self.queue.write(transition.queue_writes)
+        return transition
+
+
+class Bus:
+    """A tiny in-memory bus: commands are dispatched by channel, FIFO, until nothing is left.
+
+    ``notifications`` and ``lead.events`` are sinks; everything sent is kept in ``sent``.
+    The clock moves one second per delivered message so every timestamp is distinct.
+    """
+
+    def __init__(self, *, policy: LeadPolicy | None = None, clock: FakeClock | None = None) -> None:
+        self.policy = policy or LeadPolicy()
+        self.clock = clock or FakeClock(T0)
+        self.leads: dict[str, LeadState] = {}
+        self.teams: dict[str, TeamDriver] = {}
+        self.directory: dict[str, RepEntry] = {}
+        self.sent: list[Outgoing] = []
+        self._pending: deque[Outgoing] = deque()
+
+    def send(self, channel: Channel, key: str, value: Any) -> list[Outgoing]:
+        """Put one message on the bus, run to quiescence, return everything sent meanwhile."""
+        mark = len(self.sent)
+        self._pending.append(Outgoing(channel=channel, key=key, value=value))
+        while self._pending:
+            message = self._pending.popleft()
+            self.sent.append(message)
+            self._pending.extend(self._deliver(message))
+        return self.sent[mark:]
+
+    def team(self, team_id: str) -> TeamState:
+        state = self.teams[team_id].state
+        assert state is not None
+        return state
+
+    def _deliver(self, message: Outgoing) -> tuple[Outgoing, ...]:
+        now = self.clock.advance(1)
+        if message.channel == "lead.commands":
+            transition = lead.apply(self.leads.get(message.key), message.value, now, self.policy)
+            if transition.state is not None:
+                self.leads[message.key] = transition.state
+            return transition.outgoing
+        if message.channel == "team.commands":
+            return self.teams.setdefault(message.key, TeamDriver()).send(message.value, now).outgoing
+        if message.channel == "rep.commands":
+            rep_transition = reps.apply(self.directory.get(message.key), message.value, now)
+            if rep_transition.entry is not None:
+                self.directory[message.key] = rep_transition.entry
+            return rep_transition.outgoing
+        return ()
+
+
+def values(messages: list[Outgoing], channel: Channel, kind: type | None = None) -> list[Any]:
+    """The values sent on ``channel`` (optionally only those of type ``kind``)."""
+    return [m.value for m in messages if m.channel == channel and (kind is None or isinstance(m.value, kind))]
+
+
+def events(messages: list[Outgoing], kind: str) -> list[dict[str, Any]]:
+    """The ``lead.events`` of one type."""
+    return [v for v in values(messages, "lead.events") if v["type"] == kind]

@@ -1,0 +1,129 @@
+"""Capture: normalized identity and the deterministic, PII-free ``lead_id``."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules.capture import derive_lead_id, normalize_email, normalize_phone
+
+LEAD_ID = re.compile(r"^ld_[0-9a-f]{24}$")
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("ada@example.com", "ada@example.com"),
+        ("  Ada.Lovelace@Example.COM \n", "ada.lovelace@example.com"),
+        ("ADA+Leads@EXAMPLE.org", "ada+leads@example.org"),
+    ],
+)
+def test_normalize_email(raw: str, normalized: str) -> None:
+    assert normalize_email(raw) == normalized
+
+
+@given(st.emails())
+def test_normalize_email_is_idempotent(email: str) -> None:
+    once = normalize_email(email)
+    assert normalize_email(once) == once
+    assert normalize_email(f"  {email.upper()} ") == once
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        ("+1 650-253-0000", None, "+16502530000"),
+        ("+1 (650) 253-0000", "GB", "+16502530000"),   # an explicit country code wins over the region
+        ("(650) 253-0000", "US", "+16502530000"),
+        ("650.253.0000", "US", "+16502530000"),
+        ("020 7031 3000", "GB", "+442070313000"),
+        ("+44 20 7031 3000", None, "+442070313000"),
+        ("030 901820", "DE", "+4930901820"),
+        ("06 12 34 56 78", "FR", "+33612345678"),
+    ],
+)
+def test_normalize_phone_to_e164(raw: str, region: str | None, e164: str) -> None:
+    assert normalize_phone(raw, region) == e164
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "reason"),
+    [
+        ("650 253 0000", None, "not a phone number (Missing or invalid default region.)"),
+        ("hello", "US", "not a phone number"),
+        ("", "US", "not a phone number"),
+        ("+999 123", None, "not a phone number"),
+        ("12", "US", "not a valid phone number for its country"),
+        ("+1 555", None, "not a valid phone number for its country"),
+        ("+1 000-000-0000", None, "not a valid phone number for its country"),
+    ],
+)
+def test_normalize_phone_rejects_with_a_reason(raw: str, region: str | None, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        normalize_phone(raw, region)
+
+
+def test_derive_lead_id_is_deterministic_and_shaped() -> None:
+    a = derive_lead_id(email="ada@example.com", phone=None, source="webform", external_id=None)
+    assert a == derive_lead_id(email="ada@example.com", phone=None, source="webform", external_id=None)
+    assert LEAD_ID.match(a)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "same_as"),
+    [
+        # e-mail wins over phone and external id, whatever the source
+        ({"email": "ada@example.com", "phone": "+16502530000", "source": "ads", "external_id": "x1"},
+         {"email": "ada@example.com", "phone": None, "source": "webform", "external_id": None}),
+        # phone wins over external id, whatever the source
+        ({"email": None, "phone": "+16502530000", "source": "ads", "external_id": "x1"},
+         {"email": None, "phone": "+16502530000", "source": "webform", "external_id": None}),
+        # empty strings count as missing
+        ({"email": "", "phone": "+16502530000", "source": "ads", "external_id": None},
+         {"email": None, "phone": "+16502530000", "source": "webform", "external_id": None}),
+    ],
+)
+def test_identity_precedence(kwargs: dict[str, str | None], same_as: dict[str, str | None]) -> None:
+    assert derive_lead_id(**kwargs) == derive_lead_id(**same_as)  # type: ignore[arg-type]
+
+
+def test_identity_kinds_do_not_collide() -> None:
+    ids = {
+        derive_lead_id(email="x1", phone=None, source="s", external_id=None),
+        derive_lead_id(email=None, phone="x1", source="s", external_id=None),
+        derive_lead_id(email=None, phone=None, source="s", external_id="x1"),
+        derive_lead_id(email=None, phone=None, source="t", external_id="x1"),
+    }
+    assert len(ids) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"email": None, "phone": None, "source": "webform", "external_id": None},
+        {"email": "", "phone": "", "source": "webform", "external_id": ""},
+        {"email": None, "phone": None, "source": "", "external_id": None},
+    ],
+)
+def test_derive_lead_id_needs_an_identity(kwargs: dict[str, str | None]) -> None:
+    with pytest.raises(ValueError, match="needs an email, a phone, or a source with an external_id"):
+        derive_lead_id(**kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=100)
+@given(email=st.emails(), digits=st.from_regex(r"\+[1-9][0-9]{9,12}", fullmatch=True),
+       source=st.sampled_from(["webform", "ads", "partner"]), external_id=st.text(min_size=8, max_size=20))
+def test_lead_ids_carry_no_personal_data(email: str, digits: str, source: str, external_id: str) -> None:
+    email = normalize_email(email)
+    for lead_id, secrets in (
+        (derive_lead_id(email=email, phone=None, source=source, external_id=None),
+         [email, email.split("@")[0], email.split("@")[1]]),
+        (derive_lead_id(email=None, phone=digits, source=source, external_id=None), [digits, digits[1:]]),
+        (derive_lead_id(email=None, phone=None, source=source, external_id=external_id), [external_id]),
+    ):
+        assert LEAD_ID.match(lead_id)
+        for secret in secrets:
+            # Short fragments could occur in any hex string by chance; 8+ characters cannot.
+            assert len(secret) < 8 or secret not in lead_id

@@ -1,0 +1,266 @@
+"""The lead state machine on its own: capture, merge, routing handshake, delivery, disposition."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from rules import lead
+from rules.capture import CapturedLead, derive_lead_id
+from rules.commands import (
+    CaptureLead,
+    DispositionLead,
+    LeadAssigned,
+    LeadQueued,
+    Notify,
+    RecordDelivery,
+    ReleaseLead,
+    RouteLead,
+    RoutingDecision,
+)
+from rules.lead import LeadPolicy, LeadState, can_disposition, webhook_id_for
+from rules.routing import TeamRule
+from tests.rules._sim import T0
+
+POLICY = LeadPolicy(default_team="inbound")
+LEAD_ID = derive_lead_id(email="ada@example.com", phone=None, source="webform", external_id=None)
+
+
+def capture(capture_id: str = "cap-1", *, minutes: int = 0, **fields: object) -> CaptureLead:
+    data: dict[str, object] = {"email": "ada@example.com", "source": "webform", **fields}
+    return CaptureLead(lead_id=LEAD_ID, capture_id=capture_id, captured_at=T0 + timedelta(minutes=minutes),
+                       lead=CapturedLead(**data))  # type: ignore[arg-type]
+
+
+def decision(winner: str | None = "rep-a") -> RoutingDecision:
+    return RoutingDecision(team_id="inbound", strategy="weighted_round_robin", candidates=(), winner=winner,
+                           reason="weighted round robin", decided_at=T0)
+
+
+def assigned(route_id: str = f"{LEAD_ID}:1:1", rep_id: str = "rep-a", *, url: str | None = "https://x.test/a",
+             secret: str | None = "whsec_a") -> LeadAssigned:
+    return LeadAssigned(lead_id=LEAD_ID, route_id=route_id, team_id="inbound", rep_id=rep_id, rep_name=rep_id.upper(),
+                        webhook_url=url, webhook_secret=secret, decision=decision(rep_id),
+                        assigned_at=T0 + timedelta(seconds=5))
+
+
+def queued(route_id: str = f"{LEAD_ID}:1:1") -> LeadQueued:
+    return LeadQueued(lead_id=LEAD_ID, route_id=route_id, team_id="inbound", depth=3, decision=decision(None),
+                      queued_at=T0 + timedelta(seconds=5))
+
+
+def dispose(status: str = "disqualified") -> DispositionLead:
+    return DispositionLead(lead_id=LEAD_ID, status=status, reason="no budget", rep_id="rep-a", at=T0)
+
+
+def run(*commands: object, policy: LeadPolicy = POLICY) -> tuple[LeadState | None, list[lead.Outgoing]]:
+    """Apply commands in order; return the final state and the last transition's outgoing."""
+    state: LeadState | None = None
+    outgoing: tuple[lead.Outgoing, ...] = ()
+    for command in commands:
+        transition = lead.apply(state, command, T0 + timedelta(minutes=1), policy)  # type: ignore[arg-type]
+        state, outgoing = transition.state, transition.outgoing
+    return state, list(outgoing)
+
+
+# --- capture --------------------------------------------------------------------------
+
+
+def test_first_capture_opens_a_lead_and_asks_for_routing() -> None:
+    state, out = run(capture())
+    assert state is not None
+    assert (state.cycle, state.status, state.routing, state.team_id) == (1, "new", "routing", "inbound")
+    assert state.route_id == f"{LEAD_ID}:1:1"
+    assert state.recent_captures == ("cap-1",)
+    assert [m.channel for m in out] == ["lead.events", "team.commands"]
+    assert out[0].value["type"] == "lead.captured"
+    assert out[1].key == "inbound"
+    assert out[1].value == RouteLead(team_id="inbound", lead_id=LEAD_ID, route_id=state.route_id, requested_at=T0)
+
+
+def test_capture_picks_the_team_by_the_policy_rules() -> None:
+    policy = LeadPolicy(default_team="inbound", team_rules=(TeamRule(team="emea", countries=("DE",)),))
+    state, out = run(capture(country="DE"), policy=policy)
+    assert state is not None and state.team_id == "emea"
+    assert out[1].key == "emea"
+
+
+@pytest.mark.parametrize("routing", ["routing", "queued", "assigned"])
+def test_replayed_capture_changes_nothing(routing: str) -> None:
+    steps: dict[str, tuple[object, ...]] = {"routing": (), "queued": (queued(),), "assigned": (assigned(),)}
+    before, _ = run(capture(), *steps[routing])
+    state, out = run(capture(), *steps[routing], capture())
+    assert state == before
+    # Only a lead still waiting for its first answer re-asks for routing (the first send may be lost).
+    assert [type(m.value) for m in out] == ([RouteLead] if routing == "routing" else [])
+
+
+def test_new_touch_of_an_open_lead_merges_without_rerouting() -> None:
+    state, out = run(capture(company="Analytical Engines"), assigned(),
+                     capture("cap-2", minutes=5, source="ads", title="CTO", company=None))
+    assert state is not None
+    assert (state.touches, state.cycle, state.routing) == (2, 1, "assigned")
+    assert state.lead.company == "Analytical Engines"  # a sparser touch never erases
+    assert state.lead.title == "CTO"
+    assert state.first_touch.capture_id == "cap-1" and state.last_touch.capture_id == "cap-2"
+    assert [m.value["type"] for m in out] == ["lead.touched"]
+
+
+def test_capture_after_disposition_reopens_a_new_cycle() -> None:
+    state, out = run(capture(), assigned(), dispose(), capture("cap-2", minutes=60))
+    assert state is not None
+    assert (state.cycle, state.routing, state.status, state.route_id) == (2, "routing", "new", f"{LEAD_ID}:2:1")
+    assert state.assignment is None and state.sla_deadline is None
+    assert state.first_touch.capture_id == "cap-1"
+    assert [m.value["type"] if m.channel == "lead.events" else type(m.value) for m in out] == [
+        "lead.reopened", RouteLead]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 32])
+def test_recent_captures_stay_bounded_across_cycles(limit: int) -> None:
+    policy = LeadPolicy(recent_capture_limit=limit)
+    commands: list[object] = []
+    for i in range(6):
+        commands += [capture(f"cap-{i}", minutes=i), dispose()]
+    state, _ = run(*commands, policy=policy)
+    assert state is not None
+    assert state.recent_captures == tuple(f"cap-{i}" for i in range(6))[-limit:]
+
+
+# --- the routing handshake ----------------------------------------------------------------
+
+
+def test_queued_then_assigned() -> None:
+    state, out = run(capture(), queued())
+    assert state is not None and state.routing == "queued"
+    assert [m.value["type"] for m in out] == ["lead.queued"]
+    state, out = run(capture(), queued(), assigned())
+    assert state is not None and state.routing == "assigned"
+    assert state.sla_deadline == T0 + timedelta(seconds=5 + POLICY.first_contact_seconds)
+
+
+@pytest.mark.parametrize("late", [queued(), queued(route_id="other:1:1")])
+def test_late_or_foreign_queued_is_ignored(late: LeadQueued) -> None:
+    before, _ = run(capture(), assigned())
+    state, out = run(capture(), assigned(), late)
+    assert state == before and out == []
+
+
+def test_accepted_assignment_notifies_the_rep_once_per_route() -> None:
+    state, out = run(capture(), assigned())
+    assert state is not None and state.assignment is not None
+    (event,) = [m.value for m in out if m.channel == "lead.events"]
+    (notify,) = [m.value for m in out if m.channel == "notifications"]
+    assert event["type"] == "lead.assigned"
+    assert isinstance(notify, Notify)
+    assert notify.webhook_id == webhook_id_for(f"{LEAD_ID}:1:1", "lead.assigned") == state.assignment.webhook_id
+    assert (notify.url, notify.secret, notify.rep_id) == ("https://x.test/a", "whsec_a", "rep-a")
+    # A replay re-sends the very same notification (same webhook id) and nothing else.
+    again, replay_out = run(capture(), assigned(), assigned())
+    assert again == state
+    assert [m.value for m in replay_out] == [notify]
+
+
+@pytest.mark.parametrize(("url", "secret"), [(None, "s"), ("https://x.test", None), (None, None)])
+def test_no_webhook_no_notification(url: str | None, secret: str | None) -> None:
+    state, out = run(capture(), assigned(url=url, secret=secret))
+    assert state is not None and state.routing == "assigned"
+    assert [m.channel for m in out] == ["lead.events"]
+
+
+@pytest.mark.parametrize(
+    ("history", "stale"),
+    [
+        ((capture(),), assigned(route_id="someone-else:1:1")),                   # wrong route
+        ((capture(), assigned()), assigned(rep_id="rep-b")),                     # another rep, same route
+        ((capture(), assigned(), dispose()), assigned()),                        # already released
+        ((capture(), dispose()), assigned()),                                    # closed while routing
+        ((capture(), assigned(), dispose(), capture("cap-2")), assigned()),      # an earlier cycle's route
+    ],
+)
+def test_stale_assignment_is_handed_back(history: tuple[object, ...], stale: LeadAssigned) -> None:
+    before, _ = run(*history)
+    state, out = run(*history, stale)
+    assert state == before
+    assert [(m.channel, m.key) for m in out] == [("team.commands", "inbound")]
+    assert out[0].value == ReleaseLead(team_id="inbound", lead_id=LEAD_ID, route_id=stale.route_id,
+                                       rep_id=stale.rep_id, reason="stale assignment", at=T0 + timedelta(minutes=1))
+
+
+def test_assignment_for_an_unknown_lead_is_handed_back() -> None:
+    state, out = run(assigned())
+    assert state is None
+    assert [type(m.value) for m in out] == [ReleaseLead]
+    assert out[0].value.reason == "unknown lead"
+
+
+@pytest.mark.parametrize("command", [queued(), dispose()])
+def test_other_commands_for_an_unknown_lead_do_nothing(command: object) -> None:
+    assert run(command) == (None, [])
+
+
+# --- delivery and disposition ---------------------------------------------------------------
+
+
+def delivery(webhook_id: str = "msg_1", *, delivered: bool = True, minutes: int = 2) -> RecordDelivery:
+    return RecordDelivery(lead_id=LEAD_ID, webhook_id=webhook_id, event_type="lead.assigned", rep_id="rep-a",
+                          delivered=delivered, attempts=1, status=200 if delivered else 503, error=None,
+                          at=T0 + timedelta(minutes=minutes))
+
+
+def test_delivery_is_recorded_once() -> None:
+    state, out = run(capture(), assigned(), delivery())
+    assert state is not None and state.notified_at == T0 + timedelta(minutes=2)
+    assert [m.value["type"] for m in out] == ["lead.notified"]
+    assert out[0].value["data"]["notify_seconds"] == 120
+    again, out = run(capture(), assigned(), delivery(), delivery(minutes=3))
+    assert again == state and out == []
+
+
+def test_failed_then_delivered_keeps_the_first_delivery_time() -> None:
+    state, _ = run(capture(), assigned(), delivery(delivered=False), delivery("msg_1", minutes=4),
+                   delivery("msg_2", minutes=9))
+    assert state is not None and state.notified_at == T0 + timedelta(minutes=4)
+    assert [e.kind for e in state.timeline][-3:] == ["notification_failed", "notified", "notified"]
+
+
+def test_disposition_of_an_assigned_lead_releases_the_rep() -> None:
+    state, out = run(capture(), assigned(), dispose())
+    assert state is not None and (state.routing, state.status) == ("released", "disqualified")
+    assert [m.channel for m in out] == ["lead.events", "team.commands"]
+    assert out[1].value == ReleaseLead(team_id="inbound", lead_id=LEAD_ID, route_id=f"{LEAD_ID}:1:1",
+                                       rep_id="rep-a", reason="disposition: disqualified",
+                                       at=T0 + timedelta(minutes=1))
+
+
+@pytest.mark.parametrize("history", [(capture(),), (capture(), queued())])
+def test_disposition_before_assignment_has_nothing_to_release(history: tuple[object, ...]) -> None:
+    state, out = run(*history, dispose())
+    assert state is not None and state.routing == "released"
+    assert [m.channel for m in out] == ["lead.events"]
+
+
+def test_disposition_of_a_closed_lead_is_ignored() -> None:
+    before, _ = run(capture(), assigned(), dispose())
+    state, out = run(capture(), assigned(), dispose(), dispose("nurture"))
+    assert state == before and out == []
+
+
+def test_can_disposition() -> None:
+    assert can_disposition(None) == "no such lead"
+    assert can_disposition(run(capture())[0]) is None
+    assert can_disposition(run(capture(), assigned())[0]) is None
+    assert can_disposition(run(capture(), dispose("nurture"))[0]) == "the lead is already closed (nurture)"
+
+
+def test_timeline_is_bounded() -> None:
+    policy = LeadPolicy(timeline_limit=4)
+    state, _ = run(capture(), *(capture(f"cap-{i}") for i in range(10)), policy=policy)
+    assert state is not None and len(state.timeline) == 4
+
+
+def test_webhook_id_is_stable_and_safe() -> None:
+    a = webhook_id_for("r:1:1", "lead.assigned")
+    assert a == webhook_id_for("r:1:1", "lead.assigned")
+    assert a != webhook_id_for("r:1:2", "lead.assigned") != webhook_id_for("r:1:1", "lead.reminder")
+    assert a.startswith("msg_") and "." not in a and "r:1:1" not in a
