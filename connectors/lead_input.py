@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from rules.capture import CapturedLead, derive_lead_id, normalize_email, normalize_phone
 
-__all__ = ["FieldError", "LeadInvalid", "ValidLead", "validate_lead", "LEAD_FIELDS"]
+__all__ = ["FieldError", "LeadInvalid", "ValidLead", "validate_lead", "LEAD_FIELDS", "LEAD_INPUT_MODEL"]
 
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 _Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -36,6 +36,8 @@ class _LeadIn(BaseModel):
 
 
 LEAD_FIELDS = tuple(_LeadIn.model_fields)
+#: The request model, for the OpenAPI document (its JSON schema is the lead's request schema).
+LEAD_INPUT_MODEL = _LeadIn
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,9 +58,13 @@ class TeamState:
 
 
 class QueueReader(Protocol):
-    """Read access to the team's queue entries, by sequence number."""
+    """Read access to the team's queue: entries by sequence number, and which routes wait."""
 
     def get(self, seq: int) -> RouteLead | None: ...
+
+    def contains(self, route_id: str) -> bool:
+        """Whether a RouteLead with this ``route_id`` is waiting in the queue."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,11 +94,20 @@ class _Work:
         self.queue = queue
         self.outgoing: list[Outgoing] = []
         self.writes: dict[int, RouteLead | None] = {}
+        self.dequeued: set[str] = set()
 
     def entry(self, seq: int) -> RouteLead | None:
         if seq in self.writes:
             return self.writes[seq]
         return self.queue.get(seq)
+
+    def is_queued(self, route_id: str) -> bool:
+        for entry in self.writes.values():
+            if entry is not None and entry.route_id == route_id:
+                return True
+        if route_id in self.dequeued:
+            return False
+        return self.queue.contains(route_id)
 
     def emit(self, key: str, value: LeadAssigned | LeadQueued) -> None:
         self.outgoing.append(Outgoing(channel="lead.commands", key=key, value=value))
@@ -139,6 +152,16 @@ def _route(work: _Work, command: RouteLead, now: datetime) -> None:
     if command.route_id in work.state.released_routes:
         # A replay of a route already assigned and released: the lead has moved on.
         return
+    if work.is_queued(command.route_id):
+        # A replay of a RouteLead still waiting: one queue entry per route; answer again.
+        decision = choose_rep(work.state.team_id, list(work.state.reps.values()), now=now,
+                              excluded=command.excluded_reps).decision
+        work.emit(command.lead_id, LeadQueued(
+            lead_id=command.lead_id, route_id=command.route_id, team_id=work.state.team_id,
+            depth=work.state.queue_depth, decision=replace(decision, reason=f"{decision.reason}; already waiting"),
+            queued_at=now,
+        ))
+        return
     if work.state.queue_depth == 0 and _try_assign(work, command, now):
         return
     seq = work.state.queue_tail
@@ -178,6 +201,8 @@ def _drain(work: _Work, now: datetime) -> None:
                 and entry.route_id not in work.state.released_routes):
             if not _try_assign(work, entry, now):
                 return
+        if entry is not None:
+            work.dequeued.add(entry.route_id)
         work.writes[seq] = None
         work.state = replace(work.state, queue_head=seq + 1)
 

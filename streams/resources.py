@@ -24,7 +24,8 @@ class Resources:
         # redis-py connects lazily, so building the client here does no I/O.
         self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
         self.store = CaptureStore(
-            self.redis, on_degraded=lambda op: metrics.redis_degraded.labels(op).inc()
+            # Keys are namespaced by app id: deployments sharing a Redis never see each other's.
+            self.redis, prefix=f"{settings.app_id}:", on_degraded=lambda op: metrics.redis_degraded.labels(op).inc()
         )
 
     @property

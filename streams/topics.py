@@ -1,6 +1,9 @@
 """Every topic, declared once. Public names are a contract (DESIGN §2.2); the prefix is configurable."""
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -12,10 +15,12 @@ from streams.codec import CODEC
 
 __all__ = [
     "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
-    "notifications", "lead_events", "CHANNELS", "send",
+    "notifications", "lead_events", "CHANNELS", "send", "publish",
 ]
 
 _settings = runtime.settings
+log = logging.getLogger(__name__)
+_ACK_TIMEOUT_S = 30.0
 
 
 def _topic(name: str, *, raw: bool = False) -> faust.TopicT:
@@ -50,3 +55,27 @@ async def send(outgoing: Outgoing) -> Any:
     if outgoing.channel == "lead.events":
         value = orjson.dumps(value)
     return await CHANNELS[outgoing.channel].send(key=outgoing.key, value=value)
+
+
+async def publish(outgoing: Sequence[Outgoing]) -> None:
+    """Send a transition's messages and wait until Kafka has acknowledged every one.
+
+    Agents call this *before* writing the new state to their table. A crash in between then
+    replays the command against the old state, which re-sends the same (idempotent) messages;
+    the other order could persist a state whose messages were lost, and a replay would see
+    "already done" and never send them. While Kafka cannot take them, retry: a stalled
+    partition is better than a lost assignment.
+    """
+    if not outgoing:
+        return
+    delay = 0.5
+    while True:
+        try:
+            futures = [await send(message) for message in outgoing]
+            await asyncio.wait_for(asyncio.gather(*futures), _ACK_TIMEOUT_S)
+            return
+        except Exception as exc:  # aiokafka's KafkaError family, or the timeout
+            log.warning("sending %d message(s) failed (%s); retrying in %.1f s",
+                        len(outgoing), type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -50,14 +50,24 @@ class Engine:
         return (url.host or "", int(url.port or 80))
 
     async def capture(self, records: list[tuple[str, bytes]]) -> None:
+        await self._acked([(leads_inbound, key, value) for key, value in records])
+
+    async def send_lead_command(self, lead_id: str, command: LeadCommand) -> None:
+        await self._acked([(lead_commands, lead_id, command)])
+
+    async def send_rep_command(self, rep_id: str, command: RepCommand) -> None:
+        await self._acked([(rep_commands, rep_id, command)])
+
+    @staticmethod
+    async def _acked(messages: list[tuple[Any, str, Any]]) -> None:
+        """Send and wait for Kafka's ack of every message: a 202 promises it is stored."""
         try:
-            futures = [await leads_inbound.send(key=key, value=value) for key, value in records]
-            # Wait for Kafka's ack of every record: a 202 promises the lead is stored.
+            futures = [await topic.send(key=key, value=value) for topic, key, value in messages]
             await asyncio.wait_for(asyncio.gather(*futures), _ACK_TIMEOUT_S)
         except (TimeoutError, asyncio.TimeoutError) as exc:
             raise TransientError("Kafka did not acknowledge in time") from exc
         except Exception as exc:  # aiokafka raises a family of KafkaError types here
-            log.warning("capture failed: %s", type(exc).__name__)
+            log.warning("send to Kafka failed: %s", type(exc).__name__)
             raise TransientError(f"Kafka refused the records ({type(exc).__name__})") from exc
 
     def owner_of(self, entity: Entity, key: str) -> URL | None:
@@ -71,12 +81,6 @@ class Engine:
             if partition in topics.get(topic, ()):
                 return URL(host)
         return None
-
-    async def send_lead_command(self, lead_id: str, command: LeadCommand) -> None:
-        await lead_commands.send(key=lead_id, value=command)
-
-    async def send_rep_command(self, rep_id: str, command: RepCommand) -> None:
-        await rep_commands.send(key=rep_id, value=command)
 
     async def forward_to_owner(self, entity: Entity, key: str, request: web.Request) -> web.Response | None:
         if request.headers.get(_FORWARDED):

@@ -44,7 +44,8 @@ def authenticate(request: web.Request) -> ApiKey:
 
 async def read_json(request: web.Request) -> object:
     """The request's JSON body, or a 4xx naming the problem (size limits come from the app)."""
-    ctype = request.content_type
+    # aiohttp reports a missing header as application/octet-stream; treat it like an empty one.
+    ctype = request.content_type if request.headers.get("Content-Type") else ""
     if ctype not in ("application/json", "") and not ctype.endswith("+json"):
         raise ApiError(415, "unsupported_media_type", f"expected Content-Type application/json, got {ctype}")
     body = await request.read()

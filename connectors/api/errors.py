@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from connectors.lead_input import FieldError
+from leadflow.errors import TransientError
 
 __all__ = ["ApiError", "error_response", "json_response", "error_middleware"]
 
@@ -52,9 +53,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except TransientError as exc:
+        # Our side cannot store the request right now (Kafka down): say so and when to retry.
+        return error_response(503, "unavailable", f"not stored, retry shortly: {exc}", headers={"Retry-After": "5"})
+    except web.HTTPRequestEntityTooLarge:
+        # The exception does not keep the limit; the request knows it.
         return error_response(413, "payload_too_large",
-                              f"the request body is larger than the {exc.max_size} bytes allowed")
+                              f"the request body is larger than the {request.client_max_size} bytes allowed")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -14,7 +14,7 @@ from connectors.webhooks import generate_secret, validate_secret
 from rules.commands import ChangePresence, PutRep, RepProfile
 from rules.team import TeamState
 
-__all__ = ["routes", "team_view"]
+__all__ = ["routes", "team_view", "REP_INPUT_MODEL", "PRESENCE_INPUT_MODEL"]
 
 routes = web.RouteTableDef()
 
@@ -45,7 +45,8 @@ class _RepIn(BaseModel):
 
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: keys naming a tzdata directory ("America") or too long for the filesystem.
             raise ValueError("unknown time zone; use an IANA name such as Europe/Madrid") from None
         return value
 
@@ -61,6 +62,11 @@ class _PresenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     status: Literal["available", "busy", "offline"]
+
+
+#: The request models, for the OpenAPI document.
+REP_INPUT_MODEL = _RepIn
+PRESENCE_INPUT_MODEL = _PresenceIn
 
 
 def _invalid(exc: ValidationError, what: str) -> ApiError:

@@ -1,7 +1,9 @@
-"""The real local stack: Kafka (KRaft, jars from Maven Central) and Redis as child processes.
+"""The real local stack: Kafka (KRaft, jars from Maven Central) and Redis as background processes.
 
 No Docker. `stack_up` is idempotent and returns only when both services answer; `make run`,
-the integration tests and CI all go through it. From a shell: `python -m ops.stack up|down|status`.
+the integration tests and CI all go through it. From a shell: `leadflow stack up|down|status`
+(or `python -m ops.stack ...`). The services outlive the process that started them; they are
+found again, and stopped, by the pid files in the state dir.
 
     from ops.stack import StackConfig, stack_up, stack_down
     status = stack_up(StackConfig.from_env())

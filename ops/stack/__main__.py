@@ -26,16 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="show each service; exit 3 if any is stopped")
     args = parser.parse_args(argv)
 
-    # Progress lines must show up immediately, also when stdout is a pipe (make, CI logs).
-    def progress(line: str) -> None:
-        print(line, flush=True)
-
     try:
         cfg = StackConfig.from_env()
         if args.command == "up":
-            print(stack_up(cfg, progress=progress, timeout=args.timeout))
+            print(stack_up(cfg, timeout=args.timeout))
         elif args.command == "down":
-            stack_down(cfg, progress=progress, wipe=args.wipe)
+            stack_down(cfg, wipe=args.wipe)
         else:
             status = stack_status(cfg)
             print(status)

@@ -34,6 +34,7 @@ _T = TypeVar("_T")
 PROBE_TOPIC = "__leadflow_stack_probe"
 _PROBE_GROUP = "__leadflow_stack_probe"
 _MIN_JAVA = 17  # Kafka 4 brokers need Java 17+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def render_server_properties(cfg: StackConfig) -> str:
@@ -99,7 +100,7 @@ class _Paths:
 
 
 class KafkaService:
-    """Single-node KRaft Kafka (broker + controller in one JVM) as a child process."""
+    """Single-node KRaft Kafka (broker + controller in one JVM), run detached and found by pid file."""
 
     name = "kafka"
     stop_timeout = 15.0  # a controlled shutdown flushes and closes the logs; give it time
@@ -214,7 +215,9 @@ class KafkaService:
         pom.write_text(files("ops.stack").joinpath("pom.xml").read_text())
         result = subprocess.run(
             [
-                mvn, "-B", "-q", "-Dstyle.color=never",
+                # -U: Maven caches a failed download and would not retry it for a day; we only
+                # get here when the jars are missing, so always ask Maven Central again.
+                mvn, "-B", "-q", "-U",
                 "-f", pom,
                 f"-Dmaven.repo.local={self.cfg.cache_dir / 'm2'}",
                 f"-Dkafka.version={version}",
@@ -227,7 +230,9 @@ class KafkaService:
             check=False,
         )
         if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
-            output = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+            # Debian's Maven colours its output even in batch mode; keep the lines that say why.
+            plain = _ANSI.sub("", result.stdout + result.stderr).splitlines()
+            output = "\n".join(line for line in plain[-30:] if line.strip() not in ("", "[ERROR]"))
             raise StackError(
                 f"kafka: Maven could not fetch org.apache.kafka:kafka_2.13:{version} "
                 f"(exit {result.returncode}). Check the version exists on Maven Central and that "
@@ -245,9 +250,9 @@ class KafkaService:
         progress(f"kafka: formatting KRaft storage in {_short(self.paths.data)} (fresh state dir)…")
         result = subprocess.run(
             [
+                # No log4j2 config here: the tool's errors go to our captured output, and
+                # server.log stays the broker's alone.
                 java, "-cp", f"{self.paths.libs}/*",
-                f"-Dlog4j2.configurationFile={self.paths.log4j}",
-                f"-Dkafka.logs.dir={self.paths.dir}",
                 "kafka.tools.StorageTool", "format", "--standalone",
                 "-t", random_cluster_id(),
                 "-c", self.paths.properties,

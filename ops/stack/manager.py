@@ -1,6 +1,7 @@
 """Bring the local stack (Kafka + Redis) up, report on it, take it down: idempotently, by pid."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from ops.stack.errors import StackError
 from ops.stack.kafka import KafkaService
 from ops.stack.process import file_lock, port_in_use, stop_process
 from ops.stack.redis import RedisService
-from ops.stack.service import Progress, Service, ServiceStatus
+from ops.stack.service import Progress, Service, ServiceStatus, print_progress
 
 __all__ = ["StackStatus", "stack_down", "stack_status", "stack_up"]
 
@@ -51,7 +52,7 @@ class StackStatus:
 
 
 def stack_up(
-    cfg: StackConfig | None = None, *, progress: Progress = print, timeout: float = DEFAULT_TIMEOUT
+    cfg: StackConfig | None = None, *, progress: Progress = print_progress, timeout: float = DEFAULT_TIMEOUT
 ) -> StackStatus:
     """Start whatever is not running yet and return once every service really answers.
 
@@ -89,7 +90,7 @@ def stack_up(
                         raise
                     raise StackError(
                         f"{exc}\n{service.name} was already running (pid {pids[service.name]}) but "
-                        "does not answer; restart it with `python -m ops.stack down` then `up`."
+                        "does not answer; restart the stack (`leadflow stack down`, then `up`)."
                     ) from exc
                 if fresh:
                     took = time.monotonic() - launched_at[service.name]
@@ -99,13 +100,17 @@ def stack_up(
         except BaseException:
             # Includes Ctrl-C: never leave a half-started stack behind.
             for service, pid in reversed(started):
-                stop_process(pid, timeout=service.stop_timeout)
-                service.pid_file.remove()
+                # A failure to stop must not hide why the start failed.
+                with contextlib.suppress(StackError):
+                    stop_process(pid, timeout=service.stop_timeout)
+                    service.pid_file.remove()
             raise
     return stack_status(cfg)
 
 
-def stack_down(cfg: StackConfig | None = None, *, progress: Progress = print, wipe: bool = False) -> None:
+def stack_down(
+    cfg: StackConfig | None = None, *, progress: Progress = print_progress, wipe: bool = False
+) -> None:
     """Stop every service we started (SIGTERM, then SIGKILL after its stop timeout).
 
     Only pids from our own pid files are signalled. `wipe=True` then deletes the state dir's
@@ -165,5 +170,5 @@ def _check_ports_free(service: Service) -> None:
                 f"{service.name}: port {port} on 127.0.0.1 is already in use by a process this stack "
                 f"did not start (no running pid in {service.pid_file.path}). Stop that process, or "
                 f"move the stack to another port: set {example} (for `make run` and "
-                "`python -m ops.stack up`), or pass StackConfig(...) in code."
+                "`leadflow stack up`), or pass StackConfig(...) in code."
             )

@@ -1,6 +1,7 @@
-"""Start long-lived child processes, find them again by pid file, and stop them for sure.
+"""Start long-lived processes, find them again by pid file, and stop them for sure.
 
-Used by the local stack (Kafka, Redis) and by the worker launcher. The rules that make it safe:
+Used by the local stack (Kafka, Redis: `start_daemon`) and by the worker launcher
+(`start_process`). The rules that make it safe:
 
 * every process starts in its own session (`start_new_session=True`): Ctrl-C in the terminal
   that ran `make run` does not reach it, and it leads a process group we can signal as a whole;
@@ -82,11 +83,9 @@ try:
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=1, stderr=1, cwd=cwd,
                             start_new_session=True, close_fds=True)
 except OSError as exc:
-    sys.stderr.write(str(exc))
-    sys.stderr.flush()
+    print(exc, file=sys.stderr, flush=True)  # flush: os._exit skips the exit-time flush
     os._exit(1)
-sys.stderr.write(str(proc.pid))
-sys.stderr.flush()  # os._exit skips the flush Python would do at exit
+print(proc.pid, file=sys.stderr, flush=True)
 os._exit(0)
 """
 
@@ -114,9 +113,10 @@ def start_daemon(
             check=False,
         )
     report = launcher.stderr.decode(errors="replace").strip()
-    if launcher.returncode != 0 or not report.isdigit():
+    last_line = report.splitlines()[-1] if report else ""  # the pid comes last, after any noise
+    if launcher.returncode != 0 or not last_line.isdigit():
         raise StackError(f"cannot start {os.fspath(argv[0])}: {report or f'exit {launcher.returncode}'}")
-    return int(report)
+    return int(last_line)
 
 
 def stop_process(
@@ -124,10 +124,10 @@ def stop_process(
 ) -> bool:
     """Stop a process we started: SIGTERM, wait up to `timeout` s, then SIGKILL.
 
-    When the process leads its own process group (as `start_process` makes it), the whole
-    group is signalled, so helpers it spawned go too. Returns True if it exited on SIGTERM (or
-    was already gone), False if it had to be killed. Raises StackError if even SIGKILL did not
-    end it within `kill_timeout` s (e.g. stuck in uninterruptible I/O).
+    When the process leads its own process group (as `start_process` and `start_daemon` make
+    it), the whole group is signalled, so helpers it spawned go too. Returns True if it exited
+    on SIGTERM (or was already gone), False if it had to be killed. Raises StackError if even
+    SIGKILL did not end it within `kill_timeout` s (e.g. stuck in uninterruptible I/O).
     """
     pid = target.pid if isinstance(target, subprocess.Popen) else target
     if pid <= 1 or pid == os.getpid():

@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ops.stack.config import StackConfig
 from ops.stack.errors import StackError
 from ops.stack.process import PidFile, is_running, start_daemon, tail
-from ops.stack.service import Progress
+from ops.stack.service import Progress, print_progress
 
 __all__ = ["RedisService", "find_redis_server"]
 
@@ -35,7 +37,7 @@ def find_redis_server(progress: Progress) -> Path:
 
 
 class RedisService:
-    """redis-server on loopback, no persistence (a dev/test cache), as a child process."""
+    """redis-server on loopback, no persistence (a dev/test cache), run detached and found by pid file."""
 
     name = "redis"
     stop_timeout = 10.0
@@ -56,11 +58,11 @@ class RedisService:
 
     def start(self) -> int:
         argv: list[str | os.PathLike[str]] = [
-            self._binary or find_redis_server(print),
+            self._binary or find_redis_server(print_progress),
             "--port", str(self.cfg.redis_port),
             "--bind", "127.0.0.1",
             "--dir", self.dir,
-            "--daemonize", "no",  # stay our child, so the pid we record is the server
+            "--daemonize", "no",  # no fork of its own, so the pid we record is the server's
             # A local cache and test fixture: no RDB snapshots, no AOF, nothing to clean up.
             "--save", "",
             "--appendonly", "no",
@@ -76,7 +78,11 @@ class RedisService:
             if not is_running(pid):
                 raise StackError(f"redis: redis-server exited during startup.\n{self.log_tail()}")
             client = redis.Redis(
-                host="127.0.0.1", port=self.cfg.redis_port, socket_connect_timeout=1.0, socket_timeout=1.0
+                host="127.0.0.1",
+                port=self.cfg.redis_port,
+                socket_connect_timeout=1.0,
+                socket_timeout=1.0,
+                retry=Retry(NoBackoff(), 0),  # this loop retries, against its own deadline
             )
             try:
                 if client.ping():

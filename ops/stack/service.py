@@ -8,10 +8,15 @@ from typing import Protocol
 
 from ops.stack.process import PidFile
 
-__all__ = ["Progress", "Service", "ServiceStatus"]
+__all__ = ["Progress", "Service", "ServiceStatus", "print_progress"]
 
-#: Receives one human-readable progress line at a time (`print` by default).
+#: Receives one human-readable progress line at a time.
 Progress = Callable[[str], None]
+
+
+def print_progress(line: str) -> None:
+    """The default Progress: print and flush, so lines show up at once in CI logs and pipes."""
+    print(line, flush=True)
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class ServiceStatus:
 
 
 class Service(Protocol):
-    """A child-process service the manager can bring up, check and stop by pid."""
+    """A service process the manager can bring up, check and stop by its pid file."""
 
     name: str
     url: str

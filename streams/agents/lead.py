@@ -8,7 +8,7 @@ from rules.commands import Outgoing
 from rules.lead import apply
 from streams.app import app, runtime
 from streams.tables.lead_state import lead_state
-from streams.topics import lead_commands, send
+from streams.topics import lead_commands, publish
 
 __all__ = ["run_leads"]
 
@@ -37,17 +37,18 @@ def _observe(outgoing: tuple[Outgoing, ...]) -> None:
 async def run_leads(commands: Any) -> None:
     async for lead_id, command in commands.items():
         name = type(command).__name__
+        current = lead_state.get(lead_id)
         try:
-            transition = apply(lead_state.get(lead_id), command, runtime.clock.now(), runtime.policy)
+            transition = apply(current, command, runtime.clock.now(), runtime.policy)
         except Exception:
             # A bug in a transition must not stall every lead of the partition: count it, log
             # the ids (never the lead's data) and move on; the command stays in the topic.
             runtime.metrics.command_failures.labels("lead").inc()
             log.exception("lead agent could not apply %s to lead %s", name, lead_id)
             continue
-        if transition.state is not None and transition.state is not lead_state.get(lead_id):
+        # Messages first, acknowledged; then the state (see ``publish`` for why this order).
+        await publish(transition.outgoing)
+        if transition.state is not None and transition.state is not current:
             lead_state[lead_id] = transition.state
-        for message in transition.outgoing:
-            await send(message)
         runtime.metrics.commands_processed.labels("lead", name).inc()
         _observe(transition.outgoing)

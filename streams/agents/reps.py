@@ -8,7 +8,7 @@ from rules.commands import PutRep
 from rules.reps import apply
 from streams.app import app, runtime
 from streams.tables.rep_directory import rep_directory
-from streams.topics import rep_commands, send
+from streams.topics import publish, rep_commands
 
 __all__ = ["run_reps", "seed_reps_from_config"]
 
@@ -26,12 +26,11 @@ async def run_reps(commands: Any) -> None:
             runtime.metrics.command_failures.labels("rep").inc()
             log.exception("rep agent could not apply %s to rep %s", name, rep_id)
             continue
+        await publish(transition.outgoing)
         if transition.entry is not None and transition.entry is not current:
             rep_directory[rep_id] = transition.entry
         elif transition.entry is None and current is None:
             log.warning("%s for unknown rep %s ignored", name, rep_id)
-        for message in transition.outgoing:
-            await send(message)
         runtime.metrics.commands_processed.labels("rep", name).inc()
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from rules.team import TeamState, apply
 from streams.app import app, runtime
-from streams.tables.team_state import TeamQueue, queue_key, team_queue, team_state
-from streams.topics import send, team_commands
+from streams.tables.team_state import TeamQueue, queue_key, route_key, team_queue, team_state
+from streams.topics import publish, team_commands
 
 __all__ = ["run_teams"]
 
@@ -33,16 +33,19 @@ async def run_teams(commands: Any) -> None:
             runtime.metrics.command_failures.labels("team").inc()
             log.exception("team agent could not apply %s to team %s", name, team_id)
             continue
+        # Messages first, acknowledged; then the state (see ``publish`` for why this order).
+        await publish(transition.outgoing)
         for write in transition.queue_writes:
             key = queue_key(team_id, write.seq)
             if write.entry is None:
-                if key in team_queue:
+                gone = team_queue.get(key)
+                if gone is not None:
                     del team_queue[key]
+                    team_queue.pop(route_key(team_id, gone.route_id), None)
             else:
                 team_queue[key] = write.entry
+                team_queue[route_key(team_id, write.entry.route_id)] = write.entry
         if transition.state is not current:
             team_state[team_id] = transition.state
-        for message in transition.outgoing:
-            await send(message)
         runtime.metrics.commands_processed.labels("team", name).inc()
         _report(transition.state)

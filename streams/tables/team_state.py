@@ -8,14 +8,22 @@ from __future__ import annotations
 from rules.commands import RouteLead
 from streams.tables._table import entity_table
 
-__all__ = ["team_state", "team_queue", "queue_key", "TeamQueue"]
+__all__ = ["team_state", "team_queue", "queue_key", "route_key", "TeamQueue"]
 
 team_state = entity_table("team_state", help="TeamState by team_id (written only by the team agent).")
-team_queue = entity_table("team_queue", help="Waiting RouteLead commands by '{team_id}:{seq}' (written only by the team agent).")
+team_queue = entity_table(
+    "team_queue",
+    help="Waiting RouteLead commands by '{team_id}:{seq}', indexed by '{team_id}@{route_id}' "
+         "(written only by the team agent).",
+)
 
 
 def queue_key(team_id: str, seq: int) -> str:
     return f"{team_id}:{seq}"
+
+
+def route_key(team_id: str, route_id: str) -> str:
+    return f"{team_id}@{route_id}"
 
 
 class TeamQueue:
@@ -27,3 +35,6 @@ class TeamQueue:
     def get(self, seq: int) -> RouteLead | None:
         value = team_queue.get(queue_key(self.team_id, seq))
         return value if isinstance(value, RouteLead) else None
+
+    def contains(self, route_id: str) -> bool:
+        return route_key(self.team_id, route_id) in team_queue

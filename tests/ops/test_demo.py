@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,7 @@ from ops.demo.feed import COUNTRIES, DemoFeed, generate_leads
 from ops.demo.receiver import Delivery, DemoReceiver, verify_signature
 from ops.demo.run import load_demo_settings
 from ops.demo.stats import DemoStats, percentile
-from ops.demo.view import parse_broker, render, summary_line
+from ops.demo.view import LiveView, parse_broker, render, summary_line
 from sla.clock import FakeClock
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -364,3 +365,19 @@ def test_demo_config_matches_the_receiver() -> None:
     for secret in settings.rep_secrets.values():
         Webhook(secret)  # and the independent implementation reads it too
     assert settings.api_key.startswith("demo-key-")
+
+
+async def test_live_view_redraws_in_place_and_stops_cleanly_without_kafka() -> None:
+    out = io.StringIO()
+    view = LiveView("kafka://127.0.0.1:1", {"ana": 4}, out=out, tty=True, refresh_s=0.05)
+    await view.start(ready_timeout_s=0.3)
+    view.on_delivery(Delivery("ana", "msg_1", "lead.assigned", "ld_1", True, NOW, 0.1))
+    await asyncio.sleep(0.2)
+    await view.stop()
+    screen = out.getvalue()
+    assert screen.startswith("\x1b[?25l") and screen.endswith("\x1b[J\x1b[?25h")  # cursor hidden, then restored
+    frames = screen.split("\x1b[J")
+    assert len(frames) >= 3
+    for previous, frame in itertools.pairwise(frames[:-1]):  # each redraw climbs back over the last block
+        assert frame.startswith(f"\r\x1b[{previous.count(chr(10))}A")
+    assert "kafka unavailable" in frames[-2] and "received 1" in frames[-2]

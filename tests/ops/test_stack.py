@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -17,8 +18,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from ops.stack import StackConfig, StackError, find_repo_root, stack_down, stack_status, stack_up
-from ops.stack.kafka import KafkaService, random_cluster_id, render_server_properties
-from ops.stack.process import PidFile, is_running, port_in_use, start_process, stop_process, tail
+from ops.stack.kafka import KafkaService, find_java, random_cluster_id, render_server_properties
+from ops.stack.process import (
+    PidFile,
+    is_running,
+    port_in_use,
+    start_daemon,
+    start_process,
+    stop_process,
+    tail,
+)
 from ops.stack.redis import RedisService
 
 REPO = find_repo_root()
@@ -198,6 +207,24 @@ def test_stop_process_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     proc.wait(timeout=5)
 
 
+def test_a_daemon_is_detached_and_stopped_by_pid(tmp_path: Path) -> None:
+    log = tmp_path / "daemon.log"
+    pid = start_daemon(["sh", "-c", "echo up; exec sleep 60"], log_path=log)
+    try:
+        _wait_for_line(log, "up")
+        assert os.getsid(pid) == pid  # its own session: Ctrl-C in our terminal does not reach it
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # not our child: it outlives this process
+    finally:
+        assert stop_process(pid, timeout=5.0) is True
+    assert _gone_soon(pid)
+
+
+def test_start_daemon_names_a_missing_program(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="cannot start /nonexistent/prog"):
+        start_daemon(["/nonexistent/prog"], log_path=tmp_path / "x.log")
+
+
 def test_stop_process_of_a_gone_pid_is_a_no_op() -> None:
     assert stop_process(_exited_pid()) is True
 
@@ -233,6 +260,28 @@ def test_up_refuses_a_port_held_by_someone_else(cfg: StackConfig) -> None:
     assert not stack_status(cfg).redis.running
 
 
+def test_missing_java_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(StackError, match="JDK 17.*apt-get install openjdk-17-jre-headless"):
+        find_java()
+
+
+def test_missing_maven_names_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cfg: StackConfig
+) -> None:
+    # java is there, mvn is not, and this cache has no jars yet: the first run needs Maven.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    java = find_java()
+    (bin_dir / "java").symlink_to(java.resolve())
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(StackError, match="`mvn` not found.*apt-get install maven"):
+        stack_up(replace(cfg, cache_dir=tmp_path / "cache"), progress=lambda line: None)
+    assert not stack_status(cfg).kafka.running
+
+
 def test_kafka_that_exits_while_starting_is_reported_with_its_log(cfg: StackConfig) -> None:
     service = KafkaService(cfg)
     service.paths.dir.mkdir(parents=True)
@@ -242,7 +291,7 @@ def test_kafka_that_exits_while_starting_is_reported_with_its_log(cfg: StackConf
 
 
 def test_redis_that_never_answers_times_out(cfg: StackConfig, sleeper: subprocess.Popen[bytes]) -> None:
-    with pytest.raises(StackError, match=rf"no PONG after 1 s .*last lines of {cfg.state_dir}"):
+    with pytest.raises(StackError, match=rf"(?s)no PONG after 1 s .*last lines of {cfg.state_dir}"):
         RedisService(cfg).wait_ready(sleeper.pid, timeout=1.0, progress=lambda line: None)
 
 
@@ -339,8 +388,9 @@ async def _get_one(consumer: AIOKafkaConsumer, timeout: float) -> ConsumerRecord
 
 
 def _wait_for_line(path: Path, text: str, timeout: float = 5.0) -> None:
+    """Wait until the log has a line that is exactly `text` (the start header quotes the command)."""
     deadline = time.monotonic() + timeout
-    while text not in path.read_text():
+    while text not in path.read_text().splitlines():
         assert time.monotonic() < deadline, path.read_text()
         time.sleep(0.02)
 

@@ -26,6 +26,9 @@ class QueueTable:
     def get(self, seq: int) -> RouteLead | None:
         return self.entries.get(seq)
 
+    def contains(self, route_id: str) -> bool:
+        return any(entry.route_id == route_id for entry in self.entries.values())
+
     def write(self, writes: tuple[QueueWrite, ...]) -> None:
         for write in writes:
             if write.entry is None:

@@ -188,11 +188,13 @@ def test_replayed_route_of_a_held_lead_repeats_the_answer() -> None:
 
 def test_replayed_route_of_a_waiting_lead_is_assigned_once() -> None:
     t = Team(upsert("a"), route(1), route(2))
-    (queued,) = t(route(2))
-    assert isinstance(queued, LeadQueued)
+    assert t.s.queue_depth == 1
+    (again,) = t(route(2))  # one queue entry per route: the replay adds none, only answers again
+    assert isinstance(again, LeadQueued) and again.route_id == "l2:1:1"
+    assert t.s.queue_depth == 1
     (assigned,) = t(release(1, "a"))
     assert isinstance(assigned, LeadAssigned) and assigned.lead_id == "l2"
-    assert t.s.queue_depth == 0  # the duplicate entry was skipped, not assigned again
+    assert t.s.queue_depth == 0
     t(route(3))
     assert t(release(2, "a"))[0].lead_id == "l3"  # type: ignore[attr-defined]
 

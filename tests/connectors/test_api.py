@@ -1,0 +1,532 @@
+"""The HTTP API's real handlers over an in-memory engine and Redis: capture, reads, reps, errors."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientResponse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.api.openapi import openapi_document
+from connectors.api.ports import Readiness
+from connectors.lead_input import LEAD_FIELDS
+from connectors.webhooks import validate_secret
+from leadflow.errors import TransientError
+from ops.metrics import Metrics
+from rules.commands import ChangePresence, DispositionLead, PutRep
+from rules.reps import RepEntry
+from sla.clock import FakeClock
+from tests.connectors.conftest import (
+    AUTH,
+    KEYS,
+    REP_SECRET,
+    Client,
+    ClientFactory,
+    DownRedis,
+    FakeEngine,
+    lead_state,
+    team_state,
+)
+
+PARTNER = {"Authorization": f"Bearer {KEYS['partner']}"}
+
+
+async def error_of(response: ClientResponse, status: int, code: str | None = None) -> dict[str, Any]:
+    """Assert the documented error shape and return its ``error`` object."""
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) <= {"code", "message", "fields"} and error["message"]
+    assert all(set(f) == {"field", "reason"} for f in error.get("fields", []))
+    if code is not None:
+        assert error["code"] == code
+    return error  # type: ignore[no-any-return]
+
+
+def fields_of(error: dict[str, Any]) -> dict[str, str]:
+    return {f["field"]: f["reason"] for f in error.get("fields", [])}
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+# --- capture ----------------------------------------------------------------------------
+
+
+async def test_a_lead_is_accepted_then_the_same_person_is_a_duplicate(
+        client: Client, engine: FakeEngine, metrics: Metrics, clock: FakeClock) -> None:
+    first = await client.post("/v1/leads", json={"email": "Ana.Garcia@Example.com", "first_name": "Ana"},
+                              headers=AUTH)
+    assert first.status == 202
+    accepted = await first.json()
+    assert accepted["status"] == "accepted" and accepted["lead_id"].startswith("ld_")
+
+    again = await client.post("/v1/leads", json={"email": "  ana.garcia@EXAMPLE.COM "}, headers=AUTH)
+    assert await again.json() == {"lead_id": accepted["lead_id"], "status": "duplicate"}
+
+    # Both touches are captured (the lead agent merges the second); the record is keyed by lead id.
+    assert [key for key, _ in engine.captured] == [accepted["lead_id"]] * 2
+    record = orjson.loads(engine.captured[0][1])
+    assert record["email"] == "Ana.Garcia@Example.com"
+    meta = record["_meta"]
+    assert meta["channel"] == "api" and meta["default_source"] == "web-form"
+    assert meta["received_at"] == clock.now().isoformat()
+    assert meta["capture_id"] != orjson.loads(engine.captured[1][1])["_meta"]["capture_id"]
+    assert sample(metrics, "leadflow_leads_captured_total", source="web-form", channel="api") == 2
+
+
+async def test_a_batch_reports_each_lead_and_captures_only_the_valid_ones(
+        client: Client, engine: FakeEngine, metrics: Metrics) -> None:
+    batch = {"leads": [
+        {"email": "li@example.org", "source": "trade-show"},
+        {"email": "not-an-email"},
+        "not an object",
+        {"phone": "+44 20 7946 0018", "unknown": 1},
+        {"email": "LI@example.org"},  # the first lead again, in the same batch
+        {"phone": "020 7946 0018", "country": "GB"},
+    ]}
+    response = await client.post("/v1/leads", json=batch, headers=AUTH)
+    assert response.status == 202
+    body = await response.json()
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (2, 1, 3)
+    results = body["results"]
+    assert [r["index"] for r in results] == list(range(6))
+    assert [r["status"] for r in results] == ["accepted", "rejected", "rejected", "rejected", "duplicate",
+                                              "accepted"]
+    assert results[4]["lead_id"] == results[0]["lead_id"]
+    errors = {e["field"]: e["reason"] for r in results if r["status"] == "rejected" for e in r["errors"]}
+    assert errors["leads[1].email"] == "An email address must have an @-sign."
+    assert "JSON object" in errors["leads[2]"]
+    assert errors["leads[3].unknown"] == "unknown field"
+    assert [key for key, _ in engine.captured] == [results[0]["lead_id"], results[4]["lead_id"],
+                                                   results[5]["lead_id"]]
+    assert sample(metrics, "leadflow_leads_rejected_total", channel="api", reason="invalid") == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field", "reason"),
+    [
+        pytest.param(b'{"email": "a@example.com"', 400, "malformed_json", None, None, id="truncated-json"),
+        pytest.param(b"{'email': 'a@example.com'}", 400, "malformed_json", None, None, id="python-not-json"),
+        pytest.param(b"", 400, "malformed_json", None, None, id="empty-body"),
+        pytest.param(b"  \n ", 400, "malformed_json", None, None, id="blank-body"),
+        pytest.param({"email": 42}, 422, "invalid_lead", "email", "valid string", id="number-for-email"),
+        pytest.param({"email": "a@example.com", "attributes": {"seats": 40}}, 422, "invalid_lead",
+                     "attributes.seats", "valid string", id="number-in-attributes"),
+        pytest.param({"email": "a@example.com", "attributes": ["x"]}, 422, "invalid_lead", "attributes",
+                     "valid dictionary", id="list-for-attributes"),
+        pytest.param({"first_name": "Ana", "company": "Acme"}, 422, "invalid_lead", "(body)", "identity",
+                     id="no-identity"),
+        pytest.param({"email": "a@example.com", "emial": "b@example.com"}, 422, "invalid_lead", "emial",
+                     "unknown field", id="unknown-field"),
+        pytest.param({"email": "a@example.com", "country": "Spain"}, 422, "invalid_lead", "country",
+                     "ISO 3166-1", id="bad-country"),
+        pytest.param({"phone": "612 345 678"}, 422, "invalid_lead", "phone", "set country", id="national-phone"),
+        pytest.param([{"email": "a@example.com"}], 422, "invalid_lead", "(body)", "JSON object",
+                     id="array-not-batch"),
+        pytest.param("a@example.com", 422, "invalid_lead", "(body)", "JSON object", id="string-body"),
+        pytest.param(None, 422, "invalid_lead", "(body)", "JSON object", id="null-body"),
+        pytest.param({"leads": []}, 422, "invalid", "leads", "non-empty array", id="empty-batch"),
+        pytest.param({"leads": {"email": "a@example.com"}}, 422, "invalid", "leads", "non-empty array",
+                     id="batch-not-array"),
+        pytest.param({"leads": [{"email": "a@example.com"}], "source": "x"}, 422, "invalid", "source",
+                     "unknown field", id="batch-envelope-extra"),
+    ],
+)
+async def test_bad_input_gets_a_4xx_naming_the_problem(
+        client: Client, engine: FakeEngine, body: Any, status: int, code: str, field: str | None,
+        reason: str | None) -> None:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    response = await client.post("/v1/leads", data=data,
+                                 headers={**AUTH, "Content-Type": "application/json"})
+    error = await error_of(response, status, code)
+    if field is not None:
+        assert reason is not None and reason in fields_of(error)[field]
+    assert engine.captured == []
+
+
+async def test_a_body_over_the_size_limit_is_413(make_client: ClientFactory, engine: FakeEngine) -> None:
+    client = await make_client(client_max_size=1024)
+    response = await client.post("/v1/leads", json={"email": "a@example.com", "message": "x" * 2000},
+                                 headers=AUTH)
+    error = await error_of(response, 413, "payload_too_large")
+    assert "1024 bytes" in error["message"]
+    assert engine.captured == []
+
+
+async def test_a_batch_over_the_bound_is_413(make_client: ClientFactory, engine: FakeEngine) -> None:
+    client = await make_client(max_batch=3)
+    leads = [{"email": f"p{i}@example.com"} for i in range(4)]
+    error = await error_of(await client.post("/v1/leads", json={"leads": leads}, headers=AUTH), 413,
+                           "batch_too_large")
+    assert fields_of(error) == {"leads": "at most 3 items"}
+    assert engine.captured == []
+    assert (await client.post("/v1/leads", json={"leads": leads[:3]}, headers=AUTH)).status == 202
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+async def test_a_body_that_is_not_json_is_415(client: Client, content_type: str) -> None:
+    response = await client.post("/v1/leads", data=b'{"email": "a@example.com"}',
+                                 headers={**AUTH, "Content-Type": content_type})
+    error = await error_of(response, 415, "unsupported_media_type")
+    assert content_type in error["message"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/lead+json", None])
+async def test_json_content_types_and_a_missing_one_are_accepted(client: Client, content_type: str | None) -> None:
+    headers = dict(AUTH) if content_type is None else {**AUTH, "Content-Type": content_type}
+    # (aiohttp's client would label raw bytes application/octet-stream; send no Content-Type at all.)
+    response = await client.post("/v1/leads", data=b'{"email": "a@example.com"}', headers=headers,
+                                 skip_auto_headers=["Content-Type"])
+    assert response.status == 202
+
+
+@pytest.mark.parametrize("authorization", [
+    None, "", "Bearer", "Bearer ", "Bearer wrong-key", f"Basic {KEYS['web-form']}", KEYS["web-form"],
+])
+async def test_a_missing_or_unknown_api_key_is_401(client: Client, engine: FakeEngine,
+                                                   authorization: str | None) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    # Auth comes first: even a malformed body gets the 401.
+    response = await client.post("/v1/leads", data=b"{nope", headers={**headers, "Content-Type": "application/json"})
+    await error_of(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="leadflow"'
+    assert engine.captured == []
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/v1/leads/ld_0"), ("POST", "/v1/leads/ld_0/disposition"), ("PUT", "/v1/reps/rep-1"),
+    ("POST", "/v1/reps/rep-1/presence"), ("GET", "/v1/teams/emea"),
+])
+async def test_every_v1_route_needs_the_api_key(client: Client, method: str, path: str) -> None:
+    await error_of(await client.request(method, path, json={}), 401, "unauthorized")
+
+
+async def test_the_key_scheme_is_case_blind_and_the_key_name_is_the_default_source(
+        client: Client, engine: FakeEngine) -> None:
+    response = await client.post("/v1/leads", json={"external_id": "crm-7"},
+                                 headers={"Authorization": f"bearer {KEYS['partner']}"})
+    assert response.status == 202
+    assert orjson.loads(engine.captured[0][1])["_meta"]["default_source"] == "partner"
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/nope", 404), ("GET", "/v1/nope", 404), ("POST", "/v1/leads/ld_0/accept", 404),
+    ("GET", "/v1/leads", 405), ("DELETE", "/v1/reps/rep-1", 405),
+])
+async def test_unknown_routes_and_methods_answer_json(client: Client, method: str, path: str, status: int) -> None:
+    response = await client.request(method, path, headers=AUTH)
+    error = await error_of(response, status)
+    if status == 404:
+        assert error == {"code": "not_found", "message": f"no route for {method} {path}"}
+    else:
+        assert error["code"] == "method_not_allowed" and response.headers["Allow"]
+
+
+# Any JSON value, and lead- and batch-shaped objects with arbitrary values in the real fields.
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+_LEAD_SHAPED = st.fixed_dictionaries({}, optional={name: st.text(max_size=30) | _JSON for name in LEAD_FIELDS})
+_BODIES = _JSON | _LEAD_SHAPED | st.builds(lambda leads: {"leads": leads}, st.lists(_LEAD_SHAPED | _JSON,
+                                                                                     max_size=4))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_BODIES)
+async def test_no_json_value_makes_capture_fail_with_a_5xx(client: Client, body: Any) -> None:
+    # The client is shared by the examples on purpose: it is one server, and a fresh one per
+    # example would make this slow without finding more.
+    response = await client.post("/v1/leads", data=json.dumps(body).encode(),
+                                 headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status < 500, await response.text()
+    payload = await response.json()
+    if response.status == 202:
+        assert set(payload) in ({"lead_id", "status"}, {"accepted", "duplicate", "rejected", "results"})
+    else:
+        await error_of(response, response.status)
+
+
+# --- idempotency and degraded Redis -----------------------------------------------------
+
+
+async def test_an_idempotency_key_replays_the_first_response(client: Client, engine: FakeEngine) -> None:
+    headers = {**AUTH, "Idempotency-Key": "order-17"}
+    batch = {"leads": [{"email": "a@example.com"}, {"email": "bad"}]}
+    first = await client.post("/v1/leads", json=batch, headers=headers)
+    assert first.status == 202 and "Idempotent-Replayed" not in first.headers
+    # The replay does not look at the body: a retry is the same request by definition.
+    second = await client.post("/v1/leads", json={"email": "someone-else@example.com"}, headers=headers)
+    assert second.status == 202
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert await second.read() == await first.read()
+    assert len(engine.captured) == 1
+
+    # The key belongs to the caller, and another key is another request.
+    other_caller = await client.post("/v1/leads", json=batch, headers={**PARTNER, "Idempotency-Key": "order-17"})
+    assert "Idempotent-Replayed" not in other_caller.headers
+    other_key = await client.post("/v1/leads", json=batch, headers={**AUTH, "Idempotency-Key": "order-18"})
+    assert "Idempotent-Replayed" not in other_key.headers
+    assert len(engine.captured) == 3
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+async def test_an_idempotency_key_must_be_1_to_255_characters(client: Client, engine: FakeEngine, key: str) -> None:
+    response = await client.post("/v1/leads", json={"email": "a@example.com"},
+                                 headers={**AUTH, "Idempotency-Key": key})
+    await error_of(response, 400, "invalid_idempotency_key")
+    assert engine.captured == []
+
+
+async def test_capture_goes_on_without_redis_and_counts_it(
+        make_client: ClientFactory, engine: FakeEngine, metrics: Metrics) -> None:
+    client = await make_client(redis=DownRedis())
+    headers = {**AUTH, "Idempotency-Key": "retry-me"}
+    for _ in range(2):
+        response = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers)
+        # Without Redis nobody remembers the person or the key: each answer is a fresh "accepted".
+        assert response.status == 202 and (await response.json())["status"] == "accepted"
+        assert "Idempotent-Replayed" not in response.headers
+    assert len(engine.captured) == 2
+    # The idempotency key still makes the capture id deterministic, so the lead agent drops the replay.
+    capture_ids = {orjson.loads(value)["_meta"]["capture_id"] for _, value in engine.captured}
+    assert len(capture_ids) == 1
+    for operation in ("idempotency_get", "idempotency_set", "seen"):
+        assert sample(metrics, "leadflow_redis_degraded_total", operation=operation) == 2
+
+
+async def test_kafka_unavailable_is_503_with_retry_after_and_nothing_remembered(
+        client: Client, engine: FakeEngine) -> None:
+    engine.capture_error = TransientError("Kafka did not acknowledge in time")
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    response = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers)
+    await error_of(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "5"
+
+    # The retry is processed for real: not a replayed 503, and the person is not yet "seen".
+    engine.capture_error = None
+    retry = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers)
+    assert retry.status == 202 and "Idempotent-Replayed" not in retry.headers
+    assert (await retry.json())["status"] == "accepted"
+
+
+# --- reading a lead, disposition ---------------------------------------------------------
+
+
+async def test_a_lead_is_read_with_its_timeline(client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    state = lead_state("ana@example.com", clock.now(), assigned_to="rep-ana")
+    engine.leads[state.lead_id] = state
+    response = await client.get(f"/v1/leads/{state.lead_id}", headers=AUTH)
+    assert response.status == 200
+    view = await response.json()
+    assert view["lead_id"] == state.lead_id and view["routing"] == "assigned"
+    assert view["assignment"]["rep_id"] == "rep-ana"
+    assert view["assignment"]["decision"]["candidates"][1]["reasons"] == ["offline"]
+    assert [entry["kind"] for entry in view["timeline"]] == ["captured", "assigned"]
+    assert REP_SECRET not in await response.text()
+    assert engine.forwarded == [("lead", state.lead_id)]
+    await error_of(await client.get("/v1/leads/ld_000000000000000000000000", headers=AUTH), 404, "not_found")
+
+
+async def test_disposition_of_an_open_lead_sends_the_command(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    state = lead_state("ana@example.com", clock.now(), assigned_to="rep-ana")
+    engine.leads[state.lead_id] = state
+    response = await client.post(f"/v1/leads/{state.lead_id}/disposition",
+                                 json={"status": "disqualified", "reason": "student", "rep_id": "rep-ana"},
+                                 headers=AUTH)
+    assert response.status == 202
+    assert await response.json() == {"lead_id": state.lead_id, "status": "accepted"}
+    assert engine.lead_commands == [(state.lead_id, DispositionLead(
+        lead_id=state.lead_id, status="disqualified", reason="student", rep_id="rep-ana", at=clock.now()))]
+
+
+async def test_disposition_of_an_unknown_lead_is_404_and_of_a_closed_one_409(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    await error_of(await client.post("/v1/leads/ld_000000000000000000000000/disposition",
+                                     json={"status": "nurture"}, headers=AUTH), 404, "not_found")
+    closed = lead_state("bo@example.com", clock.now(), closed=True)
+    engine.leads[closed.lead_id] = closed
+    error = await error_of(await client.post(f"/v1/leads/{closed.lead_id}/disposition",
+                                             json={"status": "nurture"}, headers=AUTH), 409, "conflict")
+    assert "already closed" in error["message"]
+    assert engine.lead_commands == []
+
+
+@pytest.mark.parametrize(("body", "field", "reason"), [
+    ({"status": "won"}, "status", "expected one of disqualified"),
+    ({}, "status", "expected one of"),
+    ({"status": ["nurture"]}, "status", "expected one of"),
+    ({"status": "nurture", "reason": "x" * 501}, "reason", "at most 500"),
+    ({"status": "nurture", "reason": 7}, "reason", "string"),
+    ({"status": "nurture", "rep_id": ""}, "rep_id", "rep id"),
+    ({"status": "nurture", "note": "x"}, "note", "unknown field"),
+    (["nurture"], "(body)", "expected an object"),
+])
+async def test_a_bad_disposition_is_422(client: Client, engine: FakeEngine, clock: FakeClock,
+                                        body: Any, field: str, reason: str) -> None:
+    state = lead_state("ana@example.com", clock.now())
+    engine.leads[state.lead_id] = state
+    response = await client.post(f"/v1/leads/{state.lead_id}/disposition", json=body, headers=AUTH)
+    error = await error_of(response, 422, "invalid")
+    assert reason in fields_of(error)[field]
+    assert engine.lead_commands == []
+
+
+# --- reps and teams --------------------------------------------------------------------
+
+
+async def test_a_new_rep_gets_a_generated_secret_once(client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    response = await client.put("/v1/reps/rep-ana", headers=AUTH, json={
+        "team": "emea", "name": "Ana", "capacity": 3, "languages": ["es"], "timezone": "Europe/Madrid",
+        "webhook_url": "https://hooks.example.com/ana"})
+    assert response.status == 202
+    body = await response.json()
+    secret = body.pop("webhook_secret")
+    assert body == {"rep_id": "rep-ana", "team": "emea", "status": "accepted", "created": True}
+    validate_secret(secret)
+    [(rep_id, command)] = engine.rep_commands
+    assert rep_id == "rep-ana" and isinstance(command, PutRep) and command.at == clock.now()
+    assert command.profile.webhook_secret == secret and command.profile.capacity == 3
+    assert command.profile.languages == ("es",)
+
+
+async def test_a_known_rep_keeps_their_secret_and_is_not_shown_one(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    engine.reps["rep-ana"] = RepEntry(rep_id="rep-ana", team_id="emea", updated_at=clock.now())
+    response = await client.put("/v1/reps/rep-ana", json={"team": "emea", "capacity": 8}, headers=AUTH)
+    assert await response.json() == {"rep_id": "rep-ana", "team": "emea", "status": "accepted", "created": False}
+    [(_, command)] = engine.rep_commands
+    assert isinstance(command, PutRep)
+    assert command.profile.webhook_secret is None  # the team keeps the one it has
+    assert command.profile.name == "rep-ana"
+
+
+async def test_a_secret_the_caller_sends_is_not_echoed(client: Client, engine: FakeEngine) -> None:
+    response = await client.put("/v1/reps/rep-ana", json={"team": "emea", "webhook_secret": REP_SECRET},
+                                headers=AUTH)
+    assert "webhook_secret" not in await response.json()
+    assert REP_SECRET not in await response.text()
+    [(_, command)] = engine.rep_commands
+    assert isinstance(command, PutRep) and command.profile.webhook_secret == REP_SECRET
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5/hook", "http://localhost:8080/hook", "http://127.0.0.1/hook"])
+async def test_a_private_webhook_url_is_refused_unless_allowed(make_client: ClientFactory, engine: FakeEngine,
+                                                               url: str) -> None:
+    strict = await make_client()
+    error = await error_of(await strict.put("/v1/reps/rep-ana", json={"team": "emea", "webhook_url": url},
+                                            headers=AUTH), 422, "invalid")
+    assert "not allowed" in fields_of(error)["webhook_url"]
+    assert engine.rep_commands == []
+    relaxed = await make_client(webhook_allow_private=True)
+    response = await relaxed.put("/v1/reps/rep-ana", json={"team": "emea", "webhook_url": url}, headers=AUTH)
+    assert response.status == 202
+
+
+@pytest.mark.parametrize(("body", "field", "reason"), [
+    ({"team": "emea", "timezone": "Mars/Olympus_Mons"}, "timezone", "unknown time zone"),
+    ({"team": "emea", "timezone": "America"}, "timezone", "unknown time zone"),  # a tzdata directory
+    ({"team": "emea", "timezone": "A" * 300}, "timezone", "unknown time zone"),  # too long for a file name
+    ({"team": "emea", "timezone": "../../etc/passwd"}, "timezone", "unknown time zone"),
+    ({"team": "emea", "capacity": "5"}, "capacity", "valid integer"),
+    ({"team": "emea", "capacity": 0}, "capacity", "greater than or equal to 1"),
+    ({"team": "emea", "skills": "python"}, "skills", "valid list"),
+    ({"team": "emea", "webhook_secret": "hunter2"}, "webhook_secret", "whsec_"),
+    ({"team": "emea", "webhook_url": "ftp://example.com/x"}, "webhook_url", "scheme"),
+    ({"team": "emea", "tem": "x"}, "tem", "unknown field"),
+    ({"team": "-emea"}, "team", "pattern"),
+    ({"name": "Ana"}, "team", "required"),
+    ([], "(body)", "valid dictionary"),
+])
+async def test_a_bad_rep_is_422_naming_the_field(client: Client, engine: FakeEngine, body: Any, field: str,
+                                                 reason: str) -> None:
+    error = await error_of(await client.put("/v1/reps/rep-ana", json=body, headers=AUTH), 422, "invalid")
+    assert reason in fields_of(error)[field]
+    assert engine.rep_commands == []
+
+
+async def test_a_bad_rep_id_is_422(client: Client) -> None:
+    error = await error_of(await client.put("/v1/reps/ana%20ruiz", json={"team": "emea"}, headers=AUTH), 422)
+    assert "rep_id" in fields_of(error)
+
+
+async def test_presence_needs_a_known_rep(client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    await error_of(await client.post("/v1/reps/rep-ana/presence", json={"status": "busy"}, headers=AUTH), 404,
+                   "not_found")
+    engine.reps["rep-ana"] = RepEntry(rep_id="rep-ana", team_id="emea", updated_at=clock.now())
+    response = await client.post("/v1/reps/rep-ana/presence", json={"status": "busy"}, headers=AUTH)
+    assert response.status == 202
+    assert await response.json() == {"rep_id": "rep-ana", "presence": "busy", "status": "accepted"}
+    assert engine.rep_commands == [("rep-ana", ChangePresence(rep_id="rep-ana", status="busy", at=clock.now()))]
+    error = await error_of(await client.post("/v1/reps/rep-ana/presence", json={"status": "away"}, headers=AUTH),
+                           422, "invalid")
+    assert "status" in fields_of(error)
+
+
+async def test_a_team_view_shows_load_and_never_a_webhook_secret(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    engine.teams["emea"] = team_state("emea", clock.now())
+    response = await client.get("/v1/teams/emea", headers=AUTH)
+    assert response.status == 200
+    text = await response.text()
+    assert REP_SECRET not in text and "whsec_" not in text and "secret" not in text
+    view = await response.json()
+    assert (view["open_leads"], view["capacity"], view["available_capacity"]) == (1, 8, 2)
+    assert (view["reps_available"], view["queue_depth"], view["routed_total"]) == (1, 2, 9)
+    ana, bo = view["reps"]
+    assert (ana["rep_id"], ana["presence"], ana["webhook_configured"]) == ("rep-ana", "available", True)
+    assert (bo["rep_id"], bo["presence"], bo["webhook_configured"]) == ("rep-bo", "offline", False)
+    await error_of(await client.get("/v1/teams/apac", headers=AUTH), 404, "not_found")
+
+
+async def test_a_bug_in_a_handler_is_a_plain_500(client: Client, engine: FakeEngine,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    def broken(lead_id: str) -> None:
+        raise RuntimeError("table exploded with ana@example.com")
+
+    engine.lead = broken  # type: ignore[method-assign]
+    response = await client.get("/v1/leads/ld_0", headers=AUTH)
+    error = await error_of(response, 500, "internal")
+    assert "exploded" not in error["message"]
+    assert "unhandled error in GET /v1/leads/ld_0" in caplog.text
+
+
+# --- operations ------------------------------------------------------------------------
+
+
+async def test_healthz_needs_no_key(client: Client) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200 and await response.json() == {"status": "ok"}
+
+
+async def test_readyz_follows_the_engine(client: Client, engine: FakeEngine) -> None:
+    response = await client.get("/readyz")
+    assert response.status == 200 and (await response.json())["status"] == "ready"
+    engine.ready = Readiness(False, "recovering tables")
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert await response.json() == {"status": "not_ready", "detail": "recovering tables"}
+
+
+async def test_metrics_are_prometheus_text(client: Client) -> None:
+    await client.post("/v1/leads", json={"email": "a@example.com"}, headers=AUTH)
+    response = await client.get("/metrics")
+    assert response.status == 200 and response.content_type == "text/plain"
+    text = await response.text()
+    assert "# TYPE leadflow_leads_captured_total counter" in text
+    assert 'leadflow_leads_captured_total{channel="api",source="web-form"} 1.0' in text
+
+
+async def test_the_openapi_document_is_served(client: Client) -> None:
+    response = await client.get("/openapi.json")
+    assert response.status == 200 and response.content_type == "application/json"
+    assert await response.json() == openapi_document()

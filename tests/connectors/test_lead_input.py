@@ -1,0 +1,232 @@
+"""validate_lead: normalization, field-level reasons, and the lead id every channel agrees on."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+
+from connectors.lead_input import LeadInvalid, ValidLead, validate_lead
+
+def valid(data: dict[str, Any], *, source: str = "web-form", channel: str = "api") -> ValidLead:
+    return validate_lead(data, default_source=source, channel=channel)
+
+
+def invalid(data: Any, prefix: str = "") -> dict[str, str]:
+    with pytest.raises(LeadInvalid) as caught:
+        validate_lead(data, default_source="web-form", channel="api", prefix=prefix)
+    assert caught.value.fields and str(caught.value)
+    return {f.field: f.reason for f in caught.value.fields}
+
+
+# --- e-mail ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "normalized"), [
+    ("ana@example.com", "ana@example.com"),
+    ("  Ana.Garcia@Example.COM  ", "ana.garcia@example.com"),
+    ("ANA+LEADS@EXAMPLE.COM", "ana+leads@example.com"),
+    ("\tana@sub.example.co.uk\n", "ana@sub.example.co.uk"),
+    ("jörg@Müller.de", "jörg@müller.de"),
+])
+def test_email_is_trimmed_and_lower_cased(raw: str, normalized: str) -> None:
+    assert valid({"email": raw}).lead.email == normalized
+
+
+@pytest.mark.parametrize("email", [
+    "ana@example.test", "ana@example.invalid", "ana@foo.localhost", "ana@example.local", "ana@x.onion",
+])
+def test_reserved_domains_are_refused_with_the_librarys_reason(email: str) -> None:
+    with pytest.raises(EmailNotValidError) as library:
+        validate_email(email, check_deliverability=False)
+    assert invalid({"email": email}) == {"email": str(library.value)}
+    assert "special-use or reserved" in str(library.value)
+
+
+@pytest.mark.parametrize(("email", "reason"), [
+    ("ana.example.com", "must have an @-sign"),
+    ("ana@", "There must be something after the @-sign"),
+    ("ana@localhost", "It should have a period"),
+    ("ana@@example.com", "@"),
+])
+def test_malformed_emails_say_why(email: str, reason: str) -> None:
+    assert reason in invalid({"email": email})["email"]
+
+
+# --- phone -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("phone", "country", "e164"), [
+    ("+34 612 345 678", None, "+34612345678"),
+    ("+34612345678", None, "+34612345678"),
+    ("612 345 678", "ES", "+34612345678"),
+    ("612-345-678", "es", "+34612345678"),
+    ("(415) 555-0132", "US", "+14155550132"),
+    ("020 7946 0018", "GB", "+442079460018"),
+    ("+44 20 7946 0018", "US", "+442079460018"),  # an explicit +CC wins over the lead's country
+    ("  +49 30 901820  ", None, "+4930901820"),
+])
+def test_phone_is_stored_in_e164(phone: str, country: str | None, e164: str) -> None:
+    data = {"phone": phone} if country is None else {"phone": phone, "country": country}
+    assert valid(data).lead.phone == e164
+
+
+@pytest.mark.parametrize(("phone", "country", "reason"), [
+    ("612 345 678", None, "not a phone number (Missing or invalid default region.); give it in +E.164 form "
+                          "or set country"),
+    ("call me", None, "not a phone number (The string supplied did not seem to be a phone number.); "
+                      "give it in +E.164 form or set country"),
+    ("call me", "US", "not a phone number (The string supplied did not seem to be a phone number.)"),
+    ("+1 555 0100", None, "not a valid phone number for its country"),
+    ("12", "US", "not a valid phone number for its country"),
+    ("612 345 678", "ZZ", "not a phone number (Missing or invalid default region.)"),
+])
+def test_an_invalid_phone_says_why_and_how_to_fix_it(phone: str, country: str | None, reason: str) -> None:
+    data = {"phone": phone} if country is None else {"phone": phone, "country": country}
+    assert invalid(data) == {"phone": reason}
+
+
+# --- country, attributes, text bounds ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("country", "stored"), [("DE", "DE"), ("de", "DE"), (" fr ", "FR"), ("uS", "US")])
+def test_country_is_an_upper_case_alpha_2_code(country: str, stored: str) -> None:
+    assert valid({"email": "a@example.com", "country": country}).lead.country == stored
+
+
+@pytest.mark.parametrize("country", ["DEU", "D", "", "1A", "Spain", "D E"])
+def test_a_bad_country_names_the_expected_form(country: str) -> None:
+    assert invalid({"email": "a@example.com", "country": country}) == {
+        "country": "expected an ISO 3166-1 alpha-2 country code such as US or DE"}
+
+
+@pytest.mark.parametrize(("attributes", "stored"), [
+    ({}, {}),
+    ({str(i): "v" for i in range(50)}, {str(i): "v" for i in range(50)}),
+    ({"k" * 100: "v" * 200}, {"k" * 100: "v" * 200}),
+    ({" plan ": " pro "}, {"plan": "pro"}),
+])
+def test_attributes_within_bounds_are_kept(attributes: dict[str, str], stored: dict[str, str]) -> None:
+    assert valid({"email": "a@example.com", "attributes": attributes}).lead.attributes == stored
+
+
+@pytest.mark.parametrize(("attributes", "field", "reason"), [
+    ({str(i): "v" for i in range(51)}, "attributes", "at most 50 items"),
+    ({"k" * 101: "v"}, "attributes." + "k" * 101 + ".[key]", "at most 100 characters"),
+    ({"": "v"}, "attributes..[key]", "at least 1 character"),
+    ({"plan": "v" * 201}, "attributes.plan", "at most 200 characters"),
+    ({"seats": 40}, "attributes.seats", "valid string"),
+    ({"tags": ["a"]}, "attributes.tags", "valid string"),
+    (["plan"], "attributes", "valid dictionary"),
+])
+def test_attributes_out_of_bounds_name_the_entry(attributes: Any, field: str, reason: str) -> None:
+    errors = invalid({"email": "a@example.com", "attributes": attributes})
+    assert reason in errors[field]
+
+
+@pytest.mark.parametrize(("name", "limit"), [
+    ("first_name", 200), ("last_name", 200), ("company", 200), ("title", 200), ("campaign", 200),
+    ("message", 5000), ("source", 100), ("external_id", 100),
+])
+def test_text_fields_are_bounded(name: str, limit: int) -> None:
+    assert getattr(valid({"email": "a@example.com", name: "x" * limit}).lead, name) == "x" * limit
+    assert f"at most {limit} characters" in invalid({"email": "a@example.com", name: "x" * (limit + 1)})[name]
+
+
+def test_empty_optional_text_is_stored_as_none() -> None:
+    lead = valid({"email": "a@example.com", "first_name": "", "company": "  ", "message": ""}).lead
+    assert (lead.first_name, lead.company, lead.message) == (None, None, None)
+
+
+# --- types, unknown fields, identity ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "field", "reason"), [
+    ({"email": 42}, "email", "Input should be a valid string"),
+    ({"phone": 34612345678}, "phone", "Input should be a valid string"),  # strict: no number coercion
+    ({"email": ["a@example.com"]}, "email", "Input should be a valid string"),
+    ({"email": "a@example.com", "country": True}, "country", "Input should be a valid string"),
+    ({"email": "a@example.com", "emial": "x"}, "emial", "unknown field"),
+    ({"email": "a@example.com", "_meta": {}}, "_meta", "unknown field"),
+])
+def test_wrong_types_and_unknown_fields_name_the_field(data: dict[str, Any], field: str, reason: str) -> None:
+    assert invalid(data)[field] == reason
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    assert set(invalid({"email": 1, "phone": 2, "bogus": 3, "country": "Spain"})) == {
+        "email", "phone", "bogus", "country"}
+
+
+@pytest.mark.parametrize("data", [
+    {}, {"first_name": "Ana", "company": "Acme"}, {"email": "", "phone": "  "}, {"source": "web"},
+])
+def test_a_lead_needs_an_identity(data: dict[str, Any]) -> None:
+    assert invalid(data) == {"(body)": "a lead needs an identity: email, phone, or external_id (with its source)"}
+
+
+@pytest.mark.parametrize("data", [None, [], "ana@example.com", 3, [{"email": "a@example.com"}]])
+def test_a_lead_must_be_an_object(data: Any) -> None:
+    assert invalid(data) == {"(body)": "expected a JSON object with the lead's fields"}
+    assert invalid(data, prefix="leads[4]") == {"leads[4]": "expected a JSON object with the lead's fields"}
+
+
+def test_a_prefix_goes_before_every_field_name() -> None:
+    errors = invalid({"email": "nope", "attributes": {"seats": 4}}, prefix="leads[3]")
+    assert set(errors) == {"leads[3].attributes.seats"}  # type errors first; e-mail syntax after those
+    assert set(invalid({"email": "nope", "phone": "12"}, prefix="leads[3]")) == {"leads[3].email", "leads[3].phone"}
+    assert set(invalid({}, prefix="leads[0]")) == {"leads[0]"}
+
+
+# --- source and lead id --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "source"), [
+    ({"email": "a@example.com"}, "web-form"),
+    ({"email": "a@example.com", "source": "trade-show"}, "trade-show"),
+    ({"email": "a@example.com", "source": "  partner  "}, "partner"),
+])
+def test_source_defaults_to_the_api_key_name(data: dict[str, Any], source: str) -> None:
+    assert valid(data, source="web-form").lead.source == source
+
+
+def test_a_blank_source_is_an_error_not_the_default() -> None:
+    assert "at least 1 character" in invalid({"email": "a@example.com", "source": "  "})["source"]
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ({"email": "ana@example.com"}, {"email": " ANA@Example.com ", "source": "csv", "first_name": "Ana"}),
+    ({"phone": "+34 612 345 678"}, {"phone": "612345678", "country": "ES", "source": "webinar"}),
+    ({"email": "ana@example.com", "phone": "+34612345678"}, {"email": "ana@example.com"}),  # e-mail wins
+    ({"external_id": "crm-7", "source": "hubspot"}, {"external_id": "crm-7"}),  # the key is named hubspot
+])
+@pytest.mark.parametrize("channel", ["api", "form", "csv"])
+def test_the_same_person_gets_the_same_lead_id_from_any_channel(first: dict[str, Any], second: dict[str, Any],
+                                                                channel: str) -> None:
+    one = valid(first, source="hubspot", channel="api")
+    other = valid(second, source="hubspot", channel=channel)
+    assert one.lead_id == other.lead_id
+    assert other.lead.channel == channel
+    assert one.lead_id.startswith("ld_") and len(one.lead_id) == 27
+    assert "ana" not in one.lead_id  # the id carries no personal data
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ({"email": "ana@example.com"}, {"email": "ana@example.org"}),
+    ({"email": "ana@example.com"}, {"phone": "+34612345678"}),
+    ({"external_id": "crm-7", "source": "hubspot"}, {"external_id": "crm-7", "source": "salesforce"}),
+])
+def test_different_identities_get_different_lead_ids(first: dict[str, Any], second: dict[str, Any]) -> None:
+    assert valid(first).lead_id != valid(second).lead_id
+
+
+def test_a_valid_lead_keeps_every_field() -> None:
+    lead = valid({
+        "email": "ana@example.com", "phone": "+34612345678", "first_name": " Ana ", "last_name": "García",
+        "company": "Acme", "title": "CTO", "country": "es", "source": "web", "external_id": "e-1",
+        "campaign": "spring", "message": "  hello  ", "attributes": {"plan": "pro"},
+    }, channel="form").lead
+    assert (lead.first_name, lead.last_name, lead.company, lead.title) == ("Ana", "García", "Acme", "CTO")
+    assert (lead.country, lead.source, lead.external_id, lead.campaign) == ("ES", "web", "e-1", "spring")
+    assert lead.message == "  hello  "  # free text is kept as written
+    assert (lead.channel, lead.attributes) == ("form", {"plan": "pro"})
