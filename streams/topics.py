@@ -15,7 +15,7 @@ from streams.codec import CODEC
 
 __all__ = [
     "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
-    "notifications", "lead_events", "CHANNELS", "send", "publish",
+    "notifications", "lead_events", "CHANNELS", "send", "publish", "declare_topics",
 ]
 
 _settings = runtime.settings
@@ -79,3 +79,15 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
                         len(outgoing), type(exc).__name__, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+@app.task
+async def declare_topics() -> None:
+    """Create every topic with our partition count at start-up, including those we only write.
+
+    Faust creates the topics its agents consume; a topic only produced to (``lead.events``,
+    ``leads.rejected``) would otherwise be auto-created by the broker with its default of one
+    partition on the first send.
+    """
+    for topic in (*CHANNELS.values(), leads_inbound, leads_rejected):
+        await topic.maybe_declare()

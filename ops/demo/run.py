@@ -62,6 +62,7 @@ async def run_demo(
     fail_rate: float = 0.0,
     out: TextIO | None = None,
     settle_timeout_s: float = 30.0,
+    events_topic: str = "leadflow.lead.events",
 ) -> DemoStats:
     """Run the demo until cancelled, or until ``leads`` are sent and routed; return the final stats.
 
@@ -69,7 +70,7 @@ async def run_demo(
     ``kafka://host:port``. The receiver listens on ``receiver_port``, which must match the
     ``webhook_url`` of the reps in the worker's config.
     """
-    view = LiveView(broker, capacities, out=out)
+    view = LiveView(broker, capacities, topic=events_topic, out=out)
     receiver = DemoReceiver(rep_secrets, port=receiver_port, fail_rate=fail_rate, seed=seed)
     stops: list[Callable[[], Awaitable[None]]] = []
     # One session for every outbound call of the demo; connections are reused across leads.
