@@ -1,0 +1,52 @@
+"""Faust's ``test_context()`` for our agents: sends are captured instead of reaching Kafka."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rules.commands import Outgoing
+from streams.app import app
+
+
+class Published:
+    """Records what agents publish, and what the tables held at that moment."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[Outgoing, ...]] = []
+        self.on_publish: Any = None
+
+    async def __call__(self, outgoing: Any) -> None:
+        if self.on_publish is not None:
+            self.on_publish(tuple(outgoing))
+        self.batches.append(tuple(outgoing))
+
+    @property
+    def messages(self) -> list[Outgoing]:
+        return [m for batch in self.batches for m in batch]
+
+    def values(self, kind: type) -> list[Any]:
+        return [m.value for m in self.messages if isinstance(m.value, kind)]
+
+
+class FakeTopic:
+    """Stands in for a topic an agent sends to directly (intake, notifier)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, Any, Any]] = []
+
+    async def send(self, *, key: Any = None, value: Any = None, headers: Any = None) -> None:
+        self.sent.append((key, value, headers))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _faust_app() -> Iterator[None]:
+    app.finalize()
+    app.flow_control.resume()
+    yield
+
+
+@pytest.fixture
+def published() -> Published:
+    return Published()
