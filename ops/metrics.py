@@ -20,7 +20,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.leads_captured = Counter(
-            "leadflow_leads_captured_total", "Leads accepted for processing, by source and channel.",
+            "leadflow_leads_captured_total", "Leads accepted for processing, by source (the API key name, or kafka-feed) and channel.",
             ["source", "channel"], registry=r)
         self.leads_rejected = Counter(
             "leadflow_leads_rejected_total", "Inbound leads rejected, by channel and reason.",

@@ -135,7 +135,7 @@ def mount(app: LeadflowApp, faust_web: Any) -> None:
     """Called by Faust while its web server initializes (before the aiohttp app freezes)."""
     settings = runtime.settings
     keyring = Keyring(runtime.config.key_digests(),
-                      [("env", key.reveal()) for key in settings.api_keys])
+                      [("api", key.reveal()) for key in settings.api_keys])
     if not len(keyring):
         log.warning("no API keys configured: every /v1 request will be refused (set LEADFLOW_API_KEYS)")
     ctx = ApiContext(
