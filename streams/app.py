@@ -61,6 +61,10 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
         # Leads are few and latency matters: commit often rather than every 10 000 messages.
         broker_commit_every=100,
         broker_commit_interval=1.0,
+        # A worker killed without leaving the group holds its partitions until the session
+        # times out; Faust's 60 s default would stall routing for a minute after a crash.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
         web_host=settings.web_host,

@@ -22,10 +22,11 @@ class Resources:
         self._session: aiohttp.ClientSession | None = None
         self._sender: WebhookSender | None = None
         # redis-py connects lazily, so building the client here does no I/O.
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
         self.store = CaptureStore(
             # Keys are namespaced by app id: deployments sharing a Redis never see each other's.
-            self.redis, prefix=f"{settings.app_id}:", on_degraded=lambda op: metrics.redis_degraded.labels(op).inc()
+            # 1 s: a busy 2-core box can take a few hundred ms for a first connection.
+            self.redis, prefix=f"{settings.app_id}:", timeout_s=1.0, on_degraded=lambda op: metrics.redis_degraded.labels(op).inc()
         )
 
     @property

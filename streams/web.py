@@ -122,6 +122,9 @@ class Engine:
 
     def readiness(self) -> Readiness:
         app = self.app
+        if app.rebalancing_count == 0:
+            # The web server answers before the consumer has joined the group: not ready yet.
+            return Readiness(False, "joining the consumer group")
         if app.rebalancing:
             return Readiness(False, "rebalancing")
         recovery = app.tables.recovery

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from connectors.lead_input import LeadInvalid, validate_lead
-from rules.commands import CaptureLead
+from rules.commands import CaptureLead, Outgoing
 from streams.app import app, runtime
-from streams.topics import lead_commands, leads_inbound, leads_rejected
+from streams.topics import leads_inbound, leads_rejected, publish
 
 __all__ = ["capture_leads", "reject"]
 
@@ -28,7 +28,8 @@ async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> No
         "leadflow-detail": orjson.dumps(detail),
         "leadflow-origin": origin.encode(),
     }
-    await leads_rejected.send(key=None, value=raw or b"", headers=headers)
+    sent = await leads_rejected.send(key=None, value=raw or b"", headers=headers)
+    await sent  # acknowledged before the record counts as processed
     runtime.metrics.leads_rejected.labels("kafka", reason).inc()
 
 
@@ -66,7 +67,8 @@ async def capture_leads(records: Any) -> None:
             captured_at = now
         # External records get a capture id from their position, so a replay is recognized.
         capture_id = str(meta.get("capture_id") or f"kafka:{origin}")
-        await lead_commands.send(key=valid.lead_id, value=CaptureLead(
-            lead_id=valid.lead_id, capture_id=capture_id, captured_at=captured_at, lead=valid.lead))
+        # Acknowledged before the record counts as processed: its offset may be committed next.
+        await publish((Outgoing(channel="lead.commands", key=valid.lead_id, value=CaptureLead(
+            lead_id=valid.lead_id, capture_id=capture_id, captured_at=captured_at, lead=valid.lead)),))
         if not meta:
             runtime.metrics.leads_captured.labels("kafka-feed", "kafka").inc()  # sources there are free text

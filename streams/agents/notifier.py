@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 
 from connectors.webhooks import DeliveryResult, OutboundWebhook
-from rules.commands import Notify, RecordDelivery
+from rules.commands import Notify, Outgoing, RecordDelivery
 from streams.app import app, runtime
-from streams.topics import lead_commands, notifications
+from streams.topics import notifications, publish
 
 __all__ = ["deliver_notifications"]
 
@@ -36,11 +36,13 @@ async def deliver_notifications(stream: Any) -> None:
         pending = [n for n in batch if isinstance(n, Notify)]
         results = await asyncio.gather(*(_deliver(n, gate) for n in pending))
         now = runtime.clock.now()
+        reports: list[Outgoing] = []
         for notify, result in zip(pending, results):
             outcome = "delivered" if result.delivered else "failed"
             runtime.metrics.webhook_attempts.labels(notify.event_type, outcome).inc()
             runtime.metrics.webhook_duration.observe(result.duration_s)
-            await lead_commands.send(key=notify.lead_id, value=RecordDelivery(
+            reports.append(Outgoing(channel="lead.commands", key=notify.lead_id, value=RecordDelivery(
                 lead_id=notify.lead_id, webhook_id=notify.webhook_id, event_type=notify.event_type,
                 rep_id=notify.rep_id, delivered=result.delivered, attempts=result.attempts,
-                status=result.status, error=result.error or result.gave_up_reason, at=now))
+                status=result.status, error=result.error or result.gave_up_reason, at=now)))
+        await publish(reports)

@@ -1,6 +1,7 @@
 """Faust's ``test_context()`` for our agents: sends are captured instead of reaching Kafka."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,8 +37,11 @@ class FakeTopic:
     def __init__(self) -> None:
         self.sent: list[tuple[Any, Any, Any]] = []
 
-    async def send(self, *, key: Any = None, value: Any = None, headers: Any = None) -> None:
+    async def send(self, *, key: Any = None, value: Any = None, headers: Any = None) -> "asyncio.Future[None]":
         self.sent.append((key, value, headers))
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)  # like Faust's FutureMessage once the broker acknowledged it
+        return acked
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -126,9 +126,11 @@ async def test_rep_agent_routes_rep_commands_to_the_team(published: Published, m
     assert upsert.team_id == "t-a" and published.messages[0].key == "t-a"
 
 
-async def test_intake_dead_letters_bad_records_and_captures_good_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    commands, rejected = FakeTopic(), FakeTopic()
-    monkeypatch.setattr(intake, "lead_commands", commands)
+async def test_intake_dead_letters_bad_records_and_captures_good_ones(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rejected = FakeTopic()
+    monkeypatch.setattr(intake, "publish", published)
     monkeypatch.setattr(intake, "leads_rejected", rejected)
     async with intake.capture_leads.test_context() as agent:
         await agent.put(key="k", value=b"\xff not json")
@@ -137,15 +139,17 @@ async def test_intake_dead_letters_bad_records_and_captures_good_ones(monkeypatc
     reasons = [headers["leadflow-reason"] for _, _, headers in rejected.sent]
     assert reasons == [b"malformed_json", b"invalid_lead"]
     assert [value for _, value, _ in rejected.sent] == [b"\xff not json", b'{"email": "nope"}']
-    ((key, capture, _),) = commands.sent
-    assert isinstance(capture, CaptureLead) and key == capture.lead_id
+    (message,) = published.messages
+    capture = message.value
+    assert isinstance(capture, CaptureLead) and message.key == capture.lead_id
     assert capture.lead.email == "feed@partner.example" and capture.lead.channel == "kafka"
     assert capture.capture_id.startswith("kafka:")  # positional: a replay is recognized
 
 
-async def test_notifier_reports_each_delivery_to_the_lead(monkeypatch: pytest.MonkeyPatch) -> None:
-    commands = FakeTopic()
-    monkeypatch.setattr(notifier, "lead_commands", commands)
+async def test_notifier_reports_each_delivery_to_the_lead(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notifier, "publish", published)
 
     async def deliver(message: Notify, gate: Any) -> DeliveryResult:
         ok = message.rep_id == "a"
@@ -163,9 +167,9 @@ async def test_notifier_reports_each_delivery_to_the_lead(monkeypatch: pytest.Mo
         await agent.put(key="lead-a", value=notify("a"))
         await agent.put(key="lead-b", value=notify("b"))
         for _ in range(50):
-            if len(commands.sent) == 2:
+            if len(published.messages) == 2:
                 break
             await asyncio.sleep(0.05)
-    outcomes = {value.rep_id: value for _, value, _ in commands.sent}
+    outcomes = {m.value.rep_id: m.value for m in published.messages}
     assert isinstance(outcomes["a"], RecordDelivery) and outcomes["a"].delivered
     assert not outcomes["b"].delivered and outcomes["b"].attempts == 4 and outcomes["b"].error == "HTTP 503"
