@@ -102,7 +102,8 @@ class Engine:
             ) as response:
                 body = await response.read()
                 return web.Response(body=body, status=response.status,
-                                    content_type=response.content_type or "application/json")
+                                    content_type=response.content_type or "application/json",
+                                    headers={"X-Leadflow-Owner": f"{owner.host}:{owner.port}"})
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("relay to the owner of a %s failed: %s", entity, type(exc).__name__)
             return error_response(503, "unavailable", f"the worker that owns this {entity} did not answer; retry",

@@ -94,6 +94,14 @@ async def test_a_posted_lead_reaches_the_reps_receiver_signed(
     await eventually(lambda: _touches(api, worker, lead_id, 2), what="the second touch")
     assert len(receiver.for_lead(lead_id)) == 1
 
+    # The worker's own metrics saw it, in base units with the exact 60 s bucket.
+    async with api.get(f"{worker.url}/metrics") as r:
+        metrics = await r.text()
+    assert 'leadflow_leads_assigned_total{team="inbound"} 1.0' in metrics
+    assert 'leadflow_lead_routing_seconds_bucket{le="60.0"} 1.0' in metrics
+    assert 'leadflow_webhook_deliveries_total{event_type="lead.assigned",outcome="delivered"} 1.0' in metrics
+    assert "leadflow_leads_merged_total 1.0" in metrics
+
 
 async def _team_has(api: aiohttp.ClientSession, worker: Worker, team: str, rep: str) -> bool:
     status, body = await _get(api, f"{worker.url}/v1/teams/{team}")
