@@ -20,6 +20,7 @@ run: install
 
 ## The whole suite: unit, property, agent and integration tests (the suite starts Kafka and Redis itself).
 test: install
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 ## Everything but the integration tests (no Kafka needed).
@@ -34,7 +35,6 @@ stack-status: install
 	$(BIN)/leadflow stack status
 
 lint: install
-	$(BIN)/python -m pip install --quiet mypy
 	$(BIN)/python -m mypy
 
 clean:

@@ -77,14 +77,14 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
     try:
         raw = _LeadIn.model_validate(data)
     except ValidationError as exc:
-        errors = []
+        shape_errors: list[FieldError] = []
         for err in exc.errors():
             loc = err["loc"]
             reason = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
             if err["type"] == "string_pattern_mismatch" and loc == ("country",):
                 reason = "expected an ISO 3166-1 alpha-2 country code such as US or DE"
-            errors.append(FieldError(_loc(loc, prefix), reason))
-        raise LeadInvalid(errors) from None
+            shape_errors.append(FieldError(_loc(loc, prefix), reason))
+        raise LeadInvalid(shape_errors) from None
     errors: list[FieldError] = []
     email = phone = None
     if raw.email:

@@ -12,7 +12,6 @@ from aiohttp import web
 from connectors.api.context import authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
-from leadflow.errors import TransientError
 from rules.commands import DispositionLead
 from rules.lead import LeadState, can_disposition
 
@@ -32,6 +31,24 @@ def _capture_id(caller: str, idempotency_key: str | None, index: int) -> str:
     return hashlib.sha256(f"{caller}\x00{idempotency_key}\x00{index}".encode()).hexdigest()[:32]
 
 
+def _items(payload: object, max_batch: int) -> tuple[list[Any], bool]:
+    """The leads in a request body, and whether it was a batch ``{"leads": [...]}``."""
+    if not (isinstance(payload, dict) and "leads" in payload):
+        return [payload], False
+    extra = sorted(set(payload) - {"leads"})
+    if extra:
+        raise ApiError(422, "invalid", "unknown fields in the batch envelope",
+                       [FieldError(name, "unknown field") for name in extra])
+    items = payload["leads"]
+    if not isinstance(items, list) or not items:
+        raise ApiError(422, "invalid", "leads must be a non-empty array",
+                       [FieldError("leads", "expected a non-empty array of lead objects")])
+    if len(items) > max_batch:
+        raise ApiError(413, "batch_too_large", f"a batch holds at most {max_batch} leads, got {len(items)}",
+                       [FieldError("leads", f"at most {max_batch} items")])
+    return items, True
+
+
 @routes.post("/leads")
 async def capture_leads(request: web.Request) -> web.Response:
     caller = authenticate(request)
@@ -42,29 +59,10 @@ async def capture_leads(request: web.Request) -> web.Response:
     if idem is not None:
         stored = await ctx.store.replay(caller.name, idem)
         if stored is not None:
-            status, body = stored
-            return web.Response(body=body, status=status, content_type="application/json",
+            return web.Response(body=stored[1], status=stored[0], content_type="application/json",
                                 headers={"Idempotent-Replayed": "true"})
-    payload = await read_json(request)
-    is_batch = isinstance(payload, dict) and "leads" in payload
-    items: list[Any]
-    if is_batch:
-        assert isinstance(payload, dict)
-        extra = sorted(set(payload) - {"leads"})
-        if extra:
-            raise ApiError(422, "invalid", "unknown fields in the batch envelope",
-                           [FieldError(name, "unknown field") for name in extra])
-        if not isinstance(payload["leads"], list) or not payload["leads"]:
-            raise ApiError(422, "invalid", "leads must be a non-empty array",
-                           [FieldError("leads", "expected a non-empty array of lead objects")])
-        items = payload["leads"]
-        if len(items) > ctx.max_batch:
-            raise ApiError(413, "batch_too_large", f"a batch holds at most {ctx.max_batch} leads, got {len(items)}",
-                           [FieldError("leads", f"at most {ctx.max_batch} items")])
-    else:
-        items = [payload]
+    items, is_batch = _items(await read_json(request), ctx.max_batch)
 
-    now = ctx.clock.now()
     valid: list[tuple[int, ValidLead]] = []
     results: list[dict[str, Any]] = [{} for _ in items]
     for index, item in enumerate(items):
@@ -72,42 +70,40 @@ async def capture_leads(request: web.Request) -> web.Response:
             checked = validate_lead(item, default_source=caller.name, channel="api",
                                     prefix=f"leads[{index}]" if is_batch else "")
         except LeadInvalid as exc:
-            if not is_batch:
-                ctx.metrics.leads_rejected.labels("api", "invalid").inc()
-                raise ApiError(422, "invalid_lead", "the lead is not valid", exc.fields) from None
             ctx.metrics.leads_rejected.labels("api", "invalid").inc()
+            if not is_batch:
+                raise ApiError(422, "invalid_lead", "the lead is not valid", exc.fields) from None
             results[index] = {"index": index, "status": "rejected",
                               "errors": [{"field": f.field, "reason": f.reason} for f in exc.fields]}
             continue
         valid.append((index, checked))
 
+    received_at = ctx.clock.now().isoformat()
     records = []
     for index, checked in valid:
         raw = dict(items[index])
-        raw["_meta"] = {"capture_id": _capture_id(caller.name, idem, index), "received_at": now.isoformat(),
+        raw["_meta"] = {"capture_id": _capture_id(caller.name, idem, index), "received_at": received_at,
                         "channel": "api", "default_source": caller.name}
         records.append((checked.lead_id, orjson.dumps(raw)))
     if records:
-        try:
-            await ctx.engine.capture(records)
-        except TransientError as exc:
-            raise ApiError(503, "unavailable", f"leads could not be stored right now ({exc}); retry",
-                           headers={"Retry-After": "5"}) from None
+        # On Kafka, acknowledged, before the 202 (a TransientError becomes a 503 with Retry-After).
+        await ctx.engine.capture(records)
     seen = await ctx.store.mark_seen([checked.lead_id for _, checked in valid])
     for (index, checked), was_seen in zip(valid, seen):
-        status = "duplicate" if was_seen else "accepted"
         ctx.metrics.leads_captured.labels(caller.name, "api").inc()  # key names are a bounded set
-        results[index] = {"index": index, "lead_id": checked.lead_id, "status": status}
+        results[index] = {"index": index, "lead_id": checked.lead_id,
+                          "status": "duplicate" if was_seen else "accepted"}
 
+    body: dict[str, Any]
     if is_batch:
         counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
-        status_code, body = 202, {**counts, "results": results}
+        body = {**counts, "results": results}
     else:
-        status_code, body = 202, {k: v for k, v in results[0].items() if k != "index"}
+        body = {k: v for k, v in results[0].items() if k != "index"}
     encoded = orjson.dumps(body)
     if idem is not None:
-        await ctx.store.remember(caller.name, idem, status_code, encoded)
-    return web.Response(body=encoded, status=status_code, content_type="application/json")
+        await ctx.store.remember(caller.name, idem, 202, encoded)
+    return web.Response(body=encoded, status=202, content_type="application/json")
 
 
 def lead_view(state: LeadState) -> dict[str, Any]:
