@@ -22,6 +22,8 @@ __all__ = [
     "LeadQueued",
     "RecordDelivery",
     "DispositionLead",
+    "RecordActivity",
+    "SlaDue",
     "RouteLead",
     "ReleaseLead",
     "UpsertRep",
@@ -149,7 +151,32 @@ class DispositionLead:
     at: datetime
 
 
-LeadCommand: TypeAlias = CaptureLead | LeadAssigned | LeadQueued | RecordDelivery | DispositionLead
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordActivity:
+    """The rep (or the CRM) worked the lead: the first contact stops the SLA clock."""
+
+    lead_id: str
+    activity_id: str
+    type: Literal["call", "email", "meeting", "sms", "note"]
+    rep_id: str | None
+    at: datetime
+    outcome: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlaDue:
+    """A timer says an SLA deadline of this lead has come (``due_at``: when it fired); the lead
+    re-checks against its own deadlines and acts at most once per (cycle, step)."""
+
+    lead_id: str
+    cycle: int
+    step: int
+    due_at: datetime
+
+
+LeadCommand: TypeAlias = (
+    CaptureLead | LeadAssigned | LeadQueued | RecordDelivery | DispositionLead | RecordActivity | SlaDue
+)
 
 
 # --- team.commands (key: team_id) -----------------------------------------------------

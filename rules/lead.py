@@ -3,13 +3,13 @@
 ``apply`` is pure: ``(LeadState | None, command, now, policy) -> LeadTransition``. Every
 command carries the ids (``capture_id``, ``route_id``, ``webhook_id``) that make a replay
 after a crash harmless: an assignment the lead no longer wants is handed back to the team.
+SLA steps and contact activities live in ``rules.lead_sla``.
 """
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any, Literal, TypeAlias
+from dataclasses import asdict, replace
+from datetime import datetime
+from typing import Any
 
 from rules.capture import CapturedLead, Touch
 from rules.commands import (
@@ -20,12 +20,29 @@ from rules.commands import (
     LeadQueued,
     Notify,
     Outgoing,
+    RecordActivity,
     RecordDelivery,
     ReleaseLead,
-    RouteLead,
-    RoutingDecision,
+    SlaDue,
 )
-from rules.routing import TeamRule, select_team
+from rules.lead_sla import next_timer, record_activity, sla_due, start_sla
+from rules.lead_state import (
+    OPEN,
+    Assignment,
+    LeadPolicy,
+    LeadState,
+    LeadTransition,
+    RoutingStatus,
+    SlaTimer,
+    TimelineEntry,
+    can_disposition,
+    event,
+    give_back,
+    note,
+    route_command,
+    webhook_id_for,
+)
+from rules.routing import select_team
 
 __all__ = [
     "RoutingStatus",
@@ -35,85 +52,12 @@ __all__ = [
     "LeadState",
     "LeadPolicy",
     "LeadTransition",
+    "SlaTimer",
     "apply",
+    "next_timer",
     "webhook_id_for",
     "can_disposition",
 ]
-
-RoutingStatus: TypeAlias = Literal["routing", "queued", "assigned", "released"]
-OPEN: frozenset[str] = frozenset({"routing", "queued", "assigned"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Assignment:
-    team_id: str
-    rep_id: str
-    rep_name: str
-    route_id: str
-    assigned_at: datetime
-    webhook_id: str
-    decision: RoutingDecision
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TimelineEntry:
-    at: datetime
-    kind: str
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeadState:
-    """What decisions about a lead need, plus a bounded recent timeline (the full one is ``lead.events``)."""
-
-    lead_id: str
-    cycle: int
-    status: str
-    routing: RoutingStatus
-    lead: CapturedLead
-    team_id: str
-    route_id: str
-    route_seq: int
-    captured_at: datetime
-    first_touch: Touch
-    last_touch: Touch
-    touches: int = 1
-    assignment: Assignment | None = None
-    sla_deadline: datetime | None = None
-    notified_at: datetime | None = None
-    recent_captures: tuple[str, ...] = ()
-    timeline: tuple[TimelineEntry, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeadPolicy:
-    """The configuration lead decisions depend on."""
-
-    default_team: str = "default"
-    team_rules: tuple[TeamRule, ...] = ()
-    first_contact_seconds: int = 300
-    timeline_limit: int = 50
-    recent_capture_limit: int = 32
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeadTransition:
-    state: LeadState | None
-    outgoing: tuple[Outgoing, ...] = ()
-
-
-def webhook_id_for(route_id: str, event_type: str) -> str:
-    """Stable Standard Webhooks id for one event of one assignment (no dots, no user input)."""
-    return "msg_" + hashlib.sha256(f"{route_id}|{event_type}".encode()).hexdigest()[:32]
-
-
-def can_disposition(state: LeadState | None) -> str | None:
-    """Why a disposition cannot apply now, or ``None`` when it can."""
-    if state is None:
-        return "no such lead"
-    if state.routing not in OPEN:
-        return f"the lead is already closed ({state.status})"
-    return None
 
 
 def apply(state: LeadState | None, command: LeadCommand, now: datetime, policy: LeadPolicy) -> LeadTransition:
@@ -124,7 +68,7 @@ def apply(state: LeadState | None, command: LeadCommand, now: datetime, policy: 
         # Commands about a lead we never captured (a stray replay): nothing to change, but an
         # assignment must still be handed back or the rep's capacity would leak.
         if isinstance(command, LeadAssigned):
-            return LeadTransition(state=None, outgoing=(_give_back(command, "unknown lead", now),))
+            return LeadTransition(state=None, outgoing=(give_back(command, "unknown lead", now),))
         return LeadTransition(state=None)
     if isinstance(command, LeadAssigned):
         return _assigned(state, command, now, policy)
@@ -132,23 +76,11 @@ def apply(state: LeadState | None, command: LeadCommand, now: datetime, policy: 
         return _queued(state, command, policy)
     if isinstance(command, RecordDelivery):
         return _delivered(state, command, policy)
+    if isinstance(command, SlaDue):
+        return sla_due(state, command, now, policy)
+    if isinstance(command, RecordActivity):
+        return record_activity(state, command, now, policy)
     return _disposition(state, command, now, policy)
-
-
-def _event(state: LeadState, kind: str, at: datetime, data: dict[str, Any]) -> Outgoing:
-    value = {"type": kind, "lead_id": state.lead_id, "cycle": state.cycle, "at": at, "data": data}
-    return Outgoing(channel="lead.events", key=state.lead_id, value=value)
-
-
-def _note(state: LeadState, policy: LeadPolicy, at: datetime, kind: str, **detail: Any) -> LeadState:
-    timeline = (state.timeline + (TimelineEntry(at=at, kind=kind, detail=detail),))[-policy.timeline_limit:]
-    return replace(state, timeline=timeline)
-
-
-def _route_cmd(state: LeadState) -> Outgoing:
-    value = RouteLead(team_id=state.team_id, lead_id=state.lead_id, route_id=state.route_id,
-                      requested_at=state.last_touch.at)
-    return Outgoing(channel="team.commands", key=state.team_id, value=value)
 
 
 def _touch(command: CaptureLead) -> Touch:
@@ -161,7 +93,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     touch = _touch(command)
     if state is not None and command.capture_id in state.recent_captures:
         # Replay of a capture already applied: only re-ask for routing, in case that send was lost.
-        return LeadTransition(state=state, outgoing=(_route_cmd(state),) if state.routing == "routing" else ())
+        return LeadTransition(state=state, outgoing=(route_command(state),) if state.routing == "routing" else ())
     if state is not None and state.routing in OPEN:
         merged = replace(
             state,
@@ -170,10 +102,10 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
             touches=state.touches + 1,
             recent_captures=(state.recent_captures + (command.capture_id,))[-policy.recent_capture_limit:],
         )
-        merged = _note(merged, policy, now, "touched", source=touch.source, channel=touch.channel)
-        event = _event(merged, "lead.touched", now, {"source": touch.source, "channel": touch.channel,
+        merged = note(merged, policy, now, "touched", source=touch.source, channel=touch.channel)
+        published = event(merged, "lead.touched", now, {"source": touch.source, "channel": touch.channel,
                                                       "touches": merged.touches})
-        return LeadTransition(state=merged, outgoing=(event,))
+        return LeadTransition(state=merged, outgoing=(published,))
     team_id, why = select_team(country=command.lead.country, source=command.lead.source,
                                rules=policy.team_rules, default_team=policy.default_team)
     cycle = 1 if state is None else state.cycle + 1
@@ -189,10 +121,10 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         timeline=() if state is None else state.timeline,
     )
     kind = "captured" if state is None else "reopened"
-    fresh = _note(fresh, policy, now, kind, source=touch.source, channel=touch.channel, team_id=team_id, why=why)
-    event = _event(fresh, f"lead.{kind}", now, {"source": touch.source, "channel": touch.channel,
+    fresh = note(fresh, policy, now, kind, source=touch.source, channel=touch.channel, team_id=team_id, why=why)
+    published = event(fresh, f"lead.{kind}", now, {"source": touch.source, "channel": touch.channel,
                                                 "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead)})
-    return LeadTransition(state=fresh, outgoing=(event, _route_cmd(fresh)))
+    return LeadTransition(state=fresh, outgoing=(published, route_command(fresh)))
 
 
 def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
@@ -203,12 +135,6 @@ def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
     return replace(old, **changes)
 
 
-def _give_back(command: LeadAssigned, reason: str, now: datetime) -> Outgoing:
-    value = ReleaseLead(team_id=command.team_id, lead_id=command.lead_id, route_id=command.route_id,
-                        rep_id=command.rep_id, reason=reason, at=now)
-    return Outgoing(channel="team.commands", key=command.team_id, value=value)
-
-
 def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: LeadPolicy) -> LeadTransition:
     current = state.assignment
     if (state.routing == "assigned" and current is not None and current.route_id == command.route_id
@@ -217,22 +143,23 @@ def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: Le
         # so the rep's receiver dedups it) in case the first send was lost in a crash.
         return LeadTransition(state=state, outgoing=_notifications(state, command))
     if state.routing not in ("routing", "queued") or command.route_id != state.route_id:
-        return LeadTransition(state=state, outgoing=(_give_back(command, "stale assignment", now),))
+        return LeadTransition(state=state, outgoing=(give_back(command, "stale assignment", now),))
     assignment = Assignment(
         team_id=command.team_id, rep_id=command.rep_id, rep_name=command.rep_name,
         route_id=command.route_id, assigned_at=command.assigned_at,
         webhook_id=webhook_id_for(command.route_id, "lead.assigned"), decision=command.decision,
+        webhook_url=command.webhook_url, webhook_secret=command.webhook_secret,
     )
-    deadline = command.assigned_at + timedelta(seconds=policy.first_contact_seconds)
-    assigned = replace(state, routing="assigned", assignment=assignment, sla_deadline=deadline)
-    assigned = _note(assigned, policy, now, "assigned", rep_id=command.rep_id, team_id=command.team_id,
+    assigned = start_sla(replace(state, routing="assigned", assignment=assignment), command.assigned_at, policy)
+    deadline = assigned.sla_deadline
+    assigned = note(assigned, policy, now, "assigned", rep_id=command.rep_id, team_id=command.team_id,
                      why=command.decision.reason, sla_deadline=deadline)
-    event = _event(assigned, "lead.assigned", now, {
+    published = event(assigned, "lead.assigned", now, {
         "rep_id": command.rep_id, "team_id": command.team_id, "route_id": command.route_id,
         "decision": asdict(command.decision), "sla_deadline": deadline,
         "routing_seconds": (command.assigned_at - state.last_touch.at).total_seconds(),
     })
-    return LeadTransition(state=assigned, outgoing=(event,) + _notifications(assigned, command))
+    return LeadTransition(state=assigned, outgoing=(published,) + _notifications(assigned, command))
 
 
 def _notifications(state: LeadState, command: LeadAssigned) -> tuple[Outgoing, ...]:
@@ -266,11 +193,11 @@ def _queued(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> LeadTr
     if state.routing != "routing" or command.route_id != state.route_id:
         return LeadTransition(state=state)
     queued = replace(state, routing="queued")
-    queued = _note(queued, policy, command.queued_at, "queued", team_id=command.team_id, depth=command.depth,
+    queued = note(queued, policy, command.queued_at, "queued", team_id=command.team_id, depth=command.depth,
                    why=command.decision.reason)
-    event = _event(queued, "lead.queued", command.queued_at, {"team_id": command.team_id, "depth": command.depth,
+    published = event(queued, "lead.queued", command.queued_at, {"team_id": command.team_id, "depth": command.depth,
                                                                "decision": asdict(command.decision)})
-    return LeadTransition(state=queued, outgoing=(event,))
+    return LeadTransition(state=queued, outgoing=(published,))
 
 
 def _delivered(state: LeadState, command: RecordDelivery, policy: LeadPolicy) -> LeadTransition:
@@ -282,9 +209,9 @@ def _delivered(state: LeadState, command: RecordDelivery, policy: LeadPolicy) ->
         updated = replace(updated, notified_at=command.at)
     detail = {"webhook_id": command.webhook_id, "event_type": command.event_type, "rep_id": command.rep_id,
               "attempts": command.attempts, "status": command.status, "error": command.error}
-    updated = _note(updated, policy, command.at, kind, **detail)
+    updated = note(updated, policy, command.at, kind, **detail)
     extra = {"notify_seconds": (command.at - state.last_touch.at).total_seconds()} if command.delivered else {}
-    return LeadTransition(state=updated, outgoing=(_event(updated, f"lead.{kind}", command.at, {**detail, **extra}),))
+    return LeadTransition(state=updated, outgoing=(event(updated, f"lead.{kind}", command.at, {**detail, **extra}),))
 
 
 def _disposition(state: LeadState, command: DispositionLead, now: datetime, policy: LeadPolicy) -> LeadTransition:
@@ -297,8 +224,8 @@ def _disposition(state: LeadState, command: DispositionLead, now: datetime, poli
             team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
             reason=f"disposition: {command.status}", at=now)))
     closed = replace(state, routing="released", status=command.status)
-    closed = _note(closed, policy, now, "dispositioned", status=command.status, reason=command.reason,
+    closed = note(closed, policy, now, "dispositioned", status=command.status, reason=command.reason,
                    rep_id=command.rep_id)
-    outgoing.insert(0, _event(closed, "lead.dispositioned", now, {"status": command.status, "reason": command.reason,
+    outgoing.insert(0, event(closed, "lead.dispositioned", now, {"status": command.status, "reason": command.reason,
                                                                   "rep_id": command.rep_id}))
     return LeadTransition(state=closed, outgoing=tuple(outgoing))

@@ -15,7 +15,7 @@ from faust.serializers import codecs
 from pydantic import TypeAdapter, ValidationError
 
 from rules import commands
-from rules.lead import LeadState
+from rules.lead import LeadState, SlaTimer
 from rules.reps import RepEntry
 from rules.team import TeamState
 
@@ -27,7 +27,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.CaptureLead, commands.LeadAssigned, commands.LeadQueued, commands.RecordDelivery,
         commands.DispositionLead, commands.RouteLead, commands.ReleaseLead, commands.UpsertRep,
         commands.RemoveRep, commands.SetPresence, commands.PutRep, commands.ChangePresence,
-        commands.Notify, LeadState, TeamState, RepEntry,
+        commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, RepEntry,
     )
 }
 

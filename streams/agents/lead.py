@@ -5,9 +5,11 @@ import logging
 from typing import Any
 
 from rules.commands import Outgoing
-from rules.lead import apply
+from rules.lead import apply, next_timer
+from streams.agents.sla import track
 from streams.app import app, runtime
 from streams.tables.lead_state import lead_state
+from streams.tables.sla_timers import sla_timers
 from streams.topics import lead_commands, publish
 
 __all__ = ["run_leads"]
@@ -33,6 +35,17 @@ def _observe(outgoing: tuple[Outgoing, ...]) -> None:
             metrics.notify_latency.observe(max(data["notify_seconds"], 0.0))
 
 
+def _keep_timer(lead_id: str, state: Any) -> None:
+    timer = next_timer(state)
+    if timer != sla_timers.get(lead_id):
+        if timer is None:
+            sla_timers.pop(lead_id, None)
+        else:
+            sla_timers[lead_id] = timer
+    # Always (re)index: a timer popped for a command that turned out early must come back.
+    track(lead_id, timer)
+
+
 @app.agent(lead_commands, concurrency=1)
 async def run_leads(commands: Any) -> None:
     async for lead_id, command in commands.items():
@@ -50,5 +63,6 @@ async def run_leads(commands: Any) -> None:
         await publish(transition.outgoing)
         if transition.state is not None and transition.state is not current:
             lead_state[lead_id] = transition.state
+        _keep_timer(lead_id, transition.state)
         runtime.metrics.commands_processed.labels("lead", name).inc()
         _observe(transition.outgoing)

@@ -20,6 +20,7 @@ from rules.commands import (
 )
 from rules.lead import LeadPolicy, LeadState, can_disposition, webhook_id_for
 from rules.routing import TeamRule
+from sla.policy import DEFAULT_POLICY
 from tests.rules._sim import T0
 
 POLICY = LeadPolicy(default_team="inbound")
@@ -136,7 +137,7 @@ def test_queued_then_assigned() -> None:
     assert [m.value["type"] for m in out] == ["lead.queued"]
     state, out = run(capture(), queued(), assigned())
     assert state is not None and state.routing == "assigned"
-    assert state.sla_deadline == T0 + timedelta(seconds=5 + POLICY.first_contact_seconds)
+    assert state.sla_deadline == T0 + timedelta(seconds=5 + DEFAULT_POLICY.first_contact_s)
 
 
 @pytest.mark.parametrize("late", [queued(), queued(route_id="other:1:1")])

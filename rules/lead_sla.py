@@ -1,0 +1,173 @@
+"""The lead's SLA: plan the deadlines at assignment, act once per due step, stop at first contact.
+
+Pure: the timer index (in ``streams/``) only says "step N of cycle C may be due"; the lead
+re-checks here and acts at most once per (lead, cycle, step):
+
+* ``breach``: the first-contact deadline passed; recorded and published.
+* ``remind``: a ``lead.reminder`` webhook to the rep who holds the lead.
+* ``reassign``: the rep loses the lead (``lead.reassigned`` to them); it is routed again in the
+  same team, never back to a rep who already had it in this cycle.
+* ``alert_manager``: a ``lead.escalated`` webhook to the team's manager.
+* ``release_to_pool``: the rep loses the lead; it goes to the team's overflow team (or back to
+  the team's queue) excluding everyone who had it.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from rules.commands import Notify, Outgoing, RecordActivity, ReleaseLead, SlaDue
+from rules.lead_state import (
+    OPEN,
+    LeadPolicy,
+    LeadState,
+    LeadTransition,
+    SlaTimer,
+    SlaTrack,
+    event,
+    note,
+    route_command,
+    webhook_id_for,
+)
+from sla.ladder import next_due, plan_deadlines
+from sla.policy import select_policy
+
+__all__ = ["CONTACT_TYPES", "start_sla", "sla_due", "record_activity", "next_timer"]
+
+#: Activity types that count as contacting the lead (a note does not).
+CONTACT_TYPES = frozenset({"call", "email", "meeting", "sms"})
+
+
+def start_sla(state: LeadState, assigned_at: datetime, policy: LeadPolicy) -> LeadState:
+    """Plan the cycle's deadlines at its first assignment; a reassignment keeps the ladder going."""
+    if state.sla is not None or state.contacted_at is not None:
+        return state
+    sla_policy = select_policy(policy.sla_policies, team=state.team_id, source=state.lead.source,
+                               tier=state.lead.attributes.get("tier"))
+    deadlines = plan_deadlines(sla_policy, policy.calendars.get(state.team_id), assigned_at)
+    track = SlaTrack(policy=sla_policy.name, deadlines=deadlines, started_at=assigned_at)
+    first = deadlines[0].due_at if deadlines else None
+    return replace(state, sla=track, sla_deadline=first)
+
+
+def next_timer(state: LeadState | None) -> SlaTimer | None:
+    """The lead's next pending SLA deadline, or ``None`` when nothing is pending."""
+    if state is None or state.sla is None or state.routing not in OPEN:
+        return None
+    if state.sla.stopped_at is not None:
+        return None
+    due = next_due(state.sla.deadlines, frozenset(state.sla.done))
+    if due is None:
+        return None
+    return SlaTimer(lead_id=state.lead_id, cycle=state.cycle, step=due.step, due_at=due.due_at)
+
+
+def sla_due(state: LeadState, command: SlaDue, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    track = state.sla
+    if (track is None or command.cycle != state.cycle or command.step in track.done
+            or track.stopped_at is not None or state.routing not in OPEN):
+        return LeadTransition(state=state)  # stale, already fired, or contacted: nothing to do
+    deadline = next((d for d in track.deadlines if d.step == command.step), None)
+    if deadline is None or deadline.due_at > now:
+        return LeadTransition(state=state)  # not due (a timer ran early): it will come again
+    track = replace(track, done=track.done + (command.step,))
+    state = replace(state, sla=track)
+    kind = deadline.kind
+    if kind == "breach":
+        state = replace(state, sla=replace(track, breached_at=now))
+        state = note(state, policy, now, "sla_breached", step=command.step, sla_policy=track.policy)
+        return LeadTransition(state=state, outgoing=(event(state, "lead.sla_breached", now, {
+            "step": command.step, "policy": track.policy, "team_id": state.team_id,
+            "rep_id": state.assignment.rep_id if state.assignment else None}),))
+    outgoing: list[Outgoing] = []
+    if kind == "remind":
+        outgoing += _notify_rep(state, "lead.reminder", command.step, now)
+    elif kind in ("reassign", "release_to_pool"):
+        state, moved = _take_away(state, kind, command.step, now, policy)
+        outgoing += moved
+    elif kind == "alert_manager":
+        outgoing += _notify_manager(state, command.step, now, policy)
+    state = note(state, policy, now, "sla_escalated", step=command.step, action=kind)
+    outgoing.insert(0, event(state, "lead.escalated", now, {
+        "step": command.step, "action": kind, "policy": track.policy, "team_id": state.team_id}))
+    return LeadTransition(state=state, outgoing=tuple(outgoing))
+
+
+def _payload(state: LeadState, kind: str, now: datetime, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, "timestamp": now, "data": {
+        "lead_id": state.lead_id, "cycle": state.cycle, "team_id": state.team_id,
+        "lead": {"company": state.lead.company, "first_name": state.lead.first_name,
+                 "last_name": state.lead.last_name, "email": state.lead.email, "phone": state.lead.phone},
+        "sla_deadline": state.sla_deadline, **extra}}
+
+
+def _notify_rep(state: LeadState, kind: str, step: int, now: datetime) -> list[Outgoing]:
+    a = state.assignment
+    if state.routing != "assigned" or a is None or not a.webhook_url or not a.webhook_secret:
+        return []
+    notify = Notify(webhook_id=webhook_id_for(a.route_id, f"{kind}.{step}"), event_type=kind,
+                    lead_id=state.lead_id, rep_id=a.rep_id, url=a.webhook_url, secret=a.webhook_secret,
+                    payload=_payload(state, kind, now, {"rep": {"rep_id": a.rep_id, "name": a.rep_name},
+                                                        "step": step}), created_at=now)
+    return [Outgoing(channel="notifications", key=state.lead_id, value=notify)]
+
+
+def _notify_manager(state: LeadState, step: int, now: datetime, policy: LeadPolicy) -> list[Outgoing]:
+    manager = policy.managers.get(state.team_id)
+    if manager is None:
+        return []
+    holder = state.assignment.rep_id if state.assignment and state.routing == "assigned" else None
+    notify = Notify(webhook_id=webhook_id_for(f"{state.lead_id}:{state.cycle}", f"lead.escalated.{step}"),
+                    event_type="lead.escalated", lead_id=state.lead_id, rep_id=None, url=manager.url,
+                    secret=manager.secret, payload=_payload(state, "lead.escalated", now, {
+                        "step": step, "rep_id": holder, "routing": state.routing,
+                        "timeline": [{"at": e.at, "kind": e.kind} for e in state.timeline[-10:]]}),
+                    created_at=now)
+    return [Outgoing(channel="notifications", key=state.lead_id, value=notify)]
+
+
+def _take_away(state: LeadState, kind: str, step: int, now: datetime,
+               policy: LeadPolicy) -> tuple[LeadState, list[Outgoing]]:
+    """Release the lead from its rep and route it again, excluding everyone who had it."""
+    a = state.assignment
+    if state.routing != "assigned" or a is None or state.sla is None:
+        return state, []  # still waiting in a queue: there is nobody to take it from
+    outgoing = _notify_rep(state, "lead.reassigned", step, now)
+    outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
+        team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
+        reason=f"sla {kind}", at=now)))
+    previous = tuple(dict.fromkeys(state.sla.previous_reps + (a.rep_id,)))
+    team_id = policy.overflow_teams.get(state.team_id, state.team_id) if kind == "release_to_pool" else state.team_id
+    seq = state.route_seq + 1
+    moved = replace(state, routing="routing", team_id=team_id, route_seq=seq,
+                    route_id=f"{state.lead_id}:{state.cycle}:{seq}", assignment=None,
+                    sla=replace(state.sla, previous_reps=previous))
+    moved = note(moved, policy, now, "reassigned" if kind == "reassign" else "released_to_pool",
+                 from_rep=a.rep_id, team_id=team_id)
+    outgoing.append(event(moved, "lead.reassigned", now, {"from_rep": a.rep_id, "team_id": team_id,
+                                                          "reason": kind, "excluded": list(previous)}))
+    outgoing.append(route_command(moved, excluded=previous))
+    return moved, outgoing
+
+
+def record_activity(state: LeadState, command: RecordActivity, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    if command.activity_id in state.recent_activities:
+        return LeadTransition(state=state)
+    updated = replace(state, recent_activities=(state.recent_activities + (command.activity_id,))[-32:])
+    detail: dict[str, Any] = {"type": command.type, "rep_id": command.rep_id, "outcome": command.outcome}
+    outgoing: list[Outgoing] = []
+    first_contact = command.type in CONTACT_TYPES and state.contacted_at is None
+    if first_contact:
+        updated = replace(updated, contacted_at=command.at)
+        if updated.sla is not None and updated.sla.stopped_at is None:
+            updated = replace(updated, sla=replace(updated.sla, stopped_at=command.at))
+        # Speed-to-lead, split: the system's part (capture → rep notified) and the rep's part.
+        captured = state.last_touch.at
+        notified = state.notified_at
+        detail["system_delay_s"] = (notified - captured).total_seconds() if notified else None
+        detail["rep_delay_s"] = (command.at - notified).total_seconds() if notified else None
+        detail["speed_to_lead_s"] = (command.at - captured).total_seconds()
+    updated = note(updated, policy, command.at, "contacted" if first_contact else "activity", **detail)
+    outgoing.append(event(updated, "lead.contacted" if first_contact else "lead.activity", command.at, detail))
+    return LeadTransition(state=updated, outgoing=tuple(outgoing))

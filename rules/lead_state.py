@@ -1,0 +1,163 @@
+"""The lead's state and the helpers every lead transition shares (pure)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal, TypeAlias
+
+from rules.capture import CapturedLead, Touch
+from rules.commands import LeadAssigned, Outgoing, ReleaseLead, RouteLead, RoutingDecision
+from rules.routing import TeamRule
+from sla.calendar import BusinessCalendar
+from sla.ladder import Deadline
+from sla.policy import SlaPolicy
+
+__all__ = [
+    "RoutingStatus", "OPEN", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
+    "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "event", "note", "route_command",
+    "give_back",
+]
+
+RoutingStatus: TypeAlias = Literal["routing", "queued", "assigned", "released"]
+OPEN: frozenset[str] = frozenset({"routing", "queued", "assigned"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    team_id: str
+    rep_id: str
+    rep_name: str
+    route_id: str
+    assigned_at: datetime
+    webhook_id: str
+    decision: RoutingDecision
+    # Kept for reminders and reassignment notices to this rep; never shown by the API.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimelineEntry:
+    at: datetime
+    kind: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlaTrack:
+    """The SLA of one cycle: its deadlines (planned at the first assignment) and what fired.
+
+    Step numbers are stable ids: each (lead, cycle, step) fires at most once, whatever the
+    timers replay after a crash or a rebalance.
+    """
+
+    policy: str
+    deadlines: tuple[Deadline, ...]
+    done: tuple[int, ...] = ()
+    started_at: datetime
+    breached_at: datetime | None = None
+    stopped_at: datetime | None = None
+    previous_reps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlaTimer:
+    """The next SLA deadline of a lead: the durable row the timer index is rebuilt from."""
+
+    lead_id: str
+    cycle: int
+    step: int
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """A webhook destination (a team manager's, for escalations)."""
+
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeadState:
+    """What decisions about a lead need, plus a bounded recent timeline (the full one is ``lead.events``)."""
+
+    lead_id: str
+    cycle: int
+    status: str
+    routing: RoutingStatus
+    lead: CapturedLead
+    team_id: str
+    route_id: str
+    route_seq: int
+    captured_at: datetime
+    first_touch: Touch
+    last_touch: Touch
+    touches: int = 1
+    assignment: Assignment | None = None
+    sla_deadline: datetime | None = None
+    notified_at: datetime | None = None
+    recent_captures: tuple[str, ...] = ()
+    timeline: tuple[TimelineEntry, ...] = ()
+    sla: SlaTrack | None = None
+    contacted_at: datetime | None = None
+    recent_activities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeadPolicy:
+    """The configuration lead decisions depend on."""
+
+    default_team: str = "default"
+    team_rules: tuple[TeamRule, ...] = ()
+    timeline_limit: int = 50
+    recent_capture_limit: int = 32
+    sla_policies: tuple[SlaPolicy, ...] = ()
+    calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
+    managers: dict[str, Endpoint] = field(default_factory=dict)
+    overflow_teams: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeadTransition:
+    state: LeadState | None
+    outgoing: tuple[Outgoing, ...] = ()
+
+
+def webhook_id_for(route_id: str, event_type: str) -> str:
+    """Stable Standard Webhooks id for one event of one assignment (no dots, no user input)."""
+    return "msg_" + hashlib.sha256(f"{route_id}|{event_type}".encode()).hexdigest()[:32]
+
+
+def can_disposition(state: LeadState | None) -> str | None:
+    """Why a disposition cannot apply now, or ``None`` when it can."""
+    if state is None:
+        return "no such lead"
+    if state.routing not in OPEN:
+        return f"the lead is already closed ({state.status})"
+    return None
+
+
+def event(state: LeadState, kind: str, at: datetime, data: dict[str, Any]) -> Outgoing:
+    value = {"type": kind, "lead_id": state.lead_id, "cycle": state.cycle, "at": at, "data": data}
+    return Outgoing(channel="lead.events", key=state.lead_id, value=value)
+
+
+def note(state: LeadState, policy: LeadPolicy, at: datetime, kind: str, **detail: Any) -> LeadState:
+    timeline = (state.timeline + (TimelineEntry(at=at, kind=kind, detail=detail),))[-policy.timeline_limit:]
+    return replace(state, timeline=timeline)
+
+
+def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:
+    value = RouteLead(team_id=state.team_id, lead_id=state.lead_id, route_id=state.route_id,
+                      requested_at=state.last_touch.at, excluded_reps=excluded)
+    return Outgoing(channel="team.commands", key=state.team_id, value=value)
+
+
+def give_back(command: LeadAssigned, reason: str, now: datetime) -> Outgoing:
+    value = ReleaseLead(team_id=command.team_id, lead_id=command.lead_id, route_id=command.route_id,
+                        rep_id=command.rep_id, reason=reason, at=now)
+    return Outgoing(channel="team.commands", key=command.team_id, value=value)
+
+

@@ -1,0 +1,72 @@
+"""Fire SLA deadlines: an in-memory index of this worker's pending deadlines, rebuilt from
+``sla_timers`` after every rebalance, popped by one loop that sends ``SlaDue`` to the lead.
+
+Timers cannot write tables: the lead agent (the owner) re-checks and applies the step, once
+per (lead, cycle, step), so a timer firing twice after a crash changes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from rules.commands import Outgoing, SlaDue
+from rules.lead import SlaTimer
+from sla.timers import TimerIndex
+from streams.app import app, runtime
+from streams.tables.sla_timers import sla_timers
+from streams.topics import publish
+
+__all__ = ["timer_index", "track", "fire_sla_timers"]
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.25
+_BATCH = 500
+
+#: Derived from ``sla_timers`` and rebuilt from it; never the source of truth.
+timer_index = TimerIndex()
+
+
+def track(lead_id: str, timer: SlaTimer | None) -> None:
+    """Keep the index in step with what the lead agent just decided for ``lead_id``."""
+    if timer is None:
+        timer_index.cancel(lead_id)
+    else:
+        # A small token: a million pending deadlines must fit in memory (docs/sla.md).
+        timer_index.schedule(lead_id, timer.due_at.timestamp(), (timer.cycle, timer.step))
+
+
+def _stable() -> bool:
+    recovery = app.tables.recovery
+    return app.rebalancing_count > 0 and not app.rebalancing and recovery.completed.is_set() \
+        and not recovery.in_recovery
+
+
+def _rebuild() -> int:
+    timer_index.clear()
+    # The active partitions of this worker only (the RocksDB store iterates those).
+    return timer_index.load((lead_id, timer.due_at.timestamp(), (timer.cycle, timer.step))
+                            for lead_id, timer in sla_timers.items() if isinstance(timer, SlaTimer))
+
+
+@app.task
+async def fire_sla_timers() -> None:
+    built_for = -1
+    while not app.should_stop:
+        await asyncio.sleep(_TICK_S)
+        if not _stable():
+            continue
+        if built_for != app.rebalancing_count:
+            count = _rebuild()
+            built_for = app.rebalancing_count
+            log.info("sla: timer index rebuilt with %d pending deadline(s)", count)
+        now = runtime.clock.now()
+        due = timer_index.pop_due(now.timestamp(), limit=_BATCH)
+        if not due:
+            continue
+        commands = []
+        for lead_id, token in due:
+            cycle, step = token  # type: ignore[misc]
+            commands.append(Outgoing(channel="lead.commands", key=lead_id,
+                                     value=SlaDue(lead_id=lead_id, cycle=cycle, step=step, due_at=now)))
+        await publish(commands)

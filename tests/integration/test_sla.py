@@ -1,0 +1,119 @@
+"""SLA ladders on the real stack, with deadlines of seconds: remind, reassign, alert the manager,
+each exactly once; a contacted lead gets none; a crash between deadline and escalation still
+yields exactly one escalation."""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
+
+
+def _config(receiver: Receiver, steps: str, first_contact: float) -> str:
+    return f"""
+routing: {{default_team: sdr}}
+sla:
+  policies:
+    - name: fast
+      first_contact: {first_contact}
+      steps: {steps}
+teams:
+  - id: sdr
+    manager: {{webhook_url: "{receiver.url}/hooks/manager", webhook_secret: "{SECRET}"}}
+    reps:
+      - {{id: ana, capacity: 5, webhook_url: "{receiver.url}/hooks/ana", webhook_secret: "{SECRET}"}}
+      - {{id: ben, capacity: 5, webhook_url: "{receiver.url}/hooks/ben", webhook_secret: "{SECRET}"}}
+"""
+
+
+def _kinds(receiver: Receiver, lead_id: str) -> Counter[tuple[str, str]]:
+    return Counter((d["rep_id"], d["payload"]["type"]) for d in receiver.for_lead(lead_id))
+
+
+async def _post(api: aiohttp.ClientSession, worker: Worker, email: str) -> str:
+    async with api.post(f"{worker.url}/v1/leads", json={"email": email}) as r:
+        assert r.status == 202, await r.text()
+        return str((await r.json())["lead_id"])
+
+
+async def _lead(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> Any:
+    async with api.get(f"{worker.url}/v1/leads/{lead_id}") as r:
+        return await r.json() if r.status == 200 else None
+
+
+@pytest.mark.timeout(240)
+async def test_the_ladder_fires_each_step_once_and_contact_stops_it(
+    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+) -> None:
+    steps = "[{kind: remind, after: 0}, {kind: reassign, after: 2}, {kind: alert_manager, after: 4}]"
+    spec.config_yaml = _config(receiver, steps, first_contact=2)
+    receiver.secrets.update({"ana": SECRET, "ben": SECRET, "manager": SECRET})
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        ignored = await _post(api, worker, "nobody.calls@ladder.example")
+        called = await _post(api, worker, "called.at.once@ladder.example")
+        first = await eventually(lambda: receiver.for_lead(called), what="the called lead's webhook")
+        async with api.post(f"{worker.url}/v1/leads/{called}/activities",
+                            json={"type": "call", "rep_id": first[0]["rep_id"], "outcome": "connected"}) as r:
+            assert r.status == 202, await r.text()
+
+        # 2 s: breach + reminder; 4 s: reassigned to the other rep; 6 s: the manager is alerted.
+        await eventually(lambda: _kinds(receiver, ignored)[("manager", "lead.escalated")] >= 1, timeout=30,
+                         what="the manager alert")
+        await asyncio.sleep(3)  # room for anything that would fire twice
+        kinds = _kinds(receiver, ignored)
+        holder = next(rep for (rep, kind) in kinds if kind == "lead.reminder")
+        other = "ben" if holder == "ana" else "ana"
+        assert kinds == Counter({(holder, "lead.assigned"): 1, (holder, "lead.reminder"): 1,
+                                 (holder, "lead.reassigned"): 1, (other, "lead.assigned"): 1,
+                                 ("manager", "lead.escalated"): 1}), kinds
+        assert all(d["verified"] for d in receiver.deliveries)
+
+        lead = await _lead(api, worker, ignored)
+        assert lead["assignment"]["rep_id"] == other
+        timeline = [e["kind"] for e in lead["timeline"]]
+        assert timeline.count("sla_breached") == 1 and timeline.count("sla_escalated") == 3
+        assert "reassigned" in timeline
+
+        # The contacted lead got its assignment and nothing else; speed-to-lead is split.
+        assert _kinds(receiver, called) == Counter({(first[0]["rep_id"], "lead.assigned"): 1})
+        contacted = await _lead(api, worker, called)
+        assert contacted["contacted_at"]
+        entry = next(e for e in contacted["timeline"] if e["kind"] == "contacted")
+        assert entry["detail"]["system_delay_s"] >= 0 and entry["detail"]["rep_delay_s"] >= 0
+    finally:
+        worker.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_a_crash_before_the_deadline_still_escalates_exactly_once(
+    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+) -> None:
+    spec.config_yaml = _config(receiver, "[{kind: remind, after: 0}, {kind: alert_manager, after: 2}]",
+                               first_contact=4)
+    receiver.secrets.update({"ana": SECRET, "ben": SECRET, "manager": SECRET})
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        lead_id = await _post(api, worker, "crash.before.deadline@ladder.example")
+        await eventually(lambda: receiver.for_lead(lead_id), what="the assignment webhook")
+        worker.kill()  # the deadline (4 s after assignment) passes while no worker runs
+        await asyncio.sleep(5)
+        worker = Worker(spec, port=worker.port, data_dir=worker.data_dir)
+        await worker.wait_ready()
+        await eventually(lambda: _kinds(receiver, lead_id)[("manager", "lead.escalated")] >= 1, timeout=30,
+                         what="the manager alert after the restart")
+        await asyncio.sleep(3)
+        kinds = _kinds(receiver, lead_id)
+        reminders = [d for d in receiver.for_lead(lead_id) if d["payload"]["type"] == "lead.reminder"]
+        assert len(reminders) == 1, kinds
+        assert kinds[("manager", "lead.escalated")] == 1, kinds
+    finally:
+        worker.stop()

@@ -1,0 +1,132 @@
+"""The lead's SLA ladder, pure: planned at assignment, each step once, stopped by first contact."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rules import lead
+from rules.commands import Notify, RecordActivity, ReleaseLead, RouteLead, SlaDue
+from rules.lead import LeadPolicy, LeadState, next_timer
+from rules.lead_state import Endpoint
+from sla.policy import EscalationStep, SlaPolicy
+from tests.rules._sim import T0
+from tests.rules.test_lead import LEAD_ID, assigned, capture
+
+FAST = SlaPolicy(name="fast", first_contact_s=60, steps=(
+    EscalationStep("remind", 0), EscalationStep("reassign", 60), EscalationStep("alert_manager", 120),
+    EscalationStep("release_to_pool", 180)))
+MANAGER = Endpoint(url="https://hooks.example/manager", secret="whsec_m")
+POLICY = LeadPolicy(default_team="inbound", sla_policies=(FAST,), managers={"inbound": MANAGER},
+                    overflow_teams={"inbound": "overflow"})
+ASSIGNED_AT = T0 + timedelta(seconds=5)
+
+
+def start() -> LeadState:
+    state = lead.apply(None, capture(), T0, POLICY).state
+    state = lead.apply(state, assigned(), ASSIGNED_AT, POLICY).state
+    assert state is not None
+    return state
+
+
+def due(state: LeadState, step: int, *, late_s: float = 0.0) -> tuple[LeadState, list[object]]:
+    assert state.sla is not None
+    deadline = next(d for d in state.sla.deadlines if d.step == step)
+    now = deadline.due_at + timedelta(seconds=late_s)
+    transition = lead.apply(state, SlaDue(lead_id=LEAD_ID, cycle=state.cycle, step=step, due_at=deadline.due_at),
+                            now, POLICY)
+    assert transition.state is not None
+    return transition.state, [m.value for m in transition.outgoing]
+
+
+def test_assignment_plans_the_ladder_of_the_selected_policy() -> None:
+    state = start()
+    assert state.sla is not None and state.sla.policy == "fast"
+    assert [(d.step, d.kind, (d.due_at - ASSIGNED_AT).total_seconds()) for d in state.sla.deadlines] == [
+        (0, "breach", 60), (1, "remind", 60), (2, "reassign", 120), (3, "alert_manager", 180),
+        (4, "release_to_pool", 240)]
+    assert state.sla_deadline == ASSIGNED_AT + timedelta(seconds=60)
+    timer = next_timer(state)
+    assert timer is not None and (timer.step, timer.due_at) == (0, state.sla_deadline)
+
+
+def test_each_step_fires_once_and_replays_change_nothing() -> None:
+    state = start()
+    state, out = due(state, 0)
+    assert state.sla is not None and state.sla.breached_at is not None
+    assert [e["type"] for e in out if isinstance(e, dict)] == ["lead.sla_breached"]
+    again, out = due(state, 0)
+    assert again == state and out == []
+    state, out = due(state, 1)
+    (reminder,) = [m for m in out if isinstance(m, Notify)]
+    assert reminder.event_type == "lead.reminder" and reminder.rep_id == "rep-a"
+    assert due(state, 1)[1] == []
+
+
+def test_a_timer_that_runs_early_does_nothing_and_comes_back() -> None:
+    state = start()
+    transition = lead.apply(state, SlaDue(lead_id=LEAD_ID, cycle=1, step=0, due_at=T0), ASSIGNED_AT, POLICY)
+    assert transition.state == state and transition.outgoing == ()
+    timer = next_timer(transition.state)
+    assert timer is not None and timer.step == 0
+
+
+def test_reassign_releases_the_rep_and_routes_again_without_them() -> None:
+    state = start()
+    for step in (0, 1):
+        state, _ = due(state, step)
+    state, out = due(state, 2)
+    release = next(m for m in out if isinstance(m, ReleaseLead))
+    route = next(m for m in out if isinstance(m, RouteLead))
+    notice = next(m for m in out if isinstance(m, Notify))
+    assert release.rep_id == "rep-a" and release.route_id == f"{LEAD_ID}:1:1"
+    assert route.route_id == f"{LEAD_ID}:1:2" and route.excluded_reps == ("rep-a",) and route.team_id == "inbound"
+    assert notice.event_type == "lead.reassigned" and notice.rep_id == "rep-a"
+    assert state.routing == "routing" and state.assignment is None
+    # The new rep's assignment keeps the ladder going (no fresh plan, no second breach).
+    state = lead.apply(state, assigned(route_id=f"{LEAD_ID}:1:2", rep_id="rep-b"), ASSIGNED_AT, POLICY).state
+    assert state is not None and state.sla is not None and state.sla.done == (0, 1, 2)
+    timer = next_timer(state)
+    assert timer is not None and timer.step == 3
+
+
+def test_the_manager_alert_and_the_release_to_the_overflow_team() -> None:
+    state = start()
+    for step in (0, 1, 2):
+        state, _ = due(state, step)
+    state = lead.apply(state, assigned(route_id=f"{LEAD_ID}:1:2", rep_id="rep-b"), ASSIGNED_AT, POLICY).state
+    assert state is not None
+    state, out = due(state, 3)
+    (alert,) = [m for m in out if isinstance(m, Notify)]
+    assert alert.url == MANAGER.url and alert.event_type == "lead.escalated" and alert.payload["data"]["step"] == 3
+    state, out = due(state, 4)
+    route = next(m for m in out if isinstance(m, RouteLead))
+    assert route.team_id == "overflow" and route.excluded_reps == ("rep-a", "rep-b")
+    assert next_timer(state) is None  # the ladder is done
+
+
+def test_first_contact_stops_the_clock_and_splits_speed_to_lead() -> None:
+    state = start()
+    contact = RecordActivity(lead_id=LEAD_ID, activity_id="call-1", type="call", rep_id="rep-a",
+                             at=ASSIGNED_AT + timedelta(seconds=30))
+    transition = lead.apply(state, contact, ASSIGNED_AT + timedelta(seconds=31), POLICY)
+    state = transition.state
+    assert state is not None and state.contacted_at == contact.at
+    assert next_timer(state) is None
+    (event,) = [m.value for m in transition.outgoing]
+    assert event["type"] == "lead.contacted" and event["data"]["speed_to_lead_s"] == 35.0
+    # Deadlines that come anyway change nothing; the same activity twice is recorded once.
+    assert due(state, 0)[1] == []
+    assert lead.apply(state, contact, ASSIGNED_AT, POLICY).state == state
+
+
+def test_a_note_is_not_a_contact() -> None:
+    state = start()
+    note = RecordActivity(lead_id=LEAD_ID, activity_id="n-1", type="note", rep_id="rep-a", at=ASSIGNED_AT)
+    state = lead.apply(state, note, ASSIGNED_AT, POLICY).state
+    assert state is not None and state.contacted_at is None and next_timer(state) is not None
+
+
+def test_a_deadline_of_another_cycle_is_ignored() -> None:
+    state = start()
+    transition = lead.apply(state, SlaDue(lead_id=LEAD_ID, cycle=2, step=0, due_at=T0), T0 + timedelta(hours=1),
+                            POLICY)
+    assert transition.state == state and transition.outgoing == ()
