@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any, TextIO
 
 from leadflow.errors import LeadflowError
 
@@ -19,6 +22,7 @@ examples:
   LEADFLOW_WEB_PORT=6067 LEADFLOW_DATA_DIR=.state/w2 leadflow worker
                                a second worker in the same group (scale-out)
   leadflow run                 the demo: stack, worker, SDR webhook receiver, lead feed, live view
+  leadflow import leads.csv    import a CSV file of leads into a running worker
 
 environment (worker): LEADFLOW_BROKER, LEADFLOW_REDIS_URL, LEADFLOW_CONFIG, LEADFLOW_WEB_PORT,
   LEADFLOW_DATA_DIR, LEADFLOW_API_KEYS, LEADFLOW_DEFAULT_TEAM, LEADFLOW_WEBHOOK_ALLOW_PRIVATE;
@@ -66,7 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=6066, help="the worker's HTTP port (default 6066)")
     run.add_argument("--receiver-port", type=int, default=8090, help="the demo receiver's port (default 8090)")
     run.add_argument("--keep-stack", action="store_true", help="leave Kafka and Redis running afterwards")
+
+    imp = commands.add_parser("import", help="import a CSV file of leads into a running worker",
+                              description="Send a CSV file to a worker's POST /v1/leads/import, show progress "
+                                          "while it is captured, then a summary with the first errors.",
+                              epilog=_IMPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("file", type=Path, metavar="FILE", help="the CSV file; its first row names the columns")
+    imp.add_argument("--url", default="http://localhost:6066", help="the worker (default %(default)s)")
+    imp.add_argument("--key", help="the API key (default: $LEADFLOW_API_KEY, which keeps it out of `ps`)")
+    imp.add_argument("--source", help="source of rows without a source column (default: the API key's name)")
+    imp.add_argument("--encoding", default="utf-8",
+                     help="the file's character set (default utf-8; Excel on Windows often writes windows-1252)")
     return parser
+
+
+_IMPORT_EPILOG = """\
+example:
+  export LEADFLOW_API_KEY=...           # the key's name is the leads' default source
+  leadflow import trade-show.csv --source trade-show-2026
+
+  with trade-show.csv:
+    E-mail,First Name,Last Name,Company,Job Title,Country
+    ana.garcia@example.com,Ana,García,"Acme, Iberia",Head of Operations,ES
+
+Column names are lead fields or common spellings (E-mail, Phone, First Name, Company, Job Title,
+Country, Name = full name); other columns become attributes.
+exit status: 0 every row accepted or duplicate, 1 some rows rejected, 2 the import did not run or
+stopped part-way (usage, connection, refused by the worker).
+"""
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -117,6 +148,105 @@ def _run(args: argparse.Namespace) -> int:
                        keep_stack=args.keep_stack)
 
 
+class _Progress:
+    """Rows done and the rate, on one refreshed line on a terminal, every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream, self._tty = stream, stream.isatty()
+        self._started = self._shown = time.monotonic()
+        self.rows = 0
+
+    def rate(self) -> float:
+        return self.rows / max(time.monotonic() - self._started, 1e-6)
+
+    def row(self) -> None:
+        self.rows += 1
+        now = time.monotonic()
+        if now - self._shown >= (0.25 if self._tty else 5.0):
+            self._shown = now
+            end = "\r" if self._tty else "\n"
+            print(f"  {self.rows:,} rows  {self.rate():,.0f} rows/s", end=end, file=self._stream, flush=True)
+
+    def done(self) -> None:
+        if self._tty and self.rows:
+            print(" " * 40, end="\r", file=self._stream, flush=True)
+
+
+def _describe_error(body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "no details"
+    lines = [f"{error.get('code')}: {error.get('message')}"]
+    lines += [f"  {f.get('field')}: {f.get('reason')}" for f in error.get("fields", []) if isinstance(f, dict)]
+    return "\n".join(lines)
+
+
+async def _upload_csv(args: argparse.Namespace, key: str) -> int:
+    import aiohttp
+    import orjson
+
+    url = f"{args.url.rstrip('/')}/v1/leads/import"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": f"text/csv; charset={args.encoding}"}
+    progress = _Progress(sys.stderr)
+    summary: dict[str, Any] | None = None
+    stopped: Any = None
+    errors: list[str] = []
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            with args.file.open("rb") as body:  # aiohttp reads it in a thread, chunk by chunk
+                async with session.post(url, data=body, headers=headers,
+                                        params={"source": args.source} if args.source else {}) as response:
+                    if response.status != 202:
+                        try:
+                            detail = _describe_error(await response.json(content_type=None))
+                        except ValueError:
+                            detail = (await response.text())[:300]
+                        print(f"leadflow import: the worker refused the file ({response.status})\n{detail}",
+                              file=sys.stderr)
+                        return 2
+                    async for raw in response.content:
+                        line = orjson.loads(raw)
+                        if "row" in line:
+                            progress.row()
+                            if line["status"] == "rejected" and len(errors) < 10:
+                                reasons = "; ".join(f"{e['field']}: {e['reason']}" for e in line["errors"])
+                                errors.append(f"  row {line['row']}: {reasons}")
+                        elif "columns" in line:
+                            columns = ", ".join(f"{name} -> {field}" for name, field in line["columns"].items())
+                            print(f"columns: {columns}", file=sys.stderr)
+                        elif "summary" in line:
+                            summary, stopped = line["summary"], line.get("error")
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        progress.done()
+        print(f"leadflow import: {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    progress.done()
+    if summary is None:
+        print("leadflow import: the worker ended the answer without a summary; rows may be missing", file=sys.stderr)
+        return 2
+    print(f"{args.file}: {summary['rows']:,} rows ({progress.rate():,.0f} rows/s): {summary['accepted']:,} "
+          f"accepted, {summary['duplicate']:,} duplicate, {summary['rejected']:,} rejected")
+    if errors:
+        print("first errors:\n" + "\n".join(errors))
+    if stopped is not None:
+        print(f"stopped before row {summary.get('resume_from_row')}: {_describe_error({'error': stopped})}\n"
+              "rows before it are stored; fix the file and import the rest", file=sys.stderr)
+        return 2
+    return 1 if summary["rejected"] else 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    key = args.key or os.environ.get("LEADFLOW_API_KEY", "")
+    if not key:
+        print("leadflow import: no API key: set LEADFLOW_API_KEY (or pass --key)", file=sys.stderr)
+        return 2
+    if not args.file.is_file():
+        print(f"leadflow import: {args.file}: no such file", file=sys.stderr)
+        return 2
+    return asyncio.run(_upload_csv(args, key))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -124,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stack(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command == "import":
+            return _import(args)
         return _run(args)
     except LeadflowError as exc:
         print(f"leadflow: {exc}", file=sys.stderr)

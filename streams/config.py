@@ -14,10 +14,13 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from connectors.providers import ProvidersConfig
 from leadflow.errors import ConfigError
 from rules.commands import RepProfile
 from rules.lead import LeadPolicy
+from rules.lead_state import Endpoint
 from rules.routing import TeamRule
+from sla.config import SlaConfig
 
 __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
 
@@ -97,9 +100,36 @@ class RepConfig(_Strict):
         )
 
 
+class ManagerConfig(_Strict):
+    """Where SLA escalations of a team go (a Standard Webhooks endpoint)."""
+
+    webhook_url: str
+    webhook_secret: str | None = None
+    webhook_secret_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ManagerConfig:
+        if (self.webhook_secret is None) == (self.webhook_secret_env is None):
+            raise ValueError("give exactly one of webhook_secret, webhook_secret_env")
+        return self
+
+    def endpoint(self, team_id: str, env: Mapping[str, str]) -> Endpoint:
+        secret = self.webhook_secret
+        if self.webhook_secret_env:
+            secret = env.get(self.webhook_secret_env)
+            if not secret:
+                raise ConfigError(f"team {team_id!r} manager: environment variable {self.webhook_secret_env} is not set")
+        assert secret is not None
+        return Endpoint(url=self.webhook_url, secret=secret)
+
+
 class TeamConfig(_Strict):
     id: _Id
     strategy: str = "weighted_round_robin"
+    #: Receives ``lead.escalated`` webhooks when an SLA ladder reaches ``alert_manager``.
+    manager: ManagerConfig | None = None
+    #: Where ``release_to_pool`` sends a lead nobody in this team contacted (default: this team's queue).
+    overflow_team: _Id | None = None
     reps: tuple[RepConfig, ...] = ()
 
     @field_validator("strategy")
@@ -123,15 +153,12 @@ class RoutingConfig(_Strict):
     rules: tuple[RuleConfig, ...] = ()
 
 
-class SlaConfig(_Strict):
-    first_contact_seconds: int = Field(default=300, ge=1)
-
-
 class LeadflowConfig(_Strict):
     api_keys: tuple[ApiKeyConfig, ...] = ()
     routing: RoutingConfig = RoutingConfig()
-    sla: SlaConfig = SlaConfig()
+    sla: SlaConfig = SlaConfig()  # policies and business calendars (sla/config.py)
     teams: tuple[TeamConfig, ...] = ()
+    providers: ProvidersConfig = ProvidersConfig()  # Facebook Lead Ads, Typeform (connectors/providers)
 
     @model_validator(mode="after")
     def _unique(self) -> LeadflowConfig:
@@ -146,17 +173,27 @@ class LeadflowConfig(_Strict):
             raise ValueError("api key names must be unique")
         return self
 
-    def lead_policy(self, default_team: str) -> LeadPolicy:
+    def lead_policy(self, default_team: str, env: Mapping[str, str] | None = None) -> LeadPolicy:
+        env = os.environ if env is None else env
+        default = self.routing.default_team or default_team
+        teams = {default, *(t.id for t in self.teams), *(r.team for r in self.routing.rules)}
         return LeadPolicy(
-            default_team=self.routing.default_team or default_team,
+            default_team=default,
             team_rules=tuple(TeamRule(team=r.team, countries=r.countries, sources=r.sources)
                              for r in self.routing.rules),
-            first_contact_seconds=self.sla.first_contact_seconds,
+            sla_policies=self.sla.to_policies(),
+            calendars=self.sla.team_calendars(teams),
+            managers={t.id: t.manager.endpoint(t.id, env) for t in self.teams if t.manager is not None},
+            overflow_teams={t.id: t.overflow_team for t in self.teams if t.overflow_team},
         )
 
     def rep_profiles(self, env: Mapping[str, str] | None = None) -> list[RepProfile]:
         env = os.environ if env is None else env
         return [rep.profile(team.id, env) for team in self.teams for rep in team.reps]
+
+    def rate_limits(self) -> dict[str, int]:
+        """Requests per minute by API key name, for the keys that have a limit."""
+        return {k.name: k.rate_per_minute for k in self.api_keys if k.rate_per_minute}
 
     def key_digests(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """``{sha256 hex: key name}`` for every configured key."""

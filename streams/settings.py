@@ -92,6 +92,10 @@ class Settings:
     max_body_bytes: int = 1_048_576
     #: Most leads in one batch request (``LEADFLOW_MAX_BATCH``).
     max_batch: int = 500
+    #: Most data rows in one CSV import (``LEADFLOW_MAX_IMPORT_ROWS``).
+    max_import_rows: int = 100_000
+    #: Hosts a browser form post may be redirected to, comma-separated (``LEADFLOW_ALLOWED_REDIRECT_HOSTS``).
+    allowed_redirect_hosts: frozenset[str] = frozenset()
     #: Per-attempt webhook timeout in seconds (``LEADFLOW_WEBHOOK_TIMEOUT``).
     webhook_timeout_s: float = 10.0
     #: Python log level of the worker (``LEADFLOW_LOG_LEVEL``).
@@ -134,6 +138,9 @@ class Settings:
             replication=_int(env, "LEADFLOW_REPLICATION", d.replication, minimum=1),
             max_body_bytes=_int(env, "LEADFLOW_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
             max_batch=_int(env, "LEADFLOW_MAX_BATCH", d.max_batch, minimum=1),
+            max_import_rows=_int(env, "LEADFLOW_MAX_IMPORT_ROWS", d.max_import_rows, minimum=1),
+            allowed_redirect_hosts=frozenset(
+                h.strip().lower() for h in env.get("LEADFLOW_ALLOWED_REDIRECT_HOSTS", "").split(",") if h.strip()),
             webhook_timeout_s=timeout,
             log_level=env.get("LEADFLOW_LOG_LEVEL") or d.log_level,
         )

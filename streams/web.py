@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from connectors.api import ApiContext, mount_api
 from connectors.api.errors import error_response
 from connectors.api.ports import Entity, Readiness
 from connectors.auth import Keyring
+from connectors.rate_limit import RateLimiter
 from leadflow.errors import TransientError
 from rules.commands import LeadCommand, RepCommand
 from rules.lead import LeadState
@@ -142,9 +144,16 @@ def mount(app: LeadflowApp, faust_web: Any) -> None:
                       [("api", key.reveal()) for key in settings.api_keys])
     if not len(keyring):
         log.warning("no API keys configured: every /v1 request will be refused (set LEADFLOW_API_KEYS)")
+    resources = runtime.resources
     ctx = ApiContext(
-        engine=Engine(app), keyring=keyring, store=runtime.resources.store, clock=runtime.clock,
+        engine=Engine(app), keyring=keyring, store=resources.store, clock=runtime.clock,
         metrics=runtime.metrics, max_batch=settings.max_batch,
         webhook_allow_private=settings.webhook_allow_private,
+        allowed_redirect_hosts=settings.allowed_redirect_hosts,
+        max_import_rows=settings.max_import_rows,
+        rate_limits=runtime.config.rate_limits(),
+        rate_limiter=RateLimiter(resources.redis, prefix=f"{settings.app_id}:", timeout_s=1.0,
+                                 on_degraded=lambda op: runtime.metrics.redis_degraded.labels(op).inc()),
+        providers=runtime.config.providers.resolve(os.environ, lambda: resources.session),
     )
     mount_api(faust_web.web_app, ctx)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connectors.api import leads, reps
-from connectors.api.context import CONTEXT, ApiContext
+from connectors.api import activities, bulk, forms, leads, providers, reps
+from connectors.api.context import CONTEXT, ApiContext, enforce_rate_limit
 from connectors.api.errors import error_middleware, json_response
 from connectors.api.openapi import openapi_document
 
@@ -31,6 +32,16 @@ async def _openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document())
 
 
+@web.middleware
+async def _rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every write counts against its API key's limit; an unknown key is left to the handler's 401."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        caller = request.app[CONTEXT].keyring.authenticate(request.headers.get("Authorization"))
+        if caller is not None:
+            await enforce_rate_limit(request, caller.name)
+    return await handler(request)
+
+
 def mount_api(root: web.Application, ctx: ApiContext) -> None:
     """Add the API to ``root`` (the worker's aiohttp app) before it starts."""
     root[CONTEXT] = ctx
@@ -39,8 +50,12 @@ def mount_api(root: web.Application, ctx: ApiContext) -> None:
     root.router.add_get("/readyz", _readyz)
     root.router.add_get("/metrics", _metrics)
     root.router.add_get("/openapi.json", _openapi)
-    v1 = web.Application()
+    v1 = web.Application(middlewares=[_rate_limit])
     v1[CONTEXT] = ctx
+    v1.add_routes(bulk.routes)  # before leads: /leads/import is not a lead id
     v1.add_routes(leads.routes)
+    v1.add_routes(forms.routes)
+    v1.add_routes(providers.routes)
+    v1.add_routes(activities.routes)
     v1.add_routes(reps.routes)
     root.add_subapp("/v1", v1)

@@ -1,7 +1,8 @@
 """Everything a handler needs, built once per process and stored on the aiohttp app."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
@@ -10,10 +11,12 @@ from connectors.api.errors import ApiError
 from connectors.api.ports import EnginePort
 from connectors.auth import ApiKey, Keyring
 from connectors.capture_store import CaptureStore
+from connectors.providers import Providers
+from connectors.rate_limit import RateLimiter
 from ops.metrics import Metrics
 from sla.clock import Clock
 
-__all__ = ["ApiContext", "CONTEXT", "context", "authenticate", "read_json"]
+__all__ = ["ApiContext", "CONTEXT", "context", "authenticate", "enforce_rate_limit", "read_json"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +28,16 @@ class ApiContext:
     metrics: Metrics
     max_batch: int = 500
     webhook_allow_private: bool = False
+    #: Hosts a form post may redirect the browser to (``?redirect=`` / ``_redirect``); empty: none.
+    allowed_redirect_hosts: frozenset[str] = frozenset()
+    #: Most data rows one CSV import may hold.
+    max_import_rows: int = 100_000
+    #: Requests per minute by caller: API key name, or ``provider:<name>``; absent: unlimited.
+    rate_limits: Mapping[str, int] = field(default_factory=dict)
+    #: Enforces ``rate_limits`` in Redis; ``None``: no limits at all.
+    rate_limiter: RateLimiter | None = None
+    #: The lead providers whose webhooks this worker accepts.
+    providers: Providers = Providers()
 
 
 CONTEXT = web.AppKey("leadflow_api", ApiContext)
@@ -40,6 +53,19 @@ def authenticate(request: web.Request) -> ApiKey:
         raise ApiError(401, "unauthorized", "missing or unknown API key; send 'Authorization: Bearer <key>'",
                        headers={"WWW-Authenticate": 'Bearer realm="leadflow"'})
     return caller
+
+
+async def enforce_rate_limit(request: web.Request, subject: str) -> None:
+    """Count one request for ``subject``; a ``429`` with ``Retry-After`` when over its limit."""
+    ctx = context(request)
+    limit = ctx.rate_limits.get(subject)
+    if limit is None or ctx.rate_limiter is None:
+        return
+    decision = await ctx.rate_limiter.acquire(subject, limit, ctx.clock.now())
+    if not decision.allowed:
+        raise ApiError(429, "rate_limited",
+                       f"more than {limit} requests per minute for {subject}; retry in {decision.retry_after_s} s",
+                       headers={"Retry-After": str(decision.retry_after_s)})
 
 
 async def read_json(request: web.Request) -> object:

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import asdict
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
-from connectors.api.context import authenticate, context, read_json
+from connectors.api.context import ApiContext, authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
 from rules.commands import DispositionLead
 from rules.lead import LeadState, can_disposition
 
-__all__ = ["routes", "DISPOSITIONS", "lead_view"]
+__all__ = ["routes", "DISPOSITIONS", "Outcome", "capture_id", "capture_many", "lead_view"]
 
 DISPOSITIONS = ("disqualified", "nurture", "recycled", "unresponsive")
 _IDEMPOTENCY_MAX = 255
@@ -23,7 +24,61 @@ _IDEMPOTENCY_MAX = 255
 routes = web.RouteTableDef()
 
 
-def _capture_id(caller: str, idempotency_key: str | None, index: int) -> str:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one submitted lead."""
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    lead_id: str | None = None
+    errors: tuple[FieldError, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.status == "rejected":
+            return {"status": "rejected", "errors": [{"field": f.field, "reason": f.reason} for f in self.errors]}
+        return {"lead_id": self.lead_id, "status": self.status}
+
+
+async def capture_many(ctx: ApiContext, items: Sequence[Any], *, channel: str, default_source: str,
+                       capture_ids: Callable[[int], str], prefix: Callable[[int], str] = lambda index: "",
+                       metric_source: str | None = None) -> list[Outcome]:
+    """Validate each lead, put the valid ones on ``leads.inbound`` (acknowledged), mark them seen.
+
+    The one capture path of every HTTP channel (JSON, forms, CSV, provider webhooks): the record
+    is the lead as received plus ``_meta``, so the intake agent validates it exactly as here.
+    Raises ``TransientError`` (nothing stored) when Kafka cannot take them; ``metric_source``
+    labels the captured counter (default ``default_source``; keep it a bounded set).
+    """
+    valid: list[tuple[int, ValidLead]] = []
+    outcomes: list[Outcome] = []
+    for index, item in enumerate(items):
+        try:
+            checked = validate_lead(item, default_source=default_source, channel=channel, prefix=prefix(index))
+        except LeadInvalid as exc:
+            ctx.metrics.leads_rejected.labels(channel, "invalid").inc()
+            outcomes.append(Outcome("rejected", errors=tuple(exc.fields)))
+            continue
+        valid.append((index, checked))
+        outcomes.append(Outcome("accepted", checked.lead_id))
+
+    received_at = ctx.clock.now().isoformat()
+    records = []
+    for index, checked in valid:
+        raw = dict(items[index])
+        raw["_meta"] = {"capture_id": capture_ids(index), "received_at": received_at,
+                        "channel": channel, "default_source": default_source}
+        records.append((checked.lead_id, orjson.dumps(raw)))
+    if records:
+        # On Kafka, acknowledged, before the answer (a TransientError becomes a 503 with Retry-After).
+        await ctx.engine.capture(records)
+    seen = await ctx.store.mark_seen([checked.lead_id for _, checked in valid])
+    for (index, checked), was_seen in zip(valid, seen):
+        ctx.metrics.leads_captured.labels(metric_source or default_source, channel).inc()
+        if was_seen:
+            outcomes[index] = Outcome("duplicate", checked.lead_id)
+    return outcomes
+
+
+def capture_id(caller: str, idempotency_key: str | None, index: int) -> str:
     # With an Idempotency-Key the capture id is deterministic, so a retried request is a replay
     # the lead agent ignores even when Redis (which normally answers the retry) is down.
     if idempotency_key is None:
@@ -63,36 +118,12 @@ async def capture_leads(request: web.Request) -> web.Response:
                                 headers={"Idempotent-Replayed": "true"})
     items, is_batch = _items(await read_json(request), ctx.max_batch)
 
-    valid: list[tuple[int, ValidLead]] = []
-    results: list[dict[str, Any]] = [{} for _ in items]
-    for index, item in enumerate(items):
-        try:
-            checked = validate_lead(item, default_source=caller.name, channel="api",
-                                    prefix=f"leads[{index}]" if is_batch else "")
-        except LeadInvalid as exc:
-            ctx.metrics.leads_rejected.labels("api", "invalid").inc()
-            if not is_batch:
-                raise ApiError(422, "invalid_lead", "the lead is not valid", exc.fields) from None
-            results[index] = {"index": index, "status": "rejected",
-                              "errors": [{"field": f.field, "reason": f.reason} for f in exc.fields]}
-            continue
-        valid.append((index, checked))
-
-    received_at = ctx.clock.now().isoformat()
-    records = []
-    for index, checked in valid:
-        raw = dict(items[index])
-        raw["_meta"] = {"capture_id": _capture_id(caller.name, idem, index), "received_at": received_at,
-                        "channel": "api", "default_source": caller.name}
-        records.append((checked.lead_id, orjson.dumps(raw)))
-    if records:
-        # On Kafka, acknowledged, before the 202 (a TransientError becomes a 503 with Retry-After).
-        await ctx.engine.capture(records)
-    seen = await ctx.store.mark_seen([checked.lead_id for _, checked in valid])
-    for (index, checked), was_seen in zip(valid, seen):
-        ctx.metrics.leads_captured.labels(caller.name, "api").inc()  # key names are a bounded set
-        results[index] = {"index": index, "lead_id": checked.lead_id,
-                          "status": "duplicate" if was_seen else "accepted"}
+    outcomes = await capture_many(ctx, items, channel="api", default_source=caller.name,
+                                  capture_ids=lambda index: capture_id(caller.name, idem, index),
+                                  prefix=lambda index: f"leads[{index}]" if is_batch else "")
+    if not is_batch and outcomes[0].status == "rejected":
+        raise ApiError(422, "invalid_lead", "the lead is not valid", outcomes[0].errors)  # nothing was captured
+    results = [{"index": index, **outcome.as_dict()} for index, outcome in enumerate(outcomes)]
 
     body: dict[str, Any]
     if is_batch:
@@ -104,6 +135,16 @@ async def capture_leads(request: web.Request) -> web.Response:
     if idem is not None:
         await ctx.store.remember(caller.name, idem, 202, encoded)
     return web.Response(body=encoded, status=202, content_type="application/json")
+
+
+def _sla_view(state: LeadState) -> dict[str, Any] | None:
+    track = state.sla
+    if track is None:
+        return None
+    return {"policy": track.policy, "started_at": track.started_at, "breached_at": track.breached_at,
+            "stopped_at": track.stopped_at, "previous_reps": list(track.previous_reps),
+            "steps": [{"step": d.step, "kind": d.kind, "due_at": d.due_at, "done": d.step in track.done}
+                      for d in track.deadlines]}
 
 
 def lead_view(state: LeadState) -> dict[str, Any]:
@@ -118,6 +159,7 @@ def lead_view(state: LeadState) -> dict[str, Any]:
         "team_id": state.team_id, "lead": asdict(state.lead), "captured_at": state.captured_at,
         "touches": state.touches, "first_touch": asdict(state.first_touch), "last_touch": asdict(state.last_touch),
         "assignment": assignment, "sla_deadline": state.sla_deadline, "notified_at": state.notified_at,
+        "contacted_at": state.contacted_at, "sla": _sla_view(state),
         "timeline": [asdict(e) for e in state.timeline],
     }
 

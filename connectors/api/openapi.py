@@ -8,8 +8,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from connectors.api.bulk import CHUNK_ROWS, CSV_CONTENT_TYPES
 from connectors.api.context import ApiContext
+from connectors.api.forms import FORM_CONTENT_TYPES, REDIRECT_FIELD
 from connectors.api.leads import _IDEMPOTENCY_MAX, DISPOSITIONS
+from connectors.api.activities import ACTIVITY_INPUT_MODEL
 from connectors.api.reps import PRESENCE_INPUT_MODEL, REP_INPUT_MODEL
 from connectors.lead_input import LEAD_INPUT_MODEL, LeadInvalid, validate_lead
 
@@ -20,6 +23,7 @@ Schema = dict[str, Any]
 # The document can only show the defaults: a deployment may change the batch bound
 # (LEADFLOW_MAX_BATCH) and the body size (LEADFLOW_MAX_BODY_BYTES).
 _MAX_BATCH = next(f.default for f in dataclasses.fields(ApiContext) if f.name == "max_batch")
+_MAX_IMPORT_ROWS = next(f.default for f in dataclasses.fields(ApiContext) if f.name == "max_import_rows")
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 # Field documentation for the request models. Every model field must be described here: the
@@ -40,6 +44,13 @@ _LEAD_FIELDS = {
     "campaign": "Marketing campaign, kept per touch for attribution.",
     "message": "Free text the lead wrote.",
     "attributes": "Extra string key/value pairs carried with the lead (at most 50).",
+}
+_ACTIVITY_FIELDS = {
+    "type": "call, email, meeting or sms count as contact; a note does not.",
+    "rep_id": "Who did it.",
+    "at": "When it happened (ISO 8601 with a time zone); default: when received. Never in the future.",
+    "outcome": "Free text, e.g. connected, voicemail.",
+    "activity_id": "Your id for it (e.g. the CRM's): sending the same activity twice records it once.",
 }
 _REP_FIELDS = {
     "team": "The team the rep belongs to; changing it moves the rep (their open leads stay with them).",
@@ -196,8 +207,21 @@ def _schemas() -> dict[str, Schema]:
             "team_id": _STR, "lead": _ref("CapturedLead"), "captured_at": _TIME, "touches": _INT,
             "first_touch": _ref("Touch"), "last_touch": _ref("Touch"), "assignment": _nullable(_ref("Assignment")),
             "sla_deadline": _nullable(_TIME), "notified_at": _nullable(_TIME),
+            "contacted_at": _nullable(_TIME), "sla": _nullable(_ref("SlaView")),
             "timeline": {"type": "array", "items": _ref("TimelineEntry")},
         }, description="The lead's current state and its recent timeline."),
+        "SlaStep": _object({"step": _INT, "kind": {"enum": ["breach", "remind", "reassign", "alert_manager",
+                                                             "release_to_pool"]},
+                            "due_at": _TIME, "done": {"type": "boolean"}}),
+        "SlaView": _object({
+            "policy": _STR, "started_at": _TIME, "breached_at": _nullable(_TIME), "stopped_at": _nullable(_TIME),
+            "previous_reps": {"type": "array", "items": _STR}, "steps": {"type": "array", "items": _ref("SlaStep")},
+        }, description="The SLA of the current cycle: each step once, stopped by the first contact."),
+        "ActivityInput": {**_model_schema(ACTIVITY_INPUT_MODEL, "ActivityInput",
+                                          "Something the rep (or the CRM) did with the lead.", _ACTIVITY_FIELDS),
+                          "examples": [{"type": "call", "rep_id": "ana", "outcome": "connected",
+                                        "at": "2026-11-26T09:03:00+00:00", "activity_id": "crm-call-881"}]},
+        "ActivityAccepted": _object({"lead_id": _STR, "activity_id": _STR, "status": {"const": "accepted"}}),
         "DispositionInput": {
             "type": "object", "additionalProperties": False, "required": ["status"],
             "properties": {
@@ -266,6 +290,9 @@ def _responses() -> dict[str, Schema]:
                                        message="expected Content-Type application/json, got text/plain"),
         "Invalid": _error("The body is JSON but not valid: `fields` names each problem.", code="invalid",
                           message="the rep is not valid", fields=[{"field": "capacity", "reason": "unknown field"}]),
+        "RateLimited": _error("Over the API key's requests per minute (GCRA, bursts up to the limit); retry after "
+                              "`Retry-After` seconds.", code="rate_limited",
+                              message="more than 600 requests per minute for website; retry in 2 s", headers=retry),
         "Unavailable": _error("Not ready to take this now (Kafka unavailable, partitions being assigned); "
                               "retry after `Retry-After` seconds.", code="unavailable",
                               message="leads could not be stored right now; retry", headers=retry),
@@ -278,6 +305,7 @@ def _op(operation_id: str, tag: str, summary: str, responses: dict[str, Schema],
 
 def _refs(*statuses: int) -> dict[str, Schema]:
     names = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 409: "Conflict", 413: "PayloadTooLarge",
+             429: "RateLimited",
              415: "UnsupportedMediaType", 422: "Invalid", 503: "Unavailable"}
     return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
 
@@ -287,7 +315,7 @@ def _param(name: str) -> Schema:
 
 
 def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
-    body_errors = _refs(400, 401, 413, 415, 422, 503)
+    body_errors = _refs(400, 401, 413, 415, 422, 429, 503)
     invalid_lead = {"error": {"code": "invalid_lead", "message": "the lead is not valid",
                               "fields": [{"field": "email", "reason": "An email address must have an @-sign."}]}}
     capture = _op(
@@ -327,8 +355,14 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
             "dispositionLead", "leads", "Close a lead with a disposition (releases the rep's capacity)",
             {"202": {"description": "The disposition is on its way to the lead.",
                      **_json_body(_ref("DispositionAccepted"))},
-             **_refs(400, 401, 404, 409, 413, 415, 422, 503)},
+             **_refs(400, 401, 404, 409, 413, 415, 422, 429, 503)},
             requestBody={"required": True, **_json_body(_ref("DispositionInput"))})},
+        "/v1/leads/{lead_id}/activities": {"parameters": [_param("LeadId")], "post": _op(
+            "recordActivity", "leads", "Record a call, e-mail, meeting, SMS or note; the first contact stops the SLA",
+            {"202": {"description": "The activity is on its way to the lead.",
+                     **_json_body(_ref("ActivityAccepted"))},
+             **_refs(400, 401, 404, 413, 415, 422, 429, 503)},
+            requestBody={"required": True, **_json_body(_ref("ActivityInput"))})},
         "/v1/reps/{rep_id}": {"parameters": [_param("RepId")], "put": _op(
             "putRep", "reps", "Create or update a rep",
             {"202": {"description": "The change is on its way to the rep's team.",
@@ -341,7 +375,7 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
             "setPresence", "reps", "Set a rep's presence",
             {"202": {"description": "The change is on its way to the rep's team.",
                      **_json_body(_ref("PresenceAccepted"))},
-             **_refs(400, 401, 404, 413, 415, 422, 503)},
+             **_refs(400, 401, 404, 413, 415, 422, 429, 503)},
             requestBody={"required": True, **_json_body(_ref("PresenceInput"))})},
         "/v1/teams/{team_id}": {"parameters": [_param("TeamId")], "get": _op(
             "getTeam", "teams", "A team's roster, load and queue",
@@ -365,6 +399,206 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
     }
 
 
+# --- the capture channels besides JSON: forms, CSV import, provider webhooks ------------------
+
+_FORM_EXAMPLE = {"email": "ana.garcia@example.com", "First Name": "Ana", "company": "Acme Iberia",
+                 "phone": "+34 612 345 678", "plan": "team", REDIRECT_FIELD: "https://www.example.com/thanks"}
+_CSV_EXAMPLE = ("E-mail,First Name,Company,Phone,Country,Plan\r\n"
+                "ana.garcia@example.com,Ana,\"Acme, Iberia\",+34 612 345 678,ES,team\r\n"
+                "not-an-email,Bo,Northwind,,,\r\n")
+_FACEBOOK_EXAMPLE: Schema = {"object": "page", "entry": [{"id": "516540199134611", "time": 1767603600, "changes": [
+    {"field": "leadgen", "value": {"leadgen_id": "444444444444", "page_id": "516540199134611",
+                                   "form_id": "551111744595541", "ad_id": "0", "created_time": 1767603600}}]}]}
+_TYPEFORM_EXAMPLE: Schema = {"event_id": "01HZX0", "event_type": "form_response", "form_response": {
+    "form_id": "lT4Z3j", "token": "a3a12ec67a1365927098a606107fac15", "submitted_at": "2026-01-05T09:00:00Z",
+    "hidden": {"utm_campaign": "spring-webinar"},
+    "answers": [{"type": "email", "email": "ana.garcia@example.com", "field": {"id": "SMEUb7VJz92Q", "type": "email",
+                                                                          "ref": "work_email"}},
+                {"type": "text", "text": "Acme Iberia", "field": {"id": "JwWggjAKtOkA", "type": "short_text",
+                                                                  "ref": "company"}}]}}
+
+
+def _channel_schemas() -> dict[str, Schema]:
+    rejected_row = _object({"row": _INT, "status": {"const": "rejected"},
+                            "errors": {"type": "array", "items": _ref("FieldError")}})
+    provider_rejected = _object({"leadgen_id": _STR, "status": {"const": "rejected"},
+                                 "errors": {"type": "array", "items": _ref("FieldError")}})
+    return {
+        "FormFields": {
+            "title": "FormFields", "type": "object", "additionalProperties": {"type": "string"},
+            "description": "Inputs named like lead fields (`email`, `first_name`, ...) or their common spellings "
+                           "(`E-mail`, `First Name`, `name` = full name); every other input is kept in "
+                           "`attributes` (at most 50, values up to 200 characters). Inputs starting with `_` are "
+                           f"controls and not stored; `{REDIRECT_FIELD}` is the redirect target.",
+            "properties": {REDIRECT_FIELD: {"type": "string", "format": "uri"}},
+            "examples": [_FORM_EXAMPLE],
+        },
+        "ImportColumns": _object({"columns": {"type": "object", "additionalProperties": _STR}}, description=(
+            "The first line: what each column holds (`email`, `attributes.Plan`, ...).")),
+        "ImportRow": {"oneOf": [
+            _object({"row": _INT, "lead_id": _STR, "status": {"enum": ["accepted", "duplicate"]}}), rejected_row]},
+        "ImportSummary": _object(
+            {"summary": _object({"rows": _INT, "accepted": _INT, "duplicate": _INT, "rejected": _INT},
+                                {"resume_from_row": _INT})},
+            {"error": {"$ref": "#/components/schemas/Error/properties/error"}},
+            description="The last line. With `error` the import stopped early: rows from `resume_from_row` on "
+                        "were not stored."),
+        "ImportLine": {"oneOf": [_ref("ImportColumns"), _ref("ImportRow"), _ref("ImportSummary")]},
+        "FacebookLeadgenWebhook": {
+            "title": "FacebookLeadgenWebhook", "type": "object", "required": ["object", "entry"],
+            "description": "Meta's Page webhook with `leadgen` changes. Other changes are ignored. `field_data` "
+                           "(the Graph API's answers) is optional: without it the lead is read from the Graph API.",
+            "properties": {"object": {"const": "page"}, "entry": {"type": "array", "items": {
+                "type": "object", "required": ["changes"], "properties": {"changes": {"type": "array", "items": {
+                    "type": "object", "properties": {"field": _STR, "value": {
+                        "type": "object", "required": ["leadgen_id"],
+                        "properties": {"leadgen_id": {"type": ["string", "integer"]},
+                                       "page_id": {"type": ["string", "integer"]},
+                                       "form_id": {"type": ["string", "integer"]},
+                                       "ad_id": {"type": ["string", "integer"]},
+                                       "field_data": {"type": "array", "items": _object(
+                                           {"name": _STR, "values": _STRINGS})}}}}}}}}}},
+            "examples": [_FACEBOOK_EXAMPLE],
+        },
+        "FacebookResult": _object(
+            {"accepted": _INT, "duplicate": _INT, "rejected": _INT, "ignored": _INT, "results": {
+                "type": "array", "items": {"oneOf": [
+                    _object({"leadgen_id": _STR, "lead_id": _STR, "status": {"enum": ["accepted", "duplicate"]}}),
+                    provider_rejected]}}},
+            description="One result per `leadgen` change; `ignored` counts changes of other fields."),
+        "TypeformWebhook": {
+            "title": "TypeformWebhook", "type": "object", "required": ["event_type"],
+            "description": "Typeform's webhook. Only `form_response` events are captured; others are ignored.",
+            "properties": {"event_id": _STR, "event_type": _STR, "form_response": {
+                "type": "object", "required": ["form_id", "token"],
+                "properties": {"form_id": _STR, "token": _STR, "hidden": {"type": "object"},
+                               "answers": {"type": "array", "items": {"type": "object", "required": ["type", "field"]}}}}},
+            "examples": [_TYPEFORM_EXAMPLE],
+        },
+        "ProviderIgnored": _object({"status": {"const": "ignored"}}),
+    }
+
+
+def _signature(header: str, how: str) -> str:
+    return (f"Not authenticated by API key: the body must be signed by the provider in `{header}` ({how}). "
+            "A missing or wrong signature is a 401 saying which.")
+
+
+def _channel_paths() -> dict[str, Schema]:
+    see_other = {
+        "description": "With a valid redirect target: back to the site, with `status=accepted`, or with "
+                       "`error=<code>` and `fields=<names>` when the lead is refused or cannot be stored now. "
+                       "The body is what the JSON answer would have been.",
+        "headers": {"Location": {"description": "The redirect target with the outcome in its query.",
+                                 "schema": {"type": "string", "format": "uri"}}},
+        **_json_body({"oneOf": [_ref("CaptureResult"), _ref("Error")]}),
+    }
+    form_body = {"schema": _ref("FormFields"), "example": _FORM_EXAMPLE}
+    form = _op(
+        "postForm", "leads", "Capture a lead from an HTML form post",
+        {"202": {"description": "Stored (Kafka acknowledged); no redirect was asked for.",
+                 **_json_body(_ref("CaptureResult"))},
+         "303": see_other,
+         **_refs(401, 413, 415, 429, 503),
+         "400": _error("The form body cannot be read.", code="malformed_form",
+                       message="the form body cannot be read (UnicodeDecodeError)"),
+         "422": _error("The lead is not valid (`invalid_lead`), the redirect target is not allowed "
+                       "(`invalid_redirect`), or an input is a file.", code="invalid_redirect",
+                       message="will not redirect there: evil.example is not an allowed redirect host",
+                       fields=[{"field": "redirect", "reason": "evil.example is not an allowed redirect host"}])},
+        description="For sites whose forms post to leadflow through their own backend or edge function, which adds "
+                    "the API key (never put a key in a page). Field names follow `FormFields`.",
+        parameters=[
+            {"name": "form_id", "in": "path", "required": True, "description": "Which form on the site; kept in "
+             "the lead's `attributes.form_id`.", "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                                           "maxLength": 64}},
+            {"name": "redirect", "in": "query", "required": False, "description": "Where to send the browser "
+             f"afterwards (like the `{REDIRECT_FIELD}` input): http(s) on a host in the worker's allowed redirect "
+             "hosts.", "schema": {"type": "string", "format": "uri"}},
+        ],
+        requestBody={"required": True, "content": {ctype: form_body for ctype in FORM_CONTENT_TYPES}},
+    )
+    csv_import = _op(
+        "importLeads", "leads", "Import a CSV file of leads, streamed, with a result per row",
+        {"202": {"description": "NDJSON, one `ImportLine` per line: the column mapping, a result per row (sent as "
+                                f"each chunk of {CHUNK_ROWS} rows is stored), and a summary.",
+                 "content": {"application/x-ndjson": {"schema": _ref("ImportLine")}}},
+         **_refs(401, 415, 429, 503),
+         "400": _error("The file cannot be read: `bad_encoding` (name the charset or send UTF-8) or "
+                       "`malformed_csv` (a quote never closed, a row over 64 KiB), found before anything was stored.",
+                       code="bad_encoding", message="row 3 (line 4) is not valid utf-8-sig at byte 7 of the line",
+                       fields=[{"field": "rows[3]", "reason": "row 3 (line 4) is not valid utf-8-sig at byte 7"}]),
+         "413": _error(f"More rows than an import may hold ({_MAX_IMPORT_ROWS} by default), found before anything "
+                       "was stored.", code="too_many_rows", message="an import holds at most 100000 rows"),
+         "422": _error("The header row cannot be used (no identity column, two columns for one field) or the "
+                       "source is not valid.", code="invalid_header", message="the header row cannot be used",
+                       fields=[{"field": "columns[2]", "reason": "'Mail' holds email, like 'E-mail'"}])},
+        description="The first row names the columns: lead fields or their common spellings, case-insensitive "
+                    "(`E-mail`, `First Name`, `Job Title`, `Name` = full name); other columns become attributes. "
+                    "`;` or tab separate columns when the header has no comma. UTF-8 (a BOM is fine) unless "
+                    "`charset` says otherwise. Problems found after the first chunk end the stream with an "
+                    "`error` and `resume_from_row`.",
+        parameters=[
+            {"name": "source", "in": "query", "required": False, "description": "The source of rows without a "
+             "`source` column (default: the API key's name).", "schema": {"type": "string", "maxLength": 100}},
+            _param("IdempotencyKey"),
+        ],
+        requestBody={"required": True, "content": {ctype: {"schema": {"type": "string"}, "example": _CSV_EXAMPLE}
+                                                   for ctype in CSV_CONTENT_TYPES}},
+    )
+    provider_errors = {
+        **_refs(413, 429, 503),
+        "401": _error("The signature is missing or does not match the body (`bad_signature`).", code="bad_signature",
+                      message="facebook webhook refused: missing X-Hub-Signature-256 header"),
+        "400": _error("The body is not JSON.", code="malformed_json", message="the body is not valid JSON"),
+        "404": _error("The provider is not configured on this worker.", code="not_found",
+                      message="the facebook provider is not configured on this worker"),
+    }
+    return {
+        "/v1/forms/{form_id}": {"post": form},
+        "/v1/leads/import": {"post": csv_import},
+        "/v1/providers/facebook": {
+            "get": _op(
+                "verifyFacebookWebhook", "providers", "Meta's webhook verification handshake",
+                {"200": {"description": "`hub.challenge`, echoed.", "content": {"text/plain": {"schema": _STR}}},
+                 **_refs(503),
+                 "401": _error("`hub.verify_token` is not the configured verify token.", code="unauthorized",
+                               message="hub.verify_token does not match the configured verify token"),
+                 "400": _error("Not a verification request.", code="bad_request",
+                               message="expected hub.mode=subscribe and a hub.challenge to echo"),
+                 "404": provider_errors["404"]},
+                description="Meta calls this once when the webhook is configured; a wrong `hub.verify_token` is a "
+                            "401. Not authenticated by API key.",
+                parameters=[{"name": name, "in": "query", "required": True, "schema": _STR}
+                            for name in ("hub.mode", "hub.verify_token", "hub.challenge")]),
+            "post": _op(
+                "facebookLeads", "providers", "Facebook Lead Ads webhook (leadgen)",
+                {"200": {"description": "Each lead stored (Kafka acknowledged) or rejected.",
+                         **_json_body(_ref("FacebookResult"))},
+                 **provider_errors,
+                 "422": _error("Not a Lead Ads payload: `fields` names the first wrong field.",
+                               code="invalid_payload", message="not a Lead Ads webhook payload",
+                               fields=[{"field": "entry[0].changes[0].value.leadgen_id",
+                                        "reason": "expected a numeric Graph API id"}])},
+                description=_signature("X-Hub-Signature-256", "`sha256=` + hex HMAC-SHA256 of the raw body with the "
+                                       "app secret") + " Leads without `field_data` are read from the Graph API; "
+                                       "when that is not possible now the answer is 503 and Meta redelivers.",
+                requestBody={"required": True, **_json_body(_ref("FacebookLeadgenWebhook"))})},
+        "/v1/providers/typeform": {"post": _op(
+            "typeformResponse", "providers", "Typeform webhook (form_response)",
+            {"200": {"description": "Stored (Kafka acknowledged), or an event that is not a submission (`ignored`).",
+                     **_json_body({"oneOf": [_ref("CaptureResult"), _ref("ProviderIgnored")]})},
+             **provider_errors,
+             "422": _error("Not a Typeform payload (`invalid_payload`, naming the field), or no lead can be made "
+                           "of it (`invalid_lead`).", code="invalid_payload", message="not a Typeform webhook payload",
+                           fields=[{"field": "form_response.token", "reason": "expected a non-empty string"}])},
+            description=_signature("Typeform-Signature", "`sha256=` + base64 HMAC-SHA256 of the raw body with the "
+                                   "webhook secret") + " Answers map to lead fields by `field.ref` through the "
+                                   "per-form field map in the config; e-mail and phone answers are found by type.",
+            requestBody={"required": True, **_json_body(_ref("TypeformWebhook"))})},
+    }
+
+
 def _build() -> Schema:
     single_result, batch_result = _capture_results()
     id_param = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _ID_PATTERN}
@@ -378,13 +612,14 @@ def _build() -> Schema:
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "servers": [{"url": "http://localhost:6066", "description": "a local worker (any worker answers)"}],
-        "tags": [{"name": "leads"}, {"name": "reps"}, {"name": "teams"}, {"name": "operations"}],
+        "tags": [{"name": "leads"}, {"name": "providers"}, {"name": "reps"}, {"name": "teams"},
+                 {"name": "operations"}],
         "security": [{"bearerAuth": []}],
-        "paths": _paths(single_result, batch_result),
+        "paths": {**_paths(single_result, batch_result), **_channel_paths()},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "An API key from LEADFLOW_API_KEYS or the config."}},
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_channel_schemas()},
             "responses": _responses(),
             "parameters": {
                 "LeadId": {"name": "lead_id", "in": "path", "required": True,

@@ -1,0 +1,187 @@
+"""``/v1/providers/*``: lead webhooks from Facebook Lead Ads and Typeform, authenticated by their signatures.
+
+No API key here: each provider signs the raw body with a shared secret, checked in constant time
+before anything else is read. A bad or missing signature is a ``401`` saying why; a payload of
+the wrong shape a ``422`` naming the field. A provider cannot correct a lead, so an answer that
+would not validate (an odd phone number, a country name) is kept as an attribute instead of
+losing the lead; the provider's own id (``leadgen_id``, the response ``token``) is the identity
+of last resort and makes redeliveries idempotent.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from connectors.api.context import context, enforce_rate_limit
+from connectors.api.errors import ApiError, json_response
+from connectors.api.leads import capture_many
+from connectors.lead_input import LeadInvalid, validate_lead
+from connectors.providers import facebook, typeform
+from connectors.providers._shape import PayloadInvalid
+from connectors.providers.facebook import FacebookSettings, FieldDatum, LeadgenChange
+from connectors.providers.fields import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
+from connectors.providers.typeform import TypeformSettings
+from leadflow.errors import PermanentError, TransientError
+
+__all__ = ["routes", "salvage"]
+
+routes = web.RouteTableDef()
+
+_CHALLENGE = re.compile(r"^[\x21-\x7e]{1,512}$")  # printable ASCII: it is echoed back
+_FETCH_PARALLEL = 8
+_FETCH_TIMEOUT_S = 10.0
+_UNTOUCHABLE = frozenset({"external_id", "source", "attributes"})
+
+
+def _provider_capture_id(*parts: str) -> str:
+    # Deterministic: a redelivered webhook is a replay the lead agent recognizes.
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def salvage(lead: dict[str, Any], *, default_source: str, channel: str) -> dict[str, Any]:
+    """``lead`` with every field validation refuses moved into ``attributes`` (``<field>_as_given``).
+
+    Validation reports shape problems before value problems, so this takes a few rounds.
+    """
+    for _ in range(3):
+        try:
+            validate_lead(lead, default_source=default_source, channel=channel)
+            return lead
+        except LeadInvalid as exc:
+            refused = {f.field.split(".")[0].split("[")[0] for f in exc.fields} - _UNTOUCHABLE
+        refused &= set(lead)
+        if not refused:
+            break  # nothing left to move: capture reports why the lead is refused
+        attributes = dict(lead.get("attributes", {}))
+        for name in sorted(refused):
+            if len(attributes) < MAX_ATTRIBUTES:
+                attributes[f"{name}_as_given"] = str(lead[name])[:MAX_ATTRIBUTE_VALUE]
+        lead = {k: v for k, v in lead.items() if k not in refused}
+        lead["attributes"] = attributes
+    return lead
+
+
+def _json(body: bytes) -> object:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+def _settings(request: web.Request, name: str) -> Any:
+    settings = getattr(context(request).providers, name)
+    if settings is None:
+        raise ApiError(404, "not_found", f"the {name} provider is not configured on this worker")
+    return settings
+
+
+async def _signed_body(request: web.Request, name: str, secret: str, check: Any, header: str) -> bytes:
+    body = await request.read()
+    problem = check(secret, body, request.headers.get(header))
+    if problem is not None:
+        raise ApiError(401, "bad_signature", f"{name} webhook refused: {problem}")
+    await enforce_rate_limit(request, f"provider:{name}")  # after the signature: only the provider spends it
+    return body
+
+
+# --- Facebook Lead Ads -------------------------------------------------------------------
+
+
+@routes.get("/providers/facebook")
+async def facebook_verify(request: web.Request) -> web.Response:
+    """Meta's subscription handshake: echo ``hub.challenge`` when ``hub.verify_token`` is ours."""
+    settings: FacebookSettings = _settings(request, "facebook")
+    token = request.query.get("hub.verify_token", "")
+    if not hmac.compare_digest(token.encode(), settings.verify_token.encode()):
+        raise ApiError(401, "unauthorized", "hub.verify_token does not match the configured verify token")
+    mode, challenge = request.query.get("hub.mode"), request.query.get("hub.challenge", "")
+    if mode != "subscribe" or not _CHALLENGE.match(challenge):
+        raise ApiError(400, "bad_request", 'expected hub.mode=subscribe and a hub.challenge to echo')
+    return web.Response(text=challenge, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _answers(settings: FacebookSettings, changes: list[LeadgenChange]) -> list[Sequence[FieldDatum] | str]:
+    """Each change's answers (from the payload, else the Graph API), or why they cannot be had."""
+    fetcher = settings.fetcher
+    if fetcher is None and any(c.field_data is None for c in changes):
+        raise TransientError("leads without field_data need the Graph API, and no fetcher is configured "
+                             "(providers.facebook.access_token_env)")
+    limit = asyncio.Semaphore(_FETCH_PARALLEL)
+
+    async def one(change: LeadgenChange) -> Sequence[FieldDatum] | str:
+        if change.field_data is not None:
+            return change.field_data
+        assert fetcher is not None
+        async with limit:
+            try:
+                return await asyncio.wait_for(fetcher.fetch(change.leadgen_id), _FETCH_TIMEOUT_S)
+            except TimeoutError:
+                raise TransientError("the Graph API did not answer in time") from None
+            except PermanentError as exc:
+                return f"cannot be read from the Graph API: {exc}"
+
+    return list(await asyncio.gather(*(one(c) for c in changes)))
+
+
+@routes.post("/providers/facebook")
+async def facebook_leads(request: web.Request) -> web.Response:
+    settings: FacebookSettings = _settings(request, "facebook")
+    body = await _signed_body(request, "facebook", settings.app_secret, facebook.check_signature,
+                              facebook.SIGNATURE_HEADER)
+    try:
+        changes, ignored = facebook.parse_payload(_json(body))
+    except PayloadInvalid as exc:
+        raise ApiError(422, "invalid_payload", "not a Lead Ads webhook payload", exc.fields) from None
+    answers = await _answers(settings, changes)  # TransientError: 503, Meta redelivers later
+
+    ctx = context(request)
+    results: list[dict[str, Any]] = [{} for _ in changes]
+    leads: list[tuple[int, dict[str, Any]]] = []
+    for index, (change, got) in enumerate(zip(changes, answers)):
+        if isinstance(got, str):
+            ctx.metrics.leads_rejected.labels("facebook", "unreadable").inc()
+            results[index] = {"leadgen_id": change.leadgen_id, "status": "rejected",
+                              "errors": [{"field": f"{change.path}.value.leadgen_id", "reason": got}]}
+        else:
+            lead = facebook.to_draft(change, got).as_lead()
+            leads.append((index, salvage(lead, default_source=settings.source, channel="facebook")))
+    outcomes = await capture_many(
+        ctx, [lead for _, lead in leads], channel="facebook", default_source=settings.source,
+        capture_ids=lambda i: _provider_capture_id("facebook", changes[leads[i][0]].leadgen_id))
+    for (index, _), outcome in zip(leads, outcomes):
+        results[index] = {"leadgen_id": changes[index].leadgen_id, **outcome.as_dict()}
+    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+    return json_response({**counts, "ignored": ignored, "results": results})
+
+
+# --- Typeform ------------------------------------------------------------------------------
+
+
+@routes.post("/providers/typeform")
+async def typeform_response(request: web.Request) -> web.Response:
+    settings: TypeformSettings = _settings(request, "typeform")
+    body = await _signed_body(request, "typeform", settings.secret, typeform.check_signature,
+                              typeform.SIGNATURE_HEADER)
+    try:
+        response = typeform.parse_payload(_json(body))
+    except PayloadInvalid as exc:
+        raise ApiError(422, "invalid_payload", "not a Typeform webhook payload", exc.fields) from None
+    if response is None:
+        return json_response({"status": "ignored"})  # an event type that is not a submission
+    draft = typeform.to_draft(response, settings.forms.get(response.form_id, {}))
+    if draft.errors:
+        raise ApiError(422, "invalid_lead", "the field map gives a lead field twice", draft.errors)
+    lead = salvage(draft.as_lead(), default_source=settings.source, channel="typeform")
+    [outcome] = await capture_many(
+        context(request), [lead], channel="typeform", default_source=settings.source,
+        capture_ids=lambda _: _provider_capture_id("typeform", response.form_id, response.token))
+    if outcome.status == "rejected":
+        raise ApiError(422, "invalid_lead", "the response does not make a valid lead", outcome.errors)
+    return json_response(outcome.as_dict())

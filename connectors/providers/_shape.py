@@ -1,0 +1,56 @@
+"""Reading a provider's JSON defensively: every wrong shape is a ``PayloadInvalid`` naming the path."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.lead_input import FieldError
+
+__all__ = ["PayloadInvalid", "child", "array", "mapping", "text", "optional_text"]
+
+
+class PayloadInvalid(ValueError):
+    """The payload is not what the provider documents; ``fields`` name where."""
+
+    def __init__(self, fields: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{f.field}: {f.reason}" for f in fields))
+        self.fields = fields
+
+
+def child(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _fail(path: str, reason: str) -> PayloadInvalid:
+    return PayloadInvalid([FieldError(path or "(body)", reason)])
+
+
+def mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(path, "expected an object")
+    return value
+
+
+def array(value: Any, path: str, *, limit: int) -> list[Any]:
+    if not isinstance(value, list):
+        raise _fail(path, "expected an array")
+    if len(value) > limit:
+        raise _fail(path, f"at most {limit} items")
+    return value
+
+
+def text(value: Any, path: str, *, limit: int = 200, numeric_ok: bool = False) -> str:
+    """A non-empty string (or, with ``numeric_ok``, an integer id such as Facebook's older ones)."""
+    if numeric_ok and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, "expected a non-empty string")
+    if len(value) > limit:
+        raise _fail(path, f"at most {limit} characters")
+    return value.strip()
+
+
+def optional_text(value: Any, path: str, *, limit: int = 200, numeric_ok: bool = False) -> str | None:
+    return None if value is None else text(value, path, limit=limit, numeric_ok=numeric_ok)

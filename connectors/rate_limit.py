@@ -1,0 +1,120 @@
+"""Per-caller rate limits in Redis: GCRA, one atomic Lua call per request, open when Redis is down.
+
+GCRA (the generic cell rate algorithm) keeps one number per caller, the *theoretical arrival
+time* (TAT): each request pushes it forward by the emission interval ``60 s / limit``, and a
+request is refused while the TAT is further ahead of now than the burst allows. A limit of
+``N`` per minute therefore means: up to ``N`` requests at once, then one every ``60/N`` seconds
+on average. Unlike a fixed window there is no double burst at a window edge, and unlike a
+sliding log it stores O(1) per caller.
+
+Redis is an accelerator, never the source of truth: when it is slow or down the request is
+allowed, the degradation is reported (``on_degraded``, the ``redis_degraded`` metric), and
+capture goes on.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.exceptions import NoScriptError, RedisError
+
+__all__ = ["RateDecision", "RateLimiter", "gcra", "GCRA_LUA"]
+
+log = logging.getLogger(__name__)
+
+_MINUTE_US = 60_000_000
+
+#: The limiter's one Redis round trip. Times are integer microseconds (exact in a Lua double
+#: up to 2^53, i.e. for the next 250 years); ``%.0f`` keeps them integral when stored, since
+#: Lua's ``tostring`` would switch to exponent notation and lose digits.
+#: KEYS[1] the caller's key; ARGV: now_us, interval_us, burst. Returns {allowed, wait_us, remaining}.
+GCRA_LUA = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = interval * (tonumber(ARGV[3]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - tolerance - now
+if wait > 0 then
+  return {0, wait, 0}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return {1, 0, math.floor((tolerance + interval - (new_tat - now)) / interval)}
+"""
+_GCRA_SHA = hashlib.sha1(GCRA_LUA.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    #: Whole seconds to wait before the next request can pass (0 when allowed).
+    retry_after_s: int
+    #: Requests that could still pass right now (0 when refused).
+    remaining: int
+    #: True when Redis could not be asked and the request was let through.
+    degraded: bool = False
+
+
+def gcra(tat_us: int | None, now_us: int, interval_us: int, burst: int) -> tuple[bool, int | None, int, int]:
+    """The Lua script's decision in Python: ``(allowed, new_tat_us, wait_us, remaining)``.
+
+    ``new_tat_us`` is ``None`` when refused (nothing is stored). Tests hold the script to it.
+    """
+    tolerance = interval_us * (burst - 1)
+    tat = max(tat_us or 0, now_us)
+    wait = tat - tolerance - now_us
+    if wait > 0:
+        return False, None, wait, 0
+    new_tat = tat + interval_us
+    return True, new_tat, 0, (tolerance + interval_us - (new_tat - now_us)) // interval_us
+
+
+def _micros(at: datetime) -> int:
+    if at.tzinfo is None:
+        raise ValueError("rate limiting needs a timezone-aware time")
+    return int(at.timestamp() * 1_000_000)
+
+
+class RateLimiter:
+    """``acquire(subject, per_minute, now)`` for any subject: an API key name, ``provider:typeform``, …"""
+
+    def __init__(self, client: Any, *, prefix: str = "leadflow:", timeout_s: float = 0.25,
+                 on_degraded: Callable[[str], None] = lambda op: None) -> None:
+        # ``client`` is a redis.asyncio.Redis; typed loosely because redis-py's eval signatures
+        # are overloaded for the sync and async clients alike.
+        self._redis = client
+        self._prefix = prefix
+        self._timeout = timeout_s
+        self._on_degraded = on_degraded
+
+    async def acquire(self, subject: str, per_minute: int, now: datetime) -> RateDecision:
+        """Take one request from ``subject``'s allowance of ``per_minute`` (burst = ``per_minute``)."""
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        interval = max(1, _MINUTE_US // per_minute)
+        args = (_micros(now), interval, per_minute)
+        key = f"{self._prefix}rate:{subject}"
+        try:
+            reply = await asyncio.wait_for(self._eval(key, args), self._timeout)
+            allowed, wait_us, remaining = (int(x) for x in reply)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis unavailable for rate limiting, allowing the request: %s", type(exc).__name__)
+            self._on_degraded("rate_limit")
+            return RateDecision(True, 0, 0, degraded=True)
+        if allowed:
+            return RateDecision(True, 0, remaining)
+        return RateDecision(False, max(1, math.ceil(wait_us / 1_000_000)), 0)
+
+    async def _eval(self, key: str, args: tuple[int, int, int]) -> Any:
+        try:
+            return await self._redis.evalsha(_GCRA_SHA, 1, key, *args)
+        except NoScriptError:
+            # First use on this server (or after SCRIPT FLUSH): EVAL loads it for next time.
+            return await self._redis.eval(GCRA_LUA, 1, key, *args)

@@ -1,0 +1,477 @@
+"""Provider webhooks: Facebook Lead Ads (handshake, X-Hub-Signature-256, leadgen, Graph API) and Typeform."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.api import ApiContext, mount_api
+from connectors.auth import Keyring
+from connectors.capture_store import CaptureStore
+from connectors.providers import FacebookSettings, Providers, ProvidersConfig, TypeformSettings
+from connectors.providers.facebook import FieldDatum, GraphLeadFetcher
+from connectors.rate_limit import RateLimiter
+from leadflow.errors import ConfigError, PermanentError, TransientError
+from ops.metrics import Metrics
+from sla.clock import FakeClock
+from tests.connectors.conftest import KEYS, Client, FakeEngine, FakeRedis
+from tests.connectors.test_api import error_of, fields_of, sample
+from tests.connectors.test_openapi import _conforms
+from tests.connectors.test_rate_limit import GcraRedis
+
+APP_SECRET, VERIFY_TOKEN, TF_SECRET = "fb-app-secret-0123", "verify-me-0123", "tf-webhook-secret"
+FORM_MAP = {"lT4Z3j": {"company_ref": "company", "role_ref": "title", "hidden.utm_campaign": "campaign"}}
+
+
+class StandInFetcher:
+    """The Graph API as a dict: leadgen_id -> answers, or the error it raises."""
+
+    def __init__(self, leads: dict[str, Sequence[FieldDatum] | Exception]) -> None:
+        self.leads, self.asked = leads, []
+
+    async def fetch(self, leadgen_id: str) -> Sequence[FieldDatum]:
+        self.asked.append(leadgen_id)
+        got = self.leads[leadgen_id]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+
+Serve = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+def fetcher() -> StandInFetcher:
+    return StandInFetcher({"901": [FieldDatum("work_email", ("li.wei@example.org",)),
+                                   FieldDatum("company_name", ("Northwind",))]})
+
+
+@pytest.fixture
+async def serve(engine: FakeEngine, metrics: Metrics, clock: FakeClock, fetcher: StandInFetcher) -> AsyncIterator[Serve]:
+    async with AsyncExitStack() as stack:
+        async def make(providers: Providers | None = None, **options: Any) -> Client:
+            if providers is None:
+                providers = Providers(
+                    facebook=FacebookSettings(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN, fetcher=fetcher),
+                    typeform=TypeformSettings(secret=TF_SECRET, forms=FORM_MAP))
+            ctx = ApiContext(engine=engine, keyring=Keyring({}, KEYS.items()), store=CaptureStore(FakeRedis()),  # type: ignore[arg-type]
+                             clock=clock, metrics=metrics, providers=providers, **options)
+            app = web.Application(client_max_size=64 * 1024)
+            mount_api(app, ctx)
+            client: Client = TestClient(TestServer(app))
+            await client.start_server()
+            stack.push_async_callback(client.close)
+            return client
+        yield make
+
+
+@pytest.fixture
+async def client(serve: Serve) -> Client:
+    return await serve()
+
+
+def fb_signed(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+def tf_signed(body: bytes, secret: str = TF_SECRET) -> dict[str, str]:
+    digest = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return {"Typeform-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+def leadgen(*values: dict[str, Any], extra_changes: Sequence[dict[str, Any]] = ()) -> bytes:
+    changes = [{"field": "leadgen", "value": value} for value in values] + list(extra_changes)
+    # Meta escapes non-ASCII in its bodies; what matters is that the signature covers the raw bytes.
+    return json.dumps({"object": "page", "entry": [{"id": "516540199134611", "time": 1767603600,
+                                                    "changes": changes}]}).encode()
+
+
+ANA = {"leadgen_id": "444444444444", "page_id": "516540199134611", "form_id": "551111744595541", "ad_id": "0",
+       "created_time": 1767603600, "field_data": [
+           {"name": "email", "values": ["Ana.Garcia@Example.com"]},
+           {"name": "full_name", "values": ["Ana García López"]},
+           {"name": "phone_number", "values": ["+34 612 345 678"]},
+           {"name": "job_title", "values": ["Head of Operations"]},
+           {"name": "how_many_seats?", "values": ["40"]},
+           {"name": "products", "values": ["routing", "sla"]}]}
+
+
+# --- Facebook: the handshake ------------------------------------------------------------------
+
+
+async def test_the_facebook_handshake_echoes_the_challenge(client: Client) -> None:
+    response = await client.get("/v1/providers/facebook", params={
+        "hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"})
+    assert response.status == 200 and response.content_type == "text/plain"
+    assert await response.text() == "1158201444"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    await _conforms(response, "/v1/providers/facebook", "get")
+
+
+@pytest.mark.parametrize(("params", "status", "code"), [
+    ({"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"}, 401, "unauthorized"),
+    ({"hub.mode": "subscribe", "hub.challenge": "1"}, 401, "unauthorized"),
+    ({"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"}, 400, "bad_request"),
+    ({"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN}, 400, "bad_request"),
+    ({"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "<script>x</script> "}, 400,
+     "bad_request"),
+])
+async def test_a_bad_handshake_is_refused(client: Client, params: dict[str, str], status: int, code: str) -> None:
+    response = await client.get("/v1/providers/facebook", params=params)
+    error = await error_of(response, status, code)
+    assert "<script>" not in error["message"]
+    await _conforms(response, "/v1/providers/facebook", "get")
+
+
+async def test_an_unconfigured_provider_is_404(serve: Serve) -> None:
+    client = await serve(Providers())
+    await error_of(await client.get("/v1/providers/facebook", params={"hub.verify_token": ""}), 404, "not_found")
+    response = await client.post("/v1/providers/typeform", data=b"{}", headers=tf_signed(b"{}"))
+    assert "typeform provider is not configured" in (await error_of(response, 404, "not_found"))["message"]
+
+
+# --- Facebook: leads ------------------------------------------------------------------------
+
+
+async def test_a_signed_leadgen_with_field_data_is_captured(
+        client: Client, engine: FakeEngine, metrics: Metrics) -> None:
+    body = leadgen(ANA, extra_changes=[{"field": "feed", "value": {"item": "post"}}])
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    assert response.status == 200
+    result = await response.json()
+    assert (result["accepted"], result["rejected"], result["ignored"]) == (1, 0, 1)
+    assert result["results"][0]["leadgen_id"] == "444444444444"
+    await _conforms(response, "/v1/providers/facebook", "post")
+
+    [(key, value)] = engine.captured
+    record = orjson.loads(value)
+    assert key == result["results"][0]["lead_id"]
+    assert (record["email"], record["first_name"], record["last_name"]) == (
+        "Ana.Garcia@Example.com", "Ana", "García López")
+    assert (record["phone"], record["title"], record["external_id"]) == (
+        "+34 612 345 678", "Head of Operations", "444444444444")
+    assert record["attributes"] == {"how_many_seats?": "40", "products": "routing, sla",
+                                    "facebook_form_id": "551111744595541", "facebook_page_id": "516540199134611"}
+    assert record["_meta"]["channel"] == "facebook" and record["_meta"]["default_source"] == "facebook-lead-ads"
+    assert sample(metrics, "leadflow_leads_captured_total", source="facebook-lead-ads", channel="facebook") == 1
+
+    # Meta redelivers on any doubt: the same capture id, so the lead agent sees a replay.
+    again = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    assert (await again.json())["results"][0]["status"] == "duplicate"
+    assert orjson.loads(engine.captured[1][1])["_meta"]["capture_id"] == record["_meta"]["capture_id"]
+
+
+async def test_leads_without_field_data_are_fetched_through_the_lead_fetcher(
+        client: Client, engine: FakeEngine, fetcher: StandInFetcher) -> None:
+    fetcher.leads["902"] = PermanentError("graph api answered 400 (code 100): lead deleted")
+    body = leadgen({"leadgen_id": 901, "page_id": 516540199134611}, {"leadgen_id": "902"})  # old numeric ids too
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    result = await response.json()
+    assert sorted(fetcher.asked) == ["901", "902"]
+    first, second = result["results"]
+    assert first["status"] == "accepted"
+    assert second == {"leadgen_id": "902", "status": "rejected", "errors": [{
+        "field": "entry[0].changes[1].value.leadgen_id",
+        "reason": "cannot be read from the Graph API: graph api answered 400 (code 100): lead deleted"}]}
+    record = orjson.loads(engine.captured[0][1])
+    assert record["email"] == "li.wei@example.org" and record["company"] == "Northwind"
+    await _conforms(response, "/v1/providers/facebook", "post")
+
+
+@pytest.mark.parametrize("problem", ["transient", "unconfigured"])
+async def test_when_leads_cannot_be_read_now_meta_is_asked_to_redeliver(
+        serve: Serve, engine: FakeEngine, fetcher: StandInFetcher, problem: str) -> None:
+    fetcher.leads["903"] = TransientError("graph api answered 503")
+    providers = Providers(facebook=FacebookSettings(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN,
+                                                    fetcher=fetcher if problem == "transient" else None))
+    client = await serve(providers)
+    body = leadgen(ANA, {"leadgen_id": "903"})
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    error = await error_of(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert ("503" if problem == "transient" else "no fetcher is configured") in error["message"]
+    assert engine.captured == []  # not even Ana: the whole delivery comes again
+
+
+@pytest.mark.parametrize(("header", "reason"), [
+    (None, "missing X-Hub-Signature-256 header"),
+    ("sha256=" + "0" * 64, "does not match the body"),
+    ("sha256=zz" + "0" * 62, "64 hex digits"),
+    ("sha1=" + "0" * 40, "64 hex digits"),
+    ("wrong-secret", "does not match the body"),
+    ("tampered", "does not match the body"),
+])
+async def test_a_bad_facebook_signature_is_401_and_nothing_captured(
+        client: Client, engine: FakeEngine, header: str | None, reason: str) -> None:
+    body = leadgen(ANA)
+    headers = {"Content-Type": "application/json"}
+    if header == "wrong-secret":
+        headers = fb_signed(body, "another-app-secret")
+    elif header == "tampered":
+        headers = fb_signed(body)
+        body = body.replace(b"444444444444", b"444444444445")
+    elif header is not None:
+        headers["X-Hub-Signature-256"] = header
+    response = await client.post("/v1/providers/facebook", data=body, headers=headers)
+    error = await error_of(response, 401, "bad_signature")
+    assert reason in error["message"]
+    await _conforms(response, "/v1/providers/facebook", "post")
+    assert engine.captured == []
+
+
+@pytest.mark.parametrize(("payload", "field", "reason"), [
+    ({"object": "user", "entry": []}, "object", '"page"'),
+    ({"object": "page"}, "entry", "expected an array"),
+    ({"object": "page", "entry": [{"changes": {}}]}, "entry[0].changes", "expected an array"),
+    ({"object": "page", "entry": [{"changes": [{"field": "leadgen"}]}]}, "entry[0].changes[0].value",
+     "expected an object"),
+    ({"object": "page", "entry": [{"changes": [{"field": "leadgen", "value": {}}]}]},
+     "entry[0].changes[0].value.leadgen_id", "non-empty string"),
+    ({"object": "page", "entry": [{"changes": [{"field": "leadgen", "value": {"leadgen_id": "../me"}}]}]},
+     "entry[0].changes[0].value.leadgen_id", "numeric Graph API id"),
+    ({"object": "page", "entry": [{"changes": [{"field": "leadgen", "value": {
+        "leadgen_id": "1", "field_data": [{"name": "email", "values": "a@example.com"}]}}]}]},
+     "entry[0].changes[0].value.field_data[0].values", "expected an array"),
+    ([], "(body)", "expected an object"),
+])
+async def test_a_payload_of_the_wrong_shape_is_422_naming_the_field(
+        client: Client, engine: FakeEngine, payload: Any, field: str, reason: str) -> None:
+    body = orjson.dumps(payload)
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    error = await error_of(response, 422, "invalid_payload")
+    assert reason in fields_of(error)[field]
+    await _conforms(response, "/v1/providers/facebook", "post")
+    assert engine.captured == []
+
+
+async def test_signed_garbage_is_400(client: Client) -> None:
+    response = await client.post("/v1/providers/facebook", data=b"{not json", headers=fb_signed(b"{not json"))
+    await error_of(response, 400, "malformed_json")
+
+
+async def test_an_answer_that_would_not_validate_is_kept_not_lost(client: Client, engine: FakeEngine) -> None:
+    lead = {"leadgen_id": "77", "field_data": [{"name": "email", "values": ["ana@"]},
+                                               {"name": "phone_number", "values": ["6552467291"]},
+                                               {"name": "country", "values": ["Spain"]}]}
+    body = leadgen(lead)
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    assert (await response.json())["accepted"] == 1
+    record = orjson.loads(engine.captured[0][1])
+    assert "email" not in record and "phone" not in record and record["external_id"] == "77"
+    assert record["attributes"] == {"email_as_given": "ana@", "phone_as_given": "6552467291",
+                                    "country_as_given": "Spain"}
+
+
+# --- the Graph API fetcher --------------------------------------------------------------------
+
+
+async def test_the_graph_fetcher_reads_field_data_with_the_token_and_proof() -> None:
+    seen: list[web.Request] = []
+    answers = {"1": (200, {"id": "1", "field_data": [{"name": "email", "values": ["a@example.com"]}]}),
+               "2": (400, {"error": {"message": "Unsupported get request", "code": 100}}),
+               "3": (400, {"error": {"message": "User request limit reached", "code": 17}}),
+               "4": (502, {"error": {"message": "bad gateway"}})}
+
+    async def graph(request: web.Request) -> web.Response:
+        seen.append(request)
+        status, body = answers[request.match_info["id"]]
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_get("/v21.0/{id}", graph)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        base = str(server.make_url(""))
+        # A callable: the worker opens its one session lazily, on the running loop.
+        fetcher = GraphLeadFetcher(lambda: session, access_token="page-token", app_secret=APP_SECRET, base_url=base)
+        assert await fetcher.fetch("1") == (FieldDatum("email", ("a@example.com",)),)
+        assert seen[0].headers["Authorization"] == "Bearer page-token"
+        assert seen[0].query["appsecret_proof"] == hmac.new(APP_SECRET.encode(), b"page-token",
+                                                             hashlib.sha256).hexdigest()
+        with pytest.raises(PermanentError, match="code 100"):
+            await fetcher.fetch("2")
+        with pytest.raises(TransientError, match="code 17"):
+            await fetcher.fetch("3")
+        with pytest.raises(TransientError, match="502"):
+            await fetcher.fetch("4")
+        with pytest.raises(PermanentError, match="not a Graph API id"):
+            await fetcher.fetch("1/../../me")
+        assert "page-token" not in repr(fetcher)
+    async with aiohttp.ClientSession() as session:
+        gone = GraphLeadFetcher(session, access_token="t", app_secret="s", base_url=base)  # closed now
+        with pytest.raises(TransientError, match="unreachable"):
+            await gone.fetch("1")
+
+
+# --- Typeform --------------------------------------------------------------------------------
+
+
+def tf_payload(**overrides: Any) -> dict[str, Any]:
+    response = {
+        "form_id": "lT4Z3j", "token": "a3a12ec67a1365927098a606107fac15", "submitted_at": "2026-01-05T09:00:00Z",
+        "hidden": {"utm_campaign": "spring-webinar", "utm_source": "newsletter"},
+        "calculated": {"score": 7},
+        "definition": {"id": "lT4Z3j", "fields": [{"id": "k1", "ref": "seats_ref", "title": "How many seats?"}]},
+        "answers": [
+            {"type": "email", "email": "Ana.Garcia@Example.com", "field": {"id": "e1", "type": "email", "ref": "mail"}},
+            {"type": "text", "text": "Acme Iberia", "field": {"id": "c1", "type": "short_text", "ref": "company_ref"}},
+            {"type": "choice", "choice": {"label": "CTO"}, "field": {"id": "r1", "type": "dropdown", "ref": "role_ref"}},
+            {"type": "number", "number": 40, "field": {"id": "k1", "type": "number", "ref": "seats_ref"}},
+            {"type": "choices", "choices": {"labels": ["Routing", "SLA"], "other": "CRM"},
+             "field": {"id": "m1", "type": "multiple_choice", "ref": "needs"}},
+            {"type": "boolean", "boolean": True, "field": {"id": "b1", "type": "yes_no", "ref": "newsletter"}},
+            {"type": "payment", "payment": {"amount": "1"}, "field": {"id": "p1", "type": "payment", "ref": "pay"}},
+        ],
+        **overrides,
+    }
+    return {"event_id": "01HZX0", "event_type": "form_response", "form_response": response}
+
+
+async def test_a_signed_typeform_response_is_mapped_and_captured(
+        client: Client, engine: FakeEngine, metrics: Metrics) -> None:
+    body = orjson.dumps(tf_payload())
+    response = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    assert response.status == 200
+    result = await response.json()
+    assert result["status"] == "accepted"
+    await _conforms(response, "/v1/providers/typeform", "post")
+    record = orjson.loads(engine.captured[0][1])
+    assert (record["email"], record["company"], record["title"], record["campaign"]) == (
+        "Ana.Garcia@Example.com", "Acme Iberia", "CTO", "spring-webinar")
+    assert record["external_id"] == "a3a12ec67a1365927098a606107fac15"
+    assert record["attributes"] == {"How many seats?": "40", "needs": "Routing, SLA, CRM", "newsletter": "yes",
+                                    "utm_source": "newsletter", "typeform_form_id": "lT4Z3j", "typeform_score": "7"}
+    assert record["_meta"]["channel"] == "typeform" and record["_meta"]["default_source"] == "typeform"
+    assert sample(metrics, "leadflow_leads_captured_total", source="typeform", channel="typeform") == 1
+
+    again = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    assert (await again.json())["status"] == "duplicate"
+    assert orjson.loads(engine.captured[1][1])["_meta"]["capture_id"] == record["_meta"]["capture_id"]
+
+
+async def test_a_form_without_a_field_map_still_finds_email_and_phone(client: Client, engine: FakeEngine) -> None:
+    body = orjson.dumps(tf_payload(form_id="other", answers=[
+        {"type": "phone_number", "phone_number": "+34612345678", "field": {"id": "p", "type": "phone_number"}},
+        {"type": "text", "text": "Acme", "field": {"id": "c", "type": "short_text", "ref": "company_ref"}}]))
+    assert (await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))).status == 200
+    record = orjson.loads(engine.captured[0][1])
+    assert record["phone"] == "+34612345678" and record["attributes"]["company_ref"] == "Acme"
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("missing", "missing Typeform-Signature header"),
+    ("hex", "does not match the body"),
+    ("wrong-secret", "does not match the body"),
+    ("no-scheme", "sha256=<base64 digest>"),
+])
+async def test_a_bad_typeform_signature_is_401(client: Client, engine: FakeEngine, case: str, reason: str) -> None:
+    body = orjson.dumps(tf_payload())
+    headers = {"Content-Type": "application/json"}
+    if case == "hex":
+        headers["Typeform-Signature"] = "sha256=" + hmac.new(TF_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    elif case == "wrong-secret":
+        headers = tf_signed(body, "not-the-secret")
+    elif case == "no-scheme":
+        headers["Typeform-Signature"] = tf_signed(body)["Typeform-Signature"].removeprefix("sha256=")
+    response = await client.post("/v1/providers/typeform", data=body, headers=headers)
+    assert reason in (await error_of(response, 401, "bad_signature"))["message"]
+    await _conforms(response, "/v1/providers/typeform", "post")
+    assert engine.captured == []
+
+
+async def test_other_typeform_events_are_ignored(client: Client, engine: FakeEngine) -> None:
+    body = orjson.dumps({"event_id": "x", "event_type": "form_response_partial", "form_response": {}})
+    response = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    assert await response.json() == {"status": "ignored"}
+    assert engine.captured == []
+
+
+@pytest.mark.parametrize(("payload", "field", "reason"), [
+    ({"event_type": "form_response"}, "form_response", "expected an object"),
+    (tf_payload(token=""), "form_response.token", "non-empty string"),
+    (tf_payload(answers={}), "form_response.answers", "expected an array"),
+    (tf_payload(answers=[{"type": "text", "text": "x"}]), "form_response.answers[0].field", "expected an object"),
+    (tf_payload(answers=[{"type": "number", "number": "40", "field": {"id": "n"}}]),
+     "form_response.answers[0].number", "expected a number"),
+    (tf_payload(hidden=["x"]), "form_response.hidden", "expected an object"),
+    ({"form_response": {}}, "event_type", "non-empty string"),
+])
+async def test_a_typeform_payload_of_the_wrong_shape_is_422(
+        client: Client, payload: Any, field: str, reason: str) -> None:
+    body = orjson.dumps(payload)
+    response = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    assert reason in fields_of(await error_of(response, 422, "invalid_payload"))[field]
+    await _conforms(response, "/v1/providers/typeform", "post")
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                         st.sampled_from(["object", "entry", "changes", "field", "value", "leadgen_id", "field_data",
+                                          "name", "values", "event_type", "form_response", "answers", "type", "text",
+                                          "token", "form_id", "hidden", "email", "choice", "label"]), inner,
+                         max_size=4), max_leaves=12)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=_JSON, provider=st.sampled_from(["facebook", "typeform"]))
+async def test_no_signed_payload_makes_a_5xx(client: Client, payload: Any, provider: str) -> None:
+    body = json.dumps(payload).encode()  # orjson refuses integers past 64 bits; a sender need not
+    headers = fb_signed(body) if provider == "facebook" else tf_signed(body)
+    response = await client.post(f"/v1/providers/{provider}", data=body, headers=headers)
+    assert response.status < 500 or response.status == 503, await response.text()
+
+
+async def test_a_provider_limit_counts_only_signed_requests(serve: Serve) -> None:
+    redis = GcraRedis()
+    client = await serve(rate_limiter=RateLimiter(redis), rate_limits={"provider:typeform": 1})
+    body = orjson.dumps(tf_payload())
+    await error_of(await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body, "x")), 401)
+    assert redis.calls == 0
+    assert (await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))).status == 200
+    limited = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    await error_of(limited, 429, "rate_limited")
+    await _conforms(limited, "/v1/providers/typeform", "post")
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def test_secrets_come_from_the_named_environment_variables() -> None:
+    config = ProvidersConfig.model_validate({
+        "facebook": {"app_secret_env": "FB_SECRET", "verify_token_env": "FB_VERIFY"},
+        "typeform": {"secret_env": "TF_SECRET", "source": "typeform-eu", "forms": FORM_MAP}})
+    providers = config.resolve({"FB_SECRET": "s1", "FB_VERIFY": "v1", "TF_SECRET": "s2"})
+    assert providers.facebook is not None and providers.typeform is not None
+    assert (providers.facebook.app_secret, providers.facebook.verify_token) == ("s1", "v1")
+    assert providers.facebook.fetcher is None
+    assert providers.typeform.secret == "s2" and providers.typeform.forms == FORM_MAP
+    assert "s1" not in repr(providers) and "s2" not in repr(providers)
+    with pytest.raises(ConfigError, match=r"\$FB_VERIFY, which is not set"):
+        config.resolve({"FB_SECRET": "s1", "TF_SECRET": "s2"})
+
+
+async def test_an_access_token_enables_the_graph_api_fetcher() -> None:
+    config = ProvidersConfig.model_validate({"facebook": {"access_token_env": "FB_TOKEN"}})
+    env = {"LEADFLOW_FACEBOOK_APP_SECRET": "s", "LEADFLOW_FACEBOOK_VERIFY_TOKEN": "v", "FB_TOKEN": "t"}
+    with pytest.raises(ConfigError, match="HTTP session"):
+        config.resolve(env)
+    async with aiohttp.ClientSession() as session:
+        providers = config.resolve(env, session)
+    assert providers.facebook is not None and isinstance(providers.facebook.fetcher, GraphLeadFetcher)
+
+
+def test_a_field_map_must_point_at_lead_fields() -> None:
+    with pytest.raises(ValueError, match="'external_id' is not a lead field"):
+        ProvidersConfig.model_validate({"typeform": {"forms": {"f": {"ref": "external_id"}}}})
