@@ -59,6 +59,14 @@ class RepProfile:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     email: str | None = None
+    #: Most leads assigned per ISO week in the rep's time zone (``None``: no cap).
+    weekly_cap: int | None = None
+    #: Weekly hours in ``timezone``, e.g. ``{"mon-fri": ("09:00-17:00",)}``; empty: always on.
+    working_hours: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: ISO 3166-1 country whose public holidays the rep takes off (``None``: none).
+    holidays_country: str | None = None
+    #: The team's routing strategy, carried by config-born upserts; ``None`` keeps the team's.
+    team_strategy: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +199,15 @@ class RouteLead:
     route_id: str
     requested_at: datetime
     excluded_reps: tuple[str, ...] = ()
+    # What the lead asks of a rep; empty means no requirement, so routing works without them.
+    #: Skills the rep must all have (e.g. ``("enterprise", "spanish-market")``).
+    required_skills: tuple[str, ...] = ()
+    #: Language the rep must speak (BCP 47, only the primary subtag is compared: ``es-MX`` ~ ``es``).
+    language: str | None = None
+    #: ISO 3166-1 alpha-2 country of the lead, matched against the reps' territories.
+    country: str | None = None
+    #: Region or state inside the country (ISO 3166-2 suffix such as ``CA``, or a name).
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -122,6 +122,8 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     )
     kind = "captured" if state is None else "reopened"
     fresh = note(fresh, policy, now, kind, source=touch.source, channel=touch.channel, team_id=team_id, why=why)
+    # The SLA clock runs from the start of the cycle: a lead waiting in a queue rots too.
+    fresh = start_sla(fresh, command.captured_at, policy)
     published = event(fresh, f"lead.{kind}", now, {"source": touch.source, "channel": touch.channel,
                                                 "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead)})
     return LeadTransition(state=fresh, outgoing=(published, route_command(fresh)))
@@ -150,7 +152,7 @@ def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: Le
         webhook_id=webhook_id_for(command.route_id, "lead.assigned"), decision=command.decision,
         webhook_url=command.webhook_url, webhook_secret=command.webhook_secret,
     )
-    assigned = start_sla(replace(state, routing="assigned", assignment=assignment), command.assigned_at, policy)
+    assigned = replace(state, routing="assigned", assignment=assignment)
     deadline = assigned.sla_deadline
     assigned = note(assigned, policy, now, "assigned", rep_id=command.rep_id, team_id=command.team_id,
                      why=command.decision.reason, sla_deadline=deadline)

@@ -1,10 +1,11 @@
-"""The lead's SLA: plan the deadlines at assignment, act once per due step, stop at first contact.
+"""The lead's SLA: plan the deadlines when a cycle starts, act once per due step, stop at first contact.
 
 Pure: the timer index (in ``streams/``) only says "step N of cycle C may be due"; the lead
 re-checks here and acts at most once per (lead, cycle, step):
 
 * ``breach``: the first-contact deadline passed; recorded and published.
-* ``remind``: a ``lead.reminder`` webhook to the rep who holds the lead.
+* ``remind``: a ``lead.reminder`` webhook to the rep who holds the lead (none while it waits
+  in a queue: the manager alert and the release to the pool still come).
 * ``reassign``: the rep loses the lead (``lead.reassigned`` to them); it is routed again in the
   same team, never back to a rep who already had it in this cycle.
 * ``alert_manager``: a ``lead.escalated`` webhook to the team's manager.
@@ -39,14 +40,12 @@ __all__ = ["CONTACT_TYPES", "start_sla", "sla_due", "record_activity", "next_tim
 CONTACT_TYPES = frozenset({"call", "email", "meeting", "sms"})
 
 
-def start_sla(state: LeadState, assigned_at: datetime, policy: LeadPolicy) -> LeadState:
-    """Plan the cycle's deadlines at its first assignment; a reassignment keeps the ladder going."""
-    if state.sla is not None or state.contacted_at is not None:
-        return state
+def start_sla(state: LeadState, started_at: datetime, policy: LeadPolicy) -> LeadState:
+    """Plan the cycle's deadlines when the cycle starts (capture or reopen); reassignments keep them."""
     sla_policy = select_policy(policy.sla_policies, team=state.team_id, source=state.lead.source,
                                tier=state.lead.attributes.get("tier"))
-    deadlines = plan_deadlines(sla_policy, policy.calendars.get(state.team_id), assigned_at)
-    track = SlaTrack(policy=sla_policy.name, deadlines=deadlines, started_at=assigned_at)
+    deadlines = plan_deadlines(sla_policy, policy.calendars.get(state.team_id), started_at)
+    track = SlaTrack(policy=sla_policy.name, deadlines=deadlines, started_at=started_at)
     first = deadlines[0].due_at if deadlines else None
     return replace(state, sla=track, sla_deadline=first)
 
@@ -168,6 +167,8 @@ def record_activity(state: LeadState, command: RecordActivity, now: datetime, po
         detail["system_delay_s"] = (notified - captured).total_seconds() if notified else None
         detail["rep_delay_s"] = (command.at - notified).total_seconds() if notified else None
         detail["speed_to_lead_s"] = (command.at - captured).total_seconds()
+        detail["within_sla"] = state.sla is None or state.sla.breached_at is None
+        detail["team_id"] = state.team_id
     updated = note(updated, policy, command.at, "contacted" if first_contact else "activity", **detail)
     outgoing.append(event(updated, "lead.contacted" if first_contact else "lead.activity", command.at, detail))
     return LeadTransition(state=updated, outgoing=tuple(outgoing))

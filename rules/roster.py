@@ -3,10 +3,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from rules.commands import Presence, RepProfile
 
-__all__ = ["OpenLead", "RepState"]
+__all__ = ["OpenLead", "RepState", "local_day", "local_week"]
+
+
+def local_day(profile: RepProfile, at: datetime) -> str:
+    """The rep's calendar day at ``at`` in their own time zone, e.g. ``2026-01-05``."""
+    return at.astimezone(ZoneInfo(profile.timezone)).date().isoformat()
+
+
+def local_week(profile: RepProfile, at: datetime) -> str:
+    """The rep's ISO week at ``at`` in their own time zone, e.g. ``2026-W02``."""
+    year, week, _ = at.astimezone(ZoneInfo(profile.timezone)).isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +42,12 @@ class RepState:
     # Smooth weighted round robin's running credit (nginx's algorithm): only eligible reps
     # earn it, so a rep returning from "away" gets no catch-up burst.
     credit: int = 0
+    # Assignments in the rep's current local day / ISO week (caps). The counters belong to the
+    # period named beside them: a later period starts from zero, so resets need no timer.
+    day: str = ""
+    day_count: int = 0
+    week: str = ""
+    week_count: int = 0
 
     @property
     def rep_id(self) -> str:
@@ -39,15 +57,26 @@ class RepState:
     def load(self) -> int:
         return len(self.open_leads)
 
+    def assigned_on(self, now: datetime) -> tuple[int, int]:
+        """Leads assigned so far in the local day and ISO week that contain ``now``."""
+        day = self.day_count if self.day == local_day(self.profile, now) else 0
+        week = self.week_count if self.week == local_week(self.profile, now) else 0
+        return day, week
+
     def holds(self, lead_id: str, route_id: str) -> bool:
         return any(o.lead_id == lead_id and o.route_id == route_id for o in self.open_leads)
 
     def with_lead(self, lead: OpenLead) -> RepState:
+        day, week = self.assigned_on(lead.assigned_at)
         return replace(
             self,
             open_leads=self.open_leads + (lead,),
             assigned_total=self.assigned_total + 1,
             last_assigned_at=lead.assigned_at,
+            day=local_day(self.profile, lead.assigned_at),
+            day_count=day + 1,
+            week=local_week(self.profile, lead.assigned_at),
+            week_count=week + 1,
         )
 
     def without_lead(self, lead_id: str, route_id: str) -> RepState:

@@ -111,7 +111,8 @@ def test_capture_after_disposition_reopens_a_new_cycle() -> None:
     state, out = run(capture(), assigned(), dispose(), capture("cap-2", minutes=60))
     assert state is not None
     assert (state.cycle, state.routing, state.status, state.route_id) == (2, "routing", "new", f"{LEAD_ID}:2:1")
-    assert state.assignment is None and state.sla_deadline is None
+    # A new cycle plans a new SLA from its own capture (60 minutes later here).
+    assert state.assignment is None and state.sla_deadline == T0 + timedelta(minutes=60, seconds=DEFAULT_POLICY.first_contact_s)
     assert state.first_touch.capture_id == "cap-1"
     assert [m.value["type"] if m.channel == "lead.events" else type(m.value) for m in out] == [
         "lead.reopened", RouteLead]
@@ -137,7 +138,8 @@ def test_queued_then_assigned() -> None:
     assert [m.value["type"] for m in out] == ["lead.queued"]
     state, out = run(capture(), queued(), assigned())
     assert state is not None and state.routing == "assigned"
-    assert state.sla_deadline == T0 + timedelta(seconds=5 + DEFAULT_POLICY.first_contact_s)
+    # The SLA runs from the capture (T0), not from the assignment: waiting in a queue counts.
+    assert state.sla_deadline == T0 + timedelta(seconds=DEFAULT_POLICY.first_contact_s)
 
 
 @pytest.mark.parametrize("late", [queued(), queued(route_id="other:1:1")])

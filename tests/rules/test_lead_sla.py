@@ -37,13 +37,13 @@ def due(state: LeadState, step: int, *, late_s: float = 0.0) -> tuple[LeadState,
     return transition.state, [m.value for m in transition.outgoing]
 
 
-def test_assignment_plans_the_ladder_of_the_selected_policy() -> None:
+def test_the_cycle_plans_the_ladder_of_the_selected_policy_from_its_capture() -> None:
     state = start()
     assert state.sla is not None and state.sla.policy == "fast"
-    assert [(d.step, d.kind, (d.due_at - ASSIGNED_AT).total_seconds()) for d in state.sla.deadlines] == [
+    assert [(d.step, d.kind, (d.due_at - T0).total_seconds()) for d in state.sla.deadlines] == [
         (0, "breach", 60), (1, "remind", 60), (2, "reassign", 120), (3, "alert_manager", 180),
         (4, "release_to_pool", 240)]
-    assert state.sla_deadline == ASSIGNED_AT + timedelta(seconds=60)
+    assert state.sla_deadline == T0 + timedelta(seconds=60)
     timer = next_timer(state)
     assert timer is not None and (timer.step, timer.due_at) == (0, state.sla_deadline)
 
@@ -113,9 +113,21 @@ def test_first_contact_stops_the_clock_and_splits_speed_to_lead() -> None:
     assert next_timer(state) is None
     (event,) = [m.value for m in transition.outgoing]
     assert event["type"] == "lead.contacted" and event["data"]["speed_to_lead_s"] == 35.0
+    assert event["data"]["within_sla"] is True
     # Deadlines that come anyway change nothing; the same activity twice is recorded once.
     assert due(state, 0)[1] == []
     assert lead.apply(state, contact, ASSIGNED_AT, POLICY).state == state
+
+
+def test_a_queued_lead_escalates_to_the_manager_without_reminding_anyone() -> None:
+    state = lead.apply(None, capture(), T0, POLICY).state
+    assert state is not None
+    for step in (0, 1, 2):
+        state, out = due(state, step)
+        assert not [m for m in out if isinstance(m, (Notify, ReleaseLead, RouteLead))]
+    state, out = due(state, 3)
+    (alert,) = [m for m in out if isinstance(m, Notify)]
+    assert alert.url == MANAGER.url and alert.payload["data"]["rep_id"] is None
 
 
 def test_a_note_is_not_a_contact() -> None:
