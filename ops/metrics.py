@@ -56,6 +56,12 @@ class Metrics:
         self.command_failures = Counter(
             "leadflow_command_failures_total", "Commands an agent could not apply (dead-lettered).",
             ["agent"], registry=r)
+        self.sla_breaches = Counter(
+            "leadflow_sla_breaches_total", "Leads not contacted by their first-contact deadline, by team.",
+            ["team"], registry=r)
+        self.sla_escalations = Counter(
+            "leadflow_sla_escalations_total", "SLA escalation steps taken, by team and action.",
+            ["team", "action"], registry=r)
         self.team_queue_depth = Gauge(
             "leadflow_team_queue_depth", "Leads waiting in a team's queue (reported by the owning worker).",
             ["team"], registry=r)

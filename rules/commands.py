@@ -295,7 +295,8 @@ class Notify:
     created_at: datetime
 
 
-Channel: TypeAlias = Literal["lead.commands", "team.commands", "rep.commands", "notifications", "lead.events"]
+Channel: TypeAlias = Literal[
+    "lead.commands", "team.commands", "rep.commands", "notifications", "lead.events", "team.signals"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,6 +29,7 @@ from streams.app import LeadflowApp, runtime
 from streams.tables.lead_state import lead_state
 from streams.tables.rep_directory import rep_directory
 from streams.tables.team_state import team_state
+from streams.tables.team_windows import team_hour, team_minute, window_counts
 from streams.topics import lead_commands, leads_inbound, rep_commands
 
 __all__ = ["Engine", "mount"]
@@ -122,6 +123,9 @@ class Engine:
     def rep(self, rep_id: str) -> RepEntry | None:
         value = rep_directory.get(rep_id)
         return value if isinstance(value, RepEntry) else None
+
+    def team_sla(self, team_id: str) -> dict[str, dict[str, object]]:
+        return {"minute": window_counts(team_minute, team_id), "hour": window_counts(team_hour, team_id)}
 
     def readiness(self) -> Readiness:
         app = self.app

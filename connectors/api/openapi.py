@@ -254,8 +254,13 @@ def _schemas() -> dict[str, Schema]:
         "TeamView": _object({
             "team_id": _STR, "reps": {"type": "array", "items": _ref("TeamRep")}, "open_leads": _INT,
             "capacity": _INT, "available_capacity": _INT, "reps_available": _INT, "queue_depth": _INT,
-            "routed_total": _INT,
-        }, description="Roster, load against capacity, presence and queue depth."),
+            "routed_total": _INT, "sla": _ref("TeamSla"),
+        }, description="Roster, load against capacity, presence, queue depth and windowed SLA counts."),
+        "TeamSla": {"type": "object", "description": (
+            "SLA signals of the team in the current minute (tumbling) and the last hour (hopping every "
+            "5 minutes): arrival, contact_in_sla, contact_late, breach, escalation, and compliance "
+            "(contacts in SLA / leads judged; null when none)."),
+            "properties": {"minute": {"type": "object"}, "hour": {"type": "object"}}},
         "Health": _object({"status": {"const": "ok"}}),
         "Readiness": _object({"status": {"enum": ["ready", "not_ready"]}, "detail": _STR}),
     }

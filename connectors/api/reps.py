@@ -37,6 +37,26 @@ class _RepIn(BaseModel):
     webhook_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
     webhook_secret: str | None = None
     email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    weekly_cap: Annotated[int, Field(ge=1)] | None = None
+    working_hours: Annotated[dict[str, Annotated[list[str], Field(max_length=10)]], Field(max_length=7)] = {}
+    holidays_country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from rules.eligibility import parse_working_hours
+
+        parse_working_hours(value)
+        return value
+
+    @field_validator("holidays_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        from rules.eligibility import check_holidays_country
+
+        if value is not None:
+            check_holidays_country(value)
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -110,7 +130,8 @@ async def put_rep(request: web.Request) -> web.Response:
         rep_id=rep_id, team_id=rep.team, name=rep.name or rep_id, capacity=rep.capacity, daily_cap=rep.daily_cap,
         weight=rep.weight, skills=tuple(rep.skills), languages=tuple(rep.languages),
         territories=tuple(rep.territories), timezone=rep.timezone, webhook_url=rep.webhook_url,
-        webhook_secret=secret, email=rep.email,
+        webhook_secret=secret, email=rep.email, weekly_cap=rep.weekly_cap,
+        working_hours={k: tuple(v) for k, v in rep.working_hours.items()}, holidays_country=rep.holidays_country,
     )
     await ctx.engine.send_rep_command(rep_id, PutRep(rep_id=rep_id, profile=profile, at=ctx.clock.now()))
     body: dict[str, object] = {"rep_id": rep_id, "team": rep.team, "status": "accepted",
@@ -172,4 +193,4 @@ async def get_team(request: web.Request) -> web.Response:
     state = ctx.engine.team(team_id)
     if state is None:
         raise ApiError(404, "not_found", f"no team {team_id} (a team exists once it has a rep or a lead)")
-    return json_response(team_view(state))
+    return json_response({**team_view(state), "sla": ctx.engine.team_sla(team_id)})

@@ -17,6 +17,26 @@ __all__ = ["run_leads"]
 log = logging.getLogger(__name__)
 
 
+_SIGNALS = {"lead.captured": "arrival", "lead.reopened": "arrival", "lead.sla_breached": "breach",
+            "lead.escalated": "escalation"}
+
+
+def team_signals_of(outgoing: tuple[Outgoing, ...]) -> list[Outgoing]:
+    """The per-team SLA signals a transition's events carry, re-keyed by team for the windows."""
+    signals = []
+    for message in outgoing:
+        if message.channel != "lead.events":
+            continue
+        kind, data = message.value["type"], message.value["data"]
+        signal = _SIGNALS.get(kind)
+        if kind == "lead.contacted":
+            signal = "contact_in_sla" if data.get("within_sla") else "contact_late"
+        if signal is not None and data.get("team_id"):
+            signals.append(Outgoing(channel="team.signals", key=data["team_id"],
+                                    value={"signal": signal, "at": message.value["at"]}))
+    return signals
+
+
 def _observe(outgoing: tuple[Outgoing, ...]) -> None:
     metrics = runtime.metrics
     for message in outgoing:
@@ -24,6 +44,10 @@ def _observe(outgoing: tuple[Outgoing, ...]) -> None:
             continue
         event: dict[str, Any] = message.value
         kind, data = event["type"], event["data"]
+        if kind == "lead.sla_breached":
+            metrics.sla_breaches.labels(data["team_id"]).inc()
+        elif kind == "lead.escalated":
+            metrics.sla_escalations.labels(data["team_id"], data["action"]).inc()
         if kind == "lead.assigned":
             metrics.leads_assigned.labels(data["team_id"]).inc()
             metrics.routing_latency.observe(max(data["routing_seconds"], 0.0))
@@ -60,7 +84,7 @@ async def run_leads(commands: Any) -> None:
             log.exception("lead agent could not apply %s to lead %s", name, lead_id)
             continue
         # Messages first, acknowledged; then the state (see ``publish`` for why this order).
-        await publish(transition.outgoing)
+        await publish(transition.outgoing + tuple(team_signals_of(transition.outgoing)))
         if transition.state is not None and transition.state is not current:
             lead_state[lead_id] = transition.state
         _keep_timer(lead_id, transition.state)

@@ -92,6 +92,9 @@ class FakeEngine:
     def lead(self, lead_id: str) -> LeadState | None:
         return self.leads.get(lead_id)
 
+    def team_sla(self, team_id: str) -> dict[str, dict[str, object]]:
+        return {"minute": {"arrival": 1, "breach": 0, "compliance": None}, "hour": {"arrival": 1}}
+
     def team(self, team_id: str) -> TeamState | None:
         return self.teams.get(team_id)
 

@@ -82,6 +82,16 @@ async def test_the_ladder_fires_each_step_once_and_contact_stops_it(
         assert timeline.count("sla_breached") == 1 and timeline.count("sla_escalated") == 3
         assert "reassigned" in timeline
 
+        # The team's windows counted it: two arrivals, one breach, three escalations, one contact in SLA.
+        async def windows() -> Any:
+            async with api.get(f"{worker.url}/v1/teams/sdr") as r:
+                hour = (await r.json())["sla"]["hour"]
+            want = {"arrival": 2, "breach": 1, "escalation": 3, "contact_in_sla": 1}
+            return hour if all(hour[k] == v for k, v in want.items()) else None
+
+        hour = await eventually(windows, what="the team's SLA windows")
+        assert hour["compliance"] == 0.5
+
         # The contacted lead got its assignment and nothing else; speed-to-lead is split.
         assert _kinds(receiver, called) == Counter({(first[0]["rep_id"], "lead.assigned"): 1})
         contacted = await _lead(api, worker, called)
