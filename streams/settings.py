@@ -53,6 +53,18 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
+_LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn", "error": "error",
+               "crit": "crit", "critical": "crit"}
+
+
+def _log_level(raw: str) -> str:
+    level = _LOG_LEVELS.get(raw.strip().lower())
+    if level is None:
+        raise ConfigError(f"environment variable LEADFLOW_LOG_LEVEL={raw!r}: expected one of "
+                          "debug, info, warning, error, critical")
+    return level
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """How one worker runs. Every field has a ``LEADFLOW_*`` environment variable."""
@@ -142,5 +154,5 @@ class Settings:
             allowed_redirect_hosts=frozenset(
                 h.strip().lower() for h in env.get("LEADFLOW_ALLOWED_REDIRECT_HOSTS", "").split(",") if h.strip()),
             webhook_timeout_s=timeout,
-            log_level=env.get("LEADFLOW_LOG_LEVEL") or d.log_level,
+            log_level=_log_level(env.get("LEADFLOW_LOG_LEVEL") or d.log_level),
         )
