@@ -150,8 +150,13 @@ def note(state: LeadState, policy: LeadPolicy, at: datetime, kind: str, **detail
 
 
 def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:
+    attributes = state.lead.attributes
+    skills = tuple(s.strip() for s in attributes.get("skills", "").split(",") if s.strip())
     value = RouteLead(team_id=state.team_id, lead_id=state.lead_id, route_id=state.route_id,
-                      requested_at=state.last_touch.at, excluded_reps=excluded)
+                      requested_at=state.last_touch.at, excluded_reps=excluded,
+                      # What the team's eligibility filters match reps against (empty: no requirement).
+                      country=state.lead.country, region=attributes.get("region") or None,
+                      language=attributes.get("language") or None, required_skills=skills)
     return Outgoing(channel="team.commands", key=state.team_id, value=value)
 
 

@@ -1,16 +1,31 @@
-"""How a rep is chosen: eligibility filters, then the team's strategy, every step explained."""
+"""How a rep is chosen: eligibility filters, then the team's strategy, every step explained.
+
+Strategies (``TeamState.strategy``, from the team's config):
+
+* ``weighted_round_robin`` — smooth weighted round robin (nginx): every eligible rep earns its
+  weight in credit, the richest wins and pays the eligible total. Only eligible reps earn, and a
+  rep coming back from away is calibrated to no more than neutral credit (Cal.com's fair-share
+  calibration), so joining or returning never brings a catch-up burst.
+* ``least_loaded`` — the lowest open / capacity ratio.
+* ``most_available`` — the most free slots (capacity - open).
+
+Ties always go to the longest idle rep (never assigned first), then the rep id.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from fractions import Fraction
 
-from rules.commands import Candidate, RoutingDecision
+from rules.commands import Candidate, RouteLead, RoutingDecision
+from rules.eligibility import eligibility
 from rules.roster import RepState
 
-__all__ = ["STRATEGIES", "Choice", "TeamRule", "eligibility", "choose_rep", "select_team"]
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Choice", "TeamRule", "eligibility", "choose_rep", "select_team"]
 
-STRATEGIES = ("weighted_round_robin",)
+STRATEGIES = ("weighted_round_robin", "least_loaded", "most_available")
+DEFAULT_STRATEGY = "weighted_round_robin"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -21,23 +36,18 @@ class Choice:
     reps: dict[str, RepState]
 
 
-def eligibility(rep: RepState, *, excluded: Sequence[str] = ()) -> tuple[str, ...]:
-    """Return why ``rep`` cannot take a lead now (empty when they can)."""
-    reasons: list[str] = []
-    if rep.presence != "available":
-        reasons.append(f"presence is {rep.presence}")
-    if rep.load >= rep.profile.capacity:
-        reasons.append(f"at capacity ({rep.load}/{rep.profile.capacity} open)")
-    if rep.rep_id in excluded:
-        reasons.append("excluded for this lead")
-    return tuple(reasons)
-
-
 def _idle_key(rep: RepState) -> tuple[int, float, str]:
     # Never-assigned reps first, then the longest idle, then a stable order.
     if rep.last_assigned_at is None:
         return (0, 0.0, rep.rep_id)
     return (1, rep.last_assigned_at.timestamp(), rep.rep_id)
+
+
+def _ranked(reps: Sequence[RepState], score: Callable[[RepState], Fraction | int]) -> tuple[RepState, list[str]]:
+    """The rep with the *lowest* score, ties to the longest idle; and who tied with them."""
+    best = min(reps, key=lambda r: (score(r), _idle_key(r)))
+    ties = [r.rep_id for r in reps if score(r) == score(best) and r.rep_id != best.rep_id]
+    return best, ties
 
 
 def choose_rep(
@@ -46,16 +56,14 @@ def choose_rep(
     *,
     now: datetime,
     excluded: Sequence[str] = (),
+    lead: RouteLead | None = None,
+    strategy: str = DEFAULT_STRATEGY,
 ) -> Choice:
-    """Pick a rep by smooth weighted round robin among the eligible; ties go to the longest idle.
-
-    Every eligible rep earns its weight in credit; the richest wins and pays the total.
-    Over any window each rep's share converges to weight / sum(weights), without bursts.
-    """
+    """Filter the team's reps for this lead at ``now``, then pick one by the team's strategy."""
     candidates: list[Candidate] = []
     eligible: list[RepState] = []
     for rep in sorted(reps, key=lambda r: r.rep_id):
-        reasons = eligibility(rep, excluded=excluded)
+        reasons = eligibility(rep, now=now, lead=lead, excluded=excluded)
         candidates.append(
             Candidate(
                 rep_id=rep.rep_id,
@@ -68,7 +76,6 @@ def choose_rep(
         )
         if not reasons:
             eligible.append(rep)
-    strategy = "weighted_round_robin"
     if not eligible:
         reason = "no rep is eligible" if reps else "the team has no reps"
         decision = RoutingDecision(
@@ -76,27 +83,27 @@ def choose_rep(
             winner=None, reason=reason, decided_at=now,
         )
         return Choice(decision=decision, reps={})
-    total = sum(r.profile.weight for r in eligible)
-    earned = [replace(r, credit=r.credit + r.profile.weight) for r in eligible]
-    best = max(earned, key=lambda r: (r.credit, _invert(_idle_key(r))))
-    changed = {r.rep_id: r for r in earned}
-    changed[best.rep_id] = replace(best, credit=best.credit - total)
-    ties = [r.rep_id for r in earned if r.credit == best.credit]
-    reason = (
-        f"weighted round robin: highest credit ({best.credit}) among {len(eligible)} eligible"
-        + (f"; tie with {', '.join(t for t in ties if t != best.rep_id)} broken by longest idle" if len(ties) > 1 else "")
-    )
+    changed: dict[str, RepState] = {}
+    if strategy == "least_loaded":
+        best, ties = _ranked(eligible, lambda r: Fraction(r.load, r.profile.capacity))
+        reason = f"least loaded: {best.load}/{best.profile.capacity} open among {len(eligible)} eligible"
+    elif strategy == "most_available":
+        best, ties = _ranked(eligible, lambda r: -(r.profile.capacity - r.load))
+        reason = f"most available: {best.profile.capacity - best.load} free slot(s) among {len(eligible)} eligible"
+    else:
+        total = sum(r.profile.weight for r in eligible)
+        earned = [replace(r, credit=r.credit + r.profile.weight) for r in eligible]
+        best, ties = _ranked(earned, lambda r: -r.credit)
+        changed = {r.rep_id: r for r in earned}
+        changed[best.rep_id] = replace(best, credit=best.credit - total)
+        reason = f"weighted round robin: highest credit ({best.credit}) among {len(eligible)} eligible"
+    if ties:
+        reason += f"; tie with {', '.join(ties)} broken by longest idle"
     decision = RoutingDecision(
         team_id=team_id, strategy=strategy, candidates=tuple(candidates),
         winner=best.rep_id, reason=reason, decided_at=now,
     )
     return Choice(decision=decision, reps=changed)
-
-
-def _invert(key: tuple[int, float, str]) -> tuple[int, float, tuple[int, ...]]:
-    # max() picks the largest; invert the idle key so the *smallest* (longest idle) wins.
-    group, stamp, rep_id = key
-    return (-group, -stamp, tuple(-ord(c) for c in rep_id))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

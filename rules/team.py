@@ -4,6 +4,11 @@
 entries live outside the state (one small table value per waiting lead, keyed by sequence
 number) so a long queue never makes every write re-serialize the whole team; the state keeps
 only the head and tail sequence numbers, and ``queue`` reads entries by number.
+
+The drain serves the queue in FIFO order among the leads someone may take: a head entry nobody
+can take now (every free rep excluded, lacking a skill, ...) is skipped, not waited on. The skip
+looks at most ``LOOKAHEAD`` entries past the head per transition, so a transition stays bounded
+however long the queue; an entry taken from the middle leaves a hole the head later steps over.
 """
 from __future__ import annotations
 
@@ -24,9 +29,13 @@ from rules.commands import (
     UpsertRep,
 )
 from rules.roster import OpenLead, RepState
-from rules.routing import choose_rep
+from rules.eligibility import rep_reasons
+from rules.routing import DEFAULT_STRATEGY, STRATEGIES, Choice, choose_rep
 
-__all__ = ["TeamState", "QueueReader", "QueueWrite", "TeamTransition", "apply", "new_team"]
+__all__ = ["LOOKAHEAD", "TeamState", "QueueReader", "QueueWrite", "TeamTransition", "apply", "new_team"]
+
+#: How many queue entries from the head one drain may look at for a lead someone can take.
+LOOKAHEAD = 50
 
 # How many released route ids a team remembers. A RouteLead redelivered after its assignment
 # was released comes from the short at-least-once replay window, so a small bound suffices.
@@ -45,10 +54,14 @@ class TeamState:
     # Route ids whose assignment was released (newest last, bounded): a replayed RouteLead for
     # one of them must not assign the lead a second time, to this rep or another.
     released_routes: tuple[str, ...] = ()
+    #: How reps are picked (``rules.routing.STRATEGIES``); set by config-born ``UpsertRep``.
+    strategy: str = DEFAULT_STRATEGY
+    # Entries taken from behind a blocked head: deleted slots in [queue_head, queue_tail).
+    queue_holes: int = 0
 
     @property
     def queue_depth(self) -> int:
-        return self.queue_tail - self.queue_head
+        return self.queue_tail - self.queue_head - self.queue_holes
 
     def holder_of(self, lead_id: str, route_id: str) -> RepState | None:
         for rep in self.reps.values():
@@ -134,7 +147,11 @@ def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: Q
     elif isinstance(command, SetPresence):
         rep = work.state.reps.get(command.rep_id)
         if rep is not None:
-            _put_rep(work, replace(rep, presence=command.status))
+            credit = rep.credit
+            if command.status == "available" and rep.presence != "available":
+                # Fair-share calibration: back from away, no credit owed from before they left.
+                credit = min(credit, 0)
+            _put_rep(work, replace(rep, presence=command.status, credit=credit))
             _drain(work, now)
     return work.result()
 
@@ -154,32 +171,38 @@ def _route(work: _Work, command: RouteLead, now: datetime) -> None:
         return
     if work.is_queued(command.route_id):
         # A replay of a RouteLead still waiting: one queue entry per route; answer again.
-        decision = choose_rep(work.state.team_id, list(work.state.reps.values()), now=now,
-                              excluded=command.excluded_reps).decision
+        decision = _choose(work, command, now).decision
         work.emit(command.lead_id, LeadQueued(
             lead_id=command.lead_id, route_id=command.route_id, team_id=work.state.team_id,
             depth=work.state.queue_depth, decision=replace(decision, reason=f"{decision.reason}; already waiting"),
             queued_at=now,
         ))
         return
-    if work.state.queue_depth == 0 and _try_assign(work, command, now):
+    # Serve the waiting leads first (time may have made some assignable). Afterwards every entry
+    # the drain looked at is one nobody may take, so when it looked at the whole queue this lead
+    # jumps no assignable one by being assigned straight away.
+    _drain(work, now)
+    if work.state.queue_tail - work.state.queue_head < LOOKAHEAD and _try_assign(work, command, now):
         return
     seq = work.state.queue_tail
     work.writes[seq] = command
     work.state = replace(work.state, queue_tail=seq + 1)
-    decision = choose_rep(work.state.team_id, list(work.state.reps.values()), now=now,
-                          excluded=command.excluded_reps).decision
+    decision = _choose(work, command, now).decision
     if work.state.queue_depth > 1:
         decision = replace(decision, reason=f"{decision.reason}; {work.state.queue_depth - 1} lead(s) already waiting")
     work.emit(command.lead_id, LeadQueued(
         lead_id=command.lead_id, route_id=command.route_id, team_id=work.state.team_id,
         depth=work.state.queue_depth, decision=decision, queued_at=now,
     ))
-    _drain(work, now)
+
+
+def _choose(work: _Work, command: RouteLead, now: datetime) -> Choice:
+    return choose_rep(work.state.team_id, list(work.state.reps.values()), now=now,
+                      lead=command, strategy=work.state.strategy)
 
 
 def _try_assign(work: _Work, command: RouteLead, now: datetime) -> bool:
-    choice = choose_rep(work.state.team_id, list(work.state.reps.values()), now=now, excluded=command.excluded_reps)
+    choice = _choose(work, command, now)
     if choice.decision.winner is None:
         return False
     reps = {**work.state.reps, **choice.reps}
@@ -193,18 +216,43 @@ def _try_assign(work: _Work, command: RouteLead, now: datetime) -> bool:
 
 
 def _drain(work: _Work, now: datetime) -> None:
-    """Assign waiting leads, oldest first, while someone can take the head of the queue."""
-    while work.state.queue_head < work.state.queue_tail:
-        seq = work.state.queue_head
+    """Assign waiting leads oldest first, skipping (not stopping at) entries nobody may take.
+
+    Looks at the ``LOOKAHEAD`` entries from the head (the window slides as the head moves), so
+    one call visits at most that many entries nobody may take plus those it removes. Taking a
+    lead only ever makes reps less able to take more (load and caps go up), so one pass in
+    order is FIFO among the assignable.
+    """
+    seq = work.state.queue_head
+    while seq < min(work.state.queue_tail, work.state.queue_head + LOOKAHEAD):
+        if not any(not rep_reasons(rep, now) for rep in work.state.reps.values()):
+            break  # nobody can take anything now: the rest of the look-ahead would be wasted
+        seq = max(seq, work.state.queue_head)
         entry = work.entry(seq)
-        if (entry is not None and work.state.holder_of(entry.lead_id, entry.route_id) is None
-                and entry.route_id not in work.state.released_routes):
-            if not _try_assign(work, entry, now):
-                return
-        if entry is not None:
-            work.dequeued.add(entry.route_id)
-        work.writes[seq] = None
-        work.state = replace(work.state, queue_head=seq + 1)
+        if entry is not None:  # None: a hole left by an earlier skip, which the head walks over
+            stale = (work.state.holder_of(entry.lead_id, entry.route_id) is not None
+                     or entry.route_id in work.state.released_routes)
+            if stale or _try_assign(work, entry, now):
+                work.dequeued.add(entry.route_id)
+                work.writes[seq] = None
+                if seq == work.state.queue_head:
+                    work.state = replace(work.state, queue_head=seq + 1)
+                else:
+                    work.state = replace(work.state, queue_holes=work.state.queue_holes + 1)
+        _advance_head(work)
+        seq += 1
+
+
+def _advance_head(work: _Work) -> None:
+    """Move the head over holes (entries already taken from behind it)."""
+    state = work.state
+    head, holes = state.queue_head, state.queue_holes
+    while head < state.queue_tail and work.entry(head) is None:
+        work.writes[head] = None
+        head, holes = head + 1, max(0, holes - 1)
+    holes = min(holes, state.queue_tail - head)
+    if (head, holes) != (state.queue_head, state.queue_holes):
+        work.state = replace(state, queue_head=head, queue_holes=holes)
 
 
 def _release(work: _Work, command: ReleaseLead) -> None:
@@ -217,6 +265,9 @@ def _release(work: _Work, command: ReleaseLead) -> None:
 
 def _upsert(work: _Work, command: UpsertRep) -> None:
     profile = command.profile
+    if profile.team_strategy in STRATEGIES and profile.team_strategy != work.state.strategy:
+        # The team's strategy travels on config-born upserts (the API's leave it None).
+        work.state = replace(work.state, strategy=profile.team_strategy)
     current = work.state.reps.get(profile.rep_id)
     if current is None:
         # New reps start available: a rep RevOps just created is expected to take leads.

@@ -74,6 +74,29 @@ class RepConfig(_Strict):
     webhook_secret: str | None = None
     webhook_secret_env: str | None = None
     email: str | None = None
+    #: Most leads assigned per ISO week in the rep's time zone (no cap when absent).
+    weekly_cap: int | None = Field(default=None, ge=1)
+    #: Weekly hours in ``timezone``, e.g. ``{"mon-fri": ["09:00-17:00"]}``; absent: always on.
+    working_hours: dict[str, tuple[str, ...]] = {}
+    #: Country (ISO 3166-1 alpha-2) whose public holidays the rep does not work.
+    holidays_country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        from rules.eligibility import parse_working_hours
+
+        parse_working_hours(value)
+        return value
+
+    @field_validator("holidays_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        from rules.eligibility import check_holidays_country
+
+        if value is not None:
+            check_holidays_country(value)
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -86,7 +109,7 @@ class RepConfig(_Strict):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Madrid)") from None
         return value
 
-    def profile(self, team_id: str, env: Mapping[str, str]) -> RepProfile:
+    def profile(self, team_id: str, env: Mapping[str, str], strategy: str | None = None) -> RepProfile:
         secret = self.webhook_secret
         if self.webhook_secret_env:
             secret = env.get(self.webhook_secret_env)
@@ -96,7 +119,9 @@ class RepConfig(_Strict):
             rep_id=self.id, team_id=team_id, name=self.name or self.id, capacity=self.capacity,
             daily_cap=self.daily_cap, weight=self.weight, skills=self.skills, languages=self.languages,
             territories=self.territories, timezone=self.timezone, webhook_url=self.webhook_url,
-            webhook_secret=secret, email=self.email,
+            webhook_secret=secret, email=self.email, weekly_cap=self.weekly_cap,
+            working_hours=dict(self.working_hours), holidays_country=self.holidays_country,
+            team_strategy=strategy,
         )
 
 
@@ -125,6 +150,8 @@ class ManagerConfig(_Strict):
 
 class TeamConfig(_Strict):
     id: _Id
+    #: How the team picks among eligible reps: weighted_round_robin, least_loaded, most_available.
+    #: It reaches the team agent on the config's rep upserts (``RepProfile.team_strategy``).
     strategy: str = "weighted_round_robin"
     #: Receives ``lead.escalated`` webhooks when an SLA ladder reaches ``alert_manager``.
     manager: ManagerConfig | None = None
@@ -189,7 +216,7 @@ class LeadflowConfig(_Strict):
 
     def rep_profiles(self, env: Mapping[str, str] | None = None) -> list[RepProfile]:
         env = os.environ if env is None else env
-        return [rep.profile(team.id, env) for team in self.teams for rep in team.reps]
+        return [rep.profile(team.id, env, team.strategy) for team in self.teams for rep in team.reps]
 
     def rate_limits(self) -> dict[str, int]:
         """Requests per minute by API key name, for the keys that have a limit."""

@@ -64,7 +64,7 @@ def picks(reps: list[RepState], n: int, *, available: dict[int, set[str]] | None
     ],
 )
 def test_eligibility_reasons(state: RepState, excluded: tuple[str, ...], reasons: tuple[str, ...]) -> None:
-    assert eligibility(state, excluded=excluded) == reasons
+    assert eligibility(state, now=T0, excluded=excluded) == reasons
 
 
 def test_decision_record_names_every_candidate_and_why() -> None:

@@ -236,8 +236,6 @@ def test_remove_rep_takes_them_out_of_routing() -> None:
         assert t(route(n))[0].rep_id == "b"  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason="head-of-line blocking: the drain stops at a head no free rep may take "
-                                       "(excluded_reps), so a later lead waits although a rep is free")
 def test_a_lead_behind_an_unassignable_head_is_still_assigned() -> None:
     t = Team(upsert("a"), upsert("b"), route(1), route(2))
     assert {t.s.holder_of("l1", "l1:1:1").rep_id, t.s.holder_of("l2", "l2:1:1").rep_id} == {"a", "b"}  # type: ignore[union-attr]
@@ -246,3 +244,45 @@ def test_a_lead_behind_an_unassignable_head_is_still_assigned() -> None:
     t(route(4))
     out = t(release(1, holder))
     assert [v.lead_id for v in out] == ["l4"]  # type: ignore[attr-defined]
+
+
+def test_fifo_holds_among_the_assignable_behind_a_blocked_head() -> None:
+    t = Team(upsert("a"), upsert("b"), route(1), route(2))
+    holder = t.s.holder_of("l1", "l1:1:1").rep_id  # type: ignore[union-attr]
+    t(route(3, excluded=(holder,)))
+    t(route(4))
+    t(route(5))
+    assert t.s.queue_depth == 3
+    (assigned,) = t(release(1, holder))
+    assert assigned.lead_id == "l4"  # type: ignore[attr-defined]
+    # l4 was taken from behind the head: a hole, not counted as waiting.
+    assert (t.s.queue_depth, t.s.queue_holes) == (2, 1)
+    other = "b" if holder == "a" else "a"
+    (assigned,) = t(release(2, other))
+    assert assigned.lead_id == "l3"  # type: ignore[attr-defined]
+    # The head moved over l3 and the hole behind it; l5 waits at the head.
+    assert (t.s.queue_head, t.s.queue_holes, t.s.queue_depth) == (2, 0, 1)
+    assert set(t.queue.entries) == {2}
+
+
+def test_a_new_lead_is_assigned_past_a_blocked_queue_without_waiting() -> None:
+    t = Team(upsert("a"), upsert("b"), route(1))
+    holder = t.s.holder_of("l1", "l1:1:1").rep_id  # type: ignore[union-attr]
+    other = "b" if holder == "a" else "a"
+    (queued,) = t(route(2, excluded=(other,)))  # only the holder may take it; they are full
+    assert isinstance(queued, LeadQueued)
+    (assigned,) = t(route(3))  # one answer, no LeadQueued first
+    assert isinstance(assigned, LeadAssigned) and assigned.rep_id == other
+    assert t.s.queue_depth == 1
+
+
+@pytest.mark.parametrize(("blocked", "assigned"), [(team.LOOKAHEAD - 1, True), (team.LOOKAHEAD, False)])
+def test_the_look_ahead_is_bounded(blocked: int, assigned: bool) -> None:
+    t = Team(upsert("a", capacity=1), upsert("b", capacity=0))
+    t(presence("a", "busy"))
+    for n in range(blocked):
+        t(route(n, excluded=("a",)))  # only b could, and b has no capacity
+    t(route(999))
+    assert t.s.queue_depth == blocked + 1
+    out = t(presence("a", "available"))
+    assert [v.lead_id for v in out] == (["l999"] if assigned else [])  # type: ignore[attr-defined]

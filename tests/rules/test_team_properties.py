@@ -1,13 +1,19 @@
 """Stateful property test of the team state machine, driven like the team agent drives it.
 
-Random interleavings of new and replayed RouteLeads, held / stale / replayed ReleaseLeads,
-presence changes and capacity changes (up and down); after every step the capacity, single
-holder, no-double-assignment, queue and drain invariants must hold.
+Random interleavings of new and replayed RouteLeads (some asking for skills or excluding reps),
+held / stale / replayed ReleaseLeads, presence changes, capacity, cap and weight changes (up and
+down), and time moving on by hours (working hours in several zones, a holiday, daily and weekly
+cap resets); after every step the capacity, caps, single holder, no-double-assignment, queue and
+drain invariants must hold, each against an oracle written independently of ``rules/``. At the
+end, with room made everywhere, every lead some rep may take is assigned.
 """
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import holidays
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -23,14 +29,48 @@ from rules.commands import (
     TeamCommand,
     UpsertRep,
 )
-from rules.team import TeamState, TeamTransition
+from rules.team import LOOKAHEAD, TeamState, TeamTransition
 from tests.rules._sim import T0, TeamDriver
 
 TEAM = "team-1"
 REP_IDS = ("rep-a", "rep-b", "rep-c", "rep-d", "rep-e")
+SKILLS = ("enterprise", "fintech")
 presences = st.sampled_from(("available", "busy", "offline"))
 capacities = st.integers(min_value=0, max_value=4)
 weights = st.integers(min_value=1, max_value=5)
+caps = st.none() | st.integers(min_value=1, max_value=4)
+skill_sets = st.sets(st.sampled_from(SKILLS)).map(lambda s: tuple(sorted(s)))
+strategies = st.sampled_from(("weighted_round_robin", "least_loaded", "most_available"))
+
+# Each rep's zone and hours are fixed (caps count in the zone); (opens, closes, weekdays).
+ZONES = {"rep-a": "UTC", "rep-b": "America/New_York", "rep-c": "Asia/Tokyo", "rep-d": "Asia/Kolkata",
+         "rep-e": "Europe/Madrid"}
+HOURS: dict[str, tuple[time, time, range] | None] = {
+    "rep-a": None, "rep-b": (time(9), time(17), range(0, 5)), "rep-c": (time(9), time(17), range(0, 5)),
+    "rep-d": None, "rep-e": (time(8), time(20), range(0, 7))}
+WORKING_HOURS: dict[str, dict[str, tuple[str, ...]]] = {"rep-a": {}, "rep-b": {"mon-fri": ("09:00-17:00",)}, "rep-c": {"mon-fri": ("09:00-17:00",)},
+                 "rep-d": {}, "rep-e": {"mon-sun": ("08:00-20:00",)}}
+HOLIDAYS = {"rep-e": "ES"}  # 2026-01-06 (Epiphany) is a day off for rep-e
+SPANISH = holidays.country_holidays("ES", years=range(2026, 2028))
+
+
+def _profile(rep_id: str, capacity: int, weight: int, daily: int | None, weekly: int | None,
+             skills: tuple[str, ...], strategy: str | None = None) -> RepProfile:
+    return RepProfile(rep_id=rep_id, team_id=TEAM, capacity=capacity, weight=weight, daily_cap=daily,
+                      weekly_cap=weekly, skills=skills, timezone=ZONES[rep_id], working_hours=WORKING_HOURS[rep_id],
+                      holidays_country=HOLIDAYS.get(rep_id), team_strategy=strategy,
+                      webhook_url=f"https://example.test/{rep_id}", webhook_secret="whsec_x")
+
+
+def _working(rep_id: str, at: datetime) -> bool:
+    local = at.astimezone(ZoneInfo(ZONES[rep_id]))
+    if rep_id in HOLIDAYS and local.date() in SPANISH:
+        return False
+    hours = HOURS[rep_id]
+    if hours is None:
+        return True
+    opens, closes, days = hours
+    return local.weekday() in days and opens <= local.time() < closes
 
 
 def _held(state: TeamState | None, rep_id: str) -> set[tuple[str, str]]:
@@ -50,6 +90,27 @@ class TeamMachine(RuleBasedStateMachine):
         self.released: set[str] = set()          # route ids whose assignment was released
         self.named: dict[str, str] = {}          # route id -> the rep every LeadAssigned named
         self.fresh: Counter[str] = Counter()     # route id -> times it was newly taken by a rep
+        self.taken: dict[str, list[datetime]] = {r: [] for r in REP_IDS}  # when each rep took leads
+
+    # --- the oracle: may ``rep_id`` take ``entry`` at ``at``? (independent of rules/) ------
+
+    def _taken_in(self, rep_id: str, at: datetime) -> tuple[int, int]:
+        zone = ZoneInfo(ZONES[rep_id])
+        day, week = at.astimezone(zone).date(), at.astimezone(zone).isocalendar()[:2]
+        times = [t.astimezone(zone) for t in self.taken[rep_id]]
+        return sum(t.date() == day for t in times), sum(t.isocalendar()[:2] == week for t in times)
+
+    def may_take(self, state: TeamState, rep_id: str, entry: RouteLead | None, at: datetime,
+                 extra_load: int = 0) -> bool:
+        rep = state.reps[rep_id]
+        day, week = self._taken_in(rep_id, at)
+        profile = rep.profile
+        return (rep.presence == "available" and rep.load + extra_load < profile.capacity
+                and _working(rep_id, at)
+                and (profile.daily_cap is None or day < profile.daily_cap)
+                and (profile.weekly_cap is None or week < profile.weekly_cap)
+                and (entry is None or (set(entry.required_skills) <= set(profile.skills)
+                                       and rep_id not in entry.excluded_reps)))
 
     # --- the agent loop, with the per-transition checks -------------------------------
 
@@ -75,6 +136,15 @@ class TeamMachine(RuleBasedStateMachine):
                 # Leads are added one by one; the last addition happened at load == final - 1.
                 assert rep.load <= rep.profile.capacity, f"{rep_id} took a lead at {rep.load - 1}/{rep.profile.capacity}"
                 assert rep.presence == "available", f"{rep_id} took a lead while {rep.presence}"
+                assert _working(rep_id, self.now), f"{rep_id} took a lead off hours at {self.now}"
+                for lead_id, route_id in sorted(added):
+                    entry = next(r for r in self.routes if r.route_id == route_id)
+                    assert set(entry.required_skills) <= set(rep.profile.skills), (rep_id, entry)
+                    assert rep_id not in entry.excluded_reps, (rep_id, entry)
+                    self.taken[rep_id].append(self.now)
+                day, week = self._taken_in(rep_id, self.now)
+                assert rep.profile.daily_cap is None or day <= rep.profile.daily_cap, f"{rep_id}: {day} today"
+                assert rep.profile.weekly_cap is None or week <= rep.profile.weekly_cap, f"{rep_id}: {week} this week"
             for _, route_id in added:
                 self.fresh[route_id] += 1
                 assert self.fresh[route_id] == 1, f"route {route_id} assigned twice"
@@ -93,6 +163,9 @@ class TeamMachine(RuleBasedStateMachine):
                 assert isinstance(value, LeadQueued)
                 assert value.depth >= 1
 
+        if self.drains(before, command):
+            self.check_drained(after)
+
         if isinstance(command, RouteLead):
             answers = [m.value for m in transition.outgoing
                        if m.value.route_id == command.route_id and isinstance(m.value, LeadAssigned | LeadQueued)]
@@ -103,23 +176,44 @@ class TeamMachine(RuleBasedStateMachine):
             else:
                 assert answers, f"RouteLead {command.route_id} neither assigned nor queued"
 
+    def drains(self, before: TeamState | None, command: TeamCommand) -> bool:
+        """Whether ``command`` makes the team serve its queue (replays do not)."""
+        if isinstance(command, RouteLead):
+            return before is None or (before.holder_of(command.lead_id, command.route_id) is None
+                                      and command.route_id not in before.released_routes
+                                      and not self.team.queue.contains(command.route_id))
+        if isinstance(command, SetPresence):
+            return before is not None and command.rep_id in before.reps
+        return isinstance(command, UpsertRep | ReleaseLead)
+
+    def check_drained(self, state: TeamState) -> None:
+        # Nobody may take any waiting lead inside the look-ahead window: otherwise it would be theirs.
+        for seq in range(state.queue_head, min(state.queue_tail, state.queue_head + LOOKAHEAD)):
+            entry = self.team.queue.entries.get(seq)
+            if entry is None or entry.route_id in self.released or state.holder_of(entry.lead_id, entry.route_id):
+                continue
+            takers = [r for r in state.reps if self.may_take(state, r, entry, self.now)]
+            assert not takers, f"{takers} may take waiting {entry.route_id} at {self.now}"
+
     # --- setup -----------------------------------------------------------------------
 
-    @initialize(reps=st.lists(st.tuples(capacities, weights, presences), min_size=1, max_size=len(REP_IDS)))
-    def make_team(self, reps: list[tuple[int, int, str]]) -> None:
-        for rep_id, (capacity, weight, presence) in zip(REP_IDS, reps):
-            self.send(UpsertRep(team_id=TEAM, at=self.now, profile=RepProfile(
-                rep_id=rep_id, team_id=TEAM, capacity=capacity, weight=weight,
-                webhook_url=f"https://example.test/{rep_id}", webhook_secret="whsec_x")))
+    @initialize(reps=st.lists(st.tuples(capacities, weights, presences, caps, caps, skill_sets),
+                              min_size=1, max_size=len(REP_IDS)), strategy=strategies)
+    def make_team(self, reps: list[tuple[int, int, str, int | None, int | None, tuple[str, ...]]],
+                  strategy: str) -> None:
+        for rep_id, (capacity, weight, presence, daily, weekly, skills) in zip(REP_IDS, reps):
+            self.send(UpsertRep(team_id=TEAM, at=self.now, profile=_profile(
+                rep_id, capacity, weight, daily, weekly, skills, strategy)))
             self.send(SetPresence(team_id=TEAM, rep_id=rep_id, status=presence, at=self.now))  # type: ignore[arg-type]
 
     # --- routing ---------------------------------------------------------------------
 
-    @rule()
-    def route_new_lead(self) -> None:
+    @rule(skills=st.just(()) | skill_sets, excluded=st.just(()) | st.sets(st.sampled_from(REP_IDS)).map(tuple))
+    def route_new_lead(self, skills: tuple[str, ...], excluded: tuple[str, ...]) -> None:
         lead_id = f"ld_{self.next_lead:04d}"
         self.next_lead += 1
-        command = RouteLead(team_id=TEAM, lead_id=lead_id, route_id=f"{lead_id}:1:1", requested_at=self.now)
+        command = RouteLead(team_id=TEAM, lead_id=lead_id, route_id=f"{lead_id}:1:1", requested_at=self.now,
+                            required_skills=skills, excluded_reps=excluded)
         self.routes.append(command)
         self.send(command)
 
@@ -183,12 +277,20 @@ class TeamMachine(RuleBasedStateMachine):
         # Unknown reps included: presence for a rep the team does not have changes nothing.
         self.send(SetPresence(team_id=TEAM, rep_id=rep_id, status=status, at=self.now))  # type: ignore[arg-type]
 
-    @rule(rep_id=st.sampled_from(REP_IDS), capacity=capacities, weight=weights)
-    def upsert_rep(self, rep_id: str, capacity: int, weight: int) -> None:
-        # Capacity moves up and down, sometimes below the rep's current load; new reps join.
-        self.send(UpsertRep(team_id=TEAM, at=self.now, profile=RepProfile(
-            rep_id=rep_id, team_id=TEAM, capacity=capacity, weight=weight,
-            webhook_url=f"https://example.test/{rep_id}", webhook_secret="whsec_x")))
+    @rule(rep_id=st.sampled_from(REP_IDS), capacity=capacities, weight=weights, daily=caps, weekly=caps,
+          skills=skill_sets)
+    def upsert_rep(self, rep_id: str, capacity: int, weight: int, daily: int | None, weekly: int | None,
+                   skills: tuple[str, ...]) -> None:
+        # Capacity and caps move up and down, sometimes below what the rep holds; new reps join.
+        self.send(UpsertRep(team_id=TEAM, at=self.now, profile=_profile(rep_id, capacity, weight, daily, weekly,
+                                                                        skills)))
+
+    # --- time ------------------------------------------------------------------------
+
+    @rule(hours=st.integers(min_value=1, max_value=30))
+    def time_passes(self, hours: int) -> None:
+        # Hours open and close, days and weeks turn (caps reset). The next command sees it.
+        self.now += timedelta(hours=hours)
 
     # --- invariants after every step -------------------------------------------------
 
@@ -209,13 +311,32 @@ class TeamMachine(RuleBasedStateMachine):
         assert not [k for k, n in held.items() if n > 1], held
 
     @invariant()
-    def drain_works(self) -> None:
+    def depth_counts_the_waiting(self) -> None:
         state = self.team.state
         if state is None:
             return
-        free = [r.rep_id for r in state.reps.values() if r.presence == "available" and r.load < r.profile.capacity]
-        if free:
-            assert state.queue_depth == 0, f"{free} could take a lead but {state.queue_depth} wait"
+        assert state.queue_depth == len(self.team.queue.entries), (state, self.team.queue.entries)
+
+    def teardown(self) -> None:
+        # Every routable lead is eventually assigned when capacity exists: make room everywhere
+        # (no caps, plenty of capacity, all skills, everyone available), then let a week go by.
+        state = self.team.state
+        if state is None:
+            return
+        for rep_id in state.reps:
+            self.send(UpsertRep(team_id=TEAM, at=self.now, profile=_profile(rep_id, 1000, 1, None, None, SKILLS)))
+            self.send(SetPresence(team_id=TEAM, rep_id=rep_id, status="available", at=self.now))
+        some_rep = next(iter(state.reps))
+        for _ in range(7 * 24):
+            self.now += timedelta(hours=1)
+            self.send(SetPresence(team_id=TEAM, rep_id=some_rep, status="available", at=self.now))
+        final = self.team.state
+        assert final is not None
+        held = {o.route_id for rep in final.reps.values() for o in rep.open_leads}
+        for entry in self.team.queue.entries.values():
+            if entry.route_id in held or entry.route_id in self.released:
+                continue
+            assert set(entry.excluded_reps) >= set(final.reps), f"routable {entry.route_id} never assigned"
 
     @invariant()
     def no_lead_lost(self) -> None:

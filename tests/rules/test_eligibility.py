@@ -1,0 +1,174 @@
+"""Eligibility filters one by one: the reason each gives, working hours, holidays and cap resets."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+
+from rules.commands import RepProfile, RouteLead
+from rules.eligibility import eligibility, lead_reasons, parse_working_hours, rep_reasons
+from rules.roster import OpenLead, RepState
+from tests.rules._sim import T0  # Monday 2026-01-05 09:00 UTC
+
+NINE_TO_FIVE = {"mon-fri": ("09:00-17:00",)}
+
+
+def rep(**profile: Any) -> RepState:
+    return RepState(profile=RepProfile(rep_id="a", team_id="t", **profile), presence="available")
+
+
+def lead(**fields: Any) -> RouteLead:
+    return RouteLead(team_id="t", lead_id="l1", route_id="l1:1:1", requested_at=T0, **fields)
+
+
+def assign(state: RepState, at: datetime, n: int = 1) -> RepState:
+    for i in range(n):
+        state = state.with_lead(OpenLead(lead_id=f"x{at.isoformat()}{i}", route_id=f"x{i}", assigned_at=at))
+    return state
+
+
+# --- working hours: the format -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hours", "parsed"),
+    [
+        ({}, {}),
+        ({"mon": ["09:00-17:00"]}, {0: ((time(9), time(17)),)}),
+        ({"mon-wed": ["09:00-12:00", "13:00-17:30"]},
+         {d: ((time(9), time(12)), (time(13), time(17, 30))) for d in (0, 1, 2)}),
+        ({"fri-mon": ["20:00-24:00"]}, {d: ((time(20), time(0)),) for d in (4, 5, 6, 0)}),
+        ({"Sat": ["00:00-24:00"]}, {5: ((time(0), time(0)),)}),
+    ],
+)
+def test_parse_working_hours(hours: dict[str, list[str]], parsed: dict[int, Any]) -> None:
+    assert parse_working_hours(hours) == parsed
+
+
+@pytest.mark.parametrize(
+    ("hours", "problem"),
+    [
+        ({"monday": ["09:00-17:00"]}, "use a weekday"),
+        ({"mon-fri-sat": ["09:00-17:00"]}, "use a weekday"),
+        ({"mon": ["9-17"]}, "is not HH:MM-HH:MM"),
+        ({"mon": ["17:00-09:00"]}, "closes before it opens"),
+        ({"mon": ["09:00-25:00"]}, "is not a time of day"),
+        ({"mon": "09:00-17:00"}, "give a list of spans"),
+        ({"mon": []}, "no spans given"),
+    ],
+)
+def test_parse_working_hours_errors(hours: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_working_hours(hours)
+
+
+# --- working hours and holidays, in the rep's zone ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("zone", "at", "open_"),
+    [
+        ("UTC", T0, True),                                        # Mon 09:00
+        ("UTC", T0 - timedelta(minutes=1), False),                # Mon 08:59
+        ("UTC", T0 + timedelta(hours=8), False),                  # Mon 17:00: closed
+        ("America/New_York", T0, False),                          # Mon 04:00 in New York
+        ("America/New_York", T0 + timedelta(hours=5), True),      # Mon 09:00 in New York
+        ("Asia/Tokyo", T0, False),                                # Mon 18:00 in Tokyo
+        ("Asia/Tokyo", T0 - timedelta(hours=8), True),            # Mon 10:00 in Tokyo
+        ("UTC", T0 + timedelta(days=5), False),                   # Saturday
+    ],
+)
+def test_working_hours_in_the_reps_zone(zone: str, at: datetime, open_: bool) -> None:
+    reasons = rep_reasons(rep(timezone=zone, working_hours=NINE_TO_FIVE), at)
+    assert (reasons == ()) is open_
+    if not open_:
+        assert reasons[0].startswith("outside working hours (") and zone in reasons[0]
+
+
+def test_no_working_hours_means_always_on() -> None:
+    for hours in range(0, 24 * 7, 5):
+        assert rep_reasons(rep(timezone="Asia/Tokyo"), T0 + timedelta(hours=hours)) == ()
+
+
+def test_holidays_in_the_reps_country() -> None:
+    epiphany = datetime(2026, 1, 6, 10, 0, tzinfo=UTC)  # a public holiday in Spain, not in the UK
+    spain = rep(timezone="Europe/Madrid", working_hours=NINE_TO_FIVE, holidays_country="ES")
+    assert rep_reasons(spain, epiphany) == ("on holiday (2026-01-06, ES)",)
+    assert rep_reasons(replace(spain, profile=replace(spain.profile, holidays_country="GB")), epiphany) == ()
+    # Holidays without hours: on every day but holidays.
+    always = rep(timezone="Europe/Madrid", holidays_country="ES")
+    assert rep_reasons(always, epiphany) == ("on holiday (2026-01-06, ES)",)
+    assert rep_reasons(always, epiphany + timedelta(days=1, hours=12)) == ()
+
+
+# --- skills, language, territory, exclusions ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "asks", "reasons"),
+    [
+        ({}, {}, ()),
+        ({"skills": ("enterprise",)}, {"required_skills": ("Enterprise",)}, ()),
+        ({"skills": ("enterprise",)}, {"required_skills": ("enterprise", "fintech")}, ("missing skills: fintech",)),
+        ({}, {"required_skills": ("fintech",)}, ("missing skills: fintech",)),
+        ({"languages": ("es", "en")}, {"language": "es-MX"}, ()),
+        ({"languages": ("en",)}, {"language": "es"}, ("does not speak es",)),
+        ({}, {"language": "es"}, ()),  # a rep who lists no languages is not restricted
+        ({"territories": ("ES", "PT")}, {"country": "es"}, ()),
+        ({"territories": ("US-CA",)}, {"country": "US", "region": "CA"}, ()),
+        ({"territories": ("US-CA",)}, {"country": "US", "region": "NY"}, ("territory US-NY not covered",)),
+        ({"territories": ("FR",)}, {"country": "DE"}, ("territory DE not covered",)),
+        ({"territories": ("FR",)}, {}, ()),   # a lead of unknown country asks for no territory
+        ({}, {"country": "DE"}, ()),          # empty territories: anywhere
+        ({}, {"excluded_reps": ("a",)}, ("excluded for this lead",)),
+        ({"skills": ("x",), "languages": ("en",), "territories": ("FR",)},
+         {"required_skills": ("y",), "language": "de", "country": "DE", "excluded_reps": ("a",)},
+         ("missing skills: y", "does not speak de", "territory DE not covered", "excluded for this lead")),
+    ],
+)
+def test_lead_requirements(profile: dict[str, Any], asks: dict[str, Any], reasons: tuple[str, ...]) -> None:
+    assert lead_reasons(rep(**profile), lead(**asks)) == reasons
+    assert eligibility(rep(**profile), now=T0, lead=lead(**asks)) == reasons
+
+
+def test_rep_filters_come_before_lead_filters() -> None:
+    state = replace(rep(capacity=1, skills=()), presence="busy")
+    state = assign(state, T0)
+    assert eligibility(state, now=T0, lead=lead(required_skills=("x",)), excluded=("a",)) == (
+        "presence is busy", "at capacity (1/1 open)", "missing skills: x", "excluded for this lead")
+
+
+# --- daily and weekly caps, reset in the rep's zone -----------------------------------------------
+
+
+def test_daily_cap_resets_at_local_midnight() -> None:
+    tokyo = rep(timezone="Asia/Tokyo", daily_cap=2, capacity=100)
+    # 09:00 UTC Monday is 18:00 Monday in Tokyo; local midnight comes at 15:00 UTC.
+    capped = assign(tokyo, T0, 2)
+    assert rep_reasons(capped, T0 + timedelta(hours=5)) == ("daily cap reached (2/2 today)",)
+    assert rep_reasons(capped, T0 + timedelta(hours=6)) == ()  # 00:00 Tuesday in Tokyo
+    again = assign(capped, T0 + timedelta(hours=6))
+    assert (again.day, again.day_count) == ("2026-01-06", 1)
+    # The same UTC instants for a UTC rep are one day: the cap still holds.
+    utc = assign(rep(daily_cap=2, capacity=100), T0, 2)
+    assert rep_reasons(utc, T0 + timedelta(hours=6)) == ("daily cap reached (2/2 today)",)
+
+
+def test_weekly_cap_resets_on_the_local_monday() -> None:
+    ny = rep(timezone="America/New_York", weekly_cap=3, capacity=100)
+    sunday_evening = datetime(2026, 1, 11, 23, 0, tzinfo=UTC)  # Sunday 18:00 in New York
+    capped = assign(assign(ny, T0 + timedelta(hours=5)), sunday_evening, 2)
+    assert capped.week_count == 3
+    assert rep_reasons(capped, sunday_evening + timedelta(hours=5)) == ("weekly cap reached (3/3 this week)",)
+    monday = datetime(2026, 1, 12, 5, 0, tzinfo=UTC)  # 00:00 Monday in New York
+    assert rep_reasons(capped, monday) == ()
+    assert capped.assigned_on(monday) == (0, 0)
+
+
+def test_caps_count_assignments_not_open_leads() -> None:
+    state = assign(rep(daily_cap=2, capacity=100), T0, 2)
+    released = state.without_lead(state.open_leads[0].lead_id, state.open_leads[0].route_id)
+    assert released.load == 1
+    assert rep_reasons(released, T0) == ("daily cap reached (2/2 today)",)
