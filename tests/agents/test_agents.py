@@ -21,7 +21,7 @@ from streams.agents import intake, lead, notifier, reps, team
 from streams.tables.lead_state import lead_state
 from streams.tables.rep_directory import rep_directory
 from streams.tables.team_state import queue_key, route_key, team_queue, team_state
-from tests.agents.conftest import FakeTopic, Published, until
+from tests.agents.conftest import FakeTopic, Published
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -42,7 +42,6 @@ async def test_team_agent_assigns_queues_and_drains(published: Published, monkey
         await agent.put(key=team_id, value=UpsertRep(team_id=team_id, profile=profile, at=NOW))
         await agent.put(key=team_id, value=_route(team_id, 1))
         await agent.put(key=team_id, value=_route(team_id, 2))
-        await until(lambda: len(published.messages) == 2)
         assert [type(v).__name__ for v in (m.value for m in published.messages)] == ["LeadAssigned", "LeadQueued"]
         # The waiting lead is in the queue table, with its route index.
         assert team_queue[queue_key(team_id, 0)] == _route(team_id, 2)
@@ -51,7 +50,6 @@ async def test_team_agent_assigns_queues_and_drains(published: Published, monkey
 
         await agent.put(key=team_id, value=ReleaseLead(team_id=team_id, lead_id="l1", route_id="l1:1:1",
                                                        rep_id="a", reason="test", at=NOW))
-        await until(lambda: len(published.values(LeadAssigned)) == 2)
     assigned = published.values(LeadAssigned)
     assert [a.lead_id for a in assigned] == ["l1", "l2"] and {a.rep_id for a in assigned} == {"a"}
     state = team_state[team_id]
@@ -67,7 +65,6 @@ async def test_team_agent_answers_a_replayed_route_without_a_second_queue_entry(
     async with team.run_teams.test_context() as agent:
         await agent.put(key=team_id, value=_route(team_id, 1))  # no reps: queued
         await agent.put(key=team_id, value=_route(team_id, 1))  # replay
-        await until(lambda: len(published.values(LeadQueued)) == 2)
     assert len(published.values(LeadQueued)) == 2
     assert team_state[team_id].queue_depth == 1
 
@@ -86,7 +83,6 @@ async def test_lead_agent_publishes_before_it_writes_the_state(
     published.on_publish = lambda _batch: seen_at_publish.append(lead_state.get(lead_id))
     async with lead.run_leads.test_context() as agent:
         await agent.put(key=lead_id, value=_capture(lead_id))
-        await until(lambda: lead_state.get(lead_id) is not None)
     # When the messages went out, the table did not hold the new state yet.
     assert seen_at_publish == [None]
     state = lead_state[lead_id]
@@ -102,7 +98,6 @@ async def test_lead_agent_notifies_the_assigned_rep(published: Published, monkey
     lead_id = _id("ld")
     async with lead.run_leads.test_context() as agent:
         await agent.put(key=lead_id, value=_capture(lead_id))
-        await until(lambda: published.values(RouteLead))
         route = published.values(RouteLead)[0]
         decision = RoutingDecision(team_id="default", strategy="weighted_round_robin", candidates=(),
                                    winner="a", reason="test", decided_at=NOW)
@@ -110,7 +105,6 @@ async def test_lead_agent_notifies_the_assigned_rep(published: Published, monkey
             lead_id=lead_id, route_id=route.route_id, team_id="default", rep_id="a", rep_name="Ana",
             webhook_url="https://hooks.example/a", webhook_secret="whsec_" + "A" * 43 + "=",
             decision=decision, assigned_at=NOW))
-        await until(lambda: published.values(Notify))
     (notify,) = published.values(Notify)
     assert notify.rep_id == "a" and notify.payload["type"] == "lead.assigned"
     assert lead_state[lead_id].routing == "assigned"
@@ -127,7 +121,6 @@ async def test_rep_agent_routes_rep_commands_to_the_team(published: Published, m
         await agent.put(key="ghost", value=ChangePresence(rep_id="ghost", status="busy", at=NOW))
         assert published.messages == []
         await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=profile, at=NOW))
-        await until(lambda: rep_directory.get(rep_id) is not None)
     assert rep_directory[rep_id] == RepEntry(rep_id=rep_id, team_id="t-a", updated_at=rep_directory[rep_id].updated_at)
     (upsert,) = published.values(UpsertRep)
     assert upsert.team_id == "t-a" and published.messages[0].key == "t-a"
