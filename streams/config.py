@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.providers import ProvidersConfig
+from connectors.rep_fields import HolidaysCountry, TimeZoneName, WorkingHours
 from leadflow.errors import ConfigError
 from rules.commands import RepProfile
 from rules.lead import LeadPolicy
@@ -69,7 +70,7 @@ class RepConfig(_Strict):
     skills: tuple[str, ...] = ()
     languages: tuple[str, ...] = ()
     territories: tuple[str, ...] = ()
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_secret_env: str | None = None
@@ -77,37 +78,9 @@ class RepConfig(_Strict):
     #: Most leads assigned per ISO week in the rep's time zone (no cap when absent).
     weekly_cap: int | None = Field(default=None, ge=1)
     #: Weekly hours in ``timezone``, e.g. ``{"mon-fri": ["09:00-17:00"]}``; absent: always on.
-    working_hours: dict[str, tuple[str, ...]] = {}
+    working_hours: WorkingHours = {}
     #: Country (ISO 3166-1 alpha-2) whose public holidays the rep does not work.
-    holidays_country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-
-    @field_validator("working_hours")
-    @classmethod
-    def _hours(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        from rules.eligibility import parse_working_hours
-
-        parse_working_hours(value)
-        return value
-
-    @field_validator("holidays_country")
-    @classmethod
-    def _country(cls, value: str | None) -> str | None:
-        from rules.eligibility import check_holidays_country
-
-        if value is not None:
-            check_holidays_country(value)
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Madrid)") from None
-        return value
+    holidays_country: HolidaysCountry | None = None
 
     def profile(self, team_id: str, env: Mapping[str, str], strategy: str | None = None) -> RepProfile:
         secret = self.webhook_secret
@@ -120,7 +93,8 @@ class RepConfig(_Strict):
             daily_cap=self.daily_cap, weight=self.weight, skills=self.skills, languages=self.languages,
             territories=self.territories, timezone=self.timezone, webhook_url=self.webhook_url,
             webhook_secret=secret, email=self.email, weekly_cap=self.weekly_cap,
-            working_hours=dict(self.working_hours), holidays_country=self.holidays_country,
+            working_hours={k: tuple(v) for k, v in self.working_hours.items()},
+            holidays_country=self.holidays_country,
             team_strategy=strategy,
         )
 

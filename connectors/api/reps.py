@@ -10,6 +10,7 @@ from connectors.api.context import authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from connectors.netguard import validate_webhook_url
+from connectors.rep_fields import HolidaysCountry, TimeZoneName, WorkingHours
 from connectors.webhooks import generate_secret, validate_secret
 from rules.commands import ChangePresence, PutRep, RepProfile
 from rules.team import TeamState
@@ -33,42 +34,13 @@ class _RepIn(BaseModel):
     skills: Annotated[list[_Tag], Field(max_length=50)] = []
     languages: Annotated[list[_Tag], Field(max_length=50)] = []
     territories: Annotated[list[_Tag], Field(max_length=200)] = []
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     webhook_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
     webhook_secret: str | None = None
     email: Annotated[str, StringConstraints(max_length=254)] | None = None
     weekly_cap: Annotated[int, Field(ge=1)] | None = None
-    working_hours: Annotated[dict[str, Annotated[list[str], Field(max_length=10)]], Field(max_length=7)] = {}
-    holidays_country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
-
-    @field_validator("working_hours")
-    @classmethod
-    def _hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        from rules.eligibility import parse_working_hours
-
-        parse_working_hours(value)
-        return value
-
-    @field_validator("holidays_country")
-    @classmethod
-    def _country(cls, value: str | None) -> str | None:
-        from rules.eligibility import check_holidays_country
-
-        if value is not None:
-            check_holidays_country(value)
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            # OSError: keys naming a tzdata directory ("America") or too long for the filesystem.
-            raise ValueError("unknown time zone; use an IANA name such as Europe/Madrid") from None
-        return value
+    working_hours: WorkingHours = {}
+    holidays_country: HolidaysCountry | None = None
 
     @field_validator("webhook_secret")
     @classmethod
