@@ -105,7 +105,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         merged = note(merged, policy, now, "touched", source=touch.source, channel=touch.channel)
         published = event(merged, "lead.touched", now, {"source": touch.source, "channel": touch.channel,
                                                       "touches": merged.touches})
-        return LeadTransition(state=merged, outgoing=(published,))
+        return LeadTransition(state=merged, outgoing=(published,) + _tell_owner(merged, command, now))
     team_id, why = select_team(country=command.lead.country, source=command.lead.source,
                                rules=policy.team_rules, default_team=policy.default_team)
     cycle = 1 if state is None else state.cycle + 1
@@ -127,6 +127,28 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     published = event(fresh, f"lead.{kind}", now, {"source": touch.source, "channel": touch.channel,
                                                 "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead)})
     return LeadTransition(state=fresh, outgoing=(published, route_command(fresh)))
+
+
+def _tell_owner(state: LeadState, command: CaptureLead, now: datetime) -> tuple[Outgoing, ...]:
+    """The rep who holds the lead hears that the person came back (a new touch, no new assignment)."""
+    a = state.assignment
+    if state.routing != "assigned" or a is None or not a.webhook_url or not a.webhook_secret:
+        return ()
+    touch = state.last_touch
+    body = {
+        "type": "lead.touched",
+        "timestamp": now,
+        "data": {
+            "lead_id": state.lead_id, "cycle": state.cycle, "lead": asdict(state.lead),
+            "rep": {"rep_id": a.rep_id, "name": a.rep_name}, "team_id": a.team_id,
+            "touch": {"source": touch.source, "channel": touch.channel, "campaign": touch.campaign, "at": touch.at},
+            "touches": state.touches, "sla_deadline": state.sla_deadline,
+        },
+    }
+    notify = Notify(webhook_id=webhook_id_for(a.route_id, f"lead.touched|{command.capture_id}"),
+                    event_type="lead.touched", lead_id=state.lead_id, rep_id=a.rep_id, url=a.webhook_url,
+                    secret=a.webhook_secret, payload=body, created_at=now)
+    return (Outgoing(channel="notifications", key=state.lead_id, value=notify),)
 
 
 def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:

@@ -92,7 +92,11 @@ async def test_a_posted_lead_reaches_the_reps_receiver_signed(
                                                         "source": "inbound"}) as r:
         assert (await _json(r))["status"] == "duplicate"
     await eventually(lambda: _touches(api, worker, lead_id, 2), what="the second touch")
-    assert len(receiver.for_lead(lead_id)) == 1
+    # Ana is told the person came back; there is no second assignment.
+    touched = await eventually(lambda: [d for d in receiver.for_lead(lead_id)
+                                        if d["payload"]["type"] == "lead.touched"], what="the touch webhook")
+    assert touched[0]["verified"] and touched[0]["rep_id"] == "ana"
+    assert [d["payload"]["type"] for d in receiver.for_lead(lead_id)] == ["lead.assigned", "lead.touched"]
 
     # The worker's own metrics saw it, in base units with the exact 60 s bucket.
     async with api.get(f"{worker.url}/metrics") as r:

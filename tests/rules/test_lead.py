@@ -104,6 +104,16 @@ def test_new_touch_of_an_open_lead_merges_without_rerouting() -> None:
     assert state.lead.company == "Analytical Engines"  # a sparser touch never erases
     assert state.lead.title == "CTO"
     assert state.first_touch.capture_id == "cap-1" and state.last_touch.capture_id == "cap-2"
+    # The public event, and the owner is told: no RouteLead, no second assignment.
+    event, told = (m.value for m in out)
+    assert event["type"] == "lead.touched"
+    assert isinstance(told, Notify) and told.event_type == "lead.touched" and told.rep_id == "rep-a"
+    assert told.payload["data"]["touch"]["source"] == "ads" and told.payload["data"]["touches"] == 2
+
+
+def test_a_touch_of_a_queued_lead_tells_nobody() -> None:
+    state, out = run(capture(), queued(), capture("cap-2", minutes=5))
+    assert state is not None and state.touches == 2
     assert [m.value["type"] for m in out] == ["lead.touched"]
 
 
