@@ -127,3 +127,41 @@ async def test_a_crash_before_the_deadline_still_escalates_exactly_once(
         assert kinds[("manager", "lead.escalated")] == 1, kinds
     finally:
         worker.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_release_to_pool_hands_the_lead_to_the_overflow_team(
+    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+) -> None:
+    spec.config_yaml = f"""
+routing: {{default_team: sdr}}
+sla:
+  policies:
+    - {{name: fast, first_contact: 2, steps: [{{kind: release_to_pool, after: 1}}]}}
+teams:
+  - id: sdr
+    overflow_team: pool
+    reps:
+      - {{id: ana, capacity: 5, webhook_url: "{receiver.url}/hooks/ana", webhook_secret: "{SECRET}"}}
+  - id: pool
+    reps:
+      - {{id: pat, capacity: 5, webhook_url: "{receiver.url}/hooks/pat", webhook_secret: "{SECRET}"}}
+"""
+    receiver.secrets.update({"ana": SECRET, "pat": SECRET})
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        lead_id = await _post(api, worker, "slow.team@pool.example")
+        await eventually(lambda: _kinds(receiver, lead_id)[("pat", "lead.assigned")] >= 1, timeout=30,
+                         what="the overflow team's rep assigned")
+        await asyncio.sleep(2)
+        assert _kinds(receiver, lead_id) == Counter({("ana", "lead.assigned"): 1, ("ana", "lead.reassigned"): 1,
+                                                     ("pat", "lead.assigned"): 1})
+        lead = await _lead(api, worker, lead_id)
+        assert lead["team_id"] == "pool" and lead["assignment"]["rep_id"] == "pat"
+        assert "released_to_pool" in [e["kind"] for e in lead["timeline"]]
+        # Ana's capacity came back.
+        async with api.get(f"{worker.url}/v1/teams/sdr") as r:
+            assert (await r.json())["open_leads"] == 0
+    finally:
+        worker.stop()
