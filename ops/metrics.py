@@ -62,6 +62,9 @@ class Metrics:
         self.sla_escalations = Counter(
             "leadflow_sla_escalations_total", "SLA escalation steps taken, by team and action.",
             ["team", "action"], registry=r)
+        self.sla_at_risk = Counter(
+            "leadflow_sla_at_risk_total", "Queued leads estimated to miss their first-contact deadline, by team.",
+            ["team"], registry=r)
         self.team_queue_depth = Gauge(
             "leadflow_team_queue_depth", "Leads waiting in a team's queue (reported by the owning worker).",
             ["team"], registry=r)

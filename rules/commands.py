@@ -131,6 +131,8 @@ class LeadQueued:
     depth: int
     decision: RoutingDecision
     queued_at: datetime
+    #: How long the lead will likely wait, from the team's recent drain rate (None: no data yet).
+    expected_wait_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,7 @@ from rules.commands import (
     ReleaseLead,
     SlaDue,
 )
-from rules.lead_sla import next_timer, record_activity, sla_due, start_sla
+from rules.lead_sla import breach_risk, next_timer, record_activity, sla_due, start_sla
 from rules.lead_state import (
     OPEN,
     Assignment,
@@ -220,8 +220,10 @@ def _queued(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> LeadTr
     queued = note(queued, policy, command.queued_at, "queued", team_id=command.team_id, depth=command.depth,
                    why=command.decision.reason)
     published = event(queued, "lead.queued", command.queued_at, {"team_id": command.team_id, "depth": command.depth,
+                                                               "expected_wait_s": command.expected_wait_s,
                                                                "decision": asdict(command.decision)})
-    return LeadTransition(state=queued, outgoing=(published,))
+    queued, warnings = breach_risk(queued, command, policy)
+    return LeadTransition(state=queued, outgoing=(published, *warnings))
 
 
 def _delivered(state: LeadState, command: RecordDelivery, policy: LeadPolicy) -> LeadTransition:

@@ -15,10 +15,10 @@ re-checks here and acts at most once per (lead, cycle, step):
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from rules.commands import Notify, Outgoing, RecordActivity, ReleaseLead, SlaDue
+from rules.commands import LeadQueued, Notify, Outgoing, RecordActivity, ReleaseLead, SlaDue
 from rules.lead_state import (
     OPEN,
     LeadPolicy,
@@ -34,7 +34,7 @@ from rules.lead_state import (
 from sla.ladder import next_due, plan_deadlines
 from sla.policy import select_policy
 
-__all__ = ["CONTACT_TYPES", "start_sla", "sla_due", "record_activity", "next_timer"]
+__all__ = ["CONTACT_TYPES", "start_sla", "sla_due", "record_activity", "next_timer", "breach_risk"]
 
 #: Activity types that count as contacting the lead (a note does not).
 CONTACT_TYPES = frozenset({"call", "email", "meeting", "sms"})
@@ -93,6 +93,31 @@ def sla_due(state: LeadState, command: SlaDue, now: datetime, policy: LeadPolicy
     return LeadTransition(state=state, outgoing=tuple(outgoing))
 
 
+def breach_risk(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> tuple[LeadState, list[Outgoing]]:
+    """Warn early, once per cycle, when the queue will likely keep the lead past its deadline.
+
+    The team estimates the wait from its queue depth and recent drain rate; when the lead would
+    still be waiting at its first-contact deadline, the manager is alerted now rather than after
+    the breach, and ``lead.sla_at_risk`` is published.
+    """
+    track = state.sla
+    if track is None or track.at_risk_at is not None or command.expected_wait_s is None or not track.deadlines:
+        return state, []
+    deadline = track.deadlines[0].due_at
+    expected = command.queued_at + timedelta(seconds=command.expected_wait_s)
+    if expected <= deadline:
+        return state, []
+    now = command.queued_at
+    state = replace(state, sla=replace(track, at_risk_at=now))
+    state = note(state, policy, now, "sla_at_risk", expected_wait_s=round(command.expected_wait_s, 1),
+                 depth=command.depth)
+    outgoing = [event(state, "lead.sla_at_risk", now, {
+        "team_id": command.team_id, "depth": command.depth, "expected_wait_s": command.expected_wait_s,
+        "deadline": deadline, "expected_assignment": expected})]
+    outgoing += _notify_manager(state, 0, now, policy, reason="at_risk")
+    return state, outgoing
+
+
 def _payload(state: LeadState, kind: str, now: datetime, extra: dict[str, Any]) -> dict[str, Any]:
     return {"type": kind, "timestamp": now, "data": {
         "lead_id": state.lead_id, "cycle": state.cycle, "team_id": state.team_id,
@@ -112,15 +137,16 @@ def _notify_rep(state: LeadState, kind: str, step: int, now: datetime) -> list[O
     return [Outgoing(channel="notifications", key=state.lead_id, value=notify)]
 
 
-def _notify_manager(state: LeadState, step: int, now: datetime, policy: LeadPolicy) -> list[Outgoing]:
+def _notify_manager(state: LeadState, step: int, now: datetime, policy: LeadPolicy,
+                    reason: str = "escalation") -> list[Outgoing]:
     manager = policy.managers.get(state.team_id)
     if manager is None:
         return []
     holder = state.assignment.rep_id if state.assignment and state.routing == "assigned" else None
-    notify = Notify(webhook_id=webhook_id_for(f"{state.lead_id}:{state.cycle}", f"lead.escalated.{step}"),
+    notify = Notify(webhook_id=webhook_id_for(f"{state.lead_id}:{state.cycle}", f"lead.escalated.{step}.{reason}"),
                     event_type="lead.escalated", lead_id=state.lead_id, rep_id=None, url=manager.url,
                     secret=manager.secret, payload=_payload(state, "lead.escalated", now, {
-                        "step": step, "rep_id": holder, "routing": state.routing,
+                        "step": step, "reason": reason, "rep_id": holder, "routing": state.routing,
                         "timeline": [{"at": e.at, "kind": e.kind} for e in state.timeline[-10:]]}),
                     created_at=now)
     return [Outgoing(channel="notifications", key=state.lead_id, value=notify)]

@@ -59,6 +59,8 @@ class SlaTrack:
     breached_at: datetime | None = None
     stopped_at: datetime | None = None
     previous_reps: tuple[str, ...] = ()
+    #: When a queue estimate first said the deadline would be missed (the early warning fires once).
+    at_risk_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

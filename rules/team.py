@@ -35,6 +35,7 @@ from rules.routing import DEFAULT_STRATEGY, STRATEGIES, Choice, choose_rep
 __all__ = ["LOOKAHEAD", "TeamState", "QueueReader", "QueueWrite", "TeamTransition", "apply", "new_team"]
 
 #: How many queue entries from the head one drain may look at for a lead someone can take.
+_RATE_WINDOW = 50
 LOOKAHEAD = 50
 
 # How many released route ids a team remembers. A RouteLead redelivered after its assignment
@@ -58,6 +59,19 @@ class TeamState:
     strategy: str = DEFAULT_STRATEGY
     # Entries taken from behind a blocked head: deleted slots in [queue_head, queue_tail).
     queue_holes: int = 0
+    # When the latest assignments happened (newest last, bounded): the team's drain rate, from
+    # which a waiting lead's expected wait is estimated.
+    recent_assignments: tuple[datetime, ...] = ()
+
+    def expected_wait_s(self, position: int, now: datetime) -> float | None:
+        """Seconds until the lead at ``position`` in the queue is likely assigned (None: no data)."""
+        stamps = self.recent_assignments
+        if len(stamps) < 2:
+            return None
+        span = (now - stamps[0]).total_seconds()
+        if span <= 0:
+            return None
+        return position * span / len(stamps)
 
     @property
     def queue_depth(self) -> int:
@@ -193,6 +207,7 @@ def _route(work: _Work, command: RouteLead, now: datetime) -> None:
     work.emit(command.lead_id, LeadQueued(
         lead_id=command.lead_id, route_id=command.route_id, team_id=work.state.team_id,
         depth=work.state.queue_depth, decision=decision, queued_at=now,
+        expected_wait_s=work.state.expected_wait_s(work.state.queue_depth, now),
     ))
 
 
@@ -210,7 +225,8 @@ def _try_assign(work: _Work, command: RouteLead, now: datetime) -> bool:
         OpenLead(lead_id=command.lead_id, route_id=command.route_id, assigned_at=now)
     )
     reps[winner.rep_id] = winner
-    work.state = replace(work.state, reps=reps, routed_total=work.state.routed_total + 1)
+    recent = (work.state.recent_assignments + (now,))[-_RATE_WINDOW:]
+    work.state = replace(work.state, reps=reps, routed_total=work.state.routed_total + 1, recent_assignments=recent)
     work.emit(command.lead_id, _assigned(work.state, winner, command, choice.decision, now))
     return True
 

@@ -46,6 +46,8 @@ def _observe(outgoing: tuple[Outgoing, ...]) -> None:
         kind, data = event["type"], event["data"]
         if kind == "lead.sla_breached":
             metrics.sla_breaches.labels(data["team_id"]).inc()
+        elif kind == "lead.sla_at_risk":
+            metrics.sla_at_risk.labels(data["team_id"]).inc()
         elif kind == "lead.escalated":
             metrics.sla_escalations.labels(data["team_id"], data["action"]).inc()
         if kind == "lead.assigned":

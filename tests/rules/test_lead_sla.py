@@ -4,12 +4,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from rules import lead
-from rules.commands import Notify, RecordActivity, ReleaseLead, RouteLead, SlaDue
+import pytest
+
+from rules.commands import LeadQueued, Notify, RecordActivity, ReleaseLead, RouteLead, SlaDue
 from rules.lead import LeadPolicy, LeadState, next_timer
 from rules.lead_state import Endpoint
 from sla.policy import EscalationStep, SlaPolicy
 from tests.rules._sim import T0
-from tests.rules.test_lead import LEAD_ID, assigned, capture
+from tests.rules.test_lead import LEAD_ID, assigned, capture, decision
 
 FAST = SlaPolicy(name="fast", first_contact_s=60, steps=(
     EscalationStep("remind", 0), EscalationStep("reassign", 60), EscalationStep("alert_manager", 120),
@@ -142,3 +144,26 @@ def test_a_deadline_of_another_cycle_is_ignored() -> None:
     transition = lead.apply(state, SlaDue(lead_id=LEAD_ID, cycle=2, step=0, due_at=T0), T0 + timedelta(hours=1),
                             POLICY)
     assert transition.state == state and transition.outgoing == ()
+
+
+def _queued(expected_wait_s: float | None) -> LeadQueued:
+    return LeadQueued(lead_id=LEAD_ID, route_id=f"{LEAD_ID}:1:1", team_id="inbound", depth=7,
+                      decision=decision(None), queued_at=T0 + timedelta(seconds=1), expected_wait_s=expected_wait_s)
+
+
+def test_a_queue_that_will_outlast_the_deadline_warns_the_manager_once() -> None:
+    state = lead.apply(None, capture(), T0, POLICY).state
+    transition = lead.apply(state, _queued(expected_wait_s=600), T0, POLICY)
+    kinds = [m.value["type"] if isinstance(m.value, dict) else m.value.event_type for m in transition.outgoing]
+    assert kinds == ["lead.queued", "lead.sla_at_risk", "lead.escalated"]
+    alert = transition.outgoing[-1].value
+    assert isinstance(alert, Notify) and alert.url == MANAGER.url and alert.payload["data"]["reason"] == "at_risk"
+    assert transition.state is not None and transition.state.sla is not None
+    assert transition.state.sla.at_risk_at is not None
+
+
+@pytest.mark.parametrize("wait", [None, 30.0])
+def test_no_warning_without_an_estimate_or_when_the_wait_fits(wait: float | None) -> None:
+    state = lead.apply(None, capture(), T0, POLICY).state
+    transition = lead.apply(state, _queued(expected_wait_s=wait), T0, POLICY)
+    assert [m.value["type"] for m in transition.outgoing] == ["lead.queued"]

@@ -286,3 +286,10 @@ def test_the_look_ahead_is_bounded(blocked: int, assigned: bool) -> None:
     assert t.s.queue_depth == blocked + 1
     out = t(presence("a", "available"))
     assert [v.lead_id for v in out] == (["l999"] if assigned else [])  # type: ignore[attr-defined]
+
+
+def test_the_expected_wait_follows_the_recent_drain_rate() -> None:
+    assert TeamState(team_id="t").expected_wait_s(3, T0) is None  # no data: no estimate
+    stamps = tuple(T0 + timedelta(seconds=10 * i) for i in range(5))  # one assignment every 10 s
+    busy = TeamState(team_id="t", recent_assignments=stamps)
+    assert busy.expected_wait_s(3, T0 + timedelta(seconds=50)) == 3 * 50 / 5
