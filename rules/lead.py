@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from rules.capture import CapturedLead, Touch
+from rules.enrichment import enrich
 from rules.commands import (
     CaptureLead,
     DispositionLead,
@@ -95,9 +96,11 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         # Replay of a capture already applied: only re-ask for routing, in case that send was lost.
         return LeadTransition(state=state, outgoing=(route_command(state),) if state.routing == "routing" else ())
     if state is not None and state.routing in OPEN:
+        merged_lead = _merge(state.lead, command.lead)
         merged = replace(
             state,
-            lead=_merge(state.lead, command.lead),
+            lead=merged_lead,
+            enrichment=enrich(merged_lead),
             last_touch=touch,
             touches=state.touches + 1,
             recent_captures=(state.recent_captures + (command.capture_id,))[-policy.recent_capture_limit:],
@@ -123,10 +126,15 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     kind = "captured" if state is None else "reopened"
     fresh = note(fresh, policy, now, kind, source=touch.source, channel=touch.channel, team_id=team_id, why=why)
     # The SLA clock runs from the start of the cycle: a lead waiting in a queue rots too.
-    fresh = start_sla(fresh, command.captured_at, policy)
+    fresh = start_sla(replace(fresh, enrichment=enrich(fresh.lead)), command.captured_at, policy)
     published = event(fresh, f"lead.{kind}", now, {"source": touch.source, "channel": touch.channel,
-                                                "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead)})
+                                                "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead),
+                                                "enrichment": _enrichment(fresh)})
     return LeadTransition(state=fresh, outgoing=(published, route_command(fresh)))
+
+
+def _enrichment(state: LeadState) -> dict[str, Any] | None:
+    return asdict(state.enrichment) if state.enrichment is not None else None
 
 
 def _tell_owner(state: LeadState, command: CaptureLead, now: datetime) -> tuple[Outgoing, ...]:
@@ -197,6 +205,7 @@ def _notifications(state: LeadState, command: LeadAssigned) -> tuple[Outgoing, .
             "lead_id": state.lead_id,
             "cycle": state.cycle,
             "lead": asdict(state.lead),
+            "enrichment": _enrichment(state),
             "rep": {"rep_id": assignment.rep_id, "name": assignment.rep_name},
             "team_id": assignment.team_id,
             "why": {"reason": assignment.decision.reason, "strategy": assignment.decision.strategy,

@@ -8,6 +8,7 @@ from typing import Any, Literal, TypeAlias
 
 from rules.capture import CapturedLead, Touch
 from rules.commands import LeadAssigned, Outgoing, ReleaseLead, RouteLead, RoutingDecision
+from rules.enrichment import Enrichment
 from rules.routing import TeamRule
 from sla.calendar import BusinessCalendar
 from sla.ladder import Deadline
@@ -103,6 +104,8 @@ class LeadState:
     recent_captures: tuple[str, ...] = ()
     timeline: tuple[TimelineEntry, ...] = ()
     sla: SlaTrack | None = None
+    #: Built-in enrichment of the merged lead (e-mail type, company, seniority, department...).
+    enrichment: Enrichment | None = None
     contacted_at: datetime | None = None
     recent_activities: tuple[str, ...] = ()
 

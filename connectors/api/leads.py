@@ -160,6 +160,7 @@ def lead_view(state: LeadState) -> dict[str, Any]:
         "touches": state.touches, "first_touch": asdict(state.first_touch), "last_touch": asdict(state.last_touch),
         "assignment": assignment, "sla_deadline": state.sla_deadline, "notified_at": state.notified_at,
         "contacted_at": state.contacted_at, "sla": _sla_view(state),
+        "enrichment": asdict(state.enrichment) if state.enrichment is not None else None,
         "timeline": [asdict(e) for e in state.timeline],
     }
 

@@ -212,6 +212,10 @@ def _schemas() -> dict[str, Schema]:
             "first_touch": _ref("Touch"), "last_touch": _ref("Touch"), "assignment": _nullable(_ref("Assignment")),
             "sla_deadline": _nullable(_TIME), "notified_at": _nullable(_TIME),
             "contacted_at": _nullable(_TIME), "sla": _nullable(_ref("SlaView")),
+            "enrichment": _nullable({"type": "object", "description": (
+                "Built-in enrichment: email_type (corporate, free, disposable, role, none), email_domain, "
+                "company_domain, company_guess, phone_country, phone_type, seniority, department, and the "
+                "reasons for each.")}),
             "timeline": {"type": "array", "items": _ref("TimelineEntry")},
         }, description="The lead's current state and its recent timeline."),
         "SlaStep": _object({"step": _INT, "kind": {"enum": ["breach", "remind", "reassign", "alert_manager",

@@ -74,6 +74,9 @@ async def test_a_posted_lead_reaches_the_reps_receiver_signed(
     assert body["data"]["lead"]["email"] == "maria.lopez@northwind.example"
     assert body["data"]["why"]["reason"]
     assert body["data"]["sla_deadline"]
+    enrichment = body["data"]["enrichment"]  # built in: no outside service
+    assert (enrichment["email_type"], enrichment["seniority"], enrichment["department"]) == ("corporate", "vp", "sales")
+    assert enrichment["company_domain"] == "northwind.example"
 
     async def notified() -> Any:
         status, lead = await _get(api, f"{worker.url}/v1/leads/{lead_id}")
