@@ -122,7 +122,8 @@ def validate_webhook_url(url: str, *, allow_private: bool) -> str | None:
     """Why ``url`` cannot be a webhook destination, or None; for config/API time (no DNS)."""
     try:
         parsed = URL(url)
-    except (ValueError, TypeError) as exc:
+        _ = parsed.host  # yarl decodes IDNA lazily: a malformed punycode label fails only here
+    except (ValueError, TypeError, UnicodeError) as exc:
         return f"not a valid URL: {exc}"
     return _static_problem(parsed, allow_private=allow_private)
 
@@ -144,7 +145,8 @@ async def check_destination(
     """
     try:
         parsed = url if isinstance(url, URL) else URL(url)
-    except (ValueError, TypeError) as exc:
+        _ = parsed.host  # yarl decodes IDNA lazily: a malformed punycode label fails only here
+    except (ValueError, TypeError, UnicodeError) as exc:
         # Not the parser's message: it may quote the URL, and this text reaches logs.
         raise DestinationRefused("not a valid URL") from exc
     if (problem := _static_problem(parsed, allow_private=allow_private)) is not None:

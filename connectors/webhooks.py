@@ -262,5 +262,5 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
 def _host_for_logs(url: str) -> str:
     try:
         return URL(url).host or "-"
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnicodeError):
         return "-"

@@ -65,11 +65,12 @@ def redirect_problem(raw: str, allowed_hosts: Collection[str]) -> str | None:
         return "must be an absolute http or https URL"
     try:
         url = URL(raw)
-    except ValueError:
+        # yarl decodes IDNA hosts lazily: a malformed punycode label fails here, not above.
+        host = (url.host or "").lower().rstrip(".")
+    except (ValueError, UnicodeError):
         return "not a valid URL"
     if url.user is not None or url.password is not None:
         return "must not carry a user name or password"
-    host = (url.host or "").lower().rstrip(".")
     if not allowed_hosts:
         return "no redirect hosts are configured (allowed_redirect_hosts)"
     if host not in {h.lower().rstrip(".") for h in allowed_hosts}:

@@ -252,3 +252,11 @@ async def test_guarded_resolver_defaults_to_the_threaded_resolver() -> None:
     with pytest.raises(DestinationRefused, match="loopback"):
         await strict.resolve("127.0.0.1", 80)
     await strict.close()
+
+
+@pytest.mark.parametrize("url", ["http://xn--/hook", "https://XN--/a", "https://a.xn--/b"])
+async def test_malformed_punycode_hosts_are_refused_not_crashed(url: str) -> None:
+    problem = validate_webhook_url(url, allow_private=True)
+    assert problem is not None and "not a valid URL" in problem
+    with pytest.raises(DestinationRefused):
+        await check_destination(url, allow_private=True)
