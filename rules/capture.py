@@ -11,6 +11,7 @@ __all__ = [
     "CapturedLead",
     "Touch",
     "normalize_email",
+    "identity_email",
     "normalize_phone",
     "derive_lead_id",
 ]
@@ -68,6 +69,36 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+#: Providers that deliver ``name+anything@`` to ``name@``: the tag does not make another person.
+_PLUS_IGNORED = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
+    "icloud.com", "me.com", "mac.com", "fastmail.com", "fastmail.fm", "proton.me", "protonmail.com",
+    "pm.me", "yahoo.com",
+})
+#: Providers that ignore dots in the local part (``j.doe`` is ``jdoe``).
+_DOTS_IGNORED = frozenset({"gmail.com", "googlemail.com"})
+
+
+def identity_email(email: str) -> str:
+    """The form of a normalized e-mail that identifies the person behind it.
+
+    Sub-addresses (``+tag``) are dropped where the provider delivers them to the same mailbox,
+    and dots where the provider ignores them, so ``Ana.Diaz+ads@gmail.com`` and
+    ``anadiaz@googlemail.com`` are one lead. Corporate domains are left alone: their servers
+    may treat ``+`` and dots as part of a different mailbox.
+    """
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return email
+    if domain == "googlemail.com":
+        domain = "gmail.com"
+    if domain in _PLUS_IGNORED:
+        local = local.split("+", 1)[0]
+    if domain in _DOTS_IGNORED:
+        local = local.replace(".", "")
+    return f"{local}@{domain}"
+
+
 def derive_lead_id(*, email: str | None, phone: str | None, source: str, external_id: str | None) -> str:
     """Derive the deterministic ``lead_id`` from normalized identity.
 
@@ -76,7 +107,7 @@ def derive_lead_id(*, email: str | None, phone: str | None, source: str, externa
     into logs, URLs and topic keys.
     """
     if email:
-        basis = f"email:{email}"
+        basis = f"email:{identity_email(email)}"
     elif phone:
         basis = f"phone:{phone}"
     elif external_id:

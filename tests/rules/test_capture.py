@@ -127,3 +127,22 @@ def test_lead_ids_carry_no_personal_data(email: str, digits: str, source: str, e
         for secret in secrets:
             # Short fragments could occur in any hex string by chance; 8+ characters cannot.
             assert len(secret) < 8 or secret not in lead_id
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("ana.diaz+ads@gmail.com", "anadiaz@gmail.com"),
+    ("anadiaz@googlemail.com", "ana.diaz@gmail.com"),
+    ("ana+newsletter@outlook.com", "ana@outlook.com"),
+])
+def test_sub_addresses_and_ignored_dots_are_one_person(a: str, b: str) -> None:
+    assert derive_lead_id(email=a, phone=None, source="web", external_id=None) == \
+        derive_lead_id(email=b, phone=None, source="web", external_id=None)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("ana+sales@acme.example", "ana@acme.example"),   # a corporate server may route +sales elsewhere
+    ("a.na@outlook.com", "ana@outlook.com"),          # Outlook does not ignore dots
+])
+def test_other_addresses_stay_distinct(a: str, b: str) -> None:
+    assert derive_lead_id(email=a, phone=None, source="web", external_id=None) != \
+        derive_lead_id(email=b, phone=None, source="web", external_id=None)
