@@ -223,13 +223,12 @@ def clock() -> FakeClock:
 
 
 def build_app(engine: FakeEngine, metrics: Metrics, clock: FakeClock, *, redis: FakeRedis | None = None,
-              client_max_size: int = 64 * 1024, max_batch: int = 10,
-              webhook_allow_private: bool = False) -> web.Application:
-    """The API exactly as a worker mounts it, over the fakes."""
+              client_max_size: int = 64 * 1024, max_batch: int = 10, **context: Any) -> web.Application:
+    """The API exactly as a worker mounts it, over the fakes; ``context`` sets other ApiContext fields."""
     store = CaptureStore(redis or FakeRedis(),  # type: ignore[arg-type]
                          on_degraded=lambda op: metrics.redis_degraded.labels(op).inc())
     ctx = ApiContext(engine=engine, keyring=Keyring({}, KEYS.items()), store=store, clock=clock,
-                     metrics=metrics, max_batch=max_batch, webhook_allow_private=webhook_allow_private)
+                     metrics=metrics, max_batch=max_batch, **context)
     app = web.Application(client_max_size=client_max_size)
     mount_api(app, ctx)
     return app

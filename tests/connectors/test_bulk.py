@@ -4,26 +4,20 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientResponse
 from jsonschema import Draft202012Validator
 
-from connectors.api import ApiContext, mount_api
 from connectors.api.bulk import CHUNK_ROWS
 from connectors.api.openapi import openapi_document
-from connectors.auth import Keyring
-from connectors.capture_store import CaptureStore
 from leadflow.cli import main
 from leadflow.errors import TransientError
 from ops.metrics import Metrics
-from sla.clock import FakeClock
-from tests.connectors.conftest import AUTH, KEYS, Client, FakeEngine, FakeRedis
+from tests.connectors.conftest import AUTH, KEYS, Client, ClientFactory, FakeEngine
 from tests.connectors.test_api import error_of, fields_of, sample
 from tests.connectors.test_openapi import _conforms
 
@@ -35,19 +29,8 @@ Serve = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-async def serve(engine: FakeEngine, metrics: Metrics, clock: FakeClock) -> AsyncIterator[Serve]:
-    async with AsyncExitStack() as stack:
-        async def make(**options: Any) -> Client:
-            ctx = ApiContext(engine=engine, keyring=Keyring({}, KEYS.items()), store=CaptureStore(FakeRedis()),  # type: ignore[arg-type]
-                             clock=clock, metrics=metrics, **options)
-            # A small body limit: a streamed import must not be bound by it.
-            app = web.Application(client_max_size=64 * 1024)
-            mount_api(app, ctx)
-            client: Client = TestClient(TestServer(app))
-            await client.start_server()
-            stack.push_async_callback(client.close)
-            return client
-        yield make
+def serve(make_client: ClientFactory) -> Serve:
+    return make_client
 
 
 @pytest.fixture

@@ -1,27 +1,20 @@
 """HTML form posts: field mapping, the redirect back to the site, refusals, and no 5xx whatever the body."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.api import ApiContext, mount_api
 from connectors.api.forms import redirect_problem
-from connectors.auth import Keyring
-from connectors.capture_store import CaptureStore
 from leadflow.errors import TransientError
 from ops.metrics import Metrics
-from sla.clock import FakeClock
-from tests.connectors.conftest import AUTH, KEYS, Client, FakeEngine, FakeRedis
+from tests.connectors.conftest import AUTH, Client, ClientFactory, FakeEngine
 from tests.connectors.test_api import error_of, fields_of, sample
 from tests.connectors.test_openapi import _conforms
 
@@ -32,18 +25,10 @@ Serve = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-async def serve(engine: FakeEngine, metrics: Metrics, clock: FakeClock) -> AsyncIterator[Serve]:
-    async with AsyncExitStack() as stack:
-        async def make(**options: Any) -> Client:
-            ctx = ApiContext(engine=engine, keyring=Keyring({}, KEYS.items()), store=CaptureStore(FakeRedis()),  # type: ignore[arg-type]
-                             clock=clock, metrics=metrics, **{"allowed_redirect_hosts": HOSTS, **options})
-            app = web.Application(client_max_size=64 * 1024)
-            mount_api(app, ctx)
-            client: Client = TestClient(TestServer(app))
-            await client.start_server()
-            stack.push_async_callback(client.close)
-            return client
-        yield make
+def serve(make_client: ClientFactory) -> Serve:
+    async def make(**options: Any) -> Client:
+        return await make_client(**{"allowed_redirect_hosts": HOSTS, **options})
+    return make
 
 
 @pytest.fixture

@@ -5,28 +5,23 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.api import ApiContext, mount_api
-from connectors.auth import Keyring
-from connectors.capture_store import CaptureStore
 from connectors.providers import FacebookSettings, Providers, ProvidersConfig, TypeformSettings
 from connectors.providers.facebook import FieldDatum, GraphLeadFetcher
 from connectors.rate_limit import RateLimiter
 from leadflow.errors import ConfigError, PermanentError, TransientError
 from ops.metrics import Metrics
-from sla.clock import FakeClock
-from tests.connectors.conftest import KEYS, Client, FakeEngine, FakeRedis
+from tests.connectors.conftest import Client, ClientFactory, FakeEngine
 from tests.connectors.test_api import error_of, fields_of, sample
 from tests.connectors.test_openapi import _conforms
 from tests.connectors.test_rate_limit import GcraRedis
@@ -59,22 +54,14 @@ def fetcher() -> StandInFetcher:
 
 
 @pytest.fixture
-async def serve(engine: FakeEngine, metrics: Metrics, clock: FakeClock, fetcher: StandInFetcher) -> AsyncIterator[Serve]:
-    async with AsyncExitStack() as stack:
-        async def make(providers: Providers | None = None, **options: Any) -> Client:
-            if providers is None:
-                providers = Providers(
-                    facebook=FacebookSettings(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN, fetcher=fetcher),
-                    typeform=TypeformSettings(secret=TF_SECRET, forms=FORM_MAP))
-            ctx = ApiContext(engine=engine, keyring=Keyring({}, KEYS.items()), store=CaptureStore(FakeRedis()),  # type: ignore[arg-type]
-                             clock=clock, metrics=metrics, providers=providers, **options)
-            app = web.Application(client_max_size=64 * 1024)
-            mount_api(app, ctx)
-            client: Client = TestClient(TestServer(app))
-            await client.start_server()
-            stack.push_async_callback(client.close)
-            return client
-        yield make
+def serve(make_client: ClientFactory, fetcher: StandInFetcher) -> Serve:
+    async def make(providers: Providers | None = None, **options: Any) -> Client:
+        if providers is None:
+            providers = Providers(
+                facebook=FacebookSettings(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN, fetcher=fetcher),
+                typeform=TypeformSettings(secret=TF_SECRET, forms=FORM_MAP))
+        return await make_client(providers=providers, **options)
+    return make
 
 
 @pytest.fixture
