@@ -210,6 +210,10 @@ class RouteLead:
     country: str | None = None
     #: Region or state inside the country (ISO 3166-2 suffix such as ``CA``, or a name).
     region: str | None = None
+    #: Queue priority: 0 is served first; leads of one priority wait in arrival order (tier, then age).
+    priority: int = 2
+    #: The rep who owns the lead's account (lead-to-account match): preferred when eligible.
+    account_owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
