@@ -148,6 +148,9 @@ class RecordDelivery:
     status: int | None
     error: str | None
     at: datetime
+    #: The message will never be delivered (``410 Gone``, another 4xx, or the retry schedule ran
+    #: out); an undeliverable ``lead.assigned`` makes the lead look for another rep.
+    dead_lettered: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

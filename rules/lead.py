@@ -26,6 +26,7 @@ from rules.commands import (
     ReleaseLead,
     SlaDue,
 )
+from rules.lead_delivery import record_delivery
 from rules.lead_sla import breach_risk, next_timer, record_activity, sla_due, start_sla
 from rules.lead_state import (
     OPEN,
@@ -76,7 +77,7 @@ def apply(state: LeadState | None, command: LeadCommand, now: datetime, policy: 
     if isinstance(command, LeadQueued):
         return _queued(state, command, policy)
     if isinstance(command, RecordDelivery):
-        return _delivered(state, command, policy)
+        return record_delivery(state, command, now, policy)
     if isinstance(command, SlaDue):
         return sla_due(state, command, now, policy)
     if isinstance(command, RecordActivity):
@@ -233,20 +234,6 @@ def _queued(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> LeadTr
                                                                "decision": asdict(command.decision)})
     queued, warnings = breach_risk(queued, command, policy)
     return LeadTransition(state=queued, outgoing=(published, *warnings))
-
-
-def _delivered(state: LeadState, command: RecordDelivery, policy: LeadPolicy) -> LeadTransition:
-    kind = "notified" if command.delivered else "notification_failed"
-    if any(e.kind == kind and e.detail.get("webhook_id") == command.webhook_id for e in state.timeline):
-        return LeadTransition(state=state)
-    updated = state
-    if command.delivered and state.notified_at is None:
-        updated = replace(updated, notified_at=command.at)
-    detail = {"webhook_id": command.webhook_id, "event_type": command.event_type, "rep_id": command.rep_id,
-              "attempts": command.attempts, "status": command.status, "error": command.error}
-    updated = note(updated, policy, command.at, kind, **detail)
-    extra = {"notify_seconds": (command.at - state.last_touch.at).total_seconds()} if command.delivered else {}
-    return LeadTransition(state=updated, outgoing=(event(updated, f"lead.{kind}", command.at, {**detail, **extra}),))
 
 
 def _disposition(state: LeadState, command: DispositionLead, now: datetime, policy: LeadPolicy) -> LeadTransition:

@@ -1,0 +1,65 @@
+"""The lead hears how its webhooks went: delivered, failing (retries under way), or dead-lettered.
+
+An assignment whose ``lead.assigned`` webhook was dead-lettered (``410 Gone``, a 4xx, or the
+whole Standard Webhooks retry schedule failed) was never seen by its rep: the lead is taken
+back and routed again in its team, never back to a rep who already had it in this cycle.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from rules.commands import Outgoing, RecordDelivery, ReleaseLead
+from rules.lead_state import LeadPolicy, LeadState, LeadTransition, event, note, route_command
+
+__all__ = ["record_delivery"]
+
+
+def record_delivery(state: LeadState, command: RecordDelivery, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    if command.delivered:
+        kind = "notified"
+    elif command.dead_lettered:
+        kind = "notification_dead_lettered"
+    else:
+        kind = "notification_failed"
+    if any(e.kind == kind and e.detail.get("webhook_id") == command.webhook_id for e in state.timeline):
+        return LeadTransition(state=state)
+    updated = state
+    if command.delivered and state.notified_at is None:
+        updated = replace(updated, notified_at=command.at)
+    detail = {"webhook_id": command.webhook_id, "event_type": command.event_type, "rep_id": command.rep_id,
+              "attempts": command.attempts, "status": command.status, "error": command.error}
+    updated = note(updated, policy, command.at, kind, **detail)
+    extra = {"notify_seconds": (command.at - state.last_touch.at).total_seconds()} if command.delivered else {}
+    outgoing = [event(updated, f"lead.{kind}", command.at, {**detail, **extra})]
+    if command.dead_lettered:
+        updated, moved = _reassign_unreachable(updated, command, now, policy)
+        outgoing += moved
+    return LeadTransition(state=updated, outgoing=tuple(outgoing))
+
+
+def _reassign_unreachable(state: LeadState, command: RecordDelivery, now: datetime,
+                          policy: LeadPolicy) -> tuple[LeadState, list[Outgoing]]:
+    """Take the lead from a rep its assignment never reached, and route it again."""
+    a = state.assignment
+    # Only the current assignment's own webhook counts: a late report about an older
+    # assignment, a reminder, or a replay after the lead already moved changes nothing.
+    if (state.routing != "assigned" or a is None or command.event_type != "lead.assigned"
+            or a.webhook_id != command.webhook_id):
+        return state, []
+    previous = tuple(dict.fromkeys((state.sla.previous_reps if state.sla else ()) + (a.rep_id,)))
+    seq = state.route_seq + 1
+    moved = replace(state, routing="routing", route_seq=seq, route_id=f"{state.lead_id}:{state.cycle}:{seq}",
+                    assignment=None, sla=replace(state.sla, previous_reps=previous) if state.sla else None)
+    moved = note(moved, policy, now, "reassigned", from_rep=a.rep_id, team_id=moved.team_id,
+                 reason="unreachable")
+    outgoing = [
+        Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
+            team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
+            reason="webhook dead-lettered: rep unreachable", at=now)),
+        event(moved, "lead.reassigned", now, {"from_rep": a.rep_id, "team_id": moved.team_id,
+                                              "reason": "unreachable", "excluded": list(previous),
+                                              "webhook_error": command.error}),
+        route_command(moved, excluded=previous),
+    ]
+    return moved, outgoing
