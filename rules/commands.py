@@ -187,8 +187,21 @@ class SlaDue:
     due_at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerOffer:
+    """The rep's answer to an offer (teams with the accept handshake): accept, or decline with a reason."""
+
+    lead_id: str
+    rep_id: str
+    route_id: str
+    accepted: bool
+    reason: str | None = None
+    at: datetime
+
+
 LeadCommand: TypeAlias = (
     CaptureLead | LeadAssigned | LeadQueued | RecordDelivery | DispositionLead | RecordActivity | SlaDue
+    | AnswerOffer
 )
 
 
@@ -260,7 +273,18 @@ class SetPresence:
     at: datetime
 
 
-TeamCommand: TypeAlias = RouteLead | ReleaseLead | UpsertRep | RemoveRep | SetPresence
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WithdrawLead:
+    """The lead left this team's queue unassigned (it overflowed to another team after waiting)."""
+
+    team_id: str
+    lead_id: str
+    route_id: str
+    reason: str
+    at: datetime
+
+
+TeamCommand: TypeAlias = RouteLead | ReleaseLead | UpsertRep | RemoveRep | SetPresence | WithdrawLead
 
 
 # --- rep.commands (key: rep_id) -------------------------------------------------------

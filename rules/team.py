@@ -5,10 +5,17 @@ entries live outside the state (one small table value per waiting lead, keyed by
 number) so a long queue never makes every write re-serialize the whole team; the state keeps
 only the head and tail sequence numbers, and ``queue`` reads entries by number.
 
-The drain serves the queue in FIFO order among the leads someone may take: a head entry nobody
+The queue is a priority queue, tier then age: one FIFO *lane* per priority (``RouteLead.priority``,
+0 served first), each lane a range of sequence numbers of its own. The drain serves the lanes in
+priority order and each lane in FIFO order among the leads someone may take: a head entry nobody
 can take now (every free rep excluded, lacking a skill, ...) is skipped, not waited on. The skip
-looks at most ``LOOKAHEAD`` entries past the head per transition, so a transition stays bounded
-however long the queue; an entry taken from the middle leaves a hole the head later steps over.
+looks at most ``LOOKAHEAD`` entries past a lane's head per transition, so a transition stays
+bounded however long the queue; an entry taken from the middle leaves a hole the head later
+steps over.
+
+A lead can also leave the queue without an assignment (``WithdrawLead``: it overflowed to
+another team after waiting too long): its route is remembered as released, so an entry the team
+could not delete at once is dropped, never assigned, when the drain reaches it.
 """
 from __future__ import annotations
 
@@ -27,16 +34,46 @@ from rules.commands import (
     SetPresence,
     TeamCommand,
     UpsertRep,
+    WithdrawLead,
 )
 from rules.roster import OpenLead, RepState
 from rules.eligibility import rep_reasons
 from rules.routing import DEFAULT_STRATEGY, STRATEGIES, Choice, choose_rep
 
-__all__ = ["LOOKAHEAD", "TeamState", "QueueReader", "QueueWrite", "TeamTransition", "apply", "new_team"]
+__all__ = ["LOOKAHEAD", "MAX_PRIORITY", "Lane", "TeamState", "QueueReader", "QueueWrite", "QueueSlot", "TeamTransition",
+           "apply", "new_team", "lane_base"]
 
-#: How many queue entries from the head one drain may look at for a lead someone can take.
 _RATE_WINDOW = 50
+#: How many queue entries from a lane's head one drain may look at for a lead someone can take.
 LOOKAHEAD = 50
+#: Priorities are clamped into ``[0, MAX_PRIORITY]``; 0 is served first.
+MAX_PRIORITY = 9
+# Each priority lane owns the sequence numbers [priority * span, (priority + 1) * span).
+_LANE_SPAN = 1 << 40
+
+
+def lane_base(priority: int) -> int:
+    """The first sequence number of a priority's lane."""
+    return priority * _LANE_SPAN
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lane:
+    """One priority's FIFO: entries at sequence numbers ``[head, tail)``, ``holes`` of them taken."""
+
+    priority: int
+    head: int
+    tail: int
+    holes: int = 0
+
+    @property
+    def depth(self) -> int:
+        return self.tail - self.head - self.holes
+
+    @property
+    def span(self) -> int:
+        """How many slots the drain would walk to see every entry (holes included)."""
+        return self.tail - self.head
 
 # How many released route ids a team remembers. A RouteLead redelivered after its assignment
 # was released comes from the short at-least-once replay window, so a small bound suffices.
@@ -49,16 +86,14 @@ class TeamState:
 
     team_id: str
     reps: dict[str, RepState] = field(default_factory=dict)
-    queue_head: int = 0
-    queue_tail: int = 0
+    #: The queue's priority lanes, in priority order (a lane stays once created: at most 10).
+    lanes: tuple[Lane, ...] = ()
     routed_total: int = 0
     # Route ids whose assignment was released (newest last, bounded): a replayed RouteLead for
     # one of them must not assign the lead a second time, to this rep or another.
     released_routes: tuple[str, ...] = ()
     #: How reps are picked (``rules.routing.STRATEGIES``); set by config-born ``UpsertRep``.
     strategy: str = DEFAULT_STRATEGY
-    # Entries taken from behind a blocked head: deleted slots in [queue_head, queue_tail).
-    queue_holes: int = 0
     # When the latest assignments happened (newest last, bounded): the team's drain rate, from
     # which a waiting lead's expected wait is estimated.
     recent_assignments: tuple[datetime, ...] = ()
@@ -75,7 +110,22 @@ class TeamState:
 
     @property
     def queue_depth(self) -> int:
-        return self.queue_tail - self.queue_head - self.queue_holes
+        return sum(lane.depth for lane in self.lanes)
+
+    def lane(self, priority: int) -> Lane:
+        for lane in self.lanes:
+            if lane.priority == priority:
+                return lane
+        base = lane_base(priority)
+        return Lane(priority=priority, head=base, tail=base)
+
+    def with_lane(self, lane: Lane) -> TeamState:
+        others = [existing for existing in self.lanes if existing.priority != lane.priority]
+        return replace(self, lanes=tuple(sorted([*others, lane], key=lambda x: x.priority)))
+
+    def waiting_ahead(self, priority: int) -> int:
+        """Leads served before or with a lead of ``priority`` queued now (itself included once queued)."""
+        return sum(lane.depth for lane in self.lanes if lane.priority <= priority)
 
     def holder_of(self, lead_id: str, route_id: str) -> RepState | None:
         for rep in self.reps.values():
@@ -93,6 +143,10 @@ class QueueReader(Protocol):
         """Whether a RouteLead with this ``route_id`` is waiting in the queue."""
         ...
 
+    def seq_of(self, route_id: str) -> int | None:
+        """The sequence number of the waiting RouteLead with this ``route_id`` (None: not known)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueWrite:
@@ -100,6 +154,13 @@ class QueueWrite:
 
     seq: int
     entry: RouteLead | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSlot:
+    """Where a waiting route sits in the queue (the value of the queue's route index)."""
+
+    seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +189,9 @@ class _Work:
             return self.writes[seq]
         return self.queue.get(seq)
 
+    def set_lane(self, lane: Lane) -> None:
+        self.state = self.state.with_lane(lane)
+
     def is_queued(self, route_id: str) -> bool:
         for entry in self.writes.values():
             if entry is not None and entry.route_id == route_id:
@@ -152,6 +216,8 @@ def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: Q
     elif isinstance(command, ReleaseLead):
         _release(work, command)
         _drain(work, now)
+    elif isinstance(command, WithdrawLead):
+        _withdraw(work, command)
     elif isinstance(command, UpsertRep):
         _upsert(work, command)
         _drain(work, now)
@@ -193,22 +259,31 @@ def _route(work: _Work, command: RouteLead, now: datetime) -> None:
         ))
         return
     # Serve the waiting leads first (time may have made some assignable). Afterwards every entry
-    # the drain looked at is one nobody may take, so when it looked at the whole queue this lead
-    # jumps no assignable one by being assigned straight away.
+    # the drain looked at is one nobody may take, so when it looked at every lane served before
+    # or with this lead, it jumps no assignable one by being assigned straight away.
     _drain(work, now)
-    if work.state.queue_tail - work.state.queue_head < LOOKAHEAD and _try_assign(work, command, now):
+    priority = priority_of(command)
+    ahead_seen = all(lane.span < LOOKAHEAD for lane in work.state.lanes if lane.priority <= priority)
+    if ahead_seen and _try_assign(work, command, now):
         return
-    seq = work.state.queue_tail
-    work.writes[seq] = command
-    work.state = replace(work.state, queue_tail=seq + 1)
+    lane = work.state.lane(priority)
+    work.writes[lane.tail] = command
+    work.set_lane(replace(lane, tail=lane.tail + 1))
+    position = work.state.waiting_ahead(priority)
     decision = _choose(work, command, now).decision
-    if work.state.queue_depth > 1:
-        decision = replace(decision, reason=f"{decision.reason}; {work.state.queue_depth - 1} lead(s) already waiting")
+    if position > 1:
+        decision = replace(decision, reason=f"{decision.reason}; {position - 1} lead(s) to be served first")
+    if priority != 2:
+        decision = replace(decision, reason=f"{decision.reason}; queue priority {priority}")
     work.emit(command.lead_id, LeadQueued(
         lead_id=command.lead_id, route_id=command.route_id, team_id=work.state.team_id,
         depth=work.state.queue_depth, decision=decision, queued_at=now,
-        expected_wait_s=work.state.expected_wait_s(work.state.queue_depth, now),
+        expected_wait_s=work.state.expected_wait_s(position, now),
     ))
+
+
+def priority_of(command: RouteLead) -> int:
+    return min(max(command.priority, 0), MAX_PRIORITY)
 
 
 def _choose(work: _Work, command: RouteLead, now: datetime) -> Choice:
@@ -232,43 +307,76 @@ def _try_assign(work: _Work, command: RouteLead, now: datetime) -> bool:
 
 
 def _drain(work: _Work, now: datetime) -> None:
-    """Assign waiting leads oldest first, skipping (not stopping at) entries nobody may take.
+    """Assign waiting leads by priority, then oldest first, skipping entries nobody may take.
 
-    Looks at the ``LOOKAHEAD`` entries from the head (the window slides as the head moves), so
-    one call visits at most that many entries nobody may take plus those it removes. Taking a
-    lead only ever makes reps less able to take more (load and caps go up), so one pass in
-    order is FIFO among the assignable.
+    In each lane it looks at the ``LOOKAHEAD`` entries from the head (the window slides as the
+    head moves), so one call visits at most that many entries nobody may take per lane plus
+    those it removes. Taking a lead only ever makes reps less able to take more (load and caps
+    go up), so one pass in order is priority-then-FIFO among the assignable.
     """
-    seq = work.state.queue_head
-    while seq < min(work.state.queue_tail, work.state.queue_head + LOOKAHEAD):
-        if not any(not rep_reasons(rep, now) for rep in work.state.reps.values()):
-            break  # nobody can take anything now: the rest of the look-ahead would be wasted
-        seq = max(seq, work.state.queue_head)
+    for priority in [lane.priority for lane in work.state.lanes]:
+        if not _anyone_free(work, now):
+            return
+        _drain_lane(work, priority, now)
+
+
+def _anyone_free(work: _Work, now: datetime) -> bool:
+    return any(not rep_reasons(rep, now) for rep in work.state.reps.values())
+
+
+def _drain_lane(work: _Work, priority: int, now: datetime) -> None:
+    seq = work.state.lane(priority).head
+    while True:
+        lane = work.state.lane(priority)
+        if seq >= min(lane.tail, lane.head + LOOKAHEAD):
+            return
+        if not _anyone_free(work, now):
+            return  # nobody can take anything now: the rest of the look-ahead would be wasted
+        seq = max(seq, lane.head)
         entry = work.entry(seq)
         if entry is not None:  # None: a hole left by an earlier skip, which the head walks over
             stale = (work.state.holder_of(entry.lead_id, entry.route_id) is not None
                      or entry.route_id in work.state.released_routes)
             if stale or _try_assign(work, entry, now):
-                work.dequeued.add(entry.route_id)
-                work.writes[seq] = None
-                if seq == work.state.queue_head:
-                    work.state = replace(work.state, queue_head=seq + 1)
-                else:
-                    work.state = replace(work.state, queue_holes=work.state.queue_holes + 1)
-        _advance_head(work)
+                _take_out(work, priority, seq, entry.route_id)
+        _advance_head(work, priority)
         seq += 1
 
 
-def _advance_head(work: _Work) -> None:
-    """Move the head over holes (entries already taken from behind it)."""
-    state = work.state
-    head, holes = state.queue_head, state.queue_holes
-    while head < state.queue_tail and work.entry(head) is None:
+def _take_out(work: _Work, priority: int, seq: int, route_id: str) -> None:
+    """Delete the entry at ``seq`` from its lane: the head moves, or a hole is left behind it."""
+    work.dequeued.add(route_id)
+    work.writes[seq] = None
+    lane = work.state.lane(priority)
+    if seq == lane.head:
+        work.set_lane(replace(lane, head=seq + 1))
+    else:
+        work.set_lane(replace(lane, holes=lane.holes + 1))
+
+
+def _advance_head(work: _Work, priority: int) -> None:
+    """Move a lane's head over holes (entries already taken from behind it)."""
+    lane = work.state.lane(priority)
+    head, holes = lane.head, lane.holes
+    while head < lane.tail and work.entry(head) is None:
         work.writes[head] = None
         head, holes = head + 1, max(0, holes - 1)
-    holes = min(holes, state.queue_tail - head)
-    if (head, holes) != (state.queue_head, state.queue_holes):
-        work.state = replace(state, queue_head=head, queue_holes=holes)
+    holes = min(holes, lane.tail - head)
+    if (head, holes) != (lane.head, lane.holes):
+        work.set_lane(replace(lane, head=head, holes=holes))
+
+
+def _withdraw(work: _Work, command: WithdrawLead) -> None:
+    """The lead left the queue (overflowed elsewhere): never assign this route here."""
+    if work.state.holder_of(command.lead_id, command.route_id) is not None:
+        return  # already assigned here: the lead hands that assignment back itself
+    released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
+    work.state = replace(work.state, released_routes=released)
+    seq = work.queue.seq_of(command.route_id) if work.is_queued(command.route_id) else None
+    if seq is not None and work.entry(seq) is not None:
+        priority = seq // _LANE_SPAN
+        _take_out(work, priority, seq, command.route_id)
+        _advance_head(work, priority)
 
 
 def _release(work: _Work, command: ReleaseLead) -> None:

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from rules import commands
 from rules.lead import LeadState, SlaTimer
 from rules.reps import RepEntry
-from rules.team import TeamState
+from rules.team import QueueSlot, TeamState
 
 __all__ = ["CODEC", "SCHEMA", "encode", "decode", "WIRE_TYPES"]
 
@@ -28,6 +28,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.DispositionLead, commands.RouteLead, commands.ReleaseLead, commands.UpsertRep,
         commands.RemoveRep, commands.SetPresence, commands.PutRep, commands.ChangePresence,
         commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, RepEntry,
+        commands.AnswerOffer, commands.WithdrawLead, QueueSlot,
     )
 }
 

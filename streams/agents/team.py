@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rules.team import TeamState, apply
+from rules.team import QueueSlot, TeamState, apply
 from streams.app import app, runtime
 from streams.tables.team_state import TeamQueue, queue_key, route_key, team_queue, team_state
 from streams.topics import publish, team_commands
@@ -44,7 +44,7 @@ async def run_teams(commands: Any) -> None:
                     team_queue.pop(route_key(team_id, gone.route_id), None)
             else:
                 team_queue[key] = write.entry
-                team_queue[route_key(team_id, write.entry.route_id)] = write.entry
+                team_queue[route_key(team_id, write.entry.route_id)] = QueueSlot(seq=write.seq)
         if transition.state is not current:
             team_state[team_id] = transition.state
         runtime.metrics.commands_processed.labels("team", name).inc()

@@ -6,6 +6,7 @@ land in the team's partition; queue keys are ``"{team_id}:{seq}"``.
 from __future__ import annotations
 
 from rules.commands import RouteLead
+from rules.team import QueueSlot
 from streams.tables._table import entity_table
 
 __all__ = ["team_state", "team_queue", "queue_key", "route_key", "TeamQueue"]
@@ -13,8 +14,8 @@ __all__ = ["team_state", "team_queue", "queue_key", "route_key", "TeamQueue"]
 team_state = entity_table("team_state", help="TeamState by team_id (written only by the team agent).")
 team_queue = entity_table(
     "team_queue",
-    help="Waiting RouteLead commands by '{team_id}:{seq}', indexed by '{team_id}@{route_id}' "
-         "(written only by the team agent).",
+    help="Waiting RouteLead commands by '{team_id}:{seq}', indexed by '{team_id}@{route_id}' -> "
+         "QueueSlot (written only by the team agent).",
 )
 
 
@@ -38,3 +39,7 @@ class TeamQueue:
 
     def contains(self, route_id: str) -> bool:
         return route_key(self.team_id, route_id) in team_queue
+
+    def seq_of(self, route_id: str) -> int | None:
+        slot = team_queue.get(route_key(self.team_id, route_id))
+        return slot.seq if isinstance(slot, QueueSlot) else None

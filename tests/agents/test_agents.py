@@ -17,6 +17,7 @@ from rules.commands import (
 )
 from rules.lead import LeadState
 from rules.reps import RepEntry
+from rules.team import QueueSlot, lane_base
 from streams.agents import intake, lead, notifier, reps, team
 from streams.tables.lead_state import lead_state
 from streams.tables.rep_directory import rep_directory
@@ -44,8 +45,9 @@ async def test_team_agent_assigns_queues_and_drains(published: Published, monkey
         await agent.put(key=team_id, value=_route(team_id, 2))
         assert [type(v).__name__ for v in (m.value for m in published.messages)] == ["LeadAssigned", "LeadQueued"]
         # The waiting lead is in the queue table, with its route index.
-        assert team_queue[queue_key(team_id, 0)] == _route(team_id, 2)
-        assert route_key(team_id, "l2:1:1") in team_queue
+        seq = lane_base(_route(team_id, 2).priority)
+        assert team_queue[queue_key(team_id, seq)] == _route(team_id, 2)
+        assert team_queue[route_key(team_id, "l2:1:1")] == QueueSlot(seq=seq)
         assert team_state[team_id].queue_depth == 1
 
         await agent.put(key=team_id, value=ReleaseLead(team_id=team_id, lead_id="l1", route_id="l1:1:1",
@@ -54,7 +56,7 @@ async def test_team_agent_assigns_queues_and_drains(published: Published, monkey
     assert [a.lead_id for a in assigned] == ["l1", "l2"] and {a.rep_id for a in assigned} == {"a"}
     state = team_state[team_id]
     assert state.queue_depth == 0 and [o.lead_id for o in state.reps["a"].open_leads] == ["l2"]
-    assert queue_key(team_id, 0) not in team_queue and route_key(team_id, "l2:1:1") not in team_queue
+    assert queue_key(team_id, seq) not in team_queue and route_key(team_id, "l2:1:1") not in team_queue
 
 
 async def test_team_agent_answers_a_replayed_route_without_a_second_queue_entry(

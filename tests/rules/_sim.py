@@ -29,6 +29,9 @@ class QueueTable:
     def contains(self, route_id: str) -> bool:
         return any(entry.route_id == route_id for entry in self.entries.values())
 
+    def seq_of(self, route_id: str) -> int | None:
+        return next((seq for seq, entry in self.entries.items() if entry.route_id == route_id), None)
+
     def write(self, writes: tuple[QueueWrite, ...]) -> None:
         for write in writes:
             if write.entry is None:

@@ -15,8 +15,9 @@ from rules.commands import (
     RouteLead,
     SetPresence,
     UpsertRep,
+    WithdrawLead,
 )
-from rules.team import QueueWrite, TeamState, new_team
+from rules.team import QueueWrite, TeamState, lane_base, new_team
 from tests.rules._sim import T0, QueueTable, TeamDriver
 
 TEAM = "t"
@@ -31,8 +32,9 @@ def upsert(rep_id: str, **kw: object) -> UpsertRep:
     return UpsertRep(team_id=TEAM, profile=profile(rep_id, **kw), at=T0)  # type: ignore[arg-type]
 
 
-def route(n: int, *, excluded: tuple[str, ...] = ()) -> RouteLead:
-    return RouteLead(team_id=TEAM, lead_id=f"l{n}", route_id=f"l{n}:1:1", requested_at=T0, excluded_reps=excluded)
+def route(n: int, *, excluded: tuple[str, ...] = (), priority: int = 2) -> RouteLead:
+    return RouteLead(team_id=TEAM, lead_id=f"l{n}", route_id=f"l{n}:1:1", requested_at=T0, excluded_reps=excluded,
+                     priority=priority)
 
 
 def release(n: int, rep_id: str) -> ReleaseLead:
@@ -64,7 +66,7 @@ class Team(TeamDriver):
 
 def test_new_team_is_empty() -> None:
     state = new_team("t")
-    assert (state.reps, state.queue_head, state.queue_tail, state.queue_depth) == ({}, 0, 0, 0)
+    assert (state.reps, state.lanes, state.queue_depth) == ({}, (), 0)
 
 
 def test_new_rep_starts_available_and_takes_leads() -> None:
@@ -129,19 +131,21 @@ def test_presence_for_an_unknown_rep_changes_nothing() -> None:
 def test_queue_entries_live_outside_the_state() -> None:
     queue = QueueTable()
     first = team.apply(None, route(1), T0, queue)
-    assert first.state.queue_tail == 1
-    assert first.queue_writes == (QueueWrite(seq=0, entry=route(1)),)
+    base = team.lane_base(route(1).priority)  # the default priority's lane
+    assert first.state.lane(route(1).priority).tail == base + 1
+    assert first.queue_writes == (QueueWrite(seq=base, entry=route(1)),)
     (queued,) = [m.value for m in first.outgoing]
     assert isinstance(queued, LeadQueued) and queued.depth == 1
     assert queued.decision.reason == "the team has no reps"
     queue.write(first.queue_writes)
     second = team.apply(first.state, route(2), T0, queue)
     (queued,) = [m.value for m in second.outgoing]
-    assert queued.depth == 2 and queued.decision.reason.endswith("; 1 lead(s) already waiting")
+    assert queued.depth == 2 and queued.decision.reason.endswith("; 1 lead(s) to be served first")
     queue.write(second.queue_writes)
     third = team.apply(second.state, upsert("a", capacity=5), T0, queue)
-    assert third.queue_writes == (QueueWrite(seq=0, entry=None), QueueWrite(seq=1, entry=None))
-    assert (third.state.queue_head, third.state.queue_tail) == (2, 2)
+    assert third.queue_writes == (QueueWrite(seq=base, entry=None), QueueWrite(seq=base + 1, entry=None))
+    lane = third.state.lane(route(1).priority)
+    assert (lane.head, lane.tail) == (base + 2, base + 2)
 
 
 def test_new_lead_never_jumps_the_queue() -> None:
@@ -256,13 +260,15 @@ def test_fifo_holds_among_the_assignable_behind_a_blocked_head() -> None:
     (assigned,) = t(release(1, holder))
     assert assigned.lead_id == "l4"  # type: ignore[attr-defined]
     # l4 was taken from behind the head: a hole, not counted as waiting.
-    assert (t.s.queue_depth, t.s.queue_holes) == (2, 1)
+    lane = t.s.lane(2)
+    assert (t.s.queue_depth, lane.holes) == (2, 1)
     other = "b" if holder == "a" else "a"
     (assigned,) = t(release(2, other))
     assert assigned.lead_id == "l3"  # type: ignore[attr-defined]
     # The head moved over l3 and the hole behind it; l5 waits at the head.
-    assert (t.s.queue_head, t.s.queue_holes, t.s.queue_depth) == (2, 0, 1)
-    assert set(t.queue.entries) == {2}
+    lane = t.s.lane(2)
+    assert (lane.head - lane_base(2), lane.holes, t.s.queue_depth) == (2, 0, 1)
+    assert set(t.queue.entries) == {lane_base(2) + 2}
 
 
 def test_a_new_lead_is_assigned_past_a_blocked_queue_without_waiting() -> None:
@@ -293,3 +299,65 @@ def test_the_expected_wait_follows_the_recent_drain_rate() -> None:
     stamps = tuple(T0 + timedelta(seconds=10 * i) for i in range(5))  # one assignment every 10 s
     busy = TeamState(team_id="t", recent_assignments=stamps)
     assert busy.expected_wait_s(3, T0 + timedelta(seconds=50)) == 3 * 50 / 5
+
+
+def withdraw(n: int) -> WithdrawLead:
+    return WithdrawLead(team_id=TEAM, lead_id=f"l{n}", route_id=f"l{n}:1:1", reason="overflow", at=T0)
+
+
+def test_the_queue_serves_priority_first_then_age() -> None:
+    t = Team(upsert("a"), route(1))  # a is now full
+    t(route(2, priority=2))
+    t(route(3, priority=1))
+    t(route(4, priority=0))
+    t(route(5, priority=1))
+    assert t.s.queue_depth == 4 and [lane.priority for lane in t.s.lanes] == [0, 1, 2]
+    served = []
+    for n in (1, 4, 3, 5):
+        (assigned,) = t(release(n, "a"))
+        served.append(assigned.lead_id)  # type: ignore[attr-defined]
+    assert served == ["l4", "l3", "l5", "l2"]
+    assert t.s.queue_depth == 0 and t.queue.entries == {}
+
+
+def test_a_queued_lead_learns_how_many_are_served_before_it() -> None:
+    t = Team(upsert("a"), route(1), route(2, priority=2), route(3, priority=2))
+    (queued,) = t(route(4, priority=0))
+    assert isinstance(queued, LeadQueued)
+    assert queued.depth == 3 and "to be served first" not in queued.decision.reason
+    assert queued.decision.reason.endswith("queue priority 0")
+    (queued,) = t(route(5, priority=9))
+    assert queued.decision.reason.endswith("3 lead(s) to be served first; queue priority 9")
+
+
+def test_priorities_out_of_range_are_clamped() -> None:
+    t = Team(upsert("a"), route(1), route(2, priority=-5), route(3, priority=99))
+    assert [lane.priority for lane in t.s.lanes] == [0, team.MAX_PRIORITY]
+
+
+def test_a_high_priority_lead_is_assigned_past_a_long_low_priority_queue() -> None:
+    # Many low-priority leads only "a" may take (and a is full): a new top-priority lead for "b"
+    # must not wait behind them, the low lane is never looked at first.
+    t = Team(upsert("a"), upsert("b", capacity=0), route(1, excluded=("b",)))
+    for n in range(2, 2 + team.LOOKAHEAD + 5):
+        t(route(n, excluded=("b",), priority=5))
+    t(upsert("b", capacity=1))
+    (assigned,) = t(route(999, priority=0))
+    assert isinstance(assigned, LeadAssigned) and assigned.rep_id == "b"
+
+
+def test_a_withdrawn_lead_leaves_the_queue_and_is_never_assigned_here() -> None:
+    t = Team(upsert("a"), route(1), route(2), route(3))
+    assert t.s.queue_depth == 2
+    assert t(withdraw(2)) == []
+    assert t.s.queue_depth == 1 and [e.lead_id for e in t.queue.entries.values()] == ["l3"]
+    (assigned,) = t(release(1, "a"))
+    assert assigned.lead_id == "l3"  # type: ignore[attr-defined]
+    assert t(route(2)) == []  # a late replay of the withdrawn route is ignored
+    assert t.s.queue_depth == 0
+
+
+def test_withdrawing_an_assigned_lead_changes_nothing() -> None:
+    t = Team(upsert("a"), route(1))
+    before = t.s
+    assert t(withdraw(1)) == [] and t.s == before  # the lead gives the assignment back itself

@@ -188,12 +188,13 @@ class TeamMachine(RuleBasedStateMachine):
 
     def check_drained(self, state: TeamState) -> None:
         # Nobody may take any waiting lead inside the look-ahead window: otherwise it would be theirs.
-        for seq in range(state.queue_head, min(state.queue_tail, state.queue_head + LOOKAHEAD)):
-            entry = self.team.queue.entries.get(seq)
-            if entry is None or entry.route_id in self.released or state.holder_of(entry.lead_id, entry.route_id):
-                continue
-            takers = [r for r in state.reps if self.may_take(state, r, entry, self.now)]
-            assert not takers, f"{takers} may take waiting {entry.route_id} at {self.now}"
+        for lane in state.lanes:
+            for seq in range(lane.head, min(lane.tail, lane.head + LOOKAHEAD)):
+                entry = self.team.queue.entries.get(seq)
+                if entry is None or entry.route_id in self.released or state.holder_of(entry.lead_id, entry.route_id):
+                    continue
+                takers = [r for r in state.reps if self.may_take(state, r, entry, self.now)]
+                assert not takers, f"{takers} may take waiting {entry.route_id} at {self.now}"
 
     # --- setup -----------------------------------------------------------------------
 
@@ -208,12 +209,13 @@ class TeamMachine(RuleBasedStateMachine):
 
     # --- routing ---------------------------------------------------------------------
 
-    @rule(skills=st.just(()) | skill_sets, excluded=st.just(()) | st.sets(st.sampled_from(REP_IDS)).map(tuple))
-    def route_new_lead(self, skills: tuple[str, ...], excluded: tuple[str, ...]) -> None:
+    @rule(skills=st.just(()) | skill_sets, excluded=st.just(()) | st.sets(st.sampled_from(REP_IDS)).map(tuple),
+          priority=st.integers(0, 3))
+    def route_new_lead(self, skills: tuple[str, ...], excluded: tuple[str, ...], priority: int) -> None:
         lead_id = f"ld_{self.next_lead:04d}"
         self.next_lead += 1
         command = RouteLead(team_id=TEAM, lead_id=lead_id, route_id=f"{lead_id}:1:1", requested_at=self.now,
-                            required_skills=skills, excluded_reps=excluded)
+                            required_skills=skills, excluded_reps=excluded, priority=priority)
         self.routes.append(command)
         self.send(command)
 
@@ -299,8 +301,8 @@ class TeamMachine(RuleBasedStateMachine):
         state = self.team.state
         if state is None:
             return
-        assert 0 <= state.queue_head <= state.queue_tail
-        assert all(state.queue_head <= seq < state.queue_tail for seq in self.team.queue.entries)
+        assert all(0 <= lane.head <= lane.tail for lane in state.lanes)
+        assert all(any(lane.head <= seq < lane.tail for lane in state.lanes) for seq in self.team.queue.entries)
 
     @invariant()
     def one_holder_per_route(self) -> None:
