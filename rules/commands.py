@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
+from rules.accounts import Account
 from rules.capture import CapturedLead
 
 __all__ = [
@@ -104,6 +105,8 @@ class CaptureLead:
     capture_id: str
     captured_at: datetime
     lead: CapturedLead
+    #: The account the lead's domain matched (set by the account agent on the way in; ``None``: none).
+    account: Account | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -329,7 +332,8 @@ class Notify:
 
 
 Channel: TypeAlias = Literal[
-    "lead.commands", "team.commands", "rep.commands", "notifications", "lead.events", "team.signals"]
+    "lead.commands", "team.commands", "rep.commands", "notifications", "lead.events", "team.signals",
+    "account.commands"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
