@@ -36,6 +36,13 @@ __all__ = [
     "LeadCommand",
     "TeamCommand",
     "RepCommand",
+    "RecordQualification",
+    "RecordCrmSync",
+    "RecordCrmEvent",
+    "ReturnToRouting",
+    "UpsertOpportunity",
+    "DeferCommand",
+    "CrmCommand",
     "Channel",
     "Outgoing",
 ]
@@ -202,9 +209,89 @@ class AnswerOffer:
     at: datetime
 
 
+# --- lead.commands: qualification, the CRM handoff and what the CRM reports back -------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordQualification:
+    """The rep's answers to a qualification framework (merged with earlier ones of the same framework)."""
+
+    lead_id: str
+    qualification_id: str
+    framework: str
+    answers: dict[str, Any]
+    rep_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordCrmSync:
+    """The CRM agent's outcome for an opportunity: upserted (with the CRM's id) or dead-lettered."""
+
+    lead_id: str
+    opportunity_id: str
+    synced: bool
+    crm: str
+    crm_id: str | None
+    attempts: int
+    error: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordCrmEvent:
+    """The CRM says the opportunity moved: a stage change, won, or lost with a reason."""
+
+    lead_id: str
+    event_id: str
+    kind: Literal["stage_changed", "won", "lost"]
+    stage: str | None = None
+    amount: float | None = None
+    reason: str | None = None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReturnToRouting:
+    """A recycled lead's wait is over: it starts a new cycle and is routed again (once per cycle)."""
+
+    lead_id: str
+    cycle: int
+    at: datetime
+
+
+# --- crm.outbox (key: lead_id) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpsertOpportunity:
+    """Create or update the lead's opportunity in the CRM, keyed by leadflow's ``opportunity_id``."""
+
+    opportunity_id: str
+    lead_id: str
+    payload: dict[str, Any]
+    created_at: datetime
+    #: Attempts already made (the CRM agent's durable retries re-send it with the count).
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeferCommand:
+    """Send ``command`` to the lead when ``due_at`` comes (durably: the CRM agent keeps it in a table)."""
+
+    lead_id: str
+    defer_id: str
+    due_at: datetime
+    command: ReturnToRouting
+
+
+CrmCommand: TypeAlias = UpsertOpportunity | DeferCommand
+
+
 LeadCommand: TypeAlias = (
     CaptureLead | LeadAssigned | LeadQueued | RecordDelivery | DispositionLead | RecordActivity | SlaDue
     | AnswerOffer
+    | RecordQualification | RecordCrmSync | RecordCrmEvent | ReturnToRouting
 )
 
 
@@ -333,7 +420,7 @@ class Notify:
 
 Channel: TypeAlias = Literal[
     "lead.commands", "team.commands", "rep.commands", "notifications", "lead.events", "team.signals",
-    "account.commands"]
+    "account.commands", "crm.outbox", "outcomes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
