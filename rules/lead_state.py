@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
+from rules.accounts import Account
 from rules.capture import CapturedLead, Touch
 from rules.commands import LeadAssigned, Outgoing, ReleaseLead, RouteLead, RoutingDecision
 from rules.enrichment import Enrichment
@@ -106,6 +107,10 @@ class LeadState:
     sla: SlaTrack | None = None
     #: Built-in enrichment of the merged lead (e-mail type, company, seniority, department...).
     enrichment: Enrichment | None = None
+    #: The account the lead's domain matched at capture (owner, team, tier), if any.
+    account: Account | None = None
+    #: Queue priority for this cycle's routes (0 first; ``None``: RouteLead's default), from tiers.
+    route_priority: int | None = None
     contacted_at: datetime | None = None
     recent_activities: tuple[str, ...] = ()
 
@@ -122,6 +127,8 @@ class LeadPolicy:
     calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
     managers: dict[str, Endpoint] = field(default_factory=dict)
     overflow_teams: dict[str, str] = field(default_factory=dict)
+    #: Queue priority (0 first) by tier label, for the account's tier and the lead's tier.
+    tier_priorities: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,7 +168,10 @@ def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:
                       requested_at=state.last_touch.at, excluded_reps=excluded,
                       # What the team's eligibility filters match reps against (empty: no requirement).
                       country=state.lead.country, region=attributes.get("region") or None,
-                      language=attributes.get("language") or None, required_skills=skills)
+                      language=attributes.get("language") or None, required_skills=skills,
+                      account_owner=state.account.owner if state.account is not None else None)
+    if state.route_priority is not None:
+        value = replace(value, priority=state.route_priority)
     return Outgoing(channel="team.commands", key=state.team_id, value=value)
 
 
