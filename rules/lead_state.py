@@ -10,6 +10,10 @@ from rules.accounts import Account
 from rules.capture import CapturedLead, Touch
 from rules.commands import LeadAssigned, Outgoing, ReleaseLead, RouteLead, RoutingDecision
 from rules.enrichment import Enrichment
+from rules.opportunity import Opportunity, Qualification
+from rules.outcomes import OutcomeBoard
+from rules.qualification import DEFAULT_FRAMEWORKS, Framework
+from rules.scoring import Score, ScoringModel, queue_priority
 from rules.routing import TeamRule
 from sla.calendar import BusinessCalendar
 from sla.ladder import Deadline
@@ -113,6 +117,12 @@ class LeadState:
     route_priority: int | None = None
     contacted_at: datetime | None = None
     recent_activities: tuple[str, ...] = ()
+    #: Fit + intent score of the current cycle, with its tier and reasons (``rules.scoring``).
+    score: Score | None = None
+    #: Qualification answers of the current cycle and what they meet (``rules.qualification``).
+    qualification: Qualification | None = None
+    #: The opportunity this lead converted into, once it is an SQL.
+    opportunity: Opportunity | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +137,16 @@ class LeadPolicy:
     calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
     managers: dict[str, Endpoint] = field(default_factory=dict)
     overflow_teams: dict[str, str] = field(default_factory=dict)
+    #: Scoring weights, the MQL threshold and hot sources (``rules.scoring``).
+    scoring: ScoringModel = field(default_factory=ScoringModel)
+    #: A snapshot of the won/lost table; the lead agent fills it in for each command.
+    outcomes: OutcomeBoard | None = None
+    #: Qualification frameworks by name (BANT, MEDDIC, CHAMP shipped).
+    frameworks: dict[str, Framework] = field(default_factory=lambda: dict(DEFAULT_FRAMEWORKS))
+    #: Who hears ``opportunity.created``: the AE endpoint by team id, ``*`` for every other team.
+    account_executives: dict[str, Endpoint] = field(default_factory=dict)
+    #: Seconds after a lost deal before the lead is routed again; ``None``: it stays in nurture.
+    recycle_after_s: float | None = None
     #: Queue priority (0 first) by tier label, for the account's tier and the lead's tier.
     tier_priorities: dict[str, int] = field(default_factory=dict)
 
@@ -172,6 +192,8 @@ def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:
                       account_owner=state.account.owner if state.account is not None else None)
     if state.route_priority is not None:
         value = replace(value, priority=state.route_priority)
+    elif state.score is not None:  # the lead's score tier: A first, then B, then the rest
+        value = replace(value, priority=queue_priority(state.score))
     return Outgoing(channel="team.commands", key=state.team_id, value=value)
 
 

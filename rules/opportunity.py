@@ -1,0 +1,49 @@
+"""What a lead keeps about its qualification and its opportunity (small, bounded values)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, TypeAlias
+
+__all__ = ["OpportunityStatus", "Qualification", "Opportunity", "opportunity_id_for"]
+
+OpportunityStatus: TypeAlias = Literal["open", "won", "lost"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Qualification:
+    """The answers recorded so far for one framework, and what they meet."""
+
+    framework: str
+    answers: dict[str, Any]
+    met: tuple[str, ...]
+    missing: tuple[str, ...]
+    sql: bool
+    reason: str
+    updated_at: datetime
+    rep_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Opportunity:
+    """The lead's opportunity: leadflow's id (the CRM upserts by it), the CRM's id once synced."""
+
+    opportunity_id: str
+    created_at: datetime
+    status: OpportunityStatus = "open"
+    stage: str = "qualification"
+    #: The SDR who qualified it (the won/lost table counts outcomes by rep).
+    rep_id: str | None = None
+    crm: str | None = None
+    crm_id: str | None = None
+    synced_at: datetime | None = None
+    sync_failed: str | None = None
+    amount: float | None = None
+    closed_at: datetime | None = None
+    lost_reason: str | None = None
+
+
+def opportunity_id_for(lead_id: str, cycle: int) -> str:
+    """Deterministic: the same lead and cycle always name the same opportunity (idempotent upserts)."""
+    return "op_" + hashlib.sha256(f"{lead_id}:{cycle}".encode()).hexdigest()[:24]
