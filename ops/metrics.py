@@ -1,16 +1,68 @@
 """leadflow's Prometheus metrics, declared once; base units, low-cardinality labels only.
 
-The registry is injected so tests get a fresh one. Never label by lead id, e-mail or phone.
+The registry is injected so tests get a fresh one. Never label by lead id, e-mail or phone:
+labels are teams, configured sources, channels, event types, outcomes and topics.
+
+Gauges about a team or a partition (queue depth, open leads, overdue leads, consumer lag) are
+reported only by the worker that owns that team's or partition's state right now, so
+``sum by (team)`` over every worker is correct however many workers run. Counters are per
+worker and restart at zero with it: always query them through ``rate()``/``increase()``.
+docs/OBSERVABILITY.md lists every metric with the question it answers.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "OTHER_SOURCE", "Metrics", "TeamFigures"]
 
 #: Lead latency buckets in seconds. 60 s is an exact boundary, so "share of leads in front of a
 #: rep within 60 s" is ``bucket{le="60"} / count`` without interpolation.
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+#: Speed-to-lead buckets in seconds (capture → first contact is minutes to hours; 60 s, 5 min
+#: and 1 h are exact boundaries, the thresholds sales teams quote).
+SPEED_BUCKETS: Final = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+                        14400.0, 28800.0, 86400.0)
+
+#: Lifecycle stage moves by ``lead.events`` type: ``(from, to)``. An event may name its own
+#: ``from``/``to`` in its data (the lifecycle code knows where a lead came from); these are the
+#: defaults for the funnel lead → MQL → SQL → opportunity → won / lost.
+LIFECYCLE: Final[Mapping[str, tuple[str, str]]] = {
+    "lead.captured": ("none", "lead"),
+    "lead.reopened": ("closed", "lead"),
+    "lead.mql": ("lead", "mql"),
+    "lead.nurture": ("lead", "nurture"),
+    "lead.sql": ("mql", "sql"),
+    "opportunity.created": ("sql", "opportunity"),
+    "opportunity.won": ("opportunity", "won"),
+    "opportunity.lost": ("opportunity", "lost"),
+}
+
+#: The ``source`` label of a lead whose source is not a configured one (labels stay bounded).
+OTHER_SOURCE: Final = "other"
+
+
+class TeamFigures:
+    """What a team gauge reports, computed by the worker that owns the team."""
+
+    __slots__ = ("queue_depth", "open_leads", "capacity", "reps_available", "oldest_queued_age_s", "total_capacity")
+
+    def __init__(self, *, queue_depth: int, open_leads: int, capacity: int, reps_available: int,
+                 total_capacity: int, oldest_queued_age_s: float) -> None:
+        self.queue_depth = queue_depth
+        self.open_leads = open_leads
+        self.capacity = capacity
+        self.reps_available = reps_available
+        self.total_capacity = total_capacity
+        self.oldest_queued_age_s = oldest_queued_age_s
+
+    @property
+    def utilization(self) -> float:
+        """Open leads over the capacity of the whole roster (0 with no capacity at all)."""
+        return self.open_leads / self.total_capacity if self.total_capacity else 0.0
 
 
 class Metrics:
@@ -19,6 +71,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        #: Sources allowed as a label value (configured spend sources, API key names); see ``source``.
+        self.known_sources: frozenset[str] = frozenset()
+
+        # --- capture
         self.leads_captured = Counter(
             "leadflow_leads_captured_total", "Leads accepted for processing, by source (the API key name, or kafka-feed) and channel.",
             ["source", "channel"], registry=r)
@@ -28,6 +84,8 @@ class Metrics:
         self.leads_duplicate = Counter(
             "leadflow_leads_merged_total", "Captures of an already known person merged as a new touch.",
             registry=r)
+
+        # --- routing and speed
         self.leads_assigned = Counter(
             "leadflow_leads_assigned_total", "Leads assigned to a rep, by team.", ["team"], registry=r)
         self.leads_queued = Counter(
@@ -38,38 +96,172 @@ class Metrics:
         self.notify_latency = Histogram(
             "leadflow_lead_notify_seconds", "Time from capture to the rep's webhook being delivered.",
             buckets=LATENCY_BUCKETS, registry=r)
-        self.webhook_attempts = Counter(
-            "leadflow_webhook_deliveries_total", "Webhook deliveries by event type and outcome.",
-            ["event_type", "outcome"], registry=r)
-        self.webhook_duration = Histogram(
-            "leadflow_webhook_delivery_seconds", "Time spent delivering one webhook, retries included.",
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.http_requests = Counter(
-            "leadflow_http_requests_total", "API requests by route and status code.",
-            ["route", "status"], registry=r)
-        self.redis_degraded = Counter(
-            "leadflow_redis_degraded_total", "Operations that went on without Redis, by operation.",
-            ["operation"], registry=r)
-        self.commands_processed = Counter(
-            "leadflow_commands_processed_total", "Commands applied by each entity agent.",
-            ["agent", "command"], registry=r)
-        self.command_failures = Counter(
-            "leadflow_command_failures_total", "Commands an agent could not apply (dead-lettered).",
-            ["agent"], registry=r)
+        self.speed_to_lead = Histogram(
+            "leadflow_speed_to_lead_seconds", "Speed-to-lead: capture to the rep's first contact, by team.",
+            ["team"], buckets=SPEED_BUCKETS, registry=r)
+        self.system_delay = Histogram(
+            "leadflow_speed_to_lead_system_seconds",
+            "The system's part of speed-to-lead: capture to the rep's webhook delivered, by team.",
+            ["team"], buckets=SPEED_BUCKETS, registry=r)
+        self.rep_delay = Histogram(
+            "leadflow_speed_to_lead_rep_seconds",
+            "The rep's part of speed-to-lead: webhook delivered to first contact, by team.",
+            ["team"], buckets=SPEED_BUCKETS, registry=r)
+        self.leads_contacted = Counter(
+            "leadflow_leads_contacted_total", "First contacts, by team and whether they met the SLA (within_sla).",
+            ["team", "within_sla"], registry=r)
+
+        # --- SLA
         self.sla_breaches = Counter(
             "leadflow_sla_breaches_total", "Leads not contacted by their first-contact deadline, by team.",
             ["team"], registry=r)
         self.sla_escalations = Counter(
-            "leadflow_sla_escalations_total", "SLA escalation steps taken, by team and action.",
+            "leadflow_sla_escalations_total",
+            "SLA escalation steps taken, by team and step (action: remind, reassign, alert_manager, release_to_pool).",
             ["team", "action"], registry=r)
         self.sla_at_risk = Counter(
             "leadflow_sla_at_risk_total", "Queued leads estimated to miss their first-contact deadline, by team.",
             ["team"], registry=r)
+        self.sla_overdue = Gauge(
+            "leadflow_sla_overdue_leads",
+            "Open leads past their first-contact deadline and still uncontacted, by team (owning worker only).",
+            ["team"], registry=r)
+
+        # --- capacity (reported by the worker that owns the team)
         self.team_queue_depth = Gauge(
             "leadflow_team_queue_depth", "Leads waiting in a team's queue (reported by the owning worker).",
+            ["team"], registry=r)
+        self.team_oldest_queued = Gauge(
+            "leadflow_team_oldest_queued_age_seconds",
+            "Age of the longest-waiting lead in a team's queue; 0 when empty (owning worker only).",
             ["team"], registry=r)
         self.team_open_leads = Gauge(
             "leadflow_team_open_leads", "Open leads held by a team's reps (reported by the owning worker).",
             ["team"], registry=r)
         self.team_capacity = Gauge(
             "leadflow_team_capacity", "Sum of the capacity of a team's available reps.", ["team"], registry=r)
+        self.team_reps_available = Gauge(
+            "leadflow_team_reps_available", "Reps whose presence is available, by team (owning worker only).",
+            ["team"], registry=r)
+        self.team_utilization = Gauge(
+            "leadflow_team_utilization_ratio",
+            "Open leads over the capacity of the team's whole roster, 0..1 (owning worker only).",
+            ["team"], registry=r)
+
+        # --- funnel and marketing
+        self.lifecycle = Counter(
+            "leadflow_lifecycle_transitions_total",
+            "Lifecycle stage moves (lead, mql, sql, opportunity, won, lost, nurture), by the lead's first-touch source.",
+            ["source", "from", "to"], registry=r)
+        self.source_spend = Gauge(
+            "leadflow_source_monthly_spend",
+            "Configured monthly spend of a lead source, in the configured currency (every worker reports it).",
+            ["source", "currency"], registry=r)
+
+        # --- delivery
+        self.webhook_attempts = Counter(
+            "leadflow_webhook_deliveries_total",
+            "Webhook deliveries by event type and outcome (delivered, failed, gave_up).",
+            ["event_type", "outcome"], registry=r)
+        self.webhook_duration = Histogram(
+            "leadflow_webhook_delivery_seconds", "Time spent delivering one webhook, retries included.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.webhook_requests = Counter(
+            "leadflow_webhook_requests_total", "HTTP requests sent to webhook endpoints (attempts, retries included).",
+            ["event_type"], registry=r)
+        self.webhook_retries_pending = Gauge(
+            "leadflow_webhook_retries_pending", "Webhook messages waiting for their next delivery attempt (this worker).",
+            registry=r)
+        self.webhook_dead_letters = Counter(
+            "leadflow_webhook_dead_letters_total", "Webhook messages given up on (dead-lettered), by event type.",
+            ["event_type"], registry=r)
+        self.crm_calls = Counter(
+            "leadflow_crm_calls_total", "Calls to the CRM by operation and outcome (ok, transient, permanent).",
+            ["operation", "outcome"], registry=r)
+        self.crm_duration = Histogram(
+            "leadflow_crm_call_seconds", "Time spent on one CRM call.", buckets=LATENCY_BUCKETS, registry=r)
+
+        # --- engine health
+        self.http_requests = Counter(
+            "leadflow_http_requests_total", "API requests by route and status code.",
+            ["route", "status"], registry=r)
+        self.redis_degraded = Counter(
+            "leadflow_redis_degraded_total", "Operations that went on without Redis, by operation.",
+            ["operation"], registry=r)
+        self.redis_degraded_mode = Gauge(
+            "leadflow_redis_degraded_mode", "1 while Redis does not answer and the worker runs without it.",
+            registry=r)
+        self.commands_processed = Counter(
+            "leadflow_commands_processed_total", "Commands applied by each entity agent.",
+            ["agent", "command"], registry=r)
+        self.command_failures = Counter(
+            "leadflow_command_failures_total", "Commands an agent could not apply (dead-lettered).",
+            ["agent"], registry=r)
+        self.consumer_lag = Gauge(
+            "leadflow_consumer_lag_messages",
+            "Messages not yet consumed on this worker's assigned partitions, by topic.",
+            ["topic"], registry=r)
+        self.partitions_assigned = Gauge(
+            "leadflow_partitions_assigned", "Topic partitions assigned to this worker.", registry=r)
+        self.event_loop_lag = Gauge(
+            "leadflow_event_loop_lag_seconds", "How late the event loop ran a timer at the last probe.",
+            registry=r)
+        self.recovery_in_progress = Gauge(
+            "leadflow_table_recovery_in_progress", "1 while this worker recovers tables from their changelogs.",
+            registry=r)
+        self.recovery_duration = Gauge(
+            "leadflow_table_recovery_seconds",
+            "Duration of the current table recovery, or of the last one when none runs.", registry=r)
+
+    # --- helpers that keep label values bounded and gauges consistent
+
+    def configure_sources(self, spend: Mapping[str, tuple[float, str]], extra: Iterable[str] = ()) -> None:
+        """Set the spend gauges and the sources allowed as a label value (others become ``other``)."""
+        self.known_sources = frozenset(spend) | frozenset(extra)
+        for source, (amount, currency) in spend.items():
+            self.source_spend.labels(source, currency).set(amount)
+
+    def source(self, source: str | None) -> str:
+        """``source`` as a label value: a configured source, else ``other`` (never free text)."""
+        return source if source and source in self.known_sources else OTHER_SOURCE
+
+    def lifecycle_move(self, event_type: str, data: Mapping[str, object], source: str | None) -> bool:
+        """Count a lifecycle transition if ``event_type`` is one; returns whether it counted."""
+        move = LIFECYCLE.get(event_type)
+        if move is None:
+            return False
+        frm, to = (str(data.get("from") or move[0]), str(data.get("to") or move[1]))
+        self.lifecycle.labels(self.source(source), frm, to).inc()
+        return True
+
+    def report_teams(self, figures: Mapping[str, TeamFigures]) -> None:
+        """Replace every team gauge with ``figures``: the teams this worker owns right now.
+
+        Teams that moved to another worker disappear from this worker's scrape, so a sum over
+        workers never counts a team twice.
+        """
+        gauges = (self.team_queue_depth, self.team_oldest_queued, self.team_open_leads, self.team_capacity,
+                  self.team_reps_available, self.team_utilization)
+        for gauge in gauges:
+            gauge.clear()
+        for team, f in figures.items():
+            self.report_team(team, f)
+
+    def report_team(self, team: str, f: TeamFigures) -> None:
+        self.team_queue_depth.labels(team).set(f.queue_depth)
+        self.team_oldest_queued.labels(team).set(f.oldest_queued_age_s)
+        self.team_open_leads.labels(team).set(f.open_leads)
+        self.team_capacity.labels(team).set(f.capacity)
+        self.team_reps_available.labels(team).set(f.reps_available)
+        self.team_utilization.labels(team).set(f.utilization)
+
+    def report_overdue(self, by_team: Mapping[str, int]) -> None:
+        """Replace the overdue gauge with the counts of the lead partitions this worker owns."""
+        self.sla_overdue.clear()
+        for team, count in by_team.items():
+            self.sla_overdue.labels(team).set(count)
+
+    def report_lag(self, by_topic: Mapping[str, int]) -> None:
+        self.consumer_lag.clear()
+        for topic, lag in by_topic.items():
+            self.consumer_lag.labels(topic).set(lag)

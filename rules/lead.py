@@ -44,7 +44,8 @@ from rules.lead_state import (
     route_command,
     webhook_id_for,
 )
-from rules.routing import select_team
+from rules.routing import facts_of, select_team
+from rules.team_selection import tier_priority
 
 __all__ = [
     "RoutingStatus",
@@ -102,6 +103,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
             state,
             lead=merged_lead,
             enrichment=enrich(merged_lead),
+            account=command.account or state.account,
             last_touch=touch,
             touches=state.touches + 1,
             recent_captures=(state.recent_captures + (command.capture_id,))[-policy.recent_capture_limit:],
@@ -110,8 +112,10 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         published = event(merged, "lead.touched", now, {"source": touch.source, "channel": touch.channel,
                                                       "touches": merged.touches})
         return LeadTransition(state=merged, outgoing=(published,) + _tell_owner(merged, command, now))
-    team_id, why = select_team(country=command.lead.country, source=command.lead.source,
-                               rules=policy.team_rules, default_team=policy.default_team)
+    routed = command.lead if state is None else _merge(state.lead, command.lead)
+    tier = routed.attributes.get("tier") or None
+    team_id, why = select_team(facts=facts_of(routed, enrich(routed), tier=tier), rules=policy.team_rules,
+                               default_team=policy.default_team, account=command.account)
     cycle = 1 if state is None else state.cycle + 1
     route_id = f"{command.lead_id}:{cycle}:1"
     fresh = LeadState(
@@ -124,6 +128,9 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
                          + (command.capture_id,))[-policy.recent_capture_limit:],
         timeline=() if state is None else state.timeline,
     )
+    account = command.account
+    fresh = replace(fresh, account=account, route_priority=tier_priority(
+        policy.tier_priorities, account.tier if account is not None else None, tier))
     kind = "captured" if state is None else "reopened"
     fresh = note(fresh, policy, now, kind, source=touch.source, channel=touch.channel, team_id=team_id, why=why)
     # The SLA clock runs from the start of the cycle: a lead waiting in a queue rots too.

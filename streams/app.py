@@ -78,6 +78,8 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
         web_in_thread=False,
     )
     metrics = Metrics()
+    # Source labels stay bounded: configured sources plus the defaults the capture paths use.
+    metrics.configure_sources(config.source_spend(), extra=config.metric_sources() | {"api", "kafka"})
     new.runtime = Runtime(
         settings=settings, config=config, policy=config.lead_policy(settings.default_team),
         clock=clock or SystemClock(), metrics=metrics, resources=Resources(settings, metrics),

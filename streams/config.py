@@ -154,10 +154,24 @@ class RoutingConfig(_Strict):
     rules: tuple[RuleConfig, ...] = ()
 
 
+class SourceSpendConfig(_Strict):
+    #: The lead source as leads carry it (``source`` field, or the API key name by default).
+    name: _Id
+    #: What this source costs per month, in ``marketing.currency``; cost per MQL/SQL is PromQL.
+    monthly_spend: float = Field(ge=0)
+
+
+class MarketingConfig(_Strict):
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    #: The sources marketing reports on; a lead from any other source counts as ``other``.
+    sources: tuple[SourceSpendConfig, ...] = ()
+
+
 class LeadflowConfig(_Strict):
     api_keys: tuple[ApiKeyConfig, ...] = ()
     routing: RoutingConfig = RoutingConfig()
     sla: SlaConfig = SlaConfig()  # policies and business calendars (sla/config.py)
+    marketing: MarketingConfig = MarketingConfig()  # source spend, for cost per MQL/SQL (ops/metrics.py)
     teams: tuple[TeamConfig, ...] = ()
     providers: ProvidersConfig = ProvidersConfig()  # Facebook Lead Ads, Typeform (connectors/providers)
 
@@ -191,6 +205,15 @@ class LeadflowConfig(_Strict):
     def rep_profiles(self, env: Mapping[str, str] | None = None) -> list[RepProfile]:
         env = os.environ if env is None else env
         return [rep.profile(team.id, env, team.strategy) for team in self.teams for rep in team.reps]
+
+    def source_spend(self) -> dict[str, tuple[float, str]]:
+        """``{source: (monthly spend, currency)}`` for the spend gauges."""
+        return {s.name: (s.monthly_spend, self.marketing.currency) for s in self.marketing.sources}
+
+    def metric_sources(self) -> frozenset[str]:
+        """Sources that may be a metric label: those with spend, in routing rules, or API key names."""
+        return frozenset({*(s.name for s in self.marketing.sources), *(k.name for k in self.api_keys),
+                          *(src for r in self.routing.rules for src in r.sources)})
 
     def rate_limits(self) -> dict[str, int]:
         """Requests per minute by API key name, for the keys that have a limit."""

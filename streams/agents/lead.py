@@ -9,6 +9,7 @@ from rules.lead import apply, next_timer
 from streams.agents.sla import track
 from streams.app import app, runtime
 from streams.tables.lead_state import lead_state
+from streams.tables.sla_overdue import keep_overdue
 from streams.tables.sla_timers import sla_timers
 from streams.topics import lead_commands, publish
 
@@ -37,8 +38,10 @@ def team_signals_of(outgoing: tuple[Outgoing, ...]) -> list[Outgoing]:
     return signals
 
 
-def _observe(outgoing: tuple[Outgoing, ...]) -> None:
+def _observe(outgoing: tuple[Outgoing, ...], state: Any = None) -> None:
     metrics = runtime.metrics
+    # Marketing credits the first touch: the funnel counts a lead under the source that brought it.
+    source = state.first_touch.source if state is not None else None
     for message in outgoing:
         if message.channel != "lead.events":
             continue
@@ -59,6 +62,19 @@ def _observe(outgoing: tuple[Outgoing, ...]) -> None:
             metrics.leads_duplicate.inc()
         elif kind == "lead.notified":
             metrics.notify_latency.observe(max(data["notify_seconds"], 0.0))
+        elif kind == "lead.contacted":
+            _contacted(data)
+        metrics.lifecycle_move(kind, data, source)
+
+
+def _contacted(data: dict[str, Any]) -> None:
+    """Speed-to-lead, whole and split into the system's part and the rep's part."""
+    metrics, team = runtime.metrics, str(data.get("team_id") or "unknown")
+    metrics.leads_contacted.labels(team, "true" if data.get("within_sla") else "false").inc()
+    for histogram, key in ((metrics.speed_to_lead, "speed_to_lead_s"), (metrics.system_delay, "system_delay_s"),
+                           (metrics.rep_delay, "rep_delay_s")):
+        if data.get(key) is not None:
+            histogram.labels(team).observe(max(float(data[key]), 0.0))
 
 
 def _keep_timer(lead_id: str, state: Any) -> None:
@@ -90,5 +106,6 @@ async def run_leads(commands: Any) -> None:
         if transition.state is not None and transition.state is not current:
             lead_state[lead_id] = transition.state
         _keep_timer(lead_id, transition.state)
+        keep_overdue(lead_id, transition.state)
         runtime.metrics.commands_processed.labels("lead", name).inc()
-        _observe(transition.outgoing)
+        _observe(transition.outgoing, transition.state)

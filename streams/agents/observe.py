@@ -1,0 +1,139 @@
+"""Refresh the gauges nobody's command updates: per-team capacity, overdue leads, consumer lag,
+event-loop lag, table recovery and Redis degraded mode.
+
+Team and overdue gauges are computed from the tables of the partitions this worker owns right
+now (the RocksDB store iterates active partitions only) and replace the previous values, so a
+team that moved to another worker after a rebalance disappears from this worker's scrape.
+Read-only: timers never write tables.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from ops.metrics import TeamFigures
+from rules.commands import RouteLead
+from rules.team import LOOKAHEAD, TeamState
+from streams.app import app, runtime
+from streams.tables.sla_overdue import sla_overdue
+from streams.tables.team_state import queue_key, team_queue, team_state
+
+__all__ = ["team_figures", "probe_event_loop", "refresh_gauges"]
+
+log = logging.getLogger(__name__)
+
+_LOOP_PROBE_S = 0.5
+_TICK_S = 1.0
+_TABLE_EVERY = 5  # ticks: team and overdue gauges, lag and Redis every 5 s; recovery every second
+
+
+def team_figures(state: TeamState, now: datetime, queued_at: list[datetime]) -> TeamFigures:
+    """A team's gauges from its state and the capture times of the leads at the head of its queue."""
+    available = [r for r in state.reps.values() if r.presence == "available"]
+    oldest = min(queued_at, default=None)
+    return TeamFigures(
+        queue_depth=state.queue_depth,
+        open_leads=sum(r.load for r in state.reps.values()),
+        capacity=sum(r.profile.capacity for r in available),
+        reps_available=len(available),
+        total_capacity=sum(r.profile.capacity for r in state.reps.values()),
+        oldest_queued_age_s=max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0,
+    )
+
+
+def _queued_at(state: TeamState) -> list[datetime]:
+    # Each priority lane is a FIFO: its head region holds its longest-waiting leads (a bounded
+    # look, like the drain's).
+    stamps = []
+    for lane in state.lanes:
+        for seq in range(lane.head, min(lane.tail, lane.head + LOOKAHEAD)):
+            entry = team_queue.get(queue_key(state.team_id, seq))
+            if isinstance(entry, RouteLead):
+                stamps.append(entry.requested_at)
+    return stamps
+
+
+def _stable() -> bool:
+    recovery = app.tables.recovery
+    return app.rebalancing_count > 0 and not app.rebalancing and recovery.completed.is_set() \
+        and not recovery.in_recovery
+
+
+def _report_tables() -> None:
+    metrics = runtime.metrics
+    now = runtime.clock.now()
+    figures = {}
+    for team_id, state in team_state.items():
+        if isinstance(state, TeamState):
+            figures[str(team_id)] = team_figures(state, now, _queued_at(state))
+    metrics.report_teams(figures)
+    metrics.report_overdue(Counter(str(team) for team in sla_overdue.values()))
+
+
+def _report_lag() -> None:
+    consumer: Any = app.consumer
+    committed = getattr(consumer, "_committed_offset", {})
+    lag: Counter[str] = Counter()
+    assignment = consumer.assignment()
+    for tp in assignment:
+        if tp.topic.endswith("-changelog"):
+            continue  # table changelogs are read by recovery and standbys, never committed
+        high = consumer.highwater(tp)
+        done = committed.get(tp)
+        if high is None or done is None:
+            continue
+        lag[tp.topic] += max(int(high) - int(done) - 1, 0)
+    runtime.metrics.report_lag(lag)
+    runtime.metrics.partitions_assigned.set(len(assignment))
+
+
+async def _report_redis() -> None:
+    try:
+        await asyncio.wait_for(runtime.resources.redis.ping(), 1.0)
+        degraded = 0
+    except Exception:  # any failure to answer means the worker runs without Redis right now
+        degraded = 1
+    runtime.metrics.redis_degraded_mode.set(degraded)
+
+
+@app.task
+async def probe_event_loop() -> None:
+    """How late the loop wakes a sleeping task: a blocked loop delays every agent and the API."""
+    loop = asyncio.get_running_loop()
+    while not app.should_stop:
+        started = loop.time()
+        await asyncio.sleep(_LOOP_PROBE_S)
+        runtime.metrics.event_loop_lag.set(max(loop.time() - started - _LOOP_PROBE_S, 0.0))
+
+
+@app.task
+async def refresh_gauges() -> None:
+    metrics = runtime.metrics
+    recovery_started: float | None = None
+    tick = 0
+    while not app.should_stop:
+        await asyncio.sleep(_TICK_S)
+        tick += 1
+        recovering = bool(app.tables.recovery.in_recovery)
+        if recovering and recovery_started is None:
+            recovery_started = time.monotonic()
+        if recovery_started is not None:
+            metrics.recovery_duration.set(time.monotonic() - recovery_started)
+            if not recovering:
+                recovery_started = None  # the last duration stays on the gauge
+        metrics.recovery_in_progress.set(1 if recovering else 0)
+        if tick % _TABLE_EVERY:
+            continue
+        try:
+            if _stable():
+                _report_tables()
+            if app.consumer is not None:
+                _report_lag()
+            await _report_redis()
+        except Exception:
+            # A gauge refresh must never take the worker down; the next tick tries again.
+            log.exception("refreshing gauges failed")
