@@ -1,4 +1,8 @@
-"""Deliver signed Standard Webhooks to reps' endpoints, with quick in-process retries."""
+"""Deliver signed Standard Webhooks to reps' endpoints: one attempt per call by default.
+
+The retry schedule is durable and lives outside (``rules/delivery.py``, the notifier's
+backlog table); ``retry_delays`` allows quick in-process retries for callers without one.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -66,8 +70,8 @@ class DeliveryResult:
     """How a delivery ended; ``deliver`` returns this instead of raising.
 
     ``gave_up_reason`` is set when retrying can never help (410, other 4xx, refused destination,
-    invalid message): dead-letter it. A failure without it is transient: the quick retries ran
-    out, so the caller schedules a durable retry (see ``retryable``).
+    invalid message): dead-letter it. A failure without it is transient: the caller schedules
+    a durable retry (see ``retryable``).
     """
 
     webhook_id: str
@@ -96,7 +100,7 @@ class WebhookSender:
     """Sends ``OutboundWebhook`` messages through the process's one ``ClientSession``.
 
     Worst case, one ``deliver`` takes ``(len(retry_delays) + 1) * timeout_s + sum(retry_delays)``
-    (47.5 s with the defaults): size batches and commit intervals for it.
+    (``timeout_s`` with the default of no in-process retries): size batches for it.
     """
 
     def __init__(
@@ -105,7 +109,7 @@ class WebhookSender:
         *,
         allow_private: bool,
         timeout_s: float = 10.0,
-        retry_delays: tuple[float, ...] = (0.5, 2.0, 5.0),
+        retry_delays: tuple[float, ...] = (),
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         resolver: Resolver = system_resolve,

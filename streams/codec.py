@@ -15,6 +15,7 @@ from faust.serializers import codecs
 from pydantic import TypeAdapter, ValidationError
 
 from rules import commands
+from rules.delivery import DeliveryBacklog, PendingDelivery, RetryDue
 from rules.lead import LeadState, SlaTimer
 from rules.reps import RepEntry
 from rules.team import QueueSlot, TeamState
@@ -29,6 +30,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.RemoveRep, commands.SetPresence, commands.PutRep, commands.ChangePresence,
         commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, RepEntry,
         commands.AnswerOffer, commands.WithdrawLead, QueueSlot,
+        RetryDue, PendingDelivery, DeliveryBacklog,
     )
 }
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leadflow.errors import ConfigError
+from rules.delivery import STANDARD_SCHEDULE, parse_schedule
 
 __all__ = ["Secret", "Settings"]
 
@@ -50,6 +51,27 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise ConfigError(f"environment variable {name}={raw!r}: expected an integer") from None
     if value < minimum:
         raise ConfigError(f"environment variable {name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse_schedule(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name}={raw!r}: {exc}") from None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        (value,) = parse_schedule(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r}: expected one delay such as 30s or 0.5") from None
     return value
 
 
@@ -112,6 +134,14 @@ class Settings:
     webhook_timeout_s: float = 10.0
     #: Python log level of the worker (``LEADFLOW_LOG_LEVEL``).
     log_level: str = "info"
+    #: Delays between webhook attempts, e.g. ``5s,5m,30m,2h,5h,10h,10h`` (Standard Webhooks'
+    #: schedule, the default); after the last one the message is dead-lettered. Tests scale it
+    #: down (``LEADFLOW_WEBHOOK_RETRY_SCHEDULE``).
+    webhook_retry_schedule: tuple[float, ...] = STANDARD_SCHEDULE
+    #: Consecutive failures that open an endpoint's circuit (``LEADFLOW_WEBHOOK_BREAKER_THRESHOLD``).
+    webhook_breaker_threshold: int = 5
+    #: Seconds an open circuit defers deliveries before one probe (``LEADFLOW_WEBHOOK_BREAKER_COOLDOWN``).
+    webhook_breaker_cooldown_s: float = 30.0
 
     @property
     def canonical_url(self) -> str:
@@ -155,4 +185,9 @@ class Settings:
                 h.strip().lower() for h in env.get("LEADFLOW_ALLOWED_REDIRECT_HOSTS", "").split(",") if h.strip()),
             webhook_timeout_s=timeout,
             log_level=_log_level(env.get("LEADFLOW_LOG_LEVEL") or d.log_level),
+            webhook_retry_schedule=_schedule(env, "LEADFLOW_WEBHOOK_RETRY_SCHEDULE", d.webhook_retry_schedule),
+            webhook_breaker_threshold=_int(env, "LEADFLOW_WEBHOOK_BREAKER_THRESHOLD",
+                                           d.webhook_breaker_threshold, minimum=1),
+            webhook_breaker_cooldown_s=_seconds(env, "LEADFLOW_WEBHOOK_BREAKER_COOLDOWN",
+                                                d.webhook_breaker_cooldown_s),
         )

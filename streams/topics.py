@@ -15,7 +15,7 @@ from streams.codec import CODEC
 
 __all__ = [
     "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
-    "notifications", "lead_events", "team_signals", "CHANNELS", "send", "publish", "declare_topics",
+    "notifications", "webhooks_dead", "lead_events", "team_signals", "CHANNELS", "send", "publish", "declare_topics",
 ]
 
 _settings = runtime.settings
@@ -39,6 +39,8 @@ team_commands = _topic("team.commands")
 rep_commands = _topic("rep.commands")
 notifications = _topic("notifications")
 lead_events = _topic("lead.events", raw=True)
+#: Webhooks that will never be delivered, with the reason (JSON; the secret is left out).
+webhooks_dead = _topic("notifications.dead", raw=True)
 #: Internal: SLA signals re-keyed by team for the windowed team counters.
 team_signals = _topic("team.signals", raw=True)
 
@@ -49,13 +51,14 @@ CHANNELS: dict[str, faust.TopicT] = {
     "notifications": notifications,
     "lead.events": lead_events,
     "team.signals": team_signals,
+    "notifications.dead": webhooks_dead,
 }
 
 
 async def send(outgoing: Outgoing) -> Any:
     """Send what a transition returned to the topic its channel names."""
     value = outgoing.value
-    if outgoing.channel in ("lead.events", "team.signals"):
+    if outgoing.channel in ("lead.events", "team.signals", "notifications.dead"):
         value = orjson.dumps(value)
     return await CHANNELS[outgoing.channel].send(key=outgoing.key, value=value)
 

@@ -207,6 +207,8 @@ class FakeTime:
 def sender_for(
     session: aiohttp.ClientSession, fake: FakeTime, *, allow_private: bool = True, **options: object
 ) -> WebhookSender:
+    # The sender's in-process retries (off by default: the notifier's schedule is durable).
+    options.setdefault("retry_delays", (0.5, 2.0, 5.0))
     return WebhookSender(
         session, allow_private=allow_private, sleep=fake.sleep, clock=fake.clock, **options  # type: ignore[arg-type]
     )
