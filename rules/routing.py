@@ -10,6 +10,14 @@ Strategies (``TeamState.strategy``, from the team's config):
 * ``most_available`` — the most free slots (capacity - open).
 
 Ties always go to the longest idle rep (never assigned first), then the rep id.
+
+Before the strategy, the account owner: a lead whose domain matched an owned account
+(``RouteLead.account_owner``) goes to that owner when they are in the team and eligible; the
+decision says "account owner". Otherwise the strategy picks, and the reason says why the owner
+could not take it. An owner's assignment earns and costs no round-robin credit: owned leads sit
+outside the rotation.
+
+Which team a lead goes to in the first place is ``rules.team_selection`` (re-exported here).
 """
 from __future__ import annotations
 
@@ -21,11 +29,15 @@ from fractions import Fraction
 from rules.commands import Candidate, RouteLead, RoutingDecision
 from rules.eligibility import eligibility
 from rules.roster import RepState
+from rules.team_selection import LeadFacts, Region, SizeRange, TeamRule, facts_of, select_team
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Choice", "TeamRule", "eligibility", "choose_rep", "select_team"]
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "OWNER_STRATEGY", "Choice", "TeamRule", "Region", "SizeRange",
+           "LeadFacts", "facts_of", "eligibility", "choose_rep", "select_team"]
 
 STRATEGIES = ("weighted_round_robin", "least_loaded", "most_available")
 DEFAULT_STRATEGY = "weighted_round_robin"
+#: ``RoutingDecision.strategy`` when the account owner got the lead.
+OWNER_STRATEGY = "account_owner"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,8 +88,22 @@ def choose_rep(
         )
         if not reasons:
             eligible.append(rep)
+    owner_note = ""
+    owner = lead.account_owner if lead is not None else None
+    if owner:
+        mine = next((c for c in candidates if c.rep_id == owner), None)
+        if mine is not None and mine.eligible:
+            decision = RoutingDecision(
+                team_id=team_id, strategy=OWNER_STRATEGY, candidates=tuple(candidates), winner=owner,
+                reason=f"account owner: {owner} owns the lead's account and is eligible", decided_at=now,
+            )
+            return Choice(decision=decision, reps={})
+        owner_note = (f"account owner {owner} is not in team {team_id}" if mine is None
+                      else f"account owner {owner} is not eligible ({'; '.join(mine.reasons)})")
     if not eligible:
         reason = "no rep is eligible" if reps else "the team has no reps"
+        if owner_note:
+            reason = f"{owner_note}; {reason}"
         decision = RoutingDecision(
             team_id=team_id, strategy=strategy, candidates=tuple(candidates),
             winner=None, reason=reason, decided_at=now,
@@ -99,28 +125,10 @@ def choose_rep(
         reason = f"weighted round robin: highest credit ({best.credit}) among {len(eligible)} eligible"
     if ties:
         reason += f"; tie with {', '.join(ties)} broken by longest idle"
+    if owner_note:
+        reason = f"{owner_note}; {reason}"
     decision = RoutingDecision(
         team_id=team_id, strategy=strategy, candidates=tuple(candidates),
         winner=best.rep_id, reason=reason, decided_at=now,
     )
     return Choice(decision=decision, reps=changed)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TeamRule:
-    """Send matching leads to ``team``; an empty criterion matches anything."""
-
-    team: str
-    countries: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()
-
-
-def select_team(*, country: str | None, source: str, rules: Sequence[TeamRule], default_team: str) -> tuple[str, str]:
-    """Return the team for a lead and why: the first matching rule wins, else the default team."""
-    for index, rule in enumerate(rules):
-        if rule.countries and (country or "") not in rule.countries:
-            continue
-        if rule.sources and source not in rule.sources:
-            continue
-        return rule.team, f"routing rule #{index + 1} matched"
-    return default_team, "no routing rule matched; default team"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connectors.providers import ProvidersConfig
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WorkingHours
 from leadflow.errors import ConfigError
+from rules.accounts import Account
 from rules.commands import RepProfile
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
-from rules.routing import TeamRule
 from sla.config import SlaConfig
+from streams.routing_config import AccountConfig, RoutingConfig, check_accounts, config_accounts
 
 __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
 
@@ -143,17 +145,6 @@ class TeamConfig(_Strict):
         return value
 
 
-class RuleConfig(_Strict):
-    team: _Id
-    countries: tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...] = ()
-    sources: tuple[str, ...] = ()
-
-
-class RoutingConfig(_Strict):
-    default_team: _Id | None = None
-    rules: tuple[RuleConfig, ...] = ()
-
-
 class SourceSpendConfig(_Strict):
     #: The lead source as leads carry it (``source`` field, or the API key name by default).
     name: _Id
@@ -169,7 +160,9 @@ class MarketingConfig(_Strict):
 
 class LeadflowConfig(_Strict):
     api_keys: tuple[ApiKeyConfig, ...] = ()
-    routing: RoutingConfig = RoutingConfig()
+    routing: RoutingConfig = RoutingConfig()  # team rules, regions, tier priorities (streams/routing_config.py)
+    #: Known companies by domain: owner, team, tier (lead-to-account matching; docs/routing.md).
+    accounts: tuple[AccountConfig, ...] = ()
     sla: SlaConfig = SlaConfig()  # policies and business calendars (sla/config.py)
     marketing: MarketingConfig = MarketingConfig()  # source spend, for cost per MQL/SQL (ops/metrics.py)
     teams: tuple[TeamConfig, ...] = ()
@@ -183,6 +176,7 @@ class LeadflowConfig(_Strict):
                 if rep.id in seen:
                     raise ValueError(f"rep {rep.id!r} appears in more than one team; a rep belongs to one team")
                 seen.add(rep.id)
+        check_accounts(self.accounts, self.rep_teams())
         names = [k.name for k in self.api_keys]
         if len(names) != len(set(names)):
             raise ValueError("api key names must be unique")
@@ -194,8 +188,8 @@ class LeadflowConfig(_Strict):
         teams = {default, *(t.id for t in self.teams), *(r.team for r in self.routing.rules)}
         return LeadPolicy(
             default_team=default,
-            team_rules=tuple(TeamRule(team=r.team, countries=r.countries, sources=r.sources)
-                             for r in self.routing.rules),
+            team_rules=self.routing.team_rules(),
+            tier_priorities=dict(self.routing.tier_priorities),
             sla_policies=self.sla.to_policies(),
             calendars=self.sla.team_calendars(teams),
             managers={t.id: t.manager.endpoint(t.id, env) for t in self.teams if t.manager is not None},
@@ -205,6 +199,14 @@ class LeadflowConfig(_Strict):
     def rep_profiles(self, env: Mapping[str, str] | None = None) -> list[RepProfile]:
         env = os.environ if env is None else env
         return [rep.profile(team.id, env, team.strategy) for team in self.teams for rep in team.reps]
+
+    def rep_teams(self) -> dict[str, str]:
+        """``{rep id: team id}`` for the reps of this file."""
+        return {rep.id: team.id for team in self.teams for rep in team.reps}
+
+    def account_list(self, at: datetime) -> list[Account]:
+        """The file's accounts (each owner's team filled in), seeded at every worker start."""
+        return config_accounts(self.accounts, self.rep_teams(), at)
 
     def source_spend(self) -> dict[str, tuple[float, str]]:
         """``{source: (monthly spend, currency)}`` for the spend gauges."""

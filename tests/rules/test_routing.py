@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rules.commands import LeadAssigned, RepProfile, RouteLead, SetPresence, UpsertRep
 from rules.roster import OpenLead, RepState
-from rules.routing import TeamRule, choose_rep, eligibility, select_team
+from rules.routing import choose_rep, eligibility
 from tests.rules._sim import T0, TeamDriver
 
 
@@ -216,41 +216,3 @@ def test_credit_beats_idle_time() -> None:
     decision = choose_rep("t", reps, now=T0 + timedelta(hours=1)).decision
     assert decision.winner == "b"
     assert "broken by" not in decision.reason
-
-
-# --- team selection ---------------------------------------------------------------------
-
-RULES = (
-    TeamRule(team="emea-partners", countries=("DE", "FR"), sources=("partner",)),
-    TeamRule(team="emea", countries=("DE", "FR", "GB")),
-    TeamRule(team="events", sources=("webinar", "tradeshow")),
-    TeamRule(team="catch-all"),
-)
-
-
-@pytest.mark.parametrize(
-    ("country", "source", "team", "why"),
-    [
-        ("DE", "partner", "emea-partners", "routing rule #1 matched"),
-        ("DE", "webform", "emea", "routing rule #2 matched"),
-        ("GB", "partner", "emea", "routing rule #2 matched"),
-        ("US", "webinar", "events", "routing rule #3 matched"),
-        ("FR", "webinar", "emea", "routing rule #2 matched"),   # first match wins, not the most specific
-        (None, "webinar", "events", "routing rule #3 matched"),
-        ("US", "webform", "catch-all", "routing rule #4 matched"),
-    ],
-)
-def test_select_team_first_matching_rule_wins(country: str | None, source: str, team: str, why: str) -> None:
-    assert select_team(country=country, source=source, rules=RULES, default_team="default") == (team, why)
-
-
-@pytest.mark.parametrize(
-    ("country", "source"), [("US", "webform"), (None, "webform"), ("JP", "partner")],
-)
-def test_select_team_default_when_nothing_matches(country: str | None, source: str) -> None:
-    assert select_team(country=country, source=source, rules=RULES[:3], default_team="default") == (
-        "default", "no routing rule matched; default team")
-
-
-def test_select_team_without_rules_is_the_default() -> None:
-    assert select_team(country="DE", source="x", rules=(), default_team="inbound")[0] == "inbound"
