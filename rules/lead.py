@@ -8,12 +8,13 @@ SLA steps and contact activities live in ``rules.lead_sla``.
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rules.capture import CapturedLead, Touch
 from rules.enrichment import enrich
 from rules.commands import (
+    AnswerOffer,
     CaptureLead,
     DispositionLead,
     LeadAssigned,
@@ -25,11 +26,16 @@ from rules.commands import (
     RecordDelivery,
     ReleaseLead,
     SlaDue,
+    WithdrawLead,
 )
 from rules.lead_delivery import record_delivery
 from rules.lead_sla import breach_risk, next_timer, record_activity, sla_due, start_sla
+from rules.lead_offer import answer_offer, offer_due, overflow_at, overflow_due
 from rules.lead_state import (
+    HELD,
+    OFFER_STEP,
     OPEN,
+    OVERFLOW_STEP,
     Assignment,
     LeadPolicy,
     LeadState,
@@ -80,9 +86,15 @@ def apply(state: LeadState | None, command: LeadCommand, now: datetime, policy: 
     if isinstance(command, RecordDelivery):
         return record_delivery(state, command, now, policy)
     if isinstance(command, SlaDue):
+        if command.step == OFFER_STEP:
+            return offer_due(state, command, now, policy)
+        if command.step == OVERFLOW_STEP:
+            return overflow_due(state, command, now, policy)
         return sla_due(state, command, now, policy)
     if isinstance(command, RecordActivity):
         return record_activity(state, command, now, policy)
+    if isinstance(command, AnswerOffer):
+        return answer_offer(state, command, now, policy)
     return _disposition(state, command, now, policy)
 
 
@@ -177,20 +189,33 @@ def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
 
 def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: LeadPolicy) -> LeadTransition:
     current = state.assignment
-    if (state.routing == "assigned" and current is not None and current.route_id == command.route_id
+    if (state.routing in HELD and current is not None and current.route_id == command.route_id
             and current.rep_id == command.rep_id):
         # Replay of the assignment we accepted: re-send the same notification (same webhook-id,
         # so the rep's receiver dedups it) in case the first send was lost in a crash.
         return LeadTransition(state=state, outgoing=_notifications(state, command))
     if state.routing not in ("routing", "queued") or command.route_id != state.route_id:
         return LeadTransition(state=state, outgoing=(give_back(command, "stale assignment", now),))
+    offer_timeout = policy.offer_timeouts.get(command.team_id)
+    kind = "lead.assigned" if offer_timeout is None else "lead.offered"
     assignment = Assignment(
         team_id=command.team_id, rep_id=command.rep_id, rep_name=command.rep_name,
         route_id=command.route_id, assigned_at=command.assigned_at,
-        webhook_id=webhook_id_for(command.route_id, "lead.assigned"), decision=command.decision,
+        webhook_id=webhook_id_for(command.route_id, kind), decision=command.decision,
         webhook_url=command.webhook_url, webhook_secret=command.webhook_secret,
     )
-    assigned = replace(state, routing="assigned", assignment=assignment)
+    if offer_timeout is not None:
+        # The offer handshake: the rep holds the lead until they accept, decline or let it lapse.
+        expires = now + timedelta(seconds=offer_timeout)
+        offered = replace(state, routing="offered", assignment=assignment, offer_expires_at=expires, overflow_at=None)
+        offered = note(offered, policy, now, "offered", rep_id=command.rep_id, team_id=command.team_id,
+                       why=command.decision.reason, expires_at=expires)
+        published = event(offered, "lead.offered", now, {
+            "rep_id": command.rep_id, "team_id": command.team_id, "route_id": command.route_id,
+            "decision": asdict(command.decision), "expires_at": expires,
+        })
+        return LeadTransition(state=offered, outgoing=(published,) + _notifications(offered, command))
+    assigned = replace(state, routing="assigned", assignment=assignment, overflow_at=None)
     deadline = assigned.sla_deadline
     assigned = note(assigned, policy, now, "assigned", rep_id=command.rep_id, team_id=command.team_id,
                      why=command.decision.reason, sla_deadline=deadline)
@@ -206,8 +231,9 @@ def _notifications(state: LeadState, command: LeadAssigned) -> tuple[Outgoing, .
     if not command.webhook_url or not command.webhook_secret or state.assignment is None:
         return ()
     assignment = state.assignment
-    body = {
-        "type": "lead.assigned",
+    kind = "lead.offered" if state.routing == "offered" else "lead.assigned"
+    body: dict[str, Any] = {
+        "type": kind,
         "timestamp": assignment.assigned_at,
         "data": {
             "lead_id": state.lead_id,
@@ -224,7 +250,11 @@ def _notifications(state: LeadState, command: LeadAssigned) -> tuple[Outgoing, .
             "timeline": [asdict(e) for e in state.timeline[-10:]],
         },
     }
-    notify = Notify(webhook_id=assignment.webhook_id, event_type="lead.assigned", lead_id=state.lead_id,
+    if state.routing == "offered":
+        body["data"]["offer"] = {"expires_at": state.offer_expires_at,
+                                 "accept": f"/v1/leads/{state.lead_id}/accept",
+                                 "decline": f"/v1/leads/{state.lead_id}/decline"}
+    notify = Notify(webhook_id=assignment.webhook_id, event_type=kind, lead_id=state.lead_id,
                     rep_id=assignment.rep_id, url=command.webhook_url, secret=command.webhook_secret,
                     payload=body, created_at=assignment.assigned_at)
     return (Outgoing(channel="notifications", key=state.lead_id, value=notify),)
@@ -239,7 +269,7 @@ def _queued(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> LeadTr
     published = event(queued, "lead.queued", command.queued_at, {"team_id": command.team_id, "depth": command.depth,
                                                                "expected_wait_s": command.expected_wait_s,
                                                                "decision": asdict(command.decision)})
-    queued, warnings = breach_risk(queued, command, policy)
+    queued, warnings = breach_risk(overflow_at(queued, command, policy), command, policy)
     return LeadTransition(state=queued, outgoing=(published, *warnings))
 
 
@@ -247,10 +277,15 @@ def _disposition(state: LeadState, command: DispositionLead, now: datetime, poli
     if state.routing not in OPEN:
         return LeadTransition(state=state)
     outgoing: list[Outgoing] = []
-    if state.routing == "assigned" and state.assignment is not None:
+    if state.routing in HELD and state.assignment is not None:
         a = state.assignment
         outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
             team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
+            reason=f"disposition: {command.status}", at=now)))
+    elif state.routing == "queued":
+        # Out of the queue now, rather than assigned later only to be handed back.
+        outgoing.append(Outgoing(channel="team.commands", key=state.team_id, value=WithdrawLead(
+            team_id=state.team_id, lead_id=state.lead_id, route_id=state.route_id,
             reason=f"disposition: {command.status}", at=now)))
     closed = replace(state, routing="released", status=command.status)
     closed = note(closed, policy, now, "dispositioned", status=command.status, reason=command.reason,

@@ -20,7 +20,10 @@ from typing import Any
 
 from rules.commands import LeadQueued, Notify, Outgoing, RecordActivity, ReleaseLead, SlaDue
 from rules.lead_state import (
+    HELD,
+    OFFER_STEP,
     OPEN,
+    OVERFLOW_STEP,
     LeadPolicy,
     LeadState,
     LeadTransition,
@@ -34,7 +37,7 @@ from rules.lead_state import (
 from sla.ladder import next_due, plan_deadlines
 from sla.policy import select_policy
 
-__all__ = ["CONTACT_TYPES", "start_sla", "sla_due", "record_activity", "next_timer", "breach_risk"]
+__all__ = ["CONTACT_TYPES", "start_sla", "sla_due", "record_activity", "next_timer", "breach_risk", "notify_rep"]
 
 #: Activity types that count as contacting the lead (a note does not).
 CONTACT_TYPES = frozenset({"call", "email", "meeting", "sms"})
@@ -51,15 +54,22 @@ def start_sla(state: LeadState, started_at: datetime, policy: LeadPolicy) -> Lea
 
 
 def next_timer(state: LeadState | None) -> SlaTimer | None:
-    """The lead's next pending SLA deadline, or ``None`` when nothing is pending."""
-    if state is None or state.sla is None or state.routing not in OPEN:
+    """The lead's next pending deadline (SLA step, offer expiry or queue overflow), or ``None``."""
+    if state is None or state.routing not in OPEN:
         return None
-    if state.sla.stopped_at is not None:
+    pending: list[tuple[datetime, int]] = []
+    if state.routing == "offered" and state.offer_expires_at is not None:
+        pending.append((state.offer_expires_at, OFFER_STEP))
+    if state.routing == "queued" and state.overflow_at is not None:
+        pending.append((state.overflow_at, OVERFLOW_STEP))
+    if state.sla is not None and state.sla.stopped_at is None:
+        due = next_due(state.sla.deadlines, frozenset(state.sla.done))
+        if due is not None:
+            pending.append((due.due_at, due.step))
+    if not pending:
         return None
-    due = next_due(state.sla.deadlines, frozenset(state.sla.done))
-    if due is None:
-        return None
-    return SlaTimer(lead_id=state.lead_id, cycle=state.cycle, step=due.step, due_at=due.due_at)
+    due_at, step = min(pending)
+    return SlaTimer(lead_id=state.lead_id, cycle=state.cycle, step=step, due_at=due_at)
 
 
 def sla_due(state: LeadState, command: SlaDue, now: datetime, policy: LeadPolicy) -> LeadTransition:
@@ -81,7 +91,7 @@ def sla_due(state: LeadState, command: SlaDue, now: datetime, policy: LeadPolicy
             "rep_id": state.assignment.rep_id if state.assignment else None}),))
     outgoing: list[Outgoing] = []
     if kind == "remind":
-        outgoing += _notify_rep(state, "lead.reminder", command.step, now)
+        outgoing += notify_rep(state, "lead.reminder", command.step, now)
     elif kind in ("reassign", "release_to_pool"):
         state, moved = _take_away(state, kind, command.step, now, policy)
         outgoing += moved
@@ -126,14 +136,17 @@ def _payload(state: LeadState, kind: str, now: datetime, extra: dict[str, Any]) 
         "sla_deadline": state.sla_deadline, **extra}}
 
 
-def _notify_rep(state: LeadState, kind: str, step: int, now: datetime) -> list[Outgoing]:
+def notify_rep(state: LeadState, kind: str, step: int, now: datetime, reason: str | None = None) -> list[Outgoing]:
+    """A webhook of ``kind`` to the rep who holds the lead (none when nobody does)."""
     a = state.assignment
-    if state.routing != "assigned" or a is None or not a.webhook_url or not a.webhook_secret:
+    if state.routing not in HELD or a is None or not a.webhook_url or not a.webhook_secret:
         return []
+    extra: dict[str, Any] = {"rep": {"rep_id": a.rep_id, "name": a.rep_name}, "step": step}
+    if reason is not None:
+        extra["reason"] = reason
     notify = Notify(webhook_id=webhook_id_for(a.route_id, f"{kind}.{step}"), event_type=kind,
                     lead_id=state.lead_id, rep_id=a.rep_id, url=a.webhook_url, secret=a.webhook_secret,
-                    payload=_payload(state, kind, now, {"rep": {"rep_id": a.rep_id, "name": a.rep_name},
-                                                        "step": step}), created_at=now)
+                    payload=_payload(state, kind, now, extra), created_at=now)
     return [Outgoing(channel="notifications", key=state.lead_id, value=notify)]
 
 
@@ -158,7 +171,7 @@ def _take_away(state: LeadState, kind: str, step: int, now: datetime,
     a = state.assignment
     if state.routing != "assigned" or a is None or state.sla is None:
         return state, []  # still waiting in a queue: there is nobody to take it from
-    outgoing = _notify_rep(state, "lead.reassigned", step, now)
+    outgoing = notify_rep(state, "lead.reassigned", step, now)
     outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
         team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
         reason=f"sla {kind}", at=now)))

@@ -20,13 +20,19 @@ from sla.ladder import Deadline
 from sla.policy import SlaPolicy
 
 __all__ = [
-    "RoutingStatus", "OPEN", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
+    "RoutingStatus", "OPEN", "HELD", "OFFER_STEP", "OVERFLOW_STEP", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
     "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "event", "note", "route_command",
-    "give_back",
+    "give_back", "reroute",
 ]
 
-RoutingStatus: TypeAlias = Literal["routing", "queued", "assigned", "released"]
-OPEN: frozenset[str] = frozenset({"routing", "queued", "assigned"})
+RoutingStatus: TypeAlias = Literal["routing", "queued", "offered", "assigned", "released"]
+OPEN: frozenset[str] = frozenset({"routing", "queued", "offered", "assigned"})
+#: Reps hold the lead in these states (their capacity is taken).
+HELD: frozenset[str] = frozenset({"offered", "assigned"})
+
+#: Timer steps that are not SLA ladder steps (those are >= 0): an offer's expiry, a queue overflow.
+OFFER_STEP = -1
+OVERFLOW_STEP = -2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +129,12 @@ class LeadState:
     qualification: Qualification | None = None
     #: The opportunity this lead converted into, once it is an SQL.
     opportunity: Opportunity | None = None
+    #: While ``routing == "offered"``: when the offer lapses and the lead goes to the next rep.
+    offer_expires_at: datetime | None = None
+    #: Reps who declined the lead (or let an offer lapse) in this cycle: never offered it again.
+    declined_by: tuple[str, ...] = ()
+    #: While ``routing == "queued"``: when the lead leaves for the team's overflow team.
+    overflow_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +161,10 @@ class LeadPolicy:
     recycle_after_s: float | None = None
     #: Queue priority (0 first) by tier label, for the account's tier and the lead's tier.
     tier_priorities: dict[str, int] = field(default_factory=dict)
+    #: Teams using the offer handshake: seconds a rep has to accept before the next rep is offered it.
+    offer_timeouts: dict[str, float] = field(default_factory=dict)
+    #: Seconds a lead may wait in a team's queue before it moves to the team's overflow team.
+    overflow_after: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +211,36 @@ def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:
     elif state.score is not None:  # the lead's score tier: A first, then B, then the rest
         value = replace(value, priority=queue_priority(state.score))
     return Outgoing(channel="team.commands", key=state.team_id, value=value)
+
+
+def reroute(state: LeadState, now: datetime, policy: LeadPolicy, *, note_kind: str, reason: str,
+            team_id: str | None = None, detail: dict[str, Any] | None = None) -> tuple[LeadState, list[Outgoing]]:
+    """Route the lead again (a new route id), taking it from the rep who holds it, if anyone.
+
+    The rep who held it joins the cycle's previous reps: neither they nor anyone who declined
+    the lead in this cycle is offered it again. ``note_kind`` names the timeline entry and
+    ``reason`` says why, in the timeline, ``lead.reassigned`` and the rep's release.
+    """
+    a = state.assignment if state.routing in HELD else None
+    outgoing: list[Outgoing] = []
+    previous = state.sla.previous_reps if state.sla is not None else ()
+    if a is not None:
+        outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
+            team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id, reason=reason, at=now)))
+        previous = tuple(dict.fromkeys(previous + (a.rep_id,)))
+    seq = state.route_seq + 1
+    moved = replace(state, routing="routing", team_id=team_id or state.team_id, route_seq=seq,
+                    route_id=f"{state.lead_id}:{state.cycle}:{seq}", assignment=None,
+                    offer_expires_at=None, overflow_at=None,
+                    sla=replace(state.sla, previous_reps=previous) if state.sla is not None else None)
+    excluded = tuple(dict.fromkeys(previous + state.declined_by))
+    from_rep = a.rep_id if a is not None else None
+    moved = note(moved, policy, now, note_kind, from_rep=from_rep, team_id=moved.team_id, reason=reason)
+    outgoing.append(event(moved, "lead.reassigned", now, {"from_rep": from_rep, "team_id": moved.team_id,
+                                                          "reason": reason, "excluded": list(excluded),
+                                                          **(detail or {})}))
+    outgoing.append(route_command(moved, excluded=excluded))
+    return moved, outgoing
 
 
 def give_back(command: LeadAssigned, reason: str, now: datetime) -> Outgoing:

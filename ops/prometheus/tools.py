@@ -18,8 +18,8 @@ from ops.stack.service import Progress, print_progress
 __all__ = ["HERE", "RULES", "ALERT_TESTS", "CONFIG_COMPOSE", "CONFIG_LOCAL", "Tool", "find_tool"]
 
 HERE: Final = Path(__file__).resolve().parent
-#: Recording and alert rules, loaded by every Prometheus config here.
-RULES: Final = (HERE / "rules" / "recording.yml", HERE / "rules" / "alerts.yml")
+#: Alert rules, loaded by every Prometheus config here.
+RULES: Final = (HERE / "rules" / "alerts.yml",)
 #: ``promtool test rules`` unit tests: at least one per alert.
 ALERT_TESTS: Final = HERE / "tests" / "alerts_test.yml"
 #: Scrape config for docker-compose.yml (workers by service name).

@@ -17,6 +17,7 @@ from rules.commands import (
     ReleaseLead,
     RouteLead,
     RoutingDecision,
+    WithdrawLead,
 )
 from rules.lead import LeadPolicy, LeadState, can_disposition, webhook_id_for
 from rules.routing import TeamRule
@@ -246,11 +247,18 @@ def test_disposition_of_an_assigned_lead_releases_the_rep() -> None:
                                        at=T0 + timedelta(minutes=1))
 
 
-@pytest.mark.parametrize("history", [(capture(),), (capture(), queued())])
-def test_disposition_before_assignment_has_nothing_to_release(history: tuple[object, ...]) -> None:
-    state, out = run(*history, dispose())
+def test_disposition_before_assignment_has_nothing_to_release() -> None:
+    state, out = run(capture(), dispose())
     assert state is not None and state.routing == "released"
     assert [m.channel for m in out] == ["lead.events"]
+
+
+def test_disposition_of_a_queued_lead_takes_it_out_of_the_queue() -> None:
+    state, out = run(capture(), queued(), dispose())
+    assert state is not None and state.routing == "released"
+    assert [m.channel for m in out] == ["lead.events", "team.commands"]
+    withdraw = out[1].value
+    assert isinstance(withdraw, WithdrawLead) and withdraw.route_id == state.route_id
 
 
 def test_disposition_of_a_closed_lead_is_ignored() -> None:

@@ -1,0 +1,322 @@
+"""Generate the three Grafana dashboards in ``dashboards/`` from the compact panel lists below.
+
+    python -m ops.grafana.build          # rewrite ops/grafana/dashboards/*.json
+
+The JSON files are committed (Grafana provisions them as they are); tests/ops/test_grafana.py
+fails when they differ from what this module generates, so edit here and re-run. Every
+expression's metric is declared in ``ops/metrics.py``; the integration test evaluates every
+expression against a real Prometheus scraping a real worker.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["DATASOURCE_UID", "DASHBOARDS", "Panel", "render", "write_all", "main"]
+
+DATASOURCE_UID: Final = "leadflow-prometheus"
+_DS: Final = {"type": "prometheus", "uid": DATASOURCE_UID}
+OUT: Final = Path(__file__).resolve().parent / "dashboards"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    #: ``(expr, legend)`` pairs: one query each.
+    queries: tuple[tuple[str, str], ...]
+    kind: str = "timeseries"  # timeseries | stat | bargauge | table
+    unit: str = "short"
+    width: int = 12
+    height: int = 8
+    description: str = ""
+    #: Stat thresholds: ``((value, color), ...)`` above a green base.
+    thresholds: tuple[tuple[float, str], ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    tags: tuple[str, ...]
+    variables: tuple[tuple[str, str, str], ...]  # (name, label, query)
+    rows: tuple[tuple[str, tuple[Panel, ...]], ...]
+
+
+def _rate(metric: str, by: str, selector: str = "") -> str:
+    return f"sum by ({by}) (rate({metric}{selector}[$__rate_interval]))"
+
+
+def _quantile(q: float, metric: str, by: str = "le", selector: str = "") -> str:
+    return f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{selector}[$__rate_interval])))"
+
+
+_TEAM = '{team=~"$team"}'
+_SRC = 'source=~"$source"'
+
+SLA = Dashboard(
+    uid="leadflow-sla",
+    title="leadflow — SLA and speed-to-lead",
+    description="For sales ops: how fast leads reach a rep and get contacted, SLA compliance, queues and capacity.",
+    tags=("leadflow", "ops", "sla"),
+    variables=(("team", "Team", "label_values(leadflow_leads_assigned_total, team)"),),
+    rows=(
+        ("Right now", (
+            Panel("Routed to a rep within 60 s", ((
+                'sum(increase(leadflow_lead_routing_seconds_bucket{le="60.0"}[$__range]))'
+                " / sum(increase(leadflow_lead_routing_seconds_count[$__range]))", "within 60 s"),),
+                kind="stat", unit="percentunit", width=6, height=5,
+                description="Share of leads assigned within 60 s of capture (60 s is an exact histogram bucket)."),
+            Panel("Rep notified within 60 s", ((
+                'sum(increase(leadflow_lead_notify_seconds_bucket{le="60.0"}[$__range]))'
+                " / sum(increase(leadflow_lead_notify_seconds_count[$__range]))", "within 60 s"),),
+                kind="stat", unit="percentunit", width=6, height=5,
+                description="Share of leads whose assignment webhook reached the rep within 60 s of capture."),
+            Panel("SLA compliance (first contact in time)", ((
+                'sum(increase(leadflow_leads_contacted_total{within_sla="true",team=~"$team"}[$__range]))'
+                ' / sum(increase(leadflow_leads_contacted_total{team=~"$team"}[$__range]))', "in SLA"),),
+                kind="stat", unit="percentunit", width=6, height=5),
+            Panel("Leads overdue now", (('sum(leadflow_sla_overdue_leads{team=~"$team"})', "overdue"),),
+                  kind="stat", width=6, height=5, thresholds=((1, "orange"), (10, "red")),
+                  description="Open leads past their first-contact deadline that nobody has contacted yet."),
+        )),
+        ("Speed", (
+            Panel("Capture → assigned (routing latency)", (
+                (_quantile(0.5, "leadflow_lead_routing_seconds"), "p50"),
+                (_quantile(0.9, "leadflow_lead_routing_seconds"), "p90"),
+                (_quantile(0.99, "leadflow_lead_routing_seconds"), "p99"),
+            ), unit="s"),
+            Panel("Capture → rep notified (webhook delivered)", (
+                (_quantile(0.5, "leadflow_lead_notify_seconds"), "p50"),
+                (_quantile(0.99, "leadflow_lead_notify_seconds"), "p99"),
+            ), unit="s"),
+            Panel("Speed-to-lead (capture → first contact), median by team", (
+                (_quantile(0.5, "leadflow_speed_to_lead_seconds", "le, team", _TEAM), "{{team}}"),
+            ), unit="s"),
+            Panel("Speed-to-lead split: system delay vs rep delay (median)", (
+                (_quantile(0.5, "leadflow_speed_to_lead_system_seconds", "le", _TEAM), "system (capture → notified)"),
+                (_quantile(0.5, "leadflow_speed_to_lead_rep_seconds", "le", _TEAM), "rep (notified → contact)"),
+            ), unit="s"),
+        )),
+        ("SLA", (
+            Panel("SLA breaches and breach-risk warnings by team", (
+                (_rate("leadflow_sla_breaches_total", "team", _TEAM), "breach {{team}}"),
+                (_rate("leadflow_sla_at_risk_total", "team", _TEAM), "at risk {{team}}"),
+            ), unit="reqps"),
+            Panel("Escalation steps by team and step", (
+                (_rate("leadflow_sla_escalations_total", "team, action", _TEAM), "{{team}} {{action}}"),
+            ), unit="reqps"),
+            Panel("Overdue (uncontacted past deadline) by team", (
+                ('sum by (team) (leadflow_sla_overdue_leads{team=~"$team"})', "{{team}}"),
+            )),
+            Panel("First contacts by team, in SLA or late", (
+                (_rate("leadflow_leads_contacted_total", "team, within_sla", _TEAM), "{{team}} in SLA={{within_sla}}"),
+            ), unit="reqps"),
+        )),
+        ("Capacity", (
+            Panel("Queue depth by team", (('sum by (team) (leadflow_team_queue_depth{team=~"$team"})', "{{team}}"),)),
+            Panel("Oldest queued lead by team", (
+                ('max by (team) (leadflow_team_oldest_queued_age_seconds{team=~"$team"})', "{{team}}"),), unit="s"),
+            Panel("Reps available by team", (('sum by (team) (leadflow_team_reps_available{team=~"$team"})', "{{team}}"),)),
+            Panel("Utilization (open leads / roster capacity) by team", (
+                ('max by (team) (leadflow_team_utilization_ratio{team=~"$team"})', "{{team}}"),), unit="percentunit"),
+            Panel("Assigned vs queued", (
+                (_rate("leadflow_leads_assigned_total", "team", _TEAM), "assigned {{team}}"),
+                (_rate("leadflow_leads_queued_total", "team", _TEAM), "queued {{team}}"),
+            ), unit="reqps"),
+            Panel("Open leads vs available capacity", (
+                ('sum by (team) (leadflow_team_open_leads{team=~"$team"})', "open {{team}}"),
+                ('sum by (team) (leadflow_team_capacity{team=~"$team"})', "capacity {{team}}"),
+            )),
+        )),
+    ),
+)
+
+
+def _stage(to: str, window: str = "$__range") -> str:
+    return f'sum by (source) (increase(leadflow_lifecycle_transitions_total{{to="{to}",{_SRC}}}[{window}]))'
+
+
+FUNNEL = Dashboard(
+    uid="leadflow-funnel",
+    title="leadflow — funnel and source ROI",
+    description="For marketing leadership: volume by source, lead → MQL → SQL → opportunity → won conversion, "
+                "cost per qualified lead from the configured monthly spend.",
+    tags=("leadflow", "marketing", "funnel"),
+    variables=(("source", "Source", "label_values(leadflow_lifecycle_transitions_total, source)"),),
+    rows=(
+        ("Volume", (
+            Panel("Funnel in the selected range", (
+                (f'sum by (to) (increase(leadflow_lifecycle_transitions_total{{{_SRC}}}[$__range]))', "{{to}}"),
+            ), kind="bargauge", width=12),
+            Panel("New leads by source", ((
+                f'sum by (source) (rate(leadflow_lifecycle_transitions_total{{to="lead",{_SRC}}}[$__rate_interval]))',
+                "{{source}}"),), unit="reqps"),
+            Panel("Captured by channel (API key / feed and channel)", (
+                (_rate("leadflow_leads_captured_total", "source, channel"), "{{source}} {{channel}}"),), unit="reqps"),
+            Panel("Rejected by channel and reason; duplicates merged", (
+                (_rate("leadflow_leads_rejected_total", "channel, reason"), "rejected {{channel}} {{reason}}"),
+                ("sum(rate(leadflow_leads_merged_total[$__rate_interval]))", "merged as a new touch"),
+            ), unit="reqps"),
+        )),
+        ("Conversion by source", (
+            Panel("Lead → MQL", ((f"{_stage('mql')} / {_stage('lead')}", "{{source}}"),), unit="percentunit", width=6),
+            Panel("MQL → SQL", ((f"{_stage('sql')} / {_stage('mql')}", "{{source}}"),), unit="percentunit", width=6),
+            Panel("SQL → opportunity", ((f"{_stage('opportunity')} / {_stage('sql')}", "{{source}}"),),
+                  unit="percentunit", width=6),
+            Panel("Win rate (won / closed)", ((f"{_stage('won')} / ({_stage('won')} + {_stage('lost')})", "{{source}}"),),
+                  unit="percentunit", width=6),
+        )),
+        ("Cost (monthly spend over the last 30 days' volume)", (
+            Panel("Monthly spend by source", (
+                ('max by (source, currency) (leadflow_source_monthly_spend{source=~"$source"})', "{{source}} {{currency}}"),
+            ), kind="table", width=6),
+            Panel("Cost per lead", ((f'max by (source) (leadflow_source_monthly_spend{{{_SRC}}}) / {_stage("lead", "30d")}',
+                                     "{{source}}"),), kind="bargauge", width=6),
+            Panel("Cost per MQL", ((f'max by (source) (leadflow_source_monthly_spend{{{_SRC}}}) / {_stage("mql", "30d")}',
+                                    "{{source}}"),), kind="bargauge", width=6),
+            Panel("Cost per SQL", ((f'max by (source) (leadflow_source_monthly_spend{{{_SRC}}}) / {_stage("sql", "30d")}',
+                                    "{{source}}"),), kind="bargauge", width=6),
+        )),
+    ),
+)
+
+HEALTH = Dashboard(
+    uid="leadflow-health",
+    title="leadflow — pipeline health",
+    description="For SRE: workers, consumer lag, event loop, table recovery, Redis, webhook and CRM delivery.",
+    tags=("leadflow", "sre"),
+    variables=(),
+    rows=(
+        ("Workers", (
+            Panel("Workers up", (('sum(up{job="leadflow"})', "up"),), kind="stat", width=4, height=5),
+            Panel("Redis degraded (workers without Redis)", (("sum(leadflow_redis_degraded_mode)", "degraded"),),
+                  kind="stat", width=4, height=5, thresholds=((1, "red"),)),
+            Panel("Workers recovering tables", (("sum(leadflow_table_recovery_in_progress)", "recovering"),),
+                  kind="stat", width=4, height=5, thresholds=((1, "orange"),)),
+            Panel("Dead-lettered webhooks (range)", (
+                ("sum(increase(leadflow_webhook_dead_letters_total[$__range]))", "dead letters"),),
+                kind="stat", width=4, height=5, thresholds=((1, "red"),)),
+            Panel("Webhook retries pending", (("sum(leadflow_webhook_retries_pending)", "pending"),),
+                  kind="stat", width=4, height=5, thresholds=((10, "orange"),)),
+            Panel("Partitions per worker", (("sum by (instance) (leadflow_partitions_assigned)", "{{instance}}"),),
+                  kind="stat", width=4, height=5),
+        )),
+        ("Stream processing", (
+            Panel("Consumer lag by topic", (("sum by (topic) (leadflow_consumer_lag_messages)", "{{topic}}"),)),
+            Panel("Event-loop lag by worker", (("max by (instance) (leadflow_event_loop_lag_seconds)", "{{instance}}"),),
+                  unit="s"),
+            Panel("Commands processed by agent", (
+                (_rate("leadflow_commands_processed_total", "agent"), "{{agent}}"),
+                (_rate("leadflow_command_failures_total", "agent"), "failed {{agent}}"),
+            ), unit="reqps"),
+            Panel("Table recovery by worker", (
+                ("max by (instance) (leadflow_table_recovery_seconds)", "duration {{instance}}"),
+                ("max by (instance) (leadflow_table_recovery_in_progress)", "in progress {{instance}}"),
+            ), unit="s"),
+        )),
+        ("Delivery", (
+            Panel("Webhook deliveries by outcome", (
+                (_rate("leadflow_webhook_deliveries_total", "event_type, outcome"), "{{event_type}} {{outcome}}"),
+            ), unit="reqps"),
+            Panel("Webhook failure ratio", ((
+                'sum(rate(leadflow_webhook_deliveries_total{outcome!="delivered"}[$__rate_interval]))'
+                " / sum(rate(leadflow_webhook_deliveries_total[$__rate_interval]))", "failed"),), unit="percentunit"),
+            Panel("Webhook delivery time (retries included)", (
+                (_quantile(0.5, "leadflow_webhook_delivery_seconds"), "p50"),
+                (_quantile(0.99, "leadflow_webhook_delivery_seconds"), "p99"),
+            ), unit="s"),
+            Panel("HTTP requests per delivery; dead letters", (
+                ("sum(rate(leadflow_webhook_requests_total[$__rate_interval])) / "
+                 "sum(rate(leadflow_webhook_deliveries_total[$__rate_interval]))", "requests per delivery"),
+                (_rate("leadflow_webhook_dead_letters_total", "event_type"), "dead letters {{event_type}}"),
+            )),
+            Panel("CRM calls by operation and outcome", (
+                (_rate("leadflow_crm_calls_total", "operation, outcome"), "{{operation}} {{outcome}}"),
+                (_quantile(0.99, "leadflow_crm_call_seconds"), "p99 call time"),
+            ), unit="reqps"),
+            Panel("API requests by status; Redis fallbacks", (
+                (_rate("leadflow_http_requests_total", "status"), "HTTP {{status}}"),
+                (_rate("leadflow_redis_degraded_total", "operation"), "without Redis: {{operation}}"),
+            ), unit="reqps"),
+        )),
+    ),
+)
+
+DASHBOARDS: Final = {"sla.json": SLA, "funnel.json": FUNNEL, "health.json": HEALTH}
+
+
+def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
+    steps = [{"color": "green", "value": None}] + [{"color": c, "value": v} for v, c in panel.thresholds]
+    out: dict[str, Any] = {
+        "id": pid,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": _DS,
+        "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": panel.unit, "thresholds": {"mode": "absolute", "steps": steps}},
+                        "overrides": []},
+        "options": panel.options or ({"reduceOptions": {"calcs": ["lastNotNull"]}} if panel.kind != "timeseries"
+                                     else {"legend": {"displayMode": "list", "placement": "bottom"}}),
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": _DS, "expr": expr, "legendFormat": legend,
+             **({"instant": True, "format": "table"} if panel.kind == "table" else {})}
+            for i, (expr, legend) in enumerate(panel.queries)
+        ],
+    }
+    return out
+
+
+def render(d: Dashboard) -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    y, pid = 0, 1
+    for title, row in d.rows:
+        panels.append({"id": pid, "type": "row", "title": title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        pid, y, x, line = pid + 1, y + 1, 0, 0
+        for panel in row:
+            if x + panel.width > 24:
+                x, y = 0, y + line
+                line = 0
+            panels.append(_panel(panel, pid, x, y))
+            pid, x, line = pid + 1, x + panel.width, max(line, panel.height)
+        y += line
+    variables = [{"name": name, "label": label, "type": "query", "datasource": _DS,
+                  "query": {"query": query, "refId": "var"}, "definition": query, "refresh": 2,
+                  "includeAll": True, "multi": True, "allValue": ".*",
+                  "current": {"text": "All", "value": "$__all"}} for name, label, query in d.variables]
+    return {
+        "uid": d.uid, "title": d.title, "description": d.description, "tags": list(d.tags),
+        "timezone": "browser", "editable": True, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
+        "refresh": "10s", "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": variables}, "annotations": {"list": []}, "links": [], "panels": panels,
+    }
+
+
+def dump(d: Dashboard) -> str:
+    return json.dumps(render(d), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_all(out: Path = OUT) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, d in DASHBOARDS.items():
+        path = out / name
+        path.write_text(dump(d), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    for path in write_all():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

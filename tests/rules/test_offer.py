@@ -1,0 +1,189 @@
+"""The offer handshake and the queue overflow, end to end through both state machines (pure)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from rules.capture import CapturedLead, derive_lead_id
+from rules.commands import AnswerOffer, CaptureLead, LeadAssigned, Notify, PutRep, RepProfile, RouteLead, SlaDue
+from rules.lead import LeadPolicy, LeadState, next_timer
+from rules.lead_offer import offer_problem
+from rules.lead_state import OFFER_STEP, OVERFLOW_STEP
+from tests.rules._sim import Bus, events, values
+
+TEAM, OVERFLOW = "inbound", "overflow"
+POLICY = LeadPolicy(default_team=TEAM, offer_timeouts={TEAM: 30.0},
+                    overflow_teams={TEAM: OVERFLOW}, overflow_after={TEAM: 120.0})
+
+
+def put_rep(bus: Bus, rep_id: str, team: str = TEAM, capacity: int = 1) -> None:
+    profile = RepProfile(rep_id=rep_id, team_id=team, name=rep_id.title(), capacity=capacity,
+                         webhook_url=f"https://hooks.test/{rep_id}", webhook_secret=f"whsec_{rep_id}")
+    bus.send("rep.commands", rep_id, PutRep(rep_id=rep_id, profile=profile, at=bus.clock.now()))
+
+
+def capture(bus: Bus, i: int = 1) -> str:
+    lead_id = derive_lead_id(email=f"p{i}@example.com", phone=None, source="webform", external_id=None)
+    bus.send("lead.commands", lead_id, CaptureLead(
+        lead_id=lead_id, capture_id=f"cap-{i}", captured_at=bus.clock.now(),
+        lead=CapturedLead(email=f"p{i}@example.com", source="webform")))
+    return lead_id
+
+
+def answer(bus: Bus, lead_id: str, *, accepted: bool, rep_id: str | None = None, reason: str | None = None) -> list:
+    state = bus.leads[lead_id]
+    assert state.assignment is not None
+    command = AnswerOffer(lead_id=lead_id, rep_id=rep_id or state.assignment.rep_id,
+                          route_id=state.assignment.route_id, accepted=accepted, reason=reason, at=bus.clock.now())
+    return bus.send("lead.commands", lead_id, command)
+
+
+def fire_timer(bus: Bus, lead_id: str) -> list:
+    """Move the clock to the lead's next deadline and deliver its SlaDue, as the timer loop does."""
+    timer = next_timer(bus.leads[lead_id])
+    assert timer is not None
+    bus.clock.advance(max(0.0, (timer.due_at - bus.clock.now()).total_seconds()))
+    return bus.send("lead.commands", lead_id, SlaDue(lead_id=lead_id, cycle=timer.cycle, step=timer.step,
+                                                     due_at=timer.due_at))
+
+
+@pytest.fixture
+def bus() -> Bus:
+    bus = Bus(policy=POLICY)
+    for rep_id in ("rep-a", "rep-b", "rep-c"):
+        put_rep(bus, rep_id)
+    return bus
+
+
+def lead(bus: Bus, lead_id: str) -> LeadState:
+    return bus.leads[lead_id]
+
+
+def test_an_offer_holds_the_rep_and_asks_for_an_answer(bus: Bus) -> None:
+    lead_id = capture(bus)
+    state = lead(bus, lead_id)
+    assert state.routing == "offered" and state.assignment is not None
+    rep_id = state.assignment.rep_id
+    assert bus.team(TEAM).reps[rep_id].load == 1  # capacity is taken while the offer is open
+    (notice,) = values(bus.sent, "notifications", Notify)
+    assert notice.event_type == "lead.offered" and notice.rep_id == rep_id
+    offer = notice.payload["data"]["offer"]
+    offered_at = next(e.at for e in state.timeline if e.kind == "offered")
+    assert offer["expires_at"] == state.offer_expires_at == offered_at + timedelta(seconds=30)
+    assert offer["accept"] == f"/v1/leads/{lead_id}/accept"
+    assert events(bus.sent, "lead.offered") and not events(bus.sent, "lead.assigned")
+    timer = next_timer(state)
+    assert timer is not None and (timer.step, timer.due_at) == (OFFER_STEP, state.offer_expires_at)
+
+
+def test_accepting_makes_the_lead_assigned(bus: Bus) -> None:
+    lead_id = capture(bus)
+    rep_id = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    sent = answer(bus, lead_id, accepted=True)
+    state = lead(bus, lead_id)
+    assert state.routing == "assigned" and state.assignment.rep_id == rep_id  # type: ignore[union-attr]
+    (assigned,) = events(sent, "lead.assigned")
+    assert assigned["data"]["accepted"] is True and assigned["data"]["routing_seconds"] > 0
+    assert values(sent, "team.commands") == []  # nothing to release, nothing re-routed
+    # The offer timer is gone; the SLA timer goes on.
+    timer = next_timer(state)
+    assert timer is None or timer.step >= 0
+    # A late timer for the old offer changes nothing.
+    assert bus.send("lead.commands", lead_id, SlaDue(lead_id=lead_id, cycle=1, step=OFFER_STEP,
+                                                     due_at=bus.clock.now() + timedelta(hours=1)))[1:] == []
+    assert lead(bus, lead_id).routing == "assigned"
+
+
+def test_a_decline_goes_to_the_next_rep_never_back_to_the_decliner(bus: Bus) -> None:
+    lead_id = capture(bus)
+    first = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    sent = answer(bus, lead_id, accepted=False, reason="wrong language")
+    state = lead(bus, lead_id)
+    assert state.routing == "offered" and state.declined_by == (first,)
+    second = state.assignment.rep_id  # type: ignore[union-attr]
+    assert second != first and bus.team(TEAM).reps[first].load == 0
+    (reassigned,) = events(sent, "lead.reassigned")
+    assert reassigned["data"]["reason"] == f"declined by {first}: wrong language"
+    assert first in values(sent, "team.commands", RouteLead)[0].excluded_reps
+    answer(bus, lead_id, accepted=False)
+    third = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    assert third not in (first, second)
+    # Everybody declined: the lead waits in the queue (the SLA ladder escalates it from there).
+    answer(bus, lead_id, accepted=False)
+    state = lead(bus, lead_id)
+    assert state.routing == "queued" and set(state.declined_by) == {"rep-a", "rep-b", "rep-c"}
+    assert all(rep.load == 0 for rep in bus.team(TEAM).reps.values())
+
+
+def test_an_offer_that_lapses_goes_to_the_next_rep_and_the_first_is_told(bus: Bus) -> None:
+    lead_id = capture(bus)
+    first = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    sent = fire_timer(bus, lead_id)
+    state = lead(bus, lead_id)
+    assert state.routing == "offered" and state.assignment.rep_id != first  # type: ignore[union-attr]
+    told = [n for n in values(sent, "notifications", Notify) if n.rep_id == first]
+    assert [n.event_type for n in told] == ["lead.reassigned"] and told[0].payload["data"]["reason"] == "offer_expired"
+    assert [e["type"] for e in values(sent, "lead.events")][:1] == ["lead.reassigned"]
+    # The same expiry delivered again (a replay after a crash) changes nothing.
+    before = lead(bus, lead_id)
+    replay = SlaDue(lead_id=lead_id, cycle=1, step=OFFER_STEP, due_at=bus.clock.now())
+    assert bus.send("lead.commands", lead_id, replay)[1:] == [] and lead(bus, lead_id) == before
+
+
+def test_an_answer_from_someone_else_or_for_an_old_offer_changes_nothing(bus: Bus) -> None:
+    lead_id = capture(bus)
+    holder = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    other = next(r for r in ("rep-a", "rep-b", "rep-c") if r != holder)
+    assert offer_problem(lead(bus, lead_id), other) == f"the lead is offered to another rep, not {other}"
+    assert offer_problem(lead(bus, lead_id), holder) is None
+    before = lead(bus, lead_id)
+    assert answer(bus, lead_id, accepted=True, rep_id=other)[1:] == [] and lead(bus, lead_id) == before
+    answer(bus, lead_id, accepted=True)
+    assert offer_problem(lead(bus, lead_id), holder) == "the lead has no open offer (it is assigned)"
+    assert offer_problem(None, holder) == "no such lead"
+
+
+def test_a_lead_waiting_too_long_overflows_to_the_overflow_team() -> None:
+    bus = Bus(policy=POLICY)
+    put_rep(bus, "rep-a")  # one rep, busy with the first lead
+    put_rep(bus, "rep-z", team=OVERFLOW)
+    first = capture(bus, 1)
+    answer(bus, first, accepted=True)
+    waiting = capture(bus, 2)
+    state = lead(bus, waiting)
+    assert state.routing == "queued" and state.overflow_at is not None
+    timer = next_timer(state)
+    assert timer is not None and timer.step == OVERFLOW_STEP
+    sent = fire_timer(bus, waiting)
+    state = lead(bus, waiting)
+    # Out of the first team's queue, offered in the overflow team (which has no handshake).
+    assert bus.team(TEAM).queue_depth == 0 and bus.teams[TEAM].queue.entries == {}
+    assert state.team_id == OVERFLOW and state.routing == "assigned"
+    assert state.assignment is not None and state.assignment.rep_id == "rep-z"
+    (moved,) = events(sent, "lead.reassigned")
+    assert moved["data"]["from_team"] == TEAM and moved["data"]["team_id"] == OVERFLOW
+    assert "overflow to overflow" in moved["data"]["reason"]
+    # rep-a frees up later: the withdrawn lead is not assigned to them too.
+    bus.send("lead.commands", first, _dispose(bus, first))
+    assert [a for a in values(bus.sent, "lead.commands", LeadAssigned) if a.lead_id == waiting and a.team_id == TEAM] == []
+    assert bus.team(TEAM).reps["rep-a"].load == 0
+
+
+def test_a_lead_assigned_before_its_overflow_deadline_stays() -> None:
+    bus = Bus(policy=POLICY)
+    put_rep(bus, "rep-a")
+    first = capture(bus, 1)
+    answer(bus, first, accepted=True)
+    waiting = capture(bus, 2)
+    bus.send("lead.commands", first, _dispose(bus, first))
+    assert lead(bus, waiting).routing == "offered" and lead(bus, waiting).overflow_at is None
+    stale = SlaDue(lead_id=waiting, cycle=1, step=OVERFLOW_STEP, due_at=bus.clock.now() + timedelta(hours=1))
+    bus.clock.advance(3600)
+    assert bus.send("lead.commands", waiting, stale)[1:] == []
+    assert lead(bus, waiting).team_id == TEAM
+
+
+def _dispose(bus: Bus, lead_id: str) -> object:
+    from rules.commands import DispositionLead
+    return DispositionLead(lead_id=lead_id, status="disqualified", reason=None, rep_id=None, at=bus.clock.now())
