@@ -126,7 +126,8 @@ def _attribute(lead: CapturedLead, *names: str) -> str | None:
 
 def facts_of(lead: CapturedLead, enrichment: Enrichment | None = None, tier: str | None = None) -> LeadFacts:
     """Gather the facts the rules match: the lead's fields and attributes, then built-in enrichment."""
-    country, country_from = (lead.country.upper(), None) if lead.country else (None, None)
+    country: str | None = lead.country.upper() if lead.country else None
+    country_from: str | None = None
     if country is None and enrichment is not None and enrichment.phone_country:
         country, country_from = enrichment.phone_country.upper(), "phone"
     state = _attribute(lead, "state", "region")
@@ -141,13 +142,13 @@ def facts_of(lead: CapturedLead, enrichment: Enrichment | None = None, tier: str
             employees = SizeRange.parse(size_text)
         except ValueError:
             employees = None  # an unreadable size is an unknown size, not an error
-    known = enrichment is not None
+    seniority = department = None
+    if enrichment is not None:
+        seniority = enrichment.seniority if enrichment.seniority != "unknown" else None
+        department = enrichment.department if enrichment.department != "other" else None
     return LeadFacts(
         source=lead.source, country=country, country_from=country_from, state=state, employees=employees,
-        industry=_attribute(lead, "industry"),
-        seniority=enrichment.seniority if known and enrichment.seniority != "unknown" else None,
-        department=enrichment.department if known and enrichment.department != "other" else None,
-        tier=tier,
+        industry=_attribute(lead, "industry"), seniority=seniority, department=department, tier=tier,
     )
 
 

@@ -15,6 +15,8 @@ from faust.serializers import codecs
 from pydantic import TypeAdapter, ValidationError
 
 from rules import commands
+from rules.account_book import MatchAccount, PutAccount, RemoveAccount
+from rules.accounts import Account
 from rules.delivery import DeliveryBacklog, PendingDelivery, RetryDue
 from rules.lead import LeadState, SlaTimer
 from rules.reps import RepEntry
@@ -31,6 +33,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, RepEntry,
         commands.AnswerOffer, commands.WithdrawLead, QueueSlot,
         RetryDue, PendingDelivery, DeliveryBacklog,
+        PutAccount, RemoveAccount, MatchAccount, Account,
     )
 }
 

@@ -15,7 +15,7 @@ from streams.codec import CODEC
 
 __all__ = [
     "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
-    "notifications", "webhooks_dead", "lead_events", "team_signals", "CHANNELS", "send", "publish", "declare_topics",
+    "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "CHANNELS", "send", "publish", "declare_topics",
 ]
 
 _settings = runtime.settings
@@ -37,6 +37,8 @@ leads_rejected = _topic("leads.rejected", raw=True)
 lead_commands = _topic("lead.commands")
 team_commands = _topic("team.commands")
 rep_commands = _topic("rep.commands")
+#: Accounts by domain (PutAccount, RemoveAccount) and the lead-to-account match on the way in.
+account_commands = _topic("account.commands")
 notifications = _topic("notifications")
 lead_events = _topic("lead.events", raw=True)
 #: Webhooks that will never be delivered, with the reason (JSON; the secret is left out).
@@ -48,6 +50,7 @@ CHANNELS: dict[str, faust.TopicT] = {
     "lead.commands": lead_commands,
     "team.commands": team_commands,
     "rep.commands": rep_commands,
+    "account.commands": account_commands,
     "notifications": notifications,
     "lead.events": lead_events,
     "team.signals": team_signals,

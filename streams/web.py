@@ -21,16 +21,19 @@ from connectors.api.ports import Entity, Readiness
 from connectors.auth import Keyring
 from connectors.rate_limit import RateLimiter
 from leadflow.errors import TransientError
+from rules.account_book import AccountCommand
+from rules.accounts import Account
 from rules.commands import LeadCommand, RepCommand
 from rules.lead import LeadState
 from rules.reps import RepEntry
 from rules.team import TeamState
 from streams.app import LeadflowApp, runtime
+from streams.tables.accounts import accounts
 from streams.tables.lead_state import lead_state
 from streams.tables.rep_directory import rep_directory
 from streams.tables.team_state import team_state
 from streams.tables.team_windows import team_hour, team_minute, window_counts
-from streams.topics import lead_commands, leads_inbound, rep_commands
+from streams.topics import account_commands, lead_commands, leads_inbound, rep_commands
 
 __all__ = ["Engine", "mount"]
 
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 _FORWARDED = "X-Leadflow-Forwarded"
 _ACK_TIMEOUT_S = 10.0
-_TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory}
+_TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory, "account": accounts}
 
 
 class Engine:
@@ -60,6 +63,9 @@ class Engine:
 
     async def send_rep_command(self, rep_id: str, command: RepCommand) -> None:
         await self._acked([(rep_commands, rep_id, command)])
+
+    async def send_account_command(self, domain: str, command: AccountCommand) -> None:
+        await self._acked([(account_commands, domain, command)])
 
     @staticmethod
     async def _acked(messages: list[tuple[Any, str, Any]]) -> None:
@@ -119,6 +125,10 @@ class Engine:
     def team(self, team_id: str) -> TeamState | None:
         value = team_state.get(team_id)
         return value if isinstance(value, TeamState) else None
+
+    def account(self, domain: str) -> Account | None:
+        value = accounts.get(domain)
+        return value if isinstance(value, Account) else None
 
     def rep(self, rep_id: str) -> RepEntry | None:
         value = rep_directory.get(rep_id)

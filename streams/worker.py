@@ -7,7 +7,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    from streams.agents import intake, lead, notifier, observe, reps, sla, team, team_stats  # noqa: F401  (registers the agents)
+    from streams.agents import accounts, intake, lead, notifier, observe, reps, sla, team, team_stats  # noqa: F401  (registers the agents)
     from streams.app import app, runtime
 
     level = runtime.settings.log_level

@@ -13,6 +13,7 @@ from connectors.api.context import ApiContext
 from connectors.api.forms import FORM_CONTENT_TYPES, REDIRECT_FIELD
 from connectors.api.leads import _IDEMPOTENCY_MAX, DISPOSITIONS
 from connectors.api.activities import ACTIVITY_INPUT_MODEL
+from connectors.api.accounts import ACCOUNT_INPUT_MODEL
 from connectors.api.reps import PRESENCE_INPUT_MODEL, REP_INPUT_MODEL
 from connectors.lead_input import LEAD_INPUT_MODEL, LeadInvalid, validate_lead
 
@@ -72,6 +73,14 @@ _REP_FIELDS = {
     "holidays_country": "ISO 3166-1 alpha-2 country whose public holidays the rep does not work, e.g. `ES`.",
 }
 _PRESENCE_FIELDS = {"status": "The rep's presence; only `available` reps receive leads."}
+_ACCOUNT_FIELDS = {
+    "name": "The company's name, shown in routing reasons.",
+    "owner": "The rep who owns the account: its leads go to them when they are eligible, else to the team's "
+             "strategy (the decision says why).",
+    "team": "The team the account's leads go to. Defaults to the owner's current team; required when the owner "
+            "is not a rep yet.",
+    "tier": "A label such as `strategic`; `routing.tier_priorities` in the config turns it into a queue priority.",
+}
 
 _LEAD_EXAMPLE: Schema = {
     "email": "Ana.Garcia@Example.com", "phone": "+34 612 345 678", "first_name": "Ana", "last_name": "García",
@@ -253,6 +262,19 @@ def _schemas() -> dict[str, Schema]:
                                           _PRESENCE_FIELDS), "examples": [{"status": "available"}]},
         "PresenceAccepted": _object({"rep_id": _STR, "presence": {"enum": ["available", "busy", "offline"]},
                                      "status": {"const": "accepted"}}),
+        "AccountInput": {**_model_schema(ACCOUNT_INPUT_MODEL, "AccountInput",
+                                         "A company's owner, team and tier; unknown fields are refused.",
+                                         _ACCOUNT_FIELDS),
+                         "examples": [{"name": "Acme", "owner": "rep-ana", "tier": "strategic"}]},
+        "Account": _object({
+            "domain": {**_STR, "description": "The registrable domain: the account's key."}, "name": _STR,
+            "owner": _nullable(_STR), "team": _nullable(_STR), "tier": _nullable(_STR), "updated_at": _TIME,
+        }, description="A company leadflow matches leads to by their e-mail or website domain."),
+        "AccountAccepted": _object({
+            "domain": _STR, "name": _STR, "owner": _nullable(_STR), "team": _nullable(_STR),
+            "tier": _nullable(_STR), "updated_at": _TIME, "status": {"const": "accepted"},
+        }, description="The account as it will be stored (the owner's team filled in)."),
+        "AccountRemoved": _object({"domain": _STR, "status": {"const": "accepted"}}),
         "TeamRep": _object({
             "rep_id": _STR, "name": _STR, "presence": {"enum": ["available", "busy", "offline"]}, "open_leads": _INT,
             "capacity": _INT, "weight": _INT, "assigned_total": _INT, "last_assigned_at": _nullable(_TIME),
@@ -390,6 +412,20 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                      **_json_body(_ref("PresenceAccepted"))},
              **_refs(400, 401, 404, 413, 415, 422, 429, 503)},
             requestBody={"required": True, **_json_body(_ref("PresenceInput"))})},
+        "/v1/accounts/{domain}": {
+            "parameters": [_param("Domain")],
+            "put": _op(
+                "putAccount", "accounts", "Create or replace an account (its owner, team and tier)",
+                {"202": {"description": "The change is on its way to the account book.",
+                         **_json_body(_ref("AccountAccepted"))}, **body_errors},
+                requestBody={"required": True, **_json_body(_ref("AccountInput"))}),
+            "get": _op("getAccount", "accounts", "An account",
+                       {"200": {"description": "The account.", **_json_body(_ref("Account"))},
+                        **_refs(401, 404, 422, 503)}),
+            "delete": _op("deleteAccount", "accounts", "Forget an account (its leads route by the rules again)",
+                          {"202": {"description": "The removal is on its way to the account book.",
+                                   **_json_body(_ref("AccountRemoved"))}, **_refs(401, 404, 422, 429, 503)}),
+        },
         "/v1/teams/{team_id}": {"parameters": [_param("TeamId")], "get": _op(
             "getTeam", "teams", "A team's roster, load and queue",
             {"200": {"description": "The team.", **_json_body(_ref("TeamView"))}, **_refs(401, 404, 503)})},
@@ -626,6 +662,7 @@ def _build() -> Schema:
         },
         "servers": [{"url": "http://localhost:6066", "description": "a local worker (any worker answers)"}],
         "tags": [{"name": "leads"}, {"name": "providers"}, {"name": "reps"}, {"name": "teams"},
+                 {"name": "accounts"},
                  {"name": "operations"}],
         "security": [{"bearerAuth": []}],
         "paths": {**_paths(single_result, batch_result), **_channel_paths()},
@@ -640,6 +677,10 @@ def _build() -> Schema:
                            "schema": {"type": "string", "pattern": "^ld_[0-9a-f]{24}$"}},
                 "RepId": {"name": "rep_id", "in": "path", "required": True, "schema": id_param},
                 "TeamId": {"name": "team_id", "in": "path", "required": True, "schema": id_param},
+                "Domain": {"name": "domain", "in": "path", "required": True,
+                           "description": "A company domain (`acme.com`); a sub-domain names its registrable "
+                                          "domain's account (`www.acme.com` is `acme.com`).",
+                           "schema": {"type": "string", "minLength": 1, "maxLength": 253}},
                 "IdempotencyKey": {
                     "name": "Idempotency-Key", "in": "header", "required": False,
                     "description": "Retry safely: a repeated key (per API key, for 24 h) gets the first response.",

@@ -6,6 +6,8 @@ from typing import Literal, Protocol
 
 from aiohttp import web
 
+from rules.account_book import AccountCommand
+from rules.accounts import Account
 from rules.commands import LeadCommand, RepCommand
 from rules.lead import LeadState
 from rules.reps import RepEntry
@@ -13,7 +15,7 @@ from rules.team import TeamState
 
 __all__ = ["Entity", "EnginePort", "Readiness"]
 
-Entity = Literal["lead", "team", "rep"]
+Entity = Literal["lead", "team", "rep", "account"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,8 @@ class EnginePort(Protocol):
 
     async def send_rep_command(self, rep_id: str, command: RepCommand) -> None: ...
 
+    async def send_account_command(self, domain: str, command: AccountCommand) -> None: ...
+
     async def forward_to_owner(self, entity: Entity, key: str, request: web.Request) -> web.Response | None:
         """Relay the request to the worker owning ``key``; ``None`` when this worker owns it."""
 
@@ -43,6 +47,8 @@ class EnginePort(Protocol):
     def team(self, team_id: str) -> TeamState | None: ...
 
     def rep(self, rep_id: str) -> RepEntry | None: ...
+
+    def account(self, domain: str) -> Account | None: ...
 
     def team_sla(self, team_id: str) -> dict[str, dict[str, object]]:
         """Windowed SLA counts of a team owned here: ``{"minute": {...}, "hour": {...}}``."""

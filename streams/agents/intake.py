@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 
 from connectors.lead_input import LeadInvalid, validate_lead
-from rules.commands import CaptureLead, Outgoing
+from rules.account_book import capture_outgoing
+from rules.commands import CaptureLead
 from streams.app import app, runtime
 from streams.topics import leads_inbound, leads_rejected, publish
 
@@ -68,7 +69,8 @@ async def capture_leads(records: Any) -> None:
         # External records get a capture id from their position, so a replay is recognized.
         capture_id = str(meta.get("capture_id") or f"kafka:{origin}")
         # Acknowledged before the record counts as processed: its offset may be committed next.
-        await publish((Outgoing(channel="lead.commands", key=valid.lead_id, value=CaptureLead(
+        # A lead with a company domain first visits the owner of that domain's account (account agent).
+        await publish((capture_outgoing(CaptureLead(
             lead_id=valid.lead_id, capture_id=capture_id, captured_at=captured_at, lead=valid.lead)),))
         if not meta:
             runtime.metrics.leads_captured.labels("kafka-feed", "kafka").inc()  # sources there are free text

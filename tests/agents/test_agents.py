@@ -142,8 +142,10 @@ async def test_intake_dead_letters_bad_records_and_captures_good_ones(
     assert reasons == [b"malformed_json", b"invalid_lead"]
     assert [value for _, value, _ in rejected.sent] == [b"\xff not json", b'{"email": "nope"}']
     (message,) = published.messages
-    capture = message.value
-    assert isinstance(capture, CaptureLead) and message.key == capture.lead_id
+    # A corporate domain visits the account book first (lead-to-account match), keyed by that domain.
+    assert message.channel == "account.commands" and message.key == "partner.example"
+    capture = message.value.capture
+    assert isinstance(capture, CaptureLead) and message.value.domain == "partner.example"
     assert capture.lead.email == "feed@partner.example" and capture.lead.channel == "kafka"
     assert capture.capture_id.startswith("kafka:")  # positional: a replay is recognized
 

@@ -20,6 +20,8 @@ from connectors.capture_store import CaptureStore
 from connectors.lead_input import validate_lead
 from leadflow.errors import TransientError
 from ops.metrics import Metrics
+from rules.account_book import AccountCommand
+from rules.accounts import Account
 from rules.commands import (
     Candidate,
     CaptureLead,
@@ -70,6 +72,8 @@ class FakeEngine:
     captured: list[tuple[str, bytes]] = field(default_factory=list)
     lead_commands: list[tuple[str, LeadCommand]] = field(default_factory=list)
     rep_commands: list[tuple[str, RepCommand]] = field(default_factory=list)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    account_commands: list[tuple[str, AccountCommand]] = field(default_factory=list)
     forwarded: list[tuple[Entity, str]] = field(default_factory=list)
     ready: Readiness = Readiness(True, "3 partition(s) assigned, tables recovered")
     capture_error: TransientError | None = None
@@ -84,6 +88,12 @@ class FakeEngine:
 
     async def send_rep_command(self, rep_id: str, command: RepCommand) -> None:
         self.rep_commands.append((rep_id, command))
+
+    async def send_account_command(self, domain: str, command: AccountCommand) -> None:
+        self.account_commands.append((domain, command))
+
+    def account(self, domain: str) -> Account | None:
+        return self.accounts.get(domain)
 
     async def forward_to_owner(self, entity: Entity, key: str, request: web.Request) -> web.Response | None:
         self.forwarded.append((entity, key))
