@@ -111,6 +111,7 @@ class _Batch:
 
     def dead_letter(self, notify: Notify, *, attempts: int, status: int | None, reason: str) -> None:
         runtime.metrics.webhook_attempts.labels(notify.event_type, "dead_lettered").inc()
+        runtime.metrics.webhook_dead_letters.labels(notify.event_type).inc()
         log.warning("webhook dead-lettered webhook_id=%s event_type=%s lead_id=%s attempts=%s reason=%s",
                     notify.webhook_id, notify.event_type, notify.lead_id, attempts, reason)
         self.reports.append(Outgoing(channel="notifications.dead", key=notify.lead_id, value={  # type: ignore[arg-type]
@@ -193,6 +194,7 @@ def _settle(batch: _Batch, job: _Job, result: DeliveryResult) -> None:
                     attempts=attempts, now=batch.now, schedule=_SCHEDULE)
     runtime.metrics.webhook_attempts.labels(notify.event_type, "delivered" if result.delivered else "failed").inc()
     runtime.metrics.webhook_duration.observe(result.duration_s)
+    runtime.metrics.webhook_requests.labels(notify.event_type).inc(result.attempts)
     if verdict.outcome == "delivered":
         batch.drop(job.lead_id, notify.webhook_id)
         batch.report(notify, delivered=True, attempts=attempts, status=result.status, error=None)
