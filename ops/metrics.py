@@ -161,7 +161,8 @@ class Metrics:
         # --- delivery
         self.webhook_attempts = Counter(
             "leadflow_webhook_deliveries_total",
-            "Webhook deliveries by event type and outcome (delivered, failed, gave_up).",
+            "Webhook delivery attempts by event type and outcome: delivered, failed (retried later), "
+            "deferred (endpoint's circuit open), dead_lettered.",
             ["event_type", "outcome"], registry=r)
         self.webhook_duration = Histogram(
             "leadflow_webhook_delivery_seconds", "Time spent delivering one webhook, retries included.",
@@ -170,7 +171,8 @@ class Metrics:
             "leadflow_webhook_requests_total", "HTTP requests sent to webhook endpoints (attempts, retries included).",
             ["event_type"], registry=r)
         self.webhook_retries_pending = Gauge(
-            "leadflow_webhook_retries_pending", "Webhook messages waiting for their next delivery attempt (this worker).",
+            "leadflow_webhook_retries_pending",
+            "Webhook messages waiting for their next delivery attempt, in the partitions this worker owns.",
             registry=r)
         self.webhook_dead_letters = Counter(
             "leadflow_webhook_dead_letters_total", "Webhook messages given up on (dead-lettered), by event type.",

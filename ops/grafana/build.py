@@ -224,15 +224,17 @@ HEALTH = Dashboard(
                 (_rate("leadflow_webhook_deliveries_total", "event_type, outcome"), "{{event_type}} {{outcome}}"),
             ), unit="reqps"),
             Panel("Webhook failure ratio", ((
-                'sum(rate(leadflow_webhook_deliveries_total{outcome!="delivered"}[$__rate_interval]))'
-                " / sum(rate(leadflow_webhook_deliveries_total[$__rate_interval]))", "failed"),), unit="percentunit"),
+                'sum(rate(leadflow_webhook_deliveries_total{outcome="failed"}[$__rate_interval]))'
+                ' / sum(rate(leadflow_webhook_deliveries_total{outcome=~"delivered|failed"}[$__rate_interval]))', "failed"),),
+                unit="percentunit"),
             Panel("Webhook delivery time (retries included)", (
                 (_quantile(0.5, "leadflow_webhook_delivery_seconds"), "p50"),
                 (_quantile(0.99, "leadflow_webhook_delivery_seconds"), "p99"),
             ), unit="s"),
             Panel("HTTP requests per delivery; dead letters", (
                 ("sum(rate(leadflow_webhook_requests_total[$__rate_interval])) / "
-                 "sum(rate(leadflow_webhook_deliveries_total[$__rate_interval]))", "requests per delivery"),
+                 'sum(rate(leadflow_webhook_deliveries_total{outcome=~"delivered|failed"}[$__rate_interval]))',
+                 "HTTP requests per delivery attempt"),
                 (_rate("leadflow_webhook_dead_letters_total", "event_type"), "dead letters {{event_type}}"),
             )),
             Panel("CRM calls by operation and outcome", (

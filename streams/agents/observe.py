@@ -17,10 +17,12 @@ from typing import Any
 
 from ops.metrics import TeamFigures
 from rules.commands import RouteLead
+from rules.delivery import DeliveryBacklog
 from rules.team import LOOKAHEAD, TeamState
 from streams.app import app, runtime
 from streams.tables.sla_overdue import sla_overdue
 from streams.tables.team_state import queue_key, team_queue, team_state
+from streams.tables.webhook_retries import webhook_retries
 
 __all__ = ["team_figures", "probe_event_loop", "refresh_gauges"]
 
@@ -72,6 +74,8 @@ def _report_tables() -> None:
             figures[str(team_id)] = team_figures(state, now, _queued_at(state))
     metrics.report_teams(figures)
     metrics.report_overdue(Counter(str(team) for team in sla_overdue.values()))
+    metrics.webhook_retries_pending.set(sum(len(b.pending) for b in webhook_retries.values()
+                                            if isinstance(b, DeliveryBacklog)))
 
 
 def _report_lag() -> None:
