@@ -29,6 +29,7 @@ from rules.commands import (
     WithdrawLead,
 )
 from rules.lead_delivery import record_delivery
+from rules.lead_crm import CRM_COMMANDS, after_activity, apply_crm, on_capture, rescore, score_view
 from rules.lead_sla import breach_risk, next_timer, record_activity, sla_due, start_sla
 from rules.lead_offer import answer_offer, offer_due, overflow_at, overflow_due
 from rules.lead_state import (
@@ -92,7 +93,9 @@ def apply(state: LeadState | None, command: LeadCommand, now: datetime, policy: 
             return overflow_due(state, command, now, policy)
         return sla_due(state, command, now, policy)
     if isinstance(command, RecordActivity):
-        return record_activity(state, command, now, policy)
+        return after_activity(state, record_activity(state, command, now, policy), policy)
+    if isinstance(command, CRM_COMMANDS):  # qualification, conversion, CRM outcomes: rules.lead_crm
+        return apply_crm(state, command, now, policy)
     if isinstance(command, AnswerOffer):
         return answer_offer(state, command, now, policy)
     return _disposition(state, command, now, policy)
@@ -123,7 +126,8 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         merged = note(merged, policy, now, "touched", source=touch.source, channel=touch.channel)
         published = event(merged, "lead.touched", now, {"source": touch.source, "channel": touch.channel,
                                                       "touches": merged.touches})
-        return LeadTransition(state=merged, outgoing=(published,) + _tell_owner(merged, command, now))
+        merged, rescored = rescore(merged, now, policy, publish=False)
+        return LeadTransition(state=merged, outgoing=(published, *rescored) + _tell_owner(merged, command, now))
     routed = command.lead if state is None else _merge(state.lead, command.lead)
     tier = routed.attributes.get("tier") or None
     team_id, why = select_team(facts=facts_of(routed, enrich(routed), tier=tier), rules=policy.team_rules,
@@ -150,7 +154,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     published = event(fresh, f"lead.{kind}", now, {"source": touch.source, "channel": touch.channel,
                                                 "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead),
                                                 "enrichment": _enrichment(fresh)})
-    return LeadTransition(state=fresh, outgoing=(published, route_command(fresh)))
+    return on_capture(fresh, published, now, policy)  # scored, then routed or nurtured
 
 
 def _enrichment(state: LeadState) -> dict[str, Any] | None:
@@ -247,6 +251,7 @@ def _notifications(state: LeadState, command: LeadAssigned) -> tuple[Outgoing, .
             "sla_deadline": state.sla_deadline,
             "attribution": {"first_touch": asdict(state.first_touch), "last_touch": asdict(state.last_touch),
                             "touches": state.touches},
+            "score": score_view(state.score),
             "timeline": [asdict(e) for e in state.timeline[-10:]],
         },
     }

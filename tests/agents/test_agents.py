@@ -90,7 +90,8 @@ async def test_lead_agent_publishes_before_it_writes_the_state(
     state = lead_state[lead_id]
     assert isinstance(state, LeadState) and state.routing == "routing"
     channels = [m.channel for m in published.messages]
-    assert channels == ["lead.events", "team.commands", "team.signals"]  # an arrival for the team windows
+    # captured, scored, the route, and an arrival for the team windows
+    assert channels == ["lead.events", "lead.events", "team.commands", "team.signals"]
     route = published.values(RouteLead)[0]
     assert route.lead_id == lead_id and route.team_id == "default"
 

@@ -149,7 +149,7 @@ def test_disposition_then_capture_again_reopens_cycle_two(bus: Bus) -> None:
     assert reopened.route_id == f"{lead_id(4)}:2:1" != first.route_id
     (route,) = values(sent, "team.commands", RouteLead)
     assert route.route_id == reopened.route_id
-    assert [e["type"] for e in values(sent, "lead.events")] == ["lead.reopened", "lead.assigned"]
+    assert [e["type"] for e in values(sent, "lead.events")] == ["lead.reopened", "lead.scored", "lead.assigned"]
     (note,) = values(sent, "notifications", Notify)
     assert first.assignment is not None and note.webhook_id != first.assignment.webhook_id
 

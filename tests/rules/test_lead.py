@@ -74,17 +74,17 @@ def test_first_capture_opens_a_lead_and_asks_for_routing() -> None:
     assert (state.cycle, state.status, state.routing, state.team_id) == (1, "new", "routing", "inbound")
     assert state.route_id == f"{LEAD_ID}:1:1"
     assert state.recent_captures == ("cap-1",)
-    assert [m.channel for m in out] == ["lead.events", "team.commands"]
-    assert out[0].value["type"] == "lead.captured"
-    assert out[1].key == "inbound"
-    assert out[1].value == RouteLead(team_id="inbound", lead_id=LEAD_ID, route_id=state.route_id, requested_at=T0)
+    assert [m.channel for m in out] == ["lead.events", "lead.events", "team.commands"]
+    assert [m.value["type"] for m in out[:2]] == ["lead.captured", "lead.scored"]
+    assert out[2].key == "inbound"
+    assert out[2].value == RouteLead(team_id="inbound", lead_id=LEAD_ID, route_id=state.route_id, requested_at=T0)
 
 
 def test_capture_picks_the_team_by_the_policy_rules() -> None:
     policy = LeadPolicy(default_team="inbound", team_rules=(TeamRule(team="emea", countries=("DE",)),))
     state, out = run(capture(country="DE"), policy=policy)
     assert state is not None and state.team_id == "emea"
-    assert out[1].key == "emea"
+    assert out[-1].key == "emea"
 
 
 @pytest.mark.parametrize("routing", ["routing", "queued", "assigned"])
@@ -126,7 +126,7 @@ def test_capture_after_disposition_reopens_a_new_cycle() -> None:
     assert state.assignment is None and state.sla_deadline == T0 + timedelta(minutes=60, seconds=DEFAULT_POLICY.first_contact_s)
     assert state.first_touch.capture_id == "cap-1"
     assert [m.value["type"] if m.channel == "lead.events" else type(m.value) for m in out] == [
-        "lead.reopened", RouteLead]
+        "lead.reopened", "lead.scored", RouteLead]
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 32])

@@ -1,0 +1,356 @@
+"""Lead transitions for scoring, the MQL gate, qualification, conversion and CRM outcomes (pure).
+
+* At capture the lead is scored (``lead.scored``). With an MQL threshold configured, a lead at
+  or over it, or from a hot source, is an MQL (``lead.mql``) and routed; one below it goes to
+  nurture (``lead.nurture``) and is not routed. Without a threshold every lead is routed.
+* The first contact makes an MQL (or an ungated new lead) ``working`` (``lead.contacted`` says so).
+* Qualification answers accumulate per framework (``lead.qualification``); when the SQL
+  criteria are met the lead is an SQL (``lead.sql``) and converts at once: its rep's capacity is
+  freed, ``opportunity.created`` is published and the opportunity goes to ``crm.outbox`` under a
+  deterministic id, so replays upsert the same CRM record.
+* The CRM agent reports the upsert (``RecordCrmSync``); the AE then gets a signed
+  ``opportunity.created`` webhook with the history.
+* CRM events move the opportunity: ``opportunity.stage_changed``, ``opportunity.won`` (the lead
+  is ``won``), ``opportunity.lost`` (the lead is ``recycled`` to nurture with the reason, and
+  routed again after ``recycle_after_s`` when configured). Won and lost feed the outcome board.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from rules.commands import (
+    DeferCommand,
+    Notify,
+    Outgoing,
+    RecordCrmEvent,
+    RecordCrmSync,
+    RecordQualification,
+    ReleaseLead,
+    ReturnToRouting,
+    UpsertOpportunity,
+    WithdrawLead,
+)
+from rules.lead_sla import start_sla
+from rules.lead_state import LeadPolicy, LeadState, LeadTransition, event, note, route_command, webhook_id_for
+from rules.lifecycle import QUALIFIABLE, check
+from rules.opportunity import Opportunity, Qualification, opportunity_id_for
+from rules.outcomes import RecordOutcome
+from rules.qualification import check_answers, evaluate, find_framework
+from rules.scoring import Score, score_lead
+
+__all__ = [
+    "CRM_COMMANDS",
+    "OUTCOMES_KEY",
+    "score_view",
+    "rescore",
+    "on_capture",
+    "after_activity",
+    "apply_crm",
+    "can_qualify",
+    "can_take_crm_event",
+    "opportunity_payload",
+]
+
+CRM_COMMANDS = (RecordQualification, RecordCrmSync, RecordCrmEvent, ReturnToRouting)
+#: The one key of the ``outcomes`` topic: one owner folds every outcome into one board.
+OUTCOMES_KEY = "board"
+_HELD = ("assigned", "offered")
+
+
+def score_view(score: Score | None) -> dict[str, Any] | None:
+    if score is None:
+        return None
+    return {"value": score.value, "tier": score.tier, "fit": score.fit, "intent": score.intent,
+            "outcomes": score.outcomes, "segment": score.segment, "reasons": list(score.reasons)}
+
+
+def rescore(state: LeadState, now: datetime, policy: LeadPolicy,
+            publish: bool = True) -> tuple[LeadState, tuple[Outgoing, ...]]:
+    """Score the lead again; ``lead.scored`` when the score changed (a touch only updates the state:
+    its ``lead.touched`` event already tells downstream, and the next cycle publishes the score)."""
+    score = score_lead(state.lead, state.enrichment, state.touches, policy.scoring, policy.outcomes)
+    if score == state.score:
+        return state, ()
+    state = replace(state, score=score)
+    state = note(state, policy, now, "scored", score=score.value, tier=score.tier, reasons=list(score.reasons))
+    if not publish:
+        return state, ()
+    return state, (event(state, "lead.scored", now, {**(score_view(score) or {}), "team_id": state.team_id,
+                                                     "source": state.lead.source}),)
+
+
+def on_capture(fresh: LeadState, published: Outgoing, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    """A new cycle: score it, then route it (an MQL, or any lead when there is no gate) or nurture it."""
+    state, scored = rescore(fresh, now, policy)
+    gate = policy.scoring.mql_threshold
+    if gate is None:
+        return LeadTransition(state=state, outgoing=(published, *scored, route_command(state)))
+    return _gate(state, (published, *scored), now, policy, gate)
+
+
+def _gate(state: LeadState, before: tuple[Outgoing, ...], now: datetime, policy: LeadPolicy,
+          gate: int, via: str | None = None) -> LeadTransition:
+    score = state.score
+    value = score.value if score is not None else 0
+    hot = state.lead.source in policy.scoring.hot_sources
+    common = {"score": value, "tier": score.tier if score else None, "threshold": gate,
+              "source": state.lead.source, "team_id": state.team_id}
+    if value >= gate or hot:
+        why = f"score {value} >= threshold {gate}" if value >= gate else f"hot source {state.lead.source}"
+        mql = replace(state, status="mql")
+        mql = note(mql, policy, now, "mql", why=why, **({"via": via} if via else {}))
+        return LeadTransition(state=mql, outgoing=(*before, event(mql, "lead.mql", now, {
+            **common, "why": why, **({"via": via} if via else {})}), route_command(mql)))
+    why = f"score {value} below the MQL threshold {gate}"
+    nurtured = replace(state, status="nurture", routing="released", sla=None, sla_deadline=None)
+    nurtured = note(nurtured, policy, now, "nurture", why=why)
+    return LeadTransition(state=nurtured, outgoing=(*before, event(nurtured, "lead.nurture", now, {
+        **common, "why": why, "reasons": list(score.reasons) if score else []})))
+
+
+def after_activity(before: LeadState, transition: LeadTransition, policy: LeadPolicy) -> LeadTransition:
+    """The first contact of an MQL (or an ungated new lead) makes it ``working``."""
+    state = transition.state
+    if (state is None or before.contacted_at is not None or state.contacted_at is None
+            or state.status not in ("new", "mql")):
+        return transition
+    # No event of its own: the lead.contacted event published with it says the same.
+    working = note(replace(state, status="working"), policy, state.contacted_at, "working")
+    return LeadTransition(state=working, outgoing=transition.outgoing)
+
+
+def can_qualify(state: LeadState | None) -> str | None:
+    """Why qualification answers cannot be recorded now, or ``None`` when they can."""
+    if state is None:
+        return "no such lead"
+    if state.status not in QUALIFIABLE:
+        return f"the lead is {state.status}; answers are taken while it is {', '.join(sorted(QUALIFIABLE))}"
+    return None
+
+
+def can_take_crm_event(state: LeadState | None, kind: str) -> str | None:
+    """Why a CRM event cannot apply now, or ``None`` when it can."""
+    if state is None:
+        return "no such lead"
+    opportunity = state.opportunity
+    if opportunity is None:
+        return f"the lead has no opportunity (it is {state.status})"
+    if opportunity.status != "open":
+        return f"the opportunity is already {opportunity.status}"
+    if kind == "won":
+        return check(state.status, "won")
+    if kind == "lost":
+        return check(state.status, "recycled")
+    return None
+
+
+def apply_crm(state: LeadState, command: Any, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    if isinstance(command, RecordQualification):
+        return _qualify(state, command, now, policy)
+    if isinstance(command, RecordCrmSync):
+        return _synced(state, command, policy)
+    if isinstance(command, RecordCrmEvent):
+        return _crm_event(state, command, now, policy)
+    return _return_to_routing(state, command, now, policy)
+
+
+def _seen(state: LeadState, command_id: str) -> LeadState:
+    return replace(state, recent_activities=(state.recent_activities + (command_id,))[-32:])
+
+
+def _rejected(state: LeadState, kind: str, now: datetime, why: str, **detail: Any) -> LeadTransition:
+    return LeadTransition(state=state, outgoing=(event(state, kind, now, {"why": why, **detail}),))
+
+
+def _qualify(state: LeadState, command: RecordQualification, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    if command.qualification_id in state.recent_activities:
+        return LeadTransition(state=state)  # a replay
+    framework = find_framework(policy.frameworks, command.framework)
+    problem = can_qualify(state)
+    if framework is None:
+        problem = f"unknown framework {command.framework!r}"
+    elif problem is None and (wrong := check_answers(framework, command.answers)):
+        problem = "; ".join(f"{field}: {reason}" for field, reason in wrong)
+    if problem is not None or framework is None:
+        return _rejected(state, "lead.qualification_rejected", now, problem or "", framework=command.framework)
+    previous = state.qualification
+    answers = dict(previous.answers) if previous is not None and previous.framework == framework.name else {}
+    answers.update(command.answers)
+    answers = {k: v for k, v in answers.items() if v is not None}  # null clears an answer
+    verdict = evaluate(framework, answers)
+    qualification = Qualification(framework=framework.name, answers=answers, met=verdict.met,
+                                  missing=verdict.missing, sql=verdict.sql, reason=verdict.reason,
+                                  updated_at=command.at, rep_id=command.rep_id)
+    updated = _seen(replace(state, qualification=qualification), command.qualification_id)
+    updated = note(updated, policy, command.at, "qualification", framework=framework.name, met=list(verdict.met),
+                   missing=list(verdict.missing), sql=verdict.sql, rep_id=command.rep_id)
+    outgoing = [event(updated, "lead.qualification", command.at, {
+        "framework": framework.name, "answers": answers, "met": list(verdict.met), "missing": list(verdict.missing),
+        "sql": verdict.sql, "reason": verdict.reason, "rep_id": command.rep_id, "team_id": updated.team_id})]
+    if not verdict.sql or check(updated.status, "sql") is not None:
+        return LeadTransition(state=updated, outgoing=tuple(outgoing))
+    updated = note(replace(updated, status="sql"), policy, command.at, "sql", why=verdict.reason)
+    outgoing.append(event(updated, "lead.sql", command.at, {
+        "framework": framework.name, "why": verdict.reason, "team_id": updated.team_id,
+        "source": updated.first_touch.source, "score": updated.score.value if updated.score else None}))
+    return _convert(updated, outgoing, now, policy, command.rep_id)
+
+
+def _convert(state: LeadState, outgoing: list[Outgoing], now: datetime, policy: LeadPolicy,
+             rep_id: str | None) -> LeadTransition:
+    """An SQL becomes an opportunity: the rep's capacity is freed and the CRM is asked to upsert it."""
+    a = state.assignment
+    if state.routing in _HELD and a is not None:
+        outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
+            team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
+            reason="converted", at=now)))
+    elif state.routing == "queued":
+        outgoing.append(Outgoing(channel="team.commands", key=state.team_id, value=WithdrawLead(
+            team_id=state.team_id, lead_id=state.lead_id, route_id=state.route_id, reason="converted", at=now)))
+    opportunity = Opportunity(opportunity_id=opportunity_id_for(state.lead_id, state.cycle), created_at=now,
+                              rep_id=a.rep_id if a is not None else rep_id)
+    converted = replace(state, status="converted", routing="released", opportunity=opportunity)
+    converted = note(converted, policy, now, "converted", opportunity_id=opportunity.opportunity_id)
+    outgoing.append(event(converted, "opportunity.created", now, {
+        "opportunity_id": opportunity.opportunity_id, "rep_id": opportunity.rep_id, "team_id": converted.team_id,
+        "source": converted.first_touch.source, "segment": converted.score.segment if converted.score else None,
+        "score": converted.score.value if converted.score else None}))
+    outgoing.append(Outgoing(channel="crm.outbox", key=state.lead_id, value=UpsertOpportunity(
+        opportunity_id=opportunity.opportunity_id, lead_id=state.lead_id,
+        payload=opportunity_payload(converted), created_at=now)))
+    return LeadTransition(state=converted, outgoing=tuple(outgoing))
+
+
+def opportunity_payload(state: LeadState) -> dict[str, Any]:
+    """What the CRM and the AE get: the lead, enrichment, score, answers, attribution and timeline."""
+    opportunity = state.opportunity
+    assert opportunity is not None
+    lead = state.lead
+    person = " ".join(p for p in (lead.first_name, lead.last_name) if p) or lead.email or lead.phone or state.lead_id
+    company = lead.company or (state.enrichment.company_guess if state.enrichment else None)
+    q = state.qualification
+    a = state.assignment
+    return {
+        "opportunity_id": opportunity.opportunity_id, "lead_id": state.lead_id, "cycle": state.cycle,
+        "name": f"{company} – {person}" if company else person, "stage": opportunity.stage,
+        "created_at": opportunity.created_at, "source": state.first_touch.source,
+        "lead": asdict(lead), "enrichment": asdict(state.enrichment) if state.enrichment else None,
+        "score": score_view(state.score),
+        "qualification": None if q is None else {"framework": q.framework, "answers": q.answers, "met": list(q.met),
+                                                 "missing": list(q.missing), "reason": q.reason},
+        "attribution": {"first_touch": asdict(state.first_touch), "last_touch": asdict(state.last_touch),
+                        "touches": state.touches},
+        "owner": {"rep_id": opportunity.rep_id, "rep_name": a.rep_name if a else None, "team_id": state.team_id},
+        "timeline": [asdict(e) for e in state.timeline],
+    }
+
+
+def _synced(state: LeadState, command: RecordCrmSync, policy: LeadPolicy) -> LeadTransition:
+    opportunity = state.opportunity
+    if opportunity is None or opportunity.opportunity_id != command.opportunity_id:
+        return LeadTransition(state=state)
+    if opportunity.synced_at is not None or (not command.synced and opportunity.sync_failed is not None):
+        return LeadTransition(state=state)  # already recorded: a replay
+    first_report = opportunity.synced_at is None and opportunity.sync_failed is None
+    if command.synced:
+        opportunity = replace(opportunity, crm=command.crm, crm_id=command.crm_id, synced_at=command.at,
+                              sync_failed=None)
+        kind = "opportunity.synced"
+    else:
+        opportunity = replace(opportunity, crm=command.crm, sync_failed=command.error or "failed")
+        kind = "opportunity.sync_failed"
+    updated = replace(state, opportunity=opportunity)
+    updated = note(updated, policy, command.at, kind.split(".")[1], crm=command.crm, crm_id=command.crm_id,
+                   attempts=command.attempts, error=command.error)
+    outgoing = [event(updated, kind, command.at, {
+        "opportunity_id": opportunity.opportunity_id, "crm": command.crm, "crm_id": command.crm_id,
+        "attempts": command.attempts, "error": command.error, "team_id": updated.team_id})]
+    if first_report:
+        outgoing += _notify_ae(updated, command, policy)
+    return LeadTransition(state=updated, outgoing=tuple(outgoing))
+
+
+def _notify_ae(state: LeadState, command: RecordCrmSync, policy: LeadPolicy) -> list[Outgoing]:
+    """The AE hears once, after the CRM has it (or after it was dead-lettered, so a human acts)."""
+    endpoint = policy.account_executives.get(state.team_id) or policy.account_executives.get("*")
+    opportunity = state.opportunity
+    if endpoint is None or opportunity is None:
+        return []
+    body = {"type": "opportunity.created", "timestamp": command.at, "data": {
+        **opportunity_payload(state),
+        "crm": {"name": command.crm, "id": command.crm_id, "status": "synced" if command.synced else "failed",
+                "error": command.error}}}
+    notify = Notify(webhook_id=webhook_id_for(opportunity.opportunity_id, "opportunity.created"),
+                    event_type="opportunity.created", lead_id=state.lead_id, rep_id=None, url=endpoint.url,
+                    secret=endpoint.secret, payload=body, created_at=command.at)
+    return [Outgoing(channel="notifications", key=state.lead_id, value=notify)]
+
+
+def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    if command.event_id in state.recent_activities:
+        return LeadTransition(state=state)  # a replay
+    problem = can_take_crm_event(state, command.kind)
+    if problem is not None:
+        return _rejected(state, "opportunity.event_rejected", now, problem, event_id=command.event_id,
+                         kind=command.kind)
+    opportunity = state.opportunity
+    assert opportunity is not None
+    updated = _seen(state, command.event_id)
+    common = {"opportunity_id": opportunity.opportunity_id, "crm_id": opportunity.crm_id,
+              "team_id": state.team_id, "rep_id": opportunity.rep_id}
+    if command.kind == "stage_changed":
+        stage = command.stage or opportunity.stage
+        updated = replace(updated, opportunity=replace(opportunity, stage=stage))
+        updated = note(updated, policy, command.at, "opportunity_stage", stage=stage, previous=opportunity.stage)
+        return LeadTransition(state=updated, outgoing=(event(updated, "opportunity.stage_changed", command.at, {
+            **common, "stage": stage, "previous": opportunity.stage}),))
+    won = command.kind == "won"
+    closed = replace(opportunity, status="won" if won else "lost", closed_at=command.at,
+                     amount=command.amount if command.amount is not None else opportunity.amount,
+                     stage=command.stage or ("closed_won" if won else "closed_lost"),
+                     lost_reason=None if won else command.reason)
+    updated = replace(updated, opportunity=closed, status="won" if won else "recycled")
+    updated = note(updated, policy, command.at, f"opportunity_{'won' if won else 'lost'}",
+                   amount=closed.amount, reason=command.reason)
+    segment = state.score.segment if state.score is not None else "unknown"
+    outgoing = [event(updated, f"opportunity.{'won' if won else 'lost'}", command.at, {
+        **common, "amount": closed.amount, "reason": command.reason, "source": state.first_touch.source,
+        "segment": segment})]
+    outgoing.append(Outgoing(channel="outcomes", key=OUTCOMES_KEY, value=RecordOutcome(
+        outcome_id=f"{opportunity.opportunity_id}:{command.kind}", lead_id=state.lead_id, won=won,
+        source=state.first_touch.source, segment=segment, rep_id=opportunity.rep_id, reason=command.reason,
+        at=command.at)))
+    if not won:
+        returns_at = None
+        if policy.recycle_after_s is not None:
+            returns_at = command.at + timedelta(seconds=policy.recycle_after_s)
+            outgoing.append(Outgoing(channel="crm.outbox", key=state.lead_id, value=DeferCommand(
+                lead_id=state.lead_id, defer_id=f"{state.lead_id}:{state.cycle}:recycle", due_at=returns_at,
+                command=ReturnToRouting(lead_id=state.lead_id, cycle=state.cycle, at=returns_at))))
+        updated = note(updated, policy, command.at, "recycled", reason=command.reason, returns_at=returns_at)
+        outgoing.append(event(updated, "lead.recycled", command.at, {
+            "to": "nurture", "reason": command.reason, "returns_to_routing_at": returns_at,
+            "team_id": state.team_id, "source": state.first_touch.source}))
+    return LeadTransition(state=updated, outgoing=tuple(outgoing))
+
+
+def _return_to_routing(state: LeadState, command: ReturnToRouting, now: datetime,
+                       policy: LeadPolicy) -> LeadTransition:
+    """A recycled lead starts a new cycle: scored again (with what outcomes taught), then gated and routed."""
+    if command.cycle != state.cycle or state.status != "recycled":
+        return LeadTransition(state=state)
+    cycle = state.cycle + 1
+    fresh = LeadState(
+        lead_id=state.lead_id, cycle=cycle, status="new", routing="routing", lead=state.lead,
+        team_id=state.team_id, route_id=f"{state.lead_id}:{cycle}:1", route_seq=1, captured_at=now,
+        first_touch=state.first_touch, last_touch=state.last_touch, touches=state.touches,
+        recent_captures=state.recent_captures, timeline=state.timeline, enrichment=state.enrichment,
+        account=state.account, recent_activities=state.recent_activities,
+    )
+    fresh = start_sla(note(fresh, policy, now, "recycled", to="routing", cycle=cycle), now, policy)
+    published = event(fresh, "lead.recycled", now, {"to": "routing", "team_id": fresh.team_id,
+                                                    "source": fresh.first_touch.source})
+    fresh, scored = rescore(replace(fresh, score=None), now, policy)
+    return _gate(fresh, (published, *scored), now, policy, policy.scoring.mql_threshold or 0, via="recycled")
