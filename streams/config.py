@@ -22,7 +22,7 @@ from rules.accounts import Account
 from rules.commands import RepProfile
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
-from sla.config import SlaConfig
+from sla.config import Duration, SlaConfig
 from streams.routing_config import AccountConfig, RoutingConfig, check_accounts, config_accounts
 
 __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
@@ -131,9 +131,23 @@ class TeamConfig(_Strict):
     strategy: str = "weighted_round_robin"
     #: Receives ``lead.escalated`` webhooks when an SLA ladder reaches ``alert_manager``.
     manager: ManagerConfig | None = None
-    #: Where ``release_to_pool`` sends a lead nobody in this team contacted (default: this team's queue).
+    #: Where ``release_to_pool`` sends a lead nobody in this team contacted (default: this team's queue),
+    #: and where a lead goes after waiting ``overflow_after`` in this team's queue.
     overflow_team: _Id | None = None
+    #: How long a lead may wait in this team's queue before it moves to ``overflow_team`` (unset: no limit).
+    overflow_after: Annotated[Duration, Field(gt=0)] | None = None
+    #: The offer handshake: a rep has this long to accept (``POST /v1/leads/{id}/accept``) before the
+    #: lead is offered to the next rep (unset: leads are assigned outright).
+    offer_timeout: Annotated[Duration, Field(gt=0)] | None = None
     reps: tuple[RepConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _overflow(self) -> TeamConfig:
+        if self.overflow_after is not None and self.overflow_team is None:
+            raise ValueError("overflow_after needs an overflow_team to send waiting leads to")
+        if self.overflow_team == self.id:
+            raise ValueError("overflow_team must be another team")
+        return self
 
     @field_validator("strategy")
     @classmethod
@@ -194,6 +208,8 @@ class LeadflowConfig(_Strict):
             calendars=self.sla.team_calendars(teams),
             managers={t.id: t.manager.endpoint(t.id, env) for t in self.teams if t.manager is not None},
             overflow_teams={t.id: t.overflow_team for t in self.teams if t.overflow_team},
+            overflow_after={t.id: t.overflow_after for t in self.teams if t.overflow_after is not None},
+            offer_timeouts={t.id: t.offer_timeout for t in self.teams if t.offer_timeout is not None},
         )
 
     def rep_profiles(self, env: Mapping[str, str] | None = None) -> list[RepProfile]:

@@ -1,4 +1,4 @@
-"""``/v1/leads``: capture (single and batch), read a lead with its timeline, disposition."""
+"""``/v1/leads``: capture (single and batch), read a lead with its timeline, disposition, offer answers."""
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +13,9 @@ from aiohttp import web
 from connectors.api.context import ApiContext, authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
-from rules.commands import DispositionLead
+from rules.commands import AnswerOffer, DispositionLead
 from rules.lead import LeadState, can_disposition
+from rules.lead_offer import offer_problem
 
 __all__ = ["routes", "DISPOSITIONS", "Outcome", "capture_id", "capture_many", "lead_view"]
 
@@ -209,3 +210,43 @@ async def disposition(request: web.Request) -> web.Response:
     await ctx.engine.send_lead_command(lead_id, DispositionLead(
         lead_id=lead_id, status=str(status), reason=reason, rep_id=rep_id, at=ctx.clock.now()))
     return json_response({"lead_id": lead_id, "status": "accepted"}, status=202)
+
+
+async def _answer(request: web.Request, *, accepted: bool) -> web.Response:
+    """``/accept`` and ``/decline``: the rep answers the offer the lead is waiting on."""
+    authenticate(request)
+    ctx = context(request)
+    lead_id = request.match_info["lead_id"]
+    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    if forwarded is not None:
+        return forwarded
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid", "expected a JSON object", [FieldError("(body)", "expected an object")])
+    errors = [FieldError(k, "unknown field") for k in sorted(set(body) - {"rep_id", "reason"})]
+    rep_id, reason = body.get("rep_id"), body.get("reason")
+    if not (isinstance(rep_id, str) and 0 < len(rep_id) <= 64):
+        errors.append(FieldError("rep_id", "required: the id of the rep the lead is offered to"))
+    if reason is not None and not (isinstance(reason, str) and len(reason) <= 500):
+        errors.append(FieldError("reason", "expected a string of at most 500 characters"))
+    if errors:
+        raise ApiError(422, "invalid", f"the {'acceptance' if accepted else 'decline'} is not valid", errors)
+    state = ctx.engine.lead(lead_id)
+    problem = offer_problem(state, str(rep_id))
+    if state is None or state.assignment is None or problem is not None:
+        raise ApiError(404 if state is None else 409, "not_found" if state is None else "conflict",
+                       f"lead {lead_id}: {problem}")
+    await ctx.engine.send_lead_command(lead_id, AnswerOffer(
+        lead_id=lead_id, rep_id=str(rep_id), route_id=state.assignment.route_id, accepted=accepted,
+        reason=reason, at=ctx.clock.now()))
+    return json_response({"lead_id": lead_id, "status": "accepted" if accepted else "declined"}, status=202)
+
+
+@routes.post("/leads/{lead_id}/accept")
+async def accept_offer(request: web.Request) -> web.Response:
+    return await _answer(request, accepted=True)
+
+
+@routes.post("/leads/{lead_id}/decline")
+async def decline_offer(request: web.Request) -> web.Response:
+    return await _answer(request, accepted=False)

@@ -216,7 +216,7 @@ def _schemas() -> dict[str, Schema]:
         "LeadView": _object({
             "lead_id": _STR, "cycle": _INT,
             "status": {**_STR, "description": f"`new`, or the disposition: {', '.join(DISPOSITIONS)}"},
-            "routing": {"enum": ["routing", "queued", "assigned", "released"]},
+            "routing": {"enum": ["routing", "queued", "offered", "assigned", "released"]},
             "team_id": _STR, "lead": _ref("CapturedLead"), "captured_at": _TIME, "touches": _INT,
             "first_touch": _ref("Touch"), "last_touch": _ref("Touch"), "assignment": _nullable(_ref("Assignment")),
             "sla_deadline": _nullable(_TIME), "notified_at": _nullable(_TIME),
@@ -249,6 +249,17 @@ def _schemas() -> dict[str, Schema]:
             "examples": [{"status": "nurture", "reason": "budget next quarter", "rep_id": "rep-ana"}],
         },
         "DispositionAccepted": _object({"lead_id": _STR, "status": {"const": "accepted"}}),
+        "OfferAnswer": {
+            "type": "object", "additionalProperties": False, "required": ["rep_id"],
+            "properties": {
+                "rep_id": {"type": "string", "minLength": 1, "maxLength": 64,
+                           "description": "The rep the lead is offered to."},
+                "reason": _nullable({"type": "string", "maxLength": 500,
+                                     "description": "Why the rep declines (kept in the timeline)."}),
+            },
+            "examples": [{"rep_id": "rep-ana", "reason": "I do not speak German"}],
+        },
+        "OfferAnswered": _object({"lead_id": _STR, "status": {"enum": ["accepted", "declined"]}}),
         "RepInput": {**_model_schema(REP_INPUT_MODEL, "RepInput", "A rep's profile; unknown fields are refused.",
                                      _REP_FIELDS),
                      "examples": [{"team": "emea", "name": "Ana Ruiz", "capacity": 8, "languages": ["es", "en"],
@@ -392,6 +403,17 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                      **_json_body(_ref("DispositionAccepted"))},
              **_refs(400, 401, 404, 409, 413, 415, 422, 429, 503)},
             requestBody={"required": True, **_json_body(_ref("DispositionInput"))})},
+        **{f"/v1/leads/{{lead_id}}/{verb}": {"parameters": [_param("LeadId")], "post": _op(
+            f"{verb}Offer", "leads", summary,
+            {"202": {"description": "The answer is on its way to the lead.", **_json_body(_ref("OfferAnswered"))},
+             **_refs(400, 401, 404, 409, 413, 415, 422, 429, 503)},
+            description=("For teams with an `offer_timeout`: the lead is offered to one rep (a `lead.offered` "
+                         "webhook with `offer.expires_at`) who accepts or declines it. A decline or a lapsed offer "
+                         "goes to the next eligible rep, never back to whoever declined. 409 when the lead has no "
+                         "open offer for this rep."),
+            requestBody={"required": True, **_json_body(_ref("OfferAnswer"))})}
+           for verb, summary in (("accept", "Accept the lead offered to you"),
+                                 ("decline", "Decline the lead offered to you, with a reason"))},
         "/v1/leads/{lead_id}/activities": {"parameters": [_param("LeadId")], "post": _op(
             "recordActivity", "leads", "Record a call, e-mail, meeting, SMS or note; the first contact stops the SLA",
             {"202": {"description": "The activity is on its way to the lead.",
