@@ -33,6 +33,23 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 @web.middleware
+async def _count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``leadflow_http_requests_total{route, status}``: the route's template, never the raw path."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app[CONTEXT].metrics.http_requests.labels(route, str(status)).inc()
+
+
+@web.middleware
 async def _rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every write counts against its API key's limit; an unknown key is left to the handler's 401."""
     if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -45,6 +62,7 @@ async def _rate_limit(request: web.Request, handler: Handler) -> web.StreamRespo
 def mount_api(root: web.Application, ctx: ApiContext) -> None:
     """Add the API to ``root`` (the worker's aiohttp app) before it starts."""
     root[CONTEXT] = ctx
+    root.middlewares.append(_count_requests)  # outermost: sees the status the client gets
     root.middlewares.append(error_middleware)
     root.router.add_get("/healthz", _healthz)
     root.router.add_get("/readyz", _readyz)
