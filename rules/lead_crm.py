@@ -160,8 +160,8 @@ def _seen(state: LeadState, command_id: str) -> LeadState:
     return replace(state, recent_activities=(state.recent_activities + (command_id,))[-32:])
 
 
-def _rejected(state: LeadState, kind: str, now: datetime, why: str, **detail: Any) -> LeadTransition:
-    return LeadTransition(state=state, outgoing=(event(state, kind, now, {"why": why, **detail}),))
+def _rejected(state: LeadState, event_kind: str, now: datetime, why: str, **detail: Any) -> LeadTransition:
+    return LeadTransition(state=state, outgoing=(event(state, event_kind, now, {"why": why, **detail}),))
 
 
 def _qualify(state: LeadState, command: RecordQualification, now: datetime, policy: LeadPolicy) -> LeadTransition:
