@@ -10,6 +10,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from connectors.api.accounts import account_view
 from connectors.api.context import ApiContext, authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
@@ -162,6 +163,7 @@ def lead_view(state: LeadState) -> dict[str, Any]:
         "assignment": assignment, "sla_deadline": state.sla_deadline, "notified_at": state.notified_at,
         "contacted_at": state.contacted_at, "sla": _sla_view(state),
         "enrichment": asdict(state.enrichment) if state.enrichment is not None else None,
+        "account": account_view(state.account) if state.account is not None else None,
         "timeline": [asdict(e) for e in state.timeline],
     }
 

@@ -225,6 +225,9 @@ def _schemas() -> dict[str, Schema]:
                 "Built-in enrichment: email_type (corporate, free, disposable, role, none), email_domain, "
                 "company_domain, company_guess, phone_country, phone_type, seniority, department, and the "
                 "reasons for each.")}),
+            "account": _nullable({**_ref("Account"), "description": (
+                "The account the lead's e-mail or website domain matched at capture (lead-to-account "
+                "matching): its owner is preferred when eligible.")}),
             "timeline": {"type": "array", "items": _ref("TimelineEntry")},
         }, description="The lead's current state and its recent timeline."),
         "SlaStep": _object({"step": _INT, "kind": {"enum": ["breach", "remind", "reassign", "alert_manager",
