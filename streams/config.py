@@ -23,6 +23,7 @@ from rules.commands import RepProfile
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
 from sla.config import Duration, SlaConfig
+from streams.crm_config import CrmConfig, QualificationConfig, ScoringConfig, crm_policy
 from streams.routing_config import AccountConfig, RoutingConfig, check_accounts, config_accounts
 
 __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
@@ -181,6 +182,9 @@ class LeadflowConfig(_Strict):
     marketing: MarketingConfig = MarketingConfig()  # source spend, for cost per MQL/SQL (ops/metrics.py)
     teams: tuple[TeamConfig, ...] = ()
     providers: ProvidersConfig = ProvidersConfig()  # Facebook Lead Ads, Typeform (connectors/providers)
+    scoring: ScoringConfig = ScoringConfig()  # fit + intent weights, the MQL threshold (streams/crm_config.py)
+    qualification: QualificationConfig = QualificationConfig()  # frameworks besides BANT, MEDDIC, CHAMP
+    crm: CrmConfig = CrmConfig()  # the CRM adapter, durable retries, signed CRM events, AEs
 
     @model_validator(mode="after")
     def _unique(self) -> LeadflowConfig:
@@ -201,6 +205,7 @@ class LeadflowConfig(_Strict):
         default = self.routing.default_team or default_team
         teams = {default, *(t.id for t in self.teams), *(r.team for r in self.routing.rules)}
         return LeadPolicy(
+            **crm_policy(self.scoring, self.qualification, self.crm, env),  # type: ignore[arg-type]
             default_team=default,
             team_rules=self.routing.team_rules(),
             tier_priorities=dict(self.routing.tier_priorities),

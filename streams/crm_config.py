@@ -1,0 +1,227 @@
+"""The ``scoring``, ``qualification`` and ``crm`` sections of the YAML config, validated with the rest.
+
+Every table in ``scoring`` is merged over the shipped defaults (``rules.scoring.ScoringModel``),
+so a file only says what it changes. Frameworks in ``qualification.frameworks`` are added to
+BANT, MEDDIC and CHAMP (or replace one of the same name). Secrets come from the environment only:
+the config names the variables.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from leadflow.errors import ConfigError
+from rules.lead_state import Endpoint
+from rules.outcomes import LearningPolicy
+from rules.qualification import DEFAULT_FRAMEWORKS, Criterion, Framework
+from rules.scoring import ScoringModel, SizeBand
+from sla.config import Duration
+
+__all__ = ["ScoringConfig", "QualificationConfig", "CrmConfig", "crm_policy"]
+
+_Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SizeBandConfig(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=32)]
+    minimum: int = Field(ge=0)
+    points: int = Field(ge=-100, le=100)
+
+
+class TierConfig(_Strict):
+    tier: Annotated[str, Field(min_length=1, max_length=8)]
+    minimum: int = Field(ge=0, le=100)
+
+
+class LearningConfig(_Strict):
+    prior_rate: float = Field(default=0.25, gt=0, lt=1)
+    prior_weight: float = Field(default=8.0, gt=0)
+    max_points: int = Field(default=15, ge=0, le=50)
+    #: Lost reasons (case-blind substrings) and how many losses each counts for the segment.
+    reason_weights: dict[str, Annotated[float, Field(ge=0, le=10)]] | None = None
+
+
+_Points = dict[str, Annotated[int, Field(ge=-100, le=100)]]
+
+
+class ScoringConfig(_Strict):
+    """Weights over the shipped defaults; ``mql_threshold`` turns on the MQL gate (nurture below it)."""
+
+    base: int = Field(default=0, ge=-100, le=100)
+    seniority: _Points = {}
+    department: _Points = {}
+    size_bands: tuple[SizeBandConfig, ...] | None = None
+    industry: _Points = {}
+    country: _Points = {}
+    email_type: _Points = {}
+    source: _Points = {}
+    campaign: _Points = {}
+    keywords: _Points = {}
+    repeat_touch: int | None = Field(default=None, ge=0, le=50)
+    repeat_touch_max: int | None = Field(default=None, ge=0, le=100)
+    tiers: tuple[TierConfig, ...] | None = None
+    mql_threshold: int | None = Field(default=None, ge=0, le=100)
+    hot_sources: tuple[str, ...] | None = None
+    learning: LearningConfig = LearningConfig()
+
+    @model_validator(mode="after")
+    def _tiers(self) -> ScoringConfig:
+        if self.tiers is not None:
+            minimums = [t.minimum for t in self.tiers]
+            if not minimums or minimums != sorted(minimums, reverse=True) or minimums[-1] != 0:
+                raise ValueError("tiers must go from the highest minimum down, the last one starting at 0")
+        return self
+
+    def model(self) -> ScoringModel:
+        d = ScoringModel()
+        learning = LearningPolicy(
+            prior_rate=self.learning.prior_rate, prior_weight=self.learning.prior_weight,
+            max_points=self.learning.max_points,
+            reason_weights={**d.learning.reason_weights,
+                            **{k.lower(): v for k, v in (self.learning.reason_weights or {}).items()}})
+        return replace(
+            d, base=self.base,
+            seniority={**d.seniority, **self.seniority}, department={**d.department, **self.department},
+            industry={**d.industry, **{k.lower(): v for k, v in self.industry.items()}},
+            country={**d.country, **self.country}, email_type={**d.email_type, **self.email_type},
+            source={**d.source, **self.source}, campaign={**d.campaign, **self.campaign},
+            keywords={**d.keywords, **{k.lower(): v for k, v in self.keywords.items()}},
+            size_bands=d.size_bands if self.size_bands is None else tuple(
+                SizeBand(name=b.name, minimum=b.minimum, points=b.points) for b in self.size_bands),
+            repeat_touch=d.repeat_touch if self.repeat_touch is None else self.repeat_touch,
+            repeat_touch_max=d.repeat_touch_max if self.repeat_touch_max is None else self.repeat_touch_max,
+            tiers=d.tiers if self.tiers is None else tuple((t.tier, t.minimum) for t in self.tiers),
+            mql_threshold=self.mql_threshold,
+            hot_sources=d.hot_sources if self.hot_sources is None else frozenset(self.hot_sources),
+            learning=learning,
+        )
+
+
+class CriterionConfig(_Strict):
+    key: _Key
+    question: Annotated[str, Field(min_length=1, max_length=300)]
+    kind: Literal["boolean", "number", "choice", "text"]
+    choices: tuple[str, ...] = ()
+    met_values: tuple[str, ...] = ()
+    minimum: float | None = None
+    min_length: int = Field(default=3, ge=1)
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CriterionConfig:
+        if self.kind == "choice" and (not self.choices or not set(self.met_values) <= set(self.choices)):
+            raise ValueError("a choice criterion needs choices, and met_values taken from them")
+        return self
+
+
+class FrameworkConfig(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
+    description: str = ""
+    min_met: int = Field(ge=0)
+    criteria: tuple[CriterionConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> FrameworkConfig:
+        keys = [c.key for c in self.criteria]
+        if len(keys) != len(set(keys)):
+            raise ValueError("criterion keys must be unique")
+        if self.min_met > len(keys):
+            raise ValueError(f"min_met {self.min_met} is more than the {len(keys)} criteria")
+        return self
+
+
+class QualificationConfig(_Strict):
+    frameworks: tuple[FrameworkConfig, ...] = ()
+
+    def frameworks_by_name(self) -> dict[str, Framework]:
+        found = dict(DEFAULT_FRAMEWORKS)
+        for f in self.frameworks:
+            found[f.name] = Framework(name=f.name, description=f.description, min_met=f.min_met, criteria=tuple(
+                Criterion(key=c.key, question=c.question, kind=c.kind, choices=c.choices, met_values=c.met_values,
+                          minimum=c.minimum, min_length=c.min_length, required=c.required) for c in f.criteria))
+        return found
+
+
+class EndpointConfig(_Strict):
+    """A Standard Webhooks endpoint (an AE's); the secret from ``webhook_secret_env``."""
+
+    webhook_url: Annotated[str, Field(pattern=r"^https?://")]
+    webhook_secret_env: str
+
+    def endpoint(self, where: str, env: Mapping[str, str]) -> Endpoint:
+        secret = env.get(self.webhook_secret_env)
+        if not secret:
+            raise ConfigError(f"{where}: environment variable {self.webhook_secret_env} is not set")
+        return Endpoint(url=self.webhook_url, secret=secret)
+
+
+class SalesforceConfig(_Strict):
+    #: Where the OAuth 2.0 client credentials flow gets a token (``/services/oauth2/token``).
+    login_url: Annotated[str, Field(pattern=r"^https?://")] = "https://login.salesforce.com"
+    client_id_env: str = "LEADFLOW_SALESFORCE_CLIENT_ID"
+    client_secret_env: str = "LEADFLOW_SALESFORCE_CLIENT_SECRET"
+    api_version: Annotated[str, Field(pattern=r"^v\d+\.\d$")] = "v62.0"
+    #: The Opportunity's External ID field holding leadflow's opportunity id (the upsert key).
+    external_id_field: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")] = "Leadflow_Id__c"
+    stage: str = "Qualification"
+    close_in_days: int = Field(default=30, ge=1)
+
+
+class HubspotConfig(_Strict):
+    base_url: Annotated[str, Field(pattern=r"^https?://")] = "https://api.hubapi.com"
+    token_env: str = "LEADFLOW_HUBSPOT_TOKEN"
+    #: A deal property with unique values holding leadflow's opportunity id (the upsert key).
+    id_property: _Key = "leadflow_id"
+    pipeline: str = "default"
+    stage: str = "appointmentscheduled"
+
+
+class WebhookCrmConfig(_Strict):
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    secret_env: str
+
+
+class CrmConfig(_Strict):
+    """Where opportunities go, how hard to try, and how the CRM's events are authenticated."""
+
+    adapter: Literal["none", "webhook", "salesforce", "hubspot"] = "none"
+    webhook: WebhookCrmConfig | None = None
+    salesforce: SalesforceConfig = SalesforceConfig()
+    hubspot: HubspotConfig = HubspotConfig()
+    #: Per call to the CRM.
+    timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    #: Durable retries of a failing upsert (kept in a table); after the last one it is dead-lettered.
+    retry_delays: tuple[Duration, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+    #: ``POST /v1/crm/events`` is signed (Standard Webhooks) with the secret in this variable.
+    events_secret_env: str = "LEADFLOW_CRM_EVENTS_SECRET"
+    #: How far a signed event's timestamp may be from now.
+    events_tolerance: Annotated[Duration, Field(gt=0)] = 300.0
+    #: After a lost deal, when the lead is routed again; absent: it stays in nurture.
+    recycle_after: Duration | None = None
+    #: ``opportunity.created`` webhooks by team id; ``"*"`` for every other team.
+    account_executives: dict[str, EndpointConfig] = {}
+
+    @model_validator(mode="after")
+    def _adapter_settings(self) -> CrmConfig:
+        if self.adapter == "webhook" and self.webhook is None:
+            raise ValueError("adapter webhook needs a webhook section (url, secret_env)")
+        return self
+
+
+def crm_policy(scoring: ScoringConfig, qualification: QualificationConfig, crm: CrmConfig,
+               env: Mapping[str, str]) -> dict[str, object]:
+    """The ``LeadPolicy`` fields these sections set."""
+    return {
+        "scoring": scoring.model(),
+        "frameworks": qualification.frameworks_by_name(),
+        "account_executives": {team: e.endpoint(f"crm.account_executives.{team}", env)
+                               for team, e in crm.account_executives.items()},
+        "recycle_after_s": crm.recycle_after,
+    }
