@@ -374,7 +374,16 @@ class WithdrawLead:
     at: datetime
 
 
-TeamCommand: TypeAlias = RouteLead | ReleaseLead | UpsertRep | RemoveRep | SetPresence | WithdrawLead
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrainQueue:
+    """Look at the waiting leads again: time alone may have made some assignable (working hours
+    opened, a daily cap reset). Sent periodically for teams with a queue."""
+
+    team_id: str
+    at: datetime
+
+
+TeamCommand: TypeAlias = RouteLead | ReleaseLead | UpsertRep | RemoveRep | SetPresence | WithdrawLead | DrainQueue
 
 
 # --- rep.commands (key: rep_id) -------------------------------------------------------

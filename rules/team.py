@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Protocol
 
 from rules.commands import (
+    DrainQueue,
     LeadAssigned,
     LeadQueued,
     Outgoing,
@@ -218,6 +219,8 @@ def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: Q
         _drain(work, now)
     elif isinstance(command, WithdrawLead):
         _withdraw(work, command)
+    elif isinstance(command, DrainQueue):
+        _drain(work, now)
     elif isinstance(command, UpsertRep):
         _upsert(work, command)
         _drain(work, now)

@@ -43,6 +43,12 @@ class LeadflowApp(faust.App):
         await super().on_stop()
         await self.runtime.resources.close()
 
+    def tables_settled(self) -> bool:
+        """Partitions assigned and tables recovered: what timers check before reading tables."""
+        recovery = self.tables.recovery
+        return (self.rebalancing_count > 0 and not self.rebalancing and recovery.completed.is_set()
+                and not recovery.in_recovery)
+
 
 def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: Clock | None = None) -> LeadflowApp:
     config = config if config is not None else load_config(settings.config_path)

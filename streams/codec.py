@@ -31,7 +31,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.DispositionLead, commands.RouteLead, commands.ReleaseLead, commands.UpsertRep,
         commands.RemoveRep, commands.SetPresence, commands.PutRep, commands.ChangePresence,
         commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, RepEntry,
-        commands.AnswerOffer, commands.WithdrawLead, QueueSlot,
+        commands.AnswerOffer, commands.WithdrawLead, QueueSlot, commands.DrainQueue,
         RetryDue, PendingDelivery, DeliveryBacklog,
         PutAccount, RemoveAccount, MatchAccount, Account,
     )

@@ -36,12 +36,6 @@ def track(lead_id: str, timer: SlaTimer | None) -> None:
         timer_index.schedule(lead_id, timer.due_at.timestamp(), (timer.cycle, timer.step))
 
 
-def _stable() -> bool:
-    recovery = app.tables.recovery
-    return app.rebalancing_count > 0 and not app.rebalancing and recovery.completed.is_set() \
-        and not recovery.in_recovery
-
-
 def _rebuild() -> int:
     timer_index.clear()
     # The active partitions of this worker only (the RocksDB store iterates those).
@@ -54,7 +48,7 @@ async def fire_sla_timers() -> None:
     built_for = -1
     while not app.should_stop:
         await asyncio.sleep(_TICK_S)
-        if not _stable():
+        if not app.tables_settled():
             continue
         if built_for != app.rebalancing_count:
             count = _rebuild()

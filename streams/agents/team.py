@@ -1,17 +1,22 @@
 """Own each team's roster, capacity and queue; decide who gets each lead."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+from rules.commands import DrainQueue, Outgoing
 from rules.team import QueueSlot, TeamState, apply
 from streams.app import app, runtime
 from streams.tables.team_state import TeamQueue, queue_key, route_key, team_queue, team_state
 from streams.topics import publish, team_commands
 
-__all__ = ["run_teams"]
+__all__ = ["run_teams", "recheck_queues"]
 
 log = logging.getLogger(__name__)
+
+#: How often teams with waiting leads look at them again (working hours open, daily caps reset).
+_RECHECK_S = 15.0
 
 
 def _report(state: TeamState) -> None:
@@ -49,3 +54,21 @@ async def run_teams(commands: Any) -> None:
             team_state[team_id] = transition.state
         runtime.metrics.commands_processed.labels("team", name).inc()
         _report(transition.state)
+
+
+@app.task
+async def recheck_queues() -> None:
+    """Every few seconds, ask each team with a queue (on this worker) to look at it again.
+
+    Commands change queues; time alone does too (a rep's working hours open, a daily cap resets)
+    and no command says so. Timers cannot write tables, so this sends ``DrainQueue`` to the team.
+    """
+    while not app.should_stop:
+        await asyncio.sleep(_RECHECK_S)
+        if not app.tables_settled():
+            continue
+        now = runtime.clock.now()
+        waiting = [Outgoing(channel="team.commands", key=str(team_id), value=DrainQueue(team_id=str(team_id), at=now))
+                   for team_id, state in team_state.items() if isinstance(state, TeamState) and state.queue_depth]
+        if waiting:
+            await publish(waiting)

@@ -1,12 +1,14 @@
 """The team state machine, command by command: roster, capacity, the queue and its drain."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from rules import team
 from rules.commands import (
+    DrainQueue,
     LeadAssigned,
     LeadQueued,
     ReleaseLead,
@@ -361,3 +363,16 @@ def test_withdrawing_an_assigned_lead_changes_nothing() -> None:
     t = Team(upsert("a"), route(1))
     before = t.s
     assert t(withdraw(1)) == [] and t.s == before  # the lead gives the assignment back itself
+
+
+def test_a_queue_recheck_assigns_what_time_alone_made_assignable() -> None:
+    # Nobody works before 09:00: a lead at 08:00 waits; the periodic recheck serves it once hours open.
+    early = UpsertRep(team_id=TEAM, at=T0, profile=replace(profile("a"), working_hours={"mon-fri": ("09:00-17:00",)}))
+    t = TeamDriver()
+    t.send(early, T0 - timedelta(hours=2))
+    (queued,) = [m.value for m in t.send(route(1), T0 - timedelta(hours=1)).outgoing]
+    assert isinstance(queued, LeadQueued) and "outside working hours" in str(queued.decision.candidates[0].reasons)
+    assert t.send(DrainQueue(team_id=TEAM, at=T0), T0 - timedelta(minutes=30)).outgoing == ()
+    (assigned,) = [m.value for m in t.send(DrainQueue(team_id=TEAM, at=T0), T0 + timedelta(minutes=1)).outgoing]
+    assert isinstance(assigned, LeadAssigned) and assigned.rep_id == "a"
+    assert t.state is not None and t.state.queue_depth == 0
