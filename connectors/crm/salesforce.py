@@ -1,0 +1,113 @@
+"""Salesforce REST: upsert the Opportunity by an External ID field holding leadflow's opportunity id.
+
+``PATCH /services/data/{version}/sobjects/Opportunity/{External_Id__c}/{opportunity_id}`` creates
+the record (201) or updates the one with that external id (200/204): a replay never makes a
+second Opportunity. The token comes from the OAuth 2.0 client credentials flow
+(``POST {login_url}/services/oauth2/token``) and is fetched again once on ``INVALID_SESSION_ID``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import orjson
+
+from connectors.crm import CrmRecord, classify_status
+from connectors.crm._summary import describe
+from leadflow.errors import PermanentError, TransientError
+
+__all__ = ["SalesforceCrm", "opportunity_fields"]
+
+
+def _day(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).date()
+        except ValueError:
+            pass
+    return date.today()
+
+
+def opportunity_fields(payload: Mapping[str, Any], *, stage: str, close_in_days: int) -> dict[str, Any]:
+    """The Opportunity's standard fields (Name, StageName and CloseDate are required by Salesforce)."""
+    return {
+        "Name": str(payload.get("name") or payload.get("opportunity_id"))[:120],
+        "StageName": stage,
+        "CloseDate": (_day(payload.get("created_at")) + timedelta(days=close_in_days)).isoformat(),
+        "LeadSource": str(payload.get("source") or "")[:40] or None,
+        "Description": describe(payload),
+    }
+
+
+class SalesforceCrm:
+    name = "salesforce"
+
+    def __init__(self, session: aiohttp.ClientSession, *, login_url: str, client_id: str, client_secret: str,
+                 api_version: str, external_id_field: str, stage: str, close_in_days: int,
+                 timeout_s: float) -> None:
+        self._session = session
+        self._login_url = login_url.rstrip("/")
+        self._client = (client_id, client_secret)
+        self._version, self._field = api_version, external_id_field
+        self._stage, self._close_in_days = stage, close_in_days
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._token: tuple[str, str] | None = None  # (access token, instance URL): a cache, not state
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        try:
+            async with self._session.request(method, url, timeout=self._timeout, allow_redirects=False,
+                                             **kwargs) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise TransientError("Salesforce timed out") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientError(f"Salesforce unreachable: {type(exc).__name__}") from None
+        try:
+            return status, orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return status, None
+
+    async def _login(self) -> tuple[str, str]:
+        client_id, client_secret = self._client
+        status, body = await self._call("POST", f"{self._login_url}/services/oauth2/token", data={
+            "grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret})
+        if status == 200 and isinstance(body, dict) and body.get("access_token") and body.get("instance_url"):
+            self._token = (str(body["access_token"]), str(body["instance_url"]).rstrip("/"))
+            return self._token
+        if classify_status(status):
+            raise TransientError(f"Salesforce login answered HTTP {status}")
+        error = body.get("error") if isinstance(body, dict) else None
+        raise PermanentError(f"Salesforce login refused (HTTP {status}, {error or 'no error code'})")
+
+    async def upsert(self, opportunity_id: str, payload: Mapping[str, Any]) -> CrmRecord:
+        fields = {k: v for k, v in opportunity_fields(payload, stage=self._stage,
+                                                      close_in_days=self._close_in_days).items() if v is not None}
+        for attempt in (1, 2):
+            token, instance = self._token or await self._login()
+            url = f"{instance}/services/data/{self._version}/sobjects/Opportunity/{self._field}/{opportunity_id}"
+            status, body = await self._call("PATCH", url, json=fields,
+                                            headers={"Authorization": f"Bearer {token}"})
+            if status in (200, 201) and isinstance(body, dict) and body.get("success", True) and body.get("id"):
+                return CrmRecord(crm_id=str(body["id"]), created=status == 201 or bool(body.get("created")))
+            code = _error_code(body)
+            if status == 401 and code == "INVALID_SESSION_ID" and attempt == 1:
+                self._token = None  # expired: log in again, once
+                continue
+            if classify_status(status) or code in ("REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW",
+                                                   "SERVER_UNAVAILABLE"):
+                raise TransientError(f"Salesforce answered HTTP {status} {code or ''}".strip())
+            raise PermanentError(f"Salesforce refused the opportunity: HTTP {status} {code or ''}".strip())
+        raise PermanentError("Salesforce refused the session twice")
+
+
+def _error_code(body: Any) -> str | None:
+    # Errors come as a list: [{"message": ..., "errorCode": ..., "fields": [...]}].
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        code = body[0].get("errorCode")
+        return str(code) if code else None
+    return None

@@ -1,0 +1,54 @@
+"""A generic CRM reached by a signed webhook (Standard Webhooks): ``opportunity.upsert`` per opportunity.
+
+The ``webhook-id`` is derived from the opportunity id, so the receiver can upsert (or dedup) by
+it; the receiver may answer ``{"id": ...}`` with its own record id.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from connectors.crm import CrmRecord, classify_status
+from connectors.webhook_signing import signed_headers
+from leadflow.errors import PermanentError, TransientError
+
+__all__ = ["WebhookCrm"]
+
+
+class WebhookCrm:
+    name = "webhook"
+
+    def __init__(self, session: aiohttp.ClientSession, *, url: str, secret: str, timeout_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._session, self._url, self._secret = session, url, secret
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._clock = clock
+
+    async def upsert(self, opportunity_id: str, payload: Mapping[str, Any]) -> CrmRecord:
+        body = orjson.dumps({"type": "opportunity.upsert", "timestamp": payload.get("created_at"), "data": payload})
+        headers = signed_headers(self._secret, f"msg_{opportunity_id}", int(self._clock()), body)
+        try:
+            async with self._session.post(self._url, data=body, headers=headers, allow_redirects=False,
+                                          timeout=self._timeout) as response:
+                text = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise TransientError("the CRM webhook timed out") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientError(f"the CRM webhook failed: {type(exc).__name__}") from None
+        if 200 <= status < 300:
+            crm_id = opportunity_id
+            try:
+                answer = orjson.loads(text) if text else {}
+                if isinstance(answer, dict) and isinstance(answer.get("id"), (str, int)):
+                    crm_id = str(answer["id"])
+            except orjson.JSONDecodeError:
+                pass
+            return CrmRecord(crm_id=crm_id, created=status == 201)
+        if classify_status(status):
+            raise TransientError(f"the CRM webhook answered HTTP {status}")
+        raise PermanentError(f"the CRM webhook refused the opportunity (HTTP {status})")

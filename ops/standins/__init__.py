@@ -1,0 +1,1 @@
+"""Local stand-ins for third-party services (CRMs), faithful to their public API contracts."""

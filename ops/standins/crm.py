@@ -1,0 +1,222 @@
+"""One local server standing in for three CRMs, following their public API docs.
+
+* Salesforce REST: ``POST /services/oauth2/token`` (client credentials) and
+  ``PATCH /services/data/{version}/sobjects/Opportunity/{ExternalIdField}/{value}``: 201 with
+  ``{"id", "success", "errors", "created": true}`` for a new record, 200 with ``created: false``
+  for an update; 401 ``INVALID_SESSION_ID`` for an unknown or expired token; 400
+  ``REQUIRED_FIELD_MISSING`` when Name, StageName or CloseDate is missing on create.
+* HubSpot CRM v3: ``POST /crm/v3/objects/deals/batch/upsert`` with ``idProperty``: 200 with
+  ``{"status": "COMPLETE", "results": [{"id", "properties", "new"}]}``; 401
+  ``INVALID_AUTHENTICATION``; 400 ``VALIDATION_ERROR``.
+* A generic webhook CRM: ``POST /crm/webhook`` signed per Standard Webhooks, upserting by the
+  opportunity id.
+
+``down`` makes every CRM call answer 503 (a CRM outage) until cleared; ``opportunities`` holds
+what each CRM stores, keyed by leadflow's id, so tests can count them.
+
+Run it alone: ``python -m ops.standins.crm --port 8077`` (webhook secret from
+``LEADFLOW_CRM_WEBHOOK_SECRET``).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import itertools
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+__all__ = ["CrmStandIn", "StoredOpportunity"]
+
+
+@dataclass
+class StoredOpportunity:
+    crm: str
+    key: str
+    crm_id: str
+    fields: dict[str, Any]
+    writes: int = 1
+
+
+@dataclass
+class CrmStandIn:
+    client_id: str = "leadflow-client"
+    client_secret: str = "leadflow-client-secret"
+    hubspot_token: str = "pat-na1-standin"
+    webhook_secret: str = "whsec_" + base64.b64encode(b"crm-standin-webhook-secret-32byt").decode()
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: While set, every CRM call answers 503 (the token endpoint too).
+    down: bool = False
+    opportunities: dict[tuple[str, str], StoredOpportunity] = field(default_factory=dict)
+    requests: list[tuple[str, str, int]] = field(default_factory=list)
+    _tokens: set[str] = field(default_factory=set)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stored(self, crm: str) -> list[StoredOpportunity]:
+        return [o for (c, _), o in self.opportunities.items() if c == crm]
+
+    def expire_tokens(self) -> None:
+        self._tokens.clear()
+
+    # --- the app ---------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_post("/services/oauth2/token", self._sf_token)
+        app.router.add_patch("/services/data/{version}/sobjects/Opportunity/{field}/{value}", self._sf_upsert)
+        app.router.add_post("/crm/v3/objects/deals/batch/upsert", self._hs_upsert)
+        app.router.add_post("/crm/webhook", self._webhook)
+        return app
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.down:
+            response: web.StreamResponse = web.json_response(
+                [{"message": "Service unavailable", "errorCode": "SERVER_UNAVAILABLE"}], status=503)
+        else:
+            response = await handler(request)
+        self.requests.append((request.method, request.path, response.status))
+        return response
+
+    def _save(self, crm: str, key: str, fields: dict[str, Any], prefix: str) -> tuple[StoredOpportunity, bool]:
+        existing = self.opportunities.get((crm, key))
+        if existing is not None:
+            existing.fields.update(fields)
+            existing.writes += 1
+            return existing, False
+        stored = StoredOpportunity(crm=crm, key=key, crm_id=f"{prefix}{next(self._ids):012d}", fields=dict(fields))
+        self.opportunities[(crm, key)] = stored
+        return stored, True
+
+    # --- Salesforce --------------------------------------------------------------------------
+
+    async def _sf_token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type", "error_description": "grant type not supported"},
+                                     status=400)
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            return web.json_response({"error": "invalid_client", "error_description": "invalid client credentials"},
+                                     status=400)
+        token = "00Dstandin!" + secrets.token_urlsafe(24)
+        self._tokens.add(token)
+        return web.json_response({"access_token": token, "instance_url": self.url, "token_type": "Bearer",
+                                  "issued_at": str(int(time.time() * 1000)), "id": f"{self.url}/id/00D/005"})
+
+    async def _sf_upsert(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or auth[7:] not in self._tokens:
+            return web.json_response([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}],
+                                     status=401)
+        try:
+            fields = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return web.json_response([{"message": "The request body is not JSON", "errorCode": "JSON_PARSER_ERROR"}],
+                                     status=400)
+        if not isinstance(fields, dict):
+            return web.json_response([{"message": "Expected an object", "errorCode": "JSON_PARSER_ERROR"}], status=400)
+        key = f"{request.match_info['field']}={request.match_info['value']}"
+        if ("salesforce", key) not in self.opportunities:
+            missing = [f for f in ("Name", "StageName", "CloseDate") if not fields.get(f)]
+            if missing:
+                return web.json_response([{"message": f"Required fields are missing: {missing}",
+                                           "errorCode": "REQUIRED_FIELD_MISSING", "fields": missing}], status=400)
+        stored, created = self._save("salesforce", key, fields, "006")
+        return web.json_response({"id": stored.crm_id, "success": True, "errors": [], "created": created},
+                                 status=201 if created else 200)
+
+    # --- HubSpot -----------------------------------------------------------------------------
+
+    async def _hs_upsert(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.hubspot_token}":
+            return web.json_response({"status": "error", "message": "Authentication credentials not found.",
+                                      "category": "INVALID_AUTHENTICATION"}, status=401)
+        try:
+            body = orjson.loads(await request.read())
+            inputs = body["inputs"]
+            assert isinstance(inputs, list) and inputs
+            assert all(isinstance(i.get("id"), str) and i.get("idProperty") and isinstance(i.get("properties"), dict)
+                       for i in inputs)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, AssertionError):
+            return web.json_response({"status": "error", "message": "Invalid input JSON: inputs need id, idProperty "
+                                      "and properties", "category": "VALIDATION_ERROR"}, status=400)
+        started = datetime.now(UTC).isoformat()
+        results = []
+        for item in inputs:
+            stored, created = self._save("hubspot", f"{item['idProperty']}={item['id']}", item["properties"], "")
+            results.append({"id": stored.crm_id, "properties": stored.fields, "createdAt": started,
+                            "updatedAt": started, "archived": False, "new": created})
+        return web.json_response({"status": "COMPLETE", "results": results, "startedAt": started,
+                                  "completedAt": datetime.now(UTC).isoformat()})
+
+    # --- the generic signed webhook -----------------------------------------------------------
+
+    def _verified(self, request: web.Request, body: bytes) -> bool:
+        msg_id = request.headers.get("webhook-id", "")
+        stamp = request.headers.get("webhook-timestamp", "")
+        key = base64.b64decode(self.webhook_secret.removeprefix("whsec_"))
+        expected = base64.b64encode(hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest())
+        given = [s.split(",", 1)[1] for s in request.headers.get("webhook-signature", "").split() if "," in s]
+        fresh = stamp.isdigit() and abs(time.time() - int(stamp)) < 300
+        return fresh and any(hmac.compare_digest(expected, g.encode()) for g in given)
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if not self._verified(request, body):
+            return web.json_response({"error": "bad signature"}, status=401)
+        data = orjson.loads(body).get("data") or {}
+        stored, created = self._save("webhook", str(data.get("opportunity_id")), data, "wh-")
+        return web.json_response({"id": stored.crm_id}, status=201 if created else 200)
+
+    # --- running it ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8077)
+    args = parser.parse_args()
+    secret = os.environ.get("LEADFLOW_CRM_WEBHOOK_SECRET")
+    standin = CrmStandIn(port=args.port)
+    if secret:
+        standin.webhook_secret = secret
+
+    async def run() -> None:
+        await standin.start()
+        print(f"CRM stand-in on {standin.url} (Ctrl-C stops it)", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The CRM adapters against the local stand-ins: upsert by leadflow's id, transient vs permanent errors."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from connectors.crm import CrmAdapter
+from connectors.crm.hubspot import HubspotCrm
+from connectors.crm.salesforce import SalesforceCrm
+from connectors.crm.webhook import WebhookCrm
+from leadflow.errors import PermanentError, TransientError
+from ops.standins.crm import CrmStandIn
+
+PAYLOAD: dict[str, Any] = {
+    "opportunity_id": "op_1", "lead_id": "ld_1", "name": "Northwind – María López", "source": "web-demo-form",
+    "created_at": "2026-03-02T10:00:00+00:00", "score": {"value": 82, "tier": "A", "reasons": ["+22 seniority vp"]},
+    "qualification": {"framework": "BANT", "met": ["budget", "need"], "reason": "ok", "answers": {"need": "x"}},
+    "attribution": {"first_touch": {"source": "web-demo-form", "campaign": None}, "touches": 1}, "timeline": [],
+}
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[CrmStandIn]:
+    s = CrmStandIn()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def adapters(s: CrmStandIn, session: aiohttp.ClientSession, **wrong: str) -> dict[str, CrmAdapter]:
+    return {
+        "salesforce": SalesforceCrm(session, login_url=s.url, client_id=s.client_id,
+                                    client_secret=wrong.get("secret", s.client_secret), api_version="v62.0",
+                                    external_id_field="Leadflow_Id__c", stage="Qualification", close_in_days=30,
+                                    timeout_s=2),
+        "hubspot": HubspotCrm(session, base_url=s.url, token=wrong.get("token", s.hubspot_token),
+                              id_property="leadflow_id", pipeline="default", stage="appointmentscheduled",
+                              timeout_s=2),
+        "webhook": WebhookCrm(session, url=f"{s.url}/crm/webhook", timeout_s=2,
+                              secret=wrong.get("whsec", s.webhook_secret)),
+    }
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "hubspot", "webhook"])
+async def test_an_upsert_replayed_keeps_one_record(standin: CrmStandIn, session: aiohttp.ClientSession,
+                                                   crm: str) -> None:
+    adapter = adapters(standin, session)[crm]
+    first = await adapter.upsert("op_1", PAYLOAD)
+    again = await adapter.upsert("op_1", PAYLOAD)
+    assert first.created and not again.created and first.crm_id == again.crm_id
+    (stored,) = standin.stored(crm)
+    assert stored.writes == 2
+    if crm == "salesforce":
+        assert stored.fields["Name"] == PAYLOAD["name"] and stored.fields["StageName"] == "Qualification"
+        assert stored.fields["CloseDate"] == "2026-04-01" and "Score 82 (tier A)" in stored.fields["Description"]
+    if crm == "hubspot":
+        assert stored.fields["leadflow_id"] == "op_1" and stored.fields["dealname"] == PAYLOAD["name"]
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "hubspot", "webhook"])
+async def test_a_crm_that_is_down_is_a_transient_error(standin: CrmStandIn, session: aiohttp.ClientSession,
+                                                        crm: str) -> None:
+    standin.down = True
+    with pytest.raises(TransientError):
+        await adapters(standin, session)[crm].upsert("op_1", PAYLOAD)
+    assert standin.opportunities == {}
+
+
+async def test_an_unreachable_crm_is_a_transient_error(session: aiohttp.ClientSession) -> None:
+    s = CrmStandIn(port=1)  # never started: nothing listens there
+    for adapter in adapters(s, session).values():
+        with pytest.raises(TransientError):
+            await adapter.upsert("op_1", PAYLOAD)
+
+
+@pytest.mark.parametrize(("crm", "wrong"), [("salesforce", {"secret": "nope"}), ("hubspot", {"token": "nope"}),
+                                            ("webhook", {"whsec": "whsec_" + "A" * 43})])
+async def test_refused_credentials_are_permanent(standin: CrmStandIn, session: aiohttp.ClientSession, crm: str,
+                                                 wrong: dict[str, str]) -> None:
+    with pytest.raises(PermanentError):
+        await adapters(standin, session, **wrong)[crm].upsert("op_1", PAYLOAD)
+
+
+async def test_salesforce_logs_in_again_when_the_session_expired(standin: CrmStandIn,
+                                                                 session: aiohttp.ClientSession) -> None:
+    adapter = adapters(standin, session)["salesforce"]
+    await adapter.upsert("op_1", PAYLOAD)
+    standin.expire_tokens()
+    assert not (await adapter.upsert("op_1", PAYLOAD)).created
+    logins = [r for r in standin.requests if r[1] == "/services/oauth2/token"]
+    assert len(logins) == 2 and ("PATCH", "/services/data/v62.0/sobjects/Opportunity/Leadflow_Id__c/op_1", 401) \
+        in standin.requests
