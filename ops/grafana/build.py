@@ -77,10 +77,10 @@ SLA = Dashboard(
                 kind="stat", unit="percentunit", width=6, height=5,
                 description="Share of leads whose assignment webhook reached the rep within 60 s of capture."),
             Panel("SLA compliance (first contact in time)", ((
-                'sum(increase(leadflow_leads_contacted_total{within_sla="true",team=~"$team"}[$__range]))'
+                '(sum(increase(leadflow_leads_contacted_total{within_sla="true",team=~"$team"}[$__range])) or vector(0))'
                 ' / sum(increase(leadflow_leads_contacted_total{team=~"$team"}[$__range]))', "in SLA"),),
                 kind="stat", unit="percentunit", width=6, height=5),
-            Panel("Leads overdue now", (('sum(leadflow_sla_overdue_leads{team=~"$team"})', "overdue"),),
+            Panel("Leads overdue now", (('sum(leadflow_sla_overdue_leads{team=~"$team"}) or vector(0)', "overdue"),),
                   kind="stat", width=6, height=5, thresholds=((1, "orange"), (10, "red")),
                   description="Open leads past their first-contact deadline that nobody has contacted yet."),
         )),
@@ -199,7 +199,7 @@ HEALTH = Dashboard(
             Panel("Workers recovering tables", (("sum(leadflow_table_recovery_in_progress)", "recovering"),),
                   kind="stat", width=4, height=5, thresholds=((1, "orange"),)),
             Panel("Dead-lettered webhooks (range)", (
-                ("sum(increase(leadflow_webhook_dead_letters_total[$__range]))", "dead letters"),),
+                ("sum(increase(leadflow_webhook_dead_letters_total[$__range])) or vector(0)", "dead letters"),),
                 kind="stat", width=4, height=5, thresholds=((1, "red"),)),
             Panel("Webhook retries pending", (("sum(leadflow_webhook_retries_pending)", "pending"),),
                   kind="stat", width=4, height=5, thresholds=((10, "orange"),)),
@@ -224,7 +224,7 @@ HEALTH = Dashboard(
                 (_rate("leadflow_webhook_deliveries_total", "event_type, outcome"), "{{event_type}} {{outcome}}"),
             ), unit="reqps"),
             Panel("Webhook failure ratio", ((
-                'sum(rate(leadflow_webhook_deliveries_total{outcome="failed"}[$__rate_interval]))'
+                '(sum(rate(leadflow_webhook_deliveries_total{outcome="failed"}[$__rate_interval])) or vector(0))'
                 ' / sum(rate(leadflow_webhook_deliveries_total{outcome=~"delivered|failed"}[$__rate_interval]))', "failed"),),
                 unit="percentunit"),
             Panel("Webhook delivery time (retries included)", (

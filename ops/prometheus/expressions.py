@@ -16,7 +16,7 @@ from typing import Any, Final
 import yaml
 
 __all__ = ["Expression", "dashboard_expressions", "variable_queries", "alert_expressions", "substitute",
-           "data_parts", "metric_names", "DASHBOARDS_DIR"]
+           "without_fallbacks", "data_parts", "metric_names", "DASHBOARDS_DIR"]
 
 DASHBOARDS_DIR: Final = Path(__file__).resolve().parents[1] / "grafana" / "dashboards"
 
@@ -87,6 +87,15 @@ def substitute(expr: str, variables: dict[str, str] | None = None) -> str:
         expr = expr.replace(name, value)
     variables = variables or {}
     return re.sub(r"\$(\w+)", lambda m: variables.get(m.group(1), ".*"), expr)
+
+
+def without_fallbacks(expr: str) -> str:
+    """``expr`` without its ``or vector(0)`` fallbacks (a panel shows 0 rather than "No data").
+
+    A check that an expression returns data must look at what it reads, not at the constant
+    it falls back to, or every such panel would pass trivially.
+    """
+    return re.sub(r"\s+or\s+vector\(\s*0\s*\)", "", expr)
 
 
 def metric_names(expr: str) -> set[str]:

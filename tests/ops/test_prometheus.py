@@ -21,6 +21,7 @@ from ops.prometheus.expressions import (
     metric_names,
     substitute,
     variable_queries,
+    without_fallbacks,
 )
 
 #: The alerts issue 6 asks for, by the trouble they name.
@@ -180,3 +181,9 @@ def test_grafana_variables_are_substituted() -> None:
     out = substitute('sum(increase(x{team=~"$team"}[$__range])) / rate(y[$__rate_interval])')
     assert out == 'sum(increase(x{team=~".*"}[10m])) / rate(y[1m])'
     assert not re.search(r"\$", out)
+
+
+def test_fallbacks_are_removed_before_checking_for_data() -> None:
+    assert without_fallbacks("(sum(a) or vector(0)) / sum(b)") == "(sum(a)) / sum(b)"
+    assert without_fallbacks("sum(x) or  vector( 0 )") == "sum(x)"
+    assert without_fallbacks("sum(x) or sum(y)") == "sum(x) or sum(y)"
