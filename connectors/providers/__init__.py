@@ -43,6 +43,9 @@ class FacebookConfig(_Strict):
     verify_token_env: _EnvName = "LEADFLOW_FACEBOOK_VERIFY_TOKEN"
     access_token_env: _EnvName | None = None
     graph_api_version: Annotated[str, StringConstraints(pattern=r"^v\d+\.\d+$")] = "v21.0"
+    #: Where the Graph API is: Meta's by default; another for an egress proxy or a relay of your own.
+    graph_api_url: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#\s@]+(/[^?#\s]*)?$",
+                                                    max_length=300)] = "https://graph.facebook.com"
     source: _Source = "facebook-lead-ads"
 
 
@@ -87,7 +90,7 @@ class ProvidersConfig(_Strict):
                     raise ConfigError("providers: facebook.access_token_env needs the worker's HTTP session")
                 token = secret(fb.access_token_env, "facebook.access_token_env")
                 fetcher = GraphLeadFetcher(session, access_token=token, app_secret=app_secret,
-                                           api_version=fb.graph_api_version)
+                                           api_version=fb.graph_api_version, base_url=fb.graph_api_url)
             facebook = FacebookSettings(app_secret=app_secret,
                                         verify_token=secret(fb.verify_token_env, "facebook.verify_token_env"),
                                         source=fb.source, fetcher=fetcher)

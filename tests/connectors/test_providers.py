@@ -459,6 +459,22 @@ async def test_an_access_token_enables_the_graph_api_fetcher() -> None:
     assert providers.facebook is not None and isinstance(providers.facebook.fetcher, GraphLeadFetcher)
 
 
+async def test_the_graph_api_url_is_configurable_and_checked() -> None:
+    env = {"LEADFLOW_FACEBOOK_APP_SECRET": "s", "LEADFLOW_FACEBOOK_VERIFY_TOKEN": "v", "FB_TOKEN": "t"}
+    default = ProvidersConfig.model_validate({"facebook": {"access_token_env": "FB_TOKEN"}})
+    relay = ProvidersConfig.model_validate({"facebook": {"access_token_env": "FB_TOKEN", "graph_api_version": "v22.0",
+                                                         "graph_api_url": "http://graph-relay.internal:8080/"}})
+    async with aiohttp.ClientSession() as session:
+        assert repr(default.resolve(env, session).facebook.fetcher) == (  # type: ignore[union-attr]
+            "GraphLeadFetcher('https://graph.facebook.com/v21.0')")
+        assert repr(relay.resolve(env, session).facebook.fetcher) == (  # type: ignore[union-attr]
+            "GraphLeadFetcher('http://graph-relay.internal:8080/v22.0')")
+    for bad in ("graph.facebook.com", "ftp://graph.facebook.com", "https://user@graph.facebook.com",
+                "https://graph.facebook.com/?x=1"):
+        with pytest.raises(ValueError, match="graph_api_url"):
+            ProvidersConfig.model_validate({"facebook": {"graph_api_url": bad}})
+
+
 def test_a_field_map_must_point_at_lead_fields() -> None:
     with pytest.raises(ValueError, match="'external_id' is not a lead field"):
         ProvidersConfig.model_validate({"typeform": {"forms": {"f": {"ref": "external_id"}}}})
