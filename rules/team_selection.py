@@ -160,18 +160,22 @@ def _one_of(value: str | None, allowed: Sequence[str]) -> bool:
     return value is not None and _fold(value) in {_fold(a) for a in allowed}
 
 
+def _country(facts: LeadFacts) -> str:
+    return f"country {facts.country}" + (f" (from the {facts.country_from})" if facts.country_from else "")
+
+
 def rule_match(rule: TeamRule, facts: LeadFacts) -> list[str] | None:
     """The criteria ``facts`` meet, as text for the "why"; ``None`` when the rule does not match."""
     met: list[str] = []
     if rule.countries:
         if not _one_of(facts.country, rule.countries):
             return None
-        met.append(f"country {facts.country}" + (f" (from the {facts.country_from})" if facts.country_from else ""))
+        met.append(_country(facts))
     if rule.regions:
         region = next((r for r in rule.regions if _one_of(facts.country, r.countries)), None)
         if region is None:
             return None
-        met.append(f"country {facts.country} in region {region.name}")
+        met.append(f"{_country(facts)} in region {region.name}")
     if rule.states:
         if not _one_of(facts.state, rule.states):
             return None
