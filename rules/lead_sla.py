@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from rules.commands import LeadQueued, Notify, Outgoing, RecordActivity, ReleaseLead, SlaDue
+from rules.commands import LeadQueued, Notify, Outgoing, RecordActivity, SlaDue
 from rules.lead_state import (
     HELD,
     OFFER_STEP,
@@ -31,7 +31,7 @@ from rules.lead_state import (
     SlaTrack,
     event,
     note,
-    route_command,
+    reroute,
     webhook_id_for,
 )
 from sla.ladder import next_due, plan_deadlines
@@ -168,25 +168,13 @@ def _notify_manager(state: LeadState, step: int, now: datetime, policy: LeadPoli
 def _take_away(state: LeadState, kind: str, step: int, now: datetime,
                policy: LeadPolicy) -> tuple[LeadState, list[Outgoing]]:
     """Release the lead from its rep and route it again, excluding everyone who had it."""
-    a = state.assignment
-    if state.routing != "assigned" or a is None or state.sla is None:
+    if state.routing != "assigned" or state.assignment is None or state.sla is None:
         return state, []  # still waiting in a queue: there is nobody to take it from
-    outgoing = notify_rep(state, "lead.reassigned", step, now)
-    outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
-        team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
-        reason=f"sla {kind}", at=now)))
-    previous = tuple(dict.fromkeys(state.sla.previous_reps + (a.rep_id,)))
+    told = notify_rep(state, "lead.reassigned", step, now)
     team_id = policy.overflow_teams.get(state.team_id, state.team_id) if kind == "release_to_pool" else state.team_id
-    seq = state.route_seq + 1
-    moved = replace(state, routing="routing", team_id=team_id, route_seq=seq,
-                    route_id=f"{state.lead_id}:{state.cycle}:{seq}", assignment=None,
-                    sla=replace(state.sla, previous_reps=previous))
-    moved = note(moved, policy, now, "reassigned" if kind == "reassign" else "released_to_pool",
-                 from_rep=a.rep_id, team_id=team_id)
-    outgoing.append(event(moved, "lead.reassigned", now, {"from_rep": a.rep_id, "team_id": team_id,
-                                                          "reason": kind, "excluded": list(previous)}))
-    outgoing.append(route_command(moved, excluded=previous))
-    return moved, outgoing
+    moved, outgoing = reroute(state, now, policy, note_kind="reassigned" if kind == "reassign" else "released_to_pool",
+                              reason=kind, team_id=team_id)
+    return moved, told + outgoing
 
 
 def record_activity(state: LeadState, command: RecordActivity, now: datetime, policy: LeadPolicy) -> LeadTransition:
