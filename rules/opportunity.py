@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
-__all__ = ["OpportunityStatus", "Qualification", "Opportunity", "opportunity_id_for"]
+from rules.commands import DeferCommand, UpsertOpportunity
+
+__all__ = ["OpportunityStatus", "Qualification", "Opportunity", "PendingCrm", "opportunity_id_for"]
 
 OpportunityStatus: TypeAlias = Literal["open", "won", "lost"]
 
@@ -47,3 +49,16 @@ class Opportunity:
 def opportunity_id_for(lead_id: str, cycle: int) -> str:
     """Deterministic: the same lead and cycle always name the same opportunity (idempotent upserts)."""
     return "op_" + hashlib.sha256(f"{lead_id}:{cycle}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingCrm:
+    """A CRM agent timer: an upsert waiting for its next attempt, or a deferred lead command.
+
+    Kept in the ``crm_pending`` table (one row per ``lead_id|kind``) so neither is lost in a
+    crash; the timer loop re-sends ``message`` to ``crm.outbox`` when ``due_at`` comes.
+    """
+
+    key: str
+    due_at: datetime
+    message: UpsertOpportunity | DeferCommand

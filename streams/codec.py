@@ -19,6 +19,8 @@ from rules.account_book import MatchAccount, PutAccount, RemoveAccount
 from rules.accounts import Account
 from rules.delivery import DeliveryBacklog, PendingDelivery, RetryDue
 from rules.lead import LeadState, SlaTimer
+from rules.opportunity import PendingCrm
+from rules.outcomes import OutcomeBoard, RecordOutcome
 from rules.reps import RepEntry
 from rules.team import QueueSlot, TeamState
 
@@ -31,6 +33,8 @@ WIRE_TYPES: dict[str, type] = {
         commands.DispositionLead, commands.RouteLead, commands.ReleaseLead, commands.UpsertRep,
         commands.RemoveRep, commands.SetPresence, commands.PutRep, commands.ChangePresence,
         commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, RepEntry,
+        commands.RecordQualification, commands.RecordCrmSync, commands.RecordCrmEvent, commands.ReturnToRouting,
+        commands.UpsertOpportunity, commands.DeferCommand, RecordOutcome, OutcomeBoard, PendingCrm,
         commands.AnswerOffer, commands.WithdrawLead, QueueSlot, commands.DrainQueue,
         RetryDue, PendingDelivery, DeliveryBacklog,
         PutAccount, RemoveAccount, MatchAccount, Account,

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.crm import CrmAdapter
+from connectors.crm.hubspot import HubspotCrm
+from connectors.crm.salesforce import SalesforceCrm
+from connectors.crm.webhook import WebhookCrm
 from leadflow.errors import ConfigError
 from rules.lead_state import Endpoint
 from rules.outcomes import LearningPolicy
@@ -20,7 +24,7 @@ from rules.qualification import DEFAULT_FRAMEWORKS, Criterion, Framework
 from rules.scoring import ScoringModel, SizeBand
 from sla.config import Duration
 
-__all__ = ["ScoringConfig", "QualificationConfig", "CrmConfig", "crm_policy"]
+__all__ = ["ScoringConfig", "QualificationConfig", "CrmConfig", "crm_policy", "build_adapter"]
 
 _Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
@@ -225,3 +229,26 @@ def crm_policy(scoring: ScoringConfig, qualification: QualificationConfig, crm: 
                                for team, e in crm.account_executives.items()},
         "recycle_after_s": crm.recycle_after,
     }
+
+
+def build_adapter(crm: CrmConfig, session: Any, env: Mapping[str, str]) -> CrmAdapter | None:
+    """The configured CRM adapter (``None`` for ``adapter: none``); secrets from ``env``."""
+    def secret(name: str) -> str:
+        value = env.get(name)
+        if not value:
+            raise ConfigError(f"crm: environment variable {name} is not set")
+        return value
+
+    if crm.adapter == "webhook" and crm.webhook is not None:
+        return WebhookCrm(session, url=crm.webhook.url, secret=secret(crm.webhook.secret_env), timeout_s=crm.timeout)
+    if crm.adapter == "salesforce":
+        sf = crm.salesforce
+        return SalesforceCrm(session, login_url=sf.login_url, client_id=secret(sf.client_id_env),
+                             client_secret=secret(sf.client_secret_env), api_version=sf.api_version,
+                             external_id_field=sf.external_id_field, stage=sf.stage,
+                             close_in_days=sf.close_in_days, timeout_s=crm.timeout)
+    if crm.adapter == "hubspot":
+        hs = crm.hubspot
+        return HubspotCrm(session, base_url=hs.base_url, token=secret(hs.token_env), id_property=hs.id_property,
+                          pipeline=hs.pipeline, stage=hs.stage, timeout_s=crm.timeout)
+    return None

@@ -15,7 +15,7 @@ from streams.codec import CODEC
 
 __all__ = [
     "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
-    "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "CHANNELS", "send", "publish", "declare_topics",
+    "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "CHANNELS", "send", "publish", "declare_topics",
 ]
 
 _settings = runtime.settings
@@ -45,6 +45,12 @@ lead_events = _topic("lead.events", raw=True)
 webhooks_dead = _topic("notifications.dead", raw=True)
 #: Internal: SLA signals re-keyed by team for the windowed team counters.
 team_signals = _topic("team.signals", raw=True)
+#: Opportunities for the CRM agent (UpsertOpportunity) and its durable timers (DeferCommand), by lead_id.
+crm_outbox = _topic("crm.outbox")
+#: Opportunities the CRM never took after the retry schedule (JSON, with the reason).
+crm_dead = _topic("crm.outbox.dead", raw=True)
+#: Won/lost outcomes, all under one key: one owner folds them into the win-rate board.
+outcomes = _topic("outcomes")
 
 CHANNELS: dict[str, faust.TopicT] = {
     "lead.commands": lead_commands,
@@ -54,6 +60,9 @@ CHANNELS: dict[str, faust.TopicT] = {
     "notifications": notifications,
     "lead.events": lead_events,
     "team.signals": team_signals,
+    "crm.outbox": crm_outbox,
+    "crm.outbox.dead": crm_dead,
+    "outcomes": outcomes,
     "notifications.dead": webhooks_dead,
 }
 

@@ -9,6 +9,7 @@ from rules.lead import apply, next_timer
 from streams.agents.sla import track
 from streams.app import app, runtime
 from streams.tables.lead_state import lead_state
+from streams.tables.outcome_board import with_outcomes
 from streams.tables.sla_overdue import keep_overdue
 from streams.tables.sla_timers import sla_timers
 from streams.topics import lead_commands, publish
@@ -94,7 +95,7 @@ async def run_leads(commands: Any) -> None:
         name = type(command).__name__
         current = lead_state.get(lead_id)
         try:
-            transition = apply(current, command, runtime.clock.now(), runtime.policy)
+            transition = apply(current, command, runtime.clock.now(), with_outcomes(runtime.policy))
         except Exception:
             # A bug in a transition must not stall every lead of the partition: count it, log
             # the ids (never the lead's data) and move on; the command stays in the topic.

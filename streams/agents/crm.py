@@ -1,0 +1,159 @@
+"""Hand opportunities to the CRM: upsert by leadflow's id, retry durably, dead-letter; deferred lead commands.
+
+One message at a time (``concurrency=1``): a call to the CRM has a timeout, so a CRM that is
+down delays a partition by at most that, never forever. A failed upsert is not retried inline:
+it becomes a row in ``crm_pending`` with its due time, and the timer loop puts it back on
+``crm.outbox`` when it is due, so other leads keep flowing and a crash loses nothing. After the
+last delay of ``crm.retry_delays`` (or at once, for a permanent refusal) the opportunity goes to
+``crm.outbox.dead`` and the lead hears it failed; on success it hears the CRM's id. The same
+table holds deferred lead commands (``DeferCommand``: a lost deal's return to routing).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from connectors.crm import CrmAdapter
+from leadflow.errors import PermanentError, TransientError
+from rules.commands import DeferCommand, Outgoing, RecordCrmSync, UpsertOpportunity
+from rules.opportunity import PendingCrm
+from sla.timers import TimerIndex
+from streams.app import app, runtime
+from streams.crm_config import build_adapter
+from streams.tables.crm_pending import crm_pending
+from streams.topics import crm_dead, crm_outbox, publish
+
+__all__ = ["sync_opportunities", "fire_crm_timers", "crm_timers"]
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.2
+#: Derived from ``crm_pending`` and rebuilt from it after a rebalance; never the source of truth.
+crm_timers = TimerIndex()
+_adapters: dict[str, CrmAdapter | None] = {}  # the one adapter of this process (a connection cache)
+
+
+def _adapter() -> CrmAdapter | None:
+    if "crm" not in _adapters:
+        _adapters["crm"] = build_adapter(runtime.config.crm, runtime.resources.session, os.environ)
+    return _adapters["crm"]
+
+
+def _keep(row: PendingCrm) -> None:
+    if crm_pending.get(row.key) != row:
+        crm_pending[row.key] = row
+    crm_timers.schedule(row.key, row.due_at.timestamp(), row.message)
+
+
+def _forget(key: str) -> None:
+    if crm_pending.get(key) is not None:
+        crm_pending.pop(key, None)
+    crm_timers.cancel(key)
+
+
+@app.agent(crm_outbox, concurrency=1)
+async def sync_opportunities(stream: Any) -> None:
+    async for lead_id, message in stream.items():
+        try:
+            if isinstance(message, DeferCommand):
+                await _defer(message, runtime.clock.now())
+            elif isinstance(message, UpsertOpportunity):
+                await _upsert(message, runtime.clock.now())
+        except Exception:
+            # A bug must not stall the partition; the message stays in the topic for inspection.
+            runtime.metrics.command_failures.labels("crm").inc()
+            log.exception("crm agent could not handle %s for lead %s", type(message).__name__, lead_id)
+
+
+async def _defer(message: DeferCommand, now: datetime) -> None:
+    if message.due_at > now:
+        _keep(PendingCrm(key=message.defer_id, due_at=message.due_at, message=message))
+        return
+    await publish([Outgoing(channel="lead.commands", key=message.lead_id, value=message.command)])
+    _forget(message.defer_id)
+
+
+async def _upsert(message: UpsertOpportunity, now: datetime) -> None:
+    key = f"{message.lead_id}|{message.opportunity_id}"
+    attempts = message.attempt + 1
+    adapter = _adapter()
+    settings = runtime.config.crm
+    if adapter is None:
+        # No CRM configured: the opportunity lives in leadflow and lead.events only.
+        await _report(message, True, "none", None, attempts, None, now)
+        _forget(key)
+        return
+    try:
+        record = await asyncio.wait_for(adapter.upsert(message.opportunity_id, message.payload), settings.timeout + 1)
+    except (TransientError, TimeoutError) as exc:
+        reason = str(exc) or "timed out"
+        if message.attempt < len(settings.retry_delays):
+            due = now + timedelta(seconds=settings.retry_delays[message.attempt])
+            _keep(PendingCrm(key=key, due_at=due, message=replace(message, attempt=attempts)))
+            log.warning("crm upsert failed opportunity_id=%s attempt=%d (%s); retry at %s",
+                        message.opportunity_id, attempts, reason, due.isoformat())
+            return
+        await _dead_letter(message, adapter.name, attempts, f"gave up after {attempts} attempts: {reason}", now)
+        _forget(key)
+        return
+    except PermanentError as exc:
+        await _dead_letter(message, adapter.name, attempts, f"refused: {exc}", now)
+        _forget(key)
+        return
+    log.info("crm upsert ok opportunity_id=%s crm=%s created=%s attempt=%d", message.opportunity_id, adapter.name,
+             record.created, attempts)
+    await _report(message, True, adapter.name, record.crm_id, attempts, None, now)
+    _forget(key)
+
+
+async def _report(message: UpsertOpportunity, synced: bool, crm: str, crm_id: str | None, attempts: int,
+                  error: str | None, now: datetime) -> None:
+    await publish([Outgoing(channel="lead.commands", key=message.lead_id, value=RecordCrmSync(
+        lead_id=message.lead_id, opportunity_id=message.opportunity_id, synced=synced, crm=crm, crm_id=crm_id,
+        attempts=attempts, error=error, at=now))])
+
+
+async def _dead_letter(message: UpsertOpportunity, crm: str, attempts: int, reason: str, now: datetime) -> None:
+    log.warning("crm upsert dead-lettered opportunity_id=%s crm=%s (%s)", message.opportunity_id, crm, reason)
+    body = orjson.dumps({"opportunity_id": message.opportunity_id, "lead_id": message.lead_id, "crm": crm,
+                         "attempts": attempts, "reason": reason, "at": now, "payload": message.payload})
+    while True:  # the dead letter must be stored before the lead hears: retry like publish does
+        try:
+            await asyncio.wait_for(await crm_dead.send(key=message.lead_id, value=body), 30)
+            break
+        except Exception as exc:  # aiokafka's KafkaError family, or the timeout
+            log.warning("crm dead letter not stored (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(1.0)
+    await _report(message, False, crm, None, attempts, reason, now)
+
+
+def _stable() -> bool:
+    recovery = app.tables.recovery
+    return app.rebalancing_count > 0 and not app.rebalancing and recovery.completed.is_set() \
+        and not recovery.in_recovery
+
+
+@app.task
+async def fire_crm_timers() -> None:
+    """Put due retries and deferred commands back on ``crm.outbox`` (the owner decides again)."""
+    built_for = -1
+    while not app.should_stop:
+        await asyncio.sleep(_TICK_S)
+        if not _stable():
+            continue
+        if built_for != app.rebalancing_count:
+            crm_timers.clear()
+            count = crm_timers.load((key, row.due_at.timestamp(), row.message) for key, row in crm_pending.items()
+                                    if isinstance(row, PendingCrm))
+            built_for = app.rebalancing_count
+            log.info("crm: timer index rebuilt with %d pending item(s)", count)
+        due = crm_timers.pop_due(runtime.clock.now().timestamp(), limit=200)
+        if due:
+            await publish([Outgoing(channel="crm.outbox", key=message.lead_id, value=message)
+                           for _, message in due])  # type: ignore[attr-defined]
