@@ -23,6 +23,8 @@ examples:
                                a second worker in the same group (scale-out)
   leadflow run                 the demo: stack, worker, SDR webhook receiver, lead feed, live view
   leadflow import leads.csv    import a CSV file of leads into a running worker
+  leadflow report -o report.html
+                               a one-page HTML summary of the last 24 h from lead.events
 
 environment (worker): LEADFLOW_BROKER, LEADFLOW_REDIS_URL, LEADFLOW_CONFIG, LEADFLOW_WEB_PORT,
   LEADFLOW_DATA_DIR, LEADFLOW_API_KEYS, LEADFLOW_DEFAULT_TEAM, LEADFLOW_WEBHOOK_ALLOW_PRIVATE;
@@ -81,8 +83,41 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--source", help="source of rows without a source column (default: the API key's name)")
     imp.add_argument("--encoding", default="utf-8",
                      help="the file's character set (default utf-8; Excel on Windows often writes windows-1252)")
+    report = commands.add_parser(
+        "report", help="a one-page HTML summary: speed-to-lead, SLA compliance, funnel by source, rep load",
+        description="Read lead.events from Kafka (a bounded time window) or scrape the workers' /metrics, and "
+                    "write one self-contained HTML page with inline charts: speed-to-lead distribution (and "
+                    "its system and rep parts), SLA compliance and breaches, the funnel by source, and the "
+                    "load per rep (per team from metrics).",
+        epilog=_REPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("-o", "--output", type=Path, default=Path("leadflow-report.html"),
+                        help="the HTML file to write (default %(default)s; '-' for standard output)")
+    report.add_argument("--since", default="24h",
+                        help="how far back to read lead.events: 30m, 24h, 7d (default %(default)s)")
+    report.add_argument("--metrics", action="append", default=[], metavar="URL_OR_FILE",
+                        help="summarize a worker's /metrics instead of lead.events (a URL such as "
+                             "http://localhost:6066, or a saved scrape); repeat once per worker")
+    report.add_argument("--broker", help="Kafka bootstrap (default $LEADFLOW_BROKER or kafka://127.0.0.1:9092)")
+    report.add_argument("--topic", help="the events topic (default: $LEADFLOW_TOPIC_PREFIX + lead.events)")
+    report.add_argument("--max-events", type=int, default=1_000_000,
+                        help="stop reading after this many events (default %(default)s)")
     return parser
 
+
+_REPORT_EPILOG = """\
+examples:
+  leadflow report                          last 24 h of lead.events from the local stack
+  leadflow report --since 7d -o week.html  a week
+  leadflow report --metrics http://localhost:6066 --metrics http://localhost:6067
+                                           from both workers' counters (since they started;
+                                           per team, as metrics have no per-rep labels)
+  curl -s localhost:6066/metrics > scrape.txt && leadflow report --metrics scrape.txt
+
+lead.events is exact (every assignment, contact and stage change with its rep and source);
+metrics need no Kafka access and cover everything since the workers started. Events of leads
+captured before the window count in speed and load, and in the funnel under "unknown" source.
+exit status: 0 written, 2 could not read the input (Kafka unreachable, no such topic, bad URL).
+"""
 
 _IMPORT_EPILOG = """\
 example:
@@ -247,6 +282,36 @@ def _import(args: argparse.Namespace) -> int:
     return asyncio.run(_upload_csv(args, key))
 
 
+def _report(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from ops.report import parse_window, render_html, run_report
+    from streams.settings import Settings
+
+    try:
+        since_s = parse_window(args.since)
+    except ValueError as exc:
+        print(f"leadflow report: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    broker = args.broker or settings.broker
+    topic = args.topic or f"{settings.topic_prefix}lead.events"
+    try:
+        summary = asyncio.run(run_report(broker=broker, topic=topic, since_s=since_s, metrics=args.metrics,
+                                         max_events=args.max_events))
+    except Exception as exc:  # Kafka, HTTP and file errors alike: say what could not be read
+        print(f"leadflow report: could not read {'the metrics' if args.metrics else topic}: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    page = render_html(summary, datetime.now(timezone.utc))
+    if str(args.output) == "-":
+        sys.stdout.write(page)
+    else:
+        args.output.write_text(page, encoding="utf-8")
+        print(f"{args.output}: {summary.origin}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -256,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             return _worker(args)
         if args.command == "import":
             return _import(args)
+        if args.command == "report":
+            return _report(args)
         return _run(args)
     except LeadflowError as exc:
         print(f"leadflow: {exc}", file=sys.stderr)

@@ -1,0 +1,160 @@
+"""Read what the report summarizes: ``lead.events`` from Kafka (a bounded window) or metrics scrapes."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from ops.metrics import LATENCY_BUCKETS, SPEED_BUCKETS
+from ops.report.model import Distribution, LoadRow, Summary, summarize_events
+
+__all__ = ["bootstrap_servers", "read_events", "from_kafka", "summarize_scrapes", "fetch_scrape"]
+
+
+def bootstrap_servers(broker: str) -> str:
+    """Faust's ``kafka://h1:9092;h2:9092`` (or plain ``h1:9092,h2:9092``) as aiokafka wants it."""
+    hosts = [h.strip().removeprefix("kafka://") for h in broker.replace(";", ",").split(",") if h.strip()]
+    return ",".join(hosts)
+
+
+async def read_events(broker: str, topic: str, since_s: float, *, max_events: int = 1_000_000,
+                      timeout_s: float = 60.0, now_s: float | None = None) -> list[dict[str, Any]]:
+    """Every record of ``topic`` from ``since_s`` seconds ago up to the end as it was when we
+    started (records written meanwhile are left for the next report), at most ``max_events``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # imported here: only this path needs it
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker), enable_auto_commit=False,
+                                group_id=None, request_timeout_ms=15_000)
+    await consumer.start()
+    events: list[dict[str, Any]] = []
+    try:
+        partitions = await asyncio.wait_for(_partitions(consumer, topic), timeout_s)
+        if not partitions:
+            raise LookupError(f"topic {topic} does not exist on {broker} (is the topic prefix right?)")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        start_ms = int(((now_s if now_s is not None else time.time()) - since_s) * 1000)
+        starts = await consumer.offsets_for_times({tp: start_ms for tp in tps})
+        remaining = {}
+        for tp in tps:
+            found = starts.get(tp)
+            begin = found.offset if found is not None else end[tp]
+            if begin < end[tp]:
+                consumer.seek(tp, begin)
+                remaining[tp] = end[tp]
+        deadline = time.monotonic() + timeout_s
+        while remaining and len(events) < max_events and time.monotonic() < deadline:
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= remaining.get(tp, -1):
+                        continue
+                    try:
+                        events.append(orjson.loads(record.value))
+                    except (orjson.JSONDecodeError, TypeError):
+                        continue  # not ours: skip rather than fail the whole report
+                    if record.offset + 1 >= remaining[tp]:
+                        del remaining[tp]
+                        break
+    finally:
+        await consumer.stop()
+    return events[:max_events]
+
+
+async def _partitions(consumer: Any, topic: str) -> set[int]:
+    for _ in range(20):
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return set(found)
+        await consumer.topics()  # refreshes metadata
+        await asyncio.sleep(0.1)
+    return set()
+
+
+async def from_kafka(broker: str, topic: str, since_s: float, **kwargs: Any) -> Summary:
+    events = await read_events(broker, topic, since_s, **kwargs)
+    hours = since_s / 3600
+    window = f"{hours:g} h" if hours >= 1 else f"{since_s / 60:g} min"
+    return summarize_events(events, origin=f"{topic} on {bootstrap_servers(broker)}, last {window}, "
+                                           f"{len(events):,} events")
+
+
+async def fetch_scrape(url: str, timeout_s: float = 10.0) -> str:
+    if not url.rstrip("/").endswith("/metrics"):
+        url = url.rstrip("/") + "/metrics"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        async with session.get(url) as r:
+            r.raise_for_status()
+            return await r.text()
+
+
+def _distribution(buckets: dict[float, float], bounds: tuple[float, ...]) -> Distribution:
+    """Cumulative ``{le: count}`` (summed over workers and labels) as per-bucket counts."""
+    dist = Distribution(bounds)
+    previous = 0.0
+    for i, bound in enumerate((*bounds, float("inf"))):
+        cumulative = buckets.get(bound, previous)
+        dist.counts[i] = max(cumulative - previous, 0.0)
+        previous = cumulative
+    return dist
+
+
+def summarize_scrapes(texts: Iterable[str], origin: str) -> Summary:
+    """A ``Summary`` from one ``/metrics`` exposition per worker (counters since each started)."""
+    s = Summary(origin=origin, load_kind="team")
+    buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    funnel: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    teams: dict[str, LoadRow] = {}
+    breaches: dict[str, float] = defaultdict(float)
+    escalations: dict[str, float] = defaultdict(float)
+
+    def team(name: str) -> LoadRow:
+        return teams.setdefault(name, LoadRow(name))
+
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                name, labels, value = sample.name, sample.labels, float(sample.value)
+                if name.endswith("_bucket"):
+                    buckets[name.removesuffix("_bucket")][float(labels["le"])] += value
+                elif name == "leadflow_leads_contacted_total":
+                    if labels.get("within_sla") == "true":
+                        s.contacts_in_sla += value
+                    else:
+                        s.contacts_late += value
+                    team(labels.get("team", "unknown")).contacted += value
+                elif name == "leadflow_sla_breaches_total":
+                    breaches[labels.get("team", "unknown")] += value
+                elif name == "leadflow_sla_escalations_total":
+                    escalations[labels.get("action", "unknown")] += value
+                elif name == "leadflow_sla_at_risk_total":
+                    s.at_risk += value
+                elif name == "leadflow_leads_captured_total":
+                    s.captured += value
+                elif name == "leadflow_leads_merged_total":
+                    s.merged += value
+                elif name == "leadflow_lifecycle_transitions_total":
+                    funnel[labels["source"]][labels["to"]] += value
+                elif name == "leadflow_leads_assigned_total":
+                    team(labels["team"]).assigned += value
+                elif name == "leadflow_team_open_leads":
+                    row = team(labels["team"])
+                    row.open_leads = (row.open_leads or 0) + value
+                elif name == "leadflow_team_capacity":
+                    row = team(labels["team"])
+                    row.capacity = (row.capacity or 0) + value
+    s.speed_to_lead = _distribution(buckets["leadflow_speed_to_lead_seconds"], SPEED_BUCKETS)
+    s.system_delay = _distribution(buckets["leadflow_speed_to_lead_system_seconds"], SPEED_BUCKETS)
+    s.rep_delay = _distribution(buckets["leadflow_speed_to_lead_rep_seconds"], SPEED_BUCKETS)
+    s.routing = _distribution(buckets["leadflow_lead_routing_seconds"], LATENCY_BUCKETS)
+    s.breaches, s.escalations = dict(breaches), dict(escalations)
+    s.funnel = {src: dict(stages) for src, stages in sorted(funnel.items(), key=lambda kv: -kv[1].get("lead", 0))}
+    s.load = sorted(teams.values(), key=lambda r: (-r.assigned, r.name))
+    return s
