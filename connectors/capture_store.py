@@ -44,8 +44,8 @@ class CaptureStore:
         digest = hashlib.sha256(f"{caller}\x00{key}".encode()).hexdigest()
         return f"{self._prefix}idem:{digest}"
 
-    async def replay(self, caller: str, key: str) -> tuple[int, bytes] | None:
-        """The stored response for this caller's idempotency key, if any."""
+    async def replay(self, caller: str, key: str) -> tuple[int, bytes, str | None] | None:
+        """The stored response for this caller's idempotency key, if any, with the request's fingerprint."""
         try:
             raw = await asyncio.wait_for(self._redis.get(self._idem_key(caller, key)), self._timeout)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -54,11 +54,11 @@ class CaptureStore:
         if raw is None:
             return None
         stored = orjson.loads(raw)
-        return int(stored["status"]), stored["body"].encode()
+        return int(stored["status"]), stored["body"].encode(), stored.get("fingerprint")
 
-    async def remember(self, caller: str, key: str, status: int, body: bytes) -> None:
-        """Keep the response so a retry with the same key gets the same answer."""
-        value = orjson.dumps({"status": status, "body": body.decode()})
+    async def remember(self, caller: str, key: str, status: int, body: bytes, fingerprint: str | None = None) -> None:
+        """Keep the response (and what the request was) so a retry with the same key gets the same answer."""
+        value = orjson.dumps({"status": status, "body": body.decode(), "fingerprint": fingerprint})
         try:
             await asyncio.wait_for(
                 self._redis.set(self._idem_key(caller, key), value, ex=self._idem_ttl, nx=True), self._timeout

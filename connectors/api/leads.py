@@ -113,12 +113,21 @@ async def capture_leads(request: web.Request) -> web.Response:
     idem = request.headers.get("Idempotency-Key")
     if idem is not None and not (0 < len(idem) <= _IDEMPOTENCY_MAX):
         raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {_IDEMPOTENCY_MAX} characters")
+    payload = await read_json(request)
+    fingerprint = None
     if idem is not None:
+        # What the request asked, independent of key order and whitespace: a retry matches it.
+        fingerprint = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
         stored = await ctx.store.replay(caller.name, idem)
         if stored is not None:
-            return web.Response(body=stored[1], status=stored[0], content_type="application/json",
+            status, body_bytes, first = stored
+            if first is not None and first != fingerprint:
+                raise ApiError(422, "idempotency_key_reused",
+                               "this Idempotency-Key was already used with a different request body; "
+                               "use a new key for a new request")
+            return web.Response(body=body_bytes, status=status, content_type="application/json",
                                 headers={"Idempotent-Replayed": "true"})
-    items, is_batch = _items(await read_json(request), ctx.max_batch)
+    items, is_batch = _items(payload, ctx.max_batch)
 
     outcomes = await capture_many(ctx, items, channel="api", default_source=caller.name,
                                   capture_ids=lambda index: capture_id(caller.name, idem, index),
@@ -135,7 +144,7 @@ async def capture_leads(request: web.Request) -> web.Response:
         body = {k: v for k, v in results[0].items() if k != "index"}
     encoded = orjson.dumps(body)
     if idem is not None:
-        await ctx.store.remember(caller.name, idem, 202, encoded)
+        await ctx.store.remember(caller.name, idem, 202, encoded, fingerprint)
     return web.Response(body=encoded, status=202, content_type="application/json")
 
 

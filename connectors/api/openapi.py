@@ -380,7 +380,8 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                 }),
             },
             **body_errors,
-            "422": {"description": "A single lead is not valid (`invalid_lead`), or the batch envelope is not.",
+            "422": {"description": "A single lead is not valid (`invalid_lead`), the batch envelope is not, or the "
+                                   "`Idempotency-Key` was already used with a different body (`idempotency_key_reused`).",
                     **_json_body(_ref("Error"), example=invalid_lead)},
         },
         description=(

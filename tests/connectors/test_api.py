@@ -263,11 +263,17 @@ async def test_an_idempotency_key_replays_the_first_response(client: Client, eng
     batch = {"leads": [{"email": "a@example.com"}, {"email": "bad"}]}
     first = await client.post("/v1/leads", json=batch, headers=headers)
     assert first.status == 202 and "Idempotent-Replayed" not in first.headers
-    # The replay does not look at the body: a retry is the same request by definition.
-    second = await client.post("/v1/leads", json={"email": "someone-else@example.com"}, headers=headers)
+    # A retry is the same request: the same JSON (key order and spacing aside) gets the first answer.
+    retry = b'{ "leads" : [ {"email": "a@example.com"}, {"email": "bad"} ] }'
+    second = await client.post("/v1/leads", data=retry, headers={**headers, "Content-Type": "application/json"})
     assert second.status == 202
     assert second.headers["Idempotent-Replayed"] == "true"
     assert await second.read() == await first.read()
+    assert len(engine.captured) == 1
+    # The same key with another body is a client bug, not a retry: refused, nothing captured.
+    reused = await client.post("/v1/leads", json={"email": "someone-else@example.com"}, headers=headers)
+    error = await error_of(reused, 422, "idempotency_key_reused")
+    assert "different request body" in error["message"]
     assert len(engine.captured) == 1
 
     # The key belongs to the caller, and another key is another request.
