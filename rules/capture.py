@@ -110,8 +110,11 @@ def derive_lead_id(*, email: str | None, phone: str | None, source: str, externa
         basis = f"email:{identity_email(email)}"
     elif phone:
         basis = f"phone:{phone}"
+    elif external_id and ":" in source:
+        # Length-prefixed, so source "a:b" + id "c" and source "a" + id "b:c" stay two people.
+        basis = f"extl:{len(source)}:{source}:{external_id}"
     elif external_id:
-        basis = f"ext:{source}:{external_id}"
+        basis = f"ext:{source}:{external_id}"  # unambiguous: the source has no ':'; ids stay stable
     else:
         raise ValueError("a lead needs an email, a phone, or a source with an external_id")
     return "ld_" + hashlib.sha256(basis.encode()).hexdigest()[:24]

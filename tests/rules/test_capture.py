@@ -1,6 +1,7 @@
 """Capture: normalized identity and the deterministic, PII-free ``lead_id``."""
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
@@ -146,3 +147,12 @@ def test_sub_addresses_and_ignored_dots_are_one_person(a: str, b: str) -> None:
 def test_other_addresses_stay_distinct(a: str, b: str) -> None:
     assert derive_lead_id(email=a, phone=None, source="web", external_id=None) != \
         derive_lead_id(email=b, phone=None, source="web", external_id=None)
+
+
+def test_external_ids_never_collide_across_a_colon_in_the_source() -> None:
+    a = derive_lead_id(email=None, phone=None, source="partner:eu", external_id="42")
+    b = derive_lead_id(email=None, phone=None, source="partner", external_id="eu:42")
+    assert a != b
+    # Sources without a colon keep the ids they always had.
+    assert derive_lead_id(email=None, phone=None, source="crm", external_id="7") == (
+        "ld_" + hashlib.sha256(b"ext:crm:7").hexdigest()[:24])
