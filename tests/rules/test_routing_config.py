@@ -1,11 +1,20 @@
 """The YAML's routing rules become TeamRules; every mistake is named by file, line and path."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
+
 import pytest
 
 from leadflow.errors import ConfigError
-from rules.routing import Region, SizeRange, TeamRule
+from rules.accounts import lead_domains
+from rules.capture import CapturedLead
+from rules.enrichment import enrich
+from rules.routing import Region, SizeRange, TeamRule, facts_of, select_team
+from rules.team_selection import tier_priority
 from streams.config import parse_config
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
 CONFIG = """\
 routing:
@@ -54,3 +63,45 @@ def test_rule_errors_name_file_line_and_path(text: str, error: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "r.yaml")
     assert error in str(caught.value)
+
+
+# --- the worked example of docs/routing.md ----------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "routing.md"
+
+
+def _example() -> str:
+    text = DOC.read_text(encoding="utf-8")
+    block = text.split("<!-- routing-example:start -->", 1)[1].split("<!-- routing-example:end -->", 1)[0]
+    return block.strip().removeprefix("```yaml").removesuffix("```")
+
+
+@pytest.mark.parametrize(("lead", "team", "why"), [
+    (CapturedLead(email="kim@eu.acme.com", source="web"), "ent-na",
+     "account acme.com (Acme) is owned by ana (team ent-na)"),
+    (CapturedLead(email="lee@bigsoft.io", source="web", country="US",
+                  attributes={"employees": "5000+", "industry": "SaaS"}), "ent-na",
+     "routing rule #1 'na-enterprise-software' matched: country US in region NA, employees 5000+ within 1000+, "
+     "industry SaaS"),
+    (CapturedLead(email="sam@tinyco.com", source="web", country="US", title="VP Sales", attributes={"state": "CA"}),
+     "west", "routing rule #2 'west-execs' matched: state US-CA, seniority vp"),
+    (CapturedLead(email="ola@shop.ca", source="web", country="CA"), "sdr-na",
+     "routing rule #3 'na' matched: country CA in region NA"),
+    (CapturedLead(email="jun@corp.jp", source="partner-feed", country="JP"), "partners",
+     "routing rule #4 'partners' matched: source partner-feed"),
+    (CapturedLead(email="ines@empresa.es", phone="+34612345678", source="web"), "sdr-emea",
+     "routing rule #5 'emea' matched: country ES (from the phone) in region EMEA"),
+    (CapturedLead(email="max@firma.ch", source="web", country="CH"), "sdr-global",
+     "no routing rule matched; default team sdr-global"),
+])
+def test_the_documented_example_loads_and_routes_as_its_table_says(lead: CapturedLead, team: str, why: str) -> None:
+    config = parse_config(_example(), "docs/routing.md")
+    policy = config.lead_policy("default")
+    accounts = {a.domain: a for a in config.account_list(T0)}
+    domains = lead_domains(lead)
+    account = next((accounts[d] for d in domains if d in accounts), None)
+    got = select_team(facts=facts_of(lead, enrich(lead)), rules=policy.team_rules,
+                      default_team=policy.default_team, account=account)
+    assert got == (team, why)
+    if account is not None:
+        assert tier_priority(policy.tier_priorities, account.tier) == 0
