@@ -396,6 +396,9 @@ class PutRep:
     rep_id: str
     profile: RepProfile
     at: datetime
+    #: Seeded from the YAML at a worker's start: applied only when the YAML's entry changed, so
+    #: a restart never undoes what the API changed since.
+    from_config: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,10 +36,12 @@ async def run_reps(commands: Any) -> None:
 
 @app.task
 async def seed_reps_from_config() -> None:
-    """The YAML's reps are applied at every worker start (presence and open leads are kept)."""
+    """The YAML's reps are sent at every worker start; the directory applies a rep only when its
+    YAML entry changed since it was last applied, so changes made through the API survive restarts."""
     profiles = runtime.config.rep_profiles()
     now = runtime.clock.now()
     for profile in profiles:
-        await rep_commands.send(key=profile.rep_id, value=PutRep(rep_id=profile.rep_id, profile=profile, at=now))
+        await rep_commands.send(key=profile.rep_id, value=PutRep(rep_id=profile.rep_id, profile=profile, at=now,
+                                                                          from_config=True))
     if profiles:
         log.info("seeded %d rep(s) from the config", len(profiles))

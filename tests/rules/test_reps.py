@@ -49,3 +49,25 @@ def test_presence_goes_to_the_reps_team(status: str) -> None:
     assert result.entry == entry
     assert result.outgoing == (Outgoing(channel="team.commands", key="emea", value=SetPresence(
         team_id="emea", rep_id="rep-1", status=status, at=T0)),)  # type: ignore[arg-type]
+
+
+def seed(capacity: int = 3, team_id: str = "emea") -> PutRep:
+    return PutRep(rep_id="rep-1", profile=RepProfile(rep_id="rep-1", team_id=team_id, capacity=capacity), at=T0,
+                  from_config=True)
+
+
+def test_the_yaml_seed_is_applied_once_and_api_changes_survive_restarts() -> None:
+    first = reps.apply(None, seed(), T0)
+    assert first.entry is not None and first.entry.config_digest is not None
+    assert [type(m.value) for m in first.outgoing] == [UpsertRep]
+    # The API updates the rep; the entry keeps the YAML's fingerprint.
+    api = reps.apply(first.entry, put("emea"), T0)
+    assert api.entry is not None and api.entry.config_digest == first.entry.config_digest
+    # A restart seeds the same YAML again: nothing is sent, the API's change stands.
+    restart = reps.apply(api.entry, seed(), T0)
+    assert restart.outgoing == () and restart.entry == api.entry
+    # The YAML itself changed: that change is applied.
+    edited = reps.apply(api.entry, seed(capacity=9), T0)
+    (upsert,) = [m.value for m in edited.outgoing]
+    assert isinstance(upsert, UpsertRep) and upsert.profile.capacity == 9
+    assert edited.entry is not None and edited.entry.config_digest != first.entry.config_digest
