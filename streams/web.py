@@ -19,6 +19,7 @@ from connectors.api import ApiContext, mount_api
 from connectors.api.errors import error_response
 from connectors.api.ports import Entity, Readiness
 from connectors.auth import Keyring
+from connectors.crm import EventsAuth
 from connectors.rate_limit import RateLimiter
 from leadflow.errors import TransientError
 from rules.account_book import AccountCommand
@@ -102,7 +103,8 @@ class Engine:
             return None
         target = URL(str(owner)).with_path(request.path).with_query(request.query)
         headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("authorization", "content-type", "idempotency-key", "accept")}
+                   if k.lower() in ("authorization", "content-type", "idempotency-key", "accept",
+                                     "webhook-id", "webhook-timestamp", "webhook-signature")}
         headers[_FORWARDED] = "1"
         try:
             async with runtime.resources.session.request(
@@ -151,6 +153,15 @@ class Engine:
         return Readiness(True, f"{assigned} partition(s) assigned, tables recovered")
 
 
+def _crm_events_auth() -> EventsAuth | None:
+    crm = runtime.config.crm
+    secret = os.environ.get(crm.events_secret_env)
+    if not secret:
+        log.info("POST /v1/crm/events is off: %s is not set", crm.events_secret_env)
+        return None
+    return EventsAuth(secret=secret, tolerance_s=crm.events_tolerance)
+
+
 def mount(app: LeadflowApp, faust_web: Any) -> None:
     """Called by Faust while its web server initializes (before the aiohttp app freezes)."""
     settings = runtime.settings
@@ -169,5 +180,7 @@ def mount(app: LeadflowApp, faust_web: Any) -> None:
         rate_limiter=RateLimiter(resources.redis, prefix=f"{settings.app_id}:", timeout_s=1.0,
                                  on_degraded=lambda op: runtime.metrics.redis_degraded.labels(op).inc()),
         providers=runtime.config.providers.resolve(os.environ, lambda: resources.session),
+        frameworks=runtime.policy.frameworks,
+        crm_events=_crm_events_auth(),
     )
     mount_api(faust_web.web_app, ctx)

@@ -6,6 +6,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.api import accounts, activities, bulk, forms, leads, providers, reps
+from connectors.api import crm_events, qualification
 from connectors.api.context import CONTEXT, ApiContext, enforce_rate_limit
 from connectors.api.errors import error_middleware, json_response
 from connectors.api.openapi import openapi_document
@@ -75,6 +76,8 @@ def mount_api(root: web.Application, ctx: ApiContext) -> None:
     v1.add_routes(forms.routes)
     v1.add_routes(providers.routes)
     v1.add_routes(activities.routes)
+    v1.add_routes(qualification.routes)
+    v1.add_routes(crm_events.routes)
     v1.add_routes(reps.routes)
     v1.add_routes(accounts.routes)
     root.add_subapp("/v1", v1)

@@ -11,9 +11,11 @@ from connectors.api.errors import ApiError
 from connectors.api.ports import EnginePort
 from connectors.auth import ApiKey, Keyring
 from connectors.capture_store import CaptureStore
+from connectors.crm import EventsAuth
 from connectors.providers import Providers
 from connectors.rate_limit import RateLimiter
 from ops.metrics import Metrics
+from rules.qualification import DEFAULT_FRAMEWORKS, Framework
 from sla.clock import Clock
 
 __all__ = ["ApiContext", "CONTEXT", "context", "authenticate", "enforce_rate_limit", "read_json"]
@@ -38,6 +40,10 @@ class ApiContext:
     rate_limiter: RateLimiter | None = None
     #: The lead providers whose webhooks this worker accepts.
     providers: Providers = Providers()
+    #: Qualification frameworks by name, for ``POST /v1/leads/{id}/qualification``.
+    frameworks: Mapping[str, Framework] = field(default_factory=lambda: dict(DEFAULT_FRAMEWORKS))
+    #: The signing secret and timestamp tolerance of ``POST /v1/crm/events``; ``None``: not accepted here.
+    crm_events: EventsAuth | None = None
 
 
 CONTEXT = web.AppKey("leadflow_api", ApiContext)

@@ -16,6 +16,7 @@ from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
 from rules.commands import AnswerOffer, DispositionLead
 from rules.lead import LeadState, can_disposition
+from rules.lead_crm import score_view
 from rules.lead_offer import offer_problem
 
 __all__ = ["routes", "DISPOSITIONS", "Outcome", "capture_id", "capture_many", "lead_view"]
@@ -172,6 +173,9 @@ def lead_view(state: LeadState) -> dict[str, Any]:
         "assignment": assignment, "sla_deadline": state.sla_deadline, "notified_at": state.notified_at,
         "contacted_at": state.contacted_at, "sla": _sla_view(state),
         "enrichment": asdict(state.enrichment) if state.enrichment is not None else None,
+        "score": score_view(state.score),
+        "qualification": asdict(state.qualification) if state.qualification is not None else None,
+        "opportunity": asdict(state.opportunity) if state.opportunity is not None else None,
         "account": account_view(state.account) if state.account is not None else None,
         "timeline": [asdict(e) for e in state.timeline],
     }

@@ -13,6 +13,9 @@ from connectors.api.context import ApiContext
 from connectors.api.forms import FORM_CONTENT_TYPES, REDIRECT_FIELD
 from connectors.api.leads import _IDEMPOTENCY_MAX, DISPOSITIONS
 from connectors.api.activities import ACTIVITY_INPUT_MODEL
+from connectors.api.crm_events import EVENT_TYPES
+from rules.lifecycle import STATUSES
+from rules.qualification import DEFAULT_FRAMEWORKS
 from connectors.api.accounts import ACCOUNT_INPUT_MODEL
 from connectors.api.reps import PRESENCE_INPUT_MODEL, REP_INPUT_MODEL
 from connectors.lead_input import LEAD_INPUT_MODEL, LeadInvalid, validate_lead
@@ -228,6 +231,12 @@ def _schemas() -> dict[str, Schema]:
             "account": _nullable({**_ref("Account"), "description": (
                 "The account the lead's e-mail or website domain matched at capture (lead-to-account "
                 "matching): its owner is preferred when eligible.")}),
+            "score": _nullable(_ref("ScoreView")),
+            "qualification": _nullable({"type": "object", "description": (
+                "The current cycle's answers: framework, answers, met, missing, sql, reason.")}),
+            "opportunity": _nullable({"type": "object", "description": (
+                "The opportunity it converted into: opportunity_id, status (open, won, lost), stage, crm, "
+                "crm_id, synced_at, sync_failed, amount, lost_reason.")}),
             "timeline": {"type": "array", "items": _ref("TimelineEntry")},
         }, description="The lead's current state and its recent timeline."),
         "SlaStep": _object({"step": _INT, "kind": {"enum": ["breach", "remind", "reassign", "alert_manager",
@@ -242,6 +251,7 @@ def _schemas() -> dict[str, Schema]:
                           "examples": [{"type": "call", "rep_id": "ana", "outcome": "connected",
                                         "at": "2026-11-26T09:03:00+00:00", "activity_id": "crm-call-881"}]},
         "ActivityAccepted": _object({"lead_id": _STR, "activity_id": _STR, "status": {"const": "accepted"}}),
+        **_crm_schemas(),
         "DispositionInput": {
             "type": "object", "additionalProperties": False, "required": ["status"],
             "properties": {
@@ -307,6 +317,106 @@ def _schemas() -> dict[str, Schema]:
             "properties": {"minute": {"type": "object"}, "hour": {"type": "object"}}},
         "Health": _object({"status": {"const": "ok"}}),
         "Readiness": _object({"status": {"enum": ["ready", "not_ready"]}, "detail": _STR}),
+    }
+
+
+_QUALIFICATION_EXAMPLE: Schema = {"framework": "BANT", "rep_id": "rep-ana", "answers": {
+    "budget": "approved", "authority": "decision_maker", "need": "leads wait two days for a call",
+    "timeline": "this_quarter"}}
+_CRM_EVENT_EXAMPLE: Schema = {"type": "opportunity.lost", "timestamp": "2026-03-20T16:00:00+00:00",
+                              "data": {"lead_id": "ld_0123456789abcdef01234567", "reason": "no budget"}}
+
+
+def _crm_schemas() -> dict[str, Schema]:
+    """Qualification and CRM events (issue 5): inputs and answers."""
+    frameworks = ", ".join(f"`{f.name}` ({', '.join(c.key for c in f.criteria)})" for f in DEFAULT_FRAMEWORKS.values())
+    return {
+        "QualificationInput": {
+            "title": "QualificationInput", "type": "object", "additionalProperties": False,
+            "required": ["framework", "answers"],
+            "description": "Answers to one framework's criteria; later answers merge with earlier ones of the same "
+                           "framework, `null` clears one. When the SQL criteria are met the lead converts into an "
+                           f"opportunity. Shipped: {frameworks}.",
+            "properties": {
+                "framework": {**_STR, "description": "The framework's name (case-blind)."},
+                "answers": {"type": "object", "minProperties": 1, "description": (
+                    "Criterion key to answer: choice criteria take one of their choices, boolean ones true or "
+                    "false, number ones a number, text ones a string.")},
+                "rep_id": _nullable({"type": "string", "minLength": 1, "maxLength": 64}),
+                "qualification_id": _nullable({"type": "string", "minLength": 1, "maxLength": 128}),
+                "at": _nullable(_TIME),
+            },
+            "examples": [_QUALIFICATION_EXAMPLE],
+        },
+        "QualificationAccepted": _object({
+            "lead_id": _STR, "qualification_id": _STR, "status": {"const": "accepted"}, "framework": _STR,
+            "met": _STRINGS, "missing": _STRINGS, "sql": _BOOL, "reason": _STR},
+            description="`sql`: the answers meet the SQL criteria, so the lead converts into an opportunity."),
+        "CrmEventInput": {
+            "title": "CrmEventInput", "type": "object", "additionalProperties": False, "required": ["type", "data"],
+            "description": "An opportunity moved in the CRM. `opportunity.lost` recycles the lead to nurture with "
+                           "the reason; `activity.logged` counts as contact.",
+            "properties": {
+                "type": {"enum": list(EVENT_TYPES)},
+                "timestamp": _TIME,
+                "data": {"type": "object", "additionalProperties": False, "required": ["lead_id"], "properties": {
+                    "lead_id": {"type": "string", "pattern": "^ld_[0-9a-f]{24}$"},
+                    "crm_id": {"type": "string", "maxLength": 64},
+                    "stage": {"type": "string", "maxLength": 100, "description": "For `opportunity.stage_changed`."},
+                    "amount": {"type": "number", "minimum": 0},
+                    "reason": {"type": "string", "maxLength": 500, "description": "Why it was lost."},
+                    "activity": {"type": "object", "additionalProperties": False, "required": ["type"], "properties": {
+                        "type": {"enum": ["call", "email", "meeting", "sms", "note"]},
+                        "rep_id": _STR, "at": _TIME, "outcome": _STR}},
+                }},
+            },
+            "examples": [_CRM_EVENT_EXAMPLE],
+        },
+        "CrmEventAccepted": _object({"lead_id": _STR, "event_id": _STR, "type": {"enum": list(EVENT_TYPES)},
+                                     "status": {"const": "accepted"}}),
+        "ScoreView": _object({"value": _INT, "tier": _STR, "fit": _INT, "intent": _INT, "outcomes": _INT,
+                              "segment": _STR, "reasons": _STRINGS},
+                             description="Fit + intent (+ what won/lost outcomes taught), 0-100, with the reasons."),
+    }
+
+
+def _crm_paths() -> dict[str, Schema]:
+    signed = _error("The Standard Webhooks signature is missing or wrong, or `webhook-timestamp` is outside the "
+                    "tolerance (`bad_signature`).", code="bad_signature",
+                    message="CRM event refused: webhook-timestamp is more than 300 s from now")
+    return {
+        "/v1/leads/{lead_id}/qualification": {"parameters": [_param("LeadId")], "post": _op(
+            "recordQualification", "leads", "Record qualification answers; SQL criteria met convert the lead",
+            {"202": {"description": "The answers are on their way to the lead; `sql` says whether it converts.",
+                     **_json_body(_ref("QualificationAccepted"))},
+             **_refs(400, 401, 404, 413, 415, 429, 503),
+             "409": _error("The lead cannot take answers now (nurture, converted, closed).", code="conflict",
+                           message="lead ld_0123456789abcdef01234567: the lead is nurture; answers are taken while "
+                                   "it is mql, new, sql, working"),
+             "422": _error("Unknown framework, unknown criterion, or an answer of the wrong type: `fields` names it.",
+                           code="invalid", message="the qualification is not valid",
+                           fields=[{"field": "answers.budget", "reason": "expected one of approved, allocated, "
+                                                                         "being_set, none, unknown"}])},
+            requestBody={"required": True, **_json_body(_ref("QualificationInput"))})},
+        "/v1/crm/events": {"post": _op(
+            "crmEvent", "crm", "The CRM reports an opportunity's stage change, win, loss or an activity",
+            {"202": {"description": "Accepted; sent to the lead.",
+                     "headers": {"Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}},
+                     **_json_body(_ref("CrmEventAccepted"))},
+             "401": signed,
+             **_refs(413, 429, 503),
+             "404": _error("Unknown lead, or CRM events are not configured on this worker.", code="not_found",
+                           message="no lead ld_0123456789abcdef01234567"),
+             "409": _error("The lead has no open opportunity.", code="conflict",
+                           message="lead ld_0123456789abcdef01234567: the opportunity is already lost"),
+             "422": _error("Not a valid CRM event: `fields` names the problem.", code="invalid",
+                           message="the CRM event is not valid",
+                           fields=[{"field": "data.amount", "reason": "Input should be a valid number"}])},
+            description="Not authenticated by API key: signed per Standard Webhooks with the CRM events secret "
+                        "(`webhook-id`, `webhook-timestamp`, `webhook-signature`). A timestamp more than the "
+                        "tolerance (5 minutes by default) from now is refused; a `webhook-id` seen before gets the "
+                        "first answer again and changes nothing.",
+            requestBody={"required": True, **_json_body(_ref("CrmEventInput"))})},
     }
 
 
@@ -418,6 +528,7 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
             requestBody={"required": True, **_json_body(_ref("OfferAnswer"))})}
            for verb, summary in (("accept", "Accept the lead offered to you"),
                                  ("decline", "Decline the lead offered to you, with a reason"))},
+        **_crm_paths(),
         "/v1/leads/{lead_id}/activities": {"parameters": [_param("LeadId")], "post": _op(
             "recordActivity", "leads", "Record a call, e-mail, meeting, SMS or note; the first contact stops the SLA",
             {"202": {"description": "The activity is on its way to the lead.",
@@ -687,7 +798,7 @@ def _build() -> Schema:
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "servers": [{"url": "http://localhost:6066", "description": "a local worker (any worker answers)"}],
-        "tags": [{"name": "leads"}, {"name": "providers"}, {"name": "reps"}, {"name": "teams"},
+        "tags": [{"name": "leads"}, {"name": "providers"}, {"name": "crm"}, {"name": "reps"}, {"name": "teams"},
                  {"name": "accounts"},
                  {"name": "operations"}],
         "security": [{"bearerAuth": []}],

@@ -6,10 +6,10 @@ Each adapter raises ``TransientError`` (retry later: timeouts, 429, 5xx) or ``Pe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["CrmRecord", "CrmAdapter", "classify_status"]
+__all__ = ["CrmRecord", "CrmAdapter", "EventsAuth", "classify_status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +29,11 @@ class CrmAdapter(Protocol):
 def classify_status(status: int) -> bool:
     """``True`` when a failed HTTP status is worth retrying (408, 425, 429, 5xx)."""
     return status in (408, 425, 429) or status >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class EventsAuth:
+    """How ``POST /v1/crm/events`` is authenticated: a Standard Webhooks secret and a timestamp tolerance."""
+
+    secret: str = field(repr=False)
+    tolerance_s: float = 300.0

@@ -1,0 +1,147 @@
+"""``POST /v1/crm/events``: the CRM tells leadflow how an opportunity moved (signed per Standard Webhooks).
+
+No API key: the body is signed with the CRM events secret (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>``). A timestamp further than
+the tolerance from now is refused (a captured request cannot be replayed later), and a
+``webhook-id`` seen before gets the first answer again without sending anything twice.
+
+Body: ``{"type": "opportunity.stage_changed" | "opportunity.won" | "opportunity.lost" |
+"activity.logged", "data": {"lead_id", "stage"?, "amount"?, "reason"?, "activity"?}}``; an
+``activity.logged`` counts as contact exactly like ``POST /v1/leads/{id}/activities``.
+"""
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.api.context import context
+from connectors.api.errors import ApiError, json_response
+from connectors.lead_input import FieldError
+from connectors.webhook_signing import sign
+from rules.commands import RecordActivity, RecordCrmEvent
+from rules.lead_crm import can_take_crm_event
+
+__all__ = ["routes", "CRM_EVENT_MODEL", "EVENT_TYPES", "verify"]
+
+routes = web.RouteTableDef()
+
+EVENT_TYPES = ("opportunity.stage_changed", "opportunity.won", "opportunity.lost", "activity.logged")
+_Text = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class _Activity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["call", "email", "meeting", "sms", "note"]
+    rep_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    at: AwareDatetime | None = None
+    outcome: _Text | None = None
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lead_id: Annotated[str, Field(pattern=r"^ld_[0-9a-f]{24}$")]
+    #: The CRM's own record id, for its logs (leadflow keys by its own lead id).
+    crm_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    stage: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    amount: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    reason: _Text | None = None
+    activity: _Activity | None = None
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["opportunity.stage_changed", "opportunity.won", "opportunity.lost", "activity.logged"]
+    timestamp: AwareDatetime | None = None
+    data: _Data
+
+
+CRM_EVENT_MODEL = _Event
+
+
+def verify(secret: str, headers: Any, body: bytes, now: datetime, tolerance_s: float) -> tuple[str, str | None]:
+    """``(webhook_id, problem)``: ``problem`` says why the signature is refused, ``None`` when it verifies."""
+    msg_id = headers.get("webhook-id") or ""
+    stamp = headers.get("webhook-timestamp") or ""
+    signatures = headers.get("webhook-signature") or ""
+    if not (msg_id and stamp and signatures):
+        return msg_id, "missing webhook-id, webhook-timestamp or webhook-signature header"
+    if not stamp.isdigit() or len(stamp) > 12:
+        return msg_id, "webhook-timestamp is not unix seconds"
+    if abs(now.timestamp() - int(stamp)) > tolerance_s:
+        return msg_id, f"webhook-timestamp is more than {tolerance_s:g} s from now"
+    try:
+        expected = sign(secret, msg_id, int(stamp), body).encode()
+    except ValueError:
+        return msg_id, "the configured secret is not usable"
+    if not any(hmac.compare_digest(expected, s.encode()) for s in signatures.split() if s.startswith("v1,")):
+        return msg_id, "webhook-signature does not match the body"
+    return msg_id, None
+
+
+def _fields(exc: ValidationError) -> list[FieldError]:
+    return [FieldError(".".join(str(p) for p in e["loc"]) or "(body)",
+                       "unknown field" if e["type"] == "extra_forbidden" else e["msg"]) for e in exc.errors()]
+
+
+@routes.post("/crm/events")
+async def crm_event(request: web.Request) -> web.Response:
+    ctx = context(request)
+    auth = ctx.crm_events
+    if auth is None:
+        raise ApiError(404, "not_found", "CRM events are not configured on this worker (crm.events_secret_env)")
+    body = await request.read()
+    now = ctx.clock.now()
+    msg_id, problem = verify(auth.secret, request.headers, body, now, auth.tolerance_s)
+    if problem is not None:
+        raise ApiError(401, "bad_signature", f"CRM event refused: {problem}")
+    try:
+        event = _Event.model_validate_json(body)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid", "the CRM event is not valid", _fields(exc)) from None
+    lead_id = event.data.lead_id
+    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    if forwarded is not None:
+        return forwarded
+    stored = await ctx.store.replay("crm-events", msg_id)
+    if stored is not None:  # the same webhook-id again: the first answer, nothing sent twice
+        return web.Response(body=stored[1], status=stored[0], content_type="application/json",
+                            headers={"Idempotent-Replayed": "true"})
+    state = ctx.engine.lead(lead_id)
+    if state is None:
+        raise ApiError(404, "not_found", f"no lead {lead_id}")
+    at = event.timestamp or now
+    if event.type == "activity.logged":
+        activity = event.data.activity
+        if activity is None:
+            raise ApiError(422, "invalid", "the CRM event is not valid",
+                           [FieldError("data.activity", "required for activity.logged")])
+        when = activity.at or at
+        if when > now:
+            raise ApiError(422, "invalid", "the CRM event is not valid", [FieldError("data.activity.at",
+                                                                                    "is in the future")])
+        command: RecordActivity | RecordCrmEvent = RecordActivity(
+            lead_id=lead_id, activity_id=f"crm:{msg_id}", type=activity.type, rep_id=activity.rep_id,
+            at=when.astimezone(UTC), outcome=activity.outcome)
+    else:
+        kind = event.type.split(".", 1)[1]
+        if kind == "stage_changed" and not event.data.stage:
+            raise ApiError(422, "invalid", "the CRM event is not valid",
+                           [FieldError("data.stage", "required for opportunity.stage_changed")])
+        conflict = can_take_crm_event(state, kind)
+        if conflict is not None:
+            raise ApiError(409, "conflict", f"lead {lead_id}: {conflict}")
+        command = RecordCrmEvent(lead_id=lead_id, event_id=f"crm:{msg_id}", kind=kind,  # type: ignore[arg-type]
+                                 stage=event.data.stage, amount=event.data.amount, reason=event.data.reason,
+                                 at=min(at, now).astimezone(UTC))
+    await ctx.engine.send_lead_command(lead_id, command)
+    answer = {"lead_id": lead_id, "event_id": msg_id, "type": event.type, "status": "accepted"}
+    await ctx.store.remember("crm-events", msg_id, 202, orjson.dumps(answer))
+    return json_response(answer, status=202)

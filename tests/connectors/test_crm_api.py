@@ -1,0 +1,167 @@
+"""POST /v1/leads/{id}/qualification and POST /v1/crm/events: commands for good input, clear 4xx and nothing sent otherwise."""
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+from standardwebhooks import Webhook
+
+from connectors.crm import EventsAuth
+from rules.commands import RecordActivity, RecordCrmEvent, RecordQualification
+from rules.opportunity import Opportunity
+from sla.clock import FakeClock
+from tests.connectors.conftest import AUTH, Client, ClientFactory, FakeEngine, lead_state
+
+SECRET = "whsec_" + base64.b64encode(b"c" * 32).decode()
+BANT = {"budget": "approved", "authority": "decision_maker", "need": "leads wait days", "timeline": "this_quarter"}
+
+
+async def error_of(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status == status, await response.text()
+    body = await response.json()
+    assert body["error"]["code"] == code
+    return body["error"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def crm_client(make_client: ClientFactory) -> Client:
+    return await make_client(crm_events=EventsAuth(secret=SECRET, tolerance_s=300))
+
+
+# --- qualification ---------------------------------------------------------------------------
+
+
+async def test_answers_are_sent_to_the_lead_with_the_verdict(client: Client, engine: FakeEngine,
+                                                             clock: FakeClock) -> None:
+    state = lead_state("ana@example.com", clock.now(), assigned_to="rep-ana")
+    engine.leads[state.lead_id] = state
+    response = await client.post(f"/v1/leads/{state.lead_id}/qualification", headers=AUTH,
+                                 json={"framework": "bant", "answers": BANT, "rep_id": "rep-ana"})
+    assert response.status == 202, await response.text()
+    body = await response.json()
+    assert body["sql"] is True and body["framework"] == "BANT" and body["missing"] == []
+    ((lead_id, command),) = engine.lead_commands
+    assert lead_id == state.lead_id and isinstance(command, RecordQualification)
+    assert command.answers == BANT and command.qualification_id == body["qualification_id"]
+
+
+@pytest.mark.parametrize(("body", "fields"), [
+    ({"framework": "SPICED", "answers": BANT}, ["framework"]),
+    ({"framework": 3, "answers": BANT}, ["framework"]),
+    ({"framework": "BANT", "answers": {"budget": 5000}}, ["answers.budget"]),
+    ({"framework": "BANT", "answers": {"colour": "red"}}, ["answers.colour"]),
+    ({"framework": "MEDDIC", "answers": {"champion": "yes", "metrics": 3}}, ["answers.champion", "answers.metrics"]),
+    ({"framework": "BANT", "answers": []}, ["answers"]),
+    ({"framework": "BANT", "answers": BANT, "extra": 1}, ["extra"]),
+    ({"framework": "BANT", "answers": BANT, "at": "yesterday"}, ["at"]),
+])
+async def test_bad_answers_are_a_422_naming_the_field_and_change_nothing(
+        client: Client, engine: FakeEngine, clock: FakeClock, body: dict[str, Any], fields: list[str]) -> None:
+    state = lead_state("ana@example.com", clock.now())
+    engine.leads[state.lead_id] = state
+    error = await error_of(await client.post(f"/v1/leads/{state.lead_id}/qualification", headers=AUTH, json=body),
+                           422, "invalid")
+    assert [f["field"] for f in error["fields"]] == fields
+    assert engine.lead_commands == []
+
+
+async def test_unknown_or_closed_leads(client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    await error_of(await client.post("/v1/leads/ld_000000000000000000000000/qualification", headers=AUTH,
+                                     json={"framework": "BANT", "answers": BANT}), 404, "not_found")
+    closed = lead_state("bo@example.com", clock.now(), closed=True)
+    engine.leads[closed.lead_id] = closed
+    error = await error_of(await client.post(f"/v1/leads/{closed.lead_id}/qualification", headers=AUTH,
+                                             json={"framework": "BANT", "answers": BANT}), 409, "conflict")
+    assert "the lead is nurture" in error["message"]
+    await error_of(await client.post(f"/v1/leads/{closed.lead_id}/qualification",
+                                     json={"framework": "BANT", "answers": BANT}), 401, "unauthorized")
+    assert engine.lead_commands == []
+
+
+# --- CRM events ------------------------------------------------------------------------------
+
+
+def signed(body: dict[str, Any], clock: FakeClock, msg_id: str = "msg_crm_1", *, secret: str = SECRET,
+           age_s: int = 0) -> tuple[bytes, dict[str, str]]:
+    raw = orjson.dumps(body)
+    stamp = clock.now().timestamp() - age_s
+    from datetime import UTC, datetime
+    headers = Webhook(secret).sign(msg_id, datetime.fromtimestamp(stamp, UTC), raw.decode())
+    return raw, {"webhook-id": msg_id, "webhook-timestamp": str(int(stamp)), "webhook-signature": headers,
+                 "Content-Type": "application/json"}
+
+
+def converted(engine: FakeEngine, clock: FakeClock) -> str:
+    state = lead_state("ana@example.com", clock.now(), assigned_to="rep-ana")
+    state = replace(state, status="converted", routing="released",
+                    opportunity=Opportunity(opportunity_id="op_1", created_at=clock.now()))
+    engine.leads[state.lead_id] = state
+    return state.lead_id
+
+
+async def test_a_signed_lost_event_becomes_a_command_once(crm_client: Client, engine: FakeEngine,
+                                                          clock: FakeClock) -> None:
+    lead_id = converted(engine, clock)
+    raw, headers = signed({"type": "opportunity.lost", "data": {"lead_id": lead_id, "reason": "no budget"}}, clock)
+    first = await crm_client.post("/v1/crm/events", data=raw, headers=headers)
+    assert first.status == 202, await first.text()
+    again = await crm_client.post("/v1/crm/events", data=raw, headers=headers)  # replayed: same answer
+    assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
+    ((_, command),) = engine.lead_commands
+    assert isinstance(command, RecordCrmEvent) and command.kind == "lost" and command.reason == "no budget"
+    assert command.event_id == "crm:msg_crm_1"
+
+
+async def test_an_activity_logged_in_the_crm_counts_as_contact(crm_client: Client, engine: FakeEngine,
+                                                               clock: FakeClock) -> None:
+    state = lead_state("ana@example.com", clock.now(), assigned_to="rep-ana")
+    engine.leads[state.lead_id] = state
+    raw, headers = signed({"type": "activity.logged", "data": {"lead_id": state.lead_id,
+                                                               "activity": {"type": "call", "rep_id": "rep-ana"}}},
+                          clock)
+    assert (await crm_client.post("/v1/crm/events", data=raw, headers=headers)).status == 202
+    ((_, command),) = engine.lead_commands
+    assert isinstance(command, RecordActivity) and command.type == "call" and command.activity_id == "crm:msg_crm_1"
+
+
+@pytest.mark.parametrize(("case", "status", "code"), [
+    ("bad signature", 401, "bad_signature"), ("stale timestamp", 401, "bad_signature"),
+    ("no headers", 401, "bad_signature"), ("unknown lead", 404, "not_found"), ("wrong type", 422, "invalid"),
+    ("unknown event", 422, "invalid"), ("no opportunity", 409, "conflict"), ("no stage", 422, "invalid"),
+])
+async def test_bad_crm_events_are_refused_and_change_nothing(crm_client: Client, engine: FakeEngine,
+                                                             clock: FakeClock, case: str, status: int,
+                                                             code: str) -> None:
+    lead_id = converted(engine, clock)
+    open_lead = lead_state("bo@example.com", clock.now())
+    engine.leads[open_lead.lead_id] = open_lead
+    body: dict[str, Any] = {"type": "opportunity.won", "data": {"lead_id": lead_id, "amount": 1200}}
+    options: dict[str, Any] = {}
+    if case == "bad signature":
+        options["secret"] = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    elif case == "stale timestamp":
+        options["age_s"] = 301
+    elif case == "unknown lead":
+        body["data"]["lead_id"] = "ld_000000000000000000000000"
+    elif case == "wrong type":
+        body["data"]["amount"] = "a lot"
+    elif case == "unknown event":
+        body["type"] = "opportunity.exploded"
+    elif case == "no opportunity":
+        body["data"]["lead_id"] = open_lead.lead_id
+    elif case == "no stage":
+        body["type"] = "opportunity.stage_changed"
+    raw, headers = signed(body, clock, **options)
+    if case == "no headers":
+        headers = {"Content-Type": "application/json"}
+    error = await error_of(await crm_client.post("/v1/crm/events", data=raw, headers=headers), status, code)
+    if case == "wrong type":
+        assert error["fields"][0]["field"] == "data.amount"
+    assert engine.lead_commands == []
+
+
+async def test_crm_events_are_off_without_a_secret(client: Client) -> None:
+    await error_of(await client.post("/v1/crm/events", json={}), 404, "not_found")
