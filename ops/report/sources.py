@@ -29,7 +29,9 @@ async def read_events(broker: str, topic: str, since_s: float, *, max_events: in
     started (records written meanwhile are left for the next report), at most ``max_events``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition  # imported here: only this path needs it
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker), enable_auto_commit=False,
+    # Subscribed at first only so the client fetches the topic's metadata (public API); the
+    # partitions are then assigned by hand, from explicit offsets.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers(broker), enable_auto_commit=False,
                                 group_id=None, request_timeout_ms=15_000)
     await consumer.start()
     events: list[dict[str, Any]] = []
@@ -38,6 +40,7 @@ async def read_events(broker: str, topic: str, since_s: float, *, max_events: in
         if not partitions:
             raise LookupError(f"topic {topic} does not exist on {broker} (is the topic prefix right?)")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.unsubscribe()
         consumer.assign(tps)
         end = await consumer.end_offsets(tps)
         start_ms = int(((now_s if now_s is not None else time.time()) - since_s) * 1000)
@@ -69,13 +72,13 @@ async def read_events(broker: str, topic: str, since_s: float, *, max_events: in
 
 
 async def _partitions(consumer: Any, topic: str) -> set[int]:
-    for _ in range(20):
+    if topic not in await consumer.topics():
+        return set()
+    while True:  # the caller bounds the wait
         found = consumer.partitions_for_topic(topic)
         if found:
             return set(found)
-        await consumer.topics()  # refreshes metadata
         await asyncio.sleep(0.1)
-    return set()
 
 
 async def from_kafka(broker: str, topic: str, since_s: float, **kwargs: Any) -> Summary:

@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's binary) scrapes a real worker that has processed leads; every
-PromQL expression of the dashboards and the alert rules, read from the files, returns data.
+PromQL expression of the dashboards and the alert rules, read from the files, returns data;
+``leadflow report`` then tells the same story from ``lead.events``.
 
 The scenario drives the states the expressions need: a lead contacted at once (speed-to-lead),
 one nobody calls (breach, reminder, overdue), one that waits behind a full rep long enough to be
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from leadflow.cli import main as cli_main
 from ops.prometheus import RULES, find_tool
 from ops.prometheus.expressions import (
     Expression,
@@ -32,6 +34,7 @@ from ops.prometheus.expressions import (
     without_fallbacks,
 )
 from ops.prometheus.server import LocalPrometheus
+from ops.report import from_kafka
 from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
@@ -208,6 +211,18 @@ async def test_every_dashboard_and_alert_expression_returns_data(
         assert 'leadflow_lifecycle_transitions_total{from="none",source="google-ads",to="lead"} 2.0' in scrape
         assert 'leadflow_lifecycle_transitions_total{from="none",source="website",to="lead"} 1.0' in scrape
         assert 'leadflow_leads_contacted_total{team="sdr",within_sla="true"} 1.0' in scrape
+        # `leadflow report` reads the same story back from lead.events (a bounded window).
+        page_path = spec.tmp / "report.html"
+        argv = ["report", "--broker", spec.stack.kafka_url, "--topic", f"{spec.app_id}.lead.events",
+                "--since", "10m", "-o", str(page_path)]
+        assert await asyncio.to_thread(cli_main, argv) == 0
+        page = page_path.read_text()
+        assert "Funnel by source" in page and "google-ads" in page and page.count("<svg") >= 5
+        summary = await from_kafka(spec.stack.kafka_url, f"{spec.app_id}.lead.events", since_s=600)
+        assert (summary.captured, summary.merged, summary.contacts_in_sla) == (4, 1, 1)
+        assert summary.breaches.get("sdr", 0) >= 2 and summary.at_risk >= 1
+        assert {src: c["lead"] for src, c in summary.funnel.items()} == {"google-ads": 2, "website": 1, "partner": 1}
+        assert next(r for r in summary.load if r.name == "ana").assigned >= 2
         print(f"\n{len(expressions)} expressions evaluated, {len(excused)} excused "
               f"({sorted({r for *_, rs in excused for r in rs})}); {time.monotonic() - started:.1f} s after ready")
     finally:

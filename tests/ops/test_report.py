@@ -1,0 +1,168 @@
+"""``leadflow report``: the summary from events and from metrics, the HTML page, and the CLI."""
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from leadflow.cli import main
+from ops.metrics import SPEED_BUCKETS, Metrics, TeamFigures
+from ops.report import Distribution, parse_window, render_html, summarize_events, summarize_scrapes
+
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
+
+
+def _ev(kind: str, lead: str, **data: Any) -> dict[str, Any]:
+    return {"type": kind, "lead_id": lead, "cycle": 1, "at": NOW.isoformat(), "data": data}
+
+
+EVENTS = [
+    _ev("lead.captured", "l1", source="google-ads", channel="api", team_id="sdr"),
+    _ev("lead.captured", "l2", source="google-ads", channel="api", team_id="sdr"),
+    _ev("lead.captured", "l3", source="partner", channel="csv", team_id="sdr"),
+    _ev("lead.assigned", "l1", rep_id="ana", team_id="sdr", routing_seconds=0.2),
+    _ev("lead.assigned", "l2", rep_id="ana", team_id="sdr", routing_seconds=45.0),
+    _ev("lead.assigned", "l3", rep_id="ben", team_id="sdr", routing_seconds=0.3),
+    _ev("lead.contacted", "l1", rep_id="ana", team_id="sdr", within_sla=True, speed_to_lead_s=40.0,
+        system_delay_s=0.5, rep_delay_s=39.5),
+    _ev("lead.contacted", "l3", rep_id="ben", team_id="sdr", within_sla=False, speed_to_lead_s=4000.0,
+        system_delay_s=1.0, rep_delay_s=3999.0),
+    _ev("lead.sla_breached", "l2", team_id="sdr", step=0),
+    _ev("lead.sla_breached", "l3", team_id="sdr", step=0),
+    _ev("lead.escalated", "l2", team_id="sdr", action="remind", step=1),
+    _ev("lead.sla_at_risk", "l2", team_id="sdr"),
+    _ev("lead.touched", "l1", source="google-ads", channel="api"),
+    _ev("lead.mql", "l1"),  # lifecycle events carry no source: the lead's capture tells it
+    _ev("lead.sql", "l1"),
+    _ev("lead.mql", "l9"),  # captured before the window
+]
+
+
+def test_a_summary_from_events_counts_speed_sla_funnel_and_load() -> None:
+    s = summarize_events(EVENTS, origin="test")
+    assert (s.captured, s.merged, s.events) == (3, 1, len(EVENTS))
+    assert (s.contacts_in_sla, s.contacts_late, s.compliance) == (1, 1, 0.5)
+    assert s.breaches == {"sdr": 2} and s.escalations == {"remind": 1} and s.at_risk == 1
+    assert s.speed_to_lead.total == 2 and s.speed_to_lead.share_within(60.0) == 0.5
+    assert s.routing.share_within(60.0) == 1.0 and s.routing.share_within(1.0) == pytest.approx(2 / 3)
+    assert s.funnel == {"google-ads": {"lead": 2, "mql": 1, "sql": 1}, "partner": {"lead": 1}, "unknown": {"mql": 1}}
+    assert [(r.name, r.assigned, r.contacted) for r in s.load] == [("ana", 2, 1), ("ben", 1, 1)]
+
+
+def test_distribution_quantiles_and_shares_use_the_bucket_bounds() -> None:
+    d = Distribution(SPEED_BUCKETS)
+    for value in (3, 50, 60, 61, 100_000):
+        d.add(value)
+    assert d.share_within(60.0) == 3 / 5  # 60 is an exact bound: 60 s itself is within
+    assert d.quantile(0.5) == 60.0 and d.quantile(1.0) == math.inf
+    assert Distribution(SPEED_BUCKETS).quantile(0.5) is None
+
+
+def test_the_biggest_sources_are_kept_and_the_rest_summed() -> None:
+    events = [_ev("lead.captured", f"l{i}", source=f"s{i % 15}") for i in range(60)]
+    funnel = summarize_events(events, "t", top_sources=12).funnel
+    assert len(funnel) == 13 and funnel["other sources"] == {"lead": 12}
+
+
+def test_a_summary_from_two_workers_metrics_adds_them_up() -> None:
+    texts = []
+    for team, speed in (("sdr", 40.0), ("ae", 4000.0)):
+        m = Metrics()
+        m.configure_sources({"google-ads": (100.0, "USD")})
+        m.leads_captured.labels("api", "api").inc(3)
+        m.leads_assigned.labels(team).inc(2)
+        m.routing_latency.observe(0.2)
+        m.speed_to_lead.labels(team).observe(speed)
+        m.leads_contacted.labels(team, "true" if speed < 60 else "false").inc()
+        m.sla_breaches.labels(team).inc()
+        m.lifecycle_move("lead.captured", {}, "google-ads")
+        m.report_teams({team: TeamFigures(queue_depth=0, open_leads=2, capacity=4, reps_available=1,
+                                          total_capacity=4, oldest_queued_age_s=0)})
+        texts.append(generate_latest(m.registry).decode())
+    s = summarize_scrapes(texts, origin="test")
+    assert s.captured == 6 and s.compliance == 0.5
+    assert s.speed_to_lead.total == 2 and s.speed_to_lead.share_within(60.0) == 0.5
+    assert s.routing.total == 2
+    assert s.breaches == {"sdr": 1, "ae": 1}
+    assert s.funnel == {"google-ads": {"lead": 2}}
+    assert {(r.name, r.assigned, r.open_leads, r.capacity) for r in s.load} == {("sdr", 2, 2, 4), ("ae", 2, 2, 4)}
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_the_page_has_every_section_with_charts_and_escapes_text() -> None:
+    events = EVENTS + [_ev("lead.captured", "lx", source="<script>alert(1)</script>")]
+    page = render_html(summarize_events(events, origin="lead.events & more"), NOW)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    parsed = _Collect()
+    parsed.feed(page)
+    text = " ".join(parsed.text)
+    for heading in ("Speed-to-lead", "SLA compliance", "Funnel by source", "Rep load"):
+        assert heading in text
+    assert parsed.tags.count("svg") >= 5
+    assert "First contact in SLA" in text and "50%" in text
+    # Every chart is well-formed SVG on its own.
+    for chunk in page.split("<svg")[1:]:
+        ET.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")
+
+
+def test_an_empty_window_still_renders() -> None:
+    page = render_html(summarize_events([], origin="nothing"), NOW)
+    assert "no observations" in page and "No lifecycle transitions" in page
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800), ("15", 15)])
+def test_windows_parse(text: str, seconds: float) -> None:
+    assert parse_window(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-1h", "0"])
+def test_bad_windows_are_refused_by_name(text: str) -> None:
+    with pytest.raises(ValueError, match="--since"):
+        parse_window(text)
+
+
+def test_help_teaches_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for needle in ("--since", "--metrics", "lead.events", "examples:", "exit status"):
+        assert needle in out
+
+
+def test_the_cli_writes_a_page_from_a_saved_scrape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    m = Metrics()
+    m.speed_to_lead.labels("sdr").observe(30.0)
+    m.leads_contacted.labels("sdr", "true").inc()
+    scrape = tmp_path / "scrape.txt"
+    scrape.write_bytes(generate_latest(m.registry))
+    out = tmp_path / "r.html"
+    assert main(["report", "--metrics", str(scrape), "-o", str(out)]) == 0
+    page = out.read_text()
+    assert "<svg" in page and "100%" in page  # one contact, in SLA
+
+
+def test_the_cli_says_what_it_could_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--since", "whenever"]) == 2
+    assert "--since 'whenever'" in capsys.readouterr().err
+    assert main(["report", "--metrics", "http://127.0.0.1:9/metrics", "-o", str(tmp_path / "x.html")]) == 2
+    assert "could not read the metrics" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()
