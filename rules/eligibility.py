@@ -91,6 +91,8 @@ def rep_reasons(rep: RepState, now: datetime) -> tuple[str, ...]:
     """Why ``rep`` cannot take *any* lead at ``now`` (empty when they could take some)."""
     reasons: list[str] = []
     profile = rep.profile
+    if rep.departed:
+        return ("moved to another team",)
     if rep.presence != "available":
         reasons.append(f"presence is {rep.presence}")
     calendar = calendar_of(profile)

@@ -48,6 +48,9 @@ class RepState:
     day_count: int = 0
     week: str = ""
     week_count: int = 0
+    #: The rep moved to another team while holding leads of this one: kept here, never eligible,
+    #: until those leads are released, so their release still finds the rep.
+    departed: bool = False
 
     @property
     def rep_id(self) -> str:

@@ -225,8 +225,7 @@ def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: Q
         _upsert(work, command)
         _drain(work, now)
     elif isinstance(command, RemoveRep):
-        reps = {k: v for k, v in work.state.reps.items() if k != command.rep_id}
-        work.state = replace(work.state, reps=reps)
+        _remove(work, command)
     elif isinstance(command, SetPresence):
         rep = work.state.reps.get(command.rep_id)
         if rep is not None:
@@ -382,10 +381,23 @@ def _withdraw(work: _Work, command: WithdrawLead) -> None:
         _advance_head(work, priority)
 
 
+def _remove(work: _Work, command: RemoveRep) -> None:
+    rep = work.state.reps.get(command.rep_id)
+    if rep is not None and rep.open_leads:
+        # Their open leads stay theirs: the rep stays, never eligible, until the last is released.
+        _put_rep(work, replace(rep, departed=True))
+    else:
+        work.state = replace(work.state, reps={k: v for k, v in work.state.reps.items() if k != command.rep_id})
+
+
 def _release(work: _Work, command: ReleaseLead) -> None:
     rep = work.state.reps.get(command.rep_id)
     if rep is not None and rep.holds(command.lead_id, command.route_id):
-        _put_rep(work, rep.without_lead(command.lead_id, command.route_id))
+        rep = rep.without_lead(command.lead_id, command.route_id)
+        if rep.departed and not rep.open_leads:
+            work.state = replace(work.state, reps={k: v for k, v in work.state.reps.items() if k != rep.rep_id})
+        else:
+            _put_rep(work, rep)
         released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
         work.state = replace(work.state, released_routes=released)
 
@@ -402,7 +414,7 @@ def _upsert(work: _Work, command: UpsertRep) -> None:
         return
     if profile.webhook_secret is None:
         profile = replace(profile, webhook_secret=current.profile.webhook_secret)
-    _put_rep(work, replace(current, profile=profile))
+    _put_rep(work, replace(current, profile=profile, departed=False))  # back in this team, if they had left
 
 
 def _replayed_decision(state: TeamState, holder: RepState, now: datetime) -> RoutingDecision:

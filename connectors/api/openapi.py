@@ -304,6 +304,8 @@ def _schemas() -> dict[str, Schema]:
             "capacity": _INT, "weight": _INT, "assigned_total": _INT, "last_assigned_at": _nullable(_TIME),
             "webhook_configured": _BOOL, "skills": _STRINGS, "languages": _STRINGS, "territories": _STRINGS,
             "timezone": _STR,
+            "departed": {**_BOOL, "description": "Moved to another team; listed here until the leads they took "
+                                                 "along are closed, never routed new ones."},
         }, description="A rep as the team sees them (webhook secrets are never shown)."),
         "TeamView": _object({
             "team_id": _STR, "reps": {"type": "array", "items": _ref("TeamRep")}, "open_leads": _INT,

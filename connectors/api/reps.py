@@ -142,7 +142,7 @@ def team_view(state: TeamState) -> dict[str, object]:
             "capacity": p.capacity, "weight": p.weight, "assigned_total": rep.assigned_total,
             "last_assigned_at": rep.last_assigned_at, "webhook_configured": bool(p.webhook_url and p.webhook_secret),
             "skills": list(p.skills), "languages": list(p.languages), "territories": list(p.territories),
-            "timezone": p.timezone,
+            "timezone": p.timezone, "departed": rep.departed,
         })
     available = [r for r in state.reps.values() if r.presence == "available"]
     return {

@@ -217,7 +217,7 @@ async def test_the_key_scheme_is_case_blind_and_the_key_name_is_the_default_sour
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/nope", 404), ("GET", "/v1/nope", 404), ("POST", "/v1/leads/ld_0/accept", 404),
+    ("GET", "/nope", 404), ("GET", "/v1/nope", 404), ("POST", "/v1/leads/ld_0/assign", 404),
     ("GET", "/v1/leads", 405), ("DELETE", "/v1/reps/rep-1", 405),
 ])
 async def test_unknown_routes_and_methods_answer_json(client: Client, method: str, path: str, status: int) -> None:

@@ -235,11 +235,30 @@ def test_excluded_rep_is_skipped() -> None:
 
 
 def test_remove_rep_takes_them_out_of_routing() -> None:
-    t = Team(upsert("a", capacity=5), upsert("b", capacity=5), route(1))
+    t = Team(upsert("a", capacity=5), upsert("b", capacity=5))
     t(RemoveRep(team_id=TEAM, rep_id="a", reason="moved", at=T0))
     assert set(t.s.reps) == {"b"}
     for n in range(2, 6):
         assert t(route(n))[0].rep_id == "b"  # type: ignore[attr-defined]
+
+
+def test_a_rep_who_moves_away_holding_leads_stays_until_they_are_released() -> None:
+    t = Team(upsert("a", capacity=5), upsert("b", capacity=5), route(1))
+    assert t.s.holder_of("l1", "l1:1:1").rep_id == "a"  # type: ignore[union-attr]
+    t(RemoveRep(team_id=TEAM, rep_id="a", reason="moved to team amer", at=T0))
+    assert t.s.reps["a"].departed and t.s.reps["a"].load == 1
+    (assigned,) = t(route(2))
+    assert assigned.rep_id == "b"  # type: ignore[attr-defined]
+    assert ("moved to another team",) in [c.reasons for c in assigned.decision.candidates]  # type: ignore[attr-defined]
+    t(release(1, "a"))  # the lead a took along is closed: a is gone for good
+    assert set(t.s.reps) == {"b"}
+
+
+def test_a_departed_rep_who_comes_back_is_a_member_again() -> None:
+    t = Team(upsert("a", capacity=5), route(1), RemoveRep(team_id=TEAM, rep_id="a", reason="moved", at=T0))
+    t(upsert("a", capacity=5))
+    assert not t.s.reps["a"].departed and t.s.reps["a"].load == 1
+    assert t(route(2))[0].rep_id == "a"  # type: ignore[attr-defined]
 
 
 def test_a_lead_behind_an_unassignable_head_is_still_assigned() -> None:
