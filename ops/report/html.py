@@ -40,6 +40,11 @@ def bucket_label(bounds: Sequence[float], i: int) -> str:
     return f"≤ {duration(bounds[i])}" if i < len(bounds) else f"> {duration(bounds[-1])}"
 
 
+def _at_most(seconds: float | None) -> str:
+    # Bucketed data: the median is known to lie under this bound, not exactly at it.
+    return "–" if seconds is None else f"≤ {duration(seconds)}"
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
 
@@ -104,7 +109,7 @@ def _tiles(s: Summary) -> str:
         ("Merged as a new touch", _num(s.merged)),
         ("Routed within 60 s", _pct(s.routing.share_within(60.0))),
         ("First contact in SLA", _pct(s.compliance)),
-        ("Median speed-to-lead", duration(s.speed_to_lead.quantile(0.5))),
+        ("Median speed-to-lead", _at_most(s.speed_to_lead.quantile(0.5))),
         ("SLA breaches", _num(sum(s.breaches.values()))),
         ("Breach-risk warnings", _num(s.at_risk)),
     ]
@@ -163,8 +168,8 @@ def render_html(s: Summary, generated_at: datetime) -> str:
 <div class="muted">From {escape(s.origin)} · generated {escape(generated_at.isoformat(timespec="seconds"))}</div>
 {_tiles(s)}
 <h2>Speed-to-lead (capture → first contact)</h2>
-<div class="grid"><div>{_bars(s.speed_to_lead, _BLUE, "Speed-to-lead")}</div>
-<div>{_bars(s.routing, _GREY, "Capture → assigned (routing)")}</div>
+<div class="grid"><div><b>Speed-to-lead</b> (capture → first contact){_bars(s.speed_to_lead, _BLUE, "Speed-to-lead")}</div>
+<div><b>Routing</b> (capture → assigned){_bars(s.routing, _GREY, "Capture → assigned (routing)")}</div>
 <div><b>System delay</b> (capture → rep notified){_bars(s.system_delay, _ORANGE, "System delay")}</div>
 <div><b>Rep delay</b> (notified → first contact){_bars(s.rep_delay, _GREEN, "Rep delay")}</div></div>
 <h2>SLA compliance</h2>

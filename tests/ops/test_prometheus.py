@@ -105,6 +105,8 @@ def _declared() -> set[str]:
     for line in generate_latest(metrics.registry).decode().splitlines():
         if line.startswith("# TYPE "):
             name, kind = line.split()[2:4]
+            if name.endswith("_created"):
+                continue  # the client's creation timestamps, not metrics of ours
             names.add(name + ("_total" if kind == "counter" and not name.endswith("_total") else ""))
     return names
 
@@ -187,3 +189,10 @@ def test_fallbacks_are_removed_before_checking_for_data() -> None:
     assert without_fallbacks("(sum(a) or vector(0)) / sum(b)") == "(sum(a)) / sum(b)"
     assert without_fallbacks("sum(x) or  vector( 0 )") == "sum(x)"
     assert without_fallbacks("sum(x) or sum(y)") == "sum(x) or sum(y)"
+
+
+def test_the_docs_list_every_metric_and_alert() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "OBSERVABILITY.md").read_text()
+    missing = {name for name in _declared() if f"`{name}`" not in doc}
+    assert missing == set(), f"docs/OBSERVABILITY.md does not list {sorted(missing)}"
+    assert {a for a in _alerts() if f"`{a}`" not in doc} == set()
