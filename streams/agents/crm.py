@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,9 +90,11 @@ async def _upsert(message: UpsertOpportunity, now: datetime) -> None:
         await _report(message, True, "none", None, attempts, None, now)
         _forget(key)
         return
+    started = time.monotonic()
     try:
         record = await asyncio.wait_for(adapter.upsert(message.opportunity_id, message.payload), settings.timeout + 1)
     except (TransientError, TimeoutError) as exc:
+        _count_call("transient", started)
         reason = str(exc) or "timed out"
         if message.attempt < len(settings.retry_delays):
             due = now + timedelta(seconds=settings.retry_delays[message.attempt])
@@ -103,13 +106,20 @@ async def _upsert(message: UpsertOpportunity, now: datetime) -> None:
         _forget(key)
         return
     except PermanentError as exc:
+        _count_call("permanent", started)
         await _dead_letter(message, adapter.name, attempts, f"refused: {exc}", now)
         _forget(key)
         return
+    _count_call("ok", started)
     log.info("crm upsert ok opportunity_id=%s crm=%s created=%s attempt=%d", message.opportunity_id, adapter.name,
              record.created, attempts)
     await _report(message, True, adapter.name, record.crm_id, attempts, None, now)
     _forget(key)
+
+
+def _count_call(outcome: str, started: float) -> None:
+    runtime.metrics.crm_calls.labels("upsert_opportunity", outcome).inc()
+    runtime.metrics.crm_duration.observe(time.monotonic() - started)
 
 
 async def _report(message: UpsertOpportunity, synced: bool, crm: str, crm_id: str | None, attempts: int,
