@@ -72,6 +72,11 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
         consumer_auto_offset_reset="earliest",
+        # The consumer only learns of topics through metadata refreshes. Topics declared at start
+        # (a new deployment) can be missing from the snapshot the group joins with, and aiokafka
+        # does not ask again for unknown topics: with the 5 min default their partitions stayed
+        # unassigned (lead.commands unconsumed) for minutes. A refresh finds them and rejoins.
+        consumer_metadata_max_age_ms=5_000,
         web_port=settings.web_port,
         web_host=settings.web_host,
         web_bind="0.0.0.0",
