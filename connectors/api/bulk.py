@@ -52,6 +52,9 @@ CSV_CONTENT_TYPES = ("text/csv", "application/csv")
 _READ_BYTES = 64 * 1024
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _IDENTITY = ("email", "phone", "external_id")
+# Classic Mac files (old Excel for Mac's "CSV (Macintosh)") end lines with a bare CR: say so
+# rather than let the csv module's advice about "universal-newline mode" reach the user.
+_BARE_CR = "lines end with a bare CR (classic Mac format); save the file with LF or CRLF line ends"
 
 
 class CsvProblem(Exception):
@@ -124,8 +127,9 @@ class CsvRecords:
                 del self._pending[: end + 1]
                 break
             if len(self._pending) > MAX_RECORD_BYTES:
+                hint = f" ({_BARE_CR}?)" if b"\r" in self._pending else ""
                 raise self._problem(400, "malformed_csv", f"is longer than {MAX_RECORD_BYTES // 1024} KiB "
-                                                          "without a line break")
+                                                          f"without a line break{hint}")
             if self._eof:
                 if not self._pending:
                     return None
@@ -197,7 +201,8 @@ class CsvRecords:
         try:
             return next(self._reader)
         except csv.Error as exc:
-            raise CsvProblem(0, 400, "malformed_csv", f"the header row cannot be parsed: {exc}") from None
+            why = _BARE_CR if "\r" in first.rstrip("\r\n") else str(exc)
+            raise CsvProblem(0, 400, "malformed_csv", f"the header row cannot be parsed: {why}") from None
 
     async def next(self) -> tuple[int, list[str] | str] | None:
         """``(row, cells)``, ``(row, reason)`` for a row the csv module refuses, or ``None`` at the end."""

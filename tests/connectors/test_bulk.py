@@ -191,6 +191,8 @@ async def test_bad_encoding_after_the_first_chunk_stops_the_stream_there(client:
     (b'email,company\na@example.com,"Acme\n', 400, "malformed_csv", "rows[1]", "never closed"),
     (b"email,company\n" + b"a" * 70_000, 400, "malformed_csv", "rows[1]", "longer than 64 KiB"),
     (b"email\xff,company\n", 400, "bad_encoding", "rows[0]", "the header row (line 1)"),
+    (b"email,company\ra@example.com,Acme\r", 400, "malformed_csv", "rows[0]", "bare CR (classic Mac format)"),
+    (b"email,company\r" + b"a@example.com,Acme\r" * 4000, 400, "malformed_csv", "rows[0]", "bare CR"),
 ])
 async def test_a_file_that_cannot_be_read_is_a_4xx_naming_where(
         client: Client, engine: FakeEngine, body: bytes, status: int, code: str, field: str, reason: str) -> None:
