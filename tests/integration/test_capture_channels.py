@@ -100,9 +100,10 @@ async def ch(stack: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> As
         "CAP_TF_SECRET": TF_SECRET, "LEADFLOW_ALLOWED_REDIRECT_HOSTS": "www.example.com",
     })
     spec.config_yaml = CONFIG.format(hooks=f"{receiver.url}/hooks", secret=SECRET, graph=graph.url, form=TF_FORM)
-    worker = Worker(spec)
+    worker: Worker | None = None
     timeout = aiohttp.ClientTimeout(total=15)
     try:
+        worker = Worker(spec)
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=timeout) as api, \
                 aiohttp.ClientSession(timeout=timeout) as raw:
             await worker.wait_ready()
@@ -115,7 +116,8 @@ async def ch(stack: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> As
             await eventually(roster, what="the configured reps")
             yield channels
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
         await graph.stop()
         await receiver.stop()
 
@@ -148,7 +150,12 @@ async def assigned(ch: Channels, lead_id: str, what: str) -> Any:
         got = await lead(ch, lead_id)
         return got if got and got["routing"] == "assigned" and webhooks(ch, lead_id, "lead.assigned") else None
 
-    view = await eventually(done, what=f"{what} assigned and notified")
+    try:
+        view = await eventually(done, what=f"{what} assigned and notified")
+    except AssertionError as exc:
+        got = await lead(ch, lead_id)
+        state = got and (got["routing"], [e["kind"] for e in got["timeline"]])
+        raise AssertionError(f"{exc}\nlead {lead_id}: {state}\nworker log:\n{ch.worker.log(30)}") from None
     [hook] = webhooks(ch, lead_id, "lead.assigned")
     assert hook["verified"], "the Standard Webhooks verifier must accept the signature"
     assert hook["rep_id"] == view["assignment"]["rep_id"]
