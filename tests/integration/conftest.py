@@ -6,13 +6,14 @@ The stack uses its own state dir and ports so it never collides with a developer
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from ops.stack import StackConfig, stack_down, stack_up
+from ops.stack import StackConfig, stack_down, stack_status, stack_up
 from tests.integration.harness import API_KEY, Receiver, WorkerSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,9 +33,14 @@ def stack() -> Iterator[StackConfig]:
         kafka_controller_port=int(os.environ.get("LEADFLOW_TEST_KAFKA_PORT", "29092")) + 1,
         redis_port=int(os.environ.get("LEADFLOW_TEST_REDIS_PORT", "26379")),
     )
+    keep = os.environ.get("LEADFLOW_TEST_KEEP_STACK") == "1"
+    if not keep and not stack_status(cfg).running:
+        # A fresh broker for each run: every test has its own app id, so the topics of earlier
+        # runs would pile up in the state dir and slow the broker's start more every time.
+        shutil.rmtree(cfg.state_dir, ignore_errors=True)
     stack_up(cfg)
     yield cfg
-    if os.environ.get("LEADFLOW_TEST_KEEP_STACK") != "1":
+    if not keep:
         stack_down(cfg)
 
 
