@@ -59,12 +59,6 @@ def _queued_at(state: TeamState) -> list[datetime]:
     return stamps
 
 
-def _stable() -> bool:
-    recovery = app.tables.recovery
-    return app.rebalancing_count > 0 and not app.rebalancing and recovery.completed.is_set() \
-        and not recovery.in_recovery
-
-
 def _report_tables() -> None:
     metrics = runtime.metrics
     now = runtime.clock.now()
@@ -133,7 +127,7 @@ async def refresh_gauges() -> None:
         if tick % _TABLE_EVERY:
             continue
         try:
-            if _stable():
+            if app.tables_settled():
                 _report_tables()
             if app.consumer is not None:
                 _report_lag()
