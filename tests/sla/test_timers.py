@@ -1,6 +1,8 @@
 """The timer index: one timer per key, replace/cancel, earliest first, bulk load, drop; model-checked."""
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -11,18 +13,50 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sla.timers import TimerIndex
 
 
-def test_pops_earliest_first_ties_by_key() -> None:
+def lead(i: int) -> str:
+    """A canonical lead id, as ``rules.capture`` makes them (``ld_`` + 24 lowercase hex)."""
+    return f"ld_{i:024x}"
+
+
+def test_pops_earliest_first_lead_ids_tie_in_key_order() -> None:
     index = TimerIndex()
-    for key, due in [("c", 30.0), ("a", 10.0), ("b", 20.0), ("z", 10.0), ("d", 40.0)]:
-        index.schedule(key, due, key.upper())
+    for key, due in [(lead(3), 30.0), (lead(0xA), 10.0), (lead(2), 20.0), (lead(1), 10.0), (lead(4), 40.0)]:
+        index.schedule(key, due, key[-1])
     assert index.next_due_s() == 10.0
     assert index.pop_due(9.99) == []
-    assert index.pop_due(20.0) == [("a", "A"), ("z", "Z"), ("b", "B")]
+    assert index.pop_due(20.0) == [(lead(1), "1"), (lead(0xA), "a"), (lead(2), "2")]
     assert index.next_due_s() == 30.0 and len(index) == 2
-    assert index.pop_due(1e9) == [("c", "C"), ("d", "D")]
+    assert index.pop_due(1e9) == [(lead(3), "3"), (lead(4), "4")]
     assert index.next_due_s() is None and len(index) == 0
 
 
+def test_any_other_key_works_too_in_a_fixed_order_on_ties() -> None:
+    index = TimerIndex()
+    for key, due in [("c", 30.0), ("a", 10.0), ("b", 20.0), ("z", 10.0), ("d", 40.0)]:
+        index.schedule(key, due, key.upper())
+    first = index.pop_due(20.0)
+    assert sorted(first[:2]) == [("a", "A"), ("z", "Z")] and first[2] == ("b", "B")
+    assert index.pop_due(1e9) == [("c", "C"), ("d", "D")]
+
+
+@pytest.mark.parametrize("key", ["LD_" + "0" * 24, "ld_" + "A" * 24, "ld_" + "0" * 23 + "_", "ld_" + "0" * 23,
+                                 "ld_+" + "0" * 23, "ld_" + "0" * 24 + ":1", " ld_" + "0" * 23])
+def test_near_lead_ids_stay_distinct_keys(key: str) -> None:
+    index = TimerIndex()
+    index.schedule(lead(0), 1.0, "lead")
+    index.schedule(key, 1.0, "other")
+    assert len(index) == 2 and index.get(key) == (1.0, "other") and index.get(lead(0)) == (1.0, "lead")
+    assert sorted(index.pop_due(1.0)) == sorted([(lead(0), "lead"), (key, "other")])
+
+
+def test_lead_ids_are_held_as_numbers_not_strings() -> None:
+    index = TimerIndex()
+    key = "ld_" + "ab" * 12
+    index.schedule(key, 5.0, (1, 2))
+    assert not index._names and list(index._live) == [int("ab" * 12, 16)]
+    assert key in index and index.get(key) == (5.0, (1, 2))
+    (fired,) = index.pop_due(5.0)
+    assert fired == (key, (1, 2)) and fired[0] == key and type(fired[0]) is str
 def test_rescheduling_replaces() -> None:
     index = TimerIndex()
     index.schedule("lead", 10.0, 1)
@@ -135,7 +169,79 @@ def test_churn_keeps_the_heap_bounded() -> None:
         if i % 7 == 0:
             index.cancel(f"k{(i * 31) % 100}")
     assert len(index._heap) <= 2 * len(index) + 1024 + 1
-    assert len(index._stale) <= len(index._heap)
+    assert len(index._names) == len(index) and len(index._free_ids) <= 100  # interned keys recycled
+    index.pop_due(math.inf)
+    assert not index._names and not index._odd and len(index) == 0
+
+
+def test_tokens_keep_their_exact_type_and_value() -> None:
+    index = TimerIndex()
+    tokens: list[object] = [None, 0, 1, True, 1.0, (1, 1), (1, True), (1.0, 1), "1", ("a", None, 2**70),
+                            (1, 2, 3, 4, 5), "x" * 100, frozenset({1}), Timer(1)]
+    for i, token in enumerate(tokens):
+        index.schedule(lead(i), float(i), token)
+    fired = index.pop_due(math.inf)
+    assert [k for k, _ in fired] == [lead(i) for i in range(len(tokens))]
+    for (_, got), want in zip(fired, tokens):
+        assert got == want and type(got) is type(want)
+        if isinstance(want, tuple):
+            assert [type(x) for x in got] == [type(x) for x in want]  # type: ignore[attr-defined]
+    assert not index._odd  # side tokens go with their timers
+
+
+def test_many_distinct_tokens_stay_bounded_and_correct() -> None:
+    index = TimerIndex()
+    for i in range(6000):
+        index.schedule(lead(i), 1.0, ("t", i))  # more distinct tokens than the interned table holds
+    assert len(index._tokens) <= 4095
+    fired = index.pop_due(1.0)
+    assert fired == [(lead(i), ("t", i)) for i in range(6000)]
+
+
+def test_the_agent_flow_one_cycle_and_step_fires_once() -> None:
+    # streams/agents/sla.py: key = lead id, token = (cycle, step); a replayed decision is a no-op.
+    index = TimerIndex()
+    index.schedule(lead(7), 100.0, (1, 0))
+    index.schedule(lead(7), 100.0, (1, 0))            # the lead agent replays the same decision
+    index.schedule(lead(7), 220.0, (1, 1))            # the next step
+    index.cancel(lead(7))                             # contacted
+    index.schedule(lead(7), 220.0, (1, 1))            # ...then a stale command re-arms it
+    assert index.pop_due(150.0) == []                 # the stale 100 s entry is ignored
+    assert index.pop_due(300.0) == [(lead(7), (1, 1))]  # two equal entries in the heap, one fire
+    assert index.pop_due(1e9) == [] and len(index) == 0
+    index.schedule(lead(7), 400.0, (2, 0))            # a new cycle
+    assert index.pop_due(1e9) == [(lead(7), (2, 0))]
+
+
+def test_a_recycled_key_id_never_fires_early() -> None:
+    index = TimerIndex()
+    index.schedule("a", 10.0, "A")
+    index.cancel("a")                                 # "a"'s id is free, its entry stale in the heap
+    index.schedule("b", 50.0, "B")                    # "b" takes the id
+    assert index.pop_due(20.0) == []
+    index.schedule("b", 10.0, "A")                    # now equal to the stale twin: fires once
+    assert index.pop_due(20.0) == [("b", "A")]
+    assert index.pop_due(1e9) == [] and not index._names
+
+
+def test_negative_zero_and_negative_times() -> None:
+    index = TimerIndex()
+    index.schedule(lead(1), -0.0)
+    index.schedule(lead(2), -5.5)
+    index.schedule(lead(3), 0.0, 3)
+    assert index.next_due_s() == -5.5
+    assert index.pop_due(-0.0) == [(lead(2), None), (lead(1), None), (lead(3), 3)]
+    with pytest.raises(ValueError, match="nan"):
+        index.pop_due(float("nan"))
+
+
+def test_a_timer_costs_two_ints_and_a_dict_slot() -> None:
+    index = TimerIndex()
+    index.schedule(lead(2**95), 1_767_600_000.123456, (1, 3))
+    ((code, entry),) = index._live.items()
+    assert index._heap == [entry] and index._heap[0] is entry  # shared, not copied
+    assert sys.getsizeof(code) <= 40 and sys.getsizeof(entry) <= 48
+    assert index.get(lead(2**95)) == (1_767_600_000.123456, (1, 3))  # the due time is exact
 
 
 def test_time_is_only_ever_an_argument() -> None:
@@ -147,7 +253,7 @@ def test_time_is_only_ever_an_argument() -> None:
 
 # --- model test: the index against a naive sorted list -----------------------------------------
 
-KEYS = st.sampled_from([f"ld_{i:024x}:1" for i in range(4)])
+KEYS = st.sampled_from([lead(0), lead(1), lead(2), f"{lead(3)}:1", "other"])
 DUES = st.integers(min_value=0, max_value=12).map(lambda n: n / 4)  # many exact ties on purpose
 TOKENS = st.one_of(st.none(), st.integers(0, 3), st.text(max_size=2), st.builds(Opaque))
 
@@ -164,9 +270,8 @@ class TimerModel(RuleBasedStateMachine):
         self.model: dict[str, tuple[float, object]] = {}
         self.now = 0.0
 
-    def expected_due(self, now: float) -> list[tuple[str, object]]:
-        due = sorted((d, k) for k, (d, _) in self.model.items() if d <= now)
-        return [(k, self.model[k][1]) for _, k in due]
+    def due_now(self, now: float) -> dict[str, tuple[float, object]]:
+        return {k: v for k, v in self.model.items() if v[0] <= now}
 
     @rule(key=KEYS, due=DUES, token=TOKENS)
     def schedule(self, key: str, due: float, token: object) -> None:
@@ -180,11 +285,18 @@ class TimerModel(RuleBasedStateMachine):
     @rule(step=st.integers(min_value=0, max_value=12).map(lambda n: n / 4), limit=st.none() | st.integers(0, 4))
     def pop(self, step: float, limit: int | None) -> None:
         self.now += step
-        expected = self.expected_due(self.now)[:limit]
+        due = self.due_now(self.now)
         got = self.index.pop_due(self.now, limit)
-        assert [k for k, _ in got] == [k for k, _ in expected]
-        assert all(same(a, b) for (_, a), (_, b) in zip(got, expected))
-        for key, _ in expected:
+        assert len(got) == (len(due) if limit is None else min(limit, len(due)))
+        assert len({k for k, _ in got}) == len(got)
+        fired_dues = [due[k][0] for k, _ in got]
+        assert fired_dues == sorted(fired_dues)                          # earliest first
+        left = [d for k, (d, _) in due.items() if k not in dict(got)]
+        assert not left or not fired_dues or max(fired_dues) <= min(left)  # nothing earlier skipped
+        leads = [(due[k][0], k) for k, _ in got if len(k) == 27]
+        assert leads == sorted(leads)                                    # lead ids tie in key order
+        for key, token in got:
+            assert same(token, due[key][1])
             del self.model[key]
 
     @rule(items=st.lists(st.tuples(KEYS, DUES, TOKENS), max_size=5))
@@ -196,7 +308,7 @@ class TimerModel(RuleBasedStateMachine):
     @rule(bucket=st.integers(0, 3))
     def drop(self, bucket: int) -> None:
         def doomed(key: str) -> bool:
-            return int(key[3:-2], 16) % 4 == bucket
+            return sum(map(ord, key)) % 4 == bucket
         assert self.index.drop(doomed) == sum(1 for k in self.model if doomed(k))
         self.model = {k: v for k, v in self.model.items() if not doomed(k)}
 
