@@ -66,15 +66,24 @@ def score_view(score: Score | None) -> dict[str, Any] | None:
             "outcomes": score.outcomes, "segment": score.segment, "reasons": list(score.reasons)}
 
 
-def rescore(state: LeadState, now: datetime, policy: LeadPolicy,
-            publish: bool = True) -> tuple[LeadState, tuple[Outgoing, ...]]:
+def rescore(state: LeadState, now: datetime, policy: LeadPolicy, publish: bool = True,
+            on_last_entry: bool = False) -> tuple[LeadState, tuple[Outgoing, ...]]:
     """Score the lead again; ``lead.scored`` when the score changed (a touch only updates the state:
-    its ``lead.touched`` event already tells downstream, and the next cycle publishes the score)."""
+    its ``lead.touched`` event already tells downstream, and the next cycle publishes the score).
+
+    ``on_last_entry`` puts the score on the timeline entry just written (``captured``) instead of
+    a ``scored`` entry of its own.
+    """
     score = score_lead(state.lead, state.enrichment, state.touches, policy.scoring, policy.outcomes)
     if score == state.score:
         return state, ()
     state = replace(state, score=score)
-    state = note(state, policy, now, "scored", score=score.value, tier=score.tier, reasons=list(score.reasons))
+    if on_last_entry and state.timeline:
+        last = state.timeline[-1]
+        entry = replace(last, detail={**last.detail, "score": score.value, "tier": score.tier})
+        state = replace(state, timeline=state.timeline[:-1] + (entry,))
+    else:
+        state = note(state, policy, now, "scored", score=score.value, tier=score.tier, reasons=list(score.reasons))
     if not publish:
         return state, ()
     return state, (event(state, "lead.scored", now, {**(score_view(score) or {}), "team_id": state.team_id,
@@ -83,7 +92,7 @@ def rescore(state: LeadState, now: datetime, policy: LeadPolicy,
 
 def on_capture(fresh: LeadState, published: Outgoing, now: datetime, policy: LeadPolicy) -> LeadTransition:
     """A new cycle: score it, then route it (an MQL, or any lead when there is no gate) or nurture it."""
-    state, scored = rescore(fresh, now, policy)
+    state, scored = rescore(fresh, now, policy, on_last_entry=True)
     gate = policy.scoring.mql_threshold
     if gate is None:
         return LeadTransition(state=state, outgoing=(published, *scored, route_command(state)))

@@ -336,7 +336,7 @@ async def test_a_lead_is_read_with_its_timeline(client: Client, engine: FakeEngi
     assert view["lead_id"] == state.lead_id and view["routing"] == "assigned"
     assert view["assignment"]["rep_id"] == "rep-ana"
     assert view["assignment"]["decision"]["candidates"][1]["reasons"] == ["offline"]
-    assert [entry["kind"] for entry in view["timeline"]] == ["captured", "scored", "assigned"]
+    assert [entry["kind"] for entry in view["timeline"]] == ["captured", "assigned"]
     assert REP_SECRET not in await response.text()
     assert engine.forwarded == [("lead", state.lead_id)]
     await error_of(await client.get("/v1/leads/ld_000000000000000000000000", headers=AUTH), 404, "not_found")

@@ -73,7 +73,8 @@ def test_a_lead_over_the_threshold_is_an_mql_routed_by_its_tier() -> None:
     assert state.status == "mql" and state.score is not None and state.score.tier == "B"
     assert out[-1].value.priority == 1  # tier B's queue lane
     assert out[1].value["data"]["reasons"][0] == "+22 seniority vp"
-    assert [e.kind for e in state.timeline] == ["captured", "scored", "mql"]
+    assert [e.kind for e in state.timeline] == ["captured", "mql"]
+    assert state.timeline[0].detail["score"] == state.score.value
 
 
 def test_a_lead_below_the_threshold_goes_to_nurture_not_to_an_sdr() -> None:
