@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeAlias
 
 from rules.accounts import Account
 from rules.capture import CapturedLead
+from rules.enrichment import ProviderFindings
 
 __all__ = [
     "Presence",
@@ -114,6 +115,8 @@ class CaptureLead:
     lead: CapturedLead
     #: The account the lead's domain matched (set by the account agent on the way in; ``None``: none).
     account: Account | None = None
+    #: What the HTTP enrichment providers said, looked up by the intake within its time budget.
+    findings: tuple[ProviderFindings, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

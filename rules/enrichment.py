@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 import phonenumbers
@@ -18,6 +19,8 @@ __all__ = [
     "Seniority",
     "Department",
     "Enrichment",
+    "ProviderFindings",
+    "LookupStatus",
     "enrich",
     "as_attributes",
 ]
@@ -44,6 +47,31 @@ class Enrichment:
     seniority: Seniority
     department: Department
     reasons: tuple[str, ...]
+    #: Fields from HTTP enrichment providers (``connectors/enrichment``), e.g. ``company_name``,
+    #: ``employees``, ``industry``; kept from earlier touches when a later lookup finds nothing.
+    provided: dict[str, str] = field(default_factory=dict)
+
+
+LookupStatus = Literal["found", "not_found", "timeout", "error", "skipped"]
+
+#: Bounds on what providers may add to a lead (every table write re-serializes the state).
+MAX_PROVIDED_FIELDS: Final = 40
+MAX_PROVIDED_VALUE: Final = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderFindings:
+    """What one HTTP enrichment provider said about a lead; rides on ``CaptureLead``.
+
+    ``status``: ``found`` (``fields`` hold the answer), ``not_found``, ``timeout`` (no answer
+    within the time budget), ``error`` (the provider failed), ``skipped`` (its circuit is open
+    after repeated failures). ``cached``: answered from the Redis cache.
+    """
+
+    provider: str
+    status: LookupStatus
+    cached: bool = False
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 # --- lookup tables, all built once at import: enrich() does no I/O -----------------------------
@@ -167,8 +195,10 @@ _NON_WORD: Final = re.compile(r"[^a-z0-9]+")
 
 # --- the enrichment ----------------------------------------------------------------------------
 
-def enrich(lead: CapturedLead) -> Enrichment:
-    """Enrich ``lead`` from its own fields; pure, never raises, never calls out."""
+def enrich(lead: CapturedLead, findings: Sequence[ProviderFindings] = (),
+           previous: Enrichment | None = None) -> Enrichment:
+    """Enrich ``lead`` from its own fields, plus what providers found (``findings``, looked up
+    by the intake) over what they found before (``previous``); pure, never raises, never calls out."""
     reasons: list[str] = []
     email_type, email_domain = _classify_email(lead.email, reasons)
     company_domain = _company_domain(email_domain) if email_type in ("corporate", "role") else None
@@ -188,8 +218,36 @@ def enrich(lead: CapturedLead) -> Enrichment:
         phone_type=phone_type,
         seniority=seniority,
         department=department,
-        reasons=tuple(reasons),
+        reasons=tuple(reasons) + _provider_reasons(findings),
+        provided=_provided(findings, previous),
     )
+
+
+def _provided(findings: Sequence[ProviderFindings], previous: Enrichment | None) -> dict[str, str]:
+    provided = dict(previous.provided) if previous is not None else {}
+    for finding in findings:
+        if finding.status == "found":
+            provided.update(finding.fields)
+    if len(provided) > MAX_PROVIDED_FIELDS:  # a stable cut: the config bounds the names anyway
+        provided = dict(sorted(provided.items())[:MAX_PROVIDED_FIELDS])
+    return {key: value[:MAX_PROVIDED_VALUE] for key, value in provided.items()}
+
+
+def _provider_reasons(findings: Sequence[ProviderFindings]) -> tuple[str, ...]:
+    return tuple(f"{f.provider}: {_said(f)}" for f in findings)
+
+
+def _said(f: ProviderFindings) -> str:
+    cached = " (cached)" if f.cached else ""
+    if f.status == "found":
+        return f"{', '.join(sorted(f.fields)) or 'nothing new'}{cached}"
+    if f.status == "not_found":
+        return f"no record{cached}"
+    if f.status == "timeout":
+        return "no answer within the time budget"
+    if f.status == "skipped":
+        return "skipped after repeated failures"
+    return "unavailable"
 
 
 def as_attributes(e: Enrichment) -> dict[str, str]:

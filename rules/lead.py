@@ -117,7 +117,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         merged = replace(
             state,
             lead=merged_lead,
-            enrichment=enrich(merged_lead),
+            enrichment=enrich(merged_lead, command.findings, state.enrichment),
             account=command.account or state.account,
             last_touch=touch,
             touches=state.touches + 1,
@@ -130,7 +130,8 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         return LeadTransition(state=merged, outgoing=(published, *rescored) + _tell_owner(merged, command, now))
     routed = command.lead if state is None else _merge(state.lead, command.lead)
     tier = routed.attributes.get("tier") or None
-    team_id, why = select_team(facts=facts_of(routed, enrich(routed), tier=tier), rules=policy.team_rules,
+    earlier = None if state is None else state.enrichment
+    team_id, why = select_team(facts=facts_of(routed, enrich(routed, command.findings, earlier), tier=tier), rules=policy.team_rules,
                                default_team=policy.default_team, account=command.account)
     cycle = 1 if state is None else state.cycle + 1
     route_id = f"{command.lead_id}:{cycle}:1"
@@ -150,7 +151,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     kind = "captured" if state is None else "reopened"
     fresh = note(fresh, policy, now, kind, source=touch.source, channel=touch.channel, team_id=team_id, why=why)
     # The SLA clock runs from the start of the cycle: a lead waiting in a queue rots too.
-    fresh = start_sla(replace(fresh, enrichment=enrich(fresh.lead)), command.captured_at, policy)
+    fresh = start_sla(replace(fresh, enrichment=enrich(fresh.lead, command.findings, earlier)), command.captured_at, policy)
     published = event(fresh, f"lead.{kind}", now, {"source": touch.source, "channel": touch.channel,
                                                 "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead),
                                                 "enrichment": _enrichment(fresh)})

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WorkingHours
 from leadflow.errors import ConfigError
@@ -182,6 +183,7 @@ class LeadflowConfig(_Strict):
     marketing: MarketingConfig = MarketingConfig()  # source spend, for cost per MQL/SQL (ops/metrics.py)
     teams: tuple[TeamConfig, ...] = ()
     providers: ProvidersConfig = ProvidersConfig()  # Facebook Lead Ads, Typeform (connectors/providers)
+    enrichment: EnrichmentConfig = EnrichmentConfig()  # HTTP enrichment providers, budget, cache (connectors/enrichment)
     scoring: ScoringConfig = ScoringConfig()  # fit + intent weights, the MQL threshold (streams/crm_config.py)
     qualification: QualificationConfig = QualificationConfig()  # frameworks besides BANT, MEDDIC, CHAMP
     crm: CrmConfig = CrmConfig()  # the CRM adapter, durable retries, signed CRM events, AEs
