@@ -193,6 +193,10 @@ class Metrics:
         self.redis_degraded_mode = Gauge(
             "leadflow_redis_degraded_mode", "1 while Redis does not answer and the worker runs without it.",
             registry=r)
+        self.enrichment_lookups = Counter(
+            "leadflow_enrichment_lookups_total",
+            "HTTP enrichment lookups by provider and outcome (hit, miss, timeout, error, degraded).",
+            ["provider", "outcome"], registry=r)
         self.commands_processed = Counter(
             "leadflow_commands_processed_total", "Commands applied by each entity agent.",
             ["agent", "command"], registry=r)
