@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from connectors.api.context import authenticate, context, read_json
+from connectors.api.context import lead_owner, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from rules.commands import RecordActivity
@@ -34,10 +34,7 @@ ACTIVITY_INPUT_MODEL = _ActivityIn
 
 @routes.post("/leads/{lead_id}/activities")
 async def record_activity(request: web.Request) -> web.Response:
-    authenticate(request)
-    ctx = context(request)
-    lead_id = request.match_info["lead_id"]
-    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    ctx, lead_id, forwarded = await lead_owner(request)
     if forwarded is not None:
         return forwarded
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -11,6 +12,7 @@ from connectors.api.errors import ApiError
 from connectors.api.ports import EnginePort
 from connectors.auth import ApiKey, Keyring
 from connectors.capture_store import CaptureStore
+from connectors.lead_input import FieldError
 from connectors.crm import EventsAuth
 from connectors.providers import Providers
 from connectors.rate_limit import RateLimiter
@@ -18,7 +20,8 @@ from ops.metrics import Metrics
 from rules.qualification import DEFAULT_FRAMEWORKS, Framework
 from sla.clock import Clock
 
-__all__ = ["ApiContext", "CONTEXT", "context", "authenticate", "enforce_rate_limit", "read_json"]
+__all__ = ["ApiContext", "CONTEXT", "context", "authenticate", "enforce_rate_limit", "read_json", "lead_owner",
+           "read_object"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,3 +90,23 @@ async def read_json(request: web.Request) -> object:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+async def lead_owner(request: web.Request) -> tuple[ApiContext, str, web.Response | None]:
+    """Authenticate a ``/v1/leads/{lead_id}/...`` request and relay it to the lead's owner.
+
+    Returns the context, the lead id, and the owner's answer when the request was relayed
+    (the handler returns it as is); ``None`` means this worker owns the lead.
+    """
+    authenticate(request)
+    ctx = context(request)
+    lead_id = request.match_info["lead_id"]
+    return ctx, lead_id, await ctx.engine.forward_to_owner("lead", lead_id, request)
+
+
+async def read_object(request: web.Request, allowed: frozenset[str]) -> tuple[dict[str, Any], list[FieldError]]:
+    """The JSON object body, and an ``unknown field`` error for each key not in ``allowed``."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid", "expected a JSON object", [FieldError("(body)", "expected an object")])
+    return body, [FieldError(k, "unknown field") for k in sorted(set(body) - allowed)]

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from connectors.api.accounts import account_view
-from connectors.api.context import ApiContext, authenticate, context, read_json
+from connectors.api.context import ApiContext, authenticate, context, lead_owner, read_json, read_object
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
 from rules.commands import AnswerOffer, DispositionLead
@@ -183,10 +183,7 @@ def lead_view(state: LeadState) -> dict[str, Any]:
 
 @routes.get("/leads/{lead_id}")
 async def get_lead(request: web.Request) -> web.Response:
-    authenticate(request)
-    ctx = context(request)
-    lead_id = request.match_info["lead_id"]
-    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    ctx, lead_id, forwarded = await lead_owner(request)
     if forwarded is not None:
         return forwarded
     state = ctx.engine.lead(lead_id)
@@ -197,16 +194,10 @@ async def get_lead(request: web.Request) -> web.Response:
 
 @routes.post("/leads/{lead_id}/disposition")
 async def disposition(request: web.Request) -> web.Response:
-    authenticate(request)
-    ctx = context(request)
-    lead_id = request.match_info["lead_id"]
-    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    ctx, lead_id, forwarded = await lead_owner(request)
     if forwarded is not None:
         return forwarded
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid", "expected a JSON object", [FieldError("(body)", "expected an object")])
-    errors = [FieldError(k, "unknown field") for k in sorted(set(body) - {"status", "reason", "rep_id"})]
+    body, errors = await read_object(request, frozenset({"status", "reason", "rep_id"}))
     status = body.get("status")
     if status not in DISPOSITIONS:
         errors.append(FieldError("status", f"expected one of {', '.join(DISPOSITIONS)}"))
@@ -229,16 +220,10 @@ async def disposition(request: web.Request) -> web.Response:
 
 async def _answer(request: web.Request, *, accepted: bool) -> web.Response:
     """``/accept`` and ``/decline``: the rep answers the offer the lead is waiting on."""
-    authenticate(request)
-    ctx = context(request)
-    lead_id = request.match_info["lead_id"]
-    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    ctx, lead_id, forwarded = await lead_owner(request)
     if forwarded is not None:
         return forwarded
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid", "expected a JSON object", [FieldError("(body)", "expected an object")])
-    errors = [FieldError(k, "unknown field") for k in sorted(set(body) - {"rep_id", "reason"})]
+    body, errors = await read_object(request, frozenset({"rep_id", "reason"}))
     rep_id, reason = body.get("rep_id"), body.get("reason")
     if not (isinstance(rep_id, str) and 0 < len(rep_id) <= 64):
         errors.append(FieldError("rep_id", "required: the id of the rep the lead is offered to"))
