@@ -174,16 +174,21 @@ class TimerIndex:
             bound = (_SIGN << 1) << _SHIFT  # above every finite due time
         else:
             bound = (_due_code(now + 0.0) + 1) << _SHIFT  # every entry below is due
-        heap, live = self._heap, self._live
+        heap, live, tokens = self._heap, self._live, self._tokens
         while heap and heap[0] < bound:
             if limit is not None and len(fired) >= limit:
                 break
             entry = heappop(heap)
             code = (entry >> _TOKEN_BITS) & _KEY_MASK
-            if live.get(code) == entry:
-                del live[code]
+            if live.get(code) != entry:
+                continue  # stale: replaced or cancelled since it was pushed
+            del live[code]
+            token_code = entry & _TOKEN_MASK
+            if code & _NAMED or token_code == _ODD or self._odd:
                 fired.append((self._key_of(code), self._token_of(entry, code)))
                 self._release(code)
+            else:  # the common case, inlined: a lead id with an interned token
+                fired.append(("ld_%024x" % code, tokens[token_code]))
         return fired
 
     def next_due_s(self) -> float | None:
