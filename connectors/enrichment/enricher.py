@@ -84,15 +84,15 @@ class Enricher:
         keys = [{name: lookup_key(lead, p.kind) for name, p in self._providers.items()} for lead in leads]
         wanted = list(dict.fromkeys((name, key) for per_lead in keys for name, key in per_lead.items() if key))
         answers: dict[_Pair, tuple[LookupStatus, bool, Answer | None]] = {}
-        cached, cache_up = await self._cached(wanted, deadline)
+        cached, cache_down = await self._cached(wanted, deadline)
         for pair, hit in cached.items():
             answers[pair] = ("found" if hit.found else "not_found", True, hit)
             self._on_lookup(pair[0], "hit")
         to_ask = [pair for pair in wanted if pair not in cached]
         batch = EnrichedBatch(findings=[])
-        for pair, (status, fresh) in (await self._ask_all(to_ask, deadline, cache_up)).items():
+        for pair, (status, fresh) in (await self._ask_all(to_ask, deadline, cache_down)).items():
             answers[pair] = (status, False, fresh)
-            if fresh is not None and cache_up:
+            if fresh is not None and self._cache is not None and not cache_down:
                 batch.to_cache[pair] = fresh
         for per_lead in keys:
             findings = []
@@ -117,18 +117,19 @@ class Enricher:
     # --- internals ----------------------------------------------------------------------
 
     async def _cached(self, wanted: list[_Pair], deadline: float) -> tuple[dict[_Pair, Answer], bool]:
+        """The cached answers, and whether the cache is down (degraded mode) for this batch."""
         if self._cache is None or not wanted:
-            return {}, self._cache is not None
+            return {}, False
         try:
             # At most half the budget for the cache: a slow Redis must leave the providers time.
-            return await self._cache.get_many(wanted, (deadline - self._clock()) / 2), True
+            return await self._cache.get_many(wanted, (deadline - self._clock()) / 2), False
         except CacheUnavailable as exc:
             log.warning("enrichment cache unavailable, asking providers directly: %s", exc)
             self._on_cache_degraded("enrichment_cache_get")
-            return {}, False
+            return {}, True
 
     async def _ask_all(self, pairs: list[_Pair], deadline: float,
-                       cache_up: bool) -> dict[_Pair, tuple[LookupStatus, Answer | None]]:
+                       cache_down: bool) -> dict[_Pair, tuple[LookupStatus, Answer | None]]:
         results: dict[_Pair, tuple[LookupStatus, Answer | None]] = {}
         runnable: list[_Pair] = []
         for pair in pairs:
@@ -166,7 +167,7 @@ class Enricher:
             answer = task.result()
             results[pair] = ("found" if answer.found else "not_found", answer)
             self._circuits[name] = _Circuit()
-            self._on_lookup(name, "miss" if cache_up else "degraded")
+            self._on_lookup(name, "degraded" if cache_down else "miss")
         return results
 
     async def _ask(self, pair: _Pair, gate: asyncio.Semaphore) -> Answer:

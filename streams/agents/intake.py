@@ -2,15 +2,23 @@
 
 Anything that cannot be a lead goes to ``leads.rejected`` with its original bytes and a
 machine-readable reason in the record headers; the stream never stalls on bad input.
+
+Records are taken in small batches (DESIGN §5): the valid leads of a batch are enriched by the
+HTTP providers of the ``enrichment:`` config together, with bounded parallelism and one time
+budget (``connectors/enrichment``), then sent; the batch's offsets are committed only after
+every command is acknowledged, so a crash replays the batch and loses nothing.
 """
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from connectors.enrichment import Enricher
 from connectors.lead_input import LeadInvalid, validate_lead
 from rules.account_book import capture_outgoing
 from rules.commands import CaptureLead
@@ -20,6 +28,11 @@ from streams.topics import leads_inbound, leads_rejected, publish
 __all__ = ["capture_leads", "reject"]
 
 log = logging.getLogger(__name__)
+
+#: At most this many records per batch, and the longest a record waits for the batch to fill:
+#: small, because it adds to every lead's capture → assignment time.
+_BATCH = 50
+_WITHIN_S = 0.01
 
 
 async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> None:
@@ -39,38 +52,68 @@ def _meta(data: dict[str, Any]) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def _enricher() -> Enricher | None:
+    """The worker's enricher from the config (``None``: no HTTP providers); keys from the environment."""
+    resources, metrics = runtime.resources, runtime.metrics
+    return runtime.config.enrichment.build(
+        os.environ, session=lambda: resources.session, redis=resources.redis, prefix=f"{runtime.settings.app_id}:",
+        on_lookup=lambda provider, outcome: metrics.enrichment_lookups.labels(provider, outcome).inc(),
+        on_cache_degraded=lambda operation: metrics.redis_degraded.labels(operation).inc(),
+    )
+
+
+async def _capture(event: Any) -> tuple[CaptureLead, bool] | None:
+    """The command for one record (and whether it came from outside leadflow), or ``None``: rejected."""
+    message = event.message
+    origin = f"{message.topic}:{message.partition}:{message.offset}"
+    raw = event.value
+    try:
+        data = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        await reject(raw, "malformed_json", {"message": str(exc)[:200]}, origin)
+        return None
+    if not isinstance(data, dict):
+        await reject(raw, "not_an_object", {"message": "a lead must be a JSON object"}, origin)
+        return None
+    meta = _meta(data)
+    try:
+        valid = validate_lead(data, default_source=str(meta.get("default_source") or "kafka"),
+                              channel=str(meta.get("channel") or "kafka"))
+    except LeadInvalid as exc:
+        fields = [{"field": f.field, "reason": f.reason} for f in exc.fields]
+        await reject(raw, "invalid_lead", {"fields": fields}, origin)
+        return None
+    now = runtime.clock.now()
+    try:
+        captured_at = datetime.fromisoformat(meta["received_at"])
+    except (KeyError, TypeError, ValueError):
+        captured_at = now
+    # External records get a capture id from their position, so a replay is recognized.
+    capture_id = str(meta.get("capture_id") or f"kafka:{origin}")
+    return CaptureLead(lead_id=valid.lead_id, capture_id=capture_id, captured_at=captured_at,
+                       lead=valid.lead), not meta
+
+
 @app.agent(leads_inbound, concurrency=1)
 async def capture_leads(records: Any) -> None:
-    async for event in records.events():
-        message = event.message
-        origin = f"{message.topic}:{message.partition}:{message.offset}"
-        raw = event.value
-        try:
-            data = orjson.loads(raw)
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            await reject(raw, "malformed_json", {"message": str(exc)[:200]}, origin)
+    enricher = _enricher()
+    if enricher is not None:
+        log.info("intake: enrichment by %s within %.0f ms per batch",
+                 ", ".join(enricher.providers), enricher.budget_s * 1000)
+    async for events in records.take_events(_BATCH, within=_WITHIN_S):
+        captures = [capture for capture in [await _capture(event) for event in events] if capture is not None]
+        if not captures:
             continue
-        if not isinstance(data, dict):
-            await reject(raw, "not_an_object", {"message": "a lead must be a JSON object"}, origin)
-            continue
-        meta = _meta(data)
-        try:
-            valid = validate_lead(data, default_source=str(meta.get("default_source") or "kafka"),
-                                  channel=str(meta.get("channel") or "kafka"))
-        except LeadInvalid as exc:
-            fields = [{"field": f.field, "reason": f.reason} for f in exc.fields]
-            await reject(raw, "invalid_lead", {"fields": fields}, origin)
-            continue
-        now = runtime.clock.now()
-        try:
-            captured_at = datetime.fromisoformat(meta["received_at"])
-        except (KeyError, TypeError, ValueError):
-            captured_at = now
-        # External records get a capture id from their position, so a replay is recognized.
-        capture_id = str(meta.get("capture_id") or f"kafka:{origin}")
-        # Acknowledged before the record counts as processed: its offset may be committed next.
+        enriched = None
+        if enricher is not None:
+            enriched = await enricher.enrich([command.lead for command, _ in captures])
+            captures = [(replace(command, findings=findings), external)
+                        for (command, external), findings in zip(captures, enriched.findings)]
+        # Acknowledged before the batch counts as processed: its offsets may be committed next.
         # A lead with a company domain first visits the owner of that domain's account (account agent).
-        await publish((capture_outgoing(CaptureLead(
-            lead_id=valid.lead_id, capture_id=capture_id, captured_at=captured_at, lead=valid.lead)),))
-        if not meta:
-            runtime.metrics.leads_captured.labels("kafka-feed", "kafka").inc()  # sources there are free text
+        await publish(tuple(capture_outgoing(command) for command, _ in captures))
+        external = sum(1 for _, outside in captures if outside)
+        if external:
+            runtime.metrics.leads_captured.labels("kafka-feed", "kafka").inc(external)  # sources there are free text
+        if enricher is not None and enriched is not None:
+            await enricher.remember(enriched)  # after the send: the cache never delays routing
