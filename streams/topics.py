@@ -108,4 +108,13 @@ async def declare_topics() -> None:
     partition on the first send.
     """
     for topic in (*CHANNELS.values(), leads_inbound, leads_rejected):
-        await topic.maybe_declare()
+        delay = 0.5
+        while True:
+            try:
+                await topic.maybe_declare()
+                break
+            except Exception as exc:  # e.g. the broker restarting: an app task that raises crashes the worker
+                log.warning("declaring topic %s failed (%s); retrying in %.1f s",
+                            topic.get_topic_name(), type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)

@@ -233,7 +233,12 @@ async def handle_batch(events: list[Any], gate: asyncio.Semaphore) -> None:
 async def deliver_notifications(stream: Any) -> None:
     gate = asyncio.Semaphore(_PARALLEL)
     async for events in stream.take_events(_BATCH, within=0.05):
-        await handle_batch(list(events), gate)
+        try:
+            await handle_batch(list(events), gate)
+        except Exception:
+            # A bug must not stop every lead's webhooks: count it, log ids only, move on.
+            runtime.metrics.command_failures.labels("notifier").inc()
+            log.exception("notifier could not handle a batch of %d message(s)", len(events))
 
 
 def track(lead_id: str, backlog: DeliveryBacklog | None) -> None:

@@ -1,0 +1,328 @@
+"""Faults on the real stack: failing webhook receivers, Kafka restarted mid-stream, Redis stopped.
+
+* Receivers that fail half the time, time out, or answer ``410 Gone``: retries follow the
+  (scaled-down) Standard Webhooks schedule, a failing endpoint's circuit opens and defers
+  instead of hammering it, ``410`` is never retried, undeliverable messages land on
+  ``notifications.dead`` with their reason, and a lead whose rep stays unreachable is
+  reassigned to a rep who answers.
+* Kafka stopped and started again (by pid, ``ops.stack``) while leads arrive: the API answers
+  ``503`` with ``Retry-After`` while it is down, and every lead it accepted is assigned once.
+* Redis stopped: capture and routing go on, a repeat is still recognized (in the lead table),
+  and ``leadflow_redis_degraded_total`` counts the operations done without it.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+from standardwebhooks import Webhook
+
+from ops.stack import StackConfig, stack_up
+from ops.stack.kafka import KafkaService
+from ops.stack.process import stop_process
+from ops.stack.redis import RedisService
+from tests.integration.harness import Worker, WorkerSpec, eventually, free_port
+
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
+SCHEDULE = (0.5, 1.0, 1.5, 2.0)  # 5 attempts over 5 s: Standard Webhooks' shape, scaled down
+
+
+@dataclass
+class FaultSpec(WorkerSpec):
+    """A ``WorkerSpec`` with extra environment (retry schedule, breaker, timeouts)."""
+
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def env(self, port: int, data_dir: Any) -> dict[str, str]:
+        return {**super().env(port, data_dir), **self.extra}
+
+
+@dataclass
+class Hit:
+    webhook_id: str
+    lead_id: str
+    kind: str
+    status: int
+    at: float
+
+
+class Endpoint:
+    """One rep's webhook endpoint on its own port (so its circuit is its own), with a behaviour."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour  # ok | flaky | gone | slow
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.hits: list[Hit] = []
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        Webhook(SECRET).verify(body, {k.lower(): v for k, v in request.headers.items()})
+        payload = orjson.loads(body)
+        if self.behaviour == "flaky":
+            status = 503 if len(self.hits) % 2 == 0 else 204  # half of all requests fail
+        elif self.behaviour == "gone":
+            status = 410
+        elif self.behaviour == "slow":
+            status = 204
+        else:
+            status = 204
+        self.hits.append(Hit(request.headers["webhook-id"], payload["data"]["lead_id"], payload["type"], status,
+                             time.monotonic()))
+        if self.behaviour == "slow":
+            await asyncio.sleep(3)  # past the sender's 1 s timeout
+        return web.Response(status=status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def delivered(self) -> dict[str, str]:
+        """lead_id -> webhook_id of each lead.assigned this endpoint accepted (2xx)."""
+        return {h.lead_id: h.webhook_id for h in self.hits if h.kind == "lead.assigned" and h.status < 300}
+
+
+@pytest.fixture
+async def endpoints() -> AsyncIterator[dict[str, Endpoint]]:
+    eps = {"ana": Endpoint("flaky"), "ben": Endpoint("gone"), "cid": Endpoint("slow"), "dot": Endpoint("ok")}
+    for ep in eps.values():
+        await ep.start()
+    yield eps
+    for ep in eps.values():
+        await ep.stop()
+
+
+def _config(urls: dict[str, str], capacity: int = 50) -> str:
+    reps = "\n".join(f'      - {{id: {rep}, capacity: {capacity}, webhook_url: "{url}", webhook_secret: "{SECRET}"}}'
+                     for rep, url in urls.items())
+    return f"routing: {{default_team: sdr}}\nteams:\n  - id: sdr\n    reps:\n{reps}\n"
+
+
+async def _post(api: aiohttp.ClientSession, worker: Worker, leads: list[dict[str, Any]]) -> tuple[int, Any, Any]:
+    async with api.post(f"{worker.url}/v1/leads", json={"leads": leads}) as r:
+        return r.status, await r.json(content_type=None), r.headers
+
+
+async def _lead(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> Any:
+    async with api.get(f"{worker.url}/v1/leads/{lead_id}") as r:
+        return await r.json() if r.status == 200 else None
+
+
+async def _read_topic(stack: StackConfig, topic: str, *, idle_s: float = 2.0) -> list[Any]:
+    """Every record of ``topic`` so far (JSON values)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            batches = await consumer.getmany(timeout_ms=300)
+            for records in batches.values():
+                out += [orjson.loads(r.value) for r in records]
+                quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def _metric(worker: Worker, name: str) -> float:
+    async with aiohttp.ClientSession() as s, s.get(f"{worker.url}/metrics") as r:
+        text = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+@pytest.mark.timeout(240)
+async def test_failing_receivers_retry_on_schedule_break_dead_letter_and_reassign(
+    spec: WorkerSpec, endpoints: dict[str, Endpoint], api: aiohttp.ClientSession
+) -> None:
+    fault = FaultSpec(stack=spec.stack, tmp=spec.tmp, extra={
+        "LEADFLOW_WEBHOOK_RETRY_SCHEDULE": ",".join(str(s) for s in SCHEDULE),
+        "LEADFLOW_WEBHOOK_TIMEOUT": "1",
+        "LEADFLOW_WEBHOOK_BREAKER_THRESHOLD": "3",
+        "LEADFLOW_WEBHOOK_BREAKER_COOLDOWN": "1.5",
+    })
+    fault.config_yaml = _config({rep: ep.url for rep, ep in endpoints.items()})
+    worker = Worker(fault)
+    try:
+        await worker.wait_ready()
+        await eventually(lambda: _reps(api, worker, 4), what="the four reps")
+        status, body, _ = await _post(api, worker, [{"email": f"fault{i}@hooks.example"} for i in range(16)])
+        assert status == 202 and body["accepted"] == 16, body
+        lead_ids = [item["lead_id"] for item in body["results"]]
+
+        # Every lead ends with a rep who answers (ana, flaky; dot), and that rep got the webhook.
+        async def settled() -> dict[str, Any] | None:
+            states = {lid: await _lead(api, worker, lid) for lid in lead_ids}
+            good = {**endpoints["ana"].delivered(), **endpoints["dot"].delivered()}
+            done = all(s and s["routing"] == "assigned" and s["assignment"]["rep_id"] in ("ana", "dot")
+                       and lid in good for lid, s in states.items())
+            return states if done else None
+
+        states = await eventually(settled, timeout=120, interval=0.5, what="every lead with a reachable rep")
+        assert all(s["assignment"]["rep_id"] in ("ana", "dot") for s in states.values())
+
+        # 410 Gone: one request per message, never retried; then the lead moved on.
+        ben = Counter(h.webhook_id for h in endpoints["ben"].hits)
+        assert ben and set(ben.values()) == {1}, ben
+        # The slow endpoint: at most the schedule's attempts per message, and its circuit opened.
+        cid = Counter(h.webhook_id for h in endpoints["cid"].hits)
+        assert cid and max(cid.values()) <= len(SCHEDULE) + 1, cid
+        assert await _metric(worker, 'leadflow_webhook_deliveries_total{event_type="lead.assigned",outcome="deferred"') > 0
+        # The flaky endpoint: a 503 is retried no sooner than the schedule's first delay, same id.
+        ana: dict[str, list[Hit]] = defaultdict(list)
+        for h in endpoints["ana"].hits:
+            ana[h.webhook_id].append(h)
+        retried = [hits for hits in ana.values() if len(hits) > 1 and hits[0].status == 503]
+        assert retried, "some flaky delivery needed a retry"
+        assert all(hits[1].at - hits[0].at >= SCHEDULE[0] * 0.8 for hits in retried)
+
+        # Dead letters: one per undeliverable message, with a reason and without the secret.
+        dead = await _read_topic(spec.stack, f"{fault.app_id}.notifications.dead")
+        reasons = Counter(d["reason"].split(" after")[0].split(":")[0] for d in dead)
+        assert {d["webhook_id"] for d in dead} >= set(ben), dead
+        assert reasons["endpoint gone (410)"] == len(ben), reasons
+        assert all("secret" not in d and SECRET not in orjson.dumps(d).decode() for d in dead)
+        slow_dead = [d for d in dead if d["endpoint"] == f"http://127.0.0.1:{endpoints['cid'].port}"]
+        assert {d["webhook_id"] for d in slow_dead} == set(cid), (slow_dead, cid)
+
+        # Each lead that went to ben or cid says why it moved.
+        moved = {h.lead_id for ep in ("ben", "cid") for h in endpoints[ep].hits}
+        for lid in moved:
+            kinds = [e["kind"] for e in states[lid]["timeline"]]
+            assert "notification_dead_lettered" in kinds and "reassigned" in kinds, kinds
+        # Capacity came back for the unreachable reps.
+        async with api.get(f"{worker.url}/v1/teams/sdr") as r:
+            team = await r.json()
+        load = {rep["rep_id"]: rep["open_leads"] for rep in team["reps"]}
+        assert load["ben"] == 0 and load["cid"] == 0 and load["ana"] + load["dot"] == 16, load
+    finally:
+        worker.stop()
+
+
+async def _reps(api: aiohttp.ClientSession, worker: Worker, n: int) -> bool:
+    async with api.get(f"{worker.url}/v1/teams/sdr") as r:
+        return r.status == 200 and len((await r.json())["reps"]) == n
+
+
+def _stop_service(stack: StackConfig, name: str) -> None:
+    service = KafkaService(stack) if name == "kafka" else RedisService(stack)
+    pid = service.pid_file.live_pid()
+    assert pid is not None, f"{name} is not running"
+    stop_process(pid, timeout=service.stop_timeout)
+    service.pid_file.remove()
+
+
+async def _assigned_once(stack: StackConfig, app_id: str, lead_ids: set[str]) -> dict[str, set[tuple[str, str]]]:
+    events = await _read_topic(stack, f"{app_id}.lead.events")
+    assignments: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for e in events:
+        if e["type"] == "lead.assigned":
+            assignments[e["lead_id"]].add((e["data"]["route_id"], e["data"]["rep_id"]))
+    return assignments
+
+
+@pytest.mark.timeout(300)
+async def test_kafka_restarted_mid_stream_loses_no_accepted_lead(
+    spec: WorkerSpec, endpoints: dict[str, Endpoint], api: aiohttp.ClientSession
+) -> None:
+    spec.config_yaml = _config({"dot": endpoints["dot"].url}, capacity=500)
+    worker = Worker(spec)
+    accepted: set[str] = set()
+    try:
+        await worker.wait_ready()
+        await eventually(lambda: _reps(api, worker, 1), what="the rep")
+
+        async def feed(first: int, n: int) -> tuple[int, float]:
+            """Post until accepted; returns how many 503s it took and how long."""
+            leads = [{"email": f"kafka{i}@restart.example"} for i in range(first, first + n)]
+            refused, started = 0, time.monotonic()
+            while True:
+                try:
+                    status, body, headers = await _post(api, worker, leads)
+                except (aiohttp.ClientError, TimeoutError):
+                    status, body, headers = 0, None, {}
+                if status == 202:
+                    accepted.update(item["lead_id"] for item in body["results"])
+                    return refused, time.monotonic() - started
+                assert status == 503 and headers.get("Retry-After"), (status, body)
+                refused += 1
+                await asyncio.sleep(0.5)
+
+        await feed(0, 40)
+        # Mid-stream: some of these leads are routed and notified, the rest still on their way.
+        await eventually(lambda: len(endpoints["dot"].delivered()) >= 5, interval=0.05, what="the stream flowing")
+        await asyncio.to_thread(_stop_service, spec.stack, "kafka")
+        down_at = time.monotonic()
+        # While Kafka is down, a post is refused with 503 + Retry-After (never a 500, never a lie).
+        outage = asyncio.create_task(feed(40, 40))
+        await asyncio.sleep(6)
+        assert not outage.done(), "a lead was accepted while Kafka was down"
+        await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
+        up_at = time.monotonic()
+        refused, _ = await outage
+        assert refused >= 1
+        await feed(80, 40)
+        assert len(accepted) == 120
+
+        async def all_assigned() -> dict[str, set[tuple[str, str]]] | None:
+            a = await _assigned_once(spec.stack, spec.app_id, accepted)
+            return a if set(a) >= accepted else None
+
+        assignments = await eventually(all_assigned, timeout=120, interval=1.0, what="all 120 leads assigned")
+        assert all(len(assignments[lid]) == 1 for lid in accepted)
+        await eventually(lambda: set(endpoints["dot"].delivered()) >= accepted, timeout=60,
+                         what="every assignment webhook after the restart")
+        print(f"\nkafka restart: down {up_at - down_at:.1f} s, {refused} post(s) refused with 503, "
+              f"120 leads accepted, all assigned once")
+    finally:
+        worker.stop()
+        await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)  # leave it running for others
+
+
+@pytest.mark.timeout(240)
+async def test_redis_stopped_capture_and_routing_go_on(
+    spec: WorkerSpec, endpoints: dict[str, Endpoint], api: aiohttp.ClientSession
+) -> None:
+    spec.config_yaml = _config({"dot": endpoints["dot"].url}, capacity=100)
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        await eventually(lambda: _reps(api, worker, 1), what="the rep")
+        await asyncio.to_thread(_stop_service, spec.stack, "redis")
+        status, body, _ = await _post(api, worker, [{"email": f"redis{i}@down.example"} for i in range(20)])
+        assert status == 202 and body["accepted"] == 20, body
+        lead_ids = {item["lead_id"] for item in body["results"]}
+        # The same person again: without Redis the API cannot tell, but the lead table does.
+        again_status, again, _ = await _post(api, worker, [{"email": "redis0@down.example"}])
+        assert again_status == 202, again
+        await eventually(lambda: set(endpoints["dot"].delivered()) >= lead_ids, timeout=60,
+                         what="every lead routed and notified without Redis")
+        assert await _metric(worker, "leadflow_redis_degraded_total") > 0
+        repeat = next(iter(item["lead_id"] for item in again["results"]))
+        state = await _lead(api, worker, repeat)
+        assert state["touches"] == 2, state  # merged into the lead, not a second lead
+        assignments = await _assigned_once(spec.stack, spec.app_id, lead_ids)
+        assert all(len(assignments[lid]) == 1 for lid in lead_ids)
+        assert Counter(h.lead_id for h in endpoints["dot"].hits if h.kind == "lead.assigned")[repeat] == 1
+    finally:
+        worker.stop()
+        await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
