@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 from ops.stack import StackConfig
 from ops.stack.process import start_process, stop_process, tail
 
-__all__ = ["API_KEY", "free_port", "WorkerSpec", "Worker", "Receiver", "eventually"]
+__all__ = ["API_KEY", "free_port", "WorkerSpec", "Worker", "Receiver", "eventually", "post_lead", "get_lead", "lead_in"]
 
 API_KEY = "it-secret-key-0123456789"
 REPO = Path(__file__).resolve().parents[2]
@@ -156,3 +156,22 @@ async def eventually(check: Any, timeout: float = 30.0, interval: float = 0.2, w
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+async def post_lead(api: aiohttp.ClientSession, worker: Worker, email: str, **fields: Any) -> str:
+    """POST one lead (an e-mail plus any other fields) and return its lead id; 202 is asserted."""
+    async with api.post(f"{worker.url}/v1/leads", json={"email": email, **fields}) as r:
+        assert r.status == 202, await r.text()
+        return str((await r.json())["lead_id"])
+
+
+async def get_lead(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> Any:
+    """The lead's view from ``GET /v1/leads/{id}``, or ``None`` while it does not exist."""
+    async with api.get(f"{worker.url}/v1/leads/{lead_id}") as r:
+        return await r.json() if r.status == 200 else None
+
+
+async def lead_in(api: aiohttp.ClientSession, worker: Worker, lead_id: str, routing: str) -> Any:
+    """The lead's view once its routing status is ``routing`` (else ``None``: for ``eventually``)."""
+    lead = await get_lead(api, worker, lead_id)
+    return lead if lead is not None and lead["routing"] == routing else None

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from rules.eligibility import WEEKDAYS
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, lead_in, post_lead
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -36,16 +36,8 @@ teams:
 """
 
 
-async def _post(api: aiohttp.ClientSession, worker: Worker, email: str, **fields: Any) -> str:
-    async with api.post(f"{worker.url}/v1/leads", json={"email": email, **fields}) as r:
-        assert r.status == 202, await r.text()
-        return str((await r.json())["lead_id"])
 
 
-async def _assigned(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> Any:
-    async with api.get(f"{worker.url}/v1/leads/{lead_id}") as r:
-        lead = await r.json() if r.status == 200 else None
-    return lead if lead is not None and lead["routing"] == "assigned" else None
 
 
 def _reasons(lead: Any) -> dict[str, list[str]]:
@@ -67,8 +59,8 @@ async def test_each_filter_decides_and_is_explained(spec: WorkerSpec, receiver: 
             ("california", {"country": "US", "attributes": {"region": "CA", "language": "en"}}),
             ("california-2", {"country": "US", "attributes": {"region": "CA", "language": "en"}}),
         ]:
-            lead_id = await _post(api, worker, f"{name}@eligibility.example", **fields)
-            leads[name] = await eventually(lambda: _assigned(api, worker, lead_id), what=f"the {name} lead assigned")
+            lead_id = await post_lead(api, worker, f"{name}@eligibility.example", **fields)
+            leads[name] = await eventually(lambda: lead_in(api, worker, lead_id, "assigned"), what=f"the {name} lead assigned")
 
         # Only sky has the skill (closed is outside working hours).
         skill = _reasons(leads["skill"])

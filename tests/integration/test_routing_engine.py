@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, get_lead, lead_in, post_lead
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 OFFER_TIMEOUT = 3
@@ -43,20 +43,10 @@ teams:
 """
 
 
-async def _post(api: aiohttp.ClientSession, worker: Worker, email: str, **fields: Any) -> str:
-    async with api.post(f"{worker.url}/v1/leads", json={"email": email, **fields}) as r:
-        assert r.status == 202, await r.text()
-        return str((await r.json())["lead_id"])
 
 
-async def _lead(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> Any:
-    async with api.get(f"{worker.url}/v1/leads/{lead_id}") as r:
-        return await r.json() if r.status == 200 else None
 
 
-async def _routing(api: aiohttp.ClientSession, worker: Worker, lead_id: str, routing: str) -> Any:
-    lead = await _lead(api, worker, lead_id)
-    return lead if lead is not None and lead["routing"] == routing else None
 
 
 def _hooks(receiver: Receiver, lead_id: str, kind: str) -> list[str]:
@@ -80,25 +70,25 @@ async def test_queue_priority_overflow_and_the_offer_handshake(
     worker: Worker, receiver: Receiver, api: aiohttp.ClientSession
 ) -> None:
     # --- tier, then age: pia is busy; a hot lead that arrives later is served first. ---
-    busy = await _post(api, worker, "first@prio.example", source="prio-test")
+    busy = await post_lead(api, worker, "first@prio.example", source="prio-test")
     await eventually(lambda: _hooks(receiver, busy, "lead.assigned"), what="pia's first lead")
-    older = await _post(api, worker, "older@prio.example", source="prio-test")
-    await eventually(lambda: _routing(api, worker, older, "queued"), what="the older lead queued")
-    hot = await _post(api, worker, "hot@prio.example", source="prio-test", attributes={"tier": "hot"})
-    await eventually(lambda: _routing(api, worker, hot, "queued"), what="the hot lead queued")
+    older = await post_lead(api, worker, "older@prio.example", source="prio-test")
+    await eventually(lambda: lead_in(api, worker, older, "queued"), what="the older lead queued")
+    hot = await post_lead(api, worker, "hot@prio.example", source="prio-test", attributes={"tier": "hot"})
+    await eventually(lambda: lead_in(api, worker, hot, "queued"), what="the hot lead queued")
     async with api.post(f"{worker.url}/v1/leads/{busy}/disposition", json={"status": "disqualified"}) as r:
         assert r.status == 202, await r.text()
     await eventually(lambda: _hooks(receiver, hot, "lead.assigned") == ["pia"], what="the hot lead to pia")
-    assert (await _lead(api, worker, older))["routing"] == "queued"  # still waiting behind it
+    assert (await get_lead(api, worker, older))["routing"] == "queued"  # still waiting behind it
 
     # --- overflow: a lead waiting in sdr's queue longer than overflow_after goes to backup. ---
-    taken = await _post(api, worker, "taken@sdr.example")
+    taken = await post_lead(api, worker, "taken@sdr.example")
     await eventually(lambda: _hooks(receiver, taken, "lead.assigned") == ["solo"], what="solo's lead")
-    waiting = await _post(api, worker, "waiting@sdr.example")
-    await eventually(lambda: _routing(api, worker, waiting, "queued"), what="the second sdr lead queued")
+    waiting = await post_lead(api, worker, "waiting@sdr.example")
+    await eventually(lambda: lead_in(api, worker, waiting, "queued"), what="the second sdr lead queued")
     await eventually(lambda: _hooks(receiver, waiting, "lead.assigned") == ["bea"], timeout=30,
                      what="the waiting lead overflowed to bea")
-    lead = await _lead(api, worker, waiting)
+    lead = await get_lead(api, worker, waiting)
     assert lead["team_id"] == "backup" and lead["assignment"]["rep_id"] == "bea"
     overflowed = [e for e in lead["timeline"] if e["kind"] == "overflowed"]
     assert len(overflowed) == 1 and "overflow to backup" in overflowed[0]["detail"]["reason"]
@@ -109,7 +99,7 @@ async def test_queue_priority_overflow_and_the_offer_handshake(
     assert _hooks(receiver, waiting, "lead.assigned") == ["bea"]
 
     # --- the offer handshake: decline goes to the other rep, who accepts. ---
-    declined = await _post(api, worker, "declined@offers.example", source="offer-test")
+    declined = await post_lead(api, worker, "declined@offers.example", source="offer-test")
     first = (await eventually(lambda: _hooks(receiver, declined, "lead.offered"), what="the first offer"))[0]
     other = "ben" if first == "ana" else "ana"
     offer = next(d for d in receiver.for_lead(declined) if d["payload"]["type"] == "lead.offered")
@@ -120,26 +110,26 @@ async def test_queue_priority_overflow_and_the_offer_handshake(
                         json={"rep_id": first, "reason": "wrong region"}) as r:
         assert r.status == 202, await r.text()
     await eventually(lambda: _hooks(receiver, declined, "lead.offered") == [first, other], what="the second offer")
-    await eventually(lambda: _routing(api, worker, declined, "offered"), what="offered again")
+    await eventually(lambda: lead_in(api, worker, declined, "offered"), what="offered again")
     async with api.post(f"{worker.url}/v1/leads/{declined}/accept", json={"rep_id": other}) as r:
         assert r.status == 202, await r.text()
-    lead = await eventually(lambda: _routing(api, worker, declined, "assigned"), what="accepted")
+    lead = await eventually(lambda: lead_in(api, worker, declined, "assigned"), what="accepted")
     assert lead["assignment"]["rep_id"] == other
     kinds = [e["kind"] for e in lead["timeline"]]
     assert kinds.count("offered") == 2 and "declined" in kinds and kinds[-1] == "accepted"
 
     # --- an offer nobody answers lapses to the next rep, then to nobody (queued). ---
-    lapsed = await _post(api, worker, "lapsed@offers.example", source="offer-test")
+    lapsed = await post_lead(api, worker, "lapsed@offers.example", source="offer-test")
     await eventually(lambda: len(_hooks(receiver, lapsed, "lead.offered")) == 2, timeout=30,
                      what="the offer lapsing to the second rep")
     first, second = _hooks(receiver, lapsed, "lead.offered")
     assert first != second
-    await eventually(lambda: _routing(api, worker, lapsed, "queued"), timeout=30, what="both offers lapsed")
+    await eventually(lambda: lead_in(api, worker, lapsed, "queued"), timeout=30, what="both offers lapsed")
     await eventually(lambda: sorted(_hooks(receiver, lapsed, "lead.reassigned")) == sorted([first, second]),
                      what="both reps told their offer lapsed")
     await asyncio.sleep(OFFER_TIMEOUT)  # nothing fires twice
     assert len(_hooks(receiver, lapsed, "lead.offered")) == 2
-    lead = await _lead(api, worker, lapsed)
+    lead = await get_lead(api, worker, lapsed)
     assert [e["kind"] for e in lead["timeline"]].count("offer_expired") == 2
     assert all(d["verified"] for d in receiver.deliveries)
 

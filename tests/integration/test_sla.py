@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, get_lead, post_lead
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -36,15 +36,8 @@ def _kinds(receiver: Receiver, lead_id: str) -> Counter[tuple[str, str]]:
     return Counter((d["rep_id"], d["payload"]["type"]) for d in receiver.for_lead(lead_id))
 
 
-async def _post(api: aiohttp.ClientSession, worker: Worker, email: str) -> str:
-    async with api.post(f"{worker.url}/v1/leads", json={"email": email}) as r:
-        assert r.status == 202, await r.text()
-        return str((await r.json())["lead_id"])
 
 
-async def _lead(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> Any:
-    async with api.get(f"{worker.url}/v1/leads/{lead_id}") as r:
-        return await r.json() if r.status == 200 else None
 
 
 @pytest.mark.timeout(240)
@@ -57,8 +50,8 @@ async def test_the_ladder_fires_each_step_once_and_contact_stops_it(
     worker = Worker(spec)
     try:
         await worker.wait_ready()
-        ignored = await _post(api, worker, "nobody.calls@ladder.example")
-        called = await _post(api, worker, "called.at.once@ladder.example")
+        ignored = await post_lead(api, worker, "nobody.calls@ladder.example")
+        called = await post_lead(api, worker, "called.at.once@ladder.example")
         first = await eventually(lambda: receiver.for_lead(called), what="the called lead's webhook")
         async with api.post(f"{worker.url}/v1/leads/{called}/activities",
                             json={"type": "call", "rep_id": first[0]["rep_id"], "outcome": "connected"}) as r:
@@ -76,7 +69,7 @@ async def test_the_ladder_fires_each_step_once_and_contact_stops_it(
                                  ("manager", "lead.escalated"): 1}), kinds
         assert all(d["verified"] for d in receiver.deliveries)
 
-        lead = await _lead(api, worker, ignored)
+        lead = await get_lead(api, worker, ignored)
         assert lead["assignment"]["rep_id"] == other
         timeline = [e["kind"] for e in lead["timeline"]]
         assert timeline.count("sla_breached") == 1 and timeline.count("sla_escalated") == 3
@@ -94,7 +87,7 @@ async def test_the_ladder_fires_each_step_once_and_contact_stops_it(
 
         # The contacted lead got its assignment and nothing else; speed-to-lead is split.
         assert _kinds(receiver, called) == Counter({(first[0]["rep_id"], "lead.assigned"): 1})
-        contacted = await _lead(api, worker, called)
+        contacted = await get_lead(api, worker, called)
         assert contacted["contacted_at"]
         entry = next(e for e in contacted["timeline"] if e["kind"] == "contacted")
         assert entry["detail"]["system_delay_s"] >= 0 and entry["detail"]["rep_delay_s"] >= 0
@@ -112,7 +105,7 @@ async def test_a_crash_before_the_deadline_still_escalates_exactly_once(
     worker = Worker(spec)
     try:
         await worker.wait_ready()
-        lead_id = await _post(api, worker, "crash.before.deadline@ladder.example")
+        lead_id = await post_lead(api, worker, "crash.before.deadline@ladder.example")
         await eventually(lambda: receiver.for_lead(lead_id), what="the assignment webhook")
         worker.kill()  # the deadline (4 s after assignment) passes while no worker runs
         await asyncio.sleep(5)
@@ -151,13 +144,13 @@ teams:
     worker = Worker(spec)
     try:
         await worker.wait_ready()
-        lead_id = await _post(api, worker, "slow.team@pool.example")
+        lead_id = await post_lead(api, worker, "slow.team@pool.example")
         await eventually(lambda: _kinds(receiver, lead_id)[("pat", "lead.assigned")] >= 1, timeout=30,
                          what="the overflow team's rep assigned")
         await asyncio.sleep(2)
         assert _kinds(receiver, lead_id) == Counter({("ana", "lead.assigned"): 1, ("ana", "lead.reassigned"): 1,
                                                      ("pat", "lead.assigned"): 1})
-        lead = await _lead(api, worker, lead_id)
+        lead = await get_lead(api, worker, lead_id)
         assert lead["team_id"] == "pool" and lead["assignment"]["rep_id"] == "pat"
         assert "released_to_pool" in [e["kind"] for e in lead["timeline"]]
         # Ana's capacity came back.
