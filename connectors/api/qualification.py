@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.api.context import authenticate, context, read_json
+from connectors.api.context import lead_owner, read_object
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from rules.commands import RecordQualification
@@ -31,16 +31,10 @@ def _text(body: dict[str, Any], name: str, limit: int, errors: list[FieldError])
 
 @routes.post("/leads/{lead_id}/qualification")
 async def record_qualification(request: web.Request) -> web.Response:
-    authenticate(request)
-    ctx = context(request)
-    lead_id = request.match_info["lead_id"]
-    forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
+    ctx, lead_id, forwarded = await lead_owner(request)
     if forwarded is not None:
         return forwarded
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid", "expected a JSON object", [FieldError("(body)", "expected an object")])
-    errors = [FieldError(k, "unknown field") for k in sorted(set(body) - set(QUALIFICATION_FIELDS))]
+    body, errors = await read_object(request, frozenset(QUALIFICATION_FIELDS))
     name = body.get("framework")
     framework = find_framework(ctx.frameworks, name) if isinstance(name, str) else None
     if framework is None:
