@@ -34,12 +34,12 @@ from aiokafka import AIOKafkaConsumer
 from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
-LEADS = int(os.environ.get("LEADFLOW_CRASH_LEADS", "1500"))
+LEADS = int(os.environ.get("LEADFLOW_CRASH_LEADS", "1000"))
 KILLS = int(os.environ.get("LEADFLOW_CRASH_KILLS", "3"))
 REPS = 20
 CAPACITY = LEADS // REPS + 20  # room for every lead: "assigned exactly once" is checkable
 BATCH = 100
-FEED_RATE = float(os.environ.get("LEADFLOW_CRASH_RATE", "20"))  # leads/s offered: about what one worker
+FEED_RATE = float(os.environ.get("LEADFLOW_CRASH_RATE", "12"))  # leads/s offered: about what one worker
 # routes end to end here with webhooks and SLAs (three lead commands per lead), so kills land under load
 FAST_SLA_EVERY = 10  # every 10th lead has a deadline of seconds: reminders and alerts fire
 
