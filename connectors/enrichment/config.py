@@ -171,6 +171,13 @@ class EnrichmentConfig(_Strict):
             raise ValueError(f"provider names must be unique ({', '.join(duplicates)} repeated)")
         return providers
 
+    def check_env(self, env: Mapping[str, str]) -> None:
+        """Fail (``ConfigError`` naming each variable) when an ``api_key_env`` is not set: at start, not at the first lead."""
+        missing = [f"enrichment: provider {p.name!r} reads its API key from ${p.api_key_env}, which is not set"
+                   for p in self.providers if p.api_key_env is not None and not env.get(p.api_key_env)]
+        if missing:
+            raise ConfigError("\n".join(missing))
+
     def build(self, env: Mapping[str, str], *,
               session: aiohttp.ClientSession | Callable[[], aiohttp.ClientSession],
               redis: aioredis.Redis | None, prefix: str,

@@ -94,6 +94,11 @@ async def _capture(event: Any) -> tuple[CaptureLead, bool] | None:
                        lead=valid.lead), not meta
 
 
+# Checked when the worker imports its agents, so a missing API key stops the start, naming the
+# variable, instead of crashing this agent later (the enricher itself is built in the agent).
+runtime.config.enrichment.check_env(os.environ)
+
+
 @app.agent(leads_inbound, concurrency=1)
 async def capture_leads(records: Any) -> None:
     enricher = _enricher()

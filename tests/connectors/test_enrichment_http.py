@@ -138,6 +138,9 @@ def test_api_keys_come_only_from_the_environment() -> None:
         {"providers": [{"name": "pdl", "kind": "pdl_company", "api_key_env": "PDL_KEY_FOR_TEST"}]})
     with pytest.raises(ConfigError, match=r"\$PDL_KEY_FOR_TEST, which is not set"):
         config.build({}, session=None, redis=None, prefix="x:")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"'pdl' reads its API key from \$PDL_KEY_FOR_TEST, which is not set"):
+        config.check_env({"PDL_KEY_FOR_TEST": ""})
+    config.check_env({"PDL_KEY_FOR_TEST": KEY})
     built = config.build({"PDL_KEY_FOR_TEST": KEY}, session=None, redis=None, prefix="x:")  # type: ignore[arg-type]
     assert built is not None and built.providers == ("pdl",) and KEY not in repr(vars(built))
     with pytest.raises(Exception, match="extra"):

@@ -157,3 +157,19 @@ async def test_with_redis_down_lookups_are_degraded_and_leads_still_routed(
         assert await _metric(worker, r'leadflow_redis_degraded_total\{operation="enrichment_cache_get"\}') >= 2
     finally:
         worker.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_a_missing_api_key_stops_the_worker_naming_the_variable(
+    spec: WorkerSpec, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    spec.config_yaml = CONFIG.format(budget="1s", pdl="http://127.0.0.1:9", key_env=KEY_ENV, hooks=receiver.url,
+                                     secret=SECRET)
+    worker = Worker(spec)
+    try:
+        with pytest.raises(AssertionError, match=r"worker exited"):
+            await worker.wait_ready(timeout=60)
+        assert f"${KEY_ENV}, which is not set" in worker.log(200)
+    finally:
+        worker.stop()
