@@ -29,7 +29,10 @@ class WebhookCrm:
         self._clock = clock
 
     async def upsert(self, opportunity_id: str, payload: Mapping[str, Any]) -> CrmRecord:
-        body = orjson.dumps({"type": "opportunity.upsert", "timestamp": payload.get("created_at"), "data": payload})
+        # The receiver upserts by ``data.opportunity_id``: always the id we were given, never one
+        # the payload may lack or disagree on (``webhook-id`` is derived from the same id).
+        data = {**payload, "opportunity_id": opportunity_id}
+        body = orjson.dumps({"type": "opportunity.upsert", "timestamp": payload.get("created_at"), "data": data})
         headers = signed_headers(self._secret, f"msg_{opportunity_id}", int(self._clock()), body)
         try:
             async with self._session.post(self._url, data=body, headers=headers, allow_redirects=False,

@@ -67,6 +67,19 @@ async def test_an_upsert_replayed_keeps_one_record(standin: CrmStandIn, session:
 
 
 @pytest.mark.parametrize("crm", ["salesforce", "hubspot", "webhook"])
+async def test_the_upsert_key_is_the_given_id_whatever_the_payload_says(
+        standin: CrmStandIn, session: aiohttp.ClientSession, crm: str) -> None:
+    adapter = adapters(standin, session)[crm]
+    await adapter.upsert("op_1", PAYLOAD)
+    # A replayed message whose payload lacks the id (or names another) still updates op_1.
+    bare = {k: v for k, v in PAYLOAD.items() if k != "opportunity_id"}
+    await adapter.upsert("op_1", bare)
+    await adapter.upsert("op_1", {**PAYLOAD, "opportunity_id": "op_other"})
+    (stored,) = standin.stored(crm)
+    assert stored.writes == 3 and stored.key.endswith("op_1")
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "hubspot", "webhook"])
 async def test_a_crm_that_is_down_is_a_transient_error(standin: CrmStandIn, session: aiohttp.ClientSession,
                                                         crm: str) -> None:
     standin.down = True
