@@ -23,6 +23,8 @@ examples:
                                a second worker in the same group (scale-out)
   leadflow run                 the demo: stack, worker, SDR webhook receiver, lead feed, live view
   leadflow import leads.csv    import a CSV file of leads into a running worker
+  leadflow bench load --rates 25,50,max,half
+                               throughput and latency on the local stack (docs/PERFORMANCE.md)
   leadflow report -o report.html
                                a one-page HTML summary of the last 24 h from lead.events
 
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=6066, help="the worker's HTTP port (default 6066)")
     run.add_argument("--receiver-port", type=int, default=8090, help="the demo receiver's port (default 8090)")
     run.add_argument("--keep-stack", action="store_true", help="leave Kafka and Redis running afterwards")
+
+    from ops.bench.cli import DESCRIPTION as bench_description, add_bench_arguments
+
+    bench = commands.add_parser("bench", help="benchmarks: throughput/latency at several rates, restart, hot spot",
+                                description=bench_description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_bench_arguments(bench)
 
     imp = commands.add_parser("import", help="import a CSV file of leads into a running worker",
                               description="Send a CSV file to a worker's POST /v1/leads/import, show progress "
@@ -321,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
             return _worker(args)
         if args.command == "import":
             return _import(args)
+        if args.command == "bench":
+            from ops.bench.cli import run as run_bench
+
+            return run_bench(args)
         if args.command == "report":
             return _report(args)
         return _run(args)

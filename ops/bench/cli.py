@@ -1,0 +1,206 @@
+"""``leadflow bench`` / ``python -m ops.bench``: the load, restart and hot-spot benchmarks."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from leadflow.errors import LeadflowError
+
+__all__ = ["DESCRIPTION", "build_parser", "main", "add_bench_arguments", "run"]
+
+DESCRIPTION = """\
+Measure leadflow on the real local stack (Kafka + Redis, started if needed).
+
+  load     feed leads at several rates (HTTP batches or the Kafka feed `leads.inbound`) into
+           fresh workers, receive every webhook at a real SDR receiver that verifies its
+           signature, and report per rate: leads/s delivered, capture→assigned and
+           capture→webhook percentiles, the worker's CPU and memory. The same run first
+           measures a raw aiokafka consume→produce passthrough on the same broker and prints
+           leadflow's throughput as a ratio of it. Writes JSON and an SVG plot.
+  restart  fill the worker's tables with N leads (straight into the changelog topics), then
+           measure cold recovery and restart-after-kill -9 until /readyz and until a new lead is
+           routed.
+  hotspot  one team is owned by one partition: flood one team with routing commands and
+           measure its maximum routing rate.
+"""
+
+_LOAD_DESCRIPTION = """\
+Feed leads at several rates into fresh workers on the local stack, receive every webhook at a
+real SDR receiver that verifies its Standard Webhooks signature, and report per step: leads/s
+delivered, capture→assigned (from lead.events) and capture→webhook (at the receiver)
+percentiles, and the workers' CPU and memory. First, in the same run, a raw aiokafka
+consume→produce passthrough on the same broker: leadflow's throughput is printed as a ratio of
+it. Writes <out>/bench-<time>.json and .svg (throughput vs rate, latency CDFs).
+"""
+
+_LOAD_EPILOG = """\
+rates: numbers are leads/s offered open-loop (batches leave on schedule whatever happens);
+  max   = unthrottled: --max-leads offered at once, measures the ceiling;
+  half  = half of what the latest max step reached (the latency goal is judged there).
+A fixed-rate step is "sustained" when it delivered ≥ 90% of the offered rate and the backlog
+left when the feed stopped drained within 5 s.
+
+examples:
+  leadflow bench load                                  # 25,50,100,max,half over HTTP, 1 worker
+  leadflow bench load --rates 10,max --duration 5 --max-leads 500 --passthrough-records 5000
+                                                       # a quick smoke run (~1 min)
+  leadflow bench load --rates max --workers 1,2        # scale-out: one vs two workers, same run
+  leadflow bench load --feed kafka --rates 50,max      # external producers on leads.inbound
+  leadflow bench load --rates max --profile            # + py-spy profile of the max step
+
+The stack follows LEADFLOW_STATE_DIR / LEADFLOW_KAFKA_PORT / LEADFLOW_REDIS_PORT like
+`leadflow stack`; it is stopped afterwards if this run started it (unless --keep-stack).
+Needs the bench extra for CPU/memory and profiles: pip install -e '.[bench]'.
+"""
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers such as 1,2") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
+    return values
+
+
+def _rates(text: str) -> list[float | str]:
+    from ops.bench.stats import parse_rates
+
+    try:
+        return parse_rates(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _feeds(text: str) -> list[str]:
+    feeds = [x.strip() for x in text.split(",") if x.strip()]
+    if not feeds or any(f not in ("http", "kafka") for f in feeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected http, kafka or http,kafka")
+    return feeds
+
+
+def _env_pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--worker-env {item!r}: expected NAME=VALUE")
+        pairs[name.strip()] = value
+    return pairs
+
+
+def _out_default() -> Path:
+    from ops.stack import StackConfig
+
+    return StackConfig.from_env().state_dir / "bench" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's subcommands, on ``parser`` (``leadflow bench`` and ``python -m ops.bench`` share them)."""
+    commands = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", type=Path, default=None,
+                        help="folder for results, logs and profiles (default .state/bench/<time>)")
+    common.add_argument("--keep-stack", action="store_true", help="leave Kafka and Redis running afterwards")
+    common.add_argument("--port", type=int, default=6190, help="first worker's HTTP port (default %(default)s; "
+                                                              "more workers take the next ones)")
+    common.add_argument("--partitions", type=int, default=8, help="partitions per topic (default %(default)s)")
+
+    load = commands.add_parser("load", parents=[common], help="throughput and latency at several rates",
+                               description=_LOAD_DESCRIPTION, epilog=_LOAD_EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    load.add_argument("--rates", type=_rates, default="25,50,100,max,half",
+                      help="leads/s per step, in order: numbers, max, half (default %(default)s)")
+    load.add_argument("--feed", type=_feeds, default="http", dest="feeds",
+                      help="http (batched POST /v1/leads), kafka (records on leads.inbound) or http,kafka")
+    load.add_argument("--workers", type=_csv_ints, default="1",
+                      help="worker counts to measure, each a fresh deployment (default 1; try 1,2)")
+    load.add_argument("--duration", type=float, default=20.0, help="seconds of feed per fixed-rate step (default 20)")
+    load.add_argument("--max-leads", type=int, default=3000, help="leads offered at once in a max step (default 3000)")
+    load.add_argument("--batch", type=int, default=100, help="most leads per HTTP request (default 100)")
+    load.add_argument("--teams", type=int, default=4, help="teams; leads spread over them by country (default 4)")
+    load.add_argument("--reps", type=int, default=10, help="reps per team (default 10)")
+    load.add_argument("--capacity", type=int, default=50, help="open leads per rep (default 50)")
+    load.add_argument("--no-dispose", dest="dispose", action="store_false",
+                      help="do not close leads after their webhook (reps then get unlimited capacity)")
+    load.add_argument("--passthrough-records", type=int, default=50_000,
+                      help="records through the raw aiokafka baseline; 0 skips it (default 50000)")
+    load.add_argument("--profile", action="store_true", help="py-spy the first worker during each max step")
+    load.add_argument("--drain-timeout", type=float, default=120.0,
+                      help="seconds to wait for the last webhooks of a step (default 120)")
+    load.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                      help="extra environment for the workers, repeatable: A/B a setting, e.g. "
+                           "PRODUCER_LINGER=0.005 (Faust reads its settings' env names)")
+    load.add_argument("--receiver-port", type=int, default=8190, help="the SDR receiver's port (default 8190)")
+
+    restart = commands.add_parser("restart", parents=[common], help="recovery and kill -9 restart with a big table",
+                                  description="Fill lead_state and sla_timers with --leads leads by producing "
+                                              "their changelog records directly (valid LeadState/SlaTimer values "
+                                              "built by the pure rules), then time: cold recovery of a fresh "
+                                              "worker, and --kills restarts after kill -9, each until /readyz "
+                                              "and until a new lead is assigned.")
+    restart.add_argument("--leads", type=int, default=1_000_000, help="leads in the tables (default 1000000)")
+    restart.add_argument("--kills", type=int, default=3, help="kill -9 / restart cycles (default 3)")
+
+    hotspot = commands.add_parser("hotspot", parents=[common], help="one team's maximum routing rate",
+                                  description="Flood one team's partition with RouteLead commands (what the lead "
+                                              "agent sends) and count RouteLead applied per second by the team "
+                                              "agent (leadflow_commands_processed_total), once the backlog is "
+                                              "steady; plus the pure decision rate of rules.team on one core.")
+    hotspot.add_argument("--routes", type=int, default=5000, help="RouteLead commands to send (default 5000)")
+    hotspot.add_argument("--reps", type=int, default=10, help="reps in the team (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_bench_arguments(parser)
+    return parser
+
+
+def _say(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}" if line else "", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark ``args.bench`` names; the exit code."""
+    out = args.out or _out_default()
+    try:
+        if args.bench == "load":
+            from ops.bench.runner import LoadOptions, run_load
+
+            options = LoadOptions(
+                rates=args.rates if isinstance(args.rates, list) else _rates(args.rates),
+                feeds=args.feeds if isinstance(args.feeds, list) else _feeds(args.feeds),
+                workers=args.workers if isinstance(args.workers, list) else _csv_ints(args.workers),
+                duration_s=args.duration, max_leads=args.max_leads, batch=args.batch, teams=args.teams,
+                reps=args.reps, capacity=args.capacity, partitions=args.partitions,
+                passthrough_records=args.passthrough_records, profile=args.profile, dispose=args.dispose,
+                drain_timeout_s=args.drain_timeout, port=args.port, receiver_port=args.receiver_port, out=out,
+                keep_stack=args.keep_stack, worker_env=_env_pairs(args.worker_env))
+            asyncio.run(run_load(options, _say))
+        elif args.bench == "restart":
+            from ops.bench.restart import run_restart
+
+            asyncio.run(run_restart(leads=args.leads, kills=args.kills, partitions=args.partitions, port=args.port,
+                                    out=out, keep_stack=args.keep_stack, say=_say))
+        else:
+            from ops.bench.hotspot import run_hotspot
+
+            asyncio.run(run_hotspot(routes=args.routes, reps=args.reps, partitions=args.partitions, port=args.port,
+                                    out=out, keep_stack=args.keep_stack, say=_say))
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every process it started has been stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, LeadflowError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

@@ -1,0 +1,209 @@
+"""``leadflow bench load``: the passthrough baseline, then each worker count's rate steps, then the
+goals, the JSON and the plot. Every process started here is stopped in ``finally`` blocks, so
+Ctrl-C (which cancels the run) leaves nothing behind."""
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from ops.bench.harness import (API_KEY, REPO, Deployment, EventReader, Say, Stack, Tracker, bench_config,
+                               load_average, start_receiver)
+from ops.bench.load import Disposer, StepPlan, run_step
+from ops.bench.passthrough import run_passthrough
+from ops.bench.plot import render_svg
+from ops.bench.profile import parse_collapsed, render_summary, start_pyspy, stop_pyspy, summarize
+from ops.bench.results import PassthroughResult, RunResult, StepResult
+from ops.bench.stats import max_sustained, ratio
+
+__all__ = ["LoadOptions", "run_load", "machine_facts"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    rates: list[float | str]
+    feeds: list[str]
+    workers: list[int]
+    duration_s: float
+    max_leads: int
+    batch: int
+    teams: int
+    reps: int
+    capacity: int
+    partitions: int
+    passthrough_records: int
+    profile: bool
+    dispose: bool
+    drain_timeout_s: float
+    port: int
+    receiver_port: int
+    out: Path
+    keep_stack: bool
+    worker_env: dict[str, str]
+
+
+def machine_facts() -> dict[str, object]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                check=False, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "git_commit": commit, "loadavg_before": load_average()}
+
+
+async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, say: Say,
+                            steps: list[StepResult]) -> None:
+    capacity = options.capacity if options.dispose else 10_000_000
+    workdir = options.out / f"w{workers}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker()
+    receiver_config, secrets = bench_config(options.teams, options.reps, capacity, options.receiver_port)
+    deployment = Deployment(stack.config, workdir, receiver_config, partitions=options.partitions,
+                            extra_env=dict(options.worker_env))
+    receiver = start_receiver(secrets, tracker, options.receiver_port)
+    reader = EventReader(stack.config.kafka_bootstrap, f"{deployment.prefix}lead.events", tracker)
+    disposer: Disposer | None = None
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    try:
+        await receiver.start()
+        for index in range(workers):
+            deployment.start(deployment.add_worker(options.port + index))
+        say(f"{workers} worker(s) starting (app id {deployment.app_id}, logs in {workdir})…")
+        for worker in deployment.workers:
+            took = await deployment.wait_ready(worker)
+            say(f"  worker :{worker.port} pid {worker.pid} ready in {took:.1f} s")
+        await reader.start()
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as session:
+            if options.dispose:
+                disposer = Disposer(session, [w.url for w in deployment.workers])
+                tracker.on_first_delivery = disposer.submit
+            next_index = 0
+            # Warm-up, not recorded: first-request costs (connections, caches, topic metadata).
+            warm = StepPlan(f"w{workers} warm-up", options.feeds[0], 20.0, 40, options.batch, options.drain_timeout_s)
+            await run_step(warm, deployment, tracker, session, lambda line: None, first_index=next_index,
+                           teams=options.teams)
+            next_index += warm.leads
+            last_max: dict[str, float] = {}
+            for feed in options.feeds:
+                for rate in options.rates:
+                    if rate == "max":
+                        offered, leads, label = None, options.max_leads, f"w{workers} {feed} max"
+                    elif rate == "half":
+                        offered = round(last_max[feed] / 2, 1)
+                        leads, label = max(1, int(offered * options.duration_s)), f"w{workers} {feed} half={offered:g}/s"
+                    else:
+                        assert isinstance(rate, float)
+                        offered, label = rate, f"w{workers} {feed} {rate:g}/s"
+                        leads = max(1, int(rate * options.duration_s))
+                    plan = StepPlan(label, feed, offered, leads, options.batch, options.drain_timeout_s)
+                    spy = None
+                    if options.profile and offered is None and deployment.workers[0].pid is not None:
+                        spy_out = workdir / f"profile-{feed}-max.txt"
+                        spy = start_pyspy(deployment.workers[0].pid, spy_out)
+                    try:
+                        result = await run_step(plan, deployment, tracker, session, say, first_index=next_index,
+                                                teams=options.teams)
+                    finally:
+                        if spy is not None:
+                            stop_pyspy(spy)
+                    if spy is not None:
+                        _write_profile(spy_out, say)
+                    next_index += leads
+                    steps.append(result)
+                    if offered is None:
+                        last_max[feed] = result.throughput
+                    if disposer is not None:
+                        await disposer.drain(30.0)
+                    await asyncio.sleep(2.0)  # let the last dispositions and commits settle
+            if disposer is not None:
+                say(f"dispositions answered: {dict(disposer.status)}")
+    finally:
+        if disposer is not None:
+            await disposer.stop()
+        await reader.stop()
+        await receiver.stop()
+        deployment.stop_all()
+        say(f"{workers} worker(s) stopped")
+
+
+def _write_profile(collapsed: Path, say: Say) -> None:
+    try:
+        text = collapsed.read_text()
+    except FileNotFoundError:
+        say(f"profile: py-spy wrote nothing (see {collapsed.with_suffix('.log')})")
+        return
+    summary = render_summary(summarize(parse_collapsed(text)))
+    target = collapsed.with_name(collapsed.stem + "-summary.txt")
+    target.write_text(summary)
+    say(f"profile: {collapsed} (collapsed stacks) and {target}:")
+    for line in summary.splitlines()[:14]:
+        say(f"  {line}")
+
+
+async def run_load(options: LoadOptions, say: Say) -> RunResult:
+    options.out.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    machine = machine_facts()
+    steps: list[StepResult] = []
+    passthrough: PassthroughResult | None = None
+    with Stack(say, keep=options.keep_stack) as stack:
+        if options.passthrough_records:
+            passthrough = await run_passthrough(stack.config.kafka_bootstrap, options.passthrough_records,
+                                                options.partitions, say)
+        for workers in options.workers:
+            await _deployment_steps(options, stack, workers, say, steps)
+    machine["loadavg_after"] = load_average()
+    best = max_sustained((s.offered_rate, s.throughput, s.sustained) for s in steps)
+    result = RunResult(
+        started_at=started, machine=machine, settings=_settings(options), passthrough=passthrough, steps=steps,
+        max_sustained=best, ratio_to_passthrough=ratio(best, passthrough.throughput) if passthrough else None,
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = options.out / f"bench-{stamp}.json"
+    svg_path = options.out / f"bench-{stamp}.svg"
+    document = result.to_dict()
+    json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    svg_path.write_text(render_svg(document))
+    _goals(result, say)
+    say(f"results: {json_path}\nplot:    {svg_path}")
+    return result
+
+
+def _settings(options: LoadOptions) -> dict[str, object]:
+    return {"rates": options.rates, "feeds": options.feeds, "workers": options.workers,
+            "duration_s": options.duration_s, "max_leads": options.max_leads, "batch": options.batch,
+            "teams": options.teams, "reps": options.reps, "capacity": options.capacity,
+            "partitions": options.partitions, "dispose": options.dispose,
+            "passthrough_records": options.passthrough_records, "worker_env": options.worker_env,
+            "argv": sys.argv[1:]}
+
+
+def _goals(result: RunResult, say: Say) -> None:
+    say("")
+    say("goals (measured in this run):")
+    if result.passthrough is not None:
+        pt = result.passthrough.throughput
+        for workers in sorted({s.workers for s in result.steps}):
+            best = max_sustained((s.offered_rate, s.throughput, s.sustained) for s in result.steps
+                                 if s.workers == workers)
+            share = ratio(best, pt)
+            verdict = "n/a" if share is None else ("MET" if share >= 0.25 else "NOT met")
+            say(f"  throughput, {workers} worker(s): {best:,.1f} leads/s = {share or 0:.3f}× the passthrough's "
+                f"{pt:,.0f} records/s (goal ≥ 0.25×: {verdict})")
+    for step in result.steps:
+        if "half=" in step.label:
+            p99 = step.capture_to_webhook.p99_s
+            verdict = "n/a" if p99 is None else ("MET" if p99 <= 0.25 else "NOT met")
+            say(f"  p99 capture→webhook at half the max ({step.label}): "
+                f"{'—' if p99 is None else f'{p99 * 1000:,.0f} ms'} (goal ≤ 250 ms: {verdict})")
+    say(f"  load average before {result.machine.get('loadavg_before')}, after {result.machine.get('loadavg_after')}")
