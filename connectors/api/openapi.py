@@ -227,7 +227,8 @@ def _schemas() -> dict[str, Schema]:
             "enrichment": _nullable({"type": "object", "description": (
                 "Built-in enrichment: email_type (corporate, free, disposable, role, none), email_domain, "
                 "company_domain, company_guess, phone_country, phone_type, seniority, department, and the "
-                "reasons for each.")}),
+                "reasons for each; provided: the fields HTTP enrichment providers found (company_name, "
+                "employees, industry, ...; docs/capture.md).")}),
             "account": _nullable({**_ref("Account"), "description": (
                 "The account the lead's e-mail or website domain matched at capture (lead-to-account "
                 "matching): its owner is preferred when eligible.")}),
