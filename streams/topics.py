@@ -23,16 +23,18 @@ log = logging.getLogger(__name__)
 _ACK_TIMEOUT_S = 30.0
 
 
-def _topic(name: str, *, raw: bool = False) -> faust.TopicT:
+def _topic(name: str, *, raw: bool = False, key_type: type = str) -> faust.TopicT:
     # internal=True: Faust creates the topic with our partition count instead of relying on
     # the broker's auto-create (1 partition), which would break co-partitioning.
     return app.topic(
-        _settings.topic_prefix + name, key_type=str, value_serializer="raw" if raw else CODEC,
+        _settings.topic_prefix + name, key_type=key_type, value_serializer="raw" if raw else CODEC,
         partitions=_settings.partitions, replicas=_settings.replication, internal=True,
     )
 
 
-leads_inbound = _topic("leads.inbound", raw=True)
+# Keys stay bytes: outside producers may write any key, and Faust answers a key it cannot
+# decode as str by dropping the record and stalling the agent's batches (found by a poison test).
+leads_inbound = _topic("leads.inbound", raw=True, key_type=bytes)
 leads_rejected = _topic("leads.rejected", raw=True)
 lead_commands = _topic("lead.commands")
 team_commands = _topic("team.commands")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -44,6 +44,23 @@ async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> No
     sent = await leads_rejected.send(key=None, value=raw or b"", headers=headers)
     await sent  # acknowledged before the record counts as processed
     runtime.metrics.leads_rejected.labels("kafka", reason).inc()
+
+
+#: How far a record's own ``_meta.received_at`` may be from now before it is ignored (clock skew,
+#: a backlog replayed after an outage). Outside it, or without a time zone, the capture time is now:
+#: a naive or year-9999 time made the lead agent fail on the lead and lose it (poison test).
+_RECEIVED_PAST = timedelta(days=30)
+_RECEIVED_FUTURE = timedelta(minutes=5)
+
+
+def _received_at(meta: dict[str, Any], now: datetime) -> datetime:
+    try:
+        at = datetime.fromisoformat(meta["received_at"])
+    except (KeyError, TypeError, ValueError):
+        return now
+    if at.tzinfo is None or at.utcoffset() is None or not now - _RECEIVED_PAST <= at <= now + _RECEIVED_FUTURE:
+        return now
+    return at
 
 
 def _meta(data: dict[str, Any]) -> dict[str, Any]:
@@ -83,10 +100,7 @@ async def _capture(event: Any) -> tuple[CaptureLead, bool] | None:
         await reject(raw, "invalid_lead", {"fields": fields}, origin)
         return None
     now = runtime.clock.now()
-    try:
-        captured_at = datetime.fromisoformat(meta["received_at"])
-    except (KeyError, TypeError, ValueError):
-        captured_at = now
+    captured_at = _received_at(meta, now)
     # External records get a capture id from their position, so a replay is recognized.
     capture_id = str(meta.get("capture_id") or f"kafka:{origin}")
     return CaptureLead(lead_id=valid.lead_id, capture_id=capture_id, captured_at=captured_at,

@@ -1,0 +1,138 @@
+"""Poison records on the Kafka feed ``leads.inbound``: each dead-lettered with a reason, the stream never stalls.
+
+Records a hostile or broken producer could write: invalid UTF-8, empty, a tombstone (null
+value), binary, huge values, wrong types, deep nesting, JSON that is not an object, an
+unreadable key. Each must land on ``leads.rejected`` once, with its original bytes and a
+machine-readable reason; records that are odd but valid must be routed; and an ordinary
+lead produced after all of them must still be assigned.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from rules.capture import derive_lead_id
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
+
+#: (name, key, value, reason expected on leads.rejected)
+POISON: list[tuple[str, bytes | None, bytes | None, str]] = [
+    ("invalid utf-8", b"k", b"\xff\xfe\x00 not utf-8 \xc3\x28", "malformed_json"),
+    ("empty", b"k", b"", "malformed_json"),
+    ("tombstone", b"k", None, "malformed_json"),
+    ("binary", b"k", bytes(range(256)) * 64, "malformed_json"),
+    ("deep nesting", b"k", b'{"a":' * 5000 + b"1" + b"}" * 5000, "malformed_json"),
+    ("deep array", b"k", b"[" * 200_000, "malformed_json"),
+    ("NaN", b"k", b'{"email": NaN}', "malformed_json"),
+    ("a string", b"k", b'"lead@string.example"', "not_an_object"),
+    ("null", b"k", b"null", "not_an_object"),
+    ("an array of leads", b"k", b'[{"email": "a@b.example"}]', "not_an_object"),
+    ("wrong types", b"k", b'{"email": 7, "phone": [], "company": {"x": 1}}', "invalid_lead"),
+    ("huge value", b"k", b'{"email": "' + b"a" * 900_000 + b'@huge.example"}', "invalid_lead"),
+    ("huge unknown field", b"k", b'{"email": "big@field.example", "blob": "' + b"x" * 500_000 + b'"}',
+     "invalid_lead"),
+    ("no identity", b"k", b'{"company": "Nobody Inc"}', "invalid_lead"),
+    ("control characters", b"k", b'{"email": "a\\u0000b@ctl.example"}', "invalid_lead"),
+    ("bad key", b"\xff\xfe\xfd", b'{"email": "badkey@poison.example"}', ""),  # see the test: routed or rejected
+]
+
+#: Odd but valid: must be routed (or rejected with a reason), never crash anything.
+HOSTILE_VALID: list[tuple[str, dict[str, Any]]] = [
+    ("naive received_at", {"email": "naive.time@poison.example", "_meta": {"received_at": "2020-01-01T00:00:00"}}),
+    ("meta not an object", {"email": "meta.string@poison.example", "_meta": "x"}),
+    ("far-future received_at", {"email": "future@poison.example", "_meta": {"received_at": "9999-12-31T23:59:59+00:00"}}),
+    ("unicode everywhere", {"email": "unicode@names.example", "first_name": "Zoë 🚀", "company": "Ünïcødé ⚙️ \u202e"}),
+]
+
+
+def _config(receiver: Receiver) -> str:
+    return f"""
+routing: {{default_team: sdr}}
+teams:
+  - id: sdr
+    reps:
+      - {{id: ana, capacity: 50, webhook_url: "{receiver.url}/hooks/ana", webhook_secret: "{SECRET}"}}
+"""
+
+
+async def _read(spec: WorkerSpec, topic: str, n: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=spec.stack.kafka_bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_bytes=8 * 1024 * 1024,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        async def enough() -> bool:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                out.extend(records)
+            return len(out) >= n
+
+        await eventually(enough, timeout=60, what=f"{n} record(s) on {topic} (have {len(out)})")
+    finally:
+        await consumer.stop()
+    return out
+
+
+@pytest.mark.timeout(240)
+async def test_poison_records_are_dead_lettered_and_the_feed_keeps_flowing(
+    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+) -> None:
+    spec.config_yaml = _config(receiver)
+    receiver.secrets["ana"] = SECRET
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        inbound = f"{spec.app_id}.leads.inbound"
+        producer = AIOKafkaProducer(bootstrap_servers=spec.stack.kafka_bootstrap, max_request_size=2 * 1024 * 1024)
+        await producer.start()
+        try:
+            for _, key, value, _ in POISON:
+                await producer.send_and_wait(inbound, value, key=key)
+            for _, lead in HOSTILE_VALID:
+                await producer.send_and_wait(inbound, orjson.dumps(lead), key=b"h")
+            last = {"email": "after.poison@feed.example", "company": "Still Flowing"}
+            await producer.send_and_wait(inbound, orjson.dumps(last), key=b"y")
+        finally:
+            await producer.stop()
+
+        def lead_id(email: str) -> str:
+            return derive_lead_id(email=email, phone=None, source="kafka", external_id=None)
+
+        async def assigned(email: str) -> Any:
+            async with api.get(f"{worker.url}/v1/leads/{lead_id(email)}") as r:
+                body = await r.json(content_type=None) if r.status == 200 else None
+            return body if body and body["routing"] == "assigned" else None
+
+        # The stream never stalled: the lead after every poison record is routed and notified.
+        await eventually(lambda: assigned("after.poison@feed.example"), timeout=60,
+                         what=f"the lead after the poison records\n{worker.log(60)}")
+
+        expected = [(name, reason) for name, _, _, reason in POISON if reason]
+        rejected = await _read(spec, f"{spec.app_id}.leads.rejected", len(expected))
+        got = [(dict(r.headers)["leadflow-reason"].decode(), r.value or b"") for r in rejected]
+        for name, key, value, reason in POISON:
+            if reason:
+                assert (reason, value or b"") in got, f"{name}: not dead-lettered as {reason}"
+        assert all(dict(r.headers).get("leadflow-detail") for r in rejected)
+
+        # A key that is not UTF-8 cannot hide a lead: it is routed, or rejected with a reason.
+        bad_key_lead = await assigned("badkey@poison.example")
+        bad_key_rejected = [reason for reason, value in got if b"badkey@poison.example" in value]
+        assert bad_key_lead or bad_key_rejected, "a record with a binary key vanished"
+
+        for name, lead in HOSTILE_VALID:
+            email = str(lead["email"])
+            routed = await eventually(lambda: assigned(email), timeout=30, what=f"{name}: routed")
+            assert routed["lead"]["email"]
+        async with api.get(f"{worker.url}/metrics") as r:
+            metrics = await r.text()
+        assert 'leadflow_leads_rejected_total{channel="kafka",reason="malformed_json"}' in metrics
+        print(f"\npoison: {len(POISON)} poison + {len(HOSTILE_VALID)} hostile-but-valid records; "
+              f"{len(rejected)} dead-lettered with a reason, the feed kept flowing")
+    finally:
+        worker.stop()
