@@ -109,6 +109,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--port", type=int, default=6190, help="first worker's HTTP port (default %(default)s; "
                                                               "more workers take the next ones)")
     common.add_argument("--partitions", type=int, default=8, help="partitions per topic (default %(default)s)")
+    common.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the workers, repeatable: A/B a setting, e.g. "
+                             "PRODUCER_LINGER=0.005 (Faust reads its settings' env names)")
 
     load = commands.add_parser("load", parents=[common], help="throughput and latency at several rates",
                                description=_LOAD_DESCRIPTION, epilog=_LOAD_EPILOG,
@@ -126,15 +129,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--reps", type=int, default=10, help="reps per team (default 10)")
     load.add_argument("--capacity", type=int, default=50, help="open leads per rep (default 50)")
     load.add_argument("--no-dispose", dest="dispose", action="store_false",
-                      help="do not close leads after their webhook (reps then get unlimited capacity)")
+                      help="do not close leads after their webhook (reps then get the maximum capacity, 1000; the team state grows with every open lead)")
     load.add_argument("--passthrough-records", type=int, default=50_000,
                       help="records through the raw aiokafka baseline; 0 skips it (default 50000)")
     load.add_argument("--profile", action="store_true", help="py-spy the first worker during each max step")
     load.add_argument("--drain-timeout", type=float, default=120.0,
                       help="seconds to wait for the last webhooks of a step (default 120)")
-    load.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
-                      help="extra environment for the workers, repeatable: A/B a setting, e.g. "
-                           "PRODUCER_LINGER=0.005 (Faust reads its settings' env names)")
     load.add_argument("--receiver-port", type=int, default=8190, help="the SDR receiver's port (default 8190)")
 
     restart = commands.add_parser("restart", parents=[common], help="recovery and kill -9 restart with a big table",
@@ -187,12 +187,14 @@ def run(args: argparse.Namespace) -> int:
             from ops.bench.restart import run_restart
 
             asyncio.run(run_restart(leads=args.leads, kills=args.kills, partitions=args.partitions, port=args.port,
-                                    out=out, keep_stack=args.keep_stack, say=_say))
+                                    out=out, keep_stack=args.keep_stack, say=_say,
+                                    worker_env=_env_pairs(args.worker_env)))
         else:
             from ops.bench.hotspot import run_hotspot
 
             asyncio.run(run_hotspot(routes=args.routes, reps=args.reps, partitions=args.partitions, port=args.port,
-                                    out=out, keep_stack=args.keep_stack, say=_say))
+                                    out=out, keep_stack=args.keep_stack, say=_say,
+                                    worker_env=_env_pairs(args.worker_env)))
     except KeyboardInterrupt:
         print("\nbench: interrupted; every process it started has been stopped", file=sys.stderr)
         return 130

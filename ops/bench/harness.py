@@ -247,8 +247,11 @@ class EventReader:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
+        # A short metadata age: the topic may only appear with the first event (then it is seen
+        # within a second, not after aiokafka's default five minutes).
         consumer = AIOKafkaConsumer(self._topic, bootstrap_servers=self._bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    metadata_max_age_ms=1000)
         await consumer.start()
 
         async def read() -> None:

@@ -136,7 +136,7 @@ async def _read_back(session: aiohttp.ClientSession, url: str, sample: list[str]
 
 
 async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out: Path, keep_stack: bool,
-                      say: Say) -> list[dict[str, object]]:
+                      say: Say, worker_env: dict[str, str] | None = None) -> list[dict[str, object]]:
     from ops.bench.harness import EventReader
 
     out.mkdir(parents=True, exist_ok=True)
@@ -144,8 +144,8 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
     results: list[dict[str, object]] = []
     tracker = Tracker()
     with Stack(say, keep=keep_stack) as stack:
-        config, secrets = bench_config(1, 4, 1_000_000, _RECEIVER_PORT)
-        deployment = Deployment(stack.config, out, config, partitions=partitions)
+        config, secrets = bench_config(1, 4, 1000, _RECEIVER_PORT)
+        deployment = Deployment(stack.config, out, config, partitions=partitions, extra_env=dict(worker_env or {}))
         worker = deployment.add_worker(port)
         receiver = start_receiver(secrets, tracker, _RECEIVER_PORT)
         reader = EventReader(stack.config.kafka_bootstrap, f"{deployment.prefix}lead.events", tracker)
@@ -184,7 +184,7 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
             await receiver.stop()
             deployment.stop_all()
     path = out / f"restart-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_bytes(orjson.dumps({"leads": leads, "partitions": partitions, "runs": results,
+    path.write_bytes(orjson.dumps({"leads": leads, "partitions": partitions, "worker_env": worker_env, "runs": results,
                                    "loadavg_after": load_average()}, option=orjson.OPT_INDENT_2))
     say(f"results: {path}")
     return results

@@ -63,7 +63,7 @@ def machine_facts() -> dict[str, object]:
 
 async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, say: Say,
                             steps: list[StepResult]) -> None:
-    capacity = options.capacity if options.dispose else 10_000_000
+    capacity = options.capacity if options.dispose else 1000  # the config's maximum
     workdir = options.out / f"w{workers}"
     workdir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker()
@@ -90,8 +90,9 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
             next_index = 0
             # Warm-up, not recorded: first-request costs (connections, caches, topic metadata).
             warm = StepPlan(f"w{workers} warm-up", options.feeds[0], 20.0, 40, options.batch, options.drain_timeout_s)
-            await run_step(warm, deployment, tracker, session, lambda line: None, first_index=next_index,
-                           teams=options.teams)
+            warmed = await run_step(warm, deployment, tracker, session, lambda line: None, first_index=next_index,
+                                    teams=options.teams)
+            say(f"warm-up: {warmed.delivered}/{warm.leads} leads delivered in {warmed.elapsed_s:.1f} s (not recorded)")
             next_index += warm.leads
             last_max: dict[str, float] = {}
             for feed in options.feeds:
