@@ -81,8 +81,9 @@ def test_the_example_plans_a_business_hours_ladder() -> None:
 
 def _docs_config() -> SlaConfig:
     docs = Path(__file__).resolve().parents[2] / "docs" / "sla.md"
-    block = docs.read_text(encoding="utf-8").split("```yaml\n", 1)[1].split("```", 1)[0]
-    return load(block)
+    blocks = [part.split("```", 1)[0] for part in docs.read_text(encoding="utf-8").split("```yaml\n")[1:]]
+    # The example policy file: the first YAML block with an ``sla:`` section.
+    return load(next(b for b in blocks if b.startswith("sla:") or "\nsla:" in b))
 
 
 
