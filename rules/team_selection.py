@@ -116,16 +116,19 @@ class LeadFacts:
     tier: str | None = None
 
 
-def _attribute(lead: CapturedLead, *names: str) -> str | None:
-    for name in names:
-        value = lead.attributes.get(name, "").strip()
-        if value:
-            return value
+def _attribute(lead: CapturedLead, *names: str, enrichment: Enrichment | None = None) -> str | None:
+    """The first non-empty of ``names`` in what the lead said, else in what providers found."""
+    for source in (lead.attributes, enrichment.provided if enrichment is not None else {}):
+        for name in names:
+            value = source.get(name, "").strip()
+            if value:
+                return value
     return None
 
 
 def facts_of(lead: CapturedLead, enrichment: Enrichment | None = None, tier: str | None = None) -> LeadFacts:
-    """Gather the facts the rules match: the lead's fields and attributes, then built-in enrichment."""
+    """Gather the facts the rules match: the lead's fields and attributes, then enrichment (built-in,
+    and for company size and industry what HTTP providers found when the lead did not say)."""
     country: str | None = lead.country.upper() if lead.country else None
     country_from: str | None = None
     if country is None and enrichment is not None and enrichment.phone_country:
@@ -135,7 +138,7 @@ def facts_of(lead: CapturedLead, enrichment: Enrichment | None = None, tier: str
         state = state.upper()
         if "-" not in state and country:
             state = f"{country}-{state}"
-    size_text = _attribute(lead, "employees", "company_size")
+    size_text = _attribute(lead, "employees", "company_size", enrichment=enrichment)
     employees = None
     if size_text is not None:
         try:
@@ -148,7 +151,7 @@ def facts_of(lead: CapturedLead, enrichment: Enrichment | None = None, tier: str
         department = enrichment.department if enrichment.department != "other" else None
     return LeadFacts(
         source=lead.source, country=country, country_from=country_from, state=state, employees=employees,
-        industry=_attribute(lead, "industry"), seniority=seniority, department=department, tier=tier,
+        industry=_attribute(lead, "industry", enrichment=enrichment), seniority=seniority, department=department, tier=tier,
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from rules.accounts import Account
 from rules.capture import CapturedLead
-from rules.enrichment import enrich
+from rules.enrichment import ProviderFindings, enrich
 from rules.routing import LeadFacts, Region, SizeRange, TeamRule, facts_of, select_team
 from rules.team_selection import rule_match, tier_priority
 
@@ -160,3 +160,13 @@ def test_tier_priority_takes_the_most_urgent_known_tier() -> None:
     assert tier_priority(priorities, "key", "strategic") == 0
     assert tier_priority(priorities, None, "key") == 1
     assert tier_priority(priorities, "unknown", None) is None
+
+
+def test_company_size_and_industry_fall_back_to_what_providers_found() -> None:
+    found = ProviderFindings(provider="pdl", status="found", fields={"employees": "2500", "industry": "SaaS"})
+    quiet = lead(country="us")
+    got = facts_of(quiet, enrich(quiet, (found,)))
+    assert (got.employees, got.industry) == (SizeRange(low=2500, high=2500), "SaaS")
+    # What the lead said wins over the provider.
+    said = lead(country="us", attributes={"industry": "Retail"})
+    assert facts_of(said, enrich(said, (found,))).industry == "Retail"
