@@ -182,6 +182,15 @@ class Metrics:
             ["operation", "outcome"], registry=r)
         self.crm_duration = Histogram(
             "leadflow_crm_call_seconds", "Time spent on one CRM call.", buckets=LATENCY_BUCKETS, registry=r)
+        self.crm_retries_pending = Gauge(
+            "leadflow_crm_retries_pending",
+            "Opportunity upserts waiting for their next CRM attempt, in the partitions this worker owns.",
+            registry=r)
+        self.crm_dead_letters = Counter(
+            "leadflow_crm_dead_letters_total",
+            "Opportunities the CRM never took (crm.outbox.dead), by reason: refused (a permanent error) "
+            "or gave_up (the retry schedule ran out).",
+            ["reason"], registry=r)
 
         # --- engine health
         self.http_requests = Counter(

@@ -435,7 +435,7 @@ class Notify:
 
 Channel: TypeAlias = Literal[
     "lead.commands", "team.commands", "rep.commands", "notifications", "lead.events", "team.signals",
-    "account.commands", "crm.outbox", "outcomes"]
+    "account.commands", "crm.outbox", "outcomes", "outcomes.board"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,7 @@ from streams.codec import CODEC
 
 __all__ = [
     "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
-    "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "CHANNELS", "send", "publish", "declare_topics",
+    "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "outcome_snapshots", "CHANNELS", "send", "publish", "declare_topics",
 ]
 
 _settings = runtime.settings
@@ -53,6 +53,11 @@ crm_outbox = _topic("crm.outbox")
 crm_dead = _topic("crm.outbox.dead", raw=True)
 #: Won/lost outcomes, all under one key: one owner folds them into the win-rate board.
 outcomes = _topic("outcomes")
+#: The whole won/lost board after each change, one key, compacted: every worker follows it into memory.
+outcome_snapshots = app.topic(
+    _settings.topic_prefix + "outcomes.board", key_type=str, value_serializer=CODEC, partitions=1,
+    replicas=_settings.replication, internal=True, compacting=True,
+)
 
 CHANNELS: dict[str, faust.TopicT] = {
     "lead.commands": lead_commands,
@@ -65,6 +70,7 @@ CHANNELS: dict[str, faust.TopicT] = {
     "crm.outbox": crm_outbox,
     "crm.outbox.dead": crm_dead,
     "outcomes": outcomes,
+    "outcomes.board": outcome_snapshots,
     "notifications.dead": webhooks_dead,
 }
 

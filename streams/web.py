@@ -31,6 +31,7 @@ from rules.team import TeamState
 from streams.app import LeadflowApp, runtime
 from streams.tables.accounts import accounts
 from streams.tables.lead_state import lead_state
+from streams.tables.outcome_board import snapshot as outcome_snapshot
 from streams.tables.rep_directory import rep_directory
 from streams.tables.team_state import team_state
 from streams.tables.team_windows import team_hour, team_minute, window_counts
@@ -149,6 +150,9 @@ class Engine:
         recovery = app.tables.recovery
         if recovery.in_recovery or not recovery.completed.is_set():
             return Readiness(False, "recovering tables")
+        if not outcome_snapshot.loaded:
+            # Scoring reads the won/lost board: a worker that has not caught up would score without it.
+            return Readiness(False, "loading the outcome board")
         assigned = len(app.consumer.assignment()) if app.consumer else 0
         return Readiness(True, f"{assigned} partition(s) assigned, tables recovered")
 

@@ -241,6 +241,10 @@ HEALTH = Dashboard(
                 (_rate("leadflow_crm_calls_total", "operation, outcome"), "{{operation}} {{outcome}}"),
                 (_quantile(0.99, "leadflow_crm_call_seconds"), "p99 call time"),
             ), unit="reqps"),
+            Panel("CRM retries pending; dead letters", (
+                ("sum(leadflow_crm_retries_pending)", "upserts waiting to retry"),
+                (_rate("leadflow_crm_dead_letters_total", "reason"), "dead letters {{reason}}"),
+            )),
             Panel("API requests by status; Redis fallbacks", (
                 (_rate("leadflow_http_requests_total", "status"), "HTTP {{status}}"),
                 (_rate("leadflow_redis_degraded_total", "operation"), "without Redis: {{operation}}"),

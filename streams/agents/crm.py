@@ -35,6 +35,7 @@ __all__ = ["sync_opportunities", "fire_crm_timers", "crm_timers"]
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.2
+_GAUGE_EVERY = 5  # ticks: the retries-pending gauge once a second
 #: Derived from ``crm_pending`` and rebuilt from it after a rebalance; never the source of truth.
 crm_timers = TimerIndex()
 _adapters: dict[str, CrmAdapter | None] = {}  # the one adapter of this process (a connection cache)
@@ -102,12 +103,13 @@ async def _upsert(message: UpsertOpportunity, now: datetime) -> None:
             log.warning("crm upsert failed opportunity_id=%s attempt=%d (%s); retry at %s",
                         message.opportunity_id, attempts, reason, due.isoformat())
             return
-        await _dead_letter(message, adapter.name, attempts, f"gave up after {attempts} attempts: {reason}", now)
+        await _dead_letter(message, adapter.name, attempts, f"gave up after {attempts} attempts: {reason}", now,
+                           kind="gave_up")
         _forget(key)
         return
     except PermanentError as exc:
         _count_call("permanent", started)
-        await _dead_letter(message, adapter.name, attempts, f"refused: {exc}", now)
+        await _dead_letter(message, adapter.name, attempts, f"refused: {exc}", now, kind="refused")
         _forget(key)
         return
     _count_call("ok", started)
@@ -129,7 +131,8 @@ async def _report(message: UpsertOpportunity, synced: bool, crm: str, crm_id: st
         attempts=attempts, error=error, at=now))])
 
 
-async def _dead_letter(message: UpsertOpportunity, crm: str, attempts: int, reason: str, now: datetime) -> None:
+async def _dead_letter(message: UpsertOpportunity, crm: str, attempts: int, reason: str, now: datetime, *,
+                       kind: str) -> None:
     log.warning("crm upsert dead-lettered opportunity_id=%s crm=%s (%s)", message.opportunity_id, crm, reason)
     body = orjson.dumps({"opportunity_id": message.opportunity_id, "lead_id": message.lead_id, "crm": crm,
                          "attempts": attempts, "reason": reason, "at": now, "payload": message.payload})
@@ -140,7 +143,14 @@ async def _dead_letter(message: UpsertOpportunity, crm: str, attempts: int, reas
         except Exception as exc:  # aiokafka's KafkaError family, or the timeout
             log.warning("crm dead letter not stored (%s); retrying", type(exc).__name__)
             await asyncio.sleep(1.0)
+    runtime.metrics.crm_dead_letters.labels(kind).inc()
     await _report(message, False, crm, None, attempts, reason, now)
+
+
+def _retries_pending() -> int:
+    """Upserts waiting for their next attempt in this worker's partitions (deferred commands are not retries)."""
+    return sum(1 for row in crm_pending.values()
+               if isinstance(row, PendingCrm) and isinstance(row.message, UpsertOpportunity))
 
 
 def _stable() -> bool:
@@ -153,10 +163,14 @@ def _stable() -> bool:
 async def fire_crm_timers() -> None:
     """Put due retries and deferred commands back on ``crm.outbox`` (the owner decides again)."""
     built_for = -1
+    tick = 0
     while not app.should_stop:
         await asyncio.sleep(_TICK_S)
         if not _stable():
             continue
+        tick += 1
+        if tick % _GAUGE_EVERY == 1:
+            runtime.metrics.crm_retries_pending.set(_retries_pending())
         if built_for != app.rebalancing_count:
             crm_timers.clear()
             count = crm_timers.load((key, row.due_at.timestamp(), row.message) for key, row in crm_pending.items()

@@ -1,7 +1,8 @@
 """``crm_pending``: the CRM agent's durable timers (retries, deferred commands), co-partitioned with ``crm.outbox``.
 
-Keys are ``lead_id|retry`` and ``lead_id|defer``; written only by the CRM agent while it handles
-that lead's message, so every row lives in the lead's partition.
+Keys are ``lead_id|opportunity_id`` (a retry) and ``lead_id:cycle:recycle`` (a deferred
+command); written only by the CRM agent while it handles that lead's message, so every row lives
+in the lead's partition.
 """
 from __future__ import annotations
 

@@ -1,38 +1,52 @@
-"""``outcome_board``: the won/lost board (one key), a global table so every worker's scoring reads it.
+"""``outcome_board``: the won/lost board (one key), and the in-memory snapshot every worker scores with.
 
-Written only by the outcomes agent, which owns the one partition of ``outcomes`` its key lands
-in; ``use_partitioner`` sends each write to that key's changelog partition, and every worker
-keeps a full copy (global), so the lead agent anywhere scores with the latest snapshot.
+The table is an ordinary one, written only by the outcomes agent on the worker that owns the
+partition of ``outcomes`` its one key lands in: that is the board's durable state. After each
+change the agent publishes the whole board on the compacted ``outcomes.board`` topic, and every
+worker follows that topic into ``snapshot`` (``streams.agents.outcomes.follow_outcome_board``),
+so the lead agent anywhere scores with the latest board within a poll of the change.
+
+Why not a Faust ``GlobalTable``: in faust-streaming 0.15 the other workers read a global table's
+changelog as a *standby*, and standby events are only applied once ``standby_buffer_size``
+(default 1000) of them have piled up or a rebalance flushes them. An outcome recorded on one
+worker did not change the scores computed on another (tests/integration/test_crm_lifecycle.py
+showed it); the library also documents recovery loops with several instances (faust-streaming
+#283, #212). A compacted topic read by a plain consumer has none of that machinery.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-import faust
-
 from rules.lead_state import LeadPolicy
-from rules.lead_crm import OUTCOMES_KEY
 from rules.outcomes import OutcomeBoard
-from streams.app import app
-from streams.codec import CODEC, SCHEMA
+from streams.tables._table import entity_table
 
-__all__ = ["outcome_board", "with_outcomes"]
+__all__ = ["outcome_board", "BoardSnapshot", "snapshot", "with_outcomes"]
 
-
-class _CodecGlobalTable(faust.GlobalTable):  # type: ignore[misc]
-    """A global table with our raw keys and codec values (see ``_table.CodecTable`` for why)."""
-
-    def _serializer_from_type(self, typ: Any) -> str:
-        return "raw" if typ is str else CODEC
+outcome_board: Any = entity_table("outcome_board", help="OutcomeBoard under one key (written only by the outcomes agent).")
 
 
-outcome_board = app.tables.add(_CodecGlobalTable(
-    app, name="outcome_board", key_type=str, schema=SCHEMA, use_partitioner=True, beacon=app.tables.beacon,
-    help="OutcomeBoard under one key (written only by the outcomes agent)."))
+@dataclass
+class BoardSnapshot:
+    """The latest board seen on ``outcomes.board``: derived, rebuilt from the topic at every start."""
+
+    board: OutcomeBoard | None = None
+    #: Caught up with the end of the topic as it was when this worker started following it.
+    loaded: bool = False
+    #: Boards read so far (for logs and tests of the follower).
+    seen: int = 0
+
+    def take(self, value: Any) -> None:
+        if isinstance(value, OutcomeBoard):
+            self.board = value
+            self.seen += 1
+
+
+snapshot = BoardSnapshot()
 
 
 def with_outcomes(policy: LeadPolicy) -> LeadPolicy:
-    """``policy`` with the current won/lost board, for scoring (unchanged when there is none yet)."""
-    board = outcome_board.get(OUTCOMES_KEY)
-    return replace(policy, outcomes=board) if isinstance(board, OutcomeBoard) else policy
+    """``policy`` with the latest won/lost board, for scoring (unchanged when there is none yet)."""
+    board = snapshot.board
+    return replace(policy, outcomes=board) if board is not None else policy
