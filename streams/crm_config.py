@@ -219,9 +219,27 @@ class CrmConfig(_Strict):
         return self
 
 
+def _adapter_secrets(crm: CrmConfig) -> tuple[str, ...]:
+    """The environment variables the configured adapter reads its credentials from."""
+    if crm.adapter == "webhook" and crm.webhook is not None:
+        return (crm.webhook.secret_env,)
+    if crm.adapter == "salesforce":
+        return (crm.salesforce.client_id_env, crm.salesforce.client_secret_env)
+    if crm.adapter == "hubspot":
+        return (crm.hubspot.token_env,)
+    return ()
+
+
 def crm_policy(scoring: ScoringConfig, qualification: QualificationConfig, crm: CrmConfig,
                env: Mapping[str, str]) -> dict[str, object]:
-    """The ``LeadPolicy`` fields these sections set."""
+    """The ``LeadPolicy`` fields these sections set.
+
+    The adapter's credentials are checked here, at start: found missing only at the first
+    conversion, the CRM agent could not build the adapter and that opportunity was skipped.
+    """
+    missing = [name for name in _adapter_secrets(crm) if not env.get(name)]
+    if missing:
+        raise ConfigError(f"crm.{crm.adapter}: environment variable {', '.join(missing)} is not set")
     return {
         "scoring": scoring.model(),
         "frameworks": qualification.frameworks_by_name(),
