@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.stack.process import start_process
@@ -65,6 +65,9 @@ class Profile:
     self_top: list[tuple[str, int]]
     inclusive_top: list[tuple[str, int]]
     areas: list[tuple[str, int]]  # self samples per area
+    #: Samples per callback the event loop was running (the frame right under ``Handle._run``):
+    #: an agent, a timer, the producer's sender, the web server…
+    tasks: list[tuple[str, int]] = field(default_factory=list)
 
 
 def _function(frame: str) -> str:
@@ -79,6 +82,7 @@ def summarize(stacks: Iterable[tuple[list[str], int]], top: int = 15) -> Profile
     self_counts: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     areas: Counter[str] = Counter()
+    tasks: Counter[str] = Counter()
     total = 0
     for frames, count in stacks:
         if not frames:
@@ -88,9 +92,27 @@ def summarize(stacks: Iterable[tuple[list[str], int]], top: int = 15) -> Profile
         # Thread/process header frames (py-spy may prefix one) are not functions.
         self_counts[_function(leaf)] += count
         areas[_charged_area(frames)] += count
-        for name in {_function(f) for f in frames}:
+        for name in {_function(f) for f in _below_dispatch(frames) if area_of(f).startswith("leadflow")}:
             inclusive[name] += count
-    return Profile(total, self_counts.most_common(top), inclusive.most_common(top), areas.most_common())
+        tasks[_task_of(frames)] += count
+    return Profile(total, self_counts.most_common(top), inclusive.most_common(top), areas.most_common(),
+                   tasks.most_common(top))
+
+
+def _below_dispatch(frames: list[str]) -> list[str]:
+    """The frames of the callback the event loop was running (empty outside a callback)."""
+    dispatch = [i for i, f in enumerate(frames) if f.startswith("Handle._run ")]
+    return frames[dispatch[-1] + 1:] if dispatch else []
+
+
+def _task_of(frames: list[str]) -> str:
+    """The callback, named by its first leadflow frame when it has one (an agent rather than
+    Faust's actor wrapper), else by its own first frame."""
+    below = _below_dispatch(frames)
+    if not below:
+        return "(event loop waiting in select)" if "selectors.py" in frames[-1] else "(outside the loop)"
+    ours = next((f for f in below if area_of(f).startswith("leadflow")), None)
+    return _function(ours or below[0])
 
 
 def _charged_area(frames: list[str]) -> str:
@@ -116,7 +138,9 @@ def render_summary(profile: Profile) -> str:
     lines += [f"  {pct(n)}  {name}" for name, n in profile.areas]
     lines += ["", "top functions by self time:"]
     lines += [f"  {pct(n)}  {name}" for name, n in profile.self_top]
-    lines += ["", "top functions by inclusive time:"]
+    lines += ["", "time per event-loop callback (agents, timers, the producer's sender, the web server):"]
+    lines += [f"  {pct(n)}  {name}" for name, n in profile.tasks]
+    lines += ["", "leadflow functions by inclusive time:"]
     lines += [f"  {pct(n)}  {name}" for name, n in profile.inclusive_top]
     return "\n".join(lines) + "\n"
 

@@ -94,6 +94,7 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
                                     teams=options.teams)
             say(f"warm-up: {warmed.delivered}/{warm.leads} leads delivered in {warmed.elapsed_s:.1f} s (not recorded)")
             next_index += warm.leads
+            await _idle_cpu(deployment, say)
             last_max: dict[str, float] = {}
             for feed in options.feeds:
                 for rate in options.rates:
@@ -125,7 +126,8 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
                         last_max[feed] = result.throughput
                     if disposer is not None:
                         await disposer.drain(30.0)
-                    await asyncio.sleep(2.0)  # let the last dispositions and commits settle
+                        await _wait_quiet(deployment, session, disposer.status.get("202", 0), say)
+                    await asyncio.sleep(2.0)  # let the last commits settle
             if disposer is not None:
                 say(f"dispositions answered: {dict(disposer.status)}")
     finally:
@@ -135,6 +137,48 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
         await receiver.stop()
         deployment.stop_all()
         say(f"{workers} worker(s) stopped")
+
+
+async def _wait_quiet(deployment: Deployment, session: aiohttp.ClientSession, dispositions: int, say: Say,
+                      timeout: float = 180.0) -> None:
+    """Until the workers have applied every disposition accepted so far (lead agent) and the team agent
+    every release they caused: the next step starts on an idle pipeline, not on the last one's tail."""
+    from ops.bench.hotspot import processed_counts
+
+    began = time.monotonic()
+    lead = team = 0.0
+    while time.monotonic() - began < timeout:
+        lead = team = 0.0
+        for worker in deployment.workers:
+            if worker.pid is None:
+                continue
+            try:
+                async with session.get(f"{worker.url}/metrics") as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                continue
+            lead += processed_counts(text, "lead").get("DispositionLead", 0.0)
+            team += processed_counts(text, "team").get("ReleaseLead", 0.0)
+        if lead >= dispositions:  # releases follow within one more hop
+            if time.monotonic() - began > 3:
+                say(f"  (the last step's dispositions took {time.monotonic() - began:.0f} s more to apply)")
+            return
+        await asyncio.sleep(0.5)
+    say(f"  (not quiet after {timeout:.0f} s: {lead:.0f}/{dispositions} dispositions, {team:.0f} releases applied)")
+
+
+async def _idle_cpu(deployment: Deployment, say: Say, seconds: float = 8.0) -> None:
+    """The workers' CPU with no leads coming in: timers, gauges and consumer polling cost this much
+    whatever the load (subtract it to get the CPU per lead)."""
+    from ops.bench.harness import Sampler
+
+    await asyncio.sleep(2.0)
+    sampler = Sampler(lambda: [w.pid for w in deployment.workers if w.pid is not None])
+    await sampler.start()
+    await asyncio.sleep(seconds)
+    idle = await sampler.stop()
+    if idle.cpu_mean_pct is not None:
+        say(f"idle: worker cpu {idle.cpu_mean_pct:.0f}% mean with no load ({seconds:.0f} s), rss {idle.rss_max_mb:.0f} MB")
 
 
 def _write_profile(collapsed: Path, say: Say) -> None:
