@@ -148,6 +148,7 @@ def _touched() -> bytes:
     m.crm_calls.labels("upsert_opportunity", "ok").inc()
     m.crm_duration.observe(0.3)
     m.crm_dead_letters.labels("gave_up").inc()
+    m.enrichment_lookups.labels("pdl", "hit").inc()
     m.http_requests.labels("/v1/leads", "202").inc()
     m.redis_degraded.labels("mark_seen").inc()
     m.commands_processed.labels("lead", "CaptureLead").inc()
