@@ -287,6 +287,7 @@ class Sampler:
         self._pids, self._interval = pids, interval_s
         self._cpu: list[float] = []
         self._rss: list[float] = []
+        self._machine: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -295,6 +296,7 @@ class Sampler:
         except ImportError:  # the bench extra is not installed: report no figures rather than fail
             return
         processes: dict[int, Any] = {}
+        psutil.cpu_percent(None)  # baseline for the machine-wide figure
 
         async def sample() -> None:
             while True:
@@ -313,6 +315,7 @@ class Sampler:
                 if rss:
                     self._cpu.append(cpu)
                     self._rss.append(rss)
+                    self._machine.append(psutil.cpu_percent(None))
                 await asyncio.sleep(self._interval)
 
         self._task = asyncio.get_running_loop().create_task(sample())
@@ -325,4 +328,5 @@ class Sampler:
             self._task = None
         if not self._cpu:
             return Resources(None, None, None, 0)
-        return Resources(sum(self._cpu) / len(self._cpu), max(self._cpu), max(self._rss), len(self._cpu))
+        return Resources(sum(self._cpu) / len(self._cpu), max(self._cpu), max(self._rss), len(self._cpu),
+                         sum(self._machine) / len(self._machine) if self._machine else None)

@@ -234,7 +234,8 @@ def _ms(value: float | None) -> str:
 def _report(r: StepResult, say: Say) -> None:
     a, w, res = r.capture_to_assigned, r.capture_to_webhook, r.resources
     cpu = "n/a (pip install -e '.[bench]')" if res.cpu_mean_pct is None else (
-        f"{res.cpu_mean_pct:.0f}% mean, {res.cpu_max_pct:.0f}% max, rss {res.rss_max_mb:.0f} MB")
+        f"{res.cpu_mean_pct:.0f}% mean, {res.cpu_max_pct:.0f}% max, rss {res.rss_max_mb:.0f} MB"
+        + ("" if res.machine_cpu_mean_pct is None else f"; whole machine {res.machine_cpu_mean_pct:.0f}% busy"))
     say(f"{r.label}: {r.delivered:,}/{r.leads:,} delivered in {r.elapsed_s:.1f} s → {r.throughput:,.1f} leads/s "
         f"({'sustained' if r.sustained else 'NOT sustained'}; drain {r.drain_s:.1f} s)")
     say(f"  capture→assigned p50 {_ms(a.p50_s)} p95 {_ms(a.p95_s)} p99 {_ms(a.p99_s)} · "

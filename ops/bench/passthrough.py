@@ -39,12 +39,18 @@ async def run_passthrough(bootstrap: str, records: int, partitions: int, say: Sa
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     try:
-        # First, on a quiet broker: one record at a time, each acknowledgement awaited.
+        # First, on a quiet broker: one record at a time, each acknowledgement awaited, with no
+        # linger (as leadflow's producer: Faust's default linger is 0).
+        single = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await single.start()
         rtts = []
-        for i in range(300):
-            sent = time.perf_counter()
-            await (await producer.send(sink, payload, key=str(i).encode()))
-            rtts.append(time.perf_counter() - sent)
+        try:
+            for i in range(300):
+                sent = time.perf_counter()
+                await (await single.send(sink, payload, key=str(i).encode()))
+                rtts.append(time.perf_counter() - sent)
+        finally:
+            await single.stop()
         futures = [await producer.send(source, payload, key=str(i).encode()) for i in range(records)]
         await asyncio.gather(*futures)
         consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=run, auto_offset_reset="earliest",

@@ -24,6 +24,8 @@ class Resources:
     cpu_max_pct: float | None
     rss_max_mb: float | None
     samples: int = 0
+    #: The whole machine's CPU meanwhile (100 = every core busy): is anything left to give?
+    machine_cpu_mean_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
