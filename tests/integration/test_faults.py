@@ -202,7 +202,10 @@ async def test_failing_receivers_retry_on_schedule_break_dead_letter_and_reassig
         assert reasons["endpoint gone (410)"] == len(ben), reasons
         assert all("secret" not in d and SECRET not in orjson.dumps(d).decode() for d in dead)
         slow_dead = [d for d in dead if d["endpoint"] == f"http://127.0.0.1:{endpoints['cid'].port}"]
-        assert {d["webhook_id"] for d in slow_dead} == set(cid), (slow_dead, cid)
+        # Every message the slow endpoint saw is dead-lettered; so may be some it never saw: deferred by
+        # its open circuit from the first try until the schedule's span ran out.
+        assert {d["webhook_id"] for d in slow_dead} >= set(cid), (slow_dead, cid)
+        assert all(d["reason"].startswith(("retries exhausted", "endpoint circuit open")) for d in slow_dead), slow_dead
 
         # Each lead that went to ben or cid says why it moved.
         moved = {h.lead_id for ep in ("ben", "cid") for h in endpoints[ep].hits}
