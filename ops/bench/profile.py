@@ -108,9 +108,11 @@ def _below_dispatch(frames: list[str]) -> list[str]:
 def _task_of(frames: list[str]) -> str:
     """The callback, named by its first leadflow frame when it has one (an agent rather than
     Faust's actor wrapper), else by its own first frame."""
+    if any(f.startswith(("Thread._bootstrap ", "ServiceThread.")) for f in frames):
+        return "(a thread of its own: Faust runs the Kafka consumer in one)"
     below = _below_dispatch(frames)
     if not below:
-        return "(event loop waiting in select)" if "selectors.py" in frames[-1] else "(outside the loop)"
+        return "(event loop waiting in select)" if "selectors.py" in frames[-1] else "(event loop itself)"
     ours = next((f for f in below if area_of(f).startswith("leadflow")), None)
     return _function(ours or below[0])
 

@@ -100,29 +100,31 @@ main (leadflow/__main__.py);run (asyncio/base_events.py);Handle._run (asyncio/ev
 main (leadflow/__main__.py);run (asyncio/base_events.py);Handle._run (asyncio/events.py);Sender._send_produce_req (aiokafka/producer/sender.py);write (asyncio/selector_events.py) 50
 main (leadflow/__main__.py);run (asyncio/base_events.py);select (selectors.py) 10
 main (leadflow/__main__.py);run (asyncio/base_events.py);Handle._run (asyncio/events.py);sleep (asyncio/tasks.py) 4
+Thread._bootstrap (threading.py);ServiceThread._start_thread (mode/threads.py);select (selectors.py) 6
 garbage line without a count
 """
 
 
 def test_profile_summary_self_and_inclusive_time_and_areas() -> None:
     stacks = parse_collapsed(_COLLAPSED)
-    assert len(stacks) == 5  # the garbage line is skipped
+    assert len(stacks) == 6  # the garbage line is skipped
     profile = summarize(stacks)
-    assert profile.samples == 104
+    assert profile.samples == 110
     assert profile.self_top[0] == ("write (asyncio/selector_events.py)", 50)
     inclusive = dict(profile.inclusive_top)
     assert inclusive["run_leads (streams/agents/lead.py)"] == 40
     assert "main (leadflow/__main__.py)" not in inclusive  # only leadflow's own modules are listed
     assert dict(profile.tasks) == {"run_leads (streams/agents/lead.py)": 40,
                                    "Sender._send_produce_req (aiokafka/producer/sender.py)": 50,
-                                   "(event loop waiting in select)": 10, "sleep (asyncio/tasks.py)": 4}
+                                   "(event loop waiting in select)": 10, "sleep (asyncio/tasks.py)": 4,
+                                   "(a thread of its own: Faust runs the Kafka consumer in one)": 6}
     areas = dict(profile.areas)
     # A stdlib or asyncio leaf (the socket write) is charged to the library that called it; the
     # loop's own work stops at its dispatch; select is idle.
     assert areas == {"aiokafka": 50, "pydantic (decode)": 30, "leadflow pure rules": 10,
-                     "idle (event loop waiting in select)": 10, "asyncio event loop": 4}
+                     "idle (event loop waiting in select)": 16, "asyncio event loop": 4}
     text = render_summary(profile)
-    assert " 48.1%  aiokafka" in text and "104 samples" in text
+    assert " 45.5%  aiokafka" in text and "110 samples" in text
 
 
 @pytest.mark.parametrize(("frame", "area"), [
