@@ -9,6 +9,7 @@ import faust
 from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
+from streams import faust_fixes
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
 from streams.resources import Resources
@@ -51,6 +52,7 @@ class LeadflowApp(faust.App):
 
 
 def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: Clock | None = None) -> LeadflowApp:
+    faust_fixes.install()  # skipped records must not be committed unprocessed (see the module)
     config = config if config is not None else load_config(settings.config_path)
     new = LeadflowApp(
         settings.app_id,

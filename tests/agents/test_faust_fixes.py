@@ -1,0 +1,68 @@
+"""The consumer fix: an ack of a record skipped across a rebalance never moves the committed offset."""
+from __future__ import annotations
+
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.transport.consumer import Consumer
+from faust.types import TP
+
+from streams import faust_fixes
+
+TOPIC_TP = TP("leadflow.leads.inbound", 1)
+
+
+class _Flow:
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+def _consumer(generation: int, flow_active: bool) -> Any:
+    """Just the state ``Consumer.ack`` reads and writes, for a partition whose committed offset is unknown
+    (as between a revoke and the seek back)."""
+    app = SimpleNamespace(consumer_generation_id=generation, flow_control=_Flow(flow_active),
+                          topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    return SimpleNamespace(app=app, _committed_offset=defaultdict(lambda: None), _acked=defaultdict(list),
+                           _acked_index=defaultdict(set), _unacked_messages=set(), _n_acked=0,
+                           _waiting_for_ack=None)
+
+
+class _Message:
+    """The fields of a faust ``Message`` the ack reads (hashable by identity, like the real one)."""
+
+    def __init__(self, offset: int, generation: int) -> None:
+        self.tp, self.topic, self.offset, self.generation_id, self.acked = TOPIC_TP, TOPIC_TP.topic, offset, generation, False
+
+
+def _message(offset: int, generation: int) -> Any:
+    return _Message(offset, generation)
+
+
+@pytest.fixture(autouse=True)
+def installed() -> None:
+    faust_fixes.install()
+    faust_fixes.install()  # twice: still one wrapper
+
+
+@pytest.mark.parametrize(("generation", "flow_active"), [(7, True), (8, False), (7, False)])
+def test_a_skipped_record_is_released_but_not_counted(generation: int, flow_active: bool) -> None:
+    consumer = _consumer(generation=8, flow_active=flow_active)
+    stale = _message(107, generation)
+    consumer._unacked_messages.add(stale)
+    assert Consumer.ack(consumer, stale) is False
+    assert stale.acked and stale not in consumer._unacked_messages
+    assert consumer._acked[TOPIC_TP] == [] and consumer._n_acked == 0  # nothing to commit
+
+
+def test_a_processed_record_of_the_current_generation_counts() -> None:
+    consumer = _consumer(generation=8, flow_active=True)
+    current = _message(107, 8)
+    consumer._unacked_messages.add(current)
+    assert Consumer.ack(consumer, current) is True
+    assert consumer._acked[TOPIC_TP] == [107] and consumer._n_acked == 1
+    assert current not in consumer._unacked_messages
