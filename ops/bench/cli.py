@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from leadflow.errors import LeadflowError
 
@@ -166,6 +169,22 @@ def _say(line: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {line}" if line else "", flush=True)
 
 
+async def _stoppable(work: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``work``; SIGTERM (``timeout``, CI, ``kill``) and SIGINT cancel it, so its ``finally``
+    blocks stop every worker, receiver and profiler it started. SIGINT is handled here too
+    because a shell starts background jobs with SIGINT ignored, and Python keeps it ignored."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await work
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark ``args.bench`` names; the exit code."""
     out = args.out or _out_default()
@@ -182,20 +201,20 @@ def run(args: argparse.Namespace) -> int:
                 passthrough_records=args.passthrough_records, profile=args.profile, dispose=args.dispose,
                 drain_timeout_s=args.drain_timeout, port=args.port, receiver_port=args.receiver_port, out=out,
                 keep_stack=args.keep_stack, worker_env=_env_pairs(args.worker_env))
-            asyncio.run(run_load(options, _say))
+            asyncio.run(_stoppable(run_load(options, _say)))
         elif args.bench == "restart":
             from ops.bench.restart import run_restart
 
-            asyncio.run(run_restart(leads=args.leads, kills=args.kills, partitions=args.partitions, port=args.port,
-                                    out=out, keep_stack=args.keep_stack, say=_say,
-                                    worker_env=_env_pairs(args.worker_env)))
+            asyncio.run(_stoppable(run_restart(leads=args.leads, kills=args.kills, partitions=args.partitions,
+                                               port=args.port, out=out, keep_stack=args.keep_stack, say=_say,
+                                               worker_env=_env_pairs(args.worker_env))))
         else:
             from ops.bench.hotspot import run_hotspot
 
-            asyncio.run(run_hotspot(routes=args.routes, reps=args.reps, partitions=args.partitions, port=args.port,
-                                    out=out, keep_stack=args.keep_stack, say=_say,
-                                    worker_env=_env_pairs(args.worker_env)))
-    except KeyboardInterrupt:
+            asyncio.run(_stoppable(run_hotspot(routes=args.routes, reps=args.reps, partitions=args.partitions,
+                                               port=args.port, out=out, keep_stack=args.keep_stack, say=_say,
+                                               worker_env=_env_pairs(args.worker_env))))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\nbench: interrupted; every process it started has been stopped", file=sys.stderr)
         return 130
     except (RuntimeError, LeadflowError) as exc:

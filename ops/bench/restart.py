@@ -180,9 +180,9 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
                         f"{'—' if assigned is None else f'{assigned:.2f} s'}, webhook in "
                         f"{'—' if delivered is None else f'{delivered:.2f} s'} ({total:.1f} s after start); {check}")
         finally:
+            deployment.stop_all()  # first: nothing awaited before it can be interrupted
             await reader.stop()
             await receiver.stop()
-            deployment.stop_all()
     path = out / f"restart-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_bytes(orjson.dumps({"leads": leads, "partitions": partitions, "worker_env": worker_env, "runs": results,
                                    "loadavg_after": load_average()}, option=orjson.OPT_INDENT_2))

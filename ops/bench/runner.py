@@ -131,12 +131,13 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
             if disposer is not None:
                 say(f"dispositions answered: {dict(disposer.status)}")
     finally:
+        # Workers first, synchronously: a second Ctrl-C during the awaits below cannot skip it.
+        deployment.stop_all()
+        say(f"{workers} worker(s) stopped")
         if disposer is not None:
             await disposer.stop()
         await reader.stop()
         await receiver.stop()
-        deployment.stop_all()
-        say(f"{workers} worker(s) stopped")
 
 
 async def _wait_quiet(deployment: Deployment, session: aiohttp.ClientSession, dispositions: int, say: Say,
