@@ -132,7 +132,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--reps", type=int, default=10, help="reps per team (default 10)")
     load.add_argument("--capacity", type=int, default=50, help="open leads per rep (default 50)")
     load.add_argument("--no-dispose", dest="dispose", action="store_false",
-                      help="do not close leads after their webhook (reps then get the maximum capacity, 1000; the team state grows with every open lead)")
+                      help="do not close leads after their webhook (reps then get the maximum capacity, "
+                           "1000; the team state grows with every open lead)")
     load.add_argument("--passthrough-records", type=int, default=50_000,
                       help="records through the raw aiokafka baseline; 0 skips it (default 50000)")
     load.add_argument("--profile", action="store_true", help="py-spy the first worker during each max step")

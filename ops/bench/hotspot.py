@@ -58,7 +58,8 @@ def pure_route_rate(reps: int, routes: int, *, codec: bool, open_leads: int = 0)
     for r in range(reps):
         profile = RepProfile(rep_id=f"r{r:02d}", team_id="t00", capacity=1000)
         state = apply(state, UpsertRep(team_id="t00", profile=profile, at=now), now, queue).state
-        state = apply(state, SetPresence(team_id="t00", rep_id=f"r{r:02d}", status="available", at=now), now, queue).state
+        available = SetPresence(team_id="t00", rep_id=f"r{r:02d}", status="available", at=now)
+        state = apply(state, available, now, queue).state
     for index in range(open_leads):
         lead_id = f"ld_open{index:020x}"
         state = apply(state, RouteLead(team_id="t00", lead_id=lead_id, route_id=f"{lead_id}:1:1", requested_at=now),

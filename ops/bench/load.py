@@ -189,7 +189,6 @@ async def run_step(plan: StepPlan, deployment: Deployment, tracker: Tracker, ses
                                    f"{deployment.prefix}leads.inbound", tracker, errors)
     sent_end = time.time()
     accepted = plan.leads - sum(errors.values())
-    wanted = set(ids)
     last_report = time.monotonic()
     deadline = time.monotonic() + plan.drain_timeout_s
     while True:
@@ -220,9 +219,8 @@ async def run_step(plan: StepPlan, deployment: Deployment, tracker: Tracker, ses
         sustained=(len(delivered_times) == plan.leads
                    and (plan.rate is None or is_sustained(plan.rate, throughput, drain))),
         capture_to_assigned=LatencySummary.of(to_assigned), capture_to_webhook=LatencySummary.of(to_webhook),
-        resources=resources, errors=dict(errors), webhook_sample=to_webhook[::stride],
+        resources=resources, errors=dict(errors), webhook_sample=[round(x, 4) for x in to_webhook[::stride]],
     )
-    del wanted
     _report(result, say)
     return result
 

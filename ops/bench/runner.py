@@ -102,7 +102,8 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
                         offered, leads, label = None, options.max_leads, f"w{workers} {feed} max"
                     elif rate == "half":
                         offered = round(last_max[feed] / 2, 1)
-                        leads, label = max(1, int(offered * options.duration_s)), f"w{workers} {feed} half={offered:g}/s"
+                        leads = max(1, int(offered * options.duration_s))
+                        label = f"w{workers} {feed} half={offered:g}/s"
                     else:
                         assert isinstance(rate, float)
                         offered, label = rate, f"w{workers} {feed} {rate:g}/s"
@@ -179,7 +180,8 @@ async def _idle_cpu(deployment: Deployment, say: Say, seconds: float = 8.0) -> N
     await asyncio.sleep(seconds)
     idle = await sampler.stop()
     if idle.cpu_mean_pct is not None:
-        say(f"idle: worker cpu {idle.cpu_mean_pct:.0f}% mean with no load ({seconds:.0f} s), rss {idle.rss_max_mb:.0f} MB")
+        say(f"idle: worker cpu {idle.cpu_mean_pct:.0f}% mean with no load ({seconds:.0f} s), "
+            f"rss {idle.rss_max_mb:.0f} MB")
 
 
 def _write_profile(collapsed: Path, say: Say) -> None:
