@@ -80,6 +80,8 @@ class RunResult:
     max_sustained: float
     ratio_to_passthrough: float | None  # leadflow's best throughput / the passthrough's
     schema: int = SCHEMA_VERSION
+    #: Per worker count: Kafka records written per topic of that deployment, and the leads fed.
+    kafka_records: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -61,8 +61,30 @@ def machine_facts() -> dict[str, object]:
             "git_commit": commit, "loadavg_before": load_average()}
 
 
+async def topic_records(bootstrap: str, app_id: str) -> dict[str, int]:
+    """Records in every topic of a deployment (its public topics and its changelogs)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        counts: dict[str, int] = {}
+        await consumer._client.force_metadata_update()  # the topics' partitions, not only their names
+        for topic in sorted(t for t in await consumer.topics() if t.startswith(app_id)):
+            partitions = consumer._client.cluster.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in partitions]
+            if not tps:
+                continue
+            end, begin = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
+            if (n := sum(end[tp] - begin[tp] for tp in tps)) > 0:
+                counts[topic] = n
+        return counts
+    finally:
+        await consumer.stop()
+
+
 async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, say: Say,
-                            steps: list[StepResult]) -> None:
+                            steps: list[StepResult], records: dict[str, dict[str, int]]) -> None:
     capacity = options.capacity if options.dispose else 1000  # the config's maximum
     workdir = options.out / f"w{workers}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +153,14 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
                     await asyncio.sleep(2.0)  # let the last commits settle
             if disposer is not None:
                 say(f"dispositions answered: {dict(disposer.status)}")
+            records[f"w{workers}"] = counts = await topic_records(stack.config.kafka_bootstrap, deployment.app_id)
+            counts["(leads fed)"] = next_index
+            total = sum(n for name, n in counts.items() if not name.startswith("("))
+            top = ", ".join(f"{name.removeprefix(deployment.app_id)} {n / max(next_index, 1):.1f}"
+                            for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:6]
+                            if not name.startswith("("))
+            say(f"kafka records: {total:,} for {next_index:,} leads = {total / max(next_index, 1):.1f} per lead "
+                f"(per lead: {top}, …)")
     finally:
         # Workers first, synchronously: a second Ctrl-C during the awaits below cannot skip it.
         deployment.stop_all()
@@ -203,18 +233,20 @@ async def run_load(options: LoadOptions, say: Say) -> RunResult:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine = machine_facts()
     steps: list[StepResult] = []
+    records: dict[str, dict[str, int]] = {}
     passthrough: PassthroughResult | None = None
     with Stack(say, keep=options.keep_stack) as stack:
         if options.passthrough_records:
             passthrough = await run_passthrough(stack.config.kafka_bootstrap, options.passthrough_records,
                                                 options.partitions, say)
         for workers in options.workers:
-            await _deployment_steps(options, stack, workers, say, steps)
+            await _deployment_steps(options, stack, workers, say, steps, records)
     machine["loadavg_after"] = load_average()
     best = max_sustained((s.offered_rate, s.throughput, s.sustained) for s in steps)
     result = RunResult(
         started_at=started, machine=machine, settings=_settings(options), passthrough=passthrough, steps=steps,
         max_sustained=best, ratio_to_passthrough=ratio(best, passthrough.throughput) if passthrough else None,
+        kafka_records=records,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path = options.out / f"bench-{stamp}.json"
