@@ -121,7 +121,10 @@ async def _flood(bootstrap: str, topic: str, routes: int, say: Say) -> float:
 async def run_hotspot(*, routes: int, reps: int, partitions: int, port: int, out: Path, keep_stack: bool,
                       say: Say, worker_env: dict[str, str] | None = None) -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, object] = {"reps": reps, "routes": routes, "loadavg_before": load_average()}
+    from ops.bench.runner import machine_facts
+
+    result: dict[str, object] = {"reps": reps, "routes": routes, "loadavg_before": load_average(),
+                                 "machine": machine_facts(), "worker_env": worker_env or {}}
     pure: dict[str, float] = {}
     for codec in (False, True):
         for open_leads in (0, 250, 1000):

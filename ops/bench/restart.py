@@ -184,7 +184,10 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
             await reader.stop()
             await receiver.stop()
     path = out / f"restart-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_bytes(orjson.dumps({"leads": leads, "partitions": partitions, "worker_env": worker_env, "runs": results,
+    from ops.bench.runner import machine_facts
+
+    path.write_bytes(orjson.dumps({"leads": leads, "partitions": partitions, "worker_env": worker_env,
+                                   "machine": machine_facts(), "runs": results,
                                    "loadavg_after": load_average()}, option=orjson.OPT_INDENT_2))
     say(f"results: {path}")
     return results
