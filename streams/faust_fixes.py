@@ -1,4 +1,6 @@
-"""A fix for a faust-streaming 0.15 consumer race that loses records across a rebalance.
+"""Fixes for two faust-streaming 0.15 consumer bugs that commit records it never processed.
+
+1. Skipped records acknowledged across a rebalance.
 
 When a rebalance starts, Faust stops the flow and, once the new generation is assigned, skips
 every record still queued from before (``Stream._py_aiter``: "Skipping message ... generation_id").
@@ -16,17 +18,38 @@ The fix: an ack is recorded only for a record of the current generation while th
 Any other ack still releases the record (so a rebalance never waits for it) but does not move
 the committed offset, so after the seek the record is delivered again and processed: at least
 once, as every leadflow command is idempotent.
+
+2. A commit past one missing offset. ``Consumer._new_offset`` commits the run of acknowledged
+offsets that starts at the committed offset, but it tolerates a run starting one *after* it
+(``min(acked) - committed > 1`` refuses only a gap of two or more), and it checks nothing while
+the committed offset is unknown (after a revoke, until the seek). After a restart the recovery
+resumes the stream partitions before it seeks, a record can be dropped as already read, and the
+next commit steps over it: seen as one accepted lead lost (offset 119 missing, 118 and 120
+processed). The fix commits only a run that starts exactly at the known committed offset. A
+record that is really missing then holds the commit back; when the hold lasts ``HEAL_AFTER_S``
+the partition is sought back to its committed offset, so the missing record (and what follows,
+already processed: replays are harmless) is delivered again.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from faust.transport.consumer import Consumer
 from mode.utils.futures import notify
 
-__all__ = ["install", "ack_counts"]
+__all__ = ["install", "ack_counts", "may_commit", "HEAL_AFTER_S"]
+
+log = logging.getLogger(__name__)
+
+#: How long the commit of a partition may be held back by a missing offset before it is re-read.
+HEAL_AFTER_S = 5.0
 
 _installed = False
+# Partition -> (committed offset the commit waits at, since when) while a hole holds it back.
+_held: dict[Any, tuple[int, float]] = {}
 
 
 def ack_counts(message: Any, app: Any) -> bool:
@@ -34,12 +57,33 @@ def ack_counts(message: Any, app: Any) -> bool:
     return bool(message.generation_id == app.consumer_generation_id and app.flow_control.is_active())
 
 
+def may_commit(acked: list[int], committed: int | None) -> bool:
+    """Whether the acknowledged offsets continue the committed one (nothing between is unprocessed).
+
+    Faust keeps no committed offset (``None``) for a partition never committed (it reads a
+    committed 0 as none too) and between a revoke and the seek back: only a run from offset 0
+    may be committed then.
+    """
+    return bool(acked) and min(acked) <= (committed or 0)
+
+
 def install() -> None:
-    """Patch ``Consumer.ack`` once per process (idempotent)."""
+    """Patch ``Consumer.ack`` and ``Consumer._new_offset`` once per process (idempotent)."""
     global _installed
     if _installed:
         return
     original = Consumer.ack
+    original_new_offset = Consumer._new_offset
+
+    def _new_offset(self: Consumer, tp: Any) -> int | None:
+        committed = self._committed_offset[tp]
+        if may_commit(self._acked[tp], committed):
+            _held.pop(tp, None)
+            result: int | None = original_new_offset(self, tp)
+            return result
+        if committed is not None and self._acked[tp]:
+            _heal(self, tp, committed)
+        return None
 
     def ack(self: Consumer, message: Any) -> bool:
         if ack_counts(message, self.app):
@@ -51,4 +95,19 @@ def install() -> None:
         return False
 
     Consumer.ack = ack  # type: ignore[method-assign]
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     _installed = True
+
+
+def _heal(consumer: Consumer, tp: Any, committed: int) -> None:
+    """Re-read ``tp`` from ``committed`` once a hole has held its commit back for ``HEAL_AFTER_S``."""
+    now = time.monotonic()
+    offset, since = _held.get(tp, (committed, now))
+    if offset != committed:
+        since = now
+    _held[tp] = (committed, since)
+    if now - since < HEAL_AFTER_S:
+        return
+    _held[tp] = (committed, now)  # at most one re-read per HEAL_AFTER_S
+    log.warning("offset %d of %s was never processed; reading the partition again from it", committed, tp)
+    asyncio.ensure_future(consumer.seek(tp, committed))

@@ -1,6 +1,7 @@
 """The consumer fix: an ack of a record skipped across a rebalance never moves the committed offset."""
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
@@ -66,3 +67,50 @@ def test_a_processed_record_of_the_current_generation_counts() -> None:
     assert Consumer.ack(consumer, current) is True
     assert consumer._acked[TOPIC_TP] == [107] and consumer._n_acked == 1
     assert current not in consumer._unacked_messages
+
+
+def _committing(committed: int | None, acked: list[int]) -> Any:
+    consumer = _consumer(generation=8, flow_active=True)
+    consumer._committed_offset[TOPIC_TP] = committed
+    consumer._acked[TOPIC_TP] = list(acked)
+    consumer._acked_index[TOPIC_TP] = set(acked)
+    consumer._gap = defaultdict(list)
+    return consumer
+
+
+@pytest.mark.parametrize(("committed", "acked", "commits"), [
+    (116, [116, 117, 118], 119),     # a run from the committed offset: committed up to its end
+    (116, [116, 117, 119], 118),     # up to the first hole only
+    (119, [120, 121], None),         # 119 never processed: the commit waits (faust alone commits 122)
+    (None, list(range(107, 119)), None),  # committed offset unknown (between revoke and seek): wait
+    (0, [1, 2], None),               # a fresh partition whose first record is missing
+    (None, [0, 1, 2], 3),            # a partition never committed: its first run from offset 0
+])
+def test_a_commit_never_steps_over_an_unprocessed_offset(committed: int | None, acked: list[int],
+                                                         commits: int | None) -> None:
+    assert Consumer._new_offset(_committing(committed, acked), TOPIC_TP) == commits
+
+
+async def test_a_hole_that_holds_the_commit_back_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    faust_fixes._held.clear()
+    consumer = _committing(119, [120, 121])
+    seeks: list[tuple[Any, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    consumer.seek = seek
+    assert Consumer._new_offset(consumer, TOPIC_TP) is None
+    clock[0] += faust_fixes.HEAL_AFTER_S - 1
+    assert Consumer._new_offset(consumer, TOPIC_TP) is None
+    await asyncio.sleep(0)
+    assert seeks == []  # not yet: a record can be a moment late
+    clock[0] += 2
+    assert Consumer._new_offset(consumer, TOPIC_TP) is None
+    await asyncio.sleep(0)
+    assert seeks == [(TOPIC_TP, 119)]  # re-read from the hole
+    assert Consumer._new_offset(consumer, TOPIC_TP) is None
+    await asyncio.sleep(0)
+    assert seeks == [(TOPIC_TP, 119)]  # once per HEAL_AFTER_S
