@@ -44,6 +44,8 @@ SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 NEEDS_OTHER_STATE = {
     "leadflow_crm_calls_total": "CRM calls come with the CRM handoff of an SQL; no lead here qualifies",
     "leadflow_crm_call_seconds": "CRM calls come with the CRM handoff of an SQL; no lead here qualifies",
+    "leadflow_crm_dead_letters_total": "needs a CRM that refuses an opportunity or stays down for the whole "
+                                       "retry schedule (tests/integration/test_crm_lifecycle.py drives it)",
     "leadflow_redis_degraded_total": "needs a Redis outage (tests/connectors count it with Redis stopped)",
     "leadflow_command_failures_total": "needs a transition that raises, i.e. a bug",
 }
