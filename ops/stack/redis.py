@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ops.stack.apt import find_or_install
 from ops.stack.config import StackConfig
 from ops.stack.errors import StackError
 from ops.stack.process import PidFile, is_running, start_daemon, tail
@@ -19,21 +18,10 @@ from ops.stack.service import Progress, print_progress
 
 __all__ = ["RedisService", "find_redis_server"]
 
-_APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
-# Wait for a concurrent apt/dpkg (unattended upgrades, another install) instead of failing.
-_APT_LOCK_WAIT = ["-o", "DPkg::Lock::Timeout=120"]
-
-
 def find_redis_server(progress: Progress) -> Path:
     """The `redis-server` binary, installing Debian's package first if it is missing."""
-    found = shutil.which("redis-server") or _existing("/usr/bin/redis-server")
-    if found:
-        return Path(found)
-    _apt_install("redis-server", progress)
-    found = shutil.which("redis-server") or _existing("/usr/bin/redis-server")
-    if not found:
-        raise StackError("redis: apt-get installed redis-server but no redis-server binary is on PATH")
-    return Path(found)
+    return find_or_install("redis-server", package="redis-server", service="redis", progress=progress,
+                           hint="Install Redis 7 (package redis-server) with your system's package manager.")
 
 
 class RedisService:
@@ -104,31 +92,3 @@ class RedisService:
             parts.append(f"--- last lines of {self.console_log}:\n{console}")
         return "\n".join(parts)
 
-
-def _apt_install(package: str, progress: Progress) -> None:
-    apt_get = shutil.which("apt-get")
-    if not apt_get:
-        raise StackError(
-            f"redis: `redis-server` not found and there is no apt-get to install it. Install Redis 7 "
-            f"(package {package}) with your system's package manager."
-        )
-    if os.geteuid() != 0:
-        raise StackError(
-            f"redis: `redis-server` not found. Install it with `sudo apt-get install {package}` "
-            "(this script only installs packages when run as root, as in CI)."
-        )
-    env = {**os.environ, **_APT_ENV}
-    install = [apt_get, *_APT_LOCK_WAIT, "install", "-y", "--no-install-recommends", package]
-    for step, argv in (
-        ("apt-get update", [apt_get, *_APT_LOCK_WAIT, "update"]),
-        (f"apt-get install {package}", install),
-    ):
-        progress(f"redis: `redis-server` not found; running {step} (first run only)…")
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            output = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-            raise StackError(f"redis: `{step}` failed (exit {result.returncode}):\n{output}")
-
-
-def _existing(path: str) -> str | None:
-    return path if os.access(path, os.X_OK) else None
