@@ -28,7 +28,9 @@ next commit steps over it: seen as one accepted lead lost (offset 119 missing, 1
 processed). The fix commits only a run that starts exactly at the known committed offset. A
 record that is really missing then holds the commit back; when the hold lasts ``HEAL_AFTER_S``
 the partition is sought back to its committed offset, so the missing record (and what follows,
-already processed: replays are harmless) is delivered again.
+already processed: replays are harmless) is delivered again. A hole still there after
+``MAX_HEALS`` re-reads cannot be read at all (Kafka's retention deleted it while the worker was
+down): it is logged as an error and the commit goes past it, so the partition never stalls.
 """
 from __future__ import annotations
 
@@ -40,16 +42,18 @@ from typing import Any
 from faust.transport.consumer import Consumer
 from mode.utils.futures import notify
 
-__all__ = ["install", "ack_counts", "may_commit", "HEAL_AFTER_S"]
+__all__ = ["install", "ack_counts", "may_commit", "HEAL_AFTER_S", "MAX_HEALS"]
 
 log = logging.getLogger(__name__)
 
 #: How long the commit of a partition may be held back by a missing offset before it is re-read.
 HEAL_AFTER_S = 5.0
+#: Re-reads of one hole before it is taken as unreadable and committed past.
+MAX_HEALS = 3
 
 _installed = False
-# Partition -> (committed offset the commit waits at, since when) while a hole holds it back.
-_held: dict[Any, tuple[int, float]] = {}
+# Partition -> (committed offset the commit waits at, since when, re-reads so far) while a hole holds it.
+_held: dict[Any, tuple[int, float, int]] = {}
 
 
 def ack_counts(message: Any, app: Any) -> bool:
@@ -81,8 +85,12 @@ def install() -> None:
             _held.pop(tp, None)
             result: int | None = original_new_offset(self, tp)
             return result
-        if committed is not None and self._acked[tp]:
-            _heal(self, tp, committed)
+        if committed is not None and self._acked[tp] and not _heal(self, tp, committed):
+            log.error("offset %d of %s could not be read after %d re-reads (deleted by retention?); "
+                      "committing past it", committed, tp, MAX_HEALS)
+            _held.pop(tp, None)
+            given_up: int | None = original_new_offset(self, tp)
+            return given_up
         return None
 
     def ack(self: Consumer, message: Any) -> bool:
@@ -99,15 +107,21 @@ def install() -> None:
     _installed = True
 
 
-def _heal(consumer: Consumer, tp: Any, committed: int) -> None:
-    """Re-read ``tp`` from ``committed`` once a hole has held its commit back for ``HEAL_AFTER_S``."""
+def _heal(consumer: Consumer, tp: Any, committed: int) -> bool:
+    """Re-read ``tp`` from ``committed`` once a hole has held its commit back for ``HEAL_AFTER_S``.
+
+    Returns False when ``MAX_HEALS`` re-reads did not fill the hole: it cannot be read.
+    """
     now = time.monotonic()
-    offset, since = _held.get(tp, (committed, now))
+    offset, since, heals = _held.get(tp, (committed, now, 0))
     if offset != committed:
-        since = now
-    _held[tp] = (committed, since)
+        since, heals = now, 0
+    _held[tp] = (committed, since, heals)
     if now - since < HEAL_AFTER_S:
-        return
-    _held[tp] = (committed, now)  # at most one re-read per HEAL_AFTER_S
+        return True
+    if heals >= MAX_HEALS:
+        return False
+    _held[tp] = (committed, now, heals + 1)  # at most one re-read per HEAL_AFTER_S
     log.warning("offset %d of %s was never processed; reading the partition again from it", committed, tp)
     asyncio.ensure_future(consumer.seek(tp, committed))
+    return True

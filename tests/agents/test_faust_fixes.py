@@ -114,3 +114,24 @@ async def test_a_hole_that_holds_the_commit_back_is_read_again(monkeypatch: pyte
     assert Consumer._new_offset(consumer, TOPIC_TP) is None
     await asyncio.sleep(0)
     assert seeks == [(TOPIC_TP, 119)]  # once per HEAL_AFTER_S
+
+
+async def test_a_hole_that_cannot_be_read_is_committed_past_after_the_re_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [2000.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    faust_fixes._held.clear()
+    consumer = _committing(119, [120, 121])
+    seeks: list[int] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append(offset)
+
+    consumer.seek = seek
+    results = []
+    for _ in range(faust_fixes.MAX_HEALS + 2):
+        results.append(Consumer._new_offset(consumer, TOPIC_TP))
+        clock[0] += faust_fixes.HEAL_AFTER_S + 1
+        await asyncio.sleep(0)
+    assert seeks == [119] * faust_fixes.MAX_HEALS
+    # Retention deleted it (say): after the re-reads the partition moves on instead of stalling.
+    assert results[:-1] == [None] * (faust_fixes.MAX_HEALS + 1) and results[-1] == 122
