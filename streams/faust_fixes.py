@@ -1,4 +1,4 @@
-"""Fixes for two faust-streaming 0.15 consumer bugs that commit records it never processed.
+"""Fixes for faust-streaming 0.15 consumer bugs that commit records it never processed.
 
 1. Skipped records acknowledged across a rebalance.
 
@@ -31,6 +31,14 @@ the partition is sought back to its committed offset, so the missing record (and
 already processed: replays are harmless) is delivered again. A hole still there after
 ``MAX_HEALS`` re-reads cannot be read at all (Kafka's retention deleted it while the worker was
 down): it is logged as an error and the commit goes past it, so the partition never stalls.
+
+3. Records dropped as "already read" after a seek. The fetch loop drops a record whose offset is
+below the partition's last read offset. After a seek back (the recovery's seek to the committed
+offsets, or a re-read above), records fetched from the old position keep arriving for a moment
+and raise that mark again, so the records read anew from the committed offset are dropped: the
+holes of 2, seen as offsets 428 and 386 of ``lead.commands`` never delivered after a restart.
+The fix keeps the marks but never reads them back, so no record is dropped: a record that was
+already processed may come again, which every leadflow command tolerates.
 """
 from __future__ import annotations
 
@@ -42,7 +50,7 @@ from typing import Any
 from faust.transport.consumer import Consumer
 from mode.utils.futures import notify
 
-__all__ = ["install", "ack_counts", "may_commit", "HEAL_AFTER_S", "MAX_HEALS"]
+__all__ = ["install", "ack_counts", "may_commit", "HEAL_AFTER_S", "MAX_HEALS", "read_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,16 @@ def may_commit(acked: list[int], committed: int | None) -> bool:
     return bool(acked) and min(acked) <= (committed or 0)
 
 
+class _NeverDrop(dict[Any, Any]):
+    """Read offsets by partition: written as faust does, read back as unknown (nothing is dropped)."""
+
+    def __getitem__(self, key: Any) -> None:
+        return None
+
+    def __missing__(self, key: Any) -> None:
+        return None
+
+
 def install() -> None:
     """Patch ``Consumer.ack`` and ``Consumer._new_offset`` once per process (idempotent)."""
     global _installed
@@ -78,6 +96,11 @@ def install() -> None:
         return
     original = Consumer.ack
     original_new_offset = Consumer._new_offset
+    original_init = Consumer.__init__
+
+    def __init__(self: Consumer, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self._read_offset = _NeverDrop()
 
     def _new_offset(self: Consumer, tp: Any) -> int | None:
         committed = self._committed_offset[tp]
@@ -104,6 +127,7 @@ def install() -> None:
 
     Consumer.ack = ack  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    Consumer.__init__ = __init__  # type: ignore[method-assign]
     _installed = True
 
 
@@ -125,3 +149,8 @@ def _heal(consumer: Consumer, tp: Any, committed: int) -> bool:
     log.warning("offset %d of %s was never processed; reading the partition again from it", committed, tp)
     asyncio.ensure_future(consumer.seek(tp, committed))
     return True
+
+
+def read_offsets() -> dict[Any, Any]:
+    """The read-offset mapping the patched consumer uses (for tests)."""
+    return _NeverDrop()

@@ -135,3 +135,13 @@ async def test_a_hole_that_cannot_be_read_is_committed_past_after_the_re_reads(m
     assert seeks == [119] * faust_fixes.MAX_HEALS
     # Retention deleted it (say): after the re-reads the partition moves on instead of stalling.
     assert results[:-1] == [None] * (faust_fixes.MAX_HEALS + 1) and results[-1] == 122
+
+
+def test_read_offsets_are_kept_but_never_drop_a_record() -> None:
+    marks = faust_fixes.read_offsets()
+    marks[TOPIC_TP] = 452  # the fetch loop records the last offset it read
+    get = marks.__getitem__  # what the fetch loop reads before delivering a record
+    assert get(TOPIC_TP) is None  # so offset 428, read again after a seek, is delivered
+    marks.update({TOPIC_TP: 428})
+    marks.pop(TOPIC_TP, None)
+    assert get(TOPIC_TP) is None
