@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.integration.harness import free_port
+from tests.integration.harness import LocalServer
 
 __all__ = ["PdlStandIn", "NORTHWIND"]
 
@@ -40,7 +40,7 @@ NORTHWIND: dict[str, Any] = {
 }
 
 
-class PdlStandIn:
+class PdlStandIn(LocalServer):
     """The API on 127.0.0.1, with companies keyed by website domain."""
 
     def __init__(self, api_key: str, companies: dict[str, dict[str, Any]] | None = None,
@@ -52,9 +52,7 @@ class PdlStandIn:
         self.fail_with: int | None = None
         self.calls: Counter[str] = Counter()
         self.seen_keys: list[str] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._runner: web.AppRunner | None = None
+        super().__init__()
 
     async def _enrich(self, request: web.Request) -> web.Response:
         key = request.headers.get("X-Api-Key") or request.query.get("api_key", "")
@@ -76,16 +74,8 @@ class PdlStandIn:
             return _error(404, "not_found", "No records were found matching your request")
         return web.json_response({"status": 200, **record, "likelihood": self.likelihood})
 
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v5/company/enrich", self._enrich)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 def _domain(website: str) -> str:

@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 from ops.stack import StackConfig
 from ops.stack.process import start_process, stop_process, tail
 
-__all__ = ["API_KEY", "free_port", "WorkerSpec", "Worker", "Receiver", "eventually", "post_lead", "get_lead", "lead_in"]
+__all__ = ["API_KEY", "free_port", "LocalServer", "WorkerSpec", "Worker", "Receiver", "eventually", "post_lead", "get_lead", "lead_in"]
 
 API_KEY = "it-secret-key-0123456789"
 REPO = Path(__file__).resolve().parents[2]
@@ -99,15 +99,36 @@ class Worker:
         self.proc.wait(10)
 
 
-class Receiver:
-    """An SDR's webhook endpoint: records every delivery and verifies it with ``standardwebhooks``."""
+class LocalServer:
+    """An aiohttp app on 127.0.0.1 and a free port: the base of the stand-ins the tests run."""
 
     def __init__(self) -> None:
-        self.secrets: dict[str, str] = {}
-        self.deliveries: list[dict[str, Any]] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.add_routes(app)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class Receiver(LocalServer):
+    """An SDR's webhook endpoint: records every delivery and verifies it with ``standardwebhooks``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, str] = {}
+        self.deliveries: list[dict[str, Any]] = []
 
     def hook_url(self, rep_id: str) -> str:
         return f"{self.url}/hooks/{rep_id}"
@@ -129,16 +150,8 @@ class Receiver:
                                 "body": body, "payload": payload})
         return web.Response(status=204 if verified else 401)
 
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/hooks/{rep_id}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def for_lead(self, lead_id: str) -> list[dict[str, Any]]:
         return [d for d in self.deliveries if d["payload"]["data"]["lead_id"] == lead_id]

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.integration.harness import free_port
+from tests.integration.harness import LocalServer
 
 __all__ = ["GraphApiStandIn", "GraphLead"]
 
@@ -50,7 +50,7 @@ class GraphLead:
         }
 
 
-class GraphApiStandIn:
+class GraphApiStandIn(LocalServer):
     """Meta's Graph API, just enough of it for Lead Ads retrieval, on a local port."""
 
     def __init__(self, *, access_token: str, app_secret: str) -> None:
@@ -59,9 +59,7 @@ class GraphApiStandIn:
         #: leadgen_id -> (Graph error code, HTTP status): the next reads of that lead fail so.
         self.failures: dict[str, tuple[int, int]] = {}
         self.requests: list[web.Request] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._runner: web.AppRunner | None = None
+        super().__init__()
 
     def add(self, lead: GraphLead) -> GraphLead:
         self.leads[lead.leadgen_id] = lead
@@ -112,13 +110,5 @@ class GraphApiStandIn:
                                "(Lead)")
         return web.json_response({"id": full["id"], **{f: full[f] for f in wanted}})
 
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/{version}/{node}", self._node)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
