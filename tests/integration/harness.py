@@ -13,13 +13,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiokafka import AIOKafkaConsumer
 from aiohttp import web
 from standardwebhooks import Webhook
 
 from ops.stack import StackConfig
 from ops.stack.process import start_process, stop_process, tail
 
-__all__ = ["API_KEY", "free_port", "LocalServer", "WorkerSpec", "Worker", "Receiver", "eventually", "post_lead", "get_lead", "lead_in"]
+__all__ = ["API_KEY", "free_port", "LocalServer", "WorkerSpec", "Worker", "Receiver", "eventually", "post_lead", "get_lead", "lead_in", "read_json_topic"]
 
 API_KEY = "it-secret-key-0123456789"
 REPO = Path(__file__).resolve().parents[2]
@@ -188,3 +189,21 @@ async def lead_in(api: aiohttp.ClientSession, worker: Worker, lead_id: str, rout
     """The lead's view once its routing status is ``routing`` (else ``None``: for ``eventually``)."""
     lead = await get_lead(api, worker, lead_id)
     return lead if lead is not None and lead["routing"] == routing else None
+
+
+async def read_json_topic(stack: StackConfig, topic: str, *, idle_s: float = 2.0) -> list[Any]:
+    """Every record of ``topic`` so far (JSON values), read until it stays quiet for ``idle_s``."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            batches = await consumer.getmany(timeout_ms=300)
+            for records in batches.values():
+                out += [orjson.loads(r.value) for r in records]
+                quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out

@@ -23,14 +23,14 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from standardwebhooks import Webhook
 
 from ops.stack import StackConfig
 from ops.standins.crm import CrmStandIn
 from rules.commands import UpsertOpportunity
 from streams.codec import encode
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, get_lead, post_lead
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, get_lead, post_lead, read_json_topic
 
 EVENTS_SECRET = "whsec_" + base64.b64encode(b"crm-events-secret-for-tests-32b!").decode()
 REP_SECRET = "whsec_" + base64.b64encode(b"sdr-ana-webhook-secret-32-bytes!").decode()
@@ -137,25 +137,8 @@ async def _failed(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> A
 
 async def _events(stack: StackConfig, app_id: str) -> list[dict[str, Any]]:
     """Every ``lead.events`` record so far."""
-    return await _records(stack, f"{app_id}.lead.events")
+    return await read_json_topic(stack, f"{app_id}.lead.events", idle_s=1.0)
 
-
-async def _records(stack: StackConfig, topic: str, *, idle_s: float = 1.0) -> list[dict[str, Any]]:
-    """Every record of a JSON topic so far."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < idle_s:
-            batches = await consumer.getmany(timeout_ms=300)
-            for records in batches.values():
-                out += [orjson.loads(r.value) for r in records]
-                quiet_since = time.monotonic()
-    finally:
-        await consumer.stop()
-    return out
 
 
 def _assigned_webhooks(receiver: Receiver, lead_id: str) -> list[dict[str, Any]]:
@@ -203,7 +186,7 @@ async def test_mql_gate_hubspot_dead_letter_and_a_lost_deal_routed_again_once(
             return await _metric(worker, "leadflow_crm_retries_pending") == 0
 
         await eventually(nothing_pending, what="no retry pending")
-        (dead,) = await _records(spec.stack, f"{spec.app_id}.crm.outbox.dead")
+        (dead,) = await read_json_topic(spec.stack, f"{spec.app_id}.crm.outbox.dead", idle_s=1.0)
         assert dead["lead_id"] == doomed and dead["attempts"] == 5 and dead["crm"] == "hubspot"
         assert standin.stored("hubspot") == []
 

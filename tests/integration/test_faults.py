@@ -23,14 +23,13 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 from standardwebhooks import Webhook
 
 from ops.stack import StackConfig, stack_up
 from ops.stack.kafka import KafkaService
 from ops.stack.process import stop_process
 from ops.stack.redis import RedisService
-from tests.integration.harness import Worker, WorkerSpec, eventually, free_port
+from tests.integration.harness import Worker, WorkerSpec, eventually, free_port, read_json_topic
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 SCHEDULE = (0.5, 1.0, 1.5, 2.0)  # 5 attempts over 5 s: Standard Webhooks' shape, scaled down
@@ -125,23 +124,6 @@ async def _lead(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> Any
         return await r.json() if r.status == 200 else None
 
 
-async def _read_topic(stack: StackConfig, topic: str, *, idle_s: float = 2.0) -> list[Any]:
-    """Every record of ``topic`` so far (JSON values)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < idle_s:
-            batches = await consumer.getmany(timeout_ms=300)
-            for records in batches.values():
-                out += [orjson.loads(r.value) for r in records]
-                quiet_since = time.monotonic()
-    finally:
-        await consumer.stop()
-    return out
-
 
 async def _metric(worker: Worker, name: str) -> float:
     async with aiohttp.ClientSession() as s, s.get(f"{worker.url}/metrics") as r:
@@ -196,7 +178,7 @@ async def test_failing_receivers_retry_on_schedule_break_dead_letter_and_reassig
         assert all(hits[1].at - hits[0].at >= SCHEDULE[0] * 0.8 for hits in retried)
 
         # Dead letters: one per undeliverable message, with a reason and without the secret.
-        dead = await _read_topic(spec.stack, f"{fault.app_id}.notifications.dead")
+        dead = await read_json_topic(spec.stack, f"{fault.app_id}.notifications.dead")
         reasons = Counter(d["reason"].split(" after")[0].split(":")[0] for d in dead)
         assert {d["webhook_id"] for d in dead} >= set(ben), dead
         assert reasons["endpoint gone (410)"] == len(ben), reasons
@@ -235,7 +217,7 @@ def _stop_service(stack: StackConfig, name: str) -> None:
 
 
 async def _assigned_once(stack: StackConfig, app_id: str, lead_ids: set[str]) -> dict[str, set[tuple[str, str]]]:
-    events = await _read_topic(stack, f"{app_id}.lead.events")
+    events = await read_json_topic(stack, f"{app_id}.lead.events")
     assignments: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for e in events:
         if e["type"] == "lead.assigned":
