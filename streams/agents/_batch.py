@@ -1,0 +1,45 @@
+"""Batched agents: the ``take_events`` batch size and deadline, and table writes "acting for" one event.
+
+An agent that takes ``stream.take_events(BATCH, within=WITHIN_S)`` can fold a burst of records
+into one table write per key (one changelog record instead of one per record). But Faust picks a
+table write's changelog partition (``Collection.partition_for_key`` / ``_send_changelog``), its
+RocksDB partition store, and for a windowed table the window and its expiry bookkeeping, from
+the *current event*: ``faust.streams.current_event()``, a ContextVar holding a weakref to the
+event. Inside a batch the current event is the last one taken, whatever its partition, so a
+write for a key of another partition would go to the wrong changelog partition and be restored
+on the wrong worker (or lost) after a rebalance. ``acting_for(event)`` makes ``event`` the
+current one for the reads and writes inside the block, then restores the previous value. Pass
+the last event of the key being written: when the topic is keyed like the table, every event of
+a key comes from the same partition.
+
+Acks: ``take_events`` turns the stream's automatic acks off and acks every event of a batch in
+the ``finally`` around its ``yield`` (faust/streams.py, ``Stream.take_events``), that is once the
+agent asks for the next batch, after its body has done its writes and awaited its sends. An
+exception in the body acks the batch too (DESIGN §5: retries and dead letters are explicit).
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from faust.streams import _current_event  # private: the event a table read or write belongs to
+
+__all__ = ["BATCH", "WITHIN_S", "acting_for"]
+
+#: At most this many events per batch: one batch's work stays short on a loaded event loop.
+BATCH = 200
+#: Seconds ``take_events`` waits for more events before handing over what it has: a quiet
+#: stream still moves within 10 ms, a burst fills batches.
+WITHIN_S = 0.01
+
+
+@contextlib.contextmanager
+def acting_for(event: Any) -> Iterator[None]:
+    """Table reads and writes in this block belong to ``event`` (its partition, its timestamp)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
