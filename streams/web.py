@@ -34,7 +34,7 @@ from streams.tables.lead_state import lead_state
 from streams.tables.outcome_board import snapshot as outcome_snapshot
 from streams.tables.rep_directory import rep_directory
 from streams.tables.team_state import team_state
-from streams.tables.team_windows import team_hour, team_minute, window_counts
+from streams.tables.team_windows import HOUR_WINDOWS, team_five_minutes, team_minute, window_counts
 from streams.topics import account_commands, lead_commands, leads_inbound, rep_commands
 
 __all__ = ["Engine", "mount"]
@@ -138,7 +138,9 @@ class Engine:
         return value if isinstance(value, RepEntry) else None
 
     def team_sla(self, team_id: str) -> dict[str, dict[str, object]]:
-        return {"minute": window_counts(team_minute, team_id), "hour": window_counts(team_hour, team_id)}
+        # "hour": the 12 five-minute windows ending with the current one (streams/tables/team_windows.py).
+        return {"minute": window_counts(team_minute, team_id),
+                "hour": window_counts(team_five_minutes, team_id, windows=HOUR_WINDOWS)}
 
     def readiness(self) -> Readiness:
         app = self.app

@@ -314,8 +314,9 @@ def _schemas() -> dict[str, Schema]:
             "routed_total": _INT, "sla": _ref("TeamSla"),
         }, description="Roster, load against capacity, presence, queue depth and windowed SLA counts."),
         "TeamSla": {"type": "object", "description": (
-            "SLA signals of the team in the current minute (tumbling) and the last hour (hopping every "
-            "5 minutes): arrival, contact_in_sla, contact_late, breach, escalation, and compliance "
+            "SLA signals of the team in the current minute (tumbling) and the last hour (the twelve "
+            "5-minute windows ending with the current one: the last 55-60 minutes): arrival, "
+            "contact_in_sla, contact_late, breach, escalation, and compliance "
             "(contacts in SLA / leads judged; null when none)."),
             "properties": {"minute": {"type": "object"}, "hour": {"type": "object"}}},
         "Health": _object({"status": {"const": "ok"}}),
