@@ -4,24 +4,78 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.stores.base import SerializedStore
 
 from streams.app import app
 from streams.codec import CODEC, SCHEMA
+from streams.tables._cache import CACHED_TYPES, STATE_CACHE_BYTES, StateCache
 
 __all__ = ["CodecTable", "entity_table"]
 
 
 class CodecTable(faust.Table):  # type: ignore[misc]
-    """A ``faust.Table`` whose key and value serializers are ours.
+    """A ``faust.Table`` whose key and value serializers are ours, and whose states decode once.
 
     Faust derives a table's serializers from ``key_type``/``value_type`` alone (``json`` unless
     the type is a faust Record) and ignores the schema, both for its writes and for the
     changelog topic it creates at declaration. Keys must be raw UTF-8 like the command topics'
     keys (or the router would look for a key on the wrong worker), and values use our codec.
+
+    A store that keeps bytes (RocksDB) decodes its ``LeadState``/``TeamState`` values through a
+    ``StateCache`` keyed by those bytes (see ``streams/tables/_cache.py``), and a write encodes
+    such a value once for both the changelog and the store instead of twice.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state_cache = StateCache(max_bytes=STATE_CACHE_BYTES)
 
     def _serializer_from_type(self, typ: Any) -> str:
         return "raw" if typ is str else CODEC
+
+    def _new_store_by_url(self, url: Any) -> Any:
+        store = super()._new_store_by_url(url)
+        if isinstance(store, SerializedStore):
+            _CachedValues(store, self.state_cache)
+        return store
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any,
+                       key_serializer: Any = None, value_serializer: Any = None) -> Any:
+        if value_serializer is None and isinstance(value, CACHED_TYPES) and self.state_cache.max_bytes:
+            raw = self.app.serializers.dumps_value(self.value_type, value, serializer=self.value_serializer)
+            if raw is not None:
+                self.state_cache.remember_encoding(value, raw)
+                return super().send_changelog(partition, key, raw, key_serializer, "raw")
+        return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+
+
+class _CachedValues:
+    """Puts a ``StateCache`` in front of a serialized store's value decoding and encoding."""
+
+    def __init__(self, store: SerializedStore[Any, Any], cache: StateCache) -> None:
+        self._decode = store._decode_value
+        self._encode = store._encode_value
+        self.cache = cache
+        # Instance attributes shadow the store's methods, which its reads and writes call.
+        store._decode_value = self.decode  # type: ignore[method-assign, assignment]
+        store._encode_value = self.encode  # type: ignore[method-assign]
+
+    def decode(self, raw: bytes | None) -> Any:
+        if raw is None or not self.cache.cacheable(raw):
+            return self._decode(raw)
+        value = self.cache.get(raw)
+        if value is None:
+            value = self._decode(raw)
+            self.cache.put(raw, value)
+        return value
+
+    def encode(self, value: Any) -> bytes | None:
+        raw = self.cache.take_encoding(value) if self.cache.max_bytes else None
+        if raw is None:
+            raw = self._encode(value)
+        if raw is not None:
+            self.cache.put(raw, value)
+        return raw
 
 
 def entity_table(name: str, help: str) -> Any:
