@@ -73,6 +73,9 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
         # times out; Faust's 60 s default would stall routing for a minute after a crash.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        # Static membership (None: dynamic). A restarted worker rejoins under the same id and gets
+        # its partitions back at once; it does not wait out the session above. See settings.py.
+        consumer_group_instance_id=settings.instance_id,
         consumer_auto_offset_reset="earliest",
         # The consumer only learns of topics through metadata refreshes. Topics declared at start
         # (a new deployment) can be missing from the snapshot the group joins with, and aiokafka
@@ -89,6 +92,8 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
         web_stats_enabled=False,
         web_graph_enabled=False,
         web_in_thread=False,
+        # Faust's worker would set the root logger to DEBUG for its terminal spinner (see the class).
+        Worker="streams.worker:LeadflowWorker",
     )
     metrics = Metrics()
     # Source labels stay bounded: configured sources plus the defaults the capture paths use.
