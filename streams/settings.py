@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,33 @@ def _log_level(raw: str) -> str:
     return level
 
 
+#: What Kafka accepts as a ``group.instance.id`` (its topic-name rule: ``Topic.validate``).
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _instance_id(env: Mapping[str, str], web_host: str, web_port: int) -> str | None:
+    """``LEADFLOW_INSTANCE_ID``: unset or empty derives ``<host>-<web host>-<web port>``; ``none`` turns it off."""
+    if env.get("CONSUMER_GROUP_INSTANCE_ID") is not None:
+        # Faust reads this variable itself and it would silently override the setting below.
+        raise ConfigError("environment variable CONSUMER_GROUP_INSTANCE_ID is set: use LEADFLOW_INSTANCE_ID "
+                          "(or LEADFLOW_INSTANCE_ID=none for dynamic membership) and unset it")
+    raw = env.get("LEADFLOW_INSTANCE_ID")
+    if raw is None or raw.strip() == "":
+        # Unique per worker (two workers on a host cannot bind one web port) and the same after a
+        # restart. The web host is part of it because Faust's assignment carries the worker's URL:
+        # a static member that rejoined under another URL would get an assignment it rejects.
+        # Characters Kafka refuses (in host names, IPv6 hosts) become "_".
+        raw_id = f"{socket.gethostname()[:120]}-{web_host[:100]}-{web_port}"
+        return re.sub(r"[^A-Za-z0-9._-]", "_", raw_id)
+    value = raw.strip()
+    if value.lower() == "none":
+        return None
+    if not _INSTANCE_ID.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"environment variable LEADFLOW_INSTANCE_ID={raw!r}: expected 1 to 249 letters, digits, "
+                          "'.', '_' or '-' (Kafka's rule for a group.instance.id), or none")
+    return value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """How one worker runs. Every field has a ``LEADFLOW_*`` environment variable."""
@@ -101,6 +130,12 @@ class Settings:
     web_port: int = 6066
     #: Host other workers use to reach this one when forwarding requests (``LEADFLOW_WEB_HOST``).
     web_host: str = "127.0.0.1"
+    #: Kafka static membership: this worker's ``group.instance.id`` (``LEADFLOW_INSTANCE_ID``).
+    #: A worker restarted after ``kill -9`` takes its partitions back without a rebalance instead
+    #: of waiting for its old session to expire. ``from_env`` derives ``<host name>-<web host>-<web
+    #: port>`` when unset (unique per worker on a host, the same after a restart); ``none``: dynamic
+    #: membership (``None`` here). Two live workers must never share one: see docs/RELIABILITY.md.
+    instance_id: str | None = None
     #: Where RocksDB tables live (``LEADFLOW_DATA_DIR``); one folder per worker.
     data_dir: Path = Path(".state/worker")
     #: API keys accepted besides those in the config, comma-separated (``LEADFLOW_API_KEYS``).
@@ -162,12 +197,15 @@ class Settings:
             timeout = float(timeout_raw)
         except ValueError:
             raise ConfigError(f"environment variable LEADFLOW_WEBHOOK_TIMEOUT={timeout_raw!r}: expected seconds") from None
+        web_port = _int(env, "LEADFLOW_WEB_PORT", d.web_port, minimum=1)
+        web_host = env.get("LEADFLOW_WEB_HOST") or d.web_host
         return cls(
             broker=env.get("LEADFLOW_BROKER") or d.broker,
             redis_url=env.get("LEADFLOW_REDIS_URL") or d.redis_url,
             config_path=Path(config) if config else None,
-            web_port=_int(env, "LEADFLOW_WEB_PORT", d.web_port, minimum=1),
-            web_host=env.get("LEADFLOW_WEB_HOST") or d.web_host,
+            web_port=web_port,
+            web_host=web_host,
+            instance_id=_instance_id(env, web_host, web_port),
             data_dir=Path(env.get("LEADFLOW_DATA_DIR") or d.data_dir),
             api_keys=keys,
             default_team=env.get("LEADFLOW_DEFAULT_TEAM") or d.default_team,
