@@ -12,6 +12,7 @@ from sla.clock import Clock, SystemClock
 from streams import faust_fixes
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
+from streams.membership import MembershipLost, watch_membership
 from streams.resources import Resources
 from streams.settings import Settings
 
@@ -39,6 +40,16 @@ class LeadflowApp(faust.App):
         from streams.web import mount  # imported here: web.py needs the topics and tables
 
         mount(self, web)
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        self.add_future(self._watch_membership())
+
+    async def _watch_membership(self) -> None:
+        try:
+            await watch_membership(self, self.runtime.settings.instance_id)
+        except MembershipLost as exc:
+            await self.crash(exc)  # the worker exits non-zero: never hang unready, never share partitions
 
     async def on_stop(self) -> None:
         await super().on_stop()
