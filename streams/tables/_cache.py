@@ -24,6 +24,7 @@ the codec as before. The cache is bounded by the bytes it holds (least recently 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any
 
 from rules.lead import LeadState
@@ -50,6 +51,9 @@ class StateCache:
 
     ``max_bytes`` bounds the sum of the cached byte strings; the decoded objects take about
     2.3× that again (a 3 KB ``LeadState`` decodes to ~7 KB of Python objects). 0 disables it.
+
+    A write names its table key (``written``): the key's previous bytes leave the cache then,
+    so a team written 2,000 times holds one entry, not 2,000 dead versions pushing leads out.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -57,7 +61,10 @@ class StateCache:
         self.size_bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[bytes, Any] = OrderedDict()
+        #: raw bytes -> (decoded value, table key if a write told us)
+        self._entries: OrderedDict[bytes, tuple[Any, Hashable | None]] = OrderedDict()
+        #: table key -> the bytes last written under it, while they are cached
+        self._keys: dict[Hashable, bytes] = {}
         # The changelog send encodes a value just before the store does (Faust's __setitem__):
         # the store reuses that encoding when it gets the very same object.
         self._last_encoded: tuple[Any, bytes] | None = None
@@ -70,30 +77,49 @@ class StateCache:
 
     def get(self, raw: bytes) -> Any | None:
         """The state ``raw`` decodes to, if cached (``None`` for a miss)."""
-        value = self._entries.get(raw)
-        if value is None:
+        entry = self._entries.get(raw)
+        if entry is None:
             self.misses += 1
             return None
         self.hits += 1
         self._entries.move_to_end(raw)
-        return value
+        return entry[0]
 
-    def put(self, raw: bytes, value: Any) -> None:
+    def put(self, raw: bytes, value: Any, key: Hashable | None = None) -> None:
         """Remember that ``raw`` decodes to ``value`` (ignored unless a cached type)."""
         if not isinstance(value, CACHED_TYPES) or not self.cacheable(raw) or len(raw) > self.max_bytes:
             return
-        if raw in self._entries:
-            self._entries[raw] = value
+        if key is not None:
+            previous = self._keys.get(key)
+            if previous is not None and previous != raw:
+                self._drop(previous)
+        cached = self._entries.get(raw)
+        if cached is not None:
+            if key is None:
+                key = cached[1]
+            elif cached[1] is not None and cached[1] != key:
+                self._keys.pop(cached[1], None)  # the same bytes written under another key
+            self._entries[raw] = (value, key)
             self._entries.move_to_end(raw)
+            if key is not None:
+                self._keys[key] = raw
             return
-        self._entries[raw] = value
+        if key is not None:
+            self._keys[key] = raw
+        self._entries[raw] = (value, key)
         self.size_bytes += len(raw)
         while self.size_bytes > self.max_bytes:
-            old, _ = self._entries.popitem(last=False)
-            self.size_bytes -= len(old)
+            self._drop(next(iter(self._entries)))
 
-    def remember_encoding(self, value: Any, raw: bytes) -> None:
+    def written(self, key: Hashable, raw: bytes, value: Any) -> None:
+        """``value`` was just encoded to ``raw`` to be written under ``key``."""
+        self.put(raw, value, key)
         self._last_encoded = (value, raw)
+
+    def deleted(self, key: Hashable) -> None:
+        raw = self._keys.get(key)
+        if raw is not None:
+            self._drop(raw)
 
     def take_encoding(self, value: Any) -> bytes | None:
         """The bytes ``value`` (this very object) was just encoded to, if it was the last one."""
@@ -102,7 +128,17 @@ class StateCache:
             return last[1]
         return None
 
+    def _drop(self, raw: bytes) -> None:
+        entry = self._entries.pop(raw, None)
+        if entry is None:
+            return
+        self.size_bytes -= len(raw)
+        key = entry[1]
+        if key is not None and self._keys.get(key) == raw:
+            del self._keys[key]
+
     def clear(self) -> None:
         self._entries.clear()
+        self._keys.clear()
         self.size_bytes = 0
         self._last_encoded = None

@@ -41,10 +41,12 @@ class CodecTable(faust.Table):  # type: ignore[misc]
 
     def send_changelog(self, partition: int | None, key: Any, value: Any,
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:
-        if value_serializer is None and isinstance(value, CACHED_TYPES) and self.state_cache.max_bytes:
+        if value is None:
+            self.state_cache.deleted(key)
+        elif value_serializer is None and isinstance(value, CACHED_TYPES) and self.state_cache.max_bytes:
             raw = self.app.serializers.dumps_value(self.value_type, value, serializer=self.value_serializer)
             if raw is not None:
-                self.state_cache.remember_encoding(value, raw)
+                self.state_cache.written(key, raw, value)
                 return super().send_changelog(partition, key, raw, key_serializer, "raw")
         return super().send_changelog(partition, key, value, key_serializer, value_serializer)
 

@@ -120,11 +120,36 @@ def test_an_encoding_is_reused_only_for_the_very_same_object() -> None:
     cache = StateCache(max_bytes=1 << 20)
     state = a_lead()
     raw = encode(state)
-    cache.remember_encoding(state, raw)
+    cache.written("ld_1", raw, state)
     assert cache.take_encoding(copy.copy(state)) is None  # equal but another object
-    cache.remember_encoding(state, raw)
+    cache.written("ld_1", raw, state)
     assert cache.take_encoding(state) is raw
     assert cache.take_encoding(state) is None  # taken once
+
+
+def test_a_key_written_again_keeps_only_its_latest_bytes() -> None:
+    cache = StateCache(max_bytes=1 << 20)
+    versions = [replace(a_lead(), touches=n) for n in range(1, 6)]
+    for state in versions:
+        cache.written("ld_1", encode(state), state)
+    assert len(cache) == 1 and cache.size_bytes == len(encode(versions[-1]))
+    assert cache.get(encode(versions[0])) is None and cache.get(encode(versions[-1])) is versions[-1]
+    cache.deleted("ld_1")
+    assert len(cache) == 0 and cache.size_bytes == 0 and cache._keys == {}
+
+
+def test_the_key_index_never_outgrows_the_entries() -> None:
+    budget = 4 * len(encode(a_lead()))
+    cache = StateCache(max_bytes=budget)
+    base = a_lead()
+    for n in range(200):
+        state = replace(base, touches=n)
+        cache.written(f"ld_{n % 37}", encode(state), state)
+        cache.put(encode(replace(base, touches=n + 1000)), base)  # a read of bytes nobody wrote here
+        assert cache.size_bytes <= budget
+        assert set(cache._keys.values()) <= set(cache._entries)
+        assert all(cache._entries[raw][1] == key for key, raw in cache._keys.items())
+    assert len(cache._keys) <= len(cache)
 
 
 # --- through a real RocksDB store of a CodecTable ------------------------------------------
@@ -184,6 +209,12 @@ async def test_a_write_is_encoded_once_and_the_next_read_is_the_object_written(
         assert store["t1"] is state
         assert table.state_cache.misses == misses
         assert dict(store.items())["t1"] is state  # the periodic scans read through it too
+        later = replace(state, routed_total=state.routed_total + 1)
+        table.send_changelog(3, "t1", later)
+        store["t1"] = later
+        assert store["t1"] is later and len(table.state_cache) == 1  # the old version left the cache
+        table.send_changelog(3, "t1", None, value_serializer="raw")  # what a delete sends
+        assert len(table.state_cache) == 0
     finally:
         _current_event.reset(token)
 
