@@ -12,7 +12,9 @@ Then, with a verifying SDR receiver listening:
 1. **cold**: a worker with an empty data dir restores every table from the changelogs
    (a new machine, a lost disk);
 2. **kill -9 × N**: the worker is SIGKILLed and started again on the same data dir (RocksDB
-   still has the tables; only the tail after its last flushed offset is replayed).
+   still has the tables; only the tail after its last flushed offset is replayed) and port, so
+   with the same static-membership id (``LEADFLOW_INSTANCE_ID``, on by default; recorded in
+   the JSON; ``--worker-env LEADFLOW_INSTANCE_ID=none`` measures dynamic membership).
 
 Each start is timed to ``/readyz`` = 200, then to the first *new* lead assigned and its
 webhook delivered (the SLA timer index is rebuilt from ``sla_timers`` after recovery, on the
@@ -185,8 +187,13 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
             await receiver.stop()
     path = out / f"restart-{time.strftime('%Y%m%d-%H%M%S')}.json"
     from ops.bench.runner import machine_facts
+    from streams.settings import Settings
 
+    # The worker's own setting, as it read it: static membership (LEADFLOW_INSTANCE_ID) is on unless
+    # --worker-env LEADFLOW_INSTANCE_ID=none turned it off.
+    instance_id = Settings.from_env(deployment.env(worker)).instance_id
     path.write_bytes(orjson.dumps({"leads": leads, "partitions": partitions, "worker_env": worker_env,
+                                   "instance_id": instance_id,
                                    "machine": machine_facts(), "runs": results,
                                    "loadavg_after": load_average()}, option=orjson.OPT_INDENT_2))
     say(f"results: {path}")
