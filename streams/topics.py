@@ -8,13 +8,14 @@ from typing import Any
 
 import faust
 import orjson
+from faust.serializers import codecs
 
 from rules.commands import Outgoing
 from streams.app import app, runtime
-from streams.codec import CODEC
+from streams.codec import CODEC, decode, encode
 
 __all__ = [
-    "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
+    "Unreadable", "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
     "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "outcome_snapshots", "CHANNELS", "send", "publish", "declare_topics",
 ]
 
@@ -23,11 +24,61 @@ log = logging.getLogger(__name__)
 _ACK_TIMEOUT_S = 30.0
 
 
+class Unreadable:
+    """What a reader sees for a key or value it cannot decode; agents count and skip it (``_batch.readable``)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Unreadable({self.reason!r})"
+
+
+class _ReaderCodec(codecs.Codec):
+    """Our codec on the way out; on the way in, an undecodable value becomes ``Unreadable``.
+
+    Faust handles a record it cannot decode by acking it (lost, no dead letter) and throwing the
+    error into the stream, where an agent taking ``take_events`` batches stops for good, silently
+    (found on ``leads.inbound`` by the poison test). Decoding never fails here, so the agent sees
+    the bad record, counts it and moves on, and the record stays in the topic to be looked at.
+    """
+
+    def _dumps(self, obj: Any) -> bytes:
+        return encode(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        try:
+            return decode(s)
+        except ValueError as exc:
+            return Unreadable(str(exc)[:200])
+
+
+class _ReaderKeyCodec(codecs.Codec):
+    """UTF-8 keys (the same bytes as Faust's ``raw`` for ``str``); a key that is not UTF-8 is ``Unreadable``."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.encode() if isinstance(obj, str) else bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        try:
+            return s.decode() if isinstance(s, bytes) else s
+        except UnicodeDecodeError:
+            return Unreadable("the key is not UTF-8")
+
+
+_READER, _READER_KEY = "leadflow-reader", "leadflow-reader-key"
+codecs.register(_READER, _ReaderCodec())
+codecs.register(_READER_KEY, _ReaderKeyCodec())
+
+
 def _topic(name: str, *, raw: bool = False, key_type: type = str) -> faust.TopicT:
     # internal=True: Faust creates the topic with our partition count instead of relying on
     # the broker's auto-create (1 partition), which would break co-partitioning.
     return app.topic(
-        _settings.topic_prefix + name, key_type=key_type, value_serializer="raw" if raw else CODEC,
+        _settings.topic_prefix + name, key_type=key_type, value_serializer="raw" if raw else _READER,
+        key_serializer=_READER_KEY if key_type is str else "raw",
         partitions=_settings.partitions, replicas=_settings.replication, internal=True,
     )
 

@@ -20,13 +20,19 @@ exception in the body acks the batch too (DESIGN §5: retries and dead letters a
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from faust.streams import _current_event  # private: the event a table read or write belongs to
 
-__all__ = ["BATCH", "WITHIN_S", "acting_for"]
+from streams.app import runtime
+from streams.topics import Unreadable
+
+__all__ = ["BATCH", "WITHIN_S", "acting_for", "readable"]
+
+log = logging.getLogger(__name__)
 
 #: At most this many events per batch: one batch's work stays short on a loaded event loop.
 BATCH = 200
@@ -43,3 +49,26 @@ def acting_for(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def is_readable(event: Any, agent: str) -> bool:
+    """Whether the event's key and value decoded; if not, it is counted and logged by position.
+
+    Our topics decode bad bytes to ``Unreadable`` instead of raising (``streams/topics.py``), so a
+    record that only a bug or a hostile producer could write never stops the agent. It stays in
+    the topic; the log names where it is (never what: it may hold personal data).
+    """
+    key, value = event.key, event.value
+    problem = key if isinstance(key, Unreadable) else value if isinstance(value, Unreadable) else None
+    if problem is None and key is not None:
+        return True
+    message = event.message
+    runtime.metrics.command_failures.labels(agent).inc()
+    log.error("%s agent skipped an unreadable record at %s:%s:%s (%s)", agent, message.topic,
+              message.partition, message.offset, problem.reason if problem is not None else "no key")
+    return False
+
+
+def readable(events: Iterable[Any], agent: str) -> Iterator[Any]:
+    """The events of a batch that ``is_readable``."""
+    return (event for event in events if is_readable(event, agent))

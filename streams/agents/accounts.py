@@ -9,6 +9,8 @@ import logging
 from typing import Any
 
 from rules.account_book import PutAccount, apply
+from rules.commands import Outgoing
+from streams.agents._batch import BATCH, WITHIN_S, acting_for, readable
 from streams.app import app, runtime
 from streams.tables.accounts import accounts
 from streams.topics import account_commands, publish
@@ -20,23 +22,39 @@ log = logging.getLogger(__name__)
 
 @app.agent(account_commands, concurrency=1)
 async def run_accounts(commands: Any) -> None:
-    async for domain, command in commands.items():
-        name = type(command).__name__
-        current = accounts.get(domain)
-        try:
-            transition = apply(current, command, runtime.clock.now())
-        except Exception:
-            runtime.metrics.command_failures.labels("account").inc()
-            log.exception("account agent could not apply %s to an account", name)
-            continue
+    async for events in commands.take_events(BATCH, within=WITHIN_S):
+        # domain -> (account before the batch, account now, the last event of that domain)
+        touched: dict[str, tuple[Any, Any, Any]] = {}
+        outgoing: list[Outgoing] = []
+        names: list[str] = []
+        for event in readable(events, "account"):
+            domain, command = event.key, event.value
+            name = type(command).__name__
+            if domain in touched:
+                before, current, _ = touched[domain]
+            else:
+                with acting_for(event):
+                    before = current = accounts.get(domain)
+            try:
+                transition = apply(current, command, runtime.clock.now())
+            except Exception:
+                runtime.metrics.command_failures.labels("account").inc()
+                log.exception("account agent could not apply %s to an account", name)
+                continue
+            touched[domain] = (before, transition.account, event)
+            outgoing += transition.outgoing
+            names.append(name)
         # Messages first, acknowledged; then the table (see ``publish`` for why this order).
-        await publish(transition.outgoing)
-        if transition.account is None:
-            if current is not None:
-                del accounts[domain]
-        elif transition.account is not current:
-            accounts[domain] = transition.account
-        runtime.metrics.commands_processed.labels("account", name).inc()
+        await publish(outgoing)
+        for domain, (before, account, event) in touched.items():
+            with acting_for(event):
+                if account is None:
+                    if before is not None:
+                        del accounts[domain]
+                elif account is not before:
+                    accounts[domain] = account
+        for name in names:
+            runtime.metrics.commands_processed.labels("account", name).inc()
 
 
 @app.task

@@ -25,6 +25,7 @@ from leadflow.errors import PermanentError, TransientError
 from rules.commands import DeferCommand, Outgoing, RecordCrmSync, UpsertOpportunity
 from rules.opportunity import PendingCrm
 from sla.timers import TimerIndex
+from streams.agents._batch import is_readable
 from streams.app import app, runtime
 from streams.crm_config import build_adapter
 from streams.tables.crm_pending import crm_pending
@@ -61,7 +62,10 @@ def _forget(key: str) -> None:
 
 @app.agent(crm_outbox, concurrency=1)
 async def sync_opportunities(stream: Any) -> None:
-    async for lead_id, message in stream.items():
+    async for event in stream.events():
+        if not is_readable(event, "crm"):
+            continue
+        lead_id, message = event.key, event.value
         try:
             if isinstance(message, DeferCommand):
                 await _defer(message, runtime.clock.now())

@@ -7,9 +7,9 @@ Each valid lead is looked up by the HTTP providers of the ``enrichment:`` config
 within one time budget, ``connectors/enrichment``) before its command is sent; the record counts
 as processed only once the command is acknowledged, so a crash replays it and loses nothing.
 
-One record at a time, not ``take_events`` batches (DESIGN §5): with ``take_events`` the
-``kill -9`` restart test stalled here (1 run in 2, as it did for the entity agents, see the
-README); the enricher takes batches, so the intake can batch again once that stall is understood.
+Records come in ``take_events`` batches: one enrichment call and one acknowledged publish per
+batch. (Batching was once reverted for a stall in the ``kill -9`` test; the cause was Faust
+committing offsets it never processed, fixed in ``streams/faust_fixes.py``.)
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from connectors.enrichment import Enricher
 from connectors.lead_input import LeadInvalid, validate_lead
 from rules.account_book import capture_outgoing
 from rules.commands import CaptureLead
+from streams.agents._batch import BATCH, WITHIN_S
 from streams.app import app, runtime
 from streams.topics import leads_inbound, leads_rejected, publish
 
@@ -118,17 +119,16 @@ async def capture_leads(records: Any) -> None:
     if enricher is not None:
         log.info("intake: enrichment by %s within %.0f ms per lead",
                  ", ".join(enricher.providers), enricher.budget_s * 1000)
-    async for event in records.events():
-        capture = await _capture(event)
-        if capture is None:
+    async for events in records.take_events(BATCH, within=WITHIN_S):
+        captures = [capture for capture in [await _capture(event) for event in events] if capture is not None]
+        if not captures:
             continue
-        captures = [capture]
         enriched = None
         if enricher is not None:
             enriched = await enricher.enrich([command.lead for command, _ in captures])
             captures = [(replace(command, findings=findings), external)
                         for (command, external), findings in zip(captures, enriched.findings)]
-        # Acknowledged before the record counts as processed: its offset may be committed next.
+        # Acknowledged before the batch counts as processed: its offsets may be committed next.
         # A lead with a company domain first visits the owner of that domain's account (account agent).
         await publish(tuple(capture_outgoing(command) for command, _ in captures))
         external = sum(1 for _, outside in captures if outside)

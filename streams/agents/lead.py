@@ -6,6 +6,7 @@ from typing import Any
 
 from rules.commands import Outgoing
 from rules.lead import apply, next_timer
+from streams.agents._batch import BATCH, WITHIN_S, acting_for, readable
 from streams.agents.sla import track
 from streams.app import app, runtime
 from streams.tables.lead_state import lead_state
@@ -91,22 +92,40 @@ def _keep_timer(lead_id: str, state: Any) -> None:
 
 @app.agent(lead_commands, concurrency=1)
 async def run_leads(commands: Any) -> None:
-    async for lead_id, command in commands.items():
-        name = type(command).__name__
-        current = lead_state.get(lead_id)
-        try:
-            transition = apply(current, command, runtime.clock.now(), with_outcomes(runtime.policy))
-        except Exception:
-            # A bug in a transition must not stall every lead of the partition: count it, log
-            # the ids (never the lead's data) and move on; the command stays in the topic.
-            runtime.metrics.command_failures.labels("lead").inc()
-            log.exception("lead agent could not apply %s to lead %s", name, lead_id)
-            continue
-        # Messages first, acknowledged; then the state (see ``publish`` for why this order).
-        await publish(transition.outgoing + tuple(team_signals_of(transition.outgoing)))
-        if transition.state is not None and transition.state is not current:
-            lead_state[lead_id] = transition.state
-        _keep_timer(lead_id, transition.state)
-        keep_overdue(lead_id, transition.state)
-        runtime.metrics.commands_processed.labels("lead", name).inc()
-        _observe(transition.outgoing, transition.state)
+    async for events in commands.take_events(BATCH, within=WITHIN_S):
+        # lead_id -> (state before the batch, state now, the last event of that lead)
+        touched: dict[str, tuple[Any, Any, Any]] = {}
+        outgoing: list[Outgoing] = []
+        applied: list[tuple[str, tuple[Outgoing, ...], Any]] = []
+        for event in readable(events, "lead"):
+            lead_id, command = event.key, event.value
+            name = type(command).__name__
+            if lead_id in touched:
+                before, current, _ = touched[lead_id]
+            else:
+                with acting_for(event):
+                    before = current = lead_state.get(lead_id)
+            try:
+                transition = apply(current, command, runtime.clock.now(), with_outcomes(runtime.policy))
+            except Exception:
+                # A bug in a transition must not stall every lead of the partition: count it, log
+                # the ids (never the lead's data) and move on; the command stays in the topic.
+                runtime.metrics.command_failures.labels("lead").inc()
+                log.exception("lead agent could not apply %s to lead %s", name, lead_id)
+                continue
+            state = transition.state if transition.state is not None else current
+            touched[lead_id] = (before, state, event)
+            outgoing += transition.outgoing
+            outgoing += team_signals_of(transition.outgoing)
+            applied.append((name, transition.outgoing, transition.state))
+        # Messages first, acknowledged; then the states (see ``publish`` for why this order).
+        await publish(outgoing)
+        for lead_id, (before, state, event) in touched.items():
+            with acting_for(event):
+                if state is not None and state is not before:
+                    lead_state[lead_id] = state
+                _keep_timer(lead_id, state)
+                keep_overdue(lead_id, state)
+        for name, sent, state in applied:
+            runtime.metrics.commands_processed.labels("lead", name).inc()
+            _observe(sent, state)

@@ -25,7 +25,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from faust.streams import _current_event  # private: the event a table read or write belongs to
 
 from connectors.webhooks import DeliveryResult, OutboundWebhook
 from rules.commands import Notify, Outgoing, RecordDelivery
@@ -39,6 +38,7 @@ from rules.delivery import (
     judge,
 )
 from sla.timers import TimerIndex
+from streams.agents._batch import acting_for, readable
 from streams.app import app, runtime
 from streams.tables.webhook_retries import webhook_retries
 from streams.topics import notifications, publish
@@ -60,20 +60,6 @@ breaker = CircuitBreaker(threshold=runtime.settings.webhook_breaker_threshold,
 retry_index = TimerIndex()
 #: (lead_id, webhook_id) -> (attempt, next_at) already sent as ``RetryDue`` and not yet acted on.
 _fired: dict[tuple[str, str], tuple[int, float]] = {}
-
-
-@contextlib.contextmanager
-def _acting_for(event: Any) -> Iterator[None]:
-    """Table reads and writes for a key done after a batch belong to that key's own event.
-
-    Faust takes a table write's changelog partition (and RocksDB's partition store) from the
-    current event; in a batch that is the last event taken, whatever its partition.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 async def _deliver(notify: Notify, gate: asyncio.Semaphore) -> DeliveryResult:
@@ -152,7 +138,7 @@ def _plan(batch: _Batch, events: list[Any]) -> list[_Job]:
         if not isinstance(lead_id, str) or not isinstance(value, (Notify, RetryDue)):
             continue
         if lead_id not in batch.backlogs:
-            with _acting_for(event):
+            with acting_for(event):
                 stored = webhook_retries.get(lead_id)
             batch.backlogs[lead_id] = stored if isinstance(stored, DeliveryBacklog) else DeliveryBacklog(lead_id=lead_id)
         batch.events[lead_id] = event
@@ -220,7 +206,7 @@ async def handle_batch(events: list[Any], gate: asyncio.Semaphore) -> None:
     await publish(batch.reports)
     for lead_id in batch.changed:
         backlog = batch.backlogs[lead_id]
-        with _acting_for(batch.events[lead_id]):
+        with acting_for(batch.events[lead_id]):
             if backlog.pending:
                 webhook_retries[lead_id] = backlog
             elif webhook_retries.get(lead_id) is not None:
@@ -234,7 +220,7 @@ async def deliver_notifications(stream: Any) -> None:
     gate = asyncio.Semaphore(_PARALLEL)
     async for events in stream.take_events(_BATCH, within=0.05):
         try:
-            await handle_batch(list(events), gate)
+            await handle_batch(list(readable(events, "notifier")), gate)
         except Exception:
             # A bug must not stop every lead's webhooks: count it, log ids only, move on.
             runtime.metrics.command_failures.labels("notifier").inc()

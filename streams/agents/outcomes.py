@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rules.commands import Outgoing
 from rules.outcomes import OutcomeBoard, RecordOutcome, record_outcome
+from streams.agents._batch import is_readable
 from streams.app import app, runtime
 from streams.codec import decode
 from streams.tables.outcome_board import outcome_board, snapshot
@@ -34,7 +35,10 @@ _METADATA_TIMEOUT_S = 10.0
 @app.agent(outcomes, concurrency=1)
 async def learn_outcomes(stream: Any) -> None:
     learning = runtime.policy.scoring.learning
-    async for key, outcome in stream.items():
+    async for event in stream.events():
+        if not is_readable(event, "outcomes"):
+            continue
+        key, outcome = event.key, event.value
         if not isinstance(outcome, RecordOutcome):
             continue
         board = outcome_board.get(key)

@@ -6,6 +6,7 @@ from typing import Any
 
 from rules.commands import PutRep
 from rules.reps import apply
+from streams.agents._batch import is_readable
 from streams.app import app, runtime
 from streams.tables.rep_directory import rep_directory
 from streams.topics import publish, rep_commands
@@ -17,7 +18,10 @@ log = logging.getLogger(__name__)
 
 @app.agent(rep_commands, concurrency=1)
 async def run_reps(commands: Any) -> None:
-    async for rep_id, command in commands.items():
+    async for event in commands.events():
+        if not is_readable(event, "rep"):
+            continue
+        rep_id, command = event.key, event.value
         name = type(command).__name__
         current = rep_directory.get(rep_id)
         try:

@@ -5,8 +5,9 @@ import asyncio
 import logging
 from typing import Any
 
-from rules.commands import DrainQueue, Outgoing
-from rules.team import QueueSlot, TeamState, apply
+from rules.commands import DrainQueue, Outgoing, RouteLead
+from rules.team import QueueSlot, QueueWrite, TeamState, apply
+from streams.agents._batch import BATCH, WITHIN_S, acting_for, readable
 from streams.app import app, runtime
 from streams.tables.team_state import TeamQueue, queue_key, route_key, team_queue, team_state
 from streams.topics import publish, team_commands
@@ -27,33 +28,89 @@ def _report(state: TeamState) -> None:
         sum(r.profile.capacity for r in state.reps.values() if r.presence == "available"))
 
 
+class _BatchQueue:
+    """One team's queue as a batch sees it: the batch's own writes over ``team_queue``.
+
+    The writes reach the table only after the batch's messages are acknowledged, so a later
+    command of the same team in the batch must read them from here.
+    """
+
+    def __init__(self, team_id: str) -> None:
+        self.team_id = team_id
+        self.table = TeamQueue(team_id)
+        #: table key -> the value to write (``None``: delete), in the order written
+        self.pending: dict[str, RouteLead | QueueSlot | None] = {}
+
+    def _read(self, key: str) -> Any:
+        return self.pending[key] if key in self.pending else team_queue.get(key)
+
+    def get(self, seq: int) -> RouteLead | None:
+        value = self._read(queue_key(self.team_id, seq))
+        return value if isinstance(value, RouteLead) else None
+
+    def contains(self, route_id: str) -> bool:
+        return self._read(route_key(self.team_id, route_id)) is not None
+
+    def seq_of(self, route_id: str) -> int | None:
+        slot = self._read(route_key(self.team_id, route_id))
+        return slot.seq if isinstance(slot, QueueSlot) else None
+
+    def write(self, write: QueueWrite) -> None:
+        key = queue_key(self.team_id, write.seq)
+        if write.entry is None:
+            gone = self.get(write.seq)
+            if gone is not None:
+                self.pending[key] = None
+                self.pending[route_key(self.team_id, gone.route_id)] = None
+        else:
+            self.pending[key] = write.entry
+            self.pending[route_key(self.team_id, write.entry.route_id)] = QueueSlot(seq=write.seq)
+
+    def flush(self) -> None:
+        for key, value in self.pending.items():
+            if value is None:
+                team_queue.pop(key, None)
+            else:
+                team_queue[key] = value
+
+
 @app.agent(team_commands, concurrency=1)
 async def run_teams(commands: Any) -> None:
-    async for team_id, command in commands.items():
-        name = type(command).__name__
-        current = team_state.get(team_id)
-        try:
-            transition = apply(current, command, runtime.clock.now(), TeamQueue(team_id))
-        except Exception:
-            runtime.metrics.command_failures.labels("team").inc()
-            log.exception("team agent could not apply %s to team %s", name, team_id)
-            continue
-        # Messages first, acknowledged; then the state (see ``publish`` for why this order).
-        await publish(transition.outgoing)
-        for write in transition.queue_writes:
-            key = queue_key(team_id, write.seq)
-            if write.entry is None:
-                gone = team_queue.get(key)
-                if gone is not None:
-                    del team_queue[key]
-                    team_queue.pop(route_key(team_id, gone.route_id), None)
-            else:
-                team_queue[key] = write.entry
-                team_queue[route_key(team_id, write.entry.route_id)] = QueueSlot(seq=write.seq)
-        if transition.state is not current:
-            team_state[team_id] = transition.state
-        runtime.metrics.commands_processed.labels("team", name).inc()
-        _report(transition.state)
+    async for events in commands.take_events(BATCH, within=WITHIN_S):
+        # team_id -> (state before the batch, state now, the batch's view of its queue, its last event)
+        touched: dict[str, tuple[Any, TeamState, _BatchQueue, Any]] = {}
+        outgoing: list[Outgoing] = []
+        names: list[str] = []
+        for event in readable(events, "team"):
+            team_id, command = event.key, event.value
+            name = type(command).__name__
+            with acting_for(event):
+                if team_id in touched:
+                    before, current, queue, _ = touched[team_id]
+                else:
+                    before = current = team_state.get(team_id)
+                    queue = _BatchQueue(team_id)
+                try:
+                    transition = apply(current, command, runtime.clock.now(), queue)
+                except Exception:
+                    runtime.metrics.command_failures.labels("team").inc()
+                    log.exception("team agent could not apply %s to team %s", name, team_id)
+                    continue
+                for write in transition.queue_writes:
+                    queue.write(write)
+            touched[team_id] = (before, transition.state, queue, event)
+            outgoing += transition.outgoing
+            names.append(name)
+        # Messages first, acknowledged; then the states (see ``publish`` for why this order).
+        await publish(outgoing)
+        for team_id, (before, state, queue, event) in touched.items():
+            with acting_for(event):
+                queue.flush()
+                if state is not before:
+                    team_state[team_id] = state
+            _report(state)
+        for name in names:
+            runtime.metrics.commands_processed.labels("team", name).inc()
 
 
 @app.task

@@ -31,6 +31,8 @@ Tally = dict[tuple[int, str, int], tuple[int, Any]]
 
 
 def _key_of(team_id: Any, raw: Any) -> str | None:
+    if not isinstance(team_id, str):
+        return None  # no key, or one that is not UTF-8 (``Unreadable``)
     try:
         signal = orjson.loads(raw)["signal"]
     except (orjson.JSONDecodeError, KeyError, TypeError):

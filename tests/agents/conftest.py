@@ -54,3 +54,13 @@ def _faust_app() -> Iterator[None]:
 @pytest.fixture
 def published() -> Published:
     return Published()
+
+
+async def until(condition: Any, timeout: float = 3.0) -> None:
+    """Batching agents (``take_events``) handle what was put a moment later: wait for ``condition()``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("the agent did not get there in time")
+        await asyncio.sleep(0.005)

@@ -14,7 +14,7 @@ from rules.capture import CapturedLead
 from rules.commands import CaptureLead
 from streams.agents import accounts as agent_module
 from streams.tables.accounts import accounts
-from tests.agents.conftest import Published
+from tests.agents.conftest import Published, until
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -29,11 +29,14 @@ async def test_put_match_remove(published: Published, monkeypatch: pytest.Monkey
     published.on_publish = lambda _batch: seen_at_publish.append(accounts.get(domain))
     async with agent_module.run_accounts.test_context() as agent:
         await agent.put(key=domain, value=PutAccount(domain=domain, account=account, at=NOW))
+        await until(lambda: accounts.get(domain) is not None)
         assert accounts[domain] == account
         await agent.put(key=domain, value=MatchAccount(domain=domain, capture=capture))
+        await until(lambda: len(published.messages) == 1)
         await agent.put(key=domain, value=RemoveAccount(domain=domain, at=NOW))
-        assert accounts.get(domain) is None
+        await until(lambda: accounts.get(domain) is None)
         await agent.put(key=domain, value=MatchAccount(domain=domain, capture=capture))
+        await until(lambda: len(published.messages) == 2)
     # The match forwarded the capture to the lead with the account; after the removal, without.
     forwarded = [m for m in published.messages if m.channel == "lead.commands"]
     assert [(m.key, m.value) for m in forwarded] == [

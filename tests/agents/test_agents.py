@@ -22,7 +22,7 @@ from streams.agents import intake, lead, notifier, reps, team
 from streams.tables.lead_state import lead_state
 from streams.tables.rep_directory import rep_directory
 from streams.tables.team_state import queue_key, route_key, team_queue, team_state
-from tests.agents.conftest import FakeTopic, Published
+from tests.agents.conftest import FakeTopic, Published, until
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -43,6 +43,7 @@ async def test_team_agent_assigns_queues_and_drains(published: Published, monkey
         await agent.put(key=team_id, value=UpsertRep(team_id=team_id, profile=profile, at=NOW))
         await agent.put(key=team_id, value=_route(team_id, 1))
         await agent.put(key=team_id, value=_route(team_id, 2))
+        await until(lambda: team_queue.get(route_key(team_id, "l2:1:1")) is not None)
         assert [type(v).__name__ for v in (m.value for m in published.messages)] == ["LeadAssigned", "LeadQueued"]
         # The waiting lead is in the queue table, with its route index.
         seq = lane_base(_route(team_id, 2).priority)
@@ -101,6 +102,7 @@ async def test_lead_agent_notifies_the_assigned_rep(published: Published, monkey
     lead_id = _id("ld")
     async with lead.run_leads.test_context() as agent:
         await agent.put(key=lead_id, value=_capture(lead_id))
+        await until(lambda: lead_state.get(lead_id) is not None)
         route = published.values(RouteLead)[0]
         decision = RoutingDecision(team_id="default", strategy="weighted_round_robin", candidates=(),
                                    winner="a", reason="test", decided_at=NOW)
@@ -178,3 +180,53 @@ async def test_notifier_reports_each_delivery_to_the_lead(
     outcomes = {m.value.rep_id: m.value for m in published.messages}
     assert isinstance(outcomes["a"], RecordDelivery) and outcomes["a"].delivered
     assert not outcomes["b"].delivered and outcomes["b"].attempts == 4 and outcomes["b"].error == "HTTP 503"
+
+
+@pytest.mark.parametrize("key, value, reason", [
+    (b"ld_1", b"\xff\xfe not a leadflow message", "not a leadflow message"),
+    (b"ld_1", b'{"type": "CaptureLead", "data": {"lead_id": 7}}', "invalid CaptureLead"),
+    (b"ld_1", b'{"type": "DropTables", "data": {}}', "unknown message type"),
+    (b"\xff\xfe", None, "not UTF-8"),
+])
+def test_a_command_topic_reads_bad_bytes_as_unreadable_instead_of_raising(
+    key: bytes, value: bytes | None, reason: str
+) -> None:
+    """Faust would ack an undecodable record and stall a take_events agent; our readers never raise."""
+    from streams.app import app
+    from streams.codec import encode
+    from streams.topics import Unreadable, lead_commands
+
+    serializers = app.serializers
+    read_key = serializers.loads_key(lead_commands.key_type, key, serializer=lead_commands.key_serializer)
+    read_value = serializers.loads_value(lead_commands.value_type, value or encode(_capture("ld_1")),
+                                         serializer=lead_commands.value_serializer)
+    problem = read_key if value is None else read_value
+    assert isinstance(problem, Unreadable) and reason in problem.reason
+    # What we send still reads back as itself, under the same key bytes as Faust's raw str keys.
+    assert serializers.loads_value(lead_commands.value_type, encode(_capture("ld_1")),
+                                   serializer=lead_commands.value_serializer) == _capture("ld_1")
+    assert serializers.dumps_key(lead_commands.key_type, "ld_é", serializer=lead_commands.key_serializer) == "ld_é".encode()
+
+
+@pytest.mark.parametrize("unreadable_key", [False, True])
+async def test_an_unreadable_command_is_counted_and_skipped_and_the_next_one_is_applied(
+    published: Published, monkeypatch: pytest.MonkeyPatch, unreadable_key: bool
+) -> None:
+    from streams.app import runtime
+    from streams.topics import Unreadable
+
+    def failures() -> float:
+        return runtime.metrics.registry.get_sample_value("leadflow_command_failures_total", {"agent": "lead"}) or 0.0
+
+    monkeypatch.setattr(lead, "publish", published)
+    lead_id = _id("ld")
+    before = failures()
+    async with lead.run_leads.test_context() as agent:
+        if unreadable_key:
+            await agent.put(key=Unreadable("the key is not UTF-8"), value=_capture(lead_id))
+        else:
+            await agent.put(key=lead_id, value=Unreadable("invalid CaptureLead"))
+        await agent.put(key=lead_id, value=_capture(lead_id, "c2"))
+        await until(lambda: lead_state.get(lead_id) is not None)
+    assert failures() == before + 1
+    assert lead_state[lead_id].recent_captures == ("c2",)
