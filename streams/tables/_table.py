@@ -37,6 +37,8 @@ class CodecTable(faust.Table):  # type: ignore[misc]
         store = super()._new_store_by_url(url)
         if isinstance(store, SerializedStore):
             _CachedValues(store, self.state_cache)
+        else:
+            self.state_cache.max_bytes = 0  # the memory store keeps the objects themselves
         return store
 
     def send_changelog(self, partition: int | None, key: Any, value: Any,

@@ -283,3 +283,11 @@ def test_no_transition_mutates_the_state_it_reads(guarded: Counter[str]) -> None
         capture(i, f"back-{i}")  # a new cycle of a closed lead
     assert guarded["lead"] >= 50 and guarded["team"] >= 30
     assert bus.team(team_id).queue_depth == 0
+
+
+def test_a_memory_store_table_caches_nothing() -> None:
+    table = CodecTable(app, name=f"state_cache_test_{next(_names)}", key_type=str, schema=SCHEMA)
+    table._new_store_by_url("memory://")  # it keeps the objects written: nothing to decode
+    state = a_lead()
+    table.state_cache.put(encode(state), state)
+    assert len(table.state_cache) == 0
