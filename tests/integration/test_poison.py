@@ -136,3 +136,52 @@ async def test_poison_records_are_dead_lettered_and_the_feed_keeps_flowing(
               f"{len(rejected)} dead-lettered with a reason, the feed kept flowing")
     finally:
         worker.stop()
+
+
+#: Internal topics a bug or a hostile producer with Kafka access could write to, and the agent reading each.
+INTERNAL = [("lead.commands", "lead"), ("team.commands", "team"), ("account.commands", "account"),
+            ("rep.commands", "rep"), ("notifications", "notifier"), ("crm.outbox", "crm"), ("outcomes", "outcomes")]
+
+
+@pytest.mark.timeout(240)
+async def test_unreadable_records_on_internal_topics_are_counted_and_skipped_and_routing_goes_on(
+    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+) -> None:
+    spec.config_yaml = _config(receiver)
+    receiver.secrets["ana"] = SECRET
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        producer = AIOKafkaProducer(bootstrap_servers=spec.stack.kafka_bootstrap)
+        await producer.start()
+        try:
+            for topic, _ in INTERNAL:
+                name = f"{spec.app_id}.{topic}"
+                await producer.send_and_wait(name, b"\xff not a leadflow message", key=b"ld_x")
+                await producer.send_and_wait(name, b'{"type": "CaptureLead", "data": {"lead_id": 7}}', key=b"ld_x")
+                await producer.send_and_wait(name, b'{"type": "NoSuchCommand", "data": {}}', key=b"ld_x")
+                await producer.send_and_wait(name, b'{"type": "DrainQueue", "data": {}}', key=b"\xff\xfe")
+            after = {"email": "after.internal.poison@feed.example", "company": "Still Routing"}
+            await producer.send_and_wait(f"{spec.app_id}.leads.inbound", orjson.dumps(after), key=b"y")
+        finally:
+            await producer.stop()
+
+        lead_id = derive_lead_id(email=after["email"], phone=None, source="kafka", external_id=None)
+        # Every agent went on: the lead crossed the account, lead and team agents and the notifier.
+        await eventually(lambda: receiver.for_lead(lead_id), timeout=60, what=f"the webhook of the lead after the poison\n{worker.log(60)}")
+
+        async def counted() -> dict[str, float] | None:
+            async with api.get(f"{worker.url}/metrics") as r:
+                text = await r.text()
+            seen = {agent: _sample(text, "leadflow_command_failures_total", agent) for _, agent in INTERNAL}
+            return seen if all(value >= 4 for value in seen.values()) else None
+
+        failures = await eventually(counted, timeout=30, what="every agent counting the 4 unreadable records")
+        assert failures is not None
+    finally:
+        worker.stop()
+
+
+def _sample(metrics: str, name: str, agent: str) -> float:
+    prefix = f'{name}{{agent="{agent}"}} '
+    return sum(float(line[len(prefix):]) for line in metrics.splitlines() if line.startswith(prefix))
