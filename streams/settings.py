@@ -177,6 +177,10 @@ class Settings:
     webhook_breaker_threshold: int = 5
     #: Seconds an open circuit defers deliveries before one probe (``LEADFLOW_WEBHOOK_BREAKER_COOLDOWN``).
     webhook_breaker_cooldown_s: float = 30.0
+    #: MiB of encoded ``LeadState``/``TeamState`` values each RocksDB table keeps decoded
+    #: (``streams/tables/_cache.py``; resident memory is ~3.3× that); 0 turns the cache off
+    #: (``LEADFLOW_STATE_CACHE_MB``).
+    state_cache_mb: int = 8
 
     @property
     def canonical_url(self) -> str:
@@ -228,4 +232,5 @@ class Settings:
                                            d.webhook_breaker_threshold, minimum=1),
             webhook_breaker_cooldown_s=_seconds(env, "LEADFLOW_WEBHOOK_BREAKER_COOLDOWN",
                                                 d.webhook_breaker_cooldown_s),
+            state_cache_mb=_int(env, "LEADFLOW_STATE_CACHE_MB", d.state_cache_mb),
         )

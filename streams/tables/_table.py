@@ -8,7 +8,7 @@ from faust.stores.base import SerializedStore
 
 from streams.app import app
 from streams.codec import CODEC, SCHEMA
-from streams.tables._cache import CACHED_TYPES, STATE_CACHE_BYTES, StateCache
+from streams.tables._cache import CACHED_TYPES, StateCache
 
 __all__ = ["CodecTable", "entity_table"]
 
@@ -28,7 +28,7 @@ class CodecTable(faust.Table):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.state_cache = StateCache(max_bytes=STATE_CACHE_BYTES)
+        self.state_cache = StateCache(max_bytes=app.runtime.settings.state_cache_mb * 2**20)
 
     def _serializer_from_type(self, typ: Any) -> str:
         return "raw" if typ is str else CODEC

@@ -291,3 +291,15 @@ def test_a_memory_store_table_caches_nothing() -> None:
     state = a_lead()
     table.state_cache.put(encode(state), state)
     assert len(table.state_cache) == 0
+
+
+def test_the_budget_is_a_setting() -> None:
+    from leadflow.errors import ConfigError
+    from streams.settings import Settings
+
+    assert Settings.from_env({}).state_cache_mb == 8
+    assert Settings.from_env({"LEADFLOW_STATE_CACHE_MB": "0"}).state_cache_mb == 0  # off
+    with pytest.raises(ConfigError, match="LEADFLOW_STATE_CACHE_MB"):
+        Settings.from_env({"LEADFLOW_STATE_CACHE_MB": "-1"})
+    assert CodecTable(app, name=f"state_cache_test_{next(_names)}", key_type=str, schema=SCHEMA).state_cache.max_bytes \
+        == app.runtime.settings.state_cache_mb * 2**20

@@ -11,9 +11,9 @@ plus a snapshot every ``MEMPROBE_SNAP_EVERY`` samples (``<out>.NNNN.snap``; comp
     leadflow bench load --rates max --feed kafka --max-leads 5000 --passthrough-records 0 \\
         --worker-env PYTHONPATH=$PWD/ops/bench/memprobe --worker-env MEMPROBE_OUT=$PWD/.state/probe.jsonl
 
-A/B switches for the same worker code: ``MEMPROBE_FAUST_ROCKSDB_DEFAULTS=1`` opens the stores with
-Faust's RocksDB defaults instead of ``streams.app``'s bounded ones; ``MEMPROBE_NO_STATE_CACHE=1``
-turns the decoded-state cache of the tables off. tracemalloc slows the worker 2-3×, more with
+A/B switch for the same worker code: ``MEMPROBE_FAUST_ROCKSDB_DEFAULTS=1`` opens the stores with
+Faust's RocksDB defaults instead of ``streams.app``'s bounded ones (the state cache has its own
+setting, ``LEADFLOW_STATE_CACHE_MB=0``). tracemalloc slows the worker 2-3×, more with
 ``MEMPROBE_FRAMES`` > 1, and adds its own memory to the resident figure.
 """
 from __future__ import annotations
@@ -96,24 +96,11 @@ def _faust_rocksdb_defaults() -> None:
     rocksdb.RocksDBOptions.__init__ = with_defaults  # type: ignore[method-assign]
 
 
-def _no_state_cache() -> None:
-    from streams.tables import _cache
-
-    init = _cache.StateCache.__init__
-
-    def disabled(self: Any, max_bytes: int) -> None:
-        init(self, 0)
-
-    _cache.StateCache.__init__ = disabled  # type: ignore[method-assign]
-
-
 def _start() -> None:
     if "worker" not in sys.argv:
         return  # only `leadflow worker` / `python -m leadflow worker`
     if os.environ.get("MEMPROBE_FAUST_ROCKSDB_DEFAULTS") == "1":
         _faust_rocksdb_defaults()
-    if os.environ.get("MEMPROBE_NO_STATE_CACHE") == "1":
-        _no_state_cache()
     out = os.environ.get("MEMPROBE_OUT")
     if not out:
         return
