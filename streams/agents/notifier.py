@@ -38,7 +38,7 @@ from rules.delivery import (
     judge,
 )
 from sla.timers import TimerIndex
-from streams.agents._batch import acting_for, readable
+from streams.agents._batch import WITHIN_S, acting_for, readable
 from streams.app import app, runtime
 from streams.tables.webhook_retries import webhook_retries
 from streams.topics import notifications, publish
@@ -218,7 +218,7 @@ async def handle_batch(events: list[Any], gate: asyncio.Semaphore) -> None:
 @app.agent(notifications, concurrency=1)
 async def deliver_notifications(stream: Any) -> None:
     gate = asyncio.Semaphore(_PARALLEL)
-    async for events in stream.take_events(_BATCH, within=0.05):
+    async for events in stream.take_events(_BATCH, within=WITHIN_S):
         try:
             await handle_batch(list(readable(events, "notifier")), gate)
         except Exception:
