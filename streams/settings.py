@@ -94,13 +94,13 @@ _INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def _instance_id(env: Mapping[str, str], web_host: str, web_port: int) -> str | None:
-    """``LEADFLOW_INSTANCE_ID``: unset or empty derives ``<host>-<web host>-<web port>``; ``none`` turns it off."""
+    """``LEADFLOW_INSTANCE_ID``: unset, empty or ``auto`` derives ``<host>-<web host>-<web port>``; ``none`` turns it off."""
     if env.get("CONSUMER_GROUP_INSTANCE_ID") is not None:
         # Faust reads this variable itself and it would silently override the setting below.
         raise ConfigError("environment variable CONSUMER_GROUP_INSTANCE_ID is set: use LEADFLOW_INSTANCE_ID "
                           "(or LEADFLOW_INSTANCE_ID=none for dynamic membership) and unset it")
     raw = env.get("LEADFLOW_INSTANCE_ID")
-    if raw is None or raw.strip() == "":
+    if raw is None or raw.strip() == "" or raw.strip().lower() == "auto":
         # Unique per worker (two workers on a host cannot bind one web port) and the same after a
         # restart. The web host is part of it because Faust's assignment carries the worker's URL:
         # a static member that rejoined under another URL would get an assignment it rejects.
@@ -133,8 +133,9 @@ class Settings:
     #: Kafka static membership: this worker's ``group.instance.id`` (``LEADFLOW_INSTANCE_ID``).
     #: A worker restarted after ``kill -9`` takes its partitions back without a rebalance instead
     #: of waiting for its old session to expire. ``from_env`` derives ``<host name>-<web host>-<web
-    #: port>`` when unset (unique per worker on a host, the same after a restart); ``none``: dynamic
-    #: membership (``None`` here). Two live workers must never share one: see docs/RELIABILITY.md.
+    #: port>`` when unset or ``auto`` (unique per worker on a host, the same after a restart);
+    #: ``none``: dynamic membership (``None`` here). Two live workers must never share one: see
+    #: docs/RELIABILITY.md.
     instance_id: str | None = None
     #: Where RocksDB tables live (``LEADFLOW_DATA_DIR``); one folder per worker.
     data_dir: Path = Path(".state/worker")

@@ -17,6 +17,7 @@ def test_on_by_default_unique_per_port_and_web_host_and_stable() -> None:
     assert Settings.from_env({"LEADFLOW_WEB_PORT": "6067"}).instance_id == f"{host}-127.0.0.1-6067"
     assert Settings.from_env({"LEADFLOW_WEB_HOST": "worker-1"}).instance_id == f"{host}-worker-1-6066"
     assert Settings.from_env({"LEADFLOW_INSTANCE_ID": ""}).instance_id == one
+    assert Settings.from_env({"LEADFLOW_INSTANCE_ID": "auto"}).instance_id == one
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -28,7 +29,7 @@ def test_explicit_ids_and_the_opt_out(raw: str, expected: str | None) -> None:
 
 
 def test_host_characters_kafka_refuses_are_replaced() -> None:
-    assert Settings.from_env({"LEADFLOW_WEB_HOST": "::1"}).instance_id.endswith("-__1-6066")  # type: ignore[union-attr]
+    assert Settings.from_env({"LEADFLOW_INSTANCE_ID": "AUTO", "LEADFLOW_WEB_HOST": "::1"}).instance_id.endswith("-__1-6066")  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("raw", ["worker 1", "w:1", ".", "..", "x" * 250, "ünï"])

@@ -95,6 +95,14 @@ async def test_worker_restarts_keep_lead_and_team_state(
         await eventually(lambda: _team(api, worker, open_leads=4, queue_depth=2), what="state after restart")
         async with api.post(f"{worker.url}/v1/leads", json={"email": "lead0@restart.example"}) as r:
             assert (await r.json())["status"] == "duplicate"
+        # The duplicate still travels leads.inbound -> intake -> lead.commands, while a disposition
+        # goes to lead.commands directly: let the touch land first, or a disposition of lead0 can
+        # overtake it, and the touch then reopens the closed lead (right, but not this test's story).
+        async def touched() -> bool:
+            lead0 = await _lead(api, worker, first[0])
+            return bool(lead0) and "touched" in [e["kind"] for e in lead0["timeline"]]
+
+        await eventually(touched, what="the duplicate's touch on lead0")
 
         # Crash: kill -9 right after new leads and dispositions are accepted.
         assigned = [lid for lid in first if (await _get(api, f"{worker.url}/v1/leads/{lid}"))[1]["routing"] == "assigned"]
