@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from faust.streams import _current_event  # private: the event a table read or write belongs to
@@ -30,7 +31,7 @@ from faust.streams import _current_event  # private: the event a table read or w
 from streams.app import runtime
 from streams.topics import Unreadable
 
-__all__ = ["BATCH", "WITHIN_S", "acting_for", "readable"]
+__all__ = ["BATCH", "WITHIN_S", "Keyed", "acting_for", "apply_batch", "is_readable", "readable"]
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,46 @@ def is_readable(event: Any, agent: str) -> bool:
 def readable(events: Iterable[Any], agent: str) -> Iterator[Any]:
     """The events of a batch that ``is_readable``."""
     return (event for event in events if is_readable(event, agent))
+
+
+@dataclass(slots=True)
+class Keyed:
+    """One key's state through a batch."""
+
+    before: Any  # as stored before the batch: write only if ``state`` is another object
+    state: Any  # after the batch's commands for this key so far
+    event: Any  # this key's last event: its table reads and writes act for it
+
+
+def apply_batch(events: Iterable[Any], agent: str, read: Callable[[str], Any],
+                step: Callable[[Any, Any], tuple[Any, Any]], *, log_key: bool = True,
+                ) -> tuple[dict[str, Keyed], list[tuple[str, Any]]]:
+    """Apply a batch's commands in memory, each on its key's state as the batch has left it.
+
+    ``read(key)`` gives a key's stored state (once per key, acting for its first event);
+    ``step(state, command)`` returns ``(new state, result)``. A command whose step raises is a bug
+    that must not stall the partition: it is counted, logged by ids (never by content; the key
+    too unless ``log_key`` is false) and skipped, and stays in the topic. Returns each key's
+    ``Keyed`` and the ``(command name, result)`` of every command applied, in order. Nothing is
+    published or written here: the agent publishes the results, then writes the states.
+    """
+    keyed: dict[str, Keyed] = {}
+    results: list[tuple[str, Any]] = []
+    for event in readable(events, agent):
+        key, command = event.key, event.value
+        name = type(command).__name__
+        entry = keyed.get(key)
+        if entry is None:
+            with acting_for(event):
+                stored = read(key)
+            entry = Keyed(before=stored, state=stored, event=event)
+        try:
+            state, result = step(entry.state, command)
+        except Exception:
+            runtime.metrics.command_failures.labels(agent).inc()
+            log.exception("%s agent could not apply %s%s", agent, name, f" to {key}" if log_key else "")
+            continue
+        entry.state, entry.event = state, event
+        keyed[key] = entry
+        results.append((name, result))
+    return keyed, results

@@ -10,7 +10,7 @@ from typing import Any
 
 from rules.account_book import PutAccount, apply
 from rules.commands import Outgoing
-from streams.agents._batch import BATCH, WITHIN_S, acting_for, readable
+from streams.agents._batch import BATCH, WITHIN_S, acting_for, apply_batch
 from streams.app import app, runtime
 from streams.tables.accounts import accounts
 from streams.topics import account_commands, publish
@@ -23,37 +23,25 @@ log = logging.getLogger(__name__)
 @app.agent(account_commands, concurrency=1)
 async def run_accounts(commands: Any) -> None:
     async for events in commands.take_events(BATCH, within=WITHIN_S):
-        # domain -> (account before the batch, account now, the last event of that domain)
-        touched: dict[str, tuple[Any, Any, Any]] = {}
-        outgoing: list[Outgoing] = []
-        names: list[str] = []
-        for event in readable(events, "account"):
-            domain, command = event.key, event.value
-            name = type(command).__name__
-            if domain in touched:
-                before, current, _ = touched[domain]
-            else:
-                with acting_for(event):
-                    before = current = accounts.get(domain)
-            try:
-                transition = apply(current, command, runtime.clock.now())
-            except Exception:
-                runtime.metrics.command_failures.labels("account").inc()
-                log.exception("account agent could not apply %s to an account", name)
-                continue
-            touched[domain] = (before, transition.account, event)
-            outgoing += transition.outgoing
-            names.append(name)
+        now = runtime.clock.now()
+
+        def step(current: Any, command: Any) -> tuple[Any, Any]:
+            transition = apply(current, command, now)
+            return transition.account, transition
+
+        # Domains stay out of the log (log_key=False): the account book is the customer's data.
+        domains, applied = apply_batch(events, "account", accounts.get, step, log_key=False)
+        outgoing: list[Outgoing] = [message for _, transition in applied for message in transition.outgoing]
         # Messages first, acknowledged; then the table (see ``publish`` for why this order).
         await publish(outgoing)
-        for domain, (before, account, event) in touched.items():
-            with acting_for(event):
-                if account is None:
-                    if before is not None:
+        for domain, account in domains.items():
+            with acting_for(account.event):
+                if account.state is None:
+                    if account.before is not None:
                         del accounts[domain]
-                elif account is not before:
-                    accounts[domain] = account
-        for name in names:
+                elif account.state is not account.before:
+                    accounts[domain] = account.state
+        for name, _ in applied:
             runtime.metrics.commands_processed.labels("account", name).inc()
 
 

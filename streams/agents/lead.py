@@ -1,12 +1,11 @@
 """Own each lead: apply lead commands to ``lead_state`` and send what the transition returns."""
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from rules.commands import Outgoing
 from rules.lead import apply, next_timer
-from streams.agents._batch import BATCH, WITHIN_S, acting_for, readable
+from streams.agents._batch import BATCH, WITHIN_S, acting_for, apply_batch
 from streams.agents.sla import track
 from streams.app import app, runtime
 from streams.tables.lead_state import lead_state
@@ -17,7 +16,6 @@ from streams.topics import lead_commands, publish
 
 __all__ = ["run_leads"]
 
-log = logging.getLogger(__name__)
 
 
 _SIGNALS = {"lead.captured": "arrival", "lead.reopened": "arrival", "lead.sla_breached": "breach",
@@ -93,39 +91,25 @@ def _keep_timer(lead_id: str, state: Any) -> None:
 @app.agent(lead_commands, concurrency=1)
 async def run_leads(commands: Any) -> None:
     async for events in commands.take_events(BATCH, within=WITHIN_S):
-        # lead_id -> (state before the batch, state now, the last event of that lead)
-        touched: dict[str, tuple[Any, Any, Any]] = {}
+        now, policy = runtime.clock.now(), with_outcomes(runtime.policy)
+
+        def step(current: Any, command: Any) -> tuple[Any, Any]:
+            transition = apply(current, command, now, policy)
+            return (transition.state if transition.state is not None else current), transition
+
+        leads, applied = apply_batch(events, "lead", lead_state.get, step)
         outgoing: list[Outgoing] = []
-        applied: list[tuple[str, tuple[Outgoing, ...], Any]] = []
-        for event in readable(events, "lead"):
-            lead_id, command = event.key, event.value
-            name = type(command).__name__
-            if lead_id in touched:
-                before, current, _ = touched[lead_id]
-            else:
-                with acting_for(event):
-                    before = current = lead_state.get(lead_id)
-            try:
-                transition = apply(current, command, runtime.clock.now(), with_outcomes(runtime.policy))
-            except Exception:
-                # A bug in a transition must not stall every lead of the partition: count it, log
-                # the ids (never the lead's data) and move on; the command stays in the topic.
-                runtime.metrics.command_failures.labels("lead").inc()
-                log.exception("lead agent could not apply %s to lead %s", name, lead_id)
-                continue
-            state = transition.state if transition.state is not None else current
-            touched[lead_id] = (before, state, event)
+        for _, transition in applied:
             outgoing += transition.outgoing
             outgoing += team_signals_of(transition.outgoing)
-            applied.append((name, transition.outgoing, transition.state))
         # Messages first, acknowledged; then the states (see ``publish`` for why this order).
         await publish(outgoing)
-        for lead_id, (before, state, event) in touched.items():
-            with acting_for(event):
-                if state is not None and state is not before:
-                    lead_state[lead_id] = state
-                _keep_timer(lead_id, state)
-                keep_overdue(lead_id, state)
-        for name, sent, state in applied:
+        for lead_id, lead in leads.items():
+            with acting_for(lead.event):
+                if lead.state is not None and lead.state is not lead.before:
+                    lead_state[lead_id] = lead.state
+                _keep_timer(lead_id, lead.state)
+                keep_overdue(lead_id, lead.state)
+        for name, transition in applied:
             runtime.metrics.commands_processed.labels("lead", name).inc()
-            _observe(sent, state)
+            _observe(transition.outgoing, transition.state)

@@ -16,10 +16,7 @@ hears it (``RecordDelivery(dead_lettered=True)``): an unreachable rep loses the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
