@@ -8,6 +8,7 @@ lead produced after all of them must still be assigned.
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -60,6 +61,19 @@ teams:
 """
 
 
+@pytest.fixture
+async def worker(spec: WorkerSpec, receiver: Receiver) -> AsyncIterator[Worker]:
+    """A worker whose one rep's webhook is the receiver; stopped after the test."""
+    spec.config_yaml = _config(receiver)
+    receiver.secrets["ana"] = SECRET
+    started = Worker(spec)
+    try:
+        await started.wait_ready()
+        yield started
+    finally:
+        started.stop()
+
+
 async def _read(spec: WorkerSpec, topic: str, n: int) -> list[Any]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=spec.stack.kafka_bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, fetch_max_bytes=8 * 1024 * 1024,
@@ -80,64 +94,57 @@ async def _read(spec: WorkerSpec, topic: str, n: int) -> list[Any]:
 
 @pytest.mark.timeout(240)
 async def test_poison_records_are_dead_lettered_and_the_feed_keeps_flowing(
-    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+    spec: WorkerSpec, worker: Worker, api: aiohttp.ClientSession
 ) -> None:
-    spec.config_yaml = _config(receiver)
-    receiver.secrets["ana"] = SECRET
-    worker = Worker(spec)
+    inbound = f"{spec.app_id}.leads.inbound"
+    producer = AIOKafkaProducer(bootstrap_servers=spec.stack.kafka_bootstrap, max_request_size=2 * 1024 * 1024)
+    await producer.start()
     try:
-        await worker.wait_ready()
-        inbound = f"{spec.app_id}.leads.inbound"
-        producer = AIOKafkaProducer(bootstrap_servers=spec.stack.kafka_bootstrap, max_request_size=2 * 1024 * 1024)
-        await producer.start()
-        try:
-            for _, key, value, _ in POISON:
-                await producer.send_and_wait(inbound, value, key=key)
-            for _, lead in HOSTILE_VALID:
-                await producer.send_and_wait(inbound, orjson.dumps(lead), key=b"h")
-            last = {"email": "after.poison@feed.example", "company": "Still Flowing"}
-            await producer.send_and_wait(inbound, orjson.dumps(last), key=b"y")
-        finally:
-            await producer.stop()
-
-        def lead_id(email: str) -> str:
-            return derive_lead_id(email=email, phone=None, source="kafka", external_id=None)
-
-        async def assigned(email: str) -> Any:
-            async with api.get(f"{worker.url}/v1/leads/{lead_id(email)}") as r:
-                body = await r.json(content_type=None) if r.status == 200 else None
-            return body if body and body["routing"] == "assigned" else None
-
-        # The stream never stalled: the lead after every poison record is routed and notified.
-        await eventually(lambda: assigned("after.poison@feed.example"), timeout=60,
-                         what=f"the lead after the poison records\n{worker.log(60)}")
-
-        expected = [(name, reason) for name, _, _, reason in POISON if reason]
-        rejected = await _read(spec, f"{spec.app_id}.leads.rejected", len(expected))
-        got = [(dict(r.headers)["leadflow-reason"].decode(), r.value or b"") for r in rejected]
-        for name, key, value, reason in POISON:
-            if reason:
-                assert (reason, value or b"") in got, f"{name}: not dead-lettered as {reason}"
-        assert all(dict(r.headers).get("leadflow-detail") for r in rejected)
-
-        # A key that is not UTF-8 cannot hide a lead: it is routed, or rejected with a reason.
-        # Leads on other partitions move independently (agents take batches): wait for it, as below.
-        bad_key_rejected = [reason for reason, value in got if b"badkey@poison.example" in value]
-        if not bad_key_rejected:
-            await eventually(lambda: assigned("badkey@poison.example"), timeout=30,
-                             what="the record with a binary key, neither rejected nor routed: vanished?")
-
-        for name, lead in HOSTILE_VALID:
-            email = str(lead["email"])
-            routed = await eventually(lambda: assigned(email), timeout=30, what=f"{name}: routed")
-            assert routed["lead"]["email"]
-        async with api.get(f"{worker.url}/metrics") as r:
-            metrics = await r.text()
-        assert 'leadflow_leads_rejected_total{channel="kafka",reason="malformed_json"}' in metrics
-        print(f"\npoison: {len(POISON)} poison + {len(HOSTILE_VALID)} hostile-but-valid records; "
-              f"{len(rejected)} dead-lettered with a reason, the feed kept flowing")
+        for _, key, value, _ in POISON:
+            await producer.send_and_wait(inbound, value, key=key)
+        for _, lead in HOSTILE_VALID:
+            await producer.send_and_wait(inbound, orjson.dumps(lead), key=b"h")
+        last = {"email": "after.poison@feed.example", "company": "Still Flowing"}
+        await producer.send_and_wait(inbound, orjson.dumps(last), key=b"y")
     finally:
-        worker.stop()
+        await producer.stop()
+
+    def lead_id(email: str) -> str:
+        return derive_lead_id(email=email, phone=None, source="kafka", external_id=None)
+
+    async def assigned(email: str) -> Any:
+        async with api.get(f"{worker.url}/v1/leads/{lead_id(email)}") as r:
+            body = await r.json(content_type=None) if r.status == 200 else None
+        return body if body and body["routing"] == "assigned" else None
+
+    # The stream never stalled: the lead after every poison record is routed and notified.
+    await eventually(lambda: assigned("after.poison@feed.example"), timeout=60,
+                     what=f"the lead after the poison records\n{worker.log(60)}")
+
+    expected = [(name, reason) for name, _, _, reason in POISON if reason]
+    rejected = await _read(spec, f"{spec.app_id}.leads.rejected", len(expected))
+    got = [(dict(r.headers)["leadflow-reason"].decode(), r.value or b"") for r in rejected]
+    for name, key, value, reason in POISON:
+        if reason:
+            assert (reason, value or b"") in got, f"{name}: not dead-lettered as {reason}"
+    assert all(dict(r.headers).get("leadflow-detail") for r in rejected)
+
+    # A key that is not UTF-8 cannot hide a lead: it is routed, or rejected with a reason.
+    # Leads on other partitions move independently (agents take batches): wait for it, as below.
+    bad_key_rejected = [reason for reason, value in got if b"badkey@poison.example" in value]
+    if not bad_key_rejected:
+        await eventually(lambda: assigned("badkey@poison.example"), timeout=30,
+                         what="the record with a binary key, neither rejected nor routed: vanished?")
+
+    for name, lead in HOSTILE_VALID:
+        email = str(lead["email"])
+        routed = await eventually(lambda: assigned(email), timeout=30, what=f"{name}: routed")
+        assert routed["lead"]["email"]
+    async with api.get(f"{worker.url}/metrics") as r:
+        metrics = await r.text()
+    assert 'leadflow_leads_rejected_total{channel="kafka",reason="malformed_json"}' in metrics
+    print(f"\npoison: {len(POISON)} poison + {len(HOSTILE_VALID)} hostile-but-valid records; "
+          f"{len(rejected)} dead-lettered with a reason, the feed kept flowing")
 
 
 #: Internal topics a bug or a hostile producer with Kafka access could write to, and the agent reading each.
@@ -147,41 +154,35 @@ INTERNAL = [("lead.commands", "lead"), ("team.commands", "team"), ("account.comm
 
 @pytest.mark.timeout(240)
 async def test_unreadable_records_on_internal_topics_are_counted_and_skipped_and_routing_goes_on(
-    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+    spec: WorkerSpec, receiver: Receiver, worker: Worker, api: aiohttp.ClientSession
 ) -> None:
-    spec.config_yaml = _config(receiver)
-    receiver.secrets["ana"] = SECRET
-    worker = Worker(spec)
+    producer = AIOKafkaProducer(bootstrap_servers=spec.stack.kafka_bootstrap)
+    await producer.start()
     try:
-        await worker.wait_ready()
-        producer = AIOKafkaProducer(bootstrap_servers=spec.stack.kafka_bootstrap)
-        await producer.start()
-        try:
-            for topic, _ in INTERNAL:
-                name = f"{spec.app_id}.{topic}"
-                await producer.send_and_wait(name, b"\xff not a leadflow message", key=b"ld_x")
-                await producer.send_and_wait(name, b'{"type": "CaptureLead", "data": {"lead_id": 7}}', key=b"ld_x")
-                await producer.send_and_wait(name, b'{"type": "NoSuchCommand", "data": {}}', key=b"ld_x")
-                await producer.send_and_wait(name, b'{"type": "DrainQueue", "data": {}}', key=b"\xff\xfe")
-            after = {"email": "after.internal.poison@feed.example", "company": "Still Routing"}
-            await producer.send_and_wait(f"{spec.app_id}.leads.inbound", orjson.dumps(after), key=b"y")
-        finally:
-            await producer.stop()
-
-        lead_id = derive_lead_id(email=after["email"], phone=None, source="kafka", external_id=None)
-        # Every agent went on: the lead crossed the account, lead and team agents and the notifier.
-        await eventually(lambda: receiver.for_lead(lead_id), timeout=60, what=f"the webhook of the lead after the poison\n{worker.log(60)}")
-
-        async def counted() -> dict[str, float] | None:
-            async with api.get(f"{worker.url}/metrics") as r:
-                text = await r.text()
-            seen = {agent: _sample(text, "leadflow_command_failures_total", agent) for _, agent in INTERNAL}
-            return seen if all(value >= 4 for value in seen.values()) else None
-
-        failures = await eventually(counted, timeout=30, what="every agent counting the 4 unreadable records")
-        assert failures is not None
+        for topic, _ in INTERNAL:
+            name = f"{spec.app_id}.{topic}"
+            await producer.send_and_wait(name, b"\xff not a leadflow message", key=b"ld_x")
+            await producer.send_and_wait(name, b'{"type": "CaptureLead", "data": {"lead_id": 7}}', key=b"ld_x")
+            await producer.send_and_wait(name, b'{"type": "NoSuchCommand", "data": {}}', key=b"ld_x")
+            await producer.send_and_wait(name, b'{"type": "DrainQueue", "data": {}}', key=b"\xff\xfe")
+        after = {"email": "after.internal.poison@feed.example", "company": "Still Routing"}
+        await producer.send_and_wait(f"{spec.app_id}.leads.inbound", orjson.dumps(after), key=b"y")
     finally:
-        worker.stop()
+        await producer.stop()
+
+    lead_id = derive_lead_id(email=after["email"], phone=None, source="kafka", external_id=None)
+    # Every agent went on: the lead crossed the account, lead and team agents and the notifier.
+    await eventually(lambda: receiver.for_lead(lead_id), timeout=60,
+                     what=f"the webhook of the lead after the poison\n{worker.log(60)}")
+
+    async def counted() -> dict[str, float] | None:
+        async with api.get(f"{worker.url}/metrics") as r:
+            text = await r.text()
+        seen = {agent: _sample(text, "leadflow_command_failures_total", agent) for _, agent in INTERNAL}
+        return seen if all(value >= 4 for value in seen.values()) else None
+
+    failures = await eventually(counted, timeout=30, what="every agent counting the 4 unreadable records")
+    assert failures is not None
 
 
 def _sample(metrics: str, name: str, agent: str) -> float:
