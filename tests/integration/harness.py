@@ -23,6 +23,8 @@ from ops.stack.process import start_process, stop_process, tail
 __all__ = ["API_KEY", "free_port", "LocalServer", "WorkerSpec", "Worker", "Receiver", "eventually", "post_lead", "get_lead", "lead_in", "read_json_topic"]
 
 API_KEY = "it-secret-key-0123456789"
+#: The Standard Webhooks secret the tests give their reps (a whsec_ key, 32 bytes base64).
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -207,3 +209,15 @@ async def read_json_topic(stack: StackConfig, topic: str, *, idle_s: float = 2.0
     finally:
         await consumer.stop()
     return out
+
+
+def one_rep_config(receiver: Receiver, *, capacity: int) -> str:
+    """A config with one team, ``sdr``, and its one rep, ``ana``, whose webhook is ``receiver``."""
+    receiver.secrets["ana"] = SECRET
+    return f"""
+routing: {{default_team: sdr}}
+teams:
+  - id: sdr
+    reps:
+      - {{id: ana, capacity: {capacity}, webhook_url: "{receiver.url}/hooks/ana", webhook_secret: "{SECRET}"}}
+"""

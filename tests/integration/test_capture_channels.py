@@ -28,12 +28,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ops.stack import StackConfig
 from rules.capture import derive_lead_id
-from tests.integration.harness import API_KEY, REPO, Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import API_KEY, REPO, Receiver, SECRET, Worker, WorkerSpec, eventually
 from tests.integration.standins import GraphApiStandIn, GraphLead
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 FB_APP_SECRET, FB_VERIFY, FB_PAGE_TOKEN = "cap-fb-app-secret-42", "cap-verify-token-42", "cap-page-token-42"
 TF_SECRET = "cap-typeform-secret-42"
 PAGE_ID, FORM_ID = "516540199134611", "551111744595541"

@@ -32,9 +32,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 LEADS = int(os.environ.get("LEADFLOW_CRASH_LEADS", "1000"))
 KILLS = int(os.environ.get("LEADFLOW_CRASH_KILLS", "3"))
 REPS = 20

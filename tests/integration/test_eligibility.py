@@ -9,9 +9,8 @@ import aiohttp
 import pytest
 
 from rules.eligibility import WEEKDAYS
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, lead_in, post_lead
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually, lead_in, post_lead
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 
 def _config(receiver: Receiver) -> str:

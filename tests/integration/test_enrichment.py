@@ -19,11 +19,10 @@ import aiohttp
 import pytest
 
 from tests.connectors.pdl_standin import PdlStandIn
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, free_port
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually, free_port
 
 KEY_ENV = "LEADFLOW_IT_PDL_KEY"
 KEY = "it-pdl-key-do-not-log-7f3a9c"
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 CONFIG = """
 enrichment:

@@ -29,9 +29,8 @@ from ops.stack import StackConfig, stack_up
 from ops.stack.kafka import KafkaService
 from ops.stack.process import stop_process
 from ops.stack.redis import RedisService
-from tests.integration.harness import Worker, WorkerSpec, eventually, free_port, read_json_topic
+from tests.integration.harness import SECRET, Worker, WorkerSpec, eventually, free_port, read_json_topic
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 SCHEDULE = (0.5, 1.0, 1.5, 2.0)  # 5 attempts over 5 s: Standard Webhooks' shape, scaled down
 
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from standardwebhooks import Webhook
 
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually
 
 
 async def _json(response: aiohttp.ClientResponse) -> Any:
@@ -130,7 +130,6 @@ teams:
       - {{id: r2, capacity: 5, webhook_url: "{url}/hooks/r2", webhook_secret: "{secret}"}}
       - {{id: r3, capacity: 5, webhook_url: "{url}/hooks/r3", webhook_secret: "{secret}"}}
 """
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 
 async def test_thirty_leads_over_three_reps_of_capacity_five(

@@ -17,9 +17,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from rules.capture import derive_lead_id
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, one_rep_config
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 #: (name, key, value, reason expected on leads.rejected)
 POISON: list[tuple[str, bytes | None, bytes | None, str]] = [
@@ -51,21 +50,10 @@ HOSTILE_VALID: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _config(receiver: Receiver) -> str:
-    return f"""
-routing: {{default_team: sdr}}
-teams:
-  - id: sdr
-    reps:
-      - {{id: ana, capacity: 50, webhook_url: "{receiver.url}/hooks/ana", webhook_secret: "{SECRET}"}}
-"""
-
-
 @pytest.fixture
 async def worker(spec: WorkerSpec, receiver: Receiver) -> AsyncIterator[Worker]:
     """A worker whose one rep's webhook is the receiver; stopped after the test."""
-    spec.config_yaml = _config(receiver)
-    receiver.secrets["ana"] = SECRET
+    spec.config_yaml = one_rep_config(receiver, capacity=50)
     started = Worker(spec)
     try:
         await started.wait_ready()

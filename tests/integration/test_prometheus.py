@@ -35,9 +35,8 @@ from ops.prometheus.expressions import (
 )
 from ops.prometheus.server import LocalPrometheus
 from ops.report import from_kafka
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 #: Metrics this scenario cannot move, and why. An expression reading one of them may come back
 #: empty; it must still parse, and the worker must declare the metric.

@@ -11,9 +11,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from rules.capture import derive_lead_id
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 CONFIG = """
 routing:
   default_team: sdr

@@ -8,9 +8,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, get_lead, lead_in, post_lead
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually, get_lead, lead_in, post_lead
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 OFFER_TIMEOUT = 3
 OVERFLOW_AFTER = 3
 

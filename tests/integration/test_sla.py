@@ -10,9 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, get_lead, post_lead
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually, get_lead, post_lead
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 
 def _config(receiver: Receiver, steps: str, first_contact: float) -> str:

@@ -18,9 +18,8 @@ import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, one_rep_config
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 SESSION_TIMEOUT_S = 10.0  # broker_session_timeout in streams/app.py
 
 
@@ -49,13 +48,7 @@ async def _readiness(api: aiohttp.ClientSession, worker: Worker) -> tuple[int, s
 async def test_a_worker_back_after_kill_9_takes_its_partitions_without_a_rebalance(
     spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
 ) -> None:
-    spec.config_yaml = f"""
-routing: {{default_team: sdr}}
-teams:
-  - id: sdr
-    reps:
-      - {{id: ana, capacity: 20, webhook_url: "{receiver.url}/hooks/ana", webhook_secret: "{SECRET}"}}
-"""
+    spec.config_yaml = one_rep_config(receiver, capacity=20)
     first = Worker(spec)
     second: Worker | None = None
     restarted: Worker | None = None

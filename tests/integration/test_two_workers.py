@@ -6,9 +6,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, one_rep_config
 
-SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 
 RELAYED: list[str] = []
@@ -25,14 +24,7 @@ async def _get(api: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 async def test_any_worker_answers_for_any_lead(
     spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
 ) -> None:
-    spec.config_yaml = f"""
-routing: {{default_team: sdr}}
-teams:
-  - id: sdr
-    reps:
-      - {{id: ana, capacity: 20, webhook_url: "{receiver.url}/hooks/ana", webhook_secret: "{SECRET}"}}
-"""
-    receiver.secrets["ana"] = SECRET
+    spec.config_yaml = one_rep_config(receiver, capacity=20)
     first = Worker(spec)
     second = None
     try:
