@@ -32,10 +32,11 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from heapq import heapify, heappop, heappush
 from typing import Final
 
-__all__ = ["TimerIndex"]
+__all__ = ["Rebuild", "TimerIndex"]
 
 _COMPACT_SLACK: Final = 1024  # stale entries tolerated beyond the live count before compacting
 
@@ -48,6 +49,7 @@ _KEY_MASK: Final = (1 << _KEY_BITS) - 1
 _NAMED: Final = 1 << 96  # key codes with this bit are ids of interned non-lead-id keys
 _SHIFT: Final = _KEY_BITS + _TOKEN_BITS
 _SIGN: Final = 1 << 63
+_NOTHING: Final[frozenset[str]] = frozenset()
 
 _LEAD_PREFIX: Final = "ld_"
 _LEAD_LEN: Final = 27  # "ld_" + 24 hex digits
@@ -203,26 +205,9 @@ class TimerIndex:
 
         Later items win over earlier ones and over pending timers of the same key, as with
         ``schedule``; the heap is rebuilt in O(n) instead of n pushes. Returns how many were given.
+        (``Rebuild`` does the same a slice at a time, for a loop that must not stall.)
         """
-        # ``schedule`` inlined: this runs for every pending timer of the assigned partitions.
-        live, odd, code_for, token_code = self._live, self._odd, self._code_for, self._token_code
-        token_ids, tokens = self._token_ids, self._tokens
-        isfinite, pack, unpack = math.isfinite, _pack_double, _unpack_int64
-        count = 0
-        for key, due_at_s, token in items:
-            due = float(due_at_s) + 0.0
-            if not isfinite(due):
-                raise ValueError(f"{key}: due must be a finite number of seconds (got {due_at_s!r})")
-            bits: int = unpack(pack(due))[0]
-            digits = key[3:] if type(key) is str and len(key) == _LEAD_LEN and key[:3] == _LEAD_PREFIX else "_"
-            code = code_for(key) if digits.strip(_HEX_DIGITS) else int(digits, 16)
-            tcode = token_ids.get(token) if type(token) is tuple or token is None else None
-            if tcode is None or not _same_types(token, tokens[tcode]):
-                tcode = token_code(token, code)
-            elif odd:
-                odd.pop(code, None)
-            live[code] = (((bits | _SIGN) if bits >= 0 else ~bits) << _SHIFT) | (code << _TOKEN_BITS) | tcode
-            count += 1
+        count = self._fill(items, _NOTHING)
         self._compact()
         return count
 
@@ -246,6 +231,32 @@ class TimerIndex:
         self._odd.clear()
 
     # --- internals ----------------------------------------------------------------------
+
+    def _fill(self, items: Iterable[tuple[str, float, object]], skip: AbstractSet[str]) -> int:
+        """``load`` without ordering the heap: set the live entry of every item whose key is not
+        in ``skip``. The heap misses these entries until ``_compact``. Returns the items read."""
+        # ``schedule`` inlined: this runs for every pending timer of the assigned partitions.
+        live, odd, code_for, token_code = self._live, self._odd, self._code_for, self._token_code
+        token_ids, tokens = self._token_ids, self._tokens
+        isfinite, pack, unpack = math.isfinite, _pack_double, _unpack_int64
+        count = 0
+        for key, due_at_s, token in items:
+            count += 1
+            if skip and key in skip:
+                continue
+            due = float(due_at_s) + 0.0
+            if not isfinite(due):
+                raise ValueError(f"{key}: due must be a finite number of seconds (got {due_at_s!r})")
+            bits: int = unpack(pack(due))[0]
+            digits = key[3:] if type(key) is str and len(key) == _LEAD_LEN and key[:3] == _LEAD_PREFIX else "_"
+            code = code_for(key) if digits.strip(_HEX_DIGITS) else int(digits, 16)
+            tcode = token_ids.get(token) if type(token) is tuple or token is None else None
+            if tcode is None or not _same_types(token, tokens[tcode]):
+                tcode = token_code(token, code)
+            elif odd:
+                odd.pop(code, None)
+            live[code] = (((bits | _SIGN) if bits >= 0 else ~bits) << _SHIFT) | (code << _TOKEN_BITS) | tcode
+        return count
 
     def _find_code(self, key: object) -> int | None:
         code = _lead_code(key)
@@ -297,6 +308,55 @@ class TimerIndex:
     def _compact(self) -> None:
         self._heap = list(self._live.values())
         heapify(self._heap)
+
+
+class Rebuild:
+    """Refill an index from the table's rows a slice at a time, while its owner keeps deciding.
+
+    The owner of the timers (the lead agent) goes on scheduling and cancelling between slices,
+    through ``schedule`` and ``cancel`` here. The rows come from a snapshot of the table taken
+    when the reading began, so a row read after such a decision can be older than it (the timer
+    re-armed or cancelled since): every key decided during the rebuild is remembered and its
+    rows are skipped. ``finish`` orders the heap once (O(n)); until then the index holds the
+    right live timers but must not be popped. Starting a rebuild clears the index; an abandoned
+    one (a rebalance: the rows are no longer this worker's) is simply replaced by a new one.
+    """
+
+    __slots__ = ("index", "rows_read", "_decided")
+
+    def __init__(self, index: TimerIndex) -> None:
+        index.clear()
+        self.index = index
+        self.rows_read = 0
+        self._decided: set[str] = set()  # keys scheduled or cancelled since the rebuild began
+
+    def schedule(self, key: str, due_at_s: float, token: object = None) -> None:
+        """``TimerIndex.schedule``, and this key's rows still to come are older than it."""
+        self.index.schedule(key, due_at_s, token)
+        self._decided.add(key)
+
+    def cancel(self, key: str) -> bool:
+        """``TimerIndex.cancel``, and this key's rows still to come are older than it."""
+        self._decided.add(key)
+        return self.index.cancel(key)
+
+    def feed(self, rows: Iterable[tuple[str, float, object]]) -> int:
+        """Load a slice of ``(key, due, token)`` rows, but not those of keys decided since the start.
+
+        Returns how many rows were read (skipped ones included).
+        """
+        count = self.index._fill(rows, self._decided)
+        self.rows_read += count
+        return count
+
+    def finish(self) -> int:
+        """Order the heap over everything loaded and decided; the index may be popped again.
+
+        Returns how many timers are pending.
+        """
+        self.index._compact()
+        self._decided.clear()
+        return len(self.index)
 
 
 def _finite(value: float, what: str) -> float:
