@@ -149,6 +149,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                                               "and until a new lead is assigned.")
     restart.add_argument("--leads", type=int, default=1_000_000, help="leads in the tables (default 1000000)")
     restart.add_argument("--kills", type=int, default=3, help="kill -9 / restart cycles (default 3)")
+    restart.add_argument("--profile", action="store_true",
+                         help="py-spy every (re)started worker until its first new webhook, idle time included")
+    restart.add_argument("--reuse", metavar="APP_ID", default=None,
+                         help="restart the deployment an earlier run filled (same --out, --port and --leads, "
+                              "its stack kept): no fill, no cold restore")
 
     hotspot = commands.add_parser("hotspot", parents=[common], help="one team's maximum routing rate",
                                   description="Flood one team's partition with RouteLead commands (what the lead "
@@ -208,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
 
             asyncio.run(_stoppable(run_restart(leads=args.leads, kills=args.kills, partitions=args.partitions,
                                                port=args.port, out=out, keep_stack=args.keep_stack, say=_say,
-                                               worker_env=_env_pairs(args.worker_env))))
+                                               worker_env=_env_pairs(args.worker_env), profile=args.profile,
+                                               reuse=args.reuse)))
         else:
             from ops.bench.hotspot import run_hotspot
 

@@ -17,14 +17,22 @@ Then, with a verifying SDR receiver listening:
    the JSON; ``--worker-env LEADFLOW_INSTANCE_ID=none`` measures dynamic membership).
 
 Each start is timed to ``/readyz`` = 200, then to the first *new* lead assigned and its
-webhook delivered (the SLA timer index is rebuilt from ``sla_timers`` after recovery, on the
-event loop, and a lead cannot be routed while that runs). A few loaded leads are read back
-through ``GET /v1/leads/{id}`` to prove the table holds them.
+webhook delivered. A few loaded leads are read back through ``GET /v1/leads/{id}`` to prove
+the table holds them.
+
+``--profile`` samples every (re)started worker with py-spy from its first moments until its
+first new webhook, idle time included (``--idle``: the wall time, not only the CPU), into
+``restart-<n>.pyspy`` (collapsed stacks) with a summary beside it; pair it with
+``--worker-env LEADFLOW_LOG_LEVEL=info`` for the worker's own timeline. ``--reuse APP_ID``
+(with the same ``--out`` and ``--port``) restarts a deployment an earlier run left filled —
+the stack kept with ``--keep-stack`` — so that restarts with a million leads can be repeated
+without the fill and the ten-minute cold restore: its first start is on the kept data dir.
 """
 from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -33,12 +41,19 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from ops.bench.harness import API_KEY, Deployment, Say, Stack, Tracker, bench_config, load_average, start_receiver
+from ops.bench.harness import API_KEY, Deployment, Say, Stack, Tracker, Worker, bench_config, load_average, start_receiver
 from ops.bench.load import bench_lead, lead_id_of
+from ops.bench.profile import parse_collapsed, pyspy_path, render_summary, stop_pyspy, summarize
+from ops.stack.process import start_process
 
 __all__ = ["run_restart", "template_records"]
 
 _RECEIVER_PORT = 8191
+
+
+def sample_ids(leads: int) -> list[str]:
+    """The loaded leads read back after each start (the same ones ``_fill`` writes)."""
+    return [f"ld_{index:024x}" for index in range(0, leads, max(1, leads // 5))]
 
 
 def template_records(now: datetime, lead_id: str) -> tuple[bytes, bytes]:
@@ -66,7 +81,7 @@ def template_records(now: datetime, lead_id: str) -> tuple[bytes, bytes]:
     return encode(assigned.state), encode(timer)
 
 
-async def _fill(bootstrap: str, app_id: str, leads: int, say: Say) -> list[str]:
+async def _fill(bootstrap: str, app_id: str, leads: int, say: Say) -> None:
     from aiokafka import AIOKafkaProducer
 
     now = datetime.now(timezone.utc)
@@ -74,7 +89,7 @@ async def _fill(bootstrap: str, app_id: str, leads: int, say: Say) -> list[str]:
     state, timer = template_records(now, placeholder)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks="all")
     await producer.start()
-    began, sample = time.monotonic(), []
+    began = time.monotonic()
     try:
         pending: list[asyncio.Future[object]] = []
         for index in range(leads):
@@ -89,15 +104,12 @@ async def _fill(bootstrap: str, app_id: str, leads: int, say: Say) -> list[str]:
                 pending.clear()
             if index % 100_000 == 99_999:
                 say(f"  … {index + 1:,} leads written ({(index + 1) / (time.monotonic() - began):,.0f}/s)")
-            if index % max(1, leads // 5) == 0:
-                sample.append(lead_id)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
     took = time.monotonic() - began
     say(f"tables filled: {leads:,} leads ({len(state):,} B lead_state + {len(timer)} B sla_timers each, "
         f"{leads * (len(state) + len(timer)) / 1e9:.2f} GB) in {took:.1f} s")
-    return sample
 
 
 async def _probe(deployment: Deployment, session: aiohttp.ClientSession, tracker: Tracker, index: int,
@@ -137,8 +149,53 @@ async def _read_back(session: aiohttp.ClientSession, url: str, sample: list[str]
     return f"{found}/{len(sample)} loaded leads read back"
 
 
+def _kept_config(path: Path) -> tuple[str, dict[str, str]]:
+    import yaml
+
+    text = path.read_text()
+    teams = yaml.safe_load(text)["teams"]
+    return text, {rep["id"]: rep["webhook_secret"] for team in teams for rep in team["reps"]}
+
+
+class _Spy:
+    """py-spy on one worker from its first moments (retried until the interpreter can be read)."""
+
+    def __init__(self, worker: Worker, output: Path) -> None:
+        self.worker, self.output = worker, output
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        binary = pyspy_path()
+        if binary is None:
+            raise RuntimeError("py-spy is not installed: pip install -e '.[bench]'")
+        for _ in range(40):
+            pid = self.worker.pid
+            if pid is None:
+                return
+            self.proc = start_process([binary, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
+                                       "--nolineno", "--nonblocking", "--idle", "--output", str(self.output)],
+                                      log_path=self.output.with_suffix(".log"))
+            await asyncio.sleep(0.3)
+            if self.proc.poll() is None:
+                return  # attached
+            self.proc = None  # the interpreter was not up yet
+
+    def stop(self, say: Say) -> None:
+        if self.proc is None:
+            say(f"profile: py-spy did not attach (see {self.output.with_suffix('.log')})")
+            return
+        stop_pyspy(self.proc)
+        if not self.output.exists():
+            say(f"profile: py-spy wrote nothing (see {self.output.with_suffix('.log')})")
+            return
+        summary = self.output.with_suffix(".summary.txt")
+        summary.write_text(render_summary(summarize(parse_collapsed(self.output.read_text()))))
+        say(f"profile: {self.output} (collapsed stacks, idle included) and {summary}")
+
+
 async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out: Path, keep_stack: bool,
-                      say: Say, worker_env: dict[str, str] | None = None) -> list[dict[str, object]]:
+                      say: Say, worker_env: dict[str, str] | None = None, profile: bool = False,
+                      reuse: str | None = None) -> list[dict[str, object]]:
     from ops.bench.harness import EventReader
 
     out.mkdir(parents=True, exist_ok=True)
@@ -147,30 +204,49 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
     tracker = Tracker()
     with Stack(say, keep=keep_stack) as stack:
         config, secrets = bench_config(1, 4, 1000, _RECEIVER_PORT)
+        if reuse is not None and (out / "config.yaml").exists():
+            config, secrets = _kept_config(out / "config.yaml")  # the reps' webhook secrets as stored
         deployment = Deployment(stack.config, out, config, partitions=partitions, extra_env=dict(worker_env or {}))
+        if reuse is not None:
+            deployment.app_id = reuse
         worker = deployment.add_worker(port)
+        if reuse is not None and not worker.data_dir.is_dir():
+            raise RuntimeError(f"--reuse {reuse}: no data dir {worker.data_dir} (same --out and --port as the run "
+                               "that filled it?)")
         receiver = start_receiver(secrets, tracker, _RECEIVER_PORT)
         reader = EventReader(stack.config.kafka_bootstrap, f"{deployment.prefix}lead.events", tracker)
         headers = {"Authorization": f"Bearer {API_KEY}"}
+        sample = sample_ids(leads)
         try:
             await receiver.start()
-            say(f"creating the topics: a first worker (app id {deployment.app_id})…")
-            deployment.start(worker)
-            await deployment.wait_ready(worker)
-            deployment.stop_all()
-            sample = await _fill(stack.config.kafka_bootstrap, deployment.app_id, leads, say)
+            if reuse is None:
+                say(f"creating the topics: a first worker (app id {deployment.app_id})…")
+                deployment.start(worker)
+                await deployment.wait_ready(worker)
+                deployment.stop_all()
+                await _fill(stack.config.kafka_bootstrap, deployment.app_id, leads, say)
             await reader.start()
             async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as session:
                 for attempt in range(kills + 1):
-                    kind = "cold (empty data dir)" if attempt == 0 else f"after kill -9 #{attempt}"
+                    if attempt:
+                        kind = f"after kill -9 #{attempt}"
+                    else:
+                        kind = "cold (empty data dir)" if reuse is None else "start on the kept data dir"
                     if attempt:
                         await asyncio.sleep(random.uniform(1.0, 4.0))  # a random moment after the probe
                         deployment.kill9(worker)
                     started = time.monotonic()
                     deployment.start(worker)
-                    ready = await deployment.wait_ready(worker, timeout=1800.0)
-                    assigned, delivered = await _probe(deployment, session, tracker, attempt)
-                    total = time.monotonic() - started
+                    spy = _Spy(worker, out / f"restart-{attempt}.pyspy") if profile else None
+                    if spy is not None:
+                        await spy.start()
+                    try:
+                        ready = await deployment.wait_ready(worker, timeout=1800.0)
+                        assigned, delivered = await _probe(deployment, session, tracker, attempt)
+                        total = time.monotonic() - started
+                    finally:
+                        if spy is not None:
+                            spy.stop(say)
                     check = await _read_back(session, worker.url, sample)
                     row = {"start": kind, "leads": leads, "ready_s": round(ready, 2),
                            "first_lead_assigned_s": None if assigned is None else round(assigned, 3),
@@ -193,7 +269,7 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
     # --worker-env LEADFLOW_INSTANCE_ID=none turned it off.
     instance_id = Settings.from_env(deployment.env(worker)).instance_id
     path.write_bytes(orjson.dumps({"leads": leads, "partitions": partitions, "worker_env": worker_env,
-                                   "instance_id": instance_id,
+                                   "instance_id": instance_id, "app_id": deployment.app_id, "reused": reuse is not None,
                                    "machine": machine_facts(), "runs": results,
                                    "loadavg_after": load_average()}, option=orjson.OPT_INDENT_2))
     say(f"results: {path}")
