@@ -1,4 +1,9 @@
-"""A team's reps as the team agent tracks them: profile, presence and the leads they hold."""
+"""A team's reps as the team agent tracks them: profile, presence, and how many leads they hold.
+
+Which leads a rep holds is not here: each assignment is a ``Holding`` kept outside the team's
+state (``rules.team``: one small table value per assigned route), so a team's state stays
+bounded by its roster however many leads its reps hold.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -7,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from rules.commands import Presence, RepProfile
 
-__all__ = ["OpenLead", "RepState", "local_day", "local_week"]
+__all__ = ["Holding", "RepState", "local_day", "local_week"]
 
 
 def local_day(profile: RepProfile, at: datetime) -> str:
@@ -22,21 +27,27 @@ def local_week(profile: RepProfile, at: datetime) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OpenLead:
-    """A lead a rep holds; ``route_id`` tells this assignment from a later one of the same lead."""
+class Holding:
+    """Who holds the lead of one route, and since when (the value stored under the route's id).
 
+    The route id tells this assignment from a later one of the same lead; it is the key, so it is
+    not repeated here.
+    """
+
+    rep_id: str
     lead_id: str
-    route_id: str
     assigned_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RepState:
-    """One rep inside a team's state. Bounded: ``open_leads`` never exceeds ``profile.capacity``."""
+    """One rep inside a team's state: a fixed number of fields, however many leads they hold."""
 
     profile: RepProfile
     presence: Presence = "offline"
-    open_leads: tuple[OpenLead, ...] = ()
+    #: How many leads the rep holds open (one ``Holding`` each, outside the state). Taking a lead
+    #: needs ``load < profile.capacity``; lowering the capacity never evicts, so it may exceed it.
+    load: int = 0
     assigned_total: int = 0
     last_assigned_at: datetime | None = None
     # Smooth weighted round robin's running credit (nginx's algorithm): only eligible reps
@@ -56,32 +67,26 @@ class RepState:
     def rep_id(self) -> str:
         return self.profile.rep_id
 
-    @property
-    def load(self) -> int:
-        return len(self.open_leads)
-
     def assigned_on(self, now: datetime) -> tuple[int, int]:
         """Leads assigned so far in the local day and ISO week that contain ``now``."""
         day = self.day_count if self.day == local_day(self.profile, now) else 0
         week = self.week_count if self.week == local_week(self.profile, now) else 0
         return day, week
 
-    def holds(self, lead_id: str, route_id: str) -> bool:
-        return any(o.lead_id == lead_id and o.route_id == route_id for o in self.open_leads)
-
-    def with_lead(self, lead: OpenLead) -> RepState:
-        day, week = self.assigned_on(lead.assigned_at)
+    def with_lead(self, assigned_at: datetime) -> RepState:
+        """The rep after taking one more lead at ``assigned_at`` (open count and caps go up)."""
+        day, week = self.assigned_on(assigned_at)
         return replace(
             self,
-            open_leads=self.open_leads + (lead,),
+            load=self.load + 1,
             assigned_total=self.assigned_total + 1,
-            last_assigned_at=lead.assigned_at,
-            day=local_day(self.profile, lead.assigned_at),
+            last_assigned_at=assigned_at,
+            day=local_day(self.profile, assigned_at),
             day_count=day + 1,
-            week=local_week(self.profile, lead.assigned_at),
+            week=local_week(self.profile, assigned_at),
             week_count=week + 1,
         )
 
-    def without_lead(self, lead_id: str, route_id: str) -> RepState:
-        kept = tuple(o for o in self.open_leads if not (o.lead_id == lead_id and o.route_id == route_id))
-        return replace(self, open_leads=kept)
+    def without_lead(self) -> RepState:
+        """The rep after one of their leads is released (caps count assignments: they stay)."""
+        return replace(self, load=max(0, self.load - 1))

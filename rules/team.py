@@ -13,6 +13,13 @@ looks at most ``LOOKAHEAD`` entries past a lane's head per transition, so a tran
 bounded however long the queue; an entry taken from the middle leaves a hole the head later
 steps over.
 
+Who holds which lead lives outside the state too: each assignment is a ``Holding`` under its
+route id (``QueueReader.holding``, written through ``TeamTransition.holding_writes``), and each
+``RepState`` keeps only how many it holds. So a team's state is bounded by its roster, not by
+its open leads, and one assignment or release writes one small value beside the state. The
+holding is what makes routing idempotent: a replayed ``RouteLead`` finds it and answers the same
+assignment again, and a ``ReleaseLead`` frees capacity only when it names the holding's rep.
+
 A lead can also leave the queue without an assignment (``WithdrawLead``: it overflowed to
 another team after waiting too long): its route is remembered as released, so an entry the team
 could not delete at once is dropped, never assigned, when the drain reaches it.
@@ -37,12 +44,12 @@ from rules.commands import (
     UpsertRep,
     WithdrawLead,
 )
-from rules.roster import OpenLead, RepState
+from rules.roster import Holding, RepState
 from rules.eligibility import rep_reasons
 from rules.routing import DEFAULT_STRATEGY, STRATEGIES, Choice, choose_rep
 
-__all__ = ["LOOKAHEAD", "MAX_PRIORITY", "Lane", "TeamState", "QueueReader", "QueueWrite", "QueueSlot", "TeamTransition",
-           "apply", "new_team", "lane_base"]
+__all__ = ["LOOKAHEAD", "MAX_PRIORITY", "Lane", "TeamState", "HoldingReader", "QueueReader", "QueueWrite",
+           "QueueSlot", "HoldingWrite", "TeamTransition", "apply", "holder_of", "new_team", "lane_base"]
 
 _RATE_WINDOW = 50
 #: How many queue entries from a lane's head one drain may look at for a lead someone can take.
@@ -128,15 +135,17 @@ class TeamState:
         """Leads served before or with a lead of ``priority`` queued now (itself included once queued)."""
         return sum(lane.depth for lane in self.lanes if lane.priority <= priority)
 
-    def holder_of(self, lead_id: str, route_id: str) -> RepState | None:
-        for rep in self.reps.values():
-            if rep.holds(lead_id, route_id):
-                return rep
-        return None
+
+class HoldingReader(Protocol):
+    """Who holds which route: the team's holdings, kept beside its state."""
+
+    def holding(self, route_id: str) -> Holding | None:
+        """Who holds the lead of this route (None: nobody in this team)."""
+        ...
 
 
-class QueueReader(Protocol):
-    """Read access to the team's queue: entries by sequence number, and which routes wait."""
+class QueueReader(HoldingReader, Protocol):
+    """The team's side table, read: queue entries by number, which routes wait, who holds what."""
 
     def get(self, seq: int) -> RouteLead | None: ...
 
@@ -165,14 +174,32 @@ class QueueSlot:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HoldingWrite:
+    """Put (``holding``) or delete (``holding is None``) the holding of one route."""
+
+    route_id: str
+    holding: Holding | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TeamTransition:
     state: TeamState
     outgoing: tuple[Outgoing, ...] = ()
     queue_writes: tuple[QueueWrite, ...] = ()
+    #: At most one per route (its value after the transition), in the order first touched.
+    holding_writes: tuple[HoldingWrite, ...] = ()
 
 
 def new_team(team_id: str) -> TeamState:
     return TeamState(team_id=team_id)
+
+
+def holder_of(state: TeamState, holdings: HoldingReader, lead_id: str, route_id: str) -> RepState | None:
+    """The rep of ``state`` who holds ``lead_id`` under ``route_id``, if any."""
+    holding = holdings.holding(route_id)
+    if holding is None or holding.lead_id != lead_id:
+        return None
+    return state.reps.get(holding.rep_id)
 
 
 class _Work:
@@ -184,6 +211,16 @@ class _Work:
         self.outgoing: list[Outgoing] = []
         self.writes: dict[int, RouteLead | None] = {}
         self.dequeued: set[str] = set()
+        #: route id -> this transition's holding for it (``None``: released), over ``queue``'s
+        self.holdings: dict[str, Holding | None] = {}
+
+    def holding(self, route_id: str) -> Holding | None:
+        if route_id in self.holdings:
+            return self.holdings[route_id]
+        return self.queue.holding(route_id)
+
+    def holder(self, lead_id: str, route_id: str) -> RepState | None:
+        return holder_of(self.state, self, lead_id, route_id)
 
     def entry(self, seq: int) -> RouteLead | None:
         if seq in self.writes:
@@ -206,7 +243,9 @@ class _Work:
 
     def result(self) -> TeamTransition:
         writes = tuple(QueueWrite(seq=s, entry=e) for s, e in sorted(self.writes.items()))
-        return TeamTransition(state=self.state, outgoing=tuple(self.outgoing), queue_writes=writes)
+        held = tuple(HoldingWrite(route_id=r, holding=h) for r, h in self.holdings.items())
+        return TeamTransition(state=self.state, outgoing=tuple(self.outgoing), queue_writes=writes,
+                              holding_writes=held)
 
 
 def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: QueueReader) -> TeamTransition:
@@ -243,7 +282,7 @@ def _put_rep(work: _Work, rep: RepState) -> None:
 
 
 def _route(work: _Work, command: RouteLead, now: datetime) -> None:
-    holder = work.state.holder_of(command.lead_id, command.route_id)
+    holder = work.holder(command.lead_id, command.route_id)
     if holder is not None:
         # A replay of a RouteLead already assigned: say it again (the lead dedups by route_id).
         work.emit(command.lead_id, _assigned(work.state, holder, command, _replayed_decision(work.state, holder, now), now))
@@ -298,10 +337,9 @@ def _try_assign(work: _Work, command: RouteLead, now: datetime) -> bool:
     if choice.decision.winner is None:
         return False
     reps = {**work.state.reps, **choice.reps}
-    winner = reps[choice.decision.winner].with_lead(
-        OpenLead(lead_id=command.lead_id, route_id=command.route_id, assigned_at=now)
-    )
+    winner = reps[choice.decision.winner].with_lead(now)
     reps[winner.rep_id] = winner
+    work.holdings[command.route_id] = Holding(rep_id=winner.rep_id, lead_id=command.lead_id, assigned_at=now)
     recent = (work.state.recent_assignments + (now,))[-_RATE_WINDOW:]
     work.state = replace(work.state, reps=reps, routed_total=work.state.routed_total + 1, recent_assignments=recent)
     work.emit(command.lead_id, _assigned(work.state, winner, command, choice.decision, now))
@@ -337,7 +375,7 @@ def _drain_lane(work: _Work, priority: int, now: datetime) -> None:
         seq = max(seq, lane.head)
         entry = work.entry(seq)
         if entry is not None:  # None: a hole left by an earlier skip, which the head walks over
-            stale = (work.state.holder_of(entry.lead_id, entry.route_id) is not None
+            stale = (work.holder(entry.lead_id, entry.route_id) is not None
                      or entry.route_id in work.state.released_routes)
             if stale or _try_assign(work, entry, now):
                 _take_out(work, priority, seq, entry.route_id)
@@ -370,7 +408,7 @@ def _advance_head(work: _Work, priority: int) -> None:
 
 def _withdraw(work: _Work, command: WithdrawLead) -> None:
     """The lead left the queue (overflowed elsewhere): never assign this route here."""
-    if work.state.holder_of(command.lead_id, command.route_id) is not None:
+    if work.holder(command.lead_id, command.route_id) is not None:
         return  # already assigned here: the lead hands that assignment back itself
     released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
     work.state = replace(work.state, released_routes=released)
@@ -383,7 +421,7 @@ def _withdraw(work: _Work, command: WithdrawLead) -> None:
 
 def _remove(work: _Work, command: RemoveRep) -> None:
     rep = work.state.reps.get(command.rep_id)
-    if rep is not None and rep.open_leads:
+    if rep is not None and rep.load:
         # Their open leads stay theirs: the rep stays, never eligible, until the last is released.
         _put_rep(work, replace(rep, departed=True))
     else:
@@ -391,10 +429,13 @@ def _remove(work: _Work, command: RemoveRep) -> None:
 
 
 def _release(work: _Work, command: ReleaseLead) -> None:
-    rep = work.state.reps.get(command.rep_id)
-    if rep is not None and rep.holds(command.lead_id, command.route_id):
-        rep = rep.without_lead(command.lead_id, command.route_id)
-        if rep.departed and not rep.open_leads:
+    rep = work.holder(command.lead_id, command.route_id)
+    if rep is not None and rep.rep_id == command.rep_id:
+        # Only the exact assignment frees capacity: a stale release (another rep, another route
+        # of the same lead, or one already applied) finds no holding of this rep and does nothing.
+        work.holdings[command.route_id] = None
+        rep = rep.without_lead()
+        if rep.departed and not rep.load:
             work.state = replace(work.state, reps={k: v for k, v in work.state.reps.items() if k != rep.rep_id})
         else:
             _put_rep(work, rep)

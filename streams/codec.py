@@ -23,6 +23,7 @@ from rules.lead import LeadState, SlaTimer
 from rules.opportunity import PendingCrm
 from rules.outcomes import OutcomeBoard, RecordOutcome
 from rules.reps import RepEntry
+from rules.roster import Holding
 from rules.team import QueueSlot, TeamState
 
 __all__ = ["CODEC", "SCHEMA", "encode", "decode", "timer_fields", "WIRE_TYPES"]
@@ -36,7 +37,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, RepEntry,
         commands.RecordQualification, commands.RecordCrmSync, commands.RecordCrmEvent, commands.ReturnToRouting,
         commands.UpsertOpportunity, commands.DeferCommand, RecordOutcome, OutcomeBoard, PendingCrm,
-        commands.AnswerOffer, commands.WithdrawLead, QueueSlot, commands.DrainQueue,
+        commands.AnswerOffer, commands.WithdrawLead, QueueSlot, Holding, commands.DrainQueue,
         RetryDue, PendingDelivery, DeliveryBacklog,
         PutAccount, RemoveAccount, MatchAccount, Account,
     )

@@ -6,8 +6,9 @@ one team's routing cannot go faster than that agent on that worker: this measure
 
 1. **pure**: ``rules.team.apply`` in this process, one core, no I/O: a RouteLead (rep chosen)
    then the ReleaseLead that frees the rep again, for a team of ``--reps`` available reps; and
-   the same with the codec round trip of ``TeamState`` the agent pays per command (a table read
-   decodes it, a table write encodes it).
+   the same with the codec round trips the agent pays per command (a table read decodes the
+   ``TeamState``, a table write encodes it; the route's ``Holding`` is encoded when written and
+   decoded when the release reads it).
 2. **in the worker**: a fresh worker with one team; ``--routes`` RouteLead commands are produced
    straight onto ``team.commands`` (as the lead agent would send them) as fast as Kafka takes
    them, so the team agent always has a backlog. Each becomes a ``LeadAssigned`` for a lead the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,16 @@ from ops.bench.harness import Deployment, Sampler, Say, Stack, bench_config, loa
 __all__ = ["run_hotspot", "pure_route_rate", "processed_counts"]
 
 
-class _NoQueue:
-    """Nobody ever waits in the pure bench (reps free up after every route)."""
+class _Side:
+    """The team's side table in the pure bench: nobody ever waits (reps free up after every
+    route), and the holdings are kept as a table store keeps them (encoded, with ``codec``)."""
+
+    def __init__(self, codec: bool) -> None:
+        from streams.codec import decode, encode
+
+        self.encode: Callable[[Any], Any] = encode if codec else (lambda value: value)
+        self.decode: Callable[[Any], Any] = decode if codec else (lambda value: value)
+        self.holdings: dict[str, Any] = {}
 
     def get(self, seq: int) -> Any:
         return None
@@ -44,6 +54,18 @@ class _NoQueue:
     def seq_of(self, route_id: str) -> int | None:
         return None
 
+    def holding(self, route_id: str) -> Any:
+        value = self.holdings.get(route_id)
+        return None if value is None else self.decode(value)
+
+    def write(self, transition: Any) -> Any:
+        for write in transition.holding_writes:
+            if write.holding is None:
+                self.holdings.pop(write.route_id, None)
+            else:
+                self.holdings[write.route_id] = self.encode(write.holding)
+        return transition.state
+
 
 def pure_route_rate(reps: int, routes: int, *, codec: bool, open_leads: int = 0) -> float:
     """Routes per second of ``rules.team.apply`` (route + release), optionally with the codec round
@@ -53,7 +75,7 @@ def pure_route_rate(reps: int, routes: int, *, codec: bool, open_leads: int = 0)
     from streams.codec import decode, encode
 
     now = datetime.now(timezone.utc)
-    queue = _NoQueue()
+    queue = _Side(codec)
     state: Any = None
     for r in range(reps):
         profile = RepProfile(rep_id=f"r{r:02d}", team_id="t00", capacity=1000)
@@ -62,8 +84,8 @@ def pure_route_rate(reps: int, routes: int, *, codec: bool, open_leads: int = 0)
         state = apply(state, available, now, queue).state
     for index in range(open_leads):
         lead_id = f"ld_open{index:020x}"
-        state = apply(state, RouteLead(team_id="t00", lead_id=lead_id, route_id=f"{lead_id}:1:1", requested_at=now),
-                      now, queue).state
+        state = queue.write(apply(state, RouteLead(team_id="t00", lead_id=lead_id, route_id=f"{lead_id}:1:1",
+                                                   requested_at=now), now, queue))
     began = time.perf_counter()
     for index in range(routes):
         lead_id = f"ld_{index:024x}"
@@ -71,13 +93,13 @@ def pure_route_rate(reps: int, routes: int, *, codec: bool, open_leads: int = 0)
         if codec:
             state = decode(encode(state))
         transition = apply(state, route, now, queue)
-        state = transition.state
+        state = queue.write(transition)
         assigned = next(o.value for o in transition.outgoing if isinstance(o.value, LeadAssigned))
         release = ReleaseLead(team_id="t00", lead_id=lead_id, route_id=route.route_id, rep_id=assigned.rep_id,
                               reason="bench", at=now)
         if codec:
             state = decode(encode(state))
-        state = apply(state, release, now, queue).state
+        state = queue.write(apply(state, release, now, queue))
     return routes / (time.perf_counter() - began)
 
 

@@ -6,10 +6,11 @@ import logging
 from typing import Any
 
 from rules.commands import DrainQueue, Outgoing, RouteLead
-from rules.team import QueueSlot, QueueWrite, TeamState, apply
+from rules.roster import Holding
+from rules.team import HoldingWrite, QueueSlot, QueueWrite, TeamState, apply
 from streams.agents._batch import BATCH, WITHIN_S, acting_for, readable
 from streams.app import app, runtime
-from streams.tables.team_state import TeamQueue, queue_key, route_key, team_queue, team_state
+from streams.tables.team_state import holding_key, queue_key, route_key, team_queue, team_state
 from streams.topics import publish, team_commands
 
 __all__ = ["run_teams", "recheck_queues"]
@@ -29,17 +30,17 @@ def _report(state: TeamState) -> None:
 
 
 class _BatchQueue:
-    """One team's queue as a batch sees it: the batch's own writes over ``team_queue``.
+    """One team's side table (queue and holdings) as a batch sees it: its own writes over ``team_queue``.
 
     The writes reach the table only after the batch's messages are acknowledged, so a later
-    command of the same team in the batch must read them from here.
+    command of the same team in the batch must read them from here (a batch may assign a route
+    and release it again: the release must find the holding the assignment made).
     """
 
     def __init__(self, team_id: str) -> None:
         self.team_id = team_id
-        self.table = TeamQueue(team_id)
         #: table key -> the value to write (``None``: delete), in the order written
-        self.pending: dict[str, RouteLead | QueueSlot | None] = {}
+        self.pending: dict[str, RouteLead | QueueSlot | Holding | None] = {}
 
     def _read(self, key: str) -> Any:
         return self.pending[key] if key in self.pending else team_queue.get(key)
@@ -55,6 +56,10 @@ class _BatchQueue:
         slot = self._read(route_key(self.team_id, route_id))
         return slot.seq if isinstance(slot, QueueSlot) else None
 
+    def holding(self, route_id: str) -> Holding | None:
+        value = self._read(holding_key(self.team_id, route_id))
+        return value if isinstance(value, Holding) else None
+
     def write(self, write: QueueWrite) -> None:
         key = queue_key(self.team_id, write.seq)
         if write.entry is None:
@@ -66,7 +71,14 @@ class _BatchQueue:
             self.pending[key] = write.entry
             self.pending[route_key(self.team_id, write.entry.route_id)] = QueueSlot(seq=write.seq)
 
+    def hold(self, write: HoldingWrite) -> None:
+        self.pending[holding_key(self.team_id, write.route_id)] = write.holding
+
     def flush(self) -> None:
+        # Called before the team's state is written, so the changelog records reach the producer
+        # in that order: a worker killed between them more likely leaves a holding the state has
+        # not counted (a replayed RouteLead answers that assignment again) than a count with no
+        # holding (a replay would choose a second rep).
         for key, value in self.pending.items():
             if value is None:
                 team_queue.pop(key, None)
@@ -98,6 +110,8 @@ async def run_teams(commands: Any) -> None:
                     continue
                 for write in transition.queue_writes:
                     queue.write(write)
+                for held in transition.holding_writes:
+                    queue.hold(held)
             touched[team_id] = (before, transition.state, queue, event)
             outgoing += transition.outgoing
             names.append(name)

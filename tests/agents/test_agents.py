@@ -21,7 +21,7 @@ from rules.team import QueueSlot, lane_base
 from streams.agents import intake, lead, notifier, reps, team
 from streams.tables.lead_state import lead_state
 from streams.tables.rep_directory import rep_directory
-from streams.tables.team_state import queue_key, route_key, team_queue, team_state
+from streams.tables.team_state import holding_key, queue_key, route_key, team_queue, team_state
 from tests.agents.conftest import FakeTopic, Published, until
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -56,7 +56,8 @@ async def test_team_agent_assigns_queues_and_drains(published: Published, monkey
     assigned = published.values(LeadAssigned)
     assert [a.lead_id for a in assigned] == ["l1", "l2"] and {a.rep_id for a in assigned} == {"a"}
     state = team_state[team_id]
-    assert state.queue_depth == 0 and [o.lead_id for o in state.reps["a"].open_leads] == ["l2"]
+    assert state.queue_depth == 0 and state.reps["a"].load == 1
+    assert team_queue[holding_key(team_id, "l2:1:1")].rep_id == "a" and holding_key(team_id, "l1:1:1") not in team_queue
     assert queue_key(team_id, seq) not in team_queue and route_key(team_id, "l2:1:1") not in team_queue
 
 

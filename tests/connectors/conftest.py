@@ -35,7 +35,7 @@ from rules.commands import (
 from rules.lead import LeadPolicy, LeadState
 from rules.lead import apply as apply_to_lead
 from rules.reps import RepEntry
-from rules.roster import OpenLead, RepState
+from rules.roster import RepState
 from rules.team import Lane, TeamState
 from sla.clock import FakeClock
 
@@ -205,8 +205,7 @@ def team_state(team_id: str, at: datetime) -> TeamState:
                      webhook_url="https://hooks.example.com/ana", webhook_secret=REP_SECRET)
     bo = RepProfile(rep_id="rep-bo", team_id=team_id, name="Bo")
     return TeamState(team_id=team_id, lanes=(Lane(priority=2, head=4, tail=6),), routed_total=9, reps={
-        "rep-ana": RepState(profile=ana, presence="available", assigned_total=9, last_assigned_at=at,
-                            open_leads=(OpenLead(lead_id="ld_x", route_id="ld_x:1:1", assigned_at=at),)),
+        "rep-ana": RepState(profile=ana, presence="available", assigned_total=9, last_assigned_at=at, load=1),
         "rep-bo": RepState(profile=bo, presence="offline"),
     })
 

@@ -9,7 +9,8 @@ from rules import lead, reps, team
 from rules.commands import Channel, Outgoing, RouteLead, TeamCommand
 from rules.lead import LeadPolicy, LeadState
 from rules.reps import RepEntry
-from rules.team import QueueWrite, TeamState, TeamTransition
+from rules.roster import Holding
+from rules.team import HoldingWrite, QueueWrite, TeamState, TeamTransition
 from sla.clock import FakeClock
 
 __all__ = ["T0", "QueueTable", "TeamDriver", "Bus", "values", "events"]
@@ -18,10 +19,11 @@ T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 class QueueTable:
-    """A dict-backed ``QueueReader``: the team agent's queue-entry table."""
+    """A dict-backed ``QueueReader``: the team agent's side table (queue entries and holdings)."""
 
     def __init__(self) -> None:
         self.entries: dict[int, RouteLead] = {}
+        self.holdings: dict[str, Holding] = {}
 
     def get(self, seq: int) -> RouteLead | None:
         return self.entries.get(seq)
@@ -32,16 +34,28 @@ class QueueTable:
     def seq_of(self, route_id: str) -> int | None:
         return next((seq for seq, entry in self.entries.items() if entry.route_id == route_id), None)
 
-    def write(self, writes: tuple[QueueWrite, ...]) -> None:
+    def holding(self, route_id: str) -> Holding | None:
+        return self.holdings.get(route_id)
+
+    def write(self, writes: tuple[QueueWrite, ...], holdings: tuple[HoldingWrite, ...] = ()) -> None:
         for write in writes:
             if write.entry is None:
                 self.entries.pop(write.seq, None)
             else:
                 self.entries[write.seq] = write.entry
+        for held in holdings:
+            if held.holding is None:
+                self.holdings.pop(held.route_id, None)
+            else:
+                self.holdings[held.route_id] = held.holding
+
+    def held_by(self, rep_id: str) -> set[tuple[str, str]]:
+        """``(lead_id, route_id)`` of every lead ``rep_id`` holds."""
+        return {(h.lead_id, route_id) for route_id, h in self.holdings.items() if h.rep_id == rep_id}
 
 
 class TeamDriver:
-    """One team agent's loop: apply -> keep the state -> apply the queue writes."""
+    """One team agent's loop: apply -> keep the state -> apply the queue and holding writes."""
 
     def __init__(self) -> None:
         self.state: TeamState | None = None
@@ -50,8 +64,13 @@ class TeamDriver:
     def send(self, command: TeamCommand, now: datetime) -> TeamTransition:
         transition = team.apply(self.state, command, now, self.queue)
         self.state = transition.state
-        self.queue.write(transition.queue_writes)
+        self.queue.write(transition.queue_writes, transition.holding_writes)
         return transition
+
+    def holder_of(self, lead_id: str, route_id: str) -> str | None:
+        """The id of the rep holding ``lead_id`` under ``route_id`` (None: nobody)."""
+        rep = team.holder_of(self.state, self.queue, lead_id, route_id) if self.state is not None else None
+        return rep.rep_id if rep is not None else None
 
 
 class Bus:

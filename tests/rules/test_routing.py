@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.commands import LeadAssigned, RepProfile, RouteLead, SetPresence, UpsertRep
-from rules.roster import OpenLead, RepState
+from rules.roster import RepState
 from rules.routing import choose_rep, eligibility
 from tests.rules._sim import T0, TeamDriver
 
@@ -21,7 +21,7 @@ def rep(rep_id: str, *, weight: int = 1, capacity: int = 5, presence: str = "ava
     return RepState(
         profile=RepProfile(rep_id=rep_id, team_id="t", weight=weight, capacity=capacity),
         presence=presence,  # type: ignore[arg-type]
-        open_leads=tuple(OpenLead(lead_id=f"l{i}", route_id=f"l{i}:1:1", assigned_at=T0) for i in range(load)),
+        load=load,
         last_assigned_at=None if last is None else T0 + timedelta(minutes=last),
         credit=credit,
     )

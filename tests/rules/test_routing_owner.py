@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from rules.commands import RepProfile, RouteLead
-from rules.roster import OpenLead, RepState
+from rules.roster import RepState
 from rules.routing import OWNER_STRATEGY, STRATEGIES, choose_rep
 from tests.rules._sim import T0
 
@@ -15,7 +15,7 @@ def rep(rep_id: str, *, presence: str = "available", load: int = 0, capacity: in
     return RepState(
         profile=RepProfile(rep_id=rep_id, team_id="ent", capacity=capacity),
         presence=presence,  # type: ignore[arg-type]
-        open_leads=tuple(OpenLead(lead_id=f"l{i}", route_id=f"l{i}:1:1", assigned_at=T0) for i in range(load)),
+        load=load,
         credit=credit,
     )
 

@@ -29,6 +29,7 @@ from rules.commands import (
     TeamCommand,
     UpsertRep,
 )
+from rules.roster import Holding
 from rules.team import LOOKAHEAD, TeamState, TeamTransition
 from tests.rules._sim import T0, TeamDriver
 
@@ -73,10 +74,16 @@ def _working(rep_id: str, at: datetime) -> bool:
     return local.weekday() in days and opens <= local.time() < closes
 
 
-def _held(state: TeamState | None, rep_id: str) -> set[tuple[str, str]]:
-    if state is None or rep_id not in state.reps:
-        return set()
-    return {(o.lead_id, o.route_id) for o in state.reps[rep_id].open_leads}
+def _held(holdings: dict[str, Holding], rep_id: str) -> set[tuple[str, str]]:
+    """What ``rep_id`` holds according to the side table's holdings (route id -> Holding)."""
+    return {(h.lead_id, route_id) for route_id, h in holdings.items() if h.rep_id == rep_id}
+
+
+def _holder(state: TeamState | None, holdings: dict[str, Holding], lead_id: str, route_id: str) -> str | None:
+    holding = holdings.get(route_id)
+    if state is None or holding is None or holding.lead_id != lead_id or holding.rep_id not in state.reps:
+        return None
+    return holding.rep_id
 
 
 class TeamMachine(RuleBasedStateMachine):
@@ -115,16 +122,17 @@ class TeamMachine(RuleBasedStateMachine):
     # --- the agent loop, with the per-transition checks -------------------------------
 
     def send(self, command: TeamCommand) -> TeamTransition:
-        before = self.team.state
+        before, held_before = self.team.state, dict(self.team.queue.holdings)
         self.now += timedelta(seconds=7)
         transition = self.team.send(command, self.now)
-        self.check_transition(before, command, transition)
+        self.check_transition(before, held_before, command, transition)
         return transition
 
-    def check_transition(self, before: TeamState | None, command: TeamCommand, transition: TeamTransition) -> None:
-        after = transition.state
+    def check_transition(self, before: TeamState | None, held_before: dict[str, Holding], command: TeamCommand,
+                         transition: TeamTransition) -> None:
+        after, held_after = transition.state, self.team.queue.holdings
         for rep_id, rep in after.reps.items():
-            was, now_held = _held(before, rep_id), _held(after, rep_id)
+            was, now_held = _held(held_before, rep_id), _held(held_after, rep_id)
             removed, added = was - now_held, now_held - was
             # Nothing is ever evicted, not even by lowering capacity: only the exact release frees.
             if removed:
@@ -157,13 +165,13 @@ class TeamMachine(RuleBasedStateMachine):
             if isinstance(value, LeadAssigned):
                 assert self.named.setdefault(value.route_id, value.rep_id) == value.rep_id, (
                     f"route {value.route_id} named {self.named[value.route_id]} then {value.rep_id}")
-                assert after.reps[value.rep_id].holds(value.lead_id, value.route_id)
+                assert _holder(after, held_after, value.lead_id, value.route_id) == value.rep_id
                 assert value.decision.winner == value.rep_id
             else:
                 assert isinstance(value, LeadQueued)
                 assert value.depth >= 1
 
-        if self.drains(before, command):
+        if self.drains(before, held_before, command):
             self.check_drained(after)
 
         if isinstance(command, RouteLead):
@@ -176,10 +184,10 @@ class TeamMachine(RuleBasedStateMachine):
             else:
                 assert answers, f"RouteLead {command.route_id} neither assigned nor queued"
 
-    def drains(self, before: TeamState | None, command: TeamCommand) -> bool:
+    def drains(self, before: TeamState | None, held_before: dict[str, Holding], command: TeamCommand) -> bool:
         """Whether ``command`` makes the team serve its queue (replays do not)."""
         if isinstance(command, RouteLead):
-            return before is None or (before.holder_of(command.lead_id, command.route_id) is None
+            return before is None or (_holder(before, held_before, command.lead_id, command.route_id) is None
                                       and command.route_id not in before.released_routes
                                       and not self.team.queue.contains(command.route_id))
         if isinstance(command, SetPresence):
@@ -191,7 +199,8 @@ class TeamMachine(RuleBasedStateMachine):
         for lane in state.lanes:
             for seq in range(lane.head, min(lane.tail, lane.head + LOOKAHEAD)):
                 entry = self.team.queue.entries.get(seq)
-                if entry is None or entry.route_id in self.released or state.holder_of(entry.lead_id, entry.route_id):
+                if (entry is None or entry.route_id in self.released
+                        or _holder(state, self.team.queue.holdings, entry.lead_id, entry.route_id)):
                     continue
                 takers = [r for r in state.reps if self.may_take(state, r, entry, self.now)]
                 assert not takers, f"{takers} may take waiting {entry.route_id} at {self.now}"
@@ -240,9 +249,7 @@ class TeamMachine(RuleBasedStateMachine):
     # --- releasing -------------------------------------------------------------------
 
     def _holdings(self) -> list[tuple[str, str, str]]:
-        state = self.team.state
-        assert state is not None
-        return sorted((rep_id, o.lead_id, o.route_id) for rep_id, rep in state.reps.items() for o in rep.open_leads)
+        return sorted((h.rep_id, h.lead_id, route_id) for route_id, h in self.team.queue.holdings.items())
 
     def _release(self, rep_id: str, lead_id: str, route_id: str, reason: str) -> None:
         command = ReleaseLead(team_id=TEAM, lead_id=lead_id, route_id=route_id, rep_id=rep_id,
@@ -305,12 +312,14 @@ class TeamMachine(RuleBasedStateMachine):
         assert all(any(lane.head <= seq < lane.tail for lane in state.lanes) for seq in self.team.queue.entries)
 
     @invariant()
-    def one_holder_per_route(self) -> None:
+    def counts_match_the_holdings(self) -> None:
+        # The state counts what the side table holds, rep by rep; nobody holds for a rep it lost.
         state = self.team.state
         if state is None:
             return
-        held = Counter((o.lead_id, o.route_id) for rep in state.reps.values() for o in rep.open_leads)
-        assert not [k for k, n in held.items() if n > 1], held
+        per_rep = Counter(h.rep_id for h in self.team.queue.holdings.values())
+        assert {r: n for r, n in per_rep.items()} == {r: rep.load for r, rep in state.reps.items() if rep.load}
+        assert all(h.lead_id == route_id.split(":")[0] for route_id, h in self.team.queue.holdings.items())
 
     @invariant()
     def depth_counts_the_waiting(self) -> None:
@@ -334,7 +343,7 @@ class TeamMachine(RuleBasedStateMachine):
             self.send(SetPresence(team_id=TEAM, rep_id=some_rep, status="available", at=self.now))
         final = self.team.state
         assert final is not None
-        held = {o.route_id for rep in final.reps.values() for o in rep.open_leads}
+        held = set(self.team.queue.holdings)
         for entry in self.team.queue.entries.values():
             if entry.route_id in held or entry.route_id in self.released:
                 continue
@@ -346,7 +355,7 @@ class TeamMachine(RuleBasedStateMachine):
         state = self.team.state
         if state is None:
             return
-        held = {o.route_id for rep in state.reps.values() for o in rep.open_leads}
+        held = set(self.team.queue.holdings)
         waiting = {entry.route_id for entry in self.team.queue.entries.values()}
         lost = {r.route_id for r in self.routes} - self.released - held - waiting
         assert not lost, lost
