@@ -178,6 +178,9 @@ def _worker(args: argparse.Namespace) -> int:
         reps = sum(len(t.reps) for t in config.teams)
         print(f"config OK: {len(config.teams)} team(s), {reps} rep(s), {len(config.api_keys)} API key(s)")
         return 0
+    from streams import gc_tuning
+
+    gc_tuning.start_up()  # the collector is back on once the worker's modules are loaded
     from streams.worker import main as worker_main
 
     worker_main()

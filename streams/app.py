@@ -10,7 +10,7 @@ from faust.stores import rocksdb as faust_rocksdb
 from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
-from streams import faust_fixes
+from streams import faust_fixes, gc_tuning
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
 from streams.membership import MembershipLost, watch_membership
@@ -45,6 +45,7 @@ class LeadflowApp(faust.App):
     async def on_start(self) -> None:
         await super().on_start()
         self.add_future(self._watch_membership())
+        self.add_future(gc_tuning.freeze_when_settled(self))
 
     async def _watch_membership(self) -> None:
         try:
