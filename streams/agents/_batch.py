@@ -1,6 +1,6 @@
-"""Batched agents: the ``take_events`` batch size and deadline, and table writes "acting for" one event.
+"""Batched agents: ``take_ready`` batches, and table writes "acting for" one event.
 
-An agent that takes ``stream.take_events(BATCH, within=WITHIN_S)`` can fold a burst of records
+An agent that takes batches (``take_ready(stream)``, below) can fold a burst of records
 into one table write per key (one changelog record instead of one per record). But Faust picks a
 table write's changelog partition (``Collection.partition_for_key`` / ``_send_changelog``), its
 RocksDB partition store, and for a windowed table the window and its expiry bookkeeping, from
@@ -12,17 +12,18 @@ current one for the reads and writes inside the block, then restores the previou
 the last event of the key being written: when the topic is keyed like the table, every event of
 a key comes from the same partition.
 
-Acks: ``take_events`` turns the stream's automatic acks off and acks every event of a batch in
-the ``finally`` around its ``yield`` (faust/streams.py, ``Stream.take_events``), that is once the
-agent asks for the next batch, after its body has done its writes and awaited its sends. An
-exception in the body acks the batch too (DESIGN §5: retries and dead letters are explicit).
+Acks: ``take_ready`` (like Faust's ``take_events``) turns the stream's automatic acks off and
+acks every event of a batch in the ``finally`` around its ``yield``, that is once the agent asks
+for the next batch, after its body has done its writes and awaited its sends. An exception in
+the body acks the batch too (DESIGN §5: retries and dead letters are explicit).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,15 +32,75 @@ from faust.streams import _current_event  # private: the event a table read or w
 from streams.app import runtime
 from streams.topics import Unreadable
 
-__all__ = ["BATCH", "WITHIN_S", "Keyed", "acting_for", "apply_batch", "is_readable", "readable"]
+__all__ = ["BATCH", "Keyed", "acting_for", "apply_batch", "is_readable", "readable", "take_ready"]
 
 log = logging.getLogger(__name__)
 
 #: At most this many events per batch: one batch's work stays short on a loaded event loop.
 BATCH = 200
-#: Seconds ``take_events`` waits for more events before handing over what it has: a quiet
-#: stream still moves within 10 ms, a burst fills batches.
-WITHIN_S = 0.01
+#: How often an idle ``take_ready`` loop wakes to notice that the worker is stopping.
+_IDLE_S = 1.0
+
+
+async def take_ready(stream: Any, max_: int = BATCH) -> AsyncIterator[list[Any]]:
+    """Batches of the events that are ready, handed over as soon as no more are waiting.
+
+    ``take_events(max_, within)`` hands a batch over on a clock: every ``within`` seconds, or when
+    ``max_`` events are in. Each stage of a lead's path then waits up to ``within`` for nothing
+    when the stream is quiet (seven stages: ~35 ms of every lead's latency at 10 ms), and wakes
+    ``1 / within`` times a second when idle. This hands over a batch the moment the channel's
+    queue is empty (nothing more was delivered) or ``max_`` events are in. While the agent
+    handles a batch, new events wait in the channel, so the next batch is whatever arrived
+    meanwhile: one event at a time on a quiet stream, full batches under load (group commit).
+
+    Same contract as ``take_events`` otherwise: the stream's automatic acks are off and every
+    event of a batch is acked when the agent asks for the next one (after its writes and sends),
+    or when the body raises. It uses the stream's processor and passive-drainer hooks the way
+    ``take_events`` does (faust/streams.py); ``_enable_passive`` is private Faust API.
+    """
+    waiting = stream.channel.queue
+    events: list[Any] = []
+    ready = asyncio.Event()  # a batch is there to hand over
+    open_ = asyncio.Event()  # events may join the batch (cleared while handed over, or full)
+    open_.set()
+
+    async def collect(value: Any) -> Any:
+        while not open_.is_set():
+            await open_.wait()
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("take_ready: the stream has no current event")
+        events.append(event)
+        if len(events) >= max_:
+            open_.clear()
+            ready.set()
+        elif waiting.empty():
+            ready.set()
+        return value
+
+    acks_were = stream.enable_acks
+    stream.enable_acks = False
+    stream.add_processor(collect)
+    stream._enable_passive(aiter(stream.channel))
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(ready, timeout=_IDLE_S)
+            if not events:
+                ready.clear()
+                continue
+            open_.clear()
+            batch = list(events)
+            try:
+                yield batch
+            finally:
+                events.clear()
+                for event in batch:
+                    await stream.ack(event)
+                ready.clear()
+                open_.set()
+    finally:
+        stream.enable_acks = acks_were
+        stream._processors.remove(collect)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 from rules.account_book import PutAccount, apply
 from rules.commands import Outgoing
-from streams.agents._batch import BATCH, WITHIN_S, acting_for, apply_batch
+from streams.agents._batch import acting_for, apply_batch, take_ready
 from streams.app import app, runtime
 from streams.tables.accounts import accounts
 from streams.topics import account_commands, publish
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @app.agent(account_commands, concurrency=1)
 async def run_accounts(commands: Any) -> None:
-    async for events in commands.take_events(BATCH, within=WITHIN_S):
+    async for events in take_ready(commands):
         now = runtime.clock.now()
 
         def step(current: Any, command: Any) -> tuple[Any, Any]:

@@ -7,7 +7,7 @@ Each valid lead is looked up by the HTTP providers of the ``enrichment:`` config
 within one time budget, ``connectors/enrichment``) before its command is sent; the record counts
 as processed only once the command is acknowledged, so a crash replays it and loses nothing.
 
-Records come in ``take_events`` batches: one enrichment call and one acknowledged publish per
+Records come in ``take_ready`` batches: one enrichment call and one acknowledged publish per
 batch. (Batching was once reverted for a stall in the ``kill -9`` test; the cause was Faust
 committing offsets it never processed, fixed in ``streams/faust_fixes.py``.)
 """
@@ -25,7 +25,7 @@ from connectors.enrichment import Enricher
 from connectors.lead_input import LeadInvalid, validate_lead
 from rules.account_book import capture_outgoing
 from rules.commands import CaptureLead
-from streams.agents._batch import BATCH, WITHIN_S
+from streams.agents._batch import take_ready
 from streams.app import app, runtime
 from streams.topics import leads_inbound, leads_rejected, publish
 
@@ -119,7 +119,7 @@ async def capture_leads(records: Any) -> None:
     if enricher is not None:
         log.info("intake: enrichment by %s within %.0f ms per lead",
                  ", ".join(enricher.providers), enricher.budget_s * 1000)
-    async for events in records.take_events(BATCH, within=WITHIN_S):
+    async for events in take_ready(records):
         captures = [capture for capture in [await _capture(event) for event in events] if capture is not None]
         if not captures:
             continue

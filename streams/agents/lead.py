@@ -5,7 +5,7 @@ from typing import Any
 
 from rules.commands import Outgoing
 from rules.lead import apply, next_timer
-from streams.agents._batch import BATCH, WITHIN_S, acting_for, apply_batch
+from streams.agents._batch import acting_for, apply_batch, take_ready
 from streams.agents.sla import track
 from streams.app import app, runtime
 from streams.tables.lead_state import lead_state
@@ -90,7 +90,7 @@ def _keep_timer(lead_id: str, state: Any) -> None:
 
 @app.agent(lead_commands, concurrency=1)
 async def run_leads(commands: Any) -> None:
-    async for events in commands.take_events(BATCH, within=WITHIN_S):
+    async for events in take_ready(commands):
         now, policy = runtime.clock.now(), with_outcomes(runtime.policy)
 
         def step(current: Any, command: Any) -> tuple[Any, Any]:

@@ -35,7 +35,7 @@ from rules.delivery import (
     judge,
 )
 from sla.timers import TimerIndex
-from streams.agents._batch import WITHIN_S, acting_for, readable
+from streams.agents._batch import acting_for, readable, take_ready
 from streams.app import app, runtime
 from streams.tables.webhook_retries import webhook_retries
 from streams.topics import notifications, publish
@@ -215,7 +215,7 @@ async def handle_batch(events: list[Any], gate: asyncio.Semaphore) -> None:
 @app.agent(notifications, concurrency=1)
 async def deliver_notifications(stream: Any) -> None:
     gate = asyncio.Semaphore(_PARALLEL)
-    async for events in stream.take_events(_BATCH, within=WITHIN_S):
+    async for events in take_ready(stream, _BATCH):
         try:
             await handle_batch(list(readable(events, "notifier")), gate)
         except Exception:

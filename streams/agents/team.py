@@ -8,7 +8,7 @@ from typing import Any
 from rules.commands import DrainQueue, Outgoing, RouteLead
 from rules.roster import Holding
 from rules.team import HoldingWrite, QueueSlot, QueueWrite, TeamState, apply
-from streams.agents._batch import BATCH, WITHIN_S, acting_for, readable
+from streams.agents._batch import acting_for, readable, take_ready
 from streams.app import app, runtime
 from streams.tables.team_state import holding_key, queue_key, route_key, team_queue, team_state
 from streams.topics import publish, team_commands
@@ -88,7 +88,7 @@ class _BatchQueue:
 
 @app.agent(team_commands, concurrency=1)
 async def run_teams(commands: Any) -> None:
-    async for events in commands.take_events(BATCH, within=WITHIN_S):
+    async for events in take_ready(commands):
         # team_id -> (state before the batch, state now, the batch's view of its queue, its last event)
         touched: dict[str, tuple[Any, TeamState, _BatchQueue, Any]] = {}
         outgoing: list[Outgoing] = []

@@ -1,6 +1,6 @@
 """Count SLA signals per team in windowed tables (arrivals, contacts, breaches, escalations).
 
-Signals come in batches (``take_events``) and are added up per table, key and window before
+Signals come in batches (``take_ready``) and are added up per table, key and window before
 anything is written, so a burst writes one increment (one changelog record) per team, signal and
 window instead of one per signal. Each increment is written "acting for" the last event it
 counts (``streams/agents/_batch.py``): that event gives the changelog partition (every event of
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from streams.agents._batch import BATCH, WITHIN_S, acting_for
+from streams.agents._batch import acting_for, take_ready
 from streams.app import app, runtime
 from streams.tables.team_windows import FIVE_MINUTES_S, MINUTE_S, SIGNALS, team_five_minutes, team_minute
 from streams.topics import team_signals
@@ -56,10 +56,10 @@ def tally(events: Iterable[Any]) -> Tally:
 
 @app.agent(team_signals, concurrency=1)
 async def count_team_signals(stream: Any) -> None:
-    # Faust acks a batch's events only when this loop asks for the next batch: take_events turns
+    # A batch's events are acked only when this loop asks for the next batch: take_ready turns
     # the stream's automatic acks off and acks every event in the finally around its yield
-    # (faust/streams.py, Stream.take_events), so a batch counts as processed after its writes.
-    async for events in stream.take_events(BATCH, within=WITHIN_S):
+    # (streams/agents/_batch.py), so a batch counts as processed after its writes.
+    async for events in take_ready(stream):
         try:
             for (index, key, _), (count, last) in tally(events).items():
                 table = _TABLES[index][0]

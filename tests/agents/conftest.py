@@ -57,7 +57,7 @@ def published() -> Published:
 
 
 async def until(condition: Any, timeout: float = 3.0) -> None:
-    """Batching agents (``take_events``) handle what was put a moment later: wait for ``condition()``."""
+    """Batching agents (``take_ready``) handle what was put a moment later: wait for ``condition()``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():

@@ -37,8 +37,8 @@ async def test_a_batch_that_assigns_and_releases_a_route_reads_its_own_holding(
     monkeypatch.setattr(team, "publish", published)
     team_id = f"team-{uuid.uuid4().hex[:8]}"
     commands = [_upsert(team_id), _route(team_id, 1), _route(team_id, 2), _release(team_id, 1, "a")]
-    monkeypatch.setattr(team, "BATCH", len(commands))
-    monkeypatch.setattr(team, "WITHIN_S", 30.0)
+    # Hand the four over as one batch, however the puts interleave with the agent.
+    monkeypatch.setattr(team, "take_ready", lambda stream: stream.take_events(len(commands), within=30.0))
     async with team.run_teams.test_context() as agent:
         for command in commands:
             await agent.put(key=team_id, value=command, wait=False)

@@ -119,8 +119,8 @@ async def test_a_batch_writes_one_increment_per_team_signal_and_window_on_the_te
     signals = [(ana, "arrival", T + 10), (ben, "arrival", T + 11), (ana, "arrival", T + 12),
                (ana, "breach", T + 70), (ana, "arrival", T + 71), (ben, "arrival", T + 72),
                (ben, "contact_in_sla", T + 73)]
-    monkeypatch.setattr(team_stats, "BATCH", len(signals))
-    monkeypatch.setattr(team_stats, "WITHIN_S", 30.0)
+    # Hand the seven over as one batch, however the puts interleave with the agent.
+    monkeypatch.setattr(team_stats, "take_ready", lambda stream: stream.take_events(len(signals), within=30.0))
     partition = {ana: 3, ben: 5}
     async with team_stats.count_team_signals.test_context() as agent:
         for team_id, signal, at in signals:
