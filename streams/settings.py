@@ -182,6 +182,10 @@ class Settings:
     #: (``streams/tables/_cache.py``; resident memory is ~3.3× that); 0 turns the cache off
     #: (``LEADFLOW_STATE_CACHE_MB``).
     state_cache_mb: int = 8
+    #: Milliseconds the Kafka producer waits to fill a request before sending it
+    #: (``LEADFLOW_PRODUCER_LINGER_MS``): more leads per request under load, that much more latency
+    #: at every stage of a lead's path when quiet. 0 sends at once. docs/PERFORMANCE.md measures it.
+    producer_linger_ms: int = 5
 
     @property
     def canonical_url(self) -> str:
@@ -234,4 +238,5 @@ class Settings:
             webhook_breaker_cooldown_s=_seconds(env, "LEADFLOW_WEBHOOK_BREAKER_COOLDOWN",
                                                 d.webhook_breaker_cooldown_s),
             state_cache_mb=_int(env, "LEADFLOW_STATE_CACHE_MB", d.state_cache_mb),
+            producer_linger_ms=_int(env, "LEADFLOW_PRODUCER_LINGER_MS", d.producer_linger_ms),
         )
