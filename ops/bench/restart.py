@@ -112,10 +112,10 @@ async def _fill(bootstrap: str, app_id: str, leads: int, say: Say) -> None:
         f"{leads * (len(state) + len(timer)) / 1e9:.2f} GB) in {took:.1f} s")
 
 
-async def _probe(deployment: Deployment, session: aiohttp.ClientSession, tracker: Tracker, index: int,
+async def _probe(deployment: Deployment, session: aiohttp.ClientSession, tracker: Tracker, index: int, run: str,
                  timeout: float = 300.0) -> tuple[float | None, float | None]:
     """Seconds until one new lead is assigned and until its webhook is delivered (None: not in time)."""
-    lead = bench_lead(index, deployment.app_id, None)
+    lead = bench_lead(index, run, None)  # ``run`` keeps it new: a lead seen before is only touched
     lead_id = lead_id_of(lead)
     began = time.monotonic()
     tracker.sent_at[lead_id] = time.time()
@@ -217,6 +217,8 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
         reader = EventReader(stack.config.kafka_bootstrap, f"{deployment.prefix}lead.events", tracker)
         headers = {"Authorization": f"Bearer {API_KEY}"}
         sample = sample_ids(leads)
+        # The probe leads' e-mails: a reused deployment has seen the earlier runs' probes already.
+        probe_run = deployment.app_id if reuse is None else f"{deployment.app_id}-{time.strftime('%H%M%S')}"
         try:
             await receiver.start()
             if reuse is None:
@@ -242,7 +244,7 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
                         await spy.start()
                     try:
                         ready = await deployment.wait_ready(worker, timeout=1800.0)
-                        assigned, delivered = await _probe(deployment, session, tracker, attempt)
+                        assigned, delivered = await _probe(deployment, session, tracker, attempt, probe_run)
                         total = time.monotonic() - started
                     finally:
                         if spy is not None:
