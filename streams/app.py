@@ -102,9 +102,9 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
         # Leads are few and latency matters: commit often rather than every 10 000 messages.
         broker_commit_every=100,
         broker_commit_interval=1.0,
-        # Agents publish a batch's messages in one go: a few ms of linger lets them leave in a few
-        # produce requests instead of one each (socket writes were the worker's biggest cost,
-        # and every request costs the broker too). LEADFLOW_PRODUCER_LINGER_MS, default 5.
+        # Agents publish a batch's messages in one go, so they share produce requests without any
+        # linger; since agents take what is ready (take_ready), a linger only adds latency at
+        # every stage. LEADFLOW_PRODUCER_LINGER_MS, default 0 (docs/PERFORMANCE.md: 0 against 5).
         producer_linger=settings.producer_linger_ms / 1000,
         # A worker killed without leaving the group holds its partitions until the session
         # times out; Faust's 60 s default would stall routing for a minute after a crash.

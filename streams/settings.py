@@ -183,9 +183,10 @@ class Settings:
     #: (``LEADFLOW_STATE_CACHE_MB``).
     state_cache_mb: int = 8
     #: Milliseconds the Kafka producer waits to fill a request before sending it
-    #: (``LEADFLOW_PRODUCER_LINGER_MS``): more leads per request under load, that much more latency
-    #: at every stage of a lead's path when quiet. 0 sends at once. docs/PERFORMANCE.md measures it.
-    producer_linger_ms: int = 5
+    #: (``LEADFLOW_PRODUCER_LINGER_MS``). 0 (the default) sends at once: an agent publishes a
+    #: whole batch in one go, so its messages already share requests, and any linger is paid at
+    #: every stage of a lead's path. docs/PERFORMANCE.md measures 0 against 5.
+    producer_linger_ms: int = 0
 
     @property
     def canonical_url(self) -> str:

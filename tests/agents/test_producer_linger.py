@@ -8,13 +8,13 @@ from streams.app import app
 from streams.settings import Settings
 
 
-def test_linger_defaults_to_5_ms_and_reaches_the_producer() -> None:
-    assert Settings.from_env({}).producer_linger_ms == 5
+def test_linger_defaults_to_none_and_reaches_the_producer() -> None:
+    assert Settings.from_env({}).producer_linger_ms == 0
     assert app.conf.producer_linger == app.runtime.settings.producer_linger_ms / 1000
 
 
-def test_linger_can_be_turned_off_or_raised() -> None:
-    assert Settings.from_env({"LEADFLOW_PRODUCER_LINGER_MS": "0"}).producer_linger_ms == 0
+def test_linger_can_be_set() -> None:
+    assert Settings.from_env({"LEADFLOW_PRODUCER_LINGER_MS": "5"}).producer_linger_ms == 5
     assert Settings.from_env({"LEADFLOW_PRODUCER_LINGER_MS": "20"}).producer_linger_ms == 20
 
 
