@@ -3,13 +3,19 @@
 An assignment whose ``lead.assigned`` webhook was dead-lettered (``410 Gone``, a 4xx, or the
 whole Standard Webhooks retry schedule failed) was never seen by its rep: the lead is taken
 back and routed again in its team, never back to a rep who already had it in this cycle.
+
+The rep is set ``offline`` in their team first (``SetPresence``, on ``team.commands`` before the
+lead's new ``RouteLead``, so the team applies it first): a rep whose endpoint is gone or has
+failed for the whole schedule would otherwise be offered every next lead, each one lost to
+the same dead letter before it is routed again. The rep, or their manager, sets them
+``available`` again (``POST /v1/reps/{rep_id}/presence``) once the endpoint works.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
 
-from rules.commands import Outgoing, RecordDelivery, ReleaseLead
+from rules.commands import Outgoing, RecordDelivery, ReleaseLead, SetPresence
 from rules.lead_state import LeadPolicy, LeadState, LeadTransition, event, note, route_command
 
 __all__ = ["record_delivery"]
@@ -57,9 +63,11 @@ def _reassign_unreachable(state: LeadState, command: RecordDelivery, now: dateti
         Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
             team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
             reason="webhook dead-lettered: rep unreachable", at=now)),
+        Outgoing(channel="team.commands", key=a.team_id, value=SetPresence(
+            team_id=a.team_id, rep_id=a.rep_id, status="offline", at=now)),
         event(moved, "lead.reassigned", now, {"from_rep": a.rep_id, "team_id": moved.team_id,
                                               "reason": "unreachable", "excluded": list(previous),
-                                              "webhook_error": command.error}),
+                                              "webhook_error": command.error, "rep_set_offline": True}),
         route_command(moved, excluded=previous),
     ]
     return moved, outgoing

@@ -198,6 +198,9 @@ async def test_failing_receivers_retry_on_schedule_break_dead_letter_and_reassig
             team = await r.json()
         load = {rep["rep_id"]: rep["open_leads"] for rep in team["reps"]}
         assert load["ben"] == 0 and load["cid"] == 0 and load["ana"] + load["dot"] == 16, load
+        # The reps whose endpoints are unreachable were set offline: no more leads are offered to them.
+        presence = {rep["rep_id"]: rep["presence"] for rep in team["reps"]}
+        assert presence == {"ana": "available", "ben": "offline", "cid": "offline", "dot": "available"}, presence
     finally:
         worker.stop()
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rules import lead
-from rules.commands import Notify, RecordDelivery, ReleaseLead, RouteLead
+from rules.commands import Notify, RecordDelivery, ReleaseLead, RouteLead, SetPresence
 from rules.delivery import (
     MAX_PENDING_PER_LEAD,
     STANDARD_SCHEDULE,
@@ -148,6 +148,12 @@ def test_dead_lettered_assignment_moves_the_lead_to_another_rep() -> None:
     route = [m.value for m in outgoing if isinstance(m.value, RouteLead)]
     assert [(r.rep_id, r.route_id) for r in release] == [("rep-a", f"{LEAD_ID}:1:1")]
     assert [(r.route_id, r.excluded_reps) for r in route] == [(f"{LEAD_ID}:1:2", ("rep-a",))]
+    # The unreachable rep goes offline in the team before the lead is routed again there.
+    to_team = [type(m.value).__name__ for m in outgoing if m.channel == "team.commands"]
+    assert to_team == ["ReleaseLead", "SetPresence", "RouteLead"]
+    (offline,) = [m for m in outgoing if isinstance(m.value, SetPresence)]
+    assert offline.key == offline.value.team_id == release[0].team_id
+    assert (offline.value.rep_id, offline.value.status) == ("rep-a", "offline")
     kinds = [m.value["type"] for m in outgoing if m.channel == "lead.events"]
     assert kinds == ["lead.notification_dead_lettered", "lead.reassigned"]
     assert [e.kind for e in state.timeline][-2:] == ["notification_dead_lettered", "reassigned"]
@@ -169,6 +175,7 @@ def test_other_dead_letters_keep_the_assignment(report: RecordDelivery) -> None:
     state, outgoing = run(capture(), assigned(), report)
     assert state is not None and state.routing == "assigned"
     assert [m.value["type"] for m in outgoing] == ["lead.notification_dead_lettered"]
+    assert not any(isinstance(m.value, SetPresence) for m in outgoing), "the rep stays as they are"
 
 
 def test_a_first_failure_is_recorded_and_keeps_the_assignment() -> None:
