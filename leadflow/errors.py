@@ -12,6 +12,11 @@ class TransientError(LeadflowError):
     """Might succeed later: the caller retries it on a schedule and counts it."""
 
 
+class Unconfirmed(TransientError):
+    """A write that may or may not have happened (e.g. Kafka did not acknowledge in time, but
+    may still store the records): retrying is safe only where the retry is idempotent."""
+
+
 class PermanentError(LeadflowError):
     """Will not succeed by retrying: the caller dead-letters it with the reason and counts it."""
 

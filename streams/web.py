@@ -21,7 +21,7 @@ from connectors.api.ports import Entity, Readiness
 from connectors.auth import Keyring
 from connectors.crm import EventsAuth
 from connectors.rate_limit import RateLimiter
-from leadflow.errors import TransientError
+from leadflow.errors import TransientError, Unconfirmed
 from rules.account_book import AccountCommand
 from rules.accounts import Account
 from rules.commands import LeadCommand, RepCommand
@@ -76,7 +76,7 @@ class Engine:
             futures = [await topic.send(key=key, value=value) for topic, key, value in messages]
             await asyncio.wait_for(asyncio.gather(*futures), _ACK_TIMEOUT_S)
         except (TimeoutError, asyncio.TimeoutError) as exc:
-            raise TransientError("Kafka did not acknowledge in time") from exc
+            raise Unconfirmed("Kafka did not acknowledge in time") from exc
         except Exception as exc:  # aiokafka raises a family of KafkaError types here
             log.warning("send to Kafka failed: %s", type(exc).__name__)
             raise TransientError(f"Kafka refused the records ({type(exc).__name__})") from exc

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from connectors.lead_input import FieldError
-from leadflow.errors import TransientError
+from leadflow.errors import TransientError, Unconfirmed
 
 __all__ = ["ApiError", "error_response", "json_response", "error_middleware"]
 
@@ -53,6 +53,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+    except Unconfirmed as exc:
+        # Sent, but not acknowledged in time: Kafka may still store it. A retry with the same
+        # Idempotency-Key keeps the capture ids, so the lead agent drops whatever was stored.
+        return error_response(503, "unavailable", f"not confirmed, retry shortly with the same Idempotency-Key: "
+                              f"{exc}, so the records may still be stored; the retry never captures a lead twice",
+                              headers={"Retry-After": "5"})
     except TransientError as exc:
         # Our side cannot store the request right now (Kafka down): say so and when to retry.
         return error_response(503, "unavailable", f"not stored, retry shortly: {exc}", headers={"Retry-After": "5"})

@@ -14,7 +14,7 @@ from connectors.api.openapi import openapi_document
 from connectors.api.ports import Readiness
 from connectors.lead_input import LEAD_FIELDS
 from connectors.webhooks import validate_secret
-from leadflow.errors import TransientError
+from leadflow.errors import TransientError, Unconfirmed
 from ops.metrics import Metrics
 from rules.commands import ChangePresence, DispositionLead, PutRep
 from rules.reps import RepEntry
@@ -311,10 +311,11 @@ async def test_capture_goes_on_without_redis_and_counts_it(
 
 async def test_kafka_unavailable_is_503_with_retry_after_and_nothing_remembered(
         client: Client, engine: FakeEngine) -> None:
-    engine.capture_error = TransientError("Kafka did not acknowledge in time")
+    engine.capture_error = TransientError("Kafka refused the records (KafkaConnectionError)")
     headers = {**AUTH, "Idempotency-Key": "k-1"}
     response = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers)
-    await error_of(response, 503, "unavailable")
+    error = await error_of(response, 503, "unavailable")
+    assert error["message"].startswith("not stored, retry shortly")
     assert response.headers["Retry-After"] == "5"
 
     # The retry is processed for real: not a replayed 503, and the person is not yet "seen".
@@ -322,6 +323,17 @@ async def test_kafka_unavailable_is_503_with_retry_after_and_nothing_remembered(
     retry = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers)
     assert retry.status == 202 and "Idempotent-Replayed" not in retry.headers
     assert (await retry.json())["status"] == "accepted"
+
+
+async def test_an_unacknowledged_capture_is_503_that_does_not_claim_nothing_was_stored(
+        client: Client, engine: FakeEngine) -> None:
+    # Kafka may store records whose acknowledgement timed out: the answer must not say "not stored".
+    engine.capture_error = Unconfirmed("Kafka did not acknowledge in time")
+    response = await client.post("/v1/leads", json={"email": "a@example.com"}, headers={**AUTH, "Idempotency-Key": "k-2"})
+    error = await error_of(response, 503, "unavailable")
+    assert error["message"].startswith("not confirmed") and "not stored" not in error["message"]
+    assert "same Idempotency-Key" in error["message"] and "may still be stored" in error["message"]
+    assert response.headers["Retry-After"] == "5"
 
 
 # --- reading a lead, disposition ---------------------------------------------------------
