@@ -23,7 +23,7 @@ from ops.bench.passthrough import run_passthrough
 from ops.bench.plot import render_svg
 from ops.bench.profile import parse_collapsed, render_summary, start_pyspy, stop_pyspy, summarize
 from ops.bench.results import PassthroughResult, RunResult, StepResult
-from ops.bench.stats import max_sustained, ratio
+from ops.bench.stats import max_sustained, ratio, records_per_lead
 
 __all__ = ["LoadOptions", "run_load", "machine_facts"]
 
@@ -280,6 +280,11 @@ def _goals(result: RunResult, say: Say) -> None:
             verdict = "n/a" if share is None else ("MET" if share >= 0.25 else "NOT met")
             say(f"  throughput, {workers} worker(s): {best:,.1f} leads/s = {share or 0:.3f}× the passthrough's "
                 f"{pt:,.0f} records/s (goal ≥ 0.25×: {verdict})")
+            per_lead = records_per_lead(result.kafka_records.get(f"w{workers}", {}))
+            if per_lead and share is not None:
+                # Context for the ratio: a lead is many records; the passthrough moves one per record.
+                say(f"    per Kafka record moved: {best:,.1f} × {per_lead:.1f} records per lead = "
+                    f"{best * per_lead:,.0f} records/s = {share * per_lead:.2f}× the passthrough")
     for step in result.steps:
         if "half=" in step.label:
             p99 = step.capture_to_webhook.p99_s

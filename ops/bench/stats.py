@@ -16,6 +16,7 @@ __all__ = [
     "percentile",
     "rate",
     "ratio",
+    "records_per_lead",
     "histogram",
     "log_edges",
     "is_sustained",
@@ -153,3 +154,11 @@ def parse_rates(text: str) -> list[float | str]:
     if not rates:
         raise ValueError("--rates: give at least one rate, e.g. 25,50,max,half")
     return rates
+
+
+def records_per_lead(counts: dict[str, int]) -> float | None:
+    """Kafka records written per lead fed, from one deployment's topic counts (``None``: no leads)."""
+    leads = counts.get("(leads fed)", 0)
+    if not leads:
+        return None
+    return sum(n for name, n in counts.items() if not name.startswith("(")) / leads

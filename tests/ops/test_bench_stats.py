@@ -18,6 +18,7 @@ from ops.bench.stats import (
     percentile,
     rate,
     ratio,
+    records_per_lead,
 )
 
 
@@ -155,3 +156,10 @@ def test_bench_leads_are_distinct_people_with_corporate_domains() -> None:
     assert len(ids) == 2000
     assert all(str(lead["email"]).endswith(".example") for lead in leads)
     assert "country" not in leads[0] and bench_lead(1, "run1", "FR")["country"] == "FR"
+
+
+def test_records_per_lead_counts_topics_not_the_bookkeeping() -> None:
+    counts = {"app.lead.events": 50, "app-lead_state-changelog": 35, "(leads fed)": 10}
+    assert records_per_lead(counts) == 8.5
+    assert records_per_lead({"app.lead.events": 5}) is None  # no leads fed: no figure
+    assert records_per_lead({}) is None
