@@ -12,7 +12,8 @@
   ``opportunity.created`` webhook with the history.
 * CRM events move the opportunity: ``opportunity.stage_changed``, ``opportunity.won`` (the lead
   is ``won``), ``opportunity.lost`` (the lead is ``recycled`` to nurture with the reason, and
-  routed again after ``recycle_after_s`` when configured). Won and lost feed the outcome board.
+  routed again after ``recycle_after_s`` when configured, as a new cycle gated like a capture:
+  ``new`` without a threshold). Won and lost feed the outcome board.
 """
 from __future__ import annotations
 
@@ -93,10 +94,16 @@ def rescore(state: LeadState, now: datetime, policy: LeadPolicy, publish: bool =
 def on_capture(fresh: LeadState, published: Outgoing, now: datetime, policy: LeadPolicy) -> LeadTransition:
     """A new cycle: score it, then route it (an MQL, or any lead when there is no gate) or nurture it."""
     state, scored = rescore(fresh, now, policy, on_last_entry=True)
+    return _route_or_gate(state, (published, *scored), now, policy)
+
+
+def _route_or_gate(state: LeadState, before: tuple[Outgoing, ...], now: datetime, policy: LeadPolicy,
+                   via: str | None = None) -> LeadTransition:
+    """Without an MQL threshold the lead is routed as it is (``new``); with one, the gate decides."""
     gate = policy.scoring.mql_threshold
     if gate is None:
-        return LeadTransition(state=state, outgoing=(published, *scored, route_command(state)))
-    return _gate(state, (published, *scored), now, policy, gate)
+        return LeadTransition(state=state, outgoing=(*before, route_command(state)))
+    return _gate(state, before, now, policy, gate, via=via)
 
 
 def _gate(state: LeadState, before: tuple[Outgoing, ...], now: datetime, policy: LeadPolicy,
@@ -362,4 +369,5 @@ def _return_to_routing(state: LeadState, command: ReturnToRouting, now: datetime
     published = event(fresh, "lead.recycled", now, {"to": "routing", "team_id": fresh.team_id,
                                                     "source": fresh.first_touch.source})
     fresh, scored = rescore(replace(fresh, score=None), now, policy)
-    return _gate(fresh, (published, *scored), now, policy, policy.scoring.mql_threshold or 0, via="recycled")
+    # A new cycle starts as a fresh lead: ``new``, an MQL only when a configured threshold says so.
+    return _route_or_gate(fresh, (published, *scored), now, policy, via="recycled")

@@ -5,7 +5,8 @@ contacted) → ``sql`` (qualification criteria met) → ``converted`` (an opport
 → ``won``, or lost and ``recycled``. Beside the path: ``nurture`` (below the threshold, or put
 there by the rep), ``disqualified``, ``unresponsive``, ``recycled`` (a lost deal, back in
 nurture; it may return to routing later). A new capture of a closed lead starts a new cycle
-(back to ``new``), which is not a transition of the old cycle.
+(back to ``new``), which is not a transition of the old cycle; so does a recycled lead's return
+to routing, which is ``mql`` only when a configured threshold (or hot source) says so.
 """
 from __future__ import annotations
 
