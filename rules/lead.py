@@ -112,6 +112,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     if state is not None and command.capture_id in state.recent_captures:
         # Replay of a capture already applied: only re-ask for routing, in case that send was lost.
         return LeadTransition(state=state, outgoing=(route_command(state),) if state.routing == "routing" else ())
+    spelling = _other_spelling(state, command.lead)
     if state is not None and state.routing in OPEN:
         merged_lead = _merge(state.lead, command.lead)
         merged = replace(
@@ -123,9 +124,9 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
             touches=state.touches + 1,
             recent_captures=(state.recent_captures + (command.capture_id,))[-policy.recent_capture_limit:],
         )
-        merged = note(merged, policy, now, "touched", source=touch.source, channel=touch.channel)
+        merged = note(merged, policy, now, "touched", source=touch.source, channel=touch.channel, **spelling)
         published = event(merged, "lead.touched", now, {"source": touch.source, "channel": touch.channel,
-                                                      "touches": merged.touches})
+                                                      "touches": merged.touches, **spelling})
         merged, rescored = rescore(merged, now, policy, publish=False)
         return LeadTransition(state=merged, outgoing=(published, *rescored) + _tell_owner(merged, command, now))
     routed = command.lead if state is None else _merge(state.lead, command.lead)
@@ -149,12 +150,13 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     fresh = replace(fresh, account=account, route_priority=tier_priority(
         policy.tier_priorities, account.tier if account is not None else None, tier))
     kind = "captured" if state is None else "reopened"
-    fresh = note(fresh, policy, now, kind, source=touch.source, channel=touch.channel, team_id=team_id, why=why)
+    fresh = note(fresh, policy, now, kind, source=touch.source, channel=touch.channel, team_id=team_id, why=why,
+                 **spelling)
     # The SLA clock runs from the start of the cycle: a lead waiting in a queue rots too.
     fresh = start_sla(replace(fresh, enrichment=enrich(fresh.lead, command.findings, earlier)), command.captured_at, policy)
     published = event(fresh, f"lead.{kind}", now, {"source": touch.source, "channel": touch.channel,
                                                 "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead),
-                                                "enrichment": _enrichment(fresh)})
+                                                "enrichment": _enrichment(fresh), **spelling})
     return on_capture(fresh, published, now, policy)  # scored, then routed or nurtured
 
 
@@ -189,7 +191,18 @@ def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
     changes = {name: value for name, value in asdict(new).items() if value not in (None, "", {}, ())}
     attributes = {**old.attributes, **new.attributes}
     changes["attributes"] = attributes
+    if old.email:
+        # The same lead_id means the same person; a later spelling (``+tag``, googlemail, dots) does
+        # not replace the address the rep and the CRM already have. It stays on the touch's timeline.
+        changes["email"] = old.email
     return replace(old, **changes)
+
+
+def _other_spelling(state: LeadState | None, new: CapturedLead) -> dict[str, str]:
+    """``{"email_as_captured": ...}`` when a capture spells the kept e-mail differently, else ``{}``."""
+    if state is None or not state.lead.email or not new.email or new.email == state.lead.email:
+        return {}
+    return {"email_as_captured": new.email}
 
 
 def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: LeadPolicy) -> LeadTransition:

@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
 import pytest
 
-from rules.commands import DeferCommand, RouteLead
+from rules import lead
+from rules.capture import CapturedLead, derive_lead_id
+from rules.commands import CaptureLead, DeferCommand, Notify, RouteLead
 from rules.lead import LeadPolicy, LeadState
 from rules.scoring import ScoringModel
+from tests.rules._sim import T0
+from tests.rules.test_lead import POLICY, assigned, dispose
 from tests.rules.test_lead_crm import AE, GATED, converted, crm_event, step, types
 
 # --- 1. a recycled lead starts its new cycle as a fresh lead ---------------------------------
@@ -47,3 +54,65 @@ def test_an_ungated_recycled_lead_from_a_hot_source_is_still_new() -> None:
     state = replace(state, lead=replace(state.lead, source="demo-request"))
     again, out = step(state, defer.command, policy, minutes=60 * 24 * 4)
     assert again.status == "new" and "lead.mql" not in types(out)
+
+
+# --- 2. a merged lead keeps the e-mail it was first captured with ------------------------------
+
+FIRST = "ana.diaz@gmail.com"
+SPELLINGS = ("anadiaz+ads@googlemail.com", "ana.diaz+webinar@gmail.com", "a.na.diaz@gmail.com")
+ANA = derive_lead_id(email=FIRST, phone=None, source="webform", external_id=None)
+
+
+def _ana(capture_id: str, email: str, minutes: int, **fields: object) -> CaptureLead:
+    lead = CapturedLead(email=email, source="webform", **fields)  # type: ignore[arg-type]
+    return CaptureLead(lead_id=ANA, capture_id=capture_id, captured_at=T0 + timedelta(minutes=minutes), lead=lead)
+
+
+def _apply(state: LeadState | None, command: object, minutes: int) -> tuple[LeadState, list[Any]]:
+    t = lead.apply(state, command, T0 + timedelta(minutes=minutes), POLICY)  # type: ignore[arg-type]
+    assert t.state is not None
+    return t.state, list(t.outgoing)
+
+
+def test_every_spelling_is_the_same_lead() -> None:
+    assert {derive_lead_id(email=e, phone=None, source="webform", external_id=None) for e in SPELLINGS} == {ANA}
+
+
+@pytest.mark.parametrize("later", SPELLINGS)
+def test_a_new_touch_keeps_the_first_email_and_records_the_spelling_on_the_timeline(later: str) -> None:
+    state, _ = _apply(None, _ana("c1", FIRST, 0), 0)
+    state, out = _apply(state, _ana("c2", later, 5, company="Northwind", phone="+34600000001"), 5)
+    assert state.lead.email == FIRST  # the address the rep and the CRM already have
+    assert state.lead.company == "Northwind" and state.lead.phone == "+34600000001"  # other fields: newer wins
+    touched = state.timeline[-1] if state.timeline[-1].kind == "touched" else state.timeline[-2]
+    assert touched.kind == "touched" and touched.detail["email_as_captured"] == later
+    (event,) = [m.value for m in out if m.channel == "lead.events" and m.value["type"] == "lead.touched"]
+    assert event["data"]["email_as_captured"] == later
+
+
+def test_the_same_spelling_again_adds_nothing_to_the_touch() -> None:
+    state, _ = _apply(None, _ana("c1", FIRST, 0), 0)
+    state, out = _apply(state, _ana("c2", FIRST, 5), 5)
+    assert state.lead.email == FIRST
+    assert all("email_as_captured" not in e.detail for e in state.timeline)
+    assert all("email_as_captured" not in m.value["data"] for m in out if m.channel == "lead.events")
+
+
+def test_the_owner_is_told_the_kept_address() -> None:
+    state, _ = _apply(None, _ana("c1", FIRST, 0), 0)
+    route_id = state.route_id
+    state, _ = _apply(state, replace(assigned(route_id=route_id), lead_id=ANA), 1)
+    state, out = _apply(state, _ana("c2", SPELLINGS[0], 5), 5)
+    (notify,) = [m.value for m in out if isinstance(m.value, Notify)]
+    assert notify.payload["data"]["lead"]["email"] == FIRST
+
+
+def test_a_reopened_lead_keeps_the_first_email_too() -> None:
+    state, _ = _apply(None, _ana("c1", FIRST, 0), 0)
+    state, _ = _apply(state, replace(dispose("nurture"), lead_id=ANA), 1)
+    state, out = _apply(state, _ana("c2", SPELLINGS[1], 60), 60)
+    assert (state.cycle, state.lead.email) == (2, FIRST)
+    reopened = [e for e in state.timeline if e.kind == "reopened"]
+    assert reopened and reopened[-1].detail["email_as_captured"] == SPELLINGS[1]
+    (event,) = [m.value for m in out if m.channel == "lead.events" and m.value["type"] == "lead.reopened"]
+    assert event["data"]["lead"]["email"] == FIRST and event["data"]["email_as_captured"] == SPELLINGS[1]
