@@ -27,11 +27,15 @@ first new webhook, idle time included (``--idle``: the wall time, not only the C
 (with the same ``--out`` and ``--port``) restarts a deployment an earlier run left filled —
 the stack kept with ``--keep-stack`` — so that restarts with a million leads can be repeated
 without the fill and the ten-minute cold restore: its first start is on the kept data dir.
+``--reuse APP_ID --cold`` deletes that data dir first, so the first start is a cold restore
+again (of the changelogs the earlier run filled): cold restores can be repeated, A/B, without
+the fill. Each row records the restore's rate (changelog records / seconds to ready).
 """
 from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import subprocess
 import time
 from dataclasses import replace
@@ -195,9 +199,11 @@ class _Spy:
 
 async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out: Path, keep_stack: bool,
                       say: Say, worker_env: dict[str, str] | None = None, profile: bool = False,
-                      reuse: str | None = None) -> list[dict[str, object]]:
+                      reuse: str | None = None, cold: bool = False) -> list[dict[str, object]]:
     from ops.bench.harness import EventReader
 
+    if cold and reuse is None:
+        raise ValueError("--cold restores a deployment kept by an earlier run: give --reuse APP_ID")
     out.mkdir(parents=True, exist_ok=True)
     say(f"load average before: {load_average()}")
     results: list[dict[str, object]] = []
@@ -213,6 +219,10 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
         if reuse is not None and not worker.data_dir.is_dir():
             raise RuntimeError(f"--reuse {reuse}: no data dir {worker.data_dir} (same --out and --port as the run "
                                "that filled it?)")
+        if reuse is not None and cold:
+            shutil.rmtree(worker.data_dir)  # a cold restore again, of the changelogs already filled
+            say(f"--cold: deleted {worker.data_dir}")
+        cold_start = reuse is None or cold
         receiver = start_receiver(secrets, tracker, _RECEIVER_PORT)
         reader = EventReader(stack.config.kafka_bootstrap, f"{deployment.prefix}lead.events", tracker)
         headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -233,7 +243,7 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
                     if attempt:
                         kind = f"after kill -9 #{attempt}"
                     else:
-                        kind = "cold (empty data dir)" if reuse is None else "start on the kept data dir"
+                        kind = "cold (empty data dir)" if cold_start else "start on the kept data dir"
                     if attempt:
                         await asyncio.sleep(random.uniform(1.0, 4.0))  # a random moment after the probe
                         deployment.kill9(worker)
@@ -255,10 +265,15 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
                            "first_webhook_s": None if delivered is None else round(delivered, 3),
                            "start_to_first_webhook_s": round(total, 2), "read_back": check,
                            "loadavg": load_average()}
+                    if not attempt and cold_start:
+                        # lead_state + sla_timers: two changelog records per lead, all replayed to be ready
+                        row["restore_records_per_s"] = round(2 * leads / ready)
                     results.append(row)
                     say(f"{kind}: ready in {ready:.1f} s; a new lead then assigned in "
                         f"{'—' if assigned is None else f'{assigned:.2f} s'}, webhook in "
-                        f"{'—' if delivered is None else f'{delivered:.2f} s'} ({total:.1f} s after start); {check}")
+                        f"{'—' if delivered is None else f'{delivered:.2f} s'} ({total:.1f} s after start); {check}"
+                        + (f"; restored {row['restore_records_per_s']:,} records/s" if "restore_records_per_s" in row
+                           else ""))
         finally:
             deployment.stop_all()  # first: nothing awaited before it can be interrupted
             await reader.stop()
