@@ -3,7 +3,8 @@
 One message at a time (``concurrency=1``): a call to the CRM has a timeout, so a CRM that is
 down delays a partition by at most that, never forever. A failed upsert is not retried inline:
 it becomes a row in ``crm_pending`` with its due time, and the timer loop puts it back on
-``crm.outbox`` when it is due, so other leads keep flowing and a crash loses nothing. After the
+``crm.outbox`` when it is due, so other leads keep flowing and a crash loses nothing; a replay
+while the retry waits keeps its attempt count and due time (``rules.crm_retry``). After the
 last delay of ``crm.retry_delays`` (or at once, for a permanent refusal) the opportunity goes to
 ``crm.outbox.dead`` and the lead hears it failed; on success it hears the CRM's id. The same
 table holds deferred lead commands (``DeferCommand``: a lost deal's return to routing).
@@ -14,8 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -23,6 +23,7 @@ import orjson
 from connectors.crm import CrmAdapter
 from leadflow.errors import PermanentError, TransientError
 from rules.commands import DeferCommand, Outgoing, RecordCrmSync, UpsertOpportunity
+from rules.crm_retry import pending_key, plan_upsert, retry_after_failure
 from rules.opportunity import PendingCrm
 from sla.timers import TimerIndex
 from streams.agents._batch import is_readable
@@ -85,8 +86,15 @@ async def _defer(message: DeferCommand, now: datetime) -> None:
     _forget(message.defer_id)
 
 
-async def _upsert(message: UpsertOpportunity, now: datetime) -> None:
-    key = f"{message.lead_id}|{message.opportunity_id}"
+async def _upsert(arrived: UpsertOpportunity, now: datetime) -> None:
+    key = pending_key(arrived)
+    message = plan_upsert(crm_pending.get(key), arrived)
+    if isinstance(message, PendingCrm):
+        # A replay (crash redelivery, or a re-send already attempted) while a retry waits: the
+        # pending attempt count and due time stand, or replays could retry forever.
+        _keep(message)
+        log.info("crm upsert replay held opportunity_id=%s until its pending retry", arrived.opportunity_id)
+        return
     attempts = message.attempt + 1
     adapter = _adapter()
     settings = runtime.config.crm
@@ -101,11 +109,11 @@ async def _upsert(message: UpsertOpportunity, now: datetime) -> None:
     except (TransientError, TimeoutError) as exc:
         _count_call("transient", started)
         reason = str(exc) or "timed out"
-        if message.attempt < len(settings.retry_delays):
-            due = now + timedelta(seconds=settings.retry_delays[message.attempt])
-            _keep(PendingCrm(key=key, due_at=due, message=replace(message, attempt=attempts)))
+        retry = retry_after_failure(message, now, settings.retry_delays)
+        if retry is not None:
+            _keep(retry)
             log.warning("crm upsert failed opportunity_id=%s attempt=%d (%s); retry at %s",
-                        message.opportunity_id, attempts, reason, due.isoformat())
+                        message.opportunity_id, attempts, reason, retry.due_at.isoformat())
             return
         await _dead_letter(message, adapter.name, attempts, f"gave up after {attempts} attempts: {reason}", now,
                            kind="gave_up")

@@ -6,11 +6,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules import lead
 from rules.capture import CapturedLead, derive_lead_id
-from rules.commands import CaptureLead, DeferCommand, Notify, RouteLead
+from rules.commands import CaptureLead, DeferCommand, Notify, RouteLead, UpsertOpportunity
+from rules.crm_retry import pending_key, plan_upsert, retry_after_failure
 from rules.lead import LeadPolicy, LeadState
+from rules.opportunity import PendingCrm
 from rules.scoring import ScoringModel
 from tests.rules._sim import T0
 from tests.rules.test_lead import POLICY, assigned, dispose
@@ -116,3 +120,97 @@ def test_a_reopened_lead_keeps_the_first_email_too() -> None:
     assert reopened and reopened[-1].detail["email_as_captured"] == SPELLINGS[1]
     (event,) = [m.value for m in out if m.channel == "lead.events" and m.value["type"] == "lead.reopened"]
     assert event["data"]["lead"]["email"] == FIRST and event["data"]["email_as_captured"] == SPELLINGS[1]
+
+
+# --- 3. a replayed CRM upsert keeps its pending retry schedule ----------------------------------
+
+DELAYS = (5.0, 30.0, 120.0)
+OPP_ID = "op_1"
+
+
+def _upsert(attempt: int = 0, *, created: int = 0, name: str = "v1") -> UpsertOpportunity:
+    return UpsertOpportunity(opportunity_id=OPP_ID, lead_id=ANA, payload={"name": name},
+                             created_at=T0 + timedelta(minutes=created), attempt=attempt)
+
+
+def _fail(message: UpsertOpportunity, minutes: float) -> PendingCrm | None:
+    return retry_after_failure(message, T0 + timedelta(minutes=minutes), DELAYS)
+
+
+def _waiting(row: PendingCrm | None) -> UpsertOpportunity:
+    assert row is not None and isinstance(row.message, UpsertOpportunity)
+    return row.message
+
+
+def test_a_failed_upsert_waits_for_the_next_delay_then_gives_up() -> None:
+    row = _fail(_upsert(), 1)
+    assert row is not None and row.key == pending_key(_upsert()) == f"{ANA}|{OPP_ID}"
+    assert row.due_at == T0 + timedelta(minutes=1, seconds=5) and row.message == _upsert(attempt=1)
+    assert _fail(_upsert(attempt=2), 1) == PendingCrm(key=row.key, due_at=T0 + timedelta(minutes=1, seconds=120),
+                                                      message=_upsert(attempt=3))
+    assert _fail(_upsert(attempt=3), 1) is None  # the last delay used: dead-letter
+
+
+def test_with_nothing_pending_an_upsert_is_attempted() -> None:
+    assert plan_upsert(None, _upsert()) == _upsert()
+
+
+def test_a_replay_while_a_retry_is_pending_keeps_the_attempt_count_and_due_time() -> None:
+    row = _fail(_upsert(attempt=1), 1)  # two attempts made; the third is due later
+    assert row is not None and _waiting(row).attempt == 2
+    for replay in (_upsert(), _upsert(attempt=1)):  # the original, and the first retry's re-send
+        assert plan_upsert(row, replay) == row, replay  # not called again, nothing reset
+
+
+def test_the_due_retry_itself_is_attempted() -> None:
+    row = _fail(_upsert(), 1)
+    assert row is not None
+    assert plan_upsert(row, _waiting(row)) == row.message
+
+
+def test_newer_content_replaces_what_the_pending_retry_sends_without_restarting_it() -> None:
+    row = _fail(_upsert(), 1)
+    assert row is not None
+    newer = _upsert(created=3, name="v2")
+    kept = plan_upsert(row, newer)
+    assert isinstance(kept, PendingCrm) and isinstance(kept.message, UpsertOpportunity)
+    assert (kept.due_at, kept.message.attempt) == (row.due_at, _waiting(row).attempt)
+    assert kept.message.payload == {"name": "v2"} and kept.message.created_at == newer.created_at
+    # ... and the older content, replayed after it, does not come back.
+    assert plan_upsert(kept, _upsert()) == kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=50)), max_size=60))
+def test_replays_in_any_order_never_allow_more_attempts_than_the_schedule(steps: list[tuple[bool, int]]) -> None:
+    """A CRM that always fails: replays of anything already delivered, between the due retries."""
+    delivered = [_upsert()]
+    pending: PendingCrm | None = None
+    calls = 0
+    dead = False
+
+    def deliver(message: UpsertOpportunity, minutes: float) -> None:
+        nonlocal pending, calls, dead
+        plan = plan_upsert(pending, message)
+        if isinstance(plan, PendingCrm):
+            assert pending is not None
+            assert (plan.due_at, _waiting(plan).attempt) == (pending.due_at, _waiting(pending).attempt)
+            pending = plan
+            return
+        calls += 1
+        pending = _fail(plan, minutes)
+        dead = pending is None
+
+    deliver(delivered[0], 0)
+    clock = 0.0
+    for timer_fires, pick in steps:
+        if dead:
+            break
+        clock += 1
+        if timer_fires and pending is not None:
+            delivered.append(_waiting(pending))
+            deliver(_waiting(pending), clock)
+        else:
+            deliver(delivered[pick % len(delivered)], clock)  # a crash replays an earlier delivery
+        assert calls <= len(DELAYS) + 1
+    assert calls <= len(DELAYS) + 1 and (dead or pending is not None)
