@@ -154,6 +154,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     restart.add_argument("--reuse", metavar="APP_ID", default=None,
                          help="restart the deployment an earlier run filled (same --out, --port and --leads, "
                               "its stack kept): no fill, no cold restore")
+    restart.add_argument("--receiver-port", type=int, default=8191,
+                         help="the SDR receiver's port (default 8191; with --reuse, the port of the run that "
+                              "filled it: the reps' webhook URLs are kept with the deployment)")
     restart.add_argument("--cold", action="store_true",
                          help="with --reuse: delete the kept data dir first, so the first start is a cold restore "
                               "of the changelogs already filled (repeatable A/B of cold restores)")
@@ -217,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(_stoppable(run_restart(leads=args.leads, kills=args.kills, partitions=args.partitions,
                                                port=args.port, out=out, keep_stack=args.keep_stack, say=_say,
                                                worker_env=_env_pairs(args.worker_env), profile=args.profile,
-                                               reuse=args.reuse, cold=args.cold)))
+                                               reuse=args.reuse, cold=args.cold,
+                                               receiver_port=args.receiver_port)))
         else:
             from ops.bench.hotspot import run_hotspot
 

@@ -52,7 +52,8 @@ from ops.stack.process import start_process
 
 __all__ = ["run_restart", "template_records"]
 
-_RECEIVER_PORT = 8191
+#: The SDR receiver's default port (``--receiver-port``); another than ``leadflow bench load``'s.
+RECEIVER_PORT = 8191
 
 
 def sample_ids(leads: int) -> list[str]:
@@ -199,7 +200,8 @@ class _Spy:
 
 async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out: Path, keep_stack: bool,
                       say: Say, worker_env: dict[str, str] | None = None, profile: bool = False,
-                      reuse: str | None = None, cold: bool = False) -> list[dict[str, object]]:
+                      reuse: str | None = None, cold: bool = False,
+                      receiver_port: int = RECEIVER_PORT) -> list[dict[str, object]]:
     from ops.bench.harness import EventReader
 
     if cold and reuse is None:
@@ -209,7 +211,7 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
     results: list[dict[str, object]] = []
     tracker = Tracker()
     with Stack(say, keep=keep_stack) as stack:
-        config, secrets = bench_config(1, 4, 1000, _RECEIVER_PORT)
+        config, secrets = bench_config(1, 4, 1000, receiver_port)
         if reuse is not None and (out / "config.yaml").exists():
             config, secrets = _kept_config(out / "config.yaml")  # the reps' webhook secrets as stored
         deployment = Deployment(stack.config, out, config, partitions=partitions, extra_env=dict(worker_env or {}))
@@ -223,7 +225,7 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
             shutil.rmtree(worker.data_dir)  # a cold restore again, of the changelogs already filled
             say(f"--cold: deleted {worker.data_dir}")
         cold_start = reuse is None or cold
-        receiver = start_receiver(secrets, tracker, _RECEIVER_PORT)
+        receiver = start_receiver(secrets, tracker, receiver_port)
         reader = EventReader(stack.config.kafka_bootstrap, f"{deployment.prefix}lead.events", tracker)
         headers = {"Authorization": f"Bearer {API_KEY}"}
         sample = sample_ids(leads)

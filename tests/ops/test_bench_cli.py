@@ -19,6 +19,9 @@ def test_load_options_parse_into_lists() -> None:
 def test_leadflow_bench_is_the_same_command() -> None:
     args = leadflow_parser().parse_args(["bench", "restart", "--leads", "1000", "--kills", "1"])
     assert (args.command, args.bench, args.leads, args.kills) == ("bench", "restart", 1000, 1)
+    assert args.receiver_port == 8191  # not load's 8190: the two can run side by side
+    args = leadflow_parser().parse_args(["bench", "restart", "--receiver-port", "18199"])
+    assert args.receiver_port == 18199
     hotspot = leadflow_parser().parse_args(["bench", "hotspot", "--routes", "10"])
     assert hotspot.routes == 10 and hotspot.partitions == 8
 
