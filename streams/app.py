@@ -10,7 +10,7 @@ from faust.stores import rocksdb as faust_rocksdb
 from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
-from streams import faust_fixes, faust_recovery, gc_tuning
+from streams import faust_fixes, faust_recovery, gc_tuning, inline_consumer
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
 from streams.membership import MembershipLost, watch_membership
@@ -137,6 +137,8 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
         # Faust's worker would set the root logger to DEBUG for its terminal spinner (see the class).
         Worker="streams.worker:LeadflowWorker",
     )
+    if not settings.consumer_thread:
+        inline_consumer.install(new)  # the consumer on the worker's loop, not in a thread of its own
     metrics = Metrics()
     # Source labels stay bounded: configured sources plus the defaults the capture paths use.
     metrics.configure_sources(config.source_spend(), extra=config.metric_sources() | {"api", "kafka"})

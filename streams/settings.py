@@ -187,6 +187,10 @@ class Settings:
     #: whole batch in one go, so its messages already share requests, and any linger is paid at
     #: every stage of a lead's path. docs/PERFORMANCE.md measures 0 against 5.
     producer_linger_ms: int = 0
+    #: Run Kafka's consumer in Faust's own thread (``LEADFLOW_CONSUMER_THREAD``). Off by default:
+    #: the consumer runs on the worker's event loop (``streams/inline_consumer.py``), which saves
+    #: a thread hand-off per fetch and the GIL contention between the two.
+    consumer_thread: bool = False
 
     @property
     def canonical_url(self) -> str:
@@ -240,4 +244,5 @@ class Settings:
                                                 d.webhook_breaker_cooldown_s),
             state_cache_mb=_int(env, "LEADFLOW_STATE_CACHE_MB", d.state_cache_mb),
             producer_linger_ms=_int(env, "LEADFLOW_PRODUCER_LINGER_MS", d.producer_linger_ms),
+            consumer_thread=_bool(env, "LEADFLOW_CONSUMER_THREAD", d.consumer_thread),
         )

@@ -1,0 +1,73 @@
+"""The Kafka consumer on the worker's own event loop, instead of in a thread of its own.
+
+Faust runs aiokafka's consumer in a ``ServiceThread`` with a second event loop, and every call
+into it (each fetch, each commit, each seek) goes through a method queue and back with
+``call_soon_threadsafe`` on both loops. Both threads then take turns with the GIL: py-spy at a
+steady 55 leads/s showed the consumer thread busy 35% of the time (half of it parsing fetch
+responses) and the event loop losing ~17% of its time in socket writes, waiting for the GIL
+back (docs/PERFORMANCE.md). Nothing in leadflow blocks the loop for long (RocksDB reads and
+writes are sub-millisecond, the slow work is awaited I/O), so the thread buys nothing here
+and costs a hand-off per call.
+
+:class:`InlineConsumer` keeps everything of Faust's aiokafka consumer but runs its
+``AIOKafkaConsumerThread`` as a plain service on the worker's loop: ``call_thread`` awaits the
+method directly, ``start``/``stop`` run the thread's start and shutdown sequence in place. The
+heartbeat runs on the same loop, so a callback that blocked the loop for longer than the
+session timeout (10 s, ``streams/app.py``) would now cost the partitions; none comes close.
+
+``LEADFLOW_CONSUMER_THREAD=1`` brings Faust's own thread back (a switch for A/B runs and a way
+out if a deployment's workload blocks the loop).
+"""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from mode import Service
+from mode.utils.futures import maybe_async
+
+__all__ = ["InlineConsumer", "InlineConsumerThread", "install"]
+
+
+class InlineConsumerThread(AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer "thread", run on the caller's event loop."""
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        loop = kwargs["loop"]
+        super().__init__(consumer, thread_loop=loop, **kwargs)
+
+    async def start(self) -> None:
+        self._thread_started.set()
+        await Service._default_start(self)  # on_start creates and starts the aiokafka consumer
+
+    async def stop(self) -> None:
+        # ServiceThread.stop waits for a thread to run this sequence (``_shutdown_thread``).
+        if not self._started.is_set() or self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self.on_stop()
+        await self.on_thread_stop()  # stops the aiokafka consumer: leaves the group, closes sockets
+        await self._default_stop_children()
+        await self._default_stop_futures()
+        await self._default_stop_exit_stacks()
+        self._shutdown.set()
+        await self.on_shutdown()
+
+    async def call_thread(self, fun: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        return await maybe_async(fun(*args, **kwargs))
+
+    async def cast_thread(self, fun: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
+        self.add_future(maybe_async(fun(*args, **kwargs)))
+
+
+class InlineConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer with its consumer "thread" on the worker's loop."""
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return InlineConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+def install(app: Any) -> None:
+    """Make ``app`` create :class:`InlineConsumer` (call before the app's consumer exists)."""
+    app.transport.Consumer = InlineConsumer
