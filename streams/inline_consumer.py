@@ -20,8 +20,9 @@ out if a deployment's workload blocks the loop).
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import AbstractSet, Any, Awaitable, Callable
 
+from faust.transport.consumer import ensure_TPset
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode import Service
@@ -32,6 +33,9 @@ __all__ = ["InlineConsumer", "InlineConsumerThread", "install"]
 
 class InlineConsumerThread(AIOKafkaConsumerThread):
     """Faust's aiokafka consumer "thread", run on the caller's event loop."""
+
+    _assigned_from: object = None
+    _assigned: frozenset[Any] = frozenset()
 
     def __init__(self, consumer: Any, **kwargs: Any) -> None:
         loop = kwargs["loop"]
@@ -56,6 +60,20 @@ class InlineConsumerThread(AIOKafkaConsumerThread):
 
     async def call_thread(self, fun: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         return await maybe_async(fun(*args, **kwargs))
+
+    def assignment(self) -> AbstractSet[Any]:  # type: ignore[override]
+        """The assigned partitions as Faust's TP tuples, converted once per assignment.
+
+        Faust converts aiokafka's set afresh on every call, and its commit calls this once per
+        offset it commits: quadratic in the partitions, 1.7% of the event loop at 70 leads/s.
+        aiokafka's assignment is an immutable set per generation, so its identity says when to
+        convert again. Read-only (a frozenset): no caller in Faust changes what it gets.
+        """
+        tps = self._ensure_consumer().assignment()
+        if tps is not self._assigned_from:
+            self._assigned = frozenset(ensure_TPset(tps))
+            self._assigned_from = tps
+        return self._assigned
 
     async def cast_thread(self, fun: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
         self.add_future(maybe_async(fun(*args, **kwargs)))

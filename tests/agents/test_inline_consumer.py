@@ -7,7 +7,9 @@ import asyncio
 import threading
 
 import pytest
+from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as ThreadedConsumer
+from faust.types import TP
 
 from leadflow.errors import ConfigError
 from streams.app import create_app
@@ -75,3 +77,27 @@ async def test_stop_before_start_does_nothing_and_a_started_thread_stops_once() 
     await thread.stop()
     assert closed == ["started", "stopped"]
     assert thread._shutdown.is_set()
+
+
+class _Aiokafka:
+    """Just aiokafka's ``assignment()``: one immutable set per generation, as aiokafka keeps it."""
+
+    def __init__(self, tps: frozenset[TopicPartition]) -> None:
+        self.tps = tps
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return self.tps
+
+
+def test_the_assignment_is_converted_once_per_generation() -> None:
+    thread = create_app(Settings.from_env({})).consumer._thread
+    first = frozenset({TopicPartition("lead.commands", 0), TopicPartition("lead.commands", 1)})
+    thread._consumer = _Aiokafka(first)  # type: ignore[assignment]
+    got = thread.assignment()
+    assert got == {TP("lead.commands", 0), TP("lead.commands", 1)}
+    assert all(type(tp) is TP for tp in got)
+    assert thread.assignment() is got  # same generation: not converted again
+    thread._consumer = _Aiokafka(frozenset({TopicPartition("team.commands", 3)}))  # type: ignore[assignment]
+    assert thread.assignment() == {TP("team.commands", 3)}
+    with pytest.raises(AttributeError):
+        got.add(TP("x", 0))  # type: ignore[attr-defined]
