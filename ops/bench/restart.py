@@ -207,7 +207,10 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
     if cold and reuse is None:
         raise ValueError("--cold restores a deployment kept by an earlier run: give --reuse APP_ID")
     out.mkdir(parents=True, exist_ok=True)
-    say(f"load average before: {load_average()}")
+    from ops.bench.runner import machine_facts
+
+    machine = machine_facts()  # the commit and the load before the run, as the load bench records them
+    say(f"load average before: {machine['loadavg_before']}")
     results: list[dict[str, object]] = []
     tracker = Tracker()
     with Stack(say, keep=keep_stack) as stack:
@@ -281,7 +284,6 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
             await reader.stop()
             await receiver.stop()
     path = out / f"restart-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    from ops.bench.runner import machine_facts
     from streams.settings import Settings
 
     # The worker's own setting, as it read it: static membership (LEADFLOW_INSTANCE_ID) is on unless
@@ -289,7 +291,7 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
     instance_id = Settings.from_env(deployment.env(worker)).instance_id
     path.write_bytes(orjson.dumps({"leads": leads, "partitions": partitions, "worker_env": worker_env,
                                    "instance_id": instance_id, "app_id": deployment.app_id, "reused": reuse is not None,
-                                   "machine": machine_facts(), "runs": results,
+                                   "machine": machine, "runs": results,
                                    "loadavg_after": load_average()}, option=orjson.OPT_INDENT_2))
     say(f"results: {path}")
     return results
