@@ -18,7 +18,9 @@ def _scanned(obj: object) -> bool:
 @pytest.fixture(autouse=True)
 def _restore_gc() -> Iterator[None]:
     was_enabled = gc.isenabled()
+    thresholds = gc.get_threshold()
     yield
+    gc.set_threshold(*thresholds)
     gc.unfreeze()
     if was_enabled:
         gc.enable()
@@ -35,6 +37,13 @@ def test_imports_run_without_collections_and_what_they_made_is_frozen() -> None:
     gc_tuning.after_imports()
     assert gc.isenabled()
     assert not _scanned(long_lived)
+
+
+def test_full_passes_run_a_tenth_as_often_and_the_young_ones_as_before() -> None:
+    gc.set_threshold(700, 10, 10)
+    gc_tuning.start_up()
+    gc_tuning.after_imports()
+    assert gc.get_threshold() == (700, 10, gc_tuning.FULL_PASS_AFTER) == (700, 10, 100)
 
 
 class _App:
