@@ -21,7 +21,7 @@ Before it acks, it waits until Kafka has acknowledged the changelog records of t
 writes (``track_changelog_sends``). Faust queues a table write's changelog record in its producer
 buffer, and its commit flushes that buffer only for 0.1 s (``ProducerBuffer.flush_atmost`` gives
 up and returns): on a busy loop an offset could be committed while the write behind it was still
-queued, and a ``kill -9`` then lost the write for good (docs/RELIABILITY.md, open findings).
+queued, and a ``kill -9`` then lost the write for good (docs/RELIABILITY.md, "a table write lost").
 """
 from __future__ import annotations
 
