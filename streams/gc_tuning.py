@@ -16,8 +16,7 @@ So the worker (``leadflow worker``):
 * then moves everything that exists to the permanent generation (``gc.freeze``), which future
   passes skip, and turns the collector back on (``after_imports``);
 * freezes again once its tables are first recovered (``freeze_when_settled``): the recovered
-  state and the started services are long-lived too.
-
+  state and the started services are long-lived too;
 * runs a full pass a tenth as often (``FULL_PASS_AFTER``): what the worker keeps while it runs
   (the decoded-state cache, Faust's and aiokafka's buffers) grows the unfrozen heap a full
   pass scans, to 50–60 ms a pass at 60–75 leads/s, ten passes in 95 s. With the third

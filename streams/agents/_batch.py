@@ -30,10 +30,9 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
-
-from contextvars import ContextVar
 
 from faust.streams import _current_event  # private: the event a table read or write belongs to
 from faust.tables.base import Collection
