@@ -39,6 +39,19 @@ and raise that mark again, so the records read anew from the committed offset ar
 holes of 2, seen as offsets 428 and 386 of ``lead.commands`` never delivered after a restart.
 The fix keeps the marks but never reads them back, so no record is dropped: a record that was
 already processed may come again, which every leadflow command tolerates.
+
+4. A commit ahead of the table writes it stands for. A table write queues its changelog record
+in Faust's producer buffer (``send_soon``), and the commit's ``producer.flush()`` waits for that
+buffer for 0.1 s at most (``ProducerBuffer.flush_atmost`` returns on timeout without error, and
+does not count a record its own task has already taken off the queue). On a busy loop an offset
+was committed while a write of the command behind it was still queued, and a ``kill -9`` lost
+the write for good: seen as a restarted worker's team view that never moved
+(docs/RELIABILITY.md, "a table write lost"). The fix keeps the ``FutureMessage`` of every
+changelog record sent (``Collection.send_changelog``), and a commit first waits until Kafka has
+acknowledged all those sent before it started (bounded by ``CHANGELOG_ACK_TIMEOUT_S``). Every
+offset it commits was acknowledged by its agent after that agent's writes were sent, so their
+records are among those waited for. Agents never wait: only the commit does, once per commit
+interval.
 """
 from __future__ import annotations
 
@@ -47,10 +60,12 @@ import logging
 import time
 from typing import Any
 
+from faust.tables.base import Collection
 from faust.transport.consumer import Consumer
 from mode.utils.futures import notify
 
-__all__ = ["install", "ack_counts", "may_commit", "HEAL_AFTER_S", "MAX_HEALS", "read_offsets"]
+__all__ = ["install", "ack_counts", "may_commit", "changelog_acknowledged", "CHANGELOG_ACK_TIMEOUT_S",
+           "HEAL_AFTER_S", "MAX_HEALS", "read_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +73,17 @@ log = logging.getLogger(__name__)
 HEAL_AFTER_S = 5.0
 #: Re-reads of one hole before it is taken as unreadable and committed past.
 MAX_HEALS = 3
+#: How long a commit waits for Kafka to acknowledge the changelog records sent before it.
+CHANGELOG_ACK_TIMEOUT_S = 30.0
+#: Past this many tracked changelog sends, those already acknowledged are dropped from the list
+#: (a process that writes tables but commits nothing for a while must not grow it without end).
+_PRUNE_AT = 10_000
 
 _installed = False
 # Partition -> (committed offset the commit waits at, since when, re-reads so far) while a hole holds it.
 _held: dict[Any, tuple[int, float, int]] = {}
+# The changelog records sent since the last commit began (their FutureMessages).
+_changelog_sends: list[Any] = []
 
 
 def ack_counts(message: Any, app: Any) -> bool:
@@ -90,7 +112,7 @@ class _NeverDrop(dict[Any, Any]):
 
 
 def install() -> None:
-    """Patch ``Consumer.ack`` and ``Consumer._new_offset`` once per process (idempotent)."""
+    """Patch ``Consumer``'s ack, offsets and commit and ``Collection.send_changelog`` once per process."""
     global _installed
     if _installed:
         return
@@ -125,10 +147,40 @@ def install() -> None:
         notify(self._waiting_for_ack)
         return False
 
+    original_send_changelog = Collection.send_changelog
+    original_commit_offsets = Consumer._commit_offsets
+
+    def send_changelog(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent = original_send_changelog(self, *args, **kwargs)
+        _changelog_sends.append(sent)
+        if len(_changelog_sends) >= _PRUNE_AT:
+            _changelog_sends[:] = [fut for fut in _changelog_sends if not fut.done()]
+        return sent
+
+    async def _commit_offsets(self: Consumer, *args: Any, **kwargs: Any) -> bool:
+        await changelog_acknowledged()
+        committed: bool = await original_commit_offsets(self, *args, **kwargs)
+        return committed
+
+    Collection.send_changelog = send_changelog  # type: ignore[method-assign]
+    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
     Consumer.ack = ack  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer.__init__ = __init__  # type: ignore[method-assign]
     _installed = True
+
+
+async def changelog_acknowledged() -> None:
+    """Wait until Kafka acknowledged every changelog record sent so far (bounded: a stopping
+    producer never answers, and a commit must not hang on it)."""
+    sent = [fut for fut in _changelog_sends if not fut.done()]
+    _changelog_sends.clear()
+    if not sent:
+        return
+    _, late = await asyncio.wait(sent, timeout=CHANGELOG_ACK_TIMEOUT_S)
+    if late:
+        log.error("%d changelog record(s) not acknowledged within %.0f s; committing anyway",
+                  len(late), CHANGELOG_ACK_TIMEOUT_S)
 
 
 def _heal(consumer: Consumer, tp: Any, committed: int) -> bool:

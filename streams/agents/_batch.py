@@ -17,11 +17,8 @@ acks every event of a batch in the ``finally`` around its ``yield``, that is onc
 for the next batch, after its body has done its writes and awaited its sends. An exception in
 the body acks the batch too (DESIGN §5: retries and dead letters are explicit).
 
-Before it acks, it waits until Kafka has acknowledged the changelog records of the batch's table
-writes (``track_changelog_sends``). Faust queues a table write's changelog record in its producer
-buffer, and its commit flushes that buffer only for 0.1 s (``ProducerBuffer.flush_atmost`` gives
-up and returns): on a busy loop an offset could be committed while the write behind it was still
-queued, and a ``kill -9`` then lost the write for good (docs/RELIABILITY.md, "a table write lost").
+A commit of the acked offsets waits until Kafka has acknowledged the changelog records of the
+writes before them (``streams/faust_fixes.py``, fix 4): the agent itself never waits for that.
 """
 from __future__ import annotations
 
@@ -30,17 +27,15 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from faust.streams import _current_event  # private: the event a table read or write belongs to
-from faust.tables.base import Collection
 
 from streams.app import runtime
 from streams.topics import Unreadable
 
-__all__ = ["BATCH", "Keyed", "acting_for", "apply_batch", "track_changelog_sends", "is_readable", "readable", "take_ready"]
+__all__ = ["BATCH", "Keyed", "acting_for", "apply_batch", "is_readable", "readable", "take_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -48,45 +43,6 @@ log = logging.getLogger(__name__)
 BATCH = 200
 #: How often an idle ``take_ready`` loop wakes to notice that the worker is stopping.
 _IDLE_S = 1.0
-#: How long a batch's acks wait for its changelog records to be acknowledged by Kafka (as publishes).
-CHANGELOG_ACK_TIMEOUT_S = 30.0
-
-#: The changelog sends of the batch the current agent task is handling (None outside a batch).
-_batch_sends: ContextVar[list[Any] | None] = ContextVar("leadflow_batch_changelog_sends", default=None)
-
-
-def track_changelog_sends() -> None:
-    """Make every table's changelog send known to the batch it belongs to (once per process).
-
-    Wraps Faust's ``Collection.send_changelog`` (every table's, windowed ones and ``CodecTable``
-    included): the ``FutureMessage`` it returns is kept in the current batch's list, if any.
-    """
-    original = Collection.send_changelog
-    if getattr(original, "_leadflow_batch", False):
-        return
-
-    def send_changelog(self: Any, *args: Any, **kwargs: Any) -> Any:
-        sent = original(self, *args, **kwargs)
-        sends = _batch_sends.get()
-        if sends is not None:
-            sends.append(sent)
-        return sent
-
-    send_changelog._leadflow_batch = True  # type: ignore[attr-defined]
-    Collection.send_changelog = send_changelog  # type: ignore[method-assign]
-
-
-track_changelog_sends()  # before any agent takes a batch: every agent module imports this one
-
-
-async def _changelog_acknowledged(sends: list[Any]) -> None:
-    """Wait for Kafka's acknowledgement of ``sends`` (bounded: a stopping producer never answers)."""
-    if not sends:
-        return
-    _, late = await asyncio.wait(sends, timeout=CHANGELOG_ACK_TIMEOUT_S)
-    if late:
-        log.error("%d changelog record(s) not acknowledged within %.0f s; acking their batch anyway",
-                  len(late), CHANGELOG_ACK_TIMEOUT_S)
 
 
 async def take_ready(stream: Any, max_: int = BATCH) -> AsyncIterator[list[Any]]:
@@ -137,14 +93,10 @@ async def take_ready(stream: Any, max_: int = BATCH) -> AsyncIterator[list[Any]]
                 continue
             open_.clear()
             batch = list(events)
-            sends: list[Any] = []
-            _batch_sends.set(sends)
             try:
                 yield batch
             finally:
-                _batch_sends.set(None)
                 events.clear()
-                await _changelog_acknowledged(sends)
                 for event in batch:
                     await stream.ack(event)
                 ready.clear()

@@ -51,18 +51,6 @@ def _faust_app() -> Iterator[None]:
     yield
 
 
-@pytest.fixture(autouse=True)
-def _changelog_acknowledged_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In Faust's test context no changelog record reaches Kafka, so none is ever acknowledged:
-    batches are acked without waiting for one (``test_take_ready`` checks the wait itself)."""
-    from streams.agents import _batch
-
-    async def at_once(sends: list[Any]) -> None:
-        return None
-
-    monkeypatch.setattr(_batch, "_changelog_acknowledged", at_once)
-
-
 @pytest.fixture
 def published() -> Published:
     return Published()

@@ -1,4 +1,4 @@
-"""The consumer fix: an ack of a record skipped across a rebalance never moves the committed offset."""
+"""The consumer fixes: no offset is committed ahead of the records and table writes behind it."""
 from __future__ import annotations
 
 import asyncio
@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.tables.base import Collection
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
@@ -145,3 +146,66 @@ def test_read_offsets_are_kept_but_never_drop_a_record() -> None:
     marks.update({TOPIC_TP: 428})
     marks.pop(TOPIC_TP, None)
     assert get(TOPIC_TP) is None
+
+
+class _Changelog:
+    """A changelog topic: each record sent is acknowledged by Kafka when its future is resolved."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, asyncio.Future[None]] = {}
+
+    def send_soon(self, **fields: Any) -> asyncio.Future[None]:
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent[fields["key"]] = acknowledged
+        return acknowledged
+
+
+class _Table:
+    """What Faust's ``Collection.send_changelog`` reads of a table."""
+
+    key_serializer = value_serializer = "raw"
+
+    def __init__(self) -> None:
+        self.changelog_topic = _Changelog()
+
+    def _on_changelog_sent(self, *_: Any) -> None: ...
+
+    def write(self, key: str) -> asyncio.Future[None]:
+        sent: asyncio.Future[None] = Collection.send_changelog(self, None, key, b"v")
+        return sent
+
+
+def _committer() -> Any:
+    """Just what Faust's ``Consumer._commit_offsets`` reads, for offsets of a partition no longer
+    assigned: it returns without committing, after telling who asked for the assignment."""
+    asked: list[bool] = []
+    quiet = SimpleNamespace(dev=lambda *_, **__: None, info=lambda *_, **__: None)
+    return SimpleNamespace(log=quiet, assignment=lambda: asked.append(True) or set(), asked=asked)
+
+
+async def test_a_commit_waits_until_kafka_acknowledged_the_table_writes_sent_before_it() -> None:
+    """Faust's own flush gives up after 0.1 s: without this wait an offset could be committed
+    before the write of its command reached Kafka, and a kill -9 lost the write."""
+    await faust_fixes.changelog_acknowledged()  # nothing older than this test is waited for
+    table = _Table()
+    table.write("before")
+    consumer = _committer()
+    commit = asyncio.ensure_future(Consumer._commit_offsets(consumer, {TOPIC_TP: 5}))
+    await asyncio.sleep(0.2)
+    table.write("after")  # sent once the commit began: its offset is not in this commit
+    assert not commit.done() and consumer.asked == []  # Faust's commit has not begun
+    table.changelog_topic.sent["before"].set_result(None)
+    assert await asyncio.wait_for(commit, 1.0) is False  # nothing assigned: nothing committed
+    assert consumer.asked == [True] and not table.changelog_topic.sent["after"].done()
+
+
+async def test_a_commit_goes_on_when_kafka_never_acknowledges(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A stopping producer never answers: the commit must not hang on it."""
+    monkeypatch.setattr(faust_fixes, "CHANGELOG_ACK_TIMEOUT_S", 0.05)
+    await faust_fixes.changelog_acknowledged()
+    _Table().write("never-acknowledged")
+    consumer = _committer()
+    assert await asyncio.wait_for(Consumer._commit_offsets(consumer, {TOPIC_TP: 5}), 1.0) is False
+    assert consumer.asked == [True]
+    assert "1 changelog record(s) not acknowledged" in caplog.text

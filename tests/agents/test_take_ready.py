@@ -11,9 +11,6 @@ from streams.agents._batch import take_ready
 from streams.app import app
 from tests.agents.conftest import until
 
-#: The real wait (the suite's conftest skips it: nothing is acknowledged in Faust's test context).
-WAIT_FOR_KAFKA = _batch._changelog_acknowledged
-
 
 class Recorder:
     """An agent body over ``take_ready`` that keeps each batch and can be held inside one."""
@@ -93,60 +90,3 @@ async def test_a_batch_never_exceeds_its_maximum() -> None:
 
     await _with_agent(recorder, 4, body)
     assert recorder.batches == [["first"], [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-
-
-
-class _Changelog:
-    """A changelog topic whose records Kafka has not acknowledged until ``acknowledged`` is set."""
-
-    def __init__(self, acknowledged: asyncio.Future[None]) -> None:
-        self.acknowledged = acknowledged
-        self.sent: list[Any] = []
-
-    def send_soon(self, **fields: Any) -> asyncio.Future[None]:
-        self.sent.append(fields["key"])
-        return self.acknowledged
-
-
-class _Table:
-    """What Faust's ``Collection.send_changelog`` reads of a table."""
-
-    key_serializer = value_serializer = "raw"
-
-    def __init__(self, changelog: _Changelog) -> None:
-        self.changelog_topic = changelog
-
-    def _on_changelog_sent(self, *_: Any) -> None: ...
-
-
-async def test_a_batch_is_acked_only_once_its_changelog_records_are_acknowledged(
-    monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Faust's commit flushes its producer buffer for 0.1 s at most, so the ack must wait for Kafka."""
-    monkeypatch.setattr(_batch, "_changelog_acknowledged", WAIT_FOR_KAFKA)
-    acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    changelog = _Changelog(acknowledged)
-    table = _Table(changelog)
-    seen: list[Any] = []
-    outside = _batch.Collection.send_changelog(table, None, "written-outside-a-batch", b"v")
-    assert outside is acknowledged and _batch._batch_sends.get() is None
-    channel = app.channel()
-    stream = app.stream(channel)
-
-    async def run() -> None:
-        async for events in take_ready(stream):
-            seen.extend(events)
-            _batch.Collection.send_changelog(table, None, f"key-{events[0].value}", b"v")  # a table write
-
-    task = asyncio.ensure_future(run())
-    try:
-        await channel.send(value=1)
-        await until(lambda: len(seen) == 1)
-        await asyncio.sleep(0.2)
-        assert changelog.sent == ["written-outside-a-batch", "key-1"]
-        assert not seen[0].message.acked  # its changelog record is not acknowledged yet: no ack
-        acknowledged.set_result(None)
-        await until(lambda: seen[0].message.acked)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
