@@ -17,6 +17,14 @@ session timeout (10 s, ``streams/app.py``) would now cost the partitions; none c
 
 ``LEADFLOW_CONSUMER_THREAD=1`` brings Faust's own thread back (a switch for A/B runs and a way
 out if a deployment's workload blocks the loop).
+
+The fetch wait: Faust asks the broker to hold an empty fetch for 1.5 s (``fetch_max_wait_ms``,
+fixed in its driver), and aiokafka keeps one fetch in flight per broker. When a stream's buffer
+is full, Faust stops taking that partition's records; aiokafka then fetches only the other
+partitions, and if those are quiet the broker holds that fetch for the whole 1.5 s, while the
+busy partitions, taken again a moment later, cannot be fetched until it returns. Repeated under
+load this starved the worker for ~10 s at a time (docs/PERFORMANCE.md, session 6, "Stalls").
+``FETCH_MAX_WAIT_MS`` bounds that wait; an idle worker fetches that much more often.
 """
 from __future__ import annotations
 
@@ -28,7 +36,10 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode import Service
 from mode.utils.futures import maybe_async
 
-__all__ = ["InlineConsumer", "InlineConsumerThread", "install"]
+__all__ = ["FETCH_MAX_WAIT_MS", "InlineConsumer", "InlineConsumerThread", "install"]
+
+#: How long the broker may hold a fetch that finds no record (Faust's driver: 1,500 ms).
+FETCH_MAX_WAIT_MS = 100
 
 
 class InlineConsumerThread(AIOKafkaConsumerThread):
@@ -57,6 +68,11 @@ class InlineConsumerThread(AIOKafkaConsumerThread):
         await self._default_stop_exit_stacks()
         self._shutdown.set()
         await self.on_shutdown()
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when aiokafka starts its fetcher
+        return consumer
 
     async def call_thread(self, fun: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         return await maybe_async(fun(*args, **kwargs))

@@ -13,7 +13,7 @@ from faust.types import TP
 
 from leadflow.errors import ConfigError
 from streams.app import create_app
-from streams.inline_consumer import InlineConsumer, InlineConsumerThread
+from streams.inline_consumer import FETCH_MAX_WAIT_MS, InlineConsumer, InlineConsumerThread
 from streams.settings import Settings
 
 
@@ -101,3 +101,15 @@ def test_the_assignment_is_converted_once_per_generation() -> None:
     assert thread.assignment() == {TP("team.commands", 3)}
     with pytest.raises(AttributeError):
         got.add(TP("x", 0))  # type: ignore[attr-defined]
+
+
+async def test_an_empty_fetch_is_held_briefly_not_for_fausts_1_5_s() -> None:
+    """With one fetch in flight per broker, a fetch of quiet partitions held 1.5 s kept busy ones
+    waiting that long each time a stream's buffer filled: ~10 s stalls under load."""
+    app = create_app(Settings.from_env({}))
+    thread = app.consumer._thread
+    consumer = thread._create_worker_consumer(app.transport)  # what on_start creates and starts
+    try:
+        assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 200
+    finally:
+        await consumer.stop()  # never started: only closes it
