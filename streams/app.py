@@ -10,7 +10,7 @@ from faust.stores import rocksdb as faust_rocksdb
 from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
-from streams import faust_fixes, faust_recovery, gc_tuning, inline_consumer
+from streams import faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
 from streams.membership import MembershipLost, watch_membership
@@ -139,6 +139,8 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
     )
     if not settings.consumer_thread:
         inline_consumer.install(new)  # the consumer on the worker's loop, not in a thread of its own
+    if settings.fetch_sessions:
+        fetch_sessions.install()  # fetches name only the partitions that changed (KIP-227)
     metrics = Metrics()
     # Source labels stay bounded: configured sources plus the defaults the capture paths use.
     metrics.configure_sources(config.source_spend(), extra=config.metric_sources() | {"api", "kafka"})

@@ -191,6 +191,10 @@ class Settings:
     #: the consumer runs on the worker's event loop (``streams/inline_consumer.py``), which saves
     #: a thread hand-off per fetch and the GIL contention between the two.
     consumer_thread: bool = False
+    #: Fetch through Kafka's incremental fetch sessions (``LEADFLOW_FETCH_SESSIONS``, KIP-227,
+    #: ``streams/fetch_sessions.py``): a fetch names only the partitions that changed, and its
+    #: answer only those with records. ``false`` brings back aiokafka's sessionless fetches.
+    fetch_sessions: bool = True
 
     @property
     def canonical_url(self) -> str:
@@ -245,4 +249,5 @@ class Settings:
             state_cache_mb=_int(env, "LEADFLOW_STATE_CACHE_MB", d.state_cache_mb),
             producer_linger_ms=_int(env, "LEADFLOW_PRODUCER_LINGER_MS", d.producer_linger_ms),
             consumer_thread=_bool(env, "LEADFLOW_CONSUMER_THREAD", d.consumer_thread),
+            fetch_sessions=_bool(env, "LEADFLOW_FETCH_SESSIONS", d.fetch_sessions),
         )

@@ -1,0 +1,222 @@
+"""Kafka's incremental fetch sessions (KIP-227) for aiokafka's fetcher.
+
+aiokafka fetches without a session: every request names every partition the consumer may fetch
+from that broker, with its offset, and every answer lists every one of them again, with records or
+without. A worker holds ~70 stream partitions and fetches 70–175 times a second under load, and
+most answers carry records for one or two partitions. py-spy at a steady 40 leads/s
+(docs/PERFORMANCE.md, session 7) put 57% of the worker's samples in aiokafka, a fifth of them
+encoding and decoding those partition lists.
+
+With a fetch session the broker keeps the partitions and their fetch offsets between requests.
+After a full request that opens the session, a request names only the partitions that are new or
+whose offset moved, and the partitions to forget; the answer names only the partitions with
+records or news (a new high watermark, an error). Kafka's Java consumer has fetched this way since
+Kafka 1.1 (its ``FetchSessionHandler``); brokers keep up to 1,000 sessions by default
+(``max.incremental.fetch.session.cache.slots``).
+
+How it fits into aiokafka without changing what the fetcher decides:
+
+* The fetcher still chooses, each round and for each broker, the partitions to fetch and their
+  offsets, and puts them all into its ``FetchRequest`` (the *wanted* partitions).
+  :class:`SessionFetchRequest` turns that into the session's request when it is encoded:
+  :meth:`FetchSession.plan` compares the wanted offsets with what the broker holds.
+* The fetcher reads each answered partition against the wanted offsets, as before. Those are the
+  offsets the broker used: unchanged ones the session kept, changed ones were sent.
+* The fetcher sends through :class:`_SessionClient`, which hands the broker's answer (the session
+  id, a session error) or the failure to the node's :class:`FetchSession`.
+* A partition the fetcher skips in a round (records still buffered, paused, waiting for an offset
+  reset) is forgotten by the session and added again when it is wanted, as the Java consumer does.
+  The changelog partitions a worker keeps paused after recovery are forgotten once.
+* Any failure (no answer, a cancelled fetch, a session error in the answer) drops the session; the
+  next request is a full one that closes it and opens a new one. aiokafka keeps one fetch in flight
+  per broker, so a session never has two requests outstanding.
+
+``LEADFLOW_FETCH_SESSIONS=false`` turns this off: aiokafka's own sessionless fetches.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiokafka.consumer.consumer as aiokafka_consumer
+from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.protocol.fetch import FetchRequest
+
+__all__ = ["FetchSession", "Plan", "SessionFetchRequest", "SessionFetcher", "install", "installed"]
+
+log = logging.getLogger(__name__)
+
+#: Fetch request versions with session fields (``session_id``, ``session_epoch``, forgotten topics).
+SESSIONS_FROM_VERSION = 7
+#: Epoch of a full request: open a session (closing the one named, if any).
+INITIAL_EPOCH = 0
+#: Epoch of a sessionless request (aiokafka's).
+FINAL_EPOCH = -1
+_MAX_EPOCH = 2**31 - 1
+#: Broker error: no session with this id (evicted from its cache, or the broker restarted).
+FETCH_SESSION_ID_NOT_FOUND = 70
+
+#: A partition as the session keys it: (topic, partition).
+Key = tuple[str, int]
+#: What is fetched of a partition: (fetch offset, maximum bytes).
+Position = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One request of a session: what to send, what to forget, and all it will fetch."""
+
+    session_id: int
+    epoch: int
+    send: dict[Key, Position]
+    forget: tuple[Key, ...]
+    wanted: dict[Key, Position]
+
+    @property
+    def full(self) -> bool:
+        return self.epoch == INITIAL_EPOCH
+
+
+@dataclass
+class FetchSession:
+    """A consumer's fetch session with one broker: its id, next epoch and the offsets it holds."""
+
+    session_id: int = 0
+    epoch: int = INITIAL_EPOCH
+    #: The partitions the broker holds for this session, as of its last answer.
+    positions: dict[Key, Position] = field(default_factory=dict)
+    full_requests: int = 0
+    incremental_requests: int = 0
+    resets: int = 0
+
+    def plan(self, wanted: dict[Key, Position]) -> Plan:
+        """The next request for fetching ``wanted``: full to open a session, else incremental."""
+        if self.epoch == INITIAL_EPOCH:
+            self.full_requests += 1
+            return Plan(self.session_id, INITIAL_EPOCH, wanted, (), wanted)
+        self.incremental_requests += 1
+        held = self.positions
+        send = {key: position for key, position in wanted.items() if held.get(key) != position}
+        forget = tuple(key for key in held if key not in wanted)
+        return Plan(self.session_id, self.epoch, send, forget, wanted)
+
+    def answered(self, plan: Plan, error_code: int, session_id: int) -> None:
+        """Record the broker's answer to ``plan``'s request."""
+        if error_code:
+            log.info("fetch session %d (epoch %d) refused with error %d; the next fetch opens a new one",
+                     plan.session_id, plan.epoch, error_code)
+            self.lost(closing=error_code != FETCH_SESSION_ID_NOT_FOUND)
+            return
+        if plan.full:
+            if session_id == 0:
+                # The broker answered without opening a session (its session cache is full):
+                # a sessionless full fetch. Ask again next time.
+                self.session_id, self.epoch, self.positions = 0, INITIAL_EPOCH, {}
+                return
+            self.session_id = session_id
+        self.epoch = 1 if plan.epoch in (INITIAL_EPOCH, _MAX_EPOCH) else plan.epoch + 1
+        self.positions = plan.wanted
+
+    def lost(self, *, closing: bool = True) -> None:
+        """Start again with a full request; ``closing`` names the old session so the broker drops it."""
+        self.resets += 1
+        if not closing:
+            self.session_id = 0
+        self.epoch = INITIAL_EPOCH
+        self.positions = {}
+
+
+class SessionFetchRequest(FetchRequest):
+    """aiokafka's fetch request for all the wanted partitions, sent as the next request of a session.
+
+    ``topics`` stays the whole wanted list: the fetcher reads the answer against it.
+    """
+
+    def __init__(self, request: FetchRequest, session: FetchSession) -> None:
+        super().__init__(request._max_wait_ms, request._min_bytes, request._max_bytes,
+                         request._isolation_level, request._topics, rack_id=request._rack_id)
+        self.session = session
+        self.plan: Plan | None = None
+
+    def build(self, request_struct_class: Any) -> Any:
+        if request_struct_class.API_VERSION < SESSIONS_FROM_VERSION:
+            return super().build(request_struct_class)
+        wanted = {(topic, partition): (offset, max_bytes)
+                  for topic, partitions in self._topics for partition, offset, max_bytes in partitions}
+        plan = self.plan = self.session.plan(wanted)
+        send = _by_topic((key, (key[1], *position)) for key, position in plan.send.items())
+        struct = FetchRequest(self._max_wait_ms, self._min_bytes, self._max_bytes, self._isolation_level,
+                              send, rack_id=self._rack_id).build(request_struct_class)
+        struct.session_id = plan.session_id
+        struct.session_epoch = plan.epoch
+        struct.forgotten_topics_data = _by_topic((key, key[1]) for key in plan.forget)
+        return struct
+
+    def answered(self, response: Any) -> None:
+        if self.plan is not None:
+            self.session.answered(self.plan, response.error_code, response.session_id)
+
+    def failed(self) -> None:
+        if self.plan is not None:  # nothing was sent in a session otherwise
+            self.session.lost()
+
+
+def _by_topic(items: Any) -> list[tuple[str, list[Any]]]:
+    grouped: dict[str, list[Any]] = {}
+    for (topic, _), entry in items:
+        grouped.setdefault(topic, []).append(entry)
+    return list(grouped.items())
+
+
+class _SessionClient:
+    """The Kafka client as the fetcher sees it: a session's fetch records the broker's answer."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        # Read for every partition of every fetch round: plain attributes, not ``__getattr__``.
+        self.cluster = client.cluster
+        self._loop = client._loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+        if not isinstance(request, SessionFetchRequest):
+            return await self._client.send(node_id, request, **kwargs)
+        try:
+            response = await self._client.send(node_id, request, **kwargs)
+        except BaseException:  # an error, a timeout or a cancelled fetch: the broker's epoch is unknown
+            request.failed()
+            raise
+        request.answered(response)
+        return response
+
+
+class SessionFetcher(Fetcher):  # type: ignore[misc]
+    """aiokafka's fetcher, fetching through one session per broker."""
+
+    def __init__(self, client: Any, subscriptions: Any, **kwargs: Any) -> None:
+        self.sessions: dict[int, FetchSession] = {}
+        super().__init__(_SessionClient(client), subscriptions, **kwargs)
+
+    def _get_actions_per_node(self, assignment: Any) -> Any:
+        fetches, resets, timeout, invalid_metadata, resume_futures = super()._get_actions_per_node(assignment)
+        in_sessions = [(node_id, SessionFetchRequest(request, self._session(node_id)))
+                       for node_id, request in fetches]
+        return in_sessions, resets, timeout, invalid_metadata, resume_futures
+
+    def _session(self, node_id: int) -> FetchSession:
+        session = self.sessions.get(node_id)
+        if session is None:
+            session = self.sessions[node_id] = FetchSession()
+        return session
+
+
+def install() -> None:
+    """Make every aiokafka consumer started from now on in this process fetch through sessions."""
+    aiokafka_consumer.Fetcher = SessionFetcher
+
+
+def installed() -> bool:
+    return aiokafka_consumer.Fetcher is SessionFetcher

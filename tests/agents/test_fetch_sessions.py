@@ -1,0 +1,161 @@
+"""Fetch sessions (KIP-227): what each request of a session sends, and how answers move it on.
+
+The real broker's side is in tests/integration/test_fetch_sessions.py.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.protocol.fetch import FetchRequest, FetchRequest_v4, FetchRequest_v7, FetchRequest_v11
+
+from streams.fetch_sessions import (
+    FETCH_SESSION_ID_NOT_FOUND,
+    INITIAL_EPOCH,
+    FetchSession,
+    SessionFetchRequest,
+    _SessionClient,
+)
+
+MAX = 1_048_576
+INVALID_FETCH_SESSION_EPOCH = 71
+
+
+def wanted(**offsets: int) -> dict[tuple[str, int], tuple[int, int]]:
+    """``a0=5`` → partition 0 of topic ``a`` at offset 5."""
+    return {(name[0], int(name[1:])): (offset, MAX) for name, offset in offsets.items()}
+
+
+def opened(session_id: int = 77, **offsets: int) -> FetchSession:
+    session = FetchSession()
+    session.answered(session.plan(wanted(**offsets)), 0, session_id)
+    return session
+
+
+def test_the_first_request_is_full_and_opens_a_session() -> None:
+    session = FetchSession()
+    plan = session.plan(wanted(a0=5, a1=0, b0=9))
+    assert (plan.session_id, plan.epoch, plan.full) == (0, INITIAL_EPOCH, True)
+    assert plan.send == wanted(a0=5, a1=0, b0=9) and plan.forget == ()
+    session.answered(plan, 0, 77)
+    assert (session.session_id, session.epoch) == (77, 1)
+    assert session.positions == wanted(a0=5, a1=0, b0=9)
+
+
+def test_an_incremental_request_sends_only_what_moved_or_is_new_and_forgets_what_is_not_wanted() -> None:
+    session = opened(a0=5, a1=0, b0=9)
+    plan = session.plan(wanted(a0=8, a1=0, c3=1))  # a0 moved, a1 did not, b0 skipped, c3 new
+    assert (plan.session_id, plan.epoch, plan.full) == (77, 1, False)
+    assert plan.send == wanted(a0=8, c3=1)
+    assert plan.forget == (("b", 0),)
+    session.answered(plan, 0, 77)
+    assert session.epoch == 2 and session.positions == wanted(a0=8, a1=0, c3=1)
+    nothing_moved = session.plan(wanted(a0=8, a1=0, c3=1))
+    assert nothing_moved.send == {} and nothing_moved.forget == () and nothing_moved.epoch == 2
+
+
+def test_a_forgotten_partition_is_sent_again_when_wanted_again() -> None:
+    session = opened(a0=5, a1=0)
+    session.answered(session.plan(wanted(a1=0)), 0, 77)  # a0 buffered or paused this round
+    assert session.plan(wanted(a0=7, a1=0)).send == wanted(a0=7)
+
+
+def test_the_epoch_wraps_to_one_after_its_maximum() -> None:
+    session = opened(a0=0)
+    session.epoch = 2**31 - 1
+    session.answered(session.plan(wanted(a0=0)), 0, 77)
+    assert session.epoch == 1
+
+
+@pytest.mark.parametrize("error, closes", [(FETCH_SESSION_ID_NOT_FOUND, False), (INVALID_FETCH_SESSION_EPOCH, True)])
+def test_a_session_error_starts_again_with_a_full_request(error: int, closes: bool) -> None:
+    session = opened(a0=5, a1=0)
+    session.answered(session.plan(wanted(a0=6, a1=0)), error, 0)
+    plan = session.plan(wanted(a0=6, a1=0))
+    assert plan.full and plan.send == wanted(a0=6, a1=0)
+    # An unknown session cannot be closed: open a new one. Any other error closes the old one.
+    assert plan.session_id == (77 if closes else 0)
+    assert session.resets == 1
+
+
+def test_a_broker_that_opens_no_session_gets_full_requests_until_it_does() -> None:
+    session = FetchSession()
+    session.answered(session.plan(wanted(a0=1)), 0, 0)  # session cache full: a sessionless answer
+    assert session.plan(wanted(a0=2)).full
+    session.answered(session.plan(wanted(a0=2)), 0, 91)
+    assert (session.session_id, session.epoch) == (91, 1)
+
+
+def request(session: FetchSession, **offsets: int) -> SessionFetchRequest:
+    by_topic: dict[str, list[tuple[int, int, int]]] = {}
+    for (topic, partition), (offset, max_bytes) in wanted(**offsets).items():
+        by_topic.setdefault(topic, []).append((partition, offset, max_bytes))
+    return SessionFetchRequest(FetchRequest(100, 1, 50 * MAX, 0, list(by_topic.items())), session)
+
+
+def test_the_encoded_v11_request_carries_the_session_and_only_the_changes() -> None:
+    session = opened(a0=5, a1=0, b0=9)
+    req = request(session, a0=8, a1=0)
+    struct = req.prepare({1: (4, 11)})
+    assert isinstance(struct, FetchRequest_v11)
+    decoded = FetchRequest_v11.decode(struct.encode())
+    assert (decoded.session_id, decoded.session_epoch) == (77, 1)
+    assert decoded.topics == [("a", [(0, -1, 8, -1, MAX)])]  # partition, leader epoch, offset, log start, max
+    assert decoded.forgotten_topics_data == [("b", [0])]
+    # The fetcher reads the answer against every wanted partition, not only those sent.
+    assert req.topics == [("a", [(0, 8, MAX), (1, 0, MAX)])]
+
+
+def test_a_v7_broker_gets_sessions_and_an_older_one_gets_aiokafkas_request() -> None:
+    session = opened(a0=5, a1=0)
+    v7 = request(session, a0=6, a1=0).prepare({1: (4, 7)})
+    assert isinstance(v7, FetchRequest_v7)
+    assert (v7.session_id, v7.session_epoch, v7.topics) == (77, 1, [("a", [(0, 6, -1, MAX)])])
+    older = request(session, a0=6, a1=0)
+    v4 = older.prepare({1: (4, 4)})
+    assert isinstance(v4, FetchRequest_v4) and older.plan is None
+    assert session.epoch == 1  # untouched: no request of the session was sent
+
+
+class _Client:
+    def __init__(self, answer: Any) -> None:
+        self.cluster = object()
+        self._loop = None
+        self.answer = answer
+
+    async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+        request.prepare({1: (4, 11)})  # the connection encodes the request when it sends it
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+class _Answer:
+    def __init__(self, error_code: int, session_id: int) -> None:
+        self.error_code, self.session_id = error_code, session_id
+
+
+async def test_the_client_hands_the_answer_to_the_session() -> None:
+    session = FetchSession()
+    await _SessionClient(_Client(_Answer(0, 5))).send(1, request(session, a0=0))
+    assert (session.session_id, session.epoch) == (5, 1)
+
+
+@pytest.mark.parametrize("failure", [asyncio.CancelledError(), asyncio.TimeoutError(), OSError("reset")])
+async def test_a_fetch_without_an_answer_drops_the_session(failure: BaseException) -> None:
+    session = opened(a0=0)
+    with pytest.raises(type(failure)):
+        await _SessionClient(_Client(failure)).send(1, request(session, a0=3))
+    plan = session.plan(wanted(a0=3))
+    assert plan.full and plan.session_id == 77 and session.resets == 1
+
+
+async def test_other_requests_pass_through_untouched() -> None:
+    answer = _Answer(0, 0)
+
+    class Plain(_Client):
+        async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+            return (node_id, request, kwargs)
+
+    assert await _SessionClient(Plain(answer)).send(3, "metadata", group=2) == (3, "metadata", {"group": 2})
