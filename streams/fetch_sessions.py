@@ -200,11 +200,48 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         self.sessions: dict[int, FetchSession] = {}
         super().__init__(_SessionClient(client), subscriptions, **kwargs)
 
+    _leaders_of: tuple[Any, ...] = ()
+    _leaders: frozenset[Any] = frozenset()
+
     def _get_actions_per_node(self, assignment: Any) -> Any:
+        if self._in_flight and self._leaders_busy(assignment):
+            return [], {}, self._buffered_backoff(assignment), False, []
         fetches, resets, timeout, invalid_metadata, resume_futures = super()._get_actions_per_node(assignment)
         in_sessions = [(node_id, SessionFetchRequest(request, self._session(node_id)))
                        for node_id, request in fetches]
         return in_sessions, resets, timeout, invalid_metadata, resume_futures
+
+    def _leaders_busy(self, assignment: Any) -> bool:
+        """Whether every broker that leads an assigned partition has a request in flight.
+
+        aiokafka's round walks every assigned partition (a worker: ~70 stream partitions and ~100
+        paused changelog ones) and skips each one whose broker is busy, which under load is every
+        one: the loop wakes whenever the consumer takes records, while the one fetch per broker is
+        out. Such a round sends nothing, asks nothing and waits only on the buffered partitions'
+        backoff: :meth:`_buffered_backoff`, without the walk. Follower fetching (KIP-392, only with
+        ``client_rack``) routes partitions away from their leader: then aiokafka's round runs.
+        """
+        cluster = self._client.cluster
+        seen = self._leaders_of  # compared by identity: the metadata's dict is replaced on refresh
+        if (not seen or seen[0] is not assignment or seen[1] is not cluster._partitions
+                or seen[2] != cluster._last_successful_refresh_ms):
+            self._leaders = frozenset(cluster.leader_for_partition(tp) for tp in assignment.tps)
+            self._leaders_of = (assignment, cluster._partitions, cluster._last_successful_refresh_ms)
+        leaders = self._leaders
+        if None in leaders or -1 in leaders or self._preferred_read_replica:
+            return False  # aiokafka's round asks for metadata, or routes to followers
+        return leaders <= self._in_flight
+
+    def _buffered_backoff(self, assignment: Any) -> float:
+        """aiokafka's wait for a round with every broker busy: its buffered partitions' backoff."""
+        by_node: dict[Any, list[float]] = {}
+        tps = assignment.tps
+        for tp, buffered in self._records.items():
+            if tp in tps:
+                backoff = buffered.calculate_backoff()
+                if backoff:
+                    by_node.setdefault(self._select_read_replica(tp), []).append(backoff)
+        return min(map(max, by_node.values())) if by_node else self._fetcher_timeout
 
     def _session(self, node_id: int) -> FetchSession:
         session = self.sessions.get(node_id)
