@@ -31,11 +31,17 @@ How it fits into aiokafka without changing what the fetcher decides:
   next request is a full one that closes it and opens a new one. aiokafka keeps one fetch in flight
   per broker, so a session never has two requests outstanding.
 
-``LEADFLOW_FETCH_SESSIONS=false`` turns this off: aiokafka's own sessionless fetches.
+The fetcher's round (which partitions to fetch, reset or wait for) keeps aiokafka's decisions
+but is walked cheaper (:meth:`SessionFetcher._round`): the leaders are looked up once per
+assignment and metadata refresh instead of for every partition of every round.
+
+``LEADFLOW_FETCH_SESSIONS=false`` turns all this off: aiokafka's own fetcher.
 """
 from __future__ import annotations
 
 import logging
+import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,47 +207,74 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         super().__init__(_SessionClient(client), subscriptions, **kwargs)
 
     _leaders_of: tuple[Any, ...] = ()
-    _leaders: frozenset[Any] = frozenset()
+    _leaders: dict[Any, Any] = {}
 
     def _get_actions_per_node(self, assignment: Any) -> Any:
-        if self._in_flight and self._leaders_busy(assignment):
-            return [], {}, self._buffered_backoff(assignment), False, []
-        fetches, resets, timeout, invalid_metadata, resume_futures = super()._get_actions_per_node(assignment)
+        if self._preferred_read_replica or self._client_rack:  # follower fetching (KIP-392): aiokafka's
+            actions = super()._get_actions_per_node(assignment)
+        else:
+            actions = self._round(assignment)
+        fetches, resets, timeout, invalid_metadata, resume_futures = actions
         in_sessions = [(node_id, SessionFetchRequest(request, self._session(node_id)))
                        for node_id, request in fetches]
         return in_sessions, resets, timeout, invalid_metadata, resume_futures
 
-    def _leaders_busy(self, assignment: Any) -> bool:
-        """Whether every broker that leads an assigned partition has a request in flight.
+    def _round(self, assignment: Any) -> Any:
+        """aiokafka's round (``Fetcher._get_actions_per_node``): the same decisions, walked cheaper.
 
-        aiokafka's round walks every assigned partition (a worker: ~70 stream partitions and ~100
-        paused changelog ones) and skips each one whose broker is busy, which under load is every
-        one: the loop wakes whenever the consumer takes records, while the one fetch per broker is
-        out. Such a round sends nothing, asks nothing and waits only on the buffered partitions'
-        backoff: :meth:`_buffered_backoff`, without the walk. Follower fetching (KIP-392, only with
-        ``client_rack``) routes partitions away from their leader: then aiokafka's round runs.
+        A round runs after every fetch and whenever the consumer takes records, and walks every
+        assigned partition: a worker holds ~70 stream partitions and ~100 changelog partitions,
+        paused once recovered. aiokafka looks up each partition's leader in the cluster metadata
+        and reads its state through properties on every round: 16.6% of the worker's event loop
+        at 40 leads/s with sessions (docs/PERFORMANCE.md, session 7). Here the leaders are looked
+        up once per assignment and metadata refresh, and the state is read directly. The order
+        of the checks is aiokafka's, and a property test holds the two rounds equal.
         """
+        leaders = self._leaders_of_assignment(assignment)
+        records, in_flight = self._records, self._in_flight
+        fetchable: dict[Any, list[tuple[Any, int]]] = defaultdict(list)
+        awaiting_reset: dict[Any, list[Any]] = defaultdict(list)
+        backoffs: dict[Any, list[float]] = defaultdict(list)
+        resume_futures = []
+        invalid_metadata = False
+        for tp, state in assignment._tp_state.items():
+            node_id = leaders[tp]
+            if tp in records:  # records not yet taken: wait for them, at most their backoff
+                backoff = records[tp].calculate_backoff()
+                if backoff:
+                    backoffs[node_id].append(backoff)
+            elif node_id in in_flight:
+                continue
+            elif node_id is None or node_id == -1:
+                invalid_metadata = True
+            elif state._position is None:
+                awaiting_reset[node_id].append(tp)
+            elif state._paused:
+                resume_futures.append(state._resume_fut)
+            else:
+                fetchable[node_id].append((tp, state._position))
+        requests = []
+        for node_id, partitions in fetchable.items():
+            if node_id in backoffs or node_id in awaiting_reset:
+                continue
+            random.shuffle(partitions)  # as aiokafka: no partition always first in a full answer
+            by_topic: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+            for tp, position in partitions:
+                by_topic[tp.topic].append((tp.partition, position, self._max_partition_fetch_bytes))
+            requests.append((node_id, FetchRequest(
+                self._fetch_max_wait_ms, self._fetch_min_bytes, self._fetch_max_bytes,
+                self._isolation_level, list(by_topic.items()))))
+        timeout = min(map(max, backoffs.values())) if backoffs else self._fetcher_timeout
+        return requests, awaiting_reset, timeout, invalid_metadata, resume_futures
+
+    def _leaders_of_assignment(self, assignment: Any) -> dict[Any, Any]:
         cluster = self._client.cluster
-        seen = self._leaders_of  # compared by identity: the metadata's dict is replaced on refresh
+        seen = self._leaders_of  # by identity: a metadata refresh replaces the partitions' dict
         if (not seen or seen[0] is not assignment or seen[1] is not cluster._partitions
                 or seen[2] != cluster._last_successful_refresh_ms):
-            self._leaders = frozenset(cluster.leader_for_partition(tp) for tp in assignment.tps)
+            self._leaders = {tp: cluster.leader_for_partition(tp) for tp in assignment.tps}
             self._leaders_of = (assignment, cluster._partitions, cluster._last_successful_refresh_ms)
-        leaders = self._leaders
-        if None in leaders or -1 in leaders or self._preferred_read_replica:
-            return False  # aiokafka's round asks for metadata, or routes to followers
-        return leaders <= self._in_flight
-
-    def _buffered_backoff(self, assignment: Any) -> float:
-        """aiokafka's wait for a round with every broker busy: its buffered partitions' backoff."""
-        by_node: dict[Any, list[float]] = {}
-        tps = assignment.tps
-        for tp, buffered in self._records.items():
-            if tp in tps:
-                backoff = buffered.calculate_backoff()
-                if backoff:
-                    by_node.setdefault(self._select_read_replica(tp), []).append(backoff)
-        return min(map(max, by_node.values())) if by_node else self._fetcher_timeout
+        return self._leaders
 
     def _session(self, node_id: int) -> FetchSession:
         session = self.sessions.get(node_id)

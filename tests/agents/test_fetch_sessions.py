@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.consumer.subscription_state import Assignment
 from aiokafka.protocol.fetch import FetchRequest, FetchRequest_v4, FetchRequest_v7, FetchRequest_v11
 from aiokafka.structs import TopicPartition
 from hypothesis import given, settings
@@ -169,7 +170,7 @@ async def test_other_requests_pass_through_untouched() -> None:
     assert await _SessionClient(Plain(answer)).send(3, "metadata", group=2) == (3, "metadata", {"group": 2})
 
 
-# --- Rounds with every broker busy: the same answer as aiokafka's round, without its walk ---------
+# --- A fetch round: aiokafka's decisions, walked cheaper ------------------------------------------
 
 class _Partition:
     def __init__(self, leader: int | None) -> None:
@@ -185,9 +186,8 @@ class _Buffered:
 
 
 def _fetcher(leaders: dict[TopicPartition, int | None], in_flight: set[int],
-             buffered: dict[TopicPartition, float]) -> SessionFetcher:
+             buffered: dict[TopicPartition, float]) -> Any:
     cluster = ClusterMetadata()
-    cluster._partitions = {}
     for tp, leader in leaders.items():
         if leader is not None:  # None: the metadata does not know the partition
             cluster._partitions.setdefault(tp.topic, {})[tp.partition] = _Partition(leader)
@@ -197,50 +197,66 @@ def _fetcher(leaders: dict[TopicPartition, int | None], in_flight: set[int],
         _records={tp: _Buffered(b) for tp, b in buffered.items()}, _fetcher_timeout=0.2, sessions={},
         _max_partition_fetch_bytes=MAX, _fetch_max_wait_ms=100, _fetch_min_bytes=1,
         _fetch_max_bytes=50 * MAX, _isolation_level=0, _client_rack=None)
-    return fetcher  # type: ignore[no-any-return]
+    return fetcher
 
 
-def _assignment(states: dict[TopicPartition, tuple[bool, bool]]) -> Any:
-    """``states``: partition → (has a valid position, paused)."""
-    values = {tp: SimpleNamespace(has_valid_position=valid, paused=paused, position=7, resume_fut=f"resume {tp}")
-              for tp, (valid, paused) in states.items()}
-    return SimpleNamespace(tps=frozenset(values), state_value=values.__getitem__)
+def _assignment(states: dict[TopicPartition, tuple[int | None, bool]]) -> Assignment:
+    """aiokafka's own assignment; ``states``: partition → (position or None, paused)."""
+    assignment = Assignment(list(states))
+    for tp, (position, paused) in states.items():
+        state = assignment.state_value(tp)
+        if position is not None:
+            state.seek(position)
+        if paused:
+            state.pause()
+    return assignment
 
 
 def _comparable(actions: Any) -> Any:
     fetches, resets, timeout, invalid, resumes = actions
     fetched = sorted((node, sorted((t, sorted(p)) for t, p in request.topics)) for node, request in fetches)
-    return fetched, {node: sorted(tps) for node, tps in resets.items()}, timeout, invalid, sorted(resumes)
+    return (fetched, {node: sorted(tps) for node, tps in resets.items()}, timeout, invalid,
+            sorted(map(id, resumes)))
 
 
 _tps = st.builds(TopicPartition, st.sampled_from(["a", "b", "a-changelog"]), st.integers(0, 5))
 
 
 @settings(max_examples=300, deadline=None)
-@given(partitions=st.dictionaries(_tps, st.tuples(st.sampled_from([1, 2, None, -1]), st.booleans(), st.booleans()),
+@given(partitions=st.dictionaries(_tps, st.tuples(st.sampled_from([1, 2, None, -1]),
+                                                  st.sampled_from([None, 0, 7]), st.booleans()),
                                   min_size=1, max_size=12),
        in_flight=st.sets(st.sampled_from([1, 2])),
        buffered=st.dictionaries(_tps, st.sampled_from([0.0, 0.05, 0.1]), max_size=4))
-def test_a_round_is_the_same_as_aiokafkas(partitions: dict[TopicPartition, tuple[int | None, bool, bool]],
-                                          in_flight: set[int], buffered: dict[TopicPartition, float]) -> None:
-    leaders = {tp: leader for tp, (leader, _, _) in partitions.items()}
-    assignment = _assignment({tp: (valid, paused) for tp, (_, valid, paused) in partitions.items()})
-    ours = _fetcher(leaders, in_flight, buffered)._get_actions_per_node(assignment)
-    theirs = Fetcher._get_actions_per_node(_fetcher(leaders, in_flight, buffered), assignment)
+def test_a_round_decides_as_aiokafkas(partitions: dict[TopicPartition, tuple[int | None, int | None, bool]],
+                                      in_flight: set[int], buffered: dict[TopicPartition, float]) -> None:
+    async def both() -> tuple[Any, Any]:
+        leaders = {tp: leader for tp, (leader, _, _) in partitions.items()}
+        assignment = _assignment({tp: (position, paused) for tp, (_, position, paused) in partitions.items()})
+        ours = _fetcher(leaders, in_flight, buffered)._get_actions_per_node(assignment)
+        theirs = Fetcher._get_actions_per_node(_fetcher(leaders, in_flight, buffered), assignment)
+        return ours, theirs
+
+    ours, theirs = asyncio.run(both())
     assert _comparable(ours) == _comparable(theirs)
+    assert all(isinstance(request, SessionFetchRequest) for _, request in ours[0])
 
 
-def test_a_round_with_every_leader_busy_does_not_walk_the_partitions() -> None:
+async def test_a_round_looks_leaders_up_once_per_assignment_and_metadata_refresh() -> None:
     tps = [TopicPartition("a", p) for p in range(100)]
-    fetcher = _fetcher(dict.fromkeys(tps, 1), {1}, {tps[3]: 0.05, tps[4]: 0.08})
-    assignment = _assignment(dict.fromkeys(tps, (True, False)))
-    fetcher._get_actions_per_node(assignment)  # learns the leaders once per assignment and metadata
+    fetcher = _fetcher(dict.fromkeys(tps, 1), set(), {})
+    cluster = fetcher._client.cluster
     calls: list[TopicPartition] = []
-    lookup = fetcher._client.cluster.leader_for_partition
-    fetcher._client.cluster.leader_for_partition = lambda tp: calls.append(tp) or lookup(tp)
-    assert fetcher._get_actions_per_node(assignment) == ([], {}, 0.08, False, [])
-    assert calls == [tps[3], tps[4]]  # only the buffered partitions, for their broker
-    fetcher._in_flight.clear()
-    fetcher._records.clear()  # a buffered partition would hold its broker's fetch back
-    fetches, *_ = fetcher._get_actions_per_node(assignment)
-    assert [node for node, _ in fetches] == [1] and len(calls) > 100  # a broker is free: aiokafka's round
+    lookup = cluster.leader_for_partition
+    cluster.leader_for_partition = lambda tp: calls.append(tp) or lookup(tp)
+    assignment = _assignment(dict.fromkeys(tps, (0, False)))
+    for _ in range(3):
+        (node, request), = fetcher._get_actions_per_node(assignment)[0]
+        assert node == 1 and sum(len(p) for _, p in request.topics) == 100
+    assert len(calls) == 100
+    cluster._partitions = {"a": {p: _Partition(2) for p in range(100)}}  # a refresh: partition a moved
+    cluster._last_successful_refresh_ms += 1
+    (node, _), = fetcher._get_actions_per_node(assignment)[0]
+    assert node == 2 and len(calls) == 200
+    fetcher._get_actions_per_node(_assignment(dict.fromkeys(tps, (0, False))))  # a new assignment
+    assert len(calls) == 300
