@@ -39,6 +39,7 @@ assignment and metadata refresh instead of for every partition of every round.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections import defaultdict
@@ -204,6 +205,7 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
 
     def __init__(self, client: Any, subscriptions: Any, **kwargs: Any) -> None:
         self.sessions: dict[int, FetchSession] = {}
+        self._watched: set[asyncio.Future[None]] = set()
         super().__init__(_SessionClient(client), subscriptions, **kwargs)
 
     _leaders_of: tuple[Any, ...] = ()
@@ -265,7 +267,44 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
                 self._fetch_max_wait_ms, self._fetch_min_bytes, self._fetch_max_bytes,
                 self._isolation_level, list(by_topic.items()))))
         timeout = min(map(max, backoffs.values())) if backoffs else self._fetcher_timeout
-        return requests, awaiting_reset, timeout, invalid_metadata, resume_futures
+        return requests, awaiting_reset, timeout, invalid_metadata, self._any_resumed(assignment, resume_futures)
+
+    _resumed: asyncio.Future[None] | None = None
+    _watched_in: Any = None
+
+    def _any_resumed(self, assignment: Any, resume_futures: list[asyncio.Future[None]]) -> list[Any]:
+        """One future for "a paused partition was resumed", in place of one per paused partition.
+
+        The fetcher's loop waits on what a round returns with ``asyncio.wait``, which hooks a
+        callback on every future and unhooks it after: ~100 paused changelog partitions on every
+        round. Here each pause's future is hooked once, until one of them resolves (or the
+        assignment changes), and the loop waits on the one future they resolve.
+        """
+        if not resume_futures:
+            return []
+        if self._watched_in is not assignment:
+            self._unwatch()
+            self._watched_in = assignment
+        resumed = self._resumed
+        if resumed is None or resumed.done():
+            resumed = self._resumed = self._loop.create_future()
+        watched = self._watched
+        for future in resume_futures:
+            if future not in watched:
+                watched.add(future)
+                future.add_done_callback(self._on_resumed)
+        return [resumed]
+
+    def _on_resumed(self, _: asyncio.Future[None]) -> None:
+        resumed = self._resumed
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+        self._unwatch()  # the next round hooks the partitions still paused afresh
+
+    def _unwatch(self) -> None:
+        for future in self._watched:
+            future.remove_done_callback(self._on_resumed)
+        self._watched = set()
 
     def _leaders_of_assignment(self, assignment: Any) -> dict[Any, Any]:
         cluster = self._client.cluster

@@ -196,7 +196,8 @@ def _fetcher(leaders: dict[TopicPartition, int | None], in_flight: set[int],
         _client=SimpleNamespace(cluster=cluster), _in_flight=set(in_flight), _preferred_read_replica={},
         _records={tp: _Buffered(b) for tp, b in buffered.items()}, _fetcher_timeout=0.2, sessions={},
         _max_partition_fetch_bytes=MAX, _fetch_max_wait_ms=100, _fetch_min_bytes=1,
-        _fetch_max_bytes=50 * MAX, _isolation_level=0, _client_rack=None)
+        _fetch_max_bytes=50 * MAX, _isolation_level=0, _client_rack=None, _watched=set(),
+        _loop=asyncio.get_running_loop())
     return fetcher
 
 
@@ -213,10 +214,9 @@ def _assignment(states: dict[TopicPartition, tuple[int | None, bool]]) -> Assign
 
 
 def _comparable(actions: Any) -> Any:
-    fetches, resets, timeout, invalid, resumes = actions
+    fetches, resets, timeout, invalid, _ = actions
     fetched = sorted((node, sorted((t, sorted(p)) for t, p in request.topics)) for node, request in fetches)
-    return (fetched, {node: sorted(tps) for node, tps in resets.items()}, timeout, invalid,
-            sorted(map(id, resumes)))
+    return fetched, {node: sorted(tps) for node, tps in resets.items()}, timeout, invalid
 
 
 _tps = st.builds(TopicPartition, st.sampled_from(["a", "b", "a-changelog"]), st.integers(0, 5))
@@ -240,6 +240,27 @@ def test_a_round_decides_as_aiokafkas(partitions: dict[TopicPartition, tuple[int
     ours, theirs = asyncio.run(both())
     assert _comparable(ours) == _comparable(theirs)
     assert all(isinstance(request, SessionFetchRequest) for _, request in ours[0])
+    assert len(ours[4]) == min(len(theirs[4]), 1)  # one future stands for all the paused partitions'
+
+
+async def test_the_round_waits_on_one_future_that_any_resumed_partition_resolves() -> None:
+    tps = [TopicPartition("a-changelog", p) for p in range(8)]
+    fetcher = _fetcher(dict.fromkeys(tps, 1), set(), {})
+    assignment = _assignment(dict.fromkeys(tps, (0, True)))
+    pauses = [assignment.state_value(tp).resume_fut for tp in tps]
+    (resumed,) = fetcher._get_actions_per_node(assignment)[4]
+    assert fetcher._get_actions_per_node(assignment)[4] == [resumed]  # the same future, hooked once
+    assert all(len(p._callbacks) == 1 for p in pauses)
+    assignment.state_value(tps[5]).resume()
+    await asyncio.sleep(0)  # the pause's future runs its callbacks
+    assert resumed.done()
+    assert all(not p._callbacks for p in pauses)  # unhooked: nothing piles up on pauses that last
+    (fetch,), *_, (again,) = fetcher._get_actions_per_node(assignment)
+    assert again is not resumed and not again.done()
+    assert [p for _, ps in fetch[1].topics for p, *_ in ps] == [5]
+    other = _assignment(dict.fromkeys(tps, (0, True)))
+    fetcher._get_actions_per_node(other)  # a new assignment: the old pauses are let go
+    assert all(not p._callbacks for p in pauses)
 
 
 async def test_a_round_looks_leaders_up_once_per_assignment_and_metadata_refresh() -> None:
