@@ -295,7 +295,9 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
                 future.add_done_callback(self._on_resumed)
         return [resumed]
 
-    def _on_resumed(self, _: asyncio.Future[None]) -> None:
+    def _on_resumed(self, future: asyncio.Future[None]) -> None:
+        if future not in self._watched:
+            return  # scheduled before another resume unhooked it: that one already woke the loop
         resumed = self._resumed
         if resumed is not None and not resumed.done():
             resumed.set_result(None)

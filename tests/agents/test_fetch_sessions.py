@@ -263,6 +263,22 @@ async def test_the_round_waits_on_one_future_that_any_resumed_partition_resolves
     assert all(not p._callbacks for p in pauses)
 
 
+async def test_two_resumes_at_once_wake_the_loop_once_and_leave_the_next_round_watching() -> None:
+    tps = [TopicPartition("a-changelog", p) for p in range(4)]
+    fetcher = _fetcher(dict.fromkeys(tps, 1), set(), {})
+    assignment = _assignment(dict.fromkeys(tps, (0, True)))
+    (first,) = fetcher._get_actions_per_node(assignment)[4]
+    assignment.state_value(tps[0]).resume()
+    assignment.state_value(tps[1]).resume()  # both callbacks are scheduled before either runs
+    await asyncio.sleep(0)
+    assert first.done()
+    (second,) = fetcher._get_actions_per_node(assignment)[4]
+    assert not second.done() and len(fetcher._watched) == 2
+    assignment.state_value(tps[3]).resume()
+    await asyncio.sleep(0)
+    assert second.done()
+
+
 async def test_a_round_looks_leaders_up_once_per_assignment_and_metadata_refresh() -> None:
     tps = [TopicPartition("a", p) for p in range(100)]
     fetcher = _fetcher(dict.fromkeys(tps, 1), set(), {})

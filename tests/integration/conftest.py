@@ -14,15 +14,34 @@ import aiohttp
 import pytest
 
 from ops.stack import StackConfig, stack_down, stack_status, stack_up
+from ops.stack.process import tail
 from tests.integration.harness import API_KEY, Receiver, WorkerSpec
 
 REPO = Path(__file__).resolve().parents[2]
+#: How much of each worker's log a failing test's report shows.
+WORKER_LOG_LINES = 150
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report carries the end of each of its workers' logs.
+
+    The logs live in the test's ``tmp_path``, which pytest deletes after a few more runs: in CI
+    the report is all that is left to tell why a worker did not do what the test waited for.
+    """
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.when != "call" or not report.failed or tmp is None:
+        return
+    for log in sorted(Path(tmp).glob("worker-*.log")):
+        report.sections.append((f"{log.name} (last {WORKER_LOG_LINES} lines)", tail(log, WORKER_LOG_LINES)))
 
 
 @pytest.fixture(scope="session")
