@@ -193,8 +193,9 @@ class Settings:
     consumer_thread: bool = False
     #: Fetch through Kafka's incremental fetch sessions (``LEADFLOW_FETCH_SESSIONS``, KIP-227,
     #: ``streams/fetch_sessions.py``): a fetch names only the partitions that changed, and its
-    #: answer only those with records. ``false`` brings back aiokafka's sessionless fetches.
-    fetch_sessions: bool = True
+    #: answer only those with records. Off by default until an open finding is understood: with
+    #: it on, the kill -9 restart test failed 2 times (docs/RELIABILITY.md, Open findings).
+    fetch_sessions: bool = False
 
     @property
     def canonical_url(self) -> str:
