@@ -51,7 +51,7 @@ import aiokafka.consumer.consumer as aiokafka_consumer
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.protocol.fetch import FetchRequest
 
-__all__ = ["FetchSession", "Plan", "SessionFetchRequest", "SessionFetcher", "install", "installed"]
+__all__ = ["FetchSession", "Plan", "SessionFetchRequest", "SessionFetcher", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 SESSIONS_FROM_VERSION = 7
 #: Epoch of a full request: open a session (closing the one named, if any).
 INITIAL_EPOCH = 0
-#: Epoch of a sessionless request (aiokafka's).
-FINAL_EPOCH = -1
 _MAX_EPOCH = 2**31 - 1
 #: Broker error: no session with this id (evicted from its cache, or the broker restarted).
 FETCH_SESSION_ID_NOT_FOUND = 70
@@ -328,7 +326,3 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
 def install() -> None:
     """Make every aiokafka consumer started from now on in this process fetch through sessions."""
     aiokafka_consumer.Fetcher = SessionFetcher
-
-
-def installed() -> bool:
-    return aiokafka_consumer.Fetcher is SessionFetcher
