@@ -52,6 +52,17 @@ acknowledged all those sent before it started (bounded by ``CHANGELOG_ACK_TIMEOU
 offset it commits was acknowledged by its agent after that agent's writes were sent, so their
 records are among those waited for. Agents never wait: only the commit does, once per commit
 interval.
+
+5. Records of a never-committed partition dropped during a rebalance. Faust drops the records it
+fetches while its flow is stopped (``Consumer.getmany``: "Seek back to committed offsets") and
+counts on the seek back to the committed offsets to read them again. But aiokafka's
+``seek_to_committed`` seeks only partitions with a committed offset above 0: a partition never
+committed keeps its position past the dropped records, and they are never processed. Seen as a
+fresh deployment's reps never configured: ``rep.commands`` was missing from the broker's metadata
+when the worker first joined (created a moment before), the config's reps were written to it, and
+the rebalance that added it dropped both records (docs/RELIABILITY.md). The fix seeks every stream
+partition without a committed offset to its beginning (the worker's ``auto_offset_reset`` is
+``earliest``), so nothing of it is skipped: records read twice are harmless.
 """
 from __future__ import annotations
 
@@ -60,12 +71,14 @@ import logging
 import time
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.tables.base import Collection
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode.utils.futures import notify
 
-__all__ = ["install", "ack_counts", "may_commit", "changelog_acknowledged", "CHANGELOG_ACK_TIMEOUT_S",
-           "HEAL_AFTER_S", "MAX_HEALS", "read_offsets"]
+__all__ = ["install", "ack_counts", "may_commit", "changelog_acknowledged", "never_committed",
+           "seek_to_committed", "CHANGELOG_ACK_TIMEOUT_S", "HEAL_AFTER_S", "MAX_HEALS", "read_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +114,30 @@ def may_commit(acked: list[int], committed: int | None) -> bool:
     return bool(acked) and min(acked) <= (committed or 0)
 
 
+def never_committed(committed: dict[Any, int | None], changelog_topics: set[str]) -> list[Any]:
+    """The stream partitions ``seek_to_committed`` left where they were: no committed offset above 0.
+
+    Changelog partitions are the recovery's: it positions them itself, and nothing commits them.
+    """
+    return [tp for tp, offset in committed.items()
+            if (offset is None or offset <= 0) and tp.topic not in changelog_topics]
+
+
+_original_seek_to_committed = AIOKafkaConsumer.seek_to_committed
+
+
+async def seek_to_committed(self: Any) -> Any:
+    """``seek_to_committed``, and the stream partitions never committed to their beginning (fix 5)."""
+    committed = await _original_seek_to_committed(self)
+    unread = never_committed(committed, self.app.tables.changelog_topics)
+    if unread:
+        try:
+            await self._thread.seek_to_beginning(*unread)
+        except IllegalStateError:  # revoked meanwhile: the next assignment seeks again
+            log.info("%d never-committed partition(s) revoked before their seek to the beginning", len(unread))
+    return committed
+
+
 class _NeverDrop(dict[Any, Any]):
     """Read offsets by partition: written as faust does, read back as unknown (nothing is dropped)."""
 
@@ -112,7 +149,7 @@ class _NeverDrop(dict[Any, Any]):
 
 
 def install() -> None:
-    """Patch ``Consumer``'s ack, offsets and commit and ``Collection.send_changelog`` once per process."""
+    """Patch ``Consumer``'s ack, offsets, commit and seek back, and ``Collection.send_changelog``, once per process."""
     global _installed
     if _installed:
         return
@@ -167,6 +204,7 @@ def install() -> None:
     Consumer.ack = ack  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer.__init__ = __init__  # type: ignore[method-assign]
+    AIOKafkaConsumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
     _installed = True
 
 

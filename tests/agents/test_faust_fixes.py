@@ -209,3 +209,41 @@ async def test_a_commit_goes_on_when_kafka_never_acknowledges(monkeypatch: pytes
     assert await asyncio.wait_for(Consumer._commit_offsets(consumer, {TOPIC_TP: 5}), 1.0) is False
     assert consumer.asked == [True]
     assert "1 changelog record(s) not acknowledged" in caplog.text
+
+
+def test_never_committed_partitions_are_the_stream_partitions_without_an_offset_above_zero() -> None:
+    committed = {TP("app.rep.commands", 0): None, TP("app.rep.commands", 1): 0, TP("app.rep.commands", 2): 3,
+                 TP("app.lead.commands", 0): -1, TP("app-team_state-changelog", 0): None}
+    assert faust_fixes.never_committed(committed, {"app-team_state-changelog"}) == [
+        TP("app.rep.commands", 0), TP("app.rep.commands", 1), TP("app.lead.commands", 0)]
+
+
+async def test_the_seek_back_sends_never_committed_stream_partitions_to_their_beginning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    committed = {TP("app.rep.commands", 0): None, TP("app.rep.commands", 1): 2, TP("app-accounts-changelog", 0): None}
+
+    async def original(self: Any) -> dict[TP, int | None]:
+        return committed
+
+    sought: list[tuple[TP, ...]] = []
+
+    async def seek_to_beginning(*tps: TP) -> None:
+        sought.append(tps)
+
+    monkeypatch.setattr(faust_fixes, "_original_seek_to_committed", original)
+    consumer = SimpleNamespace(app=SimpleNamespace(tables=SimpleNamespace(changelog_topics={"app-accounts-changelog"})),
+                               _thread=SimpleNamespace(seek_to_beginning=seek_to_beginning))
+    assert await faust_fixes.seek_to_committed(consumer) is committed  # perform_seek reads it as before
+    assert sought == [(TP("app.rep.commands", 0),)]
+    committed = {TP("app.rep.commands", 1): 2}
+    await faust_fixes.seek_to_committed(consumer)
+    assert sought == [(TP("app.rep.commands", 0),)]  # every partition committed: nothing more
+
+
+def test_the_seek_back_is_installed_on_the_worker_consumer() -> None:
+    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+    from streams.inline_consumer import InlineConsumer, InlineConsumerThread
+    assert AIOKafkaConsumer.seek_to_committed is faust_fixes.seek_to_committed
+    assert InlineConsumer.seek_to_committed is faust_fixes.seek_to_committed
+    assert callable(InlineConsumerThread.seek_to_beginning)  # what the seek back calls on the consumer's thread

@@ -67,13 +67,15 @@ class WorkerSpec:
 class Worker:
     """A real ``leadflow worker`` process, stopped by its own pid."""
 
-    def __init__(self, spec: WorkerSpec, *, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(self, spec: WorkerSpec, *, port: int | None = None, data_dir: Path | None = None,
+                 module: tuple[str, ...] = ("leadflow", "worker")) -> None:
+        """``module``: what ``python -m`` runs (a test's own launcher of the worker, say)."""
         self.spec = spec
         self.port = port or free_port()
         self.data_dir = data_dir or spec.tmp / f"data-{self.port}"
         self.log_path = spec.tmp / f"worker-{self.port}.log"
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = start_process([sys.executable, "-m", "leadflow", "worker"], log_path=self.log_path,
+        self.proc = start_process([sys.executable, "-m", *module], log_path=self.log_path,
                                   env=spec.env(self.port, self.data_dir), cwd=REPO)
 
     def log(self, lines: int = 60) -> str:

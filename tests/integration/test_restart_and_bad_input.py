@@ -115,26 +115,57 @@ async def test_worker_restarts_keep_lead_and_team_state(
         await worker.wait_ready()
 
         # 9 leads, 2 closed: 4 open (capacity), 3 waiting; nobody lost, nobody assigned twice.
-        team = await eventually(lambda: _team(api, worker, open_leads=4, queue_depth=3), timeout=60,
-                                what=f"state after kill -9 (last team view {LAST.get('team')})")
-        assert sorted(r["open_leads"] for r in team["reps"]) == [2, 2]
-        expected = ["assigned"] * 4 + ["queued"] * 3 + ["released"] * 2
         states: dict[str, Any] = {}
 
-        async def converged() -> bool:
+        async def read_leads() -> None:
             for lid in first + second:
-                states[lid] = await _lead(api, worker, lid)
-            return all(states.values()) and sorted(s["routing"] for s in states.values()) == expected
+                status, body = await _get(api, f"{worker.url}/v1/leads/{lid}")
+                states[lid] = body if status == 200 else {"routing": f"HTTP {status}", "timeline": []}
+
+        def lead_report(heading: str) -> str:
+            return "\n".join([heading] + [
+                f"{lid} {s['routing']}: {[e['kind'] for e in s['timeline']]}"
+                for lid, s in states.items()])
+
+        try:
+            team = await eventually(lambda: _team(api, worker, open_leads=4, queue_depth=3), timeout=60,
+                                    what="the team after kill -9")
+        except AssertionError:
+            await read_leads()
+            raise AssertionError(lead_report(f"the team after kill -9 is {LAST.get('team')}; the leads:")) from None
+        assert sorted(r["open_leads"] for r in team["reps"]) == [2, 2]
+        expected = ["assigned"] * 4 + ["queued"] * 3 + ["released"] * 2
+
+        async def converged() -> bool:
+            await read_leads()
+            return sorted(s["routing"] for s in states.values()) == expected
 
         try:
             await eventually(converged, what="every lead in its expected state")
         except AssertionError:
-            raise AssertionError("\n".join(
-                f"{lid} {s and s['routing']}: {s and [e['kind'] for e in s['timeline']]}"
-                for lid, s in states.items())) from None
+            raise AssertionError(lead_report("the leads are not in their expected states:")) from None
         await eventually(lambda: len({d["payload"]["data"]["lead_id"] for d in receiver.deliveries}) == 6,
                          what="6 leads notified")
         _assert_each_lead_assigned_once(receiver)
+    finally:
+        worker.stop()
+
+
+async def test_a_topic_created_after_the_worker_joined_is_read_from_its_beginning(
+    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+) -> None:
+    """A fresh deployment where ``rep.commands`` was not in the metadata when the worker joined.
+
+    The worker writes the config's reps to it at once; the rebalance that adds it a few seconds
+    later started reading it past them (Faust drops what it fetches mid-rebalance, and the seek
+    back skipped partitions never committed): the team never had a rep (streams/faust_fixes.py, fix 5).
+    """
+    spec.config_yaml = CONFIG.format(url=receiver.url, secret=SECRET)
+    worker = Worker(spec, module=("tests.integration.late_topic_worker", ".rep.commands"))
+    await worker.wait_ready()
+    try:
+        await eventually(lambda: _team(api, worker, reps_available=2), timeout=40, what="the configured reps")
+        assert "rep.commands now" in worker.log_path.read_text(), "the topic was not created late"
     finally:
         worker.stop()
 
