@@ -3,14 +3,18 @@
 An aiokafka consumer with ``streams/fetch_sessions.py``'s fetcher reads three topics of eight
 partitions while they are written. It must read every record once and in order, through
 incremental requests after the first; keep doing so across a pause, a resume and a seek back;
-and recover when the broker refuses its session (unknown id, wrong epoch) by opening a new one.
+and recover when the broker refuses its session (unknown id, wrong epoch) by opening a new one;
+and deliver every partition from each offset sought while seeks, pauses, resumes and new
+assignments come at random.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,3 +171,65 @@ async def test_a_refused_session_is_replaced_and_nothing_is_lost(feed: Feed, cor
     assert session.resets == 1, "the broker did not refuse the corrupted request"
     assert session.full_requests == 2
     assert session.session_id not in (0, first_id) if corruption == "wrong epoch" else session.session_id != 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_random_seeks_pauses_and_reassignments_never_skip_a_record(feed: Feed, seed: int) -> None:
+    """What a worker does to its consumer around rebalances and hole repairs, at random, while the
+    topics are written: seeks back (to the position it holds too), pauses, resumes, Faust's recovery
+    pattern (pause all, resume all, seek each) and new assignments (in-flight fetches cancelled).
+    After every seek each partition must deliver from the offset sought, one offset after another."""
+    rnd = random.Random(seed)
+    tps = [TopicPartition(t, p) for t in feed.topics for p in range(PARTITIONS)]
+    expect = dict.fromkeys(tps, 0)  # the next offset each partition must deliver
+    skipped: list[tuple[TopicPartition, int, int]] = []
+    paused: set[TopicPartition] = set()
+    ops: dict[str, int] = defaultdict(int)
+    writing = asyncio.create_task(feed.write(150))  # 3,600 records over ~4 s
+    consumer = feed.consumer
+    deadline = time.monotonic() + 60
+    while not (writing.done() and not paused and all(expect[tp] >= len(feed.sent.get(tp, [])) for tp in tps)):
+        assert time.monotonic() < deadline, f"records not delivered: {expect}"
+        batch = await consumer.getmany(timeout_ms=rnd.choice([0, 10, 50]), max_records=rnd.choice([1, 5, None]))
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset != expect[tp]:
+                    skipped.append((tp, expect[tp], record.offset))
+                expect[tp] = record.offset + 1
+        tp, roll = rnd.choice(tps), rnd.random()
+        if roll < 0.08:
+            target = rnd.randint(max(0, expect[tp] - 10), expect[tp])
+            consumer.seek(tp, target)
+            expect[tp], ops["seek back"] = target, ops["seek back"] + 1
+        elif roll < 0.14:
+            consumer.seek(tp, expect[tp])  # where it is: drops what is buffered
+            ops["seek in place"] += 1
+        elif roll < 0.20 and tp not in paused:
+            consumer.pause(tp)
+            paused.add(tp)
+            ops["pause"] += 1
+        elif roll < 0.28 and paused:
+            consumer.resume(paused.pop())
+            ops["resume"] += 1
+        elif roll < 0.30:
+            consumer.pause(*tps)
+            await asyncio.sleep(rnd.choice([0, 0.05]))
+            consumer.resume(*tps)
+            paused.clear()
+            for each in tps:
+                consumer.seek(each, expect[each])
+            ops["recovery pattern"] += 1
+        elif roll < 0.31:
+            consumer.assign(tps)
+            paused.clear()
+            for each in tps:
+                consumer.seek(each, expect[each])
+            ops["new assignment"] += 1
+        if writing.done() and paused:
+            consumer.resume(*paused)
+            paused.clear()
+    await writing
+    assert not skipped, f"records skipped (partition, expected, got): {skipped[:10]}"
+    assert min(ops.values()) > 0 and len(ops) == 6, ops
+    session = feed.session
+    assert session.incremental_requests > 10 * session.full_requests, session
