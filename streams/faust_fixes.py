@@ -63,6 +63,19 @@ when the worker first joined (created a moment before), the config's reps were w
 the rebalance that added it dropped both records (docs/RELIABILITY.md). The fix seeks every stream
 partition without a committed offset to its beginning (the worker's ``auto_offset_reset`` is
 ``earliest``), so nothing of it is skipped: records read twice are harmless.
+
+6. Records cleared from the streams' queues by a resume of a flow that was not stopped. Every
+stream's channel queue is cleared when the app's flow control resumes (``FlowControlEvent.resume``,
+``clear_on_resume``): right after a rebalance those are records of the old assignment, read again
+after the seek. But Faust's recovery also calls ``resume()`` when the flow is already on: after a
+restore it resumes the flow to read the changelogs, resumes the stream partitions, seeks them to
+their committed offsets, and resumes the flow once more. Records fetched and handed to the streams
+in between were cleared from the queues unprocessed, their offsets already read past: seen (with a
+diagnostic log of every record fetched, delivered, batched and acknowledged) as records delivered
+to a stream and never in any batch, right after a ``kill -9`` restart. A hole before a later
+processed record was re-read by fix 2 five seconds later; the last records of a partition were
+lost until the next record behind them (the restart test's lost leads and dispositions,
+docs/RELIABILITY.md). The fix: ``resume()`` clears the queues only when it resumes a stopped flow.
 """
 from __future__ import annotations
 
@@ -76,9 +89,10 @@ from faust.tables.base import Collection
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode.utils.futures import notify
+from mode.utils.queues import FlowControlEvent
 
 __all__ = ["install", "ack_counts", "may_commit", "changelog_acknowledged", "never_committed",
-           "seek_to_committed", "CHANGELOG_ACK_TIMEOUT_S", "HEAL_AFTER_S", "MAX_HEALS", "read_offsets"]
+           "seek_to_committed", "resume_flow", "CHANGELOG_ACK_TIMEOUT_S", "HEAL_AFTER_S", "MAX_HEALS", "read_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +152,16 @@ async def seek_to_committed(self: Any) -> Any:
     return committed
 
 
+_original_resume = FlowControlEvent.resume
+
+
+def resume_flow(self: FlowControlEvent) -> None:
+    """``FlowControlEvent.resume``, clearing the queues only when the flow was stopped (fix 6)."""
+    if self.is_active():
+        return  # on already: the queues hold records of the current assignment, not yet processed
+    _original_resume(self)
+
+
 class _NeverDrop(dict[Any, Any]):
     """Read offsets by partition: written as faust does, read back as unknown (nothing is dropped)."""
 
@@ -149,7 +173,7 @@ class _NeverDrop(dict[Any, Any]):
 
 
 def install() -> None:
-    """Patch ``Consumer``'s ack, offsets, commit and seek back, and ``Collection.send_changelog``, once per process."""
+    """Patch ``Consumer``'s ack, offsets, commit and seek back, ``Collection.send_changelog`` and the flow's resume, once per process."""
     global _installed
     if _installed:
         return
@@ -205,6 +229,7 @@ def install() -> None:
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer.__init__ = __init__  # type: ignore[method-assign]
     AIOKafkaConsumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    FlowControlEvent.resume = resume_flow  # type: ignore[method-assign]
     _installed = True
 
 

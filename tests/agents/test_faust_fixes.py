@@ -247,3 +247,20 @@ def test_the_seek_back_is_installed_on_the_worker_consumer() -> None:
     assert AIOKafkaConsumer.seek_to_committed is faust_fixes.seek_to_committed
     assert InlineConsumer.seek_to_committed is faust_fixes.seek_to_committed
     assert callable(InlineConsumerThread.seek_to_beginning)  # what the seek back calls on the consumer's thread
+
+
+async def test_resuming_a_flow_that_is_on_keeps_the_records_queued() -> None:
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    flow = FlowControlEvent(initially_suspended=True)
+    queue: FlowControlQueue[int] = FlowControlQueue(maxsize=10, flow_control=flow, clear_on_resume=True)
+    queue.put_nowait(1)  # left from before a rebalance
+    flow.resume()
+    assert flow.is_active() and queue.empty()  # a stopped flow resumed: the old records go
+    queue.put_nowait(2)  # delivered to a stream after that, not yet taken
+    flow.resume()  # the recovery resumes the flow again after its seek
+    assert queue.qsize() == 1 and queue.get_nowait() == 2
+    flow.suspend()
+    queue.put_nowait(3)
+    flow.resume()
+    assert queue.empty()
