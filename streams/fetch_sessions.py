@@ -35,8 +35,9 @@ The fetcher's round (which partitions to fetch, reset or wait for) keeps aiokafk
 but is walked cheaper (:meth:`SessionFetcher._round`): the leaders are looked up once per
 assignment and metadata refresh instead of for every partition of every round.
 
-``LEADFLOW_FETCH_SESSIONS=true`` turns all this on; it is off by default while an open finding
-is investigated (docs/RELIABILITY.md: with it on, the kill -9 restart test failed 2 times).
+``LEADFLOW_FETCH_SESSIONS`` (on by default) turns all this on or off. It was off for a while: the
+kill -9 restart test's lost records were blamed on it, until they were traced to Faust clearing
+the streams' queues, with sessions off too (``streams/faust_fixes.py`` fix 6, docs/RELIABILITY.md).
 """
 from __future__ import annotations
 

@@ -193,9 +193,10 @@ class Settings:
     consumer_thread: bool = False
     #: Fetch through Kafka's incremental fetch sessions (``LEADFLOW_FETCH_SESSIONS``, KIP-227,
     #: ``streams/fetch_sessions.py``): a fetch names only the partitions that changed, and its
-    #: answer only those with records. Off by default until an open finding is understood: with
-    #: it on, the kill -9 restart test failed 2 times (docs/RELIABILITY.md, Open findings).
-    fetch_sessions: bool = False
+    #: answer only those with records. On by default; it was off in session 7 while restart-test
+    #: failures were blamed on it, which session 8 traced to Faust clearing the streams' queues
+    #: (``streams/faust_fixes.py`` fix 6; seen with sessions off too, docs/RELIABILITY.md).
+    fetch_sessions: bool = True
 
     @property
     def canonical_url(self) -> str:
