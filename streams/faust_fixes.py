@@ -92,7 +92,8 @@ from mode.utils.futures import notify
 from mode.utils.queues import FlowControlEvent
 
 __all__ = ["install", "ack_counts", "may_commit", "changelog_acknowledged", "never_committed",
-           "seek_to_committed", "resume_flow", "CHANGELOG_ACK_TIMEOUT_S", "HEAL_AFTER_S", "MAX_HEALS", "read_offsets"]
+           "seek_to_committed", "resume_flow", "CHANGELOG_ACK_TIMEOUT_S", "HEAL_AFTER_S", "MAX_HEALS",
+           "read_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,8 @@ class _NeverDrop(dict[Any, Any]):
 
 
 def install() -> None:
-    """Patch ``Consumer``'s ack, offsets, commit and seek back, ``Collection.send_changelog`` and the flow's resume, once per process."""
+    """Patch, once per process: ``Consumer``'s ack, offsets, commit and seek back,
+    ``Collection.send_changelog``, and the flow control's resume."""
     global _installed
     if _installed:
         return
