@@ -209,6 +209,10 @@ class Metrics:
         self.commands_processed = Counter(
             "leadflow_commands_processed_total", "Commands applied by each entity agent.",
             ["agent", "command"], registry=r)
+        self.commands_replayed = Counter(
+            "leadflow_commands_replayed_total",
+            "Commands skipped because the agent's table already applied them (read again after a crash).",
+            ["agent"], registry=r)
         self.command_failures = Counter(
             "leadflow_command_failures_total", "Commands an agent could not apply (dead-lettered).",
             ["agent"], registry=r)

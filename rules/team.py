@@ -410,6 +410,8 @@ def _withdraw(work: _Work, command: WithdrawLead) -> None:
     """The lead left the queue (overflowed elsewhere): never assign this route here."""
     if work.holder(command.lead_id, command.route_id) is not None:
         return  # already assigned here: the lead hands that assignment back itself
+    if command.route_id in work.state.released_routes:
+        return  # a replay: the route is already out
     released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
     work.state = replace(work.state, released_routes=released)
     seq = work.queue.seq_of(command.route_id) if work.is_queued(command.route_id) else None

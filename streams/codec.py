@@ -25,6 +25,7 @@ from rules.outcomes import OutcomeBoard, RecordOutcome
 from rules.reps import RepEntry
 from rules.roster import Holding
 from rules.team import QueueSlot, TeamState
+from streams.tables.team_record import TeamRecord
 
 __all__ = ["CODEC", "SCHEMA", "encode", "decode", "timer_fields", "WIRE_TYPES"]
 
@@ -34,7 +35,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.CaptureLead, commands.LeadAssigned, commands.LeadQueued, commands.RecordDelivery,
         commands.DispositionLead, commands.RouteLead, commands.ReleaseLead, commands.UpsertRep,
         commands.RemoveRep, commands.SetPresence, commands.PutRep, commands.ChangePresence,
-        commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, RepEntry,
+        commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, TeamRecord, RepEntry,
         commands.RecordQualification, commands.RecordCrmSync, commands.RecordCrmEvent, commands.ReturnToRouting,
         commands.UpsertOpportunity, commands.DeferCommand, RecordOutcome, OutcomeBoard, PendingCrm,
         commands.AnswerOffer, commands.WithdrawLead, QueueSlot, Holding, commands.DrainQueue,

@@ -33,7 +33,7 @@ from streams.tables.accounts import accounts
 from streams.tables.lead_state import lead_state
 from streams.tables.outcome_board import snapshot as outcome_snapshot
 from streams.tables.rep_directory import rep_directory
-from streams.tables.team_state import team_state
+from streams.tables.team_state import read_team, team_state
 from streams.tables.team_windows import HOUR_WINDOWS, team_five_minutes, team_minute, window_counts
 from streams.topics import account_commands, lead_commands, leads_inbound, rep_commands
 
@@ -126,8 +126,7 @@ class Engine:
         return value if isinstance(value, LeadState) else None
 
     def team(self, team_id: str) -> TeamState | None:
-        value = team_state.get(team_id)
-        return value if isinstance(value, TeamState) else None
+        return read_team(team_id)
 
     def account(self, domain: str) -> Account | None:
         value = accounts.get(domain)

@@ -213,6 +213,7 @@ HEALTH = Dashboard(
             Panel("Commands processed by agent", (
                 (_rate("leadflow_commands_processed_total", "agent"), "{{agent}}"),
                 (_rate("leadflow_command_failures_total", "agent"), "failed {{agent}}"),
+                (_rate("leadflow_commands_replayed_total", "agent"), "replayed {{agent}} (skipped)"),
             ), unit="reqps"),
             Panel("Table recovery by worker", (
                 ("max by (instance) (leadflow_table_recovery_seconds)", "duration {{instance}}"),

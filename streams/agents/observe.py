@@ -16,12 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from ops.metrics import TeamFigures
-from rules.commands import RouteLead
 from rules.delivery import DeliveryBacklog
 from rules.team import LOOKAHEAD, TeamState
 from streams.app import app, runtime
 from streams.tables.sla_overdue import sla_overdue
-from streams.tables.team_state import queue_key, team_queue, team_state
+from streams.tables.team_record import TeamRecord
+from streams.tables.team_state import team_side, team_state
 from streams.tables.webhook_retries import webhook_retries
 
 __all__ = ["team_figures", "probe_event_loop", "refresh_gauges"]
@@ -51,10 +51,11 @@ def _queued_at(state: TeamState) -> list[datetime]:
     # Each priority lane is a FIFO: its head region holds its longest-waiting leads (a bounded
     # look, like the drain's).
     stamps = []
+    side = team_side(state.team_id)
     for lane in state.lanes:
         for seq in range(lane.head, min(lane.tail, lane.head + LOOKAHEAD)):
-            entry = team_queue.get(queue_key(state.team_id, seq))
-            if isinstance(entry, RouteLead):
+            entry = side.get(seq)
+            if entry is not None:
                 stamps.append(entry.requested_at)
     return stamps
 
@@ -63,9 +64,9 @@ def _report_tables() -> None:
     metrics = runtime.metrics
     now = runtime.clock.now()
     figures = {}
-    for team_id, state in team_state.items():
-        if isinstance(state, TeamState):
-            figures[str(team_id)] = team_figures(state, now, _queued_at(state))
+    for team_id, record in team_state.items():
+        if isinstance(record, TeamRecord):
+            figures[str(team_id)] = team_figures(record.state, now, _queued_at(record.state))
     metrics.report_teams(figures)
     metrics.report_overdue(Counter(str(team) for team in sla_overdue.values()))
     metrics.webhook_retries_pending.set(sum(len(b.pending) for b in webhook_retries.values()

@@ -5,12 +5,12 @@ import asyncio
 import logging
 from typing import Any
 
-from rules.commands import DrainQueue, Outgoing, RouteLead
-from rules.roster import Holding
-from rules.team import HoldingWrite, QueueSlot, QueueWrite, TeamState, apply
+from rules.commands import DrainQueue, Outgoing
+from rules.team import TeamState
 from streams.agents._batch import acting_for, readable, take_ready
 from streams.app import app, runtime
-from streams.tables.team_state import holding_key, queue_key, route_key, team_queue, team_state
+from streams.tables.team_record import TeamBatch, TeamRecord
+from streams.tables.team_state import team_state
 from streams.topics import publish, team_commands
 
 __all__ = ["run_teams", "recheck_queues"]
@@ -29,99 +29,40 @@ def _report(state: TeamState) -> None:
         sum(r.profile.capacity for r in state.reps.values() if r.presence == "available"))
 
 
-class _BatchQueue:
-    """One team's side table (queue and holdings) as a batch sees it: its own writes over ``team_queue``.
-
-    The writes reach the table only after the batch's messages are acknowledged, so a later
-    command of the same team in the batch must read them from here (a batch may assign a route
-    and release it again: the release must find the holding the assignment made).
-    """
-
-    def __init__(self, team_id: str) -> None:
-        self.team_id = team_id
-        #: table key -> the value to write (``None``: delete), in the order written
-        self.pending: dict[str, RouteLead | QueueSlot | Holding | None] = {}
-
-    def _read(self, key: str) -> Any:
-        return self.pending[key] if key in self.pending else team_queue.get(key)
-
-    def get(self, seq: int) -> RouteLead | None:
-        value = self._read(queue_key(self.team_id, seq))
-        return value if isinstance(value, RouteLead) else None
-
-    def contains(self, route_id: str) -> bool:
-        return self._read(route_key(self.team_id, route_id)) is not None
-
-    def seq_of(self, route_id: str) -> int | None:
-        slot = self._read(route_key(self.team_id, route_id))
-        return slot.seq if isinstance(slot, QueueSlot) else None
-
-    def holding(self, route_id: str) -> Holding | None:
-        value = self._read(holding_key(self.team_id, route_id))
-        return value if isinstance(value, Holding) else None
-
-    def write(self, write: QueueWrite) -> None:
-        key = queue_key(self.team_id, write.seq)
-        if write.entry is None:
-            gone = self.get(write.seq)
-            if gone is not None:
-                self.pending[key] = None
-                self.pending[route_key(self.team_id, gone.route_id)] = None
-        else:
-            self.pending[key] = write.entry
-            self.pending[route_key(self.team_id, write.entry.route_id)] = QueueSlot(seq=write.seq)
-
-    def hold(self, write: HoldingWrite) -> None:
-        self.pending[holding_key(self.team_id, write.route_id)] = write.holding
-
-    def flush(self) -> None:
-        # Called before the team's state is written, so the changelog records reach the producer
-        # in that order: a worker killed between them more likely leaves a holding the state has
-        # not counted (a replayed RouteLead answers that assignment again) than a count with no
-        # holding (a replay would choose a second rep).
-        for key, value in self.pending.items():
-            if value is None:
-                team_queue.pop(key, None)
-            else:
-                team_queue[key] = value
-
-
 @app.agent(team_commands, concurrency=1)
 async def run_teams(commands: Any) -> None:
     async for events in take_ready(commands):
-        # team_id -> (state before the batch, state now, the batch's view of its queue, its last event)
-        touched: dict[str, tuple[Any, TeamState, _BatchQueue, Any]] = {}
+        batch = TeamBatch(team_state.get)
+        last_event: dict[str, Any] = {}  # team_id -> its last event in the batch (its partition)
         outgoing: list[Outgoing] = []
         names: list[str] = []
         for event in readable(events, "team"):
             team_id, command = event.key, event.value
             name = type(command).__name__
+            last_event[team_id] = event
             with acting_for(event):
-                if team_id in touched:
-                    before, current, queue, _ = touched[team_id]
-                else:
-                    before = current = team_state.get(team_id)
-                    queue = _BatchQueue(team_id)
+                message = event.message
                 try:
-                    transition = apply(current, command, runtime.clock.now(), queue)
+                    sent = batch.apply(team_id, command, runtime.clock.now(), message.partition, message.offset)
                 except Exception:
                     runtime.metrics.command_failures.labels("team").inc()
                     log.exception("team agent could not apply %s to team %s", name, team_id)
                     continue
-                for write in transition.queue_writes:
-                    queue.write(write)
-                for held in transition.holding_writes:
-                    queue.hold(held)
-            touched[team_id] = (before, transition.state, queue, event)
-            outgoing += transition.outgoing
+            if sent is None:
+                runtime.metrics.commands_replayed.labels("team").inc()
+                continue
+            outgoing += sent
             names.append(name)
-        # Messages first, acknowledged; then the states (see ``publish`` for why this order).
+        # Messages first, acknowledged; then the table (see ``publish`` for why this order), each
+        # team's writes in the order ``TeamBatch.writes`` gives (a crash must leave it whole).
         await publish(outgoing)
-        for team_id, (before, state, queue, event) in touched.items():
-            with acting_for(event):
-                queue.flush()
-                if state is not before:
-                    team_state[team_id] = state
+        for team_id, state in batch.states():
+            with acting_for(last_event[team_id]):
+                for key, value in batch.writes(team_id):
+                    if value is None:
+                        team_state.pop(key, None)
+                    else:
+                        team_state[key] = value
             _report(state)
         for name in names:
             runtime.metrics.commands_processed.labels("team", name).inc()
@@ -140,6 +81,7 @@ async def recheck_queues() -> None:
             continue
         now = runtime.clock.now()
         waiting = [Outgoing(channel="team.commands", key=str(team_id), value=DrainQueue(team_id=str(team_id), at=now))
-                   for team_id, state in team_state.items() if isinstance(state, TeamState) and state.queue_depth]
+                   for team_id, record in team_state.items()
+                   if isinstance(record, TeamRecord) and record.state.queue_depth]
         if waiting:
             await publish(waiting)

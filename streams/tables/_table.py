@@ -107,6 +107,7 @@ class _CachedValues:
         return raw
 
 
-def entity_table(name: str, help: str) -> Any:
-    table = CodecTable(app, name=name, key_type=str, schema=SCHEMA, help=help, beacon=app.tables.beacon)
+def entity_table(name: str, help: str, store: str | None = None) -> Any:
+    """A table of ours; ``store`` overrides the app's store URL (``memory://``) for this one."""
+    table = CodecTable(app, name=name, key_type=str, schema=SCHEMA, help=help, beacon=app.tables.beacon, store=store)
     return app.tables.add(table)

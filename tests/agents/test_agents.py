@@ -21,7 +21,8 @@ from rules.team import QueueSlot, lane_base
 from streams.agents import intake, lead, notifier, reps, team
 from streams.tables.lead_state import lead_state
 from streams.tables.rep_directory import rep_directory
-from streams.tables.team_state import holding_key, queue_key, route_key, team_queue, team_state
+from streams.tables.team_record import holding_key, queue_key, route_key
+from streams.tables.team_state import read_team, team_state
 from tests.agents.conftest import FakeTopic, Published, until
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -43,22 +44,22 @@ async def test_team_agent_assigns_queues_and_drains(published: Published, monkey
         await agent.put(key=team_id, value=UpsertRep(team_id=team_id, profile=profile, at=NOW))
         await agent.put(key=team_id, value=_route(team_id, 1))
         await agent.put(key=team_id, value=_route(team_id, 2))
-        await until(lambda: team_queue.get(route_key(team_id, "l2:1:1")) is not None)
+        await until(lambda: team_state.get(route_key(team_id, "l2:1:1")) is not None)
         assert [type(v).__name__ for v in (m.value for m in published.messages)] == ["LeadAssigned", "LeadQueued"]
         # The waiting lead is in the queue table, with its route index.
         seq = lane_base(_route(team_id, 2).priority)
-        assert team_queue[queue_key(team_id, seq)] == _route(team_id, 2)
-        assert team_queue[route_key(team_id, "l2:1:1")] == QueueSlot(seq=seq)
-        assert team_state[team_id].queue_depth == 1
+        assert team_state[queue_key(team_id, seq)] == _route(team_id, 2)
+        assert team_state[route_key(team_id, "l2:1:1")] == QueueSlot(seq=seq)
+        assert read_team(team_id).queue_depth == 1
 
         await agent.put(key=team_id, value=ReleaseLead(team_id=team_id, lead_id="l1", route_id="l1:1:1",
                                                        rep_id="a", reason="test", at=NOW))
     assigned = published.values(LeadAssigned)
     assert [a.lead_id for a in assigned] == ["l1", "l2"] and {a.rep_id for a in assigned} == {"a"}
-    state = team_state[team_id]
+    state = read_team(team_id)
     assert state.queue_depth == 0 and state.reps["a"].load == 1
-    assert team_queue[holding_key(team_id, "l2:1:1")].rep_id == "a" and holding_key(team_id, "l1:1:1") not in team_queue
-    assert queue_key(team_id, seq) not in team_queue and route_key(team_id, "l2:1:1") not in team_queue
+    assert team_state[holding_key(team_id, "l2:1:1")].rep_id == "a" and holding_key(team_id, "l1:1:1") not in team_state
+    assert queue_key(team_id, seq) not in team_state and route_key(team_id, "l2:1:1") not in team_state
 
 
 async def test_team_agent_answers_a_replayed_route_without_a_second_queue_entry(
@@ -70,7 +71,7 @@ async def test_team_agent_answers_a_replayed_route_without_a_second_queue_entry(
         await agent.put(key=team_id, value=_route(team_id, 1))  # no reps: queued
         await agent.put(key=team_id, value=_route(team_id, 1))  # replay
     assert len(published.values(LeadQueued)) == 2
-    assert team_state[team_id].queue_depth == 1
+    assert read_team(team_id).queue_depth == 1
 
 
 def _capture(lead_id: str, capture_id: str = "c1") -> CaptureLead:

@@ -9,7 +9,9 @@ import pytest
 from rules.commands import LeadAssigned, ReleaseLead, RepProfile, RouteLead, UpsertRep
 from rules.roster import Holding
 from streams.agents import team
-from streams.tables.team_state import holding_key, team_queue, team_state
+from streams.app import runtime
+from streams.tables.team_record import holding_key
+from streams.tables.team_state import read_team, team_state
 from tests.agents.conftest import Published, until
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -45,15 +47,15 @@ async def test_a_batch_that_assigns_and_releases_a_route_reads_its_own_holding(
         await until(lambda: team_state.get(team_id) is not None)
     assert len(published.batches) == 1, "the commands were not one batch"
     assert [(a.lead_id, a.rep_id) for a in published.values(LeadAssigned)] == [("l1", "a"), ("l2", "a")]
-    state = team_state[team_id]
+    state = read_team(team_id)
     assert state.reps["a"].load == 1 and state.queue_depth == 0
     # Put then deleted within the batch: l1 never reaches the table; l2's holding does.
-    assert holding_key(team_id, "l1:1:1") not in team_queue
-    held = team_queue[holding_key(team_id, "l2:1:1")]
+    assert holding_key(team_id, "l1:1:1") not in team_state
+    held = team_state[holding_key(team_id, "l2:1:1")]
     assert isinstance(held, Holding) and (held.rep_id, held.lead_id) == ("a", "l2")
 
 
-async def test_a_replayed_route_in_a_later_run_answers_from_the_table(
+async def test_a_route_sent_again_in_a_later_run_answers_from_the_table(
     published: Published, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(team, "publish", published)
@@ -61,11 +63,43 @@ async def test_a_replayed_route_in_a_later_run_answers_from_the_table(
     async with team.run_teams.test_context() as agent:
         await agent.put(key=team_id, value=_upsert(team_id))
         await agent.put(key=team_id, value=_route(team_id, 1))
-        await until(lambda: holding_key(team_id, "l1:1:1") in team_queue)
-    before = team_state[team_id]
+        await until(lambda: holding_key(team_id, "l1:1:1") in team_state)
+    before = read_team(team_id)
     async with team.run_teams.test_context() as agent:  # another agent, nothing pending: the table only
+        agent.sent_offset = 2  # a new message (the lead sent its RouteLead again), after the first two
         await agent.put(key=team_id, value=_route(team_id, 1))
         await until(lambda: len(published.values(LeadAssigned)) == 2)
     first, again = published.values(LeadAssigned)
     assert (again.rep_id, again.decision.strategy) == (first.rep_id, "replay")
-    assert team_state[team_id] == before and team_state[team_id].reps["a"].load == 1
+    assert read_team(team_id) == before
+    assert before is not None and before.reps["a"].load == 1
+
+
+def _replayed() -> float:
+    return runtime.metrics.registry.get_sample_value("leadflow_commands_replayed_total", {"agent": "team"}) or 0.0
+
+
+async def test_commands_read_again_after_a_crash_are_skipped_at_the_offsets_the_record_applied(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a kill, the team reads again from the last committed offset: the record says which
+    # offsets it already holds, and those commands change nothing and send nothing.
+    monkeypatch.setattr(team, "publish", published)
+    team_id = f"team-{uuid.uuid4().hex[:8]}"
+    async with team.run_teams.test_context() as agent:
+        await agent.put(key=team_id, value=_upsert(team_id))
+        await agent.put(key=team_id, value=_route(team_id, 1))
+        await until(lambda: holding_key(team_id, "l1:1:1") in team_state)
+    record = team_state[team_id]
+    assert (record.partition, record.offset) == (0, 1)
+    skipped = _replayed()
+    async with team.run_teams.test_context() as agent:  # the same offsets again, then a new one
+        await agent.put(key=team_id, value=_upsert(team_id))
+        await agent.put(key=team_id, value=_route(team_id, 1))
+        await agent.put(key=team_id, value=_route(team_id, 2))
+        await until(lambda: len(published.messages) == 2)
+    assert _replayed() - skipped == 2
+    assert [(type(m.value).__name__, m.value.lead_id) for m in published.messages] == [
+        ("LeadAssigned", "l1"), ("LeadQueued", "l2")]
+    state = read_team(team_id)
+    assert state is not None and state.reps["a"].load == 1 and state.queue_depth == 1

@@ -47,6 +47,8 @@ NEEDS_OTHER_STATE = {
                                        "retry schedule (tests/integration/test_crm_lifecycle.py drives it)",
     "leadflow_redis_degraded_total": "needs a Redis outage (tests/connectors count it with Redis stopped)",
     "leadflow_command_failures_total": "needs a transition that raises, i.e. a bug",
+    "leadflow_commands_replayed_total": "needs a worker killed after a team batch's record and before its "
+                                        "offsets' commit (tests/integration/test_team_crash.py)",
 }
 #: Funnel stages past "lead" need scoring/qualification/CRM outcomes to move a lead along.
 LATER_STAGES = re.compile(r'to="(mql|sql|opportunity|won|lost)"')

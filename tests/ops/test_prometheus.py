@@ -153,6 +153,7 @@ def _touched() -> bytes:
     m.redis_degraded.labels("mark_seen").inc()
     m.commands_processed.labels("lead", "CaptureLead").inc()
     m.command_failures.labels("lead").inc()
+    m.commands_replayed.labels("team").inc()
     m.report_lag({"leadflow.lead.commands": 3})
     return generate_latest(m.registry)
 
