@@ -107,7 +107,10 @@ class _CachedValues:
         return raw
 
 
-def entity_table(name: str, help: str, store: str | None = None) -> Any:
-    """A table of ours; ``store`` overrides the app's store URL (``memory://``) for this one."""
-    table = CodecTable(app, name=name, key_type=str, schema=SCHEMA, help=help, beacon=app.tables.beacon, store=store)
+def entity_table(name: str, help: str, store: str | None = None,
+                 changelog_configs: dict[str, str] | None = None) -> Any:
+    """A table of ours; ``store`` overrides the app's store URL (``memory://``) for this one, and
+    ``changelog_configs`` are topic configs its changelog topic is created with."""
+    table = CodecTable(app, name=name, key_type=str, schema=SCHEMA, help=help, beacon=app.tables.beacon, store=store,
+                       extra_topic_configs=changelog_configs)
     return app.tables.add(table)

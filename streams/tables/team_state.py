@@ -20,13 +20,24 @@ from rules.team import TeamState
 from streams.tables._table import entity_table
 from streams.tables.team_record import TeamRecord, TeamSide
 
-__all__ = ["team_state", "read_team", "team_side"]
+__all__ = ["CHANGELOG_CONFIGS", "team_state", "read_team", "team_side"]
+
+#: The table is rebuilt from its whole changelog on every start, so the changelog must stay
+#: compact. Kafka compacts only closed segments, and a segment closes at 1 GiB or after 7 days by
+#: default: a busy team's log (a ~20 KB record per batch) would grow for days, every record read
+#: and decoded at each start. Small segments that close within minutes keep it near the live keys.
+CHANGELOG_CONFIGS = {
+    "segment.bytes": str(8 * 2**20),
+    "segment.ms": str(10 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.2",
+}
 
 team_state = entity_table(
     "team_state",
     help="TeamRecord by team_id, and the team's queue entries, queue slots and holdings under "
          "'{team_id}:{seq}', '{team_id}@{route_id}' and '{team_id}#{route_id}' (written only by the team agent).",
     store="memory://",
+    changelog_configs=CHANGELOG_CONFIGS,
 )
 
 

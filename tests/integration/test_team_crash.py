@@ -9,10 +9,25 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from streams.tables.team_state import CHANGELOG_CONFIGS
 
 from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually
 from tests.integration.test_restart_and_bad_input import CONFIG, LAST, _assert_each_lead_assigned_once, _get, \
     _post_leads, _team
+
+
+async def _topic_configs(spec: WorkerSpec, topic: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=spec.stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    (resource,) = response.to_object()["resources"]
+    return {entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]}
 
 
 def _sample(text: str, name: str, labels: str) -> float:
@@ -62,5 +77,9 @@ async def test_a_kill_between_a_team_batchs_writes_leaves_the_team_whole(
         async with api.get(f"{worker.url}/metrics") as r:
             metrics = await r.text()
         assert _sample(metrics, "leadflow_commands_replayed_total", 'agent="team"') >= 1
+        # Restored whole at every start: its changelog is created to stay compact.
+        configs = await _topic_configs(spec, f"{spec.app_id}-team_state-changelog")
+        assert {name: configs.get(name) for name in CHANGELOG_CONFIGS} == CHANGELOG_CONFIGS
+        assert configs.get("cleanup.policy") == "compact"
     finally:
         worker.stop()
