@@ -135,6 +135,15 @@ class LeadState:
     declined_by: tuple[str, ...] = ()
     #: While ``routing == "queued"``: when the lead leaves for the team's overflow team.
     overflow_at: datetime | None = None
+    #: Where the last command that changed this state was read (its topic partition and offset;
+    #: -1: not known). Set by the lead agent, never by the rules: a command read again after a
+    #: crash, at or below it, is already in this state and must not meet it a second time.
+    applied_partition: int = -1
+    applied_offset: int = -1
+
+    def applied(self, partition: int, offset: int) -> bool:
+        """Whether the command read at ``partition``/``offset`` is already in this state."""
+        return offset >= 0 and partition == self.applied_partition and offset <= self.applied_offset
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

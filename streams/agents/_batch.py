@@ -28,14 +28,14 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from faust.streams import _current_event  # private: the event a table read or write belongs to
 
 from streams.app import runtime
 from streams.topics import Unreadable
 
-__all__ = ["BATCH", "Keyed", "acting_for", "apply_batch", "is_readable", "readable", "take_ready"]
+__all__ = ["BATCH", "Keyed", "Positioned", "acting_for", "apply_batch", "is_readable", "readable", "take_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,16 @@ class Keyed:
     event: Any  # this key's last event: its table reads and writes act for it
 
 
+@runtime_checkable
+class Positioned(Protocol):
+    """A state that records where the last command that changed it was read."""
+
+    def applied(self, partition: int, offset: int) -> bool: ...
+
+
 def apply_batch(events: Iterable[Any], agent: str, read: Callable[[str], Any],
                 step: Callable[[Any, Any], tuple[Any, Any]], *, log_key: bool = True,
+                mark: Callable[[Any, int, int], Any] | None = None,
                 ) -> tuple[dict[str, Keyed], list[tuple[str, Any]]]:
     """Apply a batch's commands in memory, each on its key's state as the batch has left it.
 
@@ -159,6 +167,13 @@ def apply_batch(events: Iterable[Any], agent: str, read: Callable[[str], Any],
     too unless ``log_key`` is false) and skipped, and stays in the topic. Returns each key's
     ``Keyed`` and the ``(command name, result)`` of every command applied, in order. Nothing is
     published or written here: the agent publishes the results, then writes the states.
+
+    With ``mark(state, partition, offset)``, a state a command changed records where that command
+    was read, and a command the state already applied (``Positioned.applied``: read again after
+    a crash, from an offset committed before the state was written) is skipped and counted in
+    ``leadflow_commands_replayed_total``. Its messages went out before the state was written;
+    applying it to a newer state could decide otherwise (a disposition read again after the
+    lead was reopened would close the new cycle).
     """
     keyed: dict[str, Keyed] = {}
     results: list[tuple[str, Any]] = []
@@ -170,12 +185,20 @@ def apply_batch(events: Iterable[Any], agent: str, read: Callable[[str], Any],
             with acting_for(event):
                 stored = read(key)
             entry = Keyed(before=stored, state=stored, event=event)
+        message = event.message
+        if mark is not None and isinstance(entry.state, Positioned) and entry.state.applied(
+                message.partition, message.offset):
+            runtime.metrics.commands_replayed.labels(agent).inc()
+            keyed[key] = entry
+            continue
         try:
             state, result = step(entry.state, command)
         except Exception:
             runtime.metrics.command_failures.labels(agent).inc()
             log.exception("%s agent could not apply %s%s", agent, name, f" to {key}" if log_key else "")
             continue
+        if mark is not None and state is not entry.state and state is not None:
+            state = mark(state, message.partition, message.offset)
         entry.state, entry.event = state, event
         keyed[key] = entry
         results.append((name, result))

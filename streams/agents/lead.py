@@ -1,10 +1,11 @@
 """Own each lead: apply lead commands to ``lead_state`` and send what the transition returns."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from rules.commands import Outgoing
-from rules.lead import apply, next_timer
+from rules.lead import LeadState, apply, next_timer
 from streams.agents._batch import acting_for, apply_batch, take_ready
 from streams.agents.sla import track
 from streams.app import app, runtime
@@ -88,6 +89,13 @@ def _keep_timer(lead_id: str, state: Any) -> None:
     track(lead_id, timer)
 
 
+def _mark(state: Any, partition: int, offset: int) -> Any:
+    """The state, recording where the command that made it was read (``apply_batch``)."""
+    if isinstance(state, LeadState):
+        return replace(state, applied_partition=partition, applied_offset=offset)
+    return state
+
+
 @app.agent(lead_commands, concurrency=1)
 async def run_leads(commands: Any) -> None:
     async for events in take_ready(commands):
@@ -97,7 +105,7 @@ async def run_leads(commands: Any) -> None:
             transition = apply(current, command, now, policy)
             return (transition.state if transition.state is not None else current), transition
 
-        leads, applied = apply_batch(events, "lead", lead_state.get, step)
+        leads, applied = apply_batch(events, "lead", lead_state.get, step, mark=_mark)
         outgoing: list[Outgoing] = []
         for _, transition in applied:
             outgoing += transition.outgoing

@@ -1,21 +1,24 @@
 """The real local stack (Kafka KRaft + Redis) for the integration tests, started by the suite itself.
 
 The stack uses its own state dir and ports so it never collides with a developer's
-``make run``. It is stopped at the end unless ``LEADFLOW_TEST_KEEP_STACK=1``.
+``make run``. It is stopped at the end unless ``LEADFLOW_TEST_KEEP_STACK=1``, and so are the
+workers still running when pytest gets SIGTERM (by their pids).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 
 import aiohttp
 import pytest
 
 from ops.stack import StackConfig, stack_down, stack_status, stack_up
 from ops.stack.process import tail
-from tests.integration.harness import API_KEY, Receiver, WorkerSpec
+from tests.integration.harness import API_KEY, Receiver, WorkerSpec, kill_live_workers
 
 REPO = Path(__file__).resolve().parents[2]
 #: How much of each worker's log a failing test's report shows.
@@ -58,7 +61,20 @@ def stack() -> Iterator[StackConfig]:
         # runs would pile up in the state dir and slow the broker's start more every time.
         shutil.rmtree(cfg.state_dir, ignore_errors=True)
     stack_up(cfg)
-    yield cfg
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        # SIGTERM (a CI timeout, `timeout`, kill) ends pytest without running a fixture's teardown:
+        # the workers and the stack would outlive it and hold their ports for the next run.
+        kill_live_workers()
+        if not keep:
+            stack_down(cfg)
+        os._exit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield cfg
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not keep:
         stack_down(cfg)
 

@@ -64,6 +64,16 @@ class WorkerSpec:
         }
 
 
+#: The workers started and not yet stopped, by pid: what ``kill_live_workers`` ends.
+LIVE: dict[int, "Worker"] = {}
+
+
+def kill_live_workers() -> None:
+    """SIGKILL every worker still running, by its own pid (pytest itself is being terminated)."""
+    for worker in list(LIVE.values()):
+        worker.kill()
+
+
 class Worker:
     """A real ``leadflow worker`` process, stopped by its own pid."""
 
@@ -77,6 +87,7 @@ class Worker:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = start_process([sys.executable, "-m", *module], log_path=self.log_path,
                                   env=spec.env(self.port, self.data_dir), cwd=REPO)
+        LIVE[self.proc.pid] = self
 
     def log(self, lines: int = 60) -> str:
         return tail(self.log_path, lines)
@@ -98,10 +109,12 @@ class Worker:
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=20)
+        LIVE.pop(self.proc.pid, None)
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
+        LIVE.pop(self.proc.pid, None)
 
 
 class LocalServer:
