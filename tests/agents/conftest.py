@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from rules.commands import Outgoing
-from streams.app import app
+from streams.app import app, runtime
 
 
 class Published:
@@ -64,3 +64,8 @@ async def until(condition: Any, timeout: float = 3.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("the agent did not get there in time")
         await asyncio.sleep(0.005)
+
+
+def replayed(agent: str) -> float:
+    """How many commands ``agent`` skipped as already applied (``leadflow_commands_replayed_total``)."""
+    return runtime.metrics.registry.get_sample_value("leadflow_commands_replayed_total", {"agent": agent}) or 0.0

@@ -10,9 +10,8 @@ from rules.capture import CapturedLead
 from rules.commands import CaptureLead, DispositionLead, LeadAssigned, ReleaseLead, RouteLead, RoutingDecision
 from rules.lead import LeadState
 from streams.agents import lead
-from streams.app import runtime
 from streams.tables.lead_state import lead_state
-from tests.agents.conftest import Published, until
+from tests.agents.conftest import Published, replayed, until
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -28,10 +27,6 @@ def _assigned(route: RouteLead, rep_id: str) -> LeadAssigned:
     return LeadAssigned(lead_id=route.lead_id, route_id=route.route_id, team_id=route.team_id, rep_id=rep_id,
                         rep_name=rep_id, webhook_url=f"https://hooks.example/{rep_id}", webhook_secret=None,
                         decision=decision, assigned_at=NOW)
-
-
-def _replayed() -> float:
-    return runtime.metrics.registry.get_sample_value("leadflow_commands_replayed_total", {"agent": "lead"}) or 0.0
 
 
 def _state(lead_id: str) -> LeadState:
@@ -61,12 +56,12 @@ async def test_a_disposition_read_again_after_the_lead_reopened_does_not_close_i
     before = _state(lead_id)
     assert (before.cycle, before.assignment and before.assignment.rep_id) == (2, "ben")
     assert (before.applied_partition, before.applied_offset) == (0, 4)
-    releases, skipped = len(published.values(ReleaseLead)), _replayed()
+    releases, skipped = len(published.values(ReleaseLead)), replayed("lead")
 
     async with lead.run_leads.test_context() as agent:  # the restarted worker, from offset 2
         agent.sent_offset = 2
         await agent.put(key=lead_id, value=disposition)
-        await until(lambda: _replayed() > skipped or _state(lead_id) != before)
+        await until(lambda: replayed("lead") > skipped or _state(lead_id) != before)
     assert _state(lead_id) == before, "the disposition was applied to the new cycle"
     assert len(published.values(ReleaseLead)) == releases, "ben's assignment was released"
-    assert _replayed() == skipped + 1
+    assert replayed("lead") == skipped + 1

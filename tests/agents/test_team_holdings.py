@@ -9,10 +9,9 @@ import pytest
 from rules.commands import LeadAssigned, ReleaseLead, RepProfile, RouteLead, UpsertRep
 from rules.roster import Holding
 from streams.agents import team
-from streams.app import runtime
 from streams.tables.team_record import holding_key
 from streams.tables.team_state import read_team, team_state
-from tests.agents.conftest import Published, until
+from tests.agents.conftest import Published, replayed, until
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -55,15 +54,21 @@ async def test_a_batch_that_assigns_and_releases_a_route_reads_its_own_holding(
     assert isinstance(held, Holding) and (held.rep_id, held.lead_id) == ("a", "l2")
 
 
-async def test_a_route_sent_again_in_a_later_run_answers_from_the_table(
-    published: Published, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _assign_l1(published: Published, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new team whose one rep ``a`` (capacity 1) was assigned l1, at offsets 0 and 1."""
     monkeypatch.setattr(team, "publish", published)
     team_id = f"team-{uuid.uuid4().hex[:8]}"
     async with team.run_teams.test_context() as agent:
         await agent.put(key=team_id, value=_upsert(team_id))
         await agent.put(key=team_id, value=_route(team_id, 1))
         await until(lambda: holding_key(team_id, "l1:1:1") in team_state)
+    return team_id
+
+
+async def test_a_route_sent_again_in_a_later_run_answers_from_the_table(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team_id = await _assign_l1(published, monkeypatch)
     before = read_team(team_id)
     async with team.run_teams.test_context() as agent:  # another agent, nothing pending: the table only
         agent.sent_offset = 2  # a new message (the lead sent its RouteLead again), after the first two
@@ -75,30 +80,21 @@ async def test_a_route_sent_again_in_a_later_run_answers_from_the_table(
     assert before is not None and before.reps["a"].load == 1
 
 
-def _replayed() -> float:
-    return runtime.metrics.registry.get_sample_value("leadflow_commands_replayed_total", {"agent": "team"}) or 0.0
-
-
 async def test_commands_read_again_after_a_crash_are_skipped_at_the_offsets_the_record_applied(
     published: Published, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # After a kill, the team reads again from the last committed offset: the record says which
     # offsets it already holds, and those commands change nothing and send nothing.
-    monkeypatch.setattr(team, "publish", published)
-    team_id = f"team-{uuid.uuid4().hex[:8]}"
-    async with team.run_teams.test_context() as agent:
-        await agent.put(key=team_id, value=_upsert(team_id))
-        await agent.put(key=team_id, value=_route(team_id, 1))
-        await until(lambda: holding_key(team_id, "l1:1:1") in team_state)
+    team_id = await _assign_l1(published, monkeypatch)
     record = team_state[team_id]
     assert (record.partition, record.offset) == (0, 1)
-    skipped = _replayed()
+    skipped = replayed("team")
     async with team.run_teams.test_context() as agent:  # the same offsets again, then a new one
         await agent.put(key=team_id, value=_upsert(team_id))
         await agent.put(key=team_id, value=_route(team_id, 1))
         await agent.put(key=team_id, value=_route(team_id, 2))
         await until(lambda: len(published.messages) == 2)
-    assert _replayed() - skipped == 2
+    assert replayed("team") - skipped == 2
     assert [(type(m.value).__name__, m.value.lead_id) for m in published.messages] == [
         ("LeadAssigned", "l1"), ("LeadQueued", "l2")]
     state = read_team(team_id)
