@@ -4,13 +4,17 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.stores import memory as faust_memory
 from faust.stores.base import SerializedStore
+from faust.streams import current_event
+from faust.types import TP
+from yarl import URL
 
 from streams.app import app
 from streams.codec import CODEC, SCHEMA
 from streams.tables._cache import CACHED_TYPES, StateCache
 
-__all__ = ["CodecTable", "entity_table"]
+__all__ = ["CodecTable", "MemoryStore", "entity_table"]
 
 
 class CodecTable(faust.Table):  # type: ignore[misc]
@@ -53,6 +57,10 @@ class CodecTable(faust.Table):  # type: ignore[misc]
         return topic
 
     def _new_store_by_url(self, url: Any) -> Any:
+        if URL(str(url)).scheme == "memory":
+            return MemoryStore(url, self.app, self, table_name=self.name, key_type=self.key_type,
+                               key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+                               value_type=self.value_type, loop=self.loop, options=self.options)
         store = super()._new_store_by_url(url)
         if isinstance(store, SerializedStore):
             _CachedValues(store, self.state_cache)
@@ -70,6 +78,36 @@ class CodecTable(faust.Table):  # type: ignore[misc]
                 self.state_cache.written(key, raw, value)
                 return super().send_changelog(partition, key, raw, key_serializer, "raw")
         return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+
+
+class MemoryStore(faust_memory.Store):  # type: ignore[misc]
+    """Faust's memory store, knowing the partition of every key, so a revoked partition's keys go.
+
+    Faust's own records the partition only of the keys it recovers. A key written since stayed
+    after its partition moved to another worker; when the partition came back, it was recovered
+    from its changelog's start over that key, and a key deleted meanwhile, whose tombstone
+    compaction had removed (``delete.retention.ms``, a day by default), came back to life: a
+    released holding, or a queue slot that says a route waits.
+    """
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        event = current_event()
+        if event is not None:
+            self._key_partition[key] = event.message.partition
+        self.data[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self.data[key]
+        self._key_partition.pop(key, None)
+
+    async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
+                           generation_id: int = 0) -> None:
+        topics = self.table.changelog_topic.topics
+        gone = {tp.partition for tp in revoked if tp.topic in topics}
+        for key in [key for key, partition in self._key_partition.items() if partition in gone]:
+            self.data.pop(key, None)
+            self._key_partition.pop(key, None)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
 
 def _recovery_channel(topic: Any, queue: Any) -> Any:
