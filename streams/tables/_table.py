@@ -58,14 +58,13 @@ class CodecTable(faust.Table):  # type: ignore[misc]
 
     def _new_store_by_url(self, url: Any) -> Any:
         if URL(str(url)).scheme == "memory":
+            self.state_cache.max_bytes = 0  # the memory store keeps the objects themselves
             return MemoryStore(url, self.app, self, table_name=self.name, key_type=self.key_type,
                                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
                                value_type=self.value_type, loop=self.loop, options=self.options)
         store = super()._new_store_by_url(url)
         if isinstance(store, SerializedStore):
             _CachedValues(store, self.state_cache)
-        else:
-            self.state_cache.max_bytes = 0  # the memory store keeps the objects themselves
         return store
 
     def send_changelog(self, partition: int | None, key: Any, value: Any,
