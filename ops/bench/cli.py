@@ -42,7 +42,11 @@ it. Writes <out>/bench-<time>.json and .svg (throughput vs rate, latency CDFs).
 _LOAD_EPILOG = """\
 rates: numbers are leads/s offered open-loop (batches leave on schedule whatever happens);
   max   = unthrottled: --max-leads offered at once, measures the ceiling;
-  half  = half of what the latest max step reached (the latency goal is judged there).
+  half  = half of what the latest max step reached (the latency goal is judged there);
+  paced = bisect (5 steps of --duration) for the highest rate held at a steady pace: ≥ 90%
+          delivered and ≤ 1 s of backlog left at the end. The max step's burst runs in full
+          batches, cheaper per lead than a paced feed: its rate is not one a paced feed holds;
+  half-paced = half of the latest paced result.
 A fixed-rate step is "sustained" when it delivered ≥ 90% of the offered rate and the backlog
 left when the feed stopped drained within 5 s.
 
@@ -53,6 +57,8 @@ examples:
   leadflow bench load --rates max --workers 1,2        # scale-out: one vs two workers, same run
   leadflow bench load --feed kafka --rates 50,max      # external producers on leads.inbound
   leadflow bench load --rates max --profile            # + py-spy profile of the max step
+  leadflow bench load --feed kafka --rates max,half,paced,half-paced
+                                                       # the latency goal at both halves (~6 min)
 
 The stack follows LEADFLOW_STATE_DIR / LEADFLOW_KAFKA_PORT / LEADFLOW_REDIS_PORT like
 `leadflow stack`; it is stopped afterwards if this run started it (unless --keep-stack).

@@ -23,9 +23,14 @@ from ops.bench.passthrough import run_passthrough
 from ops.bench.plot import render_svg
 from ops.bench.profile import parse_collapsed, render_summary, start_pyspy, stop_pyspy, summarize
 from ops.bench.results import PassthroughResult, RunResult, StepResult
-from ops.bench.stats import max_sustained, ratio, records_per_lead
+from ops.bench.stats import is_held, max_sustained, ratio, records_per_lead
 
 __all__ = ["LoadOptions", "run_load", "machine_facts"]
+
+#: Steps of the ``paced`` search: each halves the bracket [0, the latest max step's throughput].
+PACED_PROBES = 5
+#: The bracket's top when no max step came before.
+PACED_CEILING = 200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,39 +123,59 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
             next_index += warm.leads
             await _idle_cpu(deployment, say)
             last_max: dict[str, float] = {}
+            last_paced: dict[str, float] = {}
+
+            async def step(feed: str, offered: float | None, leads: int, label: str) -> StepResult:
+                nonlocal next_index
+                plan = StepPlan(label, feed, offered, leads, options.batch, options.drain_timeout_s)
+                spy = None
+                if options.profile and offered is None and deployment.workers[0].pid is not None:
+                    spy_out = workdir / f"profile-{feed}-max.txt"
+                    spy = start_pyspy(deployment.workers[0].pid, spy_out)
+                try:
+                    result = await run_step(plan, deployment, tracker, session, say, first_index=next_index,
+                                            teams=options.teams)
+                finally:
+                    if spy is not None:
+                        stop_pyspy(spy)
+                if spy is not None:
+                    _write_profile(spy_out, say)
+                next_index += leads
+                steps.append(result)
+                if disposer is not None:
+                    await disposer.drain(30.0)
+                    await _wait_quiet(deployment, session, disposer.status.get("202", 0), say)
+                await asyncio.sleep(2.0)  # let the last commits settle
+                return result
+
+            def paced(rate: float) -> tuple[float, int]:
+                return rate, max(1, int(rate * options.duration_s))
+
             for feed in options.feeds:
                 for rate in options.rates:
+                    prefix = f"w{workers} {feed}"
                     if rate == "max":
-                        offered, leads, label = None, options.max_leads, f"w{workers} {feed} max"
-                    elif rate == "half":
-                        offered = round(last_max[feed] / 2, 1)
-                        leads = max(1, int(offered * options.duration_s))
-                        label = f"w{workers} {feed} half={offered:g}/s"
+                        result = await step(feed, None, options.max_leads, f"{prefix} max")
+                        last_max[feed] = result.throughput
+                    elif rate == "paced":
+                        # Bisect for the highest rate held at a steady pace (PACED_PROBES steps).
+                        lo, hi = 0.0, last_max.get(feed, PACED_CEILING)
+                        for _ in range(PACED_PROBES):
+                            probe = round((lo + hi) / 2, 1)
+                            result = await step(feed, *paced(probe), f"{prefix} probe={probe:g}/s")
+                            held = is_held(probe, result.throughput, result.drain_s) and \
+                                result.delivered == result.leads
+                            say(f"  {'held' if held else 'NOT held'} at {probe:g}/s")
+                            lo, hi = (probe, hi) if held else (lo, probe)
+                        last_paced[feed] = lo
+                        say(f"{prefix} paced max: {lo:g} leads/s held (the next probe up was not)")
+                    elif rate in ("half", "half-paced"):
+                        base = last_max[feed] if rate == "half" else last_paced[feed]
+                        offered = round(base / 2, 1)
+                        await step(feed, *paced(offered), f"{prefix} {rate}={offered:g}/s")
                     else:
                         assert isinstance(rate, float)
-                        offered, label = rate, f"w{workers} {feed} {rate:g}/s"
-                        leads = max(1, int(rate * options.duration_s))
-                    plan = StepPlan(label, feed, offered, leads, options.batch, options.drain_timeout_s)
-                    spy = None
-                    if options.profile and offered is None and deployment.workers[0].pid is not None:
-                        spy_out = workdir / f"profile-{feed}-max.txt"
-                        spy = start_pyspy(deployment.workers[0].pid, spy_out)
-                    try:
-                        result = await run_step(plan, deployment, tracker, session, say, first_index=next_index,
-                                                teams=options.teams)
-                    finally:
-                        if spy is not None:
-                            stop_pyspy(spy)
-                    if spy is not None:
-                        _write_profile(spy_out, say)
-                    next_index += leads
-                    steps.append(result)
-                    if offered is None:
-                        last_max[feed] = result.throughput
-                    if disposer is not None:
-                        await disposer.drain(30.0)
-                        await _wait_quiet(deployment, session, disposer.status.get("202", 0), say)
-                    await asyncio.sleep(2.0)  # let the last commits settle
+                        await step(feed, *paced(rate), f"{prefix} {rate:g}/s")
             if disposer is not None:
                 say(f"dispositions answered: {dict(disposer.status)}")
             records[f"w{workers}"] = counts = await topic_records(stack.config.kafka_bootstrap, deployment.app_id)
@@ -286,9 +311,10 @@ def _goals(result: RunResult, say: Say) -> None:
                 say(f"    per Kafka record moved: {best:,.1f} × {per_lead:.1f} records per lead = "
                     f"{best * per_lead:,.0f} records/s = {share * per_lead:.2f}× the passthrough")
     for step in result.steps:
-        if "half=" in step.label:
-            p99 = step.capture_to_webhook.p99_s
-            verdict = "n/a" if p99 is None else ("MET" if p99 <= 0.25 else "NOT met")
-            say(f"  p99 capture→webhook at half the max ({step.label}): "
-                f"{'—' if p99 is None else f'{p99 * 1000:,.0f} ms'} (goal ≤ 250 ms: {verdict})")
+        for marker, what in (("half=", "half the max"), ("half-paced=", "half the paced max")):
+            if marker in step.label:
+                p99 = step.capture_to_webhook.p99_s
+                verdict = "n/a" if p99 is None else ("MET" if p99 <= 0.25 else "NOT met")
+                say(f"  p99 capture→webhook at {what} ({step.label}): "
+                    f"{'—' if p99 is None else f'{p99 * 1000:,.0f} ms'} (goal ≤ 250 ms: {verdict})")
     say(f"  load average before {result.machine.get('loadavg_before')}, after {result.machine.get('loadavg_after')}")

@@ -115,6 +115,13 @@ def is_sustained(offered: float, achieved: float, drain_s: float, *, share: floa
     return offered > 0 and achieved >= share * offered and drain_s <= max_drain_s
 
 
+def is_held(offered: float, achieved: float, drain_s: float) -> bool:
+    """A fixed-rate step held its rate *steadily*: as ``is_sustained``, with at most 1 s of backlog
+    left when the feed stopped. A queue that grows all through a 20 s step at 5% over what the
+    worker keeps up with leaves ~1 s; the paced search (``--rates paced``) wants no growth."""
+    return is_sustained(offered, achieved, drain_s, max_drain_s=1.0)
+
+
 def max_sustained(steps: Iterable[tuple[float | None, float, bool]]) -> float:
     """The highest rate the system held, from ``(offered, achieved, sustained)`` per step.
 
@@ -132,22 +139,26 @@ def parse_rates(text: str) -> list[float | str]:
     """``"25,50,max,half"`` -> ``[25.0, 50.0, "max", "half"]``.
 
     ``max``: unthrottled, as fast as it goes; ``half``: half the throughput the latest ``max``
-    step before it reached (the rate the latency goal is judged at).
+    step before it reached (the rate the latency goal is judged at). ``paced``: a bisection for
+    the highest rate held at a steady pace (``is_held``); ``half-paced``: half of that.
     """
     rates: list[float | str] = []
     for part in text.split(","):
         item = part.strip().lower()
         if not item:
             continue
-        if item in ("max", "half"):
+        if item in ("max", "half", "paced", "half-paced"):
             if item == "half" and "max" not in rates:
                 raise ValueError("--rates: 'half' needs a 'max' step before it (half of what max reached)")
+            if item == "half-paced" and "paced" not in rates:
+                raise ValueError("--rates: 'half-paced' needs a 'paced' step before it (half of the paced max)")
             rates.append(item)
             continue
         try:
             value = float(item)
         except ValueError:
-            raise ValueError(f"--rates: {part.strip()!r} is neither a number of leads/s nor max or half") from None
+            raise ValueError(f"--rates: {part.strip()!r} is neither a number of leads/s nor max, half, paced "
+                             "or half-paced") from None
         if not value > 0 or math.isinf(value):
             raise ValueError(f"--rates: {part.strip()!r} must be a positive number of leads/s")
         rates.append(value)

@@ -11,6 +11,7 @@ from ops.bench.load import batch_schedule, bench_lead, lead_id_of
 from ops.bench.stats import (
     LatencySummary,
     histogram,
+    is_held,
     is_sustained,
     log_edges,
     max_sustained,
@@ -104,6 +105,18 @@ def test_max_sustained_ignores_steps_that_fell_behind_but_counts_the_unthrottled
 def test_parse_rates() -> None:
     assert parse_rates("25, 50,100,max,half") == [25.0, 50.0, 100.0, "max", "half"]
     assert parse_rates("MAX") == ["max"]
+    assert parse_rates("max,paced,half-paced") == ["max", "paced", "half-paced"]
+
+
+@pytest.mark.parametrize(("offered", "achieved", "drain", "expected"), [
+    (50.0, 48.0, 0.4, True),
+    (64.4, 60.6, 1.3, False),  # session 9's half of the burst max: 1.3 s of backlog at the end
+    (50.0, 40.0, 0.2, False),  # fell behind
+])
+def test_is_held_wants_the_backlog_gone_within_a_second(offered: float, achieved: float, drain: float,
+                                                        expected: bool) -> None:
+    assert is_held(offered, achieved, drain) is expected
+    assert is_sustained(offered, achieved, drain) is (achieved >= 0.9 * offered)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -112,6 +125,7 @@ def test_parse_rates() -> None:
     ("-5", "positive"),
     ("inf", "positive"),
     ("half,max", "needs a 'max' step before it"),
+    ("max,half-paced,paced", "needs a .paced. step before it"),
     (",", "at least one rate"),
 ])
 def test_parse_rates_rejects_with_a_reason(text: str, message: str) -> None:
