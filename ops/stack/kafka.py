@@ -19,6 +19,7 @@ from string import Template
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import CoordinationType
 
 from ops.stack.config import StackConfig
@@ -30,9 +31,13 @@ __all__ = ["PROBE_TOPIC", "KafkaService", "find_java", "random_cluster_id", "ren
 
 _T = TypeVar("_T")
 
-#: Auto-created by the first probe; one tiny partition, never read by leadflow.
+#: Created by the first probe (the broker auto-creates nothing); one tiny partition, never read.
 PROBE_TOPIC = "__leadflow_stack_probe"
 _PROBE_GROUP = "__leadflow_stack_probe"
+_TOPIC_ALREADY_EXISTS = 36  # Kafka's error code: the probe topic is there from an earlier start
+#: aiokafka's loggers that complain about the probe topic while the broker is still electing its
+#: leader: "not found in cluster metadata" (cluster), NotLeaderForPartitionError retries (sender).
+_PROBE_NOISY_LOGGERS = ("aiokafka.cluster", "aiokafka.producer.sender")
 _MIN_JAVA = 17  # Kafka 4 brokers need Java 17+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -267,10 +272,10 @@ class KafkaService:
 
 
 class _ProbeTopicPending(logging.Filter):
-    """Drops aiokafka's "Topic ... not found in cluster metadata" ERROR for the probe topic.
+    """Drops aiokafka's errors and retry warnings about the probe topic while it gets its leader.
 
-    The first probe auto-creates the topic, and aiokafka logs that error until the broker has it:
-    expected here, and alarming on a terminal.
+    Right after the probe creates it, the topic has no leader for a moment, and aiokafka logs
+    that on every retry: expected here, and alarming on a terminal.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -278,18 +283,36 @@ class _ProbeTopicPending(logging.Filter):
 
 
 async def _probe(bootstrap: str, timeout: float) -> None:
-    cluster_log = logging.getLogger("aiokafka.cluster")
+    loggers = [logging.getLogger(name) for name in _PROBE_NOISY_LOGGERS]
     pending = _ProbeTopicPending()
-    cluster_log.addFilter(pending)
+    for logger in loggers:
+        logger.addFilter(pending)
     try:
         # One overall bound too: aiokafka's own timeouts cover requests, not every await in start().
         await asyncio.wait_for(_produce_and_find_coordinator(bootstrap, timeout), timeout)
     finally:
-        cluster_log.removeFilter(pending)
+        for logger in loggers:
+            logger.removeFilter(pending)
+
+
+async def _create_probe_topic(bootstrap: str, timeout_ms: int) -> None:
+    """Create the probe topic unless it exists: the broker auto-creates no topic
+    (``auto.create.topics.enable=false`` in server.properties), as in most production clusters."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadflow-stack-probe",
+                                request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(PROBE_TOPIC, 1, 1)])
+    finally:
+        await admin.close()
+    for topic, code, *message in response.topic_errors:
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            raise StackError(f"kafka: creating the probe topic {topic} failed with error {code} {message}")
 
 
 async def _produce_and_find_coordinator(bootstrap: str, timeout: float) -> None:
     timeout_ms = max(1000, int(timeout * 1000))
+    await _create_probe_topic(bootstrap, timeout_ms)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id="leadflow-stack-probe",
@@ -299,7 +322,7 @@ async def _produce_and_find_coordinator(bootstrap: str, timeout: float) -> None:
     )
     await producer.start()
     try:
-        # acks=all on an auto-created topic: the log append path and partition leadership work.
+        # acks=all on the new topic: topic creation, the log append path and partition leadership work.
         await producer.send_and_wait(PROBE_TOPIC, b"ping")
         # The group coordinator (on __consumer_offsets) comes up last; Faust needs it first.
         await producer.client.coordinator_lookup(CoordinationType.GROUP, _PROBE_GROUP)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.structs import ConsumerRecord
 
 from ops.stack import StackConfig, StackError, find_repo_root, stack_down, stack_status, stack_up
@@ -347,6 +349,7 @@ async def test_stack_lifecycle_with_a_real_round_trip(cfg: StackConfig) -> None:
         assert all("already running" in line for line in lines), lines
 
         await _kafka_round_trip(cfg.kafka_bootstrap)
+        await _no_auto_created_topic(cfg.kafka_bootstrap)
         client = aioredis.Redis.from_url(cfg.redis_url)
         try:
             assert await client.ping()
@@ -365,6 +368,12 @@ async def test_stack_lifecycle_with_a_real_round_trip(cfg: StackConfig) -> None:
 async def _kafka_round_trip(bootstrap: str) -> None:
     """Produce and consume through a consumer group: proves this Kafka works with our aiokafka."""
     topic = f"leadflow.test.stack-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
@@ -381,6 +390,26 @@ async def _kafka_round_trip(bootstrap: str) -> None:
         await consumer.commit()
     finally:
         await consumer.stop()
+
+
+async def _no_auto_created_topic(bootstrap: str) -> None:
+    """A send to a topic nobody created fails and creates nothing: leadflow creates its topics
+    with their partition counts, and a one-partition topic from a typo or a start-up race would
+    break co-partitioning silently."""
+    topic = f"leadflow.test.never-created-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    await producer.start()
+    try:
+        with pytest.raises((UnknownTopicOrPartitionError, KafkaTimeoutError)):
+            await producer.send_and_wait(topic, b"lost")
+    finally:
+        await producer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        assert topic not in await admin.list_topics()
+    finally:
+        await admin.close()
 
 
 async def _get_one(consumer: AIOKafkaConsumer, timeout: float) -> ConsumerRecord[bytes, bytes]:
