@@ -199,6 +199,11 @@ class Settings:
     fetch_sessions: bool = True
 
     @property
+    def bootstrap_servers(self) -> list[str]:
+        """``broker`` as aiokafka takes it: ``kafka://h1:9092;h2:9092`` → ``["h1:9092", "h2:9092"]``."""
+        return [h.strip().removeprefix("kafka://") for h in self.broker.replace(";", ",").split(",") if h.strip()]
+
+    @property
     def canonical_url(self) -> str:
         return f"http://{self.web_host}:{self.web_port}"
 

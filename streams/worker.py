@@ -26,10 +26,15 @@ def main(argv: list[str] | None = None) -> None:
     from streams.agents import accounts, intake, lead, notifier, observe, reps, sla, team, team_stats  # noqa: F401  (registers the agents)
     from streams.agents import crm, outcomes  # noqa: F401  (the CRM handoff, the win-rate board)
     from streams.app import app, runtime
-    from streams import gc_tuning
+    from streams import gc_tuning, topic_check, topics
 
+    settings = runtime.settings
+    expected = topic_check.expected_partitions(
+        [*topics.CHANNELS.values(), topics.leads_inbound, topics.leads_rejected], app.tables.values(),
+        app.conf.topic_partitions)
     gc_tuning.after_imports()
-    level = runtime.settings.log_level
+    topic_check.preflight(expected, settings.bootstrap_servers, settings.partitions)  # before Faust creates any
+    level = settings.log_level
     args = ["worker", "--loglevel", level]
     sys.argv = [sys.argv[0], *args, *(argv or [])]
     app.main()

@@ -52,10 +52,6 @@ async def learn_outcomes(stream: Any) -> None:
                  "won" if outcome.won else "lost", outcome.source, outcome.segment)
 
 
-def _bootstrap(broker: str) -> list[str]:
-    return [h.strip().removeprefix("kafka://") for h in broker.replace(";", ",").split(",") if h.strip()]
-
-
 async def _follow(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
@@ -77,7 +73,7 @@ async def follow_outcome_board() -> None:
     """Keep the latest board of ``outcomes.board`` in memory, on every worker, for as long as it runs."""
     tp = TopicPartition(outcome_snapshots.get_topic_name(), 0)
     while not app.should_stop:
-        consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(runtime.settings.broker), group_id=None,
+        consumer = AIOKafkaConsumer(bootstrap_servers=runtime.settings.bootstrap_servers, group_id=None,
                                     enable_auto_commit=False, client_id=f"{runtime.settings.app_id}-outcome-board")
         try:
             await outcome_snapshots.maybe_declare()  # before a first start's declare_topics gets to it

@@ -1,0 +1,105 @@
+"""Before Faust starts: the deployment's topics must have the partition counts this worker expects.
+
+A deployment's entity topics and table changelogs are co-partitioned: a lead's commands, its state
+and its SLA timer sit on the same partition number of each. Faust creates a missing topic with
+the worker's ``LEADFLOW_PARTITIONS`` and never checks the ones that exist. A worker started with
+another count than its deployment's (a changed default, a typo, a new table after an upgrade)
+therefore ran "ready" while the topics it created disagreed with the others. Seen here: a worker
+with ``LEADFLOW_PARTITIONS=4`` on an 8-partition deployment made a 4-partition
+``sla_timers`` changelog beside an 8-partition ``lead.commands``, and its lead agent would then
+write a timer to a partition that does not exist.
+
+:func:`preflight` reads the cluster's topics once (a metadata request for *all* topics: naming
+them would make a broker with auto-creation on create them) and refuses to start, naming every
+topic that differs, before Faust creates anything. It gives up quietly when the broker does not
+answer in time: Faust then waits for the broker as it always did.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from leadflow.errors import ConfigError
+
+__all__ = ["Mismatch", "expected_partitions", "mismatches", "describe", "existing_partitions", "preflight"]
+
+log = logging.getLogger(__name__)
+
+#: How long the check waits for the broker's metadata before leaving the broker to Faust.
+PREFLIGHT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    topic: str
+    expected: int
+    actual: int
+
+
+def expected_partitions(topics: Iterable[Any], tables: Iterable[Any], default: int) -> dict[str, int]:
+    """Topic name → partitions, for Faust topics and tables (``partitions`` None: the app's default)."""
+    expected = {topic.get_topic_name(): topic.partitions or default for topic in topics}
+    for table in tables:
+        expected[table.changelog_topic.get_topic_name()] = table.partitions or default
+    return expected
+
+
+def mismatches(expected: Mapping[str, int], actual: Mapping[str, int]) -> list[Mismatch]:
+    """The topics that exist with another partition count than expected (missing ones are fine:
+    Faust creates them), by name."""
+    return [Mismatch(name, count, actual[name]) for name, count in sorted(expected.items())
+            if name in actual and actual[name] != count]
+
+
+def describe(found: list[Mismatch], partitions: int, expected: Mapping[str, int], actual: Mapping[str, int]) -> str:
+    """The error a worker stops with: every topic that differs, and what to do about it."""
+    lines = [f"the deployment's topics do not have the partition counts this worker expects "
+             f"(LEADFLOW_PARTITIONS={partitions}):"]
+    lines += [f"  {m.topic}: {m.actual} partition(s), expected {m.expected}" for m in found]
+    # The topics that follow LEADFLOW_PARTITIONS: do the existing ones agree on another count?
+    counts = Counter(actual[name] for name, count in expected.items() if count == partitions and name in actual)
+    if len(counts) == 1:
+        lines.append(f"A deployment's partition count cannot change in place: set LEADFLOW_PARTITIONS="
+                     f"{next(iter(counts))} to match its topics, or start a new deployment with its own "
+                     "LEADFLOW_APP_ID and LEADFLOW_TOPIC_PREFIX (docs/SCALING.md).")
+    else:
+        spread = ", ".join(f"{n} with {c}" for c, n in sorted(counts.items(), key=lambda item: -item[1]))
+        lines.append(f"The deployment's topics disagree among themselves ({spread} partitions): a topic was "
+                     "created with another count than the rest, and co-partitioning is broken. Keep the "
+                     "count most of them have and see docs/SCALING.md, \"Partition counts\".")
+    return "\n".join(lines)
+
+
+async def existing_partitions(bootstrap: list[str]) -> dict[str, int]:
+    """Every topic in the cluster and its partition count (one metadata request for all topics)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadflow-preflight")
+    await admin.start()
+    try:
+        topics = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in topics if not t["error_code"]}
+
+
+def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int,
+              timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
+    """Raise :class:`ConfigError` when an existing topic has another partition count than expected."""
+    # On a loop of its own in a thread: the main thread's event loop is left as Faust expects it.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
+        future = pool.submit(asyncio.run, asyncio.wait_for(existing_partitions(bootstrap), timeout))
+    try:
+        actual = future.result()
+    except Exception as exc:  # the broker is not up yet: Faust waits for it; the check is skipped
+        log.warning("partition check skipped: no metadata from %s in %.0f s (%s)",
+                    ",".join(bootstrap), timeout, type(exc).__name__)
+        return
+    found = mismatches(expected, actual)
+    if found:
+        raise ConfigError(describe(found, partitions, expected, actual))

@@ -1,0 +1,91 @@
+"""The partition-count check a worker runs before Faust starts (streams/topic_check.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from leadflow.errors import ConfigError
+from streams import topic_check
+from streams.topic_check import Mismatch, describe, expected_partitions, mismatches
+
+
+@dataclass
+class _Topic:
+    name: str
+    partitions: int | None = None
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+@dataclass
+class _Table:
+    changelog_topic: _Topic
+    partitions: int | None = None
+
+
+def test_expected_counts_follow_each_topic_and_table_or_the_default() -> None:
+    topics = [_Topic("lf.lead.commands"), _Topic("lf.outcomes.board", 1)]
+    tables = [_Table(_Topic("app-lead_state-changelog")), _Table(_Topic("app-outcome_board-changelog"), 1)]
+    assert expected_partitions(topics, tables, 8) == {
+        "lf.lead.commands": 8, "lf.outcomes.board": 1, "app-lead_state-changelog": 8, "app-outcome_board-changelog": 1}
+
+
+def test_only_existing_topics_with_another_count_are_mismatches() -> None:
+    expected = {"a": 8, "b": 8, "board": 1, "missing": 8}
+    actual = {"a": 8, "b": 4, "board": 1, "someone-elses": 3}
+    assert mismatches(expected, actual) == [Mismatch("b", 8, 4)]
+    assert mismatches(expected, {"a": 8, "board": 1}) == []
+
+
+def test_a_deployment_made_with_another_count_is_told_which() -> None:
+    expected = {"lf.lead.commands": 4, "lf.team.commands": 4, "lf.outcomes.board": 1}
+    actual = {"lf.lead.commands": 8, "lf.team.commands": 8, "lf.outcomes.board": 1}
+    text = describe(mismatches(expected, actual), 4, expected, actual)
+    assert "(LEADFLOW_PARTITIONS=4)" in text
+    assert "  lf.lead.commands: 8 partition(s), expected 4" in text
+    assert "  lf.team.commands: 8 partition(s), expected 4" in text
+    assert "lf.outcomes.board" not in text
+    assert "set LEADFLOW_PARTITIONS=8 to match its topics" in text
+
+
+def test_topics_that_disagree_among_themselves_are_not_fixed_by_the_setting() -> None:
+    expected = {f"t{i}": 8 for i in range(5)}
+    actual = {"t0": 8, "t1": 8, "t2": 8, "t3": 4}
+    text = describe(mismatches(expected, actual), 8, expected, actual)
+    assert "  t3: 4 partition(s), expected 8" in text
+    assert "disagree among themselves (3 with 8, 1 with 4 partitions)" in text
+    assert "set LEADFLOW_PARTITIONS" not in text
+
+
+def test_preflight_raises_a_config_error_naming_the_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def existing(bootstrap: list[str]) -> dict[str, int]:
+        assert bootstrap == ["h1:9092"]
+        return {"lf.lead.commands": 2}
+
+    monkeypatch.setattr(topic_check, "existing_partitions", existing)
+    with pytest.raises(ConfigError, match="lf.lead.commands: 2 partition"):
+        topic_check.preflight({"lf.lead.commands": 8}, ["h1:9092"], 8)
+    topic_check.preflight({"lf.lead.commands": 2}, ["h1:9092"], 2)  # matching: no error
+
+
+def test_preflight_leaves_an_unreachable_broker_to_faust(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    async def unreachable(bootstrap: list[str]) -> dict[str, int]:
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(topic_check, "existing_partitions", unreachable)
+    topic_check.preflight({"lf.lead.commands": 8}, ["h1:9092"], 8)
+    assert "partition check skipped" in caplog.text
+
+
+@pytest.mark.parametrize(("broker", "servers"), [
+    ("kafka://127.0.0.1:9092", ["127.0.0.1:9092"]),
+    ("kafka://h1:9092;kafka://h2:9092", ["h1:9092", "h2:9092"]),
+    ("h1:9092, h2:9092", ["h1:9092", "h2:9092"]),
+])
+def test_the_broker_setting_as_aiokafka_takes_it(broker: str, servers: list[str]) -> None:
+    from streams.settings import Settings
+
+    assert Settings.from_env({"LEADFLOW_BROKER": broker}).bootstrap_servers == servers

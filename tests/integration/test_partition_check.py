@@ -1,0 +1,43 @@
+"""A worker whose LEADFLOW_PARTITIONS differs from its deployment's topics refuses to start.
+
+Without the check (``streams/topic_check.py``) such a worker started "ready" and created the topics
+still missing with its own count, beside the existing ones: co-partitioning broken, silently.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.integration.harness import Worker, WorkerSpec
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_refuses_topics_with_another_partition_count(spec: WorkerSpec) -> None:
+    # A deployment made with 2 partitions: two of its topics exist. This worker expects 4.
+    made = [f"{spec.app_id}.lead.commands", f"{spec.app_id}.team.commands"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=spec.stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 2, 1) for name in made])
+        worker = Worker(spec)
+        try:
+            deadline = time.monotonic() + 60
+            while worker.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            log = worker.log()
+            assert worker.proc.returncode == 2, f"the worker did not refuse to start:\n{log}"
+        finally:
+            if worker.proc.poll() is None:
+                worker.kill()
+        assert "(LEADFLOW_PARTITIONS=4)" in log
+        for name in made:
+            assert f"{name}: 2 partition(s), expected 4" in log
+        assert "set LEADFLOW_PARTITIONS=2 to match its topics" in log
+        # It stopped before creating anything with its own count.
+        topics = await admin.list_topics()
+        assert not [t for t in topics if t.startswith(spec.app_id) and t not in made]
+    finally:
+        await admin.close()
