@@ -55,12 +55,3 @@ def test_the_snapshot_keeps_the_latest_board_and_scoring_reads_it(monkeypatch: p
     assert with_outcomes(runtime.policy) is runtime.policy  # nothing learned yet: the policy as is
     monkeypatch.setattr(snapshot, "board", two)
     assert with_outcomes(runtime.policy).outcomes == two
-
-
-@pytest.mark.parametrize(("broker", "hosts"), [
-    ("kafka://127.0.0.1:9092", ["127.0.0.1:9092"]),
-    ("kafka://a:9092;kafka://b:9092", ["a:9092", "b:9092"]),
-    ("kafka://a:9092, kafka://b:9092", ["a:9092", "b:9092"]),
-])
-def test_the_follower_reads_the_broker_list_of_the_settings(broker: str, hosts: list[str]) -> None:
-    assert outcomes._bootstrap(broker) == hosts

@@ -84,8 +84,10 @@ def test_preflight_leaves_an_unreachable_broker_to_faust(monkeypatch: pytest.Mon
     ("kafka://127.0.0.1:9092", ["127.0.0.1:9092"]),
     ("kafka://h1:9092;kafka://h2:9092", ["h1:9092", "h2:9092"]),
     ("h1:9092, h2:9092", ["h1:9092", "h2:9092"]),
+    ("kafka://a:9092, kafka://b:9092", ["a:9092", "b:9092"]),
 ])
-def test_the_broker_setting_as_aiokafka_takes_it(broker: str, servers: list[str]) -> None:
+def test_the_broker_setting_as_aiokafka_takes_it(  # the outcome board's follower and the check use it
+        broker: str, servers: list[str]) -> None:
     from streams.settings import Settings
 
     assert Settings.from_env({"LEADFLOW_BROKER": broker}).bootstrap_servers == servers
