@@ -11,8 +11,10 @@ write a timer to a partition that does not exist.
 
 :func:`preflight` reads the cluster's topics once (a metadata request for *all* topics: naming
 them would make a broker with auto-creation on create them) and refuses to start, naming every
-topic that differs, before Faust creates anything. It gives up quietly when the broker does not
-answer in time: Faust then waits for the broker as it always did.
+topic that differs, before Faust creates anything. It also refuses a ``LEADFLOW_REPLICATION``
+above the live brokers when topics are still to be created: Faust crashed on that with a
+traceback about ``__assignor-__leader``. It gives up quietly when the broker does not answer in
+time: Faust then waits for the broker as it always did.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from typing import Any
 
 from leadflow.errors import ConfigError
 
-__all__ = ["Mismatch", "expected_partitions", "mismatches", "describe", "existing_partitions", "preflight"]
+__all__ = ["Cluster", "Mismatch", "expected_partitions", "mismatches", "describe", "read_cluster", "too_few_brokers",
+           "preflight"]
 
 log = logging.getLogger(__name__)
 
@@ -75,31 +78,55 @@ def describe(found: list[Mismatch], partitions: int, expected: Mapping[str, int]
     return "\n".join(lines)
 
 
-async def existing_partitions(bootstrap: list[str]) -> dict[str, int]:
-    """Every topic in the cluster and its partition count (one metadata request for all topics)."""
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """What the check reads of the cluster: every topic's partition count, and the live brokers."""
+
+    partitions: dict[str, int]
+    brokers: int
+
+
+async def read_cluster(bootstrap: list[str]) -> Cluster:
+    """One metadata request for all topics (naming them could create them), and the brokers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadflow-preflight")
     await admin.start()
     try:
         topics = await admin.describe_topics()
+        brokers = len((await admin.describe_cluster())["brokers"])
     finally:
         await admin.close()
-    return {t["topic"]: len(t["partitions"]) for t in topics if not t["error_code"]}
+    return Cluster({t["topic"]: len(t["partitions"]) for t in topics if not t["error_code"]}, brokers)
 
 
-def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int,
+def too_few_brokers(expected: Mapping[str, int], cluster: Cluster, replication: int) -> str | None:
+    """Why the topics still missing cannot be created with ``replication`` copies, if they cannot."""
+    missing = sorted(name for name in expected if name not in cluster.partitions)
+    if not missing or replication <= cluster.brokers:
+        return None
+    return (f"LEADFLOW_REPLICATION={replication}, but the cluster has {cluster.brokers} broker(s) up: the "
+            f"{len(missing)} topic(s) this deployment still needs ({missing[0]}, …) cannot be created with "
+            f"{replication} copies of each partition. Set LEADFLOW_REPLICATION to at most {cluster.brokers}, "
+            "or start the other brokers first.")
+
+
+def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int, replication: int = 1,
               timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
-    """Raise :class:`ConfigError` when an existing topic has another partition count than expected."""
+    """Raise :class:`ConfigError` when an existing topic has another partition count than expected,
+    or when the topics still missing cannot be created with ``replication`` copies."""
     # On a loop of its own in a thread: the main thread's event loop is left as Faust expects it.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
-        future = pool.submit(asyncio.run, asyncio.wait_for(existing_partitions(bootstrap), timeout))
+        future = pool.submit(asyncio.run, asyncio.wait_for(read_cluster(bootstrap), timeout))
     try:
-        actual = future.result()
+        cluster = future.result()
     except Exception as exc:  # the broker is not up yet: Faust waits for it; the check is skipped
         log.warning("partition check skipped: no metadata from %s in %.0f s (%s)",
                     ",".join(bootstrap), timeout, type(exc).__name__)
         return
-    found = mismatches(expected, actual)
+    found = mismatches(expected, cluster.partitions)
     if found:
-        raise ConfigError(describe(found, partitions, expected, actual))
+        raise ConfigError(describe(found, partitions, expected, cluster.partitions))
+    problem = too_few_brokers(expected, cluster, replication)
+    if problem:
+        raise ConfigError(problem)

@@ -7,7 +7,7 @@ import pytest
 
 from leadflow.errors import ConfigError
 from streams import topic_check
-from streams.topic_check import Mismatch, describe, expected_partitions, mismatches
+from streams.topic_check import Cluster, Mismatch, describe, expected_partitions, mismatches, too_few_brokers
 
 
 @dataclass
@@ -60,11 +60,11 @@ def test_topics_that_disagree_among_themselves_are_not_fixed_by_the_setting() ->
 
 
 def test_preflight_raises_a_config_error_naming_the_topics(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def existing(bootstrap: list[str]) -> dict[str, int]:
+    async def existing(bootstrap: list[str]) -> Cluster:
         assert bootstrap == ["h1:9092"]
-        return {"lf.lead.commands": 2}
+        return Cluster({"lf.lead.commands": 2}, brokers=1)
 
-    monkeypatch.setattr(topic_check, "existing_partitions", existing)
+    monkeypatch.setattr(topic_check, "read_cluster", existing)
     with pytest.raises(ConfigError, match="lf.lead.commands: 2 partition"):
         topic_check.preflight({"lf.lead.commands": 8}, ["h1:9092"], 8)
     topic_check.preflight({"lf.lead.commands": 2}, ["h1:9092"], 2)  # matching: no error
@@ -72,12 +72,23 @@ def test_preflight_raises_a_config_error_naming_the_topics(monkeypatch: pytest.M
 
 def test_preflight_leaves_an_unreachable_broker_to_faust(monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    async def unreachable(bootstrap: list[str]) -> dict[str, int]:
+    async def unreachable(bootstrap: list[str]) -> Cluster:
         raise ConnectionRefusedError
 
-    monkeypatch.setattr(topic_check, "existing_partitions", unreachable)
+    monkeypatch.setattr(topic_check, "read_cluster", unreachable)
     topic_check.preflight({"lf.lead.commands": 8}, ["h1:9092"], 8)
     assert "partition check skipped" in caplog.text
+
+
+def test_more_copies_than_brokers_is_refused_only_while_topics_are_missing() -> None:
+    expected = {"lf.lead.commands": 8, "lf.team.commands": 8}
+    problem = too_few_brokers(expected, Cluster({"lf.lead.commands": 8}, brokers=1), 3)
+    assert problem is not None
+    assert problem.startswith("LEADFLOW_REPLICATION=3, but the cluster has 1 broker(s) up")
+    assert "(lf.team.commands, …)" in problem and "at most 1" in problem
+    assert too_few_brokers(expected, Cluster({"lf.lead.commands": 8}, brokers=3), 3) is None
+    # Every topic exists: a broker down (metadata lists only live ones) does not stop a worker.
+    assert too_few_brokers(expected, Cluster({"lf.lead.commands": 8, "lf.team.commands": 8}, brokers=2), 3) is None
 
 
 @pytest.mark.parametrize(("broker", "servers"), [

@@ -14,6 +14,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tests.integration.harness import Worker, WorkerSpec
 
 
+async def _exit_code(worker: Worker, timeout: float = 60.0) -> int | None:
+    """The worker's exit status once it exits on its own (None: still running after ``timeout``;
+    it is killed then, by its pid)."""
+    deadline = time.monotonic() + timeout
+    while worker.proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    if worker.proc.poll() is None:
+        worker.kill()
+        return None
+    return worker.proc.returncode
+
+
 @pytest.mark.timeout(120)
 async def test_a_worker_refuses_topics_with_another_partition_count(spec: WorkerSpec) -> None:
     # A deployment made with 2 partitions: two of its topics exist. This worker expects 4.
@@ -23,15 +35,9 @@ async def test_a_worker_refuses_topics_with_another_partition_count(spec: Worker
     try:
         await admin.create_topics([NewTopic(name, 2, 1) for name in made])
         worker = Worker(spec)
-        try:
-            deadline = time.monotonic() + 60
-            while worker.proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-            log = worker.log()
-            assert worker.proc.returncode == 2, f"the worker did not refuse to start:\n{log}"
-        finally:
-            if worker.proc.poll() is None:
-                worker.kill()
+        status = await _exit_code(worker)
+        log = worker.log()
+        assert status == 2, f"the worker did not refuse to start:\n{log}"
         assert "(LEADFLOW_PARTITIONS=4)" in log
         for name in made:
             assert f"{name}: 2 partition(s), expected 4" in log
@@ -41,3 +47,16 @@ async def test_a_worker_refuses_topics_with_another_partition_count(spec: Worker
         assert not [t for t in topics if t.startswith(spec.app_id) and t not in made]
     finally:
         await admin.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_refuses_more_copies_than_brokers(spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test stack is one broker. Before the check, Faust crashed with a traceback about its
+    # __assignor-__leader topic, naming no setting.
+    monkeypatch.setenv("LEADFLOW_REPLICATION", "3")
+    worker = Worker(spec)
+    status = await _exit_code(worker)
+    log = worker.log()
+    assert status == 2, f"the worker did not refuse to start:\n{log}"
+    assert "LEADFLOW_REPLICATION=3, but the cluster has 1 broker(s) up" in log
+    assert "Traceback" not in log
