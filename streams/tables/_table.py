@@ -56,6 +56,14 @@ class CodecTable(faust.Table):  # type: ignore[misc]
         topic.clone_using_queue = clone_using_queue
         return topic
 
+    def _new_store(self) -> Any:
+        # Faust takes ``self._store or app.conf.store``, and a URL of a scheme alone is falsy in
+        # yarl (``bool(URL("memory://"))`` is False): a table's own ``store="memory://"`` was
+        # ignored for the app's store, RocksDB by default. The team table ran on RocksDB that way,
+        # and a kill -9 left it with side keys its restored record never wrote (the crash
+        # verifier: three leads assigned that the team did not count; docs/RELIABILITY.md).
+        return self._new_store_by_url(self._store if self._store is not None else self.app.conf.store)
+
     def _new_store_by_url(self, url: Any) -> Any:
         if URL(str(url)).scheme == "memory":
             self.state_cache.max_bytes = 0  # the memory store keeps the objects themselves

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from faust.types import TP
+from yarl import URL
 
 from streams.agents._batch import acting_for
 from streams.tables._table import MemoryStore
@@ -35,3 +37,11 @@ async def test_a_revoked_partitions_keys_go_and_the_others_stay() -> None:
     assert "gone#r1" not in store and "gone@r2" not in store
     assert store["kept#r3"] == "holding on partition 2"
     del store["kept#r3"]
+
+
+def test_the_team_table_is_in_memory_whatever_the_apps_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Workers run RocksDB by default (LEADFLOW_STORE); the team table must not follow it. Faust
+    # took `store or app.conf.store`, and URL("memory://") is falsy: the table got RocksDB.
+    monkeypatch.setattr(type(team_state.app.conf), "store", property(lambda conf: URL("rocksdb://")))
+    assert team_state.app.conf.store.scheme == "rocksdb"
+    assert isinstance(team_state._new_store(), MemoryStore)

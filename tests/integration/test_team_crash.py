@@ -81,5 +81,9 @@ async def test_a_kill_between_a_team_batchs_writes_leaves_the_team_whole(
         configs = await _topic_configs(spec, f"{spec.app_id}-team_state-changelog")
         assert {name: configs.get(name) for name in CHANGELOG_CONFIGS} == CHANGELOG_CONFIGS
         assert configs.get("cleanup.policy") == "compact"
+        # In memory, although the worker's other tables are RocksDB (LEADFLOW_STORE=rocksdb here):
+        # a RocksDB team store kept the lost batch's side keys (found by the crash verifier).
+        assert not list(worker.data_dir.glob("**/team_state-*.db")), "the team table is on RocksDB"
+        assert list(worker.data_dir.glob("**/lead_state-*.db")), "the worker's store is not RocksDB"
     finally:
         worker.stop()
