@@ -10,7 +10,7 @@ from faust.stores import rocksdb as faust_rocksdb
 from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
-from streams import faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer
+from streams import faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer, log_redaction
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
 from streams.membership import MembershipLost, watch_membership
@@ -85,6 +85,7 @@ def _bound_rocksdb() -> None:
 
 def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: Clock | None = None) -> LeadflowApp:
     faust_fixes.install()  # skipped records must not be committed unprocessed (see the module)
+    log_redaction.install()  # no message contents (personal data, secrets) in the libraries' debug lines
     faust_recovery.install()  # changelog recovery: "any partition behind?" without a Counter per record
     _bound_rocksdb()
     config = config if config is not None else load_config(settings.config_path)

@@ -1,0 +1,60 @@
+"""Keep message contents out of Faust's and aiokafka's debug lines: leads are personal data.
+
+At ``LEADFLOW_LOG_LEVEL=debug`` the libraries log what they send and receive: Faust and
+aiokafka every produced message's value (``send: topic=… v=…``, ``Sending (key=… value=…)``),
+aiokafka every request and response whole (a ``ProduceRequest``'s and a ``FetchResponse``'s record
+bytes). That put leads' e-mails, phones and names, and reps' webhook secrets and URLs, in the
+log (``tests/integration/test_no_personal_data_in_logs.py`` found them). The filters here rewrite
+those records, and only those, before any handler sees them: a value becomes its size, a protocol
+message its type. Keys stay: leadflow keys its messages by ids (lead, team, rep, domain), and
+they are what a debug log is read for.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = ["REDACTED_LOGGERS", "install", "redacted"]
+
+#: logger name -> {message template: positions of its arguments to redact}
+REDACTED_LOGGERS: dict[str, dict[str, tuple[int, ...]]] = {
+    "faust.topics": {"send: topic=%r k=%r v=%r timestamp=%r partition=%r": (2,)},
+    "faust.transport.drivers.aiokafka": {"send: topic=%r k=%r v=%r timestamp=%r partition=%r": (2,)},
+    "aiokafka.producer.producer": {"Sending (key=%s value=%s) to %s": (1,)},
+    "aiokafka.conn": {"Request to %s:%d %d: %s": (3,), "Response from %s:%d %d: %s": (3,)},
+}
+
+
+def redacted(value: Any) -> str:
+    """What a log line shows instead of ``value``: its size, or a protocol message's type."""
+    if value is None:
+        return "None"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes redacted>"
+    if isinstance(value, str):
+        return f"<{len(value)} characters redacted>"
+    return f"<{type(value).__name__} redacted>"
+
+
+class _Redact(logging.Filter):
+    def __init__(self, templates: dict[str, tuple[int, ...]]) -> None:
+        super().__init__()
+        self.templates = templates
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        positions = self.templates.get(record.msg) if isinstance(record.msg, str) else None
+        if positions and isinstance(record.args, tuple):
+            args = list(record.args)
+            for i in positions:
+                if i < len(args):
+                    args[i] = redacted(args[i])
+            record.args = tuple(args)
+        return True
+
+
+def install() -> None:
+    """Put the filters on the libraries' loggers (idempotent)."""
+    for name, templates in REDACTED_LOGGERS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Redact) for f in logger.filters):
+            logger.addFilter(_Redact(templates))
