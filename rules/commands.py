@@ -28,6 +28,7 @@ __all__ = [
     "SlaDue",
     "RouteLead",
     "ReleaseLead",
+    "KeepAssignment",
     "UpsertRep",
     "RemoveRep",
     "SetPresence",
@@ -338,6 +339,26 @@ class ReleaseLead:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeepAssignment:
+    """The lead holds this route with ``rep_id``: count it there, whatever the team decided since.
+
+    A team batch tells the lead its decision before the team's record reaches the changelog, so a
+    crash between the two makes the restarted team decide the route again. A decision that depends
+    on the clock (working hours, a daily cap) can then come out different: another rep, or the
+    queue. The lead keeps the rep it already told and sends this instead of a plain release; the
+    team moves the route's holding to that rep (above their capacity, if they filled up since).
+    """
+
+    team_id: str
+    lead_id: str
+    route_id: str
+    rep_id: str
+    #: When the lead was assigned (the first decision), for the rep's daily and weekly counts.
+    assigned_at: datetime
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpsertRep:
     """Create or update a rep of this team (presence and open leads are kept)."""
 
@@ -386,7 +407,9 @@ class DrainQueue:
     at: datetime
 
 
-TeamCommand: TypeAlias = RouteLead | ReleaseLead | UpsertRep | RemoveRep | SetPresence | WithdrawLead | DrainQueue
+TeamCommand: TypeAlias = (
+    RouteLead | ReleaseLead | KeepAssignment | UpsertRep | RemoveRep | SetPresence | WithdrawLead | DrainQueue
+)
 
 
 # --- rep.commands (key: rep_id) -------------------------------------------------------

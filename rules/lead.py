@@ -47,6 +47,7 @@ from rules.lead_state import (
     can_disposition,
     event,
     give_back,
+    keep,
     note,
     route_command,
     webhook_id_for,
@@ -83,7 +84,7 @@ def apply(state: LeadState | None, command: LeadCommand, now: datetime, policy: 
     if isinstance(command, LeadAssigned):
         return _assigned(state, command, now, policy)
     if isinstance(command, LeadQueued):
-        return _queued(state, command, policy)
+        return _queued(state, command, now, policy)
     if isinstance(command, RecordDelivery):
         return record_delivery(state, command, now, policy)
     if isinstance(command, SlaDue):
@@ -212,6 +213,11 @@ def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: Le
         # Replay of the assignment we accepted: re-send the same notification (same webhook-id,
         # so the rep's receiver dedups it) in case the first send was lost in a crash.
         return LeadTransition(state=state, outgoing=_notifications(state, command))
+    held = _held_route(state, command.route_id)
+    if held is not None:
+        # The team decided this route again and chose another rep (a crash lost its first
+        # decision): the lead stays with the rep it told, and the team moves the count to them.
+        return LeadTransition(state=state, outgoing=(keep(state, held, now),))
     if state.routing not in ("routing", "queued") or command.route_id != state.route_id:
         return LeadTransition(state=state, outgoing=(give_back(command, "stale assignment", now),))
     offer_timeout = policy.offer_timeouts.get(command.team_id)
@@ -279,7 +285,17 @@ def _notifications(state: LeadState, command: LeadAssigned) -> tuple[Outgoing, .
     return (Outgoing(channel="notifications", key=state.lead_id, value=notify),)
 
 
-def _queued(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> LeadTransition:
+def _held_route(state: LeadState, route_id: str) -> Assignment | None:
+    """The lead's assignment when it holds ``route_id`` (offered or assigned), else None."""
+    a = state.assignment
+    return a if state.routing in HELD and a is not None and a.route_id == route_id else None
+
+
+def _queued(state: LeadState, command: LeadQueued, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    held = _held_route(state, command.route_id)
+    if held is not None:
+        # The team decided this route again and queued it: the lead is not waiting, it has a rep.
+        return LeadTransition(state=state, outgoing=(keep(state, held, now),))
     if state.routing != "routing" or command.route_id != state.route_id:
         return LeadTransition(state=state)
     queued = replace(state, routing="queued")

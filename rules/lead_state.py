@@ -8,7 +8,7 @@ from typing import Any, Literal, TypeAlias
 
 from rules.accounts import Account
 from rules.capture import CapturedLead, Touch
-from rules.commands import LeadAssigned, Outgoing, ReleaseLead, RouteLead, RoutingDecision
+from rules.commands import KeepAssignment, LeadAssigned, Outgoing, ReleaseLead, RouteLead, RoutingDecision
 from rules.enrichment import Enrichment
 from rules.opportunity import Opportunity, Qualification
 from rules.outcomes import OutcomeBoard
@@ -22,7 +22,7 @@ from sla.policy import SlaPolicy
 __all__ = [
     "RoutingStatus", "OPEN", "HELD", "OFFER_STEP", "OVERFLOW_STEP", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
     "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "event", "note", "route_command",
-    "give_back", "reroute",
+    "give_back", "keep", "reroute",
 ]
 
 RoutingStatus: TypeAlias = Literal["routing", "queued", "offered", "assigned", "released"]
@@ -258,3 +258,8 @@ def give_back(command: LeadAssigned, reason: str, now: datetime) -> Outgoing:
     return Outgoing(channel="team.commands", key=command.team_id, value=value)
 
 
+def keep(state: LeadState, assignment: Assignment, now: datetime) -> Outgoing:
+    """Tell the team the lead keeps ``assignment``: its route was decided again, differently."""
+    value = KeepAssignment(team_id=assignment.team_id, lead_id=state.lead_id, route_id=assignment.route_id,
+                           rep_id=assignment.rep_id, assigned_at=assignment.assigned_at, at=now)
+    return Outgoing(channel="team.commands", key=assignment.team_id, value=value)

@@ -87,6 +87,33 @@ class RepState:
             week_count=week + 1,
         )
 
+    def with_late_lead(self, assigned_at: datetime) -> RepState:
+        """The rep after the team learns late of a lead they took at ``assigned_at``.
+
+        A crash lost the decision, and the lead kept this rep. The lead counts as open and in
+        the caps of its own day and week. A later day's or week's count is left as it is, and so
+        is a later ``last_assigned_at``.
+        """
+        day, week = local_day(self.profile, assigned_at), local_week(self.profile, assigned_at)
+        latest = max(self.last_assigned_at, assigned_at) if self.last_assigned_at is not None else assigned_at
+        return replace(
+            self,
+            load=self.load + 1,
+            assigned_total=self.assigned_total + 1,
+            last_assigned_at=latest,
+            day=max(self.day, day),
+            day_count=_counted(self.day, self.day_count, day),
+            week=max(self.week, week),
+            week_count=_counted(self.week, self.week_count, week),
+        )
+
     def without_lead(self) -> RepState:
         """The rep after one of their leads is released (caps count assignments: they stay)."""
         return replace(self, load=max(0, self.load - 1))
+
+
+def _counted(period: str, count: int, late: str) -> int:
+    """A period's count after one more assignment in period ``late`` (ISO strings sort by time)."""
+    if late == period:
+        return count + 1
+    return 1 if late > period else count

@@ -32,6 +32,7 @@ from typing import Protocol
 
 from rules.commands import (
     DrainQueue,
+    KeepAssignment,
     LeadAssigned,
     LeadQueued,
     Outgoing,
@@ -256,6 +257,9 @@ def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: Q
     elif isinstance(command, ReleaseLead):
         _release(work, command)
         _drain(work, now)
+    elif isinstance(command, KeepAssignment):
+        _keep(work, command)
+        _drain(work, now)
     elif isinstance(command, WithdrawLead):
         _withdraw(work, command)
     elif isinstance(command, DrainQueue):
@@ -414,11 +418,14 @@ def _withdraw(work: _Work, command: WithdrawLead) -> None:
         return  # a replay: the route is already out
     released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
     work.state = replace(work.state, released_routes=released)
-    seq = work.queue.seq_of(command.route_id) if work.is_queued(command.route_id) else None
+    _dequeue(work, command.route_id)
+
+
+def _dequeue(work: _Work, route_id: str) -> None:
+    """Take the route's entry out of its lane, if it is waiting."""
+    seq = work.queue.seq_of(route_id) if work.is_queued(route_id) else None
     if seq is not None and work.entry(seq) is not None:
-        priority = seq // _LANE_SPAN
-        _take_out(work, priority, seq, command.route_id)
-        _advance_head(work, priority)
+        _take_out(work, seq // _LANE_SPAN, seq, route_id)
 
 
 def _remove(work: _Work, command: RemoveRep) -> None:
@@ -435,14 +442,39 @@ def _release(work: _Work, command: ReleaseLead) -> None:
     if rep is not None and rep.rep_id == command.rep_id:
         # Only the exact assignment frees capacity: a stale release (another rep, another route
         # of the same lead, or one already applied) finds no holding of this rep and does nothing.
-        work.holdings[command.route_id] = None
-        rep = rep.without_lead()
-        if rep.departed and not rep.load:
-            work.state = replace(work.state, reps={k: v for k, v in work.state.reps.items() if k != rep.rep_id})
-        else:
-            _put_rep(work, rep)
+        _free(work, command.route_id, rep)
         released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
         work.state = replace(work.state, released_routes=released)
+
+
+def _keep(work: _Work, command: KeepAssignment) -> None:
+    """Count the route for the rep the lead kept, taking it from whoever the team chose since."""
+    if command.route_id in work.state.released_routes:
+        return  # the lead has released this route since: a late replay of the message
+    holder = work.holder(command.lead_id, command.route_id)
+    if holder is not None and holder.rep_id == command.rep_id:
+        return  # already counted there (the usual case, or this message again)
+    if holder is not None:
+        _free(work, command.route_id, holder)  # the re-decision's rep never got the lead
+    else:
+        work.state = replace(work.state, routed_total=work.state.routed_total + 1)
+    _dequeue(work, command.route_id)  # the re-decision may have queued it: the lead is not waiting
+    keeper = work.state.reps.get(command.rep_id)
+    if keeper is None:
+        return  # the rep left the team meanwhile: the lead's own release finds no holding either
+    work.holdings[command.route_id] = Holding(rep_id=keeper.rep_id, lead_id=command.lead_id,
+                                              assigned_at=command.assigned_at)
+    _put_rep(work, keeper.with_late_lead(command.assigned_at))
+
+
+def _free(work: _Work, route_id: str, rep: RepState) -> None:
+    """Delete the route's holding and give ``rep`` the capacity back (a departed rep's last lead: gone)."""
+    work.holdings[route_id] = None
+    rep = rep.without_lead()
+    if rep.departed and not rep.load:
+        work.state = replace(work.state, reps={k: v for k, v in work.state.reps.items() if k != rep.rep_id})
+    else:
+        _put_rep(work, rep)
 
 
 def _upsert(work: _Work, command: UpsertRep) -> None:

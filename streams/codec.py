@@ -38,7 +38,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.Notify, commands.RecordActivity, commands.SlaDue, LeadState, SlaTimer, TeamState, TeamRecord, RepEntry,
         commands.RecordQualification, commands.RecordCrmSync, commands.RecordCrmEvent, commands.ReturnToRouting,
         commands.UpsertOpportunity, commands.DeferCommand, RecordOutcome, OutcomeBoard, PendingCrm,
-        commands.AnswerOffer, commands.WithdrawLead, QueueSlot, Holding, commands.DrainQueue,
+        commands.AnswerOffer, commands.WithdrawLead, QueueSlot, Holding, commands.DrainQueue, commands.KeepAssignment,
         RetryDue, PendingDelivery, DeliveryBacklog,
         PutAccount, RemoveAccount, MatchAccount, Account,
     )

@@ -10,6 +10,7 @@ from rules.capture import CapturedLead, derive_lead_id
 from rules.commands import (
     CaptureLead,
     DispositionLead,
+    KeepAssignment,
     LeadAssigned,
     LeadQueued,
     Notify,
@@ -153,11 +154,23 @@ def test_queued_then_assigned() -> None:
     assert state.sla_deadline == T0 + timedelta(seconds=DEFAULT_POLICY.first_contact_s)
 
 
-@pytest.mark.parametrize("late", [queued(), queued(route_id="other:1:1")])
-def test_late_or_foreign_queued_is_ignored(late: LeadQueued) -> None:
+def test_foreign_queued_is_ignored() -> None:
     before, _ = run(capture(), assigned())
-    state, out = run(capture(), assigned(), late)
+    state, out = run(capture(), assigned(), queued(route_id="other:1:1"))
     assert state == before and out == []
+
+
+@pytest.mark.parametrize("again", [queued(), assigned(rep_id="rep-b")], ids=["queued", "another rep"])
+def test_a_route_decided_again_differently_keeps_its_rep(again: LeadQueued | LeadAssigned) -> None:
+    """After a crash the team may decide a held route again, and differently (the clock moved):
+    the lead stays with the rep it told, and tells the team to count the route there."""
+    before, _ = run(capture(), assigned())
+    state, out = run(capture(), assigned(), again)
+    assert state == before
+    assert [m.value for m in out] == [KeepAssignment(
+        team_id="inbound", lead_id=LEAD_ID, route_id=f"{LEAD_ID}:1:1", rep_id="rep-a",
+        assigned_at=T0 + timedelta(seconds=5), at=T0 + timedelta(minutes=1))]
+    assert [m.key for m in out] == ["inbound"]
 
 
 def test_accepted_assignment_notifies_the_rep_once_per_route() -> None:
@@ -186,7 +199,6 @@ def test_no_webhook_no_notification(url: str | None, secret: str | None) -> None
     ("history", "stale"),
     [
         ((capture(),), assigned(route_id="someone-else:1:1")),                   # wrong route
-        ((capture(), assigned()), assigned(rep_id="rep-b")),                     # another rep, same route
         ((capture(), assigned(), dispose()), assigned()),                        # already released
         ((capture(), dispose()), assigned()),                                    # closed while routing
         ((capture(), assigned(), dispose(), capture("cap-2")), assigned()),      # an earlier cycle's route

@@ -9,6 +9,7 @@ import pytest
 from rules import team
 from rules.commands import (
     DrainQueue,
+    KeepAssignment,
     LeadAssigned,
     LeadQueued,
     ReleaseLead,
@@ -19,7 +20,7 @@ from rules.commands import (
     UpsertRep,
     WithdrawLead,
 )
-from rules.roster import Holding
+from rules.roster import Holding, RepState
 from rules.team import QueueWrite, TeamState, lane_base, new_team
 from streams.codec import decode, encode
 from tests.rules._sim import T0, QueueTable, TeamDriver
@@ -227,6 +228,72 @@ def test_released_routes_are_remembered_within_a_bound() -> None:
         t(release(n, "a"))
     assert len(t.s.released_routes) == 256
     assert t.s.released_routes[-1] == "l299:1:1"
+
+
+def keep(n: int, rep_id: str) -> KeepAssignment:
+    return KeepAssignment(team_id=TEAM, lead_id=f"l{n}", route_id=f"l{n}:1:1", rep_id=rep_id,
+                          assigned_at=T0, at=T0)
+
+
+def loads(t: Team) -> dict[str, int]:
+    return {rep_id: rep.load for rep_id, rep in t.s.reps.items()}
+
+
+def test_a_kept_assignment_moves_the_route_to_the_rep_the_lead_kept() -> None:
+    # After a crash the team decided l1 again and chose b; the lead had been told a, and keeps a.
+    t = Team(upsert("a"), upsert("b"), presence("a", "away"), route(1))
+    assert t.holder(1) == "b"
+    t(presence("a", "available"))
+    routed = t.s.routed_total
+    assert t(keep(1, "a")) == []
+    assert t.holder(1) == "a" and loads(t) == {"a": 1, "b": 0}
+    assert t.s.reps["a"].assigned_total == 1 and t.s.routed_total == routed
+    # The lead's later release finds a's holding; then the route is over.
+    t(release(1, "a"))
+    assert loads(t) == {"a": 0, "b": 0} and t.holder_of("l1", "l1:1:1") is None
+
+
+def test_a_kept_assignment_takes_the_route_out_of_the_queue_and_counts_above_capacity() -> None:
+    # The re-decision queued l2 (a is full meanwhile); the lead holds it with a, so a holds two.
+    t = Team(upsert("a"), route(1), route(2))
+    assert t.s.queue_depth == 1
+    assert t(keep(2, "a")) == []
+    assert t.s.queue_depth == 0 and t.queue.entries == {}
+    assert t.holder(2) == "a" and loads(t) == {"a": 2}
+    assert t.s.reps["a"].day_count == 2 and t.s.routed_total == 2
+    # Neither route is assigned twice: releasing one leaves a at capacity, with nobody waiting.
+    assert t(release(1, "a")) == [] and loads(t) == {"a": 1}
+
+
+def test_a_kept_assignment_repeated_or_late_changes_nothing() -> None:
+    t = Team(upsert("a"), upsert("b"), route(1))
+    holder = t.holder(1)
+    before = t.s
+    assert decode(encode(keep(1, holder))) == keep(1, holder)  # it travels on team.commands
+    assert t(keep(1, holder)) == [] and t.s == before  # what the team decided already
+    t(release(1, holder))
+    before = t.s
+    assert t(keep(1, "b" if holder == "a" else "a")) == [] and t.s == before  # the route is over
+
+
+def test_a_kept_assignment_for_a_rep_who_left_frees_the_other_and_holds_nothing() -> None:
+    t = Team(upsert("a"), upsert("b"), presence("a", "away"), route(1), RemoveRep(team_id=TEAM, rep_id="a",
+                                                                                    reason="moved", at=T0))
+    assert t(keep(1, "a")) == []
+    assert loads(t) == {"b": 0} and t.holder_of("l1", "l1:1:1") is None
+
+
+def test_a_late_lead_counts_in_its_own_day_and_never_rewinds_a_later_one() -> None:
+    rep = RepState(profile=profile("a", capacity=9), presence="available")
+    today = rep.with_lead(T0).with_lead(T0)
+    assert (today.day_count, today.last_assigned_at) == (2, T0)
+    same_day = today.with_late_lead(T0 - timedelta(hours=1))
+    assert (same_day.load, same_day.day_count, same_day.last_assigned_at) == (3, 3, T0)
+    yesterday = today.with_late_lead(T0 - timedelta(days=1))
+    assert (yesterday.load, yesterday.day, yesterday.day_count) == (3, today.day, 2)
+    tomorrow = today.with_late_lead(T0 + timedelta(days=1))
+    assert (tomorrow.day_count, tomorrow.last_assigned_at) == (1, T0 + timedelta(days=1))
+    assert tomorrow.day > today.day
 
 
 def test_excluded_rep_is_skipped() -> None:
