@@ -296,8 +296,15 @@ def _queued(state: LeadState, command: LeadQueued, now: datetime, policy: LeadPo
     if held is not None:
         # The team decided this route again and queued it: the lead is not waiting, it has a rep.
         return LeadTransition(state=state, outgoing=(keep(state, held, now),))
+    if command.route_id == state.route_id and state.routing == "queued":
+        return LeadTransition(state=state)  # the team saying again that it waits
     if state.routing != "routing" or command.route_id != state.route_id:
-        return LeadTransition(state=state)
+        # The lead has left this route (closed, or routed anew) and the team queued it late, as a
+        # replay after a crash can: take it out rather than let a rep be assigned it for nothing.
+        withdraw = WithdrawLead(team_id=command.team_id, lead_id=state.lead_id, route_id=command.route_id,
+                                reason="stale queue entry", at=now)
+        return LeadTransition(state=state, outgoing=(Outgoing(channel="team.commands", key=command.team_id,
+                                                              value=withdraw),))
     queued = replace(state, routing="queued")
     queued = note(queued, policy, command.queued_at, "queued", team_id=command.team_id, depth=command.depth,
                    why=command.decision.reason)

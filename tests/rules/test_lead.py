@@ -154,10 +154,29 @@ def test_queued_then_assigned() -> None:
     assert state.sla_deadline == T0 + timedelta(seconds=DEFAULT_POLICY.first_contact_s)
 
 
-def test_foreign_queued_is_ignored() -> None:
-    before, _ = run(capture(), assigned())
-    state, out = run(capture(), assigned(), queued(route_id="other:1:1"))
+def test_a_repeated_queued_is_ignored() -> None:
+    before, _ = run(capture(), queued())
+    state, out = run(capture(), queued(), queued())
     assert state == before and out == []
+
+
+@pytest.mark.parametrize(
+    ("history", "late"),
+    [
+        ((capture(), assigned()), queued(route_id="other:1:1")),                     # another route
+        ((capture(), assigned(), dispose()), queued()),                              # closed since
+        ((capture(), assigned(), dispose(), capture("cap-2")), queued()),            # an earlier cycle's route
+    ],
+    ids=["another route", "closed", "earlier cycle"],
+)
+def test_a_stale_queued_is_withdrawn(history: tuple[object, ...], late: LeadQueued) -> None:
+    """A team that queued a route the lead has left (a replay after a crash) is told to drop it."""
+    before, _ = run(*history)
+    state, out = run(*history, late)
+    assert state == before
+    assert [m.value for m in out] == [WithdrawLead(team_id="inbound", lead_id=LEAD_ID, route_id=late.route_id,
+                                                   reason="stale queue entry", at=T0 + timedelta(minutes=1))]
+    assert [m.key for m in out] == ["inbound"]
 
 
 @pytest.mark.parametrize("again", [queued(), assigned(rep_id="rep-b")], ids=["queued", "another rep"])

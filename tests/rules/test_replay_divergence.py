@@ -80,3 +80,29 @@ def test_the_lead_keeps_its_rep_and_the_team_counts_it_there(later_hours: str, r
                                                     at=bus.clock.now()))
     assert loads(bus) == {"a": 0, "b": 0}
     assert bus.teams[TEAM].holder_of(LEAD, f"{LEAD}:1:1") is None
+
+
+def test_a_route_closed_before_the_replay_queued_it_is_withdrawn() -> None:
+    """The lead was worked and closed before the restart; the replay finds nobody working and
+    queues the route. The lead tells the team to drop it: no rep is assigned a closed lead."""
+    bus = Bus(clock=FakeClock(BEFORE_FIVE))
+    put(bus, "a", "09:00-17:00")
+    put(bus, "b", "18:00-23:00")
+    before = copy.deepcopy(bus.teams[TEAM])
+    capture = CaptureLead(lead_id=LEAD, capture_id="cap-1", captured_at=bus.clock.now(),
+                          lead=CapturedLead(email="ada@example.com", source="webform"))
+    (routed,) = values(bus.send("lead.commands", LEAD, capture), "team.commands", RouteLead)
+    closed = bus.send("lead.commands", LEAD, DispositionLead(lead_id=LEAD, status="disqualified", reason=None,
+                                                             rep_id="a", at=bus.clock.now()))
+    (release,) = values(closed, "team.commands")
+
+    bus.teams[TEAM] = before  # neither batch's record reached the changelog: both are read again
+    bus.clock.advance(90)
+    replayed = [m.value for m in bus.send("team.commands", TEAM, routed)[1:]]
+    bus.send("team.commands", TEAM, release)
+    assert isinstance(replayed[0], LeadQueued)
+    assert bus.team(TEAM).queue_depth == 0 and bus.teams[TEAM].queue.entries == {}
+    bus.clock.advance(3600)  # b's hours open: nothing is waiting for them
+    bus.send("team.commands", TEAM, DrainQueue(team_id=TEAM, at=bus.clock.now()))
+    assert {a.rep_id for a in values(bus.sent, "lead.commands", LeadAssigned)} == {"a"}
+    assert loads(bus) == {"a": 0, "b": 0}
