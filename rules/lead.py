@@ -246,7 +246,9 @@ def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: Le
     published = event(assigned, "lead.assigned", now, {
         "rep_id": command.rep_id, "team_id": command.team_id, "route_id": command.route_id,
         "decision": asdict(command.decision), "sla_deadline": deadline,
-        "routing_seconds": (command.assigned_at - state.last_touch.at).total_seconds(),
+        # Until the lead knew its rep: the team decides at the time its command was sent
+        # (``assigned_at``), so that would leave out the time the command waited for the team.
+        "routing_seconds": (now - state.last_touch.at).total_seconds(),
     })
     return LeadTransition(state=assigned, outgoing=(published,) + _notifications(assigned, command))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from rules.commands import DrainQueue, Outgoing
@@ -13,7 +14,7 @@ from streams.tables.team_record import TeamBatch, TeamRecord
 from streams.tables.team_state import team_state
 from streams.topics import publish, team_commands
 
-__all__ = ["run_teams", "recheck_queues"]
+__all__ = ["run_teams", "recheck_queues", "sent_at"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,18 @@ def _report(state: TeamState) -> None:
     metrics.team_open_leads.labels(state.team_id).set(sum(r.load for r in state.reps.values()))
     metrics.team_capacity.labels(state.team_id).set(
         sum(r.profile.capacity for r in state.reps.values() if r.presence == "available"))
+
+
+def sent_at(timestamp: float | None, now: datetime) -> datetime:
+    """When a command was sent: its record's timestamp, but never later than ``now``.
+
+    The team decides each command at this time (``TeamBatch.apply``), so that a command read
+    again after a crash is decided as the first time. A producer whose clock runs ahead cannot
+    move a team into the future; a record without a timestamp is decided now.
+    """
+    if not timestamp or timestamp <= 0:
+        return now
+    return min(datetime.fromtimestamp(timestamp, UTC), now)
 
 
 @app.agent(team_commands, concurrency=1)
@@ -43,7 +56,8 @@ async def run_teams(commands: Any) -> None:
             with acting_for(event):
                 message = event.message
                 try:
-                    sent = batch.apply(team_id, command, runtime.clock.now(), message.partition, message.offset)
+                    sent = batch.apply(team_id, command, sent_at(message.timestamp, runtime.clock.now()),
+                                       message.partition, message.offset)
                 except Exception:
                     runtime.metrics.command_failures.labels("team").inc()
                     log.exception("team agent could not apply %s to team %s", name, team_id)

@@ -85,6 +85,8 @@ class TeamRecord:
     #: The partition and offset of the last command applied (-1: none known).
     partition: int = -1
     offset: int = -1
+    #: The team's clock: the time its last command was decided at (``TeamBatch.apply``).
+    time: datetime | None = None
 
     def applied(self, partition: int, offset: int) -> bool:
         """Whether the command at this position is already in this record (a replay)."""
@@ -152,6 +154,7 @@ class _Team:
         self.state: TeamState | None = self.before.state if self.before is not None else None
         self.side = TeamSide(team_id, read, self.before.journal if self.before is not None else ())
         self.position = (self.before.partition, self.before.offset) if self.before is not None else (-1, -1)
+        self.time = self.before.time if self.before is not None else None
         self.changed = False  # whether this batch applied a command to the team
 
 
@@ -166,9 +169,15 @@ class TeamBatch:
         self._read = read
         self._teams: dict[str, _Team] = {}
 
-    def apply(self, team_id: str, command: TeamCommand, now: datetime,
+    def apply(self, team_id: str, command: TeamCommand, sent_at: datetime,
               partition: int = -1, offset: int = -1) -> tuple[Outgoing, ...] | None:
         """Apply one command, read at ``partition``/``offset``, to its team as this batch left it.
+
+        The command is decided at the time it was sent (``sent_at``, its record's timestamp), or
+        at the team's last decision time if that is later: a team's clock never goes back. So a
+        command read again after a crash meets the same state at the same time, and is decided
+        as it was the first time, even where the decision depends on the clock (working hours,
+        daily caps, a drain).
 
         ``None``: the team's record already applied it (replayed after a crash, from an offset
         committed before the record was written); its messages were sent before the record.
@@ -179,6 +188,7 @@ class TeamBatch:
             team = self._teams[team_id] = _Team(team_id, self._read)
         if team.before is not None and team.before.applied(partition, offset):
             return None
+        now = sent_at if team.time is None else max(sent_at, team.time)
         transition = apply(team.state, command, now, team.side)
         for write in transition.queue_writes:
             team.side.write(write)
@@ -186,6 +196,7 @@ class TeamBatch:
             team.side.hold(held)
         team.state = transition.state
         team.position = (partition, offset)
+        team.time = now
         team.changed = True
         return transition.outgoing
 
@@ -216,6 +227,7 @@ class TeamBatch:
             return out
         journal = tuple(SideWrite.of(key, value) for key, value in pending.items())
         partition, offset = team.position
-        out.append((team_id, TeamRecord(state=state, journal=journal, partition=partition, offset=offset)))
+        out.append((team_id, TeamRecord(state=state, journal=journal, partition=partition, offset=offset,
+                                        time=team.time)))
         out += pending.items()
         return out

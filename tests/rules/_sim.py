@@ -91,8 +91,12 @@ class Bus:
 
     def send(self, channel: Channel, key: str, value: Any) -> list[Outgoing]:
         """Put one message on the bus, run to quiescence, return everything sent meanwhile."""
+        return self.put(Outgoing(channel=channel, key=key, value=value))
+
+    def put(self, message: Outgoing) -> list[Outgoing]:
+        """``send`` for a message already made (one sent before, read again)."""
         mark = len(self.sent)
-        self._pending.append(Outgoing(channel=channel, key=key, value=value))
+        self._pending.append(message)
         while self._pending:
             message = self._pending.popleft()
             self.sent.append(message)

@@ -9,16 +9,23 @@ the team must end up counting the lead there: no rep's load may miss it, none ma
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
 import pytest
+from hypothesis import example, given, note, settings
+from hypothesis import strategies as st
 
 from rules.capture import CapturedLead, derive_lead_id
 from rules.commands import (
     CaptureLead, DispositionLead, DrainQueue, KeepAssignment, LeadAssigned, LeadQueued, Notify, PutRep, RepProfile,
     RouteLead,
 )
-from rules.lead import LeadPolicy
+from rules.commands import Outgoing
+from rules.lead import HELD, LeadPolicy
 from sla.clock import FakeClock
-from tests.rules._sim import T0, Bus, values
+from tests.rules._sim import T0, Bus, TeamDriver, values
 
 TEAM = LeadPolicy().default_team
 LEAD = derive_lead_id(email="ada@example.com", phone=None, source="webform", external_id=None)
@@ -106,3 +113,115 @@ def test_a_route_closed_before_the_replay_queued_it_is_withdrawn() -> None:
     bus.send("team.commands", TEAM, DrainQueue(team_id=TEAM, at=bus.clock.now()))
     assert {a.rep_id for a in values(bus.sent, "lead.commands", LeadAssigned)} == {"a"}
     assert loads(bus) == {"a": 0, "b": 0}
+
+
+# --- the same, as a property: crashes at any point, the clock moving between the runs ---------
+
+
+@dataclass
+class _Snapshot:
+    team: Any  # the team driver as its changelog had it
+    time: datetime | None  # the team's clock then
+    at: int  # index in ``bus.sent`` of the team command about to be applied
+
+
+class CrashingBus(Bus):
+    """A bus whose team decides as the team agent does, and can crash.
+
+    Each message is stamped with the time it was sent; the team decides a command at that
+    time, or at its last decision's if later (``TeamBatch.apply``). A crash loses the team
+    batches whose records never reached the changelog, and only those: what they told the
+    leads was delivered and stays. The restarted team reads again every team command since
+    the last record it has, a minute later.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(clock=FakeClock(T0))
+        self.snapshots: list[_Snapshot] = []
+        self.team_time: datetime | None = None
+        self._sent_at: dict[int, datetime] = {}  # id of a message on the bus -> when it was sent
+
+    def _deliver(self, message: Outgoing) -> tuple[Outgoing, ...]:
+        sent_at = self._sent_at.setdefault(id(message), self.clock.now())  # from outside: sent now
+        if message.channel != "team.commands":
+            out = super()._deliver(message)
+        else:
+            if TEAM in self.teams:
+                self.snapshots.append(_Snapshot(copy.deepcopy(self.teams[TEAM]), self.team_time, len(self.sent) - 1))
+            self.clock.advance(1)
+            self.team_time = sent_at if self.team_time is None else max(sent_at, self.team_time)
+            out = self.teams.setdefault(message.key, TeamDriver()).send(message.value, self.team_time).outgoing
+        for sent in out:
+            self._sent_at[id(sent)] = self.clock.now()
+        return out
+
+    def crash(self, back: int) -> None:
+        if not self.snapshots:
+            return
+        point = self.snapshots[max(0, len(self.snapshots) - back)]
+        replay = [m for m in self.sent[point.at:] if m.channel == "team.commands"]
+        self.teams[TEAM], self.team_time = point.team, point.time
+        del self.snapshots[max(0, len(self.snapshots) - back):]
+        self.clock.advance(60)  # the restart takes a while
+        for message in replay:
+            self.put(message)  # the same message, sent when it first was
+
+
+def _email(i: int) -> str:
+    return f"person{i}@example.com"
+
+
+def _lead_id(i: int) -> str:
+    return derive_lead_id(email=_email(i), phone=None, source="webform", external_id=None)
+
+
+_steps = st.lists(st.one_of(
+    st.tuples(st.just("capture"), st.integers(0, 5)),
+    st.tuples(st.just("close"), st.integers(0, 5)),
+    st.tuples(st.just("wait"), st.integers(1, 6)),
+    st.tuples(st.just("crash"), st.integers(1, 12)),
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=_steps)
+# Found by this test with the team deciding at the time it reads a command: a drain at 15:00 gave
+# b the waiting lead, and read again at 21:01 it found nobody working; the lead held b, the team
+# still had it waiting and b's load missed it. Deciding at the time the drain was sent fixed it.
+@example(steps=[("capture", 0), ("capture", 1), ("capture", 2), ("wait", 1), ("wait", 5), ("wait", 6), ("crash", 2)])
+def test_after_any_crash_the_team_counts_exactly_what_the_leads_hold(steps: list[tuple[str, int]]) -> None:
+    note(repr(steps))
+    bus = CrashingBus()
+    for rep_id, hours in (("a", "09:00-17:00"), ("b", "13:00-21:00")):  # hours that open and close
+        profile = RepProfile(rep_id=rep_id, team_id=TEAM, capacity=2, working_hours={"mon-sun": (hours,)},
+                             webhook_url=f"https://hooks.test/{rep_id}", webhook_secret=f"whsec_{rep_id}")
+        bus.send("rep.commands", rep_id, PutRep(rep_id=rep_id, profile=profile, at=bus.clock.now()))
+    captures = 0
+    for kind, n in steps:
+        if kind == "capture":
+            captures += 1
+            bus.send("lead.commands", _lead_id(n), CaptureLead(
+                lead_id=_lead_id(n), capture_id=f"cap-{captures}", captured_at=bus.clock.now(),
+                lead=CapturedLead(email=_email(n), source="webform")))
+        elif kind == "close" and _lead_id(n) in bus.leads and bus.leads[_lead_id(n)].routing != "released":
+            bus.send("lead.commands", _lead_id(n), DispositionLead(
+                lead_id=_lead_id(n), status="disqualified", reason=None, rep_id=None, at=bus.clock.now()))
+        elif kind == "wait":
+            bus.clock.advance(n * 3600)
+            bus.send("team.commands", TEAM, DrainQueue(team_id=TEAM, at=bus.clock.now()))
+        elif kind == "crash":
+            bus.crash(n)
+
+    team = bus.teams[TEAM]
+    holdings = team.queue.holdings
+    held = {(lead.lead_id, lead.assignment.route_id): lead.assignment.rep_id
+            for lead in bus.leads.values() if lead.routing in HELD and lead.assignment is not None}
+    # The team holds exactly the routes the leads hold, each with the lead's rep ...
+    assert {(h.lead_id, route): h.rep_id for route, h in holdings.items()} == held
+    # ... and each rep's load counts them.
+    counted = {rep_id: sum(1 for r in held.values() if r == rep_id) for rep_id in ("a", "b")}
+    assert {rep_id: rep.load for rep_id, rep in bus.team(TEAM).reps.items()} == counted
+    # The queue holds exactly the routes of the waiting leads.
+    waiting = {(lead.lead_id, lead.route_id) for lead in bus.leads.values() if lead.routing == "queued"}
+    assert {(e.lead_id, e.route_id) for e in team.queue.entries.values()} == waiting
+    assert bus.team(TEAM).queue_depth == len(waiting)
