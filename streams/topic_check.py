@@ -15,6 +15,11 @@ topic that differs, before Faust creates anything. It also refuses a ``LEADFLOW_
 above the live brokers when topics are still to be created: Faust crashed on that with a
 traceback about ``__assignor-__leader``. It gives up quietly when the broker does not answer in
 time: Faust then waits for the broker as it always did.
+
+It then brings the changelogs of tables that set topic configs (``team_state``'s small
+segments) up to those configs. Faust applies them only when it creates a topic, so a changelog
+created by an older version kept Kafka's 1 GiB / 7 day segments, never compacted, and was read
+whole at every start.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from typing import Any
 from leadflow.errors import ConfigError
 
 __all__ = ["Cluster", "Mismatch", "expected_partitions", "mismatches", "describe", "read_cluster", "too_few_brokers",
-           "preflight"]
+           "wanted_configs", "topic_overrides", "config_changes", "align_configs", "preflight"]
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +116,67 @@ def too_few_brokers(expected: Mapping[str, int], cluster: Cluster, replication: 
             "or start the other brokers first.")
 
 
+def wanted_configs(tables: Iterable[Any]) -> dict[str, dict[str, str]]:
+    """Changelog topic → the configs its table creates it with (tables that set none are left out)."""
+    return {table.changelog_topic.get_topic_name(): {k: str(v) for k, v in table.extra_topic_configs.items()}
+            for table in tables if table.extra_topic_configs}
+
+
+def topic_overrides(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """A topic's own configs (not the broker's defaults), from a DescribeConfigs answer of any version."""
+    # Version 0 says ``is_default``; later ones name the source, 1 being DYNAMIC_TOPIC_CONFIG.
+    return {e["config_names"]: e["config_value"] for e in entries
+            if (e["config_source"] == 1 if "config_source" in e else not e["is_default"])}
+
+
+def config_changes(wanted: Mapping[str, Mapping[str, str]],
+                   current: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """Topic → every config it should have, for the existing topics that lack one of ``wanted``.
+
+    The whole set, because AlterConfigs (the version aiokafka speaks) replaces a topic's configs:
+    one left out, ``cleanup.policy=compact`` say, would go back to the broker's default.
+    """
+    return {topic: {**current[topic], **configs} for topic, configs in wanted.items()
+            if topic in current and any(current[topic].get(k) != v for k, v in configs.items())}
+
+
+async def align_configs(bootstrap: list[str], wanted: Mapping[str, Mapping[str, str]],
+                        existing: Iterable[str]) -> list[str]:
+    """Give the existing topics of ``wanted`` their configs; the changes made, as lines for the log."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    names = sorted(set(wanted) & set(existing))
+    if not names:
+        return []
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadflow-preflight")
+    await admin.start()
+    try:
+        current: dict[str, dict[str, str]] = {}
+        for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names]):
+            for resource in response.to_object()["resources"]:
+                if resource["error_code"]:
+                    raise RuntimeError(f"{resource['resource_name']}: {resource['error_message']}")
+                current[resource["resource_name"]] = topic_overrides(resource["config_entries"])
+        changes = config_changes(wanted, current)
+        if changes:
+            resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs=c) for t, c in changes.items()]
+            for response in await admin.alter_configs(resources):
+                for resource in response.to_object()["resources"]:
+                    if resource["error_code"]:
+                        raise RuntimeError(f"{resource['resource_name']}: {resource['error_message']}")
+    finally:
+        await admin.close()
+    return [f"{topic}: {key} {current[topic].get(key, 'broker default')} -> {value}"
+            for topic, configs in sorted(changes.items()) for key, value in sorted(wanted[topic].items())
+            if current[topic].get(key) != value]
+
+
 def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int, replication: int = 1,
-              timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
+              timeout: float = PREFLIGHT_TIMEOUT_S, configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Raise :class:`ConfigError` when an existing topic has another partition count than expected,
-    or when the topics still missing cannot be created with ``replication`` copies."""
+    or when the topics still missing cannot be created with ``replication`` copies; then give the
+    existing topics of ``configs`` those configs (a warning, not a stop, when that fails)."""
     # On a loop of its own in a thread: the main thread's event loop is left as Faust expects it.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
         future = pool.submit(asyncio.run, asyncio.wait_for(read_cluster(bootstrap), timeout))
@@ -130,3 +192,22 @@ def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int
     problem = too_few_brokers(expected, cluster, replication)
     if problem:
         raise ConfigError(problem)
+    if configs:
+        _align(bootstrap, configs, cluster, timeout)
+
+
+def _align(bootstrap: list[str], configs: Mapping[str, Mapping[str, str]], cluster: Cluster, timeout: float) -> None:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
+        future = pool.submit(asyncio.run, asyncio.wait_for(align_configs(bootstrap, configs, cluster.partitions), timeout))
+    try:
+        changed = future.result()
+    except Exception as exc:  # no right to alter configs, say: the worker runs, only its restarts are slower
+        commands = "; ".join(
+            f"kafka-configs.sh --bootstrap-server {bootstrap[0]} --alter --entity-type topics --entity-name {topic} "
+            f"--add-config {','.join(f'{k}={v}' for k, v in sorted(configs[topic].items()))}"
+            for topic in sorted(set(configs) & set(cluster.partitions)))
+        log.warning("could not check or set the topic configs of existing changelogs (%s: %s); restarts stay "
+                    "slower until they are set: %s", type(exc).__name__, exc, commands)
+        return
+    for line in changed:
+        log.warning("topic config updated: %s", line)  # before Faust sets up logging: warnings show

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         [*topics.CHANNELS.values(), topics.leads_inbound, topics.leads_rejected], app.tables.values(),
         app.conf.topic_partitions)
     gc_tuning.after_imports()
-    topic_check.preflight(expected, settings.bootstrap_servers, settings.partitions, settings.replication)  # before Faust creates any
+    topic_check.preflight(expected, settings.bootstrap_servers, settings.partitions, settings.replication,
+                          configs=topic_check.wanted_configs(app.tables.values()))  # before Faust creates any
     level = settings.log_level
     args = ["worker", "--loglevel", level]
     sys.argv = [sys.argv[0], *args, *(argv or [])]

@@ -102,3 +102,32 @@ def test_the_broker_setting_as_aiokafka_takes_it(  # the outcome board's followe
     from streams.settings import Settings
 
     assert Settings.from_env({"LEADFLOW_BROKER": broker}).bootstrap_servers == servers
+
+
+# --- changelog topic configs ------------------------------------------------------------
+
+
+def test_the_wanted_configs_are_those_of_tables_that_set_some() -> None:
+    from streams.app import app
+    from streams.tables.team_state import CHANGELOG_CONFIGS, team_state
+
+    wanted = topic_check.wanted_configs(app.tables.values())
+    assert wanted == {team_state.changelog_topic.get_topic_name(): CHANGELOG_CONFIGS}
+
+
+def test_a_topics_own_configs_are_read_from_any_describe_version() -> None:
+    v0 = [{"config_names": "cleanup.policy", "config_value": "compact", "is_default": False},
+          {"config_names": "segment.bytes", "config_value": "1073741824", "is_default": True}]
+    v1 = [{"config_names": "cleanup.policy", "config_value": "compact", "config_source": 1},
+          {"config_names": "segment.bytes", "config_value": "1073741824", "config_source": 5}]
+    assert topic_check.topic_overrides(v0) == topic_check.topic_overrides(v1) == {"cleanup.policy": "compact"}
+
+
+def test_changes_keep_every_config_the_topic_has_and_skip_topics_already_right() -> None:
+    wanted = {"old": {"segment.bytes": "8388608", "segment.ms": "600000"},
+              "right": {"segment.bytes": "8388608"}, "missing": {"segment.bytes": "8388608"}}
+    current = {"old": {"cleanup.policy": "compact", "segment.ms": "600000"},
+               "right": {"cleanup.policy": "compact", "segment.bytes": "8388608"}}
+    # The whole set: AlterConfigs replaces a topic's configs, and compaction must stay on.
+    assert topic_check.config_changes(wanted, current) == {
+        "old": {"cleanup.policy": "compact", "segment.ms": "600000", "segment.bytes": "8388608"}}

@@ -1,7 +1,9 @@
-"""A worker whose LEADFLOW_PARTITIONS differs from its deployment's topics refuses to start.
+"""The checks a worker makes of its deployment's topics before Faust starts (``streams/topic_check.py``).
 
-Without the check (``streams/topic_check.py``) such a worker started "ready" and created the topics
-still missing with its own count, beside the existing ones: co-partitioning broken, silently.
+A worker whose LEADFLOW_PARTITIONS differs from its deployment's topics refuses to start. Without
+the check such a worker started "ready" and created the topics still missing with its own count,
+beside the existing ones: co-partitioning broken, silently. And a changelog made by an older
+version, without the topic configs its table now creates it with, is given them.
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import time
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streams.tables.team_state import CHANGELOG_CONFIGS
 from tests.integration.harness import Worker, WorkerSpec
 
 
@@ -60,3 +64,35 @@ async def test_a_worker_refuses_more_copies_than_brokers(spec: WorkerSpec, monke
     assert status == 2, f"the worker did not refuse to start:\n{log}"
     assert "LEADFLOW_REPLICATION=3, but the cluster has 1 broker(s) up" in log
     assert "Traceback" not in log
+
+
+async def _overrides(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
+    """The topic's own configs (source 1: DYNAMIC_TOPIC_CONFIG), not the broker's defaults."""
+    (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    (resource,) = response.to_object()["resources"]
+    return {e["config_names"]: e["config_value"] for e in resource["config_entries"] if e["config_source"] == 1}
+
+
+@pytest.mark.timeout(120)
+async def test_an_older_team_changelog_is_given_its_topic_configs(spec: WorkerSpec) -> None:
+    # As a version before session 9 made it: compacted, with Kafka's 1 GiB / 7 day segments, so
+    # it never compacted and every start read all of it.
+    changelog = f"{spec.app_id}-team_state-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=spec.stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(changelog, 4, 1, topic_configs={"cleanup.policy": "compact",
+                                                                            "retention.ms": "86400000"})])
+        assert await _overrides(admin, changelog) == {"cleanup.policy": "compact", "retention.ms": "86400000"}
+        worker = Worker(spec)
+        try:
+            await worker.wait_ready()
+            log = worker.log(400)
+        finally:
+            worker.stop()
+        # Its own configs are kept (AlterConfigs replaces them all: compaction must stay on).
+        assert await _overrides(admin, changelog) == {"cleanup.policy": "compact", "retention.ms": "86400000",
+                                                      **CHANGELOG_CONFIGS}
+        assert f"topic config updated: {changelog}: segment.bytes broker default -> 8388608" in log
+    finally:
+        await admin.close()
