@@ -160,6 +160,7 @@ async def real_redis(tmp_path: Path) -> AsyncIterator[aioredis.Redis]:
         process.wait(timeout=5)
 
 
+@pytest.mark.timeout(600)  # on a fresh machine the fixture installs redis-server first
 async def test_the_lua_script_decides_like_its_python_twin(real_redis: aioredis.Redis, clock: FakeClock) -> None:
     limiter = RateLimiter(real_redis, timeout_s=2)
     per_minute = 7
@@ -179,6 +180,7 @@ async def test_the_lua_script_decides_like_its_python_twin(real_redis: aioredis.
     assert 0 < await real_redis.pttl("leadflow:rate:web-form") <= 60_000  # the key expires when idle
 
 
+@pytest.mark.timeout(600)  # on a fresh machine the fixture installs redis-server first
 async def test_the_script_is_loaded_once_then_called_by_its_sha(real_redis: aioredis.Redis, clock: FakeClock) -> None:
     await real_redis.script_flush()
     limiter = RateLimiter(real_redis, timeout_s=2)
