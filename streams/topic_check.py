@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from leadflow.errors import ConfigError
@@ -89,20 +89,43 @@ class Cluster:
 
     partitions: dict[str, int]
     brokers: int
+    #: The own configs (``topic_overrides``) of the existing topics asked for by ``read_cluster``.
+    configs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-async def read_cluster(bootstrap: list[str]) -> Cluster:
-    """One metadata request for all topics (naming them could create them), and the brokers."""
+async def read_cluster(bootstrap: list[str], config_topics: Iterable[str] = ()) -> Cluster:
+    """One metadata request for all topics (naming them could create them), the brokers, and the
+    own configs of those of ``config_topics`` that exist: one admin session for the whole check."""
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadflow-preflight")
     await admin.start()
     try:
         topics = await admin.describe_topics()
         brokers = len((await admin.describe_cluster())["brokers"])
+        partitions = {t["topic"]: len(t["partitions"]) for t in topics if not t["error_code"]}
+        configs: dict[str, dict[str, str]] = {}
+        names = sorted(set(config_topics) & set(partitions))
+        try:
+            if names:
+                for resource in _answers(await admin.describe_configs(
+                        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names])):
+                    configs[resource["resource_name"]] = topic_overrides(resource["config_entries"])
+        except Exception:  # not allowed to describe them, say: the partition check still counts
+            log.debug("changelog configs not described", exc_info=True)
     finally:
         await admin.close()
-    return Cluster({t["topic"]: len(t["partitions"]) for t in topics if not t["error_code"]}, brokers)
+    return Cluster(partitions, brokers, configs)
+
+
+def _answers(responses: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """The per-topic answers of admin responses; the first error raised as a ``RuntimeError``."""
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"]:
+                raise RuntimeError(f"{resource['resource_name']}: {resource['error_message']}")
+            yield resource
 
 
 def too_few_brokers(expected: Mapping[str, int], cluster: Cluster, replication: int) -> str | None:
@@ -140,36 +163,19 @@ def config_changes(wanted: Mapping[str, Mapping[str, str]],
             if topic in current and any(current[topic].get(k) != v for k, v in configs.items())}
 
 
-async def align_configs(bootstrap: list[str], wanted: Mapping[str, Mapping[str, str]],
-                        existing: Iterable[str]) -> list[str]:
-    """Give the existing topics of ``wanted`` their configs; the changes made, as lines for the log."""
+async def align_configs(bootstrap: list[str], changes: Mapping[str, Mapping[str, str]]) -> None:
+    """Set ``changes`` (topic → every config it should have, from ``config_changes``)."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    names = sorted(set(wanted) & set(existing))
-    if not names:
-        return []
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadflow-preflight")
     await admin.start()
     try:
-        current: dict[str, dict[str, str]] = {}
-        for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names]):
-            for resource in response.to_object()["resources"]:
-                if resource["error_code"]:
-                    raise RuntimeError(f"{resource['resource_name']}: {resource['error_message']}")
-                current[resource["resource_name"]] = topic_overrides(resource["config_entries"])
-        changes = config_changes(wanted, current)
-        if changes:
-            resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs=c) for t, c in changes.items()]
-            for response in await admin.alter_configs(resources):
-                for resource in response.to_object()["resources"]:
-                    if resource["error_code"]:
-                        raise RuntimeError(f"{resource['resource_name']}: {resource['error_message']}")
+        resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs=dict(c)) for t, c in changes.items()]
+        for _ in _answers(await admin.alter_configs(resources)):
+            pass
     finally:
         await admin.close()
-    return [f"{topic}: {key} {current[topic].get(key, 'broker default')} -> {value}"
-            for topic, configs in sorted(changes.items()) for key, value in sorted(wanted[topic].items())
-            if current[topic].get(key) != value]
 
 
 def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int, replication: int = 1,
@@ -179,7 +185,7 @@ def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int
     existing topics of ``configs`` those configs (a warning, not a stop, when that fails)."""
     # On a loop of its own in a thread: the main thread's event loop is left as Faust expects it.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
-        future = pool.submit(asyncio.run, asyncio.wait_for(read_cluster(bootstrap), timeout))
+        future = pool.submit(asyncio.run, asyncio.wait_for(read_cluster(bootstrap, configs or ()), timeout))
     try:
         cluster = future.result()
     except Exception as exc:  # the broker is not up yet: Faust waits for it; the check is skipped
@@ -197,17 +203,25 @@ def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int
 
 
 def _align(bootstrap: list[str], configs: Mapping[str, Mapping[str, str]], cluster: Cluster, timeout: float) -> None:
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
-        future = pool.submit(asyncio.run, asyncio.wait_for(align_configs(bootstrap, configs, cluster.partitions), timeout))
+    changes = config_changes(configs, cluster.configs)
+    existing = sorted(set(configs) & set(cluster.partitions))
+    if not changes and len(cluster.configs) == len(existing):
+        return  # every existing changelog has its configs (the usual start): nothing to alter
     try:
-        changed = future.result()
+        if len(cluster.configs) != len(existing):
+            raise RuntimeError("the cluster did not describe every changelog's configs")
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
+            pool.submit(asyncio.run, asyncio.wait_for(align_configs(bootstrap, changes), timeout)).result()
     except Exception as exc:  # no right to alter configs, say: the worker runs, only its restarts are slower
         commands = "; ".join(
             f"kafka-configs.sh --bootstrap-server {bootstrap[0]} --alter --entity-type topics --entity-name {topic} "
             f"--add-config {','.join(f'{k}={v}' for k, v in sorted(configs[topic].items()))}"
-            for topic in sorted(set(configs) & set(cluster.partitions)))
+            for topic in existing)
         log.warning("could not check or set the topic configs of existing changelogs (%s: %s); restarts stay "
                     "slower until they are set: %s", type(exc).__name__, exc, commands)
         return
-    for line in changed:
-        log.warning("topic config updated: %s", line)  # before Faust sets up logging: warnings show
+    for topic, wanted in sorted(configs.items()):
+        for key, value in sorted(wanted.items()):
+            if topic in changes and cluster.configs[topic].get(key) != value:
+                before = cluster.configs[topic].get(key, "broker default")
+                log.warning("topic config updated: %s: %s %s -> %s", topic, key, before, value)  # shows before Faust's logging

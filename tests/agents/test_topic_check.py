@@ -60,7 +60,7 @@ def test_topics_that_disagree_among_themselves_are_not_fixed_by_the_setting() ->
 
 
 def test_preflight_raises_a_config_error_naming_the_topics(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def existing(bootstrap: list[str]) -> Cluster:
+    async def existing(bootstrap: list[str], config_topics: object = ()) -> Cluster:
         assert bootstrap == ["h1:9092"]
         return Cluster({"lf.lead.commands": 2}, brokers=1)
 
@@ -72,7 +72,7 @@ def test_preflight_raises_a_config_error_naming_the_topics(monkeypatch: pytest.M
 
 def test_preflight_leaves_an_unreachable_broker_to_faust(monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    async def unreachable(bootstrap: list[str]) -> Cluster:
+    async def unreachable(bootstrap: list[str], config_topics: object = ()) -> Cluster:
         raise ConnectionRefusedError
 
     monkeypatch.setattr(topic_check, "read_cluster", unreachable)
