@@ -141,9 +141,15 @@ class LeadState:
     applied_partition: int = -1
     applied_offset: int = -1
 
-    def applied(self, partition: int, offset: int) -> bool:
-        """Whether the command read at ``partition``/``offset`` is already in this state."""
-        return offset >= 0 and partition == self.applied_partition and offset <= self.applied_offset
+    def applied(self, partition: int, offset: int, end: int | None = None) -> bool:
+        """Whether the command read at ``partition``/``offset`` is already in this state.
+
+        ``end``: where that partition ends now (its high watermark; ``None``: not known). A mark
+        at or past it was not read from this topic but from one deleted and made again, whose
+        offsets began anew: the command is new, and is applied.
+        """
+        return (offset >= 0 and partition == self.applied_partition and offset <= self.applied_offset
+                and (end is None or self.applied_offset < end))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,12 +30,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event  # private: the event a table read or write belongs to
 
-from streams.app import runtime
+from streams.app import app, runtime
 from streams.topics import Unreadable
 
-__all__ = ["BATCH", "Keyed", "Positioned", "acting_for", "apply_batch", "is_readable", "readable", "take_ready"]
+__all__ = ["BATCH", "Keyed", "Positioned", "acting_for", "apply_batch", "end_offset", "is_readable", "readable", "take_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,23 @@ class Keyed:
 class Positioned(Protocol):
     """A state that records where the last command that changed it was read."""
 
-    def applied(self, partition: int, offset: int) -> bool: ...
+    def applied(self, partition: int, offset: int, end: int | None = None) -> bool: ...
+
+
+def end_offset(message: Any) -> int | None:
+    """Where the message's partition ended when the consumer last fetched from it: its high
+    watermark, one past the newest record. ``None`` when the consumer cannot say (nothing fetched
+    yet, the partition no longer assigned, no consumer running).
+
+    A state's mark (``Positioned``) at or past it cannot be an offset of this topic: the topic
+    was deleted and made again while the tables' changelogs stayed, and its offsets began anew.
+    Skipping "replays" by such a mark would drop every new command up to the old offset.
+    """
+    try:
+        end = app.consumer.highwater(message.tp)
+    except (AssertionError, ConsumerNotStarted):  # aiokafka asserts the partition is assigned
+        return None
+    return end if isinstance(end, int) and end >= 0 else None
 
 
 def apply_batch(events: Iterable[Any], agent: str, read: Callable[[str], Any],
@@ -170,7 +187,8 @@ def apply_batch(events: Iterable[Any], agent: str, read: Callable[[str], Any],
 
     With ``mark(state, partition, offset)``, a state a command changed records where that command
     was read, and a command the state already applied (``Positioned.applied``: read again after
-    a crash, from an offset committed before the state was written) is skipped and counted in
+    a crash, from an offset committed before the state was written; by a mark inside the
+    partition, see ``end_offset``) is skipped and counted in
     ``leadflow_commands_replayed_total``. Its messages went out before the state was written;
     applying it to a newer state could decide otherwise (a disposition read again after the
     lead was reopened would close the new cycle).
@@ -187,7 +205,7 @@ def apply_batch(events: Iterable[Any], agent: str, read: Callable[[str], Any],
             entry = Keyed(before=stored, state=stored, event=event)
         message = event.message
         if mark is not None and isinstance(entry.state, Positioned) and entry.state.applied(
-                message.partition, message.offset):
+                message.partition, message.offset, end_offset(message)):
             runtime.metrics.commands_replayed.labels(agent).inc()
             keyed[key] = entry
             continue

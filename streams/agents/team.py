@@ -8,7 +8,7 @@ from typing import Any
 
 from rules.commands import DrainQueue, Outgoing
 from rules.team import TeamState
-from streams.agents._batch import acting_for, readable, take_ready
+from streams.agents._batch import acting_for, end_offset, readable, take_ready
 from streams.app import app, runtime
 from streams.tables.team_record import TeamBatch, TeamRecord
 from streams.tables.team_state import team_state
@@ -57,7 +57,7 @@ async def run_teams(commands: Any) -> None:
                 message = event.message
                 try:
                     sent = batch.apply(team_id, command, sent_at(message.timestamp, runtime.clock.now()),
-                                       message.partition, message.offset)
+                                       message.partition, message.offset, end_offset(message))
                 except Exception:
                     runtime.metrics.command_failures.labels("team").inc()
                     log.exception("team agent could not apply %s to team %s", name, team_id)

@@ -88,9 +88,14 @@ class TeamRecord:
     #: The team's clock: the time its last command was decided at (``TeamBatch.apply``).
     time: datetime | None = None
 
-    def applied(self, partition: int, offset: int) -> bool:
-        """Whether the command at this position is already in this record (a replay)."""
-        return offset >= 0 and partition == self.partition and offset <= self.offset
+    def applied(self, partition: int, offset: int, end: int | None = None) -> bool:
+        """Whether the command at this position is already in this record (a replay).
+
+        ``end``: where that partition ends now, if known; a mark at or past it is from a topic
+        since deleted and made again (``LeadState.applied``), and the command is new.
+        """
+        return (offset >= 0 and partition == self.partition and offset <= self.offset
+                and (end is None or self.offset < end))
 
 
 #: Reads one key of the team table (``None``: absent).
@@ -170,7 +175,7 @@ class TeamBatch:
         self._teams: dict[str, _Team] = {}
 
     def apply(self, team_id: str, command: TeamCommand, sent_at: datetime,
-              partition: int = -1, offset: int = -1) -> tuple[Outgoing, ...] | None:
+              partition: int = -1, offset: int = -1, end: int | None = None) -> tuple[Outgoing, ...] | None:
         """Apply one command, read at ``partition``/``offset``, to its team as this batch left it.
 
         The command is decided at the time it was sent (``sent_at``, its record's timestamp), or
@@ -181,12 +186,13 @@ class TeamBatch:
 
         ``None``: the team's record already applied it (replayed after a crash, from an offset
         committed before the record was written); its messages were sent before the record.
+        ``end`` is where the partition ends now, if known (``TeamRecord.applied``).
         If ``rules.team.apply`` raises, the team is left as it was before this command.
         """
         team = self._teams.get(team_id)
         if team is None:
             team = self._teams[team_id] = _Team(team_id, self._read)
-        if team.before is not None and team.before.applied(partition, offset):
+        if team.before is not None and team.before.applied(partition, offset, end):
             return None
         now = sent_at if team.time is None else max(sent_at, team.time)
         transition = apply(team.state, command, now, team.side)

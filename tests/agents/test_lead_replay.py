@@ -29,17 +29,15 @@ def _assigned(route: RouteLead, rep_id: str) -> LeadAssigned:
                         decision=decision, assigned_at=NOW)
 
 
-def _state(lead_id: str) -> LeadState:
+def lead_of(lead_id: str) -> LeadState:
     state = lead_state.get(lead_id)
     assert isinstance(state, LeadState)
     return state
 
 
-async def test_a_disposition_read_again_after_the_lead_reopened_does_not_close_it_again(
-    published: Published, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Offsets 0-4: captured, assigned to ana, closed, captured again (a new cycle), assigned to ben.
-    # Then the worker dies before committing offset 2 onwards: the disposition is read again.
+async def closed_and_reopened(published: Published, monkeypatch: pytest.MonkeyPatch) -> tuple[str, DispositionLead]:
+    """A lead whose ``lead.commands`` offsets 0-4 were: captured, assigned to ana, closed (the
+    disposition returned), captured again (a new cycle), assigned to ben."""
     monkeypatch.setattr(lead, "publish", published)
     lead_id = f"ld-{uuid.uuid4().hex[:8]}"
     async with lead.run_leads.test_context() as agent:
@@ -48,12 +46,20 @@ async def test_a_disposition_read_again_after_the_lead_reopened_does_not_close_i
         await agent.put(key=lead_id, value=_assigned(published.values(RouteLead)[0], "ana"))
         disposition = DispositionLead(lead_id=lead_id, status="nurture", reason=None, rep_id="ana", at=NOW)
         await agent.put(key=lead_id, value=disposition)
-        await until(lambda: _state(lead_id).routing == "released")
+        await until(lambda: lead_of(lead_id).routing == "released")
         await agent.put(key=lead_id, value=_capture(lead_id, "c2", NOW + timedelta(days=30)))
         await until(lambda: len(published.values(RouteLead)) == 2)
         await agent.put(key=lead_id, value=_assigned(published.values(RouteLead)[1], "ben"))
-        await until(lambda: _state(lead_id).routing == "assigned")
-    before = _state(lead_id)
+        await until(lambda: lead_of(lead_id).routing == "assigned")
+    return lead_id, disposition
+
+
+async def test_a_disposition_read_again_after_the_lead_reopened_does_not_close_it_again(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker dies before committing offset 2 onwards: the disposition is read again.
+    lead_id, disposition = await closed_and_reopened(published, monkeypatch)
+    before = lead_of(lead_id)
     assert (before.cycle, before.assignment and before.assignment.rep_id) == (2, "ben")
     assert (before.applied_partition, before.applied_offset) == (0, 4)
     releases, skipped = len(published.values(ReleaseLead)), replayed("lead")
@@ -61,7 +67,7 @@ async def test_a_disposition_read_again_after_the_lead_reopened_does_not_close_i
     async with lead.run_leads.test_context() as agent:  # the restarted worker, from offset 2
         agent.sent_offset = 2
         await agent.put(key=lead_id, value=disposition)
-        await until(lambda: replayed("lead") > skipped or _state(lead_id) != before)
-    assert _state(lead_id) == before, "the disposition was applied to the new cycle"
+        await until(lambda: replayed("lead") > skipped or lead_of(lead_id) != before)
+    assert lead_of(lead_id) == before, "the disposition was applied to the new cycle"
     assert len(published.values(ReleaseLead)) == releases, "ben's assignment was released"
     assert replayed("lead") == skipped + 1
