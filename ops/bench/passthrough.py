@@ -41,10 +41,12 @@ async def run_passthrough(bootstrap: str, records: int, partitions: int, say: Sa
 
 
 class _NewTopics(logging.Filter):
-    """Drops aiokafka's retry warnings about this run's topics while they get their leaders.
+    """Drops aiokafka's complaints about this run's topics while the cluster learns of them.
 
-    A topic just created answers ``NotLeaderForPartitionError`` for a moment, even after its
-    metadata names a leader; aiokafka retries and logs each retry: expected, and alarming.
+    A topic just created is missing from the client's metadata for a moment ("Topic … not
+    found in cluster metadata", an error), and then answers ``NotLeaderForPartitionError`` even
+    after its metadata names a leader; aiokafka refreshes and retries, and logs each step:
+    expected, and alarming.
     """
 
     def __init__(self, run: str) -> None:
@@ -55,14 +57,20 @@ class _NewTopics(logging.Filter):
         return self.run not in record.getMessage()
 
 
+#: The aiokafka loggers that complain about a topic just created.
+_COMPLAINING = ("aiokafka.producer.sender", "aiokafka.cluster")
+
+
 @contextmanager
 def _quiet_about(run: str) -> Iterator[None]:
-    logger, quiet = logging.getLogger("aiokafka.producer.sender"), _NewTopics(run)
-    logger.addFilter(quiet)
+    loggers, quiet = [logging.getLogger(name) for name in _COMPLAINING], _NewTopics(run)
+    for logger in loggers:
+        logger.addFilter(quiet)
     try:
         yield
     finally:
-        logger.removeFilter(quiet)
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 async def _run(bootstrap: str, records: int, partitions: int, say: Say, run: str, source: str,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,7 +58,7 @@ async def run_teams(commands: Any) -> None:
                 message = event.message
                 try:
                     sent = batch.apply(team_id, command, sent_at(message.timestamp, runtime.clock.now()),
-                                       message.partition, message.offset, end_offset(message))
+                                       message.partition, message.offset, partial(end_offset, message))
                 except Exception:
                     runtime.metrics.command_failures.labels("team").inc()
                     log.exception("team agent could not apply %s to team %s", name, team_id)

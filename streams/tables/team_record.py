@@ -175,7 +175,8 @@ class TeamBatch:
         self._teams: dict[str, _Team] = {}
 
     def apply(self, team_id: str, command: TeamCommand, sent_at: datetime,
-              partition: int = -1, offset: int = -1, end: int | None = None) -> tuple[Outgoing, ...] | None:
+              partition: int = -1, offset: int = -1,
+              end: Callable[[], int | None] | None = None) -> tuple[Outgoing, ...] | None:
         """Apply one command, read at ``partition``/``offset``, to its team as this batch left it.
 
         The command is decided at the time it was sent (``sent_at``, its record's timestamp), or
@@ -186,13 +187,16 @@ class TeamBatch:
 
         ``None``: the team's record already applied it (replayed after a crash, from an offset
         committed before the record was written); its messages were sent before the record.
-        ``end`` is where the partition ends now, if known (``TeamRecord.applied``).
+        ``end()`` tells where the partition ends now, if known (``TeamRecord.applied``); it is
+        asked only for a command at or below the record's offset.
         If ``rules.team.apply`` raises, the team is left as it was before this command.
         """
         team = self._teams.get(team_id)
         if team is None:
             team = self._teams[team_id] = _Team(team_id, self._read)
-        if team.before is not None and team.before.applied(partition, offset, end):
+        before = team.before
+        if before is not None and before.applied(partition, offset) and before.applied(
+                partition, offset, end() if end is not None else None):
             return None
         now = sent_at if team.time is None else max(sent_at, team.time)
         transition = apply(team.state, command, now, team.side)
