@@ -671,7 +671,9 @@ def _channel_schemas() -> dict[str, Schema]:
 
 def _signature(header: str, how: str) -> str:
     return (f"Not authenticated by API key: the body must be signed by the provider in `{header}` ({how}). "
-            "A missing or wrong signature is a 401 saying which.")
+            "A missing or wrong signature is a 401 saying which. The same body again within 24 h gets the first "
+            "answer (`Idempotent-Replayed: true`) and stores nothing; a lead made before the replay window "
+            "(`max_age_hours`, 48 h) is refused as a replay.")
 
 
 def _channel_paths() -> dict[str, Schema]:
@@ -738,7 +740,8 @@ def _channel_paths() -> dict[str, Schema]:
     )
     provider_errors = {
         **_refs(413, 429, 503),
-        "401": _error("The signature is missing or does not match the body (`bad_signature`).", code="bad_signature",
+        "401": _error("The signature is missing or does not match the body (`bad_signature`), or, for Typeform, "
+                      "the response was submitted before the replay window (`stale`).", code="bad_signature",
                       message="facebook webhook refused: missing X-Hub-Signature-256 header"),
         "400": _error("The body is not JSON.", code="malformed_json", message="the body is not valid JSON"),
         "404": _error("The provider is not configured on this worker.", code="not_found",
@@ -763,7 +766,9 @@ def _channel_paths() -> dict[str, Schema]:
                             for name in ("hub.mode", "hub.verify_token", "hub.challenge")]),
             "post": _op(
                 "facebookLeads", "providers", "Facebook Lead Ads webhook (leadgen)",
-                {"200": {"description": "Each lead stored (Kafka acknowledged) or rejected.",
+                {"200": {"description": "Each lead stored (Kafka acknowledged) or rejected (unreadable, or made "
+                                        "before the replay window). A replayed body gets its first answer.",
+                         "headers": {"Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}},
                          **_json_body(_ref("FacebookResult"))},
                  **provider_errors,
                  "422": _error("Not a Lead Ads payload: `fields` names the first wrong field.",
@@ -776,7 +781,9 @@ def _channel_paths() -> dict[str, Schema]:
                 requestBody={"required": True, **_json_body(_ref("FacebookLeadgenWebhook"))})},
         "/v1/providers/typeform": {"post": _op(
             "typeformResponse", "providers", "Typeform webhook (form_response)",
-            {"200": {"description": "Stored (Kafka acknowledged), or an event that is not a submission (`ignored`).",
+            {"200": {"description": "Stored (Kafka acknowledged), or an event that is not a submission (`ignored`). "
+                                    "A replayed body gets its first answer.",
+                     "headers": {"Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}},
                      **_json_body({"oneOf": [_ref("CaptureResult"), _ref("ProviderIgnored")]})},
              **provider_errors,
              "422": _error("Not a Typeform payload (`invalid_payload`, naming the field), or no lead can be made "

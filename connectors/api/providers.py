@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -82,13 +83,45 @@ def _settings(request: web.Request, name: str) -> Any:
     return settings
 
 
-async def _signed_body(request: web.Request, name: str, secret: str, check: Any, header: str) -> bytes:
+async def _signed_body(request: web.Request, name: str, secret: str, check: Any,
+                       header: str) -> tuple[bytes, web.Response | None]:
+    """The body, once its signature is checked, and the answer it got before if it is a replay.
+
+    A provider signs the body alone, so a body sent again (the provider retrying, or someone
+    replaying a delivery they caught) is the same request: within the idempotency window (24 h,
+    Redis) it gets the first answer and nothing is written again. An older one is refused by its
+    own signed time (``_too_old``). A replay spends none of the provider's rate allowance.
+    """
     body = await request.read()
     problem = check(secret, body, request.headers.get(header))
     if problem is not None:
         raise ApiError(401, "bad_signature", f"{name} webhook refused: {problem}")
+    stored = await context(request).store.replay(f"provider:{name}", _digest(body))
+    if stored is not None:
+        return body, web.Response(body=stored[1], status=stored[0], content_type="application/json",
+                                  headers={"Idempotent-Replayed": "true"})
     await enforce_rate_limit(request, f"provider:{name}")  # after the signature: only the provider spends it
-    return body
+    return body, None
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+async def _answered(request: web.Request, name: str, body: bytes, answer: dict[str, Any]) -> web.Response:
+    """``answer`` as the response, kept for a replay of the same body."""
+    response = json_response(answer)
+    await context(request).store.remember(f"provider:{name}", _digest(body), 200, orjson.dumps(answer))
+    return response
+
+
+def _too_old(at: datetime | None, where: str, max_age: timedelta, now: datetime, setting: str) -> str | None:
+    """Why a delivery made at ``at`` (its signed time, at the path ``where``) is a replay, or ``None``."""
+    if at is None or now - at <= max_age:
+        return None
+    hours = max_age.total_seconds() / 3600
+    return (f"{where} is {(now - at).total_seconds() / 3600:.0f} h old, past the {hours:g} h a provider "
+            f"retries a delivery ({setting}): a replay")
 
 
 # --- Facebook Lead Ads -------------------------------------------------------------------
@@ -133,19 +166,32 @@ async def _answers(settings: FacebookSettings, changes: list[LeadgenChange]) -> 
 @routes.post("/providers/facebook")
 async def facebook_leads(request: web.Request) -> web.Response:
     settings: FacebookSettings = _settings(request, "facebook")
-    body = await _signed_body(request, "facebook", settings.app_secret, facebook.check_signature,
-                              facebook.SIGNATURE_HEADER)
+    body, replayed = await _signed_body(request, "facebook", settings.app_secret, facebook.check_signature,
+                                        facebook.SIGNATURE_HEADER)
+    if replayed is not None:
+        return replayed
     try:
         changes, ignored = facebook.parse_payload(_json(body))
     except PayloadInvalid as exc:
         raise ApiError(422, "invalid_payload", "not a Lead Ads webhook payload", exc.fields) from None
-    answers = await _answers(settings, changes)  # TransientError: 503, Meta redelivers later
-
     ctx = context(request)
+    now = ctx.clock.now()
+    stale = {index: reason for index, change in enumerate(changes)
+             if (reason := _too_old(change.created_at, change.created_at_path, settings.max_age, now,
+                                    "providers.facebook.max_age_hours")) is not None}
+    # TransientError: 503, Meta redelivers later. A replayed lead is not fetched.
+    fresh = [index for index in range(len(changes)) if index not in stale]
+    answers = dict(zip(fresh, await _answers(settings, [changes[index] for index in fresh])))
+
     results: list[dict[str, Any]] = [{} for _ in changes]
     leads: list[tuple[int, dict[str, Any]]] = []
-    for index, (change, got) in enumerate(zip(changes, answers)):
-        if isinstance(got, str):
+    for index, change in enumerate(changes):
+        got = answers.get(index, "")
+        if index in stale:
+            ctx.metrics.leads_rejected.labels("facebook", "stale").inc()
+            results[index] = {"leadgen_id": change.leadgen_id, "status": "rejected",
+                              "errors": [{"field": change.created_at_path, "reason": stale[index]}]}
+        elif isinstance(got, str):
             ctx.metrics.leads_rejected.labels("facebook", "unreadable").inc()
             results[index] = {"leadgen_id": change.leadgen_id, "status": "rejected",
                               "errors": [{"field": f"{change.path}.value.leadgen_id", "reason": got}]}
@@ -158,7 +204,7 @@ async def facebook_leads(request: web.Request) -> web.Response:
     for (index, _), outcome in zip(leads, outcomes):
         results[index] = {"leadgen_id": changes[index].leadgen_id, **outcome.as_dict()}
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
-    return json_response({**counts, "ignored": ignored, "results": results})
+    return await _answered(request, "facebook", body, {**counts, "ignored": ignored, "results": results})
 
 
 # --- Typeform ------------------------------------------------------------------------------
@@ -167,14 +213,21 @@ async def facebook_leads(request: web.Request) -> web.Response:
 @routes.post("/providers/typeform")
 async def typeform_response(request: web.Request) -> web.Response:
     settings: TypeformSettings = _settings(request, "typeform")
-    body = await _signed_body(request, "typeform", settings.secret, typeform.check_signature,
-                              typeform.SIGNATURE_HEADER)
+    body, replayed = await _signed_body(request, "typeform", settings.secret, typeform.check_signature,
+                                        typeform.SIGNATURE_HEADER)
+    if replayed is not None:
+        return replayed
     try:
         response = typeform.parse_payload(_json(body))
     except PayloadInvalid as exc:
         raise ApiError(422, "invalid_payload", "not a Typeform webhook payload", exc.fields) from None
     if response is None:
         return json_response({"status": "ignored"})  # an event type that is not a submission
+    stale = _too_old(response.submitted_at, "form_response.submitted_at", settings.max_age,
+                     context(request).clock.now(), "providers.typeform.max_age_hours")
+    if stale is not None:
+        context(request).metrics.leads_rejected.labels("typeform", "stale").inc()
+        raise ApiError(401, "stale", f"typeform webhook refused: {stale}")
     draft = typeform.to_draft(response, settings.forms.get(response.form_id, {}))
     if draft.errors:
         raise ApiError(422, "invalid_lead", "the field map gives a lead field twice", draft.errors)
@@ -184,4 +237,4 @@ async def typeform_response(request: web.Request) -> web.Response:
         capture_ids=lambda _: _provider_capture_id("typeform", response.form_id, response.token))
     if outcome.status == "rejected":
         raise ApiError(422, "invalid_lead", "the response does not make a valid lead", outcome.errors)
-    return json_response(outcome.as_dict())
+    return await _answered(request, "typeform", body, outcome.as_dict())

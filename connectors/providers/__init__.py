@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 import aiohttp
@@ -47,6 +48,8 @@ class FacebookConfig(_Strict):
     graph_api_url: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#\s@]+(/[^?#\s]*)?$",
                                                     max_length=300)] = "https://graph.facebook.com"
     source: _Source = "facebook-lead-ads"
+    #: A lead created longer ago is refused as a replay (Meta retries a delivery for up to 36 h).
+    max_age_hours: int = Field(48, ge=1, le=720)
 
 
 class TypeformConfig(_Strict):
@@ -54,6 +57,8 @@ class TypeformConfig(_Strict):
 
     secret_env: _EnvName = "LEADFLOW_TYPEFORM_SECRET"
     source: _Source = "typeform"
+    #: A response submitted longer ago is refused as a replay.
+    max_age_hours: int = Field(48, ge=1, le=720)
     forms: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("forms")
@@ -93,9 +98,10 @@ class ProvidersConfig(_Strict):
                                            api_version=fb.graph_api_version, base_url=fb.graph_api_url)
             facebook = FacebookSettings(app_secret=app_secret,
                                         verify_token=secret(fb.verify_token_env, "facebook.verify_token_env"),
-                                        source=fb.source, fetcher=fetcher)
+                                        source=fb.source, fetcher=fetcher, max_age=timedelta(hours=fb.max_age_hours))
         if self.typeform is not None:
             tf = self.typeform
             typeform = TypeformSettings(secret=secret(tf.secret_env, "typeform.secret_env"), source=tf.source,
-                                        forms={k: dict(v) for k, v in tf.forms.items()})
+                                        forms={k: dict(v) for k, v in tf.forms.items()},
+                                        max_age=timedelta(hours=tf.max_age_hours))
         return Providers(facebook=facebook, typeform=typeform)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.lead_input import FieldError
 
-__all__ = ["PayloadInvalid", "child", "array", "mapping", "text", "optional_text"]
+__all__ = ["PayloadInvalid", "child", "array", "mapping", "text", "optional_text", "optional_unix_time",
+           "optional_iso_time"]
 
 
 class PayloadInvalid(ValueError):
@@ -54,3 +56,25 @@ def text(value: Any, path: str, *, limit: int = 200, numeric_ok: bool = False) -
 
 def optional_text(value: Any, path: str, *, limit: int = 200, numeric_ok: bool = False) -> str | None:
     return None if value is None else text(value, path, limit=limit, numeric_ok=numeric_ok)
+
+
+def optional_unix_time(value: Any, path: str) -> datetime | None:
+    """A Unix time in whole seconds (Meta's ``created_time``, ``time``), or ``None`` when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**34:
+        raise _fail(path, "expected a Unix time in seconds")
+    return datetime.fromtimestamp(value, UTC)
+
+
+def optional_iso_time(value: Any, path: str) -> datetime | None:
+    """An ISO 8601 time with its offset (Typeform's ``submitted_at``: ``2026-01-05T09:00:00Z``), or ``None``."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text(value, path, limit=40))
+    except ValueError:
+        raise _fail(path, "expected an ISO 8601 time such as 2026-01-05T09:00:00Z") from None
+    if at.tzinfo is None:
+        raise _fail(path, "expected a time with its offset, such as 2026-01-05T09:00:00Z")
+    return at.astimezone(UTC)

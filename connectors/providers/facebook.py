@@ -12,13 +12,14 @@ import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from connectors.lead_input import FieldError
-from connectors.providers._shape import PayloadInvalid, array, child, mapping, optional_text, text
+from connectors.providers._shape import PayloadInvalid, array, child, mapping, optional_text, optional_unix_time, text
 from connectors.providers.fields import LeadDraft, lead_field
 from leadflow.errors import PermanentError, TransientError
 
@@ -57,6 +58,8 @@ class FacebookSettings:
     verify_token: str = field(repr=False)
     source: str = "facebook-lead-ads"
     fetcher: LeadFetcher | None = None
+    #: A lead older than this is a replay, not a delivery: Meta retries for up to 36 hours.
+    max_age: timedelta = timedelta(hours=48)
 
 
 def check_signature(app_secret: str, body: bytes, header: str | None) -> str | None:
@@ -86,6 +89,10 @@ class LeadgenChange:
     form_id: str | None = None
     ad_id: str | None = None
     field_data: tuple[FieldDatum, ...] | None = None
+    #: When Meta says the lead was made (``value.created_time``, else the entry's ``time``), and
+    #: which of the two (a path) it was: signed with the body, so a replay carries its first time.
+    created_at: datetime | None = None
+    created_at_path: str = ""
 
 
 def _graph_id(value: Any, path: str, *, required: bool) -> str | None:
@@ -120,6 +127,7 @@ def parse_payload(data: Any) -> tuple[list[LeadgenChange], int]:
     for i, entry in enumerate(array(body.get("entry"), "entry", limit=_MAX_CHANGES)):
         entry_path = child("entry", i)
         changes_path = child(entry_path, "changes")
+        entry_time = optional_unix_time(mapping(entry, entry_path).get("time"), child(entry_path, "time"))
         for j, raw in enumerate(array(mapping(entry, entry_path).get("changes"), changes_path, limit=_MAX_CHANGES)):
             where = child(changes_path, j)
             change = mapping(raw, where)
@@ -130,6 +138,10 @@ def parse_payload(data: Any) -> tuple[list[LeadgenChange], int]:
             value = mapping(change.get("value"), value_path)
             leadgen_id = _graph_id(value.get("leadgen_id"), child(value_path, "leadgen_id"), required=True)
             assert leadgen_id is not None
+            created_path = child(value_path, "created_time")
+            created_at = optional_unix_time(value.get("created_time"), created_path)
+            if created_at is None and entry_time is not None:
+                created_at, created_path = entry_time, child(entry_path, "time")
             changes.append(LeadgenChange(
                 path=where, leadgen_id=leadgen_id,
                 page_id=_graph_id(value.get("page_id"), child(value_path, "page_id"), required=False),
@@ -137,6 +149,7 @@ def parse_payload(data: Any) -> tuple[list[LeadgenChange], int]:
                 ad_id=_graph_id(value.get("ad_id"), child(value_path, "ad_id"), required=False),
                 field_data=(_field_data(value["field_data"], child(value_path, "field_data"))
                             if value.get("field_data") is not None else None),
+                created_at=created_at, created_at_path=created_path if created_at is not None else "",
             ))
             if len(changes) > _MAX_CHANGES:
                 raise PayloadInvalid([FieldError("entry", f"at most {_MAX_CHANGES} leadgen changes per delivery")])

@@ -12,10 +12,11 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.lead_input import FieldError
-from connectors.providers._shape import PayloadInvalid, array, child, mapping, optional_text, text
+from connectors.providers._shape import PayloadInvalid, array, child, mapping, optional_iso_time, optional_text, text
 from connectors.providers.fields import FULL_NAME, LeadDraft, lead_field
 
 __all__ = ["SIGNATURE_HEADER", "MAP_TARGETS", "TypeformSettings", "Answer", "FormResponse", "check_signature",
@@ -34,6 +35,8 @@ class TypeformSettings:
     secret: str = field(repr=False)
     source: str = "typeform"
     forms: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: A response submitted longer ago than this is a replay, not a delivery.
+    max_age: timedelta = timedelta(hours=48)
 
 
 def check_signature(secret: str, body: bytes, header: str | None) -> str | None:
@@ -65,6 +68,8 @@ class FormResponse:
     answers: tuple[Answer, ...]
     hidden: Mapping[str, str]
     score: str | None
+    #: ``form_response.submitted_at``: signed with the body, so a replay carries its first time.
+    submitted_at: datetime | None = None
 
 
 def _answer_value(answer: Mapping[str, Any], kind: str, path: str) -> str | None:
@@ -130,6 +135,7 @@ def parse_payload(data: Any) -> FormResponse | None:
         form_id=text(response.get("form_id"), "form_response.form_id", limit=100),
         token=text(response.get("token"), "form_response.token", limit=100),
         answers=tuple(answers), hidden=hidden, score=score,
+        submitted_at=optional_iso_time(response.get("submitted_at"), "form_response.submitted_at"),
     )
 
 

@@ -21,7 +21,8 @@ from connectors.providers.facebook import FieldDatum, GraphLeadFetcher
 from connectors.rate_limit import RateLimiter
 from leadflow.errors import ConfigError, PermanentError, TransientError
 from ops.metrics import Metrics
-from tests.connectors.conftest import Client, ClientFactory, FakeEngine
+from sla.clock import FakeClock
+from tests.connectors.conftest import Client, ClientFactory, DownRedis, FakeEngine
 from tests.connectors.test_api import error_of, fields_of, sample
 from tests.connectors.test_openapi import _conforms
 from tests.connectors.test_rate_limit import GcraRedis
@@ -155,10 +156,51 @@ async def test_a_signed_leadgen_with_field_data_is_captured(
     assert record["_meta"]["channel"] == "facebook" and record["_meta"]["default_source"] == "facebook-lead-ads"
     assert sample(metrics, "leadflow_leads_captured_total", source="facebook-lead-ads", channel="facebook") == 1
 
-    # Meta redelivers on any doubt: the same capture id, so the lead agent sees a replay.
+    # Meta redelivers on any doubt: the same body gets the first answer, and nothing is captured twice.
     again = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
-    assert (await again.json())["results"][0]["status"] == "duplicate"
-    assert orjson.loads(engine.captured[1][1])["_meta"]["capture_id"] == record["_meta"]["capture_id"]
+    assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert await again.json() == result and len(engine.captured) == 1
+
+
+async def test_without_redis_a_redelivery_carries_the_same_capture_id(serve: Serve, engine: FakeEngine) -> None:
+    # The first answer cannot be looked up: the lead is captured again under the same capture id,
+    # which the lead agent recognizes as a replay (Redis only saves the Kafka write).
+    client = await serve(redis=DownRedis())
+    body = leadgen(ANA)
+    for _ in range(2):
+        assert (await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))).status == 200
+    first, second = (orjson.loads(value)["_meta"]["capture_id"] for _, value in engine.captured)
+    assert first == second
+
+
+@pytest.mark.parametrize(("hours", "accepted"), [(47, True), (49, False)])
+async def test_a_lead_created_before_the_replay_window_is_refused(
+        client: Client, engine: FakeEngine, clock: FakeClock, metrics: Metrics, hours: int, accepted: bool) -> None:
+    # The body is signed, created_time with it: a delivery caught and sent again days later
+    # still says when Meta made the lead. Meta retries for 36 h; the window is 48 h.
+    clock.advance(hours * 3600)
+    body = leadgen(ANA)
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    assert response.status == 200
+    [result] = (await response.json())["results"]
+    await _conforms(response, "/v1/providers/facebook", "post")
+    if accepted:
+        assert result["status"] == "accepted" and len(engine.captured) == 1
+    else:
+        assert result["status"] == "rejected" and not engine.captured
+        [error] = result["errors"]
+        assert error["field"] == "entry[0].changes[0].value.created_time"
+        assert "49 h old, past the 48 h" in error["reason"] and "providers.facebook.max_age_hours" in error["reason"]
+        assert sample(metrics, "leadflow_leads_rejected_total", channel="facebook", reason="stale") == 1
+
+
+async def test_the_entry_time_stands_in_for_a_missing_created_time(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    clock.advance(72 * 3600)
+    body = leadgen({k: v for k, v in ANA.items() if k != "created_time"})
+    [result] = (await (await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))).json())[
+        "results"]
+    assert result["errors"][0]["field"] == "entry[0].time" and not engine.captured
 
 
 async def test_leads_without_field_data_are_fetched_through_the_lead_fetcher(
@@ -232,6 +274,10 @@ async def test_a_bad_facebook_signature_is_401_and_nothing_captured(
     ({"object": "page", "entry": [{"changes": [{"field": "leadgen", "value": {
         "leadgen_id": "1", "field_data": [{"name": "email", "values": "a@example.com"}]}}]}]},
      "entry[0].changes[0].value.field_data[0].values", "expected an array"),
+    ({"object": "page", "entry": [{"changes": [{"field": "leadgen", "value": {
+        "leadgen_id": "1", "created_time": "yesterday"}}]}]},
+     "entry[0].changes[0].value.created_time", "Unix time in seconds"),
+    ({"object": "page", "entry": [{"time": 1.5, "changes": []}]}, "entry[0].time", "Unix time in seconds"),
     ([], "(body)", "expected an object"),
 ])
 async def test_a_payload_of_the_wrong_shape_is_422_naming_the_field(
@@ -344,8 +390,19 @@ async def test_a_signed_typeform_response_is_mapped_and_captured(
     assert sample(metrics, "leadflow_leads_captured_total", source="typeform", channel="typeform") == 1
 
     again = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
-    assert (await again.json())["status"] == "duplicate"
-    assert orjson.loads(engine.captured[1][1])["_meta"]["capture_id"] == record["_meta"]["capture_id"]
+    assert again.headers["Idempotent-Replayed"] == "true" and await again.json() == result
+    assert len(engine.captured) == 1
+
+
+async def test_a_typeform_response_submitted_before_the_replay_window_is_401(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    clock.advance(49 * 3600)
+    body = orjson.dumps(tf_payload())
+    response = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    error = await error_of(response, 401, "stale")
+    assert "form_response.submitted_at is 49 h old, past the 48 h" in error["message"]
+    assert not engine.captured
+    await _conforms(response, "/v1/providers/typeform", "post")
 
 
 async def test_a_form_without_a_field_map_still_finds_email_and_phone(client: Client, engine: FakeEngine) -> None:
@@ -388,6 +445,8 @@ async def test_other_typeform_events_are_ignored(client: Client, engine: FakeEng
 @pytest.mark.parametrize(("payload", "field", "reason"), [
     ({"event_type": "form_response"}, "form_response", "expected an object"),
     (tf_payload(token=""), "form_response.token", "non-empty string"),
+    (tf_payload(submitted_at="last week"), "form_response.submitted_at", "ISO 8601"),
+    (tf_payload(submitted_at="2026-01-05T09:00:00"), "form_response.submitted_at", "with its offset"),
     (tf_payload(answers={}), "form_response.answers", "expected an array"),
     (tf_payload(answers=[{"type": "text", "text": "x"}]), "form_response.answers[0].field", "expected an object"),
     (tf_payload(answers=[{"type": "number", "number": "40", "field": {"id": "n"}}]),
@@ -427,7 +486,10 @@ async def test_a_provider_limit_counts_only_signed_requests(serve: Serve) -> Non
     await error_of(await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body, "x")), 401)
     assert redis.calls == 0
     assert (await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))).status == 200
-    limited = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    # The same body again is a replay: answered as before, without spending the allowance.
+    assert (await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))).status == 200
+    other = orjson.dumps(tf_payload(token="b3a12ec67a1365927098a606107fac16"))
+    limited = await client.post("/v1/providers/typeform", data=other, headers=tf_signed(other))
     await error_of(limited, 429, "rate_limited")
     await _conforms(limited, "/v1/providers/typeform", "post")
 
