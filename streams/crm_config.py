@@ -249,8 +249,13 @@ def crm_policy(scoring: ScoringConfig, qualification: QualificationConfig, crm: 
     }
 
 
-def build_adapter(crm: CrmConfig, session: Any, env: Mapping[str, str]) -> CrmAdapter | None:
-    """The configured CRM adapter (``None`` for ``adapter: none``); secrets from ``env``."""
+def build_adapter(crm: CrmConfig, session: Any, env: Mapping[str, str], *,
+                  allow_private: bool = False) -> CrmAdapter | None:
+    """The configured CRM adapter (``None`` for ``adapter: none``); secrets from ``env``.
+
+    ``allow_private`` (``LEADFLOW_WEBHOOK_ALLOW_PRIVATE``) lets the generic webhook reach private
+    addresses, as it lets reps' webhooks.
+    """
     def secret(name: str) -> str:
         value = env.get(name)
         if not value:
@@ -258,7 +263,8 @@ def build_adapter(crm: CrmConfig, session: Any, env: Mapping[str, str]) -> CrmAd
         return value
 
     if crm.adapter == "webhook" and crm.webhook is not None:
-        return WebhookCrm(session, url=crm.webhook.url, secret=secret(crm.webhook.secret_env), timeout_s=crm.timeout)
+        return WebhookCrm(session, url=crm.webhook.url, secret=secret(crm.webhook.secret_env), timeout_s=crm.timeout,
+                          allow_private=allow_private)
     if crm.adapter == "salesforce":
         sf = crm.salesforce
         return SalesforceCrm(session, login_url=sf.login_url, client_id=secret(sf.client_id_env),

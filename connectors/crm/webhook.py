@@ -1,7 +1,9 @@
 """A generic CRM reached by a signed webhook (Standard Webhooks): ``opportunity.upsert`` per opportunity.
 
 The ``webhook-id`` is derived from the opportunity id, so the receiver can upsert (or dedup) by
-it; the receiver may answer ``{"id": ...}`` with its own record id.
+it; the receiver may answer ``{"id": ...}`` with its own record id. Its URL is guarded like a
+rep's webhook: private, loopback and link-local destinations are refused unless
+``LEADFLOW_WEBHOOK_ALLOW_PRIVATE`` allows them (``connectors/netguard.py``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import aiohttp
 import orjson
 
 from connectors.crm import CrmRecord, classify_status
+from connectors.netguard import check_destination
 from connectors.webhook_signing import signed_headers
 from leadflow.errors import PermanentError, TransientError
 
@@ -23,9 +26,10 @@ class WebhookCrm:
     name = "webhook"
 
     def __init__(self, session: aiohttp.ClientSession, *, url: str, secret: str, timeout_s: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 allow_private: bool = False, clock: Callable[[], float] = time.time) -> None:
         self._session, self._url, self._secret = session, url, secret
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._allow_private = allow_private
         self._clock = clock
 
     async def upsert(self, opportunity_id: str, payload: Mapping[str, Any]) -> CrmRecord:
@@ -34,6 +38,8 @@ class WebhookCrm:
         data = {**payload, "opportunity_id": opportunity_id}
         body = orjson.dumps({"type": "opportunity.upsert", "timestamp": payload.get("created_at"), "data": data})
         headers = signed_headers(self._secret, f"msg_{opportunity_id}", int(self._clock()), body)
+        # DestinationRefused is permanent (a dead letter naming why); DNS trouble is transient.
+        await check_destination(self._url, allow_private=self._allow_private)
         try:
             async with self._session.post(self._url, data=body, headers=headers, allow_redirects=False,
                                           timeout=self._timeout) as response:

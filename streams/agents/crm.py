@@ -45,7 +45,8 @@ _adapters: dict[str, CrmAdapter | None] = {}  # the one adapter of this process 
 
 def _adapter() -> CrmAdapter | None:
     if "crm" not in _adapters:
-        _adapters["crm"] = build_adapter(runtime.config.crm, runtime.resources.session, os.environ)
+        _adapters["crm"] = build_adapter(runtime.config.crm, runtime.resources.session, os.environ,
+                                         allow_private=runtime.settings.webhook_allow_private)
     return _adapters["crm"]
 
 

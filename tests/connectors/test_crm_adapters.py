@@ -11,6 +11,7 @@ from connectors.crm import CrmAdapter
 from connectors.crm.hubspot import HubspotCrm
 from connectors.crm.salesforce import SalesforceCrm
 from connectors.crm.webhook import WebhookCrm
+from connectors.netguard import DestinationRefused
 from leadflow.errors import PermanentError, TransientError
 from ops.standins.crm import CrmStandIn
 
@@ -45,7 +46,7 @@ def adapters(s: CrmStandIn, session: aiohttp.ClientSession, **wrong: str) -> dic
         "hubspot": HubspotCrm(session, base_url=s.url, token=wrong.get("token", s.hubspot_token),
                               id_property="leadflow_id", pipeline="default", stage="appointmentscheduled",
                               timeout_s=2),
-        "webhook": WebhookCrm(session, url=f"{s.url}/crm/webhook", timeout_s=2,
+        "webhook": WebhookCrm(session, url=f"{s.url}/crm/webhook", timeout_s=2, allow_private=True,
                               secret=wrong.get("whsec", s.webhook_secret)),
     }
 
@@ -86,6 +87,20 @@ async def test_a_crm_that_is_down_is_a_transient_error(standin: CrmStandIn, sess
     with pytest.raises(TransientError):
         await adapters(standin, session)[crm].upsert("op_1", PAYLOAD)
     assert standin.opportunities == {}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8077/crm/webhook", "http://[::ffff:169.254.169.254]/latest",
+                                 "http://10.0.0.5/crm", "http://2130706433/crm"])
+async def test_the_crm_webhook_is_guarded_like_a_reps(standin: CrmStandIn, session: aiohttp.ClientSession,
+                                                      url: str) -> None:
+    # Private, loopback, link-local and disguised addresses are refused before anything is sent
+    # (a dead letter naming why), unless LEADFLOW_WEBHOOK_ALLOW_PRIVATE allows them.
+    crm = WebhookCrm(session, url=url, secret=standin.webhook_secret, timeout_s=2)
+    with pytest.raises(DestinationRefused):
+        await crm.upsert("op_1", PAYLOAD)
+    allowed = WebhookCrm(session, url=f"{standin.url}/crm/webhook", secret=standin.webhook_secret, timeout_s=2,
+                         allow_private=True)
+    assert (await allowed.upsert("op_1", PAYLOAD)).created
 
 
 async def test_an_unreachable_crm_is_a_transient_error(session: aiohttp.ClientSession) -> None:
