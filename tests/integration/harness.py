@@ -7,6 +7,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,13 +227,22 @@ async def read_json_topic(stack: StackConfig, topic: str, *, idle_s: float = 2.0
     return out
 
 
+def reps_yaml(receiver: Receiver, rep_ids: Sequence[str], *, capacity: int) -> str:
+    """The config lines of reps ``rep_ids`` (under a team's ``reps:``), whose webhooks are ``receiver``.
+
+    Their secrets are given to ``receiver``, which verifies every delivery with them.
+    """
+    receiver.secrets.update({rep_id: SECRET for rep_id in rep_ids})
+    return "\n".join(f'      - {{id: {rep_id}, capacity: {capacity}, webhook_url: "{receiver.url}/hooks/{rep_id}", '
+                     f'webhook_secret: "{SECRET}"}}' for rep_id in rep_ids)
+
+
 def one_rep_config(receiver: Receiver, *, capacity: int) -> str:
     """A config with one team, ``sdr``, and its one rep, ``ana``, whose webhook is ``receiver``."""
-    receiver.secrets["ana"] = SECRET
     return f"""
 routing: {{default_team: sdr}}
 teams:
   - id: sdr
     reps:
-      - {{id: ana, capacity: {capacity}, webhook_url: "{receiver.url}/hooks/ana", webhook_secret: "{SECRET}"}}
+{reps_yaml(receiver, ["ana"], capacity=capacity)}
 """

@@ -24,6 +24,7 @@ import random
 import time
 from datetime import datetime
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually, reps_yaml
 
 LEADS = int(os.environ.get("LEADFLOW_CRASH_LEADS", "1000"))
 KILLS = int(os.environ.get("LEADFLOW_CRASH_KILLS", "3"))
@@ -45,9 +46,8 @@ FAST_SLA_EVERY = 10  # every 10th lead has a deadline of seconds: reminders and 
 
 
 def _config(receiver: Receiver) -> str:
-    reps = "\n".join(
-        f'      - {{id: r{i:02d}, capacity: {CAPACITY}, webhook_url: "{receiver.url}/hooks/r{i:02d}", '
-        f'webhook_secret: "{SECRET}"}}' for i in range(REPS))
+    reps = reps_yaml(receiver, [f"r{i:02d}" for i in range(REPS)], capacity=CAPACITY)
+    receiver.secrets["manager"] = SECRET
     return f"""
 routing: {{default_team: sdr}}
 sla:
@@ -100,23 +100,35 @@ async def _feed(api: aiohttp.ClientSession, holder: dict[str, Worker], run: Run,
         leads = [{"email": f"crash{i}@verify.example", "company": f"Co {i}",
                   "source": "sla-fast" if i % FAST_SLA_EVERY == 0 else "web"}
                  for i in range(first, min(first + BATCH, LEADS))]
-        while True:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"feeding did not finish in time ({len(run.accepted)} accepted)")
-            try:
-                async with api.post(f"{holder['w'].url}/v1/leads", json={"leads": leads},
-                                    timeout=aiohttp.ClientTimeout(total=10)) as r:
-                    if r.status == 202:
-                        body = await r.json()
-                        break
-                    assert r.status == 503, (r.status, await r.text())  # Kafka busy: retry
-            except (aiohttp.ClientError, TimeoutError):
-                pass  # the worker is down (killed): retry the same batch; a repeat answers "duplicate"
-            run.http_retries += 1
-            await asyncio.sleep(0.3)
-        for item in body["results"]:
-            assert item["status"] in ("accepted", "duplicate"), item
-            run.accepted[item["lead_id"]] = first + item["index"]
+        await post_batch(api, lambda attempt: holder["w"].url, leads, first, run, deadline=deadline, pause_s=0.3)
+
+
+async def post_batch(api: aiohttp.ClientSession, url: Callable[[int], str], leads: list[dict[str, Any]],
+                     first: int, run: Run, *, deadline: float, pause_s: float) -> None:
+    """POST leads ``first``… as one batch until a worker takes it; ``url(attempt)`` says which.
+
+    A worker that is down (killed) or answers 503 (Kafka busy) gets the same batch again: a
+    lead already taken answers "duplicate". Records each lead in ``run.accepted``.
+    """
+    attempt = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"feeding did not finish in time ({len(run.accepted)} accepted)")
+        try:
+            async with api.post(f"{url(attempt)}/v1/leads", json={"leads": leads},
+                                timeout=aiohttp.ClientTimeout(total=10)) as r:
+                if r.status == 202:
+                    body = await r.json()
+                    break
+                assert r.status == 503, (r.status, await r.text())
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        run.http_retries += 1
+        attempt += 1
+        await asyncio.sleep(pause_s)
+    for item in body["results"]:
+        assert item["status"] in ("accepted", "duplicate"), item
+        run.accepted[item["lead_id"]] = first + item["index"]
 
 
 async def _kill_and_restart(spec: WorkerSpec, holder: dict[str, Worker], run: Run, at: list[float],
@@ -159,7 +171,6 @@ async def test_kill_9_under_load_loses_nothing_and_doubles_nothing(
     spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
 ) -> None:
     spec.config_yaml = _config(receiver)
-    receiver.secrets.update({f"r{i:02d}": SECRET for i in range(REPS)} | {"manager": SECRET})
     run = Run()
     holder = {"w": Worker(spec)}
     stop = asyncio.Event()

@@ -14,8 +14,8 @@ from collections import defaultdict
 import aiohttp
 import pytest
 
-from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually
-from tests.integration.test_crash_verifier import Run, _consume_events
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, reps_yaml
+from tests.integration.test_crash_verifier import Run, _consume_events, post_batch
 
 LEADS = 240
 REPS = 4
@@ -26,15 +26,12 @@ KILL_AFTER_SHARED_S = 4.0  # both workers routing for this long, then the team's
 
 
 def _config(receiver: Receiver) -> str:
-    reps = "\n".join(
-        f'      - {{id: r{i}, capacity: {LEADS}, webhook_url: "{receiver.url}/hooks/r{i}", '
-        f'webhook_secret: "{SECRET}"}}' for i in range(REPS))
     return f"""
 routing: {{default_team: sdr}}
 teams:
   - id: sdr
     reps:
-{reps}
+{reps_yaml(receiver, [f"r{i}" for i in range(REPS)], capacity=LEADS)}
 """
 
 
@@ -44,26 +41,11 @@ async def _feed(api: aiohttp.ClientSession, live: list[Worker], run: Run, accept
     for first in range(0, LEADS, BATCH):
         await asyncio.sleep(max(0.0, started + first / FEED_RATE - time.monotonic()))
         leads = [{"email": f"fail{i}@over.example", "company": f"Co {i}"} for i in range(first, first + BATCH)]
-        for attempt in range(200):
-            worker = live[attempt % len(live)]
-            try:
-                async with api.post(f"{worker.url}/v1/leads", json={"leads": leads},
-                                    timeout=aiohttp.ClientTimeout(total=5)) as r:
-                    if r.status == 202:
-                        body = await r.json()
-                        break
-                    assert r.status == 503, (r.status, await r.text())
-            except (aiohttp.ClientError, TimeoutError):
-                pass  # the killed worker: the next one takes the same batch
-            run.http_retries += 1
-            await asyncio.sleep(0.2)
-        else:
-            raise AssertionError(f"batch {first} was never accepted")
+        await post_batch(api, lambda attempt: live[attempt % len(live)].url, leads, first, run,
+                         deadline=time.monotonic() + 60, pause_s=0.2)
         now = time.monotonic()
-        for item in body["results"]:
-            assert item["status"] in ("accepted", "duplicate"), item
-            run.accepted[item["lead_id"]] = first + item["index"]
-            accepted_at.setdefault(item["lead_id"], now)
+        for lead_id in run.accepted.keys() - accepted_at.keys():
+            accepted_at[lead_id] = now
 
 
 async def _partitions(api: aiohttp.ClientSession, worker: Worker) -> int:
@@ -90,8 +72,7 @@ async def test_the_survivor_takes_over_under_load_and_routing_resumes(
     spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
 ) -> None:
     spec.config_yaml = _config(receiver)
-    receiver.secrets.update({f"r{i}": SECRET for i in range(REPS)})
-    run, accepted_at = Run(), {}
+    run, accepted_at = Run(), dict[str, float]()
     first = Worker(spec)
     live = [first]
     stop = asyncio.Event()
