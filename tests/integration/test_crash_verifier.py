@@ -74,6 +74,17 @@ class Run:
     over_capacity: list[Any] = field(default_factory=list)
     http_retries: int = 0
 
+    def assignments(self) -> dict[str, tuple[str, str]]:
+        """Each lead's ``(route id, rep id)`` from its ``lead.assigned`` events, checking that no
+        lead was assigned twice: a replay may repeat the event, never change it."""
+        seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for e in self.events:
+            if e["type"] == "lead.assigned":
+                seen[e["lead_id"]].add((e["data"]["route_id"], e["data"]["rep_id"]))
+        doubled = {lead: a for lead, a in seen.items() if len(a) != 1}
+        assert not doubled, f"leads assigned more than once: {list(doubled.items())[:5]}"
+        return {lead: next(iter(a)) for lead, a in seen.items()}
+
 
 async def _consume_events(spec: WorkerSpec, run: Run, stop: asyncio.Event) -> None:
     consumer = AIOKafkaConsumer(f"{spec.app_id}.lead.events", bootstrap_servers=spec.stack.kafka_bootstrap,
@@ -203,13 +214,8 @@ async def test_kill_9_under_load_loses_nothing_and_doubles_nothing(
         drained_s = time.monotonic() - t0
 
         # --- lead.events: exactly one assignment per lead (replays may repeat the same one) ---
-        assignments: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        for e in run.events:
-            if e["type"] == "lead.assigned":
-                assignments[e["lead_id"]].add((e["data"]["route_id"], e["data"]["rep_id"]))
-        doubled = {lead: a for lead, a in assignments.items() if len(a) != 1}
-        assert not doubled, f"leads assigned more than once: {list(doubled.items())[:5]}"
-        per_rep = Counter(next(iter(a))[1] for a in assignments.values())
+        assignments = run.assignments()
+        per_rep = Counter(rep for _, rep in assignments.values())
         assert max(per_rep.values()) <= CAPACITY, per_rep
 
         # --- the team's view: never above capacity, and it adds up at the end ---
@@ -237,7 +243,7 @@ async def test_kill_9_under_load_loses_nothing_and_doubles_nothing(
         two = {lead: s for lead, s in by_lead.items() if len(s) != 1}
         assert not two, f"an assignment reached two reps or carried two ids: {list(two.items())[:5]}"
         for lead_id, ((rep, _),) in by_lead.items():
-            assert (rep,) == tuple({r for _, r in assignments[lead_id]}), (lead_id, rep, assignments[lead_id])
+            assert rep == assignments[lead_id][1], (lead_id, rep, assignments[lead_id])
         redelivered = sum(1 for d in receiver.deliveries if d["payload"]["type"] == "lead.assigned") - LEADS
 
         # --- escalations: one message per (lead, step), however often a replay sent it ---
