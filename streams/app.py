@@ -57,9 +57,14 @@ class LeadflowApp(faust.App):
         await super().on_stop()
         await self.runtime.resources.close()
 
+    @property
+    def table_recovery(self) -> Any:
+        """Faust's table ``Recovery`` service (its ``TableManagerT`` type does not declare it)."""
+        return self.tables.recovery  # type: ignore[attr-defined]
+
     def tables_settled(self) -> bool:
         """Partitions assigned and tables recovered: what timers check before reading tables."""
-        recovery = self.tables.recovery
+        recovery = self.table_recovery
         return (self.rebalancing_count > 0 and not self.rebalancing and recovery.completed.is_set()
                 and not recovery.in_recovery)
 

@@ -82,6 +82,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
@@ -129,7 +130,7 @@ def may_commit(acked: list[int], committed: int | None) -> bool:
     return bool(acked) and min(acked) <= (committed or 0)
 
 
-def never_committed(committed: dict[Any, int | None], changelog_topics: set[str]) -> list[Any]:
+def never_committed(committed: Mapping[Any, int | None], changelog_topics: set[str]) -> list[Any]:
     """The stream partitions ``seek_to_committed`` left where they were: no committed offset above 0.
 
     Changelog partitions are the recovery's: it positions them itself, and nothing commits them.

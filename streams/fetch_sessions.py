@@ -134,7 +134,7 @@ class FetchSession:
         self.positions = {}
 
 
-class SessionFetchRequest(FetchRequest):
+class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
     """aiokafka's fetch request for all the wanted partitions, sent as the next request of a session.
 
     ``topics`` stays the whole wanted list: the fetcher reads the answer against it.

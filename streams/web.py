@@ -148,7 +148,7 @@ class Engine:
             return Readiness(False, "joining the consumer group")
         if app.rebalancing:
             return Readiness(False, "rebalancing")
-        recovery = app.tables.recovery
+        recovery = app.table_recovery
         if recovery.in_recovery or not recovery.completed.is_set():
             return Readiness(False, "recovering tables")
         if not outcome_snapshot.loaded:

@@ -166,10 +166,6 @@ def _retries_pending() -> int:
                if isinstance(row, PendingCrm) and isinstance(row.message, UpsertOpportunity))
 
 
-def _stable() -> bool:
-    recovery = app.tables.recovery
-    return app.rebalancing_count > 0 and not app.rebalancing and recovery.completed.is_set() \
-        and not recovery.in_recovery
 
 
 @app.task
@@ -179,7 +175,7 @@ async def fire_crm_timers() -> None:
     tick = 0
     while not app.should_stop:
         await asyncio.sleep(_TICK_S)
-        if not _stable():
+        if not app.tables_settled():
             continue
         tick += 1
         if tick % _GAUGE_EVERY == 1:
@@ -192,5 +188,5 @@ async def fire_crm_timers() -> None:
             log.info("crm: timer index rebuilt with %d pending item(s)", count)
         due = crm_timers.pop_due(runtime.clock.now().timestamp(), limit=200)
         if due:
-            await publish([Outgoing(channel="crm.outbox", key=message.lead_id, value=message)
-                           for _, message in due])  # type: ignore[attr-defined]
+            await publish([Outgoing(channel="crm.outbox", key=message.lead_id,  # type: ignore[attr-defined]
+                                    value=message) for _, message in due])

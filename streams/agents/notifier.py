@@ -238,10 +238,6 @@ def track(lead_id: str, backlog: DeliveryBacklog | None) -> None:
         retry_index.cancel(lead_id)
 
 
-def _stable() -> bool:
-    recovery = app.tables.recovery
-    return app.rebalancing_count > 0 and not app.rebalancing and recovery.completed.is_set() \
-        and not recovery.in_recovery
 
 
 def due_retries(now_s: float, limit: int = 500) -> list[Outgoing]:
@@ -273,7 +269,7 @@ async def fire_webhook_retries() -> None:
     built_for = -1
     while not app.should_stop:
         await asyncio.sleep(_TICK_S)
-        if not _stable():
+        if not app.tables_settled():
             continue
         if built_for != app.rebalancing_count:
             retry_index.clear()

@@ -117,7 +117,7 @@ async def refresh_gauges() -> None:
     while not app.should_stop:
         await asyncio.sleep(_TICK_S)
         tick += 1
-        recovering = bool(app.tables.recovery.in_recovery)
+        recovering = bool(app.table_recovery.in_recovery)
         if recovering and recovery_started is None:
             recovery_started = time.monotonic()
         if recovery_started is not None:

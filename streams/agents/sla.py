@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from itertools import islice
+from typing import cast
 
 from rules.commands import Outgoing, SlaDue
 from rules.lead import SlaTimer
@@ -122,7 +123,7 @@ async def fire_sla_timers() -> None:
             continue
         commands = []
         for lead_id, token in due:
-            cycle, step = token  # type: ignore[misc]
+            cycle, step = cast(tuple[int, int], token)  # the index keeps what the lead agent tracked
             commands.append(Outgoing(channel="lead.commands", key=lead_id,
                                      value=SlaDue(lead_id=lead_id, cycle=cycle, step=step, due_at=now)))
         await publish(commands)

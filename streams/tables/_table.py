@@ -17,7 +17,7 @@ from streams.tables._cache import CACHED_TYPES, StateCache
 __all__ = ["CodecTable", "MemoryStore", "entity_table"]
 
 
-class CodecTable(faust.Table):  # type: ignore[misc]
+class CodecTable(faust.Table):  # type: ignore[type-arg]
     """A ``faust.Table`` whose key and value serializers are ours, and whose states decode once.
 
     Faust derives a table's serializers from ``key_type``/``value_type`` alone (``json`` unless
@@ -53,7 +53,7 @@ class CodecTable(faust.Table):  # type: ignore[misc]
             # Faust's TableManager builds the channel recovery (active and standby) reads from so.
             return _recovery_channel(topic, queue) if isinstance(self.data, SerializedStore) else decoding(queue)
 
-        topic.clone_using_queue = clone_using_queue
+        topic.clone_using_queue = clone_using_queue  # type: ignore[method-assign]
         return topic
 
     def _new_store(self) -> Any:
@@ -87,7 +87,7 @@ class CodecTable(faust.Table):  # type: ignore[misc]
         return super().send_changelog(partition, key, value, key_serializer, value_serializer)
 
 
-class MemoryStore(faust_memory.Store):  # type: ignore[misc]
+class MemoryStore(faust_memory.Store):  # type: ignore[type-arg]
     """Faust's memory store, knowing the partition of every key, so a revoked partition's keys go.
 
     Faust's own records the partition only of the keys it recovers. A key written since stayed

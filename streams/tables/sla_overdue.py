@@ -17,7 +17,7 @@ from streams.app import app
 __all__ = ["sla_overdue", "overdue_team", "keep_overdue"]
 
 
-class _TeamIdTable(faust.Table):  # type: ignore[misc]
+class _TeamIdTable(faust.Table):  # type: ignore[type-arg]
     """Raw UTF-8 keys like every entity table (so the key lands in the lead's partition); the
     value is a bare team id string, which the leadflow codec (wire dataclasses only) does not carry."""
 
