@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ops.bench.cli import DESCRIPTION as bench_description, add_bench_arguments
 
-    bench = commands.add_parser("bench", help="benchmarks: throughput/latency at several rates, restart, hot spot",
+    bench = commands.add_parser("bench", help="benchmarks: throughput/latency at several rates, restart, hot spot, soak",
                                 description=bench_description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_bench_arguments(bench)
 

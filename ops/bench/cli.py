@@ -28,6 +28,32 @@ Measure leadflow on the real local stack (Kafka + Redis, started if needed).
            routed.
   hotspot  one team is owned by one partition: flood one team with routing commands and
            measure its maximum routing rate.
+  soak     one steady rate for a long time (30 min by default), window by window: does memory
+           grow, does latency drift, does a backlog creep up, is every lead delivered?
+"""
+
+_SOAK_DESCRIPTION = """\
+Feed leads open-loop at --rate for --minutes into a fresh deployment (an SDR closes each lead
+once its webhook arrives, so the teams stay at their steady size) and report every --window
+seconds: leads sent, the backlog (sent minus webhooks received), capture→webhook percentiles,
+the worker's CPU and resident memory, and its consumer lag and event-loop lag (/metrics). At the
+end: every lead accounted for, the p99 of the first and last thirds, and the memory trend after
+the first window (least squares), per hour and per 1,000 leads. Writes <out>/soak-<time>.json
+and .svg (latency and memory over time).
+"""
+
+_SOAK_EPILOG = """\
+examples:
+  leadflow bench soak                                  # 40 leads/s over HTTP for 30 min
+  leadflow bench soak --rate 10 --minutes 2 --window 20
+                                                       # a quick check that it all runs (~3 min)
+  leadflow bench soak --feed kafka --rate 60 --minutes 60
+                                                       # an hour of the Kafka feed
+
+Pick a rate the worker holds (`leadflow bench load --rates paced` finds the highest): above it
+the backlog grows window after window and the soak measures a queue, not a steady state.
+The stack follows LEADFLOW_STATE_DIR / LEADFLOW_KAFKA_PORT / LEADFLOW_REDIS_PORT like
+`leadflow stack`. Needs the bench extra for CPU and memory: pip install -e '.[bench]'.
 """
 
 _LOAD_DESCRIPTION = """\
@@ -90,6 +116,16 @@ def _feeds(text: str) -> list[str]:
     if not feeds or any(f not in ("http", "kafka") for f in feeds):
         raise argparse.ArgumentTypeError(f"{text!r}: expected http, kafka or http,kafka")
     return feeds
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
+    return value
 
 
 def _env_pairs(items: list[str]) -> dict[str, str]:
@@ -175,6 +211,24 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     hotspot.add_argument("--routes", type=int, default=5000, help="RouteLead commands to send (default 5000)")
     hotspot.add_argument("--reps", type=int, default=10, help="reps in the team (default 10)")
 
+    soak = commands.add_parser("soak", parents=[common], help="a steady rate for a long time, window by window",
+                               description=_SOAK_DESCRIPTION, epilog=_SOAK_EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    soak.add_argument("--rate", type=_positive, default=40.0, help="leads/s offered (default %(default)s)")
+    soak.add_argument("--minutes", type=_positive, default=30.0, help="how long to feed (default %(default)s)")
+    soak.add_argument("--window", type=_positive, default=60.0, dest="window_s",
+                      help="seconds per measured window (default %(default)s)")
+    soak.add_argument("--feed", choices=("http", "kafka"), default="http",
+                      help="http (batched POST /v1/leads) or kafka (records on leads.inbound); default http")
+    soak.add_argument("--workers", type=int, default=1, help="workers in the deployment (default 1)")
+    soak.add_argument("--batch", type=int, default=100, help="most leads per HTTP request (default 100)")
+    soak.add_argument("--teams", type=int, default=4, help="teams; leads spread over them by country (default 4)")
+    soak.add_argument("--reps", type=int, default=10, help="reps per team (default 10)")
+    soak.add_argument("--capacity", type=int, default=50, help="open leads per rep (default 50)")
+    soak.add_argument("--drain-timeout", type=float, default=120.0,
+                      help="seconds to wait at the end for the last webhooks (default 120)")
+    soak.add_argument("--receiver-port", type=int, default=8192, help="the SDR receiver's port (default 8192)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops.bench", description=DESCRIPTION,
@@ -228,6 +282,19 @@ def run(args: argparse.Namespace) -> int:
                                                worker_env=_env_pairs(args.worker_env), profile=args.profile,
                                                reuse=args.reuse, cold=args.cold,
                                                receiver_port=args.receiver_port)))
+        elif args.bench == "soak":
+            from ops.bench.soak import SoakOptions, run_soak
+
+            if args.window_s > args.minutes * 60:
+                print(f"bench soak: --window {args.window_s:g} s is longer than --minutes {args.minutes:g}",
+                      file=sys.stderr)
+                return 2
+            soak = SoakOptions(rate=args.rate, minutes=args.minutes, window_s=args.window_s, feed=args.feed,
+                               workers=args.workers, batch=args.batch, teams=args.teams, reps=args.reps,
+                               capacity=args.capacity, partitions=args.partitions, drain_timeout_s=args.drain_timeout,
+                               port=args.port, receiver_port=args.receiver_port, out=out, keep_stack=args.keep_stack,
+                               worker_env=_env_pairs(args.worker_env))
+            asyncio.run(_stoppable(run_soak(soak, _say)))
         else:
             from ops.bench.hotspot import run_hotspot
 

@@ -23,7 +23,7 @@ from ops.bench.results import StepResult
 from ops.bench.stats import LatencySummary, is_sustained, rate as per_second
 from rules.capture import derive_lead_id
 
-__all__ = ["StepPlan", "batch_schedule", "bench_lead", "Disposer", "run_step"]
+__all__ = ["StepPlan", "batch_schedule", "bench_lead", "lead_id_of", "Disposer", "feed", "run_step"]
 
 #: Most HTTP requests in flight at once; beyond it an open-loop step falls behind (and says so).
 _IN_FLIGHT = 32
@@ -167,6 +167,17 @@ async def _feed_kafka(plan: StepPlan, leads: list[dict[str, object]], ids: list[
         await producer.stop()
 
 
+async def feed(plan: StepPlan, leads: list[dict[str, object]], ids: list[str], deployment: Deployment,
+               session: aiohttp.ClientSession, tracker: Tracker, errors: Counter[str]) -> float:
+    """Send ``leads`` on ``plan``'s schedule over its feed; the seconds the sending took. Send times go
+    to ``tracker``, and every lead not accepted to ``errors`` by cause."""
+    if plan.feed == "http":
+        urls = [w.url for w in deployment.workers if w.pid is not None]
+        return await _feed_http(plan, leads, ids, urls, session, tracker, errors)
+    return await _feed_kafka(plan, leads, ids, deployment.stack.kafka_bootstrap, f"{deployment.prefix}leads.inbound",
+                             tracker, errors)
+
+
 async def run_step(plan: StepPlan, deployment: Deployment, tracker: Tracker, session: aiohttp.ClientSession,
                    say: Say, *, first_index: int, teams: int) -> StepResult:
     """Feed ``plan.leads`` leads, wait until each one's webhook arrived (or the drain timeout), measure."""
@@ -182,11 +193,7 @@ async def run_step(plan: StepPlan, deployment: Deployment, tracker: Tracker, ses
     began_wall = time.time()
     say(f"{plan.label}: feeding {plan.leads:,} leads over {plan.feed} at "
         f"{'max' if plan.rate is None else f'{plan.rate:g}/s'} to {len(urls)} worker(s)…")
-    if plan.feed == "http":
-        send_s = await _feed_http(plan, leads, ids, urls, session, tracker, errors)
-    else:
-        send_s = await _feed_kafka(plan, leads, ids, deployment.stack.kafka_bootstrap,
-                                   f"{deployment.prefix}leads.inbound", tracker, errors)
+    send_s = await feed(plan, leads, ids, deployment, session, tracker, errors)
     sent_end = time.time()
     accepted = plan.leads - sum(errors.values())
     last_report = time.monotonic()

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape
 
-__all__ = ["render_svg", "PALETTE"]
+__all__ = ["render_svg", "PALETTE", "svg_text", "nice_max", "fmt_number"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 _W, _H = 980, 440
@@ -23,7 +23,7 @@ _RIGHT_X0, _RIGHT_X1 = 540, 950
 _GOAL_S = 0.25
 
 
-def _fmt(value: float) -> str:
+def fmt_number(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     if value >= 10:
@@ -31,7 +31,7 @@ def _fmt(value: float) -> str:
     return f"{value:.2g}"
 
 
-def _nice_max(value: float) -> float:
+def nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
     exponent = 10 ** math.floor(math.log10(value))
@@ -41,19 +41,19 @@ def _nice_max(value: float) -> float:
     return float(10 * exponent)
 
 
-def _text(x: float, y: float, body: str, *, size: int = 12, anchor: str = "start", color: str = "#222",
+def svg_text(x: float, y: float, body: str, *, size: int = 12, anchor: str = "start", color: str = "#222",
           extra: str = "") -> str:
     return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{color}"{extra}>'
             f"{escape(body)}</text>")
 
 
 def _throughput_panel(steps: Sequence[Mapping[str, Any]], passthrough: float | None) -> list[str]:
-    out = [_text((_LEFT_X0 + _LEFT_X1) / 2, 40, "throughput: delivered vs offered (leads/s)", size=14,
+    out = [svg_text((_LEFT_X0 + _LEFT_X1) / 2, 40, "throughput: delivered vs offered (leads/s)", size=14,
                  anchor="middle", extra=' font-weight="bold"')]
     achieved = [float(s["throughput"]) for s in steps]
     offered = [float(s["offered_rate"]) if s.get("offered_rate") is not None else float(s["throughput"])
                for s in steps]
-    top = _nice_max(max([*achieved, *offered, 1.0]) * 1.05)
+    top = nice_max(max([*achieved, *offered, 1.0]) * 1.05)
 
     def px(v: float) -> float:
         return _LEFT_X0 + (_LEFT_X1 - _LEFT_X0) * v / top
@@ -66,11 +66,11 @@ def _throughput_panel(steps: Sequence[Mapping[str, Any]], passthrough: float | N
     for i in range(6):
         v = top * i / 5
         out.append(f'<line x1="{_LEFT_X0}" y1="{py(v):.1f}" x2="{_LEFT_X1}" y2="{py(v):.1f}" stroke="#eee"/>')
-        out.append(_text(_LEFT_X0 - 6, py(v) + 4, _fmt(v), size=10, anchor="end"))
-        out.append(_text(px(v), _BOTTOM + 14, _fmt(v), size=10, anchor="middle"))
+        out.append(svg_text(_LEFT_X0 - 6, py(v) + 4, fmt_number(v), size=10, anchor="end"))
+        out.append(svg_text(px(v), _BOTTOM + 14, fmt_number(v), size=10, anchor="middle"))
     out.append(f'<line x1="{px(0):.1f}" y1="{py(0):.1f}" x2="{px(top):.1f}" y2="{py(top):.1f}" '
                'stroke="#bbb" stroke-dasharray="4 3"/>')
-    out.append(_text(px(top) - 4, py(top) + 14, "kept up", size=10, anchor="end", color="#888"))
+    out.append(svg_text(px(top) - 4, py(top) + 14, "kept up", size=10, anchor="end", color="#888"))
     for index, step in enumerate(steps):
         color = PALETTE[index % len(PALETTE)]
         x, y = px(offered[index]), py(achieved[index])
@@ -81,21 +81,21 @@ def _throughput_panel(steps: Sequence[Mapping[str, Any]], passthrough: float | N
             out.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="none" '
                        f'stroke="{color}" stroke-width="2"/>')
         cpu = (step.get("resources") or {}).get("cpu_mean_pct")
-        note = f"{_fmt(achieved[index])}/s" + (f" · cpu {cpu:.0f}%" if isinstance(cpu, (int, float)) else "")
-        out.append(_text(x + 8, y - 6, note, size=10, color=color))
-    out.append(_text((_LEFT_X0 + _LEFT_X1) / 2, _BOTTOM + 32, "offered leads/s (unthrottled: plotted at what it "
+        note = f"{fmt_number(achieved[index])}/s" + (f" · cpu {cpu:.0f}%" if isinstance(cpu, (int, float)) else "")
+        out.append(svg_text(x + 8, y - 6, note, size=10, color=color))
+    out.append(svg_text((_LEFT_X0 + _LEFT_X1) / 2, _BOTTOM + 32, "offered leads/s (unthrottled: plotted at what it "
                      "reached)", size=11, anchor="middle"))
-    out.append(_text(20, (_TOP + _BOTTOM) / 2, "delivered leads/s", size=11, anchor="middle",
+    out.append(svg_text(20, (_TOP + _BOTTOM) / 2, "delivered leads/s", size=11, anchor="middle",
                      extra=f' transform="rotate(-90 20 {(_TOP + _BOTTOM) / 2:.0f})"'))
     legend = "● sustained   □ fell behind"
     if passthrough:
-        legend += f"   raw aiokafka passthrough: {_fmt(passthrough)} records/s"
-    out.append(_text(_LEFT_X0, _BOTTOM + 50, legend, size=11))
+        legend += f"   raw aiokafka passthrough: {fmt_number(passthrough)} records/s"
+    out.append(svg_text(_LEFT_X0, _BOTTOM + 50, legend, size=11))
     return out
 
 
 def _latency_panel(steps: Sequence[Mapping[str, Any]]) -> list[str]:
-    out = [_text((_RIGHT_X0 + _RIGHT_X1) / 2, 40, "capture → webhook delivered: CDF per step", size=14,
+    out = [svg_text((_RIGHT_X0 + _RIGHT_X1) / 2, 40, "capture → webhook delivered: CDF per step", size=14,
                  anchor="middle", extra=' font-weight="bold"')]
     samples = [sorted(float(v) for v in s.get("webhook_sample") or [] if v > 0) for s in steps]
     everything = [v for sample in samples for v in sample]
@@ -116,15 +116,15 @@ def _latency_panel(steps: Sequence[Mapping[str, Any]]) -> list[str]:
     while decade <= high * 1.0001:
         out.append(f'<line x1="{px(decade):.1f}" y1="{_TOP}" x2="{px(decade):.1f}" y2="{_BOTTOM}" stroke="#eee"/>')
         label = f"{decade * 1000:g} ms" if decade < 1 else f"{decade:g} s"
-        out.append(_text(px(decade), _BOTTOM + 14, label, size=10, anchor="middle"))
+        out.append(svg_text(px(decade), _BOTTOM + 14, label, size=10, anchor="middle"))
         decade *= 10
     for q in (0.0, 0.5, 0.9, 0.99, 1.0):
         out.append(f'<line x1="{_RIGHT_X0}" y1="{py(q):.1f}" x2="{_RIGHT_X1}" y2="{py(q):.1f}" stroke="#eee"/>')
-        out.append(_text(_RIGHT_X0 - 6, py(q) + 4, f"{q:g}", size=10, anchor="end"))
+        out.append(svg_text(_RIGHT_X0 - 6, py(q) + 4, f"{q:g}", size=10, anchor="end"))
     if low <= _GOAL_S <= high:
         out.append(f'<line x1="{px(_GOAL_S):.1f}" y1="{_TOP}" x2="{px(_GOAL_S):.1f}" y2="{_BOTTOM}" '
                    'stroke="#d62728" stroke-dasharray="5 4"/>')
-        out.append(_text(px(_GOAL_S) + 4, _TOP + 12, "250 ms goal (p99)", size=10, color="#d62728"))
+        out.append(svg_text(px(_GOAL_S) + 4, _TOP + 12, "250 ms goal (p99)", size=10, color="#d62728"))
     legend_y = _TOP + 28
     for index, (step, sample) in enumerate(zip(steps, samples, strict=True)):
         color = PALETTE[index % len(PALETTE)]
@@ -137,11 +137,11 @@ def _latency_panel(steps: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.8"/>')
         p99 = (step.get("capture_to_webhook") or {}).get("p99_s")
         p99_text = f" p99 {p99 * 1000:,.0f} ms" if isinstance(p99, (int, float)) else ""
-        out.append(_text(_RIGHT_X1 - 8, legend_y, f"{step.get('label', index)}{p99_text}", size=10,
+        out.append(svg_text(_RIGHT_X1 - 8, legend_y, f"{step.get('label', index)}{p99_text}", size=10,
                          anchor="end", color=color))
         legend_y += 13
-    out.append(_text((_RIGHT_X0 + _RIGHT_X1) / 2, _BOTTOM + 32, "latency (log scale)", size=11, anchor="middle"))
-    out.append(_text(_RIGHT_X0 - 40, (_TOP + _BOTTOM) / 2, "share of leads", size=11, anchor="middle",
+    out.append(svg_text((_RIGHT_X0 + _RIGHT_X1) / 2, _BOTTOM + 32, "latency (log scale)", size=11, anchor="middle"))
+    out.append(svg_text(_RIGHT_X0 - 40, (_TOP + _BOTTOM) / 2, "share of leads", size=11, anchor="middle",
                      extra=f' transform="rotate(-90 {_RIGHT_X0 - 40} {(_TOP + _BOTTOM) / 2:.0f})"'))
     return out
 
@@ -157,7 +157,7 @@ def render_svg(document: Mapping[str, Any]) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
              'font-family="DejaVu Sans, Helvetica, Arial, sans-serif">',
              f'<rect width="{_W}" height="{_H}" fill="white"/>',
-             _text(_W / 2, 18, f"leadflow bench · {subtitle}", size=11, anchor="middle", color="#555")]
+             svg_text(_W / 2, 18, f"leadflow bench · {subtitle}", size=11, anchor="middle", color="#555")]
     parts += _throughput_panel(steps, passthrough if isinstance(passthrough, (int, float)) else None)
     parts += _latency_panel(steps)
     parts.append("</svg>")

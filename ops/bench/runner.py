@@ -4,11 +4,13 @@ Ctrl-C (which cancels the run) leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +27,7 @@ from ops.bench.profile import parse_collapsed, render_summary, start_pyspy, stop
 from ops.bench.results import PassthroughResult, RunResult, StepResult
 from ops.bench.stats import is_held, max_sustained, ratio, records_per_lead
 
-__all__ = ["LoadOptions", "run_load", "machine_facts"]
+__all__ = ["LoadOptions", "Rig", "open_rig", "run_load", "machine_facts", "topic_records"]
 
 #: Steps of the ``paced`` search: each halves the bracket [0, the latest max step's throughput].
 PACED_PROBES = 5
@@ -88,104 +90,55 @@ async def topic_records(bootstrap: str, app_id: str) -> dict[str, int]:
         await consumer.stop()
 
 
-async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, say: Say,
-                            steps: list[StepResult], records: dict[str, dict[str, int]]) -> None:
-    capacity = options.capacity if options.dispose else 1000  # the config's maximum
-    workdir = options.out / f"w{workers}"
+@dataclass
+class Rig:
+    """A running deployment and everything around it: the receiver, the ``lead.events`` reader, the
+    HTTP session and (with dispose) the SDR who closes each lead once its webhook arrives."""
+
+    deployment: Deployment
+    tracker: Tracker
+    session: aiohttp.ClientSession
+    disposer: Disposer | None
+    workdir: Path
+    next_index: int = 0
+
+
+@contextlib.asynccontextmanager
+async def open_rig(stack: Stack, workdir: Path, *, workers: int, teams: int, reps: int, capacity: int,
+                   dispose: bool, partitions: int, port: int, receiver_port: int, worker_env: dict[str, str],
+                   warm_feed: str, batch: int, drain_timeout_s: float, say: Say) -> AsyncIterator[Rig]:
+    """Start ``workers`` workers of a fresh deployment, wait until they are ready, warm them up (40
+    leads, not recorded); on the way out stop everything it started, workers first."""
+    capacity = capacity if dispose else 1000  # the config's maximum
     workdir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker()
-    receiver_config, secrets = bench_config(options.teams, options.reps, capacity, options.receiver_port)
-    deployment = Deployment(stack.config, workdir, receiver_config, partitions=options.partitions,
-                            extra_env=dict(options.worker_env))
-    receiver = start_receiver(secrets, tracker, options.receiver_port)
+    receiver_config, secrets = bench_config(teams, reps, capacity, receiver_port)
+    deployment = Deployment(stack.config, workdir, receiver_config, partitions=partitions, extra_env=dict(worker_env))
+    receiver = start_receiver(secrets, tracker, receiver_port)
     reader = EventReader(stack.config.kafka_bootstrap, f"{deployment.prefix}lead.events", tracker)
     disposer: Disposer | None = None
     headers = {"Authorization": f"Bearer {API_KEY}"}
     try:
         await receiver.start()
         for index in range(workers):
-            deployment.start(deployment.add_worker(options.port + index))
+            deployment.start(deployment.add_worker(port + index))
         say(f"{workers} worker(s) starting (app id {deployment.app_id}, logs in {workdir})…")
         for worker in deployment.workers:
             took = await deployment.wait_ready(worker)
             say(f"  worker :{worker.port} pid {worker.pid} ready in {took:.1f} s")
         await reader.start()
         async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as session:
-            if options.dispose:
+            if dispose:
                 disposer = Disposer(session, [w.url for w in deployment.workers])
                 tracker.on_first_delivery = disposer.submit
-            next_index = 0
+            rig = Rig(deployment, tracker, session, disposer, workdir)
             # Warm-up, not recorded: first-request costs (connections, caches, topic metadata).
-            warm = StepPlan(f"w{workers} warm-up", options.feeds[0], 20.0, 40, options.batch, options.drain_timeout_s)
-            warmed = await run_step(warm, deployment, tracker, session, lambda line: None, first_index=next_index,
-                                    teams=options.teams)
+            warm = StepPlan(f"w{workers} warm-up", warm_feed, 20.0, 40, batch, drain_timeout_s)
+            warmed = await run_step(warm, deployment, tracker, session, lambda line: None, first_index=0,
+                                    teams=teams)
             say(f"warm-up: {warmed.delivered}/{warm.leads} leads delivered in {warmed.elapsed_s:.1f} s (not recorded)")
-            next_index += warm.leads
-            await _idle_cpu(deployment, say)
-            last_max: dict[str, float] = {}
-            last_paced: dict[str, float] = {}
-
-            async def step(feed: str, offered: float | None, leads: int, label: str) -> StepResult:
-                nonlocal next_index
-                plan = StepPlan(label, feed, offered, leads, options.batch, options.drain_timeout_s)
-                spy = None
-                if options.profile and offered is None and deployment.workers[0].pid is not None:
-                    spy_out = workdir / f"profile-{feed}-max.txt"
-                    spy = start_pyspy(deployment.workers[0].pid, spy_out)
-                try:
-                    result = await run_step(plan, deployment, tracker, session, say, first_index=next_index,
-                                            teams=options.teams)
-                finally:
-                    if spy is not None:
-                        stop_pyspy(spy)
-                if spy is not None:
-                    _write_profile(spy_out, say)
-                next_index += leads
-                steps.append(result)
-                if disposer is not None:
-                    await disposer.drain(30.0)
-                    await _wait_quiet(deployment, session, disposer.status.get("202", 0), say)
-                await asyncio.sleep(2.0)  # let the last commits settle
-                return result
-
-            def paced(rate: float) -> tuple[float, int]:
-                return rate, max(1, int(rate * options.duration_s))
-
-            for feed in options.feeds:
-                for rate in options.rates:
-                    prefix = f"w{workers} {feed}"
-                    if rate == "max":
-                        result = await step(feed, None, options.max_leads, f"{prefix} max")
-                        last_max[feed] = result.throughput
-                    elif rate == "paced":
-                        # Bisect for the highest rate held at a steady pace (PACED_PROBES steps).
-                        lo, hi = 0.0, last_max.get(feed, PACED_CEILING)
-                        for _ in range(PACED_PROBES):
-                            probe = round((lo + hi) / 2, 1)
-                            result = await step(feed, *paced(probe), f"{prefix} probe={probe:g}/s")
-                            held = is_held(probe, result.throughput, result.drain_s) and \
-                                result.delivered == result.leads
-                            say(f"  {'held' if held else 'NOT held'} at {probe:g}/s")
-                            lo, hi = (probe, hi) if held else (lo, probe)
-                        last_paced[feed] = lo
-                        say(f"{prefix} paced max: {lo:g} leads/s held (the next probe up was not)")
-                    elif rate in ("half", "half-paced"):
-                        base = last_max[feed] if rate == "half" else last_paced[feed]
-                        offered = round(base / 2, 1)
-                        await step(feed, *paced(offered), f"{prefix} {rate}={offered:g}/s")
-                    else:
-                        assert isinstance(rate, float)
-                        await step(feed, *paced(rate), f"{prefix} {rate:g}/s")
-            if disposer is not None:
-                say(f"dispositions answered: {dict(disposer.status)}")
-            records[f"w{workers}"] = counts = await topic_records(stack.config.kafka_bootstrap, deployment.app_id)
-            counts["(leads fed)"] = next_index
-            total = sum(n for name, n in counts.items() if not name.startswith("("))
-            top = ", ".join(f"{name.removeprefix(deployment.app_id)} {n / max(next_index, 1):.1f}"
-                            for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:6]
-                            if not name.startswith("("))
-            say(f"kafka records: {total:,} for {next_index:,} leads = {total / max(next_index, 1):.1f} per lead "
-                f"(per lead: {top}, …)")
+            rig.next_index = warm.leads
+            yield rig
     finally:
         # Workers first, synchronously: a second Ctrl-C during the awaits below cannot skip it.
         deployment.stop_all()
@@ -194,6 +147,83 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
             await disposer.stop()
         await reader.stop()
         await receiver.stop()
+
+
+async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, say: Say,
+                            steps: list[StepResult], records: dict[str, dict[str, int]]) -> None:
+    async with open_rig(stack, options.out / f"w{workers}", workers=workers, teams=options.teams,
+                        reps=options.reps, capacity=options.capacity, dispose=options.dispose,
+                        partitions=options.partitions, port=options.port, receiver_port=options.receiver_port,
+                        worker_env=options.worker_env, warm_feed=options.feeds[0], batch=options.batch,
+                        drain_timeout_s=options.drain_timeout_s, say=say) as rig:
+        deployment, tracker, session, disposer, workdir = (rig.deployment, rig.tracker, rig.session, rig.disposer,
+                                                           rig.workdir)
+        next_index = rig.next_index
+        await _idle_cpu(deployment, say)
+        last_max: dict[str, float] = {}
+        last_paced: dict[str, float] = {}
+
+        async def step(feed: str, offered: float | None, leads: int, label: str) -> StepResult:
+            nonlocal next_index
+            plan = StepPlan(label, feed, offered, leads, options.batch, options.drain_timeout_s)
+            spy = None
+            if options.profile and offered is None and deployment.workers[0].pid is not None:
+                spy_out = workdir / f"profile-{feed}-max.txt"
+                spy = start_pyspy(deployment.workers[0].pid, spy_out)
+            try:
+                result = await run_step(plan, deployment, tracker, session, say, first_index=next_index,
+                                        teams=options.teams)
+            finally:
+                if spy is not None:
+                    stop_pyspy(spy)
+            if spy is not None:
+                _write_profile(spy_out, say)
+            next_index += leads
+            steps.append(result)
+            if disposer is not None:
+                await disposer.drain(30.0)
+                await _wait_quiet(deployment, session, disposer.status.get("202", 0), say)
+            await asyncio.sleep(2.0)  # let the last commits settle
+            return result
+
+        def paced(rate: float) -> tuple[float, int]:
+            return rate, max(1, int(rate * options.duration_s))
+
+        for feed in options.feeds:
+            for rate in options.rates:
+                prefix = f"w{workers} {feed}"
+                if rate == "max":
+                    result = await step(feed, None, options.max_leads, f"{prefix} max")
+                    last_max[feed] = result.throughput
+                elif rate == "paced":
+                    # Bisect for the highest rate held at a steady pace (PACED_PROBES steps).
+                    lo, hi = 0.0, last_max.get(feed, PACED_CEILING)
+                    for _ in range(PACED_PROBES):
+                        probe = round((lo + hi) / 2, 1)
+                        result = await step(feed, *paced(probe), f"{prefix} probe={probe:g}/s")
+                        held = is_held(probe, result.throughput, result.drain_s) and \
+                            result.delivered == result.leads
+                        say(f"  {'held' if held else 'NOT held'} at {probe:g}/s")
+                        lo, hi = (probe, hi) if held else (lo, probe)
+                    last_paced[feed] = lo
+                    say(f"{prefix} paced max: {lo:g} leads/s held (the next probe up was not)")
+                elif rate in ("half", "half-paced"):
+                    base = last_max[feed] if rate == "half" else last_paced[feed]
+                    offered = round(base / 2, 1)
+                    await step(feed, *paced(offered), f"{prefix} {rate}={offered:g}/s")
+                else:
+                    assert isinstance(rate, float)
+                    await step(feed, *paced(rate), f"{prefix} {rate:g}/s")
+        if disposer is not None:
+            say(f"dispositions answered: {dict(disposer.status)}")
+        records[f"w{workers}"] = counts = await topic_records(stack.config.kafka_bootstrap, deployment.app_id)
+        counts["(leads fed)"] = next_index
+        total = sum(n for name, n in counts.items() if not name.startswith("("))
+        top = ", ".join(f"{name.removeprefix(deployment.app_id)} {n / max(next_index, 1):.1f}"
+                        for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:6]
+                        if not name.startswith("("))
+        say(f"kafka records: {total:,} for {next_index:,} leads = {total / max(next_index, 1):.1f} per lead "
+            f"(per lead: {top}, …)")
 
 
 async def _wait_quiet(deployment: Deployment, session: aiohttp.ClientSession, dispositions: int, say: Say,
