@@ -231,6 +231,10 @@ class Metrics:
         self.recovery_duration = Gauge(
             "leadflow_table_recovery_seconds",
             "Duration of the current table recovery, or of the last one when none runs.", registry=r)
+        self.config_info = Gauge(
+            "leadflow_config_info",
+            "Always 1, labelled with a digest of this worker's config: every worker of a deployment "
+            "must show the same one.", ["digest"], registry=r)
 
     # --- helpers that keep label values bounded and gauges consistent
 

@@ -1,6 +1,9 @@
 """Build the Faust app; the one module-level ``app`` (and its runtime) for the worker CLI."""
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +20,9 @@ from streams.membership import MembershipLost, watch_membership
 from streams.resources import Resources
 from streams.settings import Settings
 
-__all__ = ["LeadflowApp", "Runtime", "create_app", "app", "runtime"]
+__all__ = ["LeadflowApp", "Runtime", "config_digest", "create_app", "app", "runtime"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +93,30 @@ def _bound_rocksdb() -> None:
     options.block_cache_size = ROCKSDB_BLOCK_CACHE_BYTES
 
 
+def config_digest(config: LeadflowConfig) -> str:
+    """12 hex digits of the SHA-256 of the validated config, the same for the same teams, reps, rules
+    and settings however the file is laid out (comments, order of keys, quoting).
+
+    Every worker routes the leads of its partitions by its own config, so two workers of one group
+    with different configs route alike leads differently, silently. The digest is exported as
+    ``leadflow_config_info{digest}``; the alert ``LeadflowConfigDiffers`` fires when a deployment's
+    workers show more than one."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _announce_config(settings: Settings, config: LeadflowConfig, metrics: Metrics) -> None:
+    digest = config_digest(config)
+    metrics.config_info.labels(digest).set(1)
+    reps = sum(len(team.reps) for team in config.teams)
+    if settings.config_path is None:
+        log.warning("no config file (LEADFLOW_CONFIG or --config): this worker knows no teams or reps and "
+                    "routes every lead of its partitions to the default team; config digest %s", digest)
+    else:
+        log.info("config %s: %d team(s), %d rep(s), digest %s (every worker of the group must show the same; "
+                 "leadflow_config_info)", settings.config_path, len(config.teams), reps, digest)
+
+
 def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: Clock | None = None) -> LeadflowApp:
     faust_fixes.install()  # skipped records must not be committed unprocessed (see the module)
     log_redaction.install()  # no message contents (personal data, secrets) in the libraries' debug lines
@@ -150,6 +179,7 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
     metrics = Metrics()
     # Source labels stay bounded: configured sources plus the defaults the capture paths use.
     metrics.configure_sources(config.source_spend(), extra=config.metric_sources() | {"api", "kafka"})
+    _announce_config(settings, config, metrics)
     new.runtime = Runtime(
         settings=settings, config=config, policy=config.lead_policy(settings.default_team),
         clock=clock or SystemClock(), metrics=metrics, resources=Resources(settings, metrics),

@@ -155,6 +155,7 @@ def _touched() -> bytes:
     m.command_failures.labels("lead").inc()
     m.commands_replayed.labels("team").inc()
     m.report_lag({"leadflow.lead.commands": 3})
+    m.config_info.labels("0123456789ab").set(1)
     return generate_latest(m.registry)
 
 

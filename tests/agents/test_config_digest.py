@@ -1,0 +1,70 @@
+"""Every worker exports a digest of its config, so a deployment whose workers route by different
+configs shows it (``leadflow_config_info``, the alert ``LeadflowConfigDiffers``)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from streams.app import config_digest, create_app
+from streams.config import parse_config
+from streams.settings import Settings
+
+_CONFIG = """\
+# the EMEA desk
+routing:
+  default_team: emea
+  rules:
+    - {team: emea, countries: [DE, FR]}
+teams:
+  - id: emea
+    reps:
+      - {id: ana, capacity: 5, webhook_url: "https://hooks.example.com/ana"}
+"""
+
+_SAME_REWRITTEN = """\
+teams:
+  - reps:
+      - webhook_url: https://hooks.example.com/ana
+        capacity: 5
+        id: 'ana'
+    id: emea
+routing:
+  rules:
+    - countries: ["DE", "FR"]
+      team: emea
+  default_team: "emea"
+"""
+
+
+def test_the_same_config_laid_out_otherwise_has_the_same_digest() -> None:
+    digest = config_digest(parse_config(_CONFIG))
+    assert len(digest) == 12 and int(digest, 16) >= 0
+    assert config_digest(parse_config(_SAME_REWRITTEN)) == digest
+
+
+@pytest.mark.parametrize("change", [("capacity: 5", "capacity: 6"), ("[DE, FR]", "[DE]"),
+                                    ("default_team: emea", "default_team: other")])
+def test_any_change_of_substance_changes_the_digest(change: tuple[str, str]) -> None:
+    before, after = change
+    assert config_digest(parse_config(_CONFIG.replace(before, after))) != config_digest(parse_config(_CONFIG))
+
+
+def test_the_worker_exports_its_digest_and_logs_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "teams.yaml"
+    path.write_text(_CONFIG)
+    with caplog.at_level(logging.INFO, logger="streams.app"):
+        app = create_app(Settings.from_env({"LEADFLOW_CONFIG": str(path)}))
+    digest = config_digest(parse_config(_CONFIG))
+    registry = app.runtime.metrics.registry
+    assert registry.get_sample_value("leadflow_config_info", {"digest": digest}) == 1.0
+    assert f"1 team(s), 1 rep(s), digest {digest}" in caplog.text
+
+
+def test_a_worker_without_a_config_file_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="streams.app"):
+        create_app(Settings.from_env({}))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "streams.app"]
+    assert len(warnings) == 1
+    assert "no config file (LEADFLOW_CONFIG or --config)" in warnings[0].getMessage()
