@@ -1,21 +1,23 @@
 """Generate the three Grafana dashboards in ``dashboards/`` from the compact panel lists below.
 
     python -m ops.grafana.build          # rewrite ops/grafana/dashboards/*.json
+    python -m ops.grafana.build --check  # exit 1 if the committed files are stale (writes nothing)
 
-The JSON files are committed (Grafana provisions them as they are); tests/ops/test_grafana.py
+The JSON files are committed (Grafana provisions them as they are); tests/ops/test_prometheus_stack_files.py
 fails when they differ from what this module generates, so edit here and re-run. Every
 expression's metric is declared in ``ops/metrics.py``; the integration test evaluates every
 expression against a real Prometheus scraping a real worker.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["DATASOURCE_UID", "DASHBOARDS", "Panel", "render", "write_all", "main"]
+__all__ = ["DATASOURCE_UID", "DASHBOARDS", "Panel", "render", "write_all", "stale", "main"]
 
 DATASOURCE_UID: Final = "leadflow-prometheus"
 _DS: Final = {"type": "prometheus", "uid": DATASOURCE_UID}
@@ -319,8 +321,50 @@ def write_all(out: Path = OUT) -> list[Path]:
     return written
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ops.grafana.build",
+        description="Generate the Grafana dashboards (" + ", ".join(DASHBOARDS) + ") from the panel "
+                    "lists in ops/grafana/build.py and write them as JSON. The JSON files are committed and "
+                    "provisioned as they are; a test fails when they differ from what this generates, so "
+                    "edit build.py, run this, and commit both.",
+        epilog="examples:\n"
+               "  python -m ops.grafana.build               rewrite ops/grafana/dashboards/*.json\n"
+               "  python -m ops.grafana.build --check       exit 1 if a committed dashboard is stale\n"
+               "  python -m ops.grafana.build --out /tmp/d  write them elsewhere",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=OUT, metavar="DIR",
+                        help="the folder to write the dashboards to (default: ops/grafana/dashboards)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; list the dashboards in --out that differ from what would be "
+                             "generated, and exit 1 if any does")
+    return parser
+
+
+def stale(out: Path = OUT) -> list[Path]:
+    """The dashboards in ``out`` that are missing or differ from what ``write_all`` would write."""
+    found = []
+    for name, d in DASHBOARDS.items():
+        path = out / name
+        try:
+            current = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            current = None
+        if current != dump(d):
+            found.append(path)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    for path in write_all():
+    """Write the dashboards (or, with ``--check``, only compare them); argparse handles ``--help``."""
+    args = _parser().parse_args(argv)
+    if args.check:
+        outdated = stale(args.out)
+        for path in outdated:
+            print(f"{path}: stale (run `python -m ops.grafana.build` and commit the result)", file=sys.stderr)
+        return 1 if outdated else 0
+    for path in write_all(args.out):
         print(path)
     return 0
 
