@@ -8,7 +8,7 @@ plain frozen objects the pure SLA functions work on. A manager writes::
         - name: hot-inbound            # the first policy that matches a lead wins
           tiers: [hot]                 # empty or absent: any tier / source / team
           sources: [web, chat]
-          first_contact: 5m            # seconds (300) or '90s', '5m', '1h30m'
+          first_contact: 5m            # seconds (300) or '90s', '5m', '1h30m', '2d', '250ms'
           business_hours: false
           steps:                       # 'after' counts from the first-contact deadline
             - {kind: remind, after: 0}
@@ -39,15 +39,21 @@ from sla.policy import DEFAULT_POLICY, EscalationStep, SlaPolicy, StepKind
 
 __all__ = ["StepConfig", "PolicyConfig", "HolidaysConfig", "CalendarConfig", "SlaConfig", "parse_duration"]
 
-_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)")
+#: A number and its unit; ``ms`` before ``m`` so that "250ms" is not read as "250m" and a stray "s".
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)")
+_UNIT_SECONDS: Final = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION_HELP: Final = "use seconds (300) or a string like '90s', '5m', '1h30m', '7d' or '250ms'"
 _DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _INTERVAL: Final = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*-\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``300``, ``"300"``, ``"90s"``, ``"5m"``, ``"1h30m"`` or ``"1.5h"``."""
+    """Seconds from ``300``, ``"300"``, ``"90s"``, ``"5m"``, ``"1h30m"``, ``"1.5h"``, ``"7d"`` or ``"250ms"``.
+
+    The one parser of durations in the YAML config (every section's ``Duration`` fields use it).
+    """
     if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '90s', '5m', '1h30m'")
+        raise ValueError(f"a duration is a number of seconds or a string: {_DURATION_HELP}")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
@@ -58,8 +64,8 @@ def parse_duration(value: Any) -> float:
             pass
         parts = _DURATION.findall(text)
         if parts and _DURATION.sub("", text).strip() == "" and len({u for _, u in parts}) == len(parts):
-            return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    raise ValueError(f"{value!r} is not a duration: use seconds (300) or a string like '90s', '5m', '1h30m'")
+            return sum(float(n) / 1000 if u == "ms" else float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    raise ValueError(f"{value!r} is not a duration: {_DURATION_HELP}")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, allow_inf_nan=False)]

@@ -49,19 +49,9 @@ _HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`
 _Url = Annotated[str, StringConstraints(pattern=r"^https?://[^/?#\s@]+(/[^\s#]*)?$", max_length=500)]
 
 
-_MS_OR_DAYS: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|d)\s*$")
-
-
-def _duration(value: Any) -> float:
-    """``parse_duration`` (``300``, ``"90s"``, ``"5m"``, ``"1h30m"``) plus ``"250ms"`` and ``"7d"``."""
-    if isinstance(value, str) and (match := _MS_OR_DAYS.match(value.lower())):
-        number, unit = float(match.group(1)), match.group(2)
-        return number / 1000 if unit == "ms" else number * 86400
-    return parse_duration(value)
-
-
 def _seconds(low: float, high: float) -> Any:
-    return Annotated[float, BeforeValidator(_duration), Field(ge=low, le=high, allow_inf_nan=False)]
+    """Seconds between ``low`` and ``high``, as ``sla.config.parse_duration`` reads them (``"250ms"``, ``"7d"``)."""
+    return Annotated[float, BeforeValidator(parse_duration), Field(ge=low, le=high, allow_inf_nan=False)]
 
 
 def _paths(value: Any) -> Any:

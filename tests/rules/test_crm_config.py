@@ -1,10 +1,14 @@
 """The ``crm`` section: an adapter whose credentials are missing from the environment is refused at start."""
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from leadflow.errors import ConfigError
-from streams.config import parse_config
+from streams.config import LeadflowConfig, parse_config
 
 ADAPTERS = {
     "salesforce": ("crm: {adapter: salesforce, salesforce: {client_id_env: T_SF_ID, client_secret_env: T_SF_SECRET}}",
@@ -27,3 +31,34 @@ def test_an_adapter_starts_with_its_credentials_and_is_refused_without_them(adap
 
 def test_no_adapter_needs_no_credentials() -> None:
     assert parse_config("crm: {adapter: none}", "c.yaml").lead_policy("default", {}).recycle_after_s is None
+
+
+_QUALIFICATION_DOC = Path(__file__).resolve().parents[2] / "docs" / "QUALIFICATION.md"
+
+
+def _yaml_blocks(path: Path) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_the_crm_example_of_docs_qualification_loads() -> None:
+    """The walkthrough's ``recycle_after: 30d`` was refused ("'30d' is not a duration")."""
+    (block,) = [b for b in _yaml_blocks(_QUALIFICATION_DOC) if b.startswith("crm:")]
+    crm = parse_config(block, "docs/QUALIFICATION.md").crm
+    assert crm.recycle_after == 30 * 86400
+    assert crm.retry_delays == (5, 30, 120, 600, 1800, 3600)
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    ("crm: {recycle_after: 1d12h}", lambda c: c.crm.recycle_after),
+    ("crm: {events_tolerance: 1d 12h}", lambda c: c.crm.events_tolerance),
+    ("teams: [{id: t, offer_timeout: 1.5d}]", lambda c: c.teams[0].offer_timeout),
+    ("sla: {policies: [{name: p, first_contact: 1.5d}]}", lambda c: c.sla.policies[0].first_contact),
+    ("enrichment: {cache: {ttl: 1.5d}}", lambda c: c.enrichment.cache.ttl),
+])
+def test_every_config_duration_takes_days(text: str, read: Callable[[LeadflowConfig], float]) -> None:
+    assert read(parse_config(text, "c.yaml")) == 36 * 3600
+
+
+def test_a_bad_config_duration_says_which_units_there_are() -> None:
+    with pytest.raises(ConfigError, match=r"c.yaml:1: crm.recycle_after: .*'30x' is not a duration: .*'7d'"):
+        parse_config("crm: {recycle_after: 30x}", "c.yaml")

@@ -111,15 +111,21 @@ def test_the_docs_timelines(tier: str | None, source: str, assigned: datetime, t
 @pytest.mark.parametrize(("value", "seconds"), [
     (300, 300.0), (1.5, 1.5), ("300", 300.0), ("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0),
     ("1.5h", 5400.0), ("2h 15m 10s", 8110.0), (" 5M ", 300.0),
+    ("30d", 30 * 86400.0), ("1d12h", 36 * 3600.0), ("0.5d", 43200.0), ("250ms", 0.25), ("1s500ms", 1.5),
 ])
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["5 min", "m5", "5m5m", "", "soon", True, None, [5]])
+@pytest.mark.parametrize("value", ["5 min", "m5", "5m5m", "", "soon", True, None, [5], "1w", "2d3d", "d"])
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
+
+
+def test_a_bad_duration_names_every_unit() -> None:
+    with pytest.raises(ValueError, match=r"'1w' is not a duration: .*'90s', '5m', '1h30m', '7d' or '250ms'"):
+        parse_duration("1w")
 
 
 def _policy(**overrides: Any) -> dict[str, Any]:
