@@ -6,12 +6,27 @@ rep load) from ``lead.events`` on Kafka or from the workers' ``/metrics``.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from ops.report.html import render_html
 from ops.report.model import Distribution, LoadRow, Summary, summarize_events
-from ops.report.sources import fetch_scrape, from_kafka, read_events, summarize_scrapes
+from ops.report.sources import (
+    TopicNotFound,
+    fetch_scrape,
+    from_kafka,
+    lead_events_topics,
+    read_events,
+    summarize_scrapes,
+)
+from ops.stack.config import StackConfig
 
-__all__ = ["Distribution", "LoadRow", "Summary", "summarize_events", "summarize_scrapes", "read_events",
-           "from_kafka", "fetch_scrape", "render_html", "parse_window", "run_report"]
+__all__ = ["Distribution", "LoadRow", "Summary", "TopicNotFound", "summarize_events", "summarize_scrapes",
+           "read_events", "lead_events_topics", "from_kafka", "fetch_scrape", "render_html", "parse_window",
+           "default_broker", "resolve_broker", "run_report"]
+
+#: The broker ``Settings`` falls back to without ``LEADFLOW_BROKER`` (streams/settings.py).
+_SETTINGS_DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
 
 def parse_window(text: str) -> float:
@@ -27,7 +42,27 @@ def parse_window(text: str) -> float:
     return value
 
 
-async def run_report(*, broker: str, topic: str, since_s: float, metrics: list[str], max_events: int) -> Summary:
+def default_broker(environ: Mapping[str, str] | None = None) -> str:
+    """``LEADFLOW_BROKER`` if set, else the local stack's URL as ``leadflow stack`` computes it
+    (``LEADFLOW_KAFKA_PORT``, default 9092), so the report finds the stack ``leadflow run`` started."""
+    env = os.environ if environ is None else environ
+    return env.get("LEADFLOW_BROKER") or StackConfig.from_env(env).kafka_url
+
+
+def resolve_broker(broker: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The broker to read: ``broker`` as given, or ``default_broker()`` when there is none.
+
+    ``leadflow report`` passes ``--broker`` or else ``Settings.broker``, which is 127.0.0.1:9092
+    whenever ``LEADFLOW_BROKER`` is unset, whatever ``LEADFLOW_KAFKA_PORT`` says: that built-in
+    value, with ``LEADFLOW_BROKER`` unset, is taken as "no broker given" too.
+    """
+    env = os.environ if environ is None else environ
+    if not broker or (broker == _SETTINGS_DEFAULT_BROKER and not env.get("LEADFLOW_BROKER")):
+        return default_broker(env)
+    return broker
+
+
+async def run_report(*, broker: str | None, topic: str, since_s: float, metrics: list[str], max_events: int) -> Summary:
     """The summary from ``metrics`` (URLs or files) when given, else from ``topic`` on Kafka."""
     if metrics:
         from pathlib import Path
@@ -37,4 +72,4 @@ async def run_report(*, broker: str, topic: str, since_s: float, metrics: list[s
             path = Path(where)
             texts.append(path.read_text(encoding="utf-8") if path.is_file() else await fetch_scrape(where))
         return summarize_scrapes(texts, origin=f"metrics of {', '.join(metrics)} (since each worker started)")
-    return await from_kafka(broker, topic, since_s, max_events=max_events)
+    return await from_kafka(resolve_broker(broker), topic, since_s, max_events=max_events)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import aiohttp
@@ -14,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ops.metrics import LATENCY_BUCKETS, SPEED_BUCKETS
 from ops.report.model import Distribution, LoadRow, Summary, summarize_events
 
-__all__ = ["bootstrap_servers", "read_events", "from_kafka", "summarize_scrapes", "fetch_scrape"]
+__all__ = ["TopicNotFound", "bootstrap_servers", "lead_events_topics", "read_events", "from_kafka",
+           "summarize_scrapes", "fetch_scrape"]
 
 
 def bootstrap_servers(broker: str) -> str:
@@ -23,58 +26,106 @@ def bootstrap_servers(broker: str) -> str:
     return ",".join(hosts)
 
 
+class TopicNotFound(LookupError):
+    """The events topic is not on the broker; the message names the ``*lead.events`` topics that are."""
+
+    def __init__(self, topic: str, broker: str, candidates: list[str]) -> None:
+        self.topic, self.broker, self.candidates = topic, broker, candidates
+        if candidates:
+            shown = ", ".join(candidates[:_CANDIDATES_SHOWN])
+            more = len(candidates) - _CANDIDATES_SHOWN
+            hint = f"pass --topic with one that is: {shown}" + (f" (and {more} more)" if more > 0 else "")
+        else:
+            hint = "no *lead.events topic is there at all: has a worker run against this broker?"
+        super().__init__(f"topic {topic} does not exist on {broker}; {hint}")
+
+
+#: How many existing ``*lead.events`` topics a ``TopicNotFound`` names (newest demo runs first).
+_CANDIDATES_SHOWN = 5
+
+
+class _DropMissingTopicNoise(logging.Filter):
+    """aiokafka logs ``Topic %s not found in cluster metadata`` at ERROR on every metadata refresh
+    while a subscribed topic is missing (~10 a second): the report says it once, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Topic %s not found in cluster metadata"
+
+
+@contextlib.contextmanager
+def _quiet_aiokafka() -> Iterator[None]:
+    logger, noise = logging.getLogger("aiokafka.cluster"), _DropMissingTopicNoise()
+    logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        logger.removeFilter(noise)
+
+
+def lead_events_topics(topics: Iterable[str]) -> list[str]:
+    """The ``*lead.events`` topics among ``topics``, newest demo run first (its prefix is a timestamp)."""
+    return sorted((t for t in topics if t.endswith("lead.events")), reverse=True)
+
+
 async def read_events(broker: str, topic: str, since_s: float, *, max_events: int = 1_000_000,
                       timeout_s: float = 60.0, now_s: float | None = None) -> list[dict[str, Any]]:
     """Every record of ``topic`` from ``since_s`` seconds ago up to the end as it was when we
-    started (records written meanwhile are left for the next report), at most ``max_events``."""
+    started (records written meanwhile are left for the next report), at most ``max_events``.
+
+    Raises ``TopicNotFound`` at once (one metadata request) when the topic does not exist.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition  # imported here: only this path needs it
 
-    # Subscribed at first only so the client fetches the topic's metadata (public API); the
-    # partitions are then assigned by hand, from explicit offsets.
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers(broker), enable_auto_commit=False,
+    # No subscription in the constructor: subscribing to a missing topic makes start() wait for
+    # it (~15 s, logging an error ~10 times a second) and then fail without saying which exist.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker), enable_auto_commit=False,
                                 group_id=None, request_timeout_ms=15_000)
-    await consumer.start()
     events: list[dict[str, Any]] = []
-    try:
-        partitions = await asyncio.wait_for(_partitions(consumer, topic), timeout_s)
-        if not partitions:
-            raise LookupError(f"topic {topic} does not exist on {broker} (is the topic prefix right?)")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.unsubscribe()
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        start_ms = int(((now_s if now_s is not None else time.time()) - since_s) * 1000)
-        starts = await consumer.offsets_for_times({tp: start_ms for tp in tps})
-        remaining = {}
-        for tp in tps:
-            found = starts.get(tp)
-            begin = found.offset if found is not None else end[tp]
-            if begin < end[tp]:
-                consumer.seek(tp, begin)
-                remaining[tp] = end[tp]
-        deadline = time.monotonic() + timeout_s
-        while remaining and len(events) < max_events and time.monotonic() < deadline:
-            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset >= remaining.get(tp, -1):
-                        continue
-                    try:
-                        events.append(orjson.loads(record.value))
-                    except (orjson.JSONDecodeError, TypeError):
-                        continue  # not ours: skip rather than fail the whole report
-                    if record.offset + 1 >= remaining[tp]:
-                        del remaining[tp]
-                        break
-    finally:
-        await consumer.stop()
+    with _quiet_aiokafka():
+        try:
+            await consumer.start()
+            existing = await asyncio.wait_for(consumer.topics(), timeout_s)
+            if topic not in existing:
+                raise TopicNotFound(topic, bootstrap_servers(broker), lead_events_topics(existing))
+            # Subscribed only so the client fetches the topic's metadata (public API); the
+            # partitions are then assigned by hand, from explicit offsets.
+            consumer.subscribe([topic])
+            partitions = await asyncio.wait_for(_partitions(consumer, topic), timeout_s)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.unsubscribe()
+            consumer.assign(tps)
+            end = await consumer.end_offsets(tps)
+            start_ms = int(((now_s if now_s is not None else time.time()) - since_s) * 1000)
+            starts = await consumer.offsets_for_times({tp: start_ms for tp in tps})
+            remaining = {}
+            for tp in tps:
+                found = starts.get(tp)
+                begin = found.offset if found is not None else end[tp]
+                if begin < end[tp]:
+                    consumer.seek(tp, begin)
+                    remaining[tp] = end[tp]
+            deadline = time.monotonic() + timeout_s
+            while remaining and len(events) < max_events and time.monotonic() < deadline:
+                batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.offset >= remaining.get(tp, -1):
+                            continue
+                        try:
+                            events.append(orjson.loads(record.value))
+                        except (orjson.JSONDecodeError, TypeError):
+                            continue  # not ours: skip rather than fail the whole report
+                        if record.offset + 1 >= remaining[tp]:
+                            del remaining[tp]
+                            break
+        finally:
+            # Also when start() failed (broker unreachable): else aiokafka warns "Unclosed AIOKafkaConsumer".
+            await consumer.stop()
     return events[:max_events]
 
 
 async def _partitions(consumer: Any, topic: str) -> set[int]:
-    if topic not in await consumer.topics():
-        return set()
-    while True:  # the caller bounds the wait
+    while True:  # the caller bounds the wait; the caller checked that the topic exists
         found = consumer.partitions_for_topic(topic)
         if found:
             return set(found)

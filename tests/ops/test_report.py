@@ -13,7 +13,16 @@ from prometheus_client import generate_latest
 
 from leadflow.cli import main
 from ops.metrics import SPEED_BUCKETS, Metrics, TeamFigures
-from ops.report import Distribution, parse_window, render_html, summarize_events, summarize_scrapes
+from ops.report import (
+    Distribution,
+    TopicNotFound,
+    lead_events_topics,
+    parse_window,
+    render_html,
+    resolve_broker,
+    summarize_events,
+    summarize_scrapes,
+)
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 
@@ -166,3 +175,39 @@ def test_the_cli_says_what_it_could_not_read(tmp_path: Path, capsys: pytest.Capt
     assert main(["report", "--metrics", "http://127.0.0.1:9/metrics", "-o", str(tmp_path / "x.html")]) == 2
     assert "could not read the metrics" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_missing_topic_names_the_lead_events_topics_that_exist_newest_first() -> None:
+    topics = {"demo20260301090000.lead.events", "demo20260302090000.lead.events", "leadflow.leads.inbound",
+              "it1234.lead.events", "demo20260302090000.leads.inbound"}
+    found = lead_events_topics(topics)
+    assert found == ["it1234.lead.events", "demo20260302090000.lead.events", "demo20260301090000.lead.events"]
+    message = str(TopicNotFound("leadflow.lead.events", "127.0.0.1:9092", found))
+    assert "\n" not in message
+    assert message.startswith("topic leadflow.lead.events does not exist on 127.0.0.1:9092; pass --topic")
+    assert message.endswith("it1234.lead.events, demo20260302090000.lead.events, demo20260301090000.lead.events")
+    many = [f"demo2026030209{m:02d}00.lead.events" for m in range(8)]
+    assert str(TopicNotFound("x", "b", many)).endswith("demo20260302090400.lead.events (and 3 more)")
+    assert "has a worker run against this broker?" in str(TopicNotFound("x", "b", []))
+
+
+@pytest.mark.parametrize(("given", "environ", "expected"), [
+    # Neither --broker nor LEADFLOW_BROKER: the local stack, on LEADFLOW_KAFKA_PORT if set.
+    (None, {}, "kafka://127.0.0.1:9092"),
+    (None, {"LEADFLOW_KAFKA_PORT": "44092"}, "kafka://127.0.0.1:44092"),
+    # What `leadflow report` passes then (Settings' default) means the same.
+    ("kafka://127.0.0.1:9092", {"LEADFLOW_KAFKA_PORT": "44092"}, "kafka://127.0.0.1:44092"),
+    # LEADFLOW_BROKER (which Settings also reads) and any other --broker win.
+    ("kafka://127.0.0.1:9092", {"LEADFLOW_BROKER": "kafka://127.0.0.1:9092", "LEADFLOW_KAFKA_PORT": "44092"},
+     "kafka://127.0.0.1:9092"),
+    (None, {"LEADFLOW_BROKER": "kafka://k1:9092;k2:9092", "LEADFLOW_KAFKA_PORT": "44092"}, "kafka://k1:9092;k2:9092"),
+    ("kafka://k9:9092", {"LEADFLOW_KAFKA_PORT": "44092"}, "kafka://k9:9092"),
+])
+def test_the_default_broker_is_the_local_stack(given: str | None, environ: dict[str, str], expected: str) -> None:
+    assert resolve_broker(given, environ) == expected
+
+
+def test_the_stand_in_for_no_broker_is_what_settings_defaults_to() -> None:
+    from streams.settings import Settings
+
+    assert resolve_broker(Settings.from_env({}).broker, {"LEADFLOW_KAFKA_PORT": "44092"}) == "kafka://127.0.0.1:44092"
