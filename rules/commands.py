@@ -316,9 +316,10 @@ class RouteLead:
     required_skills: tuple[str, ...] = ()
     #: Language the rep must speak (BCP 47, only the primary subtag is compared: ``es-MX`` ~ ``es``).
     language: str | None = None
-    #: ISO 3166-1 alpha-2 country of the lead, matched against the reps' territories.
+    #: ISO 3166-1 alpha-2 country of the lead (else its phone's), matched against the reps' territories.
     country: str | None = None
-    #: Region or state inside the country (ISO 3166-2 suffix such as ``CA``, or a name).
+    #: The lead's state, ISO 3166-2 (``US-CA``; ``rules.territory.locate``). Entries queued before
+    #: states were prefixed may hold the bare suffix (``CA``): eligibility normalizes both alike.
     region: str | None = None
     #: Queue priority: 0 is served first; leads of one priority wait in arrival order (tier, then age).
     priority: int = 2

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from rules.commands import RepProfile, RouteLead
 from rules.roster import RepState
+from rules.territory import uncovered
 from sla.calendar import BusinessCalendar, Interval
 
 __all__ = ["WEEKDAYS", "parse_working_hours", "check_holidays_country", "calendar_of", "rep_reasons", "lead_reasons", "eligibility"]
@@ -133,14 +134,9 @@ def lead_reasons(rep: RepState, lead: RouteLead | None, excluded: Sequence[str] 
         if lead.language and profile.languages and _primary(lead.language) not in {
                 _primary(x) for x in profile.languages}:
             reasons.append(f"does not speak {lead.language}")
-        if profile.territories and (lead.country or lead.region):
-            covered = {_norm(t) for t in profile.territories}
-            wanted = {_norm(x) for x in (lead.country, lead.region) if x}
-            if lead.country and lead.region:
-                wanted.add(_norm(f"{lead.country}-{lead.region}"))
-            if not covered & wanted:
-                where = "-".join(x for x in (lead.country, lead.region) if x)
-                reasons.append(f"territory {where} not covered")
+        where = uncovered(profile.territories, lead.country, lead.region)
+        if where is not None:
+            reasons.append(f"territory {where} not covered")
     if rep.rep_id in excluded or (lead is not None and rep.rep_id in lead.excluded_reps):
         reasons.append("excluded for this lead")
     return tuple(reasons)

@@ -15,6 +15,7 @@ from rules.outcomes import OutcomeBoard
 from rules.qualification import DEFAULT_FRAMEWORKS, Framework
 from rules.scoring import Score, ScoringModel, queue_priority
 from rules.routing import TeamRule
+from rules.territory import locate
 from sla.calendar import BusinessCalendar
 from sla.ladder import Deadline
 from sla.policy import SlaPolicy
@@ -215,10 +216,13 @@ def note(state: LeadState, policy: LeadPolicy, at: datetime, kind: str, **detail
 def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:
     attributes = state.lead.attributes
     skills = tuple(s.strip() for s in attributes.get("skills", "").split(",") if s.strip())
+    # Where the lead is, read exactly as team selection read it: the reps' territories must
+    # judge the same state the routing rule matched (``state: CA`` and ``region: CA`` alike).
+    where = locate(state.lead.country, attributes, state.enrichment)
     value = RouteLead(team_id=state.team_id, lead_id=state.lead_id, route_id=state.route_id,
                       requested_at=state.last_touch.at, excluded_reps=excluded,
                       # What the team's eligibility filters match reps against (empty: no requirement).
-                      country=state.lead.country, region=attributes.get("region") or None,
+                      country=where.country, region=where.state,
                       language=attributes.get("language") or None, required_skills=skills,
                       account_owner=state.account.owner if state.account is not None else None)
     if state.route_priority is not None:

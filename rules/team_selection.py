@@ -11,7 +11,8 @@ What a rule can look at (``LeadFacts``):
 * territory — ``countries`` (ISO 3166-1 alpha-2), ``regions`` (named groups of countries such
   as EMEA, defined once in ``routing.regions``), ``states`` (ISO 3166-2 such as ``US-CA``). The
   country is the lead's own, else the one its phone number belongs to (built-in enrichment);
-  the state comes from the lead's ``state`` (or ``region``) attribute.
+  the state comes from the lead's ``state`` (or ``region``) attribute. ``rules.territory`` reads
+  both, and the team's reps' territories are matched against the same reading.
 * segment — ``company_sizes`` (employee bands such as ``1-49``, ``200-999``, ``1000+``; the
   lead's ``employees`` or ``company_size`` attribute, a number or a band, must lie inside one),
   ``industries`` (the ``industry`` attribute), and the built-in enrichment's ``seniorities``
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from rules.accounts import Account
 from rules.capture import CapturedLead
 from rules.enrichment import Enrichment
+from rules.territory import locate
 
 __all__ = ["SizeRange", "Region", "TeamRule", "LeadFacts", "facts_of", "rule_match", "select_team", "tier_priority"]
 
@@ -129,15 +131,7 @@ def _attribute(lead: CapturedLead, *names: str, enrichment: Enrichment | None = 
 def facts_of(lead: CapturedLead, enrichment: Enrichment | None = None, tier: str | None = None) -> LeadFacts:
     """Gather the facts the rules match: the lead's fields and attributes, then enrichment (built-in,
     and for company size and industry what HTTP providers found when the lead did not say)."""
-    country: str | None = lead.country.upper() if lead.country else None
-    country_from: str | None = None
-    if country is None and enrichment is not None and enrichment.phone_country:
-        country, country_from = enrichment.phone_country.upper(), "phone"
-    state = _attribute(lead, "state", "region")
-    if state is not None:
-        state = state.upper()
-        if "-" not in state and country:
-            state = f"{country}-{state}"
+    where = locate(lead.country, lead.attributes, enrichment)
     size_text = _attribute(lead, "employees", "company_size", enrichment=enrichment)
     employees = None
     if size_text is not None:
@@ -150,7 +144,8 @@ def facts_of(lead: CapturedLead, enrichment: Enrichment | None = None, tier: str
         seniority = enrichment.seniority if enrichment.seniority != "unknown" else None
         department = enrichment.department if enrichment.department != "other" else None
     return LeadFacts(
-        source=lead.source, country=country, country_from=country_from, state=state, employees=employees,
+        source=lead.source, country=where.country, country_from=where.country_from, state=where.state,
+        employees=employees,
         industry=_attribute(lead, "industry", enrichment=enrichment), seniority=seniority, department=department, tier=tier,
     )
 

@@ -119,6 +119,10 @@ def test_holidays_in_the_reps_country() -> None:
         ({"territories": ("ES", "PT")}, {"country": "es"}, ()),
         ({"territories": ("US-CA",)}, {"country": "US", "region": "CA"}, ()),
         ({"territories": ("US-CA",)}, {"country": "US", "region": "NY"}, ("territory US-NY not covered",)),
+        ({"territories": ("us-ca",)}, {"country": "US", "region": "US-CA"}, ()),  # as route_command sends it
+        ({"territories": ("US",)}, {"country": "US", "region": "US-CA"}, ()),
+        # A territory is a country or an ISO 3166-2 code: CA is Canada, not the US state.
+        ({"territories": ("CA",)}, {"country": "US", "region": "CA"}, ("territory US-CA not covered",)),
         ({"territories": ("FR",)}, {"country": "DE"}, ("territory DE not covered",)),
         ({"territories": ("FR",)}, {}, ()),   # a lead of unknown country asks for no territory
         ({}, {"country": "DE"}, ()),          # empty territories: anywhere

@@ -8,11 +8,14 @@ import pytest
 
 from leadflow.errors import ConfigError
 from rules.accounts import lead_domains
-from rules.capture import CapturedLead
+from rules.capture import CapturedLead, derive_lead_id
+from rules.commands import CaptureLead, PutRep, RouteLead
 from rules.enrichment import enrich
 from rules.routing import Region, SizeRange, TeamRule, facts_of, select_team
 from rules.team_selection import tier_priority
+from sla.clock import FakeClock
 from streams.config import parse_config
+from tests.rules._sim import Bus, values
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -105,3 +108,29 @@ def test_the_documented_example_loads_and_routes_as_its_table_says(lead: Capture
     assert got == (team, why)
     if account is not None:
         assert tier_priority(policy.tier_priorities, account.tier) == 0
+
+
+@pytest.mark.parametrize("attribute", ["state", "region"])
+def test_the_documented_west_coast_exec_is_assigned_to_wes_whichever_attribute_names_the_state(
+        attribute: str) -> None:
+    """docs/routing.md: sam@tinyco.com, US, state CA, VP Sales -> team west -> Wes (territories US-CA...).
+
+    Team selection and Wes's territory filter must read the state the same way: with ``state: CA``
+    the rule matched but Wes refused the lead ("territory US not covered") and it stayed queued.
+    """
+    config = parse_config(_example(), "docs/routing.md")
+    bus = Bus(policy=config.lead_policy("default"), clock=FakeClock(T0))
+    for profile in config.rep_profiles(env={}):
+        bus.send("rep.commands", profile.rep_id, PutRep(rep_id=profile.rep_id, profile=profile, at=bus.clock.now()))
+    lead = CapturedLead(email="sam@tinyco.com", source="web", country="US", title="VP Sales",
+                        attributes={attribute: "CA"})
+    lead_id = derive_lead_id(email=lead.email, phone=None, source="web", external_id=None)
+    sent = bus.send("lead.commands", lead_id, CaptureLead(lead_id=lead_id, capture_id="c1",
+                                                          captured_at=bus.clock.now(), lead=lead))
+    state = bus.leads[lead_id]
+    assert state.team_id == "west" and state.routing == "assigned", [e.kind for e in state.timeline]
+    assert state.assignment is not None and state.assignment.rep_id == "wes"
+    (route,) = values(sent, "team.commands", RouteLead)
+    assert (route.country, route.region) == ("US", "US-CA")
+    (wes,) = state.assignment.decision.candidates
+    assert wes.eligible and wes.reasons == ()
