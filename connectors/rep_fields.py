@@ -6,9 +6,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, StringConstraints
 
+from connectors.netguard import validate_webhook_url
+from connectors.webhook_signing import validate_secret
 from rules.eligibility import check_holidays_country, parse_working_hours
 
-__all__ = ["TimeZoneName", "WorkingHours", "HolidaysCountry"]
+__all__ = ["TimeZoneName", "WorkingHours", "HolidaysCountry", "WebhookUrl", "WebhookSecret"]
 
 
 def _zone(value: str) -> str:
@@ -30,7 +32,26 @@ def _country(value: str) -> str:
     return value
 
 
+def _webhook_url(value: str) -> str:
+    # What is wrong without DNS and whatever the deployment allows; whether a private or loopback
+    # host is allowed is the deployment's choice (LEADFLOW_WEBHOOK_ALLOW_PRIVATE): the API checks it
+    # with its setting, and every delivery checks the addresses the host resolves to.
+    problem = validate_webhook_url(value, allow_private=True)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _webhook_secret(value: str) -> str:
+    validate_secret(value)  # its message says what is wrong and never quotes the secret
+    return value
+
+
 TimeZoneName = Annotated[str, AfterValidator(_zone)]
 WorkingHours = Annotated[dict[str, Annotated[list[str], Field(max_length=10)]], Field(max_length=7),
                          AfterValidator(_hours)]
 HolidaysCountry = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
+#: A rep's webhook destination: http(s), a host, no credentials in the URL.
+WebhookUrl = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_webhook_url)]
+#: A Standard Webhooks signing secret: ``whsec_`` and base64.
+WebhookSecret = Annotated[str, AfterValidator(_webhook_secret)]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
-from connectors.rep_fields import HolidaysCountry, TimeZoneName, WorkingHours
+from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours
 from leadflow.errors import ConfigError
 from rules.accounts import Account
 from rules.commands import RepProfile
@@ -34,6 +34,15 @@ _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ErrorAt(ValueError):
+    """A problem a validator finds below the model it validates (``loc`` is relative to that model),
+    so that ``parse_config`` reports the line of the entry at fault, not the model's first line."""
+
+    def __init__(self, loc: tuple[int | str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class ApiKeyConfig(_Strict):
@@ -75,8 +84,9 @@ class RepConfig(_Strict):
     languages: tuple[str, ...] = ()
     territories: tuple[str, ...] = ()
     timezone: TimeZoneName = "UTC"
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
+    #: Validated as ``PUT /v1/reps/{id}`` validates them (connectors/rep_fields.py).
+    webhook_url: WebhookUrl | None = None
+    webhook_secret: WebhookSecret | None = None
     webhook_secret_env: str | None = None
     email: str | None = None
     #: Most leads assigned per ISO week in the rep's time zone (no cap when absent).
@@ -190,12 +200,18 @@ class LeadflowConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> LeadflowConfig:
-        seen: set[str] = set()
-        for team in self.teams:
-            for rep in team.reps:
-                if rep.id in seen:
-                    raise ValueError(f"rep {rep.id!r} appears in more than one team; a rep belongs to one team")
-                seen.add(rep.id)
+        team_of: dict[str, str] = {}
+        for t, team in enumerate(self.teams):
+            listed: set[str] = set()
+            for r, rep in enumerate(team.reps):
+                # The error points at the second entry: the first is where the rep was meant to be.
+                if rep.id in listed:
+                    raise _ErrorAt(("teams", t, "reps", r), f"rep {rep.id!r} is listed twice in team {team.id!r}")
+                if rep.id in team_of:
+                    raise _ErrorAt(("teams", t, "reps", r), f"rep {rep.id!r} appears in more than one team "
+                                   f"({team_of[rep.id]!r} and {team.id!r}); a rep belongs to one team")
+                listed.add(rep.id)
+                team_of[rep.id] = team.id
         check_accounts(self.accounts, self.rep_teams())
         names = [k.name for k in self.api_keys]
         if len(names) != len(set(names)):
@@ -293,6 +309,9 @@ def parse_config(text: str, source: str = "<config>") -> LeadflowConfig:
         lines = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, _ErrorAt):
+                loc += cause.loc
             line = _line_of(node, loc)
             where = f"{source}:{line}" if line else source
             lines.append(f"{where}: {_path(loc)}: {err['msg']}")

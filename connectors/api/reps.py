@@ -4,14 +4,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from connectors.api.context import authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from connectors.netguard import validate_webhook_url
-from connectors.rep_fields import HolidaysCountry, TimeZoneName, WorkingHours
-from connectors.webhooks import generate_secret, validate_secret
+from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours
+from connectors.webhooks import generate_secret
 from rules.commands import ChangePresence, PutRep, RepProfile
 from rules.team import TeamState
 
@@ -35,19 +35,12 @@ class _RepIn(BaseModel):
     languages: Annotated[list[_Tag], Field(max_length=50)] = []
     territories: Annotated[list[_Tag], Field(max_length=200)] = []
     timezone: TimeZoneName = "UTC"
-    webhook_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
-    webhook_secret: str | None = None
+    webhook_url: WebhookUrl | None = None  # the YAML's rep takes the same (connectors/rep_fields.py)
+    webhook_secret: WebhookSecret | None = None
     email: Annotated[str, StringConstraints(max_length=254)] | None = None
     weekly_cap: Annotated[int, Field(ge=1)] | None = None
     working_hours: WorkingHours = {}
     holidays_country: HolidaysCountry | None = None
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _secret(cls, value: str | None) -> str | None:
-        if value is not None:
-            validate_secret(value)
-        return value
 
 
 class _PresenceIn(BaseModel):
