@@ -45,6 +45,7 @@ from rules.lead_state import (
     SlaTimer,
     TimelineEntry,
     can_disposition,
+    decision_digest,
     event,
     give_back,
     keep,
@@ -308,8 +309,11 @@ def _queued(state: LeadState, command: LeadQueued, now: datetime, policy: LeadPo
         return LeadTransition(state=state, outgoing=(Outgoing(channel="team.commands", key=command.team_id,
                                                               value=withdraw),))
     queued = replace(state, routing="queued")
+    # The decision travels with the entry (bounded), so GET /v1/leads/{id} says who could not
+    # take the lead and why, not only lead.events.
     queued = note(queued, policy, command.queued_at, "queued", team_id=command.team_id, depth=command.depth,
-                   why=command.decision.reason)
+                   expected_wait_s=command.expected_wait_s, why=command.decision.reason,
+                   decision=decision_digest(command.decision, policy.timeline_candidates))
     published = event(queued, "lead.queued", command.queued_at, {"team_id": command.team_id, "depth": command.depth,
                                                                "expected_wait_s": command.expected_wait_s,
                                                                "decision": asdict(command.decision)})

@@ -22,7 +22,8 @@ from sla.policy import SlaPolicy
 
 __all__ = [
     "RoutingStatus", "OPEN", "HELD", "OFFER_STEP", "OVERFLOW_STEP", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
-    "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "event", "note", "route_command",
+    "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "event", "note", "decision_digest",
+    "route_command",
     "give_back", "keep", "reroute",
 ]
 
@@ -160,6 +161,9 @@ class LeadPolicy:
     default_team: str = "default"
     team_rules: tuple[TeamRule, ...] = ()
     timeline_limit: int = 50
+    #: How many candidates a ``queued`` timeline entry lists (the rest are counted, not listed):
+    #: a team may have many reps, and the whole timeline is rewritten with every change.
+    timeline_candidates: int = 10
     recent_capture_limit: int = 32
     sla_policies: tuple[SlaPolicy, ...] = ()
     calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
@@ -211,6 +215,16 @@ def event(state: LeadState, kind: str, at: datetime, data: dict[str, Any]) -> Ou
 def note(state: LeadState, policy: LeadPolicy, at: datetime, kind: str, **detail: Any) -> LeadState:
     timeline = (state.timeline + (TimelineEntry(at=at, kind=kind, detail=detail),))[-policy.timeline_limit:]
     return replace(state, timeline=timeline)
+
+
+def decision_digest(decision: RoutingDecision, limit: int) -> dict[str, Any]:
+    """A routing decision small enough for the timeline: the strategy, the reason and the first
+    ``limit`` candidates with their reasons; ``candidates_left_out`` counts the others (the full
+    record is on ``lead.events``). Lists, not tuples: the entry reads back the same from the table."""
+    shown = decision.candidates[:max(limit, 0)]
+    return {"strategy": decision.strategy, "winner": decision.winner, "reason": decision.reason,
+            "candidates": [{"rep_id": c.rep_id, "eligible": c.eligible, "reasons": list(c.reasons)} for c in shown],
+            "candidates_left_out": len(decision.candidates) - len(shown)}
 
 
 def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:

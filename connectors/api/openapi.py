@@ -14,6 +14,7 @@ from connectors.api.forms import FORM_CONTENT_TYPES, REDIRECT_FIELD
 from connectors.api.leads import _IDEMPOTENCY_MAX, DISPOSITIONS
 from connectors.api.activities import ACTIVITY_INPUT_MODEL
 from connectors.api.crm_events import EVENT_TYPES
+from rules.lead_state import LeadPolicy
 from rules.lifecycle import STATUSES
 from rules.qualification import DEFAULT_FRAMEWORKS
 from connectors.api.accounts import ACCOUNT_INPUT_MODEL
@@ -215,7 +216,21 @@ def _schemas() -> dict[str, Schema]:
             description="Why the lead went to this rep (or waits): every candidate with its reasons."),
         "Assignment": _object({"rep_id": _STR, "rep_name": _STR, "team_id": _STR, "assigned_at": _TIME,
                                "decision": _ref("RoutingDecision")}),
-        "TimelineEntry": _object({"at": _TIME, "kind": _STR, "detail": {"type": "object"}}),
+        "TimelineDecision": _object(
+            {"strategy": _STR, "winner": _nullable(_STR), "reason": _STR,
+             "candidates": {"type": "array", "items": _object({"rep_id": _STR, "eligible": _BOOL,
+                                                               "reasons": _STRINGS})},
+             "candidates_left_out": _INT},
+            description=("A routing decision as the timeline keeps it: the strategy, the reason and the first "
+                         f"{LeadPolicy().timeline_candidates} candidates with the filters that removed each; "
+                         "`candidates_left_out` counts the rest (the whole record is on `lead.events`).")),
+        "TimelineEntry": _object({"at": _TIME, "kind": _STR, "detail": {
+            "type": "object", "additionalProperties": True,
+            "properties": {"decision": _ref("TimelineDecision")},
+            "description": ("Depends on `kind`. `queued`: `team_id`, `depth` (leads waiting in the team), "
+                            "`expected_wait_s` (null: no pace yet), `why` (with the leads served first and the "
+                            "queue priority) and `decision`, who could not take the lead and why."),
+        }}, description=f"The newest {LeadPolicy().timeline_limit} entries of the lead's timeline are kept."),
         "LeadView": _object({
             "lead_id": _STR, "cycle": _INT,
             "status": {**_STR, "description": f"`new`, or the disposition: {', '.join(DISPOSITIONS)}"},

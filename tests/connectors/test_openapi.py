@@ -19,6 +19,9 @@ from connectors.api.reps import PRESENCE_INPUT_MODEL, REP_INPUT_MODEL
 from connectors.lead_input import LEAD_FIELDS
 from leadflow.errors import TransientError
 from ops.metrics import Metrics
+from rules.commands import Candidate, LeadQueued, RoutingDecision
+from rules.lead import LeadPolicy
+from rules.lead import apply as apply_to_lead
 from rules.reps import RepEntry
 from sla.clock import FakeClock
 from tests.connectors.conftest import AUTH, Client, ClientFactory, FakeEngine, build_app, lead_state, team_state
@@ -272,3 +275,28 @@ async def test_every_answer_is_as_documented(make_client: ClientFactory, engine:
         await _conforms(await client.get(path), path, "get")
     engine.ready = Readiness(False, "rebalancing")
     await _conforms(await client.get("/readyz"), "/readyz", "get")
+
+
+async def test_a_queued_lead_shows_who_could_not_take_it_and_why(client: Client, engine: FakeEngine,
+                                                                 clock: FakeClock) -> None:
+    """docs/routing.md: the ``queued`` timeline entry carries the decision record, bounded, as documented."""
+    captured = lead_state("sam@example.com", clock.now())
+    refused = tuple(Candidate(rep_id=f"rep-{i:02d}", eligible=False, reasons=("at capacity (6/6 open)",))
+                    for i in range(25))
+    decision = RoutingDecision(team_id=captured.team_id, strategy="weighted_round_robin", candidates=refused,
+                               winner=None, reason="no rep is eligible", decided_at=clock.now())
+    queued = apply_to_lead(captured, LeadQueued(
+        lead_id=captured.lead_id, route_id=captured.route_id, team_id=captured.team_id, depth=1,
+        decision=decision, queued_at=clock.now()), clock.now(), LeadPolicy()).state
+    assert queued is not None
+    engine.leads[queued.lead_id] = queued
+    response = await client.get(f"/v1/leads/{queued.lead_id}", headers=AUTH)
+    await _conforms(response, "/v1/leads/{lead_id}", "get")
+    body = await response.json()
+    assert body["routing"] == "queued" and body["assignment"] is None
+    entry = body["timeline"][-1]
+    assert entry["kind"] == "queued" and entry["detail"]["why"] == "no rep is eligible"
+    shown = entry["detail"]["decision"]
+    assert shown["candidates"][0] == {"rep_id": "rep-00", "eligible": False, "reasons": ["at capacity (6/6 open)"]}
+    assert len(shown["candidates"]) == LeadPolicy().timeline_candidates == 10
+    assert shown["candidates_left_out"] == 15

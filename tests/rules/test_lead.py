@@ -1,6 +1,7 @@
 """The lead state machine on its own: capture, merge, routing handshake, delivery, disposition."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from rules import lead
 from rules.capture import CapturedLead, derive_lead_id
 from rules.commands import (
+    Candidate,
     CaptureLead,
     DispositionLead,
     KeepAssignment,
@@ -152,6 +154,32 @@ def test_queued_then_assigned() -> None:
     assert state is not None and state.routing == "assigned"
     # The SLA runs from the capture (T0), not from the assignment: waiting in a queue counts.
     assert state.sla_deadline == T0 + timedelta(seconds=DEFAULT_POLICY.first_contact_s)
+
+
+def test_the_queued_entry_carries_the_decision_bounded() -> None:
+    """GET /v1/leads shows the timeline: a queued lead must say who could not take it and why."""
+    refused = tuple(Candidate(rep_id=f"rep-{i:02d}", eligible=False, reasons=("at capacity (6/6 open)",
+                                                                             "territory US not covered"))
+                    for i in range(13))
+    waits = LeadQueued(lead_id=LEAD_ID, route_id=f"{LEAD_ID}:1:1", team_id="inbound", depth=1,
+                       decision=replace(decision(None), candidates=refused, reason="no rep is eligible"),
+                       queued_at=T0 + timedelta(seconds=5), expected_wait_s=42.0)
+    state, _ = run(capture(), waits)
+    assert state is not None
+    entry = state.timeline[-1]
+    assert entry.kind == "queued" and entry.detail["why"] == "no rep is eligible"
+    assert entry.detail["expected_wait_s"] == 42.0
+    digest = entry.detail["decision"]
+    assert digest["strategy"] == "weighted_round_robin" and digest["winner"] is None
+    assert [c["rep_id"] for c in digest["candidates"]] == [f"rep-{i:02d}" for i in range(10)]
+    assert digest["candidates"][0] == {"rep_id": "rep-00", "eligible": False,
+                                       "reasons": ["at capacity (6/6 open)", "territory US not covered"]}
+    assert digest["candidates_left_out"] == 3
+    # A smaller team is listed whole.
+    small, _ = run(capture(), waits, policy=LeadPolicy(default_team="inbound", timeline_candidates=20))
+    assert small is not None
+    assert len(small.timeline[-1].detail["decision"]["candidates"]) == 13
+    assert small.timeline[-1].detail["decision"]["candidates_left_out"] == 0
 
 
 def test_a_repeated_queued_is_ignored() -> None:

@@ -1,6 +1,7 @@
 """The YAML's routing rules become TeamRules; every mistake is named by file, line and path."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -134,3 +135,23 @@ def test_the_documented_west_coast_exec_is_assigned_to_wes_whichever_attribute_n
     assert (route.country, route.region) == ("US", "US-CA")
     (wes,) = state.assignment.decision.candidates
     assert wes.eligible and wes.reasons == ()
+
+
+def test_the_documented_queued_entry_is_what_a_lead_waiting_for_wes_gets() -> None:
+    """docs/routing.md step 4: the JSON of a ``queued`` entry, for a seventh west-coast exec (Wes holds 6/6)."""
+    text = DOC.read_text(encoding="utf-8")
+    documented = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])  # the page's only JSON block
+    config = parse_config(_example(), "docs/routing.md")
+    bus = Bus(policy=config.lead_policy("default"), clock=FakeClock(T0))
+    for profile in config.rep_profiles(env={}):
+        bus.send("rep.commands", profile.rep_id, PutRep(rep_id=profile.rep_id, profile=profile, at=bus.clock.now()))
+    for i in range(7):
+        lead = CapturedLead(email=f"sam{i}@tinyco.com", source="web", country="US", title="VP Sales",
+                            attributes={"state": "CA"})
+        lead_id = derive_lead_id(email=lead.email, phone=None, source="web", external_id=None)
+        bus.send("lead.commands", lead_id, CaptureLead(lead_id=lead_id, capture_id="c1",
+                                                       captured_at=bus.clock.now(), lead=lead))
+    state = bus.leads[lead_id]
+    assert state.routing == "queued"
+    entry = state.timeline[-1]
+    assert entry.kind == documented["kind"] and entry.detail == documented["detail"]
