@@ -1,7 +1,10 @@
 """``/v1/accounts/{domain}`` over the in-memory engine: commands sent, owners' teams, 4xx naming the field."""
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +113,29 @@ async def test_accounts_need_the_api_key(client: Client, engine: FakeEngine) -> 
         response = await client.request(method, "/v1/accounts/acme.com", json={})
         assert response.status == 401
     assert engine.account_commands == []
+
+
+ROUTING_DOC = Path(__file__).resolve().parents[2] / "docs" / "routing.md"
+
+
+def _documented_put() -> tuple[dict[str, Any], dict[str, Any]]:
+    """docs/routing.md section 1: the ``PUT /v1/accounts/acme.com`` body and the answer it shows."""
+    text = ROUTING_DOC.read_text(encoding="utf-8")
+    request = re.search(r"-X PUT \$API/v1/accounts/acme\.com .*?-d '(\{.*?\})'\n", text, re.S)
+    assert request is not None
+    answer = ""
+    for line in text[request.end():].splitlines():
+        answer += line.lstrip("#").strip().removeprefix("→ 202").strip() + " "
+        if answer.count("{") == answer.count("}"):
+            break
+    return json.loads(request[1]), json.loads(answer)
+
+
+async def test_the_documented_put_answer_is_what_the_api_answers(client: Client, engine: FakeEngine,
+                                                                 clock: FakeClock) -> None:
+    """The answer shows the owner's team (Ana is in ent-na in the doc's example), not the tier."""
+    body, answer = _documented_put()
+    engine.reps["ana"] = RepEntry(rep_id="ana", team_id="ent-na", updated_at=clock.now())
+    response = await client.put("/v1/accounts/acme.com", headers=AUTH, json=body)
+    assert response.status == 202
+    assert await response.json() == answer
