@@ -1,8 +1,9 @@
-"""``leadflow run``: the stack, a worker with the demo config, and the live demo; Ctrl-C stops it all."""
+"""``leadflow run``: the stack, a worker with the demo config, and the live demo; Ctrl-C or SIGTERM stops it all."""
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -13,15 +14,23 @@ from pathlib import Path
 from leadflow.errors import LeadflowError
 from ops.demo.run import CONFIG_PATH, load_demo_settings, run_demo
 from ops.stack import StackConfig, stack_down, stack_status, stack_up
-from ops.stack.process import start_process, stop_process, tail
+from ops.demo.stopping import StopSignals
+from ops.stack.process import PidFile, start_process, stop_process, tail
 
-__all__ = ["launch_demo"]
+__all__ = ["launch_demo", "report_command", "stack_after_stop"]
 
 _READY_TIMEOUT_S = 120.0
 
 
 def _say(message: str) -> None:
-    print(f"leadflow: {message}", flush=True)
+    _print(f"leadflow: {message}")
+
+
+def _print(line: str) -> None:
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass  # the terminal is gone (SIGHUP): carry on stopping what the demo started
 
 
 def _render_config(receiver_port: int, target: Path) -> Path:
@@ -48,52 +57,98 @@ def _wait_ready(url: str, worker_log: Path, proc_alive: Callable[[], bool]) -> N
                         f"{tail(worker_log, 30)}")
 
 
+def report_command(topic_prefix: str, kafka_url: str) -> str:
+    """The ``leadflow report`` command line that reads this demo run's events."""
+    broker = "" if kafka_url == StackConfig().kafka_url else f" --broker {kafka_url}"
+    return f"leadflow report{broker} --topic {topic_prefix}lead.events -o report.html"
+
+
+def stack_after_stop(*, was_running: bool, keep_stack: bool) -> str | None:
+    """Why the stack keeps running when the demo ends, or ``None``: the demo stops it.
+
+    The same for Ctrl-C, SIGTERM, SIGHUP, the end of ``--leads`` and a failed start: the demo
+    stops the stack it started, unless ``--keep-stack``; a stack that was already running
+    (``leadflow stack up``, a test session) is not the demo's to stop.
+    """
+    if was_running:
+        return "it was running before `leadflow run` started"
+    if keep_stack:
+        return "--keep-stack"
+    return None
+
+
 def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int, keep_stack: bool) -> int:
-    """Run the whole demo in the foreground; return the exit code."""
+    """Run the whole demo in the foreground; return the exit code.
+
+    Ctrl-C, SIGTERM and SIGHUP all stop it the same way: the demo pieces, then the worker (by its
+    pid, SIGKILL if it does not exit on SIGTERM), then the stack if this run started it.
+    """
     stack = StackConfig.from_env()
     was_running = stack_status(stack).running
-    _say("starting the local stack (Kafka in KRaft mode + Redis; the first run downloads Kafka)…")
-    stack_up(stack, progress=lambda line: _say(line))
     run_id = time.strftime("demo%Y%m%d%H%M%S")
+    prefix = f"{run_id}."
     workdir = stack.state_dir / "demo"
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = _render_config(receiver_port, workdir / "config.yaml")
-    settings = load_demo_settings(config)
-    worker_log = workdir / "worker.log"
-    # A fresh app id and topic prefix per run: the demo starts from an empty slate every time.
-    env = {
-        **os.environ,
-        "LEADFLOW_BROKER": stack.kafka_url,
-        "LEADFLOW_REDIS_URL": stack.redis_url,
-        "LEADFLOW_CONFIG": str(config),
-        "LEADFLOW_WEB_PORT": str(port),
-        "LEADFLOW_DATA_DIR": str(workdir / run_id),
-        "LEADFLOW_WEBHOOK_ALLOW_PRIVATE": "true",
-        "LEADFLOW_APP_ID": run_id,
-        "LEADFLOW_TOPIC_PREFIX": f"{run_id}.",
-        "LEADFLOW_PARTITIONS": "4",
-    }
-    _say(f"starting a worker (log: {worker_log})…")
-    worker = start_process([sys.executable, "-m", "leadflow", "worker"], log_path=worker_log, env=env)
-    api_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(api_url, worker_log, lambda: worker.poll() is None)
-        _say(f"API: {api_url}/v1 (key {settings.api_key!r}), OpenAPI: {api_url}/openapi.json, "
-             f"metrics: {api_url}/metrics — Ctrl-C stops everything")
-        time.sleep(1.0)
+    worker: subprocess.Popen[bytes] | None = None
+    with StopSignals(on_repeat=lambda name: _say(f"{name}: still stopping what the demo started…")) as stop:
         try:
-            asyncio.run(run_demo(
+            _say("starting the local stack (Kafka in KRaft mode + Redis; the first run downloads Kafka)…")
+            stack_up(stack, progress=lambda line: _say(line))
+            workdir.mkdir(parents=True, exist_ok=True)
+            config = _render_config(receiver_port, workdir / "config.yaml")
+            settings = load_demo_settings(config)
+            worker_log = workdir / "worker.log"
+            # A fresh app id and topic prefix per run: the demo starts from an empty slate every time.
+            env = {
+                **os.environ,
+                "LEADFLOW_BROKER": stack.kafka_url,
+                "LEADFLOW_REDIS_URL": stack.redis_url,
+                "LEADFLOW_CONFIG": str(config),
+                "LEADFLOW_WEB_PORT": str(port),
+                "LEADFLOW_DATA_DIR": str(workdir / run_id),
+                "LEADFLOW_WEBHOOK_ALLOW_PRIVATE": "true",
+                "LEADFLOW_APP_ID": run_id,
+                "LEADFLOW_TOPIC_PREFIX": prefix,
+                "LEADFLOW_PARTITIONS": "4",
+            }
+            worker = start_process([sys.executable, "-m", "leadflow", "worker"], log_path=worker_log, env=env)
+            PidFile(workdir / "worker.pid").write(worker.pid)
+            _say(f"starting a worker (pid {worker.pid}, log: {worker_log})…")
+            api_url = f"http://127.0.0.1:{port}"
+            _wait_ready(api_url, worker_log, lambda: worker is not None and worker.poll() is None)
+            _say(f"API: {api_url}/v1 (key {settings.api_key!r}), OpenAPI: {api_url}/openapi.json, "
+                 f"metrics: {api_url}/metrics — Ctrl-C stops everything")
+            _say(f"topics: {prefix}leads.inbound, {prefix}lead.events, … "
+                 f"(`export LEADFLOW_TOPIC_PREFIX={prefix}` to use them from another shell)")
+            _say(f"report, while this runs: {report_command(prefix, stack.kafka_url)}")
+            time.sleep(1.0)
+            asyncio.run(stop.run(run_demo(
                 api_url, stack.kafka_url, settings.api_key, settings.rep_secrets, settings.capacities,
-                leads=leads, rate=rate, receiver_port=receiver_port, events_topic=f"{run_id}.lead.events",
-            ))
-        except KeyboardInterrupt:
-            print()
-            _say("Ctrl-C: stopping…")
-    finally:
-        graceful = stop_process(worker, timeout=20)
-        _say("worker stopped" + ("" if graceful else " (killed: it did not exit on SIGTERM)"))
-        if not keep_stack and not was_running:
-            stack_down(stack, progress=lambda line: _say(line))
-        else:
-            _say("the stack keeps running (`leadflow stack down` stops it)")
+                leads=leads, rate=rate, receiver_port=receiver_port, events_topic=f"{prefix}lead.events",
+            )))
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP outside the demo's event loop (StopRequested)
+            if stop.received is None:
+                _print("")  # end the line the terminal's ^C is on
+            _say(f"{stop.received or 'Ctrl-C'}: stopping…")
+        except asyncio.CancelledError:  # SIGTERM/SIGHUP cancelled the demo's main task
+            if stop.received is None:
+                raise  # a cancellation no signal of ours asked for
+            _say(f"{stop.received}: stopping…")
+        finally:
+            with stop.holding():
+                _stop_all(stack, worker, workdir, was_running=was_running, keep_stack=keep_stack,
+                          report=report_command(prefix, stack.kafka_url))
     return 0
+
+
+def _stop_all(stack: StackConfig, worker: subprocess.Popen[bytes] | None, workdir: Path, *, was_running: bool,
+              keep_stack: bool, report: str) -> None:
+    if worker is not None:
+        graceful = stop_process(worker, timeout=20)
+        PidFile(workdir / "worker.pid").remove()
+        _say(f"worker (pid {worker.pid}) stopped" + ("" if graceful else " (killed: it did not exit on SIGTERM)"))
+    why_kept = stack_after_stop(was_running=was_running, keep_stack=keep_stack)
+    if why_kept is None:
+        stack_down(stack, progress=lambda line: _say(line))
+        _say("the stack is stopped (`leadflow run --keep-stack` leaves it running for `leadflow report`)")
+    else:
+        _say(f"the stack keeps running ({why_kept}; `leadflow stack down` stops it); report: {report}")

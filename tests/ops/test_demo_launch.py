@@ -1,0 +1,67 @@
+"""``leadflow run``: stop signals, and what happens to the stack."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from ops.demo.launch import report_command, stack_after_stop
+from ops.demo.stopping import StopRequested, StopSignals
+
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_outside_the_loop_is_a_keyboard_interrupt_naming_it(sig: signal.Signals) -> None:
+    before = signal.getsignal(sig)
+    with StopSignals() as stop, pytest.raises(KeyboardInterrupt) as raised:
+        os.kill(os.getpid(), sig)
+        signal.sigtimedwait([], 0)  # give the interpreter a bytecode boundary to run the handler on
+    assert isinstance(raised.value, StopRequested) and raised.value.signame == sig.name
+    assert stop.received == sig.name
+    assert signal.getsignal(sig) is before  # restored on the way out
+
+
+def test_a_stop_signal_inside_the_loop_cancels_the_main_task_and_its_finally_runs() -> None:
+    cleaned: list[str] = []
+
+    async def demo() -> None:
+        try:
+            asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0)  # a finally block that awaits, as run_demo's does
+            cleaned.append("stopped")
+
+    with StopSignals() as stop, pytest.raises(asyncio.CancelledError):
+        asyncio.run(stop.run(demo()))
+    assert cleaned == ["stopped"] and stop.received == "SIGTERM"
+
+
+def test_while_stopping_further_signals_do_not_cut_the_cleanup_short() -> None:
+    repeats: list[str] = []
+    with StopSignals(on_repeat=repeats.append) as stop:
+        with stop.holding():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                os.kill(os.getpid(), sig)
+                signal.sigtimedwait([], 0)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert repeats == ["SIGINT", "SIGTERM", "SIGHUP"]
+
+
+@pytest.mark.parametrize(("was_running", "keep_stack", "kept"), [
+    (False, False, None),  # the demo started it: it stops it
+    (False, True, "--keep-stack"),
+    (True, False, "it was running before `leadflow run` started"),
+    (True, True, "it was running before `leadflow run` started"),
+])
+def test_the_demo_stops_only_a_stack_it_started(was_running: bool, keep_stack: bool, kept: str | None) -> None:
+    assert stack_after_stop(was_running=was_running, keep_stack=keep_stack) == kept
+
+
+def test_the_report_command_names_the_runs_topic_and_a_moved_broker() -> None:
+    assert report_command("demo20260302093000.", "kafka://127.0.0.1:9092") == \
+        "leadflow report --topic demo20260302093000.lead.events -o report.html"
+    assert report_command("demo1.", "kafka://127.0.0.1:44092") == \
+        "leadflow report --broker kafka://127.0.0.1:44092 --topic demo1.lead.events -o report.html"
