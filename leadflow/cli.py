@@ -173,8 +173,12 @@ def _worker(args: argparse.Namespace) -> int:
         from streams.config import load_config
         from streams.settings import Settings
 
+        # What the worker's create_app does with its config, less Kafka: load and validate the file,
+        # then build the lead policy, which first resolves every environment variable the config
+        # names (secrets, API keys, providers, enrichment) and lists each one missing at its line.
         settings = Settings.from_env()
         config = load_config(settings.config_path)
+        config.lead_policy(settings.default_team)
         reps = sum(len(t.reps) for t in config.teams)
         print(f"config OK: {len(config.teams)} team(s), {reps} rep(s), {len(config.api_keys)} API key(s)")
         return 0

@@ -9,11 +9,12 @@ import hashlib
 import os
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
@@ -24,6 +25,7 @@ from rules.commands import RepProfile
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
 from sla.config import Duration, SlaConfig
+from streams._config_env import ConfigOrigin, Section, dotted, line_of, unset_variables
 from streams.crm_config import CrmConfig, QualificationConfig, ScoringConfig, crm_policy
 from streams.routing_config import AccountConfig, RoutingConfig, check_accounts, config_accounts
 
@@ -197,6 +199,8 @@ class LeadflowConfig(_Strict):
     scoring: ScoringConfig = ScoringConfig()  # fit + intent weights, the MQL threshold (streams/crm_config.py)
     qualification: QualificationConfig = QualificationConfig()  # frameworks besides BANT, MEDDIC, CHAMP
     crm: CrmConfig = CrmConfig()  # the CRM adapter, durable retries, signed CRM events, AEs
+    #: The file and its YAML nodes (set by ``parse_config``), for problems found after validation.
+    _origin: ConfigOrigin = PrivateAttr(default_factory=ConfigOrigin)
 
     @model_validator(mode="after")
     def _unique(self) -> LeadflowConfig:
@@ -219,7 +223,28 @@ class LeadflowConfig(_Strict):
         return self
 
     def lead_policy(self, default_team: str, env: Mapping[str, str] | None = None) -> LeadPolicy:
+        """The policy leads are routed by, once ``check_env`` found every variable the config names:
+        the worker's start (``create_app``) and ``leadflow worker --check-config`` both come here."""
         env = os.environ if env is None else env
+        self.check_env(env, default_team)
+        return self._lead_policy(default_team, env)
+
+    def check_env(self, env: Mapping[str, str], default_team: str = "default") -> None:
+        """Raise ``ConfigError`` listing every environment variable the config names that ``env``
+        lacks, each at the line naming it, by running the worker's own code that reads them."""
+        crm_at: tuple[int | str, ...] = ("crm", self.crm.adapter) if self.crm.adapter != "none" else ("crm",)
+        sections = [
+            Section(lambda e: self._lead_policy(default_team, e), (("crm",), ("teams",)), crm_at),
+            Section(self.rep_profiles, (("teams",),), ("teams",)),
+            Section(self.key_digests, (("api_keys",),), ("api_keys",)),
+            Section(self.enrichment.check_env, (("enrichment",),), ("enrichment",)),
+            *_provider_sections(self.providers),
+        ]
+        problems = unset_variables(self._origin, sections, env)
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+    def _lead_policy(self, default_team: str, env: Mapping[str, str]) -> LeadPolicy:
         default = self.routing.default_team or default_team
         teams = {default, *(t.id for t in self.teams), *(r.team for r in self.routing.rules)}
         return LeadPolicy(
@@ -266,28 +291,19 @@ class LeadflowConfig(_Strict):
         return {k.digest(env): k.name for k in self.api_keys}
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """Follow a pydantic error location through the YAML node tree to a line number."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-            if match is None:
-                break
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-        line = node.start_mark.line + 1
-    return line
+def _no_session() -> Any:
+    raise AssertionError("checking the environment opens no connection")
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
+def _provider_sections(providers: ProvidersConfig) -> list[Section]:
+    """One section per provider, so that a variable read by its default name is reported at its provider."""
+    sections = []
+    for name in ("facebook", "typeform"):
+        if getattr(providers, name) is not None:
+            alone = ProvidersConfig.model_validate({name: getattr(providers, name)})
+            sections.append(Section(partial(alone.resolve, session=_no_session), (("providers", name),),
+                                    ("providers", name)))
+    return sections
 
 
 def parse_config(text: str, source: str = "<config>") -> LeadflowConfig:
@@ -304,7 +320,7 @@ def parse_config(text: str, source: str = "<config>") -> LeadflowConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the top level must be a mapping (api_keys, routing, sla, teams)")
     try:
-        return LeadflowConfig.model_validate(data)
+        config = LeadflowConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -312,10 +328,12 @@ def parse_config(text: str, source: str = "<config>") -> LeadflowConfig:
             cause = err.get("ctx", {}).get("error")
             if isinstance(cause, _ErrorAt):
                 loc += cause.loc
-            line = _line_of(node, loc)
+            line = line_of(node, loc)
             where = f"{source}:{line}" if line else source
-            lines.append(f"{where}: {_path(loc)}: {err['msg']}")
+            lines.append(f"{where}: {dotted(loc)}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    config._origin = ConfigOrigin(source, node)
+    return config
 
 
 def load_config(path: Path | None) -> LeadflowConfig:

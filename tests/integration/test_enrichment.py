@@ -169,6 +169,8 @@ async def test_a_missing_api_key_stops_the_worker_naming_the_variable(
     try:
         with pytest.raises(AssertionError, match=r"worker exited"):
             await worker.wait_ready(timeout=60)
-        assert f"${KEY_ENV}, which is not set" in worker.log(200)
+        # Found by the start's environment check (streams/config.py check_env), at the line naming it.
+        assert (f"{spec.app_id}.yaml:5: enrichment.providers[0].api_key_env: environment variable {KEY_ENV} "
+                "is not set") in worker.log(200)
     finally:
         worker.stop()

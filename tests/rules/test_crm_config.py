@@ -25,7 +25,7 @@ def test_an_adapter_starts_with_its_credentials_and_is_refused_without_them(adap
     config = parse_config(text, "c.yaml")
     assert config.lead_policy("default", env).default_team == "default"
     for name in env:
-        with pytest.raises(ConfigError, match=f"crm.{adapter}: environment variable {name} is not set"):
+        with pytest.raises(ConfigError, match=rf"c.yaml:1: crm\.{adapter}\.\w+_env: environment variable {name} is not set"):
             config.lead_policy("default", {k: v for k, v in env.items() if k != name})
 
 
