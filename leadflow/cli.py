@@ -222,12 +222,27 @@ class _Progress:
             print(" " * 40, end="\r", file=self._stream, flush=True)
 
 
+#: The API's advice for a file in another encoding names an HTTP header; this command sets that header
+#: from ``--encoding``, so its users are told about the option instead.
+_ENCODING_ADVICE = "save the file as UTF-8, or name its encoding with --encoding, e.g. --encoding windows-1252"
+
+
+def _cli_advice(code: object, text: object) -> object:
+    """``text`` from the API with the CLI's advice where the API's would not fit this command."""
+    if code == "bad_encoding" and isinstance(text, str):
+        # "row 3 (line 4) is not valid utf-8 at byte 7 of the line; <the API's advice>"
+        return f"{text.split('; ', 1)[0]}; {_ENCODING_ADVICE}"
+    return text
+
+
 def _describe_error(body: Any) -> str:
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return "no details"
-    lines = [f"{error.get('code')}: {error.get('message')}"]
-    lines += [f"  {f.get('field')}: {f.get('reason')}" for f in error.get("fields", []) if isinstance(f, dict)]
+    code = error.get("code")
+    lines = [f"{code}: {_cli_advice(code, error.get('message'))}"]
+    lines += [f"  {f.get('field')}: {_cli_advice(code, f.get('reason'))}"
+              for f in error.get("fields", []) if isinstance(f, dict)]
     return "\n".join(lines)
 
 

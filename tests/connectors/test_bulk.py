@@ -294,9 +294,23 @@ async def test_the_cli_exits_2_when_the_worker_refuses_the_file(
     assert await _run_cli(str(path), "--url", str(client.make_url("/")), "--key", KEYS["partner"]) == 2
     err = capsys.readouterr().err
     assert "bad_encoding" in err and "rows[1]" in err
+    # The CLI's own option, not the API's Content-Type header, in both the message and the row's reason.
+    assert err.count("is not valid utf-8") == 2 and err.count("name its encoding with --encoding") == 2
+    assert "Content-Type" not in err and "charset=" not in err
     # Naming the file's charset fixes it.
     assert await _run_cli(str(path), "--url", str(client.make_url("/")), "--key", KEYS["partner"],
                           "--encoding", "latin-1") == 0
+
+
+async def test_the_cli_gives_its_own_advice_when_the_encoding_is_wrong_past_the_first_chunk(
+        client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "leads.csv"
+    rows = "".join(f"u{n}@example.com,Acme\n" for n in range(300))
+    path.write_bytes(("email,company\n" + rows + "café@example.com,Acme\n").encode("latin-1"))
+    assert await _run_cli(str(path), "--url", str(client.make_url("/")), "--key", KEYS["partner"]) == 2
+    err = capsys.readouterr().err
+    assert "stopped before row 301: bad_encoding: row 301 (line 302) is not valid utf-8" in err
+    assert "name its encoding with --encoding, e.g. --encoding windows-1252" in err and "Content-Type" not in err
 
 
 async def test_the_cli_exits_2_on_usage_and_connection_problems(
