@@ -50,6 +50,7 @@ __all__ = [
     "after_activity",
     "apply_crm",
     "can_qualify",
+    "qualifier_problem",
     "can_take_crm_event",
     "opportunity_payload",
 ]
@@ -146,6 +147,22 @@ def can_qualify(state: LeadState | None) -> str | None:
     return None
 
 
+def qualifier_problem(state: LeadState, rep_id: str | None) -> str | None:
+    """Why ``rep_id`` cannot answer qualification for this lead, or ``None`` when they can.
+
+    Like an offer's accept and decline: a rep answers only for a lead they hold (offered or
+    assigned). Answers without a rep (the CRM, a manager) are not tied to a holder.
+    """
+    if rep_id is None:
+        return None
+    a = state.assignment
+    if state.routing not in _HELD or a is None:
+        return f"{rep_id} does not hold the lead: no rep does (it is {state.routing})"
+    if a.rep_id != rep_id:
+        return f"the lead is held by another rep, not {rep_id}"
+    return None
+
+
 def can_take_crm_event(state: LeadState | None, kind: str) -> str | None:
     """Why a CRM event cannot apply now, or ``None`` when it can."""
     if state is None:
@@ -184,7 +201,7 @@ def _qualify(state: LeadState, command: RecordQualification, now: datetime, poli
     if command.qualification_id in state.recent_activities:
         return LeadTransition(state=state)  # a replay
     framework = find_framework(policy.frameworks, command.framework)
-    problem = can_qualify(state)
+    problem = can_qualify(state) or qualifier_problem(state, command.rep_id)
     if framework is None:
         problem = f"unknown framework {command.framework!r}"
     elif problem is None and (wrong := check_answers(framework, command.answers)):

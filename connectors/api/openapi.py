@@ -361,7 +361,9 @@ def _crm_schemas() -> dict[str, Schema]:
                 "answers": {"type": "object", "minProperties": 1, "description": (
                     "Criterion key to answer: choice criteria take one of their choices, boolean ones true or "
                     "false, number ones a number, text ones a string.")},
-                "rep_id": _nullable({"type": "string", "minLength": 1, "maxLength": 64}),
+                "rep_id": _nullable({"type": "string", "minLength": 1, "maxLength": 64, "description": (
+                    "The rep answering: they must hold the lead (offered or assigned to them), else 409 on "
+                    "`rep_id`. Leave it out for answers that come from no rep (the CRM, a manager).")}),
                 "qualification_id": _nullable({"type": "string", "minLength": 1, "maxLength": 128}),
                 "at": _nullable(_TIME),
             },
@@ -409,9 +411,11 @@ def _crm_paths() -> dict[str, Schema]:
             {"202": {"description": "The answers are on their way to the lead; `sql` says whether it converts.",
                      **_json_body(_ref("QualificationAccepted"))},
              **_refs(400, 401, 404, 413, 415, 429, 503),
-             "409": _error("The lead cannot take answers now (nurture, converted, closed).", code="conflict",
-                           message="lead ld_0123456789abcdef01234567: the lead is nurture; answers are taken while "
-                                   "it is mql, new, sql, working"),
+             "409": _error("The lead cannot take answers now (nurture, converted, closed), or `rep_id` names a "
+                           "rep who does not hold the lead (`fields` names `rep_id` then).", code="conflict",
+                           message="lead ld_0123456789abcdef01234567: rep_id ana: the lead is held by another rep, "
+                                   "not ana",
+                           fields=[{"field": "rep_id", "reason": "the lead is held by another rep, not ana"}]),
              "422": _error("Unknown framework, unknown criterion, or an answer of the wrong type: `fields` names it.",
                            code="invalid", message="the qualification is not valid",
                            fields=[{"field": "answers.budget", "reason": "expected one of approved, allocated, "

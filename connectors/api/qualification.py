@@ -11,7 +11,7 @@ from connectors.api.context import lead_owner, read_object
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from rules.commands import RecordQualification
-from rules.lead_crm import can_qualify
+from rules.lead_crm import can_qualify, qualifier_problem
 from rules.qualification import check_answers, evaluate, find_framework
 
 __all__ = ["routes", "QUALIFICATION_FIELDS"]
@@ -64,6 +64,11 @@ async def record_qualification(request: web.Request) -> web.Response:
         raise ApiError(404 if state is None else 409, "not_found" if state is None else "conflict",
                        f"lead {lead_id}: {problem}")
     assert state is not None
+    # As accept/decline: a rep answers only for a lead they hold (the lead checks again on apply).
+    not_theirs = qualifier_problem(state, rep_id)
+    if not_theirs is not None:
+        raise ApiError(409, "conflict", f"lead {lead_id}: rep_id {rep_id}: {not_theirs}",
+                       [FieldError("rep_id", not_theirs)])
     # What the lead will decide, answered now (the lead agent applies the same pure rules).
     merged = dict(state.qualification.answers) if state.qualification and \
         state.qualification.framework == framework.name else {}

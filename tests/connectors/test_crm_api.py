@@ -68,6 +68,27 @@ async def test_bad_answers_are_a_422_naming_the_field_and_change_nothing(
     assert engine.lead_commands == []
 
 
+@pytest.mark.parametrize(("holder", "rep_id"), [("rep-eva", "rep-ana"), (None, "rep-ana")],
+                         ids=["held by another rep", "held by nobody"])
+async def test_a_rep_who_does_not_hold_the_lead_cannot_qualify_it(
+        client: Client, engine: FakeEngine, clock: FakeClock, holder: str | None, rep_id: str) -> None:
+    """As accept/decline: a rep answers only for a lead they hold; a 409 that names rep_id, nothing sent."""
+    state = lead_state("ana@example.com", clock.now(), assigned_to=holder)
+    engine.leads[state.lead_id] = state
+    error = await error_of(await client.post(f"/v1/leads/{state.lead_id}/qualification", headers=AUTH,
+                                             json={"framework": "BANT", "answers": BANT, "rep_id": rep_id}),
+                           409, "conflict")
+    assert [f["field"] for f in error["fields"]] == ["rep_id"]
+    assert rep_id in error["fields"][0]["reason"] and "rep_id" in error["message"]
+    if holder is not None:
+        assert error["fields"][0]["reason"] == f"the lead is held by another rep, not {rep_id}"
+    assert engine.lead_commands == []
+    # Without a rep_id (the CRM, a manager) the answers are taken.
+    response = await client.post(f"/v1/leads/{state.lead_id}/qualification", headers=AUTH,
+                                 json={"framework": "BANT", "answers": BANT})
+    assert response.status == 202, await response.text()
+
+
 async def test_unknown_or_closed_leads(client: Client, engine: FakeEngine, clock: FakeClock) -> None:
     await error_of(await client.post("/v1/leads/ld_000000000000000000000000/qualification", headers=AUTH,
                                      json={"framework": "BANT", "answers": BANT}), 404, "not_found")

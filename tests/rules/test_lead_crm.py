@@ -19,7 +19,7 @@ from rules.commands import (
     UpsertOpportunity,
 )
 from rules.lead import LeadPolicy, LeadState
-from rules.lead_crm import can_qualify, can_take_crm_event
+from rules.lead_crm import can_qualify, can_take_crm_event, qualifier_problem
 from rules.lead_state import Endpoint
 from rules.opportunity import opportunity_id_for
 from rules.outcomes import RecordOutcome
@@ -111,6 +111,18 @@ def test_the_sdr_webhook_carries_the_score() -> None:
 
 
 # --- qualification and conversion ------------------------------------------------------------
+
+
+def test_answers_from_a_rep_who_does_not_hold_the_lead_are_refused() -> None:
+    """The lead checks too (the rep may have lost the lead since the API looked): nothing recorded."""
+    state, _ = step(step(None, hot_lead())[0], assigned(rep_id="rep-eva"))
+    after, out = step(state, qualify(BANT_SQL))  # answers by rep-a
+    assert types(out) == ["lead.qualification_rejected"]
+    assert out[0].value["data"]["why"] == "the lead is held by another rep, not rep-a"
+    assert after.qualification is None and after.status == state.status
+    assert qualifier_problem(state, "rep-eva") is None and qualifier_problem(state, None) is None
+    queued, _ = step(None, hot_lead())
+    assert qualifier_problem(queued, "rep-a") == "rep-a does not hold the lead: no rep does (it is routing)"
 
 
 def test_partial_answers_are_recorded_and_do_not_convert() -> None:
@@ -229,6 +241,7 @@ def test_conversion_of_a_queued_lead_withdraws_it_from_the_queue() -> None:
     from tests.rules.test_lead import queued
 
     state, _ = step(step(None, hot_lead())[0], queued())
-    _, out = step(state, qualify(BANT_SQL))
+    # Answers without a rep (the CRM, a manager): a rep answers only for a lead they hold.
+    _, out = step(state, replace(qualify(BANT_SQL), rep_id=None))
     assert "WithdrawLead" in types(out) and "ReleaseLead" not in types(out)
     assert not any(isinstance(m.value, RouteLead) for m in out)
