@@ -19,8 +19,9 @@ examples:
   leadflow stack status        what runs, with URLs and log files
   leadflow worker --config teams.yaml
                                run one worker (HTTP API on :6066)
-  LEADFLOW_WEB_PORT=6067 LEADFLOW_DATA_DIR=.state/w2 leadflow worker
-                               a second worker in the same group (scale-out)
+  LEADFLOW_WEB_PORT=6067 LEADFLOW_DATA_DIR=.state/w2 leadflow worker --config teams.yaml
+                               a second worker in the same group (scale-out): the same
+                               config, or the two route alike leads differently
   leadflow run                 the demo: stack, worker, SDR webhook receiver, lead feed, live view
   leadflow import leads.csv    import a CSV file of leads into a running worker
   leadflow bench load --rates 25,50,max,half

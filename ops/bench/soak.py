@@ -260,12 +260,22 @@ async def run_soak(options: SoakOptions, say: Say) -> dict[str, Any]:
                 f"{count} windows of {options.window_s:g} s")
             began = time.monotonic()
             partial: list[tuple[SoakWindow, list[str]]] = []
-            for index in range(count):
-                partial.append(await _window(rig, options, index, began, say))
-            await _drain(rig, options.drain_timeout_s, say)
+            interrupted = False
+            try:
+                for index in range(count):
+                    partial.append(await _window(rig, options, index, began, say))
+                await _drain(rig, options.drain_timeout_s, say)
+            except asyncio.CancelledError:
+                # Ctrl-C or SIGTERM: hours of windows are not thrown away. The workers are stopped
+                # on the way out as always; the windows done so far are written, then the
+                # interruption goes on (exit status 130).
+                interrupted = True
+                say(f"soak: interrupted after {len(partial)} of {count} windows; writing what they measured")
             assert rig.disposer is not None
             dispositions = dict(rig.disposer.status)
             counts = dict(rig.tracker.counts)
+    if not partial:
+        raise asyncio.CancelledError
     done = [_completed(window, ids, rig) for window, ids in partial]
     windows = [w for w, _ in done]
     summary = summarize(windows, [lat for _, lat in done], options.rate)
@@ -274,23 +284,27 @@ async def run_soak(options: SoakOptions, say: Say) -> dict[str, Any]:
         "kind": "soak", "started_at": started, "machine": machine,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
         "summary": asdict(summary), "windows": [asdict(w) for w in windows],
-        "dispositions": dispositions, "receiver": counts,
+        "dispositions": dispositions, "receiver": counts, "interrupted": interrupted,
     }
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, svg_path = options.out / f"soak-{stamp}.json", options.out / f"soak-{stamp}.svg"
     json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     svg_path.write_text(render_soak_svg(document))
-    _report(summary, options, counts, dispositions, say)
+    _report(summary, options, counts, dispositions, say, interrupted=interrupted)
     say(f"results: {json_path}\nplot:    {svg_path}")
+    if interrupted:
+        raise asyncio.CancelledError
     return document
 
 
 def _report(s: SoakSummary, options: SoakOptions, receiver: Mapping[str, int], dispositions: Mapping[str, int],
-            say: Say) -> None:
+            say: Say, *, interrupted: bool = False) -> None:
     w = s.capture_to_webhook
     say("")
     say(f"soak: {s.delivered:,} of {s.accepted:,} accepted leads delivered ({s.sent:,} sent; "
-        f"{s.not_delivered:,} without a webhook) · receiver {dict(receiver)} · dispositions {dict(dispositions)}")
+        f"{s.not_delivered:,} without a webhook"
+        + (", the leads in flight when it was interrupted among them: there was no drain" if interrupted else "")
+        + f") · receiver {dict(receiver)} · dispositions {dict(dispositions)}")
     say(f"  capture→webhook p50 {_ms(w.p50_s)} p99 {_ms(w.p99_s)} max {_ms(w.max_s)} · p99 first third "
         f"{_ms(s.p99_first_third_s)}, last third {_ms(s.p99_last_third_s)}")
     say(f"  windows that kept up (backlog ≤ {KEPT_UP_BACKLOG_S:g} s of leads): {s.windows_kept_up} of {s.windows}")
