@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from ops.stack import StackConfig, find_repo_root, stack_down, stack_status, sta
 from ops.stack.process import start_process, stop_process, tail
 
 __all__ = ["API_KEY", "Say", "Stack", "Deployment", "Worker", "Tracker", "Sampler", "bench_config",
-           "load_average"]
+           "load_average", "quiet_about_new_topics"]
 
 #: Only ever accepted by the workers this harness starts (passed in their environment).
 API_KEY = "bench-key-local-only-not-a-secret"
@@ -256,14 +257,18 @@ class EventReader:
 
         async def read() -> None:
             try:
-                while True:
-                    batches = await consumer.getmany(timeout_ms=200, max_records=2000)
-                    for records in batches.values():
-                        for record in records:
-                            if record.value is not None:
-                                self._tracker.on_event(record.value)
+                with quiet_about_new_topics(self._topic.partition(".")[0]):
+                    await _read()
             finally:
                 await consumer.stop()
+
+        async def _read() -> None:
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for records in batches.values():
+                    for record in records:
+                        if record.value is not None:
+                            self._tracker.on_event(record.value)
 
         self._task = asyncio.get_running_loop().create_task(read())
 
@@ -273,6 +278,39 @@ class EventReader:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class _NewTopics(logging.Filter):
+    """Drops aiokafka's complaints about a run's topics while the cluster learns of them.
+
+    A topic just created is missing from the client's metadata for a moment ("Topic … not
+    found in cluster metadata", an error), and then answers ``NotLeaderForPartitionError`` even
+    after its metadata names a leader; aiokafka refreshes and retries, and logs each step:
+    expected, and alarming.
+    """
+
+    def __init__(self, run: str) -> None:
+        super().__init__()
+        self.run = run
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.run not in record.getMessage()
+
+
+#: The aiokafka loggers that complain about a topic just created.
+_COMPLAINING = ("aiokafka.producer.sender", "aiokafka.cluster")
+
+
+@contextlib.contextmanager
+def quiet_about_new_topics(run: str) -> Iterator[None]:
+    loggers, quiet = [logging.getLogger(name) for name in _COMPLAINING], _NewTopics(run)
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def start_receiver(rep_secrets: dict[str, str], tracker: Tracker, port: int) -> DemoReceiver:

@@ -9,15 +9,12 @@ input offsets, repeat. Input records are lead-sized JSON on as many partitions a
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import orjson
 
-from ops.bench.harness import Say
+from ops.bench.harness import Say, quiet_about_new_topics
 from ops.bench.load import bench_lead
 from ops.bench.results import PassthroughResult
 from ops.bench.stats import percentile, rate
@@ -36,41 +33,8 @@ async def run_passthrough(bootstrap: str, records: int, partitions: int, say: Sa
         await admin.create_topics([NewTopic(source, partitions, 1), NewTopic(sink, partitions, 1)])
     finally:
         await admin.close()
-    with _quiet_about(run):
+    with quiet_about_new_topics(run):
         return await _run(bootstrap, records, partitions, say, run, source, sink)
-
-
-class _NewTopics(logging.Filter):
-    """Drops aiokafka's complaints about this run's topics while the cluster learns of them.
-
-    A topic just created is missing from the client's metadata for a moment ("Topic … not
-    found in cluster metadata", an error), and then answers ``NotLeaderForPartitionError`` even
-    after its metadata names a leader; aiokafka refreshes and retries, and logs each step:
-    expected, and alarming.
-    """
-
-    def __init__(self, run: str) -> None:
-        super().__init__()
-        self.run = run
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.run not in record.getMessage()
-
-
-#: The aiokafka loggers that complain about a topic just created.
-_COMPLAINING = ("aiokafka.producer.sender", "aiokafka.cluster")
-
-
-@contextmanager
-def _quiet_about(run: str) -> Iterator[None]:
-    loggers, quiet = [logging.getLogger(name) for name in _COMPLAINING], _NewTopics(run)
-    for logger in loggers:
-        logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(quiet)
 
 
 async def _run(bootstrap: str, records: int, partitions: int, say: Say, run: str, source: str,
