@@ -89,10 +89,12 @@ def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int
     prefix = f"{run_id}."
     workdir = stack.state_dir / "demo"
     worker: subprocess.Popen[bytes] | None = None
-    with StopSignals(on_repeat=lambda name: _say(f"{name}: still stopping what the demo started…")) as stop:
+    with StopSignals(on_repeat=lambda name: _say(f"{name}: still stopping what the demo started…"),
+                     on_deferred=lambda name: _say(f"{name}: stopping once this step is done…")) as stop:
         try:
             _say("starting the local stack (Kafka in KRaft mode + Redis; the first run downloads Kafka)…")
-            stack_up(stack, progress=lambda line: _say(line))
+            with stop.deferred():  # a pid not yet in its pid file would be lost
+                stack_up(stack, progress=lambda line: _say(line))
             workdir.mkdir(parents=True, exist_ok=True)
             config = _render_config(receiver_port, workdir / "config.yaml")
             settings = load_demo_settings(config)
@@ -110,9 +112,10 @@ def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int
                 "LEADFLOW_TOPIC_PREFIX": prefix,
                 "LEADFLOW_PARTITIONS": "4",
             }
-            worker = start_process([sys.executable, "-m", "leadflow", "worker"], log_path=worker_log, env=env)
-            PidFile(workdir / "worker.pid").write(worker.pid)
-            _say(f"starting a worker (pid {worker.pid}, log: {worker_log})…")
+            with stop.deferred():  # a signal between fork and this assignment would orphan the worker
+                worker = start_process([sys.executable, "-m", "leadflow", "worker"], log_path=worker_log, env=env)
+                PidFile(workdir / "worker.pid").write(worker.pid)
+                _say(f"starting a worker (pid {worker.pid}, log: {worker_log})…")
             api_url = f"http://127.0.0.1:{port}"
             _wait_ready(api_url, worker_log, lambda: worker is not None and worker.poll() is None)
             _say(f"API: {api_url}/v1 (key {settings.api_key!r}), OpenAPI: {api_url}/openapi.json, "
@@ -126,7 +129,7 @@ def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int
                 leads=leads, rate=rate, receiver_port=receiver_port, events_topic=f"{prefix}lead.events",
             )))
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP outside the demo's event loop (StopRequested)
-            if stop.received is None:
+            if stop.received in (None, "Ctrl-C"):
                 _print("")  # end the line the terminal's ^C is on
             _say(f"{stop.received or 'Ctrl-C'}: stopping…")
         except asyncio.CancelledError:  # SIGTERM/SIGHUP cancelled the demo's main task

@@ -9,7 +9,9 @@ started would outlive it. While ``StopSignals`` is active they instead
 * otherwise (the stack starting, the worker warming up) raise ``StopRequested``, a
   ``KeyboardInterrupt``, so the same ``except`` and ``finally`` blocks as Ctrl-C's run.
 
-``holding()`` then keeps any further signal (a second Ctrl-C, a supervisor's repeated SIGTERM)
+``deferred()`` holds a stop signal, Ctrl-C included, while a process is being started (the stack,
+the worker) and raises it once the block is done: a signal between fork and the caller holding
+the new pid would otherwise leave a process nobody knows to stop. ``holding()`` keeps any further signal (a second Ctrl-C, a supervisor's repeated SIGTERM)
 from cutting that cleanup short; the cleanup itself is bounded (``stop_process`` escalates to
 SIGKILL).
 """
@@ -43,10 +45,12 @@ class StopRequested(KeyboardInterrupt):
 class StopSignals:
     """Install the stop handlers for SIGTERM and SIGHUP (main thread only) for a ``with`` block."""
 
-    def __init__(self, on_repeat: Callable[[str], None] = lambda signame: None) -> None:
-        #: The first stop signal's name, once one arrived (``None`` for Ctrl-C or no signal).
+    def __init__(self, on_repeat: Callable[[str], None] = lambda signame: None,
+                 on_deferred: Callable[[str], None] = lambda signame: None) -> None:
+        #: The first stop signal's name, once one arrived (``None`` for Ctrl-C outside ``deferred``).
         self.received: str | None = None
-        self._on_repeat = on_repeat
+        self._on_repeat, self._on_deferred = on_repeat, on_deferred
+        self._deferring = self._pending = False
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: dict[signal.Signals, _Handler] = {}
@@ -70,6 +74,20 @@ class StopSignals:
             self._loop = self._task = None
 
     @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done, then raise ``StopRequested``."""
+        previous_int = signal.signal(signal.SIGINT, self._handle)
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+            signal.signal(signal.SIGINT, previous_int)
+        if self._pending:
+            self._pending = False
+            raise StopRequested(self.received or "Ctrl-C")
+
+    @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
         """While stopping: Ctrl-C, SIGTERM and SIGHUP only call ``on_repeat``; restored afterwards."""
         sigs = (signal.SIGINT, *STOP_SIGNALS)
@@ -84,7 +102,12 @@ class StopSignals:
         self._on_repeat(signal.Signals(signum).name)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if self._deferring:
+            if self.received is None:
+                self.received, self._pending = name, True
+                self._on_deferred(name)
+            return
         if self.received is not None:
             self._on_repeat(name)  # already stopping: the first signal's cleanup is under way
             return

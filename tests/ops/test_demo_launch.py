@@ -65,3 +65,16 @@ def test_the_report_command_names_the_runs_topic_and_a_moved_broker() -> None:
         "leadflow report --topic demo20260302093000.lead.events -o report.html"
     assert report_command("demo1.", "kafka://127.0.0.1:44092") == \
         "leadflow report --broker kafka://127.0.0.1:44092 --topic demo1.lead.events -o report.html"
+
+
+@pytest.mark.parametrize(("sig", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP"), (signal.SIGINT, "Ctrl-C")])
+def test_a_stop_signal_while_a_process_starts_waits_until_its_pid_is_held(sig: signal.Signals, name: str) -> None:
+    held: list[str] = []
+    deferred: list[str] = []
+    with StopSignals(on_deferred=deferred.append) as stop, pytest.raises(StopRequested) as raised:
+        with stop.deferred():
+            os.kill(os.getpid(), sig)
+            signal.sigtimedwait([], 0)
+            held.append("pid")  # e.g. `worker = start_process(...)`: not cut short
+    assert held == ["pid"] and deferred == [name] and raised.value.signame == name
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
