@@ -16,8 +16,10 @@ from aiokafka.partitioner import murmur2
 from yarl import URL
 
 from connectors.api import ApiContext, mount_api
+from connectors.api.context import CONTEXT
 from connectors.api.errors import error_response
 from connectors.api.ports import Entity, Readiness
+from connectors.api.write_gate import WriteGate
 from connectors.auth import Keyring
 from connectors.crm import EventsAuth
 from connectors.rate_limit import RateLimiter
@@ -42,7 +44,12 @@ __all__ = ["Engine", "mount"]
 log = logging.getLogger(__name__)
 
 _FORWARDED = "X-Leadflow-Forwarded"
-_ACK_TIMEOUT_S = 10.0
+#: Bound on one API write to Kafka, from the send to the last ack. A healthy broker acks in
+#: milliseconds (docs/PERFORMANCE.md); past this it is down or failing over, and the client is
+#: better told 503 + Retry-After than held. Was 10 s: every capture of an outage took 10 s.
+_ACK_TIMEOUT_S = 5.0
+#: After a write Kafka did not take, writes are refused at once; one probe goes this often.
+_PROBE_EVERY_S = 2.0
 _TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory, "account": accounts}
 
 
@@ -52,6 +59,7 @@ class Engine:
     def __init__(self, app: LeadflowApp) -> None:
         self.app = app
         self._own = self._ident(URL(runtime.settings.canonical_url))
+        self._gate = WriteGate(cooldown_s=_PROBE_EVERY_S)
 
     @staticmethod
     def _ident(url: URL) -> tuple[str, int]:
@@ -69,17 +77,70 @@ class Engine:
     async def send_account_command(self, domain: str, command: AccountCommand) -> None:
         await self._acked([(account_commands, domain, command)])
 
-    @staticmethod
-    async def _acked(messages: list[tuple[Any, str, Any]]) -> None:
-        """Send and wait for Kafka's ack of every message: a 202 promises it is stored."""
+    async def _acked(self, messages: list[tuple[Any, str, Any]]) -> None:
+        """Send and wait for Kafka's ack of every message: a 202 promises it is stored.
+
+        While Kafka is known not to take writes the gate refuses at once (``WritesPaused``,
+        nothing sent); otherwise the send and the acks together are bounded by ``_ACK_TIMEOUT_S``.
+        """
+        ticket = self._gate.admit()
         try:
-            futures = [await topic.send(key=key, value=value) for topic, key, value in messages]
-            await asyncio.wait_for(asyncio.gather(*futures), _ACK_TIMEOUT_S)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
-            raise Unconfirmed("Kafka did not acknowledge in time") from exc
+            failure = await self._send_and_wait(messages)
+        except BaseException:
+            self._gate.abandoned(ticket)  # cancelled (or a bug): nothing learned about Kafka
+            raise
+        if failure is None:
+            down_for = self._gate.failing_for()
+            self._gate.ok(ticket)
+            if down_for is not None:
+                log.warning("Kafka takes this worker's writes again, %.1f s after the first it did not", down_for)
+            return
+        first = self._gate.failing_for() is None
+        self._gate.failed(ticket)
+        if first:
+            log.warning("Kafka did not take a write (%s): writes are refused at once, one probe every %.0f s "
+                        "until Kafka acknowledges again", failure, self._gate.cooldown_s)
+        raise failure
+
+    @staticmethod
+    async def _send_and_wait(messages: list[tuple[Any, str, Any]]) -> TransientError | None:
+        """``None`` when Kafka acknowledged every message within the bound, else what to raise.
+
+        The acks are waited for, never cancelled: Faust's ``Topic._on_published`` reads each
+        future's result when it completes, and a future cancelled by our timeout (the old
+        ``wait_for(gather(...))``) made it raise ``CancelledError`` inside an event-loop callback,
+        an ERROR traceback per failed capture. A record not acknowledged in time stays in the
+        producer's buffer and may still be stored: that is the ``Unconfirmed`` answer.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _ACK_TIMEOUT_S
+        futures: list[asyncio.Future[Any]] = []
+
+        async def send_all() -> None:
+            # Queueing can wait too (topic metadata, a full buffer): bounded with the acks.
+            for topic, key, value in messages:
+                futures.append(await topic.send(key=key, value=value))
+
+        try:
+            await asyncio.wait_for(send_all(), _ACK_TIMEOUT_S)
+        except (TimeoutError, asyncio.TimeoutError):
+            if futures:
+                return Unconfirmed("Kafka did not acknowledge in time")
+            return TransientError("Kafka did not take the records in time; none was sent")
         except Exception as exc:  # aiokafka raises a family of KafkaError types here
-            log.warning("send to Kafka failed: %s", type(exc).__name__)
-            raise TransientError(f"Kafka refused the records ({type(exc).__name__})") from exc
+            if futures:
+                return Unconfirmed(f"Kafka refused some of the records ({type(exc).__name__})")
+            return TransientError(f"Kafka refused the records ({type(exc).__name__})")
+        _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        failed = [f for f in futures if f.done() and (f.cancelled() or f.exception() is not None)]
+        if pending:
+            return Unconfirmed("Kafka did not acknowledge in time")
+        if not failed:
+            return None
+        name = "cancelled" if failed[0].cancelled() else type(failed[0].exception()).__name__
+        if len(failed) < len(futures):
+            return Unconfirmed(f"Kafka acknowledged only some of the records ({name})")
+        return TransientError(f"Kafka refused the records ({name})")
 
     def owner_of(self, entity: Entity, key: str) -> URL | None:
         """The web URL of the worker whose active partition holds ``key`` (from the assignor's map)."""
@@ -155,7 +216,14 @@ class Engine:
             # Scoring reads the won/lost board: a worker that has not caught up would score without it.
             return Readiness(False, "loading the outcome board")
         assigned = len(app.consumer.assignment()) if app.consumer else 0
-        return Readiness(True, f"{assigned} partition(s) assigned, tables recovered")
+        detail = f"{assigned} partition(s) assigned, tables recovered"
+        down_for = self._gate.failing_for()
+        if down_for is not None:
+            # Still ready (200): Kafka is shared, so an outage would make every worker unready at
+            # once and the load balancer would answer instead of our 503 + Retry-After, and reads
+            # served from the local tables would go too. Said here for people; docs/RELIABILITY.md.
+            detail += f"; Kafka has not taken this worker's writes for {down_for:.0f} s: writes answer 503"
+        return Readiness(True, detail)
 
 
 def _crm_events_auth() -> EventsAuth | None:
@@ -168,7 +236,15 @@ def _crm_events_auth() -> EventsAuth | None:
 
 
 def mount(app: LeadflowApp, faust_web: Any) -> None:
-    """Called by Faust while its web server initializes (before the aiohttp app freezes)."""
+    """Called by Faust while its web server initializes (before the aiohttp app freezes).
+
+    Faust calls it more than once for ``leadflow worker`` (``App.worker_init_post_autodiscover``
+    and ``Web.on_start`` both run ``init_server``). Each call added another API context, routes
+    never reached and every middleware again: ``/readyz`` read another engine than ``/v1``, and
+    each request was counted three times in ``leadflow_http_requests_total``. Only the first mounts.
+    """
+    if CONTEXT in faust_web.web_app:
+        return
     settings = runtime.settings
     keyring = Keyring(runtime.config.key_digests(),
                       [("api", key.reveal()) for key in settings.api_keys])

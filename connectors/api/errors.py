@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from connectors.lead_input import FieldError
+from connectors.api.write_gate import WritesPaused
 from leadflow.errors import TransientError, Unconfirmed
 
 __all__ = ["ApiError", "error_response", "json_response", "error_middleware"]
@@ -45,6 +46,22 @@ def error_response(status: int, code: str, message: str, fields: Sequence[FieldE
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: The channels whose capture ids follow the request's ``Idempotency-Key`` (connectors/api/leads.py, bulk.py).
+_KEYED_PATHS = frozenset({"/v1/leads", "/v1/leads/import"})
+
+
+def _retry_advice(request: web.Request) -> str:
+    """What makes the retry of an unconfirmed write safe, for this request: promise only what holds."""
+    if request.headers.get("Idempotency-Key") and request.path in _KEYED_PATHS:
+        # The same key gives the same capture ids, so the lead agent drops whichever copy comes second.
+        return "a retry with the same Idempotency-Key never captures a lead twice"
+    if request.path in _KEYED_PATHS:
+        return ("this request had no Idempotency-Key: send one with the retry (the same on every later retry); "
+                "a lead this attempt stored and the retry stores again counts as a second touch, never a second lead")
+    if request.path.startswith("/v1/providers/"):
+        return "the provider's redelivery never captures a lead twice (its capture ids come from the provider's ids)"
+    return "it may be applied already, and a retry may apply it a second time"
+
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -54,11 +71,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
     except Unconfirmed as exc:
-        # Sent, but not acknowledged in time: Kafka may still store it. A retry with the same
-        # Idempotency-Key keeps the capture ids, so the lead agent drops whatever was stored.
-        return error_response(503, "unavailable", f"not confirmed, retry shortly with the same Idempotency-Key: "
-                              f"{exc}, so the records may still be stored; the retry never captures a lead twice",
-                              headers={"Retry-After": "5"})
+        # Sent, but not acknowledged in time: Kafka may still store it.
+        return error_response(503, "unavailable", f"not confirmed, retry shortly: {exc}, so the records may still "
+                              f"be stored; {_retry_advice(request)}", headers={"Retry-After": "5"})
+    except WritesPaused as exc:
+        # Refused before anything was sent (Kafka did not take this worker's last write).
+        return error_response(503, "unavailable", f"not stored, retry shortly: {exc}",
+                              headers={"Retry-After": str(exc.retry_after_s)})
     except TransientError as exc:
         # Our side cannot store the request right now (Kafka down): say so and when to retry.
         return error_response(503, "unavailable", f"not stored, retry shortly: {exc}", headers={"Retry-After": "5"})

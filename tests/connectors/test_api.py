@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from connectors.api.openapi import openapi_document
 from connectors.api.ports import Readiness
+from connectors.api.write_gate import WritesPaused
 from connectors.lead_input import LEAD_FIELDS
 from connectors.webhooks import validate_secret
 from leadflow.errors import TransientError, Unconfirmed
@@ -334,6 +335,29 @@ async def test_an_unacknowledged_capture_is_503_that_does_not_claim_nothing_was_
     assert error["message"].startswith("not confirmed") and "not stored" not in error["message"]
     assert "same Idempotency-Key" in error["message"] and "may still be stored" in error["message"]
     assert response.headers["Retry-After"] == "5"
+
+
+async def test_an_unacknowledged_capture_without_a_key_promises_nothing_about_a_key_and_says_to_send_one(
+        client: Client, engine: FakeEngine) -> None:
+    # Without a key the capture ids are random: a retry is not deduplicated by them.
+    engine.capture_error = Unconfirmed("Kafka did not acknowledge in time")
+    for path, body in (("/v1/leads", {"email": "a@example.com"}), ("/v1/leads", {"leads": [{"email": "a@example.com"}]})):
+        response = await client.post(path, json=body, headers=AUTH)
+        message = (await error_of(response, 503, "unavailable"))["message"]
+        assert message.startswith("not confirmed") and "may still be stored" in message
+        assert "same Idempotency-Key" not in message and "never captures a lead twice" not in message
+        assert "no Idempotency-Key: send one with the retry" in message
+        assert response.headers["Retry-After"] == "5"
+
+
+async def test_a_write_refused_before_it_was_sent_is_503_not_stored_with_the_gate_s_retry_after(
+        client: Client, engine: FakeEngine) -> None:
+    engine.capture_error = WritesPaused("Kafka did not take this worker's last write (1 s ago); nothing was sent",
+                                        retry_after_s=2)
+    response = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=AUTH)
+    message = (await error_of(response, 503, "unavailable"))["message"]
+    assert message.startswith("not stored, retry shortly") and "Idempotency-Key" not in message
+    assert response.headers["Retry-After"] == "2"
 
 
 # --- reading a lead, disposition ---------------------------------------------------------

@@ -313,3 +313,71 @@ async def test_redis_stopped_capture_and_routing_go_on(
     finally:
         worker.stop()
         await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
+
+
+#: The API's bound on one write to Kafka (``streams/web.py``: ``_ACK_TIMEOUT_S``), plus slack.
+_WRITE_BOUND_S = 5.0 + 1.5
+
+
+@pytest.mark.timeout(240)
+async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_and_the_retry_gets_through(
+    spec: WorkerSpec, endpoints: dict[str, Endpoint], api: aiohttp.ClientSession
+) -> None:
+    spec.config_yaml = _config({"dot": endpoints["dot"].url})
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        await eventually(lambda: _reps(api, worker, 1), what="the rep")
+
+        async def capture(email: str, key: str | None = None) -> tuple[int, Any, Any, float]:
+            headers = {"Idempotency-Key": key} if key else {}
+            started = time.monotonic()
+            async with api.post(f"{worker.url}/v1/leads", json={"email": email}, headers=headers) as r:
+                return r.status, await r.json(content_type=None), r.headers, time.monotonic() - started
+
+        async def readyz() -> tuple[int, Any]:
+            async with api.get(f"{worker.url}/readyz") as r:
+                return r.status, await r.json()
+
+        await asyncio.to_thread(_stop_service, spec.stack, "kafka")
+        # The first capture of the outage is how the worker learns of it: it waits out the bound.
+        answers = [await capture("first@outage.example")]
+        # The next ones, while the worker knows Kafka did not take its last write, are answered at once.
+        answers += [await capture(f"next{i}@outage.example") for i in range(5)]
+        seconds = [round(a[3], 2) for a in answers]
+        print(f"\nkafka down: 503 after {seconds} s; first: {answers[0][1]['error']['message']!r}; "
+              f"next: {answers[1][1]['error']['message']!r}")
+        for status, body, headers, _ in answers:
+            assert status == 503 and body["error"]["code"] == "unavailable", body
+            assert int(headers["Retry-After"]) >= 1, headers
+            message = body["error"]["message"]
+            # No key was sent: no promise about "the same Idempotency-Key", but how to make a retry safe.
+            assert "same Idempotency-Key" not in message and "never captures a lead twice" not in message, message
+        assert answers[0][3] <= _WRITE_BOUND_S, seconds
+        assert max(a[3] for a in answers[1:]) < 1.0, seconds
+        # Counted once each (Faust initializes its web server twice: the API must be mounted once).
+        assert await _metric(worker, 'leadflow_http_requests_total{route="/v1/leads",status="503"}') == len(answers)
+        ready_status, ready = await readyz()
+        print(f"/readyz while Kafka is down: {ready_status} {ready}")
+        assert ready_status == 200 and "Kafka" in ready["detail"], ready
+
+        await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
+        # The client retries as told (Retry-After) until the capture is accepted.
+        retried_at = time.monotonic()
+        while True:
+            status, body, headers, _ = await capture("first@outage.example", key="outage-retry-1")
+            if status == 202:
+                break
+            assert status == 503 and headers.get("Retry-After"), (status, body)
+            assert time.monotonic() - retried_at < 90, "Kafka is back but captures are still refused"
+            await asyncio.sleep(int(headers["Retry-After"]))
+        print(f"accepted {time.monotonic() - retried_at:.1f} s after Kafka was started again")
+        lead_id = body["lead_id"]
+        await eventually(lambda: lead_id in endpoints["dot"].delivered(), timeout=60,
+                         what="the retried lead routed and notified")
+        assert "Kafka" not in (await readyz())[1]["detail"]
+        log = worker.log(lines=5000)
+        assert "Exception in callback" not in log and "CancelledError" not in log, log
+    finally:
+        worker.stop()
+        await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)  # leave it running for others

@@ -1,0 +1,86 @@
+"""Refuse writes at once while Kafka is known not to take them; let one probe write find out when it does.
+
+Without it every request of a Kafka outage waited out the whole acknowledgement bound before its
+``503``: clients and the server's connections were tied up for nothing. The gate is a circuit
+breaker fed by the API's own writes, not a guess about the producer's connections (an idle
+connection is closed after a while, which says nothing about the broker):
+
+* **closed** (Kafka took the last write): every write goes.
+* **open** (the last write failed or timed out, less than ``cooldown_s`` ago): refused at once,
+  nothing sent, so the answer can truthfully say *not stored*.
+* **half open** (``cooldown_s`` after the failure): one write goes, the probe; the others are
+  still refused until it is answered. Its success closes the gate, its failure opens it again.
+
+A refusal never follows a ``202``: the gate only ever answers *no* before anything is sent.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from leadflow.errors import TransientError
+
+__all__ = ["WriteGate", "WritesPaused", "Ticket"]
+
+
+class WritesPaused(TransientError):
+    """Not sent: Kafka did not take this worker's last write. ``retry_after_s``: when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted write; report its outcome exactly once (``ok``, ``failed`` or ``abandoned``)."""
+
+    probe: bool
+
+
+class WriteGate:
+    def __init__(self, cooldown_s: float, now: Callable[[], float] = time.monotonic) -> None:
+        #: Seconds after a failed write before the next write is let through to probe Kafka.
+        self.cooldown_s = cooldown_s
+        self._now = now
+        self._failed_at: float | None = None  # the last failure; None: closed
+        self._down_since: float | None = None  # the first failure since Kafka last took a write
+        self._probing = False
+
+    def admit(self) -> Ticket:
+        """A ticket for one write, or ``WritesPaused`` (nothing may be sent)."""
+        if self._failed_at is None:
+            return Ticket(probe=False)
+        wait = self._failed_at + self.cooldown_s - self._now()
+        if wait <= 0 and not self._probing:
+            self._probing = True
+            return Ticket(probe=True)
+        since = self._now() - self._failed_at
+        raise WritesPaused(f"Kafka did not take this worker's last write ({since:.0f} s ago); "
+                           f"nothing was sent", retry_after_s=max(1, math.ceil(wait)))
+
+    def ok(self, ticket: Ticket) -> None:
+        """Kafka acknowledged the write: it takes writes again, whatever the other writes saw."""
+        self._failed_at = self._down_since = None
+        self._release(ticket)
+
+    def failed(self, ticket: Ticket) -> None:
+        """Kafka refused the write or did not acknowledge it within the bound."""
+        self._failed_at = self._now()
+        if self._down_since is None:
+            self._down_since = self._failed_at
+        self._release(ticket)
+
+    def abandoned(self, ticket: Ticket) -> None:
+        """The write was cancelled before its outcome was known: no news about Kafka."""
+        self._release(ticket)
+
+    def _release(self, ticket: Ticket) -> None:
+        if ticket.probe:
+            self._probing = False
+
+    def failing_for(self) -> float | None:
+        """Seconds since the first failed write of this outage; ``None`` while Kafka takes writes."""
+        return None if self._down_since is None else self._now() - self._down_since
