@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from rules.capture import CapturedLead, derive_lead_id, normalize_email, normalize_phone
+from rules.capture import CapturedLead, country_problem, derive_lead_id, normalize_email, normalize_phone
 
 __all__ = ["FieldError", "LeadInvalid", "ValidLead", "validate_lead", "LEAD_FIELDS", "LEAD_INPUT_MODEL"]
 
@@ -87,6 +87,10 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
         raise LeadInvalid(shape_errors) from None
     errors: list[FieldError] = []
     email = phone = None
+    country = raw.country
+    if country is not None and (problem := country_problem(country)) is not None:
+        errors.append(FieldError(_loc(("country",), prefix), problem))
+        country = None  # not a region to read a local phone number in: the phone gets its own reason
     if raw.email:
         try:
             checked = validate_email(raw.email, check_deliverability=False)
@@ -95,7 +99,7 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
             errors.append(FieldError(_loc(("email",), prefix), str(exc)))
     if raw.phone:
         try:
-            phone = normalize_phone(raw.phone, raw.country)
+            phone = normalize_phone(raw.phone, country)
         except ValueError as exc:
             hint = "" if raw.phone.startswith("+") or raw.country else "; give it in +E.164 form or set country"
             errors.append(FieldError(_loc(("phone",), prefix), f"{exc}{hint}"))

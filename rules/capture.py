@@ -14,7 +14,19 @@ __all__ = [
     "identity_email",
     "normalize_phone",
     "derive_lead_id",
+    "COUNTRY_CODES",
+    "country_problem",
 ]
+
+#: ISO 3166-1 alpha-2 codes, from the phone library's regions (already a dependency; its data is
+#: updated with ISO's), adjusted to the standard: ISO codes without telephone metadata added
+#: (Antarctica, Bouvet, South Georgia, Heard Island, Pitcairn, French Southern, US Minor Outlying
+#: Islands); the ITU-only regions Ascension (AC) and Tristan da Cunha (TA), both part of SH,
+#: removed. XK (Kosovo) stays: user-assigned in ISO, but what the EU, CLDR and phone plans use.
+COUNTRY_CODES: frozenset[str] = frozenset(
+    (set(phonenumbers.SUPPORTED_REGIONS) - {"AC", "TA"}) | {"AQ", "BV", "GS", "HM", "PN", "TF", "UM"})
+#: Codes people send that are not ISO 3166-1 alpha-2, and the code they mean.
+_MEANT = {"UK": "GB", "EL": "GR"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +65,14 @@ class Touch:
 def normalize_email(raw: str) -> str:
     """Trim and lower-case an e-mail address (both parts: providers treat them case-blind)."""
     return raw.strip().lower()
+
+
+def country_problem(code: str) -> str | None:
+    """Why ``code`` (two upper-case letters) is not a country code; ``None`` when it is one."""
+    if code in COUNTRY_CODES:
+        return None
+    meant = _MEANT.get(code)
+    return f"{code} is not an ISO 3166-1 alpha-2 country code" + (f"; use {meant}" if meant else "")
 
 
 def normalize_phone(raw: str, default_region: str | None = None) -> str:

@@ -79,7 +79,6 @@ def test_phone_is_stored_in_e164(phone: str, country: str | None, e164: str) -> 
     ("call me", "US", "not a phone number (The string supplied did not seem to be a phone number.)"),
     ("+1 555 0100", None, "not a valid phone number for its country"),
     ("12", "US", "not a valid phone number for its country"),
-    ("612 345 678", "ZZ", "not a phone number (Missing or invalid default region.)"),
 ])
 def test_an_invalid_phone_says_why_and_how_to_fix_it(phone: str, country: str | None, reason: str) -> None:
     data = {"phone": phone} if country is None else {"phone": phone, "country": country}
@@ -98,6 +97,34 @@ def test_country_is_an_upper_case_alpha_2_code(country: str, stored: str) -> Non
 def test_a_bad_country_names_the_expected_form(country: str) -> None:
     assert invalid({"email": "a@example.com", "country": country}) == {
         "country": "expected an ISO 3166-1 alpha-2 country code such as US or DE"}
+
+
+@pytest.mark.parametrize(("country", "reason"), [
+    ("XX", "XX is not an ISO 3166-1 alpha-2 country code"),
+    ("zz", "ZZ is not an ISO 3166-1 alpha-2 country code"),
+    ("AC", "AC is not an ISO 3166-1 alpha-2 country code"),  # a phone region (Ascension), part of SH
+    ("UK", "UK is not an ISO 3166-1 alpha-2 country code; use GB"),
+])
+def test_two_letters_that_are_no_country_are_refused_naming_the_field(country: str, reason: str) -> None:
+    assert invalid({"email": "a@example.com", "country": country}) == {"country": reason}
+    assert invalid({"email": "a@example.com", "country": country}, prefix="leads[2]") == {"leads[2].country": reason}
+
+
+@pytest.mark.parametrize("country", ["GB", "AQ", "BV", "UM", "PN", "XK", "SH", "SS", "CW"])
+def test_every_iso_country_is_accepted_even_without_a_phone_plan(country: str) -> None:
+    assert valid({"email": "a@example.com", "country": country}).lead.country == country
+
+
+def test_the_country_list_is_iso_3166_1s_249_codes_and_kosovo() -> None:
+    from rules.capture import COUNTRY_CODES
+
+    assert len(COUNTRY_CODES) == 250 and "XK" in COUNTRY_CODES and not {"AC", "TA", "UK", "EU"} & COUNTRY_CODES
+
+
+def test_a_local_phone_with_an_unknown_country_gets_both_reasons() -> None:
+    assert invalid({"phone": "612 345 678", "country": "XX"}) == {
+        "country": "XX is not an ISO 3166-1 alpha-2 country code",
+        "phone": "not a phone number (Missing or invalid default region.)"}
 
 
 @pytest.mark.parametrize(("attributes", "stored"), [
