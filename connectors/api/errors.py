@@ -89,7 +89,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _CODES.get(exc.status, "error")
-        message = exc.reason if exc.status != 404 else f"no route for {request.method} {request.path}"
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            # The Allow header says it to machines; the message says it to the person reading it.
+            message = (f"{request.method} is not allowed on {request.path}; "
+                       f"allowed: {', '.join(sorted(exc.allowed_methods))}")
+        else:
+            message = exc.reason if exc.status != 404 else f"no route for {request.method} {request.path}"
         return error_response(exc.status, code, message, headers={k: v for k, v in exc.headers.items()
                                                                  if k.lower() == "allow"})
     except Exception:

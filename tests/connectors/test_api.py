@@ -228,6 +228,15 @@ async def test_unknown_routes_and_methods_answer_json(client: Client, method: st
         assert error == {"code": "not_found", "message": f"no route for {method} {path}"}
     else:
         assert error["code"] == "method_not_allowed" and response.headers["Allow"]
+        allowed = ", ".join(sorted(m.strip() for m in response.headers["Allow"].split(",")))
+        assert error["message"] == f"{method} is not allowed on {path}; allowed: {allowed}"
+
+
+async def test_get_on_a_rep_names_put_as_the_method_to_use(client: Client) -> None:
+    response = await client.get("/v1/reps/ana", headers=AUTH)
+    assert await error_of(response, 405) == {"code": "method_not_allowed",
+                                             "message": "GET is not allowed on /v1/reps/ana; allowed: PUT"}
+    assert response.headers["Allow"] == "PUT"
 
 
 # Any JSON value, and lead- and batch-shaped objects with arbitrary values in the real fields.
