@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from leadflow.errors import LeadflowError
 from ops.demo.run import CONFIG_PATH, load_demo_settings, run_demo
@@ -17,7 +18,7 @@ from ops.stack import StackConfig, stack_down, stack_status, stack_up
 from ops.demo.stopping import StopSignals
 from ops.stack.process import PidFile, start_process, stop_process, tail
 
-__all__ = ["launch_demo", "report_command", "stack_after_stop"]
+__all__ = ["DEMO_ENV", "launch_demo", "report_command", "stack_after_stop"]
 
 _READY_TIMEOUT_S = 120.0
 
@@ -55,6 +56,18 @@ def _wait_ready(url: str, worker_log: Path, proc_alive: Callable[[], bool]) -> N
         time.sleep(0.5)
     raise LeadflowError(f"the worker was not ready after {_READY_TIMEOUT_S:.0f} s; its log ends with:\n"
                         f"{tail(worker_log, 30)}")
+
+
+#: DEMO ONLY, published in docs/capture.md so its examples run against the demo: the Facebook and
+#: Typeform webhook secrets (config.yaml's ``providers:`` names these variables) and the host the
+#: HTML form example redirects to. They are set for the demo's worker whatever the environment
+#: holds, so the documented values always work; they are not secrets and protect nothing.
+DEMO_ENV: Final[dict[str, str]] = {
+    "LEADFLOW_FACEBOOK_APP_SECRET": "demo-facebook-app-secret-not-a-secret",
+    "LEADFLOW_FACEBOOK_VERIFY_TOKEN": "demo-facebook-verify-token-not-a-secret",
+    "LEADFLOW_TYPEFORM_SECRET": "demo-typeform-secret-not-a-secret",
+    "LEADFLOW_ALLOWED_REDIRECT_HOSTS": "www.example.com",
+}
 
 
 def report_command(topic_prefix: str, kafka_url: str) -> str:
@@ -102,6 +115,7 @@ def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int
             # A fresh app id and topic prefix per run: the demo starts from an empty slate every time.
             env = {
                 **os.environ,
+                **DEMO_ENV,
                 "LEADFLOW_BROKER": stack.kafka_url,
                 "LEADFLOW_REDIS_URL": stack.redis_url,
                 "LEADFLOW_CONFIG": str(config),

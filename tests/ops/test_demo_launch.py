@@ -1,15 +1,24 @@
-"""``leadflow run``: stop signals, and what happens to the stack."""
+"""``leadflow run``: stop signals, what happens to the stack, and the config the capture examples need."""
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+from pathlib import Path
 
 import pytest
+import yaml
 
-from ops.demo.launch import report_command, stack_after_stop
+from connectors.api.forms import redirect_problem
+from connectors.providers import ProvidersConfig
+from leadflow.errors import ConfigError
+from ops.demo.launch import DEMO_ENV, report_command, stack_after_stop
+from ops.demo.run import CONFIG_PATH
 from ops.demo.stopping import StopRequested, StopSignals
 
+REPO = Path(__file__).resolve().parents[2]
+CAPTURE_MD = REPO / "docs" / "capture.md"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
@@ -65,6 +74,39 @@ def test_the_report_command_names_the_runs_topic_and_a_moved_broker() -> None:
         "leadflow report --topic demo20260302093000.lead.events -o report.html"
     assert report_command("demo1.", "kafka://127.0.0.1:44092") == \
         "leadflow report --broker kafka://127.0.0.1:44092 --topic demo1.lead.events -o report.html"
+
+
+def _doc_exports() -> dict[str, str]:
+    text = CAPTURE_MD.read_text(encoding="utf-8")
+    return dict(re.findall(r"^export (LEADFLOW_[A-Z_]+)=(\S+)\s+# DEMO ONLY$", text, re.M))
+
+
+def test_capture_md_publishes_the_demos_provider_secrets() -> None:
+    secrets = {k: v for k, v in DEMO_ENV.items() if k != "LEADFLOW_ALLOWED_REDIRECT_HOSTS"}
+    assert _doc_exports() == secrets
+    assert all("not-a-secret" in value for value in secrets.values())
+
+
+def test_the_demo_config_configures_both_providers_from_the_demo_env() -> None:
+    document = yaml.safe_load(CONFIG_PATH.read_text(encoding="utf-8"))
+    providers = ProvidersConfig.model_validate(document["providers"])
+    resolved = providers.resolve(DEMO_ENV)
+    assert resolved.facebook is not None and resolved.typeform is not None
+    assert resolved.facebook.app_secret == DEMO_ENV["LEADFLOW_FACEBOOK_APP_SECRET"]
+    assert resolved.typeform.secret == DEMO_ENV["LEADFLOW_TYPEFORM_SECRET"]
+    # The Typeform example's form maps its company question.
+    assert resolved.typeform.forms["lT4Z3j"] == {"company_ref": "company"}
+    with pytest.raises(ConfigError, match="LEADFLOW_FACEBOOK_APP_SECRET"):
+        providers.resolve({})  # the worker needs the launcher's environment
+
+
+def test_the_html_form_examples_redirect_is_allowed_on_the_demo() -> None:
+    text = CAPTURE_MD.read_text(encoding="utf-8")
+    targets = set(re.findall(r"_redirect=(https://[^' ]+)'", text))
+    assert targets == {"https://www.example.com/thanks"}
+    hosts = DEMO_ENV["LEADFLOW_ALLOWED_REDIRECT_HOSTS"].split(",")
+    for target in targets:
+        assert redirect_problem(target, hosts) is None
 
 
 @pytest.mark.parametrize(("sig", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP"), (signal.SIGINT, "Ctrl-C")])
