@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metrics", action="append", default=[], metavar="URL_OR_FILE",
                         help="summarize a worker's /metrics instead of lead.events (a URL such as "
                              "http://localhost:6066, or a saved scrape); repeat once per worker")
-    report.add_argument("--broker", help="Kafka bootstrap (default $LEADFLOW_BROKER or kafka://127.0.0.1:9092)")
+    report.add_argument("--broker", help="Kafka bootstrap (default $LEADFLOW_BROKER, else the local stack's: "
+                                         "kafka://127.0.0.1:$LEADFLOW_KAFKA_PORT, 9092 unless set)")
     report.add_argument("--topic", help="the events topic (default: $LEADFLOW_TOPIC_PREFIX + lead.events)")
     report.add_argument("--max-events", type=int, default=1_000_000,
                         help="stop reading after this many events (default %(default)s)")
@@ -325,7 +326,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"leadflow report: {exc}", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    broker = args.broker or settings.broker
+    broker = args.broker  # None: $LEADFLOW_BROKER or the local stack's (ops.report.default_broker)
     topic = args.topic or f"{settings.topic_prefix}lead.events"
     try:
         summary = asyncio.run(run_report(broker=broker, topic=topic, since_s=since_s, metrics=args.metrics,

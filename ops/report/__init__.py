@@ -26,7 +26,6 @@ __all__ = ["Distribution", "LoadRow", "Summary", "TopicNotFound", "summarize_eve
            "default_broker", "resolve_broker", "run_report"]
 
 #: The broker ``Settings`` falls back to without ``LEADFLOW_BROKER`` (streams/settings.py).
-_SETTINGS_DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
 
 def parse_window(text: str) -> float:
@@ -50,16 +49,8 @@ def default_broker(environ: Mapping[str, str] | None = None) -> str:
 
 
 def resolve_broker(broker: str | None, environ: Mapping[str, str] | None = None) -> str:
-    """The broker to read: ``broker`` as given, or ``default_broker()`` when there is none.
-
-    ``leadflow report`` passes ``--broker`` or else ``Settings.broker``, which is 127.0.0.1:9092
-    whenever ``LEADFLOW_BROKER`` is unset, whatever ``LEADFLOW_KAFKA_PORT`` says: that built-in
-    value, with ``LEADFLOW_BROKER`` unset, is taken as "no broker given" too.
-    """
-    env = os.environ if environ is None else environ
-    if not broker or (broker == _SETTINGS_DEFAULT_BROKER and not env.get("LEADFLOW_BROKER")):
-        return default_broker(env)
-    return broker
+    """The broker to read: ``broker`` as given (``--broker``), or ``default_broker()`` when there is none."""
+    return broker or default_broker(environ)
 
 
 async def run_report(*, broker: str | None, topic: str, since_s: float, metrics: list[str], max_events: int) -> Summary:

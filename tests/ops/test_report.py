@@ -195,11 +195,9 @@ def test_a_missing_topic_names_the_lead_events_topics_that_exist_newest_first() 
     # Neither --broker nor LEADFLOW_BROKER: the local stack, on LEADFLOW_KAFKA_PORT if set.
     (None, {}, "kafka://127.0.0.1:9092"),
     (None, {"LEADFLOW_KAFKA_PORT": "44092"}, "kafka://127.0.0.1:44092"),
-    # What `leadflow report` passes then (Settings' default) means the same.
-    ("kafka://127.0.0.1:9092", {"LEADFLOW_KAFKA_PORT": "44092"}, "kafka://127.0.0.1:44092"),
-    # LEADFLOW_BROKER (which Settings also reads) and any other --broker win.
-    ("kafka://127.0.0.1:9092", {"LEADFLOW_BROKER": "kafka://127.0.0.1:9092", "LEADFLOW_KAFKA_PORT": "44092"},
-     "kafka://127.0.0.1:9092"),
+    # LEADFLOW_BROKER and any --broker win, 9092 included.
+    (None, {"LEADFLOW_BROKER": "kafka://127.0.0.1:9092", "LEADFLOW_KAFKA_PORT": "44092"}, "kafka://127.0.0.1:9092"),
+    ("kafka://127.0.0.1:9092", {"LEADFLOW_KAFKA_PORT": "44092"}, "kafka://127.0.0.1:9092"),
     (None, {"LEADFLOW_BROKER": "kafka://k1:9092;k2:9092", "LEADFLOW_KAFKA_PORT": "44092"}, "kafka://k1:9092;k2:9092"),
     ("kafka://k9:9092", {"LEADFLOW_KAFKA_PORT": "44092"}, "kafka://k9:9092"),
 ])
@@ -207,7 +205,3 @@ def test_the_default_broker_is_the_local_stack(given: str | None, environ: dict[
     assert resolve_broker(given, environ) == expected
 
 
-def test_the_stand_in_for_no_broker_is_what_settings_defaults_to() -> None:
-    from streams.settings import Settings
-
-    assert resolve_broker(Settings.from_env({}).broker, {"LEADFLOW_KAFKA_PORT": "44092"}) == "kafka://127.0.0.1:44092"
