@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 
 from ops.metrics import Metrics
@@ -81,16 +82,58 @@ class LeadflowApp(faust.App):
 #: memtables flush often; our values are small and the OS page cache keeps the SST files warm.
 ROCKSDB_WRITE_BUFFER_BYTES = 4 * 2**20
 ROCKSDB_MAX_WRITE_BUFFERS = 2
-ROCKSDB_BLOCK_CACHE_BYTES = 8 * 2**20
+#: The block cache, and the memtables of every store together, each bounded for the whole process
+#: (one ``rocksdict.Cache`` and one ``WriteBufferManager`` shared by every store). Per store, the
+#: bounds above still allowed 80 stores (10 tables × 8 partitions) 16 MiB each: 1.3 GB, growing
+#: with the partition count, not with the data (docs/PERFORMANCE.md, "soak").
+ROCKSDB_BLOCK_CACHE_BYTES = 64 * 2**20
+ROCKSDB_MEMTABLES_BYTES = 64 * 2**20
+
+_shared_memory: tuple[Any, Any] | None = None
+
+
+def _rocksdb_shared() -> tuple[Any, Any]:
+    """The process's one block cache and one write buffer manager (made on first use)."""
+    global _shared_memory
+    if _shared_memory is None:
+        _shared_memory = (rocksdict.Cache(ROCKSDB_BLOCK_CACHE_BYTES),
+                          rocksdict.WriteBufferManager(ROCKSDB_MEMTABLES_BYTES, False))  # flush early, never stall
+    return _shared_memory
+
+
+def _shared_memory_options(self: faust_rocksdb.RocksDBOptions) -> Any:
+    """``RocksDBOptions.as_options`` for rocksdict: the options Faust sets (the same values), with
+    the process's shared block cache and write buffer manager instead of a cache per store."""
+    if not self.use_rocksdict:
+        return _faust_as_options(self)
+    cache, write_buffers = _rocksdb_shared()
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_max_open_files(-1 if self.max_open_files is None else self.max_open_files)  # -1: no limit
+    options.set_write_buffer_size(self.write_buffer_size)
+    options.set_max_write_buffer_number(self.max_write_buffer_number)
+    options.set_target_file_size_base(self.target_file_size_base)
+    options.set_write_buffer_manager(write_buffers)
+    blocks = rocksdict.BlockBasedOptions()
+    blocks.set_bloom_filter(self.bloom_filter_size, block_based=True)
+    blocks.set_block_cache(cache)
+    blocks.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+    options.set_block_based_table_factory(blocks)
+    return options
+
+
+_faust_as_options = faust_rocksdb.RocksDBOptions.as_options
 
 
 def _bound_rocksdb() -> None:
     """Faust 0.15 has no app setting for store options (only a per-table ``options=``): set the
-    defaults every RocksDB store of this process is opened with, windowed tables included."""
+    defaults every RocksDB store of this process is opened with, windowed tables included, and
+    share one block cache and one memtable budget among them."""
     options = faust_rocksdb.RocksDBOptions
     options.write_buffer_size = ROCKSDB_WRITE_BUFFER_BYTES
     options.max_write_buffer_number = ROCKSDB_MAX_WRITE_BUFFERS
     options.block_cache_size = ROCKSDB_BLOCK_CACHE_BYTES
+    options.as_options = _shared_memory_options  # type: ignore[method-assign]
 
 
 def config_digest(config: LeadflowConfig) -> str:

@@ -1,7 +1,9 @@
-"""Every RocksDB store the worker opens is bounded (``streams/app.py`` ``_bound_rocksdb``)."""
+"""Every RocksDB store the worker opens is bounded (``streams/app.py`` ``_bound_rocksdb``), and all of
+them together share one block cache and one memtable budget."""
 from __future__ import annotations
 
-from streams.app import ROCKSDB_BLOCK_CACHE_BYTES, ROCKSDB_MAX_WRITE_BUFFERS, ROCKSDB_WRITE_BUFFER_BYTES, app
+from streams.app import (ROCKSDB_BLOCK_CACHE_BYTES, ROCKSDB_MAX_WRITE_BUFFERS, ROCKSDB_MEMTABLES_BYTES,
+                         ROCKSDB_WRITE_BUFFER_BYTES, _rocksdb_shared, app)
 from streams.codec import SCHEMA
 from streams.tables._table import CodecTable
 
@@ -14,7 +16,6 @@ def test_a_table_store_opens_with_small_memtables_and_block_cache() -> None:
         ROCKSDB_WRITE_BUFFER_BYTES, ROCKSDB_MAX_WRITE_BUFFERS, ROCKSDB_BLOCK_CACHE_BYTES)
     # Faust's defaults were 64 MiB × 3 memtables and a 2 GiB block cache per partition store.
     assert options.write_buffer_size * options.max_write_buffer_number <= 16 * 2**20
-    assert options.block_cache_size <= 64 * 2**20
     db = store._db_for_partition(0)  # the options reach RocksDB itself
     db.put(b"k", b"v")
     assert db.get(b"k") == b"v"
@@ -26,3 +27,24 @@ def test_a_windowed_table_gets_them_too() -> None:
 
     store = team_minute.table._new_store_by_url("rocksdb://")
     assert store.rocksdb_options.write_buffer_size == ROCKSDB_WRITE_BUFFER_BYTES
+
+
+def test_every_store_shares_one_block_cache_and_one_memtable_budget() -> None:
+    table = CodecTable(app, name="rocksdb_shared_test", key_type=str, schema=SCHEMA)
+    store = table._new_store_by_url("rocksdb://")
+    cache, write_buffers = _rocksdb_shared()
+    assert write_buffers.get_buffer_size() == ROCKSDB_MEMTABLES_BYTES
+    first, second = store._db_for_partition(0), store._db_for_partition(1)
+    for index in range(2000):
+        first.put(f"a{index}".encode(), b"x" * 300)
+        second.put(f"b{index}".encode(), b"y" * 300)
+    memtables = [db.property_int_value("rocksdb.cur-size-all-mem-tables") for db in (first, second)]
+    # Both stores' memtables are charged to the one budget (a store of its own would charge none).
+    assert write_buffers.get_usage() >= sum(memtables) > 0
+    # Both report the one cache: its capacity, and the same usage as it once a block is read through it.
+    first.flush()
+    assert first.get(b"a7") == b"x" * 300
+    for db in (first, second):
+        assert db.property_int_value("rocksdb.block-cache-capacity") == ROCKSDB_BLOCK_CACHE_BYTES
+        assert db.property_int_value("rocksdb.block-cache-usage") == cache.get_usage() > 0
+    store._dbs.clear()
