@@ -61,6 +61,17 @@ def _tables() -> dict[str, Any]:
     return found
 
 
+def _shared() -> dict[str, int]:
+    """The block cache and memtable budget every store shares (``streams.app``): each store reports
+    the shared cache's usage as its own, so the per-table ``block-cache-usage`` sums count it once
+    per store; this is the real figure."""
+    shared = getattr(sys.modules.get("streams.app"), "_shared_memory", None)
+    if shared is None:
+        return {}
+    cache, write_buffers = shared
+    return {"block_cache": int(cache.get_usage()), "memtables": int(write_buffers.get_usage())}
+
+
 def _sample(out: str, interval: float, trace: bool, snap_every: int) -> None:
     began = time.time()
     count = 0
@@ -74,6 +85,7 @@ def _sample(out: str, interval: float, trace: bool, snap_every: int) -> None:
             row["traced"] = tracemalloc.get_traced_memory()[0]
         try:
             row["tables"] = _tables()
+            row["shared"] = _shared()
         except Exception as exc:  # the app is starting or stopping
             row["tables_error"] = repr(exc)
         with open(out, "a") as f:
@@ -86,12 +98,14 @@ def _faust_rocksdb_defaults() -> None:
     from faust.stores import rocksdb
 
     init = rocksdb.RocksDBOptions.__init__
+    faust_options = rocksdb.RocksDBOptions.as_options  # before streams.app shares one cache and budget
 
     def with_defaults(self: Any, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
         self.write_buffer_size = rocksdb.DEFAULT_WRITE_BUFFER_SIZE
         self.max_write_buffer_number = rocksdb.DEFAULT_MAX_WRITE_BUFFER_NUMBER
         self.block_cache_size = rocksdb.DEFAULT_BLOCK_CACHE_SIZE
+        self.as_options = faust_options.__get__(self)  # a cache of its own per store, as in Faust
 
     rocksdb.RocksDBOptions.__init__ = with_defaults  # type: ignore[method-assign]
 
