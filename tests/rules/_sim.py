@@ -93,10 +93,15 @@ class Bus:
         """Put one message on the bus, run to quiescence, return everything sent meanwhile."""
         return self.put(Outgoing(channel=channel, key=key, value=value))
 
-    def put(self, message: Outgoing) -> list[Outgoing]:
-        """``send`` for a message already made (one sent before, read again)."""
+    def put(self, *messages: Outgoing) -> list[Outgoing]:
+        """``send`` for messages already made (sent before, read again), in this order.
+
+        All of them are queued before any is delivered, so whatever they make is delivered after
+        the last of them: as in Kafka, where messages already in a topic are read before any
+        appended since (a replay's answers come after the replayed commands).
+        """
         mark = len(self.sent)
-        self._pending.append(message)
+        self._pending.extend(messages)
         while self._pending:
             message = self._pending.popleft()
             self.sent.append(message)
