@@ -19,12 +19,12 @@ with time as an argument:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final, Literal, TypeAlias
 
 from rules.commands import Notify
+from sla.config import parse_duration
 
 __all__ = [
     "STANDARD_SCHEDULE",
@@ -47,8 +47,6 @@ STANDARD_SCHEDULE: Final[tuple[float, ...]] = (5.0, 300.0, 1800.0, 7200.0, 18000
 #: A lead gets a handful of webhooks per cycle; past this the oldest is dead-lettered.
 MAX_PENDING_PER_LEAD: Final = 16
 
-_UNITS: Final = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DELAY: Final = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*")
 
 
 def parse_schedule(text: str) -> tuple[float, ...]:
@@ -60,12 +58,12 @@ def parse_schedule(text: str) -> tuple[float, ...]:
         return ()
     delays = []
     for index, item in enumerate(text.split(",")):
-        match = _DELAY.fullmatch(item)
-        if match is None:
+        try:
+            value = parse_duration(item)  # the config's one duration parser
+        except ValueError:
+            value = math.nan
+        if not 0 <= value < math.inf:
             raise ValueError(f"item {index + 1} ({item.strip()!r}) is not a delay such as 5s, 5m, 2h or 0.5")
-        value = float(match.group(1)) * _UNITS[match.group(2) or ""]
-        if not math.isfinite(value):
-            raise ValueError(f"item {index + 1} ({item.strip()!r}) is not a finite delay")
         delays.append(value)
     return tuple(delays)
 

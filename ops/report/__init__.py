@@ -29,14 +29,15 @@ __all__ = ["Distribution", "LoadRow", "Summary", "TopicNotFound", "summarize_eve
 
 
 def parse_window(text: str) -> float:
-    """``90s``, ``30m``, ``24h``, ``7d`` (or bare seconds) -> seconds; ``ValueError`` names the input."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    raw = text.strip().lower()
+    """``90s``, ``30m``, ``24h``, ``7d``, ``1d12h`` (or bare seconds) -> seconds: the config's one
+    duration parser (``sla.config.parse_duration``); ``ValueError`` names the input."""
+    from sla.config import parse_duration
+
     try:
-        value = float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in units else float(raw)
+        value = parse_duration(text)
     except ValueError:
-        raise ValueError(f"--since {text!r}: expected a duration such as 30m, 24h or 7d") from None
-    if not value > 0:
+        raise ValueError(f"--since {text!r}: expected a duration such as 30m, 24h, 7d or 1d12h") from None
+    if not 0 < value < float("inf"):
         raise ValueError(f"--since {text!r}: must be positive")
     return value
 

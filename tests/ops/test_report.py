@@ -137,12 +137,13 @@ def test_an_empty_window_still_renders() -> None:
     assert "no observations" in page and "No lifecycle transitions" in page
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800), ("15", 15)])
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800), ("15", 15),
+                                                  ("1d12h", 129600)])
 def test_windows_parse(text: str, seconds: float) -> None:
     assert parse_window(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "-1h", "0"])
+@pytest.mark.parametrize("text", ["", "soon", "-1h", "0", "inf", "-5"])
 def test_bad_windows_are_refused_by_name(text: str) -> None:
     with pytest.raises(ValueError, match="--since"):
         parse_window(text)
