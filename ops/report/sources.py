@@ -63,8 +63,12 @@ def _quiet_aiokafka() -> Iterator[None]:
 
 
 def lead_events_topics(topics: Iterable[str]) -> list[str]:
-    """The ``*lead.events`` topics among ``topics``, newest demo run first (its prefix is a timestamp)."""
-    return sorted((t for t in topics if t.endswith("lead.events")), reverse=True)
+    """The ``*lead.events`` topics among ``topics``: the demo's runs first, newest first (their prefix
+    is ``demo<timestamp>.``), then the others by name. A broker shared with tests or other
+    deployments holds many; the few named in the error are the demo's, which a report mostly wants."""
+    found = [t for t in topics if t.endswith("lead.events")]
+    demos = sorted((t for t in found if t.startswith("demo")), reverse=True)
+    return demos + sorted(t for t in found if not t.startswith("demo"))
 
 
 async def read_events(broker: str, topic: str, since_s: float, *, max_events: int = 1_000_000,

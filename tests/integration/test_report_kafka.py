@@ -24,6 +24,12 @@ from ops.stack import StackConfig
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _demo_run() -> str:
+    """A run id as the demo makes them (``demo<timestamp>``), newer than any demo run before it, and
+    unique: a broker shared with the whole suite holds many ``*lead.events`` topics."""
+    return time.strftime("demo%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
+
+
 async def _make_topic(stack: StackConfig, name: str, events: Sequence[dict[str, object]] = ()) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     await admin.start()
@@ -43,7 +49,7 @@ async def _make_topic(stack: StackConfig, name: str, events: Sequence[dict[str, 
 
 async def test_a_missing_topic_fails_at_once_naming_the_lead_events_topics_there(
         stack: StackConfig, caplog: pytest.LogCaptureFixture) -> None:
-    run = "demo" + uuid.uuid4().hex[:12]
+    run = _demo_run()
     await _make_topic(stack, f"{run}.lead.events")
     missing = f"nothing{uuid.uuid4().hex[:8]}.lead.events"
     began = time.monotonic()
@@ -68,7 +74,7 @@ async def test_an_existing_topic_is_read_to_its_end(stack: StackConfig) -> None:
 
 
 async def test_the_cli_defaults_to_the_stacks_port_and_says_it_in_one_line(stack: StackConfig, tmp_path: Path) -> None:
-    run = "demo" + uuid.uuid4().hex[:12]
+    run = _demo_run()
     await _make_topic(stack, f"{run}.lead.events")
     env = {k: v for k, v in os.environ.items() if k not in ("LEADFLOW_BROKER", "LEADFLOW_TOPIC_PREFIX")}
     env["LEADFLOW_KAFKA_PORT"] = str(stack.kafka_port)
