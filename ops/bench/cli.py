@@ -158,7 +158,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra environment for the workers, repeatable: A/B a setting, e.g. "
                              "PRODUCER_LINGER=0.005 (Faust reads its settings' env names)")
 
-    load = commands.add_parser("load", parents=[common], help="throughput and latency at several rates",
+    # The deployment a load or soak run feeds: the teams, their reps and how leads reach them.
+    shape = argparse.ArgumentParser(add_help=False)
+    shape.add_argument("--batch", type=int, default=100, help="most leads per HTTP request (default 100)")
+    shape.add_argument("--teams", type=int, default=4, help="teams; leads spread over them by country (default 4)")
+    shape.add_argument("--reps", type=int, default=10, help="reps per team (default 10)")
+    shape.add_argument("--capacity", type=int, default=50, help="open leads per rep (default 50)")
+
+    load = commands.add_parser("load", parents=[common, shape], help="throughput and latency at several rates",
                                description=_LOAD_DESCRIPTION, epilog=_LOAD_EPILOG,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     load.add_argument("--rates", type=_rates, default="25,50,100,max,half",
@@ -169,10 +176,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                       help="worker counts to measure, each a fresh deployment (default 1; try 1,2)")
     load.add_argument("--duration", type=float, default=20.0, help="seconds of feed per fixed-rate step (default 20)")
     load.add_argument("--max-leads", type=int, default=3000, help="leads offered at once in a max step (default 3000)")
-    load.add_argument("--batch", type=int, default=100, help="most leads per HTTP request (default 100)")
-    load.add_argument("--teams", type=int, default=4, help="teams; leads spread over them by country (default 4)")
-    load.add_argument("--reps", type=int, default=10, help="reps per team (default 10)")
-    load.add_argument("--capacity", type=int, default=50, help="open leads per rep (default 50)")
     load.add_argument("--no-dispose", dest="dispose", action="store_false",
                       help="do not close leads after their webhook (reps then get the maximum capacity, "
                            "1000; the team state grows with every open lead)")
@@ -211,7 +214,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     hotspot.add_argument("--routes", type=int, default=5000, help="RouteLead commands to send (default 5000)")
     hotspot.add_argument("--reps", type=int, default=10, help="reps in the team (default 10)")
 
-    soak = commands.add_parser("soak", parents=[common], help="a steady rate for a long time, window by window",
+    soak = commands.add_parser("soak", parents=[common, shape], help="a steady rate for a long time, window by window",
                                description=_SOAK_DESCRIPTION, epilog=_SOAK_EPILOG,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     soak.add_argument("--rate", type=_positive, default=40.0, help="leads/s offered (default %(default)s)")
@@ -221,10 +224,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     soak.add_argument("--feed", choices=("http", "kafka"), default="http",
                       help="http (batched POST /v1/leads) or kafka (records on leads.inbound); default http")
     soak.add_argument("--workers", type=int, default=1, help="workers in the deployment (default 1)")
-    soak.add_argument("--batch", type=int, default=100, help="most leads per HTTP request (default 100)")
-    soak.add_argument("--teams", type=int, default=4, help="teams; leads spread over them by country (default 4)")
-    soak.add_argument("--reps", type=int, default=10, help="reps per team (default 10)")
-    soak.add_argument("--capacity", type=int, default=50, help="open leads per rep (default 50)")
     soak.add_argument("--drain-timeout", type=float, default=120.0,
                       help="seconds to wait at the end for the last webhooks (default 120)")
     soak.add_argument("--receiver-port", type=int, default=8192, help="the SDR receiver's port (default 8192)")
