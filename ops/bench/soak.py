@@ -101,6 +101,9 @@ class SoakSummary:
     rss_growth_kb_per_1k_leads: float | None
     cpu_mean_pct: float | None
     max_gauges: dict[str, float] = field(default_factory=dict)
+    #: The same trend in each third of those windows: memory that levels off shows a falling slope
+    #: (one line through a curve says "growing" to the end).
+    rss_growth_by_third_mb_per_hour: list[float | None] = field(default_factory=list)
 
 
 def least_squares_slope(points: Sequence[tuple[float, float]]) -> float | None:
@@ -144,6 +147,11 @@ def summarize(windows: Sequence[SoakWindow], latencies: Sequence[Sequence[float]
     slope_per_s = least_squares_slope([(x, y) for x, y in rss[1:]])
     per_hour = None if slope_per_s is None else slope_per_s * 3600
     per_1k = None if slope_per_s is None or rate <= 0 else slope_per_s / rate * 1_000_000  # MB/lead -> KB/1k
+    after = rss[1:]
+    third = len(after) // 3
+    by_third = [] if third < 2 else [
+        None if (slope := least_squares_slope(part)) is None else slope * 3600
+        for part in (after[:third], after[third:2 * third], after[2 * third:])]
     cpus = [w.cpu_mean_pct for w in windows if w.cpu_mean_pct is not None]
     max_gauges: dict[str, float] = {}
     for window in windows:
@@ -157,6 +165,7 @@ def summarize(windows: Sequence[SoakWindow], latencies: Sequence[Sequence[float]
         rss_first_mb=rss[0][1] if rss else None, rss_last_mb=rss[-1][1] if rss else None,
         rss_growth_mb_per_hour=per_hour, rss_growth_kb_per_1k_leads=per_1k,
         cpu_mean_pct=statistics.fmean(cpus) if cpus else None, max_gauges=max_gauges,
+        rss_growth_by_third_mb_per_hour=by_third,
     )
 
 
@@ -313,6 +322,9 @@ def _report(s: SoakSummary, options: SoakOptions, receiver: Mapping[str, int], d
             f"{s.rss_growth_mb_per_hour:+,.1f} MB/hour, {s.rss_growth_kb_per_1k_leads:+,.1f} KB per 1,000 leads")
         say(f"  worker rss {s.rss_first_mb:.0f} MB after the first window, {s.rss_last_mb:.0f} MB at the end; "
             f"trend after the first window {growth}; cpu {s.cpu_mean_pct:.0f}% mean")
+        if s.rss_growth_by_third_mb_per_hour:
+            say("  rss trend by third of those windows: " + ", ".join(
+                "n/a" if v is None else f"{v:+,.1f}" for v in s.rss_growth_by_third_mb_per_hour) + " MB/hour")
     else:
         say("  worker cpu and memory: n/a (pip install -e '.[bench]')")
     if s.max_gauges:

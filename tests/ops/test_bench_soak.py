@@ -45,6 +45,16 @@ def test_the_memory_trend_leaves_out_the_first_window() -> None:
     assert summary.rss_growth_kb_per_1k_leads == pytest.approx(1000 / 0.6)
 
 
+def test_memory_that_levels_off_shows_a_falling_trend_by_third() -> None:
+    # After the first window: +3 MB a minute for three windows, +1 for three, then flat for three.
+    rss = [100.0, 200.0, 203.0, 206.0, 209.0, 210.0, 211.0, 212.0, 212.0, 212.0, 212.0]
+    summary = summarize([_window(i, rss=value) for i, value in enumerate(rss)], [[0.05]] * len(rss), rate=10.0)
+    assert summary.rss_growth_by_third_mb_per_hour == pytest.approx([180.0, 60.0, 0.0])
+    assert summary.rss_growth_mb_per_hour is not None and summary.rss_growth_mb_per_hour > 60.0  # one line: "growing"
+    # Too few windows for thirds of two or more: none.
+    assert summarize([_window(i, rss=1.0 + i) for i in range(5)], [[0.1]] * 5, rate=1.0).rss_growth_by_third_mb_per_hour == []
+
+
 def test_without_memory_figures_there_is_no_trend() -> None:
     summary = summarize([_window(i, rss=None, cpu=None) for i in range(3)], [[0.1]] * 3, rate=5.0)
     assert summary.rss_growth_mb_per_hour is None and summary.rss_first_mb is None and summary.cpu_mean_pct is None
