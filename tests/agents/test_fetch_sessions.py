@@ -141,14 +141,26 @@ class _Client:
 
 
 class _Answer:
-    def __init__(self, error_code: int, session_id: int) -> None:
-        self.error_code, self.session_id = error_code, session_id
+    def __init__(self, error_code: int, session_id: int, topics: Any = ()) -> None:
+        self.error_code, self.session_id, self.topics = error_code, session_id, list(topics)
 
 
 async def test_the_client_hands_the_answer_to_the_session() -> None:
     session = FetchSession()
-    await _SessionClient(_Client(_Answer(0, 5))).send(1, request(session, a0=0))
+    # v11 partition layout: partition, error, high watermark, last stable offset, log start, aborted, replica, records
+    answer = _Answer(0, 5, [("a", [(0, 0, 42, 40, 0, [], -1, b""), (1, 6, 9, 9, 0, [], -1, b"")])])
+    sent = request(session, a0=0, a1=0)
+    await _SessionClient(_Client(answer)).send(1, sent)
     assert (session.session_id, session.epoch) == (5, 1)
+    assert sent.polled
+    assert session.watermarks == {("a", 0): (42, 40)}, "a partition answered with an error names no watermark"
+
+
+async def test_a_refused_session_request_is_not_a_poll() -> None:
+    session = opened(a0=0)
+    sent = request(session, a0=0)
+    await _SessionClient(_Client(_Answer(70, 0, [("a", [(0, 0, 42, 40, 0, [], -1, b"")])]))).send(1, sent)
+    assert not sent.polled and session.watermarks == {}
 
 
 @pytest.mark.parametrize("failure", [asyncio.CancelledError(), asyncio.TimeoutError(), OSError("reset")])

@@ -146,6 +146,31 @@ async def write_while_reading_except(feed: Feed, paused: TopicPartition) -> None
     await writing
 
 
+async def test_quiet_partitions_look_polled_and_keep_a_high_watermark(feed: Feed) -> None:
+    """An answer names only the partitions with news, but Faust's liveness check reads every
+    partition's last poll and high watermark from aiokafka's state and logs an ERROR for each one
+    not polled in 300 s: in a worker, every partition without traffic. With sessions, a quiet
+    partition must look polled, as without them, and one whose only answer was discarded (its
+    offset moved while the fetch was out, played here by clearing its state) gets the high
+    watermark the broker named."""
+    busy = [TopicPartition(feed.topics[0], p) for p in range(PARTITIONS)]
+    await feed.write(2, busy)  # topics b and c stay empty
+    await feed.read_until(feed.all_read, "topic a's records")
+    assignment = feed.consumer._fetcher._subscriptions.subscription.assignment
+    discarded = assignment.state_value(TopicPartition(feed.topics[1], 3))
+    discarded.timestamp = discarded.highwater = discarded.lso = None
+    quiet_from = time.monotonic()
+    await feed.read_until(lambda: time.monotonic() > quiet_from + 3, "3 s of fetches with no news")
+    now_ms = time.time() * 1000
+    stale = {f"{tp.topic[-1]}{tp.partition}": state.timestamp and round(now_ms - state.timestamp)
+             for tp in assignment.tps if (state := assignment.state_value(tp)).timestamp is None
+             or now_ms - state.timestamp > 2000}
+    assert not stale, f"partitions not polled in the last 2 s (age in ms): {stale}"
+    highwaters = {tp: assignment.state_value(tp).highwater for tp in assignment.tps}
+    assert highwaters == {tp: len(feed.sent.get(tp, [])) for tp in assignment.tps}
+    assert feed.session.full_requests == 1 and feed.session.incremental_requests >= 10
+
+
 def corrupt_next_request(session: FetchSession, change: Callable[[Plan], Plan]) -> None:
     """Make the session's next request carry ``change(plan)`` instead of its own plan."""
     plan_of = session.plan
