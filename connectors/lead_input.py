@@ -26,8 +26,9 @@ class _LeadIn(BaseModel):
     last_name: _Text | None = None
     company: _Text | None = None
     title: _Text | None = None
+    # Empty (or blank) is absent, as for every other optional text field.
     country: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True,
-                                              pattern=r"^[A-Za-z]{2}$")] | None = None
+                                              pattern=r"^(?:[A-Za-z]{2})?$")] | None = None
     source: _Short | None = None
     external_id: _Short | None = None
     campaign: _Text | None = None
@@ -87,7 +88,7 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
         raise LeadInvalid(shape_errors) from None
     errors: list[FieldError] = []
     email = phone = None
-    country = raw.country
+    country = raw.country or None
     if country is not None and (problem := country_problem(country)) is not None:
         errors.append(FieldError(_loc(("country",), prefix), problem))
         country = None  # not a region to read a local phone number in: the phone gets its own reason
@@ -112,7 +113,7 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
     lead = CapturedLead(
         email=email, phone=phone, source=source, channel=channel, external_id=raw.external_id,
         first_name=raw.first_name or None, last_name=raw.last_name or None, company=raw.company or None,
-        title=raw.title or None, country=raw.country, campaign=raw.campaign or None,
+        title=raw.title or None, country=raw.country or None, campaign=raw.campaign or None,
         message=raw.message or None, attributes=dict(raw.attributes),
     )
     lead_id = derive_lead_id(email=email, phone=phone, source=source, external_id=raw.external_id)

@@ -93,7 +93,7 @@ def test_country_is_an_upper_case_alpha_2_code(country: str, stored: str) -> Non
     assert valid({"email": "a@example.com", "country": country}).lead.country == stored
 
 
-@pytest.mark.parametrize("country", ["DEU", "D", "", "1A", "Spain", "D E"])
+@pytest.mark.parametrize("country", ["DEU", "D", "1A", "Spain", "D E"])
 def test_a_bad_country_names_the_expected_form(country: str) -> None:
     assert invalid({"email": "a@example.com", "country": country}) == {
         "country": "expected an ISO 3166-1 alpha-2 country code such as US or DE"}
@@ -163,6 +163,14 @@ def test_text_fields_are_bounded(name: str, limit: int) -> None:
 def test_empty_optional_text_is_stored_as_none() -> None:
     lead = valid({"email": "a@example.com", "first_name": "", "company": "  ", "message": ""}).lead
     assert (lead.first_name, lead.company, lead.message) == (None, None, None)
+
+
+@pytest.mark.parametrize("country", ["", "  "])
+def test_an_empty_country_is_absent_like_other_empty_fields(country: str) -> None:
+    # A form's ``country=`` is left out; the JSON API's ``"country": ""`` means the same.
+    assert valid({"email": "a@example.com", "country": country}).lead.country is None
+    # ... so a local phone number gets the same hint as with no country at all.
+    assert invalid({"phone": "612345678", "country": country})["phone"].endswith("give it in +E.164 form or set country")
 
 
 # --- types, unknown fields, identity ----------------------------------------------------------
