@@ -5,11 +5,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from rules.capture import CapturedLead, country_problem, derive_lead_id, normalize_email, normalize_phone
 
-__all__ = ["FieldError", "LeadInvalid", "ValidLead", "validate_lead", "LEAD_FIELDS", "LEAD_INPUT_MODEL"]
+__all__ = ["FieldError", "LeadInvalid", "RecordRefused", "ValidLead", "validate_lead", "read_record", "LEAD_FIELDS",
+           "LEAD_INPUT_MODEL"]
 
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 _Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -118,3 +120,36 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
     )
     lead_id = derive_lead_id(email=email, phone=phone, source=source, external_id=raw.external_id)
     return ValidLead(lead_id=lead_id, lead=lead)
+
+
+class RecordRefused(ValueError):
+    """A feed record that cannot hold a lead at all: ``reason`` is the machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def read_record(raw: bytes | None) -> dict[str, Any]:
+    """The JSON object of one ``leads.inbound`` record, or ``RecordRefused`` naming what is wrong with it.
+
+    Reasons: ``empty`` (a tombstone or zero bytes), ``not_utf8`` (with the first bad byte),
+    ``malformed_json`` and ``not_an_object``. Each problem is named as such, not as whatever the
+    JSON parser happened to say about it ("surrogates not allowed", "Input must be bytes").
+    """
+    if raw is None:
+        raise RecordRefused("empty", "empty record (a tombstone: no value): no lead")
+    if not raw:
+        raise RecordRefused("empty", "empty record (zero bytes): no lead")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordRefused("not_utf8", f"not UTF-8 at byte {exc.start + 1} of {len(raw)}; "
+                                        "a lead is JSON, encoded as UTF-8") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RecordRefused("malformed_json", f"not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise RecordRefused("not_an_object", "a lead must be a JSON object")
+    return data

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from connectors.enrichment import Enricher
-from connectors.lead_input import LeadInvalid, validate_lead
+from connectors.lead_input import LeadInvalid, RecordRefused, read_record, validate_lead
 from rules.account_book import capture_outgoing
 from rules.commands import CaptureLead
 from streams.agents._batch import take_ready
@@ -85,12 +85,9 @@ async def _capture(event: Any) -> tuple[CaptureLead, bool] | None:
     origin = f"{message.topic}:{message.partition}:{message.offset}"
     raw = event.value
     try:
-        data = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        await reject(raw, "malformed_json", {"message": str(exc)[:200]}, origin)
-        return None
-    if not isinstance(data, dict):
-        await reject(raw, "not_an_object", {"message": "a lead must be a JSON object"}, origin)
+        data = read_record(raw)
+    except RecordRefused as exc:
+        await reject(raw, exc.reason, {"message": exc.message[:200]}, origin)
         return None
     meta = _meta(data)
     try:

@@ -141,11 +141,17 @@ async def test_intake_dead_letters_bad_records_and_captures_good_ones(
     monkeypatch.setattr(intake, "leads_rejected", rejected)
     async with intake.capture_leads.test_context() as agent:
         await agent.put(key="k", value=b"\xff not json")
+        await agent.put(key="k", value=None)  # a tombstone
+        await agent.put(key="k", value=b'{"email": ')
         await agent.put(key="k", value=b'{"email": "nope"}')
         await agent.put(key="k", value=orjson.dumps({"email": "Feed@Partner.example", "source": "feed"}))
     reasons = [headers["leadflow-reason"] for _, _, headers in rejected.sent]
-    assert reasons == [b"malformed_json", b"invalid_lead"]
-    assert [value for _, value, _ in rejected.sent] == [b"\xff not json", b'{"email": "nope"}']
+    assert reasons == [b"not_utf8", b"empty", b"malformed_json", b"invalid_lead"]
+    details = [orjson.loads(headers["leadflow-detail"]) for _, _, headers in rejected.sent]
+    assert details[:3] == [{"message": "not UTF-8 at byte 1 of 10; a lead is JSON, encoded as UTF-8"},
+                           {"message": "empty record (a tombstone: no value): no lead"},
+                           {"message": "not valid JSON: unexpected end of data at position 10"}]
+    assert [value for _, value, _ in rejected.sent] == [b"\xff not json", b"", b'{"email": ', b'{"email": "nope"}']
     (message,) = published.messages
     # A corporate domain visits the account book first (lead-to-account match), keyed by that domain.
     assert message.channel == "account.commands" and message.key == "partner.example"

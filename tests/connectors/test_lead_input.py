@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from connectors.lead_input import LeadInvalid, ValidLead, validate_lead
+from connectors.lead_input import LeadInvalid, RecordRefused, ValidLead, read_record, validate_lead
 
 def valid(data: dict[str, Any], *, source: str = "web-form", channel: str = "api") -> ValidLead:
     return validate_lead(data, default_source=source, channel=channel)
@@ -265,3 +265,27 @@ def test_a_valid_lead_keeps_every_field() -> None:
     assert (lead.country, lead.source, lead.external_id, lead.campaign) == ("ES", "web", "e-1", "spring")
     assert lead.message == "  hello  "  # free text is kept as written
     assert (lead.channel, lead.attributes) == ("form", {"plan": "pro"})
+
+
+# --- feed records (leads.inbound) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "reason", "message"), [
+    (None, "empty", "empty record (a tombstone: no value): no lead"),
+    (b"", "empty", "empty record (zero bytes): no lead"),
+    (b'\xff\xfe{"email": "a@example.com"}', "not_utf8", "not UTF-8 at byte 1 of 28; a lead is JSON, encoded as UTF-8"),
+    (b'{"email": "a\xc3\x28@example.com"}', "not_utf8", "not UTF-8 at byte 13 of 28; a lead is JSON, encoded as UTF-8"),
+    (b'{"email": "\xed\xa0\x80"}', "not_utf8", "not UTF-8 at byte 12 of 16; a lead is JSON, encoded as UTF-8"),
+    (b'{"email": ', "malformed_json", "not valid JSON: unexpected end of data at position 10"),
+    (b'"a@example.com"', "not_an_object", "a lead must be a JSON object"),
+    (b"null", "not_an_object", "a lead must be a JSON object"),
+])
+def test_a_feed_record_that_cannot_be_a_lead_is_refused_naming_the_problem(
+        raw: bytes | None, reason: str, message: str) -> None:
+    with pytest.raises(RecordRefused) as refused:
+        read_record(raw)
+    assert (refused.value.reason, refused.value.message) == (reason, message)
+
+
+def test_a_feed_record_holding_an_object_is_read() -> None:
+    assert read_record('{"email": "zoë@example.com"}'.encode()) == {"email": "zoë@example.com"}

@@ -22,10 +22,10 @@ from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, 
 
 #: (name, key, value, reason expected on leads.rejected)
 POISON: list[tuple[str, bytes | None, bytes | None, str]] = [
-    ("invalid utf-8", b"k", b"\xff\xfe\x00 not utf-8 \xc3\x28", "malformed_json"),
-    ("empty", b"k", b"", "malformed_json"),
-    ("tombstone", b"k", None, "malformed_json"),
-    ("binary", b"k", bytes(range(256)) * 64, "malformed_json"),
+    ("invalid utf-8", b"k", b"\xff\xfe\x00 not utf-8 \xc3\x28", "not_utf8"),
+    ("empty", b"k", b"", "empty"),
+    ("tombstone", b"k", None, "empty"),
+    ("binary", b"k", bytes(range(256)) * 64, "not_utf8"),
     ("deep nesting", b"k", b'{"a":' * 5000 + b"1" + b"}" * 5000, "malformed_json"),
     ("deep array", b"k", b"[" * 200_000, "malformed_json"),
     ("NaN", b"k", b'{"email": NaN}', "malformed_json"),
@@ -116,6 +116,10 @@ async def test_poison_records_are_dead_lettered_and_the_feed_keeps_flowing(
         if reason:
             assert (reason, value or b"") in got, f"{name}: not dead-lettered as {reason}"
     assert all(dict(r.headers).get("leadflow-detail") for r in rejected)
+    # The detail names the problem, not what the JSON parser made of it.
+    messages = {orjson.loads(dict(r.headers)["leadflow-detail"]).get("message") for r in rejected}
+    assert "empty record (a tombstone: no value): no lead" in messages
+    assert "not UTF-8 at byte 1 of 16; a lead is JSON, encoded as UTF-8" in messages
 
     # A key that is not UTF-8 cannot hide a lead: it is routed, or rejected with a reason.
     # Leads on other partitions move independently (agents take batches): wait for it, as below.
