@@ -6,23 +6,32 @@ aiokafka every request and response whole (a ``ProduceRequest``'s and a ``FetchR
 bytes). That put leads' e-mails, phones and names, and reps' webhook secrets and URLs, in the
 log (``tests/integration/test_no_personal_data_in_logs.py`` found them). The filters here rewrite
 those records, and only those, before any handler sees them: a value becomes its size, a protocol
-message its type. Keys stay: leadflow keys its messages by ids (lead, team, rep, domain), and
-they are what a debug log is read for.
+message its type. A key stays only when it is a lead id (``ld_`` and 24 hex digits: a hash, what a
+debug log is read for); every other key becomes its size too. Keys are not all opaque: the account
+agent keys by the company's e-mail domain (``jane-doe-homepage.net`` names a person), and a feed
+may key ``leads.inbound`` records by whatever it likes, an e-mail included.
 """
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-__all__ = ["REDACTED_LOGGERS", "install", "redacted"]
+__all__ = ["REDACTED_LOGGERS", "KEY_POSITIONS", "install", "redacted", "redacted_key"]
 
 #: logger name -> {message template: positions of its arguments to redact}
 REDACTED_LOGGERS: dict[str, dict[str, tuple[int, ...]]] = {
-    "faust.topics": {"send: topic=%r k=%r v=%r timestamp=%r partition=%r": (2,)},
-    "faust.transport.drivers.aiokafka": {"send: topic=%r k=%r v=%r timestamp=%r partition=%r": (2,)},
-    "aiokafka.producer.producer": {"Sending (key=%s value=%s) to %s": (1,)},
+    "faust.topics": {"send: topic=%r k=%r v=%r timestamp=%r partition=%r": (1, 2)},
+    "faust.transport.drivers.aiokafka": {"send: topic=%r k=%r v=%r timestamp=%r partition=%r": (1, 2)},
+    "aiokafka.producer.producer": {"Sending (key=%s value=%s) to %s": (0, 1)},
     "aiokafka.conn": {"Request to %s:%d %d: %s": (3,), "Response from %s:%d %d: %s": (3,)},
 }
+#: message template -> the position of its message key (kept when it is a lead id)
+KEY_POSITIONS: dict[str, int] = {
+    "send: topic=%r k=%r v=%r timestamp=%r partition=%r": 1,
+    "Sending (key=%s value=%s) to %s": 0,
+}
+_LEAD_ID = re.compile(r"ld_[0-9a-f]{24}")
 
 
 def redacted(value: Any) -> str:
@@ -36,6 +45,14 @@ def redacted(value: Any) -> str:
     return f"<{type(value).__name__} redacted>"
 
 
+def redacted_key(key: Any) -> Any:
+    """A message key as a log line may show it: a lead id as is (an opaque hash), anything else redacted."""
+    text = bytes(key).decode("ascii", "replace") if isinstance(key, (bytes, bytearray, memoryview)) else key
+    if isinstance(text, str) and _LEAD_ID.fullmatch(text):
+        return key
+    return redacted(key)
+
+
 class _Redact(logging.Filter):
     def __init__(self, templates: dict[str, tuple[int, ...]]) -> None:
         super().__init__()
@@ -45,9 +62,10 @@ class _Redact(logging.Filter):
         positions = self.templates.get(record.msg) if isinstance(record.msg, str) else None
         if positions and isinstance(record.args, tuple):
             args = list(record.args)
+            key_at = KEY_POSITIONS.get(record.msg)
             for i in positions:
                 if i < len(args):
-                    args[i] = redacted(args[i])
+                    args[i] = redacted_key(args[i]) if i == key_at else redacted(args[i])
             record.args = tuple(args)
         return True
 

@@ -26,15 +26,43 @@ def _line(caplog: pytest.LogCaptureFixture, logger: str, msg: str, *args: object
     return caplog.records[-1].getMessage()
 
 
-def test_produced_values_become_their_size_and_keys_stay(caplog: pytest.LogCaptureFixture) -> None:
+LEAD_ID = "ld_0123456789abcdef01234567"
+
+
+def test_produced_values_become_their_size_and_lead_ids_stay(caplog: pytest.LogCaptureFixture) -> None:
     value = b'{"email": "zelda@northwind.example", "phone": "+34 612 345 678"}'
+    key = LEAD_ID.encode()
     for logger in ("faust.topics", "faust.transport.drivers.aiokafka"):
         line = _line(caplog, logger, "send: topic=%r k=%r v=%r timestamp=%r partition=%r",
-                     "lf.leads.inbound", b"ld_1", value, None, 3)
-        assert line == f"send: topic='lf.leads.inbound' k=b'ld_1' v='<{len(value)} bytes redacted>' " \
+                     "lf.leads.inbound", key, value, None, 3)
+        assert line == f"send: topic='lf.leads.inbound' k=b'{LEAD_ID}' v='<{len(value)} bytes redacted>' " \
                        "timestamp=None partition=3"
-    line = _line(caplog, "aiokafka.producer.producer", "Sending (key=%s value=%s) to %s", b"ld_1", value, "tp")
-    assert line == f"Sending (key=b'ld_1' value=<{len(value)} bytes redacted>) to tp"
+    line = _line(caplog, "aiokafka.producer.producer", "Sending (key=%s value=%s) to %s", key, value, "tp")
+    assert line == f"Sending (key=b'{LEAD_ID}' value=<{len(value)} bytes redacted>) to tp"
+
+
+@pytest.mark.parametrize("key", [
+    b"jane-doe-homepage.net",  # the account agent's key: a company's e-mail domain (a vanity one names a person)
+    "jane-doe-homepage.net",
+    b"zelda@northwind.example",  # a feed may key leads.inbound by anything
+    b"ld_zelda@northwind.example",  # looks like a lead id at first, is not one
+    b"\xff\xfe",
+])
+def test_keys_that_are_not_lead_ids_become_their_size(caplog: pytest.LogCaptureFixture, key: bytes | str) -> None:
+    unit = "bytes" if isinstance(key, bytes) else "characters"
+    for logger in ("faust.topics", "faust.transport.drivers.aiokafka"):
+        line = _line(caplog, logger, "send: topic=%r k=%r v=%r timestamp=%r partition=%r",
+                     "lf.account.commands", key, b"{}", None, 0)
+        assert line == f"send: topic='lf.account.commands' k='<{len(key)} {unit} redacted>' v='<2 bytes redacted>' " \
+                       "timestamp=None partition=0"
+    line = _line(caplog, "aiokafka.producer.producer", "Sending (key=%s value=%s) to %s", key, b"{}", "tp")
+    assert line == f"Sending (key=<{len(key)} {unit} redacted> value=<2 bytes redacted>) to tp"
+    assert line.count("redacted") == 2
+
+
+def test_a_missing_key_stays_none(caplog: pytest.LogCaptureFixture) -> None:
+    line = _line(caplog, "aiokafka.producer.producer", "Sending (key=%s value=%s) to %s", None, b"{}", "tp")
+    assert line == "Sending (key=None value=<2 bytes redacted>) to tp"
 
 
 def test_protocol_messages_become_their_type(caplog: pytest.LogCaptureFixture) -> None:

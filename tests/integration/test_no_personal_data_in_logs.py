@@ -5,7 +5,8 @@ operator can turn on) while it meets the paths where a lead or a secret is most 
 into a log line: capture over HTTP, a lead the API refuses, poison and invalid records on the
 Kafka feed, a webhook that fails (retries, circuit) to a URL with a token in its query, a rep
 whose webhook works, and a disposition. Then the whole log is searched for every piece of
-personal data and every secret it saw.
+personal data and every secret it saw, a vanity e-mail domain included: the account agent's
+messages are keyed by the lead's company domain, and ``jane-doe-homepage.net`` names a person.
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ teams:
       - {{id: ana, capacity: 1, webhook_url: "{receiver.hook_url('ana')}", webhook_secret: "{SECRET}"}}
       - {{id: ben, capacity: 10, webhook_url: "{dead}", webhook_secret: "{SECRET}"}}
 """
-    leads = [_lead(n) for n in range(4)]
+    vanity_domain = f"zelda-{_RUN}-homepage.net"  # corporate to leadflow: routed through the account agent
+    leads = [_lead(n) for n in range(4)] + [_lead(6, email=f"hello@{vanity_domain}")]
     refused = _lead(7, email=f"not-an-address.{_RUN}@")
     poison = [_lead(8, country=12), _lead(9, phone=["x"])]  # wrong types: dead-lettered
     unreadable = b'{"email": "zelda.pii5.' + _RUN.encode() + b'@northwind.example", \xff}'
@@ -67,7 +69,7 @@ teams:
     try:
         await worker.wait_ready()
         ids = []
-        for lead in leads[:3]:
+        for lead in [*leads[:3], leads[4]]:
             async with api.post(f"{worker.url}/v1/leads", json=lead) as r:
                 assert r.status == 202, await r.text()
                 ids.append((await r.json())["lead_id"])
@@ -115,7 +117,7 @@ teams:
                 found.append(value)
         if isinstance(lead["phone"], str) and _phone_pattern(lead["phone"]).search(log):
             found.append(lead["phone"])
-    for secret in (f"zelda.pii5.{_RUN}", API_KEY, SECRET, SECRET.removeprefix("whsec_"), _TOKEN):
+    for secret in (f"zelda.pii5.{_RUN}", vanity_domain, API_KEY, SECRET, SECRET.removeprefix("whsec_"), _TOKEN):
         if secret.lower() in lower:
             found.append(secret)
     assert not found, f"personal data or secrets in the worker's log: {found}"
