@@ -8,7 +8,14 @@ from email_validator import EmailNotValidError, validate_email
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from rules.capture import CapturedLead, country_problem, derive_lead_id, normalize_email, normalize_phone
+from rules.capture import (
+    CapturedLead,
+    canonical_source,
+    country_problem,
+    derive_lead_id,
+    normalize_email,
+    normalize_phone,
+)
 
 __all__ = ["FieldError", "LeadInvalid", "RecordRefused", "ValidLead", "validate_lead", "read_record", "LEAD_FIELDS",
            "LEAD_INPUT_MODEL"]
@@ -111,7 +118,7 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
                                  "a lead needs an identity: email, phone, or external_id (with its source)"))
     if errors:
         raise LeadInvalid(errors)
-    source = raw.source or default_source
+    source = canonical_source(raw.source or default_source)  # "Webinar" and "webinar" are one source
     lead = CapturedLead(
         email=email, phone=phone, source=source, channel=channel, external_id=raw.external_id,
         first_name=raw.first_name or None, last_name=raw.last_name or None, company=raw.company or None,

@@ -13,6 +13,7 @@ __all__ = [
     "normalize_email",
     "identity_email",
     "normalize_phone",
+    "canonical_source",
     "derive_lead_id",
     "COUNTRY_CODES",
     "country_problem",
@@ -64,6 +65,16 @@ class Touch:
 
 def normalize_email(raw: str) -> str:
     """Trim and lower-case an e-mail address (both parts: providers treat them case-blind)."""
+    return raw.strip().lower()
+
+
+def canonical_source(raw: str) -> str:
+    """The one spelling of a lead source: trimmed and lower-cased (``"Webinar"`` is ``webinar``).
+
+    A source names a channel, not a person, and feeds spell it as they like. Scoring tables, hot
+    sources, SLA policies, routing rules, spend and metric labels, the won/lost board and the
+    ``(source, external_id)`` identity all compare it, so it has one form from capture on.
+    """
     return raw.strip().lower()
 
 

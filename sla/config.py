@@ -108,7 +108,9 @@ class PolicyConfig(_Strict):
         return SlaPolicy(
             name=self.name, first_contact_s=self.first_contact,
             steps=tuple(EscalationStep(s.kind, s.after) for s in self.steps),
-            business_hours=self.business_hours, tiers=self.tiers, sources=self.sources, teams=self.teams,
+            business_hours=self.business_hours, tiers=self.tiers, teams=self.teams,
+            # Leads carry their source trimmed and lower-cased (rules.capture.canonical_source).
+            sources=tuple(s.strip().lower() for s in self.sources),
         )
 
 

@@ -21,6 +21,7 @@ from connectors.providers import ProvidersConfig
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours
 from leadflow.errors import ConfigError
 from rules.accounts import Account
+from rules.capture import canonical_source
 from rules.commands import RepProfile
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
@@ -274,12 +275,14 @@ class LeadflowConfig(_Strict):
 
     def source_spend(self) -> dict[str, tuple[float, str]]:
         """``{source: (monthly spend, currency)}`` for the spend gauges."""
-        return {s.name: (s.monthly_spend, self.marketing.currency) for s in self.marketing.sources}
+        # Leads carry their source in its canonical form (rules.capture.canonical_source): so do the labels.
+        return {canonical_source(s.name): (s.monthly_spend, self.marketing.currency) for s in self.marketing.sources}
 
     def metric_sources(self) -> frozenset[str]:
         """Sources that may be a metric label: those with spend, in routing rules, or API key names."""
-        return frozenset({*(s.name for s in self.marketing.sources), *(k.name for k in self.api_keys),
-                          *(src for r in self.routing.rules for src in r.sources)})
+        return frozenset(canonical_source(name) for name in (
+            *(s.name for s in self.marketing.sources), *(k.name for k in self.api_keys),
+            *(src for r in self.routing.rules for src in r.sources)))
 
     def rate_limits(self) -> dict[str, int]:
         """Requests per minute by API key name, for the keys that have a limit."""

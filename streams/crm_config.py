@@ -19,6 +19,7 @@ from connectors.crm.salesforce import SalesforceCrm
 from connectors.crm.webhook import WebhookCrm
 from leadflow.errors import ConfigError
 from rules.lead_state import Endpoint
+from rules.capture import canonical_source
 from rules.outcomes import LearningPolicy
 from rules.qualification import DEFAULT_FRAMEWORKS, Criterion, Framework
 from rules.scoring import ScoringModel, SizeBand
@@ -95,7 +96,7 @@ class ScoringConfig(_Strict):
             seniority={**d.seniority, **self.seniority}, department={**d.department, **self.department},
             industry={**d.industry, **{k.lower(): v for k, v in self.industry.items()}},
             country={**d.country, **self.country}, email_type={**d.email_type, **self.email_type},
-            source={**d.source, **self.source}, campaign={**d.campaign, **self.campaign},
+            source={**d.source, **{canonical_source(k): v for k, v in self.source.items()}}, campaign={**d.campaign, **self.campaign},
             keywords={**d.keywords, **{k.lower(): v for k, v in self.keywords.items()}},
             size_bands=d.size_bands if self.size_bands is None else tuple(
                 SizeBand(name=b.name, minimum=b.minimum, points=b.points) for b in self.size_bands),
@@ -103,7 +104,8 @@ class ScoringConfig(_Strict):
             repeat_touch_max=d.repeat_touch_max if self.repeat_touch_max is None else self.repeat_touch_max,
             tiers=d.tiers if self.tiers is None else tuple((t.tier, t.minimum) for t in self.tiers),
             mql_threshold=self.mql_threshold,
-            hot_sources=d.hot_sources if self.hot_sources is None else frozenset(self.hot_sources),
+            hot_sources=d.hot_sources if self.hot_sources is None else frozenset(
+                canonical_source(s) for s in self.hot_sources),
             learning=learning,
         )
 

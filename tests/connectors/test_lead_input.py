@@ -289,3 +289,30 @@ def test_a_feed_record_that_cannot_be_a_lead_is_refused_naming_the_problem(
 
 def test_a_feed_record_holding_an_object_is_read() -> None:
     assert read_record('{"email": "zoë@example.com"}'.encode()) == {"email": "zoë@example.com"}
+
+
+# --- the source's one spelling --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("given", "stored"), [("Webinar", "webinar"), (" CRM ", "crm"), ("Demo-Request", "demo-request")])
+@pytest.mark.parametrize("channel", ["api", "form", "csv", "kafka"])
+def test_the_source_is_stored_lower_cased(given: str, stored: str, channel: str) -> None:
+    assert valid({"email": "a@example.com", "source": given}, channel=channel).lead.source == stored
+    assert valid({"email": "a@example.com"}, source=given, channel=channel).lead.source == stored  # the default
+
+
+def test_a_source_spelt_otherwise_keeps_the_same_external_id_lead() -> None:
+    assert valid({"external_id": "42", "source": "CRM"}).lead_id == valid({"external_id": "42", "source": "crm"}).lead_id
+
+
+def test_a_source_spelt_otherwise_scores_the_same() -> None:
+    from rules.enrichment import enrich
+    from rules.scoring import ScoringModel, score_lead
+
+    model = ScoringModel(mql_threshold=45)
+    scores = []
+    for source in ("webinar", "Webinar", "WEBINAR "):
+        lead = valid({"email": "ana@northwind.example", "title": "VP Sales", "source": source}).lead
+        scores.append(score_lead(lead, enrich(lead), 1, model))
+    assert scores[0].reasons[-1] == "+8 source webinar"
+    assert scores[1] == scores[0] and scores[2] == scores[0]

@@ -140,3 +140,26 @@ def test_check_config_lists_every_problem_and_exits_2(config_file: Path) -> None
 def test_check_config_passes_what_the_worker_accepts(config_file: Path) -> None:
     done = _check_config(config_file, _env())
     assert (done.returncode, done.stdout) == (0, "config OK: 1 team(s), 2 rep(s), 1 API key(s)\n"), done.stderr
+
+
+def test_sources_in_the_config_compare_with_leads_in_their_canonical_spelling() -> None:
+    # Leads carry their source lower-cased (rules.capture.canonical_source); the config may not.
+    config = parse_config("""\
+api_keys:
+  - {name: WebForm, key_env: T_WEB_KEY}
+marketing:
+  sources: [{name: Webinar, monthly_spend: 100}]
+scoring:
+  source: {Partner-Feed: 12}
+  hot_sources: [Contact-Sales]
+sla:
+  policies:
+    - {name: fast, first_contact: 1m, sources: [Chat]}
+""", "c.yaml")
+    assert config.source_spend() == {"webinar": (100.0, "USD")}
+    assert config.metric_sources() == {"webform", "webinar"}
+    model = config.scoring.model()
+    assert model.source["partner-feed"] == 12 and "Partner-Feed" not in model.source
+    assert model.hot_sources == {"contact-sales"}
+    (policy,) = [p for p in config.sla.policies if p.name == "fast"]
+    assert policy.to_policy().matches(team="t", source="chat", tier=None)
