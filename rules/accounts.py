@@ -17,7 +17,7 @@ from typing import Final
 import idna
 from publicsuffixlist import PublicSuffixList
 
-from rules.capture import CapturedLead
+from rules.capture import CapturedLead, attribute
 from rules.enrichment import Enrichment, enrich
 
 __all__ = ["Account", "MAX_DOMAINS", "WEBSITE_ATTRIBUTES", "registrable_domain", "normalize_domain", "lead_domains"]
@@ -102,7 +102,7 @@ def lead_domains(lead: CapturedLead, enrichment: Enrichment | None = None) -> tu
         if domain:
             found.append(domain)
     for name in WEBSITE_ATTRIBUTES:
-        raw = lead.attributes.get(name, "")
+        raw = attribute(lead.attributes, name) or ""  # "Website" and "website" alike
         host = _host_of(raw) if raw.strip() else None
         domain = registrable_domain(host) if host else None
         if domain and domain not in found:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,6 +15,8 @@ __all__ = [
     "identity_email",
     "normalize_phone",
     "canonical_source",
+    "attribute",
+    "attribute_key",
     "derive_lead_id",
     "COUNTRY_CODES",
     "country_problem",
@@ -76,6 +79,35 @@ def canonical_source(raw: str) -> str:
     ``(source, external_id)`` identity all compare it, so it has one form from capture on.
     """
     return raw.strip().lower()
+
+
+def attribute_key(name: str) -> str:
+    """An attribute name as lookups compare it: without case, spaces or punctuation.
+
+    ``Employees``, ``employees`` and ``Employee Count`` (``employeecount``, as ``employee_count``)
+    are compared the way capture compares a form's inputs and a CSV's headers (docs/capture.md).
+    """
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def attribute(attributes: Mapping[str, str], *names: str) -> str | None:
+    """The first non-blank value of ``names`` in ``attributes``, names compared by ``attribute_key``.
+
+    A key spelt exactly as asked wins over another spelling of it (``industry`` over ``Industry``).
+    Attributes keep the names they were captured with; only the lookup folds them.
+    """
+    folded: dict[str, str] = {}
+    for key, value in attributes.items():
+        if value.strip():
+            folded.setdefault(attribute_key(key), value)
+    for name in names:
+        value = attributes.get(name, "")
+        if value.strip():
+            return value
+        value = folded.get(attribute_key(name), "")
+        if value:
+            return value
+    return None
 
 
 def country_problem(code: str) -> str | None:

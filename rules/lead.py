@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from rules.capture import CapturedLead, Touch
+from rules.capture import CapturedLead, Touch, attribute
 from rules.enrichment import enrich
 from rules.commands import (
     AnswerOffer,
@@ -132,7 +132,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         merged, rescored = rescore(merged, now, policy, publish=False)
         return LeadTransition(state=merged, outgoing=(published, *rescored) + _tell_owner(merged, command, now))
     routed = command.lead if state is None else _merge(state.lead, command.lead)
-    tier = routed.attributes.get("tier") or None
+    tier = attribute(routed.attributes, "tier")
     earlier = None if state is None else state.enrichment
     team_id, why = select_team(facts=facts_of(routed, enrich(routed, command.findings, earlier), tier=tier), rules=policy.team_rules,
                                default_team=policy.default_team, account=command.account)

@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from rules.capture import attribute
 from rules.commands import LeadQueued, Notify, Outgoing, RecordActivity, SlaDue
 from rules.lead_state import (
     HELD,
@@ -46,7 +47,7 @@ CONTACT_TYPES = frozenset({"call", "email", "meeting", "sms"})
 def start_sla(state: LeadState, started_at: datetime, policy: LeadPolicy) -> LeadState:
     """Plan the cycle's deadlines when the cycle starts (capture or reopen); reassignments keep them."""
     sla_policy = select_policy(policy.sla_policies, team=state.team_id, source=state.lead.source,
-                               tier=state.lead.attributes.get("tier"))
+                               tier=attribute(state.lead.attributes, "tier"))
     deadlines = plan_deadlines(sla_policy, policy.calendars.get(state.team_id), started_at)
     track = SlaTrack(policy=sla_policy.name, deadlines=deadlines, started_at=started_at)
     first = deadlines[0].due_at if deadlines else None

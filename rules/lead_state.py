@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 from rules.accounts import Account
-from rules.capture import CapturedLead, Touch
+from rules.capture import CapturedLead, Touch, attribute
 from rules.commands import KeepAssignment, LeadAssigned, Outgoing, ReleaseLead, RouteLead, RoutingDecision
 from rules.enrichment import Enrichment
 from rules.opportunity import Opportunity, Qualification
@@ -229,7 +229,7 @@ def decision_digest(decision: RoutingDecision, limit: int) -> dict[str, Any]:
 
 def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:
     attributes = state.lead.attributes
-    skills = tuple(s.strip() for s in attributes.get("skills", "").split(",") if s.strip())
+    skills = tuple(s.strip() for s in (attribute(attributes, "skills") or "").split(",") if s.strip())
     # Where the lead is, read exactly as team selection read it: the reps' territories must
     # judge the same state the routing rule matched (``state: CA`` and ``region: CA`` alike).
     where = locate(state.lead.country, attributes, state.enrichment)
@@ -237,7 +237,7 @@ def route_command(state: LeadState, excluded: tuple[str, ...] = ()) -> Outgoing:
                       requested_at=state.last_touch.at, excluded_reps=excluded,
                       # What the team's eligibility filters match reps against (empty: no requirement).
                       country=where.country, region=where.state,
-                      language=attributes.get("language") or None, required_skills=skills,
+                      language=attribute(attributes, "language"), required_skills=skills,
                       account_owner=state.account.owner if state.account is not None else None)
     if state.route_priority is not None:
         value = replace(value, priority=state.route_priority)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from rules.capture import CapturedLead
+from rules.capture import CapturedLead, attribute
 from rules.enrichment import Enrichment
 from rules.outcomes import LearningPolicy, OutcomeBoard, adjustments
 
@@ -62,7 +62,8 @@ class ScoringModel:
         c_level=25, vp=22, director=18, manager=12, senior=6, entry=-5))
     department: Mapping[str, int] = field(default_factory=lambda: _d(
         sales=10, marketing=8, executive=10, operations=6, it=6, engineering=4, finance=4, product=4, hr=2))
-    #: Fit: employees (the lead's ``employees``, ``company_size`` or ``employee_count`` attribute).
+    #: Fit: employees (the lead's ``employees``, ``company_size`` or ``employee_count`` attribute; attribute
+    #: names are compared without case, spaces or punctuation, so ``Employees`` and ``Employee Count`` count).
     size_bands: tuple[SizeBand, ...] = DEFAULT_SIZE_BANDS
     #: Fit: the lead's ``industry`` attribute, lower-cased.
     industry: Mapping[str, int] = field(default_factory=dict)
@@ -114,7 +115,7 @@ _SIZE_ATTRIBUTES: Final = ("employees", "company_size", "employee_count", "emplo
 def company_size(lead: CapturedLead) -> int | None:
     """Employees from the lead's attributes: ``"200-500"`` → 200, ``"1,000+"`` → 1000, ``"40"`` → 40."""
     for name in _SIZE_ATTRIBUTES:
-        raw = lead.attributes.get(name)
+        raw = attribute(lead.attributes, name)
         if not raw:
             continue
         match = _NUMBER.search(raw)
@@ -139,7 +140,7 @@ def size_band(employees: int | None, model: ScoringModel) -> SizeBand | None:
 def segment_of(lead: CapturedLead, model: ScoringModel) -> str:
     """The lead's segment for the won/lost table: size band, and industry when known (``mid/software``)."""
     band = size_band(company_size(lead), model)
-    industry = (lead.attributes.get("industry") or "").strip().lower()
+    industry = (attribute(lead.attributes, "industry") or "").strip().lower()
     name = band.name if band is not None else "unknown"
     return f"{name}/{industry}" if industry else name
 
@@ -179,7 +180,7 @@ def score_lead(lead: CapturedLead, enrichment: Enrichment | None, touches: int, 
     band = size_band(employees, model)
     if band is not None:
         fit += _add(band.points, f"company size {band.name} ({employees} employees)", reasons)
-    industry = (lead.attributes.get("industry") or "").strip().lower()
+    industry = (attribute(lead.attributes, "industry") or "").strip().lower()
     if industry:
         fit += _add(model.industry.get(industry, 0), f"industry {industry}", reasons)
     country = lead.country or (enrichment.phone_country if enrichment is not None else None)

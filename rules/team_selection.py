@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rules.accounts import Account
-from rules.capture import CapturedLead
+from rules.capture import CapturedLead, attribute
 from rules.enrichment import Enrichment
 from rules.territory import locate
 
@@ -121,10 +121,9 @@ class LeadFacts:
 def _attribute(lead: CapturedLead, *names: str, enrichment: Enrichment | None = None) -> str | None:
     """The first non-empty of ``names`` in what the lead said, else in what providers found."""
     for source in (lead.attributes, enrichment.provided if enrichment is not None else {}):
-        for name in names:
-            value = source.get(name, "").strip()
-            if value:
-                return value
+        value = attribute(source, *names)  # "Industry" and "industry" alike
+        if value is not None:
+            return value.strip()
     return None
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rules.capture import attribute
+
 if TYPE_CHECKING:
     from rules.enrichment import Enrichment
 
@@ -52,7 +54,7 @@ def locate(country: str | None, attributes: Mapping[str, str], enrichment: Enric
     country_from = None
     if where is None and enrichment is not None and enrichment.phone_country:
         where, country_from = enrichment.phone_country.upper(), "phone"
-    named = next((v for v in (attributes.get(n, "") for n in STATE_ATTRIBUTES) if v.strip()), None)
+    named = attribute(attributes, *STATE_ATTRIBUTES)  # "State" and "state" alike
     return Location(country=where, country_from=country_from, state=subdivision(named, where))
 
 

@@ -59,6 +59,7 @@ def person(email: str | None = "kim@mail.acme.co.uk", **attributes: str) -> Capt
     (person("kim@gmail.com", website="www.initech.com"), ("initech.com",)),       # free mail never matches
     (person("kim@mailinator.com"), ()),                                           # nor disposable mail
     (person(None, company_website="https://globex.example/x"), ("globex.example",)),
+    (person(None, **{"Company Website": "https://globex.example/x"}), ("globex.example",)),  # a CSV header as given
     (person("kim@gmail.com"), ()),
     (person("info@acme.co.uk"), ("acme.co.uk",)),                                 # a role address is the company's
 ])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.capture import derive_lead_id, normalize_email, normalize_phone
+from rules.capture import attribute, derive_lead_id, normalize_email, normalize_phone
 
 LEAD_ID = re.compile(r"^ld_[0-9a-f]{24}$")
 
@@ -156,3 +156,22 @@ def test_external_ids_never_collide_across_a_colon_in_the_source() -> None:
     # Sources without a colon keep the ids they always had.
     assert derive_lead_id(email=None, phone=None, source="crm", external_id="7") == (
         "ld_" + hashlib.sha256(b"ext:crm:7").hexdigest()[:24])
+
+
+# --- attributes, looked up without case, spaces or punctuation ---------------------------------
+
+
+@pytest.mark.parametrize(("attributes", "names", "found"), [
+    ({"Employees": "5000"}, ("employees",), "5000"),
+    ({"EMPLOYEES ": "5000"}, ("employees",), "5000"),
+    ({"Employee Count": "40"}, ("employees", "employee_count"), "40"),
+    ({"employee-count": "40"}, ("employee_count",), "40"),
+    ({"Industry": "Software", "industry": "Retail"}, ("industry",), "Retail"),  # the exact spelling first
+    ({"Industry": "  ", "INDUSTRY": "Software"}, ("industry",), "Software"),   # blanks are absent
+    ({"company_size": "10", "Employees": "20"}, ("employees", "company_size"), "20"),  # names in order
+    ({"industries": "Software"}, ("industry",), None),
+    ({}, ("industry",), None),
+])
+def test_attributes_are_found_whatever_their_case_spaces_or_punctuation(
+        attributes: dict[str, str], names: tuple[str, ...], found: str | None) -> None:
+    assert attribute(attributes, *names) == found

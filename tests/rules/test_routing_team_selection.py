@@ -170,3 +170,10 @@ def test_company_size_and_industry_fall_back_to_what_providers_found() -> None:
     # What the lead said wins over the provider.
     said = lead(country="us", attributes={"industry": "Retail"})
     assert facts_of(said, enrich(said, (found,))).industry == "Retail"
+
+
+def test_capitalised_attribute_names_are_facts_like_lower_case_ones() -> None:
+    got = facts_of(lead(country="US", attributes={"Employees": "5000", "Industry": "Software", "State": "CA"}))
+    assert (got.employees, got.industry, got.state) == (SizeRange(low=5000, high=5000), "Software", "US-CA")
+    rule = TeamRule(team="ent", company_sizes=(SizeRange(low=1000),), industries=("software",), states=("US-CA",))
+    assert select_team(facts=got, rules=(rule,), default_team="fallback")[0] == "ent"

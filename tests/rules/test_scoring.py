@@ -96,3 +96,14 @@ def test_the_score_is_always_0_to_100_and_explained(title: str, message: str, so
     # Every point is explained: the reasons add up to the unclamped total.
     total = sum(int(r.split(" ", 1)[0]) for r in s.reasons)
     assert s.value == max(0, min(100, total))
+
+
+def test_capitalised_attribute_names_score_like_lower_case_ones() -> None:
+    # A form's "Employees=5000&Industry=Software" or a CSV's "Employees" column: the names as given.
+    model = replace(MODEL, industry={"software": 7})
+    lower = score_lead(lead(attributes={"employees": "5000", "industry": "Software"}), None, 1, model)
+    for attributes in ({"Employees": "5000", "Industry": "Software"}, {"EMPLOYEE COUNT": "5000", " industry ": "Software"}):
+        got = score_lead(lead(attributes=attributes), None, 1, model)
+        assert got == lower
+    assert lower.segment == "enterprise/software"
+    assert "+18 company size enterprise (5000 employees)" in lower.reasons and "+7 industry software" in lower.reasons
