@@ -14,6 +14,7 @@ from typing import Final
 
 from rules.capture import CapturedLead, attribute
 from rules.enrichment import Enrichment
+from rules.headcount import read_headcount
 from rules.outcomes import LearningPolicy, OutcomeBoard, adjustments
 
 __all__ = [
@@ -107,23 +108,20 @@ class Score:
     reasons: tuple[str, ...]
 
 
-_NUMBER: Final = re.compile(r"\d[\d,.]*")
 _WORD: Final = re.compile(r"[a-z0-9]+")
 _SIZE_ATTRIBUTES: Final = ("employees", "company_size", "employee_count", "employees_count")
 
 
 def company_size(lead: CapturedLead) -> int | None:
-    """Employees from the lead's attributes: ``"200-500"`` → 200, ``"1,000+"`` → 1000, ``"40"`` → 40."""
+    """Employees from the lead's attributes, the low end of a band (``rules.headcount``):
+    ``"200-500"`` → 200, ``"1,000+"`` → 1000, ``"40"`` → 40, ``"1.5k"`` → 1500, ``"2M"`` → 2000000."""
     for name in _SIZE_ATTRIBUTES:
         raw = attribute(lead.attributes, name)
         if not raw:
             continue
-        match = _NUMBER.search(raw)
-        if match is None:
-            continue
-        digits = match.group().replace(",", "").replace(".", "")
-        if digits.isdigit():
-            return int(digits)
+        found = read_headcount(raw)
+        if found is not None:
+            return found[0]
     return None
 
 

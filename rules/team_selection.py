@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from rules.accounts import Account
 from rules.capture import CapturedLead, attribute
 from rules.enrichment import Enrichment
+from rules.headcount import read_headcount
 from rules.territory import locate
 
 __all__ = ["SizeRange", "Region", "TeamRule", "LeadFacts", "facts_of", "rule_match", "select_team", "tier_priority"]
@@ -132,12 +133,9 @@ def facts_of(lead: CapturedLead, enrichment: Enrichment | None = None, tier: str
     and for company size and industry what HTTP providers found when the lead did not say)."""
     where = locate(lead.country, lead.attributes, enrichment)
     size_text = _attribute(lead, "employees", "company_size", enrichment=enrichment)
-    employees = None
-    if size_text is not None:
-        try:
-            employees = SizeRange.parse(size_text)
-        except ValueError:
-            employees = None  # an unreadable size is an unknown size, not an error
+    # Read as scoring reads it ("1.5k", "10k+", "51-200"); an unreadable size is unknown, not an error.
+    found = read_headcount(size_text) if size_text is not None else None
+    employees = SizeRange(low=found[0], high=found[1]) if found is not None else None
     seniority = department = None
     if enrichment is not None:
         seniority = enrichment.seniority if enrichment.seniority != "unknown" else None

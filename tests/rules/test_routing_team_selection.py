@@ -127,6 +127,9 @@ def test_the_country_falls_back_to_the_phone_and_the_why_says_so() -> None:
     ({"region": "WA"}, "US-WA", None),
     ({"state": "US-NY", "company_size": "350"}, "US-NY", SizeRange(low=350, high=350)),
     ({"employees": "10000+"}, None, SizeRange(low=10000)),
+    ({"employees": "10k+"}, None, SizeRange(low=10000)),
+    ({"employees": "1.5k"}, None, SizeRange(low=1500, high=1500)),
+    ({"employees": "51-200"}, None, SizeRange(low=51, high=200)),
     ({"employees": "lots"}, None, None),        # unreadable: unknown, never an error
 ])
 def test_state_and_size_attributes(attributes: dict[str, str], state: str | None,

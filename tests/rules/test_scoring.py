@@ -61,7 +61,8 @@ def test_rules_are_data_industry_country_campaign_and_base_come_from_the_model()
 
 
 @pytest.mark.parametrize(("raw", "employees"), [("200-500", 200), ("1,000+", 1000), ("40", 40), ("about 12", 12),
-                                                ("n/a", None), ("", None)])
+                                                ("1,200", 1200), ("10k", 10_000), ("1.5k", 1500), ("2M", 2_000_000),
+                                                ("51-200", 51), ("n/a", None), ("", None)])
 def test_company_size_reads_the_usual_spellings(raw: str, employees: int | None) -> None:
     assert company_size(lead(attributes={"employees": raw})) == employees
 
