@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from leadflow.errors import LeadflowError
+from leadflow.errors import ConfigError, LeadflowError
 
 __all__ = ["main", "build_parser"]
 
@@ -317,7 +317,7 @@ def _import(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from ops.report import parse_window, render_html, run_report
+    from ops.report import configured_spend, parse_window, render_html, run_report
     from streams.settings import Settings
 
     try:
@@ -329,8 +329,14 @@ def _report(args: argparse.Namespace) -> int:
     broker = args.broker  # None: $LEADFLOW_BROKER or the local stack's (ops.report.default_broker)
     topic = args.topic or f"{settings.topic_prefix}lead.events"
     try:
+        # The events carry no spend: the config's (LEADFLOW_CONFIG) gives cost and ROI per source.
+        spend = {} if args.metrics else configured_spend(settings.config_path)
+    except ConfigError as exc:
+        print(f"leadflow report: {exc}", file=sys.stderr)
+        return 2
+    try:
         summary = asyncio.run(run_report(broker=broker, topic=topic, since_s=since_s, metrics=args.metrics,
-                                         max_events=args.max_events))
+                                         max_events=args.max_events, spend=spend))
     except Exception as exc:  # Kafka, HTTP and file errors alike: say what could not be read
         print(f"leadflow report: could not read {'the metrics' if args.metrics else topic}: "
               f"{type(exc).__name__}: {exc}", file=sys.stderr)

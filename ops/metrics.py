@@ -11,12 +11,14 @@ docs/OBSERVABILITY.md lists every metric with the question it answers.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-__all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "OTHER_SOURCE", "Metrics", "TeamFigures"]
+__all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "FIRST_TOUCH_EVENTS", "OTHER_SOURCE", "Metrics",
+           "TeamFigures", "funnel_move"]
 
 #: Lead latency buckets in seconds. 60 s is an exact boundary, so "share of leads in front of a
 #: rep within 60 s" is ``bucket{le="60"} / count`` without interpolation.
@@ -29,10 +31,16 @@ SPEED_BUCKETS: Final = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.
 
 #: Lifecycle stage moves by ``lead.events`` type: ``(from, to)``. An event may name its own
 #: ``from``/``to`` in its data (the lifecycle code knows where a lead came from); these are the
-#: defaults for the funnel lead → MQL → SQL → opportunity → won / lost.
+#: defaults for the funnel lead → MQL → SQL → opportunity → won / lost. ``funnel_move`` applies
+#: them (use it, not this table): it also knows the re-engaged cycles.
+#:
+#: ``lead`` counts people: only a first capture. A known person starting a new cycle (a touch on a
+#: closed lead: ``lead.reopened``; a lost deal routed again: ``lead.recycled`` with ``to:
+#: routing``) is ``reengaged``, never a lead again, and the MQL gate of such a cycle moves
+#: ``from="reengaged"``, so lead → MQL stays the conversion of new leads (docs/OBSERVABILITY.md).
 LIFECYCLE: Final[Mapping[str, tuple[str, str]]] = {
     "lead.captured": ("none", "lead"),
-    "lead.reopened": ("closed", "lead"),
+    "lead.reopened": ("closed", "reengaged"),
     "lead.mql": ("lead", "mql"),
     "lead.nurture": ("lead", "nurture"),
     "lead.sql": ("mql", "sql"),
@@ -40,6 +48,34 @@ LIFECYCLE: Final[Mapping[str, tuple[str, str]]] = {
     "opportunity.won": ("opportunity", "won"),
     "opportunity.lost": ("opportunity", "lost"),
 }
+
+#: The gate of a cycle: where a lead goes once scored (its ``from`` is how the cycle began).
+_GATE: Final = frozenset({"lead.mql", "lead.nurture"})
+
+#: ``lead.events`` types whose ``data.source`` is the lead's first touch. The others that carry a
+#: source (``lead.reopened``, ``lead.touched``, ``lead.scored``, ``lead.mql``, ``lead.nurture``)
+#: carry the touch at hand or the lead's latest source, which the funnel never credits.
+FIRST_TOUCH_EVENTS: Final = frozenset({"lead.captured", "lead.sql", "opportunity.created", "opportunity.won",
+                                       "opportunity.lost", "lead.recycled"})
+
+
+def funnel_move(event_type: str, data: Mapping[str, object], cycle: int = 1) -> tuple[str, str] | None:
+    """The funnel's ``(from, to)`` for one ``lead.events`` record, or ``None`` if it moves no stage.
+
+    The one reading of the funnel that /metrics (the lead agent) and ``leadflow report`` (from
+    ``lead.events``) share, so the two can never disagree. ``cycle`` is the record's ``cycle``:
+    1 for a lead's first, more after a re-engagement.
+    """
+    if event_type == "lead.recycled":
+        # A lost deal's lead routed again after crm.recycle_after starts a new cycle; its other
+        # ``lead.recycled`` (back to nurture) is no stage move (``opportunity.lost`` counted that).
+        return ("recycled", "reengaged") if data.get("to") == "routing" else None
+    move = LIFECYCLE.get(event_type)
+    if move is None:
+        return None
+    frm = "reengaged" if event_type in _GATE and cycle > 1 else move[0]
+    return str(data.get("from") or frm), str(data.get("to") or move[1])
+
 
 #: The ``source`` label of a lead whose source is not a configured one (labels stay bounded).
 OTHER_SOURCE: Final = "other"
@@ -82,7 +118,9 @@ class Metrics:
             "leadflow_leads_rejected_total", "Inbound leads rejected, by channel and reason.",
             ["channel", "reason"], registry=r)
         self.leads_duplicate = Counter(
-            "leadflow_leads_merged_total", "Captures of an already known person merged as a new touch.",
+            "leadflow_leads_merged_total",
+            "Captures of an already known person (the API answers duplicate): a new touch on an open lead, "
+            "or a closed lead reopened for a new cycle (re-engaged).",
             registry=r)
 
         # --- routing and speed
@@ -151,8 +189,14 @@ class Metrics:
         # --- funnel and marketing
         self.lifecycle = Counter(
             "leadflow_lifecycle_transitions_total",
-            "Lifecycle stage moves (lead, mql, sql, opportunity, won, lost, nurture), by the lead's first-touch source.",
+            "Lifecycle stage moves (lead: a new person; reengaged: a known person's new cycle; mql, sql, "
+            "opportunity, won, lost, nurture), by the lead's first-touch source.",
             ["source", "from", "to"], registry=r)
+        self.won_revenue = Counter(
+            "leadflow_won_revenue_total",
+            "Amounts of won opportunities as the CRM reports them (in the configured marketing currency), "
+            "by the lead's first-touch source.",
+            ["source"], registry=r)
         self.source_spend = Gauge(
             "leadflow_source_monthly_spend",
             "Configured monthly spend of a lead source, in the configured currency (every worker reports it).",
@@ -231,6 +275,9 @@ class Metrics:
         self.recovery_duration = Gauge(
             "leadflow_table_recovery_seconds",
             "Duration of the current table recovery, or of the last one when none runs.", registry=r)
+        # The client's standard process metrics (Linux): process_start_time_seconds tells
+        # ``leadflow report --metrics`` what span the counters cover; memory, CPU and fds are for SRE.
+        ProcessCollector(registry=r)
         self.config_info = Gauge(
             "leadflow_config_info",
             "Always 1, labelled with a digest of this worker's config: every worker of a deployment "
@@ -243,19 +290,30 @@ class Metrics:
         self.known_sources = frozenset(spend) | frozenset(extra)
         for source, (amount, currency) in spend.items():
             self.source_spend.labels(source, currency).set(amount)
+            # At 0 from the start: a source with spend and no win yet shows a return of 0, and
+            # increase() sees a first win as an increase rather than as the series' first value.
+            self.won_revenue.labels(source)
 
     def source(self, source: str | None) -> str:
         """``source`` as a label value: a configured source, else ``other`` (never free text)."""
         return source if source and source in self.known_sources else OTHER_SOURCE
 
-    def lifecycle_move(self, event_type: str, data: Mapping[str, object], source: str | None) -> bool:
-        """Count a lifecycle transition if ``event_type`` is one; returns whether it counted."""
-        move = LIFECYCLE.get(event_type)
+    def lifecycle_move(self, event_type: str, data: Mapping[str, object], source: str | None,
+                       cycle: int = 1) -> bool:
+        """Count a lifecycle transition if the event is one (``funnel_move``); returns whether it counted.
+
+        ``source`` is the lead's first-touch source, whatever the event's data says.
+        """
+        move = funnel_move(event_type, data, cycle)
         if move is None:
             return False
-        frm, to = (str(data.get("from") or move[0]), str(data.get("to") or move[1]))
-        self.lifecycle.labels(self.source(source), frm, to).inc()
+        self.lifecycle.labels(self.source(source), *move).inc()
         return True
+
+    def won(self, amount: object, source: str | None) -> None:
+        """Add a won opportunity's amount (none or negative: nothing) to its first-touch source's revenue."""
+        if isinstance(amount, (int, float)) and not isinstance(amount, bool) and 0 < amount < math.inf:
+            self.won_revenue.labels(self.source(source)).inc(float(amount))
 
     def report_teams(self, figures: Mapping[str, TeamFigures]) -> None:
         """Replace every team gauge with ``figures``: the teams this worker owns right now.

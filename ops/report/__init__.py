@@ -7,10 +7,12 @@ rep load) from ``lead.events`` on Kafka or from the workers' ``/metrics``.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from ops.report.html import render_html
-from ops.report.model import Distribution, LoadRow, Summary, summarize_events
+from ops.report.model import CostRow, Distribution, LoadRow, Summary, summarize_events
 from ops.report.sources import (
     TopicNotFound,
     fetch_scrape,
@@ -21,7 +23,7 @@ from ops.report.sources import (
 )
 from ops.stack.config import StackConfig
 
-__all__ = ["Distribution", "LoadRow", "Summary", "TopicNotFound", "summarize_events", "summarize_scrapes",
+__all__ = ["CostRow", "Distribution", "LoadRow", "Summary", "configured_spend", "TopicNotFound", "summarize_events", "summarize_scrapes",
            "read_events", "lead_events_topics", "from_kafka", "fetch_scrape", "render_html", "parse_window",
            "default_broker", "resolve_broker", "run_report"]
 
@@ -54,14 +56,28 @@ def resolve_broker(broker: str | None, environ: Mapping[str, str] | None = None)
     return broker or default_broker(environ)
 
 
-async def run_report(*, broker: str | None, topic: str, since_s: float, metrics: list[str], max_events: int) -> Summary:
-    """The summary from ``metrics`` (URLs or files) when given, else from ``topic`` on Kafka."""
-    if metrics:
-        from pathlib import Path
+def configured_spend(config_path: Path | None) -> dict[str, tuple[float, str]]:
+    """The config's ``{source: (monthly spend, currency)}`` (``marketing.sources``), as the workers
+    read it for ``leadflow_source_monthly_spend``; ``{}`` without a config file."""
+    if config_path is None:
+        return {}
+    from streams.config import load_config
 
+    return load_config(config_path).source_spend()
+
+
+async def run_report(*, broker: str | None, topic: str, since_s: float, metrics: list[str], max_events: int,
+                     spend: Mapping[str, tuple[float, str]] | None = None, now_s: float | None = None) -> Summary:
+    """The summary from ``metrics`` (URLs or files) when given, else from ``topic`` on Kafka.
+
+    ``spend`` (the config's, for the events; the metrics carry their own) and ``now_s`` (the end
+    of the metrics' window, default now) give the report its cost and return figures.
+    """
+    if metrics:
         texts = []
         for where in metrics:
             path = Path(where)
             texts.append(path.read_text(encoding="utf-8") if path.is_file() else await fetch_scrape(where))
-        return summarize_scrapes(texts, origin=f"metrics of {', '.join(metrics)} (since each worker started)")
-    return await from_kafka(resolve_broker(broker), topic, since_s, max_events=max_events)
+        return summarize_scrapes(texts, origin=f"metrics of {', '.join(metrics)} (since each worker started)",
+                                 now_s=time.time() if now_s is None else now_s)
+    return await from_kafka(resolve_broker(broker), topic, since_s, max_events=max_events, spend=spend)

@@ -105,8 +105,9 @@ def _hbars(rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]]], title: 
 
 def _tiles(s: Summary) -> str:
     tiles = [
-        ("Leads captured", _num(s.captured)),
-        ("Merged as a new touch", _num(s.merged)),
+        ("Captures accepted", _num(s.captured)),
+        ("New leads (people)", _num(s.new_leads)),
+        ("Known people back (merged)", _num(s.merged)),
         ("Routed within 60 s", _pct(s.routing.share_within(60.0))),
         ("First contact in SLA", _pct(s.compliance)),
         ("Median speed-to-lead", _at_most(s.speed_to_lead.quantile(0.5))),
@@ -125,15 +126,47 @@ def _funnel(s: Summary) -> str:
     rows = []
     for source, counts in s.funnel.items():
         leads = counts.get("lead", 0)
-        cells = "".join(
-            f"<td>{_num(counts.get(st, 0))}"
-            + (f" <span class='muted'>({counts.get(st, 0) / leads:.0%})</span>" if leads and st != "lead" else "")
-            + "</td>" for st in stages)
+
+        def share(stage: str) -> str:
+            # MQL's rate is lead → MQL: the MQLs of new leads (a re-engaged cycle's MQL is in the count only).
+            part = s.new_mql.get(source, 0) if stage == "mql" else counts.get(stage, 0)
+            return f" <span class='muted'>({part / leads:.0%})</span>" if leads and stage != "lead" else ""
+
+        cells = "".join(f"<td>{_num(counts.get(st, 0))}{share(st)}</td>" for st in stages)
         rows.append(f"<tr><td>{escape(source)}</td>{cells}</tr>")
     chart = _hbars([(src, [(c.get("lead", 0), _BLUE, "leads"), (c.get("mql", 0), _GREEN, "MQL")])
                     for src, c in s.funnel.items()], "Leads and MQLs by source")
     return (f"<table><tr><th>source</th>{head}</tr>{''.join(rows)}</table>"
-            f"<p class='muted'>Percentages are of the source's leads.</p>{chart}")
+            "<p class='muted'>By the source of each person's first touch. <i>lead</i> counts new people; "
+            "<i>reengaged</i> known people who started a new cycle (a new touch after nurture or a "
+            "disposition, or a lost deal routed again), never counted as leads again. Percentages are of "
+            "the source's new leads; the MQL rate is lead → MQL (MQLs of new leads).</p>" + chart)
+
+
+def _money(value: float | None, currency: str | None) -> str:
+    return "–" if value is None else f"{value:,.2f} {escape(currency or '')}".rstrip()
+
+
+def _costs(s: Summary) -> str:
+    if not s.costs:
+        revenue = "".join(f"<tr><td>{escape(src)}</td><td>{_money(v, s.currency)}</td></tr>"
+                          for src, v in sorted(s.won_revenue.items()))
+        table = f"<table><tr><th>source</th><th>won revenue</th></tr>{revenue}</table>" if revenue else ""
+        return ("<p class='muted'>No spend configured (<code>marketing.sources</code> in the config), so no "
+                f"cost per lead or ROI.</p>{table}")
+    window = "" if s.window_s is None else f"{s.window_s / 86400:.3g} days"
+    head = ("<tr><th>source</th><th>monthly spend</th><th>spend in window</th><th>leads</th><th>cost per lead</th>"
+            "<th>MQLs</th><th>cost per MQL</th><th>SQLs</th><th>cost per SQL</th><th>won revenue</th><th>ROI</th></tr>")
+    rows = "".join(
+        f"<tr><td>{escape(r.source)}</td><td>{_money(r.monthly_spend, s.currency)}</td>"
+        f"<td>{_money(r.spend, s.currency)}</td><td>{_num(r.leads)}</td><td>{_money(r.per_lead, s.currency)}</td>"
+        f"<td>{_num(r.mql)}</td><td>{_money(r.per_mql, s.currency)}</td><td>{_num(r.sql)}</td>"
+        f"<td>{_money(r.per_sql, s.currency)}</td><td>{_money(r.won_revenue, s.currency)}</td>"
+        f"<td>{_pct(r.roi)}</td></tr>" for r in s.costs)
+    note = (f"The monthly spend is prorated to the window ({window}; a month is 30 days). "
+            if window else "The window the counts cover is unknown (no worker start time), so no cost is shown. ")
+    return (f"<table>{head}{rows}</table><p class='muted'>{note}Leads are new people; MQLs and SQLs count "
+            "every cycle. ROI is (won revenue − spend) / spend, by the first touch's source.</p>")
 
 
 def _load(s: Summary) -> str:
@@ -176,6 +209,8 @@ def render_html(s: Summary, generated_at: datetime) -> str:
 {_sla(s)}
 <h2>Funnel by source</h2>
 {_funnel(s)}
+<h2>Cost and return by source</h2>
+{_costs(s)}
 <h2>{"Rep" if s.load_kind == "rep" else "Team"} load</h2>
 {_load(s)}
 </body></html>

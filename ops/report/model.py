@@ -11,12 +11,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ops.metrics import LATENCY_BUCKETS, LIFECYCLE, SPEED_BUCKETS
+from ops.metrics import FIRST_TOUCH_EVENTS, LATENCY_BUCKETS, SPEED_BUCKETS, funnel_move
 
-__all__ = ["Distribution", "LoadRow", "Summary", "STAGES", "summarize_events"]
+__all__ = ["Distribution", "LoadRow", "CostRow", "Summary", "STAGES", "MONTH_S", "summarize_events", "cost_rows"]
 
-#: Funnel stages in order (``nurture`` is a side exit and shown after ``lost``).
-STAGES = ("lead", "mql", "sql", "opportunity", "won", "lost", "nurture")
+#: Funnel stages in order: ``lead`` counts new people, ``reengaged`` known people's new cycles
+#: (never leads again); ``nurture`` is a side exit and shown after ``lost``.
+STAGES = ("lead", "reengaged", "mql", "sql", "opportunity", "won", "lost", "nurture")
+
+#: The month a ``monthly_spend`` is for, in seconds: 30 days, as the Grafana cost panels' ``[30d]``.
+MONTH_S = 30 * 86400.0
 
 
 @dataclass
@@ -72,6 +76,41 @@ class LoadRow:
 
 
 @dataclass
+class CostRow:
+    """Cost and return of one source with configured spend, over the summary's window."""
+
+    source: str
+    monthly_spend: float
+    #: The monthly spend prorated to the window (``None`` when the window is unknown).
+    spend: float | None
+    leads: float
+    mql: float
+    sql: float
+    won_revenue: float
+
+    @staticmethod
+    def _per(spend: float | None, count: float) -> float | None:
+        return spend / count if spend is not None and count else None
+
+    @property
+    def per_lead(self) -> float | None:
+        return self._per(self.spend, self.leads)
+
+    @property
+    def per_mql(self) -> float | None:
+        return self._per(self.spend, self.mql)
+
+    @property
+    def per_sql(self) -> float | None:
+        return self._per(self.spend, self.sql)
+
+    @property
+    def roi(self) -> float | None:
+        """(won revenue − spend) / spend: −1 is nothing back, 0 break-even."""
+        return (self.won_revenue - self.spend) / self.spend if self.spend else None
+
+
+@dataclass
 class Summary:
     origin: str
     speed_to_lead: Distribution = field(default_factory=lambda: Distribution(SPEED_BUCKETS))
@@ -83,10 +122,24 @@ class Summary:
     breaches: dict[str, float] = field(default_factory=dict)
     escalations: dict[str, float] = field(default_factory=dict)
     at_risk: float = 0
+    #: Captures accepted: new people and known ones alike (the API's 202s).
     captured: float = 0
+    #: New people (``lead`` in the funnel): one per person, at their first capture.
+    new_leads: float = 0
+    #: Captures of a known person (the API answered duplicate), the lead open or closed.
     merged: float = 0
-    #: ``{source: {stage: count}}``
+    #: ``{source: {stage: count}}`` by first-touch source (``STAGES``; MQLs of every cycle).
     funnel: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: ``{source: MQLs of new leads}``: lead → MQL is this over the source's leads.
+    new_mql: dict[str, float] = field(default_factory=dict)
+    #: ``{source: won opportunities' amounts}`` by first-touch source.
+    won_revenue: dict[str, float] = field(default_factory=dict)
+    #: Configured ``{source: monthly spend}`` and its currency (empty: no spend configured).
+    spend: dict[str, float] = field(default_factory=dict)
+    currency: str | None = None
+    #: Seconds the counts cover (``--since``, or since the earliest worker started); ``None``: unknown.
+    window_s: float | None = None
+    costs: list[CostRow] = field(default_factory=list)
     load_kind: str = "rep"
     load: list[LoadRow] = field(default_factory=list)
     events: int = 0
@@ -97,27 +150,33 @@ class Summary:
         return self.contacts_in_sla / contacts if contacts else None
 
 
-def _source(data: Mapping[str, Any]) -> str:
-    return str(data.get("source") or "unknown")
+def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sources: int = 12, *,
+                     spend: Mapping[str, tuple[float, str]] | None = None, window_s: float | None = None) -> Summary:
+    """Aggregate ``lead.events`` records (``{"type", "lead_id", "cycle", "at", "data"}``) into a ``Summary``.
 
-
-def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sources: int = 12) -> Summary:
-    """Aggregate ``lead.events`` records (``{"type", "lead_id", "at", "data"}``) into a ``Summary``."""
-    s = Summary(origin=origin)
+    The funnel is ``ops.metrics.funnel_move``'s, by first-touch source like /metrics: a lead's
+    source is learnt from the events that carry its first touch (``FIRST_TOUCH_EVENTS``); a lead
+    first seen through another event (captured before the window) counts as ``unknown``.
+    ``spend`` is the config's ``{source: (monthly spend, currency)}``, ``window_s`` the span read.
+    """
+    s = Summary(origin=origin, window_s=window_s)
     source_of: dict[str, str] = {}
     funnel: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    new_mql: Counter[str] = Counter()
+    revenue: defaultdict[str, float] = defaultdict(float)
     reps: dict[str, LoadRow] = {}
     holder: dict[str, str] = {}
     breaches: Counter[str] = Counter()
     escalations: Counter[str] = Counter()
     for event in events:
         s.events += 1
-        kind, data, lead_id = event.get("type"), event.get("data") or {}, str(event.get("lead_id"))
-        if kind in ("lead.captured", "lead.reopened"):
-            source_of[lead_id] = _source(data)
+        kind, data, lead_id = str(event.get("type")), event.get("data") or {}, str(event.get("lead_id"))
+        if kind in FIRST_TOUCH_EVENTS and data.get("source"):
+            source_of.setdefault(lead_id, str(data["source"]))
+        if kind in ("lead.captured", "lead.reopened", "lead.touched"):
             s.captured += 1
-        elif kind == "lead.touched":
-            s.merged += 1
+            s.new_leads += kind == "lead.captured"
+            s.merged += kind != "lead.captured"
         elif kind == "lead.assigned":
             rep = str(data.get("rep_id"))
             reps.setdefault(rep, LoadRow(rep)).assigned += 1
@@ -141,14 +200,41 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
             escalations[str(data.get("action"))] += 1
         elif kind == "lead.sla_at_risk":
             s.at_risk += 1
-        move = LIFECYCLE.get(str(kind))
+        elif kind == "opportunity.won" and isinstance(data.get("amount"), (int, float)) and data["amount"] > 0:
+            revenue[source_of.get(lead_id, "unknown")] += float(data["amount"])
+        move = funnel_move(kind, data, int(event.get("cycle") or 1))
         if move is not None:
-            stage = str(data.get("to") or move[1])
-            funnel[source_of.get(lead_id, _source(data))][stage] += 1
+            source = source_of.get(lead_id, "unknown")
+            funnel[source][move[1]] += 1
+            if move == ("lead", "mql"):
+                new_mql[source] += 1
     s.breaches, s.escalations = dict(breaches), dict(escalations)
+    s.new_mql, s.won_revenue = dict(new_mql), dict(revenue)
+    _spend(s, spend or {})
+    s.costs = cost_rows(funnel, s)
     s.funnel = _top(funnel, top_sources)
+    if "other sources" in s.funnel:
+        s.new_mql["other sources"] = sum(n for src, n in new_mql.items() if src not in s.funnel)
     s.load = sorted(reps.values(), key=lambda r: (-r.assigned, r.name))
     return s
+
+
+def _spend(s: Summary, spend: Mapping[str, tuple[float, str]]) -> None:
+    s.spend = {source: amount for source, (amount, _) in spend.items()}
+    s.currency = next((currency for _, currency in spend.values()), None)
+
+
+def cost_rows(funnel: Mapping[str, Mapping[str, float]], s: Summary) -> list[CostRow]:
+    """One row per source with configured spend: the spend prorated to ``s.window_s`` (a month is
+    ``MONTH_S``) over its new leads, MQLs and SQLs, and its won revenue."""
+    rows = []
+    for source, monthly in sorted(s.spend.items()):
+        counts = funnel.get(source, {})
+        spent = monthly * s.window_s / MONTH_S if s.window_s else None
+        rows.append(CostRow(source=source, monthly_spend=monthly, spend=spent, leads=counts.get("lead", 0),
+                            mql=counts.get("mql", 0), sql=counts.get("sql", 0),
+                            won_revenue=s.won_revenue.get(source, 0.0)))
+    return rows
 
 
 def _top(funnel: Mapping[str, Counter[str]], keep: int) -> dict[str, dict[str, float]]:

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -14,7 +14,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.metrics import LATENCY_BUCKETS, SPEED_BUCKETS
-from ops.report.model import Distribution, LoadRow, Summary, summarize_events
+from ops.report.model import Distribution, LoadRow, Summary, cost_rows, summarize_events
 
 __all__ = ["TopicNotFound", "bootstrap_servers", "lead_events_topics", "read_events", "from_kafka",
            "summarize_scrapes", "fetch_scrape"]
@@ -136,12 +136,14 @@ async def _partitions(consumer: Any, topic: str) -> set[int]:
         await asyncio.sleep(0.1)
 
 
-async def from_kafka(broker: str, topic: str, since_s: float, **kwargs: Any) -> Summary:
+async def from_kafka(broker: str, topic: str, since_s: float, *,
+                     spend: Mapping[str, tuple[float, str]] | None = None, **kwargs: Any) -> Summary:
+    """The summary of ``topic``'s last ``since_s`` seconds; ``spend`` is the config's source spend."""
     events = await read_events(broker, topic, since_s, **kwargs)
     hours = since_s / 3600
     window = f"{hours:g} h" if hours >= 1 else f"{since_s / 60:g} min"
     return summarize_events(events, origin=f"{topic} on {bootstrap_servers(broker)}, last {window}, "
-                                           f"{len(events):,} events")
+                                           f"{len(events):,} events", spend=spend, window_s=since_s)
 
 
 async def fetch_scrape(url: str, timeout_s: float = 10.0) -> str:
@@ -164,11 +166,22 @@ def _distribution(buckets: dict[float, float], bounds: tuple[float, ...]) -> Dis
     return dist
 
 
-def summarize_scrapes(texts: Iterable[str], origin: str) -> Summary:
-    """A ``Summary`` from one ``/metrics`` exposition per worker (counters since each started)."""
+def summarize_scrapes(texts: Iterable[str], origin: str, now_s: float | None = None) -> Summary:
+    """A ``Summary`` from one ``/metrics`` exposition per worker (counters since each started).
+
+    The counts cover the time since the earliest worker started (``process_start_time_seconds``)
+    up to ``now_s``: the window the configured monthly spend is prorated to. Without ``now_s`` (or
+    start times) the window is unknown and no cost is computed. A worker restarted meanwhile lost
+    its earlier counts, so costs from metrics are then too high: Grafana (Prometheus keeps the
+    history) or ``lead.events`` give the exact figures.
+    """
     s = Summary(origin=origin, load_kind="team")
     buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     funnel: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    new_mql: dict[str, float] = defaultdict(float)
+    revenue: dict[str, float] = defaultdict(float)
+    spend: dict[str, tuple[float, str]] = {}
+    starts: list[float] = []
     teams: dict[str, LoadRow] = {}
     breaches: dict[str, float] = defaultdict(float)
     escalations: dict[str, float] = defaultdict(float)
@@ -200,6 +213,16 @@ def summarize_scrapes(texts: Iterable[str], origin: str) -> Summary:
                     s.merged += value
                 elif name == "leadflow_lifecycle_transitions_total":
                     funnel[labels["source"]][labels["to"]] += value
+                    if (labels["from"], labels["to"]) == ("lead", "mql"):
+                        new_mql[labels["source"]] += value
+                elif name == "leadflow_won_revenue_total":
+                    revenue[labels["source"]] += value
+                elif name == "leadflow_source_monthly_spend":
+                    # Every worker reports the configured spend: take it once (max), not summed.
+                    earlier = spend.get(labels["source"], (0.0, ""))[0]
+                    spend[labels["source"]] = (max(earlier, value), labels.get("currency", ""))
+                elif name == "process_start_time_seconds":
+                    starts.append(value)
                 elif name == "leadflow_leads_assigned_total":
                     team(labels["team"]).assigned += value
                 elif name == "leadflow_team_open_leads":
@@ -213,6 +236,13 @@ def summarize_scrapes(texts: Iterable[str], origin: str) -> Summary:
     s.rep_delay = _distribution(buckets["leadflow_speed_to_lead_rep_seconds"], SPEED_BUCKETS)
     s.routing = _distribution(buckets["leadflow_lead_routing_seconds"], LATENCY_BUCKETS)
     s.breaches, s.escalations = dict(breaches), dict(escalations)
+    s.new_leads = sum(stages.get("lead", 0) for stages in funnel.values())
+    s.new_mql = {src: n for src, n in new_mql.items() if n}
+    s.won_revenue = {src: amount for src, amount in revenue.items() if amount}
+    s.spend = {src: amount for src, (amount, _) in spend.items()}
+    s.currency = next((currency for _, currency in spend.values() if currency), None)
+    s.window_s = now_s - min(starts) if now_s is not None and starts and now_s > min(starts) else None
+    s.costs = cost_rows(funnel, s)
     s.funnel = {src: dict(stages) for src, stages in sorted(funnel.items(), key=lambda kv: -kv[1].get("lead", 0))}
     s.load = sorted(teams.values(), key=lambda r: (-r.assigned, r.name))
     return s

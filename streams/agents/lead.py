@@ -59,13 +59,16 @@ def _observe(outgoing: tuple[Outgoing, ...], state: Any = None) -> None:
             metrics.routing_latency.observe(max(data["routing_seconds"], 0.0))
         elif kind == "lead.queued":
             metrics.leads_queued.labels(data["team_id"]).inc()
-        elif kind == "lead.touched":
+        elif kind in ("lead.touched", "lead.reopened"):
+            # A known person captured again (the API answered duplicate), the lead open or closed.
             metrics.leads_duplicate.inc()
+        elif kind == "opportunity.won":
+            metrics.won(data.get("amount"), source)
         elif kind == "lead.notified":
             metrics.notify_latency.observe(max(data["notify_seconds"], 0.0))
         elif kind == "lead.contacted":
             _contacted(data)
-        metrics.lifecycle_move(kind, data, source)
+        metrics.lifecycle_move(kind, data, source, int(event.get("cycle") or 1))
 
 
 def _contacted(data: dict[str, Any]) -> None:

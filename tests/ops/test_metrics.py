@@ -1,9 +1,10 @@
 """ops/metrics.py: bounded labels, the lifecycle mapping, and gauges that only the owner reports."""
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry
 
-from ops.metrics import LATENCY_BUCKETS, LIFECYCLE, SPEED_BUCKETS, Metrics, TeamFigures
+from ops.metrics import LATENCY_BUCKETS, LIFECYCLE, SPEED_BUCKETS, Metrics, TeamFigures, funnel_move
 
 
 def _value(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -43,6 +44,38 @@ def test_lifecycle_events_count_as_stage_moves() -> None:
     assert got == {("google-ads", "none", "lead"): 1, ("google-ads", "lead", "mql"): 1,
                    ("other", "opportunity", "won"): 1, ("google-ads", "working", "sql"): 1}
     assert {to for _, to in LIFECYCLE.values()} >= {"lead", "mql", "sql", "opportunity", "won", "lost"}
+
+
+@pytest.mark.parametrize(("kind", "data", "cycle", "move"), [
+    ("lead.captured", {}, 1, ("none", "lead")),
+    # A known person's new cycle is never a lead again, and its gate says how the cycle began.
+    ("lead.reopened", {"source": "google-ads"}, 2, ("closed", "reengaged")),
+    ("lead.mql", {}, 1, ("lead", "mql")),
+    ("lead.mql", {}, 2, ("reengaged", "mql")),
+    ("lead.nurture", {}, 3, ("reengaged", "nurture")),
+    ("lead.sql", {}, 2, ("mql", "sql")),  # past the gate a stage is a stage, whatever the cycle
+    ("opportunity.won", {}, 2, ("opportunity", "won")),
+    # A lost deal routed again starts a new cycle; its way back to nurture is no stage move.
+    ("lead.recycled", {"to": "routing"}, 2, ("recycled", "reengaged")),
+    ("lead.recycled", {"to": "nurture"}, 1, None),
+    ("lead.touched", {}, 1, None),
+])
+def test_the_funnel_counts_people_once_and_re_engagements_apart(
+        kind: str, data: dict[str, str], cycle: int, move: tuple[str, str] | None) -> None:
+    assert funnel_move(kind, data, cycle) == move
+
+
+def test_won_revenue_is_counted_by_first_touch_source_from_zero() -> None:
+    m = Metrics()
+    m.configure_sources({"google-ads": (1.0, "EUR"), "partner": (1.0, "EUR")})
+    # Every source with spend is there before its first win: ROI -100%, and increase() sees the win.
+    assert _value(m, "leadflow_won_revenue_total", {"source": "partner"}) == 0.0
+    m.won(48000.0, "google-ads")
+    m.won(1000, "elsewhere")
+    for nothing in (None, 0, -5.0, float("inf"), float("nan"), "1000", True):
+        m.won(nothing, "google-ads")
+    assert _value(m, "leadflow_won_revenue_total", {"source": "google-ads"}) == 48000.0
+    assert _value(m, "leadflow_won_revenue_total", {"source": "other"}) == 1000.0
 
 
 def test_team_gauges_forget_teams_this_worker_no_longer_owns() -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from html.parser import HTMLParser
@@ -55,13 +56,79 @@ EVENTS = [
 
 def test_a_summary_from_events_counts_speed_sla_funnel_and_load() -> None:
     s = summarize_events(EVENTS, origin="test")
-    assert (s.captured, s.merged, s.events) == (3, 1, len(EVENTS))
+    assert (s.captured, s.new_leads, s.merged, s.events) == (4, 3, 1, len(EVENTS))
     assert (s.contacts_in_sla, s.contacts_late, s.compliance) == (1, 1, 0.5)
     assert s.breaches == {"sdr": 2} and s.escalations == {"remind": 1} and s.at_risk == 1
     assert s.speed_to_lead.total == 2 and s.speed_to_lead.share_within(60.0) == 0.5
     assert s.routing.share_within(60.0) == 1.0 and s.routing.share_within(1.0) == pytest.approx(2 / 3)
     assert s.funnel == {"google-ads": {"lead": 2, "mql": 1, "sql": 1}, "partner": {"lead": 1}, "unknown": {"mql": 1}}
     assert [(r.name, r.assigned, r.contacted) for r in s.load] == [("ana", 2, 1), ("ben", 1, 1)]
+
+
+def _cycle(event: dict[str, Any], cycle: int) -> dict[str, Any]:
+    return {**event, "cycle": cycle}
+
+
+def test_a_lead_captured_before_the_window_is_credited_to_no_touch_it_did_not_start_with() -> None:
+    # Only the re-engagement is in the window: its touch (google-ads) is not the person's first.
+    events = [_cycle(_ev("lead.reopened", "l7", source="google-ads"), 2),
+              _cycle(_ev("lead.nurture", "l7", source="google-ads"), 2),
+              _ev("opportunity.won", "l8", source="webinar", amount=900.0)]  # carries the first touch
+    s = summarize_events(events, origin="test")
+    assert s.funnel == {"unknown": {"reengaged": 1, "nurture": 1}, "webinar": {"won": 1}}
+    assert (s.new_leads, s.merged, s.captured) == (0, 1, 1) and s.won_revenue == {"webinar": 900.0}
+
+
+SPEND = {"google-ads": (3000.0, "EUR"), "partner": (600.0, "EUR")}
+WON = [_ev("lead.captured", "w1", source="partner"), _ev("lead.mql", "w1"), _ev("lead.sql", "w1", source="partner"),
+       _ev("opportunity.created", "w1", source="partner"),
+       _ev("opportunity.won", "w1", source="partner", amount=1000.0),
+       _ev("opportunity.won", "w1", source="partner", amount=None)]  # the CRM gave no amount: no revenue
+
+
+def test_costs_from_events_prorate_the_monthly_spend_to_the_window() -> None:
+    s = summarize_events(EVENTS + WON, origin="test", spend=SPEND, window_s=3 * 86400)  # a tenth of a month
+    rows = {r.source: r for r in s.costs}
+    assert s.currency == "EUR" and set(rows) == {"google-ads", "partner"}
+    ads, partner = rows["google-ads"], rows["partner"]
+    assert ads.spend == pytest.approx(300.0)
+    assert (ads.per_lead, ads.per_mql, ads.per_sql) == (pytest.approx(150.0), pytest.approx(300.0), pytest.approx(300.0))
+    assert ads.won_revenue == 0 and ads.roi == pytest.approx(-1.0)
+    assert partner.spend == pytest.approx(60.0) and (partner.leads, partner.mql, partner.sql) == (2, 1, 1)
+    assert partner.won_revenue == 1000.0 and partner.roi == pytest.approx((1000 - 60) / 60)
+    # Without spend no rows; without a window no cost (the spend over an unknown span means nothing).
+    assert summarize_events(EVENTS, origin="test").costs == []
+    assert summarize_events(EVENTS, origin="test", spend=SPEND).costs[0].per_lead is None
+
+
+def test_costs_from_metrics_cover_the_time_since_the_earliest_worker_started() -> None:
+    texts = []
+    for started_ago in (3 * 86400.0, 86400.0):
+        m = Metrics()
+        m.configure_sources(SPEND)
+        m.lifecycle_move("lead.captured", {}, "partner")
+        m.lifecycle_move("lead.reopened", {}, "partner", cycle=2)  # a known person: no lead, no cost share
+        m.lifecycle_move("lead.mql", {}, "partner", cycle=2)
+        m.won(500.0, "partner")
+        texts.append(re.sub(r"^process_start_time_seconds .*$", f"process_start_time_seconds {1_000_000.0 - started_ago}",
+                            generate_latest(m.registry).decode(), flags=re.M))
+    s = summarize_scrapes(texts, origin="test", now_s=1_000_000.0)
+    assert s.window_s == pytest.approx(3 * 86400) and s.currency == "EUR" and s.spend == {k: v for k, (v, _) in SPEND.items()}
+    partner = next(r for r in s.costs if r.source == "partner")
+    assert (partner.leads, partner.mql, partner.won_revenue) == (2, 2, 1000.0)
+    assert partner.per_lead == pytest.approx(30.0) and partner.roi == pytest.approx((1000 - 60) / 60)
+    assert s.new_mql == {} and s.funnel["partner"] == {"lead": 2, "reengaged": 2, "mql": 2}
+    assert summarize_scrapes(texts, origin="test").costs[0].spend is None  # no "now": no window
+
+
+def test_the_page_shows_cost_and_return_by_source() -> None:
+    page = render_html(summarize_events(EVENTS + WON, origin="test", spend=SPEND, window_s=3 * 86400), NOW)
+    parsed = _Collect()
+    parsed.feed(page)
+    text = " ".join(parsed.text)
+    assert "Cost and return by source" in text and "cost per MQL" in text and "ROI" in text
+    assert "150.00 EUR" in text and "1,000.00 EUR" in text and "1567%" in text
+    assert "No spend configured" in render_html(summarize_events(EVENTS, origin="test"), NOW)
 
 
 def test_distribution_quantiles_and_shares_use_the_bucket_bounds() -> None:
