@@ -35,14 +35,17 @@ _TABLE_EVERY = 5  # ticks: team and overdue gauges, lag and Redis every 5 s; rec
 
 def team_figures(state: TeamState, now: datetime, queued_at: list[datetime]) -> TeamFigures:
     """A team's gauges from its state and the capture times of the leads at the head of its queue."""
-    available = [r for r in state.reps.values() if r.presence == "available"]
+    # A rep who moved to another team stays in this one only until its leads are released: their
+    # leads are this team's open leads, their capacity and presence belong to the new team.
+    members = [r for r in state.reps.values() if not r.departed]
+    available = [r for r in members if r.presence == "available"]
     oldest = min(queued_at, default=None)
     return TeamFigures(
         queue_depth=state.queue_depth,
         open_leads=sum(r.load for r in state.reps.values()),
         capacity=sum(r.profile.capacity for r in available),
         reps_available=len(available),
-        total_capacity=sum(r.profile.capacity for r in state.reps.values()),
+        total_capacity=sum(r.profile.capacity for r in members),
         oldest_queued_age_s=max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0,
     )
 

@@ -1,0 +1,30 @@
+"""The team gauges count who can take leads: a rep who left the team is not among them."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from rules.commands import RepProfile
+from rules.roster import RepState
+from rules.team import TeamState
+from streams.agents.observe import team_figures
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+
+
+def rep(rep_id: str, *, capacity: int, load: int = 0, presence: str = "available", departed: bool = False) -> RepState:
+    profile = RepProfile(rep_id=rep_id, team_id="t2", name=rep_id, capacity=capacity)
+    return RepState(profile=profile, presence=presence, load=load, departed=departed)  # type: ignore[arg-type]
+
+
+def test_a_departed_rep_holds_open_leads_but_adds_no_availability_or_capacity() -> None:
+    # cy moved to another team with two of this team's leads: kept until they are released.
+    state = TeamState(team_id="t2", reps={
+        "ana": rep("ana", capacity=5, load=1),
+        "bo": rep("bo", capacity=4, presence="offline"),
+        "cy": rep("cy", capacity=3, load=2, departed=True),
+    })
+    figures = team_figures(state, NOW, [])
+    assert figures.reps_available == 1
+    assert figures.capacity == 5
+    assert figures.total_capacity == 9
+    assert figures.open_leads == 3  # cy's two leads are still this team's open leads
