@@ -139,15 +139,23 @@ SLA = Dashboard(
 )
 
 
-def _stage(to: str, window: str = "$__range") -> str:
-    return f'sum by (source) (increase(leadflow_lifecycle_transitions_total{{to="{to}",{_SRC}}}[{window}]))'
+def _stage(to: str, window: str = "$__range", frm: str | None = None) -> str:
+    """Stage moves to ``to`` (from ``frm`` only, when given) by source. ``lead`` counts new people;
+    a known person's new cycle is ``reengaged`` (docs/OBSERVABILITY.md, "What the funnel counts")."""
+    since = f'from="{frm}",' if frm else ""
+    return f'sum by (source) (increase(leadflow_lifecycle_transitions_total{{{since}to="{to}",{_SRC}}}[{window}]))'
+
+
+_SPEND = f"max by (source) (leadflow_source_monthly_spend{{{_SRC}}})"
+_REVENUE_30D = f"sum by (source) (increase(leadflow_won_revenue_total{{{_SRC}}}[30d]))"
 
 
 FUNNEL = Dashboard(
     uid="leadflow-funnel",
     title="leadflow — funnel and source ROI",
     description="For marketing leadership: volume by source, lead → MQL → SQL → opportunity → won conversion, "
-                "cost per qualified lead from the configured monthly spend.",
+                "cost per qualified lead from the configured monthly spend, won revenue and ROI by source. "
+                "Sources are first touches; a lead is a new person, a known person's new cycle is re-engaged.",
     tags=("leadflow", "marketing", "funnel"),
     variables=(("source", "Source", "label_values(leadflow_lifecycle_transitions_total, source)"),),
     rows=(
@@ -155,18 +163,28 @@ FUNNEL = Dashboard(
             Panel("Funnel in the selected range", (
                 (f'sum by (to) (increase(leadflow_lifecycle_transitions_total{{{_SRC}}}[$__range]))', "{{to}}"),
             ), kind="bargauge", width=12),
-            Panel("New leads by source", ((
-                f'sum by (source) (rate(leadflow_lifecycle_transitions_total{{to="lead",{_SRC}}}[$__rate_interval]))',
-                "{{source}}"),), unit="reqps"),
+            Panel("New leads and re-engaged people by source", (
+                (f'sum by (source) (rate(leadflow_lifecycle_transitions_total{{to="lead",{_SRC}}}[$__rate_interval]))',
+                 "new {{source}}"),
+                (f'sum by (source) (rate(leadflow_lifecycle_transitions_total{{to="reengaged",{_SRC}}}'
+                 '[$__rate_interval]))', "re-engaged {{source}}"),
+            ), unit="reqps",
+                description="New: a person's first capture. Re-engaged: a known person starting a new cycle "
+                            "(a new touch after nurture or a disposition, or a lost deal routed again), "
+                            "under the source of their first touch."),
             Panel("Captured by channel (API key / feed and channel)", (
                 (_rate("leadflow_leads_captured_total", "source, channel"), "{{source}} {{channel}}"),), unit="reqps"),
             Panel("Rejected by channel and reason; duplicates merged", (
                 (_rate("leadflow_leads_rejected_total", "channel, reason"), "rejected {{channel}} {{reason}}"),
-                ("sum(rate(leadflow_leads_merged_total[$__rate_interval]))", "merged as a new touch"),
+                ("sum(rate(leadflow_leads_merged_total[$__rate_interval]))", "known people back (merged)"),
             ), unit="reqps"),
         )),
         ("Conversion by source", (
-            Panel("Lead → MQL", ((f"{_stage('mql')} / {_stage('lead')}", "{{source}}"),), unit="percentunit", width=6),
+            Panel("Lead → MQL", (
+                (f"{_stage('mql', frm='lead')} / {_stage('lead')}", "{{source}}"),
+                (f"{_stage('mql', frm='reengaged')} / {_stage('reengaged')}", "re-engaged {{source}}"),
+            ), unit="percentunit", width=6,
+                description="MQLs of new leads over new leads; re-engaged people's MQLs over re-engaged people."),
             Panel("MQL → SQL", ((f"{_stage('sql')} / {_stage('mql')}", "{{source}}"),), unit="percentunit", width=6),
             Panel("SQL → opportunity", ((f"{_stage('opportunity')} / {_stage('sql')}", "{{source}}"),),
                   unit="percentunit", width=6),
@@ -177,12 +195,21 @@ FUNNEL = Dashboard(
             Panel("Monthly spend by source", (
                 ('max by (source, currency) (leadflow_source_monthly_spend{source=~"$source"})', "{{source}} {{currency}}"),
             ), kind="table", width=6),
-            Panel("Cost per lead", ((f'max by (source) (leadflow_source_monthly_spend{{{_SRC}}}) / {_stage("lead", "30d")}',
-                                     "{{source}}"),), kind="bargauge", width=6),
-            Panel("Cost per MQL", ((f'max by (source) (leadflow_source_monthly_spend{{{_SRC}}}) / {_stage("mql", "30d")}',
-                                    "{{source}}"),), kind="bargauge", width=6),
-            Panel("Cost per SQL", ((f'max by (source) (leadflow_source_monthly_spend{{{_SRC}}}) / {_stage("sql", "30d")}',
-                                    "{{source}}"),), kind="bargauge", width=6),
+            Panel("Cost per lead", ((f'{_SPEND} / {_stage("lead", "30d")}', "{{source}}"),), kind="bargauge", width=6,
+                  description="A month's spend over the new people of the last 30 days (re-engaged people excluded)."),
+            Panel("Cost per MQL", ((f'{_SPEND} / {_stage("mql", "30d")}', "{{source}}"),), kind="bargauge", width=6,
+                  description="A month's spend over the MQLs of the last 30 days, re-engaged cycles included."),
+            Panel("Cost per SQL", ((f'{_SPEND} / {_stage("sql", "30d")}', "{{source}}"),), kind="bargauge", width=6),
+        )),
+        ("Return (won revenue over the last 30 days against a month's spend)", (
+            Panel("Won revenue by source", ((_REVENUE_30D, "{{source}}"),), kind="bargauge", width=12,
+                  description="Amounts of the opportunities won in the last 30 days, in the configured currency, "
+                              "by the first touch's source."),
+            Panel("ROI by source ((won revenue − spend) / spend)", ((f"({_REVENUE_30D} - {_SPEND}) / {_SPEND}",
+                                                                    "{{source}}"),),
+                  kind="bargauge", unit="percentunit", width=12,
+                  description="-100%: nothing won yet; 0: break-even. Deals close weeks after their leads came "
+                              "in: a running indicator, not a cohort's lifetime value."),
         )),
     ),
 )
