@@ -24,7 +24,6 @@ import codecs
 import csv
 import logging
 import re
-import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -313,7 +312,8 @@ class _Import:
         outcomes = await capture_many(
             self.ctx, [lead for _, lead in leads], channel="csv", default_source=self.default_source,
             metric_source=self.caller,
-            capture_ids=lambda i: capture_id(self.caller, self.idem, leads[i][0]) if self.idem else uuid.uuid4().hex)
+            # With a key, a row sent again as it was is a replay; a corrected row is a new touch.
+            capture_ids=lambda i, checked: capture_id(self.caller, self.idem, leads[i][0], checked))
         for (row, _), outcome in zip(leads, outcomes):
             results[row] = {"row": row, **outcome.as_dict()}
         out = bytearray()

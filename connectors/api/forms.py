@@ -143,7 +143,7 @@ async def post_form(request: web.Request) -> web.Response:
             ctx.metrics.leads_rejected.labels("form", "invalid").inc()
             raise ApiError(422, "invalid_lead", "the form is not valid", draft.errors)
         [outcome] = await capture_many(ctx, [draft.as_lead()], channel="form", default_source=caller.name,
-                                       capture_ids=lambda _: uuid.uuid4().hex)
+                                       capture_ids=lambda _index, _lead: uuid.uuid4().hex)
         if outcome.status == "rejected":
             raise ApiError(422, "invalid_lead", "the lead is not valid", outcome.errors)
     except ApiError as exc:

@@ -19,7 +19,7 @@ from rules.lead import LeadState, can_disposition
 from rules.lead_crm import score_view
 from rules.lead_offer import offer_problem
 
-__all__ = ["routes", "DISPOSITIONS", "Outcome", "capture_id", "capture_many", "lead_view"]
+__all__ = ["routes", "DISPOSITIONS", "Outcome", "capture_id", "capture_many", "lead_fingerprint", "lead_view"]
 
 DISPOSITIONS = ("disqualified", "nurture", "recycled", "unresponsive")
 _IDEMPOTENCY_MAX = 255
@@ -42,12 +42,13 @@ class Outcome:
 
 
 async def capture_many(ctx: ApiContext, items: Sequence[Any], *, channel: str, default_source: str,
-                       capture_ids: Callable[[int], str], prefix: Callable[[int], str] = lambda index: "",
+                       capture_ids: Callable[[int, ValidLead], str], prefix: Callable[[int], str] = lambda index: "",
                        metric_source: str | None = None) -> list[Outcome]:
     """Validate each lead, put the valid ones on ``leads.inbound`` (acknowledged), mark them seen.
 
     The one capture path of every HTTP channel (JSON, forms, CSV, provider webhooks): the record
     is the lead as received plus ``_meta``, so the intake agent validates it exactly as here.
+    ``capture_ids(index, lead)`` names each valid lead's capture (see ``capture_id``).
     Raises ``TransientError`` (nothing stored) when Kafka cannot take them; ``metric_source``
     labels the captured counter (default ``default_source``; keep it a bounded set).
     """
@@ -67,7 +68,7 @@ async def capture_many(ctx: ApiContext, items: Sequence[Any], *, channel: str, d
     records = []
     for index, checked in valid:
         raw = dict(items[index])
-        raw["_meta"] = {"capture_id": capture_ids(index), "received_at": received_at,
+        raw["_meta"] = {"capture_id": capture_ids(index, checked), "received_at": received_at,
                         "channel": channel, "default_source": default_source}
         records.append((checked.lead_id, orjson.dumps(raw)))
     if records:
@@ -81,12 +82,23 @@ async def capture_many(ctx: ApiContext, items: Sequence[Any], *, channel: str, d
     return outcomes
 
 
-def capture_id(caller: str, idempotency_key: str | None, index: int) -> str:
-    # With an Idempotency-Key the capture id is deterministic, so a retried request is a replay
-    # the lead agent ignores even when Redis (which normally answers the retry) is down.
+def lead_fingerprint(checked: ValidLead) -> str:
+    """What a captured lead says, normalized (key order, spacing and case of the e-mail do not count)."""
+    return hashlib.sha256(orjson.dumps(checked.lead, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def capture_id(caller: str, idempotency_key: str | None, index: int, checked: ValidLead) -> str:
+    """The capture id of item ``index`` of a request: random without an Idempotency-Key.
+
+    With a key it is deterministic, so a retried request is a replay the lead agent ignores even
+    when Redis (which normally answers the retry) is down. It includes what the lead says: the
+    same key with another body (while Redis is down, after the key's entry expired, or a corrected
+    CSV file) is a new capture, a touch that keeps the new data, never a replay silently dropped.
+    """
     if idempotency_key is None:
         return uuid.uuid4().hex
-    return hashlib.sha256(f"{caller}\x00{idempotency_key}\x00{index}".encode()).hexdigest()[:32]
+    basis = f"{caller}\x00{idempotency_key}\x00{index}\x00{lead_fingerprint(checked)}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
 def _items(payload: object, max_batch: int) -> tuple[list[Any], bool]:
@@ -131,7 +143,7 @@ async def capture_leads(request: web.Request) -> web.Response:
     items, is_batch = _items(payload, ctx.max_batch)
 
     outcomes = await capture_many(ctx, items, channel="api", default_source=caller.name,
-                                  capture_ids=lambda index: capture_id(caller.name, idem, index),
+                                  capture_ids=lambda index, checked: capture_id(caller.name, idem, index, checked),
                                   prefix=lambda index: f"leads[{index}]" if is_batch else "")
     if not is_batch and outcomes[0].status == "rejected":
         raise ApiError(422, "invalid_lead", "the lead is not valid", outcomes[0].errors)  # nothing was captured

@@ -200,7 +200,7 @@ async def facebook_leads(request: web.Request) -> web.Response:
             leads.append((index, salvage(lead, default_source=settings.source, channel="facebook")))
     outcomes = await capture_many(
         ctx, [lead for _, lead in leads], channel="facebook", default_source=settings.source,
-        capture_ids=lambda i: _provider_capture_id("facebook", changes[leads[i][0]].leadgen_id))
+        capture_ids=lambda i, _lead: _provider_capture_id("facebook", changes[leads[i][0]].leadgen_id))
     for (index, _), outcome in zip(leads, outcomes):
         results[index] = {"leadgen_id": changes[index].leadgen_id, **outcome.as_dict()}
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
@@ -234,7 +234,7 @@ async def typeform_response(request: web.Request) -> web.Response:
     lead = salvage(draft.as_lead(), default_source=settings.source, channel="typeform")
     [outcome] = await capture_many(
         context(request), [lead], channel="typeform", default_source=settings.source,
-        capture_ids=lambda _: _provider_capture_id("typeform", response.form_id, response.token))
+        capture_ids=lambda _index, _lead: _provider_capture_id("typeform", response.form_id, response.token))
     if outcome.status == "rejected":
         raise ApiError(422, "invalid_lead", "the response does not make a valid lead", outcome.errors)
     return await _answered(request, "typeform", body, outcome.as_dict())

@@ -319,6 +319,42 @@ async def test_capture_goes_on_without_redis_and_counts_it(
         assert sample(metrics, "leadflow_redis_degraded_total", operation=operation) == 2
 
 
+def _as_the_lead_agent_sees_them(engine: FakeEngine) -> Any:
+    """The lead state after the intake and the lead agent's pure rules took every captured record."""
+    from datetime import datetime, timezone
+
+    from connectors.lead_input import validate_lead
+    from rules import lead
+    from rules.commands import CaptureLead
+
+    state = None
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    for _, value in engine.captured:
+        record = orjson.loads(value)
+        meta = record.pop("_meta")
+        valid = validate_lead(record, default_source=meta["default_source"], channel=meta["channel"])
+        command = CaptureLead(lead_id=valid.lead_id, capture_id=meta["capture_id"], captured_at=at, lead=valid.lead)
+        state = lead.apply(state, command, at, lead.LeadPolicy(default_team="inbound")).state
+    return state
+
+
+async def test_a_reused_key_with_another_body_is_never_silently_dropped_without_redis(
+        make_client: ClientFactory, engine: FakeEngine) -> None:
+    # Redis is down (or the key's entry expired): nobody can answer 422 idempotency_key_reused.
+    client = await make_client(redis=DownRedis())
+    headers = {**AUTH, "Idempotency-Key": "order-17"}
+    first = {"email": "ana@example.com", "first_name": "Ana", "company": "Acme"}
+    corrected = {"email": "ana@example.com", "first_name": "Ana", "company": "Acme Iberia"}
+    for body in (first, {**first, "email": " ANA@example.com "}, corrected):  # the second says the same as the first
+        response = await client.post("/v1/leads", json=body, headers=headers)
+        assert response.status == 202, await response.text()
+    ids = [orjson.loads(value)["_meta"]["capture_id"] for _, value in engine.captured]
+    assert ids[0] == ids[1] and ids[2] != ids[0]
+    state = _as_the_lead_agent_sees_them(engine)
+    # The retry of the same lead was a replay; the other body is a touch whose data is kept.
+    assert (state.touches, state.lead.company) == (2, "Acme Iberia")
+
+
 async def test_kafka_unavailable_is_503_with_retry_after_and_nothing_remembered(
         client: Client, engine: FakeEngine) -> None:
     engine.capture_error = TransientError("Kafka refused the records (KafkaConnectionError)")

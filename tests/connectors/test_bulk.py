@@ -256,6 +256,18 @@ async def test_an_idempotency_key_makes_a_retried_import_a_replay(client: Client
     assert ids[:2] == ids[2:] and ids[0] != ids[1]  # same rows, same capture ids: the lead agent drops them
 
 
+async def test_a_corrected_file_sent_with_the_same_key_captures_the_corrections(client: Client, engine: FakeEngine) -> None:
+    headers = {**CSV, "Idempotency-Key": "import-2026-01-05"}
+    first = b"email,company\na@example.com,Acme\nb@example.com,Initech\n"
+    corrected = b"email,company\na@example.com,Acme\nb@example.com,Initech Iberia\n"
+    for body in (first, corrected):
+        await ndjson(await client.post("/v1/leads/import", data=body, headers=headers))
+    ids = [orjson.loads(value)["_meta"]["capture_id"] for _, value in engine.captured]
+    assert ids[2] == ids[0]  # row 1 unchanged: a replay the lead agent drops
+    assert ids[3] != ids[1]  # row 2 corrected: a new touch, and its company is kept
+    assert orjson.loads(engine.captured[3][1])["company"] == "Initech Iberia"
+
+
 # --- leadflow import ------------------------------------------------------------------------
 
 
