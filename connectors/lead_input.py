@@ -14,7 +14,7 @@ from rules.capture import (
     country_problem,
     derive_lead_id,
     normalize_email,
-    normalize_phone,
+    parse_phone,
 )
 
 __all__ = ["FieldError", "LeadInvalid", "RecordRefused", "ValidLead", "validate_lead", "read_record", "LEAD_FIELDS",
@@ -96,7 +96,7 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
             shape_errors.append(FieldError(_loc(loc, prefix), reason))
         raise LeadInvalid(shape_errors) from None
     errors: list[FieldError] = []
-    email = phone = None
+    email = phone = extension = None
     country = raw.country or None
     if country is not None and (problem := country_problem(country)) is not None:
         errors.append(FieldError(_loc(("country",), prefix), problem))
@@ -109,7 +109,7 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
             errors.append(FieldError(_loc(("email",), prefix), str(exc)))
     if raw.phone:
         try:
-            phone = normalize_phone(raw.phone, country)
+            phone, extension = parse_phone(raw.phone, country)
         except ValueError as exc:
             hint = "" if raw.phone.startswith("+") or raw.country else "; give it in +E.164 form or set country"
             errors.append(FieldError(_loc(("phone",), prefix), f"{exc}{hint}"))
@@ -120,12 +120,13 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
         raise LeadInvalid(errors)
     source = canonical_source(raw.source or default_source)  # "Webinar" and "webinar" are one source
     lead = CapturedLead(
-        email=email, phone=phone, source=source, channel=channel, external_id=raw.external_id,
+        email=email, phone=phone, phone_extension=extension, source=source, channel=channel, external_id=raw.external_id,
         first_name=raw.first_name or None, last_name=raw.last_name or None, company=raw.company or None,
         title=raw.title or None, country=raw.country or None, campaign=raw.campaign or None,
         message=raw.message or None, attributes=dict(raw.attributes),
     )
-    lead_id = derive_lead_id(email=email, phone=phone, source=source, external_id=raw.external_id)
+    lead_id = derive_lead_id(email=email, phone=phone, phone_extension=extension, source=source,
+                             external_id=raw.external_id)
     return ValidLead(lead_id=lead_id, lead=lead)
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "normalize_email",
     "identity_email",
     "normalize_phone",
+    "parse_phone",
     "canonical_source",
     "attribute",
     "attribute_key",
@@ -37,11 +38,15 @@ _MEANT = {"UK": "GB", "EL": "GR"}
 class CapturedLead:
     """One lead as captured from a channel, already validated and normalized.
 
-    Identity is ``email`` (lower-cased), else ``phone`` (E.164), else ``(source, external_id)``.
+    Identity is ``email`` (lower-cased), else ``phone`` (E.164) with its extension, else
+    ``(source, external_id)``.
     """
 
     email: str | None = None
     phone: str | None = None
+    #: The extension dialled after ``phone`` (digits, ``"123"`` of ``+1 650-253-0000 ext. 123``):
+    #: people behind one switchboard are different leads, and the rep needs it to reach them.
+    phone_extension: str | None = None
     source: str
     channel: str = "api"
     external_id: str | None = None
@@ -118,10 +123,13 @@ def country_problem(code: str) -> str | None:
     return f"{code} is not an ISO 3166-1 alpha-2 country code" + (f"; use {meant}" if meant else "")
 
 
-def normalize_phone(raw: str, default_region: str | None = None) -> str:
-    """Return the E.164 form of ``raw``; raise ``ValueError`` with the reason when it is not a valid number.
+def parse_phone(raw: str, default_region: str | None = None) -> tuple[str, str | None]:
+    """Return ``(E.164 number, extension or None)`` of ``raw``; raise ``ValueError`` with the reason
+    when it is not a valid number.
 
-    Numbers without a leading ``+`` need ``default_region`` (the lead's ISO country code).
+    Extensions are read by the phone library in every usual spelling (``ext. 123``, ``x 77``,
+    ``;ext=5``, ``#12``). Numbers without a leading ``+`` need ``default_region`` (the lead's ISO
+    country code).
     """
     try:
         parsed = phonenumbers.parse(raw, default_region)
@@ -129,7 +137,12 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str:
         raise ValueError(f"not a phone number ({exc.args[0] if exc.args else 'unparseable'})") from None
     if not phonenumbers.is_valid_number(parsed):
         raise ValueError("not a valid phone number for its country")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), parsed.extension or None
+
+
+def normalize_phone(raw: str, default_region: str | None = None) -> str:
+    """Return the E.164 form of ``raw`` (without its extension; see ``parse_phone``)."""
+    return parse_phone(raw, default_region)[0]
 
 
 #: Outlook.com's domains (Microsoft's consumer mail; one service, "+" sub-addresses in all of them):
@@ -179,15 +192,19 @@ def identity_email(email: str) -> str:
     return f"{local}@{domain}"
 
 
-def derive_lead_id(*, email: str | None, phone: str | None, source: str, external_id: str | None) -> str:
+def derive_lead_id(*, email: str | None, phone: str | None, source: str, external_id: str | None,
+                   phone_extension: str | None = None) -> str:
     """Derive the deterministic ``lead_id`` from normalized identity.
 
     The same person re-submitted from any channel lands on the same key, so dedup and
     idempotency fall out of the key choice. The id is a hash so it carries no personal data
-    into logs, URLs and topic keys.
+    into logs, URLs and topic keys. A phone's extension is part of its identity (two people at
+    one switchboard are two leads); a number without one keeps the id it always had.
     """
     if email:
         basis = f"email:{identity_email(email)}"
+    elif phone and phone_extension:
+        basis = f"phone:{phone};ext={phone_extension}"  # RFC 3966's spelling; ";" is never in E.164
     elif phone:
         basis = f"phone:{phone}"
     elif external_id and ":" in source:

@@ -193,6 +193,9 @@ def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
     changes = {name: value for name, value in asdict(new).items() if value not in (None, "", {}, ())}
     attributes = {**old.attributes, **new.attributes}
     changes["attributes"] = attributes
+    if new.phone:
+        # A number and its extension travel together: a newer number without one drops the old one.
+        changes["phone_extension"] = new.phone_extension
     if old.email:
         # The same lead_id means the same person; a later spelling (``+tag``, googlemail, dots) does
         # not replace the address the rep and the CRM already have. It stays on the touch's timeline.

@@ -36,8 +36,10 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _LEAD_FIELDS = {
     "email": "E-mail address. Trimmed and lower-cased; reserved domains (.test, .invalid, ...) are refused. "
              "The first identity: the same address from any channel is the same lead.",
-    "phone": "Phone number, in +E.164 form or national form together with `country`. Stored as E.164; "
-             "the identity when there is no e-mail.",
+    "phone": "Phone number, in +E.164 form or national form together with `country`, with an extension if "
+             "any (`ext. 123`, `x 123`, `;ext=123`). Stored as E.164, the extension as `phone_extension`; "
+             "the identity when there is no e-mail (a number with an extension is another person than "
+             "the switchboard).",
     "first_name": "Given name.",
     "last_name": "Family name.",
     "company": "Company name.",
@@ -176,9 +178,9 @@ def _schemas() -> dict[str, Schema]:
         "`field` names the offending input: `email`, `attributes.plan`, `leads[3].email`, or `(body)`."))
     captured_lead = _object(
         {"source": _STR, "channel": _STR, "attributes": {"type": "object", "additionalProperties": _STR}},
-        {name: _nullable(_STR) for name in ("email", "phone", "external_id", "first_name", "last_name", "company",
-                                            "title", "country", "campaign", "message")},
-        description="The lead as captured and normalized (e-mail lower-cased, phone in E.164).")
+        {name: _nullable(_STR) for name in ("email", "phone", "phone_extension", "external_id", "first_name",
+                                            "last_name", "company", "title", "country", "campaign", "message")},
+        description="The lead as captured and normalized (e-mail lower-cased, phone in E.164, its extension apart).")
     candidate = _object({"rep_id": _STR, "eligible": _BOOL, "reasons": _STRINGS, "open_leads": _INT,
                          "capacity": _INT, "weight": _INT})
     return {

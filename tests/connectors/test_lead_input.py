@@ -316,3 +316,25 @@ def test_a_source_spelt_otherwise_scores_the_same() -> None:
         scores.append(score_lead(lead, enrich(lead), 1, model))
     assert scores[0].reasons[-1] == "+8 source webinar"
     assert scores[1] == scores[0] and scores[2] == scores[0]
+
+
+# --- phone extensions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("phone", "extension"), [
+    ("+1 650-253-0000 ext. 123", "123"), ("+1 650-253-0000;ext=5", "5"), ("+1 650-253-0000 x 77", "77"),
+    ("(650) 253-0000 ext. 9", "9"),  # national form with the lead's country
+])
+def test_a_phone_extension_is_kept_and_makes_another_lead(phone: str, extension: str) -> None:
+    checked = valid({"phone": phone, "country": "US", "first_name": "Ana"})
+    assert (checked.lead.phone, checked.lead.phone_extension) == ("+16502530000", extension)
+    switchboard = valid({"phone": "+1 650-253-0000", "first_name": "Bo"})
+    assert switchboard.lead.phone_extension is None
+    assert checked.lead_id != switchboard.lead_id
+
+
+def test_two_extensions_of_one_switchboard_are_two_leads() -> None:
+    first = valid({"phone": "+1 650-253-0000 ext. 123", "first_name": "Ana"})
+    second = valid({"phone": "+1 650-253-0000 ext. 456", "first_name": "Bo"})
+    assert first.lead_id != second.lead_id
+    assert valid({"phone": "+1 (650) 253-0000 extension 123"}).lead_id == first.lead_id  # spelt otherwise

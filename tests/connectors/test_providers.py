@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from connectors.providers import FacebookSettings, Providers, ProvidersConfig, TypeformSettings
 from connectors.providers.facebook import FieldDatum, GraphLeadFetcher
 from connectors.rate_limit import RateLimiter
+from rules.capture import derive_lead_id
 from leadflow.errors import ConfigError, PermanentError, TransientError
 from ops.metrics import Metrics
 from sla.clock import FakeClock
@@ -160,6 +161,19 @@ async def test_a_signed_leadgen_with_field_data_is_captured(
     again = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
     assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert await again.json() == result and len(engine.captured) == 1
+
+
+async def test_a_facebook_phone_number_with_an_extension_is_its_own_lead(
+        client: Client, engine: FakeEngine) -> None:
+    bo = {**ANA, "leadgen_id": "555", "field_data": [
+        {"name": "phone_number", "values": ["+1 650-253-0000 ext. 123"]}, {"name": "full_name", "values": ["Bo"]}]}
+    body = leadgen(bo)
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    assert response.status == 200
+    [(key, _)] = engine.captured
+    assert key == derive_lead_id(email=None, phone="+16502530000", phone_extension="123", source="facebook-lead-ads",
+                                 external_id="555")
+    assert key != derive_lead_id(email=None, phone="+16502530000", source="facebook-lead-ads", external_id="555")
 
 
 async def test_without_redis_a_redelivery_carries_the_same_capture_id(serve: Serve, engine: FakeEngine) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.capture import attribute, derive_lead_id, normalize_email, normalize_phone
+from rules.capture import attribute, derive_lead_id, normalize_email, normalize_phone, parse_phone
 
 LEAD_ID = re.compile(r"^ld_[0-9a-f]{24}$")
 
@@ -194,3 +194,33 @@ def test_every_outlook_com_domain_is_a_known_free_mail_domain() -> None:
     from rules.capture import _OUTLOOK_COM
 
     assert _OUTLOOK_COM <= frozenset(whitelist)
+
+
+# --- phone extensions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [
+    ("+1 650-253-0000 ext. 123", ("+16502530000", "123")),
+    ("+1 650-253-0000;ext=5", ("+16502530000", "5")),
+    ("+1 650-253-0000 x 77", ("+16502530000", "77")),
+    ("+44 20 7946 0018 #12", ("+442079460018", "12")),
+    ("+1 650-253-0000", ("+16502530000", None)),
+])
+def test_parse_phone_keeps_the_extension_apart(raw: str, parsed: tuple[str, str | None]) -> None:
+    assert parse_phone(raw) == parsed
+    assert normalize_phone(raw) == parsed[0]
+
+
+def test_an_extension_is_another_person_than_the_switchboard_and_other_extensions() -> None:
+    def by_phone(extension: str | None) -> str:
+        return derive_lead_id(email=None, phone="+16502530000", phone_extension=extension, source="web",
+                              external_id=None)
+
+    ids = {by_phone(None), by_phone("123"), by_phone("456"), by_phone("0123")}
+    assert len(ids) == 4
+    # A number without an extension keeps the id it always had.
+    assert by_phone(None) == "ld_" + hashlib.sha256(b"phone:+16502530000").hexdigest()[:24]
+    # The e-mail still comes first: an extension changes nothing for a lead with one.
+    assert derive_lead_id(email="ana@example.com", phone="+16502530000", phone_extension="123", source="web",
+                          external_id=None) == derive_lead_id(email="ana@example.com", phone=None, source="web",
+                                                              external_id=None)

@@ -344,3 +344,24 @@ def test_webhook_id_is_stable_and_safe() -> None:
     assert a == webhook_id_for("r:1:1", "lead.assigned")
     assert a != webhook_id_for("r:1:2", "lead.assigned") != webhook_id_for("r:1:1", "lead.reminder")
     assert a.startswith("msg_") and "." not in a and "r:1:1" not in a
+
+
+# --- phone extensions -----------------------------------------------------------------------
+
+
+def test_the_rep_is_shown_the_phone_extension() -> None:
+    state, out = run(capture(phone="+16502530000", phone_extension="123"), assigned())
+    assert state is not None
+    (notify,) = [m.value for m in out if m.channel == "notifications"]
+    shown = notify.payload["data"]["lead"]
+    assert (shown["phone"], shown["phone_extension"]) == ("+16502530000", "123")
+
+
+def test_a_newer_phone_brings_its_own_extension() -> None:
+    state, _ = run(capture(phone="+16502530000", phone_extension="123"),
+                   capture("cap-2", minutes=1, phone="+16502530001"))
+    assert state is not None
+    assert (state.lead.phone, state.lead.phone_extension) == ("+16502530001", None)
+    state, _ = run(capture(phone="+16502530000", phone_extension="123"), capture("cap-2", minutes=1, company="Acme"))
+    assert state is not None
+    assert (state.lead.phone, state.lead.phone_extension) == ("+16502530000", "123")  # a touch without a phone
