@@ -1,17 +1,22 @@
 """Frozen, documented settings: the only reader of ``os.environ``."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from leadflow.errors import ConfigError
 from rules.delivery import STANDARD_SCHEDULE, parse_schedule
 
 __all__ = ["Secret", "Settings"]
+
+_T = TypeVar("_T")
 
 
 class Secret:
@@ -43,7 +48,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"environment variable {name}={raw!r}: expected true or false")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -51,8 +56,24 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         value = int(raw)
     except ValueError:
         raise ConfigError(f"environment variable {name}={raw!r}: expected an integer") from None
-    if value < minimum:
-        raise ConfigError(f"environment variable {name}={raw!r}: must be at least {minimum}")
+    if value < minimum or (maximum is not None and value > maximum):
+        within = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ConfigError(f"environment variable {name}={raw!r}: must be {within}")
+    return value
+
+
+def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A strictly positive, finite number of seconds (``10``, ``2.5``): a timeout."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise ConfigError(f"environment variable {name}={raw!r}: expected a positive number of seconds such as 10 "
+                          "or 2.5")
     return value
 
 
@@ -114,6 +135,92 @@ def _instance_id(env: Mapping[str, str], web_host: str, web_port: int) -> str | 
         raise ConfigError(f"environment variable LEADFLOW_INSTANCE_ID={raw!r}: expected 1 to 249 letters, digits, "
                           "'.', '_' or '-' (Kafka's rule for a group.instance.id), or none")
     return value
+
+
+#: Kafka's rule for a topic name (``Topic.validate``), which the app id and the prefix become part of.
+_TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]*")
+#: Longest app id / topic prefix: Kafka allows 249 characters in a topic name, and leadflow
+#: appends the topic's own name (``-team_state-changelog``, ``lead.commands.retries``, …) to them.
+_NAME_PART_MAX = 180
+_HOST = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])")
+
+
+def _topic_part(env: Mapping[str, str], name: str, default: str, *, empty: bool) -> str:
+    raw = env.get(name)
+    value = default if raw is None or (raw == "" and not empty) else raw
+    if not _TOPIC_CHARS.fullmatch(value) or len(value) > _NAME_PART_MAX or (not value and not empty):
+        raise ConfigError(f"environment variable {name}={raw!r}: expected {'up to' if empty else '1 to'} "
+                          f"{_NAME_PART_MAX} letters, digits, '.', '_' or '-' (it becomes part of Kafka topic "
+                          "names, which allow only those)")
+    return value
+
+
+def _host_port(text: str) -> str | None:
+    """Why ``host[:port]`` is not one, or ``None``."""
+    host, _, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
+    if not host:
+        host, port = text, ""
+    if not _HOST.fullmatch(host):
+        return f"{host!r} is not a host name or address"
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"port {port!r} is not a number from 1 to 65535"
+    return None
+
+
+def _broker(env: Mapping[str, str], default: str) -> str:
+    raw = env.get("LEADFLOW_BROKER") or default
+    hosts = [h.strip() for h in raw.replace(";", ",").split(",") if h.strip()]
+    for host in hosts or [""]:
+        scheme, sep, rest = host.rpartition("://")
+        problem = (f"scheme {scheme + sep!r} (use kafka://)" if sep and scheme.lower() != "kafka"
+                   else _host_port(rest) if rest else "no host")
+        if problem is not None:
+            raise ConfigError(f"environment variable LEADFLOW_BROKER={raw!r}: {problem}; expected "
+                              "kafka://host:port, several separated by ';'")
+    return raw
+
+
+def _redis_url(env: Mapping[str, str], default: str) -> str:
+    raw = env.get("LEADFLOW_REDIS_URL") or default
+    expected = "expected redis://[:password@]host:port/db, rediss://… (TLS) or unix:///path/to/socket"
+    try:
+        url = urlsplit(raw)
+        port = url.port  # ValueError when it is no port
+    except ValueError:
+        raise ConfigError(f"environment variable LEADFLOW_REDIS_URL: not a URL; {expected}") from None
+    # The value is not repeated: a Redis URL may carry a password.
+    if url.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"environment variable LEADFLOW_REDIS_URL: scheme {url.scheme + ':' if url.scheme else 'missing'}; "
+                          f"{expected}")
+    if url.scheme != "unix" and not url.hostname:
+        raise ConfigError(f"environment variable LEADFLOW_REDIS_URL: no host; {expected}")
+    if url.scheme == "unix" and not url.path:
+        raise ConfigError(f"environment variable LEADFLOW_REDIS_URL: no socket path; {expected}")
+    if url.scheme != "unix" and url.path.strip("/") and not url.path.strip("/").isdigit():
+        raise ConfigError(f"environment variable LEADFLOW_REDIS_URL: database {url.path.strip('/')!r} is not a number; "
+                          f"{expected}")
+    del port
+    return raw
+
+
+class _Problems:
+    """Every settings error at once: ``take`` runs one reader and keeps its error for the end."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def take(self, read: Callable[..., _T], *args: Any, fallback: _T, **kwargs: Any) -> _T:
+        try:
+            return read(*args, **kwargs)
+        except ConfigError as exc:
+            self.found.append(str(exc))
+            return fallback
+
+    def check(self) -> None:
+        if len(self.found) == 1:
+            raise ConfigError(self.found[0])
+        if self.found:
+            raise ConfigError("invalid settings:\n  " + "\n  ".join(self.found))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,49 +319,60 @@ class Settings:
         """Read settings from the environment, with errors that name the variable."""
         env = os.environ if env is None else env
         d = cls()  # the documented defaults (slots dataclasses have no class-level values)
+        p = _Problems()
         config = env.get("LEADFLOW_CONFIG") or None
         keys = tuple(Secret(k.strip()) for k in env.get("LEADFLOW_API_KEYS", "").split(",") if k.strip())
         store = env.get("LEADFLOW_STORE", "rocksdb")
         if store not in ("rocksdb", "memory"):
-            raise ConfigError(f"environment variable LEADFLOW_STORE={store!r}: expected rocksdb or memory")
-        timeout_raw = env.get("LEADFLOW_WEBHOOK_TIMEOUT", "10")
-        try:
-            timeout = float(timeout_raw)
-        except ValueError:
-            raise ConfigError(f"environment variable LEADFLOW_WEBHOOK_TIMEOUT={timeout_raw!r}: expected seconds") from None
-        web_port = _int(env, "LEADFLOW_WEB_PORT", d.web_port, minimum=1)
+            p.found.append(f"environment variable LEADFLOW_STORE={store!r}: expected rocksdb or memory")
+        web_port = p.take(_int, env, "LEADFLOW_WEB_PORT", d.web_port, minimum=1, maximum=65535, fallback=d.web_port)
         web_host = env.get("LEADFLOW_WEB_HOST") or d.web_host
-        return cls(
-            broker=env.get("LEADFLOW_BROKER") or d.broker,
-            redis_url=env.get("LEADFLOW_REDIS_URL") or d.redis_url,
+        settings = cls(
+            broker=p.take(_broker, env, d.broker, fallback=d.broker),
+            redis_url=p.take(_redis_url, env, d.redis_url, fallback=d.redis_url),
             config_path=Path(config) if config else None,
             web_port=web_port,
             web_host=web_host,
-            instance_id=_instance_id(env, web_host, web_port),
+            instance_id=p.take(_instance_id, env, web_host, web_port, fallback=None),
             data_dir=Path(env.get("LEADFLOW_DATA_DIR") or d.data_dir),
             api_keys=keys,
             default_team=env.get("LEADFLOW_DEFAULT_TEAM") or d.default_team,
-            webhook_allow_private=_bool(env, "LEADFLOW_WEBHOOK_ALLOW_PRIVATE", False),
-            app_id=env.get("LEADFLOW_APP_ID") or d.app_id,
-            topic_prefix=env.get("LEADFLOW_TOPIC_PREFIX", d.topic_prefix),
-            partitions=_int(env, "LEADFLOW_PARTITIONS", d.partitions, minimum=1),
+            webhook_allow_private=p.take(_bool, env, "LEADFLOW_WEBHOOK_ALLOW_PRIVATE", False, fallback=False),
+            app_id=p.take(_topic_part, env, "LEADFLOW_APP_ID", d.app_id, empty=False, fallback=d.app_id),
+            topic_prefix=p.take(_topic_part, env, "LEADFLOW_TOPIC_PREFIX", d.topic_prefix, empty=True,
+                                fallback=d.topic_prefix),
+            partitions=p.take(_int, env, "LEADFLOW_PARTITIONS", d.partitions, minimum=1, maximum=10_000,
+                              fallback=d.partitions),
             store=store,
-            standby_replicas=_int(env, "LEADFLOW_STANDBY_REPLICAS", d.standby_replicas),
-            replication=_int(env, "LEADFLOW_REPLICATION", d.replication, minimum=1),
-            max_body_bytes=_int(env, "LEADFLOW_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
-            max_batch=_int(env, "LEADFLOW_MAX_BATCH", d.max_batch, minimum=1),
-            max_import_rows=_int(env, "LEADFLOW_MAX_IMPORT_ROWS", d.max_import_rows, minimum=1),
+            standby_replicas=p.take(_int, env, "LEADFLOW_STANDBY_REPLICAS", d.standby_replicas, maximum=100,
+                                    fallback=d.standby_replicas),
+            replication=p.take(_int, env, "LEADFLOW_REPLICATION", d.replication, minimum=1, maximum=100,
+                               fallback=d.replication),
+            max_body_bytes=p.take(_int, env, "LEADFLOW_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024,
+                                  fallback=d.max_body_bytes),
+            max_batch=p.take(_int, env, "LEADFLOW_MAX_BATCH", d.max_batch, minimum=1, fallback=d.max_batch),
+            max_import_rows=p.take(_int, env, "LEADFLOW_MAX_IMPORT_ROWS", d.max_import_rows, minimum=1,
+                                   fallback=d.max_import_rows),
             allowed_redirect_hosts=frozenset(
                 h.strip().lower() for h in env.get("LEADFLOW_ALLOWED_REDIRECT_HOSTS", "").split(",") if h.strip()),
-            webhook_timeout_s=timeout,
-            log_level=_log_level(env.get("LEADFLOW_LOG_LEVEL") or d.log_level),
-            webhook_retry_schedule=_schedule(env, "LEADFLOW_WEBHOOK_RETRY_SCHEDULE", d.webhook_retry_schedule),
-            webhook_breaker_threshold=_int(env, "LEADFLOW_WEBHOOK_BREAKER_THRESHOLD",
-                                           d.webhook_breaker_threshold, minimum=1),
-            webhook_breaker_cooldown_s=_seconds(env, "LEADFLOW_WEBHOOK_BREAKER_COOLDOWN",
-                                                d.webhook_breaker_cooldown_s),
-            state_cache_mb=_int(env, "LEADFLOW_STATE_CACHE_MB", d.state_cache_mb),
-            producer_linger_ms=_int(env, "LEADFLOW_PRODUCER_LINGER_MS", d.producer_linger_ms),
-            consumer_thread=_bool(env, "LEADFLOW_CONSUMER_THREAD", d.consumer_thread),
-            fetch_sessions=_bool(env, "LEADFLOW_FETCH_SESSIONS", d.fetch_sessions),
+            webhook_timeout_s=p.take(_positive_seconds, env, "LEADFLOW_WEBHOOK_TIMEOUT", d.webhook_timeout_s,
+                                     fallback=d.webhook_timeout_s),
+            log_level=p.take(_log_level, env.get("LEADFLOW_LOG_LEVEL") or d.log_level, fallback=d.log_level),
+            webhook_retry_schedule=p.take(_schedule, env, "LEADFLOW_WEBHOOK_RETRY_SCHEDULE", d.webhook_retry_schedule,
+                                          fallback=d.webhook_retry_schedule),
+            webhook_breaker_threshold=p.take(_int, env, "LEADFLOW_WEBHOOK_BREAKER_THRESHOLD",
+                                             d.webhook_breaker_threshold, minimum=1,
+                                             fallback=d.webhook_breaker_threshold),
+            webhook_breaker_cooldown_s=p.take(_seconds, env, "LEADFLOW_WEBHOOK_BREAKER_COOLDOWN",
+                                              d.webhook_breaker_cooldown_s, fallback=d.webhook_breaker_cooldown_s),
+            state_cache_mb=p.take(_int, env, "LEADFLOW_STATE_CACHE_MB", d.state_cache_mb, maximum=100_000,
+                                  fallback=d.state_cache_mb),
+            # More than a minute would hold every message that long: a typo, not a tuning.
+            producer_linger_ms=p.take(_int, env, "LEADFLOW_PRODUCER_LINGER_MS", d.producer_linger_ms,
+                                      maximum=60_000, fallback=d.producer_linger_ms),
+            consumer_thread=p.take(_bool, env, "LEADFLOW_CONSUMER_THREAD", d.consumer_thread,
+                                   fallback=d.consumer_thread),
+            fetch_sessions=p.take(_bool, env, "LEADFLOW_FETCH_SESSIONS", d.fetch_sessions, fallback=d.fetch_sessions),
         )
+        p.check()
+        return settings

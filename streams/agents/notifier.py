@@ -12,6 +12,10 @@ Per endpoint, a circuit breaker defers deliveries while the endpoint keeps faili
 attempt is used up), then lets one probe through. ``410 Gone``, another 4xx, or the schedule
 running out dead-letters the message on ``notifications.dead`` with the reason, and the lead
 hears it (``RecordDelivery(dead_lettered=True)``): an unreachable rep loses the assignment.
+
+Nothing unexpected loses a message either: a delivery that raises is a failed attempt (retried
+on the schedule), and a batch that cannot be handled at all is dead-lettered message by message
+with the reason, so its leads hear of it too (``dead_letter_batch``).
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from streams.app import app, runtime
 from streams.tables.webhook_retries import webhook_retries
 from streams.topics import notifications, publish
 
-__all__ = ["deliver_notifications", "fire_webhook_retries", "breaker", "retry_index"]
+__all__ = ["deliver_notifications", "fire_webhook_retries", "breaker", "retry_index", "dead_letter_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,23 @@ async def _deliver(notify: Notify, gate: asyncio.Semaphore) -> DeliveryResult:
                               secret=notify.secret, body=orjson.dumps(notify.payload))
     async with gate:
         return await runtime.resources.sender.deliver(message)
+
+
+async def _attempt(notify: Notify, gate: asyncio.Semaphore) -> DeliveryResult:
+    """``_deliver``, with whatever it raises (it should return every failure) turned into a failed
+    attempt: the message then takes the retry schedule like any failure, and the dead letter at its
+    end, instead of taking the whole batch down with it."""
+    started = asyncio.get_running_loop().time()
+    try:
+        return await _deliver(notify, gate)
+    except Exception as exc:
+        runtime.metrics.command_failures.labels("notifier").inc()
+        log.exception("notifier could not attempt webhook_id=%s event_type=%s lead_id=%s",
+                      notify.webhook_id, notify.event_type, notify.lead_id)
+        # The exception's type only: its text may quote anything (a URL's query, a payload field).
+        return DeliveryResult(webhook_id=notify.webhook_id, delivered=False, attempts=0, status=None,
+                              error=f"notifier error: {type(exc).__name__} (see the worker's log)",
+                              duration_s=asyncio.get_running_loop().time() - started, gave_up_reason=None)
 
 
 @dataclass(slots=True)
@@ -195,9 +216,40 @@ def _settle(batch: _Batch, job: _Job, result: DeliveryResult) -> None:
 async def handle_batch(events: list[Any], gate: asyncio.Semaphore) -> None:
     batch = _Batch(now=runtime.clock.now(), backlogs={}, events={}, changed=set(), reports=[])
     jobs = _plan(batch, events)
-    results = await asyncio.gather(*(_deliver(job.notify, gate) for job in jobs))
+    results = await asyncio.gather(*(_attempt(job.notify, gate) for job in jobs))
     for job, result in zip(jobs, results):
         _settle(batch, job, result)
+    await _commit(batch)
+
+
+async def dead_letter_batch(events: list[Any], exc: Exception) -> None:
+    """After ``handle_batch`` failed on ``events``: dead-letter each of their messages with the reason,
+    so the lead hears of it as of any dead letter (a rep who is never told loses the lead), instead of
+    the messages being acknowledged and lost (DESIGN §5: dead letters are explicit)."""
+    batch = _Batch(now=runtime.clock.now(), backlogs={}, events={}, changed=set(), reports=[])
+    reason = f"notifier error: {type(exc).__name__} (see the worker's log)"
+    done: set[str] = set()
+    for event in events:
+        lead_id, value = event.key, event.value
+        if not isinstance(lead_id, str) or not isinstance(value, (Notify, RetryDue)):
+            continue
+        if lead_id not in batch.backlogs:
+            with acting_for(event):
+                stored = webhook_retries.get(lead_id)
+            batch.backlogs[lead_id] = stored if isinstance(stored, DeliveryBacklog) else DeliveryBacklog(lead_id=lead_id)
+        batch.events[lead_id] = event
+        entry = batch.backlogs[lead_id].find(value.webhook_id)
+        if value.webhook_id in done or (isinstance(value, RetryDue) and entry is None):
+            continue  # a replay, or a retry already acted on
+        done.add(value.webhook_id)
+        notify, attempts = (entry.notify, entry.attempts) if entry is not None else (value, 0)
+        assert isinstance(notify, Notify)
+        batch.drop(lead_id, notify.webhook_id)
+        batch.dead_letter(notify, attempts=attempts, status=None, reason=reason)
+    await _commit(batch)
+
+
+async def _commit(batch: _Batch) -> None:
     # Outcomes and dead letters acknowledged first, then the backlog (see ``publish``): a crash
     # in between repeats the batch, and receivers dedup on the stable webhook-id.
     await publish(batch.reports)
@@ -216,12 +268,19 @@ async def handle_batch(events: list[Any], gate: asyncio.Semaphore) -> None:
 async def deliver_notifications(stream: Any) -> None:
     gate = asyncio.Semaphore(_PARALLEL)
     async for events in take_ready(stream, _BATCH):
+        batch = list(readable(events, "notifier"))
         try:
-            await handle_batch(list(readable(events, "notifier")), gate)
-        except Exception:
-            # A bug must not stop every lead's webhooks: count it, log ids only, move on.
+            await handle_batch(batch, gate)
+        except Exception as exc:
+            # A bug must not stop every lead's webhooks, nor lose this batch's: count it, log ids
+            # only, dead-letter the batch's messages with the reason, move on.
             runtime.metrics.command_failures.labels("notifier").inc()
-            log.exception("notifier could not handle a batch of %d message(s)", len(events))
+            log.exception("notifier could not handle a batch of %d message(s); dead-lettering them", len(events))
+            try:
+                await dead_letter_batch(batch, exc)
+            except Exception:
+                runtime.metrics.command_failures.labels("notifier").inc()
+                log.exception("notifier could not dead-letter a batch of %d message(s): they are lost", len(events))
 
 
 def track(lead_id: str, backlog: DeliveryBacklog | None) -> None:
