@@ -181,6 +181,8 @@ def _worker(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         config = load_config(settings.config_path)
         config.lead_policy(settings.default_team)
+        for warning in config.warnings(settings.default_team):  # the worker logs the same at start
+            print(f"leadflow: warning: {warning}", file=sys.stderr)
         reps = sum(len(t.reps) for t in config.teams)
         print(f"config OK: {len(config.teams)} team(s), {reps} rep(s), {len(config.api_keys)} API key(s)")
         return 0

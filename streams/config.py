@@ -5,8 +5,10 @@ Errors name the file, the line, the path inside the document and what is wrong, 
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
@@ -15,6 +17,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
 from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
@@ -28,7 +31,7 @@ from rules.lead_state import Endpoint
 from sla.config import Duration, SlaConfig
 from streams._config_env import ConfigOrigin, Section, dotted, line_of, unset_variables
 from streams.crm_config import CrmConfig, QualificationConfig, ScoringConfig, crm_policy
-from streams.routing_config import AccountConfig, RoutingConfig, check_accounts, config_accounts
+from streams.routing_config import AccountConfig, RoutingConfig, _problem, _raise, check_accounts, config_accounts
 
 __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
 
@@ -221,7 +224,63 @@ class LeadflowConfig(_Strict):
         names = [k.name for k in self.api_keys]
         if len(names) != len(set(names)):
             raise ValueError("api key names must be unique")
+        _raise("LeadflowConfig", self._team_problems())
         return self
+
+    def _team_problems(self) -> list[InitErrorDetails]:
+        """A team id defined twice (at the second), and a reference that is a defined team misspelt
+        (``sdr-us`` for ``sdr_us``, ``SDR_US``): its leads would wait in a team nobody works in."""
+        problems = []
+        first: dict[str, int] = {}
+        for t, team in enumerate(self.teams):
+            if team.id in first:
+                problems.append(_problem("duplicate_team", f"team {team.id!r} is already defined at teams[{first[team.id]}]; "
+                                         "give each team one entry", ("teams", t, "id"), team.id))
+            first.setdefault(team.id, t)
+        spelt = {_spelling(team_id): team_id for team_id in first}
+        for loc, name in self.team_references():
+            meant = spelt.get(_spelling(name))
+            if name not in first and meant is not None:
+                problems.append(_problem("misspelt_team", f"team {name!r} is not defined; did you mean {meant!r}?",
+                                         loc, name))
+        return problems
+
+    def team_references(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """``(path, team id)`` of every place the file names a team besides its definition."""
+        refs: list[tuple[tuple[int | str, ...], str]] = []
+        if self.routing.default_team:
+            refs.append((("routing", "default_team"), self.routing.default_team))
+        refs += [(("routing", "rules", i, "team"), rule.team) for i, rule in enumerate(self.routing.rules)]
+        refs += [(("teams", i, "overflow_team"), t.overflow_team) for i, t in enumerate(self.teams) if t.overflow_team]
+        refs += [(("sla", "policies", i, "teams", j), team) for i, policy in enumerate(self.sla.policies)
+                 for j, team in enumerate(policy.teams)]
+        refs += [(("sla", "calendars", name, "teams", j), team) for name, cal in self.sla.calendars.items()
+                 for j, team in enumerate(cal.teams)]
+        refs += [(("accounts", i, "team"), a.team) for i, a in enumerate(self.accounts) if a.team]
+        refs += [(("crm", "account_executives", team), team) for team in self.crm.account_executives if team != "*"]
+        return refs
+
+    def warnings(self, default_team: str = "default") -> list[str]:
+        """Teams named but not defined in this file, each at its line.
+
+        Not errors: a team also comes into being through the API (``PUT /v1/reps/{id}`` with a
+        ``team``), so a rule may send leads to a team whose reps are all managed there. A file that
+        defines no team at all manages every team that way and gets no warning.
+        """
+        defined = [t.id for t in self.teams]
+        if not defined:
+            return []
+        found: list[tuple[int, str]] = []
+        for loc, name in self.team_references():
+            if name not in defined:
+                line = line_of(self._origin.node, loc) if self._origin.node is not None else None
+                sends_leads = loc[0] in ("routing", "teams", "accounts")
+                found.append((line or 0, f"{self._origin.where(loc)}: {_undefined(name, defined, sends_leads)}"))
+        out = [text for _, text in sorted(found, key=lambda item: item[0])]
+        if self.routing.default_team is None and default_team not in defined:
+            out.append(f"LEADFLOW_DEFAULT_TEAM={default_team!r} (where leads that match no routing rule go; "
+                       f"routing.default_team is not set): {_undefined(default_team, defined, True)}")
+        return out
 
     def lead_policy(self, default_team: str, env: Mapping[str, str] | None = None) -> LeadPolicy:
         """The policy leads are routed by, once ``check_env`` found every variable the config names:
@@ -292,6 +351,20 @@ class LeadflowConfig(_Strict):
         """``{sha256 hex: key name}`` for every configured key."""
         env = os.environ if env is None else env
         return {k.digest(env): k.name for k in self.api_keys}
+
+
+def _spelling(team_id: str) -> str:
+    """A team id without case and punctuation: two ids alike here are one team misspelt."""
+    return re.sub(r"[-_.]", "", team_id.casefold())
+
+
+def _undefined(name: str, defined: list[str], sends_leads: bool) -> str:
+    close = difflib.get_close_matches(name, defined, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(defined[:10]) + (", …" if len(defined) > 10 else "")
+    effect = ("its leads wait unless its reps are added through PUT /v1/reps" if sends_leads
+              else "this applies to it once its reps are added through PUT /v1/reps")
+    return f"team {name!r} is not defined in this file ({hint}teams: {listed}); {effect}"
 
 
 def _no_session() -> Any:

@@ -8,6 +8,8 @@ import faust.worker
 
 __all__ = ["LeadflowWorker", "main"]
 
+log = logging.getLogger(__name__)
+
 
 class LeadflowWorker(faust.worker.Worker):
     """Faust's worker without its terminal spinner, so the log level is the one configured.
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     from streams import gc_tuning, topic_check, topics
 
     settings = runtime.settings
+    for warning in runtime.config.warnings(settings.default_team):  # as --check-config prints them
+        log.warning("config: %s", warning)
     expected = topic_check.expected_partitions(
         [*topics.CHANNELS.values(), topics.leads_inbound, topics.leads_rejected], app.tables.values(),
         app.conf.topic_partitions)
