@@ -4,13 +4,16 @@ Pure: the timer index (in ``streams/``) only says "step N of cycle C may be due"
 re-checks here and acts at most once per (lead, cycle, step):
 
 * ``breach``: the first-contact deadline passed; recorded and published.
-* ``remind``: a ``lead.reminder`` webhook to the rep who holds the lead (none while it waits
-  in a queue: the manager alert and the release to the pool still come).
+* ``remind``: a ``lead.reminder`` webhook to the rep who holds the lead. While nobody does (it
+  waits in a queue) the step is *deferred*, not done: it fires as soon as a rep holds the lead.
 * ``reassign``: the rep loses the lead (``lead.reassigned`` to them); it is routed again in the
-  same team, never back to a rep who already had it in this cycle.
+  same team, never back to a rep who already had it in this cycle. Nobody holds it: skipped.
 * ``alert_manager``: a ``lead.escalated`` webhook to the team's manager.
-* ``release_to_pool``: the rep loses the lead; it goes to the team's overflow team (or back to
-  the team's queue) excluding everyone who had it.
+* ``release_to_pool``: the rep loses the lead, or the team's queue does (``WithdrawLead``); it
+  goes to the team's overflow team (or back to the team's queue) excluding everyone who had it.
+
+Every step says what it really did: the timeline's ``sla_escalated`` entry and ``lead.escalated``
+carry ``outcome`` (``sent``, ``not_sent``, ``moved``, ``skipped``) and, when it did nothing, ``why``.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rules.capture import attribute
-from rules.commands import LeadQueued, Notify, Outgoing, RecordActivity, SlaDue
+from rules.commands import LeadQueued, Notify, Outgoing, RecordActivity, SlaDue, WithdrawLead
 from rules.lead_state import (
     HELD,
     OFFER_STEP,
@@ -64,7 +67,9 @@ def next_timer(state: LeadState | None) -> SlaTimer | None:
     if state.routing == "queued" and state.overflow_at is not None:
         pending.append((state.overflow_at, OVERFLOW_STEP))
     if state.sla is not None and state.sla.stopped_at is None:
-        due = next_due(state.sla.deadlines, frozenset(state.sla.done))
+        # A deferred reminder waits (no timer) until a rep holds the lead, then fires at once.
+        waiting = () if state.routing in HELD else state.sla.deferred
+        due = next_due(state.sla.deadlines, frozenset(state.sla.done + waiting))
         if due is not None:
             pending.append((due.due_at, due.step))
     if not pending:
@@ -81,27 +86,61 @@ def sla_due(state: LeadState, command: SlaDue, now: datetime, policy: LeadPolicy
     deadline = next((d for d in track.deadlines if d.step == command.step), None)
     if deadline is None or deadline.due_at > now:
         return LeadTransition(state=state)  # not due (a timer ran early): it will come again
-    track = replace(track, done=track.done + (command.step,))
-    state = replace(state, sla=track)
     kind = deadline.kind
+    if kind == "remind" and state.routing not in HELD:
+        return _defer_reminder(state, command.step, now, policy)
+    was_deferred = command.step in track.deferred
+    track = replace(track, done=track.done + (command.step,),
+                    deferred=tuple(s for s in track.deferred if s != command.step))
+    state = replace(state, sla=track)
     if kind == "breach":
         state = replace(state, sla=replace(track, breached_at=now))
         state = note(state, policy, now, "sla_breached", step=command.step, sla_policy=track.policy)
         return LeadTransition(state=state, outgoing=(event(state, "lead.sla_breached", now, {
             "step": command.step, "policy": track.policy, "team_id": state.team_id,
             "rep_id": state.assignment.rep_id if state.assignment else None}),))
+    from_team = state.team_id
     outgoing: list[Outgoing] = []
     if kind == "remind":
-        outgoing += notify_rep(state, "lead.reminder", command.step, now)
+        outgoing, outcome = _remind(state, command.step, now)
+        if was_deferred:
+            outcome["deferred_s"] = (now - deadline.due_at).total_seconds()  # it waited for a rep
     elif kind in ("reassign", "release_to_pool"):
-        state, moved = _take_away(state, kind, command.step, now, policy)
-        outgoing += moved
-    elif kind == "alert_manager":
-        outgoing += _notify_manager(state, command.step, now, policy)
-    state = note(state, policy, now, "sla_escalated", step=command.step, action=kind)
+        state, outgoing, outcome = _take_away(state, kind, command.step, now, policy)
+    else:  # alert_manager
+        outgoing = _notify_manager(state, command.step, now, policy)
+        outcome = ({"outcome": "sent"} if outgoing
+                   else {"outcome": "not_sent", "why": f"team {from_team} has no manager webhook"})
+    # What the step really did: ``outcome`` is sent / not_sent (a webhook), moved / skipped (the lead).
+    state = note(state, policy, now, "sla_escalated", step=command.step, action=kind, **outcome)
     outgoing.insert(0, event(state, "lead.escalated", now, {
-        "step": command.step, "action": kind, "policy": track.policy, "team_id": state.team_id}))
+        "step": command.step, "action": kind, "policy": track.policy, "team_id": from_team, **outcome}))
     return LeadTransition(state=state, outgoing=tuple(outgoing))
+
+
+def _defer_reminder(state: LeadState, step: int, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    """A reminder due while nobody holds the lead waits for the rep who gets it (``next_timer``)."""
+    track = state.sla
+    assert track is not None
+    if step in track.deferred:
+        return LeadTransition(state=state)  # fired again while still waiting: already said
+    state = replace(state, sla=replace(track, deferred=track.deferred + (step,)))
+    why = (f"nobody holds the lead (it is {state.routing} in {state.team_id}): "
+           "the reminder goes to the rep who gets it")
+    state = note(state, policy, now, "sla_escalated", step=step, action="remind", outcome="deferred", why=why)
+    return LeadTransition(state=state, outgoing=(event(state, "lead.escalation_deferred", now, {
+        "step": step, "action": "remind", "policy": track.policy, "team_id": state.team_id, "why": why}),))
+
+
+def _remind(state: LeadState, step: int, now: datetime) -> tuple[list[Outgoing], dict[str, Any]]:
+    """The reminder to the rep who holds the lead (the caller checked that someone does)."""
+    a = state.assignment
+    assert a is not None
+    sent = notify_rep(state, "lead.reminder", step, now)
+    outcome: dict[str, Any] = {"outcome": "sent" if sent else "not_sent", "rep_id": a.rep_id}
+    if not sent:
+        outcome["why"] = f"{a.rep_id} has no webhook URL"
+    return sent, outcome
 
 
 def breach_risk(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> tuple[LeadState, list[Outgoing]]:
@@ -168,15 +207,32 @@ def _notify_manager(state: LeadState, step: int, now: datetime, policy: LeadPoli
 
 
 def _take_away(state: LeadState, kind: str, step: int, now: datetime,
-               policy: LeadPolicy) -> tuple[LeadState, list[Outgoing]]:
-    """Release the lead from its rep and route it again, excluding everyone who had it."""
-    if state.routing != "assigned" or state.assignment is None or state.sla is None:
-        return state, []  # still waiting in a queue: there is nobody to take it from
-    told = notify_rep(state, "lead.reassigned", step, now)
-    team_id = policy.overflow_teams.get(state.team_id, state.team_id) if kind == "release_to_pool" else state.team_id
-    moved, outgoing = reroute(state, now, policy, note_kind="reassigned" if kind == "reassign" else "released_to_pool",
-                              reason=kind, team_id=team_id)
-    return moved, told + outgoing
+               policy: LeadPolicy) -> tuple[LeadState, list[Outgoing], dict[str, Any]]:
+    """Take the lead from its rep (or out of its team's queue) and route it again, excluding
+    everyone who had it: ``reassign`` in the same team, ``release_to_pool`` in the overflow team."""
+    target = policy.overflow_teams.get(state.team_id, state.team_id) if kind == "release_to_pool" else state.team_id
+    a = state.assignment if state.routing in HELD else None
+    if a is not None:
+        told = notify_rep(state, "lead.reassigned", step, now, reason=kind)
+        moved, outgoing = reroute(state, now, policy, reason=kind, team_id=target,
+                                  note_kind="reassigned" if kind == "reassign" else "released_to_pool")
+        return moved, told + outgoing, {"outcome": "moved", "from_rep": a.rep_id, "to_team": target}
+    # Nobody holds it: it waits in the team's queue (or is on its way there).
+    if kind == "reassign":
+        where = "waits in" if state.routing == "queued" else "is on its way to"
+        return state, [], {"outcome": "skipped", "why": (
+            f"nobody holds the lead: it {where} {state.team_id}'s queue for the next eligible rep")}
+    if target == state.team_id:
+        return state, [], {"outcome": "skipped", "why": (
+            f"team {state.team_id} has no overflow team: the lead stays in its queue")}
+    # Out of the old team's queue first (its count and entries stay right; an entry it cannot
+    # find yet is remembered as withdrawn and never assigned), then routed in the overflow team.
+    source = state.team_id
+    withdraw = Outgoing(channel="team.commands", key=source, value=WithdrawLead(
+        team_id=source, lead_id=state.lead_id, route_id=state.route_id, reason=kind, at=now))
+    moved, outgoing = reroute(state, now, policy, note_kind="released_to_pool", reason=kind, team_id=target,
+                              detail={"from_team": source})
+    return moved, [withdraw, *outgoing], {"outcome": "moved", "from_team": source, "to_team": target}
 
 
 def record_activity(state: LeadState, command: RecordActivity, now: datetime, policy: LeadPolicy) -> LeadTransition:

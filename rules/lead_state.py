@@ -75,6 +75,9 @@ class SlaTrack:
     previous_reps: tuple[str, ...] = ()
     #: When a queue estimate first said the deadline would be missed (the early warning fires once).
     at_risk_at: datetime | None = None
+    #: ``remind`` steps that fell due while nobody held the lead: not done yet, they fire as soon
+    #: as a rep holds it (``rules.lead_sla.next_timer``), so the reminder reaches that rep.
+    deferred: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,6 +28,7 @@ from rules.commands import (
     SetPresence,
     TeamCommand,
     UpsertRep,
+    WithdrawLead,
 )
 from rules.roster import Holding
 from rules.team import LOOKAHEAD, TeamState, TeamTransition
@@ -278,6 +279,40 @@ class TeamMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def replay_release(self, data: st.DataObject) -> None:
         self.send(data.draw(st.sampled_from(self.releases), label="replayed ReleaseLead"))
+
+    def _waiting(self) -> list[RouteLead]:
+        return sorted(self.team.queue.entries.values(), key=lambda e: e.route_id)
+
+    @precondition(lambda self: self.team.queue.entries)
+    @rule(data=st.data())
+    def withdraw_waiting(self, data: st.DataObject) -> None:
+        # The lead left the queue unassigned (SLA release to the pool, overflow, disposition).
+        entry = data.draw(st.sampled_from(self._waiting()), label="waiting")
+        before = self.team.state
+        assert before is not None
+        self.send(WithdrawLead(team_id=TEAM, lead_id=entry.lead_id, route_id=entry.route_id,
+                               reason="release_to_pool", at=self.now))
+        after = self.team.state
+        assert after is not None
+        held = _holder(after, self.team.queue.holdings, entry.lead_id, entry.route_id)
+        if held is None:
+            # Out of the queue at once, and counted out: never assigned here afterwards.
+            assert not self.team.queue.contains(entry.route_id)
+            assert after.queue_depth == before.queue_depth - 1
+            self.released.add(entry.route_id)
+
+    @precondition(lambda self: self.routes)
+    @rule(data=st.data())
+    def withdraw_any(self, data: st.DataObject) -> None:
+        # A withdrawal of any known route: held (nothing changes), replayed or never queued.
+        route = data.draw(st.sampled_from(self.routes), label="route")
+        before = self.team.state
+        holdings = dict(self.team.queue.holdings)
+        self.send(WithdrawLead(team_id=TEAM, lead_id=route.lead_id, route_id=route.route_id,
+                               reason="overflow", at=self.now))
+        assert self.team.queue.holdings == holdings  # a withdrawal never takes a lead from a rep
+        if before is not None and _holder(before, holdings, route.lead_id, route.route_id) is None:
+            self.released.add(route.route_id)
 
     # --- roster ----------------------------------------------------------------------
 
