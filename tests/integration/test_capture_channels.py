@@ -663,4 +663,4 @@ async def test_bad_input_matrix_never_a_5xx_and_valid_leads_still_flow(ch: Chann
     rejected = await rejected_records(ch, poison)
     assert sorted(v for v, _ in rejected) == sorted(poison), "each bad record dead-lettered with its bytes"
     assert sorted(h["leadflow-reason"].decode() for _, h in rejected) == [
-        "invalid_lead", "invalid_lead", "malformed_json", "not_an_object"]
+        "invalid_lead", "invalid_lead", "not_an_object", "not_utf8"]
