@@ -1,6 +1,7 @@
 """Validated field types for a rep's profile, shared by the YAML config and the HTTP API."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -8,9 +9,10 @@ from pydantic import AfterValidator, Field, StringConstraints
 
 from connectors.netguard import validate_webhook_url
 from connectors.webhook_signing import validate_secret
+from leadflow.errors import ConfigError
 from rules.eligibility import check_holidays_country, parse_working_hours
 
-__all__ = ["TimeZoneName", "WorkingHours", "HolidaysCountry", "WebhookUrl", "WebhookSecret"]
+__all__ = ["TimeZoneName", "WorkingHours", "HolidaysCountry", "WebhookUrl", "WebhookSecret", "secret_from_env"]
 
 
 def _zone(value: str) -> str:
@@ -55,3 +57,16 @@ HolidaysCountry = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), After
 WebhookUrl = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_webhook_url)]
 #: A Standard Webhooks signing secret: ``whsec_`` and base64.
 WebhookSecret = Annotated[str, AfterValidator(_webhook_secret)]
+
+
+def secret_from_env(env: Mapping[str, str], name: str, who: str) -> str:
+    """The ``whsec_`` secret in the environment variable ``name``, checked as ``WebhookSecret`` checks
+    one written in the config: a malformed one had every webhook to ``who`` dead-lettered."""
+    value = env.get(name)
+    if not value:
+        raise ConfigError(f"{who}: environment variable {name} is not set")
+    try:
+        validate_secret(value)
+    except ValueError as exc:  # its message never quotes the secret
+        raise ConfigError(f"{who}: environment variable {name}: {exc}") from None
+    return value

@@ -21,7 +21,7 @@ from pydantic_core import InitErrorDetails
 
 from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
-from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours
+from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours, secret_from_env
 from leadflow.errors import ConfigError
 from rules.accounts import Account
 from rules.capture import canonical_source
@@ -102,12 +102,21 @@ class RepConfig(_Strict):
     #: Country (ISO 3166-1 alpha-2) whose public holidays the rep does not work.
     holidays_country: HolidaysCountry | None = None
 
+    @model_validator(mode="after")
+    def _webhook(self) -> RepConfig:
+        # The API generates a secret for a rep given without one and returns it once; a file has no
+        # one to hand a generated secret to, and a rep with a URL and no secret was never notified.
+        if self.webhook_url is not None and self.webhook_secret is None and self.webhook_secret_env is None:
+            raise _ErrorAt(("webhook_url",), "a webhook needs a signing secret: set webhook_secret_env to the name "
+                           "of an environment variable holding a whsec_ secret (or webhook_secret, for demos)")
+        if self.webhook_secret is not None and self.webhook_secret_env is not None:
+            raise _ErrorAt(("webhook_secret_env",), "give exactly one of webhook_secret, webhook_secret_env")
+        return self
+
     def profile(self, team_id: str, env: Mapping[str, str], strategy: str | None = None) -> RepProfile:
         secret = self.webhook_secret
         if self.webhook_secret_env:
-            secret = env.get(self.webhook_secret_env)
-            if not secret:
-                raise ConfigError(f"rep {self.id!r}: environment variable {self.webhook_secret_env} is not set")
+            secret = secret_from_env(env, self.webhook_secret_env, f"rep {self.id!r}")
         return RepProfile(
             rep_id=self.id, team_id=team_id, name=self.name or self.id, capacity=self.capacity,
             daily_cap=self.daily_cap, weight=self.weight, skills=self.skills, languages=self.languages,
@@ -122,8 +131,9 @@ class RepConfig(_Strict):
 class ManagerConfig(_Strict):
     """Where SLA escalations of a team go (a Standard Webhooks endpoint)."""
 
-    webhook_url: str
-    webhook_secret: str | None = None
+    #: Validated as a rep's (connectors/rep_fields.py).
+    webhook_url: WebhookUrl
+    webhook_secret: WebhookSecret | None = None
     webhook_secret_env: str | None = None
 
     @model_validator(mode="after")
@@ -135,9 +145,7 @@ class ManagerConfig(_Strict):
     def endpoint(self, team_id: str, env: Mapping[str, str]) -> Endpoint:
         secret = self.webhook_secret
         if self.webhook_secret_env:
-            secret = env.get(self.webhook_secret_env)
-            if not secret:
-                raise ConfigError(f"team {team_id!r} manager: environment variable {self.webhook_secret_env} is not set")
+            secret = secret_from_env(env, self.webhook_secret_env, f"team {team_id!r} manager")
         assert secret is not None
         return Endpoint(url=self.webhook_url, secret=secret)
 

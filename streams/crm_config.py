@@ -17,6 +17,7 @@ from connectors.crm import CrmAdapter
 from connectors.crm.hubspot import HubspotCrm
 from connectors.crm.salesforce import SalesforceCrm
 from connectors.crm.webhook import WebhookCrm
+from connectors.rep_fields import WebhookUrl, secret_from_env
 from leadflow.errors import ConfigError
 from rules.lead_state import Endpoint
 from rules.capture import canonical_source
@@ -158,14 +159,12 @@ class QualificationConfig(_Strict):
 class EndpointConfig(_Strict):
     """A Standard Webhooks endpoint (an AE's); the secret from ``webhook_secret_env``."""
 
-    webhook_url: Annotated[str, Field(pattern=r"^https?://")]
+    #: Validated as a rep's (connectors/rep_fields.py).
+    webhook_url: WebhookUrl
     webhook_secret_env: str
 
     def endpoint(self, where: str, env: Mapping[str, str]) -> Endpoint:
-        secret = env.get(self.webhook_secret_env)
-        if not secret:
-            raise ConfigError(f"{where}: environment variable {self.webhook_secret_env} is not set")
-        return Endpoint(url=self.webhook_url, secret=secret)
+        return Endpoint(url=self.webhook_url, secret=secret_from_env(env, self.webhook_secret_env, where))
 
 
 class SalesforceConfig(_Strict):
@@ -190,7 +189,8 @@ class HubspotConfig(_Strict):
 
 
 class WebhookCrmConfig(_Strict):
-    url: Annotated[str, Field(pattern=r"^https?://")]
+    #: Validated as a rep's webhook URL (connectors/rep_fields.py).
+    url: WebhookUrl
     secret_env: str
 
 
@@ -242,6 +242,8 @@ def crm_policy(scoring: ScoringConfig, qualification: QualificationConfig, crm: 
     missing = [name for name in _adapter_secrets(crm) if not env.get(name)]
     if missing:
         raise ConfigError(f"crm.{crm.adapter}: environment variable {', '.join(missing)} is not set")
+    if crm.adapter == "webhook" and crm.webhook is not None:  # signed like every webhook: a whsec_ secret
+        secret_from_env(env, crm.webhook.secret_env, "crm.webhook")
     return {
         "scoring": scoring.model(),
         "frameworks": qualification.frameworks_by_name(),
@@ -265,7 +267,8 @@ def build_adapter(crm: CrmConfig, session: Any, env: Mapping[str, str], *,
         return value
 
     if crm.adapter == "webhook" and crm.webhook is not None:
-        return WebhookCrm(session, url=crm.webhook.url, secret=secret(crm.webhook.secret_env), timeout_s=crm.timeout,
+        hook_secret = secret_from_env(env, crm.webhook.secret_env, "crm.webhook")
+        return WebhookCrm(session, url=crm.webhook.url, secret=hook_secret, timeout_s=crm.timeout,
                           allow_private=allow_private)
     if crm.adapter == "salesforce":
         sf = crm.salesforce
