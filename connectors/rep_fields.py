@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, StringConstraints
 
@@ -11,17 +10,9 @@ from connectors.netguard import validate_webhook_url
 from connectors.webhook_signing import validate_secret
 from leadflow.errors import ConfigError
 from rules.eligibility import check_holidays_country, parse_working_hours
+from sla.config import zone_name
 
 __all__ = ["TimeZoneName", "WorkingHours", "HolidaysCountry", "WebhookUrl", "WebhookSecret", "secret_from_env"]
-
-
-def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        # OSError: keys naming a tzdata directory ("America") or too long for the filesystem.
-        raise ValueError(f"unknown time zone {value[:64]!r} (use an IANA name such as Europe/Madrid)") from None
-    return value
 
 
 def _hours(value: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -49,7 +40,7 @@ def _webhook_secret(value: str) -> str:
     return value
 
 
-TimeZoneName = Annotated[str, AfterValidator(_zone)]
+TimeZoneName = Annotated[str, AfterValidator(zone_name)]
 WorkingHours = Annotated[dict[str, Annotated[list[str], Field(max_length=10)]], Field(max_length=7),
                          AfterValidator(_hours)]
 HolidaysCountry = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]

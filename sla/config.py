@@ -37,7 +37,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from sla.calendar import BusinessCalendar, Interval, TeamCalendars
 from sla.policy import DEFAULT_POLICY, EscalationStep, SlaPolicy, StepKind
 
-__all__ = ["StepConfig", "PolicyConfig", "HolidaysConfig", "CalendarConfig", "SlaConfig", "parse_duration"]
+__all__ = ["StepConfig", "PolicyConfig", "HolidaysConfig", "CalendarConfig", "SlaConfig", "parse_duration", "zone_name"]
 
 #: A number and its unit; ``ms`` before ``m`` so that "250ms" is not read as "250m" and a stray "s".
 _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)")
@@ -66,6 +66,17 @@ def parse_duration(value: Any) -> float:
         if parts and _DURATION.sub("", text).strip() == "" and len({u for _, u in parts}) == len(parts):
             return sum(float(n) / 1000 if u == "ms" else float(n) * _UNIT_SECONDS[u] for n, u in parts)
     raise ValueError(f"{value!r} is not a duration: {_DURATION_HELP}")
+
+
+def zone_name(value: str) -> str:
+    """``value`` when it names an IANA time zone; else ``ValueError`` saying so. The one check of a
+    zone in the config: calendars' here, reps' (connectors/rep_fields.py) through it."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: keys naming a tzdata directory ("America") or too long for the filesystem.
+        raise ValueError(f"unknown time zone {value[:64]!r} (use an IANA name such as Europe/Madrid)") from None
+    return value
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, allow_inf_nan=False)]
@@ -174,11 +185,7 @@ class CalendarConfig(_Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Madrid)") from None
-        return value
+        return zone_name(value)
 
     @field_validator("hours")
     @classmethod

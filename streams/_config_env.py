@@ -14,7 +14,7 @@ from typing import Final
 
 import yaml
 
-__all__ = ["ConfigOrigin", "Loc", "Section", "dotted", "line_of", "unset_variables"]
+__all__ = ["ConfigOrigin", "Loc", "Section", "dotted", "line_of", "node_problems", "unset_variables"]
 
 Loc = tuple[int | str, ...]
 
@@ -128,3 +128,33 @@ def dotted(loc: Loc) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
+
+
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+def node_problems(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[int, str]]:
+    """``(line, "path: problem")`` for what the YAML loader would pass over silently or fail on with a
+    traceback: a key given twice in one mapping (the last one silently won: ``capacity: 3, capacity:
+    300`` gave 300, a second ``teams:`` dropped the first list), and a date that does not exist
+    (``2026-02-30``: a ValueError from the loader)."""
+    found: list[tuple[int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[object, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name != "<<":  # a merge key may repeat what it merges
+                if name in first:
+                    found.append((key.start_mark.line + 1, f"{dotted((*loc, name))}: key {name!r} is given twice in "
+                                  f"this mapping (first at line {first[name]}); keep one"))
+                first.setdefault(name, key.start_mark.line + 1)
+            found += node_problems(value, (*loc, name if name is not None else "?"))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += node_problems(item, (*loc, index))
+    elif isinstance(node, yaml.ScalarNode) and node.tag == _TIMESTAMP:
+        try:
+            yaml.SafeLoader("").construct_yaml_timestamp(node)
+        except ValueError as exc:
+            found.append((node.start_mark.line + 1, f"{dotted(loc)}: {node.value!r} is not a date ({exc})"))
+    return found

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationError, field_validator,
+                      model_validator)
 from pydantic_core import InitErrorDetails
 
 from connectors.enrichment import EnrichmentConfig
@@ -29,12 +30,14 @@ from rules.commands import RepProfile
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
 from sla.config import Duration, SlaConfig
-from streams._config_env import ConfigOrigin, Section, dotted, line_of, unset_variables
+from streams._config_env import ConfigOrigin, Section, dotted, line_of, node_problems, unset_variables
 from streams.crm_config import CrmConfig, QualificationConfig, ScoringConfig, crm_policy
 from streams.routing_config import AccountConfig, RoutingConfig, _problem, _raise, check_accounts, config_accounts
 
 __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
 
+#: A whole number: YAML's true/false (and 5.0, "5") are refused, where lax validation read true as 1.
+_Count = Annotated[int, Strict()]
 _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -59,7 +62,7 @@ class ApiKeyConfig(_Strict):
     key: str | None = Field(default=None, min_length=8)
     key_env: str | None = None
     key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    rate_per_minute: int | None = Field(default=None, ge=1)
+    rate_per_minute: _Count | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKeyConfig:
@@ -83,9 +86,9 @@ class ApiKeyConfig(_Strict):
 class RepConfig(_Strict):
     id: _Id
     name: str = ""
-    capacity: int = Field(default=5, ge=1, le=1000)
-    daily_cap: int | None = Field(default=None, ge=1)
-    weight: int = Field(default=1, ge=1, le=100)
+    capacity: _Count = Field(default=5, ge=1, le=1000)
+    daily_cap: _Count | None = Field(default=None, ge=1)
+    weight: _Count = Field(default=1, ge=1, le=100)
     skills: tuple[str, ...] = ()
     languages: tuple[str, ...] = ()
     territories: tuple[str, ...] = ()
@@ -96,7 +99,7 @@ class RepConfig(_Strict):
     webhook_secret_env: str | None = None
     email: str | None = None
     #: Most leads assigned per ISO week in the rep's time zone (no cap when absent).
-    weekly_cap: int | None = Field(default=None, ge=1)
+    weekly_cap: _Count | None = Field(default=None, ge=1)
     #: Weekly hours in ``timezone``, e.g. ``{"mon-fri": ["09:00-17:00"]}``; absent: always on.
     working_hours: WorkingHours = {}
     #: Country (ISO 3166-1 alpha-2) whose public holidays the rep does not work.
@@ -295,7 +298,22 @@ class LeadflowConfig(_Strict):
         the worker's start (``create_app``) and ``leadflow worker --check-config`` both come here."""
         env = os.environ if env is None else env
         self.check_env(env, default_team)
+        self._check_keys(env)
         return self._lead_policy(default_team, env)
+
+    def _check_keys(self, env: Mapping[str, str]) -> None:
+        """One key under two names: a request with it would count under one of them, the other lost."""
+        first: dict[str, int] = {}
+        problems = []
+        for i, key in enumerate(self.api_keys):
+            digest = key.digest(env)
+            if digest in first:
+                problems.append(f"{self._origin.where(('api_keys', i))}: key {key.name!r} is the same key as "
+                                f"api_keys[{first[digest]}] ({self.api_keys[first[digest]].name!r}); give each "
+                                "source its own key")
+            first.setdefault(digest, i)
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
     def check_env(self, env: Mapping[str, str], default_team: str = "default") -> None:
         """Raise ``ConfigError`` listing every environment variable the config names that ``env``
@@ -394,11 +412,15 @@ def parse_config(text: str, source: str = "<config>") -> LeadflowConfig:
     """Parse and validate config text; ``ConfigError`` lists every problem with its line."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
+        problems = node_problems(node)  # before loading: a date that does not exist fails the loader
+        data: Any = None if problems else yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(
+            f"{source}:{line}: {problem}" for line, problem in sorted(problems, key=lambda item: item[0])))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -425,7 +447,14 @@ def load_config(path: Path | None) -> LeadflowConfig:
     if path is None:
         return LeadflowConfig()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {column}); save the "
+                          "file as UTF-8") from None
     return parse_config(text, str(path))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from connectors.crm import CrmAdapter
 from connectors.crm.hubspot import HubspotCrm
@@ -31,36 +31,39 @@ __all__ = ["ScoringConfig", "QualificationConfig", "CrmConfig", "crm_policy", "b
 _Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
+#: A whole number: YAML's true/false (and 5.0, "5") are refused, where lax validation read true as 1.
+_Count = Annotated[int, Strict()]
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SizeBandConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=32)]
-    minimum: int = Field(ge=0)
-    points: int = Field(ge=-100, le=100)
+    minimum: _Count = Field(ge=0)
+    points: _Count = Field(ge=-100, le=100)
 
 
 class TierConfig(_Strict):
     tier: Annotated[str, Field(min_length=1, max_length=8)]
-    minimum: int = Field(ge=0, le=100)
+    minimum: _Count = Field(ge=0, le=100)
 
 
 class LearningConfig(_Strict):
     prior_rate: float = Field(default=0.25, gt=0, lt=1)
     prior_weight: float = Field(default=8.0, gt=0)
-    max_points: int = Field(default=15, ge=0, le=50)
+    max_points: _Count = Field(default=15, ge=0, le=50)
     #: Lost reasons (case-blind substrings) and how many losses each counts for the segment.
     reason_weights: dict[str, Annotated[float, Field(ge=0, le=10)]] | None = None
 
 
-_Points = dict[str, Annotated[int, Field(ge=-100, le=100)]]
+_Points = dict[str, Annotated[_Count, Field(ge=-100, le=100)]]
 
 
 class ScoringConfig(_Strict):
     """Weights over the shipped defaults; ``mql_threshold`` turns on the MQL gate (nurture below it)."""
 
-    base: int = Field(default=0, ge=-100, le=100)
+    base: _Count = Field(default=0, ge=-100, le=100)
     seniority: _Points = {}
     department: _Points = {}
     size_bands: tuple[SizeBandConfig, ...] | None = None
@@ -70,10 +73,10 @@ class ScoringConfig(_Strict):
     source: _Points = {}
     campaign: _Points = {}
     keywords: _Points = {}
-    repeat_touch: int | None = Field(default=None, ge=0, le=50)
-    repeat_touch_max: int | None = Field(default=None, ge=0, le=100)
+    repeat_touch: _Count | None = Field(default=None, ge=0, le=50)
+    repeat_touch_max: _Count | None = Field(default=None, ge=0, le=100)
     tiers: tuple[TierConfig, ...] | None = None
-    mql_threshold: int | None = Field(default=None, ge=0, le=100)
+    mql_threshold: _Count | None = Field(default=None, ge=0, le=100)
     hot_sources: tuple[str, ...] | None = None
     learning: LearningConfig = LearningConfig()
 
@@ -118,7 +121,7 @@ class CriterionConfig(_Strict):
     choices: tuple[str, ...] = ()
     met_values: tuple[str, ...] = ()
     minimum: float | None = None
-    min_length: int = Field(default=3, ge=1)
+    min_length: _Count = Field(default=3, ge=1)
     required: bool = False
 
     @model_validator(mode="after")
@@ -131,7 +134,7 @@ class CriterionConfig(_Strict):
 class FrameworkConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
     description: str = ""
-    min_met: int = Field(ge=0)
+    min_met: _Count = Field(ge=0)
     criteria: tuple[CriterionConfig, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -176,7 +179,7 @@ class SalesforceConfig(_Strict):
     #: The Opportunity's External ID field holding leadflow's opportunity id (the upsert key).
     external_id_field: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")] = "Leadflow_Id__c"
     stage: str = "Qualification"
-    close_in_days: int = Field(default=30, ge=1)
+    close_in_days: _Count = Field(default=30, ge=1)
 
 
 class HubspotConfig(_Strict):

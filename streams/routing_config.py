@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from rules.accounts import Account, normalize_domain
@@ -19,6 +19,9 @@ from rules.enrichment import Department, Seniority
 from rules.team_selection import Region, SizeRange, TeamRule
 
 __all__ = ["RuleConfig", "RoutingConfig", "AccountConfig", "check_accounts", "config_accounts"]
+
+#: A whole number: YAML's true/false (and 5.0, "5") are refused, where lax validation read true as 1.
+_Count = Annotated[int, Strict()]
 
 _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 _Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
@@ -101,7 +104,7 @@ class RoutingConfig(_Strict):
     regions: dict[_Label, tuple[_Country, ...]] = {}
     rules: tuple[RuleConfig, ...] = ()
     #: Queue priority by tier (an account's or the lead's): ``{strategic: 0, key: 1}``; 0 is served first.
-    tier_priorities: dict[_Label, Annotated[int, Field(ge=0, le=9)]] = {}
+    tier_priorities: dict[_Label, Annotated[_Count, Field(ge=0, le=9)]] = {}
 
     @model_validator(mode="after")
     def _regions_defined(self) -> RoutingConfig:
