@@ -31,9 +31,11 @@ __all__ = [
     "KeepAssignment",
     "UpsertRep",
     "RemoveRep",
+    "SetHeldElsewhere",
     "SetPresence",
     "PutRep",
     "ChangePresence",
+    "ReportHeld",
     "Notify",
     "LeadCommand",
     "TeamCommand",
@@ -366,15 +368,42 @@ class UpsertRep:
     team_id: str
     profile: RepProfile
     at: datetime
+    #: Leads the rep still holds in teams they left, which count against their capacity here too
+    #: (the rep directory's count, absolute: see ``SetHeldElsewhere``).
+    held_elsewhere: int = 0
+    #: A team the rep left has not yet said how many leads the rep holds there: not eligible yet.
+    awaiting_handover: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoveRep:
-    """Take a rep out of this team (moved elsewhere); their open leads stay with them."""
+    """Take a rep out of this team (moved elsewhere); their open leads stay with them.
+
+    The team answers with ``ReportHeld`` (how many leads the rep still holds here) to the rep
+    directory, and again each time one of them is released, until none is left.
+    """
 
     team_id: str
     rep_id: str
     reason: str
+    at: datetime
+    #: The directory's move number (``RepEntry.moves``): the team's reports carry it back, so a
+    #: report about an earlier departure from this team is told apart from one about this one.
+    move: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetHeldElsewhere:
+    """How many leads one of this team's reps holds in teams they left (from the rep directory).
+
+    Absolute, not a difference: a replay or a repeat sets the same number again.
+    """
+
+    team_id: str
+    rep_id: str
+    open_leads: int
+    #: Every team the rep left has reported: until then the rep is not eligible here.
+    settled: bool
     at: datetime
 
 
@@ -410,6 +439,7 @@ class DrainQueue:
 
 TeamCommand: TypeAlias = (
     RouteLead | ReleaseLead | KeepAssignment | UpsertRep | RemoveRep | SetPresence | WithdrawLead | DrainQueue
+    | SetHeldElsewhere
 )
 
 
@@ -437,7 +467,21 @@ class ChangePresence:
     at: datetime
 
 
-RepCommand: TypeAlias = PutRep | ChangePresence
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportHeld:
+    """A team a rep left says how many leads the rep still holds there (sent by the team agent).
+
+    Absolute, so a replay changes nothing; ``move`` is the ``RemoveRep.move`` it answers.
+    """
+
+    rep_id: str
+    team_id: str
+    open_leads: int
+    move: int
+    at: datetime
+
+
+RepCommand: TypeAlias = PutRep | ChangePresence | ReportHeld
 
 
 # --- notifications (key: lead_id) -----------------------------------------------------

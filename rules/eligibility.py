@@ -103,8 +103,11 @@ def rep_reasons(rep: RepState, now: datetime) -> tuple[str, ...]:
             reasons.append(f"on holiday ({local.date().isoformat()}, {profile.holidays_country})")
         else:
             reasons.append(f"outside working hours ({local:%a %H:%M} in {profile.timezone})")
-    if rep.load >= profile.capacity:
-        reasons.append(f"at capacity ({rep.load}/{profile.capacity} open)")
+    if rep.awaiting_handover:
+        reasons.append("joined from another team: waiting for that team's count of the leads they hold there")
+    if rep.open_leads >= profile.capacity:
+        elsewhere = f", {rep.held_elsewhere} of them in other teams" if rep.held_elsewhere else ""
+        reasons.append(f"at capacity ({rep.open_leads}/{profile.capacity} open{elsewhere})")
     day, week = rep.assigned_on(now)
     if profile.daily_cap is not None and day >= profile.daily_cap:
         reasons.append(f"daily cap reached ({day}/{profile.daily_cap} today)")

@@ -1,17 +1,37 @@
 """The rep directory: which team owns each rep, so rep commands reach the right team agent.
 
-A rep's capacity lives in their team's state (one writer per team); the directory only
-remembers the team, keyed by ``rep_id``, and turns rep commands into team commands.
+A rep's capacity lives in their team's state (one writer per team); the directory remembers
+the team, keyed by ``rep_id``, and turns rep commands into team commands.
+
+A rep who moves team keeps the leads they hold in the old one (nobody's lead is taken away
+mid-conversation), and those leads keep counting against their capacity: the old team reports
+how many the rep still holds there (``ReportHeld``, once at the move and at every release),
+the directory keeps the count per team left, and tells the rep's current team the total
+(``SetHeldElsewhere``). Until every team the rep left has reported, the current team does not
+give the rep a lead, so there is no moment at which the old leads are counted nowhere. The
+current team alone decides on the rep's capacity; the directory, one writer per rep, is the
+only one that knows which teams the rep left and in what order.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 import orjson
 
-from rules.commands import ChangePresence, Outgoing, PutRep, RemoveRep, RepCommand, RepProfile, SetPresence, UpsertRep
+from rules.commands import (
+    ChangePresence,
+    Outgoing,
+    PutRep,
+    RemoveRep,
+    RepCommand,
+    RepProfile,
+    ReportHeld,
+    SetHeldElsewhere,
+    SetPresence,
+    UpsertRep,
+)
 
 __all__ = ["RepEntry", "RepTransition", "apply", "profile_digest"]
 
@@ -23,6 +43,21 @@ class RepEntry:
     updated_at: datetime
     #: Fingerprint of the YAML profile last applied (``None``: never seeded from the YAML).
     config_digest: str | None = None
+    #: How many times the rep changed team (numbers each ``RemoveRep``).
+    moves: int = 0
+    #: Teams the rep left while they may still hold leads there -> the move that left them.
+    left: dict[str, int] = field(default_factory=dict)
+    #: Teams the rep left -> how many leads the rep holds there (as last reported; absent: not
+    #: reported yet since the move in ``left``).
+    held_in: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def held_elsewhere(self) -> int:
+        return sum(self.held_in.values())
+
+    @property
+    def awaiting_handover(self) -> bool:
+        return any(team_id not in self.held_in for team_id in self.left)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,25 +69,59 @@ class RepTransition:
 def apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTransition:
     """Route a rep command to the rep's team; a team change removes the rep from the old team."""
     if isinstance(command, PutRep):
-        team_id = command.profile.team_id
-        digest = entry.config_digest if entry is not None else None
-        if command.from_config:
-            if entry is not None and entry.config_digest == profile_digest(command.profile):
-                return RepTransition(entry=entry)  # the YAML did not change: keep what the API changed
-            digest = profile_digest(command.profile)
-        outgoing: list[Outgoing] = []
-        if entry is not None and entry.team_id != team_id:
-            outgoing.append(Outgoing(channel="team.commands", key=entry.team_id, value=RemoveRep(
-                team_id=entry.team_id, rep_id=command.rep_id, reason=f"moved to team {team_id}", at=now)))
-        outgoing.append(Outgoing(channel="team.commands", key=team_id,
-                                 value=UpsertRep(team_id=team_id, profile=command.profile, at=now)))
-        return RepTransition(entry=RepEntry(rep_id=command.rep_id, team_id=team_id, updated_at=now,
-                                            config_digest=digest), outgoing=tuple(outgoing))
+        return _put(entry, command, now)
+    if isinstance(command, ReportHeld):
+        return _report(entry, command, now)
     assert isinstance(command, ChangePresence)
     if entry is None:
         return RepTransition(entry=None)
     return RepTransition(entry=entry, outgoing=(Outgoing(channel="team.commands", key=entry.team_id, value=SetPresence(
         team_id=entry.team_id, rep_id=command.rep_id, status=command.status, at=now)),))
+
+
+def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransition:
+    team_id = command.profile.team_id
+    digest = entry.config_digest if entry is not None else None
+    if command.from_config:
+        if entry is not None and entry.config_digest == profile_digest(command.profile):
+            return RepTransition(entry=entry)  # the YAML did not change: keep what the API changed
+        digest = profile_digest(command.profile)
+    outgoing: list[Outgoing] = []
+    moves, left, held_in = (entry.moves, entry.left, entry.held_in) if entry is not None else (0, {}, {})
+    if entry is not None and entry.team_id != team_id:
+        moves += 1
+        # Back in a team they left: that team counts its own leads again (its departed rep
+        # becomes a member with them), so it is no longer a team "left".
+        left = {**{k: v for k, v in left.items() if k != team_id}, entry.team_id: moves}
+        held_in = {k: v for k, v in held_in.items() if k not in (team_id, entry.team_id)}
+        outgoing.append(Outgoing(channel="team.commands", key=entry.team_id, value=RemoveRep(
+            team_id=entry.team_id, rep_id=command.rep_id, reason=f"moved to team {team_id}", at=now, move=moves)))
+    updated = RepEntry(rep_id=command.rep_id, team_id=team_id, updated_at=now, config_digest=digest,
+                       moves=moves, left=left, held_in=held_in)
+    outgoing.append(Outgoing(channel="team.commands", key=team_id, value=UpsertRep(
+        team_id=team_id, profile=command.profile, at=now, held_elsewhere=updated.held_elsewhere,
+        awaiting_handover=updated.awaiting_handover)))
+    return RepTransition(entry=updated, outgoing=tuple(outgoing))
+
+
+def _report(entry: RepEntry | None, command: ReportHeld, now: datetime) -> RepTransition:
+    """A team the rep left says how many of its leads the rep still holds: tell the rep's team."""
+    if entry is None or entry.left.get(command.team_id) != command.move:
+        # About an earlier departure (the rep came back and left again since), or the rep is back
+        # in that team, which counts its own leads: nothing to change.
+        return RepTransition(entry=entry)
+    left, held_in = dict(entry.left), dict(entry.held_in)
+    if command.open_leads > 0:
+        held_in[command.team_id] = command.open_leads
+    else:
+        left.pop(command.team_id)  # nothing left there: the team's later reports do not matter
+        held_in.pop(command.team_id, None)
+    updated = replace(entry, left=left, held_in=held_in, updated_at=now)
+    if (updated.held_elsewhere, updated.awaiting_handover) == (entry.held_elsewhere, entry.awaiting_handover):
+        return RepTransition(entry=updated)
+    return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=entry.team_id, value=SetHeldElsewhere(
+        team_id=entry.team_id, rep_id=entry.rep_id, open_leads=updated.held_elsewhere,
+        settled=not updated.awaiting_handover, at=now)),))
 
 
 def profile_digest(profile: RepProfile) -> str:

@@ -62,10 +62,22 @@ class RepState:
     #: The rep moved to another team while holding leads of this one: kept here, never eligible,
     #: until those leads are released, so their release still finds the rep.
     departed: bool = False
+    #: The rep directory's move number when the rep left (``RemoveRep.move``), echoed in reports.
+    left_move: int = 0
+    #: Leads the rep still holds in teams they left (the directory's count): they take capacity
+    #: here too, so a rep who moves while holding leads is never over capacity.
+    held_elsewhere: int = 0
+    #: A team the rep left has not yet said how many leads they hold there: not eligible here.
+    awaiting_handover: bool = False
 
     @property
     def rep_id(self) -> str:
         return self.profile.rep_id
+
+    @property
+    def open_leads(self) -> int:
+        """Everything counted against the rep's capacity: this team's leads and other teams'."""
+        return self.load + self.held_elsewhere
 
     def assigned_on(self, now: datetime) -> tuple[int, int]:
         """Leads assigned so far in the local day and ISO week that contain ``now``."""

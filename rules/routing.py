@@ -81,7 +81,7 @@ def choose_rep(
                 rep_id=rep.rep_id,
                 eligible=not reasons,
                 reasons=reasons,
-                open_leads=rep.load,
+                open_leads=rep.open_leads,
                 capacity=rep.profile.capacity,
                 weight=rep.profile.weight,
             )
@@ -111,11 +111,11 @@ def choose_rep(
         return Choice(decision=decision, reps={})
     changed: dict[str, RepState] = {}
     if strategy == "least_loaded":
-        best, ties = _ranked(eligible, lambda r: Fraction(r.load, r.profile.capacity))
-        reason = f"least loaded: {best.load}/{best.profile.capacity} open among {len(eligible)} eligible"
+        best, ties = _ranked(eligible, lambda r: Fraction(r.open_leads, r.profile.capacity))
+        reason = f"least loaded: {best.open_leads}/{best.profile.capacity} open among {len(eligible)} eligible"
     elif strategy == "most_available":
-        best, ties = _ranked(eligible, lambda r: -(r.profile.capacity - r.load))
-        reason = f"most available: {best.profile.capacity - best.load} free slot(s) among {len(eligible)} eligible"
+        best, ties = _ranked(eligible, lambda r: -(r.profile.capacity - r.open_leads))
+        reason = f"most available: {best.profile.capacity - best.open_leads} free slot(s) among {len(eligible)} eligible"
     else:
         total = sum(r.profile.weight for r in eligible)
         earned = [replace(r, credit=r.credit + r.profile.weight) for r in eligible]

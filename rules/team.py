@@ -38,8 +38,10 @@ from rules.commands import (
     Outgoing,
     ReleaseLead,
     RemoveRep,
+    ReportHeld,
     RouteLead,
     RoutingDecision,
+    SetHeldElsewhere,
     SetPresence,
     TeamCommand,
     UpsertRep,
@@ -242,6 +244,11 @@ class _Work:
     def emit(self, key: str, value: LeadAssigned | LeadQueued) -> None:
         self.outgoing.append(Outgoing(channel="lead.commands", key=key, value=value))
 
+    def report_held(self, rep_id: str, open_leads: int, move: int, now: datetime) -> None:
+        """Tell the rep directory how many leads a rep who left holds here (``rules.reps``)."""
+        self.outgoing.append(Outgoing(channel="rep.commands", key=rep_id, value=ReportHeld(
+            rep_id=rep_id, team_id=self.state.team_id, open_leads=open_leads, move=move, at=now)))
+
     def result(self) -> TeamTransition:
         writes = tuple(QueueWrite(seq=s, entry=e) for s, e in sorted(self.writes.items()))
         held = tuple(HoldingWrite(route_id=r, holding=h) for r, h in self.holdings.items())
@@ -255,10 +262,10 @@ def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: Q
     if isinstance(command, RouteLead):
         _route(work, command, now)
     elif isinstance(command, ReleaseLead):
-        _release(work, command)
+        _release(work, command, now)
         _drain(work, now)
     elif isinstance(command, KeepAssignment):
-        _keep(work, command)
+        _keep(work, command, now)
         _drain(work, now)
     elif isinstance(command, WithdrawLead):
         _withdraw(work, command)
@@ -268,7 +275,13 @@ def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: Q
         _upsert(work, command)
         _drain(work, now)
     elif isinstance(command, RemoveRep):
-        _remove(work, command)
+        _remove(work, command, now)
+    elif isinstance(command, SetHeldElsewhere):
+        rep = work.state.reps.get(command.rep_id)
+        if rep is not None and not rep.departed:
+            _put_rep(work, replace(rep, held_elsewhere=command.open_leads,
+                                   awaiting_handover=not command.settled))
+            _drain(work, now)
     elif isinstance(command, SetPresence):
         rep = work.state.reps.get(command.rep_id)
         if rep is not None:
@@ -428,26 +441,33 @@ def _dequeue(work: _Work, route_id: str) -> None:
         _take_out(work, seq // _LANE_SPAN, seq, route_id)
 
 
-def _remove(work: _Work, command: RemoveRep) -> None:
+def _remove(work: _Work, command: RemoveRep, now: datetime) -> None:
+    """The rep moved to another team: they keep this team's leads they hold, and say how many.
+
+    The count goes to the rep directory, which has the rep's new team count those leads against
+    the rep's capacity (``rules.reps``); it is sent again at each release until none is left.
+    """
     rep = work.state.reps.get(command.rep_id)
     if rep is not None and rep.load:
         # Their open leads stay theirs: the rep stays, never eligible, until the last is released.
-        _put_rep(work, replace(rep, departed=True))
+        _put_rep(work, replace(rep, departed=True, left_move=command.move, held_elsewhere=0,
+                               awaiting_handover=False))
     else:
         work.state = replace(work.state, reps={k: v for k, v in work.state.reps.items() if k != command.rep_id})
+    work.report_held(command.rep_id, rep.load if rep is not None else 0, command.move, now)
 
 
-def _release(work: _Work, command: ReleaseLead) -> None:
+def _release(work: _Work, command: ReleaseLead, now: datetime) -> None:
     rep = work.holder(command.lead_id, command.route_id)
     if rep is not None and rep.rep_id == command.rep_id:
         # Only the exact assignment frees capacity: a stale release (another rep, another route
         # of the same lead, or one already applied) finds no holding of this rep and does nothing.
-        _free(work, command.route_id, rep)
+        _free(work, command.route_id, rep, now)
         released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
         work.state = replace(work.state, released_routes=released)
 
 
-def _keep(work: _Work, command: KeepAssignment) -> None:
+def _keep(work: _Work, command: KeepAssignment, now: datetime) -> None:
     """Count the route for the rep the lead kept, taking it from whoever the team chose since."""
     if command.route_id in work.state.released_routes:
         return  # the lead has released this route since: a late replay of the message
@@ -455,7 +475,7 @@ def _keep(work: _Work, command: KeepAssignment) -> None:
     if holder is not None and holder.rep_id == command.rep_id:
         return  # already counted there (the usual case, or this message again)
     if holder is not None:
-        _free(work, command.route_id, holder)  # the re-decision's rep never got the lead
+        _free(work, command.route_id, holder, now)  # the re-decision's rep never got the lead
     else:
         work.state = replace(work.state, routed_total=work.state.routed_total + 1)
     _dequeue(work, command.route_id)  # the re-decision may have queued it: the lead is not waiting
@@ -464,13 +484,18 @@ def _keep(work: _Work, command: KeepAssignment) -> None:
         return  # the rep left the team meanwhile: the lead's own release finds no holding either
     work.holdings[command.route_id] = Holding(rep_id=keeper.rep_id, lead_id=command.lead_id,
                                               assigned_at=command.assigned_at)
-    _put_rep(work, keeper.with_late_lead(command.assigned_at))
+    keeper = keeper.with_late_lead(command.assigned_at)
+    _put_rep(work, keeper)
+    if keeper.departed:
+        work.report_held(keeper.rep_id, keeper.load, keeper.left_move, now)
 
 
-def _free(work: _Work, route_id: str, rep: RepState) -> None:
+def _free(work: _Work, route_id: str, rep: RepState, now: datetime) -> None:
     """Delete the route's holding and give ``rep`` the capacity back (a departed rep's last lead: gone)."""
     work.holdings[route_id] = None
     rep = rep.without_lead()
+    if rep.departed:
+        work.report_held(rep.rep_id, rep.load, rep.left_move, now)  # one fewer to count in their new team
     if rep.departed and not rep.load:
         work.state = replace(work.state, reps={k: v for k, v in work.state.reps.items() if k != rep.rep_id})
     else:
@@ -485,11 +510,14 @@ def _upsert(work: _Work, command: UpsertRep) -> None:
     current = work.state.reps.get(profile.rep_id)
     if current is None:
         # New reps start available: a rep RevOps just created is expected to take leads.
-        _put_rep(work, RepState(profile=profile, presence="available"))
+        _put_rep(work, RepState(profile=profile, presence="available", held_elsewhere=command.held_elsewhere,
+                                awaiting_handover=command.awaiting_handover))
         return
     if profile.webhook_secret is None:
         profile = replace(profile, webhook_secret=current.profile.webhook_secret)
-    _put_rep(work, replace(current, profile=profile, departed=False))  # back in this team, if they had left
+    # Back in this team, if they had left: their leads here count here again, as a member's.
+    _put_rep(work, replace(current, profile=profile, departed=False, left_move=0,
+                           held_elsewhere=command.held_elsewhere, awaiting_handover=command.awaiting_handover))
 
 
 def _replayed_decision(state: TeamState, holder: RepState, now: datetime) -> RoutingDecision:

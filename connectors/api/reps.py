@@ -130,8 +130,9 @@ def team_view(state: TeamState) -> dict[str, object]:
     reps = []
     for rep in sorted(state.reps.values(), key=lambda r: r.rep_id):
         p = rep.profile
+        # A rep's open_leads include those they still hold in teams they left (rules.reps).
         reps.append({
-            "rep_id": p.rep_id, "name": p.name, "presence": rep.presence, "open_leads": rep.load,
+            "rep_id": p.rep_id, "name": p.name, "presence": rep.presence, "open_leads": rep.open_leads,
             "capacity": p.capacity, "weight": p.weight, "assigned_total": rep.assigned_total,
             "last_assigned_at": rep.last_assigned_at, "webhook_configured": bool(p.webhook_url and p.webhook_secret),
             "skills": list(p.skills), "languages": list(p.languages), "territories": list(p.territories),
@@ -142,7 +143,7 @@ def team_view(state: TeamState) -> dict[str, object]:
         "team_id": state.team_id, "reps": reps,
         "open_leads": sum(r.load for r in state.reps.values()),
         "capacity": sum(r.profile.capacity for r in state.reps.values()),
-        "available_capacity": sum(max(r.profile.capacity - r.load, 0) for r in available),
+        "available_capacity": sum(max(r.profile.capacity - r.open_leads, 0) for r in available),
         "reps_available": len(available), "queue_depth": state.queue_depth, "routed_total": state.routed_total,
     }
 

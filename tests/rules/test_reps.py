@@ -30,9 +30,11 @@ def test_moving_team_removes_the_rep_from_the_old_team_first() -> None:
     assert result.entry is not None and result.entry.team_id == "amer"
     remove, upsert = result.outgoing
     assert (remove.channel, remove.key) == ("team.commands", "emea")
-    assert remove.value == RemoveRep(team_id="emea", rep_id="rep-1", reason="moved to team amer", at=T0)
+    assert remove.value == RemoveRep(team_id="emea", rep_id="rep-1", reason="moved to team amer", at=T0, move=1)
     assert (upsert.channel, upsert.key) == ("team.commands", "amer")
     assert isinstance(upsert.value, UpsertRep) and upsert.value.team_id == "amer"
+    # Not eligible in amer until emea says how many of its leads the rep still holds.
+    assert upsert.value.awaiting_handover and result.entry.left == {"emea": 1}
 
 
 @pytest.mark.parametrize("status", ["available", "busy", "offline"])

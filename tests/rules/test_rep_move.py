@@ -1,0 +1,213 @@
+"""A rep who moves team while holding leads: their capacity is never over-committed.
+
+The rep keeps the leads they hold in the old team, and those count against their capacity in
+the new one (``rules.reps``: the old team reports, the directory tells the new team). The unit
+tests walk the audit's case; the property drives the rep directory and several teams with
+random moves, routes and releases, delivering messages in any order Kafka could (FIFO per
+partition, partitions interleaved at random), and checks that no rep ever holds more leads,
+across all teams, than their capacity.
+"""
+from __future__ import annotations
+
+from collections import deque
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from rules import reps
+from rules.commands import LeadAssigned, Outgoing, PutRep, ReleaseLead, RepProfile, RouteLead
+from rules.reps import RepEntry
+from tests.rules._sim import T0, Bus, TeamDriver, values
+
+
+def put(rep_id: str, team_id: str, capacity: int) -> PutRep:
+    return PutRep(rep_id=rep_id, profile=RepProfile(rep_id=rep_id, team_id=team_id, name=rep_id.title(),
+                                                    capacity=capacity, webhook_url=f"https://hooks.test/{rep_id}",
+                                                    webhook_secret="whsec_x"), at=T0)
+
+
+def route(team_id: str, n: int) -> RouteLead:
+    return RouteLead(team_id=team_id, lead_id=f"l{n}", route_id=f"l{n}:1:1", requested_at=T0)
+
+
+def release(team_id: str, n: int, rep_id: str) -> ReleaseLead:
+    return ReleaseLead(team_id=team_id, lead_id=f"l{n}", route_id=f"l{n}:1:1", rep_id=rep_id, reason="done", at=T0)
+
+
+class TeamsBus(Bus):
+    """A ``Bus`` without the lead agent: assignments stand until the test releases them."""
+
+    def _deliver(self, message: Outgoing) -> tuple[Outgoing, ...]:
+        if message.channel == "lead.commands":
+            return ()  # the leads are not modelled: these tests are about the teams' holdings
+        return super()._deliver(message)
+
+
+def held(bus: Bus, rep_id: str) -> int:
+    """How many leads ``rep_id`` holds, across every team (the holdings, not the counters)."""
+    return sum(len(driver.queue.held_by(rep_id)) for driver in bus.teams.values())
+
+
+def assigned_to(messages: list[Outgoing], rep_id: str) -> list[str]:
+    return [a.lead_id for a in values(messages, "lead.commands", LeadAssigned) if a.rep_id == rep_id]
+
+
+def test_a_rep_who_moves_holding_a_lead_is_not_given_more_than_their_new_capacity() -> None:
+    bus = TeamsBus()
+    bus.send("rep.commands", "fay", put("fay", "direct", capacity=2))
+    assert assigned_to(bus.send("team.commands", "direct", route("direct", 1)), "fay") == ["l1"]
+    # fay moves to tiny with capacity 1 while she holds l1 in direct.
+    bus.send("rep.commands", "fay", put("fay", "tiny", capacity=1))
+    sent = bus.send("team.commands", "tiny", route("tiny", 2))
+    assert assigned_to(sent, "fay") == [], "fay already holds 1 lead against a capacity of 1"
+    assert held(bus, "fay") == 1
+    fay = bus.team("tiny").reps["fay"]
+    assert (fay.load, fay.held_elsewhere, fay.open_leads) == (0, 1, 1)
+    assert bus.team("direct").reps["fay"].departed
+    # She closes the direct lead: the departed entry is gone and tiny gives her the waiting lead.
+    sent = bus.send("team.commands", "direct", release("direct", 1, "fay"))
+    assert "fay" not in bus.team("direct").reps
+    assert assigned_to(sent, "fay") == ["l2"]
+    assert held(bus, "fay") == 1 and bus.team("tiny").reps["fay"].held_elsewhere == 0
+
+
+def test_a_new_team_waits_for_the_old_teams_count_before_giving_the_rep_a_lead() -> None:
+    """The directory's UpsertRep can reach the new team before the old team has reported."""
+    entry = RepEntry(rep_id="fay", team_id="direct", updated_at=T0)
+    moved = reps.apply(entry, put("fay", "tiny", capacity=1), T0)
+    (upsert,) = [m for m in moved.outgoing if m.key == "tiny"]
+    tiny = TeamDriver()
+    tiny.send(upsert.value, T0)
+    rep = tiny.state.reps["fay"] if tiny.state is not None else None
+    assert rep is not None and rep.awaiting_handover
+    queued = tiny.send(route("tiny", 1), T0)
+    assert values(list(queued.outgoing), "lead.commands", LeadAssigned) == []
+    assert tiny.state is not None and tiny.state.queue_depth == 1
+
+
+def test_a_rep_who_moves_back_counts_each_lead_once() -> None:
+    bus = TeamsBus()
+    bus.send("rep.commands", "fay", put("fay", "a", capacity=2))
+    bus.send("team.commands", "a", route("a", 1))
+    bus.send("rep.commands", "fay", put("fay", "b", capacity=2))
+    bus.send("team.commands", "b", route("b", 2))  # her second slot, in b
+    assert held(bus, "fay") == 2
+    bus.send("rep.commands", "fay", put("fay", "a", capacity=2))  # back to a
+    fay = bus.team("a").reps["fay"]
+    assert not fay.departed and (fay.load, fay.held_elsewhere) == (1, 1)
+    assert assigned_to(bus.send("team.commands", "a", route("a", 3)), "fay") == []
+    bus.send("team.commands", "b", release("b", 2, "fay"))
+    assert "fay" not in bus.team("b").reps and bus.team("a").reps["fay"].open_leads == 2  # l3 went to her
+    assert held(bus, "fay") == 2
+
+
+# --- the property --------------------------------------------------------------------------
+
+TEAMS = ("a", "b", "c")
+REPS = {"r1": 1, "r2": 2, "r3": 3}  # rep -> capacity (fixed, so "above capacity" is well defined)
+
+
+class ShuffledBus(TeamsBus):
+    """A ``Bus`` whose messages wait in one FIFO per partition (channel and key), delivered in an
+    order the test picks: Kafka keeps order within a partition, never across partitions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partitions: dict[tuple[str, str], deque[Outgoing]] = {}
+
+    def post(self, message: Outgoing) -> None:
+        self.partitions.setdefault((message.channel, message.key), deque()).append(message)
+
+    def waiting(self) -> list[tuple[str, str]]:
+        return sorted(k for k, q in self.partitions.items() if q and k[0] in ("team.commands", "rep.commands"))
+
+    def deliver(self, partition: tuple[str, str]) -> list[Outgoing]:
+        message = self.partitions[partition].popleft()
+        made = list(self._deliver(message))
+        for out in made:
+            self.post(out)
+        return made
+
+
+class RepMoves(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bus = ShuffledBus()
+        self.leads = 0
+        self.over: list[str] = []
+        for rep_id, capacity in REPS.items():
+            self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=put(rep_id, "a", capacity)))
+
+    @rule(rep_id=st.sampled_from(sorted(REPS)), team_id=st.sampled_from(TEAMS))
+    def move(self, rep_id: str, team_id: str) -> None:
+        self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=put(rep_id, team_id, REPS[rep_id])))
+
+    @rule(team_id=st.sampled_from(TEAMS))
+    def route(self, team_id: str) -> None:
+        self.leads += 1
+        self.bus.post(Outgoing(channel="team.commands", key=team_id, value=route(team_id, self.leads)))
+
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        held_now = sorted((team_id, route_id, h.lead_id, h.rep_id) for team_id, driver in self.bus.teams.items()
+                          for route_id, h in driver.queue.holdings.items())
+        if held_now:
+            team_id, route_id, lead_id, rep_id = data.draw(st.sampled_from(held_now))
+            self.bus.post(Outgoing(channel="team.commands", key=team_id, value=ReleaseLead(
+                team_id=team_id, lead_id=lead_id, route_id=route_id, rep_id=rep_id, reason="done", at=T0)))
+
+    @rule(data=st.data(), steps=st.integers(min_value=1, max_value=6))
+    def deliver(self, data: st.DataObject, steps: int) -> None:
+        for _ in range(steps):
+            waiting = self.bus.waiting()
+            if not waiting:
+                return
+            partition = data.draw(st.sampled_from(waiting))
+            for assigned in values(self.bus.deliver(partition), "lead.commands", LeadAssigned):
+                if held(self.bus, assigned.rep_id) > REPS[assigned.rep_id]:
+                    self.over.append(f"{assigned.rep_id} holds {held(self.bus, assigned.rep_id)} "
+                                     f"> {REPS[assigned.rep_id]} after {assigned.lead_id} in {assigned.team_id}")
+
+    @invariant()
+    def no_rep_above_capacity(self) -> None:
+        assert not self.over, self.over
+
+    def teardown(self) -> None:
+        # Quiescence: every message delivered; then each rep's counters match the holdings.
+        while waiting := self.bus.waiting():
+            self.bus.deliver(waiting[0])
+        assert not self.over, self.over
+        for rep_id in REPS:
+            team_id = self.bus.directory[rep_id].team_id
+            rep = self.bus.team(team_id).reps[rep_id]
+            here = len(self.bus.teams[team_id].queue.held_by(rep_id))
+            assert not rep.awaiting_handover
+            assert (rep.load, rep.open_leads) == (here, held(self.bus, rep_id)), rep_id
+            for other, driver in self.bus.teams.items():
+                ghost: Any = driver.state.reps.get(rep_id) if driver.state is not None else None
+                if other != team_id and ghost is not None:
+                    assert ghost.departed and ghost.load == len(driver.queue.held_by(rep_id)) > 0
+
+
+RepMoves.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=timedelta(seconds=5),
+                                      suppress_health_check=[HealthCheck.too_slow])
+test_no_rep_is_ever_above_capacity_across_team_moves = RepMoves.TestCase
+
+
+def test_the_handover_survives_the_wire() -> None:
+    from rules.commands import ReportHeld, SetHeldElsewhere
+    from streams.codec import decode, encode
+
+    bus = TeamsBus()
+    bus.send("rep.commands", "fay", put("fay", "a", capacity=2))
+    bus.send("team.commands", "a", route("a", 1))
+    bus.send("rep.commands", "fay", put("fay", "b", capacity=2))
+    entry = bus.directory["fay"]
+    assert entry.held_in == {"a": 1}
+    for value in (entry, bus.team("a"), bus.team("b"),
+                  ReportHeld(rep_id="fay", team_id="a", open_leads=1, move=1, at=T0),
+                  SetHeldElsewhere(team_id="b", rep_id="fay", open_leads=1, settled=True, at=T0)):
+        assert decode(encode(value)) == value
