@@ -32,7 +32,8 @@ from rules.lead_state import Endpoint
 from sla.config import Duration, SlaConfig
 from streams._config_env import ConfigOrigin, Section, dotted, line_of, node_problems, unset_variables
 from streams.crm_config import CrmConfig, QualificationConfig, ScoringConfig, crm_policy
-from streams.routing_config import AccountConfig, RoutingConfig, _problem, _raise, check_accounts, config_accounts
+from streams.routing_config import (AccountConfig, RoutingConfig, _problem, _raise, check_accounts, config_accounts,
+                                    expand_territories, territory_problem)
 
 __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
 
@@ -116,14 +117,16 @@ class RepConfig(_Strict):
             raise _ErrorAt(("webhook_secret_env",), "give exactly one of webhook_secret, webhook_secret_env")
         return self
 
-    def profile(self, team_id: str, env: Mapping[str, str], strategy: str | None = None) -> RepProfile:
+    def profile(self, team_id: str, env: Mapping[str, str], strategy: str | None = None,
+                regions: Mapping[str, tuple[str, ...]] | None = None) -> RepProfile:
+        """The profile the team agent gets; ``regions`` (``routing.regions``) expands region territories."""
         secret = self.webhook_secret
         if self.webhook_secret_env:
             secret = secret_from_env(env, self.webhook_secret_env, f"rep {self.id!r}")
         return RepProfile(
             rep_id=self.id, team_id=team_id, name=self.name or self.id, capacity=self.capacity,
             daily_cap=self.daily_cap, weight=self.weight, skills=self.skills, languages=self.languages,
-            territories=self.territories, timezone=self.timezone, webhook_url=self.webhook_url,
+            territories=expand_territories(self.territories, regions or {}), timezone=self.timezone, webhook_url=self.webhook_url,
             webhook_secret=secret, email=self.email, weekly_cap=self.weekly_cap,
             working_hours={k: tuple(v) for k, v in self.working_hours.items()},
             holidays_country=self.holidays_country,
@@ -235,8 +238,21 @@ class LeadflowConfig(_Strict):
         names = [k.name for k in self.api_keys]
         if len(names) != len(set(names)):
             raise ValueError("api key names must be unique")
-        _raise("LeadflowConfig", self._team_problems())
+        _raise("LeadflowConfig", self._team_problems() + self._territory_problems())
         return self
+
+    def _territory_problems(self) -> list[InitErrorDetails]:
+        """A rep territory that is no country, state or region matched no lead with a place: the rep was
+        never eligible for one (``[Narnia]``, or ``[EMEA]`` before region names were understood)."""
+        problems = []
+        for t, team in enumerate(self.teams):
+            for r, rep in enumerate(team.reps):
+                for k, territory in enumerate(rep.territories):
+                    problem = territory_problem(territory, self.routing.regions)
+                    if problem is not None:
+                        problems.append(_problem("unknown_territory", problem,
+                                                 ("teams", t, "reps", r, "territories", k), territory))
+        return problems
 
     def _team_problems(self) -> list[InitErrorDetails]:
         """A team id defined twice (at the second), and a reference that is a defined team misspelt
@@ -348,7 +364,8 @@ class LeadflowConfig(_Strict):
 
     def rep_profiles(self, env: Mapping[str, str] | None = None) -> list[RepProfile]:
         env = os.environ if env is None else env
-        return [rep.profile(team.id, env, team.strategy) for team in self.teams for rep in team.reps]
+        return [rep.profile(team.id, env, team.strategy, self.routing.regions) for team in self.teams
+                for rep in team.reps]
 
     def rep_teams(self) -> dict[str, str]:
         """``{rep id: team id}`` for the reps of this file."""

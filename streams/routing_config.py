@@ -7,26 +7,39 @@ EMEA, NA)`` or ``accounts[1].owner: rep 'zoe' is in no team of this file; give t
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from rules.accounts import Account, normalize_domain
+from rules.capture import country_problem
 from rules.enrichment import Department, Seniority
 from rules.team_selection import Region, SizeRange, TeamRule
 
-__all__ = ["RuleConfig", "RoutingConfig", "AccountConfig", "check_accounts", "config_accounts"]
+__all__ = ["RuleConfig", "RoutingConfig", "AccountConfig", "check_accounts", "config_accounts", "expand_territories",
+           "territory_problem"]
 
 #: A whole number: YAML's true/false (and 5.0, "5") are refused, where lax validation read true as 1.
 _Count = Annotated[int, Strict()]
 
 _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-_Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+
+
+def _iso(value: str) -> str:
+    """``value`` when it starts with an ISO 3166-1 country (the list the API checks leads against)."""
+    problem = country_problem(value[:2])
+    if problem is not None:
+        raise ValueError(problem)  # "XX is not an ISO 3166-1 alpha-2 country code", "…; use GB" for UK
+    return value
+
+
+_Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$"), AfterValidator(_iso)]
 #: ISO 3166-2: the country, a hyphen, and up to three letters or digits (``US-CA``, ``GB-LND``).
-_State = Annotated[str, Field(pattern=r"^[A-Z]{2}-[A-Z0-9]{1,3}$")]
+_State = Annotated[str, Field(pattern=r"^[A-Z]{2}-[A-Z0-9]{1,3}$"), AfterValidator(_iso)]
 _Label = Annotated[str, Field(min_length=1, max_length=64)]
 _SENIORITIES = frozenset(get_args(Seniority)) - {"unknown"}
 _DEPARTMENTS = frozenset(get_args(Department)) - {"other"}
@@ -145,6 +158,32 @@ class AccountConfig(_Strict):
         team = self.team or (reps.get(self.owner) if self.owner else None)
         return Account(domain=self.domain, name=self.name, owner=self.owner, team=team, tier=self.tier,
                        updated_at=at)
+
+
+_COUNTRY_OR_STATE = re.compile(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?")
+
+
+def territory_problem(territory: str, regions: Mapping[str, tuple[str, ...]]) -> str | None:
+    """Why a rep's ``territory`` would match no lead, or ``None``: it must be a region of
+    ``routing.regions`` (expanded to its countries), an ISO country (``US``) or an ISO 3166-2 state
+    (``US-CA``), as leads are located (rules/territory.py)."""
+    if territory in regions:
+        return None
+    code = territory.strip().upper()
+    if _COUNTRY_OR_STATE.fullmatch(code) and country_problem(code[:2]) is None:
+        return None
+    defined = f"a region of routing.regions ({', '.join(regions)})" if regions else "a region of routing.regions"
+    return (f"unknown territory {territory[:64]!r}: use an ISO 3166-1 country (US), an ISO 3166-2 state (US-CA) "
+            f"or {defined}")
+
+
+def expand_territories(territories: Iterable[str], regions: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """A rep's territories with each region name replaced by its countries (first mention kept)."""
+    out: dict[str, None] = {}
+    for territory in territories:
+        for place in regions.get(territory, (territory,)):
+            out.setdefault(place, None)
+    return tuple(out)
 
 
 def check_accounts(accounts: tuple[AccountConfig, ...], reps: Mapping[str, str]) -> None:
