@@ -33,6 +33,7 @@ from rules.commands import (
     UpsertOpportunity,
     WithdrawLead,
 )
+from rules.capture import attribute
 from rules.lead_sla import start_sla
 from rules.lead_state import LeadPolicy, LeadState, LeadTransition, event, note, route_command, webhook_id_for
 from rules.lifecycle import QUALIFIABLE, check
@@ -40,6 +41,7 @@ from rules.opportunity import Opportunity, Qualification, opportunity_id_for
 from rules.outcomes import RecordOutcome
 from rules.qualification import check_answers, evaluate, find_framework
 from rules.scoring import Score, score_lead
+from rules.team_selection import facts_of, select_team, tier_priority
 
 __all__ = [
     "CRM_COMMANDS",
@@ -375,15 +377,24 @@ def _return_to_routing(state: LeadState, command: ReturnToRouting, now: datetime
     if command.cycle != state.cycle or state.status != "recycled":
         return LeadTransition(state=state)
     cycle = state.cycle + 1
+    # Like a fresh capture, the team is chosen again (account, routing rules, default team): the
+    # team the last cycle ended in (a pool, an overflow team) says nothing about where it belongs.
+    tier = attribute(state.lead.attributes, "tier")
+    team_id, why = select_team(facts=facts_of(state.lead, state.enrichment, tier=tier), rules=policy.team_rules,
+                               default_team=policy.default_team, account=state.account)
+    account_tier = state.account.tier if state.account is not None else None
     fresh = LeadState(
         lead_id=state.lead_id, cycle=cycle, status="new", routing="routing", lead=state.lead,
-        team_id=state.team_id, route_id=f"{state.lead_id}:{cycle}:1", route_seq=1, captured_at=now,
+        team_id=team_id, route_id=f"{state.lead_id}:{cycle}:1", route_seq=1, captured_at=now,
         first_touch=state.first_touch, last_touch=state.last_touch, touches=state.touches,
         recent_captures=state.recent_captures, timeline=state.timeline, enrichment=state.enrichment,
         account=state.account, recent_activities=state.recent_activities,
+        route_priority=tier_priority(policy.tier_priorities, account_tier, tier),
     )
-    fresh = start_sla(note(fresh, policy, now, "recycled", to="routing", cycle=cycle), now, policy)
-    published = event(fresh, "lead.recycled", now, {"to": "routing", "team_id": fresh.team_id,
+    fresh = start_sla(note(fresh, policy, now, "recycled", to="routing", cycle=cycle, team_id=team_id, why=why),
+                      now, policy)
+    published = event(fresh, "lead.recycled", now, {"to": "routing", "team_id": team_id, "why_team": why,
+                                                    "previous_team_id": state.team_id,
                                                     "source": fresh.first_touch.source})
     fresh, scored = rescore(replace(fresh, score=None), now, policy)
     # A new cycle starts as a fresh lead: ``new``, an MQL only when a configured threshold says so.

@@ -245,3 +245,31 @@ def test_conversion_of_a_queued_lead_withdraws_it_from_the_queue() -> None:
     _, out = step(state, replace(qualify(BANT_SQL), rep_id=None))
     assert "WithdrawLead" in types(out) and "ReleaseLead" not in types(out)
     assert not any(isinstance(m.value, RouteLead) for m in out)
+
+
+def test_a_recycled_lead_chooses_its_team_again_like_a_fresh_capture() -> None:
+    """A lead the last cycle left in another team (released to the pool) is routed by the rules again."""
+    from rules.team_selection import TeamRule
+
+    policy = replace(GATED, recycle_after_s=86400.0)
+    state, _ = converted()
+    assert state.team_id == "inbound"  # no rule matched: the default team
+    state = replace(state, team_id="pool")  # released to the pool, where a rep took it and qualified it
+    state, out = step(state, crm_event("lost", reason="no budget"), policy)
+    defer = next(m.value for m in out if isinstance(m.value, DeferCommand))
+    again, out = step(state, defer.command, policy, minutes=60 * 24 * 4)
+    route = out[-1].value
+    assert isinstance(route, RouteLead) and (route.team_id, again.team_id) == ("inbound", "inbound")
+    recycled = [e for e in again.timeline if e.kind == "recycled"][-1]
+    assert recycled.detail["team_id"] == "inbound"
+    assert recycled.detail["why"] == "no routing rule matched; default team inbound"
+    published = out[0].value["data"]
+    assert (published["team_id"], published["previous_team_id"]) == ("inbound", "pool")
+    assert published["why_team"] == recycled.detail["why"]
+
+    # The rules as they are now decide: a rule added since the first capture sends it there.
+    ruled = replace(policy, team_rules=(TeamRule(team="software-sdrs", name="software", industries=("software",)),))
+    again, out = step(state, defer.command, ruled, minutes=60 * 24 * 4)
+    assert out[-1].value.team_id == again.team_id == "software-sdrs"
+    assert [e for e in again.timeline if e.kind == "recycled"][-1].detail["why"].startswith(
+        "routing rule #1 'software' matched: industry")
