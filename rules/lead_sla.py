@@ -34,6 +34,7 @@ from rules.lead_state import (
     SlaTimer,
     SlaTrack,
     event,
+    holder_problem,
     note,
     reroute,
     webhook_id_for,
@@ -41,7 +42,8 @@ from rules.lead_state import (
 from sla.ladder import next_due, plan_deadlines
 from sla.policy import select_policy
 
-__all__ = ["CONTACT_TYPES", "start_sla", "sla_due", "record_activity", "next_timer", "breach_risk", "notify_rep"]
+__all__ = ["CONTACT_TYPES", "start_sla", "sla_due", "activity_time_problem", "activity_rep_problem", "record_activity",
+           "next_timer", "breach_risk", "notify_rep"]
 
 #: Activity types that count as contacting the lead (a note does not).
 CONTACT_TYPES = frozenset({"call", "email", "meeting", "sms"})
@@ -235,24 +237,60 @@ def _take_away(state: LeadState, kind: str, step: int, now: datetime,
     return moved, [withdraw, *outgoing], {"outcome": "moved", "from_team": source, "to_team": target}
 
 
+def activity_time_problem(state: LeadState, at: datetime) -> str | None:
+    """Why an activity at ``at`` cannot belong to the lead's current cycle (``None``: it can).
+
+    Work on a lead happens after it was captured: an earlier time is a mistake (or another
+    cycle's), and as a first contact it would make speed-to-lead negative.
+    """
+    if at < state.captured_at:
+        return f"is before the lead was captured ({state.captured_at.isoformat()}, cycle {state.cycle})"
+    return None
+
+
+def activity_rep_problem(state: LeadState, rep_id: str | None) -> str | None:
+    """Why ``rep_id`` cannot report an activity on this lead now (``None``: they can).
+
+    Exactly as qualification answers: a named rep must hold the lead (offered or assigned);
+    an activity without a rep (synced from the CRM, logged by a manager) is not tied to a holder.
+    """
+    return holder_problem(state, rep_id)
+
+
 def record_activity(state: LeadState, command: RecordActivity, now: datetime, policy: LeadPolicy) -> LeadTransition:
     if command.activity_id in state.recent_activities:
         return LeadTransition(state=state)
+    problem = activity_rep_problem(state, command.rep_id)
+    at_problem = activity_time_problem(state, command.at)
+    if at_problem is not None:
+        problem = f"at {at_problem}"
+    if problem is not None:
+        # The API refuses these up front; the lead checks again (it may have moved on since).
+        return LeadTransition(state=state, outgoing=(event(state, "lead.activity_rejected", now, {
+            "why": problem, "type": command.type, "rep_id": command.rep_id, "team_id": state.team_id}),))
     updated = replace(state, recent_activities=(state.recent_activities + (command.activity_id,))[-32:])
     detail: dict[str, Any] = {"type": command.type, "rep_id": command.rep_id, "outcome": command.outcome}
     outgoing: list[Outgoing] = []
-    first_contact = command.type in CONTACT_TYPES and state.contacted_at is None
+    contact = command.type in CONTACT_TYPES and state.contacted_at is None
+    first_contact = contact and state.routing in OPEN
+    if contact and not first_contact:
+        # A closed lead (disqualified, released, converted): the call is history, not a first
+        # contact. Its speed-to-lead and SLA were settled when it closed.
+        detail["counted_as_contact"] = False
+        detail["why"] = f"the lead is closed ({state.status})"
     if first_contact:
         updated = replace(updated, contacted_at=command.at)
         if updated.sla is not None and updated.sla.stopped_at is None:
             updated = replace(updated, sla=replace(updated.sla, stopped_at=command.at))
-        # Speed-to-lead, split: the system's part (capture → rep notified) and the rep's part.
-        captured = state.last_touch.at
+        # Speed-to-lead, from the cycle's capture (when its SLA clock started), split into the
+        # system's part (capture -> rep notified) and the rep's part.
+        captured = state.captured_at
         notified = state.notified_at
         detail["system_delay_s"] = (notified - captured).total_seconds() if notified else None
         detail["rep_delay_s"] = (command.at - notified).total_seconds() if notified else None
         detail["speed_to_lead_s"] = (command.at - captured).total_seconds()
-        detail["within_sla"] = state.sla is None or state.sla.breached_at is None
+        # Judged by when the contact happened, not by whether the breach timer has fired yet.
+        detail["within_sla"] = state.sla_deadline is None or command.at <= state.sla_deadline
         detail["team_id"] = state.team_id
     updated = note(updated, policy, command.at, "contacted" if first_contact else "activity", **detail)
     outgoing.append(event(updated, "lead.contacted" if first_contact else "lead.activity", command.at, detail))

@@ -22,7 +22,8 @@ from sla.policy import SlaPolicy
 
 __all__ = [
     "RoutingStatus", "OPEN", "HELD", "OFFER_STEP", "OVERFLOW_STEP", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
-    "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "event", "note", "decision_digest",
+    "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "holder_problem", "event", "note",
+    "decision_digest",
     "route_command",
     "give_back", "keep", "reroute",
 ]
@@ -207,6 +208,23 @@ def can_disposition(state: LeadState | None) -> str | None:
         return "no such lead"
     if state.routing not in OPEN:
         return f"the lead is already closed ({state.status})"
+    return None
+
+
+def holder_problem(state: LeadState, rep_id: str | None) -> str | None:
+    """Why ``rep_id`` cannot act as the lead's rep now, or ``None`` when they can.
+
+    A rep reports work (activities, qualification answers) only on a lead they hold (offered or
+    assigned), as with an offer's accept and decline. Reports without a rep (the CRM, a manager)
+    are not tied to a holder. The same rule as ``rules.lead_crm.qualifier_problem``.
+    """
+    if rep_id is None:
+        return None
+    a = state.assignment
+    if state.routing not in HELD or a is None:
+        return f"{rep_id} does not hold the lead: no rep does (it is {state.routing})"
+    if a.rep_id != rep_id:
+        return f"the lead is held by another rep, not {rep_id}"
     return None
 
 

@@ -1,4 +1,9 @@
-"""``POST /v1/leads/{lead_id}/activities``: the rep worked the lead; the first contact stops the SLA."""
+"""``POST /v1/leads/{lead_id}/activities``: the rep worked the lead; the first contact stops the SLA.
+
+Refused: ``at`` in the future or before the lead's capture (``422`` naming ``at``); a ``rep_id``
+who does not hold the lead (``409`` naming ``rep_id``, as qualification answers). On a closed
+lead the activity is recorded, but never as a first contact (no speed-to-lead).
+"""
 from __future__ import annotations
 
 import uuid
@@ -12,6 +17,7 @@ from connectors.api.context import lead_owner, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from rules.commands import RecordActivity
+from rules.lead_sla import activity_rep_problem, activity_time_problem
 
 __all__ = ["routes", "ACTIVITY_INPUT_MODEL"]
 
@@ -47,8 +53,18 @@ async def record_activity(request: web.Request) -> web.Response:
     at: datetime = activity.at or now
     if at > now:
         raise ApiError(422, "invalid", "the activity is not valid", [FieldError("at", "is in the future")])
-    if ctx.engine.lead(lead_id) is None:
+    state = ctx.engine.lead(lead_id)
+    if state is None:
         raise ApiError(404, "not_found", f"no lead {lead_id}")
+    too_early = activity_time_problem(state, at)
+    if too_early is not None:
+        raise ApiError(422, "invalid", "the activity is not valid", [FieldError("at", too_early)])
+    # As qualification answers: a named rep reports only on a lead they hold (the lead checks
+    # again on apply); an activity without a rep_id (the CRM, a manager) is not tied to a holder.
+    not_theirs = activity_rep_problem(state, activity.rep_id)
+    if not_theirs is not None:
+        raise ApiError(409, "conflict", f"lead {lead_id}: rep_id {activity.rep_id}: {not_theirs}",
+                       [FieldError("rep_id", not_theirs)])
     activity_id = activity.activity_id or uuid.uuid4().hex
     await ctx.engine.send_lead_command(lead_id, RecordActivity(
         lead_id=lead_id, activity_id=activity_id, type=activity.type, rep_id=activity.rep_id, at=at,

@@ -558,7 +558,12 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
             "recordActivity", "leads", "Record a call, e-mail, meeting, SMS or note; the first contact stops the SLA",
             {"202": {"description": "The activity is on its way to the lead.",
                      **_json_body(_ref("ActivityAccepted"))},
-             **_refs(400, 401, 404, 413, 415, 422, 429, 503)},
+             **_refs(400, 401, 404, 409, 413, 415, 422, 429, 503)},
+            description=("`at` (default: now) may be neither in the future nor before the lead's capture "
+                         "(422 naming `at`). A `rep_id` must be the rep who holds the lead (offered or "
+                         "assigned), as for qualification answers: 409 naming `rep_id` otherwise; an activity "
+                         "without `rep_id` (the CRM, a manager) is not tied to a holder. On a closed lead the "
+                         "activity is recorded, never as a first contact."),
             requestBody={"required": True, **_json_body(_ref("ActivityInput"))})},
         "/v1/reps/{rep_id}": {"parameters": [_param("RepId")], "put": _op(
             "putRep", "reps", "Create or update a rep",

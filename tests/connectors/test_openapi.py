@@ -257,6 +257,11 @@ async def test_every_answer_is_as_documented(make_client: ClientFactory, engine:
     await post("/v1/leads/ld_000000000000000000000000/disposition", {"status": "nurture"}, disposition)
     await post(f"/v1/leads/{lead.lead_id}/disposition", {"status": "won"}, disposition)
 
+    activities = "/v1/leads/{lead_id}/activities"
+    await post(f"/v1/leads/{lead.lead_id}/activities", {"type": "call", "rep_id": "rep-ana"}, activities)
+    await post(f"/v1/leads/{lead.lead_id}/activities", {"type": "call", "rep_id": "nobody-at-all"}, activities)
+    await post(f"/v1/leads/{lead.lead_id}/activities", {"type": "call", "at": "2020-01-01T00:00:00Z"}, activities)
+
     presence = "/v1/reps/{rep_id}/presence"
     await post("/v1/reps/rep-bo/presence", {"status": "available"}, presence)
     await post("/v1/reps/rep-zed/presence", {"status": "available"}, presence)

@@ -1,12 +1,13 @@
 """The lead's SLA ladder, pure: planned at assignment, each step once, stopped by first contact."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from rules import lead
 import pytest
 
-from rules.commands import LeadQueued, Notify, RecordActivity, ReleaseLead, RouteLead, SlaDue
+from rules.commands import DispositionLead, LeadQueued, Notify, RecordActivity, ReleaseLead, RouteLead, SlaDue
 from rules.lead import LeadPolicy, LeadState, next_timer
 from rules.lead_state import Endpoint
 from sla.policy import EscalationStep, SlaPolicy
@@ -167,3 +168,57 @@ def test_no_warning_without_an_estimate_or_when_the_wait_fits(wait: float | None
     state = lead.apply(None, capture(), T0, POLICY).state
     transition = lead.apply(state, _queued(expected_wait_s=wait), T0, POLICY)
     assert [m.value["type"] for m in transition.outgoing] == ["lead.queued"]
+
+
+def _activity(state: LeadState, *, at_s: float, rep_id: str | None = "rep-a", kind: str = "call",
+              activity_id: str = "act-1", now_s: float = 600) -> tuple[LeadState, list[object]]:
+    command = RecordActivity(lead_id=LEAD_ID, activity_id=activity_id, type=kind, rep_id=rep_id,  # type: ignore[arg-type]
+                             at=T0 + timedelta(seconds=at_s))
+    transition = lead.apply(state, command, T0 + timedelta(seconds=now_s), POLICY)
+    assert transition.state is not None
+    return transition.state, [m.value for m in transition.outgoing]
+
+
+@pytest.mark.parametrize(("at_s", "rep_id", "why"), [
+    (-1, "rep-a", "at is before the lead was captured"),
+    (-217956118, "rep-a", "at is before the lead was captured"),
+    (30, "nobody-at-all", "the lead is held by another rep, not nobody-at-all"),
+])
+def test_an_activity_the_lead_cannot_take_is_rejected_and_changes_nothing(at_s: float, rep_id: str, why: str) -> None:
+    state = start()
+    after, out = _activity(state, at_s=at_s, rep_id=rep_id)
+    assert after == state
+    (rejected,) = out
+    assert isinstance(rejected, dict) and rejected["type"] == "lead.activity_rejected"
+    assert rejected["data"]["why"].startswith(why)
+
+
+def test_a_call_on_a_closed_lead_is_history_not_a_first_contact() -> None:
+    state = lead.apply(start(), DispositionLead(lead_id=LEAD_ID, status="disqualified", reason=None, rep_id=None,
+                                                at=ASSIGNED_AT), ASSIGNED_AT, POLICY).state
+    assert state is not None and state.routing == "released"
+    after, out = _activity(state, at_s=30, rep_id=None)
+    assert after.contacted_at is None and after.sla is not None and after.sla.stopped_at is None
+    (recorded,) = out
+    assert isinstance(recorded, dict) and recorded["type"] == "lead.activity"
+    assert recorded["data"]["counted_as_contact"] is False and "speed_to_lead_s" not in recorded["data"]
+    assert after.timeline[-1].kind == "activity"
+
+
+def test_within_sla_is_judged_by_when_the_contact_happened() -> None:
+    state, _ = due(start(), 0)  # the breach fired
+    _, out = _activity(state, at_s=50)  # ... but the call was at 50 s, before the 60 s deadline (synced late)
+    (contacted,) = out
+    assert isinstance(contacted, dict) and contacted["data"]["within_sla"] is True
+    _, out = _activity(start(), at_s=61, now_s=61)  # after the deadline, before the breach timer fired
+    (contacted,) = out
+    assert isinstance(contacted, dict) and contacted["data"]["within_sla"] is False
+
+
+def test_speed_to_lead_counts_from_the_cycles_capture_not_a_later_touch() -> None:
+    state = lead.apply(start(), capture("cap-2", minutes=0, first_name="Ada"), ASSIGNED_AT, POLICY).state
+    assert state is not None and state.touches == 2
+    state = replace(state, last_touch=replace(state.last_touch, at=T0 + timedelta(seconds=40)))
+    _, out = _activity(state, at_s=30)
+    (contacted,) = [v for v in out if isinstance(v, dict) and v["type"] == "lead.contacted"]
+    assert contacted["data"]["speed_to_lead_s"] == 30.0
