@@ -2,7 +2,9 @@
 
 An assignment whose ``lead.assigned`` webhook was dead-lettered (``410 Gone``, a 4xx, or the
 whole Standard Webhooks retry schedule failed) was never seen by its rep: the lead is taken
-back and routed again in its team, never back to a rep who already had it in this cycle.
+back and routed again in its team, never back to a rep who already had it in this cycle. An
+open offer whose ``lead.offered`` webhook was dead-lettered is withdrawn the same way, at once,
+rather than held for the whole offer timeout by a rep who cannot know of it.
 
 The rep is set ``offline`` in their team first (``SetPresence``, on ``team.commands`` before the
 lead's new ``RouteLead``, so the team applies it first): a rep whose endpoint is gone or has
@@ -46,28 +48,34 @@ def record_delivery(state: LeadState, command: RecordDelivery, now: datetime, po
 
 def _reassign_unreachable(state: LeadState, command: RecordDelivery, now: datetime,
                           policy: LeadPolicy) -> tuple[LeadState, list[Outgoing]]:
-    """Take the lead from a rep its assignment never reached, and route it again."""
+    """Take the lead (or the offer) from a rep it never reached, and route it again."""
     a = state.assignment
-    # Only the current assignment's own webhook counts: a late report about an older
-    # assignment, a reminder, or a replay after the lead already moved changes nothing.
-    if (state.routing != "assigned" or a is None or command.event_type != "lead.assigned"
-            or a.webhook_id != command.webhook_id):
+    # Only the current assignment's or open offer's own webhook counts: a late report about an
+    # older assignment, a reminder, a replay after the lead already moved, or the offer's
+    # webhook after the rep accepted it (they saw it) changes nothing.
+    current = {"assigned": "lead.assigned", "offered": "lead.offered"}.get(state.routing)
+    if a is None or current is None or command.event_type != current or a.webhook_id != command.webhook_id:
         return state, []
+    offered = state.routing == "offered"
     previous = tuple(dict.fromkeys((state.sla.previous_reps if state.sla else ()) + (a.rep_id,)))
     seq = state.route_seq + 1
     moved = replace(state, routing="routing", route_seq=seq, route_id=f"{state.lead_id}:{state.cycle}:{seq}",
-                    assignment=None, sla=replace(state.sla, previous_reps=previous) if state.sla else None)
+                    assignment=None, offer_expires_at=None,
+                    sla=replace(state.sla, previous_reps=previous) if state.sla else None)
+    offer = {"offer_withdrawn": True} if offered else {}
     moved = note(moved, policy, now, "reassigned", from_rep=a.rep_id, team_id=moved.team_id,
-                 reason="unreachable")
+                 reason="unreachable", **offer)
+    excluded = tuple(dict.fromkeys(previous + state.declined_by))
     outgoing = [
         Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
             team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
-            reason="webhook dead-lettered: rep unreachable", at=now)),
+            reason=f"{current} webhook dead-lettered: rep unreachable", at=now)),
         Outgoing(channel="team.commands", key=a.team_id, value=SetPresence(
             team_id=a.team_id, rep_id=a.rep_id, status="offline", at=now)),
         event(moved, "lead.reassigned", now, {"from_rep": a.rep_id, "team_id": moved.team_id,
-                                              "reason": "unreachable", "excluded": list(previous),
-                                              "webhook_error": command.error, "rep_set_offline": True}),
-        route_command(moved, excluded=previous),
+                                              "reason": "unreachable", "excluded": list(excluded),
+                                              "webhook_error": command.error, "rep_set_offline": True,
+                                              **offer}),
+        route_command(moved, excluded=excluded),
     ]
     return moved, outgoing

@@ -187,3 +187,44 @@ def test_a_lead_assigned_before_its_overflow_deadline_stays() -> None:
 def _dispose(bus: Bus, lead_id: str) -> object:
     from rules.commands import DispositionLead
     return DispositionLead(lead_id=lead_id, status="disqualified", reason=None, rep_id=None, at=bus.clock.now())
+
+
+# --- a dead-lettered lead.offered: the rep cannot know of the offer --------------------------
+
+
+def dead_letter(bus: Bus, lead_id: str, notice: Notify) -> list:
+    from rules.commands import RecordDelivery
+
+    return bus.send("lead.commands", lead_id, RecordDelivery(
+        lead_id=lead_id, webhook_id=notice.webhook_id, event_type=notice.event_type, rep_id=notice.rep_id,
+        delivered=False, attempts=1, status=410, error="endpoint gone (410)", at=bus.clock.now(),
+        dead_lettered=True))
+
+
+def test_a_dead_lettered_offer_is_withdrawn_at_once_and_the_rep_set_offline(bus: Bus) -> None:
+    lead_id = capture(bus)
+    (notice,) = values(bus.sent, "notifications", Notify)
+    first = notice.rep_id
+    assert notice.event_type == "lead.offered" and first is not None
+    sent = dead_letter(bus, lead_id, notice)  # no time passes: well before the offer expires
+    state = lead(bus, lead_id)
+    assert state.routing == "offered" and state.assignment is not None and state.assignment.rep_id != first
+    reassigned = [e for e in state.timeline if e.kind == "reassigned"][-1]
+    assert (reassigned.detail["from_rep"], reassigned.detail["reason"]) == (first, "unreachable")
+    assert reassigned.detail["offer_withdrawn"] is True
+    (published,) = events(sent, "lead.reassigned")
+    assert published["data"]["rep_set_offline"] is True and first in published["data"]["excluded"]
+    rep = bus.team(TEAM).reps[first]
+    assert (rep.presence, rep.load) == ("offline", 0)  # the offer's capacity is back, and no new offers
+    # The next lead is never offered to the unreachable rep.
+    second = capture(bus, 2)
+    assert lead(bus, second).assignment is not None and lead(bus, second).assignment.rep_id != first  # type: ignore[union-attr]
+
+
+def test_a_dead_lettered_offer_after_the_rep_accepted_keeps_the_lead(bus: Bus) -> None:
+    """They accepted: they saw the offer somehow (a retry that got through late, another channel)."""
+    lead_id = capture(bus)
+    (notice,) = values(bus.sent, "notifications", Notify)
+    answer(bus, lead_id, accepted=True)
+    sent = dead_letter(bus, lead_id, notice)
+    assert lead(bus, lead_id).routing == "assigned" and not events(sent, "lead.reassigned")
