@@ -46,7 +46,7 @@ def offer_problem(state: LeadState | None, rep_id: str) -> str | None:
 def answer_offer(state: LeadState, command: AnswerOffer, now: datetime, policy: LeadPolicy) -> LeadTransition:
     a = state.assignment
     if state.routing != "offered" or a is None or a.route_id != command.route_id or a.rep_id != command.rep_id:
-        return LeadTransition(state=state)  # a late or replayed answer: the offer is gone
+        return _too_late(state, command, now, policy)
     if command.accepted:
         accepted = replace(state, routing="assigned", offer_expires_at=None)
         accepted = note(accepted, policy, command.at, "accepted", rep_id=a.rep_id, team_id=a.team_id)
@@ -62,6 +62,55 @@ def answer_offer(state: LeadState, command: AnswerOffer, now: datetime, policy: 
     moved, outgoing = reroute(declined, now, policy, note_kind="declined", reason=reason,
                               detail={"declined_reason": command.reason})
     return LeadTransition(state=moved, outgoing=tuple(outgoing))
+
+
+def _too_late(state: LeadState, command: AnswerOffer, now: datetime, policy: LeadPolicy) -> LeadTransition:
+    """An answer to an offer that is gone: changes nothing, but is recorded with why.
+
+    The API checks the offer before it accepts an answer, yet two answers sent at once (an accept
+    and a decline), or an accept arriving as the offer lapses or is withdrawn, both pass that
+    check; only the first to reach the lead counts. The other one is on the timeline
+    (``offer_answer_rejected``) and on ``lead.events`` (``lead.offer_answer_rejected``), like the
+    lead's other refused commands, so the rep and their manager can see what became of it.
+    """
+    a = state.assignment
+    answer = "accept" if command.accepted else "decline"
+    if a is not None and (a.route_id, a.rep_id) == (command.route_id, command.rep_id):
+        if state.routing == "assigned" and command.accepted:
+            return LeadTransition(state=state)  # accepted already (this answer again): the lead is theirs
+        if state.routing in ("offered", "assigned"):
+            why = f"{command.rep_id} already accepted the offer"
+        else:
+            why = f"the offer to {command.rep_id} is gone (the lead is {state.routing})"
+    elif not command.accepted and command.rep_id in state.declined_by:
+        return LeadTransition(state=state)  # declined already (this answer again): nothing more to say
+    elif a is not None and a.route_id == command.route_id:
+        why = f"the offer is to {a.rep_id}, not {command.rep_id}"
+    else:
+        why = f"the offer to {command.rep_id} is gone" + _what_happened(state, command.rep_id)
+        if state.routing in ("offered", "assigned") and a is not None and a.rep_id != command.rep_id:
+            why += f"; the lead is {state.routing} to {a.rep_id} now"
+        elif state.routing not in ("offered", "assigned"):
+            why += "; the lead is " + _NOW.get(state.routing, state.routing) + " now"
+    detail = {"rep_id": command.rep_id, "answer": answer, "route_id": command.route_id, "answered_at": command.at,
+              "why": why}
+    if any(e.kind == "offer_answer_rejected" and {k: e.detail.get(k) for k in detail} == detail
+           for e in state.timeline):
+        return LeadTransition(state=state)  # recorded already (a replay)
+    noted = note(state, policy, now, "offer_answer_rejected", **detail)
+    return LeadTransition(state=noted, outgoing=(event(noted, "lead.offer_answer_rejected", now, detail),))
+
+
+_NOW = {"routing": "being routed again", "queued": "waiting in its team's queue", "released": "released"}
+
+
+def _what_happened(state: LeadState, rep_id: str) -> str:
+    """``: <why the offer left rep_id>``, from the newest timeline entry that took it from them."""
+    for entry in reversed(state.timeline):
+        took = entry.kind in ("declined", "offer_expired", "reassigned", "escalated")
+        if took and entry.detail.get("from_rep") == rep_id:
+            return f": {entry.detail.get('reason') or entry.kind} (at {entry.at.isoformat()})"
+    return ""
 
 
 def offer_due(state: LeadState, command: SlaDue, now: datetime, policy: LeadPolicy) -> LeadTransition:

@@ -138,7 +138,12 @@ def test_an_answer_from_someone_else_or_for_an_old_offer_changes_nothing(bus: Bu
     assert offer_problem(lead(bus, lead_id), other) == f"the lead is offered to another rep, not {other}"
     assert offer_problem(lead(bus, lead_id), holder) is None
     before = lead(bus, lead_id)
-    assert answer(bus, lead_id, accepted=True, rep_id=other)[1:] == [] and lead(bus, lead_id) == before
+    sent = answer(bus, lead_id, accepted=True, rep_id=other)
+    # The offer is untouched; the refused answer is recorded, with why.
+    assert [m.value["type"] for m in sent[1:]] == ["lead.offer_answer_rejected"]
+    after = lead(bus, lead_id)
+    assert (after.routing, after.assignment) == (before.routing, before.assignment)
+    assert after.timeline[-1].detail["why"] == f"the offer is to {holder}, not {other}"
     answer(bus, lead_id, accepted=True)
     assert offer_problem(lead(bus, lead_id), holder) == "the lead has no open offer (it is assigned)"
     assert offer_problem(None, holder) == "no such lead"
@@ -228,3 +233,61 @@ def test_a_dead_lettered_offer_after_the_rep_accepted_keeps_the_lead(bus: Bus) -
     answer(bus, lead_id, accepted=True)
     sent = dead_letter(bus, lead_id, notice)
     assert lead(bus, lead_id).routing == "assigned" and not events(sent, "lead.reassigned")
+
+
+# --- two answers at once: the first to reach the lead counts, the other is recorded ----------
+
+
+def answers_at_once(bus: Bus, lead_id: str, *first_then_second: bool) -> list:
+    """Both answers made from the same state (both passed the API's check), then delivered."""
+    from rules.commands import Outgoing
+
+    state = bus.leads[lead_id]
+    assert state.assignment is not None
+    made = [Outgoing(channel="lead.commands", key=lead_id, value=AnswerOffer(
+        lead_id=lead_id, rep_id=state.assignment.rep_id, route_id=state.assignment.route_id, accepted=accepted,
+        reason=None if accepted else "x", at=bus.clock.now())) for accepted in first_then_second]
+    return bus.put(*made)
+
+
+def test_an_accept_that_loses_the_race_to_a_decline_is_recorded_not_dropped(bus: Bus) -> None:
+    lead_id = capture(bus)
+    zoe = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    sent = answers_at_once(bus, lead_id, False, True)  # the decline reaches the lead first
+    state = lead(bus, lead_id)
+    assert state.routing == "offered" and state.assignment is not None and state.assignment.rep_id != zoe
+    (rejected,) = events(sent, "lead.offer_answer_rejected")
+    assert (rejected["data"]["rep_id"], rejected["data"]["answer"]) == (zoe, "accept")
+    why = rejected["data"]["why"]
+    assert why.startswith(f"the offer to {zoe} is gone: declined by {zoe}: x")
+    assert why.endswith("; the lead is being routed again now")  # its next offer was not made yet
+    entry = next(e for e in state.timeline if e.kind == "offer_answer_rejected")
+    assert entry.detail["why"] == why and entry.detail["answer"] == "accept"
+
+
+def test_a_decline_that_loses_the_race_to_an_accept_is_recorded(bus: Bus) -> None:
+    lead_id = capture(bus)
+    zoe = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    sent = answers_at_once(bus, lead_id, True, False)
+    state = lead(bus, lead_id)
+    assert state.routing == "assigned" and state.assignment is not None and state.assignment.rep_id == zoe
+    (rejected,) = events(sent, "lead.offer_answer_rejected")
+    assert (rejected["data"]["answer"], rejected["data"]["why"]) == ("decline", f"{zoe} already accepted the offer")
+
+
+def test_an_accept_arriving_as_the_offer_lapses_is_recorded(bus: Bus) -> None:
+    lead_id = capture(bus)
+    zoe = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    route_id = lead(bus, lead_id).assignment.route_id  # type: ignore[union-attr]
+    fire_timer(bus, lead_id)  # the offer lapses first
+    late = AnswerOffer(lead_id=lead_id, rep_id=zoe, route_id=route_id, accepted=True, at=bus.clock.now())
+    sent = bus.send("lead.commands", lead_id, late)
+    (rejected,) = events(sent, "lead.offer_answer_rejected")
+    assert rejected["data"]["why"].startswith(f"the offer to {zoe} is gone: offer to {zoe} not accepted in time")
+    # The same late answer again (a replay) is recorded once.
+    assert bus.send("lead.commands", lead_id, late)[1:] == []
+    # A replayed accept of an offer already accepted, and a replayed decline, change nothing.
+    other = capture(bus, 2)
+    answer(bus, other, accepted=True)
+    before = lead(bus, other)
+    assert answer(bus, other, accepted=True)[1:] == [] and lead(bus, other) == before
