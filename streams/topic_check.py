@@ -13,8 +13,13 @@ write a timer to a partition that does not exist.
 them would make a broker with auto-creation on create them) and refuses to start, naming every
 topic that differs, before Faust creates anything. It also refuses a ``LEADFLOW_REPLICATION``
 above the live brokers when topics are still to be created: Faust crashed on that with a
-traceback about ``__assignor-__leader``. It gives up quietly when the broker does not answer in
-time: Faust then waits for the broker as it always did.
+traceback about ``__assignor-__leader``.
+
+A broker that does not answer is waited for, with a line every attempt naming ``LEADFLOW_BROKER``
+and the time left, for ``BROKER_WAIT_S`` (Kafka starting beside the worker, a broker restarting);
+then the worker stops with one line naming the setting (exit 2). It used to log "partition check
+skipped: no metadata in 10 s" at once and leave the broker to Faust, which did not wait either:
+the worker died two seconds later in a 30-line traceback through mode and aiokafka.
 
 It then brings the changelogs of tables that set topic configs (``team_state``'s small
 segments) up to those configs. Faust applies them only when it creates a topic, so a changelog
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,12 +40,16 @@ from typing import Any
 from leadflow.errors import ConfigError
 
 __all__ = ["Cluster", "Mismatch", "expected_partitions", "mismatches", "describe", "read_cluster", "too_few_brokers",
-           "wanted_configs", "topic_overrides", "config_changes", "align_configs", "preflight"]
+           "wanted_configs", "topic_overrides", "config_changes", "align_configs", "preflight", "wait_for_cluster"]
 
 log = logging.getLogger(__name__)
 
-#: How long the check waits for the broker's metadata before leaving the broker to Faust.
+#: How long one attempt waits for the broker's metadata.
 PREFLIGHT_TIMEOUT_S = 10.0
+#: How long a starting worker waits for an unreachable broker before it stops.
+BROKER_WAIT_S = 60.0
+#: Pause between two attempts.
+_RETRY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,20 +188,50 @@ async def align_configs(bootstrap: list[str], changes: Mapping[str, Mapping[str,
         await admin.close()
 
 
+def _why(exc: BaseException) -> str:
+    """An attempt's failure in a few words (aiokafka's messages can run long; the type says enough)."""
+    if isinstance(exc, TimeoutError):
+        return "no answer"
+    text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+def wait_for_cluster(bootstrap: list[str], config_topics: Iterable[str] = (), *, timeout: float = PREFLIGHT_TIMEOUT_S,
+                     wait: float = BROKER_WAIT_S, sleep: Any = time.sleep) -> Cluster:
+    """``read_cluster``, tried until it answers or ``wait`` seconds have passed; then ``ConfigError``
+    naming ``LEADFLOW_BROKER``. Each failed attempt is one warning with the time left."""
+    where = ",".join(bootstrap)
+    started = time.monotonic()
+    quiet = logging.getLogger("aiokafka")  # its ERROR per failed connection says what our line says
+    while True:
+        # On a loop of its own in a thread: the main thread's event loop is left as Faust expects it.
+        level, quiet.level = quiet.level, logging.CRITICAL
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
+                future = pool.submit(asyncio.run, asyncio.wait_for(read_cluster(bootstrap, config_topics), timeout))
+        finally:
+            quiet.level = level
+        try:
+            return future.result()
+        except Exception as exc:
+            waited = time.monotonic() - started
+            if waited + _RETRY_S > wait:
+                raise ConfigError(f"Kafka at {where} (LEADFLOW_BROKER) did not answer in {waited:.0f} s "
+                                  f"({_why(exc)}): start it, or set LEADFLOW_BROKER to a reachable broker") from None
+            log.warning("waiting for Kafka at %s (LEADFLOW_BROKER): %s; trying again for %.0f s more",
+                        where, _why(exc), wait - waited)
+        sleep(_RETRY_S)
+
+
 def preflight(expected: Mapping[str, int], bootstrap: list[str], partitions: int, replication: int = 1,
-              timeout: float = PREFLIGHT_TIMEOUT_S, configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
-    """Raise :class:`ConfigError` when an existing topic has another partition count than expected,
-    or when the topics still missing cannot be created with ``replication`` copies; then give the
-    existing topics of ``configs`` those configs (a warning, not a stop, when that fails)."""
-    # On a loop of its own in a thread: the main thread's event loop is left as Faust expects it.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight") as pool:
-        future = pool.submit(asyncio.run, asyncio.wait_for(read_cluster(bootstrap, configs or ()), timeout))
-    try:
-        cluster = future.result()
-    except Exception as exc:  # the broker is not up yet: Faust waits for it; the check is skipped
-        log.warning("partition check skipped: no metadata from %s in %.0f s (%s)",
-                    ",".join(bootstrap), timeout, type(exc).__name__)
-        return
+              timeout: float = PREFLIGHT_TIMEOUT_S, configs: Mapping[str, Mapping[str, str]] | None = None,
+              wait: float = BROKER_WAIT_S) -> None:
+    """Raise :class:`ConfigError` when the broker does not answer within ``wait`` seconds, when an
+    existing topic has another partition count than expected, or when the topics still missing
+    cannot be created with ``replication`` copies; then give the existing topics of ``configs``
+    those configs (a warning, not a stop, when that fails)."""
+    cluster = wait_for_cluster(bootstrap, configs or (), timeout=timeout, wait=wait)
     found = mismatches(expected, cluster.partitions)
     if found:
         raise ConfigError(describe(found, partitions, expected, cluster.partitions))

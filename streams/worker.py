@@ -1,14 +1,23 @@
 """Run the Faust worker: import every agent, then hand over to Faust's own worker command."""
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
+import tempfile
+from pathlib import Path
 
 import faust.worker
 
-__all__ = ["LeadflowWorker", "main"]
+from leadflow.errors import ConfigError
+
+__all__ = ["LeadflowWorker", "check_data_dir", "check_port", "main"]
 
 log = logging.getLogger(__name__)
+
+#: Where the HTTP API listens (``create_app``'s ``web_bind``).
+WEB_BIND = "0.0.0.0"
 
 
 class LeadflowWorker(faust.worker.Worker):
@@ -24,6 +33,33 @@ class LeadflowWorker(faust.worker.Worker):
         self.spinner = None  # the root logger keeps the level mode's setup gave it
 
 
+def check_data_dir(path: Path) -> None:
+    """``ConfigError`` naming ``LEADFLOW_DATA_DIR`` unless the tables' folder can be made and written:
+    Faust stopped with a FileNotFoundError traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"LEADFLOW_DATA_DIR={str(path)!r} (or --data-dir): cannot create or write the tables' "
+                          f"folder ({exc.strerror or type(exc).__name__})") from None
+
+
+def check_port(host: str, port: int) -> None:
+    """``ConfigError`` naming ``LEADFLOW_WEB_PORT`` when the HTTP API cannot listen on ``port``: Faust
+    stopped with a 112-line OSError traceback. (A port taken between this check and Faust's bind
+    still ends in that traceback; the usual case, another worker already there, is told here.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            raise ConfigError(f"LEADFLOW_WEB_PORT={port} (or --port): cannot listen on {host}:{port} "
+                              f"({'another process listens there' if taken else exc.strerror}); give each worker "
+                              "on a host its own port") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     from streams.agents import accounts, intake, lead, notifier, observe, reps, sla, team, team_stats  # noqa: F401  (registers the agents)
     from streams.agents import crm, outcomes  # noqa: F401  (the CRM handoff, the win-rate board)
@@ -37,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         [*topics.CHANNELS.values(), topics.leads_inbound, topics.leads_rejected], app.tables.values(),
         app.conf.topic_partitions)
     gc_tuning.after_imports()
+    check_data_dir(settings.data_dir)
+    check_port(WEB_BIND, settings.web_port)
     topic_check.preflight(expected, settings.bootstrap_servers, settings.partitions, settings.replication,
                           configs=topic_check.wanted_configs(app.tables.values()))  # before Faust creates any
     level = settings.log_level

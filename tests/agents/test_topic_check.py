@@ -1,6 +1,7 @@
 """The partition-count check a worker runs before Faust starts (streams/topic_check.py)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -70,14 +71,42 @@ def test_preflight_raises_a_config_error_naming_the_topics(monkeypatch: pytest.M
     topic_check.preflight({"lf.lead.commands": 2}, ["h1:9092"], 2)  # matching: no error
 
 
-def test_preflight_leaves_an_unreachable_broker_to_faust(monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_preflight_waits_for_an_unreachable_broker_then_stops_naming_the_setting(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # It logged "partition check skipped: no metadata from … in 10 s" at once, left the broker to Faust,
+    # and the worker died two seconds later in a traceback.
+    attempts: list[float] = []
+
     async def unreachable(bootstrap: list[str], config_topics: object = ()) -> Cluster:
-        raise ConnectionRefusedError
+        attempts.append(time.monotonic())
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
 
     monkeypatch.setattr(topic_check, "read_cluster", unreachable)
-    topic_check.preflight({"lf.lead.commands": 8}, ["h1:9092"], 8)
-    assert "partition check skipped" in caplog.text
+    monkeypatch.setattr(topic_check, "_RETRY_S", 0.05)
+    with pytest.raises(ConfigError) as caught:
+        topic_check.preflight({"lf.lead.commands": 8}, ["h1:9092"], 8, wait=0.3)
+    assert str(caught.value).startswith("Kafka at h1:9092 (LEADFLOW_BROKER) did not answer in 0 s "
+                                        "(ConnectionRefusedError: [Errno 111] Connect call failed")
+    assert len(attempts) >= 3
+    waiting = [r.getMessage() for r in caplog.records if "waiting for Kafka" in r.getMessage()]
+    assert len(waiting) == len(attempts) - 1
+    assert waiting[0].startswith("waiting for Kafka at h1:9092 (LEADFLOW_BROKER): ConnectionRefusedError")
+    assert "partition check skipped" not in caplog.text
+
+
+def test_preflight_goes_on_once_the_broker_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[Exception | Cluster] = [TimeoutError(), ConnectionRefusedError(), Cluster({}, brokers=1)]
+
+    async def starting(bootstrap: list[str], config_topics: object = ()) -> Cluster:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(topic_check, "read_cluster", starting)
+    monkeypatch.setattr(topic_check, "_RETRY_S", 0.01)
+    topic_check.preflight({"lf.lead.commands": 8}, ["h1:9092"], 8, wait=5.0)
+    assert answers == []
 
 
 def test_more_copies_than_brokers_is_refused_only_while_topics_are_missing() -> None:
