@@ -373,6 +373,9 @@ class UpsertRep:
     held_elsewhere: int = 0
     #: A team the rep left has not yet said how many leads the rep holds there: not eligible yet.
     awaiting_handover: bool = False
+    #: ``RepProfile`` fields to take from the rep's current profile in this team, if they have one
+    #: (``PutRep.keep``, when the directory had no profile of the rep to fill them from).
+    keep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -456,6 +459,9 @@ class PutRep:
     #: Seeded from the YAML at a worker's start: applied only when the YAML's entry changed, so
     #: a restart never undoes what the API changed since.
     from_config: bool = False
+    #: ``RepProfile`` fields the request left out: an existing rep keeps their current value
+    #: (``PUT /v1/reps`` changes what it names; a new rep gets the defaults).
+    keep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,6 +45,9 @@ class RepEntry:
     config_digest: str | None = None
     #: How many times the rep changed team (numbers each ``RemoveRep``).
     moves: int = 0
+    #: The profile last sent to the rep's team (``None``: not known, an entry from before it was
+    #: kept): a ``PutRep`` that leaves fields out takes them from here.
+    profile: RepProfile | None = None
     #: Teams the rep left while they may still hold leads there -> the move that left them.
     left: dict[str, int] = field(default_factory=dict)
     #: Teams the rep left -> how many leads the rep holds there (as last reported; absent: not
@@ -81,6 +84,15 @@ def apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTran
 
 def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransition:
     team_id = command.profile.team_id
+    profile, keep = command.profile, command.keep
+    if entry is not None and keep:
+        if entry.profile is not None:
+            # An update names what it changes; what it leaves out stays (the webhook above all).
+            profile = replace(profile, **{name: getattr(entry.profile, name) for name in keep if name != "team_id"})
+            keep = ()
+        # else: the team fills them from the rep's profile there (UpsertRep.keep).
+    elif entry is None:
+        keep = ()
     digest = entry.config_digest if entry is not None else None
     if command.from_config:
         if entry is not None and entry.config_digest == profile_digest(command.profile):
@@ -97,11 +109,18 @@ def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransitio
         outgoing.append(Outgoing(channel="team.commands", key=entry.team_id, value=RemoveRep(
             team_id=entry.team_id, rep_id=command.rep_id, reason=f"moved to team {team_id}", at=now, move=moves)))
     updated = RepEntry(rep_id=command.rep_id, team_id=team_id, updated_at=now, config_digest=digest,
-                       moves=moves, left=left, held_in=held_in)
+                       profile=None if keep else _known(profile, entry), moves=moves, left=left, held_in=held_in)
     outgoing.append(Outgoing(channel="team.commands", key=team_id, value=UpsertRep(
-        team_id=team_id, profile=command.profile, at=now, held_elsewhere=updated.held_elsewhere,
-        awaiting_handover=updated.awaiting_handover)))
+        team_id=team_id, profile=profile, at=now, held_elsewhere=updated.held_elsewhere,
+        awaiting_handover=updated.awaiting_handover, keep=keep)))
     return RepTransition(entry=updated, outgoing=tuple(outgoing))
+
+
+def _known(profile: RepProfile, entry: RepEntry | None) -> RepProfile:
+    """The profile as the team will hold it: an update without a secret keeps the one it had."""
+    if profile.webhook_secret is None and entry is not None and entry.profile is not None:
+        return replace(profile, webhook_secret=entry.profile.webhook_secret)
+    return profile
 
 
 def _report(entry: RepEntry | None, command: ReportHeld, now: datetime) -> RepTransition:

@@ -513,6 +513,10 @@ def _upsert(work: _Work, command: UpsertRep) -> None:
         _put_rep(work, RepState(profile=profile, presence="available", held_elsewhere=command.held_elsewhere,
                                 awaiting_handover=command.awaiting_handover))
         return
+    if command.keep:
+        # Fields the update left out keep their value here (the directory could not fill them).
+        profile = replace(profile, **{name: getattr(current.profile, name) for name in command.keep
+                                      if name not in ("rep_id", "team_id", "team_strategy")})
     if profile.webhook_secret is None:
         profile = replace(profile, webhook_secret=current.profile.webhook_secret)
     # Back in this team, if they had left: their leads here count here again, as a member's.

@@ -98,7 +98,11 @@ async def put_rep(request: web.Request) -> web.Response:
         webhook_secret=secret, email=rep.email, weekly_cap=rep.weekly_cap,
         working_hours={k: tuple(v) for k, v in rep.working_hours.items()}, holidays_country=rep.holidays_country,
     )
-    await ctx.engine.send_rep_command(rep_id, PutRep(rep_id=rep_id, profile=profile, at=ctx.clock.now()))
+    # An existing rep keeps what the request leaves out, as their secret always was kept: a PUT
+    # that names only the capacity must not drop the rep's webhook, name or skills.
+    keep = () if known is None else tuple(
+        "team_id" if name == "team" else name for name in _RepIn.model_fields if name not in rep.model_fields_set)
+    await ctx.engine.send_rep_command(rep_id, PutRep(rep_id=rep_id, profile=profile, at=ctx.clock.now(), keep=keep))
     body: dict[str, object] = {"rep_id": rep_id, "team": rep.team, "status": "accepted",
                                "created": known is None}
     if generated is not None:

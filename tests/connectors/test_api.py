@@ -617,3 +617,18 @@ async def test_the_openapi_document_is_served(client: Client) -> None:
     response = await client.get("/openapi.json")
     assert response.status == 200 and response.content_type == "application/json"
     assert await response.json() == openapi_document()
+
+
+async def test_an_update_keeps_what_it_leaves_out(client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    """PUT {"team", "capacity"} on a known rep changes the capacity, not their webhook or name."""
+    engine.reps["rep-ana"] = RepEntry(rep_id="rep-ana", team_id="emea", updated_at=clock.now())
+    await client.put("/v1/reps/rep-ana", json={"team": "emea", "capacity": 1}, headers=AUTH)
+    await client.put("/v1/reps/rep-ana", json={"team": "emea", "webhook_url": None}, headers=AUTH)
+    [(_, partial), (_, cleared)] = engine.rep_commands
+    assert isinstance(partial, PutRep) and isinstance(cleared, PutRep)
+    assert {"webhook_url", "webhook_secret", "name", "weight", "skills", "email"} <= set(partial.keep)
+    assert "capacity" not in partial.keep and "team_id" not in partial.keep
+    assert "webhook_url" not in cleared.keep and cleared.profile.webhook_url is None  # null clears it
+    # A new rep has nothing to keep: what it leaves out takes the defaults.
+    await client.put("/v1/reps/rep-new", json={"team": "emea"}, headers=AUTH)
+    assert engine.rep_commands[-1][1].keep == ()

@@ -6,7 +6,7 @@ import pytest
 from rules import reps
 from rules.commands import ChangePresence, Outgoing, PutRep, RemoveRep, RepProfile, SetPresence, UpsertRep
 from rules.reps import RepEntry
-from tests.rules._sim import T0
+from tests.rules._sim import T0, Bus
 
 
 def put(team_id: str) -> PutRep:
@@ -15,7 +15,7 @@ def put(team_id: str) -> PutRep:
 
 def test_new_rep_is_upserted_into_its_team() -> None:
     result = reps.apply(None, put("emea"), T0)
-    assert result.entry == RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0)
+    assert result.entry == RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0, profile=put("emea").profile)
     assert result.outgoing == (Outgoing(channel="team.commands", key="emea",
                                         value=UpsertRep(team_id="emea", profile=put("emea").profile, at=T0)),)
 
@@ -73,3 +73,50 @@ def test_the_yaml_seed_is_applied_once_and_api_changes_survive_restarts() -> Non
     (upsert,) = [m.value for m in edited.outgoing]
     assert isinstance(upsert, UpsertRep) and upsert.profile.capacity == 9
     assert edited.entry is not None and edited.entry.config_digest != first.entry.config_digest
+
+
+# --- an update keeps what it leaves out (PUT /v1/reps with only some fields) ---------------
+
+
+def _eve(team_id: str = "direct", **fields: object) -> RepProfile:
+    return RepProfile(rep_id="eve", team_id=team_id, **fields)  # type: ignore[arg-type]
+
+
+FULL = _eve(name="Eve", capacity=3, weight=2, skills=("fintech",), webhook_url="https://hooks.test/eve",
+            webhook_secret="whsec_eve")
+KEEP = tuple(f for f in ("name", "daily_cap", "weight", "skills", "languages", "territories", "timezone",
+                         "webhook_url", "webhook_secret", "email", "weekly_cap", "working_hours", "holidays_country"))
+
+
+def _team_profile(bus: Bus, team_id: str) -> RepProfile:
+    return bus.team(team_id).reps["eve"].profile
+
+
+def test_a_partial_update_keeps_the_webhook_name_and_the_rest() -> None:
+    bus = Bus()
+    bus.send("rep.commands", "eve", PutRep(rep_id="eve", profile=FULL, at=T0))
+    # What the API sends for {"team": "direct", "capacity": 1}: the fields left out are named.
+    bus.send("rep.commands", "eve", PutRep(rep_id="eve", profile=_eve(name="eve", capacity=1), at=T0, keep=KEEP))
+    eve = _team_profile(bus, "direct")
+    assert (eve.capacity, eve.name, eve.weight, eve.skills) == (1, "Eve", 2, ("fintech",))
+    assert (eve.webhook_url, eve.webhook_secret) == ("https://hooks.test/eve", "whsec_eve")
+    # Moving team with the same partial body: the new team gets the whole profile too.
+    bus.send("rep.commands", "eve", PutRep(rep_id="eve", profile=_eve("tiny", name="eve", capacity=1), at=T0,
+                                           keep=KEEP))
+    moved = _team_profile(bus, "tiny")
+    assert (moved.name, moved.webhook_url, moved.webhook_secret) == ("Eve", "https://hooks.test/eve", "whsec_eve")
+    # Naming a field changes it: an explicit null webhook_url clears the webhook.
+    keep = tuple(f for f in KEEP if f != "webhook_url")
+    bus.send("rep.commands", "eve", PutRep(rep_id="eve", profile=_eve("tiny", capacity=1), at=T0, keep=keep))
+    assert _team_profile(bus, "tiny").webhook_url is None
+
+
+def test_an_entry_without_a_profile_lets_the_team_keep_the_fields() -> None:
+    """A directory entry written before profiles were kept there: the team fills what is left out."""
+    bus = Bus()
+    bus.send("rep.commands", "eve", PutRep(rep_id="eve", profile=FULL, at=T0))
+    bus.directory["eve"] = RepEntry(rep_id="eve", team_id="direct", updated_at=T0)  # as before the upgrade
+    bus.send("rep.commands", "eve", PutRep(rep_id="eve", profile=_eve(name="eve", capacity=1), at=T0, keep=KEEP))
+    eve = _team_profile(bus, "direct")
+    assert (eve.capacity, eve.name, eve.webhook_url, eve.webhook_secret) == (1, "Eve", "https://hooks.test/eve",
+                                                                             "whsec_eve")
