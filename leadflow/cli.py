@@ -59,17 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one Faust worker with the HTTP API",
                                  description="Run a leadflow worker: the Faust agents (intake, leads, teams, "
                                              "reps, notifier) and the HTTP API. Stops cleanly on Ctrl-C "
-                                             "or SIGTERM.")
+                                             "or SIGTERM.",
+                                 epilog=_WORKER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     worker.add_argument("--config", type=Path, help="YAML config (teams, reps, routing, API keys); "
                                                    "overrides LEADFLOW_CONFIG")
     worker.add_argument("--port", type=int, help="HTTP port; overrides LEADFLOW_WEB_PORT (default 6066)")
     worker.add_argument("--data-dir", type=Path, help="RocksDB folder; overrides LEADFLOW_DATA_DIR")
-    worker.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    worker.add_argument("--check-config", action="store_true",
+                        help="check the settings (LEADFLOW_* variables) and the config file, and every environment "
+                             "variable the file names (secrets, API keys), as the worker's start does; then exit")
 
     run = commands.add_parser("run", help="the demo: everything running, with a live view",
                               description="Start the stack, a worker with the demo config, a demo SDR "
                                           "webhook receiver and a demo lead feed, and show leads being "
-                                          "routed live. Ctrl-C stops everything it started.")
+                                          "routed live. Ctrl-C stops everything it started.",
+                              epilog=_RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--leads", type=int, default=None, help="stop feeding after N leads (default: endless)")
     run.add_argument("--rate", type=float, default=2.0, help="leads per second (default 2)")
     run.add_argument("--port", type=int, default=6066, help="the worker's HTTP port (default 6066)")
@@ -113,6 +117,35 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop reading after this many events (default %(default)s)")
     return parser
 
+
+_WORKER_EPILOG = """\
+examples:
+  leadflow worker --config teams.yaml --check-config    check first; prints "config OK: …"
+  LEADFLOW_BROKER=kafka://k1:9092 LEADFLOW_REDIS_URL=redis://cache:6379/0 \\
+    leadflow worker --config teams.yaml --port 6067 --data-dir .state/w2
+
+--check-config checks what the worker's start checks, without Kafka: the LEADFLOW_* settings
+(a bad value names its variable), the config file (each problem at file:line: path), and every
+environment variable the file names (webhook secrets, API keys, CRM and provider credentials).
+Warnings (a team named but not defined in the file) are printed and do not fail the check.
+At start the worker also checks that its data folder can be written and its port is free, and
+waits up to 60 s for Kafka (a line per attempt), then stops naming LEADFLOW_BROKER.
+
+exit status: 0 the check passed, or the worker stopped cleanly; 2 invalid settings or config, or
+the worker could not start (port in use, data folder, Kafka unreachable); 130 Ctrl-C before the
+worker ran; 1 the worker failed while running (see its log).
+"""
+
+_RUN_EPILOG = """\
+The stack listens on Kafka 9092 (and 9093, its controller) and Redis 6379, with its data in
+.state/. To run the demo beside another stack, or with those ports taken, move it:
+  LEADFLOW_KAFKA_PORT=19092 LEADFLOW_KAFKA_CONTROLLER_PORT=19093 LEADFLOW_REDIS_PORT=16379 \\
+    LEADFLOW_STATE_DIR=.state/demo2 leadflow run --port 6076 --receiver-port 8091
+(the same variables move `leadflow stack up | status | down`).
+
+exit status: 0 the feed ended (--leads); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (after stopping
+everything it started); 2 it could not start (see the message).
+"""
 
 _REPORT_EPILOG = """\
 examples:

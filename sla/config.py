@@ -154,9 +154,8 @@ def _days(spec: str) -> list[int]:
     if not 1 <= len(names) <= 2 or any(n not in _DAYS for n in names):
         raise ValueError(f"{spec!r} is not a weekday or a range of them; use mon, tue, …, sun or e.g. mon-fri")
     first, last = _DAYS.index(names[0]), _DAYS.index(names[-1])
-    if last < first:
-        raise ValueError(f"{spec!r}: a range of days runs forward within one week (e.g. mon-fri)")
-    return list(range(first, last + 1))
+    # fri-mon wraps over the weekend, as a rep's working_hours does (rules/eligibility.py).
+    return [(first + i) % 7 for i in range((last - first) % 7 + 1)]
 
 
 def _weekly_hours(spec: dict[str, tuple[str, ...]]) -> dict[int, tuple[Interval, ...]]:

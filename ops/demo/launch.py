@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from ops.stack import StackConfig, stack_down, stack_status, stack_up
 from ops.demo.stopping import StopSignals
 from ops.stack.process import PidFile, start_process, stop_process, tail
 
-__all__ = ["DEMO_ENV", "launch_demo", "report_command", "stack_after_stop"]
+__all__ = ["DEMO_ENV", "launch_demo", "report_command", "stack_after_stop", "stop_exit_code"]
 
 _READY_TIMEOUT_S = 120.0
 
@@ -102,6 +103,7 @@ def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int
     prefix = f"{run_id}."
     workdir = stack.state_dir / "demo"
     worker: subprocess.Popen[bytes] | None = None
+    stopped_by: str | None = None  # the signal that stopped the demo, if one did
     with StopSignals(on_repeat=lambda name: _say(f"{name}: still stopping what the demo started…"),
                      on_deferred=lambda name: _say(f"{name}: stopping once this step is done…")) as stop:
         try:
@@ -145,16 +147,27 @@ def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP outside the demo's event loop (StopRequested)
             if stop.received in (None, "Ctrl-C"):
                 _print("")  # end the line the terminal's ^C is on
-            _say(f"{stop.received or 'Ctrl-C'}: stopping…")
+            stopped_by = stop.received or "Ctrl-C"
+            _say(f"{stopped_by}: stopping…")
         except asyncio.CancelledError:  # SIGTERM/SIGHUP cancelled the demo's main task
             if stop.received is None:
                 raise  # a cancellation no signal of ours asked for
+            stopped_by = stop.received
             _say(f"{stop.received}: stopping…")
         finally:
             with stop.holding():
                 _stop_all(stack, worker, workdir, was_running=was_running, keep_stack=keep_stack,
                           report=report_command(prefix, stack.kafka_url))
-    return 0
+    return stop_exit_code(stopped_by)
+
+
+def stop_exit_code(stopped_by: str | None) -> int:
+    """0 when the demo ended by itself (``--leads``); 128 + the signal's number when a signal stopped
+    it, after its cleanup, as the rest of the CLI does for Ctrl-C (130) and as shells report it."""
+    if stopped_by is None:
+        return 0
+    number = signal.SIGINT if stopped_by == "Ctrl-C" else signal.Signals[stopped_by]
+    return 128 + int(number)
 
 
 def _stop_all(stack: StackConfig, worker: subprocess.Popen[bytes] | None, workdir: Path, *, was_running: bool,

@@ -103,7 +103,8 @@ def test_a_stop_signal_ends_the_demos_worker_and_receiver(stack: StackConfig, si
         returncode = launcher.wait(timeout=60)
         # Gone, not merely signalled: the launcher waits for its worker (SIGKILL after 20 s).
         assert not is_running(worker_pid), f"the worker (pid {worker_pid}) outlived `leadflow run`"
-        assert returncode == 0  # it stopped itself, after its cleanup, as on Ctrl-C
+        # It stopped itself, after its cleanup, and says which signal stopped it as a shell does (Ctrl-C: 130).
+        assert returncode == 128 + sig
         assert not port_in_use(port) and not port_in_use(receiver_port)
         text = output.text()
         assert f"starting a worker (pid {worker_pid}," in text  # it says which pid is its worker
