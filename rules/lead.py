@@ -29,7 +29,8 @@ from rules.commands import (
     WithdrawLead,
 )
 from rules.lead_delivery import record_delivery
-from rules.lead_crm import CRM_COMMANDS, after_activity, apply_crm, on_capture, rescore, score_view
+from rules.lead_context import lead_context
+from rules.lead_crm import CRM_COMMANDS, after_activity, apply_crm, on_capture, rescore
 from rules.lead_sla import breach_risk, next_timer, record_activity, sla_due, start_sla
 from rules.lead_offer import answer_offer, offer_due, overflow_at, overflow_due
 from rules.lead_state import (
@@ -262,25 +263,7 @@ def _notifications(state: LeadState, command: LeadAssigned) -> tuple[Outgoing, .
         return ()
     assignment = state.assignment
     kind = "lead.offered" if state.routing == "offered" else "lead.assigned"
-    body: dict[str, Any] = {
-        "type": kind,
-        "timestamp": assignment.assigned_at,
-        "data": {
-            "lead_id": state.lead_id,
-            "cycle": state.cycle,
-            "lead": asdict(state.lead),
-            "enrichment": _enrichment(state),
-            "rep": {"rep_id": assignment.rep_id, "name": assignment.rep_name},
-            "team_id": assignment.team_id,
-            "why": {"reason": assignment.decision.reason, "strategy": assignment.decision.strategy,
-                    "candidates": [asdict(c) for c in assignment.decision.candidates]},
-            "sla_deadline": state.sla_deadline,
-            "attribution": {"first_touch": asdict(state.first_touch), "last_touch": asdict(state.last_touch),
-                            "touches": state.touches},
-            "score": score_view(state.score),
-            "timeline": [asdict(e) for e in state.timeline[-10:]],
-        },
-    }
+    body: dict[str, Any] = {"type": kind, "timestamp": assignment.assigned_at, "data": lead_context(state, assignment)}
     if state.routing == "offered":
         body["data"]["offer"] = {"expires_at": state.offer_expires_at,
                                  "accept": f"/v1/leads/{state.lead_id}/accept",

@@ -23,11 +23,13 @@ from typing import Any
 
 from rules.capture import attribute
 from rules.commands import LeadQueued, Notify, Outgoing, RecordActivity, SlaDue, WithdrawLead
+from rules.lead_context import lead_context
 from rules.lead_state import (
     HELD,
     OFFER_STEP,
     OPEN,
     OVERFLOW_STEP,
+    Assignment,
     LeadPolicy,
     LeadState,
     LeadTransition,
@@ -170,26 +172,29 @@ def breach_risk(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> tu
     return state, outgoing
 
 
-def _payload(state: LeadState, kind: str, now: datetime, extra: dict[str, Any]) -> dict[str, Any]:
-    return {"type": kind, "timestamp": now, "data": {
-        "lead_id": state.lead_id, "cycle": state.cycle, "team_id": state.team_id,
-        "lead": {"company": state.lead.company, "first_name": state.lead.first_name,
-                 "last_name": state.lead.last_name, "email": state.lead.email, "phone": state.lead.phone,
-                 "phone_extension": state.lead.phone_extension},
-        "sla_deadline": state.sla_deadline, **extra}}
+def _payload(state: LeadState, kind: str, now: datetime, assignment: Assignment | None,
+             extra: dict[str, Any]) -> dict[str, Any]:
+    """The body of an SLA webhook: the same lead context as ``lead.assigned`` (``lead_context``), plus ``extra``."""
+    return {"type": kind, "timestamp": now, "data": {**lead_context(state, assignment), **extra}}
 
 
 def notify_rep(state: LeadState, kind: str, step: int, now: datetime, reason: str | None = None) -> list[Outgoing]:
-    """A webhook of ``kind`` to the rep who holds the lead (none when nobody does)."""
+    """A webhook of ``kind`` to the rep who holds the lead (none when nobody does).
+
+    ``lead.reassigned`` always says why (``reason``: ``reassign``, ``release_to_pool``,
+    ``offer_expired``...).
+    """
     a = state.assignment
     if state.routing not in HELD or a is None or not a.webhook_url or not a.webhook_secret:
         return []
-    extra: dict[str, Any] = {"rep": {"rep_id": a.rep_id, "name": a.rep_name}, "step": step}
+    if kind == "lead.reassigned" and reason is None:
+        raise ValueError("a lead.reassigned webhook needs a reason")
+    extra: dict[str, Any] = {"step": step}
     if reason is not None:
         extra["reason"] = reason
     notify = Notify(webhook_id=webhook_id_for(a.route_id, f"{kind}.{step}"), event_type=kind,
                     lead_id=state.lead_id, rep_id=a.rep_id, url=a.webhook_url, secret=a.webhook_secret,
-                    payload=_payload(state, kind, now, extra), created_at=now)
+                    payload=_payload(state, kind, now, a, extra), created_at=now)
     return [Outgoing(channel="notifications", key=state.lead_id, value=notify)]
 
 
@@ -198,12 +203,12 @@ def _notify_manager(state: LeadState, step: int, now: datetime, policy: LeadPoli
     manager = policy.managers.get(state.team_id)
     if manager is None:
         return []
-    holder = state.assignment.rep_id if state.assignment and state.routing == "assigned" else None
+    held = state.assignment if state.assignment is not None and state.routing in HELD else None
+    holder = held.rep_id if held is not None and state.routing == "assigned" else None
     notify = Notify(webhook_id=webhook_id_for(f"{state.lead_id}:{state.cycle}", f"lead.escalated.{step}.{reason}"),
                     event_type="lead.escalated", lead_id=state.lead_id, rep_id=None, url=manager.url,
-                    secret=manager.secret, payload=_payload(state, "lead.escalated", now, {
-                        "step": step, "reason": reason, "rep_id": holder, "routing": state.routing,
-                        "timeline": [{"at": e.at, "kind": e.kind} for e in state.timeline[-10:]]}),
+                    secret=manager.secret, payload=_payload(state, "lead.escalated", now, held, {
+                        "step": step, "reason": reason, "rep_id": holder, "routing": state.routing}),
                     created_at=now)
     return [Outgoing(channel="notifications", key=state.lead_id, value=notify)]
 
