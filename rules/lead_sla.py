@@ -158,6 +158,8 @@ def breach_risk(state: LeadState, command: LeadQueued, policy: LeadPolicy) -> tu
     if track is None or track.at_risk_at is not None or command.expected_wait_s is None or not track.deadlines:
         return state, []
     deadline = track.deadlines[0].due_at
+    if command.queued_at >= deadline or track.breached_at is not None:
+        return state, []  # too late to warn: the deadline passed, the breach and the ladder cover it
     expected = command.queued_at + timedelta(seconds=command.expected_wait_s)
     if expected <= deadline:
         return state, []

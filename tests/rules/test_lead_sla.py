@@ -222,3 +222,16 @@ def test_speed_to_lead_counts_from_the_cycles_capture_not_a_later_touch() -> Non
     _, out = _activity(state, at_s=30)
     (contacted,) = [v for v in out if isinstance(v, dict) and v["type"] == "lead.contacted"]
     assert contacted["data"]["speed_to_lead_s"] == 30.0
+
+
+@pytest.mark.parametrize("queued_s", [60, 75])
+def test_no_early_warning_once_the_deadline_has_passed(queued_s: float) -> None:
+    """Queued again after the deadline (a reassign step took it from its rep): the breach already
+    said it; an "at risk" alert to the manager after the fact would be noise."""
+    state = lead.apply(None, capture(), T0, POLICY).state
+    assert state is not None
+    command = replace(_queued(expected_wait_s=600), queued_at=T0 + timedelta(seconds=queued_s))
+    transition = lead.apply(state, command, command.queued_at, POLICY)
+    assert [m.value["type"] for m in transition.outgoing] == ["lead.queued"]
+    assert transition.state is not None and transition.state.sla is not None
+    assert transition.state.sla.at_risk_at is None
