@@ -48,7 +48,7 @@ from rules.commands import (
     WithdrawLead,
 )
 from rules.roster import Holding, RepState
-from rules.eligibility import rep_reasons
+from rules.eligibility import lead_reasons, rep_reasons
 from rules.routing import DEFAULT_STRATEGY, STRATEGIES, Choice, choose_rep
 
 __all__ = ["LOOKAHEAD", "MAX_PRIORITY", "Lane", "TeamState", "HoldingReader", "QueueReader", "QueueWrite",
@@ -133,10 +133,6 @@ class TeamState:
     def with_lane(self, lane: Lane) -> TeamState:
         others = [existing for existing in self.lanes if existing.priority != lane.priority]
         return replace(self, lanes=tuple(sorted([*others, lane], key=lambda x: x.priority)))
-
-    def waiting_ahead(self, priority: int) -> int:
-        """Leads served before or with a lead of ``priority`` queued now (itself included once queued)."""
-        return sum(lane.depth for lane in self.lanes if lane.priority <= priority)
 
 
 class HoldingReader(Protocol):
@@ -324,20 +320,60 @@ def _route(work: _Work, command: RouteLead, now: datetime) -> None:
     ahead_seen = all(lane.span < LOOKAHEAD for lane in work.state.lanes if lane.priority <= priority)
     if ahead_seen and _try_assign(work, command, now):
         return
+    ahead, stuck = _waiting_ahead(work, priority)
     lane = work.state.lane(priority)
     work.writes[lane.tail] = command
     work.set_lane(replace(lane, tail=lane.tail + 1))
-    position = work.state.waiting_ahead(priority)
     decision = _choose(work, command, now).decision
-    if position > 1:
-        decision = replace(decision, reason=f"{decision.reason}; {position - 1} lead(s) to be served first")
+    if ahead:
+        decision = replace(decision, reason=f"{decision.reason}; {ahead} lead(s) to be served first")
+    if stuck:
+        decision = replace(decision, reason=f"{decision.reason} ({stuck} waiting that no rep may take not counted)")
     if priority != 2:
         decision = replace(decision, reason=f"{decision.reason}; queue priority {priority}")
+    # A lead no rep of the team may take waits for the roster to change or for its SLA ladder (the
+    # release to the overflow team), not for a free slot: the team's pace says nothing about it.
+    hopeless = _nobody_may_take(work.state, command)
+    if hopeless:
+        decision = replace(decision, reason=f"{decision.reason}; no rep of the team may take this lead: no wait estimate")
     work.emit(command.lead_id, LeadQueued(
         lead_id=command.lead_id, route_id=command.route_id, team_id=work.state.team_id,
         depth=work.state.queue_depth, decision=decision, queued_at=now,
-        expected_wait_s=work.state.expected_wait_s(position, now),
+        expected_wait_s=None if hopeless else work.state.expected_wait_s(ahead + 1, now),
     ))
+
+
+def _nobody_may_take(state: TeamState, entry: RouteLead) -> bool:
+    """Whether no rep of the team may ever take ``entry`` as the roster stands: each one is
+    excluded for it (had it, declined it, let its offer lapse) or lacks what it asks (skills,
+    language, territory). A team without reps is not judged: a rep may join."""
+    reps = [rep for rep in state.reps.values() if not rep.departed]
+    return bool(reps) and all(lead_reasons(rep, entry) for rep in reps)
+
+
+def _waiting_ahead(work: _Work, priority: int) -> tuple[int, int]:
+    """``(leads served before a new lead of priority, leads ahead of it that no rep may take)``.
+
+    Leads no rep may take are never served, so they do not hold the new lead up. Each lane is
+    looked at ``LOOKAHEAD`` entries from its head (as the drain does); entries past that are
+    counted as ones someone may take.
+    """
+    served = stuck = 0
+    for lane in work.state.lanes:
+        if lane.priority > priority:
+            continue
+        seen = 0
+        for seq in range(lane.head, min(lane.tail, lane.head + LOOKAHEAD)):
+            entry = work.entry(seq)
+            if entry is None:
+                continue  # a hole
+            seen += 1
+            if _nobody_may_take(work.state, entry):
+                stuck += 1
+            else:
+                served += 1
+        served += max(lane.depth - seen, 0)
+    return served, stuck
 
 
 def priority_of(command: RouteLead) -> int:

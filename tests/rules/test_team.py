@@ -547,3 +547,26 @@ def test_a_drained_lead_gets_its_holding_in_the_same_transition() -> None:
     assert [(w.route_id, w.holding is not None and w.holding.rep_id) for w in transition.holding_writes] == [
         ("l1:1:1", False), ("l2:1:1", "a")]
     assert set(t.queue.holdings) == {"l2:1:1"}
+
+
+def test_a_lead_no_rep_may_take_has_no_wait_estimate_and_does_not_hold_others_up() -> None:
+    # Two reps, each full; the team has a pace (two assignments ten seconds apart).
+    t = Team(upsert("a"), upsert("b"), route(1))
+    t.ticks += 9
+    t(route(2))
+    assert t.s.reps["a"].load == t.s.reps["b"].load == 1 and len(t.s.recent_assignments) == 2
+    (hopeless,) = t(route(3, excluded=("a", "b")))  # both declined it or let it lapse
+    assert isinstance(hopeless, LeadQueued)
+    assert hopeless.expected_wait_s is None
+    assert hopeless.decision.reason.endswith("no rep of the team may take this lead: no wait estimate")
+    (waiting,) = t(route(4))
+    assert isinstance(waiting, LeadQueued) and waiting.depth == 2
+    # l3 is not ahead of l4 (nobody will ever serve it): l4 is next, its estimate is one slot's wait.
+    assert "to be served first" not in waiting.decision.reason
+    assert "(1 waiting that no rep may take not counted)" in waiting.decision.reason
+    assert waiting.expected_wait_s == t.s.expected_wait_s(1, T0 + timedelta(seconds=t.ticks))
+    (behind,) = t(route(5))
+    assert isinstance(behind, LeadQueued) and "; 1 lead(s) to be served first" in behind.decision.reason
+    # The estimate is the team's pace, nothing more: l4 is indeed served first when a slot frees.
+    (assigned,) = t(release(1, t.holder(1)))
+    assert isinstance(assigned, LeadAssigned) and assigned.lead_id == "l4"

@@ -171,6 +171,13 @@ class TeamMachine(RuleBasedStateMachine):
             else:
                 assert isinstance(value, LeadQueued)
                 assert value.depth >= 1
+                entry = next(r for r in self.routes if r.route_id == value.route_id)
+                active = [rep for rep in after.reps.values() if not rep.departed]
+                nobody = active and all(rep.rep_id in entry.excluded_reps
+                                        or not set(entry.required_skills) <= set(rep.profile.skills)
+                                        for rep in active)
+                if nobody:  # a lead no rep may ever take has no wait estimate
+                    assert value.expected_wait_s is None, (entry, value)
 
         if self.drains(before, held_before, command):
             self.check_drained(after)
