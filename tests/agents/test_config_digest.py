@@ -20,13 +20,15 @@ routing:
 teams:
   - id: emea
     reps:
-      - {id: ana, capacity: 5, webhook_url: "https://hooks.example.com/ana"}
+      - {id: ana, capacity: 5, webhook_url: "https://hooks.example.com/ana",
+         webhook_secret: "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}
 """
 
 _SAME_REWRITTEN = """\
 teams:
   - reps:
       - webhook_url: https://hooks.example.com/ana
+        webhook_secret: whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk=
         capacity: 5
         id: 'ana'
     id: emea
