@@ -28,7 +28,7 @@ from rules.commands import (
     SlaDue,
     WithdrawLead,
 )
-from rules.lead_delivery import record_delivery
+from rules.lead_delivery import record_delivery, unnotified
 from rules.lead_context import lead_context
 from rules.lead_crm import CRM_COMMANDS, after_activity, apply_crm, on_capture, rescore
 from rules.lead_sla import breach_risk, next_timer, record_activity, sla_due, start_sla
@@ -243,7 +243,8 @@ def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: Le
             "rep_id": command.rep_id, "team_id": command.team_id, "route_id": command.route_id,
             "decision": asdict(command.decision), "expires_at": expires,
         })
-        return LeadTransition(state=offered, outgoing=(published,) + _notifications(offered, command))
+        offered, untold = unnotified(offered, command, now, policy)  # no webhook: the timeline says so
+        return LeadTransition(state=offered, outgoing=(published, *untold) + _notifications(offered, command))
     assigned = replace(state, routing="assigned", assignment=assignment, overflow_at=None)
     deadline = assigned.sla_deadline
     assigned = note(assigned, policy, now, "assigned", rep_id=command.rep_id, team_id=command.team_id,
@@ -255,7 +256,8 @@ def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: Le
         # (``assigned_at``), so that would leave out the time the command waited for the team.
         "routing_seconds": (now - state.last_touch.at).total_seconds(),
     })
-    return LeadTransition(state=assigned, outgoing=(published,) + _notifications(assigned, command))
+    assigned, untold = unnotified(assigned, command, now, policy)  # no webhook: the timeline says so
+    return LeadTransition(state=assigned, outgoing=(published, *untold) + _notifications(assigned, command))
 
 
 def _notifications(state: LeadState, command: LeadAssigned) -> tuple[Outgoing, ...]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from rules.commands import Outgoing, RecordDelivery, ReleaseLead, SetPresence
+from rules.commands import LeadAssigned, Outgoing, RecordDelivery, ReleaseLead, SetPresence
 from rules.lead_state import LeadPolicy, LeadState, LeadTransition, event, note, route_command
 
-__all__ = ["record_delivery"]
+__all__ = ["record_delivery", "unnotified"]
 
 
 def record_delivery(state: LeadState, command: RecordDelivery, now: datetime, policy: LeadPolicy) -> LeadTransition:
@@ -79,3 +79,20 @@ def _reassign_unreachable(state: LeadState, command: RecordDelivery, now: dateti
         route_command(moved, excluded=excluded),
     ]
     return moved, outgoing
+
+
+def unnotified(state: LeadState, command: LeadAssigned, now: datetime,
+               policy: LeadPolicy) -> tuple[LeadState, tuple[Outgoing, ...]]:
+    """A rep without a webhook gets the lead with no push: the timeline says so, and why.
+
+    The assignment (or offer) stands: the rep sees the lead in their tools or through
+    ``GET /v1/leads``, and the SLA ladder acts if nobody does.
+    """
+    if command.webhook_url and command.webhook_secret:
+        return state, ()
+    kind = "lead.offered" if state.routing == "offered" else "lead.assigned"
+    why = (f"rep {command.rep_id} has no webhook_url" if not command.webhook_url
+           else f"rep {command.rep_id} has no webhook secret")
+    detail = {"rep_id": command.rep_id, "event_type": kind, "why": why}
+    noted = note(state, policy, now, "not_notified", **detail)
+    return noted, (event(noted, "lead.not_notified", now, {**detail, "team_id": command.team_id}),)

@@ -185,3 +185,28 @@ def test_a_first_failure_is_recorded_and_keeps_the_assignment() -> None:
     state, outgoing = run(capture(), assigned(), failure)
     assert state is not None and state.routing == "assigned"
     assert [m.value["type"] for m in outgoing] == ["lead.notification_failed"]
+
+
+# --- a rep without a webhook: the lead is theirs, and the timeline says nobody told them --------
+
+
+@pytest.mark.parametrize(("url", "secret", "why"), [
+    (None, "whsec_a", "rep rep-a has no webhook_url"),
+    ("https://x.test/a", None, "rep rep-a has no webhook secret"),
+])
+def test_an_assignment_to_a_rep_without_a_webhook_says_they_were_not_notified(
+        url: str | None, secret: str | None, why: str) -> None:
+    state, outgoing = run(capture(), assigned(url=url, secret=secret))
+    assert state is not None and state.routing == "assigned" and state.assignment is not None
+    assert not [m for m in outgoing if isinstance(m.value, Notify)]
+    entry = state.timeline[-1]
+    assert (entry.kind, entry.detail) == ("not_notified", {"rep_id": "rep-a", "event_type": "lead.assigned",
+                                                          "why": why})
+    (published,) = [m.value for m in outgoing if m.channel == "lead.events" and m.value["type"] == "lead.not_notified"]
+    assert published["data"]["why"] == why
+
+
+def test_a_rep_with_a_webhook_gets_no_not_notified_entry() -> None:
+    state, outgoing = run(capture(), assigned())
+    assert state is not None and all(e.kind != "not_notified" for e in state.timeline)
+    assert [m.value.event_type for m in outgoing if isinstance(m.value, Notify)] == ["lead.assigned"]

@@ -239,7 +239,8 @@ def test_accepted_assignment_notifies_the_rep_once_per_route() -> None:
 def test_no_webhook_no_notification(url: str | None, secret: str | None) -> None:
     state, out = run(capture(), assigned(url=url, secret=secret))
     assert state is not None and state.routing == "assigned"
-    assert [m.channel for m in out] == ["lead.events"]
+    assert [m.channel for m in out] == ["lead.events", "lead.events"]  # no Notify
+    assert [m.value["type"] for m in out] == ["lead.assigned", "lead.not_notified"]
 
 
 @pytest.mark.parametrize(
