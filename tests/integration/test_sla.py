@@ -71,7 +71,9 @@ async def test_the_ladder_fires_each_step_once_and_contact_stops_it(
         lead = await get_lead(api, worker, ignored)
         assert lead["assignment"]["rep_id"] == other
         timeline = [e["kind"] for e in lead["timeline"]]
-        assert timeline.count("sla_breached") == 1 and timeline.count("sla_escalated") == 3
+        # One entry per step applied (a reminder due before the lead had a rep also says "deferred").
+        applied = [e for e in lead["timeline"] if e["kind"] == "sla_escalated" and e["detail"]["outcome"] != "deferred"]
+        assert timeline.count("sla_breached") == 1 and len(applied) == 3
         assert "reassigned" in timeline
 
         # The team's windows counted it: two arrivals, one breach, three escalations, one contact in SLA.
@@ -155,5 +157,53 @@ teams:
         # Ana's capacity came back.
         async with api.get(f"{worker.url}/v1/teams/sdr") as r:
             assert (await r.json())["open_leads"] == 0
+    finally:
+        worker.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_a_queued_lead_is_released_to_the_pool_and_leaves_its_queue(
+    spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
+) -> None:
+    """The audit's team 'tiny': one rep of capacity 1, a second lead waits in the queue; its
+    release_to_pool step takes it out of tiny's queue and the pool's rep gets it, remind deferred."""
+    spec.config_yaml = f"""
+routing: {{default_team: tiny}}
+sla:
+  policies:
+    - {{name: fast, first_contact: 2, steps: [{{kind: remind, after: 0}}, {{kind: release_to_pool, after: 2}}]}}
+teams:
+  - id: tiny
+    overflow_team: pool
+    reps:
+      - {{id: gus, capacity: 1, webhook_url: "{receiver.url}/hooks/gus", webhook_secret: "{SECRET}"}}
+  - id: pool
+    reps:
+      - {{id: pat, capacity: 5, webhook_url: "{receiver.url}/hooks/pat", webhook_secret: "{SECRET}"}}
+"""
+    receiver.secrets.update({"gus": SECRET, "pat": SECRET})
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        first = await post_lead(api, worker, "first.in@tiny.example")
+        await eventually(lambda: _kinds(receiver, first)[("gus", "lead.assigned")] >= 1, what="gus assigned")
+        async with api.post(f"{worker.url}/v1/leads/{first}/activities", json={"type": "call", "rep_id": "gus"}) as r:
+            assert r.status == 202, await r.text()  # contacted: gus keeps it, and stays full
+        waiting = await post_lead(api, worker, "second.in@tiny.example")
+        await eventually(lambda: _kinds(receiver, waiting)[("pat", "lead.assigned")] >= 1, timeout=30,
+                         what="the waiting lead released to the pool's rep")
+        # The deferred reminder reaches the rep who got the lead, once.
+        await eventually(lambda: _kinds(receiver, waiting)[("pat", "lead.reminder")] >= 1, timeout=30,
+                         what="the deferred reminder")
+        await asyncio.sleep(2)
+        assert _kinds(receiver, waiting) == Counter({("pat", "lead.assigned"): 1, ("pat", "lead.reminder"): 1})
+        lead = await get_lead(api, worker, waiting)
+        assert lead["team_id"] == "pool" and lead["assignment"]["rep_id"] == "pat"
+        steps = {e["detail"]["step"]: e["detail"] for e in lead["timeline"] if e["kind"] == "sla_escalated"}
+        assert steps[2]["outcome"] == "moved" and steps[2]["from_team"] == "tiny"
+        assert [d["outcome"] for d in (e["detail"] for e in lead["timeline"] if e["kind"] == "sla_escalated")
+                if d["step"] == 1] == ["deferred", "sent"]
+        async with api.get(f"{worker.url}/v1/teams/tiny") as r:
+            assert (await r.json())["queue_depth"] == 0
     finally:
         worker.stop()
