@@ -248,10 +248,15 @@ async def _answer(request: web.Request, *, accepted: bool) -> web.Response:
     if state is None or state.assignment is None or problem is not None:
         raise ApiError(404 if state is None else 409, "not_found" if state is None else "conflict",
                        f"lead {lead_id}: {problem}")
+    route_id = state.assignment.route_id
     await ctx.engine.send_lead_command(lead_id, AnswerOffer(
-        lead_id=lead_id, rep_id=str(rep_id), route_id=state.assignment.route_id, accepted=accepted,
-        reason=reason, at=ctx.clock.now()))
-    return json_response({"lead_id": lead_id, "status": "accepted" if accepted else "declined"}, status=202)
+        lead_id=lead_id, rep_id=str(rep_id), route_id=route_id, accepted=accepted, reason=reason,
+        at=ctx.clock.now()))
+    # "received", never "accepted"/"declined": the lead applies answers in order and only the first
+    # to an offer counts, so an answer racing another one (or the offer's lapse) may be refused
+    # later (timeline ``offer_answer_rejected``). The route id names the offer this answer is for.
+    return json_response({"lead_id": lead_id, "status": "received", "answer": "accept" if accepted else "decline",
+                          "rep_id": str(rep_id), "route_id": route_id}, status=202)
 
 
 @routes.post("/leads/{lead_id}/accept")

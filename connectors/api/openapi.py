@@ -290,7 +290,19 @@ def _schemas() -> dict[str, Schema]:
             },
             "examples": [{"rep_id": "rep-ana", "reason": "I do not speak German"}],
         },
-        "OfferAnswered": _object({"lead_id": _STR, "status": {"enum": ["accepted", "declined"]}}),
+        "OfferAnswered": {
+            **_object({
+                "lead_id": _STR,
+                "status": {"enum": ["received"],
+                           "description": "The answer is stored and on its way to the lead; not yet that it "
+                                          "counted (only the first answer to an offer does)."},
+                "answer": {"enum": ["accept", "decline"], "description": "The answer received."},
+                "rep_id": _STR,
+                "route_id": {"type": "string", "description": "The offer this answer is for."},
+            }),
+            "examples": [{"lead_id": "ld_0123456789abcdef01234567", "status": "received", "answer": "accept",
+                          "rep_id": "rep-ana", "route_id": "ld_0123456789abcdef01234567:1:2"}],
+        },
         "RepInput": {**_model_schema(REP_INPUT_MODEL, "RepInput", "A rep's profile; unknown fields are refused.",
                                      _REP_FIELDS),
                      "examples": [{"team": "emea", "name": "Ana Ruiz", "capacity": 8, "languages": ["es", "en"],
@@ -544,12 +556,19 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
             requestBody={"required": True, **_json_body(_ref("DispositionInput"))})},
         **{f"/v1/leads/{{lead_id}}/{verb}": {"parameters": [_param("LeadId")], "post": _op(
             f"{verb}Offer", "leads", summary,
-            {"202": {"description": "The answer is on its way to the lead.", **_json_body(_ref("OfferAnswered"))},
+            {"202": {"description": "The answer was received (stored on Kafka), not yet applied: the lead applies "
+                                    "answers in order and only the first one to an offer counts. An answer that "
+                                    "lost a race (an accept and a decline at once, or an accept as the offer "
+                                    "lapsed) is recorded on the lead's timeline as `offer_answer_rejected` with "
+                                    "why, and published as `lead.offer_answer_rejected`. Confirm with "
+                                    "`GET /v1/leads/{lead_id}`: an accept counted when the timeline has your "
+                                    "`accepted` entry.",
+                     **_json_body(_ref("OfferAnswered"))},
              **_refs(400, 401, 404, 409, 413, 415, 422, 429, 503)},
             description=("For teams with an `offer_timeout`: the lead is offered to one rep (a `lead.offered` "
                          "webhook with `offer.expires_at`) who accepts or declines it. A decline or a lapsed offer "
-                         "goes to the next eligible rep, never back to whoever declined. 409 when the lead has no "
-                         "open offer for this rep."),
+                         "goes to the next eligible rep, never back to whoever declined. 409 when, as the request "
+                         "arrives, the lead has no open offer for this rep."),
             requestBody={"required": True, **_json_body(_ref("OfferAnswer"))})}
            for verb, summary in (("accept", "Accept the lead offered to you"),
                                  ("decline", "Decline the lead offered to you, with a reason"))},

@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import orjson
 import pytest
 
 from rules.capture import CapturedLead
@@ -86,4 +87,13 @@ async def test_the_offer_answers_work_as_written(client: Client, engine: FakeEng
     response = await client.post(url.removeprefix("$API").replace("$LEAD", state.lead_id), data=body,
                                  headers=headers)
     assert response.status == 202, await response.text()
-    assert (await response.json())["status"] == ("accepted" if verb == "accept" else "declined")
+    answer = await response.json()
+    assert answer == {"lead_id": state.lead_id, "status": "received", "answer": verb, "rep_id": "ana",
+                      "route_id": state.route_id}
+    # The answer the doc shows under the curl has the same fields and values (ids are placeholders there).
+    text = (DOCS / "routing.md").read_text(encoding="utf-8")
+    (shown,) = re.findall(rf'/{verb}" .*\n.*\n# → 202 (\{{.*\}})\n', text)
+    shown_answer = orjson.loads(shown)
+    assert set(shown_answer) == set(answer)
+    same = ("status", "answer", "rep_id")
+    assert {k: shown_answer[k] for k in same} == {k: answer[k] for k in same}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -256,6 +258,16 @@ async def test_every_answer_is_as_documented(make_client: ClientFactory, engine:
     await post(f"/v1/leads/{closed.lead_id}/disposition", {"status": "nurture"}, disposition)
     await post("/v1/leads/ld_000000000000000000000000/disposition", {"status": "nurture"}, disposition)
     await post(f"/v1/leads/{lead.lead_id}/disposition", {"status": "won"}, disposition)
+
+    offered = replace(lead_state("cy@example.com", clock.now(), assigned_to="rep-ana"), routing="offered",
+                      offer_expires_at=clock.now() + timedelta(seconds=30))
+    engine.leads[offered.lead_id] = offered
+    for verb in ("accept", "decline"):
+        answer = f"/v1/leads/{{lead_id}}/{verb}"
+        await post(f"/v1/leads/{offered.lead_id}/{verb}", {"rep_id": "rep-ana"}, answer)
+        await post(f"/v1/leads/{offered.lead_id}/{verb}", {"rep_id": "rep-bo"}, answer)  # 409
+        await post(f"/v1/leads/{lead.lead_id}/{verb}", {"rep_id": "rep-ana"}, answer)  # 409: assigned
+        await post(f"/v1/leads/{offered.lead_id}/{verb}", {"rep": "rep-ana"}, answer)  # 422
 
     activities = "/v1/leads/{lead_id}/activities"
     await post(f"/v1/leads/{lead.lead_id}/activities", {"type": "call", "rep_id": "rep-ana"}, activities)

@@ -112,6 +112,10 @@ async def test_queue_priority_overflow_and_the_offer_handshake(
     await eventually(lambda: lead_in(api, worker, declined, "offered"), what="offered again")
     async with api.post(f"{worker.url}/v1/leads/{declined}/accept", json={"rep_id": other}) as r:
         assert r.status == 202, await r.text()
+        received = await r.json()
+    # Received, not yet applied (docs/routing.md): the body names the answer and the offer it is for.
+    assert (received["status"], received["answer"], received["rep_id"]) == ("received", "accept", other)
+    assert received["route_id"].startswith(f"{declined}:")
     lead = await eventually(lambda: lead_in(api, worker, declined, "assigned"), what="accepted")
     assert lead["assignment"]["rep_id"] == other
     kinds = [e["kind"] for e in lead["timeline"]]
