@@ -330,16 +330,27 @@ def _schemas() -> dict[str, Schema]:
         }, description="The account as it will be stored (the owner's team filled in)."),
         "AccountRemoved": _object({"domain": _STR, "status": {"const": "accepted"}}),
         "TeamRep": _object({
-            "rep_id": _STR, "name": _STR, "presence": {"enum": ["available", "busy", "offline"]}, "open_leads": _INT,
+            "rep_id": _STR, "name": _STR, "presence": {"enum": ["available", "busy", "offline"]},
+            "open_leads": {**_INT, "description": "Every lead counted against the rep's capacity: those they hold "
+                                                  "in this team plus `held_elsewhere`."},
+            "held_elsewhere": {**_INT, "description": "Leads the rep still holds in teams they left (they keep "
+                                                      "counting against the capacity until closed)."},
             "capacity": _INT, "weight": _INT, "assigned_total": _INT, "last_assigned_at": _nullable(_TIME),
             "webhook_configured": _BOOL, "skills": _STRINGS, "languages": _STRINGS, "territories": _STRINGS,
             "timezone": _STR,
             "departed": {**_BOOL, "description": "Moved to another team; listed here until the leads they took "
-                                                 "along are closed, never routed new ones."},
+                                                 "along are closed, never routed new ones, and not counted in "
+                                                 "the team's capacity, available_capacity or reps_available."},
         }, description="A rep as the team sees them (webhook secrets are never shown)."),
         "TeamView": _object({
-            "team_id": _STR, "reps": {"type": "array", "items": _ref("TeamRep")}, "open_leads": _INT,
-            "capacity": _INT, "available_capacity": _INT, "reps_available": _INT, "queue_depth": _INT,
+            "team_id": _STR, "reps": {"type": "array", "items": _ref("TeamRep")},
+            "open_leads": {**_INT, "description": "Leads of this team held open by its reps, departed ones "
+                                                  "included; never leads its reps hold in other teams."},
+            "capacity": {**_INT, "description": "Capacity of the reps who have not departed."},
+            "available_capacity": {**_INT, "description": "Free slots (capacity - open_leads) of the available "
+                                                          "reps who have not departed."},
+            "reps_available": {**_INT, "description": "Available reps who have not departed."},
+            "queue_depth": _INT,
             "routed_total": _INT, "sla": _ref("TeamSla"),
         }, description="Roster, load against capacity, presence, queue depth and windowed SLA counts."),
         "TeamSla": {"type": "object", "description": (

@@ -134,19 +134,25 @@ def team_view(state: TeamState) -> dict[str, object]:
     reps = []
     for rep in sorted(state.reps.values(), key=lambda r: r.rep_id):
         p = rep.profile
-        # A rep's open_leads include those they still hold in teams they left (rules.reps).
+        # open_leads is what eligibility counts against the capacity (rules.roster.RepState): this
+        # team's leads plus held_elsewhere, those the rep still holds in teams they left.
         reps.append({
             "rep_id": p.rep_id, "name": p.name, "presence": rep.presence, "open_leads": rep.open_leads,
+            "held_elsewhere": rep.held_elsewhere,
             "capacity": p.capacity, "weight": p.weight, "assigned_total": rep.assigned_total,
             "last_assigned_at": rep.last_assigned_at, "webhook_configured": bool(p.webhook_url and p.webhook_secret),
             "skills": list(p.skills), "languages": list(p.languages), "territories": list(p.territories),
             "timezone": p.timezone, "departed": rep.departed,
         })
-    available = [r for r in state.reps.values() if r.presence == "available"]
+    # As the team gauges (streams/agents/observe.py team_figures): a departed rep's leads are still
+    # this team's open leads, but their capacity and presence belong to their new team. The team's
+    # open_leads are its own (load), never leads its reps hold in other teams.
+    members = [r for r in state.reps.values() if not r.departed]
+    available = [r for r in members if r.presence == "available"]
     return {
         "team_id": state.team_id, "reps": reps,
         "open_leads": sum(r.load for r in state.reps.values()),
-        "capacity": sum(r.profile.capacity for r in state.reps.values()),
+        "capacity": sum(r.profile.capacity for r in members),
         "available_capacity": sum(max(r.profile.capacity - r.open_leads, 0) for r in available),
         "reps_available": len(available), "queue_depth": state.queue_depth, "routed_total": state.routed_total,
     }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -17,8 +18,9 @@ from connectors.lead_input import LEAD_FIELDS
 from connectors.webhooks import validate_secret
 from leadflow.errors import TransientError, Unconfirmed
 from ops.metrics import Metrics
-from rules.commands import ChangePresence, DispositionLead, PutRep
+from rules.commands import ChangePresence, DispositionLead, PutRep, RepProfile
 from rules.reps import RepEntry
+from rules.roster import RepState
 from sla.clock import FakeClock
 from tests.connectors.conftest import (
     AUTH,
@@ -573,6 +575,30 @@ async def test_a_team_view_shows_load_and_never_a_webhook_secret(
     assert (ana["rep_id"], ana["presence"], ana["webhook_configured"]) == ("rep-ana", "available", True)
     assert (bo["rep_id"], bo["presence"], bo["webhook_configured"]) == ("rep-bo", "offline", False)
     await error_of(await client.get("/v1/teams/apac", headers=AUTH), 404, "not_found")
+
+
+async def test_a_team_view_shows_leads_held_elsewhere_and_departed_reps(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    """docs/routing.md, "Moving a rep to another team": what eligibility counts, and who is gone."""
+    base = team_state("emea", clock.now())
+    # cy joined from another team where she still holds 2 leads, and holds 1 here: 3 of 4 taken.
+    cy = RepState(profile=RepProfile(rep_id="rep-cy", team_id="emea", name="Cy", capacity=4),
+                  presence="available", load=1, held_elsewhere=2)
+    # dee moved away holding 1 lead of this team: listed until it closes, never available here.
+    dee = RepState(profile=RepProfile(rep_id="rep-dee", team_id="emea", name="Dee", capacity=5),
+                   presence="available", load=1, departed=True, left_move=1)
+    engine.teams["emea"] = replace(base, reps={**base.reps, "rep-cy": cy, "rep-dee": dee})
+    view = await (await client.get("/v1/teams/emea", headers=AUTH)).json()
+    reps = {r["rep_id"]: r for r in view["reps"]}
+    def shown(rep_id: str) -> tuple[int, int, bool]:
+        return reps[rep_id]["open_leads"], reps[rep_id]["held_elsewhere"], reps[rep_id]["departed"]
+
+    assert (shown("rep-cy"), shown("rep-dee"), shown("rep-ana")) == ((3, 2, False), (1, 0, True), (1, 0, False))
+    # The team's own open leads (ana 1, cy 1, dee 1), not cy's leads of the other team; dee's
+    # capacity and presence belong to her new team: not in capacity, available capacity or reps available.
+    assert view["open_leads"] == 3
+    assert view["capacity"] == 3 + 5 + 4  # ana, bo, cy
+    assert (view["reps_available"], view["available_capacity"]) == (2, (3 - 1) + (4 - 3))
 
 
 async def test_a_bug_in_a_handler_is_a_plain_500(client: Client, engine: FakeEngine,

@@ -73,9 +73,13 @@ async def test_a_rep_moved_while_holding_a_lead_is_not_given_more_than_their_cap
             return fay if fay is not None and fay["open_leads"] == 1 else None
 
         fay = await eventually(counted_in_tiny, what="fay in tiny, her direct lead counted")
-        assert fay["capacity"] == 1
+        assert (fay["capacity"], fay["held_elsewhere"], fay["departed"]) == (1, 1, False)
         departed = await _rep(api, worker, "direct", "fay")
         assert departed is not None and departed["departed"] and departed["open_leads"] == 1
+        assert departed["held_elsewhere"] == 0
+        # direct still counts her lead, but not her: she is available in tiny, not in direct.
+        status, direct = await _get(api, f"{worker.url}/v1/teams/direct")
+        assert status == 200 and (direct["open_leads"], direct["reps_available"], direct["capacity"]) == (1, 0, 0)
 
         second = await _post_lead(api, worker, "second@buyer-two.example", "tiny-form")
 
@@ -95,6 +99,6 @@ async def test_a_rep_moved_while_holding_a_lead_is_not_given_more_than_their_cap
         await eventually(lambda: held_by_fay(second), what="the tiny lead assigned to fay")
         assert await _rep(api, worker, "direct", "fay") is None
         fay = await _rep(api, worker, "tiny", "fay")
-        assert fay is not None and (fay["open_leads"], fay["capacity"]) == (1, 1)
+        assert fay is not None and (fay["open_leads"], fay["held_elsewhere"], fay["capacity"]) == (1, 0, 1)
     finally:
         worker.stop()
