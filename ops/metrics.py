@@ -18,7 +18,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "FIRST_TOUCH_EVENTS", "OTHER_SOURCE", "Metrics",
-           "TeamFigures", "funnel_move"]
+           "TeamFigures", "funnel_move", "escalation_took_effect"]
 
 #: Lead latency buckets in seconds. 60 s is an exact boundary, so "share of leads in front of a
 #: rep within 60 s" is ``bucket{le="60"} / count`` without interpolation.
@@ -57,6 +57,16 @@ _GATE: Final = frozenset({"lead.mql", "lead.nurture"})
 #: carry the touch at hand or the lead's latest source, which the funnel never credits.
 FIRST_TOUCH_EVENTS: Final = frozenset({"lead.captured", "lead.sql", "opportunity.created", "opportunity.won",
                                        "opportunity.lost", "lead.recycled"})
+
+
+def escalation_took_effect(data: Mapping[str, object]) -> bool:
+    """Whether a ``lead.escalated`` event's step did something: a webhook sent or the lead moved.
+
+    A step that found nothing to do (a reassign on a queued lead, a team without a manager
+    webhook) is recorded with ``outcome: skipped`` or ``not_sent`` and its why; it is no
+    escalation. Events written before steps had an outcome count as taken.
+    """
+    return data.get("outcome", "sent") in ("sent", "moved")
 
 
 def funnel_move(event_type: str, data: Mapping[str, object], cycle: int = 1) -> tuple[str, str] | None:

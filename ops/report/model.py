@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ops.metrics import FIRST_TOUCH_EVENTS, LATENCY_BUCKETS, SPEED_BUCKETS, funnel_move
+from ops.metrics import FIRST_TOUCH_EVENTS, LATENCY_BUCKETS, SPEED_BUCKETS, escalation_took_effect, funnel_move
 
 __all__ = ["Distribution", "LoadRow", "CostRow", "Summary", "STAGES", "MONTH_S", "summarize_events", "cost_rows"]
 
@@ -197,7 +197,8 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
         elif kind == "lead.sla_breached":
             breaches[str(data.get("team_id"))] += 1
         elif kind == "lead.escalated":
-            escalations[str(data.get("action"))] += 1
+            if escalation_took_effect(data):
+                escalations[str(data.get("action"))] += 1
         elif kind == "lead.sla_at_risk":
             s.at_risk += 1
         elif kind == "opportunity.won" and isinstance(data.get("amount"), (int, float)) and data["amount"] > 0:

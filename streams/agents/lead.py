@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from ops.metrics import escalation_took_effect
 from rules.commands import Outgoing
 from rules.lead import LeadState, apply, next_timer
 from streams.agents._batch import acting_for, apply_batch, take_ready
@@ -52,7 +53,7 @@ def _observe(outgoing: tuple[Outgoing, ...], state: Any = None) -> None:
             metrics.sla_breaches.labels(data["team_id"]).inc()
         elif kind == "lead.sla_at_risk":
             metrics.sla_at_risk.labels(data["team_id"]).inc()
-        elif kind == "lead.escalated":
+        elif kind == "lead.escalated" and escalation_took_effect(data):
             metrics.sla_escalations.labels(data["team_id"], data["action"]).inc()
         if kind == "lead.assigned":
             metrics.leads_assigned.labels(data["team_id"]).inc()

@@ -25,6 +25,7 @@ from rules.commands import (
     CaptureLead,
     DispositionLead,
     LeadAssigned,
+    Outgoing,
     RecordCrmEvent,
     RecordQualification,
     RoutingDecision,
@@ -141,3 +142,21 @@ def test_the_events_report_and_the_metrics_report_agree_with_the_hand_count(metr
         assert (summary.new_leads, summary.merged) == (4, 1)
         assert summary.new_mql == {"webinar": 1, "google_ads": 1}
         assert summary.won_revenue == {"webinar": 48000.0}
+
+
+def test_only_escalation_steps_that_did_something_count_in_metrics_and_report(metrics: Metrics) -> None:
+    def escalated(step: int, action: str, **outcome: str) -> dict[str, Any]:
+        return {"type": "lead.escalated", "lead_id": "l1", "at": T0.isoformat(), "cycle": 1,
+                "data": {"team_id": "sdr", "action": action, "step": step, **outcome}}
+
+    events = [escalated(1, "remind", outcome="sent"),
+              escalated(2, "reassign", outcome="skipped", why="nobody holds the lead: it waits in the queue"),
+              escalated(3, "alert_manager", outcome="not_sent", why="team sdr has no manager webhook"),
+              escalated(4, "release_to_pool", outcome="moved"),
+              escalated(1, "remind")]  # written before steps had an outcome
+    lead_agent._observe(tuple(Outgoing(channel="lead.events", key="l1", value=e) for e in events))
+    counted = {action: metrics.registry.get_sample_value("leadflow_sla_escalations_total",
+                                                        {"team": "sdr", "action": action})
+               for action in ("remind", "reassign", "alert_manager", "release_to_pool")}
+    assert counted == {"remind": 2.0, "reassign": None, "alert_manager": None, "release_to_pool": 1.0}
+    assert summarize_events(events, origin="test").escalations == {"remind": 2, "release_to_pool": 1}
