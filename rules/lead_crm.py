@@ -35,7 +35,17 @@ from rules.commands import (
 )
 from rules.capture import attribute
 from rules.lead_sla import start_sla
-from rules.lead_state import LeadPolicy, LeadState, LeadTransition, event, note, route_command, webhook_id_for
+from rules.lead_state import (
+    HELD,
+    LeadPolicy,
+    LeadState,
+    LeadTransition,
+    event,
+    holder_problem,
+    note,
+    route_command,
+    webhook_id_for,
+)
 from rules.lifecycle import QUALIFIABLE, check
 from rules.opportunity import Opportunity, Qualification, opportunity_id_for
 from rules.outcomes import RecordOutcome
@@ -60,7 +70,6 @@ __all__ = [
 CRM_COMMANDS = (RecordQualification, RecordCrmSync, RecordCrmEvent, ReturnToRouting)
 #: The one key of the ``outcomes`` topic: one owner folds every outcome into one board.
 OUTCOMES_KEY = "board"
-_HELD = ("assigned", "offered")
 
 
 def score_view(score: Score | None) -> dict[str, Any] | None:
@@ -150,19 +159,9 @@ def can_qualify(state: LeadState | None) -> str | None:
 
 
 def qualifier_problem(state: LeadState, rep_id: str | None) -> str | None:
-    """Why ``rep_id`` cannot answer qualification for this lead, or ``None`` when they can.
-
-    Like an offer's accept and decline: a rep answers only for a lead they hold (offered or
-    assigned). Answers without a rep (the CRM, a manager) are not tied to a holder.
-    """
-    if rep_id is None:
-        return None
-    a = state.assignment
-    if state.routing not in _HELD or a is None:
-        return f"{rep_id} does not hold the lead: no rep does (it is {state.routing})"
-    if a.rep_id != rep_id:
-        return f"the lead is held by another rep, not {rep_id}"
-    return None
+    """Why ``rep_id`` cannot answer qualification for this lead, or ``None`` when they can: the
+    rule of every report of a rep's work (``rules.lead_state.holder_problem``)."""
+    return holder_problem(state, rep_id)
 
 
 def can_take_crm_event(state: LeadState | None, kind: str) -> str | None:
@@ -237,7 +236,7 @@ def _convert(state: LeadState, outgoing: list[Outgoing], now: datetime, policy: 
              rep_id: str | None) -> LeadTransition:
     """An SQL becomes an opportunity: the rep's capacity is freed and the CRM is asked to upsert it."""
     a = state.assignment
-    if state.routing in _HELD and a is not None:
+    if state.routing in HELD and a is not None:
         outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
             team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
             reason="converted", at=now)))

@@ -216,7 +216,7 @@ def holder_problem(state: LeadState, rep_id: str | None) -> str | None:
 
     A rep reports work (activities, qualification answers) only on a lead they hold (offered or
     assigned), as with an offer's accept and decline. Reports without a rep (the CRM, a manager)
-    are not tied to a holder. The same rule as ``rules.lead_crm.qualifier_problem``.
+    are not tied to a holder.
     """
     if rep_id is None:
         return None
