@@ -6,19 +6,25 @@ number, from built-in enrichment) and a ``state`` (or ``region``) attribute: an 
 ``states: [US-CA]`` rules against that code and the team's eligibility filter matches a rep's
 ``territories`` (``US``, ``US-CA``) against the country and the code, so a lead a rule sends to
 a team for its state is never refused by that team's reps for the same state.
+
+A rep's territories, from the YAML or ``PUT /v1/reps``, are checked and expanded here once:
+``territory_problem`` says why one would match no lead, ``expand_territories`` replaces region
+names (``routing.regions``) by their countries.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rules.capture import attribute
+from rules.capture import attribute, country_problem
 
 if TYPE_CHECKING:
     from rules.enrichment import Enrichment
 
-__all__ = ["STATE_ATTRIBUTES", "Location", "subdivision", "locate", "uncovered"]
+__all__ = ["STATE_ATTRIBUTES", "Location", "subdivision", "locate", "uncovered", "territory_problem",
+           "expand_territories"]
 
 #: The lead attributes that name its state, first non-empty wins.
 STATE_ATTRIBUTES = ("state", "region")
@@ -72,3 +78,32 @@ def uncovered(territories: Sequence[str], country: str | None, state: str | None
     if {t.strip().casefold() for t in territories} & wanted:
         return None
     return place or (country.strip() if country else None)
+
+
+_COUNTRY_OR_STATE = re.compile(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?")
+
+
+def territory_problem(territory: str, regions: Mapping[str, tuple[str, ...]]) -> str | None:
+    """Why a rep's ``territory`` would match no lead, or ``None``.
+
+    It must be a region of ``routing.regions`` (expanded to its countries), an ISO country (``US``)
+    or an ISO 3166-2 state (``US-CA``), as leads are located (``locate``): anything else (``EMEA``
+    with no such region, ``Narnia``, ``XX-CA``) left the rep never eligible for a lead with a place.
+    """
+    if territory in regions:
+        return None
+    code = territory.strip().upper()
+    if _COUNTRY_OR_STATE.fullmatch(code) and country_problem(code[:2]) is None:
+        return None
+    defined = f"a region of routing.regions ({', '.join(regions)})" if regions else "a region of routing.regions"
+    return (f"unknown territory {territory[:64]!r}: use an ISO 3166-1 country (US), an ISO 3166-2 state (US-CA) "
+            f"or {defined}")
+
+
+def expand_territories(territories: Iterable[str], regions: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """A rep's territories with each region name replaced by its countries (first mention kept)."""
+    out: dict[str, None] = {}
+    for territory in territories:
+        for place in regions.get(territory, (territory,)):
+            out.setdefault(place, None)
+    return tuple(out)

@@ -29,11 +29,11 @@ from rules.capture import canonical_source
 from rules.commands import RepProfile
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
+from rules.territory import expand_territories, territory_problem
 from sla.config import Duration, SlaConfig
 from streams._config_env import ConfigOrigin, Section, dotted, line_of, node_problems, unset_variables
 from streams.crm_config import CrmConfig, QualificationConfig, ScoringConfig, crm_policy
-from streams.routing_config import (AccountConfig, RoutingConfig, _problem, _raise, check_accounts, config_accounts,
-                                    expand_territories, territory_problem)
+from streams.routing_config import AccountConfig, RoutingConfig, _problem, _raise, check_accounts, config_accounts
 
 __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
 

@@ -7,7 +7,6 @@ EMEA, NA)`` or ``accounts[1].owner: rep 'zoe' is in no team of this file; give t
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, get_args
@@ -20,8 +19,7 @@ from rules.capture import country_problem
 from rules.enrichment import Department, Seniority
 from rules.team_selection import Region, SizeRange, TeamRule
 
-__all__ = ["RuleConfig", "RoutingConfig", "AccountConfig", "check_accounts", "config_accounts", "expand_territories",
-           "territory_problem"]
+__all__ = ["RuleConfig", "RoutingConfig", "AccountConfig", "check_accounts", "config_accounts"]
 
 #: A whole number: YAML's true/false (and 5.0, "5") are refused, where lax validation read true as 1.
 _Count = Annotated[int, Strict()]
@@ -158,32 +156,6 @@ class AccountConfig(_Strict):
         team = self.team or (reps.get(self.owner) if self.owner else None)
         return Account(domain=self.domain, name=self.name, owner=self.owner, team=team, tier=self.tier,
                        updated_at=at)
-
-
-_COUNTRY_OR_STATE = re.compile(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?")
-
-
-def territory_problem(territory: str, regions: Mapping[str, tuple[str, ...]]) -> str | None:
-    """Why a rep's ``territory`` would match no lead, or ``None``: it must be a region of
-    ``routing.regions`` (expanded to its countries), an ISO country (``US``) or an ISO 3166-2 state
-    (``US-CA``), as leads are located (rules/territory.py)."""
-    if territory in regions:
-        return None
-    code = territory.strip().upper()
-    if _COUNTRY_OR_STATE.fullmatch(code) and country_problem(code[:2]) is None:
-        return None
-    defined = f"a region of routing.regions ({', '.join(regions)})" if regions else "a region of routing.regions"
-    return (f"unknown territory {territory[:64]!r}: use an ISO 3166-1 country (US), an ISO 3166-2 state (US-CA) "
-            f"or {defined}")
-
-
-def expand_territories(territories: Iterable[str], regions: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """A rep's territories with each region name replaced by its countries (first mention kept)."""
-    out: dict[str, None] = {}
-    for territory in territories:
-        for place in regions.get(territory, (territory,)):
-            out.setdefault(place, None)
-    return tuple(out)
 
 
 def check_accounts(accounts: tuple[AccountConfig, ...], reps: Mapping[str, str]) -> None:

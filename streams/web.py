@@ -263,5 +263,6 @@ def mount(app: LeadflowApp, faust_web: Any) -> None:
         providers=runtime.config.providers.resolve(os.environ, lambda: resources.session),
         frameworks=runtime.policy.frameworks,
         crm_events=_crm_events_auth(),
+        regions=runtime.config.routing.regions,
     )
     mount_api(faust_web.web_app, ctx)

@@ -47,6 +47,8 @@ class ApiContext:
     frameworks: Mapping[str, Framework] = field(default_factory=lambda: dict(DEFAULT_FRAMEWORKS))
     #: The signing secret and timestamp tolerance of ``POST /v1/crm/events``; ``None``: not accepted here.
     crm_events: EventsAuth | None = None
+    #: The config's ``routing.regions`` (name -> countries): a rep territory naming one is expanded.
+    regions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 CONTEXT = web.AppKey("leadflow_api", ApiContext)

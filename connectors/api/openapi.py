@@ -67,7 +67,9 @@ _REP_FIELDS = {
     "weight": "Share of leads under weighted routing, relative to the other reps of the team.",
     "skills": "Skills routing rules can require.",
     "languages": "Languages the rep speaks.",
-    "territories": "Territories the rep covers.",
+    "territories": "Territories the rep covers: ISO 3166-1 countries (`US`), ISO 3166-2 states (`US-CA`) or "
+                   "regions of the config's `routing.regions` (`EMEA`), which stand for their countries. Anything "
+                   "else is a 422 naming `territories[i]`.",
     "timezone": "IANA time zone of the rep's working hours, e.g. Europe/Madrid.",
     "webhook_url": "Where the rep's `lead.assigned` webhooks go (public http/https only).",
     "webhook_secret": "Standard Webhooks signing secret (`whsec_` + base64 of 24-64 bytes). When omitted for a "

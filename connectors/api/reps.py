@@ -14,6 +14,7 @@ from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, 
 from connectors.webhooks import generate_secret
 from rules.commands import ChangePresence, PutRep, RepProfile
 from rules.team import TeamState
+from rules.territory import expand_territories, territory_problem
 
 __all__ = ["routes", "team_view", "REP_INPUT_MODEL", "PRESENCE_INPUT_MODEL"]
 
@@ -81,10 +82,17 @@ async def put_rep(request: web.Request) -> web.Response:
         rep = _RepIn.model_validate(await read_json(request))
     except ValidationError as exc:
         raise _invalid(exc, "rep") from None
+    problems = []
     if rep.webhook_url is not None:
         problem = validate_webhook_url(rep.webhook_url, allow_private=ctx.webhook_allow_private)
         if problem:
-            raise ApiError(422, "invalid", "the rep is not valid", [FieldError("webhook_url", problem)])
+            problems.append(FieldError("webhook_url", problem))
+    # The YAML's check (rules/territory.py): a territory that is no region, ISO country or state
+    # would match no lead with a place, and the rep would never be eligible for one.
+    problems += [FieldError(f"territories[{i}]", problem) for i, territory in enumerate(rep.territories)
+                 if (problem := territory_problem(territory, ctx.regions)) is not None]
+    if problems:
+        raise ApiError(422, "invalid", "the rep is not valid", problems)
     known = ctx.engine.rep(rep_id)
     generated = None
     secret = rep.webhook_secret
@@ -94,7 +102,7 @@ async def put_rep(request: web.Request) -> web.Response:
     profile = RepProfile(
         rep_id=rep_id, team_id=rep.team, name=rep.name or rep_id, capacity=rep.capacity, daily_cap=rep.daily_cap,
         weight=rep.weight, skills=tuple(rep.skills), languages=tuple(rep.languages),
-        territories=tuple(rep.territories), timezone=rep.timezone, webhook_url=rep.webhook_url,
+        territories=expand_territories(rep.territories, ctx.regions), timezone=rep.timezone, webhook_url=rep.webhook_url,
         webhook_secret=secret, email=rep.email, weekly_cap=rep.weekly_cap,
         working_hours={k: tuple(v) for k, v in rep.working_hours.items()}, holidays_country=rep.holidays_country,
     )

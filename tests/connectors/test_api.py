@@ -543,6 +543,34 @@ async def test_a_bad_rep_is_422_naming_the_field(client: Client, engine: FakeEng
     assert engine.rep_commands == []
 
 
+async def test_rep_territories_are_checked_and_regions_expanded(make_client: ClientFactory,
+                                                                  engine: FakeEngine) -> None:
+    """As the YAML's (rules/territory.py): a region of the worker's routing.regions becomes its
+    countries; anything not a region, an ISO country or an ISO 3166-2 state is a 422 naming it."""
+    client = await make_client(regions={"EMEA": ("DE", "FR", "ES"), "NA": ("US", "CA")})
+    response = await client.put("/v1/reps/rep-ana", headers=AUTH,
+                                json={"team": "emea", "territories": ["EMEA", "US-CA", "gb", "FR"]})
+    assert response.status == 202, await response.text()
+    [(_, command)] = engine.rep_commands
+    assert isinstance(command, PutRep)
+    assert command.profile.territories == ("DE", "FR", "ES", "US-CA", "gb")  # FR once, first mention kept
+    error = await error_of(await client.put("/v1/reps/rep-bo", headers=AUTH, json={
+        "team": "emea", "territories": ["US", "Narnia", "XX-CA", "APAC"]}), 422, "invalid")
+    fields = fields_of(error)
+    assert set(fields) == {"territories[1]", "territories[2]", "territories[3]"}
+    for reason in fields.values():
+        assert "ISO 3166-1 country (US)" in reason and "ISO 3166-2 state (US-CA)" in reason
+        assert "routing.regions (EMEA, NA)" in reason
+    assert len(engine.rep_commands) == 1  # the refused rep was not sent
+
+
+async def test_a_rep_territory_region_needs_the_workers_regions(client: Client, engine: FakeEngine) -> None:
+    error = await error_of(await client.put("/v1/reps/rep-ana", headers=AUTH,
+                                            json={"team": "emea", "territories": ["EMEA"]}), 422, "invalid")
+    assert "unknown territory 'EMEA'" in fields_of(error)["territories[0]"]
+    assert engine.rep_commands == []
+
+
 async def test_a_bad_rep_id_is_422(client: Client) -> None:
     error = await error_of(await client.put("/v1/reps/ana%20ruiz", json={"team": "emea"}, headers=AUTH), 422)
     assert "rep_id" in fields_of(error)

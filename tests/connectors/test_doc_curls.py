@@ -17,7 +17,7 @@ from rules.commands import Candidate, CaptureLead, LeadAssigned, RoutingDecision
 from rules.lead import LeadPolicy, LeadState
 from rules.lead import apply as apply_to_lead
 from sla.clock import FakeClock
-from tests.connectors.conftest import AUTH, REP_SECRET, Client, FakeEngine
+from tests.connectors.conftest import AUTH, REP_SECRET, Client, ClientFactory, FakeEngine
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -97,3 +97,19 @@ async def test_the_offer_answers_work_as_written(client: Client, engine: FakeEng
     assert set(shown_answer) == set(answer)
     same = ("status", "answer", "rep_id")
     assert {k: shown_answer[k] for k in same} == {k: answer[k] for k in same}
+
+
+async def test_the_territory_example_is_refused_as_written(make_client: ClientFactory, engine: FakeEngine) -> None:
+    """docs/routing.md: the PUT with a territory that is no region, country or state, and its 422."""
+    client = await make_client(regions={"EMEA": ("DE", "FR"), "NA": ("US", "CA")})
+    (words,) = [w for w in curls("routing.md") if "PUT" in w and "Narnia" in " ".join(w)]
+    url = next(w for w in words if w.startswith("$API/"))
+    headers = {v.split(":", 1)[0]: v.split(":", 1)[1].strip() for f, v in zip(words, words[1:]) if f == "-H"}
+    headers["Authorization"] = AUTH["Authorization"]
+    response = await client.put(url.removeprefix("$API"), data=words[words.index("-d") + 1].encode(),
+                                headers=headers)
+    assert response.status == 422
+    [field] = (await response.json())["error"]["fields"]
+    text = (DOCS / "routing.md").read_text(encoding="utf-8")
+    assert f'"field": "{field["field"]}"' in text and f'"reason": "{field["reason"]}"' in text
+    assert engine.rep_commands == []

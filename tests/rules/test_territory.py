@@ -5,7 +5,7 @@ import pytest
 
 from rules.capture import CapturedLead
 from rules.enrichment import enrich
-from rules.territory import Location, locate, subdivision, uncovered
+from rules.territory import Location, expand_territories, locate, subdivision, territory_problem, uncovered
 
 
 @pytest.mark.parametrize(("value", "country", "expected"), [
@@ -51,3 +51,20 @@ def test_without_a_country_the_phone_says_where_and_prefixes_the_state() -> None
 def test_uncovered(territories: tuple[str, ...], country: str | None, state: str | None,
                    expected: str | None) -> None:
     assert uncovered(territories, country, state) == expected
+
+
+@pytest.mark.parametrize(("territory", "ok"), [
+    ("US", True), ("us-ca", True), ("GB", True), ("EMEA", True), (" de ", True),
+    ("UK", False), ("XX-CA", False), ("Narnia", False), ("APAC", False), ("", False),
+])
+def test_a_rep_territory_is_a_region_a_country_or_a_state(territory: str, ok: bool) -> None:
+    problem = territory_problem(territory, {"EMEA": ("DE", "FR")})
+    assert (problem is None) == ok, problem
+    if problem is not None:
+        assert "ISO 3166-1 country (US)" in problem and "routing.regions (EMEA)" in problem
+
+
+def test_regions_expand_to_their_countries_once_in_first_mention_order() -> None:
+    regions = {"EMEA": ("DE", "FR"), "NA": ("US", "CA")}
+    assert expand_territories(["FR", "EMEA", "US-CA", "NA", "DE"], regions) == ("FR", "DE", "US-CA", "US", "CA")
+    assert expand_territories(["EMEA"], {}) == ("EMEA",)  # no regions: left as is (the check refuses it)
