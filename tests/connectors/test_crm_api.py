@@ -148,6 +148,26 @@ async def test_an_activity_logged_in_the_crm_counts_as_contact(crm_client: Clien
     assert isinstance(command, RecordActivity) and command.type == "call" and command.activity_id == "crm:msg_crm_1"
 
 
+@pytest.mark.parametrize(("activity", "status", "field"), [
+    ({"type": "call", "rep_id": "rep-ana", "at": "2020-01-01T00:00:00Z"}, 422, "data.activity.at"),
+    ({"type": "call", "rep_id": "nobody-at-all"}, 409, "data.activity.rep_id"),
+], ids=["before the capture", "a rep who does not hold the lead"])
+async def test_a_crm_activity_gets_the_activity_endpoints_checks_up_front(
+        crm_client: Client, engine: FakeEngine, clock: FakeClock, activity: dict[str, str], status: int,
+        field: str) -> None:
+    # As POST /v1/leads/{id}/activities: refused naming the field, nothing sent (it answered 202
+    # and the lead dropped it later).
+    state = lead_state("ana@example.com", clock.now(), assigned_to="rep-ana")
+    engine.leads[state.lead_id] = state
+    clock.advance(60)
+    raw, headers = signed({"type": "activity.logged", "data": {"lead_id": state.lead_id, "activity": activity}},
+                          clock)
+    response = await crm_client.post("/v1/crm/events", data=raw, headers=headers)
+    assert response.status == status, await response.text()
+    assert [f["field"] for f in (await response.json())["error"]["fields"]] == [field]
+    assert engine.lead_commands == []
+
+
 @pytest.mark.parametrize(("case", "status", "code"), [
     ("bad signature", 401, "bad_signature"), ("stale timestamp", 401, "bad_signature"),
     ("no headers", 401, "bad_signature"), ("unknown lead", 404, "not_found"), ("wrong type", 422, "invalid"),
