@@ -229,7 +229,10 @@ def holder_problem(state: LeadState, rep_id: str | None) -> str | None:
 
 
 def event(state: LeadState, kind: str, at: datetime, data: dict[str, Any]) -> Outgoing:
-    value = {"type": kind, "lead_id": state.lead_id, "cycle": state.cycle, "at": at, "data": data}
+    # ``first_source``: the source marketing credits the lead to (its first touch), on every event,
+    # so a reader of any window attributes a lead captured before it.
+    value = {"type": kind, "lead_id": state.lead_id, "cycle": state.cycle, "at": at,
+             "first_source": state.first_touch.source, "data": data}
     return Outgoing(channel="lead.events", key=state.lead_id, value=value)
 
 

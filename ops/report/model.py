@@ -152,11 +152,12 @@ class Summary:
 
 def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sources: int = 12, *,
                      spend: Mapping[str, tuple[float, str]] | None = None, window_s: float | None = None) -> Summary:
-    """Aggregate ``lead.events`` records (``{"type", "lead_id", "cycle", "at", "data"}``) into a ``Summary``.
+    """Aggregate ``lead.events`` records (``{"type", "lead_id", "cycle", "at", "first_source", "data"}``)
+    into a ``Summary``.
 
-    The funnel is ``ops.metrics.funnel_move``'s, by first-touch source like /metrics: a lead's
-    source is learnt from the events that carry its first touch (``FIRST_TOUCH_EVENTS``); a lead
-    first seen through another event (captured before the window) counts as ``unknown``.
+    The funnel is ``ops.metrics.funnel_move``'s, by first-touch source like /metrics: every event
+    names its lead's first-touch source (``first_source``). Events written before it was added
+    teach it only through ``FIRST_TOUCH_EVENTS``; a lead seen only through others counts as ``unknown``.
     ``spend`` is the config's ``{source: (monthly spend, currency)}``, ``window_s`` the span read.
     """
     s = Summary(origin=origin, window_s=window_s)
@@ -171,7 +172,9 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
     for event in events:
         s.events += 1
         kind, data, lead_id = str(event.get("type")), event.get("data") or {}, str(event.get("lead_id"))
-        if kind in FIRST_TOUCH_EVENTS and data.get("source"):
+        if event.get("first_source"):
+            source_of.setdefault(lead_id, str(event["first_source"]))
+        elif kind in FIRST_TOUCH_EVENTS and data.get("source"):  # events written before first_source
             source_of.setdefault(lead_id, str(data["source"]))
         if kind in ("lead.captured", "lead.reopened", "lead.touched"):
             s.captured += 1

@@ -160,3 +160,12 @@ def test_only_escalation_steps_that_did_something_count_in_metrics_and_report(me
                for action in ("remind", "reassign", "alert_manager", "release_to_pool")}
     assert counted == {"remind": 2.0, "reassign": None, "alert_manager": None, "release_to_pool": 1.0}
     assert summarize_events(events, origin="test").escalations == {"remind": 2, "release_to_pool": 1}
+
+
+def test_every_event_names_the_first_touch_source() -> None:
+    # A report over a later window sees no capture: the source must be on the events it does see.
+    story = Story()
+    lead_id, _ = story.capture("ana@example.com", "c1", source="webinar", channel="api", title="Intern")
+    story.apply(lead_id, DispositionLead(lead_id=lead_id, status="nurture", reason="later", rep_id=None, at=T0))
+    story.capture("ana@example.com", "c2", source="google_ads", channel="api", title="CEO")
+    assert len(story.events) >= 4 and {e["first_source"] for e in story.events} == {"webinar"}

@@ -276,3 +276,12 @@ def test_the_default_broker_is_the_local_stack(given: str | None, environ: dict[
     assert resolve_broker(given, environ) == expected
 
 
+
+
+def test_every_event_names_the_first_touch_so_a_lead_captured_before_the_window_keeps_its_source() -> None:
+    # The same window as above, with events that carry first_source (every event the lead agent
+    # writes now): the re-engagement is credited to the webinar that brought the person.
+    events = [{**_cycle(_ev("lead.reopened", "l7", source="google-ads"), 2), "first_source": "webinar"},
+              {**_cycle(_ev("lead.nurture", "l7", source="google-ads"), 2), "first_source": "webinar"}]
+    assert summarize_events(events, origin="test").funnel == {"webinar": {"reengaged": 1, "nurture": 1}}
+
