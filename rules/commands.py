@@ -36,6 +36,8 @@ __all__ = [
     "PutRep",
     "ChangePresence",
     "ReportHeld",
+    "RetireRep",
+    "ApplyRoster",
     "Notify",
     "LeadCommand",
     "TeamCommand",
@@ -380,7 +382,7 @@ class UpsertRep:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoveRep:
-    """Take a rep out of this team (moved elsewhere); their open leads stay with them.
+    """Take a rep out of this team (moved elsewhere, or retired); their open leads stay with them.
 
     The team answers with ``ReportHeld`` (how many leads the rep still holds here) to the rep
     directory, and again each time one of them is released, until none is left.
@@ -487,7 +489,35 @@ class ReportHeld:
     at: datetime
 
 
-RepCommand: TypeAlias = PutRep | ChangePresence | ReportHeld
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetireRep:
+    """Retire a rep (``DELETE /v1/reps/{rep_id}``): no new leads; the leads they hold stay theirs.
+
+    The directory takes the rep out of their team as a move does (``RemoveRep``: the team keeps
+    them, departed, until their last lead is released). A later ``PutRep`` brings them back.
+    """
+
+    rep_id: str
+    at: datetime
+    reason: str = "retired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyRoster:
+    """The reps a worker's YAML names, sent at its start to every partition of ``rep.commands``.
+
+    Each partition's directory retires the reps it holds that the YAML seeded (and nothing changed
+    through the API since) and that ``rep_ids`` no longer lists. Never sent by a worker without a
+    config file or whose file defines no teams: an empty roster would retire every seeded rep.
+    """
+
+    rep_ids: tuple[str, ...]
+    #: ``streams.app.config_digest`` of the file, for the record (the log and the ``RemoveRep`` reason).
+    config_digest: str
+    at: datetime
+
+
+RepCommand: TypeAlias = PutRep | ChangePresence | ReportHeld | RetireRep | ApplyRoster
 
 
 # --- notifications (key: lead_id) -----------------------------------------------------

@@ -11,16 +11,25 @@ the directory keeps the count per team left, and tells the rep's current team th
 give the rep a lead, so there is no moment at which the old leads are counted nowhere. The
 current team alone decides on the rep's capacity; the directory, one writer per rep, is the
 only one that knows which teams the rep left and in what order.
+
+A rep is *retired* (``RetireRep``, ``DELETE /v1/reps/{rep_id}``; or ``ApplyRoster``, the YAML no
+longer naming a rep it seeded) the way a move leaves a team, without a team to go to: the team
+gets ``RemoveRep`` and keeps the rep, departed and never eligible, until their last lead there is
+released; the entry stays, marked ``retired``, so a later ``PutRep`` brings the rep back with the
+profile they had. The roster retires only reps whose last change came from the YAML: a rep made
+or changed through the API is the API's, and a file that never named them says nothing about them.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from typing import Literal, TypeAlias
 
 import orjson
 
 from rules.commands import (
+    ApplyRoster,
     ChangePresence,
     Outgoing,
     PutRep,
@@ -28,12 +37,16 @@ from rules.commands import (
     RepCommand,
     RepProfile,
     ReportHeld,
+    RetireRep,
     SetHeldElsewhere,
     SetPresence,
     UpsertRep,
 )
 
-__all__ = ["RepEntry", "RepTransition", "apply", "profile_digest"]
+__all__ = ["Origin", "RepEntry", "RepTransition", "apply", "profile_digest"]
+
+#: Where a rep's last applied change came from: the YAML (``PutRep.from_config``) or the API.
+Origin: TypeAlias = Literal["config", "api"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +66,20 @@ class RepEntry:
     #: Teams the rep left -> how many leads the rep holds there (as last reported; absent: not
     #: reported yet since the move in ``left``).
     held_in: dict[str, int] = field(default_factory=dict)
+    #: Where the last applied change came from (``None``: an entry from before this was kept).
+    origin: Origin | None = None
+    #: Retired by whom (``None``: active): ``"config"``, the YAML no longer names them (naming them
+    #: again brings them back); ``"api"``, ``DELETE /v1/reps`` (an unchanged YAML entry does not).
+    retired: Origin | None = None
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the YAML made the rep's last change, so a YAML without them retires them.
+
+        An entry from before ``origin`` was kept counts as the YAML's when the YAML ever seeded it:
+        an API change since cannot be told apart, and the YAML having dropped the rep says enough.
+        """
+        return self.origin == "config" or (self.origin is None and self.config_digest is not None)
 
     @property
     def held_elsewhere(self) -> int:
@@ -75,9 +102,15 @@ def apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTran
         return _put(entry, command, now)
     if isinstance(command, ReportHeld):
         return _report(entry, command, now)
+    if isinstance(command, RetireRep):
+        return _retire(entry, "api", command.reason, now)
+    if isinstance(command, ApplyRoster):
+        if entry is None or entry.retired is not None or not entry.seeded or entry.rep_id in command.rep_ids:
+            return RepTransition(entry=entry)
+        return _retire(entry, "config", f"retired: not in the config any more (digest {command.config_digest})", now)
     assert isinstance(command, ChangePresence)
-    if entry is None:
-        return RepTransition(entry=None)
+    if entry is None or entry.retired is not None:
+        return RepTransition(entry=entry)  # a retired rep has no team to be present in
     return RepTransition(entry=entry, outgoing=(Outgoing(channel="team.commands", key=entry.team_id, value=SetPresence(
         team_id=entry.team_id, rep_id=command.rep_id, status=command.status, at=now)),))
 
@@ -95,8 +128,11 @@ def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransitio
         keep = ()
     digest = entry.config_digest if entry is not None else None
     if command.from_config:
-        if entry is not None and entry.config_digest == profile_digest(command.profile):
-            return RepTransition(entry=entry)  # the YAML did not change: keep what the API changed
+        if (entry is not None and entry.config_digest == profile_digest(command.profile)
+                and entry.retired != "config"):
+            # The YAML did not change: keep what the API changed (a DELETE included). A rep the
+            # YAML's roster retired and that it names again comes back.
+            return RepTransition(entry=entry)
         digest = profile_digest(command.profile)
     outgoing: list[Outgoing] = []
     moves, left, held_in = (entry.moves, entry.left, entry.held_in) if entry is not None else (0, {}, {})
@@ -108,12 +144,40 @@ def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransitio
         held_in = {k: v for k, v in held_in.items() if k not in (team_id, entry.team_id)}
         outgoing.append(Outgoing(channel="team.commands", key=entry.team_id, value=RemoveRep(
             team_id=entry.team_id, rep_id=command.rep_id, reason=f"moved to team {team_id}", at=now, move=moves)))
+    elif entry is not None and entry.retired is not None:
+        # Back in the team they were retired from: the leads they still hold there count there
+        # again, as a member's (the team's UpsertRep ends their departure).
+        left = {k: v for k, v in left.items() if k != team_id}
+        held_in = {k: v for k, v in held_in.items() if k != team_id}
     updated = RepEntry(rep_id=command.rep_id, team_id=team_id, updated_at=now, config_digest=digest,
-                       profile=None if keep else _known(profile, entry), moves=moves, left=left, held_in=held_in)
+                       profile=None if keep else _known(profile, entry), moves=moves, left=left, held_in=held_in,
+                       origin="config" if command.from_config else "api")
     outgoing.append(Outgoing(channel="team.commands", key=team_id, value=UpsertRep(
         team_id=team_id, profile=profile, at=now, held_elsewhere=updated.held_elsewhere,
         awaiting_handover=updated.awaiting_handover, keep=keep)))
     return RepTransition(entry=updated, outgoing=tuple(outgoing))
+
+
+def _retire(entry: RepEntry | None, by: Origin, reason: str, now: datetime) -> RepTransition:
+    """Take the rep out of their team as a move would, to no team: no new leads, theirs stay theirs.
+
+    The team answers ``RemoveRep`` with ``ReportHeld`` under the new move number, as for a move,
+    so the directory knows what the rep still holds there if they come back in another team.
+    """
+    if entry is None:
+        return RepTransition(entry=None)
+    if entry.retired is not None:
+        # Already out of the team. A DELETE of a rep the roster retired makes it the API's: the
+        # YAML naming them again, unchanged, no longer brings them back.
+        if by == "api" and entry.retired != "api":
+            return RepTransition(entry=replace(entry, retired="api", origin="api", updated_at=now))
+        return RepTransition(entry=entry)
+    moves = entry.moves + 1
+    left = {**{k: v for k, v in entry.left.items() if k != entry.team_id}, entry.team_id: moves}
+    held_in = {k: v for k, v in entry.held_in.items() if k != entry.team_id}
+    updated = replace(entry, retired=by, origin=by, moves=moves, left=left, held_in=held_in, updated_at=now)
+    return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=entry.team_id, value=RemoveRep(
+        team_id=entry.team_id, rep_id=entry.rep_id, reason=reason, at=now, move=moves)),))
 
 
 def _known(profile: RepProfile, entry: RepEntry | None) -> RepProfile:
@@ -136,6 +200,8 @@ def _report(entry: RepEntry | None, command: ReportHeld, now: datetime) -> RepTr
         left.pop(command.team_id)  # nothing left there: the team's later reports do not matter
         held_in.pop(command.team_id, None)
     updated = replace(entry, left=left, held_in=held_in, updated_at=now)
+    if entry.retired is not None:
+        return RepTransition(entry=updated)  # no current team to tell; a PutRep that brings them back does
     if (updated.held_elsewhere, updated.awaiting_handover) == (entry.held_elsewhere, entry.awaiting_handover):
         return RepTransition(entry=updated)
     return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=entry.team_id, value=SetHeldElsewhere(

@@ -478,7 +478,7 @@ def _dequeue(work: _Work, route_id: str) -> None:
 
 
 def _remove(work: _Work, command: RemoveRep, now: datetime) -> None:
-    """The rep moved to another team: they keep this team's leads they hold, and say how many.
+    """The rep moved to another team or was retired: they keep the leads they hold here; say how many.
 
     The count goes to the rep directory, which has the rep's new team count those leads against
     the rep's capacity (``rules.reps``); it is sent again at each release until none is left.

@@ -4,22 +4,35 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rules.commands import PutRep
-from rules.reps import apply
+from aiokafka.partitioner import murmur2
+
+from rules.commands import ApplyRoster, PutRep
+from rules.reps import RepEntry, apply
 from streams.agents._batch import is_readable
-from streams.app import app, runtime
+from streams.app import app, config_digest, runtime
 from streams.tables.rep_directory import rep_directory
 from streams.topics import publish, rep_commands
 
-__all__ = ["run_reps", "seed_reps_from_config"]
+__all__ = ["ROSTER_KEY", "partition_of", "run_reps", "seed_reps_from_config"]
 
 log = logging.getLogger(__name__)
+
+#: The key of the ``ApplyRoster`` records (sent to an explicit partition each): no rep id has a '~'.
+ROSTER_KEY = "~roster"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the producer's default partitioner (murmur2 of the raw key) puts ``key`` in."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 @app.agent(rep_commands, concurrency=1)
 async def run_reps(commands: Any) -> None:
     async for event in commands.events():
         if not is_readable(event, "rep"):
+            continue
+        if isinstance(event.value, ApplyRoster):
+            await _apply_roster(event.value, event.message.partition)
             continue
         rep_id, command = event.key, event.value
         name = type(command).__name__
@@ -38,14 +51,61 @@ async def run_reps(commands: Any) -> None:
         runtime.metrics.commands_processed.labels("rep", name).inc()
 
 
+async def _apply_roster(roster: ApplyRoster, partition: int) -> None:
+    """Retire this partition's reps the YAML seeded and no longer names.
+
+    Only the keys of the roster's own partition: a table write goes to the changelog partition of
+    the event being handled, and the other partitions get their own copy of the roster. The table
+    may hold other partitions' keys (standbys, other active partitions of this worker).
+    """
+    partitions = runtime.settings.partitions
+    mine = [(rep_id, entry) for rep_id, entry in list(rep_directory.items())
+            if isinstance(entry, RepEntry) and partition_of(rep_id, partitions) == partition]
+    retired: list[str] = []
+    now = runtime.clock.now()
+    for rep_id, entry in mine:
+        try:
+            transition = apply(entry, roster, now)
+        except Exception:
+            runtime.metrics.command_failures.labels("rep").inc()
+            log.exception("rep agent could not apply the config roster to rep %s", rep_id)
+            continue
+        if transition.entry is entry:
+            continue
+        await publish(transition.outgoing)
+        if transition.entry is not None:
+            rep_directory[rep_id] = transition.entry
+            if transition.entry.retired is not None and entry.retired is None:
+                retired.append(rep_id)
+    if retired:
+        # Rep ids are not personal data; the names and addresses of the profile stay out.
+        log.info("config %s: retired %d rep(s) the config no longer names (rep.commands partition %d): %s",
+                 roster.config_digest, len(retired), partition, ", ".join(sorted(retired)))
+    runtime.metrics.commands_processed.labels("rep", "ApplyRoster").inc()
+
+
 @app.task
 async def seed_reps_from_config() -> None:
     """The YAML's reps are sent at every worker start; the directory applies a rep only when its
-    YAML entry changed since it was last applied, so changes made through the API survive restarts."""
-    profiles = runtime.config.rep_profiles()
+    YAML entry changed since it was last applied, so changes made through the API survive restarts.
+
+    Then the file's roster goes to every partition of ``rep.commands`` (after the reps, so each
+    partition sees a rep's ``PutRep`` before the roster): each partition's directory retires the
+    reps the YAML seeded that it no longer names. A worker without a file, or whose file defines
+    no teams, sends no roster: it knows nothing of the reps and must retire nobody.
+    """
+    config = runtime.config
+    profiles = config.rep_profiles()
     now = runtime.clock.now()
     for profile in profiles:
         await rep_commands.send(key=profile.rep_id, value=PutRep(rep_id=profile.rep_id, profile=profile, at=now,
                                                                           from_config=True))
     if profiles:
         log.info("seeded %d rep(s) from the config", len(profiles))
+    if runtime.settings.config_path is None or not config.teams:
+        return
+    roster = ApplyRoster(rep_ids=tuple(sorted(p.rep_id for p in profiles)), config_digest=config_digest(config), at=now)
+    for partition in range(runtime.settings.partitions):
+        await rep_commands.send(key=ROSTER_KEY, value=roster, partition=partition)
+    log.info("config %s: its roster of %d rep(s) sent to the rep directory; reps it seeded and no longer names "
+             "are retired (each partition logs how many)", roster.config_digest, len(profiles))

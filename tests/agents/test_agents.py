@@ -129,7 +129,7 @@ async def test_rep_agent_routes_rep_commands_to_the_team(published: Published, m
         assert published.messages == []
         await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=profile, at=NOW))
     assert rep_directory[rep_id] == RepEntry(rep_id=rep_id, team_id="t-a", updated_at=rep_directory[rep_id].updated_at,
-                                             profile=profile)
+                                             profile=profile, origin="api")
     (upsert,) = published.values(UpsertRep)
     assert upsert.team_id == "t-a" and published.messages[0].key == "t-a"
 

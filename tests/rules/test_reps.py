@@ -15,7 +15,8 @@ def put(team_id: str) -> PutRep:
 
 def test_new_rep_is_upserted_into_its_team() -> None:
     result = reps.apply(None, put("emea"), T0)
-    assert result.entry == RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0, profile=put("emea").profile)
+    assert result.entry == RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0, profile=put("emea").profile,
+                                   origin="api")
     assert result.outgoing == (Outgoing(channel="team.commands", key="emea",
                                         value=UpsertRep(team_id="emea", profile=put("emea").profile, at=T0)),)
 

@@ -1,0 +1,90 @@
+"""The config roster reaches every partition of ``rep.commands``; each retires only its own keys."""
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from rules.commands import ApplyRoster, PutRep, RemoveRep, RepProfile
+from streams.agents import reps
+from streams.app import runtime
+from streams.tables.rep_directory import rep_directory
+from tests.agents.conftest import Published
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def _ids_in_two_partitions() -> tuple[str, str]:
+    partitions = runtime.settings.partitions
+    assert partitions > 1, "the test needs two partitions"
+    first = f"rep-{uuid.uuid4().hex[:8]}"
+    while True:
+        other = f"rep-{uuid.uuid4().hex[:8]}"
+        if reps.partition_of(other, partitions) != reps.partition_of(first, partitions):
+            return first, other
+
+
+async def test_each_partition_retires_its_own_seeded_reps_the_roster_does_not_name(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reps, "publish", published)
+    partitions = runtime.settings.partitions
+    a, b = _ids_in_two_partitions()
+    keep = f"keep-{uuid.uuid4().hex[:8]}"
+    roster = ApplyRoster(rep_ids=(keep,), config_digest="abc", at=NOW)
+    async with reps.run_reps.test_context() as agent:
+        for rep_id in (a, b, keep):
+            await agent.put(key=rep_id, partition=reps.partition_of(rep_id, partitions), value=PutRep(
+                rep_id=rep_id, profile=RepProfile(rep_id=rep_id, team_id="t-roster"), at=NOW, from_config=True))
+        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=reps.partition_of(a, partitions))
+        assert rep_directory[a].retired == "config"
+        assert rep_directory[b].retired is None, "another partition's key: its own roster retires it"
+        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=reps.partition_of(b, partitions))
+        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=reps.partition_of(keep, partitions))
+    assert rep_directory[b].retired == "config" and rep_directory[keep].retired is None
+    assert sorted(r.rep_id for r in published.values(RemoveRep)) == sorted([a, b])
+
+
+_YAML = """\
+teams:
+  - id: t1
+    reps:
+      - {id: ana, webhook_url: "https://hooks.example.com/ana",
+         webhook_secret: "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}
+"""
+
+
+@pytest.mark.parametrize(("has_file", "yaml", "rosters"), [
+    (True, _YAML, "every partition"),
+    (False, _YAML, "none"),  # no file: the worker knows nothing of the reps
+    (True, "teams: []\n", "none"),  # a file that defines no teams: an empty roster would retire everyone
+])
+async def test_the_start_sends_the_roster_only_with_a_file_that_defines_teams(
+    has_file: bool, yaml: str, rosters: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from streams.config import parse_config
+    from tests.agents.conftest import FakeTopic
+
+    sent: list[tuple[object, object, object]] = []
+
+    class Topic(FakeTopic):
+        async def send(self, *, key: object = None, value: object = None, partition: object = None,  # type: ignore[override]
+                       headers: object = None) -> object:
+            sent.append((key, value, partition))
+            return await super().send(key=key, value=value)
+
+    monkeypatch.setattr(reps, "rep_commands", Topic())
+    settings = replace(runtime.settings, config_path=Path("teams.yaml") if has_file else None)
+    monkeypatch.setattr(reps, "runtime", replace(runtime, settings=settings, config=parse_config(yaml)))
+    await reps.seed_reps_from_config()
+    got = [(partition, value) for key, value, partition in sent if isinstance(value, ApplyRoster)]
+    if rosters == "none":
+        assert got == []
+    else:
+        assert sorted(p for p, _ in got) == list(range(runtime.settings.partitions))
+        assert {v.rep_ids for _, v in got} == {("ana",)}  # type: ignore[attr-defined]
+        assert [k for k, v, _ in sent][-len(got):] == [reps.ROSTER_KEY] * len(got)  # after the reps
