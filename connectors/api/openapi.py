@@ -314,6 +314,9 @@ def _schemas() -> dict[str, Schema]:
             {"rep_id": _STR, "team": _STR, "status": {"const": "accepted"}, "created": _BOOL},
             {"webhook_secret": {**_STR, "pattern": "^whsec_", "description": (
                 "Only when the rep is new and no secret was sent: the generated secret, shown this once.")}}),
+        "RepRetired": _object({"rep_id": _STR, "status": {"const": "retired"}}, description=(
+            "The retirement is on its way to the rep's team: no new leads; the leads they hold stay theirs "
+            "until released. A later PUT of the rep brings them back.")),
         "PresenceInput": {**_model_schema(PRESENCE_INPUT_MODEL, "PresenceInput", "A rep's presence.",
                                           _PRESENCE_FIELDS), "examples": [{"status": "available"}]},
         "PresenceAccepted": _object({"rep_id": _STR, "presence": {"enum": ["available", "busy", "offline"]},
@@ -604,7 +607,19 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                          "rep_id": "rep-ana", "team": "emea", "status": "accepted", "created": True,
                          "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})},
              **body_errors},
-            requestBody={"required": True, **_json_body(_ref("RepInput"))})},
+            requestBody={"required": True, **_json_body(_ref("RepInput"))}),
+            "delete": _op(
+                "deleteRep", "reps", "Retire a rep (no new leads; the leads they hold stay theirs)",
+                {"202": {"description": "The retirement is on its way to the rep's team (also for a rep "
+                                        "already retired).",
+                         **_json_body(_ref("RepRetired"), example={"rep_id": "rep-ana", "status": "retired"})},
+                 **_refs(401, 404, 422, 429, 503)},
+                description=("Any rep, made through the API or the config file. The team lists a rep who still "
+                             "holds leads with `departed: true` until their last lead is released; a rep "
+                             "without leads leaves the team at once. Their presence can no longer be set "
+                             "(404). `PUT /v1/reps/{rep_id}` brings them back, with the profile they had for "
+                             "what the body leaves out. A config file that still names the rep, unchanged, "
+                             "does not bring them back at the next start; a changed entry does."))},
         "/v1/reps/{rep_id}/presence": {"parameters": [_param("RepId")], "post": _op(
             "setPresence", "reps", "Set a rep's presence",
             {"202": {"description": "The change is on its way to the rep's team.",

@@ -12,7 +12,7 @@ from connectors.lead_input import FieldError
 from connectors.netguard import validate_webhook_url
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours
 from connectors.webhooks import generate_secret
-from rules.commands import ChangePresence, PutRep, RepProfile
+from rules.commands import ChangePresence, PutRep, RepProfile, RetireRep
 from rules.team import TeamState
 from rules.territory import expand_territories, territory_problem
 
@@ -118,6 +118,21 @@ async def put_rep(request: web.Request) -> web.Response:
     return json_response(body, status=202)
 
 
+@routes.delete("/reps/{rep_id}")
+async def delete_rep(request: web.Request) -> web.Response:
+    """Retire a rep: no new leads; the leads they hold stay theirs until released. A PUT brings them back."""
+    authenticate(request)
+    ctx = context(request)
+    rep_id = _rep_id(request)
+    forwarded = await ctx.engine.forward_to_owner("rep", rep_id, request)
+    if forwarded is not None:
+        return forwarded
+    if ctx.engine.rep(rep_id) is None:
+        raise ApiError(404, "not_found", f"no rep {rep_id}")
+    await ctx.engine.send_rep_command(rep_id, RetireRep(rep_id=rep_id, at=ctx.clock.now(), reason="retired through the API"))
+    return json_response({"rep_id": rep_id, "status": "retired"}, status=202)
+
+
 @routes.post("/reps/{rep_id}/presence")
 async def set_presence(request: web.Request) -> web.Response:
     authenticate(request)
@@ -130,8 +145,11 @@ async def set_presence(request: web.Request) -> web.Response:
         presence = _PresenceIn.model_validate(await read_json(request))
     except ValidationError as exc:
         raise _invalid(exc, "presence") from None
-    if ctx.engine.rep(rep_id) is None:
+    known = ctx.engine.rep(rep_id)
+    if known is None:
         raise ApiError(404, "not_found", f"no rep {rep_id}; create it with PUT /v1/reps/{rep_id} first")
+    if known.retired is not None:
+        raise ApiError(404, "not_found", f"rep {rep_id} is retired; PUT /v1/reps/{rep_id} brings them back")
     await ctx.engine.send_rep_command(rep_id, ChangePresence(rep_id=rep_id, status=presence.status,
                                                              at=ctx.clock.now()))
     return json_response({"rep_id": rep_id, "presence": presence.status, "status": "accepted"}, status=202)

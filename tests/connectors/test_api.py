@@ -18,7 +18,7 @@ from connectors.lead_input import LEAD_FIELDS
 from connectors.webhooks import validate_secret
 from leadflow.errors import TransientError, Unconfirmed
 from ops.metrics import Metrics
-from rules.commands import ChangePresence, DispositionLead, PutRep, RepProfile
+from rules.commands import ChangePresence, DispositionLead, PutRep, RepProfile, RetireRep
 from rules.reps import RepEntry
 from rules.roster import RepState
 from sla.clock import FakeClock
@@ -205,7 +205,7 @@ async def test_a_missing_or_unknown_api_key_is_401(client: Client, engine: FakeE
 
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/v1/leads/ld_0"), ("POST", "/v1/leads/ld_0/disposition"), ("PUT", "/v1/reps/rep-1"),
-    ("POST", "/v1/reps/rep-1/presence"), ("GET", "/v1/teams/emea"),
+    ("POST", "/v1/reps/rep-1/presence"), ("GET", "/v1/teams/emea"), ("DELETE", "/v1/reps/rep-1"),
 ])
 async def test_every_v1_route_needs_the_api_key(client: Client, method: str, path: str) -> None:
     await error_of(await client.request(method, path, json={}), 401, "unauthorized")
@@ -221,7 +221,7 @@ async def test_the_key_scheme_is_case_blind_and_the_key_name_is_the_default_sour
 
 @pytest.mark.parametrize(("method", "path", "status"), [
     ("GET", "/nope", 404), ("GET", "/v1/nope", 404), ("POST", "/v1/leads/ld_0/assign", 404),
-    ("GET", "/v1/leads", 405), ("DELETE", "/v1/reps/rep-1", 405),
+    ("GET", "/v1/leads", 405), ("PATCH", "/v1/reps/rep-1", 405),
 ])
 async def test_unknown_routes_and_methods_answer_json(client: Client, method: str, path: str, status: int) -> None:
     response = await client.request(method, path, headers=AUTH)
@@ -234,11 +234,11 @@ async def test_unknown_routes_and_methods_answer_json(client: Client, method: st
         assert error["message"] == f"{method} is not allowed on {path}; allowed: {allowed}"
 
 
-async def test_get_on_a_rep_names_put_as_the_method_to_use(client: Client) -> None:
+async def test_get_on_a_rep_names_put_and_delete_as_the_methods_to_use(client: Client) -> None:
     response = await client.get("/v1/reps/ana", headers=AUTH)
     assert await error_of(response, 405) == {"code": "method_not_allowed",
-                                             "message": "GET is not allowed on /v1/reps/ana; allowed: PUT"}
-    assert response.headers["Allow"] == "PUT"
+                                             "message": "GET is not allowed on /v1/reps/ana; allowed: DELETE, PUT"}
+    assert sorted(m.strip() for m in response.headers["Allow"].split(",")) == ["DELETE", "PUT"]
 
 
 # Any JSON value, and lead- and batch-shaped objects with arbitrary values in the real fields.
@@ -587,6 +587,32 @@ async def test_presence_needs_a_known_rep(client: Client, engine: FakeEngine, cl
     error = await error_of(await client.post("/v1/reps/rep-ana/presence", json={"status": "away"}, headers=AUTH),
                            422, "invalid")
     assert "status" in fields_of(error)
+
+
+async def test_delete_retires_a_known_rep_and_404s_an_unknown_one(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    error = await error_of(await client.delete("/v1/reps/rep-ana", headers=AUTH), 404, "not_found")
+    assert "rep-ana" in error["message"] and engine.rep_commands == []
+    engine.reps["rep-ana"] = RepEntry(rep_id="rep-ana", team_id="emea", updated_at=clock.now())
+    response = await client.delete("/v1/reps/rep-ana", headers=AUTH)
+    assert response.status == 202
+    assert await response.json() == {"rep_id": "rep-ana", "status": "retired"}
+    assert engine.rep_commands == [("rep-ana", RetireRep(rep_id="rep-ana", at=clock.now(),
+                                                         reason="retired through the API"))]
+    await error_of(await client.delete("/v1/reps/ana%20ruiz", headers=AUTH), 422, "invalid")
+
+
+async def test_a_retired_rep_has_no_presence_until_a_put_brings_them_back(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    engine.reps["rep-ana"] = RepEntry(rep_id="rep-ana", team_id="emea", updated_at=clock.now(), retired="api")
+    error = await error_of(await client.post("/v1/reps/rep-ana/presence", json={"status": "available"},
+                                             headers=AUTH), 404, "not_found")
+    assert "PUT /v1/reps/rep-ana" in error["message"]
+    # Deleting again is no error: the directory keeps the entry, retired.
+    assert (await client.delete("/v1/reps/rep-ana", headers=AUTH)).status == 202
+    response = await client.put("/v1/reps/rep-ana", json={"team": "emea"}, headers=AUTH)
+    assert response.status == 202 and (await response.json())["created"] is False
+    assert isinstance(engine.rep_commands[-1][1], PutRep)
 
 
 async def test_a_team_view_shows_load_and_never_a_webhook_secret(

@@ -282,6 +282,8 @@ async def test_every_answer_is_as_documented(make_client: ClientFactory, engine:
     rep = "/v1/reps/{rep_id}"
     for body in (schemas["RepInput"]["examples"][0], {"team": "emea", "timezone": "Nowhere/Land"}):
         await _conforms(await client.put("/v1/reps/rep-ana", json=body, headers=AUTH), rep, "put")
+    for path in ("/v1/reps/rep-bo", "/v1/reps/rep-zed", "/v1/reps/bad%20id"):  # 202, 404, 422
+        await _conforms(await client.delete(path, headers=AUTH), rep, "delete")
 
     for path, template in [(f"/v1/leads/{lead.lead_id}", "/v1/leads/{lead_id}"),
                            (f"/v1/leads/{closed.lead_id}", "/v1/leads/{lead_id}"),
