@@ -18,8 +18,9 @@ from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from rules.commands import RecordActivity
 from rules.lead_sla import activity_rep_problem, activity_time_problem
+from rules.lead_state import LeadState
 
-__all__ = ["routes", "ACTIVITY_INPUT_MODEL"]
+__all__ = ["routes", "ACTIVITY_INPUT_MODEL", "refuse_unfit_activity"]
 
 routes = web.RouteTableDef()
 
@@ -36,6 +37,21 @@ class _ActivityIn(BaseModel):
 
 
 ACTIVITY_INPUT_MODEL = _ActivityIn
+
+
+def refuse_unfit_activity(state: LeadState, at: datetime, rep_id: str | None, *, what: str,
+                          prefix: str = "") -> None:
+    """An activity's checks before it is sent, for this endpoint and the CRM's ``activity.logged``
+    (the lead checks again on apply): ``at`` before the capture is a 422 naming ``<prefix>at``. As
+    qualification answers, a named rep reports only on a lead they hold (a 409 naming
+    ``<prefix>rep_id``); an activity without a rep_id (the CRM, a manager) is not tied to a holder."""
+    too_early = activity_time_problem(state, at)
+    if too_early is not None:
+        raise ApiError(422, "invalid", f"{what} is not valid", [FieldError(f"{prefix}at", too_early)])
+    not_theirs = activity_rep_problem(state, rep_id)
+    if not_theirs is not None:
+        raise ApiError(409, "conflict", f"lead {state.lead_id}: {prefix}rep_id {rep_id}: {not_theirs}",
+                       [FieldError(f"{prefix}rep_id", not_theirs)])
 
 
 @routes.post("/leads/{lead_id}/activities")
@@ -56,15 +72,7 @@ async def record_activity(request: web.Request) -> web.Response:
     state = ctx.engine.lead(lead_id)
     if state is None:
         raise ApiError(404, "not_found", f"no lead {lead_id}")
-    too_early = activity_time_problem(state, at)
-    if too_early is not None:
-        raise ApiError(422, "invalid", "the activity is not valid", [FieldError("at", too_early)])
-    # As qualification answers: a named rep reports only on a lead they hold (the lead checks
-    # again on apply); an activity without a rep_id (the CRM, a manager) is not tied to a holder.
-    not_theirs = activity_rep_problem(state, activity.rep_id)
-    if not_theirs is not None:
-        raise ApiError(409, "conflict", f"lead {lead_id}: rep_id {activity.rep_id}: {not_theirs}",
-                       [FieldError("rep_id", not_theirs)])
+    refuse_unfit_activity(state, at, activity.rep_id, what="the activity")
     activity_id = activity.activity_id or uuid.uuid4().hex
     await ctx.engine.send_lead_command(lead_id, RecordActivity(
         lead_id=lead_id, activity_id=activity_id, type=activity.type, rep_id=activity.rep_id, at=at,

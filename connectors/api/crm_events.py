@@ -19,13 +19,13 @@ import orjson
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from connectors.api.activities import refuse_unfit_activity
 from connectors.api.context import context
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from connectors.webhook_signing import sign
 from rules.commands import RecordActivity, RecordCrmEvent
 from rules.lead_crm import can_take_crm_event
-from rules.lead_sla import activity_rep_problem, activity_time_problem
 
 __all__ = ["routes", "CRM_EVENT_MODEL", "EVENT_TYPES", "verify"]
 
@@ -128,14 +128,7 @@ async def crm_event(request: web.Request) -> web.Response:
         if when > now:
             raise ApiError(422, "invalid", "the CRM event is not valid", [FieldError("data.activity.at",
                                                                                     "is in the future")])
-        # The checks of POST /v1/leads/{id}/activities, up front (the lead checks again on apply).
-        too_early = activity_time_problem(state, when)
-        if too_early is not None:
-            raise ApiError(422, "invalid", "the CRM event is not valid", [FieldError("data.activity.at", too_early)])
-        not_theirs = activity_rep_problem(state, activity.rep_id)
-        if not_theirs is not None:
-            raise ApiError(409, "conflict", f"lead {lead_id}: data.activity.rep_id {activity.rep_id}: {not_theirs}",
-                           [FieldError("data.activity.rep_id", not_theirs)])
+        refuse_unfit_activity(state, when, activity.rep_id, what="the CRM event", prefix="data.activity.")
         command: RecordActivity | RecordCrmEvent = RecordActivity(
             lead_id=lead_id, activity_id=f"crm:{msg_id}", type=activity.type, rep_id=activity.rep_id,
             at=when.astimezone(UTC), outcome=activity.outcome)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from connectors.api.context import authenticate, context, read_json
+from connectors.api.context import ApiContext, authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from connectors.netguard import validate_webhook_url
@@ -63,6 +63,15 @@ def _invalid(exc: ValidationError, what: str) -> ApiError:
     return ApiError(422, "invalid", f"the {what} is not valid", fields)
 
 
+async def _rep_owner(request: web.Request) -> tuple[ApiContext, str, web.Response | None]:
+    """Authenticate a ``/v1/reps/{rep_id}...`` request and relay it to the rep's owner (as
+    ``lead_owner`` does for leads): the owner's answer when relayed, ``None`` when this worker owns it."""
+    authenticate(request)
+    ctx = context(request)
+    rep_id = _rep_id(request)
+    return ctx, rep_id, await ctx.engine.forward_to_owner("rep", rep_id, request)
+
+
 def _rep_id(request: web.Request) -> str:
     rep_id = request.match_info["rep_id"]
     if not (0 < len(rep_id) <= 64) or not all(c.isalnum() or c in "_.-" for c in rep_id):
@@ -72,10 +81,7 @@ def _rep_id(request: web.Request) -> str:
 
 @routes.put("/reps/{rep_id}")
 async def put_rep(request: web.Request) -> web.Response:
-    authenticate(request)
-    ctx = context(request)
-    rep_id = _rep_id(request)
-    forwarded = await ctx.engine.forward_to_owner("rep", rep_id, request)
+    ctx, rep_id, forwarded = await _rep_owner(request)
     if forwarded is not None:
         return forwarded
     try:
@@ -121,10 +127,7 @@ async def put_rep(request: web.Request) -> web.Response:
 @routes.delete("/reps/{rep_id}")
 async def delete_rep(request: web.Request) -> web.Response:
     """Retire a rep: no new leads; the leads they hold stay theirs until released. A PUT brings them back."""
-    authenticate(request)
-    ctx = context(request)
-    rep_id = _rep_id(request)
-    forwarded = await ctx.engine.forward_to_owner("rep", rep_id, request)
+    ctx, rep_id, forwarded = await _rep_owner(request)
     if forwarded is not None:
         return forwarded
     if ctx.engine.rep(rep_id) is None:
@@ -135,10 +138,7 @@ async def delete_rep(request: web.Request) -> web.Response:
 
 @routes.post("/reps/{rep_id}/presence")
 async def set_presence(request: web.Request) -> web.Response:
-    authenticate(request)
-    ctx = context(request)
-    rep_id = _rep_id(request)
-    forwarded = await ctx.engine.forward_to_owner("rep", rep_id, request)
+    ctx, rep_id, forwarded = await _rep_owner(request)
     if forwarded is not None:
         return forwarded
     try:

@@ -146,20 +146,29 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
+def _message(batch: _Batch, event: Any) -> tuple[str, Notify | RetryDue] | None:
+    """The event's lead and message, its lead's backlog loaded into the batch; ``None``: not ours."""
+    lead_id, value = event.key, event.value
+    if not isinstance(lead_id, str) or not isinstance(value, (Notify, RetryDue)):
+        return None
+    if lead_id not in batch.backlogs:
+        with acting_for(event):
+            stored = webhook_retries.get(lead_id)
+        batch.backlogs[lead_id] = stored if isinstance(stored, DeliveryBacklog) else DeliveryBacklog(lead_id=lead_id)
+    batch.events[lead_id] = event
+    return lead_id, value
+
+
 def _plan(batch: _Batch, events: list[Any]) -> list[_Job]:
     """Which messages of the batch to attempt now; the rest are stale, replays or deferred."""
     jobs: list[_Job] = []
     taken: set[str] = set()
     now, now_s = batch.now, batch.now.timestamp()
     for event in events:
-        lead_id, value = event.key, event.value
-        if not isinstance(lead_id, str) or not isinstance(value, (Notify, RetryDue)):
+        message = _message(batch, event)
+        if message is None:
             continue
-        if lead_id not in batch.backlogs:
-            with acting_for(event):
-                stored = webhook_retries.get(lead_id)
-            batch.backlogs[lead_id] = stored if isinstance(stored, DeliveryBacklog) else DeliveryBacklog(lead_id=lead_id)
-        batch.events[lead_id] = event
+        lead_id, value = message
         backlog = batch.backlogs[lead_id]
         if isinstance(value, Notify):
             if value.webhook_id in taken or backlog.find(value.webhook_id) is not None:
@@ -230,14 +239,10 @@ async def dead_letter_batch(events: list[Any], exc: Exception) -> None:
     reason = f"notifier error: {type(exc).__name__} (see the worker's log)"
     done: set[str] = set()
     for event in events:
-        lead_id, value = event.key, event.value
-        if not isinstance(lead_id, str) or not isinstance(value, (Notify, RetryDue)):
+        message = _message(batch, event)
+        if message is None:
             continue
-        if lead_id not in batch.backlogs:
-            with acting_for(event):
-                stored = webhook_retries.get(lead_id)
-            batch.backlogs[lead_id] = stored if isinstance(stored, DeliveryBacklog) else DeliveryBacklog(lead_id=lead_id)
-        batch.events[lead_id] = event
+        lead_id, value = message
         entry = batch.backlogs[lead_id].find(value.webhook_id)
         if value.webhook_id in done or (isinstance(value, RetryDue) and entry is None):
             continue  # a replay, or a retry already acted on
