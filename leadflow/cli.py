@@ -32,7 +32,8 @@ examples:
 environment (worker): LEADFLOW_BROKER, LEADFLOW_REDIS_URL, LEADFLOW_CONFIG, LEADFLOW_WEB_PORT,
   LEADFLOW_DATA_DIR, LEADFLOW_API_KEYS, LEADFLOW_DEFAULT_TEAM, LEADFLOW_WEBHOOK_ALLOW_PRIVATE;
   see streams/settings.py for the rest.
-environment (stack): LEADFLOW_STATE_DIR, LEADFLOW_CACHE_DIR, LEADFLOW_KAFKA_PORT, LEADFLOW_REDIS_PORT.
+environment (stack): LEADFLOW_STATE_DIR, LEADFLOW_CACHE_DIR, LEADFLOW_KAFKA_PORT,
+  LEADFLOW_KAFKA_CONTROLLER_PORT, LEADFLOW_REDIS_PORT.
 """
 
 
@@ -157,8 +158,9 @@ examples:
   curl -s localhost:6066/metrics > scrape.txt && leadflow report --metrics scrape.txt
 
 lead.events is exact (every assignment, contact and stage change with its rep and source);
-metrics need no Kafka access and cover everything since the workers started. Events of leads
-captured before the window count in speed and load, and in the funnel under "unknown" source.
+metrics need no Kafka access and cover everything since the workers started. Every event names
+its lead's first-touch source, so leads captured before the window count in speed, load and the
+funnel under their own source (events written before first_source was added: "unknown").
 exit status: 0 written, 2 could not read the input (Kafka unreachable, no such topic, bad URL).
 """
 

@@ -59,6 +59,11 @@ _ACTIVITY_FIELDS = {
     "outcome": "Free text, e.g. connected, voicemail.",
     "activity_id": "Your id for it (e.g. the CRM's): sending the same activity twice records it once.",
 }
+#: What a PUT of an existing rep changes (connectors/api/reps.py keeps what the body leaves out).
+_REP_UPDATE = ("A rep's profile; unknown fields are refused. On an existing rep only the fields the body names "
+               "change (besides the required `team`); every field left out keeps its value, the webhook "
+               "included. `null` (or `[]`) clears a field, e.g. `\"webhook_url\": null`. The defaults shown apply "
+               "only to a new rep.")
 _REP_FIELDS = {
     "team": "The team the rep belongs to; changing it moves the rep (their open leads stay with them).",
     "name": "Display name; defaults to the rep id.",
@@ -71,7 +76,9 @@ _REP_FIELDS = {
                    "regions of the config's `routing.regions` (`EMEA`), which stand for their countries. Anything "
                    "else is a 422 naming `territories[i]`.",
     "timezone": "IANA time zone of the rep's working hours, e.g. Europe/Madrid.",
-    "webhook_url": "Where the rep's `lead.assigned` webhooks go (public http/https only).",
+    "webhook_url": "Where the rep's webhooks go (`lead.assigned`, `lead.offered`, `lead.touched`, `lead.reminder`, "
+                   "`lead.reassigned`; public http/https only). Without it the rep still gets leads, unnotified "
+                   "(timeline `not_notified`, event `lead.not_notified`).",
     "webhook_secret": "Standard Webhooks signing secret (`whsec_` + base64 of 24-64 bytes). When omitted for a "
                       "new rep one is generated and returned once; an update without it keeps the old one.",
     "email": "The rep's e-mail address.",
@@ -232,7 +239,7 @@ def _schemas() -> dict[str, Schema]:
             "type": "object", "additionalProperties": True,
             "properties": {"decision": _ref("TimelineDecision")},
             "description": ("Depends on `kind`. `queued`: `team_id`, `depth` (leads waiting in the team), "
-                            "`expected_wait_s` (null: no pace yet), `why` (with the leads served first and the "
+                            "`expected_wait_s` (null: no pace yet, or no rep of the team may take this lead), `why` (with the leads served first and the "
                             "queue priority) and `decision`, who could not take the lead and why."),
         }}, description=f"The newest {LeadPolicy().timeline_limit} entries of the lead's timeline are kept."),
         "LeadView": _object({
@@ -305,7 +312,7 @@ def _schemas() -> dict[str, Schema]:
             "examples": [{"lead_id": "ld_0123456789abcdef01234567", "status": "received", "answer": "accept",
                           "rep_id": "rep-ana", "route_id": "ld_0123456789abcdef01234567:1:2"}],
         },
-        "RepInput": {**_model_schema(REP_INPUT_MODEL, "RepInput", "A rep's profile; unknown fields are refused.",
+        "RepInput": {**_model_schema(REP_INPUT_MODEL, "RepInput", _REP_UPDATE,
                                      _REP_FIELDS),
                      "examples": [{"team": "emea", "name": "Ana Ruiz", "capacity": 8, "languages": ["es", "en"],
                                    "territories": ["ES", "PT"], "timezone": "Europe/Madrid",
@@ -343,8 +350,8 @@ def _schemas() -> dict[str, Schema]:
             "capacity": _INT, "weight": _INT, "assigned_total": _INT, "last_assigned_at": _nullable(_TIME),
             "webhook_configured": _BOOL, "skills": _STRINGS, "languages": _STRINGS, "territories": _STRINGS,
             "timezone": _STR,
-            "departed": {**_BOOL, "description": "Moved to another team; listed here until the leads they took "
-                                                 "along are closed, never routed new ones, and not counted in "
+            "departed": {**_BOOL, "description": "Moved to another team or retired; listed here until the leads "
+                                                 "they hold here are closed, never routed new ones, and not counted in "
                                                  "the team's capacity, available_capacity or reps_available."},
         }, description="A rep as the team sees them (webhook secrets are never shown)."),
         "TeamView": _object({
@@ -406,7 +413,8 @@ def _crm_schemas() -> dict[str, Schema]:
         "CrmEventInput": {
             "title": "CrmEventInput", "type": "object", "additionalProperties": False, "required": ["type", "data"],
             "description": "An opportunity moved in the CRM. `opportunity.lost` recycles the lead to nurture with "
-                           "the reason; `activity.logged` counts as contact.",
+                           "the reason; `activity.logged` is checked and counted like "
+                           "`POST /v1/leads/{lead_id}/activities`.",
             "properties": {
                 "type": {"enum": list(EVENT_TYPES)},
                 "timestamp": _TIME,
@@ -460,9 +468,12 @@ def _crm_paths() -> dict[str, Schema]:
              **_refs(413, 429, 503),
              "404": _error("Unknown lead, or CRM events are not configured on this worker.", code="not_found",
                            message="no lead ld_0123456789abcdef01234567"),
-             "409": _error("The lead has no open opportunity.", code="conflict",
+             "409": _error("The lead has no open opportunity, or an `activity.logged` names in "
+                           "`data.activity.rep_id` a rep who does not hold the lead (`fields` names it).",
+                           code="conflict",
                            message="lead ld_0123456789abcdef01234567: the opportunity is already lost"),
-             "422": _error("Not a valid CRM event: `fields` names the problem.", code="invalid",
+             "422": _error("Not a valid CRM event: `fields` names the problem (an `activity.logged` whose "
+                           "`data.activity.at` is in the future or before the lead's capture too).", code="invalid",
                            message="the CRM event is not valid",
                            fields=[{"field": "data.amount", "reason": "Input should be a valid number"}])},
             description="Not authenticated by API key: signed per Standard Webhooks with the CRM events secret "
@@ -549,7 +560,7 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
         },
         description=(
             "Send one lead object, or `{\"leads\": [...]}`. The lead's id is derived from its identity "
-            "(e-mail, else phone, else source and external id), so the same person from any channel is one "
+            "(e-mail, else phone with its extension, else source and external id), so the same person from any channel is one "
             "lead. A single invalid lead is a 422; in a batch each invalid lead is reported in `results` "
             "and the valid ones are captured."),
         parameters=[_param("IdempotencyKey")],
@@ -597,8 +608,8 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
             description=("`at` (default: now) may be neither in the future nor before the lead's capture "
                          "(422 naming `at`). A `rep_id` must be the rep who holds the lead (offered or "
                          "assigned), as for qualification answers: 409 naming `rep_id` otherwise; an activity "
-                         "without `rep_id` (the CRM, a manager) is not tied to a holder. On a closed lead the "
-                         "activity is recorded, never as a first contact."),
+                         "without `rep_id` (the CRM, a manager) is not tied to a holder. On a closed lead (which "
+                         "nobody holds) an activity without `rep_id` is recorded, never as a first contact."),
             requestBody={"required": True, **_json_body(_ref("ActivityInput"))})},
         "/v1/reps/{rep_id}": {"parameters": [_param("RepId")], "put": _op(
             "putRep", "reps", "Create or update a rep",
@@ -607,7 +618,7 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                          "rep_id": "rep-ana", "team": "emea", "status": "accepted", "created": True,
                          "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})},
              **body_errors},
-            requestBody={"required": True, **_json_body(_ref("RepInput"))}),
+            requestBody={"required": True, **_json_body(_ref("RepInput"))}, description=_REP_UPDATE),
             "delete": _op(
                 "deleteRep", "reps", "Retire a rep (no new leads; the leads they hold stay theirs)",
                 {"202": {"description": "The retirement is on its way to the rep's team (also for a rep "
