@@ -8,6 +8,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from faust.serializers import codecs
 
 from rules.commands import Outgoing
@@ -17,6 +18,7 @@ from streams.codec import CODEC, decode, encode
 __all__ = [
     "Unreadable", "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
     "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "outcome_snapshots", "CHANNELS", "send", "publish", "declare_topics",
+    "partition_of",
 ]
 
 _settings = runtime.settings
@@ -177,3 +179,10 @@ async def declare_topics() -> None:
                             topic.get_topic_name(), type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def partition_of(key: str, partitions: int | None = None) -> int:
+    """The partition the producer's default partitioner (murmur2 of the raw key) puts ``key`` in,
+    over the deployment's partition count (the producer's metadata may not know a topic yet)."""
+    count = runtime.settings.partitions if partitions is None else partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % count

@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiokafka.partitioner import murmur2
 from yarl import URL
 
 from connectors.api import ApiContext, mount_api
@@ -37,7 +36,7 @@ from streams.tables.outcome_board import snapshot as outcome_snapshot
 from streams.tables.rep_directory import rep_directory
 from streams.tables.team_state import read_team, team_state
 from streams.tables.team_windows import HOUR_WINDOWS, team_five_minutes, team_minute, window_counts
-from streams.topics import account_commands, lead_commands, leads_inbound, rep_commands
+from streams.topics import account_commands, lead_commands, leads_inbound, partition_of, rep_commands
 
 __all__ = ["Engine", "mount"]
 
@@ -145,9 +144,7 @@ class Engine:
     def owner_of(self, entity: Entity, key: str) -> URL | None:
         """The web URL of the worker whose active partition holds ``key`` (from the assignor's map)."""
         table = _TABLES[entity]
-        # Same partitioner as the producer (murmur2 of the raw key), over the known partition
-        # count: the producer's metadata may not have seen a changelog topic yet.
-        partition = (murmur2(key.encode()) & 0x7FFFFFFF) % runtime.settings.partitions
+        partition = partition_of(key)
         topic = table.changelog_topic.get_topic_name()
         for host, topics in self.app.router.table_metadata(table.name).items():
             if partition in topics.get(topic, ()):
@@ -156,13 +153,13 @@ class Engine:
 
     async def forward_to_owner(self, entity: Entity, key: str, request: web.Request) -> web.Response | None:
         if request.headers.get(_FORWARDED):
-            return None  # already relayed once: answer here rather than bounce
+            return self._unless_loading(entity)  # already relayed once: answer here rather than bounce
         owner = self.owner_of(entity, key)
         if owner is None:
             return error_response(503, "unavailable", "partitions are being assigned; retry shortly",
                                   headers={"Retry-After": "2"})
         if self._ident(owner) == self._own:
-            return None
+            return self._unless_loading(entity)
         target = URL(str(owner)).with_path(request.path).with_query(request.query)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() in ("authorization", "content-type", "idempotency-key", "accept",
@@ -181,6 +178,19 @@ class Engine:
             log.warning("relay to the owner of a %s failed: %s", entity, type(exc).__name__)
             return error_response(503, "unavailable", f"the worker that owns this {entity} did not answer; retry",
                                   headers={"Retry-After": "2"})
+
+    def _unless_loading(self, entity: Entity) -> web.Response | None:
+        """``None`` when this worker's tables can answer for the key it owns; else a 503.
+
+        Right after a start or during a rebalance the owner's tables are still empty or moving:
+        an existing lead or team read as a 404, and a partial PUT of an existing rep was taken
+        for a new rep (its webhook replaced by a new secret). Until they are recovered the
+        answer is "retry", never a wrong one.
+        """
+        if self.app.tables_settled():
+            return None
+        return error_response(503, "unavailable", f"the worker that owns this {entity} is loading its tables; "
+                                                  "retry shortly", headers={"Retry-After": "2"})
 
     def lead(self, lead_id: str) -> LeadState | None:
         value = lead_state.get(lead_id)

@@ -2,8 +2,9 @@
 event-loop lag, table recovery and Redis degraded mode.
 
 Team and overdue gauges are computed from the tables of the partitions this worker owns right
-now (the RocksDB store iterates active partitions only) and replace the previous values, so a
-team that moved to another worker after a rebalance disappears from this worker's scrape.
+now (the RocksDB stores iterate active partitions only; the team table's memory store also holds
+standby copies, so its teams are filtered by active partition) and replace the previous values,
+so a team that moved to another worker after a rebalance disappears from this worker's scrape.
 Read-only: timers never write tables.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from streams.tables.sla_overdue import sla_overdue
 from streams.tables.team_record import TeamRecord
 from streams.tables.team_state import team_side, team_state
 from streams.tables.webhook_retries import webhook_retries
+from streams.topics import partition_of, team_commands
 
 __all__ = ["team_figures", "probe_event_loop", "refresh_gauges"]
 
@@ -67,8 +69,13 @@ def _report_tables() -> None:
     metrics = runtime.metrics
     now = runtime.clock.now()
     figures = {}
+    # The team table is a memory store, which also holds the standby copies of other workers'
+    # teams: only the teams of this worker's active partitions are its to report (the RocksDB
+    # tables below iterate active partitions only).
+    topic = team_commands.get_topic_name()
+    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
     for team_id, record in team_state.items():
-        if isinstance(record, TeamRecord):
+        if isinstance(record, TeamRecord) and partition_of(str(team_id)) in active:
             figures[str(team_id)] = team_figures(record.state, now, _queued_at(record.state))
     metrics.report_teams(figures)
     metrics.report_overdue(Counter(str(team) for team in sla_overdue.values()))

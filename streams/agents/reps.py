@@ -4,26 +4,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 
 from rules.commands import ApplyRoster, PutRep
 from rules.reps import RepEntry, apply
 from streams.agents._batch import is_readable
 from streams.app import app, config_digest, runtime
 from streams.tables.rep_directory import rep_directory
-from streams.topics import publish, rep_commands
+from streams.topics import partition_of, publish, rep_commands
 
-__all__ = ["ROSTER_KEY", "partition_of", "run_reps", "seed_reps_from_config"]
+__all__ = ["ROSTER_KEY", "run_reps", "seed_reps_from_config"]
 
 log = logging.getLogger(__name__)
 
 #: The key of the ``ApplyRoster`` records (sent to an explicit partition each): no rep id has a '~'.
 ROSTER_KEY = "~roster"
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition the producer's default partitioner (murmur2 of the raw key) puts ``key`` in."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 @app.agent(rep_commands, concurrency=1)

@@ -10,6 +10,7 @@ from rules.commands import ApplyRoster, PutRep, RemoveRep, RepProfile
 from streams.agents import reps
 from streams.app import runtime
 from streams.tables.rep_directory import rep_directory
+from streams.topics import partition_of
 from tests.agents.conftest import Published
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -21,7 +22,7 @@ def _ids_in_two_partitions() -> tuple[str, str]:
     first = f"rep-{uuid.uuid4().hex[:8]}"
     while True:
         other = f"rep-{uuid.uuid4().hex[:8]}"
-        if reps.partition_of(other, partitions) != reps.partition_of(first, partitions):
+        if partition_of(other, partitions) != partition_of(first, partitions):
             return first, other
 
 
@@ -35,13 +36,13 @@ async def test_each_partition_retires_its_own_seeded_reps_the_roster_does_not_na
     roster = ApplyRoster(rep_ids=(keep,), config_digest="abc", at=NOW)
     async with reps.run_reps.test_context() as agent:
         for rep_id in (a, b, keep):
-            await agent.put(key=rep_id, partition=reps.partition_of(rep_id, partitions), value=PutRep(
+            await agent.put(key=rep_id, partition=partition_of(rep_id, partitions), value=PutRep(
                 rep_id=rep_id, profile=RepProfile(rep_id=rep_id, team_id="t-roster"), at=NOW, from_config=True))
-        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=reps.partition_of(a, partitions))
+        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=partition_of(a, partitions))
         assert rep_directory[a].retired == "config"
         assert rep_directory[b].retired is None, "another partition's key: its own roster retires it"
-        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=reps.partition_of(b, partitions))
-        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=reps.partition_of(keep, partitions))
+        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=partition_of(b, partitions))
+        await agent.put(key=reps.ROSTER_KEY, value=roster, partition=partition_of(keep, partitions))
     assert rep_directory[b].retired == "config" and rep_directory[keep].retired is None
     assert sorted(r.rep_id for r in published.values(RemoveRep)) == sorted([a, b])
 
