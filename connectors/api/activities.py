@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from connectors.api.context import lead_owner, read_json
-from connectors.api.errors import ApiError, json_response
+from connectors.api.errors import ApiError, json_response, no_such_lead
 from connectors.lead_input import FieldError
 from rules.commands import RecordActivity
 from rules.lead_sla import activity_rep_problem, activity_time_problem
@@ -71,7 +71,7 @@ async def record_activity(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "the activity is not valid", [FieldError("at", "is in the future")])
     state = ctx.engine.lead(lead_id)
     if state is None:
-        raise ApiError(404, "not_found", f"no lead {lead_id}")
+        raise no_such_lead(lead_id)
     refuse_unfit_activity(state, at, activity.rep_id, what="the activity")
     activity_id = activity.activity_id or uuid.uuid4().hex
     await ctx.engine.send_lead_command(lead_id, RecordActivity(

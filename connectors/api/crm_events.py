@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from connectors.api.activities import refuse_unfit_activity
 from connectors.api.context import context
-from connectors.api.errors import ApiError, json_response
+from connectors.api.errors import ApiError, json_response, no_such_lead
 from connectors.lead_input import FieldError
 from connectors.webhook_signing import sign
 from rules.commands import RecordActivity, RecordCrmEvent
@@ -117,7 +117,7 @@ async def crm_event(request: web.Request) -> web.Response:
                             headers={"Idempotent-Replayed": "true"})
     state = ctx.engine.lead(lead_id)
     if state is None:
-        raise ApiError(404, "not_found", f"no lead {lead_id}")
+        raise no_such_lead(lead_id)
     at = event.timestamp or now
     if event.type == "activity.logged":
         activity = event.data.activity

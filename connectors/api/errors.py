@@ -11,7 +11,7 @@ from connectors.lead_input import FieldError
 from connectors.api.write_gate import WritesPaused
 from leadflow.errors import TransientError, Unconfirmed
 
-__all__ = ["ApiError", "error_response", "json_response", "error_middleware"]
+__all__ = ["ApiError", "error_response", "json_response", "error_middleware", "no_such_lead"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,13 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, list(fields)
         self.headers = headers or {}
+
+
+def no_such_lead(lead_id: str) -> ApiError:
+    """The 404 for a lead id this worker's table does not hold. A capture is answered once Kafka has
+    it and the lead agent applies it a moment later, so a read right after a 202 may come first."""
+    return ApiError(404, "not_found", f"no lead {lead_id} (a capture accepted in the last seconds may not be "
+                                      "applied yet: retry shortly)")
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

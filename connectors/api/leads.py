@@ -12,7 +12,7 @@ from aiohttp import web
 
 from connectors.api.accounts import account_view
 from connectors.api.context import ApiContext, authenticate, context, lead_owner, read_json, read_object
-from connectors.api.errors import ApiError, json_response
+from connectors.api.errors import ApiError, json_response, no_such_lead
 from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
 from rules.commands import AnswerOffer, DispositionLead
 from rules.lead import LeadState, can_disposition
@@ -200,7 +200,7 @@ async def get_lead(request: web.Request) -> web.Response:
         return forwarded
     state = ctx.engine.lead(lead_id)
     if state is None:
-        raise ApiError(404, "not_found", f"no lead {lead_id}")
+        raise no_such_lead(lead_id)
     return json_response(lead_view(state))
 
 
