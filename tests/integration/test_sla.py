@@ -43,8 +43,10 @@ def _kinds(receiver: Receiver, lead_id: str) -> Counter[tuple[str, str]]:
 async def test_the_ladder_fires_each_step_once_and_contact_stops_it(
     spec: WorkerSpec, receiver: Receiver, api: aiohttp.ClientSession
 ) -> None:
+    # First contact within 5 s: the called lead's rep must call inside it, from its webhook, on a
+    # loaded machine too (with 2 s the windows' contact_in_sla missed once under load).
     steps = "[{kind: remind, after: 0}, {kind: reassign, after: 2}, {kind: alert_manager, after: 4}]"
-    spec.config_yaml = _config(receiver, steps, first_contact=2)
+    spec.config_yaml = _config(receiver, steps, first_contact=5)
     receiver.secrets.update({"ana": SECRET, "ben": SECRET, "manager": SECRET})
     worker = Worker(spec)
     try:
@@ -56,7 +58,7 @@ async def test_the_ladder_fires_each_step_once_and_contact_stops_it(
                             json={"type": "call", "rep_id": first[0]["rep_id"], "outcome": "connected"}) as r:
             assert r.status == 202, await r.text()
 
-        # 2 s: breach + reminder; 4 s: reassigned to the other rep; 6 s: the manager is alerted.
+        # 5 s: breach + reminder; 7 s: reassigned to the other rep; 9 s: the manager is alerted.
         await eventually(lambda: _kinds(receiver, ignored)[("manager", "lead.escalated")] >= 1, timeout=30,
                          what="the manager alert")
         await asyncio.sleep(3)  # room for anything that would fire twice
