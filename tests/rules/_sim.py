@@ -13,7 +13,7 @@ from rules.roster import Holding
 from rules.team import HoldingWrite, QueueWrite, TeamState, TeamTransition
 from sla.clock import FakeClock
 
-__all__ = ["T0", "QueueTable", "TeamDriver", "Bus", "values", "events"]
+__all__ = ["T0", "QueueTable", "TeamDriver", "Bus", "values", "events", "holdings"]
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -138,3 +138,9 @@ def values(messages: list[Outgoing], channel: Channel, kind: type | None = None)
 def events(messages: list[Outgoing], kind: str) -> list[dict[str, Any]]:
     """The ``lead.events`` of one type."""
     return [v for v in values(messages, "lead.events") if v["type"] == kind]
+
+
+def holdings(bus: Bus) -> list[tuple[str, str, str, str]]:
+    """Every lead held on the bus's teams, as (team, route, lead, rep), in a stable order."""
+    return sorted((team_id, route_id, h.lead_id, h.rep_id) for team_id, driver in bus.teams.items()
+                  for route_id, h in driver.queue.holdings.items())

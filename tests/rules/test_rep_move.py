@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from rules import reps
 from rules.commands import LeadAssigned, Outgoing, PutRep, ReleaseLead, RepProfile, RouteLead
 from rules.reps import RepEntry
-from tests.rules._sim import T0, Bus, TeamDriver, values
+from tests.rules._sim import T0, Bus, TeamDriver, holdings, values
 
 
 def put(rep_id: str, team_id: str, capacity: int) -> PutRep:
@@ -152,8 +152,7 @@ class RepMoves(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        held_now = sorted((team_id, route_id, h.lead_id, h.rep_id) for team_id, driver in self.bus.teams.items()
-                          for route_id, h in driver.queue.holdings.items())
+        held_now = holdings(self.bus)
         if held_now:
             team_id, route_id, lead_id, rep_id = data.draw(st.sampled_from(held_now))
             self.bus.post(Outgoing(channel="team.commands", key=team_id, value=ReleaseLead(

@@ -31,7 +31,7 @@ from rules.commands import (
     UpsertRep,
 )
 from rules.reps import RepEntry
-from tests.rules._sim import T0, Bus, values
+from tests.rules._sim import T0, Bus, holdings, values
 from tests.rules.test_rep_move import TeamsBus, held
 
 
@@ -265,8 +265,7 @@ class Retirements(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        held_now = sorted((team_id, route_id, h.lead_id, h.rep_id) for team_id, driver in self.bus.teams.items()
-                          for route_id, h in driver.queue.holdings.items())
+        held_now = holdings(self.bus)
         if held_now:
             team_id, route_id, lead_id, rep_id = data.draw(st.sampled_from(held_now))
             self._send(team_id, ReleaseLead(team_id=team_id, lead_id=lead_id, route_id=route_id, rep_id=rep_id,
