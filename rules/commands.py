@@ -341,6 +341,9 @@ class ReleaseLead:
     rep_id: str
     reason: str
     at: datetime
+    #: The rep never took the lead: an offer they declined, let lapse, or never received. The
+    #: assignment then leaves their daily and weekly caps too (a plain release stays counted).
+    returned: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

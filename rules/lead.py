@@ -317,7 +317,7 @@ def _disposition(state: LeadState, command: DispositionLead, now: datetime, poli
         a = state.assignment
         outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
             team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
-            reason=f"disposition: {command.status}", at=now)))
+            reason=f"disposition: {command.status}", at=now, returned=state.routing == "offered")))
     elif state.routing == "queued":
         # Out of the queue now, rather than assigned later only to be handed back.
         outgoing.append(Outgoing(channel="team.commands", key=state.team_id, value=WithdrawLead(

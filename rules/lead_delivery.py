@@ -69,7 +69,7 @@ def _reassign_unreachable(state: LeadState, command: RecordDelivery, now: dateti
     outgoing = [
         Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
             team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id,
-            reason=f"{current} webhook dead-lettered: rep unreachable", at=now)),
+            reason=f"{current} webhook dead-lettered: rep unreachable", at=now, returned=offered)),
         Outgoing(channel="team.commands", key=a.team_id, value=SetPresence(
             team_id=a.team_id, rep_id=a.rep_id, status="offline", at=now)),
         event(moved, "lead.reassigned", now, {"from_rep": a.rep_id, "team_id": moved.team_id,

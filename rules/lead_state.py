@@ -283,7 +283,8 @@ def reroute(state: LeadState, now: datetime, policy: LeadPolicy, *, note_kind: s
     previous = state.sla.previous_reps if state.sla is not None else ()
     if a is not None:
         outgoing.append(Outgoing(channel="team.commands", key=a.team_id, value=ReleaseLead(
-            team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id, reason=reason, at=now)))
+            team_id=a.team_id, lead_id=state.lead_id, route_id=a.route_id, rep_id=a.rep_id, reason=reason, at=now,
+            returned=state.routing == "offered")))
         previous = tuple(dict.fromkeys(previous + (a.rep_id,)))
     seq = state.route_seq + 1
     moved = replace(state, routing="routing", team_id=team_id or state.team_id, route_seq=seq,

@@ -119,9 +119,22 @@ class RepState:
             week_count=_counted(self.week, self.week_count, week),
         )
 
-    def without_lead(self) -> RepState:
-        """The rep after one of their leads is released (caps count assignments: they stay)."""
-        return replace(self, load=max(0, self.load - 1))
+    def without_lead(self, *, returned_from: datetime | None = None) -> RepState:
+        """The rep after one of their leads is released.
+
+        Caps count assignments, so a released lead stays counted, unless the rep never took it
+        (``returned_from``: when it was assigned, for an offer they declined, let lapse or never
+        received). That assignment leaves the count of its own local day and ISO week; a count
+        of a later period is left as it is.
+        """
+        rep = replace(self, load=max(0, self.load - 1))
+        if returned_from is None:
+            return rep
+        if rep.day == local_day(rep.profile, returned_from):
+            rep = replace(rep, day_count=max(0, rep.day_count - 1))
+        if rep.week == local_week(rep.profile, returned_from):
+            rep = replace(rep, week_count=max(0, rep.week_count - 1))
+        return rep
 
 
 def _counted(period: str, count: int, late: str) -> int:

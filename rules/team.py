@@ -498,7 +498,9 @@ def _release(work: _Work, command: ReleaseLead, now: datetime) -> None:
     if rep is not None and rep.rep_id == command.rep_id:
         # Only the exact assignment frees capacity: a stale release (another rep, another route
         # of the same lead, or one already applied) finds no holding of this rep and does nothing.
-        _free(work, command.route_id, rep, now)
+        holding = work.holding(command.route_id)
+        returned_from = holding.assigned_at if command.returned and holding is not None else None
+        _free(work, command.route_id, rep, now, returned_from=returned_from)
         released = (work.state.released_routes + (command.route_id,))[-_RELEASED_MEMORY:]
         work.state = replace(work.state, released_routes=released)
 
@@ -511,7 +513,9 @@ def _keep(work: _Work, command: KeepAssignment, now: datetime) -> None:
     if holder is not None and holder.rep_id == command.rep_id:
         return  # already counted there (the usual case, or this message again)
     if holder is not None:
-        _free(work, command.route_id, holder, now)  # the re-decision's rep never got the lead
+        # The re-decision's rep never got the lead: it leaves their caps too.
+        decided = work.holding(command.route_id)
+        _free(work, command.route_id, holder, now, returned_from=decided.assigned_at if decided else None)
     else:
         work.state = replace(work.state, routed_total=work.state.routed_total + 1)
     _dequeue(work, command.route_id)  # the re-decision may have queued it: the lead is not waiting
@@ -526,10 +530,14 @@ def _keep(work: _Work, command: KeepAssignment, now: datetime) -> None:
         work.report_held(keeper.rep_id, keeper.load, keeper.left_move, now)
 
 
-def _free(work: _Work, route_id: str, rep: RepState, now: datetime) -> None:
-    """Delete the route's holding and give ``rep`` the capacity back (a departed rep's last lead: gone)."""
+def _free(work: _Work, route_id: str, rep: RepState, now: datetime, *,
+          returned_from: datetime | None = None) -> None:
+    """Delete the route's holding and give ``rep`` the capacity back (a departed rep's last lead: gone).
+
+    ``returned_from``: the rep never took the lead, assigned then; it leaves their caps too.
+    """
     work.holdings[route_id] = None
-    rep = rep.without_lead()
+    rep = rep.without_lead(returned_from=returned_from)
     if rep.departed:
         work.report_held(rep.rep_id, rep.load, rep.left_move, now)  # one fewer to count in their new team
     if rep.departed and not rep.load:

@@ -176,3 +176,17 @@ def test_caps_count_assignments_not_open_leads() -> None:
     released = state.without_lead()
     assert released.load == 1
     assert rep_reasons(released, T0) == ("daily cap reached (2/2 today)",)
+
+
+def test_a_returned_offer_leaves_the_caps_of_its_own_day_and_week() -> None:
+    state = assign(rep(daily_cap=2, weekly_cap=5, capacity=100), T0, 2)
+    returned = state.without_lead(returned_from=T0)  # an offer declined, lapsed or never received
+    assert (returned.load, returned.day_count, returned.week_count) == (1, 1, 1)
+    assert rep_reasons(returned, T0) == ()
+    # Returned the next day: yesterday's count is gone anyway, today's stays as it is.
+    next_day = assign(state, T0 + timedelta(days=1))
+    late = next_day.without_lead(returned_from=T0)
+    assert (late.day, late.day_count) == ("2026-01-06", 1)
+    assert late.week_count == 2  # same ISO week: the returned assignment leaves it
+    # Never below zero, whatever order releases come in.
+    assert rep(daily_cap=2).without_lead(returned_from=T0).day_count == 0

@@ -6,7 +6,17 @@ from datetime import timedelta
 import pytest
 
 from rules.capture import CapturedLead, derive_lead_id
-from rules.commands import AnswerOffer, CaptureLead, LeadAssigned, Notify, PutRep, RepProfile, RouteLead, SlaDue
+from rules.commands import (
+    AnswerOffer,
+    CaptureLead,
+    LeadAssigned,
+    Notify,
+    PutRep,
+    ReleaseLead,
+    RepProfile,
+    RouteLead,
+    SlaDue,
+)
 from rules.lead import LeadPolicy, LeadState, next_timer
 from rules.lead_offer import offer_problem
 from rules.lead_state import OFFER_STEP, OVERFLOW_STEP
@@ -131,6 +141,22 @@ def test_an_offer_that_lapses_goes_to_the_next_rep_and_the_first_is_told(bus: Bu
     assert bus.send("lead.commands", lead_id, replay)[1:] == [] and lead(bus, lead_id) == before
 
 
+def test_offers_the_rep_never_took_leave_their_caps_and_an_accepted_one_stays(bus: Bus) -> None:
+    """Caps count the leads a rep took: a decline or a lapse gives the day's and week's count back."""
+    lead_id = capture(bus)
+    first = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    assert bus.team(TEAM).reps[first].day_count == 1  # counted while the offer is open
+    (release,) = values(answer(bus, lead_id, accepted=False), "team.commands", ReleaseLead)
+    assert release.returned is True
+    second = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    (lapsed,) = values(fire_timer(bus, lead_id), "team.commands", ReleaseLead)
+    assert lapsed.returned is True and lapsed.rep_id == second
+    third = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    answer(bus, lead_id, accepted=True)
+    counts = {rep_id: (rep.day_count, rep.week_count) for rep_id, rep in bus.team(TEAM).reps.items()}
+    assert counts == {first: (0, 0), second: (0, 0), third: (1, 1)}
+
+
 def test_an_answer_from_someone_else_or_for_an_old_offer_changes_nothing(bus: Bus) -> None:
     lead_id = capture(bus)
     holder = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
@@ -221,6 +247,7 @@ def test_a_dead_lettered_offer_is_withdrawn_at_once_and_the_rep_set_offline(bus:
     assert published["data"]["rep_set_offline"] is True and first in published["data"]["excluded"]
     rep = bus.team(TEAM).reps[first]
     assert (rep.presence, rep.load) == ("offline", 0)  # the offer's capacity is back, and no new offers
+    assert (rep.day_count, rep.week_count) == (0, 0)  # an offer they never received is not in their caps
     # The next lead is never offered to the unreachable rep.
     second = capture(bus, 2)
     assert lead(bus, second).assignment is not None and lead(bus, second).assignment.rep_id != first  # type: ignore[union-attr]

@@ -248,6 +248,8 @@ def test_a_kept_assignment_moves_the_route_to_the_rep_the_lead_kept() -> None:
     assert t(keep(1, "a")) == []
     assert t.holder(1) == "a" and loads(t) == {"a": 1, "b": 0}
     assert t.s.reps["a"].assigned_total == 1 and t.s.routed_total == routed
+    # b never got the lead: it leaves b's daily and weekly counts too.
+    assert (t.s.reps["b"].day_count, t.s.reps["b"].week_count) == (0, 0)
     # The lead's later release finds a's holding; then the route is over.
     t(release(1, "a"))
     assert loads(t) == {"a": 0, "b": 0} and t.holder_of("l1", "l1:1:1") is None
@@ -570,3 +572,25 @@ def test_a_lead_no_rep_may_take_has_no_wait_estimate_and_does_not_hold_others_up
     # The estimate is the team's pace, nothing more: l4 is indeed served first when a slot frees.
     (assigned,) = t(release(1, t.holder(1)))
     assert isinstance(assigned, LeadAssigned) and assigned.lead_id == "l4"
+
+
+def returned(n: int, rep_id: str) -> ReleaseLead:
+    """The release of an offer ``rep_id`` declined, let lapse or never received."""
+    return replace(release(n, rep_id), reason=f"declined by {rep_id}", returned=True)
+
+
+def test_a_declined_offer_leaves_the_reps_daily_cap_and_a_worked_lead_stays_in_it() -> None:
+    capped = Team(UpsertRep(team_id=TEAM, profile=replace(profile("a", capacity=5), daily_cap=1), at=T0), route(1))
+    assert capped.holder(1) == "a" and capped.s.reps["a"].day_count == 1
+    (queued,) = capped(route(2))
+    assert isinstance(queued, LeadQueued)
+    assert queued.decision.candidates[0].reasons == ("daily cap reached (1/1 today)",)
+    (assigned,) = capped(returned(1, "a"))  # a declined l1: their cap is free again, l2 waits no more
+    assert isinstance(assigned, LeadAssigned) and (assigned.lead_id, assigned.rep_id) == ("l2", "a")
+    assert capped.s.reps["a"].day_count == 1 and capped.s.reps["a"].load == 1
+    # A lead a worked and released stays counted: the cap holds.
+    assert capped(release(2, "a")) == [] and capped.s.reps["a"].day_count == 1
+    assert isinstance(capped(route(3))[0], LeadQueued)
+    # The same returned release again (a replay) finds no holding and gives nothing back twice.
+    assert capped(returned(1, "a")) == [] and capped.s.reps["a"].day_count == 1
+    assert decode(encode(returned(1, "a"))) == returned(1, "a")  # it travels on team.commands
