@@ -130,7 +130,8 @@ examples:
 environment variable the file names (webhook secrets, API keys, CRM and provider credentials).
 Warnings (a team named but not defined in the file) are printed and do not fail the check.
 At start the worker also checks that its data folder can be written and its port is free, and
-waits up to 60 s for Kafka (a line per attempt), then stops naming LEADFLOW_BROKER.
+waits up to 60 s for Kafka (a line per attempt), then stops naming LEADFLOW_BROKER; a broker
+host name that does not exist stops it at once, naming LEADFLOW_BROKER and the host.
 
 exit status: 0 the check passed, or the worker stopped cleanly; 2 invalid settings or config, or
 the worker could not start (port in use, data folder, Kafka unreachable); 130 Ctrl-C before the

@@ -19,7 +19,11 @@ A broker that does not answer is waited for, with a line every attempt naming ``
 and the time left, for ``BROKER_WAIT_S`` (Kafka starting beside the worker, a broker restarting);
 then the worker stops with one line naming the setting (exit 2). It used to log "partition check
 skipped: no metadata in 10 s" at once and leave the broker to Faust, which did not wait either:
-the worker died two seconds later in a 30-line traceback through mode and aiokafka.
+the worker died two seconds later in a 30-line traceback through mode and aiokafka. A host name
+that does not exist (``LEADFLOW_BROKER=garbage``: the resolver answers "no such name") is not
+waited for: it will not start answering, so the worker stops at the first failed attempt, naming
+the host. A resolver that fails for now (``EAI_AGAIN``), or a name that resolves but does not
+answer, is waited for as above.
 
 It then brings the changelogs of tables that set topic configs (``team_state``'s small
 segments) up to those configs. Faust applies them only when it creates a topic, so a changelog
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -197,10 +202,46 @@ def _why(exc: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
+#: The resolver's answers that mean "this name does not exist", not "cannot tell now" (``EAI_AGAIN``).
+_NO_SUCH_NAME = frozenset(code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+                          if code is not None)
+
+
+def _host(server: str) -> str:
+    """The host of a bootstrap server: ``h1:9092`` → ``h1``, ``[::1]:9092`` → ``::1``, ``h1`` → ``h1``."""
+    if server.startswith("["):
+        return server[1:].partition("]")[0]
+    return server.rpartition(":")[0] if server.count(":") == 1 else server
+
+
+def _no_such_name(host: str) -> str | None:
+    """The resolver's reason when ``host`` is a name that does not exist; ``None`` when it resolves,
+    or when the resolver cannot tell now (that is waited for, like a broker that does not answer)."""
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return (exc.strerror or str(exc)) if exc.errno in _NO_SUCH_NAME else None
+    except (UnicodeError, ValueError) as exc:  # a label over 63 characters, say: not a name either
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _unresolvable(bootstrap: list[str]) -> dict[str, str]:
+    """Host → the resolver's reason, for each bootstrap host that names nothing."""
+    reasons = {}
+    for host in dict.fromkeys(_host(server) for server in bootstrap):
+        reason = _no_such_name(host)
+        if reason is not None:
+            reasons[host] = reason
+    return reasons
+
+
 def wait_for_cluster(bootstrap: list[str], config_topics: Iterable[str] = (), *, timeout: float = PREFLIGHT_TIMEOUT_S,
                      wait: float = BROKER_WAIT_S, sleep: Any = time.sleep) -> Cluster:
     """``read_cluster``, tried until it answers or ``wait`` seconds have passed; then ``ConfigError``
-    naming ``LEADFLOW_BROKER``. Each failed attempt is one warning with the time left."""
+    naming ``LEADFLOW_BROKER``. Each failed attempt is one warning with the time left. When no
+    bootstrap host resolves (each is a name that does not exist), the first failed attempt raises
+    ``ConfigError`` naming them: waiting would not make them exist."""
     where = ",".join(bootstrap)
     started = time.monotonic()
     quiet = logging.getLogger("aiokafka")  # its ERROR per failed connection says what our line says
@@ -216,11 +257,18 @@ def wait_for_cluster(bootstrap: list[str], config_topics: Iterable[str] = (), *,
             return future.result()
         except Exception as exc:
             waited = time.monotonic() - started
+            unresolvable = _unresolvable(bootstrap)
+            if unresolvable and len(unresolvable) == len({_host(server) for server in bootstrap}):
+                names = "; ".join(f"{host!r}: {reason}" for host, reason in unresolvable.items())
+                raise ConfigError(f"Kafka at {where} (LEADFLOW_BROKER): no such host ({names}): "
+                                  "set LEADFLOW_BROKER to a reachable broker") from None
             if waited + _RETRY_S > wait:
                 raise ConfigError(f"Kafka at {where} (LEADFLOW_BROKER) did not answer in {waited:.0f} s "
                                   f"({_why(exc)}): start it, or set LEADFLOW_BROKER to a reachable broker") from None
-            log.warning("waiting for Kafka at %s (LEADFLOW_BROKER): %s; trying again for %.0f s more",
-                        where, _why(exc), wait - waited)
+            # Some hosts do not exist but others may answer: say which, and wait for the others.
+            missing = f" (no such host: {', '.join(sorted(unresolvable))})" if unresolvable else ""
+            log.warning("waiting for Kafka at %s (LEADFLOW_BROKER): %s%s; trying again for %.0f s more",
+                        where, _why(exc), missing, wait - waited)
         sleep(_RETRY_S)
 
 

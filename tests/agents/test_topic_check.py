@@ -1,6 +1,7 @@
 """The partition-count check a worker runs before Faust starts (streams/topic_check.py)."""
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass
 
@@ -9,6 +10,12 @@ import pytest
 from leadflow.errors import ConfigError
 from streams import topic_check
 from streams.topic_check import Cluster, Mismatch, describe, expected_partitions, mismatches, too_few_brokers
+
+
+@pytest.fixture(autouse=True)
+def _every_host_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' hosts (h1, h2) are not real names: no test asks the machine's resolver."""
+    monkeypatch.setattr(topic_check, "_no_such_name", lambda host: None)
 
 
 @dataclass
@@ -107,6 +114,94 @@ def test_preflight_goes_on_once_the_broker_answers(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(topic_check, "_RETRY_S", 0.01)
     topic_check.preflight({"lf.lead.commands": 8}, ["h1:9092"], 8, wait=5.0)
     assert answers == []
+
+
+def test_a_broker_host_that_does_not_exist_stops_the_worker_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # LEADFLOW_BROKER=garbage waited the whole 60 s for a name that will never resolve.
+    attempts: list[list[str]] = []
+
+    async def unresolvable(bootstrap: list[str], config_topics: object = ()) -> Cluster:
+        attempts.append(bootstrap)
+        raise OSError("Unable to bootstrap from [('garbage', 9092, <AddressFamily.AF_UNSPEC: 0>)]")
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("an unresolvable host must not be waited for")
+
+    monkeypatch.setattr(topic_check, "read_cluster", unresolvable)
+    monkeypatch.setattr(topic_check, "_no_such_name", lambda host: "Name or service not known")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        topic_check.wait_for_cluster(["garbage:9092"], wait=60.0, sleep=no_sleep)
+    assert time.monotonic() - started < 5.0
+    assert len(attempts) == 1
+    assert str(caught.value) == ("Kafka at garbage:9092 (LEADFLOW_BROKER): no such host ('garbage': Name or service "
+                                 "not known): set LEADFLOW_BROKER to a reachable broker")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_host_that_resolves_but_does_not_answer_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def resolves(host: str) -> None:
+        asked.append(host)
+        return None
+
+    async def silent(bootstrap: list[str], config_topics: object = ()) -> Cluster:
+        raise TimeoutError()
+
+    monkeypatch.setattr(topic_check, "read_cluster", silent)
+    monkeypatch.setattr(topic_check, "_no_such_name", resolves)
+    monkeypatch.setattr(topic_check, "_RETRY_S", 0.05)
+    with pytest.raises(ConfigError, match=r"^Kafka at quiet:9092 \(LEADFLOW_BROKER\) did not answer in 0 s \(no answer\)"):
+        topic_check.wait_for_cluster(["quiet:9092"], wait=0.3)
+    assert len(asked) >= 3 and set(asked) == {"quiet"}  # asked again at every failed attempt
+
+
+def test_one_bootstrap_host_that_does_not_exist_is_named_while_the_others_are_waited_for(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    answers: list[Exception | Cluster] = [ConnectionRefusedError(), Cluster({}, brokers=1)]
+
+    async def starting(bootstrap: list[str], config_topics: object = ()) -> Cluster:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(topic_check, "read_cluster", starting)
+    monkeypatch.setattr(topic_check, "_no_such_name", lambda host: "Name or service not known" if host == "typo" else None)
+    monkeypatch.setattr(topic_check, "_RETRY_S", 0.01)
+    topic_check.wait_for_cluster(["typo:9092", "h2:9092"], wait=5.0)
+    assert answers == []
+    assert "(no such host: typo)" in caplog.text
+
+
+@pytest.mark.parametrize(("errno", "no_such_name"), [
+    (socket.EAI_NONAME, True),
+    (getattr(socket, "EAI_NODATA", socket.EAI_NONAME), True),
+    (socket.EAI_AGAIN, False),  # the resolver cannot tell now (DNS down or slow): waited for like a silent broker
+])
+def test_only_the_resolvers_no_such_name_counts_as_a_host_that_does_not_exist(
+        monkeypatch: pytest.MonkeyPatch, errno: int, no_such_name: bool) -> None:
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> list[object]:
+        raise socket.gaierror(errno, "resolver says no")
+
+    monkeypatch.undo()  # the autouse stub: this test is about the real _no_such_name
+    monkeypatch.setattr(topic_check.socket, "getaddrinfo", getaddrinfo)
+    assert topic_check._no_such_name("garbage") == ("resolver says no" if no_such_name else None)
+
+
+def test_a_host_that_resolves_is_no_such_name_of_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    monkeypatch.setattr(topic_check.socket, "getaddrinfo",
+                        lambda *args, **kwargs: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", 0))])
+    assert topic_check._no_such_name("kafka-0.kafka") is None
+
+
+@pytest.mark.parametrize(("server", "host"), [
+    ("h1:9092", "h1"), ("garbage", "garbage"), ("[::1]:9092", "::1"), ("10.0.0.1:9092", "10.0.0.1"),
+])
+def test_the_host_of_a_bootstrap_server(server: str, host: str) -> None:
+    assert topic_check._host(server) == host
 
 
 def test_more_copies_than_brokers_is_refused_only_while_topics_are_missing() -> None:
