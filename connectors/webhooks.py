@@ -72,6 +72,12 @@ class DeliveryResult:
     ``gave_up_reason`` is set when retrying can never help (410, other 4xx, refused destination,
     invalid message): dead-letter it. A failure without it is transient: the caller schedules
     a durable retry (see ``retryable``).
+
+    ``our_fault``: the delivery failed on our side before the receiver had a say (a message we
+    built wrong; the caller sets it for an exception in its own code). It tells nothing about the
+    endpoint, so the endpoint's circuit breaker must not count it, as a failure or as a success:
+    a bug of ours would otherwise open the circuit of a healthy rep. It is retried or
+    dead-lettered like any other failure.
     """
 
     webhook_id: str
@@ -81,6 +87,7 @@ class DeliveryResult:
     error: str | None  # the last attempt's failure, safe to log (no URL query, body or secret)
     duration_s: float
     gave_up_reason: str | None
+    our_fault: bool = False
 
     @property
     def retryable(self) -> bool:
@@ -133,7 +140,8 @@ class WebhookSender:
         started = time.monotonic()
         host = _host_for_logs(msg.url)
 
-        def result(attempts: int, last: _Attempt, *, delivered: bool = False) -> DeliveryResult:
+        def result(attempts: int, last: _Attempt, *, delivered: bool = False,
+                   our_fault: bool = False) -> DeliveryResult:
             return DeliveryResult(
                 webhook_id=msg.webhook_id,
                 delivered=delivered,
@@ -142,6 +150,7 @@ class WebhookSender:
                 error=last.error,
                 duration_s=time.monotonic() - started,
                 gave_up_reason=last.gave_up_reason,
+                our_fault=our_fault,
             )
 
         try:
@@ -158,7 +167,9 @@ class WebhookSender:
             # Nothing was sent; the message or its endpoint must be fixed, not retried.
             reason = str(exc) if isinstance(exc, DestinationRefused) else f"invalid message: {exc}"
             self._log_end(msg, host, 0, None, reason, gave_up=True)
-            return result(0, _Attempt(error=reason, gave_up_reason=reason))
+            # A refused destination is the endpoint's own address; a message we built wrong is ours.
+            return result(0, _Attempt(error=reason, gave_up_reason=reason),
+                          our_fault=not isinstance(exc, DestinationRefused))
         except DestinationUnresolved as exc:
             # DNS trouble rarely clears within the quick-retry window; leave it to the durable one.
             self._log_end(msg, host, 0, None, str(exc), gave_up=False)

@@ -15,7 +15,8 @@ hears it (``RecordDelivery(dead_lettered=True)``): an unreachable rep loses the 
 
 Nothing unexpected loses a message either: a delivery that raises is a failed attempt (retried
 on the schedule), and a batch that cannot be handled at all is dead-lettered message by message
-with the reason, so its leads hear of it too (``dead_letter_batch``).
+with the reason, so its leads hear of it too (``dead_letter_batch``). Such a failure is ours, not
+the endpoint's: its circuit does not count it (``DeliveryResult.our_fault``).
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ async def _attempt(notify: Notify, gate: asyncio.Semaphore) -> DeliveryResult:
         # The exception's type only: its text may quote anything (a URL's query, a payload field).
         return DeliveryResult(webhook_id=notify.webhook_id, delivered=False, attempts=0, status=None,
                               error=f"notifier error: {type(exc).__name__} (see the worker's log)",
-                              duration_s=asyncio.get_running_loop().time() - started, gave_up_reason=None)
+                              duration_s=asyncio.get_running_loop().time() - started, gave_up_reason=None,
+                              our_fault=True)
 
 
 @dataclass(slots=True)
@@ -200,7 +202,12 @@ def _plan(batch: _Batch, events: list[Any]) -> list[_Job]:
 
 def _settle(batch: _Batch, job: _Job, result: DeliveryResult) -> None:
     notify = job.notify
-    breaker.record(job.endpoint, not result.retryable, batch.now.timestamp())
+    if result.our_fault:
+        # Our failure says nothing about the endpoint: neither a failure nor a success of its
+        # circuit (a bug would open a healthy rep's circuit); a probe it was is freed for the next.
+        breaker.release(job.endpoint)
+    else:
+        breaker.record(job.endpoint, not result.retryable, batch.now.timestamp())
     # A message that never got a request out (DNS failure) still uses its attempt.
     attempts = job.attempts_before + max(result.attempts, 1)
     verdict = judge(delivered=result.delivered, gave_up_reason=result.gave_up_reason, error=result.error,

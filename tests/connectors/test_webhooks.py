@@ -397,16 +397,17 @@ async def test_connection_refused_is_transient(session: aiohttp.ClientSession) -
 
 
 @pytest.mark.parametrize(
-    ("changes", "reason"),
+    ("changes", "reason", "our_fault"),
     [
-        ({"secret": "not-a-secret"}, "invalid message: webhook secret must start with 'whsec_'"),
-        ({"webhook_id": "bad id"}, "invalid message: webhook id"),
-        ({"url": "http://[::1"}, "invalid message: URL is not valid"),
-        ({"url": "ftp://files.example.com/"}, "URL scheme must be http or https"),
+        ({"secret": "not-a-secret"}, "invalid message: webhook secret must start with 'whsec_'", True),
+        ({"webhook_id": "bad id"}, "invalid message: webhook id", True),
+        ({"url": "http://[::1"}, "invalid message: URL is not valid", True),
+        # The endpoint's own address is refused: about the endpoint, not a message we built wrong.
+        ({"url": "ftp://files.example.com/"}, "URL scheme must be http or https", False),
     ],
 )
 async def test_an_undeliverable_message_is_permanent_with_no_request(
-    session: aiohttp.ClientSession, changes: dict[str, str], reason: str
+    session: aiohttp.ClientSession, changes: dict[str, str], reason: str, our_fault: bool
 ) -> None:
     fields = {"webhook_id": "msg_1", "url": "http://127.0.0.1:9/", "secret": SECRET, **changes}
     msg = OutboundWebhook(event_type="lead.assigned", body=BODY, **fields)
@@ -414,6 +415,19 @@ async def test_an_undeliverable_message_is_permanent_with_no_request(
     result = await sender.deliver(msg)
     assert (result.delivered, result.attempts) == (False, 0)
     assert result.gave_up_reason is not None and result.gave_up_reason.startswith(reason)
+    assert result.our_fault is our_fault
+
+
+async def test_the_receivers_failures_are_not_ours(receiver: StartReceiver, session: aiohttp.ClientSession) -> None:
+    # What the endpoint's circuit breaker counts: a status, a timeout or a connection failure.
+    endpoint = await receiver(Reply(503))
+    result = await sender_for(session, FakeTime()).deliver(message(endpoint.url()))
+    assert result.status == 503 and not result.our_fault
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = await sender_for(session, FakeTime()).deliver(message(f"http://127.0.0.1:{port}/"))
+    assert result.error is not None and result.error.startswith("connection failed") and not result.our_fault
 
 
 async def test_logs_carry_ids_and_host_never_body_secret_or_query(
