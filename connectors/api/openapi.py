@@ -68,7 +68,8 @@ _REP_FIELDS = {
     "team": "The team the rep belongs to; changing it moves the rep (their open leads stay with them).",
     "name": "Display name; defaults to the rep id.",
     "capacity": "Most leads the rep holds open at once.",
-    "daily_cap": "Most leads assigned to the rep per day in their time zone (no cap when null).",
+    "daily_cap": "Most leads assigned to the rep per day in their time zone (no cap when null). "
+                 "Offers the rep declined or let lapse do not count.",
     "weight": "Share of leads under weighted routing, relative to the other reps of the team.",
     "skills": "Skills routing rules can require.",
     "languages": "Languages the rep speaks.",
@@ -82,7 +83,8 @@ _REP_FIELDS = {
     "webhook_secret": "Standard Webhooks signing secret (`whsec_` + base64 of 24-64 bytes). When omitted for a "
                       "new rep one is generated and returned once; an update without it keeps the old one.",
     "email": "The rep's e-mail address.",
-    "weekly_cap": "Most leads assigned to the rep per ISO week in their time zone (no cap when null).",
+    "weekly_cap": "Most leads assigned to the rep per ISO week in their time zone (no cap when null). "
+                  "Offers the rep declined or let lapse do not count.",
     "working_hours": "Weekly hours in the rep's time zone, e.g. `{\"mon-fri\": [\"09:00-17:00\"]}` (a weekday or "
                      "range, `24:00` for midnight); the rep gets leads only inside them. Empty: always on.",
     "holidays_country": "ISO 3166-1 alpha-2 country whose public holidays the rep does not work, e.g. `ES`.",
