@@ -20,7 +20,7 @@ from rules.roster import RepState
 from rules.territory import uncovered
 from sla.calendar import BusinessCalendar, Interval
 
-__all__ = ["WEEKDAYS", "parse_working_hours", "check_holidays_country", "calendar_of", "rep_reasons", "lead_reasons", "eligibility"]
+__all__ = ["EXCLUDED", "WEEKDAYS", "parse_working_hours", "check_holidays_country", "calendar_of", "rep_reasons", "lead_reasons", "eligibility"]
 
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
@@ -124,6 +124,11 @@ def _primary(language: str) -> str:
     return _norm(language).replace("_", "-").split("-")[0]
 
 
+#: A rep the lead excludes (it was taken from them, they declined it or let its offer lapse): the
+#: team knows no more; the lead's own timeline entry says which (``rules.lead_state.why_excluded``).
+EXCLUDED: Final = "excluded for this lead"
+
+
 def lead_reasons(rep: RepState, lead: RouteLead | None, excluded: Sequence[str] = ()) -> tuple[str, ...]:
     """Why ``rep`` cannot take this particular lead (empty when the lead asks nothing they lack)."""
     reasons: list[str] = []
@@ -141,7 +146,7 @@ def lead_reasons(rep: RepState, lead: RouteLead | None, excluded: Sequence[str] 
         if where is not None:
             reasons.append(f"territory {where} not covered")
     if rep.rep_id in excluded or (lead is not None and rep.rep_id in lead.excluded_reps):
-        reasons.append("excluded for this lead")
+        reasons.append(EXCLUDED)
     return tuple(reasons)
 
 

@@ -53,6 +53,7 @@ from rules.lead_state import (
     note,
     route_command,
     webhook_id_for,
+    why_excluded,
 )
 from rules.routing import facts_of, select_team
 from rules.team_selection import tier_priority
@@ -301,7 +302,7 @@ def _queued(state: LeadState, command: LeadQueued, now: datetime, policy: LeadPo
     # take the lead and why, not only lead.events.
     queued = note(queued, policy, command.queued_at, "queued", team_id=command.team_id, depth=command.depth,
                    expected_wait_s=command.expected_wait_s, why=command.decision.reason,
-                   decision=decision_digest(command.decision, policy.timeline_candidates))
+                   decision=decision_digest(command.decision, policy.timeline_candidates, why_excluded(state)))
     published = event(queued, "lead.queued", command.queued_at, {"team_id": command.team_id, "depth": command.depth,
                                                                "expected_wait_s": command.expected_wait_s,
                                                                "decision": asdict(command.decision)})

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeAlias
 from rules.accounts import Account
 from rules.capture import CapturedLead, Touch, attribute
 from rules.commands import KeepAssignment, LeadAssigned, Outgoing, ReleaseLead, RouteLead, RoutingDecision
+from rules.eligibility import EXCLUDED
 from rules.enrichment import Enrichment
 from rules.opportunity import Opportunity, Qualification
 from rules.outcomes import OutcomeBoard
@@ -23,7 +24,7 @@ from sla.policy import SlaPolicy
 __all__ = [
     "RoutingStatus", "OPEN", "HELD", "OFFER_STEP", "OVERFLOW_STEP", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
     "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "holder_problem", "event", "note",
-    "decision_digest",
+    "decision_digest", "why_excluded",
     "route_command",
     "give_back", "keep", "reroute",
 ]
@@ -241,13 +242,45 @@ def note(state: LeadState, policy: LeadPolicy, at: datetime, kind: str, **detail
     return replace(state, timeline=timeline)
 
 
-def decision_digest(decision: RoutingDecision, limit: int) -> dict[str, Any]:
+#: Timeline entries that took the lead from a rep (``from_rep``), and how the exclusion reads.
+_TOOK_FROM = {"declined": "declined the offer", "offer_expired": "let the offer lapse"}
+
+
+def why_excluded(state: LeadState) -> dict[str, str]:
+    """Why each rep this cycle excludes is excluded, from the lead's own timeline.
+
+    The team knows only that a rep is excluded; the lead knows whether they declined the offer,
+    let it lapse, or held the lead before it was taken from them (and why). Newest entry wins.
+    """
+    excluded = set(state.declined_by) | set(state.sla.previous_reps if state.sla is not None else ())
+    why: dict[str, str] = {}
+    for entry in reversed(state.timeline):
+        rep_id = entry.detail.get("from_rep")
+        if rep_id not in excluded or rep_id in why:
+            continue
+        if entry.kind in _TOOK_FROM:
+            why[rep_id] = _TOOK_FROM[entry.kind]
+        elif entry.detail.get("reason"):
+            why[rep_id] = f"had the lead ({entry.kind}: {entry.detail['reason']})"
+    for rep_id in excluded - why.keys():  # older than the timeline keeps
+        why[rep_id] = "declined the offer or let it lapse" if rep_id in state.declined_by else "had the lead"
+    return why
+
+
+def decision_digest(decision: RoutingDecision, limit: int, why: dict[str, str] | None = None) -> dict[str, Any]:
     """A routing decision small enough for the timeline: the strategy, the reason and the first
     ``limit`` candidates with their reasons; ``candidates_left_out`` counts the others (the full
-    record is on ``lead.events``). Lists, not tuples: the entry reads back the same from the table."""
+    record is on ``lead.events``). ``why`` (``why_excluded``) says what "excluded" means for each
+    rep. Lists, not tuples: the entry reads back the same from the table."""
     shown = decision.candidates[:max(limit, 0)]
+
+    def reasons(rep_id: str, given: tuple[str, ...]) -> list[str]:
+        known = (why or {}).get(rep_id)
+        return [f"{r}: {known}" if r == EXCLUDED and known else r for r in given]
+
     return {"strategy": decision.strategy, "winner": decision.winner, "reason": decision.reason,
-            "candidates": [{"rep_id": c.rep_id, "eligible": c.eligible, "reasons": list(c.reasons)} for c in shown],
+            "candidates": [{"rep_id": c.rep_id, "eligible": c.eligible, "reasons": reasons(c.rep_id, c.reasons)}
+                           for c in shown],
             "candidates_left_out": len(decision.candidates) - len(shown)}
 
 

@@ -1,6 +1,7 @@
 """The offer handshake and the queue overflow, end to end through both state machines (pure)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -19,7 +20,7 @@ from rules.commands import (
 )
 from rules.lead import LeadPolicy, LeadState, next_timer
 from rules.lead_offer import offer_problem
-from rules.lead_state import OFFER_STEP, OVERFLOW_STEP
+from rules.lead_state import OFFER_STEP, OVERFLOW_STEP, why_excluded
 from tests.rules._sim import Bus, events, values
 
 TEAM, OVERFLOW = "inbound", "overflow"
@@ -124,6 +125,23 @@ def test_a_decline_goes_to_the_next_rep_never_back_to_the_decliner(bus: Bus) -> 
     state = lead(bus, lead_id)
     assert state.routing == "queued" and set(state.declined_by) == {"rep-a", "rep-b", "rep-c"}
     assert all(rep.load == 0 for rep in bus.team(TEAM).reps.values())
+    # The queued entry says what "excluded" means for each rep: the team does not know, the lead does.
+    (queued,) = [e for e in state.timeline if e.kind == "queued"]
+    assert {c["rep_id"]: c["reasons"] for c in queued.detail["decision"]["candidates"]} == {
+        rep_id: ["excluded for this lead: declined the offer"] for rep_id in ("rep-a", "rep-b", "rep-c")}
+
+
+def test_the_queued_entry_tells_a_lapsed_offer_from_a_declined_one(bus: Bus) -> None:
+    lead_id = capture(bus)
+    lapsed = lead(bus, lead_id).assignment.rep_id  # type: ignore[union-attr]
+    fire_timer(bus, lead_id)
+    answer(bus, lead_id, accepted=False, reason="no German")
+    answer(bus, lead_id, accepted=False)
+    (queued,) = [e for e in lead(bus, lead_id).timeline if e.kind == "queued"]
+    reasons = {c["rep_id"]: c["reasons"] for c in queued.detail["decision"]["candidates"]}
+    assert reasons[lapsed] == ["excluded for this lead: let the offer lapse"]
+    assert sorted(r for rep_id, r in reasons.items() if rep_id != lapsed) == [
+        ["excluded for this lead: declined the offer"]] * 2
 
 
 def test_an_offer_that_lapses_goes_to_the_next_rep_and_the_first_is_told(bus: Bus) -> None:
@@ -251,6 +269,22 @@ def test_a_dead_lettered_offer_is_withdrawn_at_once_and_the_rep_set_offline(bus:
     # The next lead is never offered to the unreachable rep.
     second = capture(bus, 2)
     assert lead(bus, second).assignment is not None and lead(bus, second).assignment.rep_id != first  # type: ignore[union-attr]
+
+
+def test_the_queued_entry_names_a_rep_the_lead_was_taken_from(bus: Bus) -> None:
+    lead_id = capture(bus)
+    (notice,) = values(bus.sent, "notifications", Notify)
+    dead_letter(bus, lead_id, notice)  # taken from the unreachable rep
+    answer(bus, lead_id, accepted=False)
+    answer(bus, lead_id, accepted=False)
+    state = lead(bus, lead_id)
+    (queued,) = [e for e in state.timeline if e.kind == "queued"]
+    reasons = {c["rep_id"]: c["reasons"] for c in queued.detail["decision"]["candidates"]}
+    assert reasons[notice.rep_id] == ["presence is offline", "excluded for this lead: had the lead (reassigned: unreachable)"]
+    # Beyond what the timeline keeps, the lead still knows who declined and who had the lead.
+    forgotten = why_excluded(replace(state, timeline=()))
+    assert forgotten[notice.rep_id] == "had the lead"
+    assert {v for k, v in forgotten.items() if k != notice.rep_id} == {"declined the offer or let it lapse"}
 
 
 def test_a_dead_lettered_offer_after_the_rep_accepted_keeps_the_lead(bus: Bus) -> None:
