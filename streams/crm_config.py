@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from connectors.crm import CrmAdapter
 from connectors.crm.hubspot import HubspotCrm
@@ -170,9 +171,15 @@ class EndpointConfig(_Strict):
         return Endpoint(url=self.webhook_url, secret=secret_from_env(env, self.webhook_secret_env, where))
 
 
+#: Salesforce's generic login hosts, where the client credentials flow is not supported (help
+#: article 000886201): the token endpoint answers 400 and every opportunity was dead-lettered.
+_GENERIC_LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
+
+
 class SalesforceConfig(_Strict):
-    #: Where the OAuth 2.0 client credentials flow gets a token (``/services/oauth2/token``).
-    login_url: Annotated[str, Field(pattern=r"^https?://")] = "https://login.salesforce.com"
+    #: The org's My Domain URL (``https://<MyDomain>.my.salesforce.com``), where the OAuth 2.0 client
+    #: credentials flow gets a token (``/services/oauth2/token``). No default: it is the org's own.
+    login_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     client_id_env: str = "LEADFLOW_SALESFORCE_CLIENT_ID"
     client_secret_env: str = "LEADFLOW_SALESFORCE_CLIENT_SECRET"
     api_version: Annotated[str, Field(pattern=r"^v\d+\.\d$")] = "v62.0"
@@ -180,6 +187,16 @@ class SalesforceConfig(_Strict):
     external_id_field: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")] = "Leadflow_Id__c"
     stage: str = "Qualification"
     close_in_days: _Count = Field(default=30, ge=1)
+
+    @field_validator("login_url")
+    @classmethod
+    def _my_domain(cls, value: str | None) -> str | None:
+        host = (urlsplit(value).hostname or "").lower().rstrip(".") if value else ""
+        if host in _GENERIC_LOGIN_HOSTS:
+            raise ValueError(f"{host} does not support the OAuth client credentials flow (Salesforce help "
+                             "000886201): use your org's My Domain URL, https://<MyDomain>.my.salesforce.com "
+                             "(a sandbox: https://<MyDomain>--<sandbox>.sandbox.my.salesforce.com)")
+        return value
 
 
 class HubspotConfig(_Strict):
@@ -221,6 +238,11 @@ class CrmConfig(_Strict):
     def _adapter_settings(self) -> CrmConfig:
         if self.adapter == "webhook" and self.webhook is None:
             raise ValueError("adapter webhook needs a webhook section (url, secret_env)")
+        if self.adapter == "salesforce" and self.salesforce.login_url is None:
+            from streams.config import _ErrorAt  # at call time: streams.config imports this module
+            raise _ErrorAt(("salesforce", "login_url"), "adapter salesforce needs login_url: your org's My Domain "
+                           "URL, https://<MyDomain>.my.salesforce.com (Setup > My Domain); the client "
+                           "credentials flow does not work on login.salesforce.com")
         return self
 
 
@@ -275,6 +297,8 @@ def build_adapter(crm: CrmConfig, session: Any, env: Mapping[str, str], *,
                           allow_private=allow_private)
     if crm.adapter == "salesforce":
         sf = crm.salesforce
+        if sf.login_url is None:  # refused when the config was validated; kept for a hand-built CrmConfig
+            raise ConfigError("crm.salesforce.login_url: adapter salesforce needs the org's My Domain URL")
         return SalesforceCrm(session, login_url=sf.login_url, client_id=secret(sf.client_id_env),
                              client_secret=secret(sf.client_secret_env), api_version=sf.api_version,
                              external_id_field=sf.external_id_field, stage=sf.stage,

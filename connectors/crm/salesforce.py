@@ -82,7 +82,11 @@ class SalesforceCrm:
         if classify_status(status):
             raise TransientError(f"Salesforce login answered HTTP {status}")
         error = body.get("error") if isinstance(body, dict) else None
-        raise PermanentError(f"Salesforce login refused (HTTP {status}, {error or 'no error code'})")
+        # Salesforce's own words (e.g. "request not supported on this domain": client credentials
+        # on login.salesforce.com) tell ops what to fix; they name no person.
+        detail = body.get("error_description") if isinstance(body, dict) else None
+        said = f": {str(detail)[:200]}" if detail else ""
+        raise PermanentError(f"Salesforce login refused (HTTP {status}, {error or 'no error code'}{said})")
 
     async def upsert(self, opportunity_id: str, payload: Mapping[str, Any]) -> CrmRecord:
         fields = {k: v for k, v in opportunity_fields(payload, stage=self._stage,

@@ -1,6 +1,8 @@
 """One local server standing in for three CRMs, following their public API docs.
 
-* Salesforce REST: ``POST /services/oauth2/token`` (client credentials) and
+* Salesforce REST: ``POST /services/oauth2/token`` (client credentials; refused with 400
+  ``invalid_request`` on ``login.salesforce.com`` and ``test.salesforce.com``, by the Host header,
+  as Salesforce refuses it there: only the org's My Domain issues such tokens) and
   ``PATCH /services/data/{version}/sobjects/Opportunity/{ExternalIdField}/{value}``: 201 with
   ``{"id", "success", "errors", "created": true}`` for a new record, 200 with ``created: false``
   for an update; 401 ``INVALID_SESSION_ID`` for an unknown or expired token; 400
@@ -107,6 +109,11 @@ class CrmStandIn:
 
     async def _sf_token(self, request: web.Request) -> web.Response:
         form = await request.post()
+        # Salesforce refuses the client credentials flow on its generic login hosts (help article
+        # 000886201): it needs the org's My Domain (https://<MyDomain>.my.salesforce.com).
+        if request.host.rsplit(":", 1)[0].lower().rstrip(".") in ("login.salesforce.com", "test.salesforce.com"):
+            return web.json_response({"error": "invalid_request",
+                                      "error_description": "request not supported on this domain"}, status=400)
         if form.get("grant_type") != "client_credentials":
             return web.json_response({"error": "unsupported_grant_type", "error_description": "grant type not supported"},
                                      status=400)

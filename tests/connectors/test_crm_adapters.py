@@ -127,3 +127,22 @@ async def test_salesforce_logs_in_again_when_the_session_expired(standin: CrmSta
     logins = [r for r in standin.requests if r[1] == "/services/oauth2/token"]
     assert len(logins) == 2 and ("PATCH", "/services/data/v62.0/sobjects/Opportunity/Leadflow_Id__c/op_1", 401) \
         in standin.requests
+
+
+@pytest.mark.parametrize("host", ["login.salesforce.com", "test.salesforce.com"])
+async def test_the_standin_refuses_client_credentials_on_the_generic_login_hosts(
+        standin: CrmStandIn, session: aiohttp.ClientSession, host: str) -> None:
+    # As Salesforce does (help article 000886201): only the org's My Domain issues such tokens.
+    form = {"grant_type": "client_credentials", "client_id": standin.client_id, "client_secret": standin.client_secret}
+    async with session.post(f"{standin.url}/services/oauth2/token", data=form, headers={"Host": host}) as r:
+        assert r.status == 400
+        assert await r.json() == {"error": "invalid_request", "error_description": "request not supported on this domain"}
+    async with session.post(f"{standin.url}/services/oauth2/token", data=form,
+                            headers={"Host": "acme.my.salesforce.com"}) as r:
+        assert r.status == 200
+
+
+async def test_a_refused_salesforce_login_says_what_salesforce_said(standin: CrmStandIn,
+                                                                    session: aiohttp.ClientSession) -> None:
+    with pytest.raises(PermanentError, match=r"HTTP 400, invalid_client: invalid client credentials"):
+        await adapters(standin, session, secret="nope")["salesforce"].upsert("op_1", PAYLOAD)

@@ -22,7 +22,7 @@ api_keys:
   - {name: web, key_env: T_WEB_KEY}
 crm:
   adapter: salesforce
-  salesforce: {client_id_env: T_SF_ID, client_secret_env: T_SF_SECRET}
+  salesforce: {login_url: "https://acme.my.salesforce.com", client_id_env: T_SF_ID, client_secret_env: T_SF_SECRET}
   account_executives:
     "*": {webhook_url: "https://chat.example/hooks/ae", webhook_secret_env: T_AE_SECRET}
 teams:

@@ -11,7 +11,8 @@ from leadflow.errors import ConfigError
 from streams.config import LeadflowConfig, parse_config
 
 ADAPTERS = {
-    "salesforce": ("crm: {adapter: salesforce, salesforce: {client_id_env: T_SF_ID, client_secret_env: T_SF_SECRET}}",
+    "salesforce": ("crm: {adapter: salesforce, salesforce: {login_url: 'https://acme.my.salesforce.com', "
+                   "client_id_env: T_SF_ID, client_secret_env: T_SF_SECRET}}",
                    {"T_SF_ID": "id", "T_SF_SECRET": "secret"}),
     "hubspot": ("crm: {adapter: hubspot, hubspot: {token_env: T_HS}}", {"T_HS": "pat-1"}),
     "webhook": ("crm: {adapter: webhook, webhook: {url: 'https://crm.example/hook', secret_env: T_WH}}",
@@ -62,3 +63,24 @@ def test_every_config_duration_takes_days(text: str, read: Callable[[LeadflowCon
 def test_a_bad_config_duration_says_which_units_there_are() -> None:
     with pytest.raises(ConfigError, match=r"c.yaml:1: crm.recycle_after: .*'30x' is not a duration: .*'7d'"):
         parse_config("crm: {recycle_after: 30x}", "c.yaml")
+
+
+@pytest.mark.parametrize("url", ["https://login.salesforce.com", "https://test.salesforce.com/",
+                                 "https://LOGIN.salesforce.com:443"])
+def test_salesforce_login_url_on_the_generic_login_hosts_is_refused_at_its_line(url: str) -> None:
+    """Salesforce's client credentials flow does not work on login.salesforce.com or test.salesforce.com
+    (help article 000886201): the token endpoint's 400 dead-lettered every opportunity as refused."""
+    text = f"crm:\n  adapter: salesforce\n  salesforce:\n    client_id_env: A\n    login_url: '{url}'\n"
+    with pytest.raises(ConfigError, match=r"c.yaml:5: crm\.salesforce\.login_url: .*does not support the OAuth "
+                                          r"client credentials flow.*My Domain"):
+        parse_config(text, "c.yaml")
+
+
+def test_salesforce_needs_a_login_url_there_is_no_default() -> None:
+    with pytest.raises(ConfigError, match=r"c.yaml:3: crm\.salesforce\.login_url: .*needs login_url.*My Domain"):
+        parse_config("crm:\n  adapter: salesforce\n  salesforce: {client_id_env: A}\n", "c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml:1: crm\.salesforce\.login_url: "):
+        parse_config("crm: {adapter: salesforce}\n", "c.yaml")
+    assert parse_config("crm: {adapter: hubspot}", "c.yaml").crm.salesforce.login_url is None
+    ok = parse_config("crm: {adapter: salesforce, salesforce: {login_url: 'https://acme.my.salesforce.com'}}")
+    assert ok.crm.salesforce.login_url == "https://acme.my.salesforce.com"
