@@ -65,7 +65,9 @@ SLA = Dashboard(
     title="leadflow — SLA and speed-to-lead",
     description="For sales ops: how fast leads reach a rep and get contacted, SLA compliance, queues and capacity.",
     tags=("leadflow", "ops", "sla"),
-    variables=(("team", "Team", "label_values(leadflow_leads_assigned_total, team)"),),
+    # Every team the workers own reports its queue depth (0 when empty), whether it ever assigns,
+    # queues or offers: a counter such as leads_assigned_total leaves out teams that only queue.
+    variables=(("team", "Team", "label_values(leadflow_team_queue_depth, team)"),),
     rows=(
         ("Right now", (
             Panel("Routed to a rep within 60 s", ((
@@ -244,10 +246,12 @@ HEALTH = Dashboard(
                 (_rate("leadflow_command_failures_total", "agent"), "failed {{agent}}"),
                 (_rate("leadflow_commands_replayed_total", "agent"), "replayed {{agent}} (skipped)"),
             ), unit="reqps"),
-            Panel("Table recovery by worker", (
-                ("max by (instance) (leadflow_table_recovery_seconds)", "duration {{instance}}"),
-                ("max by (instance) (leadflow_table_recovery_in_progress)", "in progress {{instance}}"),
-            ), unit="s"),
+            Panel("Table recovery duration by worker", (
+                ("max by (instance) (leadflow_table_recovery_seconds)", "{{instance}}"),), unit="s", width=6,
+                description="How long the current table recovery has run, or the last one took."),
+            Panel("Recovering tables now, by worker", (
+                ("max by (instance) (leadflow_table_recovery_in_progress)", "{{instance}}"),), width=6,
+                description="1 while the worker recovers its tables from the changelogs (not ready), else 0."),
         )),
         ("Delivery", (
             Panel("Webhook deliveries by outcome", (
@@ -261,20 +265,23 @@ HEALTH = Dashboard(
                 (_quantile(0.5, "leadflow_webhook_delivery_seconds"), "p50"),
                 (_quantile(0.99, "leadflow_webhook_delivery_seconds"), "p99"),
             ), unit="s"),
-            Panel("HTTP requests per delivery; dead letters", (
-                ("sum(rate(leadflow_webhook_requests_total[$__rate_interval])) / "
-                 'sum(rate(leadflow_webhook_deliveries_total{outcome=~"delivered|failed"}[$__rate_interval]))',
-                 "HTTP requests per delivery attempt"),
-                (_rate("leadflow_webhook_dead_letters_total", "event_type"), "dead letters {{event_type}}"),
-            )),
+            Panel("HTTP requests per webhook delivery attempt", ((
+                "sum(rate(leadflow_webhook_requests_total[$__rate_interval])) / "
+                'sum(rate(leadflow_webhook_deliveries_total{outcome=~"delivered|failed"}[$__rate_interval]))',
+                "HTTP requests per delivery attempt"),), width=6,
+                description="A ratio: 1 when every attempt is one request."),
+            Panel("Webhook dead letters by event type", (
+                (_rate("leadflow_webhook_dead_letters_total", "event_type"), "{{event_type}}"),), unit="reqps", width=6),
             Panel("CRM calls by operation and outcome", (
                 (_rate("leadflow_crm_calls_total", "operation, outcome"), "{{operation}} {{outcome}}"),
-                (_quantile(0.99, "leadflow_crm_call_seconds"), "p99 call time"),
-            ), unit="reqps"),
-            Panel("CRM retries pending; dead letters", (
-                ("sum(leadflow_crm_retries_pending)", "upserts waiting to retry"),
-                (_rate("leadflow_crm_dead_letters_total", "reason"), "dead letters {{reason}}"),
-            )),
+            ), unit="reqps", width=6),
+            Panel("CRM call time", (
+                (_quantile(0.5, "leadflow_crm_call_seconds"), "p50"),
+                (_quantile(0.99, "leadflow_crm_call_seconds"), "p99"),
+            ), unit="s", width=6),
+            Panel("CRM upserts waiting to retry", (("sum(leadflow_crm_retries_pending)", "pending"),), width=6),
+            Panel("CRM dead letters by reason", (
+                (_rate("leadflow_crm_dead_letters_total", "reason"), "{{reason}}"),), unit="reqps", width=6),
             Panel("API requests by status; Redis fallbacks", (
                 (_rate("leadflow_http_requests_total", "status"), "HTTP {{status}}"),
                 (_rate("leadflow_redis_degraded_total", "operation"), "without Redis: {{operation}}"),
