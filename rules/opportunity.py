@@ -62,3 +62,7 @@ class PendingCrm:
     key: str
     due_at: datetime
     message: UpsertOpportunity | DeferCommand
+    #: When the CRM first refused the upsert for its API quota: such waits are bounded by the time since.
+    since: datetime | None = None
+    #: Attempts the CRM refused for its quota (``RateLimited``): they do not count toward giving up.
+    waits: int = 0

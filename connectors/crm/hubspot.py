@@ -3,21 +3,32 @@
 ``POST /crm/v3/objects/deals/batch/upsert`` with ``{"inputs": [{"idProperty", "id", "properties"}]}``
 creates the deal or updates the one whose unique property has that value (``new`` says which),
 so a replay never makes a second deal. Authenticated with a private app's bearer token.
+
+A 429 is ``RateLimited``: HubSpot's body names the policy (``"policyName": "DAILY"`` or
+``"TEN_SECONDLY_ROLLING"``). A secondly limit is retried after ``Retry-After`` (10 s without
+one). The daily limit resets at midnight in the HubSpot account's time zone, which leadflow does
+not know, so it is tried again hourly, and at the next UTC midnight when that comes sooner; until
+then no further request is spent (``QuotaGate``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import orjson
 
-from connectors.crm import CrmRecord, classify_status
+from connectors.crm import (CrmRecord, QuotaGate, RateLimited, classify_status, retry_after_header,
+                           seconds_to_next_utc_midnight)
 from connectors.crm._summary import describe
 from leadflow.errors import PermanentError, TransientError
 
-__all__ = ["HubspotCrm", "deal_properties"]
+__all__ = ["HubspotCrm", "deal_properties", "DAILY_RETRY_S"]
+
+#: How often a used-up daily quota is tried again (its reset is at the account's local midnight).
+DAILY_RETRY_S = 3600.0
 
 
 def deal_properties(payload: Mapping[str, Any], *, id_property: str, opportunity_id: str, pipeline: str,
@@ -43,21 +54,24 @@ class HubspotCrm:
     name = "hubspot"
 
     def __init__(self, session: aiohttp.ClientSession, *, base_url: str, token: str, id_property: str,
-                 pipeline: str, stage: str, timeout_s: float) -> None:
+                 pipeline: str, stage: str, timeout_s: float, clock: Callable[[], float] = time.time) -> None:
         self._session, self._base, self._token = session, base_url.rstrip("/"), token
         self._id_property, self._pipeline, self._stage = id_property, pipeline, stage
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._quota = QuotaGate(clock)
 
     async def upsert(self, opportunity_id: str, payload: Mapping[str, Any]) -> CrmRecord:
         body = {"inputs": [{"idProperty": self._id_property, "id": opportunity_id, "properties": deal_properties(
             payload, id_property=self._id_property, opportunity_id=opportunity_id, pipeline=self._pipeline,
             stage=self._stage)}]}
+        self._quota.check()
         try:
             async with self._session.post(f"{self._base}/crm/v3/objects/deals/batch/upsert", json=body,
                                           headers={"Authorization": f"Bearer {self._token}"},
                                           timeout=self._timeout, allow_redirects=False) as response:
                 raw = await response.read()
                 status = response.status
+                retry_after = retry_after_header(response.headers.get("Retry-After"), self._quota.now())
         except TimeoutError:
             raise TransientError("HubSpot timed out") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -72,6 +86,18 @@ class HubspotCrm:
                 return CrmRecord(crm_id=str(results[0]["id"]), created=bool(results[0].get("new")))
             raise TransientError(f"HubSpot answered {status} without a result ({answer.get('status')})")
         category = answer.get("category") if isinstance(answer, dict) else None
+        if status == 429:
+            raise self._quota.close(self._rate_limited(answer, retry_after))
         if classify_status(status):
             raise TransientError(f"HubSpot answered HTTP {status} {category or ''}".strip())
         raise PermanentError(f"HubSpot refused the deal: HTTP {status} {category or ''}".strip())
+
+    def _rate_limited(self, answer: Any, retry_after: float | None) -> RateLimited:
+        policy = str(answer.get("policyName") or "") if isinstance(answer, dict) else ""
+        if policy == "DAILY":
+            wait = retry_after if retry_after is not None else min(
+                DAILY_RETRY_S, seconds_to_next_utc_midnight(self._quota.now()))
+        else:
+            wait = retry_after if retry_after is not None else 10.0
+        return RateLimited(f"HubSpot answered HTTP 429 {policy or 'RATE_LIMIT'}", retry_after=wait,
+                           quota=policy or "unknown")

@@ -4,21 +4,29 @@
 the record (201) or updates the one with that external id (200/204): a replay never makes a
 second Opportunity. The token comes from the OAuth 2.0 client credentials flow
 (``POST {login_url}/services/oauth2/token``) and is fetched again once on ``INVALID_SESSION_ID``.
+
+``REQUEST_LIMIT_EXCEEDED`` (403) means the org's rolling 24-hour API allowance is used up: it
+is ``RateLimited`` and tried again hourly (or after ``Retry-After``), as requests made a day
+earlier age out; until then no further request is spent (``QuotaGate``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import orjson
 
-from connectors.crm import CrmRecord, classify_status
+from connectors.crm import CrmRecord, QuotaGate, RateLimited, classify_status, retry_after_header
 from connectors.crm._summary import describe
 from leadflow.errors import PermanentError, TransientError
 
-__all__ = ["SalesforceCrm", "opportunity_fields"]
+__all__ = ["SalesforceCrm", "opportunity_fields", "LIMIT_RETRY_S"]
+
+#: How often a used-up rolling 24-hour API allowance is tried again.
+LIMIT_RETRY_S = 3600.0
 
 
 def _day(value: Any) -> date:
@@ -48,8 +56,9 @@ class SalesforceCrm:
 
     def __init__(self, session: aiohttp.ClientSession, *, login_url: str, client_id: str, client_secret: str,
                  api_version: str, external_id_field: str, stage: str, close_in_days: int,
-                 timeout_s: float) -> None:
+                 timeout_s: float, clock: Callable[[], float] = time.time) -> None:
         self._session = session
+        self._quota = QuotaGate(clock)
         self._login_url = login_url.rstrip("/")
         self._client = (client_id, client_secret)
         self._version, self._field = api_version, external_id_field
@@ -58,19 +67,27 @@ class SalesforceCrm:
         self._token: tuple[str, str] | None = None  # (access token, instance URL): a cache, not state
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        self._quota.check()
         try:
             async with self._session.request(method, url, timeout=self._timeout, allow_redirects=False,
                                              **kwargs) as response:
                 raw = await response.read()
                 status = response.status
+                retry_after = retry_after_header(response.headers.get("Retry-After"), self._quota.now())
         except TimeoutError:
             raise TransientError("Salesforce timed out") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise TransientError(f"Salesforce unreachable: {type(exc).__name__}") from None
         try:
-            return status, orjson.loads(raw) if raw else None
+            body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
-            return status, None
+            body = None
+        if _error_code(body) == "REQUEST_LIMIT_EXCEEDED" or (status == 429 and retry_after is not None):
+            raise self._quota.close(RateLimited(
+                f"Salesforce answered HTTP {status} {_error_code(body) or 'rate limited'}",
+                retry_after=retry_after if retry_after is not None else LIMIT_RETRY_S,
+                quota=_error_code(body) or "HTTP 429"))
+        return status, body
 
     async def _login(self) -> tuple[str, str]:
         client_id, client_secret = self._client
@@ -102,8 +119,7 @@ class SalesforceCrm:
             if status == 401 and code == "INVALID_SESSION_ID" and attempt == 1:
                 self._token = None  # expired: log in again, once
                 continue
-            if classify_status(status) or code in ("REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW",
-                                                   "SERVER_UNAVAILABLE"):
+            if classify_status(status) or code in ("UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"):
                 raise TransientError(f"Salesforce answered HTTP {status} {code or ''}".strip())
             raise PermanentError(f"Salesforce refused the opportunity: HTTP {status} {code or ''}".strip())
         raise PermanentError("Salesforce refused the session twice")

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from connectors.crm import CrmRecord, classify_status
+from connectors.crm import CrmRecord, RateLimited, classify_status, retry_after_header
 from connectors.netguard import check_destination
 from connectors.webhook_signing import signed_headers
 from leadflow.errors import PermanentError, TransientError
@@ -45,6 +45,7 @@ class WebhookCrm:
                                           timeout=self._timeout) as response:
                 text = await response.read()
                 status = response.status
+                retry_after = retry_after_header(response.headers.get("Retry-After"), self._clock())
         except TimeoutError:
             raise TransientError("the CRM webhook timed out") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -58,6 +59,8 @@ class WebhookCrm:
             except orjson.JSONDecodeError:
                 pass
             return CrmRecord(crm_id=crm_id, created=status == 201)
+        if status == 429 and retry_after is not None:  # the receiver said when: a wait, not a failure
+            raise RateLimited(f"the CRM webhook answered HTTP {status}", retry_after=retry_after, quota="HTTP 429")
         if classify_status(status):
             raise TransientError(f"the CRM webhook answered HTTP {status}")
         raise PermanentError(f"the CRM webhook refused the opportunity (HTTP {status})")

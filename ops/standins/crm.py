@@ -13,6 +13,11 @@
 * A generic webhook CRM: ``POST /crm/webhook`` signed per Standard Webhooks, upserting by the
   opportunity id.
 
+API quotas, as the vendors answer them: ``hubspot_rate_limited`` makes the next HubSpot calls
+answer 429 ``{"errorType": "RATE_LIMIT", "policyName": "DAILY"}`` (or ``hubspot_policy``, e.g.
+``TEN_SECONDLY_ROLLING``, with ``Retry-After: hubspot_retry_after``); ``salesforce_limit_exceeded``
+makes the next Salesforce upserts answer 403 ``REQUEST_LIMIT_EXCEEDED``.
+
 ``down`` makes every CRM call answer 503 (a CRM outage) until cleared; ``opportunities`` holds
 what each CRM stores, keyed by leadflow's id, so tests can count them.
 
@@ -59,6 +64,13 @@ class CrmStandIn:
     port: int = 0
     #: While set, every CRM call answers 503 (the token endpoint too).
     down: bool = False
+    #: The next this-many HubSpot calls answer 429 for ``hubspot_policy`` (its quota is used up).
+    hubspot_rate_limited: int = 0
+    hubspot_policy: str = "DAILY"
+    #: ``Retry-After`` (seconds) on those 429s; ``None``: no header.
+    hubspot_retry_after: int | None = None
+    #: The next this-many Salesforce upserts answer 403 ``REQUEST_LIMIT_EXCEEDED`` (the org's 24 h allowance).
+    salesforce_limit_exceeded: int = 0
     opportunities: dict[tuple[str, str], StoredOpportunity] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     _tokens: set[str] = field(default_factory=set)
@@ -137,6 +149,10 @@ class CrmStandIn:
                                      status=400)
         if not isinstance(fields, dict):
             return web.json_response([{"message": "Expected an object", "errorCode": "JSON_PARSER_ERROR"}], status=400)
+        if self.salesforce_limit_exceeded > 0:
+            self.salesforce_limit_exceeded -= 1
+            return web.json_response([{"message": "TotalRequests Limit exceeded.",
+                                       "errorCode": "REQUEST_LIMIT_EXCEEDED"}], status=403)
         key = f"{request.match_info['field']}={request.match_info['value']}"
         if ("salesforce", key) not in self.opportunities:
             missing = [f for f in ("Name", "StageName", "CloseDate") if not fields.get(f)]
@@ -153,6 +169,13 @@ class CrmStandIn:
         if request.headers.get("Authorization") != f"Bearer {self.hubspot_token}":
             return web.json_response({"status": "error", "message": "Authentication credentials not found.",
                                       "category": "INVALID_AUTHENTICATION"}, status=401)
+        if self.hubspot_rate_limited > 0:
+            self.hubspot_rate_limited -= 1
+            headers = {} if self.hubspot_retry_after is None else {"Retry-After": str(self.hubspot_retry_after)}
+            return web.json_response({"status": "error", "errorType": "RATE_LIMIT",
+                                      "message": f"You have reached your {self.hubspot_policy.lower()} limit.",
+                                      "policyName": self.hubspot_policy, "correlationId": secrets.token_hex(8)},
+                                     status=429, headers=headers)
         try:
             body = orjson.loads(await request.read())
             inputs = body["inputs"]

@@ -8,6 +8,8 @@ while the retry waits keeps its attempt count and due time (``rules.crm_retry``)
 last delay of ``crm.retry_delays`` (or at once, for a permanent refusal) the opportunity goes to
 ``crm.outbox.dead`` and the lead hears it failed; on success it hears the CRM's id. The same
 table holds deferred lead commands (``DeferCommand``: a lost deal's return to routing).
+A CRM out of API quota (``RateLimited``) is waited for until the time it names, without using up
+``retry_delays``, for at most ``crm.rate_limit_max_wait`` after the first failure.
 """
 from __future__ import annotations
 
@@ -20,10 +22,10 @@ from typing import Any
 
 import orjson
 
-from connectors.crm import CrmAdapter
+from connectors.crm import CrmAdapter, RateLimited
 from leadflow.errors import PermanentError, TransientError
 from rules.commands import DeferCommand, Outgoing, RecordCrmSync, UpsertOpportunity
-from rules.crm_retry import pending_key, plan_upsert, retry_after_failure
+from rules.crm_retry import pending_key, plan_upsert, retry_after_failure, wait_for_quota
 from rules.opportunity import PendingCrm
 from sla.timers import TimerIndex
 from streams.agents._batch import is_readable
@@ -89,7 +91,8 @@ async def _defer(message: DeferCommand, now: datetime) -> None:
 
 async def _upsert(arrived: UpsertOpportunity, now: datetime) -> None:
     key = pending_key(arrived)
-    message = plan_upsert(crm_pending.get(key), arrived)
+    pending = crm_pending.get(key)
+    message = plan_upsert(pending, arrived)
     if isinstance(message, PendingCrm):
         # A replay (crash redelivery, or a re-send already attempted) while a retry waits: the
         # pending attempt count and due time stand, or replays could retry forever.
@@ -107,10 +110,23 @@ async def _upsert(arrived: UpsertOpportunity, now: datetime) -> None:
     started = time.monotonic()
     try:
         record = await asyncio.wait_for(adapter.upsert(message.opportunity_id, message.payload), settings.timeout + 1)
+    except RateLimited as exc:
+        _count_call("transient", started)
+        wait = wait_for_quota(message, now, exc.retry_after, settings.rate_limit_max_wait, pending)
+        if wait is not None:
+            _keep(wait)
+            log.warning("crm upsert rate-limited opportunity_id=%s quota=%s attempt=%d (%s); not counted, next "
+                        "at %s", message.opportunity_id, exc.quota, attempts, exc, wait.due_at.isoformat())
+            return
+        await _dead_letter(message, adapter.name, attempts, f"gave up after {attempts} attempts: the CRM's quota "
+                           f"({exc.quota}) was still used up {settings.rate_limit_max_wait:g} s after the first "
+                           f"failure: {exc}", now, kind="gave_up")
+        _forget(key)
+        return
     except (TransientError, TimeoutError) as exc:
         _count_call("transient", started)
         reason = str(exc) or "timed out"
-        retry = retry_after_failure(message, now, settings.retry_delays)
+        retry = retry_after_failure(message, now, settings.retry_delays, pending)
         if retry is not None:
             _keep(retry)
             log.warning("crm upsert failed opportunity_id=%s attempt=%d (%s); retry at %s",

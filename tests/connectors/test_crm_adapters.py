@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from connectors.crm import CrmAdapter
+from connectors.crm import CrmAdapter, RateLimited, retry_after_header
 from connectors.crm.hubspot import HubspotCrm
 from connectors.crm.salesforce import SalesforceCrm
 from connectors.crm.webhook import WebhookCrm
@@ -146,3 +146,57 @@ async def test_a_refused_salesforce_login_says_what_salesforce_said(standin: Crm
                                                                     session: aiohttp.ClientSession) -> None:
     with pytest.raises(PermanentError, match=r"HTTP 400, invalid_client: invalid client credentials"):
         await adapters(standin, session, secret="nope")["salesforce"].upsert("op_1", PAYLOAD)
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# 2026-03-02 23:30 UTC: the next UTC midnight is 30 minutes away.
+LATE = 1772494200.0
+
+
+@pytest.mark.parametrize(("now", "wait"), [(LATE, 1800.0), (LATE - 6 * 3600, 3600.0)])
+async def test_hubspot_daily_limit_is_rate_limited_until_the_next_hour_or_utc_midnight(
+        standin: CrmStandIn, session: aiohttp.ClientSession, now: float, wait: float) -> None:
+    # HubSpot's daily limit resets at midnight in the account's time zone, which leadflow does not know.
+    clock = _Clock(now)
+    crm = HubspotCrm(session, base_url=standin.url, token=standin.hubspot_token, id_property="leadflow_id",
+                     pipeline="default", stage="appointmentscheduled", timeout_s=2, clock=clock)
+    standin.hubspot_rate_limited = 1
+    with pytest.raises(RateLimited, match="HubSpot answered HTTP 429 DAILY") as caught:
+        await crm.upsert("op_1", PAYLOAD)
+    assert caught.value.retry_after == wait and caught.value.quota == "DAILY"
+    # Until then no request is spent on a quota known to be used up.
+    clock.now += wait - 1
+    with pytest.raises(RateLimited, match="not called") as again:
+        await crm.upsert("op_1", PAYLOAD)
+    assert again.value.retry_after == 1.0 and len(standin.requests) == 1
+    clock.now += 1
+    assert (await crm.upsert("op_1", PAYLOAD)).created
+
+
+async def test_hubspot_secondly_limit_honours_retry_after(standin: CrmStandIn, session: aiohttp.ClientSession) -> None:
+    standin.hubspot_rate_limited, standin.hubspot_policy, standin.hubspot_retry_after = 1, "TEN_SECONDLY_ROLLING", 3
+    with pytest.raises(RateLimited) as caught:
+        await adapters(standin, session)["hubspot"].upsert("op_1", PAYLOAD)
+    assert caught.value.retry_after == 3.0 and caught.value.quota == "TEN_SECONDLY_ROLLING"
+
+
+async def test_salesforce_request_limit_exceeded_waits_an_hour(standin: CrmStandIn,
+                                                               session: aiohttp.ClientSession) -> None:
+    # REQUEST_LIMIT_EXCEEDED is a 403 against the org's rolling 24-hour allowance.
+    standin.salesforce_limit_exceeded = 1
+    with pytest.raises(RateLimited, match="REQUEST_LIMIT_EXCEEDED") as caught:
+        await adapters(standin, session)["salesforce"].upsert("op_1", PAYLOAD)
+    assert caught.value.retry_after == 3600.0
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("120", 120.0), ("Mon, 02 Mar 2026 23:31:00 GMT", 60.0),
+                                                 (None, None), ("soon", None)])
+def test_retry_after_header(header: str | None, seconds: float | None) -> None:
+    assert retry_after_header(header, LATE) == seconds
