@@ -182,6 +182,7 @@ class SalesforceConfig(_Strict):
     login_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     client_id_env: str = "LEADFLOW_SALESFORCE_CLIENT_ID"
     client_secret_env: str = "LEADFLOW_SALESFORCE_CLIENT_SECRET"
+    #: v46.0 or later: before v46.0 an upsert that updates answers 204 with no body, without the record id.
     api_version: Annotated[str, Field(pattern=r"^v\d+\.\d$")] = "v62.0"
     #: The Opportunity's External ID field holding leadflow's opportunity id (the upsert key).
     external_id_field: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")] = "Leadflow_Id__c"
@@ -196,6 +197,14 @@ class SalesforceConfig(_Strict):
             raise ValueError(f"{host} does not support the OAuth client credentials flow (Salesforce help "
                              "000886201): use your org's My Domain URL, https://<MyDomain>.my.salesforce.com "
                              "(a sandbox: https://<MyDomain>--<sandbox>.sandbox.my.salesforce.com)")
+        return value
+
+    @field_validator("api_version")
+    @classmethod
+    def _upsert_answers_the_id(cls, value: str) -> str:
+        if int(value[1:].split(".")[0]) < 46:
+            raise ValueError(f"{value} is too old: up to v45.0 Salesforce answers an upsert that updates with 204 "
+                             "and no body, so leadflow cannot learn the record id; use v46.0 or later")
         return value
 
 

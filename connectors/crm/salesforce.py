@@ -1,8 +1,9 @@
 """Salesforce REST: upsert the Opportunity by an External ID field holding leadflow's opportunity id.
 
 ``PATCH /services/data/{version}/sobjects/Opportunity/{External_Id__c}/{opportunity_id}`` creates
-the record (201) or updates the one with that external id (200/204): a replay never makes a
-second Opportunity. The token comes from the OAuth 2.0 client credentials flow
+the record (201) or updates the one with that external id (200): a replay never makes a
+second Opportunity. Both answers carry the record id from API v46.0 on; up to v45.0 an update
+answers 204 with no body, so the config requires v46.0 or later (``SalesforceConfig``). The token comes from the OAuth 2.0 client credentials flow
 (``POST {login_url}/services/oauth2/token``) and is fetched again once on ``INVALID_SESSION_ID``.
 
 ``REQUEST_LIMIT_EXCEEDED`` (403) means the org's rolling 24-hour API allowance is used up: it
@@ -116,6 +117,9 @@ class SalesforceCrm:
             if status in (200, 201) and isinstance(body, dict) and body.get("success", True) and body.get("id"):
                 return CrmRecord(crm_id=str(body["id"]), created=status == 201 or bool(body.get("created")))
             code = _error_code(body)
+            if status == 204:  # the update happened, but API v45.0 and earlier do not say the record id
+                raise PermanentError(f"Salesforce answered 204 without the record id (API {self._version}); "
+                                     "use api_version v46.0 or later")
             if status == 401 and code == "INVALID_SESSION_ID" and attempt == 1:
                 self._token = None  # expired: log in again, once
                 continue

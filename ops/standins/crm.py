@@ -5,8 +5,9 @@
   as Salesforce refuses it there: only the org's My Domain issues such tokens) and
   ``PATCH /services/data/{version}/sobjects/Opportunity/{ExternalIdField}/{value}``: 201 with
   ``{"id", "success", "errors", "created": true}`` for a new record, 200 with ``created: false``
-  for an update; 401 ``INVALID_SESSION_ID`` for an unknown or expired token; 400
-  ``REQUIRED_FIELD_MISSING`` when Name, StageName or CloseDate is missing on create.
+  for an update (204 with no body up to API v45.0, as Salesforce does); 401
+  ``INVALID_SESSION_ID`` for an unknown or expired token; 400 ``REQUIRED_FIELD_MISSING`` when
+  Name, StageName or CloseDate is missing on create.
 * HubSpot CRM v3: ``POST /crm/v3/objects/deals/batch/upsert`` with ``idProperty``: 200 with
   ``{"status": "COMPLETE", "results": [{"id", "properties", "new"}]}``; 401
   ``INVALID_AUTHENTICATION``; 400 ``VALIDATION_ERROR``.
@@ -160,6 +161,8 @@ class CrmStandIn:
                 return web.json_response([{"message": f"Required fields are missing: {missing}",
                                            "errorCode": "REQUIRED_FIELD_MISSING", "fields": missing}], status=400)
         stored, created = self._save("salesforce", key, fields, "006")
+        if not created and _major(request.match_info["version"]) <= 45:
+            return web.Response(status=204)  # up to v45.0 an update says nothing, not even the id
         return web.json_response({"id": stored.crm_id, "success": True, "errors": [], "created": created},
                                  status=201 if created else 200)
 
@@ -226,6 +229,13 @@ class CrmStandIn:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.removeprefix("v").split(".")[0])
+    except ValueError:
+        return 0
 
 
 def main() -> None:

@@ -200,3 +200,15 @@ async def test_salesforce_request_limit_exceeded_waits_an_hour(standin: CrmStand
                                                  (None, None), ("soon", None)])
 def test_retry_after_header(header: str | None, seconds: float | None) -> None:
     assert retry_after_header(header, LATE) == seconds
+
+
+async def test_salesforce_api_45_answers_an_update_with_204_and_no_id(standin: CrmStandIn,
+                                                                      session: aiohttp.ClientSession) -> None:
+    # Why the config requires v46.0+: the stand-in answers as Salesforce does, and the adapter says so.
+    crm = SalesforceCrm(session, login_url=standin.url, client_id=standin.client_id,
+                        client_secret=standin.client_secret, api_version="v45.0", external_id_field="Leadflow_Id__c",
+                        stage="Qualification", close_in_days=30, timeout_s=2)
+    assert (await crm.upsert("op_1", PAYLOAD)).created
+    with pytest.raises(PermanentError, match=r"204 without the record id \(API v45.0\); use api_version v46.0"):
+        await crm.upsert("op_1", PAYLOAD)
+    assert standin.stored("salesforce")[0].writes == 2

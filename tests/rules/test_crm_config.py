@@ -84,3 +84,12 @@ def test_salesforce_needs_a_login_url_there_is_no_default() -> None:
     assert parse_config("crm: {adapter: hubspot}", "c.yaml").crm.salesforce.login_url is None
     ok = parse_config("crm: {adapter: salesforce, salesforce: {login_url: 'https://acme.my.salesforce.com'}}")
     assert ok.crm.salesforce.login_url == "https://acme.my.salesforce.com"
+
+
+@pytest.mark.parametrize("version", ["v45.0", "v30.0"])
+def test_salesforce_api_versions_before_46_are_refused_at_their_line(version: str) -> None:
+    """Up to v45.0 an upsert that updates answers 204 with no body: leadflow never learns the record id."""
+    text = f"crm:\n  salesforce:\n    login_url: 'https://acme.my.salesforce.com'\n    api_version: {version}\n"
+    with pytest.raises(ConfigError, match=rf"c.yaml:4: crm\.salesforce\.api_version: .*{version} is too old.*v46\.0"):
+        parse_config(text, "c.yaml")
+    assert parse_config(text.replace(version, "v46.0"), "c.yaml").crm.salesforce.api_version == "v46.0"
