@@ -8,7 +8,10 @@ A 429 is ``RateLimited``: HubSpot's body names the policy (``"policyName": "DAIL
 ``"TEN_SECONDLY_ROLLING"``). A secondly limit is retried after ``Retry-After`` (10 s without
 one). The daily limit resets at midnight in the HubSpot account's time zone, which leadflow does
 not know, so it is tried again hourly, and at the next UTC midnight when that comes sooner; until
-then no further request is spent (``QuotaGate``).
+then no further request is spent (``QuotaGate``). A ``207`` whose ``errors[]`` hold a validation
+error (``VALIDATION_ERROR``, ``PROPERTY_DOESNT_EXIST``, ``INVALID_OPTION``…) is permanent, its
+categories, property names and codes in the reason (``connectors/crm/_hubspot_errors.py``);
+other errors stay transient.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import orjson
 
 from connectors.crm import (CrmRecord, QuotaGate, RateLimited, classify_status, retry_after_header,
                            seconds_to_next_utc_midnight)
+from connectors.crm._hubspot_errors import describe_errors, is_permanent
 from connectors.crm._summary import describe
 from leadflow.errors import PermanentError, TransientError
 
@@ -84,13 +88,18 @@ class HubspotCrm:
             results = answer.get("results") or []
             if results and isinstance(results[0], dict) and results[0].get("id"):
                 return CrmRecord(crm_id=str(results[0]["id"]), created=bool(results[0].get("new")))
-            raise TransientError(f"HubSpot answered {status} without a result ({answer.get('status')})")
-        category = answer.get("category") if isinstance(answer, dict) else None
+            # 207 Multi-Status: the input failed; errors[] says why (a validation error is not temporary).
+            errors = [e for e in answer.get("errors") or [] if isinstance(e, dict)]
+            if errors and is_permanent(errors):
+                raise PermanentError(f"HubSpot refused the deal: HTTP {status} {describe_errors(errors)}")
+            said = describe_errors(errors) if errors else f"no result ({answer.get('status')})"
+            raise TransientError(f"HubSpot answered HTTP {status}: {said}")
         if status == 429:
             raise self._quota.close(self._rate_limited(answer, retry_after))
+        said = describe_errors([answer]) if isinstance(answer, dict) else ""
         if classify_status(status):
-            raise TransientError(f"HubSpot answered HTTP {status} {category or ''}".strip())
-        raise PermanentError(f"HubSpot refused the deal: HTTP {status} {category or ''}".strip())
+            raise TransientError(f"HubSpot answered HTTP {status} {said}".strip())
+        raise PermanentError(f"HubSpot refused the deal: HTTP {status} {said}".strip())
 
     def _rate_limited(self, answer: Any, retry_after: float | None) -> RateLimited:
         policy = str(answer.get("policyName") or "") if isinstance(answer, dict) else ""

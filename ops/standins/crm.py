@@ -10,7 +10,10 @@
   Name, StageName or CloseDate is missing on create.
 * HubSpot CRM v3: ``POST /crm/v3/objects/deals/batch/upsert`` with ``idProperty``: 200 with
   ``{"status": "COMPLETE", "results": [{"id", "properties", "new"}]}``; 401
-  ``INVALID_AUTHENTICATION``; 400 ``VALIDATION_ERROR``.
+  ``INVALID_AUTHENTICATION``; 400 ``VALIDATION_ERROR``; 207 with ``results: []`` and
+  ``errors[]`` when an input fails: a property that does not exist on deals
+  (``PROPERTY_DOESNT_EXIST``, see ``hubspot_properties``), a ``dealstage`` that is no stage
+  (``INVALID_OPTION``), or the errors queued in ``hubspot_errors``, one answer each.
 * A generic webhook CRM: ``POST /crm/webhook`` signed per Standard Webhooks, upserting by the
   opportunity id.
 
@@ -72,6 +75,14 @@ class CrmStandIn:
     hubspot_retry_after: int | None = None
     #: The next this-many Salesforce upserts answer 403 ``REQUEST_LIMIT_EXCEEDED`` (the org's 24 h allowance).
     salesforce_limit_exceeded: int = 0
+    #: The properties deals have in the HubSpot portal (a custom one must be created first).
+    hubspot_properties: set[str] = field(default_factory=lambda: {
+        "dealname", "pipeline", "dealstage", "description", "closedate", "amount", "leadflow_id"})
+    hubspot_stages: set[str] = field(default_factory=lambda: {
+        "appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "decisionmakerboughtin",
+        "contractsent", "closedwon", "closedlost"})
+    #: Error objects the next HubSpot upserts answer with (207, one per call), e.g. a temporary one.
+    hubspot_errors: list[dict[str, Any]] = field(default_factory=list)
     opportunities: dict[tuple[str, str], StoredOpportunity] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     _tokens: set[str] = field(default_factory=set)
@@ -189,6 +200,13 @@ class CrmStandIn:
             return web.json_response({"status": "error", "message": "Invalid input JSON: inputs need id, idProperty "
                                       "and properties", "category": "VALIDATION_ERROR"}, status=400)
         started = datetime.now(UTC).isoformat()
+        errors = [self.hubspot_errors.pop(0)] if self.hubspot_errors else []
+        for item in inputs:
+            errors += _hs_property_errors(item["properties"], self.hubspot_properties, self.hubspot_stages)
+        if errors:
+            return web.json_response({"status": "COMPLETE", "results": [], "numErrors": len(errors), "errors": errors,
+                                      "startedAt": started, "completedAt": datetime.now(UTC).isoformat()},
+                                     status=207)
         results = []
         for item in inputs:
             stored, created = self._save("hubspot", f"{item['idProperty']}={item['id']}", item["properties"], "")
@@ -229,6 +247,21 @@ class CrmStandIn:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _hs_property_errors(properties: dict[str, Any], known: set[str], stages: set[str]) -> list[dict[str, Any]]:
+    """HubSpot's errors for one input's properties: each bad one in the message's embedded JSON."""
+    bad = [{"isValid": False, "message": f'Property "{name}" does not exist', "error": "PROPERTY_DOESNT_EXIST",
+            "name": name} for name in properties if name not in known]
+    stage = properties.get("dealstage")
+    if stage is not None and stage not in stages:
+        bad.append({"isValid": False, "message": f"{stage} was not one of the allowed options: {sorted(stages)}",
+                    "error": "INVALID_OPTION", "name": "dealstage"})
+    if not bad:
+        return []
+    return [{"status": "error", "category": "VALIDATION_ERROR",
+             "message": "Property values were not valid: " + orjson.dumps(bad).decode(),
+             "context": {"propertyName": [b["name"] for b in bad]}}]
 
 
 def _major(version: str) -> int:

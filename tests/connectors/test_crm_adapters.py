@@ -5,9 +5,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from connectors.crm import CrmAdapter, RateLimited, retry_after_header
+from connectors.crm._hubspot_errors import describe_errors, is_permanent
 from connectors.crm.hubspot import HubspotCrm
 from connectors.crm.salesforce import SalesforceCrm
 from connectors.crm.webhook import WebhookCrm
@@ -212,3 +214,42 @@ async def test_salesforce_api_45_answers_an_update_with_204_and_no_id(standin: C
     with pytest.raises(PermanentError, match=r"204 without the record id \(API v45.0\); use api_version v46.0"):
         await crm.upsert("op_1", PAYLOAD)
     assert standin.stored("salesforce")[0].writes == 2
+
+
+def _hubspot(s: CrmStandIn, session: aiohttp.ClientSession, **overrides: Any) -> HubspotCrm:
+    options: dict[str, Any] = {"base_url": s.url, "token": s.hubspot_token, "id_property": "leadflow_id",
+                               "pipeline": "default", "stage": "appointmentscheduled", "timeout_s": 2, **overrides}
+    return HubspotCrm(session, **options)
+
+
+async def test_hubspot_207_with_a_validation_error_is_permanent_and_says_which_property(
+        standin: CrmStandIn, session: aiohttp.ClientSession) -> None:
+    """A 207 with ``errors[]`` was a TransientError without the errors: retried until gave_up, never logged."""
+    with pytest.raises(PermanentError) as caught:
+        await _hubspot(standin, session, stage="Qualified To Buy").upsert("op_1", PAYLOAD)
+    assert str(caught.value) == "HubSpot refused the deal: HTTP 207 VALIDATION_ERROR (dealstage: INVALID_OPTION)"
+    standin.hubspot_properties.discard("description")
+    with pytest.raises(PermanentError, match=r"VALIDATION_ERROR \(description: PROPERTY_DOESNT_EXIST\)"):
+        await _hubspot(standin, session).upsert("op_1", PAYLOAD)
+    assert standin.opportunities == {} and ("POST", "/crm/v3/objects/deals/batch/upsert", 207) in standin.requests
+
+
+async def test_hubspot_207_with_a_temporary_error_stays_transient(standin: CrmStandIn,
+                                                                  session: aiohttp.ClientSession) -> None:
+    standin.hubspot_errors.append({"status": "error", "category": "INTERNAL_ERROR", "message": "try again"})
+    crm = _hubspot(standin, session)
+    with pytest.raises(TransientError, match="HubSpot answered HTTP 207: INTERNAL_ERROR") as caught:
+        await crm.upsert("op_1", PAYLOAD)
+    assert not isinstance(caught.value, PermanentError)
+    assert (await crm.upsert("op_1", PAYLOAD)).created
+
+
+def test_hubspot_error_reasons_name_properties_and_codes_never_values() -> None:
+    bad = [{"isValid": False, "message": "María López was not a valid number", "error": "INVALID_INTEGER",
+            "name": "dealname"}]
+    errors = [{"status": "error", "category": "VALIDATION_ERROR",
+               "message": "Property values were not valid: " + orjson.dumps(bad).decode()},
+              {"status": "error", "category": "VALIDATION_ERROR", "message": "maria@example.com is not allowed"}]
+    reason = describe_errors(errors)
+    assert reason == "VALIDATION_ERROR (dealname: INVALID_INTEGER); VALIDATION_ERROR"
+    assert is_permanent(errors) and not is_permanent([{"category": "INTERNAL_ERROR"}])
