@@ -52,6 +52,7 @@ from rules.lead_state import (
     keep,
     note,
     route_command,
+    routing_latency,
     webhook_id_for,
     why_excluded,
 )
@@ -247,15 +248,15 @@ def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: Le
         offered, untold = unnotified(offered, command, now, policy)  # no webhook: the timeline says so
         return LeadTransition(state=offered, outgoing=(published, *untold) + _notifications(offered, command))
     assigned = replace(state, routing="assigned", assignment=assignment, overflow_at=None)
+    # Until the lead knew its rep: the team decides at the time its command was sent
+    # (``assigned_at``), so that would leave out the time the command waited for the team.
+    assigned, latency = routing_latency(assigned, now)
     deadline = assigned.sla_deadline
     assigned = note(assigned, policy, now, "assigned", rep_id=command.rep_id, team_id=command.team_id,
                      why=command.decision.reason, sla_deadline=deadline)
     published = event(assigned, "lead.assigned", now, {
         "rep_id": command.rep_id, "team_id": command.team_id, "route_id": command.route_id,
-        "decision": asdict(command.decision), "sla_deadline": deadline,
-        # Until the lead knew its rep: the team decides at the time its command was sent
-        # (``assigned_at``), so that would leave out the time the command waited for the team.
-        "routing_seconds": (now - state.last_touch.at).total_seconds(),
+        "decision": asdict(command.decision), "sla_deadline": deadline, **latency,
     })
     assigned, untold = unnotified(assigned, command, now, policy)  # no webhook: the timeline says so
     return LeadTransition(state=assigned, outgoing=(published, *untold) + _notifications(assigned, command))

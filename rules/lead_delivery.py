@@ -32,18 +32,28 @@ def record_delivery(state: LeadState, command: RecordDelivery, now: datetime, po
         kind = "notification_failed"
     if any(e.kind == kind and e.detail.get("webhook_id") == command.webhook_id for e in state.timeline):
         return LeadTransition(state=state)
-    updated = state
-    if command.delivered and state.notified_at is None:
+    updated, extra = state, {}
+    if command.delivered and state.notified_at is None and _tells_the_rep(state, command):
+        # The cycle's rep told of the lead, once: capture -> webhook delivered (the notify-latency
+        # sample), and the end of the system's part of speed-to-lead. Reminders, notices to a
+        # previous rep or to the manager, and a re-touch of the same person are not this.
         updated = replace(updated, notified_at=command.at)
+        extra = {"notify_seconds": (command.at - state.captured_at).total_seconds()}
     detail = {"webhook_id": command.webhook_id, "event_type": command.event_type, "rep_id": command.rep_id,
               "attempts": command.attempts, "status": command.status, "error": command.error}
     updated = note(updated, policy, command.at, kind, **detail)
-    extra = {"notify_seconds": (command.at - state.last_touch.at).total_seconds()} if command.delivered else {}
     outgoing = [event(updated, f"lead.{kind}", command.at, {**detail, **extra})]
     if command.dead_lettered:
         updated, moved = _reassign_unreachable(updated, command, now, policy)
         outgoing += moved
     return LeadTransition(state=updated, outgoing=tuple(outgoing))
+
+
+def _tells_the_rep(state: LeadState, command: RecordDelivery) -> bool:
+    """``command`` reports the webhook that gave the current rep the lead (or its offer)."""
+    a = state.assignment
+    return (a is not None and command.webhook_id == a.webhook_id
+            and command.event_type in ("lead.assigned", "lead.offered"))
 
 
 def _reassign_unreachable(state: LeadState, command: RecordDelivery, now: datetime,

@@ -27,6 +27,7 @@ from rules.lead_state import (
     event,
     note,
     reroute,
+    routing_latency,
 )
 
 __all__ = ["offer_problem", "answer_offer", "offer_due", "overflow_at", "overflow_due"]
@@ -49,12 +50,12 @@ def answer_offer(state: LeadState, command: AnswerOffer, now: datetime, policy: 
         return _too_late(state, command, now, policy)
     if command.accepted:
         accepted = replace(state, routing="assigned", offer_expires_at=None)
+        accepted, latency = routing_latency(accepted, command.at)
         accepted = note(accepted, policy, command.at, "accepted", rep_id=a.rep_id, team_id=a.team_id)
         published = event(accepted, "lead.assigned", command.at, {
             "rep_id": a.rep_id, "team_id": a.team_id, "route_id": a.route_id, "accepted": True,
             "decision": {"strategy": a.decision.strategy, "reason": a.decision.reason, "winner": a.rep_id},
-            "sla_deadline": accepted.sla_deadline,
-            "routing_seconds": (command.at - state.last_touch.at).total_seconds(),
+            "sla_deadline": accepted.sla_deadline, **latency,
         })
         return LeadTransition(state=accepted, outgoing=(published,))
     declined = replace(state, declined_by=tuple(dict.fromkeys(state.declined_by + (a.rep_id,))))

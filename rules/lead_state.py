@@ -22,7 +22,7 @@ from sla.ladder import Deadline
 from sla.policy import SlaPolicy
 
 __all__ = [
-    "RoutingStatus", "OPEN", "HELD", "OFFER_STEP", "OVERFLOW_STEP", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
+    "routing_latency", "RoutingStatus", "OPEN", "HELD", "OFFER_STEP", "OVERFLOW_STEP", "Assignment", "TimelineEntry", "SlaTrack", "SlaTimer", "Endpoint", "LeadState",
     "LeadPolicy", "LeadTransition", "webhook_id_for", "can_disposition", "holder_problem", "event", "note",
     "decision_digest", "why_excluded",
     "route_command",
@@ -118,7 +118,12 @@ class LeadState:
     touches: int = 1
     assignment: Assignment | None = None
     sla_deadline: datetime | None = None
+    #: When this cycle's rep was first told of the lead (their ``lead.assigned``/``lead.offered``
+    #: webhook delivered): the system's part of speed-to-lead ends here.
     notified_at: datetime | None = None
+    #: When a rep first had this cycle's lead (its first ``lead.assigned``, an accepted offer's
+    #: included): the cycle's one routing-latency sample. Reassignments add none.
+    routed_at: datetime | None = None
     recent_captures: tuple[str, ...] = ()
     timeline: tuple[TimelineEntry, ...] = ()
     sla: SlaTrack | None = None
@@ -265,6 +270,15 @@ def why_excluded(state: LeadState) -> dict[str, str]:
     for rep_id in excluded - why.keys():  # older than the timeline keeps
         why[rep_id] = "declined the offer or let it lapse" if rep_id in state.declined_by else "had the lead"
     return why
+
+
+def routing_latency(state: LeadState, at: datetime) -> tuple[LeadState, dict[str, float]]:
+    """The lead after a rep has it at ``at``, and ``lead.assigned``'s ``routing_seconds`` if this is
+    the cycle's first: capture -> a rep has the lead, once per lead and cycle, from the cycle's
+    capture (a later touch of the same person does not restart it)."""
+    if state.routed_at is not None:
+        return state, {}
+    return replace(state, routed_at=at), {"routing_seconds": (at - state.captured_at).total_seconds()}
 
 
 def decision_digest(decision: RoutingDecision, limit: int, why: dict[str, str] | None = None) -> dict[str, Any]:

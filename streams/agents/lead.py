@@ -57,7 +57,8 @@ def _observe(outgoing: tuple[Outgoing, ...], state: Any = None) -> None:
             metrics.sla_escalations.labels(data["team_id"], data["action"]).inc()
         if kind == "lead.assigned":
             metrics.leads_assigned.labels(data["team_id"]).inc()
-            metrics.routing_latency.observe(max(data["routing_seconds"], 0.0))
+            if "routing_seconds" in data:  # the cycle's first assignment only
+                metrics.routing_latency.observe(max(data["routing_seconds"], 0.0))
         elif kind == "lead.queued":
             metrics.leads_queued.labels(data["team_id"]).inc()
         elif kind in ("lead.touched", "lead.reopened"):
@@ -65,7 +66,7 @@ def _observe(outgoing: tuple[Outgoing, ...], state: Any = None) -> None:
             metrics.leads_duplicate.inc()
         elif kind == "opportunity.won":
             metrics.won(data.get("amount"), source)
-        elif kind == "lead.notified":
+        elif kind == "lead.notified" and "notify_seconds" in data:  # the cycle's rep told, once
             metrics.notify_latency.observe(max(data["notify_seconds"], 0.0))
         elif kind == "lead.contacted":
             _contacted(data)

@@ -276,8 +276,13 @@ def test_other_commands_for_an_unknown_lead_do_nothing(command: object) -> None:
 # --- delivery and disposition ---------------------------------------------------------------
 
 
-def delivery(webhook_id: str = "msg_1", *, delivered: bool = True, minutes: int = 2) -> RecordDelivery:
-    return RecordDelivery(lead_id=LEAD_ID, webhook_id=webhook_id, event_type="lead.assigned", rep_id="rep-a",
+#: The first assignment's own ``lead.assigned`` webhook (``assigned()``'s route).
+ASSIGNED_WEBHOOK = webhook_id_for(f"{LEAD_ID}:1:1", "lead.assigned")
+
+
+def delivery(webhook_id: str = ASSIGNED_WEBHOOK, *, delivered: bool = True, minutes: int = 2,
+             event_type: str = "lead.assigned") -> RecordDelivery:
+    return RecordDelivery(lead_id=LEAD_ID, webhook_id=webhook_id, event_type=event_type, rep_id="rep-a",
                           delivered=delivered, attempts=1, status=200 if delivered else 503, error=None,
                           at=T0 + timedelta(minutes=minutes))
 
@@ -292,10 +297,39 @@ def test_delivery_is_recorded_once() -> None:
 
 
 def test_failed_then_delivered_keeps_the_first_delivery_time() -> None:
-    state, _ = run(capture(), assigned(), delivery(delivered=False), delivery("msg_1", minutes=4),
-                   delivery("msg_2", minutes=9))
+    state, _ = run(capture(), assigned(), delivery(delivered=False), delivery(minutes=4),
+                   delivery("msg_2", minutes=9, event_type="lead.reminder"))
     assert state is not None and state.notified_at == T0 + timedelta(minutes=4)
     assert [e.kind for e in state.timeline][-3:] == ["notification_failed", "notified", "notified"]
+
+
+def test_only_the_reps_own_webhook_is_the_notify_sample_and_it_counts_from_the_capture() -> None:
+    # A manager's at-risk alert delivered while the lead waits is not the rep being told.
+    state, out = run(capture(), queued(), delivery("msg_mgr", minutes=1, event_type="lead.escalated"))
+    assert state is not None and state.notified_at is None
+    assert "notify_seconds" not in out[0].value["data"]
+    # The same person captured again 3 minutes in does not restart the clock: 6 min from capture.
+    state, out = run(capture(), capture("cap-2", minutes=3), assigned(), delivery(minutes=6))
+    assert state is not None and state.notified_at == T0 + timedelta(minutes=6)
+    assert out[0].value["data"]["notify_seconds"] == 360
+    # A reminder delivered later adds no second sample.
+    _, out = run(capture(), assigned(), delivery(), delivery("msg_r", minutes=8, event_type="lead.reminder"))
+    assert out[0].value["type"] == "lead.notified" and "notify_seconds" not in out[0].value["data"]
+
+
+def test_only_the_cycles_first_assignment_is_a_routing_sample_from_the_capture() -> None:
+    state, out = run(capture(), capture("cap-2", minutes=0), assigned())
+    (published,) = [m.value for m in out if m.channel == "lead.events"]
+    assert published["type"] == "lead.assigned" and published["data"]["routing_seconds"] == 60  # now - capture
+    assert state is not None and state.routed_at == T0 + timedelta(minutes=1)
+    # Its webhook is dead-lettered and the lead goes to another rep: not another routing sample.
+    dead = replace(delivery(delivered=False), dead_lettered=True, status=410)
+    moved = lead.apply(state, dead, T0 + timedelta(minutes=3), POLICY).state
+    assert moved is not None and moved.routing == "routing" and moved.route_id == f"{LEAD_ID}:1:2"
+    again = lead.apply(moved, assigned(moved.route_id, "rep-b"), T0 + timedelta(minutes=4), POLICY)
+    (event,) = [m.value for m in again.outgoing if m.channel == "lead.events"]
+    assert event["type"] == "lead.assigned" and "routing_seconds" not in event["data"]
+    assert again.state is not None and again.state.routed_at == T0 + timedelta(minutes=1)
 
 
 def test_disposition_of_an_assigned_lead_releases_the_rep() -> None:
