@@ -1,31 +1,82 @@
-"""API keys: kept only as SHA-256 digests and compared in constant time."""
+"""API keys: kept only as SHA-256 digests, compared in constant time, each with the scopes it grants.
+
+A scope is what a key may do, by route (docs/capture.md, "API keys and scopes"):
+
+* ``capture`` — send leads: ``POST /v1/leads``, ``/v1/leads/import``, ``/v1/forms/{form_id}``.
+* ``read`` — read leads, teams and accounts: ``GET /v1/leads/{id}``, ``/v1/teams/{id}``, ``/v1/accounts/{domain}``.
+* ``work`` — what an SDR tool reports on a lead and a rep: accept, decline, activities, qualification,
+  disposition, and a rep's presence.
+* ``admin`` — change who leads go to: ``PUT``/``DELETE /v1/reps/{id}`` (team, capacity, webhook URL
+  and secret) and ``PUT``/``DELETE /v1/accounts/{domain}``.
+
+A web-form key is ``[capture]``; an SDR tool ``[read, work]``; RevOps tooling ``[admin, read]``.
+A key configured without scopes has them all, as every key had before scopes existed; the worker
+says so at start, naming the key (never the key itself).
+"""
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final, Literal, get_args
 
-__all__ = ["ApiKey", "Keyring"]
+__all__ = ["ALL_SCOPES", "ApiKey", "Keyring", "SCOPES", "Scope", "parse_scopes"]
+
+log = logging.getLogger(__name__)
+
+Scope = Literal["capture", "read", "work", "admin"]
+#: Every scope, in the order the docs list them.
+SCOPES: Final[tuple[Scope, ...]] = get_args(Scope)
+ALL_SCOPES: Final = frozenset(SCOPES)
+
+
+def parse_scopes(names: Iterable[str]) -> tuple[frozenset[Scope], list[str]]:
+    """The scopes named, and one problem per name that is no scope."""
+    scopes: set[Scope] = set()
+    problems = []
+    for name in names:
+        if name in SCOPES:
+            scopes.add(name)
+        else:
+            problems.append(f"{name!r} is not a scope (expected {', '.join(SCOPES)})")
+    return frozenset(scopes), problems
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """Who is calling: the key's name doubles as the default lead source."""
+    """Who is calling: the key's name doubles as the default lead source.
+
+    ``scopes`` ``None``: the key was configured without scopes and may do everything (warned at start).
+    """
 
     name: str
+    scopes: frozenset[Scope] | None = None
+
+    def allows(self, scope: Scope) -> bool:
+        return self.scopes is None or scope in self.scopes
 
 
 class Keyring:
-    """The accepted API keys, by digest."""
+    """The accepted API keys, by digest.
 
-    def __init__(self, digests: Mapping[str, str], plain_keys: Iterable[tuple[str, str]] = ()) -> None:
-        self._digests = dict(digests)
-        for name, key in plain_keys:
-            self._digests[hashlib.sha256(key.encode()).hexdigest()] = name
+    ``digests`` maps a SHA-256 hex digest to its key (or to a bare name: a key without scopes);
+    ``plain_keys`` are ``(key or name, secret)`` pairs hashed here.
+    """
+
+    def __init__(self, digests: Mapping[str, ApiKey | str],
+                 plain_keys: Iterable[tuple[ApiKey | str, str]] = ()) -> None:
+        self._keys = {digest: _key(who) for digest, who in digests.items()}
+        for who, secret in plain_keys:
+            self._keys[hashlib.sha256(secret.encode()).hexdigest()] = _key(who)
+        for name in sorted({k.name for k in self._keys.values() if k.scopes is None}):
+            log.warning("API key %r has no scopes, so it may do everything (%s): give it only the scopes it "
+                        "needs (`scopes: [...]` in the config, `<key>:<scope>+<scope>` in LEADFLOW_API_KEYS)",
+                        name, ", ".join(SCOPES))
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self._keys)
 
     def authenticate(self, authorization: str | None) -> ApiKey | None:
         """Return the caller for an ``Authorization: Bearer <key>`` header, or ``None``."""
@@ -36,9 +87,13 @@ class Keyring:
         if scheme.lower() != "bearer" or not token:
             return None
         digest = hashlib.sha256(token.encode()).hexdigest()
-        found: str | None = None
+        found: ApiKey | None = None
         # Compare against every digest so timing does not reveal how many keys matched early.
-        for known, name in self._digests.items():
+        for known, key in self._keys.items():
             if hmac.compare_digest(known, digest):
-                found = name
-        return ApiKey(found) if found is not None else None
+                found = key
+        return found
+
+
+def _key(who: ApiKey | str) -> ApiKey:
+    return who if isinstance(who, ApiKey) else ApiKey(who)

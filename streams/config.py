@@ -20,6 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, Validat
                       model_validator)
 from pydantic_core import InitErrorDetails
 
+from connectors.auth import ApiKey, Scope
 from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours, secret_from_env
@@ -57,13 +58,17 @@ class _ErrorAt(ValueError):
 
 class ApiKeyConfig(_Strict):
     """An API key for one source. Give its SHA-256 (``key_sha256``) or the name of an
-    environment variable holding it (``key_env``); a literal ``key`` is for demos only."""
+    environment variable holding it (``key_env``); a literal ``key`` is for demos only.
+
+    ``scopes`` is what the key may do (connectors/auth.py): ``capture``, ``read``, ``work``,
+    ``admin``. Without it the key may do everything, and the worker warns at start."""
 
     name: _Id
     key: str | None = Field(default=None, min_length=8)
     key_env: str | None = None
     key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     rate_per_minute: _Count | None = Field(default=None, ge=1)
+    scopes: tuple[Scope, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKeyConfig:
@@ -71,6 +76,10 @@ class ApiKeyConfig(_Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of key, key_env, key_sha256")
         return self
+
+    def api_key(self) -> ApiKey:
+        """Who a request with this key is: its name and scopes (``None``: all, as before scopes)."""
+        return ApiKey(self.name, frozenset(self.scopes) if self.scopes is not None else None)
 
     def digest(self, env: Mapping[str, str]) -> str:
         if self.key_sha256:
@@ -390,10 +399,10 @@ class LeadflowConfig(_Strict):
         """Requests per minute by API key name, for the keys that have a limit."""
         return {k.name: k.rate_per_minute for k in self.api_keys if k.rate_per_minute}
 
-    def key_digests(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
-        """``{sha256 hex: key name}`` for every configured key."""
+    def key_digests(self, env: Mapping[str, str] | None = None) -> dict[str, ApiKey]:
+        """``{sha256 hex: key (name and scopes)}`` for every configured key."""
         env = os.environ if env is None else env
-        return {k.digest(env): k.name for k in self.api_keys}
+        return {k.digest(env): k.api_key() for k in self.api_keys}
 
 
 def _spelling(team_id: str) -> str:

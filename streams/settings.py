@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from connectors.auth import SCOPES, Scope, parse_scopes
 from leadflow.errors import ConfigError
 from rules.delivery import STANDARD_SCHEDULE, parse_schedule
 
-__all__ = ["Secret", "Settings"]
+__all__ = ["ApiKeySecret", "Secret", "Settings"]
 
 _T = TypeVar("_T")
 
@@ -34,6 +35,35 @@ class Secret:
         return "Secret('**********')"
 
     __str__ = __repr__
+
+
+class ApiKeySecret(Secret):
+    """A key from ``LEADFLOW_API_KEYS`` and its scopes (``None``: none given, so all of them)."""
+
+    __slots__ = ("scopes",)
+
+    def __init__(self, value: str, scopes: frozenset[Scope] | None = None) -> None:
+        super().__init__(value)
+        self.scopes = scopes
+
+
+def _api_keys(env: Mapping[str, str]) -> tuple[ApiKeySecret, ...]:
+    """``LEADFLOW_API_KEYS``: ``<key>[:<scope>+<scope>…]``, comma-separated. Errors name the item, never a key."""
+    items = [item.strip() for item in env.get("LEADFLOW_API_KEYS", "").split(",")]
+    keys, problems = [], []
+    for n, item in enumerate((i for i in items if i), start=1):
+        key, scopes = item, None
+        if ":" in item:
+            key, _, names = item.rpartition(":")
+            scopes, unknown = parse_scopes(names.split("+"))
+            if unknown or not key:
+                problems.append(f"key {n}: after its last ':' expected scopes joined by '+' ({', '.join(SCOPES)}), "
+                                "e.g. <key>:capture or <key>:read+work (a key itself cannot end in ':<word>')")
+                continue
+        keys.append(ApiKeySecret(key, scopes))
+    if problems:
+        raise ConfigError("\n  ".join(f"environment variable LEADFLOW_API_KEYS: {p}" for p in problems))
+    return tuple(keys)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -246,8 +276,9 @@ class Settings:
     instance_id: str | None = None
     #: Where RocksDB tables live (``LEADFLOW_DATA_DIR``); one folder per worker.
     data_dir: Path = Path(".state/worker")
-    #: API keys accepted besides those in the config, comma-separated (``LEADFLOW_API_KEYS``).
-    api_keys: tuple[Secret, ...] = ()
+    #: API keys accepted besides those in the config, comma-separated, each ``<key>[:<scope>+<scope>…]``
+    #: (``LEADFLOW_API_KEYS``; named ``api``, scopes as in connectors/auth.py).
+    api_keys: tuple[ApiKeySecret, ...] = ()
     #: The team a lead goes to when no routing rule matches (``LEADFLOW_DEFAULT_TEAM``).
     default_team: str = "default"
     #: Let webhooks target loopback and private addresses: local demos and tests only
@@ -321,7 +352,7 @@ class Settings:
         d = cls()  # the documented defaults (slots dataclasses have no class-level values)
         p = _Problems()
         config = env.get("LEADFLOW_CONFIG") or None
-        keys = tuple(Secret(k.strip()) for k in env.get("LEADFLOW_API_KEYS", "").split(",") if k.strip())
+        keys: tuple[ApiKeySecret, ...] = p.take(_api_keys, env, fallback=())
         store = env.get("LEADFLOW_STORE", "rocksdb")
         if store not in ("rocksdb", "memory"):
             p.found.append(f"environment variable LEADFLOW_STORE={store!r}: expected rocksdb or memory")

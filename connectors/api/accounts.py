@@ -62,7 +62,7 @@ def account_view(account: Account) -> dict[str, object]:
 
 @routes.put("/accounts/{domain}")
 async def put_account(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, "admin")
     ctx = context(request)
     domain = _domain(request)
     try:
@@ -91,7 +91,7 @@ async def put_account(request: web.Request) -> web.Response:
 
 @routes.get("/accounts/{domain}")
 async def get_account(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, "read")
     ctx = context(request)
     domain = _domain(request)
     forwarded = await ctx.engine.forward_to_owner("account", domain, request)
@@ -105,7 +105,7 @@ async def get_account(request: web.Request) -> web.Response:
 
 @routes.delete("/accounts/{domain}")
 async def delete_account(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, "admin")
     ctx = context(request)
     domain = _domain(request)
     forwarded = await ctx.engine.forward_to_owner("account", domain, request)

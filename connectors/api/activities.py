@@ -56,7 +56,7 @@ def refuse_unfit_activity(state: LeadState, at: datetime, rep_id: str | None, *,
 
 @routes.post("/leads/{lead_id}/activities")
 async def record_activity(request: web.Request) -> web.Response:
-    ctx, lead_id, forwarded = await lead_owner(request)
+    ctx, lead_id, forwarded = await lead_owner(request, "work")
     if forwarded is not None:
         return forwarded
     try:

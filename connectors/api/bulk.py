@@ -393,7 +393,7 @@ def _encoding(request: web.Request) -> str:
 
 @routes.post("/leads/import")
 async def import_leads(request: web.Request) -> web.StreamResponse:
-    caller = authenticate(request)
+    caller = authenticate(request, "capture")
     ctx = context(request)
     encoding = _encoding(request)
     source = request.query.get("source")

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from connectors.api.errors import ApiError
 from connectors.api.ports import EnginePort
-from connectors.auth import ApiKey, Keyring
+from connectors.auth import SCOPES, ApiKey, Keyring, Scope
 from connectors.capture_store import CaptureStore
 from connectors.lead_input import FieldError
 from connectors.crm import EventsAuth
@@ -58,11 +58,20 @@ def context(request: web.Request) -> ApiContext:
     return request.app[CONTEXT]
 
 
-def authenticate(request: web.Request) -> ApiKey:
+def authenticate(request: web.Request, scope: Scope = "admin") -> ApiKey:
+    """The caller, who must hold ``scope``: a ``401`` without a known key, a ``403`` naming the scope.
+
+    Every route names its scope (connectors/auth.py); one that forgets needs ``admin``, the scope
+    a key is least likely to hold, so that it is closed rather than open."""
     caller = context(request).keyring.authenticate(request.headers.get("Authorization"))
     if caller is None:
         raise ApiError(401, "unauthorized", "missing or unknown API key; send 'Authorization: Bearer <key>'",
                        headers={"WWW-Authenticate": 'Bearer realm="leadflow"'})
+    if not caller.allows(scope):
+        raise ApiError(403, "forbidden", f"API key {caller.name!r} lacks the {scope!r} scope this request needs "
+                       f"(its scopes: {', '.join(s for s in SCOPES if caller.allows(s)) or 'none'})",
+                       headers={"WWW-Authenticate": f'Bearer realm="leadflow", error="insufficient_scope", '
+                                                    f'scope="{scope}"'})
     return caller
 
 
@@ -94,13 +103,13 @@ async def read_json(request: web.Request) -> object:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
 
 
-async def lead_owner(request: web.Request) -> tuple[ApiContext, str, web.Response | None]:
-    """Authenticate a ``/v1/leads/{lead_id}/...`` request and relay it to the lead's owner.
+async def lead_owner(request: web.Request, scope: Scope) -> tuple[ApiContext, str, web.Response | None]:
+    """Authenticate a ``/v1/leads/{lead_id}/...`` request for ``scope`` and relay it to the lead's owner.
 
     Returns the context, the lead id, and the owner's answer when the request was relayed
     (the handler returns it as is); ``None`` means this worker owns the lead.
     """
-    authenticate(request)
+    authenticate(request, scope)
     ctx = context(request)
     lead_id = request.match_info["lead_id"]
     return ctx, lead_id, await ctx.engine.forward_to_owner("lead", lead_id, request)

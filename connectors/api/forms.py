@@ -125,7 +125,7 @@ def _see_other(target: URL, query: dict[str, str], body: Any) -> web.Response:
 
 @routes.post("/forms/{form_id}")
 async def post_form(request: web.Request) -> web.Response:
-    caller = authenticate(request)
+    caller = authenticate(request, "capture")
     ctx = context(request)
     form_id = request.match_info["form_id"]
     if not _FORM_ID.match(form_id):

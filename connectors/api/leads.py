@@ -121,7 +121,7 @@ def _items(payload: object, max_batch: int) -> tuple[list[Any], bool]:
 
 @routes.post("/leads")
 async def capture_leads(request: web.Request) -> web.Response:
-    caller = authenticate(request)
+    caller = authenticate(request, "capture")
     ctx = context(request)
     idem = request.headers.get("Idempotency-Key")
     if idem is not None and not (0 < len(idem) <= _IDEMPOTENCY_MAX):
@@ -195,7 +195,7 @@ def lead_view(state: LeadState) -> dict[str, Any]:
 
 @routes.get("/leads/{lead_id}")
 async def get_lead(request: web.Request) -> web.Response:
-    ctx, lead_id, forwarded = await lead_owner(request)
+    ctx, lead_id, forwarded = await lead_owner(request, "read")
     if forwarded is not None:
         return forwarded
     state = ctx.engine.lead(lead_id)
@@ -206,7 +206,7 @@ async def get_lead(request: web.Request) -> web.Response:
 
 @routes.post("/leads/{lead_id}/disposition")
 async def disposition(request: web.Request) -> web.Response:
-    ctx, lead_id, forwarded = await lead_owner(request)
+    ctx, lead_id, forwarded = await lead_owner(request, "work")
     if forwarded is not None:
         return forwarded
     body, errors = await read_object(request, frozenset({"status", "reason", "rep_id"}))
@@ -232,7 +232,7 @@ async def disposition(request: web.Request) -> web.Response:
 
 async def _answer(request: web.Request, *, accepted: bool) -> web.Response:
     """``/accept`` and ``/decline``: the rep answers the offer the lead is waiting on."""
-    ctx, lead_id, forwarded = await lead_owner(request)
+    ctx, lead_id, forwarded = await lead_owner(request, "work")
     if forwarded is not None:
         return forwarded
     body, errors = await read_object(request, frozenset({"rep_id", "reason"}))

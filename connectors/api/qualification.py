@@ -31,7 +31,7 @@ def _text(body: dict[str, Any], name: str, limit: int, errors: list[FieldError])
 
 @routes.post("/leads/{lead_id}/qualification")
 async def record_qualification(request: web.Request) -> web.Response:
-    ctx, lead_id, forwarded = await lead_owner(request)
+    ctx, lead_id, forwarded = await lead_owner(request, "work")
     if forwarded is not None:
         return forwarded
     body, errors = await read_object(request, frozenset(QUALIFICATION_FIELDS))
