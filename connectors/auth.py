@@ -44,6 +44,12 @@ def parse_scopes(names: Iterable[str]) -> tuple[frozenset[Scope], list[str]]:
     return frozenset(scopes), problems
 
 
+def _printable_ascii(text: str) -> bool:
+    # aiohttp decodes header bytes with surrogateescape: b"\xff" arrives as "\udcff", which str.encode()
+    # refuses. Only " " to "~" can be in a key, so nothing else needs hashing.
+    return text.isascii() and text.isprintable()
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """Who is calling: the key's name doubles as the default lead source.
@@ -84,9 +90,9 @@ class Keyring:
             return None
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return None
-        digest = hashlib.sha256(token.encode()).hexdigest()
+        if scheme.lower() != "bearer" or not token or not _printable_ascii(token):
+            return None  # a 401, not the 500 of an UnicodeEncodeError
+        digest = hashlib.sha256(token.encode("ascii")).hexdigest()
         found: ApiKey | None = None
         # Compare against every digest so timing does not reveal how many keys matched early.
         for known, key in self._keys.items():

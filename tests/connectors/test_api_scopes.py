@@ -1,10 +1,11 @@
-"""API key scopes (capture, read, work, admin).
+"""API key scopes (capture, read, work, admin), and header bytes that are no key.
 
-The audit's finding: a rate-limited web-form key read anyone's lead and redirected a rep's
-leads to itself (``PUT /v1/reps/loop``).
+The audit's findings: a rate-limited web-form key read anyone's lead and redirected a rep's
+leads to itself (``PUT /v1/reps/loop``); ``Authorization: Bearer \\xff`` answered 500.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -155,3 +156,36 @@ async def test_health_metrics_and_openapi_need_no_key(serve: Serve) -> None:
     for path in ("/healthz", "/metrics", "/openapi.json"):
         assert (await client.get(path)).status == 200, path
     assert (await client.get("/readyz")).status in (200, 503)
+
+
+# --- header bytes that are no key ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["Bearer \udcff", "Bearer key-web-form-\udcffcapture", "Bearer \u00e9t\u00e9-key-0123456789",
+                                    "Bearer key\x00web-form-capture"])
+def test_a_token_that_is_not_printable_ascii_is_no_key(header: str) -> None:
+    # aiohttp hands header bytes over decoded with surrogateescape: str.encode() raised on them.
+    assert keyring().authenticate(header) is None
+
+
+async def _raw_request(port: int, head: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/leads"), ("GET", f"/v1/leads/{LEAD}"),
+                                              ("PUT", "/v1/reps/loop")])
+async def test_non_utf8_bytes_in_the_authorization_header_get_401_not_500(
+        serve: Serve, method: str, path: str) -> None:
+    client = await serve()
+    body = b'{"email": "a@example.com"}'
+    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode() + b"Authorization: Bearer \xff\xfe\r\n\r\n"
+    answer = await _raw_request(client.port, head + body)  # type: ignore[arg-type]
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b'"unauthorized"' in answer
