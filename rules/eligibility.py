@@ -43,6 +43,7 @@ def parse_working_hours(hours: Mapping[str, Sequence[str]]) -> dict[int, tuple[I
     Raises ``ValueError`` naming the key and the problem. A span cannot cross midnight: split it.
     """
     week: dict[int, list[Interval]] = {}
+    named: dict[int, list[tuple[time, time, str]]] = {}  # weekday -> spans so far, with where they came from
     for key, spans in hours.items():
         parts = key.strip().lower().split("-")
         if len(parts) not in (1, 2) or any(p not in WEEKDAYS for p in parts):
@@ -60,10 +61,22 @@ def parse_working_hours(hours: Mapping[str, Sequence[str]]) -> dict[int, tuple[I
             if closes != time(0) and closes <= opens:
                 raise ValueError(f"{what}: closes before it opens (split a night shift at 24:00)")
             for day in days:
+                _no_overlap(day, opens, closes, f"{key!r} {span!r}", named.setdefault(day, []))
                 week.setdefault(day, []).append((opens, closes))
     if hours and not week:
         raise ValueError("working_hours: no spans given")
     return {day: tuple(spans) for day, spans in week.items()}
+
+
+def _no_overlap(day: int, opens: time, closes: time, label: str, seen: list[tuple[time, time, str]]) -> None:
+    """Refuse a span that overlaps one given before for the same weekday (``BusinessCalendar``
+    would refuse the rep's hours at every routing decision: the whole team would stop)."""
+    end = time.max if closes == time(0) else closes
+    for other_opens, other_end, other in seen:
+        if opens < other_end and other_opens < end:
+            raise ValueError(f"working_hours {label} overlaps {other} on {WEEKDAYS[day]}: give each weekday's "
+                             "spans once, e.g. mon-thu [\"09:00-17:00\"] and fri [\"09:00-18:00\"]")
+    seen.append((opens, end, label))
 
 
 def check_holidays_country(country: str) -> None:
@@ -96,7 +109,10 @@ def rep_reasons(rep: RepState, now: datetime) -> tuple[str, ...]:
         return ("moved to another team",)
     if rep.presence != "available":
         reasons.append(f"presence is {rep.presence}")
-    calendar = calendar_of(profile)
+    try:
+        calendar = calendar_of(profile)
+    except ValueError as exc:  # stored before its hours were checked: never stop the team for it
+        return (*reasons, f"working hours cannot be read ({exc}); fix them with PUT /v1/reps/{rep.rep_id}")
     if calendar is not None and not calendar.is_open(now):
         local = now.astimezone(ZoneInfo(profile.timezone))
         if calendar.is_holiday(local.date()):

@@ -92,3 +92,12 @@ def test_a_rep_in_two_teams_is_named_at_the_second_team_entry() -> None:
         parse_config(text, "c.yaml")
     assert str(refused.value) == ("invalid configuration:\n  c.yaml:8: teams[1].reps[1]: Value error, rep 'a' "
                                   "appears in more than one team ('t' and 'u'); a rep belongs to one team")
+
+
+def test_the_api_refuses_a_reps_overlapping_hours_naming_the_field() -> None:
+    # Stored, they made BusinessCalendar raise at every routing decision: the whole team stopped.
+    with pytest.raises(ValidationError) as refused:
+        REP_INPUT_MODEL.model_validate({"team": "t", "working_hours": {"mon-fri": ["09:00-17:00"],
+                                                                       "fri": ["16:00-18:00"]}})
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("working_hours",) and "overlaps 'mon-fri' '09:00-17:00' on fri" in error["msg"]

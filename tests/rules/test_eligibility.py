@@ -57,6 +57,8 @@ def test_parse_working_hours(hours: dict[str, list[str]], parsed: dict[int, Any]
         ({"mon": ["09:00-25:00"]}, "is not a time of day"),
         ({"mon": "09:00-17:00"}, "give a list of spans"),
         ({"mon": []}, "no spans given"),
+        ({"mon-fri": ["09:00-17:00"], "fri": ["16:00-18:00"]}, "'fri' '16:00-18:00' overlaps 'mon-fri' '09:00-17:00' on fri"),
+        ({"mon": ["09:00-12:00", "11:00-24:00"]}, "overlaps 'mon' '09:00-12:00' on mon"),
     ],
 )
 def test_parse_working_hours_errors(hours: dict[str, Any], problem: str) -> None:
@@ -190,3 +192,12 @@ def test_a_returned_offer_leaves_the_caps_of_its_own_day_and_week() -> None:
     assert late.week_count == 2  # same ISO week: the returned assignment leaves it
     # Never below zero, whatever order releases come in.
     assert rep(daily_cap=2).without_lead(returned_from=T0).day_count == 0
+
+
+def test_hours_stored_before_they_were_checked_make_the_rep_ineligible_not_the_team_fail() -> None:
+    overlapping = rep(working_hours={"mon-fri": ["09:00-17:00"], "fri": ["16:00-18:00"]}, capacity=5)
+    (reason,) = rep_reasons(overlapping, T0)
+    assert reason.startswith("working hours cannot be read (working_hours 'mon-fri' '09:00-17:00' overlaps")
+    assert reason.endswith("fix them with PUT /v1/reps/a")
+    # Touching spans are fine: 09-12 and 12-17 are one working day.
+    assert rep_reasons(rep(working_hours={"mon": ["09:00-12:00", "12:00-17:00"]}), T0) == ()

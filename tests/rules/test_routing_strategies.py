@@ -93,6 +93,7 @@ def test_config_strategy_reaches_the_rep_profiles() -> None:
     [
         ("working_hours: {monday: ['09:00-17:00']}", "working_hours key 'monday'"),
         ("working_hours: {mon: ['17:00-09:00']}", "closes before it opens"),
+        ("working_hours: {mon-fri: ['09:00-17:00'], fri: ['16:00-18:00']}", "'fri' '16:00-18:00' overlaps"),
         ("holidays_country: XX", "holidays"),
         ("weekly_cap: 0", "greater than or equal to 1"),
     ],

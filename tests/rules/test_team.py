@@ -594,3 +594,12 @@ def test_a_declined_offer_leaves_the_reps_daily_cap_and_a_worked_lead_stays_in_i
     # The same returned release again (a replay) finds no holding and gives nothing back twice.
     assert capped(returned(1, "a")) == [] and capped.s.reps["a"].day_count == 1
     assert decode(encode(returned(1, "a"))) == returned(1, "a")  # it travels on team.commands
+
+
+def test_a_rep_whose_stored_hours_cannot_be_read_is_skipped_and_the_team_routes_on() -> None:
+    bad = replace(profile("b", capacity=5), working_hours={"mon-fri": ["09:00-17:00"], "fri": ["16:00-18:00"]})
+    t = Team(UpsertRep(team_id=TEAM, profile=bad, at=T0), upsert("a", capacity=5))
+    (assigned,) = t(route(1))  # it raised for every routing decision of the team
+    assert isinstance(assigned, LeadAssigned) and assigned.rep_id == "a"
+    (why,) = [c.reasons for c in assigned.decision.candidates if c.rep_id == "b"]
+    assert why[0].startswith("working hours cannot be read")
