@@ -55,7 +55,8 @@ def start_sla(state: LeadState, started_at: datetime, policy: LeadPolicy) -> Lea
     """Plan the cycle's deadlines when the cycle starts (capture or reopen); reassignments keep them."""
     sla_policy = select_policy(policy.sla_policies, team=state.team_id, source=state.lead.source,
                                tier=attribute(state.lead.attributes, "tier"))
-    deadlines = plan_deadlines(sla_policy, policy.calendars.get(state.team_id), started_at)
+    calendar = policy.calendars.get(state.team_id, policy.default_calendar)
+    deadlines = plan_deadlines(sla_policy, calendar, started_at)
     track = SlaTrack(policy=sla_policy.name, deadlines=deadlines, started_at=started_at)
     first = deadlines[0].due_at if deadlines else None
     return replace(state, sla=track, sla_deadline=first)

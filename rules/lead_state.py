@@ -177,6 +177,9 @@ class LeadPolicy:
     recent_capture_limit: int = 32
     sla_policies: tuple[SlaPolicy, ...] = ()
     calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
+    #: The calendar of every team ``calendars`` does not name (a calendar without ``teams``):
+    #: teams reached through an account or made with ``PUT /v1/reps`` only are such teams too.
+    default_calendar: BusinessCalendar | None = None
     managers: dict[str, Endpoint] = field(default_factory=dict)
     overflow_teams: dict[str, str] = field(default_factory=dict)
     #: Scoring weights, the MQL threshold and hot sources (``rules.scoring``).

@@ -365,6 +365,7 @@ class LeadflowConfig(_Strict):
             tier_priorities=dict(self.routing.tier_priorities),
             sla_policies=self.sla.to_policies(),
             calendars=self.sla.team_calendars(teams),
+            default_calendar=self.sla.to_calendars().default,
             managers={t.id: t.manager.endpoint(t.id, env) for t in self.teams if t.manager is not None},
             overflow_teams={t.id: t.overflow_team for t in self.teams if t.overflow_team},
             overflow_after={t.id: t.overflow_after for t in self.teams if t.overflow_after is not None},

@@ -11,6 +11,7 @@ from rules.commands import DispositionLead, LeadQueued, Notify, RecordActivity, 
 from rules.lead import LeadPolicy, LeadState, next_timer
 from rules.lead_state import Endpoint
 from sla.policy import EscalationStep, SlaPolicy
+from streams.config import parse_config
 from tests.rules._sim import T0
 from tests.rules.test_lead import LEAD_ID, assigned, capture, decision
 
@@ -235,3 +236,20 @@ def test_no_early_warning_once_the_deadline_has_passed(queued_s: float) -> None:
     assert [m.value["type"] for m in transition.outgoing] == ["lead.queued"]
     assert transition.state is not None and transition.state.sla is not None
     assert transition.state.sla.at_risk_at is None
+
+
+def test_the_default_calendar_applies_to_teams_the_config_does_not_name() -> None:
+    config = parse_config(
+        "teams: [{id: emea}]\n"
+        "sla:\n"
+        "  policies: [{name: office, first_contact: 30m, business_hours: true}]\n"
+        "  calendars:\n"
+        "    office: {timezone: Europe/Berlin, hours: {mon-fri: [\"09:00-18:00\"]}}\n", "c.yaml")
+    # apac: a team reached through an account or made with PUT /v1/reps, never named in the file.
+    policy = replace(config.lead_policy("emea", env={}), default_team="apac")
+    assert "apac" not in policy.calendars
+    friday_evening = 4 * 24 * 60 + 7 * 60 + 45  # minutes from T0 to Fri 2026-01-09 17:45 in Berlin
+    state = lead.apply(None, capture(minutes=friday_evening), T0 + timedelta(minutes=friday_evening), policy).state
+    assert state is not None and state.team_id == "apac"
+    # 15 business minutes on Friday, 15 on Monday: Mon 09:15 Berlin (08:15 UTC), not Fri 18:15.
+    assert state.sla_deadline == T0 + timedelta(days=7, minutes=-45)
