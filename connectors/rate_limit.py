@@ -10,6 +10,10 @@ sliding log it stores O(1) per caller.
 Redis is an accelerator, never the source of truth: when it is slow or down the request is
 allowed, the degradation is reported (``on_degraded``, the ``redis_degraded`` metric), and
 capture goes on.
+
+``FailedAuthLimit`` holds failed authentications by client address to the same GCRA: counted in
+Redis so that all workers share one allowance, and in the worker's memory while Redis cannot
+answer (per worker then, never open: it guards the keys, not the capture path).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-__all__ = ["RateDecision", "RateLimiter", "gcra", "GCRA_LUA"]
+__all__ = ["FailedAuthLimit", "LocalLimiter", "RateDecision", "RateLimiter", "gcra", "GCRA_LUA"]
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +122,82 @@ class RateLimiter:
         except NoScriptError:
             # First use on this server (or after SCRIPT FLUSH): EVAL loads it for next time.
             return await self._redis.eval(GCRA_LUA, 1, key, *args)
+
+
+class LocalLimiter:
+    """``RateLimiter.acquire`` in this process's memory, over the same ``gcra``: for a limit that must
+    hold while Redis is down. Tracks at most ``max_subjects`` (the idle ones go first, then the oldest)."""
+
+    def __init__(self, max_subjects: int = 10_000) -> None:
+        self._tats: dict[str, int] = {}
+        self._max = max_subjects
+
+    def acquire(self, subject: str, per_minute: int, now: datetime) -> RateDecision:
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        now_us = _micros(now)
+        allowed, new_tat, wait_us, remaining = gcra(self._tats.get(subject), now_us, max(1, _MINUTE_US // per_minute),
+                                                    per_minute)
+        if not allowed:
+            return RateDecision(False, max(1, math.ceil(wait_us / 1_000_000)), 0)
+        assert new_tat is not None
+        self._tats.pop(subject, None)  # re-inserted last: the dict's order is the order of last use
+        self._tats[subject] = new_tat
+        if len(self._tats) > self._max:
+            self._forget(now_us)
+        return RateDecision(True, 0, remaining)
+
+    def _forget(self, now_us: int) -> None:
+        for subject in [s for s, tat in self._tats.items() if tat <= now_us]:
+            del self._tats[subject]  # idle: a full allowance again, the same as not tracked
+        while len(self._tats) > self._max:
+            del self._tats[next(iter(self._tats))]
+
+
+class FailedAuthLimit:
+    """At most ``per_minute`` failed authentications per client address (a burst of as many).
+
+    ``failed`` counts one (in Redis through ``limiter``, shared by every worker; in this process
+    when there is no limiter or Redis cannot answer). Once an address is over, this worker refuses
+    its requests that carry a key, right or wrong, until the ``Retry-After`` it was given
+    (``blocked_for``): answering a right key while refusing wrong ones would tell a guesser which
+    one was right. Only addresses over the limit are kept, so a request with a good key costs no
+    Redis call.
+    """
+
+    def __init__(self, per_minute: int = 30, *, max_addresses: int = 10_000) -> None:
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        self.per_minute = per_minute
+        self._local = LocalLimiter(max_addresses)
+        self._blocked: dict[str, int] = {}  # address -> until, in microseconds
+        self._max = max_addresses
+
+    def blocked_for(self, address: str, now: datetime) -> int | None:
+        """Whole seconds ``address`` is still refused on this worker, or ``None``."""
+        until = self._blocked.get(address)
+        if until is None:
+            return None
+        left = until - _micros(now)
+        if left <= 0:
+            del self._blocked[address]
+            return None
+        return max(1, math.ceil(left / 1_000_000))
+
+    async def failed(self, address: str, now: datetime, limiter: RateLimiter | None) -> RateDecision:
+        """Count one failed authentication from ``address``; refused: it is blocked for ``retry_after_s``."""
+        subject = f"auth-failures:{address}"
+        decision = None
+        if limiter is not None:
+            decision = await limiter.acquire(subject, self.per_minute, now)
+        if decision is None or decision.degraded:
+            decision = self._local.acquire(subject, self.per_minute, now)
+        if not decision.allowed:
+            now_us = _micros(now)
+            if len(self._blocked) >= self._max:
+                for stale in [a for a, until in self._blocked.items() if until <= now_us]:
+                    del self._blocked[stale]
+                while len(self._blocked) >= self._max:
+                    del self._blocked[next(iter(self._blocked))]
+            self._blocked[address] = now_us + decision.retry_after_s * 1_000_000
+        return decision

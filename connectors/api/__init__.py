@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.api import accounts, activities, bulk, forms, leads, providers, reps
 from connectors.api import crm_events, qualification
-from connectors.api.context import CONTEXT, ApiContext, enforce_rate_limit
+from connectors.api.context import CONTEXT, ApiContext, enforce_rate_limit, guard_failed_auth
 from connectors.api.errors import error_middleware, json_response
 from connectors.api.openapi import openapi_document
 
@@ -52,12 +52,15 @@ async def _count_requests(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def _rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every write counts against its API key's limit; an unknown key is left to the handler's 401."""
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        caller = request.app[CONTEXT].keyring.authenticate(request.headers.get("Authorization"))
-        if caller is not None:
-            await enforce_rate_limit(request, caller.name)
-    return await handler(request)
+    """Every write counts against its API key's limit; an unknown key is left to the handler's 401,
+    and failed authentications against the client's (``guard_failed_auth``)."""
+    async def limited(request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            caller = request.app[CONTEXT].keyring.authenticate(request.headers.get("Authorization"))
+            if caller is not None:
+                await enforce_rate_limit(request, caller.name)
+        return await handler(request)
+    return await guard_failed_auth(request, limited)
 
 
 def mount_api(root: web.Application, ctx: ApiContext) -> None:

@@ -1,7 +1,8 @@
 """Everything a handler needs, built once per process and stored on the aiohttp app."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,13 +16,13 @@ from connectors.capture_store import CaptureStore
 from connectors.lead_input import FieldError
 from connectors.crm import EventsAuth
 from connectors.providers import Providers
-from connectors.rate_limit import RateLimiter
+from connectors.rate_limit import FailedAuthLimit, RateLimiter
 from ops.metrics import Metrics
 from rules.qualification import DEFAULT_FRAMEWORKS, Framework
 from sla.clock import Clock
 
-__all__ = ["ApiContext", "CONTEXT", "context", "authenticate", "enforce_rate_limit", "read_json", "lead_owner",
-           "read_object"]
+__all__ = ["ApiContext", "CONTEXT", "Unauthenticated", "context", "authenticate", "enforce_rate_limit",
+           "guard_failed_auth", "read_json", "lead_owner", "read_object"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +42,8 @@ class ApiContext:
     rate_limits: Mapping[str, int] = field(default_factory=dict)
     #: Enforces ``rate_limits`` in Redis; ``None``: no limits at all.
     rate_limiter: RateLimiter | None = None
+    #: Failed authentications per client address (``rate_limiter``'s Redis, this process's memory without it).
+    failed_auth: FailedAuthLimit = field(default_factory=FailedAuthLimit)
     #: The lead providers whose webhooks this worker accepts.
     providers: Providers = Providers()
     #: Qualification frameworks by name, for ``POST /v1/leads/{id}/qualification``.
@@ -58,6 +61,14 @@ def context(request: web.Request) -> ApiContext:
     return request.app[CONTEXT]
 
 
+class Unauthenticated(ApiError):
+    """The ``401`` for a missing or unknown key; counted by ``guard_failed_auth`` when a key was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(401, "unauthorized", "missing or unknown API key; send 'Authorization: Bearer <key>'",
+                         headers={"WWW-Authenticate": 'Bearer realm="leadflow"'})
+
+
 def authenticate(request: web.Request, scope: Scope = "admin") -> ApiKey:
     """The caller, who must hold ``scope``: a ``401`` without a known key, a ``403`` naming the scope.
 
@@ -65,14 +76,49 @@ def authenticate(request: web.Request, scope: Scope = "admin") -> ApiKey:
     a key is least likely to hold, so that it is closed rather than open."""
     caller = context(request).keyring.authenticate(request.headers.get("Authorization"))
     if caller is None:
-        raise ApiError(401, "unauthorized", "missing or unknown API key; send 'Authorization: Bearer <key>'",
-                       headers={"WWW-Authenticate": 'Bearer realm="leadflow"'})
+        raise Unauthenticated()
     if not caller.allows(scope):
         raise ApiError(403, "forbidden", f"API key {caller.name!r} lacks the {scope!r} scope this request needs "
                        f"(its scopes: {', '.join(s for s in SCOPES if caller.allows(s)) or 'none'})",
                        headers={"WWW-Authenticate": f'Bearer realm="leadflow", error="insufficient_scope", '
                                                     f'scope="{scope}"'})
     return caller
+
+
+async def guard_failed_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                            ) -> web.StreamResponse:
+    """Run ``handler``, holding the client's failed authentications to ``ctx.failed_auth``.
+
+    Only requests that send an ``Authorization`` header count and can be refused: one without cannot
+    guess a key, and the provider and CRM webhooks are authenticated by their signatures instead.
+    The client is the connection's peer address (an IPv6 one by its /64, which one host may hold
+    whole): behind a load balancer, all of its clients together.
+    """
+    ctx = context(request)
+    if "Authorization" not in request.headers:
+        return await handler(request)
+    address = _client(request.remote)
+    wait = ctx.failed_auth.blocked_for(address, ctx.clock.now())
+    if wait is None:
+        try:
+            return await handler(request)
+        except Unauthenticated:
+            decision = await ctx.failed_auth.failed(address, ctx.clock.now(), ctx.rate_limiter)
+            if decision.allowed:
+                raise
+            wait = decision.retry_after_s
+    raise ApiError(429, "rate_limited", f"more than {ctx.failed_auth.per_minute} failed authentications per minute "
+                   f"from this address; retry in {wait} s", headers={"Retry-After": str(wait)})
+
+
+def _client(remote: str | None) -> str:
+    try:
+        ip = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or "unknown"  # a unix socket, or a test transport
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 async def enforce_rate_limit(request: web.Request, subject: str) -> None:

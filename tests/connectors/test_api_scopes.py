@@ -1,7 +1,8 @@
-"""API key scopes (capture, read, work, admin), and header bytes that are no key.
+"""API key scopes (capture, read, work, admin), header bytes that are no key, and failed authentications.
 
 The audit's findings: a rate-limited web-form key read anyone's lead and redirected a rep's
-leads to itself (``PUT /v1/reps/loop``); ``Authorization: Bearer \\xff`` answered 500.
+leads to itself (``PUT /v1/reps/loop``); ``Authorization: Bearer \\xff`` answered 500; wrong keys
+were never limited.
 """
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from connectors.api import ApiContext, mount_api
 from connectors.auth import SCOPES, ApiKey, Keyring, Scope
 from connectors.capture_store import CaptureStore
+from connectors.rate_limit import FailedAuthLimit, RateLimiter
 from ops.metrics import Metrics
 from sla.clock import FakeClock
 from tests.connectors.conftest import Client, FakeEngine, FakeRedis, lead_state
 from tests.connectors.test_api import error_of
+from tests.connectors.test_rate_limit import DownGcraRedis, GcraRedis
 
 #: name -> (key, scopes); ``None``: configured without scopes.
 KEYRING: dict[str, tuple[str, frozenset[Scope] | None]] = {
@@ -189,3 +192,69 @@ async def test_non_utf8_bytes_in_the_authorization_header_get_401_not_500(
     answer = await _raw_request(client.port, head + body)  # type: ignore[arg-type]
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert b'"unauthorized"' in answer
+
+
+# --- failed authentications ----------------------------------------------------------------
+
+
+async def test_wrong_keys_from_one_address_are_refused_after_the_limit_right_ones_too(
+        serve: Serve, engine: FakeEngine, clock: FakeClock) -> None:
+    redis = GcraRedis()
+    client = await serve(rate_limiter=RateLimiter(redis), failed_auth=FailedAuthLimit(per_minute=30))
+    for n in range(30):
+        wrong = await client.get("/v1/teams/emea", headers={"Authorization": f"Bearer wrong-key-{n:04}-xxxxxxxx"})
+        assert wrong.status == 401, n
+    refused = await client.get("/v1/teams/emea", headers={"Authorization": "Bearer wrong-key-0030-xxxxxxxx"})
+    error = await error_of(refused, 429, "rate_limited")
+    assert refused.headers["Retry-After"] == "2" and "failed authentications" in error["message"]
+    # While refused, a right key is refused too (else its 2xx would tell a guesser it was right),
+    # without asking Redis.
+    calls = redis.calls
+    blocked = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=bearer("web-form"))
+    await error_of(blocked, 429, "rate_limited")
+    assert engine.captured == [] and redis.calls == calls
+    # A request without a key guesses nothing: it gets its 401 (and the providers their own checks).
+    await error_of(await client.get("/v1/teams/emea"), 401, "unauthorized")
+    assert (await client.get("/healthz")).status == 200
+    clock.advance(2)
+    assert (await client.post("/v1/leads", json={"email": "a@example.com"}, headers=bearer("web-form"))).status == 202
+    # One more wrong key every 2 s (30 a minute), no burst until the address was quiet for a minute.
+    assert (await client.get("/v1/teams/emea", headers={"Authorization": "Bearer wrong-key-0031-xxxxxxxx"})).status == 401
+    assert (await client.get("/v1/teams/emea", headers={"Authorization": "Bearer wrong-key-0032-xxxxxxxx"})).status == 429
+
+
+async def test_the_failure_count_is_shared_through_redis(serve: Serve, engine: FakeEngine, clock: FakeClock) -> None:
+    redis = GcraRedis()
+    first = await serve(rate_limiter=RateLimiter(redis), failed_auth=FailedAuthLimit(per_minute=3))
+    second = await serve(rate_limiter=RateLimiter(redis), failed_auth=FailedAuthLimit(per_minute=3))
+    wrong = {"Authorization": "Bearer wrong-key-0000-xxxxxxxx"}
+    for client in (first, second, first):
+        assert (await client.get("/v1/teams/emea", headers=wrong)).status == 401
+    await error_of(await second.get("/v1/teams/emea", headers=wrong), 429, "rate_limited")
+
+
+async def test_without_redis_the_failure_limit_holds_in_the_worker(
+        serve: Serve, metrics: Metrics, clock: FakeClock) -> None:
+    client = await serve(rate_limiter=RateLimiter(DownGcraRedis(), timeout_s=0.05,
+                                                  on_degraded=lambda op: metrics.redis_degraded.labels(op).inc()),
+                         failed_auth=FailedAuthLimit(per_minute=5))
+    wrong = {"Authorization": "Bearer wrong-key-0000-xxxxxxxx"}
+    statuses = [(await client.get("/v1/teams/emea", headers=wrong)).status for _ in range(7)]
+    assert statuses == [401] * 5 + [429] * 2
+    assert (await client.get("/v1/teams/emea", headers=bearer("sdr-tool"))).status == 429
+    clock.advance(12)
+    assert (await client.get("/v1/teams/emea", headers=bearer("sdr-tool"))).status == 404  # no such team: authenticated
+
+
+async def test_a_valid_key_lacking_a_scope_is_not_a_failed_authentication(serve: Serve) -> None:
+    client = await serve(failed_auth=FailedAuthLimit(per_minute=2))
+    for _ in range(5):
+        assert (await client.get("/v1/teams/emea", headers=bearer("web-form"))).status == 403
+    assert (await client.post("/v1/leads", json={"email": "a@example.com"}, headers=bearer("web-form"))).status == 202
+
+
+def test_the_client_is_its_ipv4_address_or_its_ipv6_64() -> None:
+    from connectors.api.context import _client
+    assert _client("203.0.113.7") == _client("::ffff:203.0.113.7") == "203.0.113.7"
+    assert _client("2001:db8:1:2::1") == _client("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert _client(None) == "unknown"
