@@ -13,7 +13,7 @@ from typing import Annotated
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from connectors.providers.facebook import FacebookSettings, GraphLeadFetcher
+from connectors.providers.facebook import GRAPH_API_VERSION, FacebookSettings, GraphLeadFetcher
 from connectors.providers.typeform import MAP_TARGETS, TypeformSettings
 from leadflow.errors import ConfigError
 
@@ -43,7 +43,8 @@ class FacebookConfig(_Strict):
     app_secret_env: _EnvName = "LEADFLOW_FACEBOOK_APP_SECRET"
     verify_token_env: _EnvName = "LEADFLOW_FACEBOOK_VERIFY_TOKEN"
     access_token_env: _EnvName | None = None
-    graph_api_version: Annotated[str, StringConstraints(pattern=r"^v\d+\.\d+$")] = "v21.0"
+    #: Meta retires a version about two years after its successor ships: keep it current.
+    graph_api_version: Annotated[str, StringConstraints(pattern=r"^v\d+\.\d+$")] = GRAPH_API_VERSION
     #: Where the Graph API is: Meta's by default; another for an egress proxy or a relay of your own.
     graph_api_url: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#\s@]+(/[^?#\s]*)?$",
                                                     max_length=300)] = "https://graph.facebook.com"

@@ -23,10 +23,13 @@ from connectors.providers._shape import PayloadInvalid, array, child, mapping, o
 from connectors.providers.fields import LeadDraft, lead_field
 from leadflow.errors import PermanentError, TransientError
 
-__all__ = ["SIGNATURE_HEADER", "FacebookSettings", "FieldDatum", "LeadFetcher", "GraphLeadFetcher", "LeadgenChange",
-           "check_signature", "parse_payload", "to_draft"]
+__all__ = ["SIGNATURE_HEADER", "GRAPH_API_VERSION", "FacebookSettings", "FieldDatum", "LeadFetcher",
+           "GraphLeadFetcher", "LeadgenChange", "check_signature", "parse_payload", "to_draft"]
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+#: The Graph API version read by default. Meta retires each version about two years after the
+#: next one ships (v21.0 is served until 21 Jan 2027); keep ``graph_api_version`` current.
+GRAPH_API_VERSION = "v24.0"
 _MAX_CHANGES = 100
 # Graph API error codes Meta documents as temporary (throttling, service hiccups): retry later.
 _TRANSIENT_GRAPH_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
@@ -186,7 +189,7 @@ class GraphLeadFetcher:
 
     def __init__(self, session: aiohttp.ClientSession | Callable[[], aiohttp.ClientSession], *,
                  access_token: str, app_secret: str,
-                 api_version: str = "v21.0", base_url: str = "https://graph.facebook.com",
+                 api_version: str = GRAPH_API_VERSION, base_url: str = "https://graph.facebook.com",
                  timeout_s: float = 5.0) -> None:
         self._session = session
         self._token = access_token

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.providers import FacebookSettings, Providers, ProvidersConfig, TypeformSettings
-from connectors.providers.facebook import FieldDatum, GraphLeadFetcher
+from connectors.providers.facebook import GRAPH_API_VERSION, FieldDatum, GraphLeadFetcher
 from connectors.rate_limit import RateLimiter
 from rules.capture import derive_lead_id
 from leadflow.errors import ConfigError, PermanentError, TransientError
@@ -338,7 +338,7 @@ async def test_the_graph_fetcher_reads_field_data_with_the_token_and_proof() -> 
         return web.json_response(body, status=status)
 
     app = web.Application()
-    app.router.add_get("/v21.0/{id}", graph)
+    app.router.add_get(f"/{GRAPH_API_VERSION}/{{id}}", graph)
     async with TestServer(app) as server, aiohttp.ClientSession() as session:
         base = str(server.make_url(""))
         # A callable: the worker opens its one session lazily, on the running loop.
@@ -542,13 +542,19 @@ async def test_the_graph_api_url_is_configurable_and_checked() -> None:
                                                          "graph_api_url": "http://graph-relay.internal:8080/"}})
     async with aiohttp.ClientSession() as session:
         assert repr(default.resolve(env, session).facebook.fetcher) == (  # type: ignore[union-attr]
-            "GraphLeadFetcher('https://graph.facebook.com/v21.0')")
+            f"GraphLeadFetcher('https://graph.facebook.com/{GRAPH_API_VERSION}')")
         assert repr(relay.resolve(env, session).facebook.fetcher) == (  # type: ignore[union-attr]
             "GraphLeadFetcher('http://graph-relay.internal:8080/v22.0')")
     for bad in ("graph.facebook.com", "ftp://graph.facebook.com", "https://user@graph.facebook.com",
                 "https://graph.facebook.com/?x=1"):
         with pytest.raises(ValueError, match="graph_api_url"):
             ProvidersConfig.model_validate({"facebook": {"graph_api_url": bad}})
+
+
+def test_the_default_graph_api_version_is_served_past_2027() -> None:
+    # Meta's changelog: v21.0 is served until 21 Jan 2027; a default past its end breaks every read.
+    assert GRAPH_API_VERSION == "v24.0"
+    assert ProvidersConfig.model_validate({"facebook": {}}).facebook.graph_api_version == "v24.0"  # type: ignore[union-attr]
 
 
 def test_a_field_map_must_point_at_lead_fields() -> None:

@@ -28,6 +28,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from connectors.providers.facebook import GRAPH_API_VERSION
 from ops.stack import StackConfig
 from rules.capture import derive_lead_id
 from tests.integration.harness import API_KEY, REPO, Receiver, SECRET, Worker, WorkerSpec, eventually
@@ -54,7 +55,6 @@ providers:
     app_secret_env: CAP_FB_APP_SECRET
     verify_token_env: CAP_FB_VERIFY_TOKEN
     access_token_env: CAP_FB_PAGE_TOKEN
-    graph_api_version: v21.0
     graph_api_url: "{graph}"
   typeform:
     secret_env: CAP_TF_SECRET
@@ -389,7 +389,7 @@ async def test_facebook_lead_ads_handshake_signature_and_graph_read(ch: Channels
     assert orjson.loads(raw) == {"accepted": 1, "duplicate": 0, "rejected": 0, "ignored": 0, "results": [
         {"leadgen_id": "900000000000001", "lead_id": sofia, "status": "accepted"}]}
     [read] = [r for r in ch.graph.requests if r.match_info["node"] == "900000000000001"]
-    assert read.path == "/v21.0/900000000000001" and read.query["fields"] == "field_data"
+    assert read.path == f"/{GRAPH_API_VERSION}/900000000000001" and read.query["fields"] == "field_data"
     view = await assigned(ch, sofia, "the Lead Ads lead")
     got = view["lead"]
     assert (got["channel"], got["source"], got["external_id"]) == ("facebook", "facebook-lead-ads", "900000000000001")
