@@ -23,14 +23,17 @@ from connectors.providers._shape import PayloadInvalid, array, child, mapping, o
 from connectors.providers.fields import LeadDraft, lead_field
 from leadflow.errors import PermanentError, TransientError
 
-__all__ = ["SIGNATURE_HEADER", "GRAPH_API_VERSION", "FacebookSettings", "FieldDatum", "LeadFetcher",
+__all__ = ["SIGNATURE_HEADER", "GRAPH_API_VERSION", "MAX_CHANGES", "FacebookSettings", "FieldDatum", "LeadFetcher",
            "GraphLeadFetcher", "LeadgenChange", "check_signature", "parse_payload", "to_draft"]
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 #: The Graph API version read by default. Meta retires each version about two years after the
 #: next one ships (v21.0 is served until 21 Jan 2027); keep ``graph_api_version`` current.
 GRAPH_API_VERSION = "v24.0"
-_MAX_CHANGES = 100
+#: Meta batches up to 1000 updates in one webhook notification and retries that same batch for up
+#: to 36 h: a lower limit would refuse every retry and lose every lead in it. The body size is
+#: bounded by the worker's ``LEADFLOW_MAX_BODY_BYTES``.
+MAX_CHANGES = 1000
 # Graph API error codes Meta documents as temporary (throttling, service hiccups): retry later.
 _TRANSIENT_GRAPH_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
 
@@ -127,11 +130,11 @@ def parse_payload(data: Any) -> tuple[list[LeadgenChange], int]:
         raise PayloadInvalid([FieldError("object", 'expected "page" (Lead Ads webhooks are Page events)')])
     changes: list[LeadgenChange] = []
     ignored = 0
-    for i, entry in enumerate(array(body.get("entry"), "entry", limit=_MAX_CHANGES)):
+    for i, entry in enumerate(array(body.get("entry"), "entry", limit=MAX_CHANGES)):
         entry_path = child("entry", i)
         changes_path = child(entry_path, "changes")
         entry_time = optional_unix_time(mapping(entry, entry_path).get("time"), child(entry_path, "time"))
-        for j, raw in enumerate(array(mapping(entry, entry_path).get("changes"), changes_path, limit=_MAX_CHANGES)):
+        for j, raw in enumerate(array(mapping(entry, entry_path).get("changes"), changes_path, limit=MAX_CHANGES)):
             where = child(changes_path, j)
             change = mapping(raw, where)
             if change.get("field") != "leadgen":
@@ -154,8 +157,8 @@ def parse_payload(data: Any) -> tuple[list[LeadgenChange], int]:
                             if value.get("field_data") is not None else None),
                 created_at=created_at, created_at_path=created_path if created_at is not None else "",
             ))
-            if len(changes) > _MAX_CHANGES:
-                raise PayloadInvalid([FieldError("entry", f"at most {_MAX_CHANGES} leadgen changes per delivery")])
+            if len(changes) > MAX_CHANGES:
+                raise PayloadInvalid([FieldError("entry", f"at most {MAX_CHANGES} leadgen changes per delivery")])
     return changes, ignored
 
 

@@ -1,10 +1,13 @@
 """Provider webhooks: Facebook Lead Ads (handshake, X-Hub-Signature-256, leadgen, Graph API) and Typeform."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -247,6 +250,41 @@ async def test_when_leads_cannot_be_read_now_meta_is_asked_to_redeliver(
     assert response.headers["Retry-After"] == "5"
     assert ("503" if problem == "transient" else "no fetcher is configured") in error["message"]
     assert engine.captured == []  # not even Ana: the whole delivery comes again
+
+
+async def test_a_delivery_of_1000_leads_is_taken_whole(serve: Serve, engine: FakeEngine) -> None:
+    # Meta batches up to 1000 updates in one notification and retries that same batch for 36 h:
+    # a lower limit refuses every retry and loses every lead in it.
+    client = await serve(client_max_size=1_048_576)  # the worker's default LEADFLOW_MAX_BODY_BYTES
+    people = [{"leadgen_id": str(800000000000 + i), "created_time": 1767603600,
+               "field_data": [{"name": "email", "values": [f"p{i}@example.org"]}]} for i in range(1001)]
+    body = leadgen(*people[:1000])
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    assert response.status == 200, await response.text()
+    result = await response.json()
+    assert (result["accepted"], result["rejected"], len(engine.captured)) == (1000, 0, 1000)
+    await _conforms(response, "/v1/providers/facebook", "post")
+
+    too_many = leadgen(*people)
+    response = await client.post("/v1/providers/facebook", data=too_many, headers=fb_signed(too_many))
+    assert "at most 1000" in fields_of(await error_of(response, 422, "invalid_payload"))["entry[0].changes"]
+
+
+async def test_1000_graph_reads_fit_in_a_few_seconds(serve: Serve, engine: FakeEngine) -> None:
+    # Meta does not say how long it waits for the answer: 1000 reads at 0.1 s each must not add up.
+    class SlowGraph:
+        async def fetch(self, leadgen_id: str) -> Sequence[FieldDatum]:
+            await asyncio.sleep(0.1)
+            return [FieldDatum("email", (f"g{leadgen_id}@example.org",))]
+
+    client = await serve(Providers(facebook=FacebookSettings(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN,
+                                                             fetcher=SlowGraph())))
+    body = leadgen(*({"leadgen_id": str(700000000000 + i)} for i in range(1000)))
+    started = time.monotonic()
+    response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    took = time.monotonic() - started
+    assert response.status == 200 and (await response.json())["accepted"] == 1000
+    assert took < 9, f"{took:.1f} s for 1000 reads"  # 32 at a time: 3.2 s; 8 at a time took 12.5 s
 
 
 @pytest.mark.parametrize(("header", "reason"), [

@@ -664,3 +664,25 @@ async def test_bad_input_matrix_never_a_5xx_and_valid_leads_still_flow(ch: Chann
     assert sorted(v for v, _ in rejected) == sorted(poison), "each bad record dead-lettered with its bytes"
     assert sorted(h["leadflow-reason"].decode() for _, h in rejected) == [
         "invalid_lead", "invalid_lead", "not_an_object", "not_utf8"]
+
+
+# --- 8. A full Meta batch (last: its 1000 leads fill the reps' queues) ------------------------
+
+
+async def test_facebook_a_delivery_of_1000_leads_is_read_and_captured_whole(ch: Channels) -> None:
+    # Meta batches up to 1000 updates in one notification and retries that same batch for 36 h.
+    # Every lead is read from the Graph API stand-in; the time it takes is what Meta waits.
+    ids = [str(910000000000000 + i) for i in range(1000)]
+    for i, leadgen_id in enumerate(ids):
+        ch.graph.add(GraphLead(leadgen_id, {"email": [f"batch{i:04d}@meta-batch.example"]}))
+    body = fb_webhook(*ids)
+    started = time.monotonic()
+    status, _, raw = await post(ch.raw, f"{ch.url}/v1/providers/facebook", body, fb_headers(body))
+    took = time.monotonic() - started
+    assert status == 200, raw
+    answer = orjson.loads(raw)
+    assert (answer["accepted"], answer["rejected"], len(answer["results"])) == (1000, 0, 1000), answer
+    assert all(ch.graph.asked_for(leadgen_id) == 1 for leadgen_id in ids)
+    print(f"1000 leads read from the Graph stand-in and captured in {took:.2f} s")
+    assert took < 15, f"{took:.1f} s for 1000 leads"
+    await assigned(ch, lead_id_of("batch0000@meta-batch.example"), "the first lead of the batch")
