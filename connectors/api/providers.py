@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -26,13 +27,14 @@ from connectors.api.leads import capture_many
 from connectors.lead_input import LeadInvalid, validate_lead
 from connectors.providers import facebook, typeform
 from connectors.providers._shape import PayloadInvalid
-from connectors.providers.facebook import FacebookSettings, FieldDatum, LeadgenChange
+from connectors.providers.facebook import FacebookSettings, FieldDatum, GraphAccessRefused, LeadgenChange
 from connectors.providers.fields import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
 from connectors.providers.typeform import TypeformSettings
 from leadflow.errors import PermanentError, TransientError
 
 __all__ = ["routes", "salvage"]
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 _CHALLENGE = re.compile(r"^[\x21-\x7e]{1,512}$")  # printable ASCII: it is echoed back
@@ -40,6 +42,8 @@ _CHALLENGE = re.compile(r"^[\x21-\x7e]{1,512}$")  # printable ASCII: it is echoe
 # 0.1-0.3 s take 3-10 s. Meta does not say how long it waits; well under its 20 s elsewhere.
 _FETCH_PARALLEL = 32
 _FETCH_TIMEOUT_S = 10.0
+# Retry-After for a configuration problem (no token, a token Meta refuses): minutes to fix, not seconds.
+_CONFIG_RETRY_AFTER_S = 60
 _UNTOUCHABLE = frozenset({"external_id", "source", "attributes"})
 
 
@@ -142,27 +146,56 @@ async def facebook_verify(request: web.Request) -> web.Response:
     return web.Response(text=challenge, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"})
 
 
-async def _answers(settings: FacebookSettings, changes: list[LeadgenChange]) -> list[Sequence[FieldDatum] | str]:
-    """Each change's answers (from the payload, else the Graph API), or why they cannot be had."""
+class _NoFetcher(TransientError):
+    """Leads without ``field_data`` and no access token to read them with: the config to fix."""
+
+
+_Answer = Sequence[FieldDatum] | str | TransientError
+
+
+async def _answers(settings: FacebookSettings, changes: list[LeadgenChange]) -> list[_Answer]:
+    """Each change's answers (from the payload, else the Graph API), why they never can be had
+    (``str``: the lead is rejected), or why not now (``TransientError``: Meta is asked to redeliver)."""
     fetcher = settings.fetcher
-    if fetcher is None and any(c.field_data is None for c in changes):
-        raise TransientError("leads without field_data need the Graph API, and no fetcher is configured "
-                             "(providers.facebook.access_token_env)")
     limit = asyncio.Semaphore(_FETCH_PARALLEL)
 
-    async def one(change: LeadgenChange) -> Sequence[FieldDatum] | str:
+    async def one(change: LeadgenChange) -> _Answer:
         if change.field_data is not None:
             return change.field_data
-        assert fetcher is not None
+        if fetcher is None:
+            return _NoFetcher("leads without field_data need the Graph API, and no access token is configured "
+                              "(providers.facebook.access_token_env)")
         async with limit:
             try:
                 return await asyncio.wait_for(fetcher.fetch(change.leadgen_id), _FETCH_TIMEOUT_S)
             except TimeoutError:
-                raise TransientError("the Graph API did not answer in time") from None
+                return TransientError("the Graph API did not answer in time")
+            except TransientError as exc:
+                return exc
             except PermanentError as exc:
                 return f"cannot be read from the Graph API: {exc}"
 
     return list(await asyncio.gather(*(one(c) for c in changes)))
+
+
+def _redeliver(deferred: Sequence[TransientError], total: int) -> ApiError:
+    """The ``503`` that has Meta redeliver a delivery with leads that cannot be read now.
+
+    A token or permission problem (``GraphAccessRefused``) or no token at all is the config to
+    fix: it is logged as such (codes only, no lead data), and Meta keeps redelivering for 36 h.
+    """
+    config = [exc for exc in deferred if isinstance(exc, GraphAccessRefused | _NoFetcher)]
+    first = config[0] if config else deferred[0]
+    if config:
+        log.error("facebook: %d of %d leads cannot be read: %s; answered 503, Meta redelivers them for up to 36 h",
+                  len(deferred), total, first)
+    else:
+        log.warning("facebook: %d of %d leads cannot be read now: %s; answered 503 so Meta redelivers them",
+                    len(deferred), total, first)
+    return ApiError(503, "unavailable",
+                    f"{len(deferred)} of {total} leads cannot be read now, retry: {first}. The others are stored "
+                    "and a redelivery captures none of them twice",
+                    headers={"Retry-After": str(_CONFIG_RETRY_AFTER_S if config else 5)})
 
 
 @routes.post("/providers/facebook")
@@ -181,20 +214,25 @@ async def facebook_leads(request: web.Request) -> web.Response:
     stale = {index: reason for index, change in enumerate(changes)
              if (reason := _too_old(change.created_at, change.created_at_path, settings.max_age, now,
                                     "providers.facebook.max_age_hours")) is not None}
-    # TransientError: 503, Meta redelivers later. A replayed lead is not fetched.
+    # A replayed lead is not fetched. One that cannot be read now is left for Meta's redelivery
+    # (503); the others are stored now, and their capture ids make the redelivery a replay.
     fresh = [index for index in range(len(changes)) if index not in stale]
     answers = dict(zip(fresh, await _answers(settings, [changes[index] for index in fresh])))
+    deferred = [got for got in answers.values() if isinstance(got, TransientError)]
 
     results: list[dict[str, Any]] = [{} for _ in changes]
     leads: list[tuple[int, dict[str, Any]]] = []
+    refused: list[str] = []  # counted once the delivery is answered, not on each redelivery
     for index, change in enumerate(changes):
         got = answers.get(index, "")
+        if isinstance(got, TransientError):
+            continue
         if index in stale:
-            ctx.metrics.leads_rejected.labels("facebook", "stale").inc()
+            refused.append("stale")
             results[index] = {"leadgen_id": change.leadgen_id, "status": "rejected",
                               "errors": [{"field": change.created_at_path, "reason": stale[index]}]}
         elif isinstance(got, str):
-            ctx.metrics.leads_rejected.labels("facebook", "unreadable").inc()
+            refused.append("unreadable")
             results[index] = {"leadgen_id": change.leadgen_id, "status": "rejected",
                               "errors": [{"field": f"{change.path}.value.leadgen_id", "reason": got}]}
         else:
@@ -203,6 +241,10 @@ async def facebook_leads(request: web.Request) -> web.Response:
     outcomes = await capture_many(
         ctx, [lead for _, lead in leads], channel="facebook", default_source=settings.source,
         capture_ids=lambda i, _lead: _provider_capture_id("facebook", changes[leads[i][0]].leadgen_id))
+    if deferred:
+        raise _redeliver(deferred, len(changes))
+    for reason in refused:
+        ctx.metrics.leads_rejected.labels("facebook", reason).inc()
     for (index, _), outcome in zip(leads, outcomes):
         results[index] = {"leadgen_id": changes[index].leadgen_id, **outcome.as_dict()}
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}

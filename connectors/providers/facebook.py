@@ -24,7 +24,7 @@ from connectors.providers.fields import LeadDraft, lead_field
 from leadflow.errors import PermanentError, TransientError
 
 __all__ = ["SIGNATURE_HEADER", "GRAPH_API_VERSION", "MAX_CHANGES", "FacebookSettings", "FieldDatum", "LeadFetcher",
-           "GraphLeadFetcher", "LeadgenChange", "check_signature", "parse_payload", "to_draft"]
+           "GraphAccessRefused", "GraphLeadFetcher", "LeadgenChange", "check_signature", "parse_payload", "to_draft"]
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 #: The Graph API version read by default. Meta retires each version about two years after the
@@ -36,6 +36,14 @@ GRAPH_API_VERSION = "v24.0"
 MAX_CHANGES = 1000
 # Graph API error codes Meta documents as temporary (throttling, service hiccups): retry later.
 _TRANSIENT_GRAPH_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
+# Codes Meta's "Handling Errors" page answers with "get a new access token" (102 session, 190
+# access token) or that mean a missing permission (10, 200-299): our configuration, fixable, so
+# the lead is asked for again (503) rather than given up.
+_ACCESS_GRAPH_CODES = frozenset({10, 102, 190, *range(200, 300)})
+# Code 100 subcode 33: "does not exist, cannot be loaded due to missing permissions". Within the
+# hours Meta redelivers a lead it just announced, that is a token without access to the Page's
+# leads far more often than a deleted lead.
+_ACCESS_GRAPH_SUBCODES = frozenset({(100, 33)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +58,25 @@ class LeadFetcher(Protocol):
     """Reads a lead's answers from Meta.
 
     Raise ``TransientError`` when it may work later (the webhook is answered 503 and Meta
-    redelivers it) and ``PermanentError`` when it never will (the lead is reported rejected).
+    redelivers it; ``GraphAccessRefused`` when it works once the token or its permissions are
+    fixed) and ``PermanentError`` when it never will (the lead is reported rejected).
     """
 
     async def fetch(self, leadgen_id: str) -> Sequence[FieldDatum]: ...
+
+
+class GraphAccessRefused(TransientError):
+    """The Graph API refused our access token or its permissions: a configuration to fix, not a lost lead.
+
+    The message carries Meta's error code, subcode and type only, never Meta's message text.
+    """
+
+    def __init__(self, status: int, code: int | None, subcode: int | None, kind: str) -> None:
+        self.code, self.subcode = code, subcode
+        super().__init__(f"the Graph API refused the access token or its permissions ({status}, code {code}"
+                         f"{f', subcode {subcode}' if subcode is not None else ''}{f', {kind}' if kind else ''}): "
+                         "check the Page token in providers.facebook.access_token_env and its leads_retrieval "
+                         "permission")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,10 +244,15 @@ class GraphLeadFetcher:
             data = None
         if status != 200:
             error = data.get("error") if isinstance(data, dict) else None
-            code = error.get("code") if isinstance(error, dict) else None
-            message = str(error.get("message", ""))[:200] if isinstance(error, dict) else ""
+            error = error if isinstance(error, dict) else {}
+            code, subcode = error.get("code"), error.get("error_subcode")
+            code = code if isinstance(code, int) else None
+            subcode = subcode if isinstance(subcode, int) else None
+            message = str(error.get("message", ""))[:200]
             if status >= 500 or status == 429 or code in _TRANSIENT_GRAPH_CODES:
                 raise TransientError(f"graph api answered {status} (code {code}): {message}")
+            if code in _ACCESS_GRAPH_CODES or (code, subcode) in _ACCESS_GRAPH_SUBCODES:
+                raise GraphAccessRefused(status, code, subcode, str(error.get("type", ""))[:40])
             raise PermanentError(f"graph api answered {status} (code {code}): {message}")
         try:
             return _field_data(mapping(data, "").get("field_data", []), "field_data")

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.providers import FacebookSettings, Providers, ProvidersConfig, TypeformSettings
-from connectors.providers.facebook import GRAPH_API_VERSION, FieldDatum, GraphLeadFetcher
+from connectors.providers.facebook import GRAPH_API_VERSION, FieldDatum, GraphAccessRefused, GraphLeadFetcher
 from connectors.rate_limit import RateLimiter
 from rules.capture import derive_lead_id
 from leadflow.errors import ConfigError, PermanentError, TransientError
@@ -237,9 +237,13 @@ async def test_leads_without_field_data_are_fetched_through_the_lead_fetcher(
     await _conforms(response, "/v1/providers/facebook", "post")
 
 
-@pytest.mark.parametrize("problem", ["transient", "unconfigured"])
+@pytest.mark.parametrize(("problem", "retry_after", "says"), [
+    ("transient", "5", "graph api answered 503"),
+    ("no token", "60", "no access token is configured"),
+])
 async def test_when_leads_cannot_be_read_now_meta_is_asked_to_redeliver(
-        serve: Serve, engine: FakeEngine, fetcher: StandInFetcher, problem: str) -> None:
+        serve: Serve, engine: FakeEngine, fetcher: StandInFetcher, metrics: Metrics,
+        problem: str, retry_after: str, says: str) -> None:
     fetcher.leads["903"] = TransientError("graph api answered 503")
     providers = Providers(facebook=FacebookSettings(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN,
                                                     fetcher=fetcher if problem == "transient" else None))
@@ -247,9 +251,53 @@ async def test_when_leads_cannot_be_read_now_meta_is_asked_to_redeliver(
     body = leadgen(ANA, {"leadgen_id": "903"})
     response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
     error = await error_of(response, 503, "unavailable")
-    assert response.headers["Retry-After"] == "5"
-    assert ("503" if problem == "transient" else "no fetcher is configured") in error["message"]
-    assert engine.captured == []  # not even Ana: the whole delivery comes again
+    assert response.headers["Retry-After"] == retry_after
+    assert "1 of 2 leads cannot be read now" in error["message"] and says in error["message"]
+    await _conforms(response, "/v1/providers/facebook", "post")
+    # Ana came with her answers: stored now, under the capture id her redelivery will carry.
+    [(_, first)] = engine.captured
+    assert orjson.loads(first)["external_id"] == "444444444444"
+    assert sample(metrics, "leadflow_leads_rejected_total", channel="facebook", reason="unreadable") == 0
+
+    if problem == "transient":  # it passes: the redelivery (a 503 is not remembered) brings the lead in
+        fetcher.leads["903"] = [FieldDatum("email", ("bo@example.org",))]
+        again = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+        assert again.status == 200 and "Idempotent-Replayed" not in again.headers
+        ana, bo = (await again.json())["results"]
+        assert (ana["status"], bo["status"]) == ("duplicate", "accepted")
+        ids = [orjson.loads(value)["_meta"]["capture_id"] for _, value in engine.captured]
+        assert len(ids) == 3 and ids[0] == ids[1]  # Ana again is a replay the lead agent drops
+
+
+@pytest.mark.parametrize(("code", "subcode"), [(190, 463), (190, None), (102, None), (10, None), (200, None),
+                                               (299, None), (100, 33)])
+async def test_a_token_or_permission_problem_is_503_until_fixed_and_no_lead_is_lost(
+        serve: Serve, engine: FakeEngine, fetcher: StandInFetcher, metrics: Metrics,
+        caplog: pytest.LogCaptureFixture, code: int, subcode: int | None) -> None:
+    # Meta, Graph API "Handling Errors": 102 and 190 mean "get a new access token"; 10 and 200-299
+    # a missing permission; 100/33 "cannot be loaded due to missing permissions". The config is
+    # fixable and Meta redelivers for 36 h: rejecting inside a 200 would lose the lead for good.
+    answers = fetcher.leads["901"]
+    fetcher.leads["901"] = GraphAccessRefused(400, code, subcode, "OAuthException")
+    client = await serve()
+    body = leadgen({"leadgen_id": "901"})
+    with caplog.at_level(logging.WARNING, logger="connectors.api.providers"):
+        response = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    error = await error_of(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "60"
+    assert f"code {code}" in error["message"] and "providers.facebook.access_token_env" in error["message"]
+    assert engine.captured == []
+    assert sample(metrics, "leadflow_leads_rejected_total", channel="facebook", reason="unreadable") == 0
+    # What an alert watches (docs/capture.md): 503s on the Facebook route.
+    assert sample(metrics, "leadflow_http_requests_total", route="/v1/providers/facebook", status="503") == 1
+    [record] = [r for r in caplog.records if r.name == "connectors.api.providers"]
+    assert record.levelno == logging.ERROR and f"code {code}" in record.getMessage()
+    assert "901" not in record.getMessage()  # no lead data: codes and counts only
+
+    fetcher.leads["901"] = answers  # the token is renewed; Meta redelivers the same body
+    again = await client.post("/v1/providers/facebook", data=body, headers=fb_signed(body))
+    assert again.status == 200 and (await again.json())["accepted"] == 1
+    assert orjson.loads(engine.captured[0][1])["email"] == "li.wei@example.org"
 
 
 async def test_a_delivery_of_1000_leads_is_taken_whole(serve: Serve, engine: FakeEngine) -> None:
@@ -368,7 +416,14 @@ async def test_the_graph_fetcher_reads_field_data_with_the_token_and_proof() -> 
     answers = {"1": (200, {"id": "1", "field_data": [{"name": "email", "values": ["a@example.com"]}]}),
                "2": (400, {"error": {"message": "Unsupported get request", "code": 100}}),
                "3": (400, {"error": {"message": "User request limit reached", "code": 17}}),
-               "4": (502, {"error": {"message": "bad gateway"}})}
+               "4": (502, {"error": {"message": "bad gateway"}}),
+               "5": (400, {"error": {"message": "Error validating access token: Session has expired",
+                                     "type": "OAuthException", "code": 190, "error_subcode": 463}}),
+               "6": (403, {"error": {"message": "(#200) Requires leads_retrieval", "type": "OAuthException",
+                                     "code": 200}}),
+               "7": (400, {"error": {"message": "Object with ID '7' does not exist, cannot be loaded due to "
+                                                "missing permissions", "type": "GraphMethodException",
+                                     "code": 100, "error_subcode": 33}})}
 
     async def graph(request: web.Request) -> web.Response:
         seen.append(request)
@@ -391,6 +446,11 @@ async def test_the_graph_fetcher_reads_field_data_with_the_token_and_proof() -> 
             await fetcher.fetch("3")
         with pytest.raises(TransientError, match="502"):
             await fetcher.fetch("4")
+        for node, code in (("5", "code 190, subcode 463, OAuthException"), ("6", "code 200"),
+                           ("7", "code 100, subcode 33")):
+            with pytest.raises(GraphAccessRefused, match=code) as refused:
+                await fetcher.fetch(node)
+            assert "does not exist" not in str(refused.value) and "Session" not in str(refused.value)
         with pytest.raises(PermanentError, match="not a Graph API id"):
             await fetcher.fetch("1/../../me")
         assert "page-token" not in repr(fetcher)

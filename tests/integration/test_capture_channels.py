@@ -418,6 +418,29 @@ async def test_facebook_lead_ads_handshake_signature_and_graph_read(ch: Channels
     assert (await touches(ch, sofia, 1))["touches"] == 1
 
 
+async def test_facebook_a_token_meta_refuses_is_503_until_renewed_and_no_lead_is_lost(ch: Channels) -> None:
+    # Meta's "Handling Errors": code 190 means "get a new access token". That is our config to
+    # fix while Meta redelivers (for up to 36 h), not a lead to reject inside a 200.
+    url = f"{ch.url}/v1/providers/facebook"
+    ch.graph.add(GraphLead("900000000000020", {"email": ["Token.Lapsed@Graph.example"]}))
+    body = fb_webhook("900000000000020")
+    ch.graph.access_token = "a-token-renewed-at-meta"  # the worker's token no longer works
+    try:
+        status, headers, raw = await post(ch.raw, url, body, fb_headers(body))
+        assert_error(status, raw, 503, "unavailable", case="facebook: token refused")
+        assert headers.get("Retry-After") == "60", headers
+        assert "code 190" in raw.decode() and "access_token_env" in raw.decode(), raw
+    finally:
+        ch.graph.access_token = FB_PAGE_TOKEN  # renewed in the worker's config
+    lapsed = lead_id_of("token.lapsed@graph.example")
+    assert await lead(ch, lapsed) is None  # neither stored nor rejected: Meta sends it again
+    status, headers, raw = await post(ch.raw, url, body, fb_headers(body))
+    assert status == 200 and "Idempotent-Replayed" not in headers, raw  # a 503 is not remembered
+    assert orjson.loads(raw)["results"] == [{"leadgen_id": "900000000000020", "lead_id": lapsed,
+                                             "status": "accepted"}]
+    await assigned(ch, lapsed, "the lead redelivered after the token was renewed")
+
+
 # --- 4. Typeform -----------------------------------------------------------------------------
 
 
@@ -598,14 +621,29 @@ async def test_bad_input_matrix_never_a_5xx_and_valid_leads_still_flow(ch: Chann
             ("no token", {k: v for k, v in handshake.items() if k != "hub.verify_token"}, 401)):
         async with ch.raw.get(fb, params=query) as r:
             assert r.status == status and (await r.json())["error"], (case, r.status)
-    # A lead Meta deleted: reported rejected, the other lead of the delivery is captured.
-    body = fb_webhook("900000000000099", "900000000000010")
+    # A lead the Graph API will never give (code 100, no subcode): reported rejected, the other
+    # lead of the delivery is captured.
+    ch.graph.failures["900000000000098"] = (100, 400)
+    body = fb_webhook("900000000000098", "900000000000010")
     got, _, raw = await post(ch.raw, fb, body, fb_headers(body))
     assert got == 200, raw
     answer = orjson.loads(raw)
     assert (answer["accepted"], answer["rejected"]) == (1, 1), answer
     assert answer["results"][0]["errors"][0]["field"] == "entry[0].changes[0].value.leadgen_id"
-    assert "does not exist" in answer["results"][0]["errors"][0]["reason"]
+    assert "code 100" in answer["results"][0]["errors"][0]["reason"]
+    # "Does not exist, cannot be loaded due to missing permissions" (100/33), for a lead Meta just
+    # announced: a token without access to it, most likely. 503, and the readable lead of the
+    # delivery is stored now; once the lead can be read, Meta's redelivery brings it in.
+    ch.graph.add(GraphLead("900000000000012", {"email": ["readable.now@graph.example"]}))
+    body = fb_webhook("900000000000013", "900000000000012")
+    got, _, raw = await post(ch.raw, fb, body, fb_headers(body))
+    assert_error(got, raw, 503, "unavailable", case="facebook: 100/33")
+    assert "1 of 2 leads" in raw.decode() and "subcode 33" in raw.decode(), raw
+    await assigned(ch, lead_id_of("readable.now@graph.example"), "the readable lead of a 503 delivery")
+    ch.graph.add(GraphLead("900000000000013", {"email": ["granted.later@graph.example"]}))
+    got, _, raw = await post(ch.raw, fb, body, fb_headers(body))
+    assert got == 200, raw
+    assert [r["status"] for r in orjson.loads(raw)["results"]] == ["accepted", "duplicate"], raw
     # The Graph API throttles us: 503 so that Meta redelivers; the redelivery is captured.
     ch.graph.add(GraphLead("900000000000011", {"email": ["throttled@graph.example"]}))
     ch.graph.failures["900000000000011"] = (17, 400)
@@ -657,7 +695,8 @@ async def test_bad_input_matrix_never_a_5xx_and_valid_leads_still_flow(ch: Chann
     for name, lead_id in after.items():
         await assigned(ch, lead_id, f"the valid {name} lead after bad input")
     for name, email in (("row ok", "row.ok@after.example"), ("facebook", "late.lead@graph.example"),
-                        ("facebook redelivered", "throttled@graph.example")):
+                        ("facebook redelivered", "throttled@graph.example"),
+                        ("facebook once readable", "granted.later@graph.example")):
         await assigned(ch, lead_id_of(email), f"the {name} lead")
 
     rejected = await rejected_records(ch, poison)
