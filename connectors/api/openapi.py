@@ -824,14 +824,21 @@ def _channel_paths() -> dict[str, Schema]:
         requestBody={"required": True, "content": {ctype: {"schema": {"type": "string"}, "example": _CSV_EXAMPLE}
                                                    for ctype in CSV_CONTENT_TYPES}},
     )
+    provider_unavailable = _error(
+        "Not now, retry after `Retry-After` seconds (the provider redelivers): Kafka unavailable, the provider not "
+        "configured on this worker (never a 404: Typeform switches a webhook off at its first 404), or, for "
+        "Facebook, a lead that cannot be read from the Graph API now (throttled, or an access token or permission "
+        "to fix); the delivery's readable leads are stored and its redelivery captures none twice.",
+        code="unavailable", message="the typeform provider is not configured on this worker "
+                                    "(providers.typeform in its config); retry later",
+        headers={"Retry-After": {"$ref": "#/components/headers/RetryAfter"}})
     provider_errors = {
-        **_refs(413, 429, 503),
+        **_refs(413, 429),
+        "503": provider_unavailable,
         "401": _error("The signature is missing or does not match the body (`bad_signature`), or, for Typeform, "
                       "the response was submitted before the replay window (`stale`).", code="bad_signature",
                       message="facebook webhook refused: missing X-Hub-Signature-256 header"),
         "400": _error("The body is not JSON.", code="malformed_json", message="the body is not valid JSON"),
-        "404": _error("The provider is not configured on this worker.", code="not_found",
-                      message="the facebook provider is not configured on this worker"),
     }
     return {
         "/v1/forms/{form_id}": {"post": form},
@@ -840,12 +847,11 @@ def _channel_paths() -> dict[str, Schema]:
             "get": _op(
                 "verifyFacebookWebhook", "providers", "Meta's webhook verification handshake",
                 {"200": {"description": "`hub.challenge`, echoed.", "content": {"text/plain": {"schema": _STR}}},
-                 **_refs(503),
+                 "503": provider_unavailable,
                  "401": _error("`hub.verify_token` is not the configured verify token.", code="unauthorized",
                                message="hub.verify_token does not match the configured verify token"),
                  "400": _error("Not a verification request.", code="bad_request",
-                               message="expected hub.mode=subscribe and a hub.challenge to echo"),
-                 "404": provider_errors["404"]},
+                               message="expected hub.mode=subscribe and a hub.challenge to echo")},
                 description="Meta calls this once when the webhook is configured; a wrong `hub.verify_token` is a "
                             "401. Not authenticated by API key.",
                 parameters=[{"name": name, "in": "query", "required": True, "schema": _STR}
@@ -862,8 +868,9 @@ def _channel_paths() -> dict[str, Schema]:
                                fields=[{"field": "entry[0].changes[0].value.leadgen_id",
                                         "reason": "expected a numeric Graph API id"}])},
                 description=_signature("X-Hub-Signature-256", "`sha256=` + hex HMAC-SHA256 of the raw body with the "
-                                       "app secret") + " Leads without `field_data` are read from the Graph API; "
-                                       "when that is not possible now the answer is 503 and Meta redelivers.",
+                                       "app secret") + " Up to 1000 leadgen changes (Meta's batch). Leads without "
+                                       "`field_data` are read from the Graph API; when one cannot be read now the "
+                                       "answer is 503 and Meta redelivers.",
                 requestBody={"required": True, **_json_body(_ref("FacebookLeadgenWebhook"))})},
         "/v1/providers/typeform": {"post": _op(
             "typeformResponse", "providers", "Typeform webhook (form_response)",

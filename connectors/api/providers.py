@@ -83,9 +83,18 @@ def _json(body: bytes) -> object:
 
 
 def _settings(request: web.Request, name: str) -> Any:
+    """The provider's settings; ``503`` when this worker has none.
+
+    Not ``404``: Typeform switches a webhook off for good at the first ``404`` or ``410``, and a
+    worker started without the section (a rolling deploy, a typo) must not do that. Both
+    providers retry a ``503`` (Typeform every few minutes for 10 h, Meta for 36 h).
+    """
     settings = getattr(context(request).providers, name)
     if settings is None:
-        raise ApiError(404, "not_found", f"the {name} provider is not configured on this worker")
+        log.warning("provider webhook %s answered 503: providers.%s is not configured on this worker", name, name)
+        raise ApiError(503, "unavailable", f"the {name} provider is not configured on this worker "
+                       f"(providers.{name} in its config); retry later",
+                       headers={"Retry-After": str(_CONFIG_RETRY_AFTER_S)})
     return settings
 
 

@@ -26,7 +26,7 @@ _EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Providers:
-    """The providers this worker accepts webhooks from; ``None`` answers 404 on its endpoints."""
+    """The providers this worker accepts webhooks from; ``None`` answers 503 on its endpoints (retried)."""
 
     facebook: FacebookSettings | None = None
     typeform: TypeformSettings | None = None

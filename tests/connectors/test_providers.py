@@ -128,11 +128,20 @@ async def test_a_bad_handshake_is_refused(client: Client, params: dict[str, str]
     await _conforms(response, "/v1/providers/facebook", "get")
 
 
-async def test_an_unconfigured_provider_is_404(serve: Serve) -> None:
+async def test_a_provider_not_configured_on_this_worker_is_503_and_an_unknown_one_404(serve: Serve) -> None:
+    # Typeform switches a webhook off for good at the first 404 or 410; it retries a 503 every few
+    # minutes for 10 h (Meta for 36 h). A worker without the section (a rolling deploy, a typo)
+    # must not cost the webhook.
     client = await serve(Providers())
-    await error_of(await client.get("/v1/providers/facebook", params={"hub.verify_token": ""}), 404, "not_found")
+    response = await client.get("/v1/providers/facebook", params={"hub.verify_token": ""})
+    await error_of(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "60"
     response = await client.post("/v1/providers/typeform", data=b"{}", headers=tf_signed(b"{}"))
-    assert "typeform provider is not configured" in (await error_of(response, 404, "not_found"))["message"]
+    error = await error_of(response, 503, "unavailable")
+    assert "typeform provider is not configured" in error["message"] and "providers.typeform" in error["message"]
+    assert response.headers["Retry-After"] == "60"
+    await _conforms(response, "/v1/providers/typeform", "post")
+    await error_of(await client.post("/v1/providers/typefrom", data=b"{}", headers=tf_signed(b"{}")), 404)
 
 
 # --- Facebook: leads ------------------------------------------------------------------------
