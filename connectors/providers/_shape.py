@@ -38,23 +38,26 @@ def mapping(value: Any, path: str) -> Mapping[str, Any]:
 def array(value: Any, path: str, *, limit: int) -> list[Any]:
     if not isinstance(value, list):
         raise _fail(path, "expected an array")
-    if len(value) > limit:
+    if limit is not None and len(value) > limit:
         raise _fail(path, f"at most {limit} items")
     return value
 
 
-def text(value: Any, path: str, *, limit: int = 200, numeric_ok: bool = False) -> str:
-    """A non-empty string (or, with ``numeric_ok``, an integer id such as Facebook's older ones)."""
+def text(value: Any, path: str, *, limit: int | None = 200, numeric_ok: bool = False) -> str:
+    """A non-empty string (or, with ``numeric_ok``, an integer id such as Facebook's older ones).
+
+    ``limit=None`` for a person's answer: the body size bounds it, and the mapper cuts it to fit.
+    """
     if numeric_ok and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise _fail(path, "expected a non-empty string")
-    if len(value) > limit:
+    if limit is not None and len(value) > limit:
         raise _fail(path, f"at most {limit} characters")
     return value.strip()
 
 
-def optional_text(value: Any, path: str, *, limit: int = 200, numeric_ok: bool = False) -> str | None:
+def optional_text(value: Any, path: str, *, limit: int | None = 200, numeric_ok: bool = False) -> str | None:
     return None if value is None else text(value, path, limit=limit, numeric_ok=numeric_ok)
 
 

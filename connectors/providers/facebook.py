@@ -140,7 +140,8 @@ def _field_data(value: Any, path: str) -> tuple[FieldDatum, ...]:
         values = array(entry.get("values", []), child(where, "values"), limit=50)
         out.append(FieldDatum(
             name=text(entry.get("name"), child(where, "name"), limit=100),
-            values=tuple(text(v, child(child(where, "values"), i), limit=5000) for i, v in enumerate(values)
+            # No length limit on an answer: the mapper cuts what does not fit instead of losing the lead.
+            values=tuple(text(v, child(child(where, "values"), i), limit=None) for i, v in enumerate(values)
                          if not (isinstance(v, str) and not v.strip())),
         ))
     return tuple(out)

@@ -73,10 +73,14 @@ class FormResponse:
 
 
 def _answer_value(answer: Mapping[str, Any], kind: str, path: str) -> str | None:
-    """The answer as text, by its type; ``None`` for types that say nothing about the lead (payment)."""
+    """The answer as text, by its type; ``None`` for types that say nothing about the lead (payment).
+
+    No length limit (the body size bounds it): the mapper cuts a long answer to fit an attribute.
+    Typeform retries a 4xx five times and then drops the response, so refusing it loses the lead.
+    """
     raw = answer.get(kind)
     if kind in ("text", "email", "phone_number", "url", "file_url", "date"):
-        return text(raw, child(path, kind), limit=5000)
+        return text(raw, child(path, kind), limit=None)
     if kind == "number":
         if not isinstance(raw, int | float) or isinstance(raw, bool):
             raise PayloadInvalid([FieldError(child(path, kind), "expected a number")])
@@ -87,13 +91,13 @@ def _answer_value(answer: Mapping[str, Any], kind: str, path: str) -> str | None
         return "yes" if raw else "no"
     if kind == "choice":
         choice = mapping(raw, child(path, kind))
-        return text(choice.get("label") or choice.get("other"), child(child(path, kind), "label"), limit=1000)
+        return text(choice.get("label") or choice.get("other"), child(child(path, kind), "label"), limit=None)
     if kind == "choices":
         choices = mapping(raw, child(path, kind))
-        labels = [text(v, child(child(child(path, kind), "labels"), i), limit=1000)
+        labels = [text(v, child(child(child(path, kind), "labels"), i), limit=None)
                   for i, v in enumerate(array(choices.get("labels", []), child(child(path, kind), "labels"),
                                               limit=100))]
-        other = optional_text(choices.get("other"), child(child(path, kind), "other"), limit=1000)
+        other = optional_text(choices.get("other"), child(child(path, kind), "other"), limit=None)
         return ", ".join(labels + ([other] if other else [])) or None
     return None
 
@@ -125,7 +129,7 @@ def parse_payload(data: Any) -> FormResponse | None:
         if value is not None:
             answers.append(Answer(key=key, kind=kind, value=value, title=titles.get(key)))
     hidden_raw = response.get("hidden") or {}
-    hidden = {k: text(v, child("form_response.hidden", k), limit=1000)
+    hidden = {k: text(v, child("form_response.hidden", k), limit=None)
               for k, v in mapping(hidden_raw, "form_response.hidden").items() if v not in ("", None)}
     score = None
     calculated = response.get("calculated")

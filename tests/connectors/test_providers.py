@@ -556,6 +556,40 @@ async def test_a_bad_typeform_signature_is_401(client: Client, engine: FakeEngin
     assert engine.captured == []
 
 
+@pytest.mark.parametrize("where", ["answer", "hidden", "choice"])
+async def test_a_very_long_typeform_answer_is_cut_not_refused(
+        client: Client, engine: FakeEngine, where: str) -> None:
+    # Typeform retries a 4xx five times and then drops the response: refusing one long answer
+    # would lose the lead. It is cut to fit an attribute, like every other provider value.
+    long = "word " * 1200  # 6000 characters
+    answers = tf_payload()["form_response"]["answers"]
+    hidden = {"utm_campaign": "spring-webinar"}
+    if where == "answer":
+        answers = [*answers, {"type": "text", "text": long, "field": {"id": "l1", "type": "long_text", "ref": "story"}}]
+    elif where == "hidden":
+        hidden["story"] = long
+    else:
+        answers = [*answers, {"type": "choice", "choice": {"other": long},
+                              "field": {"id": "l1", "type": "multiple_choice", "ref": "story"}}]
+    body = orjson.dumps(tf_payload(answers=answers, hidden=hidden))
+    response = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "accepted"
+    story = orjson.loads(engine.captured[0][1])["attributes"]["story"]
+    assert len(story) == 200 and story.startswith("word word") and story.endswith("…")
+
+
+async def test_a_long_answer_mapped_to_a_lead_field_is_kept_as_given(client: Client, engine: FakeEngine) -> None:
+    field_map = tf_payload()["form_response"]["answers"]
+    long = "x" * 6000
+    answers = [{**a, "text": long} if a.get("field", {}).get("ref") == "company_ref" else a for a in field_map]
+    body = orjson.dumps(tf_payload(answers=answers))
+    response = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
+    assert response.status == 200, await response.text()
+    record = orjson.loads(engine.captured[0][1])
+    assert "company" not in record and record["attributes"]["company_as_given"] == long[:200]
+
+
 async def test_other_typeform_events_are_ignored(client: Client, engine: FakeEngine) -> None:
     body = orjson.dumps({"event_id": "x", "event_type": "form_response_partial", "form_response": {}})
     response = await client.post("/v1/providers/typeform", data=body, headers=tf_signed(body))
