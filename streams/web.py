@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiokafka.structs import TopicPartition
 from yarl import URL
 
 from connectors.api import ApiContext, mount_api
@@ -47,8 +48,11 @@ _FORWARDED = "X-Leadflow-Forwarded"
 #: milliseconds (docs/PERFORMANCE.md); past this it is down or failing over, and the client is
 #: better told 503 + Retry-After than held. Was 10 s: every capture of an outage took 10 s.
 _ACK_TIMEOUT_S = 5.0
-#: After a write Kafka did not take, writes are refused at once; one probe goes this often.
+#: After a write Kafka did not take, writes are refused at once; one probe goes this often. The
+#: broker is checked as often too, so that a worker made unready by the failure becomes ready again.
 _PROBE_EVERY_S = 2.0
+#: Bound on one check of the broker (a metadata request and the leaders' connections).
+_CHECK_TIMEOUT_S = 2.0
 _TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory, "account": accounts}
 
 
@@ -59,6 +63,8 @@ class Engine:
         self.app = app
         self._own = self._ident(URL(runtime.settings.canonical_url))
         self._gate = WriteGate(cooldown_s=_PROBE_EVERY_S)
+        self._watch: asyncio.Future[Any] | None = None  # checks the broker while Kafka does not take writes
+        self._last_check: str | None = None  # what the last check of the broker found wrong
 
     @staticmethod
     def _ident(url: URL) -> tuple[str, int]:
@@ -97,9 +103,63 @@ class Engine:
         first = self._gate.failing_for() is None
         self._gate.failed(ticket)
         if first:
-            log.warning("Kafka did not take a write (%s): writes are refused at once, one probe every %.0f s "
-                        "until Kafka acknowledges again", failure, self._gate.cooldown_s)
+            log.warning("Kafka did not take a write (%s): not ready, and writes are refused at once, one probe "
+                        "every %.0f s until Kafka acknowledges again", failure, self._gate.cooldown_s)
+        self._watch_kafka()
         raise failure
+
+    def _watch_kafka(self) -> None:
+        """Check the broker until it answers (one watch at a time): an unready worker gets no write to probe with."""
+        if self._watch is None or self._watch.done():
+            self._last_check = None
+            self._watch = self.app.add_future(self._until_kafka_answers())
+
+    async def _until_kafka_answers(self) -> None:
+        """While readiness fails for Kafka, check the broker every ``_PROBE_EVERY_S``; ready again once it answers."""
+        while self._gate.unready_for() is not None and not self.app.should_stop:
+            await self.app.sleep(_PROBE_EVERY_S)
+            failures = self._gate.failures
+            self._last_check = await self._kafka_problem()
+            if self._last_check is None:
+                self._gate.answered(failures)
+                if self._gate.unready_for() is None:
+                    log.warning("Kafka answers again: ready; writes reopen with the next one Kafka acknowledges")
+
+    async def _kafka_problem(self) -> str | None:
+        """``None`` when Kafka answers this worker's producer: a metadata request is answered, every
+        partition of ``leads.inbound`` (where captures go) has a leader and the producer can reach
+        it. Else what is wrong, in a few words. Bounded by ``_CHECK_TIMEOUT_S``.
+
+        A broker that answers but still refuses produce requests passes; the next write, the
+        gate's probe, then fails and the worker is unready again.
+        """
+        try:
+            # Not wait_for: on 3.11 it swallows a cancellation that arrives as the check fails.
+            async with asyncio.timeout(_CHECK_TIMEOUT_S):
+                return await self._check_kafka()
+        except TimeoutError:
+            return f"no answer in {_CHECK_TIMEOUT_S:.0f} s"
+        except Exception as exc:  # aiokafka's KafkaError family, a connection refused, …
+            return type(exc).__name__
+
+    async def _check_kafka(self) -> str | None:
+        # Faust's aiokafka driver keeps its AIOKafkaProducer here; the writes go through its client.
+        producer = getattr(self.app.producer, "_producer", None)
+        if producer is None:
+            return "the producer is not started"
+        client = producer.client
+        topic = leads_inbound.get_topic_name()
+        metadata = await client.fetch_all_metadata()
+        partitions = metadata.partitions_for_topic(topic)
+        if not partitions:
+            return f"no partitions of {topic} in the metadata"
+        leaders = {metadata.leader_for_partition(TopicPartition(topic, p)) for p in partitions}
+        if None in leaders or -1 in leaders:
+            return f"a partition of {topic} has no leader"
+        for leader in sorted(leaders):
+            if not await client.ready(leader):
+                return f"no connection to broker {leader}"
+        return None
 
     @staticmethod
     async def _send_and_wait(messages: list[tuple[Any, str, Any]]) -> TransientError | None:
@@ -217,6 +277,14 @@ class Engine:
         if app.rebalancing_count == 0:
             # The web server answers before the consumer has joined the group: not ready yet.
             return Readiness(False, "joining the consumer group")
+        unready_for = self._gate.unready_for()
+        if unready_for is not None:
+            # Not ready: every capture sent here could only be refused (503). Liveness (/healthz)
+            # stays up: the worker is waiting for Kafka, not stuck. docs/RELIABILITY.md.
+            check = (f"the last check of the broker: {self._last_check}" if self._last_check is not None
+                     else f"the broker is checked every {_PROBE_EVERY_S:.0f} s")
+            return Readiness(False, f"Kafka has not taken this worker's writes for {unready_for:.0f} s "
+                                    f"({check}): captures answer 503; ready again when Kafka answers")
         if app.rebalancing:
             return Readiness(False, "rebalancing")
         recovery = app.table_recovery
@@ -229,10 +297,9 @@ class Engine:
         detail = f"{assigned} partition(s) assigned, tables recovered"
         down_for = self._gate.failing_for()
         if down_for is not None:
-            # Still ready (200): Kafka is shared, so an outage would make every worker unready at
-            # once and the load balancer would answer instead of our 503 + Retry-After, and reads
-            # served from the local tables would go too. Said here for people; docs/RELIABILITY.md.
-            detail += f"; Kafka has not taken this worker's writes for {down_for:.0f} s: writes answer 503"
+            # Kafka answers the broker check again, but no write has been acknowledged yet.
+            detail += (f"; Kafka answers again after {down_for:.0f} s without taking this worker's writes: "
+                       "the next write probes it")
         return Readiness(True, detail)
 
 

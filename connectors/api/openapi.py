@@ -660,9 +660,12 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                                 {"200": {"description": "The process is up.", **_json_body(_ref("Health"))}},
                                 security=[])},
         "/readyz": {"get": _op(
-            "readyz", "operations", "Readiness: partitions assigned and tables recovered",
+            "readyz", "operations",
+            "Readiness: partitions assigned, tables recovered and Kafka taking this worker's writes",
             {"200": {"description": "Ready.", **_json_body(_ref("Readiness"))},
-             "503": {"description": "Not ready (rebalancing or recovering tables).", **_json_body(_ref("Readiness"))}},
+             "503": {"description": "Not ready (joining the group, rebalancing, recovering tables, or Kafka "
+                                    "did not take this worker's last write and has not answered since); "
+                                    "`detail` says which.", **_json_body(_ref("Readiness"))}},
             security=[])},
         "/metrics": {"get": _op(
             "metrics", "operations", "Prometheus metrics",

@@ -12,6 +12,13 @@ connection is closed after a while, which says nothing about the broker):
   still refused until it is answered. Its success closes the gate, its failure opens it again.
 
 A refusal never follows a ``202``: the gate only ever answers *no* before anything is sent.
+
+The gate also decides readiness (``unready_for``): from a write Kafka did not take until Kafka is
+seen answering again, the worker is not ready, so a load balancer stops sending it captures it
+could only refuse. Once not ready it gets no writes to probe with, so something else must find
+Kafka back: the engine's check of the broker (``answered``) makes it ready again, and the next
+write, the gate's probe, then closes the gate. A check that began before the last failed write
+proves nothing about it (``failures`` tells them apart).
 """
 from __future__ import annotations
 
@@ -48,6 +55,9 @@ class WriteGate:
         self._failed_at: float | None = None  # the last failure; None: closed
         self._down_since: float | None = None  # the first failure since Kafka last took a write
         self._probing = False
+        #: Writes Kafka did not take, ever: a check of the broker stamps the count it began at.
+        self.failures = 0
+        self._answered = False  # a check begun after the last failure found Kafka answering
 
     def admit(self) -> Ticket:
         """A ticket for one write, or ``WritesPaused`` (nothing may be sent)."""
@@ -64,6 +74,7 @@ class WriteGate:
     def ok(self, ticket: Ticket) -> None:
         """Kafka acknowledged the write: it takes writes again, whatever the other writes saw."""
         self._failed_at = self._down_since = None
+        self._answered = False
         self._release(ticket)
 
     def failed(self, ticket: Ticket) -> None:
@@ -71,6 +82,8 @@ class WriteGate:
         self._failed_at = self._now()
         if self._down_since is None:
             self._down_since = self._failed_at
+        self.failures += 1
+        self._answered = False
         self._release(ticket)
 
     def abandoned(self, ticket: Ticket) -> None:
@@ -84,3 +97,19 @@ class WriteGate:
     def failing_for(self) -> float | None:
         """Seconds since the first failed write of this outage; ``None`` while Kafka takes writes."""
         return None if self._down_since is None else self._now() - self._down_since
+
+    def answered(self, failures_before: int) -> None:
+        """A check of the broker, begun when ``failures`` was ``failures_before``, found Kafka answering.
+
+        Ready again, unless a write failed since the check began. Writes still wait for their
+        probe: only a write Kafka acknowledged closes the gate.
+        """
+        if self._failed_at is not None and failures_before == self.failures:
+            self._answered = True
+
+    def unready_for(self) -> float | None:
+        """Seconds since the first failed write of this outage while Kafka has not been seen taking
+        writes or answering since the last one (readiness fails); ``None``: ready."""
+        if self._answered or self._down_since is None:
+            return None
+        return self._now() - self._down_since

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 import streams.web as web
 from connectors.api.write_gate import WriteGate, WritesPaused
 from leadflow.errors import TransientError, Unconfirmed
+from streams.topics import leads_inbound
 
 
 class FakeTopic:
@@ -28,12 +31,81 @@ class FakeTopic:
         return ack
 
 
+class FakeMetadata:
+    """aiokafka's ``ClusterMetadata``, as far as the broker check reads it."""
+
+    def __init__(self, leaders: dict[int, int | None]) -> None:
+        self.leaders = leaders
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self.leaders) if topic == leads_inbound.get_topic_name() and self.leaders else None
+
+    def leader_for_partition(self, tp: Any) -> int | None:
+        return self.leaders.get(tp.partition)
+
+
+class FakeClient:
+    """The producer's ``AIOKafkaClient``: answers what the test sets (an exception is raised)."""
+
+    def __init__(self) -> None:
+        self.metadata: FakeMetadata | Exception = KafkaConnectionError("Unable to bootstrap")
+        self.reachable: set[int] = {0}
+        self.hang = False
+
+    async def fetch_all_metadata(self) -> FakeMetadata:
+        if self.hang:
+            await asyncio.sleep(60)
+        if isinstance(self.metadata, Exception):
+            raise self.metadata
+        return self.metadata
+
+    async def ready(self, node_id: int) -> bool:
+        return node_id in self.reachable
+
+
+class FakeApp:
+    """What the engine reads of the Faust app: ready in every other respect, with a broker to check."""
+
+    def __init__(self) -> None:
+        self.rebalancing_count, self.rebalancing, self.consumer, self.should_stop = 1, False, None, False
+        completed = asyncio.Event()
+        completed.set()
+        self.table_recovery = SimpleNamespace(in_recovery=False, completed=completed)
+        self.client = FakeClient()
+        self.producer = SimpleNamespace(_producer=SimpleNamespace(client=self.client))
+        self.futures: list[asyncio.Future[Any]] = []
+
+    def add_future(self, coro: Any) -> asyncio.Future[Any]:
+        future = asyncio.ensure_future(coro)
+        self.futures.append(future)
+        return future
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0.01)  # the test's watch checks at once
+
+
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> web.Engine:
     monkeypatch.setattr(web, "_ACK_TIMEOUT_S", 0.2)
-    engine = web.Engine.__new__(web.Engine)  # no app: only the write path is under test
+    monkeypatch.setattr(web, "outcome_snapshot", SimpleNamespace(loaded=True))
+    engine = web.Engine.__new__(web.Engine)  # no runtime: the write path and readiness are under test
+    engine.app = FakeApp()  # type: ignore[assignment]
     engine._gate = WriteGate(cooldown_s=60.0)
+    engine._watch, engine._last_check = None, None
     return engine
+
+
+def _fake_app(engine: web.Engine) -> FakeApp:
+    assert isinstance(engine.app, FakeApp)
+    return engine.app
+
+
+async def _until(check: Any, what: str) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_an_ack_not_in_time_is_unconfirmed_and_its_future_is_left_for_faust_s_callback(
@@ -92,3 +164,80 @@ async def test_acknowledged_writes_pass_and_a_good_probe_reopens_writes(engine: 
     acked.set_result("ok")
     await engine._acked([(FakeTopic([acked]), "k", b"v")])  # the probe
     assert engine._gate.failing_for() is None
+
+
+# --- readiness: a worker Kafka does not take writes from is not ready until Kafka answers ----------
+
+
+async def test_a_write_kafka_did_not_take_makes_the_worker_unready_and_it_says_why(engine: web.Engine) -> None:
+    assert engine.readiness().ready
+    with pytest.raises(TransientError):
+        await engine._acked([(FakeTopic([ConnectionError("no broker")]), "k", b"v")])
+    readiness = engine.readiness()
+    assert not readiness.ready
+    assert readiness.detail.startswith("Kafka has not taken this worker's writes for 0 s (")
+    assert readiness.detail.endswith("): captures answer 503; ready again when Kafka answers")
+    # While Kafka is away, the watch checks the broker and says what it found.
+    await _until(lambda: engine._last_check is not None, "a check of the broker")
+    assert "(the last check of the broker: KafkaConnectionError)" in engine.readiness().detail
+    assert not engine.readiness().ready
+
+
+async def test_the_worker_is_ready_again_once_the_broker_answers_without_any_write(engine: web.Engine) -> None:
+    # Unready, it gets no write to probe with: the watch's check of the broker brings it back.
+    app = _fake_app(engine)
+    with pytest.raises(TransientError):
+        await engine._acked([(FakeTopic([ConnectionError("no broker")]), "k", b"v")])
+    await _until(lambda: engine._last_check is not None, "a check of the broker")
+    assert not engine.readiness().ready
+    app.client.metadata = FakeMetadata({0: 0, 1: 0})
+    await _until(lambda: engine.readiness().ready, "ready again")
+    detail = engine.readiness().detail
+    assert "Kafka answers again after" in detail and "the next write probes it" in detail
+    await asyncio.gather(*app.futures)  # the watch ends once the worker is ready
+    # The writes themselves reopen only with a write Kafka acknowledges (the gate's probe).
+    with pytest.raises(WritesPaused):
+        await engine._acked([(FakeTopic([]), "k", b"v")])
+
+
+async def test_one_watch_at_a_time_and_a_new_one_after_the_next_outage(engine: web.Engine) -> None:
+    app = _fake_app(engine)
+    engine._gate = WriteGate(cooldown_s=0.0)
+    loop = asyncio.get_running_loop()
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            await engine._acked([(FakeTopic([ConnectionError("no broker")]), "k", b"v")])
+    assert len(app.futures) == 1
+    app.client.metadata = FakeMetadata({0: 0})
+    await asyncio.gather(*app.futures)
+    acked = loop.create_future()
+    acked.set_result("ok")
+    await engine._acked([(FakeTopic([acked]), "k", b"v")])
+    assert engine._gate.failing_for() is None and engine.readiness().detail.endswith("tables recovered")
+    with pytest.raises(TransientError):
+        await engine._acked([(FakeTopic([ConnectionError("no broker")]), "k", b"v")])
+    assert len(app.futures) == 2 and not engine.readiness().ready
+
+
+@pytest.mark.parametrize(("metadata", "reachable", "problem"), [
+    (KafkaConnectionError("Unable to bootstrap"), {0}, "KafkaConnectionError"),
+    (FakeMetadata({}), {0}, f"no partitions of {leads_inbound.get_topic_name()} in the metadata"),
+    (FakeMetadata({0: 0, 1: -1}), {0}, f"a partition of {leads_inbound.get_topic_name()} has no leader"),
+    (FakeMetadata({0: 0, 1: 1}), {0}, "no connection to broker 1"),
+    (FakeMetadata({0: 0, 1: 1}), {0, 1}, None),
+])
+async def test_kafka_answers_when_every_partition_captures_go_to_has_a_reachable_leader(
+        engine: web.Engine, metadata: Any, reachable: set[int], problem: str | None) -> None:
+    client = _fake_app(engine).client
+    client.metadata, client.reachable = metadata, reachable
+    assert await engine._kafka_problem() == problem
+
+
+async def test_a_broker_that_does_not_answer_the_check_is_bounded(
+        engine: web.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web, "_CHECK_TIMEOUT_S", 0.05)
+    _fake_app(engine).client.hang = True
+    assert await engine._kafka_problem() == "no answer in 0 s"
+    _fake_app(engine).producer._producer = None
+    assert await engine._kafka_problem() == "the producer is not started"
+

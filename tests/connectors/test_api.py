@@ -687,6 +687,19 @@ async def test_readyz_follows_the_engine(client: Client, engine: FakeEngine) -> 
     assert await response.json() == {"status": "not_ready", "detail": "recovering tables"}
 
 
+async def test_a_worker_kafka_does_not_take_writes_from_is_unready_but_alive(client: Client, engine: FakeEngine) -> None:
+    # Readiness tells the load balancer to stop sending captures; liveness must not get the worker
+    # killed while it only waits for Kafka.
+    detail = ("Kafka has not taken this worker's writes for 12 s (the last check of the broker: "
+              "KafkaConnectionError): captures answer 503; ready again when Kafka answers")
+    engine.ready = Readiness(False, detail)
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert await response.json() == {"status": "not_ready", "detail": detail}
+    response = await client.get("/healthz")
+    assert response.status == 200 and await response.json() == {"status": "ok"}
+
+
 async def test_metrics_are_prometheus_text(client: Client) -> None:
     await client.post("/v1/leads", json={"email": "a@example.com"}, headers=AUTH)
     response = await client.get("/metrics")

@@ -320,7 +320,7 @@ _WRITE_BOUND_S = 5.0 + 1.5
 
 
 @pytest.mark.timeout(240)
-async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_and_the_retry_gets_through(
+async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_the_worker_unready_and_the_retry_gets_through(
     spec: WorkerSpec, endpoints: dict[str, Endpoint], api: aiohttp.ClientSession
 ) -> None:
     spec.config_yaml = _config({"dot": endpoints["dot"].url})
@@ -338,6 +338,10 @@ async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_and_the_retr
         async def readyz() -> tuple[int, Any]:
             async with api.get(f"{worker.url}/readyz") as r:
                 return r.status, await r.json()
+
+        async def healthz() -> int:
+            async with api.get(f"{worker.url}/healthz") as r:
+                return r.status
 
         await asyncio.to_thread(_stop_service, spec.stack, "kafka")
         # The first capture of the outage is how the worker learns of it: it waits out the bound.
@@ -357,11 +361,27 @@ async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_and_the_retr
         assert max(a[3] for a in answers[1:]) < 1.0, seconds
         # Counted once each (Faust initializes its web server twice: the API must be mounted once).
         assert await _metric(worker, 'leadflow_http_requests_total{route="/v1/leads",status="503"}') == len(answers)
+        # Not ready: a load balancer stops sending captures this worker could only refuse. Alive:
+        # the orchestrator must not kill a worker that only waits for Kafka.
         ready_status, ready = await readyz()
         print(f"/readyz while Kafka is down: {ready_status} {ready}")
-        assert ready_status == 200 and "Kafka" in ready["detail"], ready
+        assert ready_status == 503 and ready["detail"].startswith("Kafka has not taken this worker's writes"), ready
+        assert await healthz() == 200
+        await asyncio.sleep(5)  # a few checks of the broker, all failing: still unready, still alive
+        ready_status, ready = await readyz()
+        assert ready_status == 503 and "the last check of the broker" in ready["detail"], ready
+        assert await healthz() == 200
 
         await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
+        # No capture reaches an unready worker: its own check of the broker makes it ready again.
+        back_at = time.monotonic()
+
+        async def ready_again() -> bool:
+            return (await readyz())[0] == 200
+
+        await eventually(ready_again, timeout=90, interval=0.5, what="/readyz 200 once Kafka is back")
+        print(f"/readyz 200 {time.monotonic() - back_at:.1f} s after Kafka was started again: "
+              f"{(await readyz())[1]['detail']}")
         # The client retries as told (Retry-After) until the capture is accepted.
         retried_at = time.monotonic()
         while True:
@@ -371,7 +391,7 @@ async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_and_the_retr
             assert status == 503 and headers.get("Retry-After"), (status, body)
             assert time.monotonic() - retried_at < 90, "Kafka is back but captures are still refused"
             await asyncio.sleep(int(headers["Retry-After"]))
-        print(f"accepted {time.monotonic() - retried_at:.1f} s after Kafka was started again")
+        print(f"accepted {time.monotonic() - retried_at:.1f} s after /readyz was 200 again")
         lead_id = body["lead_id"]
         await eventually(lambda: lead_id in endpoints["dot"].delivered(), timeout=60,
                          what="the retried lead routed and notified")
