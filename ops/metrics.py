@@ -267,6 +267,11 @@ class Metrics:
             "leadflow_commands_replayed_total",
             "Commands skipped because the agent's table already applied them (read again after a crash).",
             ["agent"], registry=r)
+        self.reps_retired = Counter(
+            "leadflow_reps_retired_total",
+            "Reps retired, by their team and by whom: config (the YAML a worker started with no longer "
+            "names them) or api (DELETE /v1/reps).",
+            ["team", "by"], registry=r)
         self.command_failures = Counter(
             "leadflow_command_failures_total", "Commands an agent could not apply (dead-lettered).",
             ["agent"], registry=r)

@@ -40,6 +40,7 @@ async def run_reps(commands: Any) -> None:
         await publish(transition.outgoing)
         if transition.entry is not None and transition.entry is not current:
             rep_directory[rep_id] = transition.entry
+            _count_retirement(current, transition.entry)
         elif transition.entry is None and current is None:
             log.warning("%s for unknown rep %s ignored", name, rep_id)
         runtime.metrics.commands_processed.labels("rep", name).inc()
@@ -69,13 +70,26 @@ async def _apply_roster(roster: ApplyRoster, partition: int) -> None:
         await publish(transition.outgoing)
         if transition.entry is not None:
             rep_directory[rep_id] = transition.entry
-            if transition.entry.retired is not None and entry.retired is None:
+            if _count_retirement(entry, transition.entry):
                 retired.append(rep_id)
     if retired:
         # Rep ids are not personal data; the names and addresses of the profile stay out.
         log.info("config %s: retired %d rep(s) the config no longer names (rep.commands partition %d): %s",
                  roster.config_digest, len(retired), partition, ", ".join(sorted(retired)))
     runtime.metrics.commands_processed.labels("rep", "ApplyRoster").inc()
+
+
+def _count_retirement(before: RepEntry | None, after: RepEntry) -> bool:
+    """Count a rep retired by this transition (``leadflow_reps_retired_total``); whether it was one.
+
+    Only the change from active to retired counts: a roster or a ``RetireRep`` read again (a worker
+    restarted with the same YAML, a command re-read after a crash) finds the rep retired already,
+    and a DELETE of a rep the roster retired moves them from ``config`` to ``api``, not out again.
+    """
+    if after.retired is None or (before is not None and before.retired is not None):
+        return False
+    runtime.metrics.reps_retired.labels(after.team_id, after.retired).inc()
+    return True
 
 
 @app.task
@@ -91,6 +105,9 @@ async def seed_reps_from_config() -> None:
     config = runtime.config
     profiles = config.rep_profiles()
     now = runtime.clock.now()
+    for team in config.teams:  # at 0 from the start: rate() and increase() miss a series' first value
+        for by in ("config", "api"):
+            runtime.metrics.reps_retired.labels(team.id, by)
     for profile in profiles:
         await rep_commands.send(key=profile.rep_id, value=PutRep(rep_id=profile.rep_id, profile=profile, at=now,
                                                                           from_config=True))

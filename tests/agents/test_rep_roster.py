@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rules.commands import ApplyRoster, PutRep, RemoveRep, RepProfile
+from rules.commands import ApplyRoster, PutRep, RemoveRep, RepProfile, RetireRep
 from streams.agents import reps
 from streams.app import runtime
 from streams.tables.rep_directory import rep_directory
@@ -47,6 +47,41 @@ async def test_each_partition_retires_its_own_seeded_reps_the_roster_does_not_na
     assert sorted(r.rep_id for r in published.values(RemoveRep)) == sorted([a, b])
 
 
+def _retired(team: str, by: str) -> float:
+    return runtime.metrics.registry.get_sample_value("leadflow_reps_retired_total", {"team": team, "by": by}) or 0.0
+
+
+async def test_a_retirement_is_counted_once_by_team_and_by_whom(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``leadflow_reps_retired_total``: a worker started with an older YAML retires the reps added
+    since; the counter shows it. A roster read again (every start sends it; a crash re-reads it)
+    and a DELETE of a rep the roster retired count nothing more."""
+    monkeypatch.setattr(reps, "publish", published)
+    partitions = runtime.settings.partitions
+    team = f"t-{uuid.uuid4().hex[:8]}"
+    gone, by_api, kept = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("gone", "api", "kept"))
+    roster = ApplyRoster(rep_ids=(kept, by_api), config_digest="old", at=NOW)
+    async with reps.run_reps.test_context() as agent:
+        for rep_id in (gone, by_api, kept):
+            await agent.put(key=rep_id, partition=partition_of(rep_id, partitions), value=PutRep(
+                rep_id=rep_id, profile=RepProfile(rep_id=rep_id, team_id=team), at=NOW, from_config=True))
+        for _ in range(2):  # the second: a replay, or the next start with the same YAML
+            await agent.put(key=reps.ROSTER_KEY, value=roster, partition=partition_of(gone, partitions))
+            assert rep_directory[gone].retired == "config"
+            assert (_retired(team, "config"), _retired(team, "api")) == (1.0, 0.0)
+        for _ in range(2):
+            await agent.put(key=by_api, partition=partition_of(by_api, partitions),
+                            value=RetireRep(rep_id=by_api, at=NOW, reason="test"))
+            assert (_retired(team, "config"), _retired(team, "api")) == (1.0, 1.0)
+        # The roster's retiree deleted through the API: retired already, now the API's; not counted.
+        await agent.put(key=gone, partition=partition_of(gone, partitions),
+                        value=RetireRep(rep_id=gone, at=NOW, reason="test"))
+        assert rep_directory[gone].retired == "api"
+        assert (_retired(team, "config"), _retired(team, "api")) == (1.0, 1.0)
+    assert rep_directory[kept].retired is None
+
+
 _YAML = """\
 teams:
   - id: t1
@@ -67,6 +102,7 @@ async def test_the_start_sends_the_roster_only_with_a_file_that_defines_teams(
     from dataclasses import replace
     from pathlib import Path
 
+    from ops.metrics import Metrics
     from streams.config import parse_config
     from tests.agents.conftest import FakeTopic
 
@@ -80,8 +116,14 @@ async def test_the_start_sends_the_roster_only_with_a_file_that_defines_teams(
 
     monkeypatch.setattr(reps, "rep_commands", Topic())
     settings = replace(runtime.settings, config_path=Path("teams.yaml") if has_file else None)
-    monkeypatch.setattr(reps, "runtime", replace(runtime, settings=settings, config=parse_config(yaml)))
+    metrics = Metrics()
+    monkeypatch.setattr(reps, "runtime", replace(runtime, settings=settings, config=parse_config(yaml),
+                                                 metrics=metrics))
     await reps.seed_reps_from_config()
+    # The config's teams' retirement counters are at 0 from the start: increase() sees the first one.
+    for by in ("config", "api"):
+        value = metrics.registry.get_sample_value("leadflow_reps_retired_total", {"team": "t1", "by": by})
+        assert value == (0.0 if yaml == _YAML else None)
     got = [(partition, value) for key, value, partition in sent if isinstance(value, ApplyRoster)]
     if rosters == "none":
         assert got == []

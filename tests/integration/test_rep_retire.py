@@ -70,6 +70,7 @@ async def test_a_rep_deleted_from_the_yaml_gets_no_new_lead_and_keeps_the_one_he
         reps = await _team_reps(api, worker) or {}
         assert not reps["zoe"]["departed"], "zoe was made through the API: the file says nothing about her"
         assert "retired 1 rep(s) the config no longer names" in worker.log(400)
+        assert await _retired(api, worker, "config") == 1.0
 
         news = [await post_lead(api, worker, f"new{n}@company{n}.example") for n in range(8)]
         got = [await _holder(api, worker, lead_id) for lead_id in news]
@@ -88,6 +89,7 @@ async def test_a_rep_deleted_from_the_yaml_gets_no_new_lead_and_keeps_the_one_he
         async with api.delete(f"{worker.url}/v1/reps/nobody") as r:
             assert r.status == 404
         await eventually(lambda: _zoe_out(api, worker), what="zoe departed from t1")
+        assert (await _retired(api, worker, "config"), await _retired(api, worker, "api")) == (1.0, 1.0)
         async with api.put(f"{worker.url}/v1/reps/ben", json={"team": "t1"}) as r:
             assert r.status == 202 and (await r.json())["created"] is False, await r.text()
         await eventually(lambda: _roster_is(api, worker, {"ana", "ben"}, departed_ok=frozenset({"zoe"})),
@@ -106,6 +108,14 @@ async def _roster_is(api: aiohttp.ClientSession, worker: Worker, active: set[str
         return False
     here = {rep_id for rep_id, rep in reps.items() if not rep["departed"]}
     return here == active and set(reps) - here <= departed_ok
+
+
+async def _retired(api: aiohttp.ClientSession, worker: Worker, by: str) -> float:
+    """``leadflow_reps_retired_total{team="t1", by=by}`` on the worker's ``/metrics``."""
+    async with api.get(f"{worker.url}/metrics") as r:
+        text = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("leadflow_reps_retired_total{") and f'by="{by}"' in line and 'team="t1"' in line)
 
 
 async def _absent(api: aiohttp.ClientSession, worker: Worker, rep_id: str) -> bool:

@@ -154,6 +154,7 @@ def _touched() -> bytes:
     m.commands_processed.labels("lead", "CaptureLead").inc()
     m.command_failures.labels("lead").inc()
     m.commands_replayed.labels("team").inc()
+    m.reps_retired.labels("sdr", "config").inc()
     m.report_lag({"leadflow.lead.commands": 3})
     m.config_info.labels("0123456789ab").set(1)
     return generate_latest(m.registry)
