@@ -186,6 +186,9 @@ class SalesforceConfig(_Strict):
     api_version: Annotated[str, Field(pattern=r"^v\d+\.\d$")] = "v62.0"
     #: The Opportunity's External ID field holding leadflow's opportunity id (the upsert key).
     external_id_field: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")] = "Leadflow_Id__c"
+    #: A custom Text(27+) field on Opportunity where leadflow writes its lead id (``ld_…``), so
+    #: the CRM's events can name the lead; ``null``: not written.
+    lead_id_field: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")] | None = "Leadflow_Lead_Id__c"
     stage: str = "Qualification"
     close_in_days: _Count = Field(default=30, ge=1)
 
@@ -198,6 +201,12 @@ class SalesforceConfig(_Strict):
                              "000886201): use your org's My Domain URL, https://<MyDomain>.my.salesforce.com "
                              "(a sandbox: https://<MyDomain>--<sandbox>.sandbox.my.salesforce.com)")
         return value
+
+    @model_validator(mode="after")
+    def _two_fields(self) -> SalesforceConfig:
+        if self.lead_id_field == self.external_id_field:
+            raise ValueError("lead_id_field must differ from external_id_field (the opportunity id's field)")
+        return self
 
     @field_validator("api_version")
     @classmethod
@@ -213,8 +222,17 @@ class HubspotConfig(_Strict):
     token_env: str = "LEADFLOW_HUBSPOT_TOKEN"
     #: A deal property with unique values holding leadflow's opportunity id (the upsert key).
     id_property: _Key = "leadflow_id"
+    #: A deal property (single-line text) where leadflow writes its lead id (``ld_…``), so the CRM's
+    #: events can name the lead; ``null``: not written.
+    lead_id_property: _Key | None = "leadflow_lead_id"
     pipeline: str = "default"
     stage: str = "appointmentscheduled"
+
+    @model_validator(mode="after")
+    def _two_properties(self) -> HubspotConfig:
+        if self.lead_id_property == self.id_property:
+            raise ValueError("lead_id_property must differ from id_property (the opportunity id's property)")
+        return self
 
 
 class WebhookCrmConfig(_Strict):
@@ -314,9 +332,10 @@ def build_adapter(crm: CrmConfig, session: Any, env: Mapping[str, str], *,
         return SalesforceCrm(session, login_url=sf.login_url, client_id=secret(sf.client_id_env),
                              client_secret=secret(sf.client_secret_env), api_version=sf.api_version,
                              external_id_field=sf.external_id_field, stage=sf.stage,
-                             close_in_days=sf.close_in_days, timeout_s=crm.timeout)
+                             close_in_days=sf.close_in_days, timeout_s=crm.timeout, lead_id_field=sf.lead_id_field)
     if crm.adapter == "hubspot":
         hs = crm.hubspot
         return HubspotCrm(session, base_url=hs.base_url, token=secret(hs.token_env), id_property=hs.id_property,
-                          pipeline=hs.pipeline, stage=hs.stage, timeout_s=crm.timeout)
+                          pipeline=hs.pipeline, stage=hs.stage, timeout_s=crm.timeout,
+                          lead_id_property=hs.lead_id_property)
     return None

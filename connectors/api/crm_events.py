@@ -6,8 +6,14 @@ the tolerance from now is refused (a captured request cannot be replayed later),
 ``webhook-id`` seen before gets the first answer again without sending anything twice.
 
 Body: ``{"type": "opportunity.stage_changed" | "opportunity.won" | "opportunity.lost" |
-"activity.logged", "data": {"lead_id", "stage"?, "amount"?, "reason"?, "activity"?}}``; an
-``activity.logged`` counts as contact exactly like ``POST /v1/leads/{id}/activities``.
+"activity.logged", "data": {"lead_id", "opportunity_id"?, "stage"?, "amount"?, "reason"?,
+"activity"?}}``; an ``activity.logged`` counts as contact exactly like
+``POST /v1/leads/{id}/activities``. ``data.lead_id`` is what the CRM holds in the lead id
+property leadflow writes (``crm.hubspot.lead_id_property``, ``crm.salesforce.lead_id_field``).
+``data.opportunity_id`` alone cannot name the lead: leadflow's ``op_…`` id is a one-way hash of
+the lead id and cycle (``rules.opportunity.opportunity_id_for``), so it gets a 422 saying so;
+given with the lead id, it must be the lead's current opportunity (an event about an earlier
+cycle's deal is a 409, not applied to the new one).
 """
 from __future__ import annotations
 
@@ -47,7 +53,10 @@ class _Activity(BaseModel):
 class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lead_id: Annotated[str, Field(pattern=r"^ld_[0-9a-f]{24}$")]
+    #: Required in effect (checked after parsing, to say why an opportunity id alone is not enough).
+    lead_id: Annotated[str, Field(pattern=r"^ld_[0-9a-f]{24}$")] | None = None
+    #: leadflow's opportunity id, as the CRM holds it in its upsert key (``leadflow_id``, ``Leadflow_Id__c``).
+    opportunity_id: Annotated[str, Field(pattern=r"^op_[0-9a-f]{24}$")] | None = None
     #: The CRM's own record id, for its logs (leadflow keys by its own lead id).
     crm_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     stage: Annotated[str, Field(min_length=1, max_length=100)] | None = None
@@ -65,6 +74,10 @@ class _Event(BaseModel):
 
 
 CRM_EVENT_MODEL = _Event
+
+_NO_LEAD_ID = ("required: an opportunity id alone cannot name its lead (leadflow's op_ ids are a one-way hash of "
+               "the lead id and cycle); send the ld_ id leadflow writes to the CRM (the deal property "
+               "crm.hubspot.lead_id_property, or the Opportunity field crm.salesforce.lead_id_field)")
 
 
 def verify(secret: str, headers: Any, body: bytes, now: datetime, tolerance_s: float) -> tuple[str, str | None]:
@@ -108,6 +121,8 @@ async def crm_event(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise ApiError(422, "invalid", "the CRM event is not valid", _fields(exc)) from None
     lead_id = event.data.lead_id
+    if lead_id is None:
+        raise ApiError(422, "invalid", "the CRM event is not valid", [FieldError("data.lead_id", _NO_LEAD_ID)])
     forwarded = await ctx.engine.forward_to_owner("lead", lead_id, request)
     if forwarded is not None:
         return forwarded
@@ -118,6 +133,13 @@ async def crm_event(request: web.Request) -> web.Response:
     state = ctx.engine.lead(lead_id)
     if state is None:
         raise no_such_lead(lead_id)
+    named = event.data.opportunity_id
+    current = state.opportunity.opportunity_id if state.opportunity is not None else None
+    if named is not None and named != current:
+        reason = (f"is not the lead's current opportunity ({current}): an event about an earlier cycle's deal "
+                  "is not applied to this one" if current else "the lead has no opportunity")
+        raise ApiError(409, "conflict", f"lead {lead_id}: data.opportunity_id {reason}",
+                       [FieldError("data.opportunity_id", reason)])
     at = event.timestamp or now
     if event.type == "activity.logged":
         activity = event.data.activity

@@ -421,7 +421,12 @@ def _crm_schemas() -> dict[str, Schema]:
                 "type": {"enum": list(EVENT_TYPES)},
                 "timestamp": _TIME,
                 "data": {"type": "object", "additionalProperties": False, "required": ["lead_id"], "properties": {
-                    "lead_id": {"type": "string", "pattern": "^ld_[0-9a-f]{24}$"},
+                    "lead_id": {"type": "string", "pattern": "^ld_[0-9a-f]{24}$", "description": (
+                        "The lead, as leadflow wrote it into the CRM (`crm.hubspot.lead_id_property`, "
+                        "`crm.salesforce.lead_id_field`). Required: an opportunity id alone cannot name its lead.")},
+                    "opportunity_id": {"type": "string", "pattern": "^op_[0-9a-f]{24}$", "description": (
+                        "leadflow's opportunity id (the CRM's upsert key); if given it must be the lead's current "
+                        "opportunity, else 409.")},
                     "crm_id": {"type": "string", "maxLength": 64},
                     "stage": {"type": "string", "maxLength": 100, "description": "For `opportunity.stage_changed`."},
                     "amount": {"type": "number", "minimum": 0},
@@ -470,12 +475,14 @@ def _crm_paths() -> dict[str, Schema]:
              **_refs(413, 429, 503),
              "404": _error("Unknown lead, or CRM events are not configured on this worker.", code="not_found",
                            message="no lead ld_0123456789abcdef01234567"),
-             "409": _error("The lead has no open opportunity, or an `activity.logged` names in "
+             "409": _error("The lead has no open opportunity, `data.opportunity_id` is not its current one (an "
+                           "earlier cycle's deal), or an `activity.logged` names in "
                            "`data.activity.rep_id` a rep who does not hold the lead (`fields` names it).",
                            code="conflict",
                            message="lead ld_0123456789abcdef01234567: the opportunity is already lost"),
-             "422": _error("Not a valid CRM event: `fields` names the problem (an `activity.logged` whose "
-                           "`data.activity.at` is in the future or before the lead's capture too).", code="invalid",
+             "422": _error("Not a valid CRM event: `fields` names the problem (a missing `data.lead_id`, or an "
+                           "`activity.logged` whose `data.activity.at` is in the future or before the lead's capture "
+                           "too).", code="invalid",
                            message="the CRM event is not valid",
                            fields=[{"field": "data.amount", "reason": "Input should be a valid number"}])},
             description="Not authenticated by API key: signed per Standard Webhooks with the CRM events secret "

@@ -36,7 +36,9 @@ DAILY_RETRY_S = 3600.0
 
 
 def deal_properties(payload: Mapping[str, Any], *, id_property: str, opportunity_id: str, pipeline: str,
-                    stage: str) -> dict[str, str]:
+                    stage: str, lead_id_property: str | None = None) -> dict[str, str]:
+    """The deal's properties; ``lead_id_property`` (if set) holds leadflow's lead id, so the CRM's
+    events can name the lead (``POST /v1/crm/events`` needs ``data.lead_id``)."""
     created = payload.get("created_at")
     try:
         when = datetime.fromisoformat(created) if isinstance(created, str) else created
@@ -49,6 +51,8 @@ def deal_properties(payload: Mapping[str, Any], *, id_property: str, opportunity
         "dealstage": stage,
         "description": describe(payload, limit=65000),
     }
+    if lead_id_property and payload.get("lead_id"):
+        props[lead_id_property] = str(payload["lead_id"])
     if isinstance(when, datetime):
         props["closedate"] = (when + timedelta(days=30)).isoformat()
     return props
@@ -58,16 +62,18 @@ class HubspotCrm:
     name = "hubspot"
 
     def __init__(self, session: aiohttp.ClientSession, *, base_url: str, token: str, id_property: str,
-                 pipeline: str, stage: str, timeout_s: float, clock: Callable[[], float] = time.time) -> None:
+                 pipeline: str, stage: str, timeout_s: float, lead_id_property: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._session, self._base, self._token = session, base_url.rstrip("/"), token
         self._id_property, self._pipeline, self._stage = id_property, pipeline, stage
+        self._lead_id_property = lead_id_property
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._quota = QuotaGate(clock)
 
     async def upsert(self, opportunity_id: str, payload: Mapping[str, Any]) -> CrmRecord:
         body = {"inputs": [{"idProperty": self._id_property, "id": opportunity_id, "properties": deal_properties(
             payload, id_property=self._id_property, opportunity_id=opportunity_id, pipeline=self._pipeline,
-            stage=self._stage)}]}
+            stage=self._stage, lead_id_property=self._lead_id_property)}]}
         self._quota.check()
         try:
             async with self._session.post(f"{self._base}/crm/v3/objects/deals/batch/upsert", json=body,

@@ -41,14 +41,18 @@ def _day(value: Any) -> date:
     return date.today()
 
 
-def opportunity_fields(payload: Mapping[str, Any], *, stage: str, close_in_days: int) -> dict[str, Any]:
-    """The Opportunity's standard fields (Name, StageName and CloseDate are required by Salesforce)."""
+def opportunity_fields(payload: Mapping[str, Any], *, stage: str, close_in_days: int,
+                       lead_id_field: str | None = None) -> dict[str, Any]:
+    """The Opportunity's fields (Name, StageName and CloseDate are required by Salesforce); ``lead_id_field``
+    (if set) holds leadflow's lead id, so the CRM's events can name the lead."""
+    lead_id = payload.get("lead_id")
     return {
         "Name": str(payload.get("name") or payload.get("opportunity_id"))[:120],
         "StageName": stage,
         "CloseDate": (_day(payload.get("created_at")) + timedelta(days=close_in_days)).isoformat(),
         "LeadSource": str(payload.get("source") or "")[:40] or None,
         "Description": describe(payload),
+        **({lead_id_field: str(lead_id)} if lead_id_field and lead_id else {}),
     }
 
 
@@ -57,13 +61,15 @@ class SalesforceCrm:
 
     def __init__(self, session: aiohttp.ClientSession, *, login_url: str, client_id: str, client_secret: str,
                  api_version: str, external_id_field: str, stage: str, close_in_days: int,
-                 timeout_s: float, clock: Callable[[], float] = time.time) -> None:
+                 timeout_s: float, lead_id_field: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._session = session
         self._quota = QuotaGate(clock)
         self._login_url = login_url.rstrip("/")
         self._client = (client_id, client_secret)
         self._version, self._field = api_version, external_id_field
         self._stage, self._close_in_days = stage, close_in_days
+        self._lead_id_field = lead_id_field
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._token: tuple[str, str] | None = None  # (access token, instance URL): a cache, not state
 
@@ -107,8 +113,8 @@ class SalesforceCrm:
         raise PermanentError(f"Salesforce login refused (HTTP {status}, {error or 'no error code'}{said})")
 
     async def upsert(self, opportunity_id: str, payload: Mapping[str, Any]) -> CrmRecord:
-        fields = {k: v for k, v in opportunity_fields(payload, stage=self._stage,
-                                                      close_in_days=self._close_in_days).items() if v is not None}
+        fields = {k: v for k, v in opportunity_fields(payload, stage=self._stage, close_in_days=self._close_in_days,
+                                                      lead_id_field=self._lead_id_field).items() if v is not None}
         for attempt in (1, 2):
             token, instance = self._token or await self._login()
             url = f"{instance}/services/data/{self._version}/sobjects/Opportunity/{self._field}/{opportunity_id}"

@@ -77,7 +77,8 @@ class CrmStandIn:
     salesforce_limit_exceeded: int = 0
     #: The properties deals have in the HubSpot portal (a custom one must be created first).
     hubspot_properties: set[str] = field(default_factory=lambda: {
-        "dealname", "pipeline", "dealstage", "description", "closedate", "amount", "leadflow_id"})
+        "dealname", "pipeline", "dealstage", "description", "closedate", "amount", "leadflow_id",
+        "leadflow_lead_id"})
     hubspot_stages: set[str] = field(default_factory=lambda: {
         "appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "decisionmakerboughtin",
         "contractsent", "closedwon", "closedlost"})

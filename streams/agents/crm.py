@@ -109,7 +109,9 @@ async def _upsert(arrived: UpsertOpportunity, now: datetime) -> None:
         return
     started = time.monotonic()
     try:
-        record = await asyncio.wait_for(adapter.upsert(message.opportunity_id, message.payload), settings.timeout + 1)
+        # The lead id goes into the CRM (a property or field) so its events can name the lead.
+        payload = {**message.payload, "lead_id": message.lead_id}
+        record = await asyncio.wait_for(adapter.upsert(message.opportunity_id, payload), settings.timeout + 1)
     except RateLimited as exc:
         _count_call("transient", started)
         wait = wait_for_quota(message, now, exc.retry_after, settings.rate_limit_max_wait, pending)

@@ -253,3 +253,19 @@ def test_hubspot_error_reasons_name_properties_and_codes_never_values() -> None:
     reason = describe_errors(errors)
     assert reason == "VALIDATION_ERROR (dealname: INVALID_INTEGER); VALIDATION_ERROR"
     assert is_permanent(errors) and not is_permanent([{"category": "INTERNAL_ERROR"}])
+
+
+async def test_the_lead_id_is_written_into_the_crm_so_its_events_can_name_the_lead(
+        standin: CrmStandIn, session: aiohttp.ClientSession) -> None:
+    """POST /v1/crm/events needs data.lead_id; before, the CRM held only the opportunity id (a one-way hash)."""
+    await _hubspot(standin, session, lead_id_property="leadflow_lead_id").upsert("op_1", PAYLOAD)
+    sf = SalesforceCrm(session, login_url=standin.url, client_id=standin.client_id,
+                       client_secret=standin.client_secret, api_version="v62.0", external_id_field="Leadflow_Id__c",
+                       stage="Qualification", close_in_days=30, timeout_s=2, lead_id_field="Leadflow_Lead_Id__c")
+    await sf.upsert("op_1", PAYLOAD)
+    assert standin.stored("hubspot")[0].fields["leadflow_lead_id"] == "ld_1"
+    assert standin.stored("salesforce")[0].fields["Leadflow_Lead_Id__c"] == "ld_1"
+    # A portal where the property was not created refuses the deal naming it (HubSpot's 207).
+    standin.hubspot_properties.discard("leadflow_lead_id")
+    with pytest.raises(PermanentError, match=r"leadflow_lead_id: PROPERTY_DOESNT_EXIST"):
+        await _hubspot(standin, session, lead_id_property="leadflow_lead_id").upsert("op_2", PAYLOAD)

@@ -11,7 +11,7 @@ from standardwebhooks import Webhook
 
 from connectors.crm import EventsAuth
 from rules.commands import RecordActivity, RecordCrmEvent, RecordQualification
-from rules.opportunity import Opportunity
+from rules.opportunity import Opportunity, opportunity_id_for
 from sla.clock import FakeClock
 from tests.connectors.conftest import AUTH, Client, ClientFactory, FakeEngine, lead_state
 
@@ -206,3 +206,44 @@ async def test_bad_crm_events_are_refused_and_change_nothing(crm_client: Client,
 
 async def test_crm_events_are_off_without_a_secret(client: Client) -> None:
     await error_of(await client.post("/v1/crm/events", json={}), 404, "not_found")
+
+
+def _with_opportunity(engine: FakeEngine, clock: FakeClock, cycle: int = 1) -> tuple[str, str]:
+    state = lead_state("ana@example.com", clock.now(), assigned_to="rep-ana")
+    opportunity_id = opportunity_id_for(state.lead_id, cycle)
+    engine.leads[state.lead_id] = replace(state, status="converted", routing="released", opportunity=Opportunity(
+        opportunity_id=opportunity_id, created_at=clock.now()))
+    return state.lead_id, opportunity_id
+
+
+async def test_an_event_naming_only_the_opportunity_is_a_422_saying_why(crm_client: Client, engine: FakeEngine,
+                                                                       clock: FakeClock) -> None:
+    """The op_ id is a one-way hash of the lead id and cycle: it cannot name the lead on its own."""
+    _, opportunity_id = _with_opportunity(engine, clock)
+    raw, headers = signed({"type": "opportunity.won", "data": {"opportunity_id": opportunity_id}}, clock)
+    error = await error_of(await crm_client.post("/v1/crm/events", data=raw, headers=headers), 422, "invalid")
+    (field,) = error["fields"]
+    assert field["field"] == "data.lead_id" and "one-way hash" in field["reason"]
+    assert "crm.hubspot.lead_id_property" in field["reason"] and engine.lead_commands == []
+
+
+async def test_an_event_naming_the_lead_and_its_opportunity_is_taken(crm_client: Client, engine: FakeEngine,
+                                                                     clock: FakeClock) -> None:
+    lead_id, opportunity_id = _with_opportunity(engine, clock)
+    raw, headers = signed({"type": "opportunity.won", "data": {"lead_id": lead_id, "opportunity_id": opportunity_id,
+                                                               "amount": 1200}}, clock)
+    response = await crm_client.post("/v1/crm/events", data=raw, headers=headers)
+    assert response.status == 202, await response.text()
+    ((_, command),) = engine.lead_commands
+    assert isinstance(command, RecordCrmEvent) and command.kind == "won"
+
+
+async def test_an_event_about_an_earlier_cycles_opportunity_is_a_409(crm_client: Client, engine: FakeEngine,
+                                                                     clock: FakeClock) -> None:
+    lead_id, current = _with_opportunity(engine, clock, cycle=2)
+    earlier = opportunity_id_for(lead_id, 1)
+    raw, headers = signed({"type": "opportunity.lost", "data": {"lead_id": lead_id, "opportunity_id": earlier}},
+                          clock)
+    error = await error_of(await crm_client.post("/v1/crm/events", data=raw, headers=headers), 409, "conflict")
+    assert [f["field"] for f in error["fields"]] == ["data.opportunity_id"] and current in error["message"]
+    assert engine.lead_commands == []

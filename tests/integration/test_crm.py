@@ -134,6 +134,8 @@ async def test_capture_to_opportunity_and_a_lost_deal_back(worker: Worker, spec:
     (stored,) = standin.stored("salesforce")
     assert synced["opportunity"]["crm_id"] == stored.crm_id and stored.key.startswith("Leadflow_Id__c=op_")
     assert "Score" in stored.fields["Description"] and stored.fields["StageName"] == "Qualification"
+    # The lead id is in the CRM too, so the CRM's events (data.lead_id) can name the lead.
+    assert stored.fields["Leadflow_Lead_Id__c"] == lead_id
 
     # The AE hears once, signed, with the history.
     ae = await eventually(lambda: [d for d in receiver.for_lead(lead_id) if d["rep_id"] == "ae"], timeout=30,

@@ -93,3 +93,14 @@ def test_salesforce_api_versions_before_46_are_refused_at_their_line(version: st
     with pytest.raises(ConfigError, match=rf"c.yaml:4: crm\.salesforce\.api_version: .*{version} is too old.*v46\.0"):
         parse_config(text, "c.yaml")
     assert parse_config(text.replace(version, "v46.0"), "c.yaml").crm.salesforce.api_version == "v46.0"
+
+
+def test_the_lead_id_property_is_written_by_default_configurable_and_can_be_turned_off() -> None:
+    crm = parse_config("crm: {adapter: none}", "c.yaml").crm
+    assert crm.hubspot.lead_id_property == "leadflow_lead_id" and crm.salesforce.lead_id_field == "Leadflow_Lead_Id__c"
+    off = parse_config("crm: {hubspot: {lead_id_property: null}, salesforce: {lead_id_field: null}}", "c.yaml").crm
+    assert off.hubspot.lead_id_property is None and off.salesforce.lead_id_field is None
+    with pytest.raises(ConfigError, match=r"c.yaml:1: crm\.hubspot: .*lead_id_property must differ from id_property"):
+        parse_config("crm: {hubspot: {lead_id_property: leadflow_id}}", "c.yaml")
+    with pytest.raises(ConfigError, match=r"crm\.salesforce\.lead_id_field: .*pattern"):
+        parse_config("crm: {salesforce: {lead_id_field: LeadId}}", "c.yaml")
