@@ -68,7 +68,10 @@ def describe_errors(errors: list[dict[str, Any]], limit: int = 3) -> str:
         elif isinstance(error.get("message"), str) and category == "VALIDATION_ERROR":
             # No structured detail: the property names it quotes, never anything else it says.
             names = [n for n in re.findall(r"property ([A-Za-z0-9_]{1,100})", error["message"])]
-            if names:
+            if names and "non-unique" in error["message"]:
+                # An idProperty that is no unique-value deal property (or does not exist at all).
+                head += f" (property {names[0]} is not a unique-value property of deals)"
+            elif names:
                 head += f" (property {', '.join(names[:3])})"
         if head:
             parts.append(head.strip())

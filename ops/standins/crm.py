@@ -10,7 +10,8 @@
   Name, StageName or CloseDate is missing on create.
 * HubSpot CRM v3: ``POST /crm/v3/objects/deals/batch/upsert`` with ``idProperty``: 200 with
   ``{"status": "COMPLETE", "results": [{"id", "properties", "new"}]}``; 401
-  ``INVALID_AUTHENTICATION``; 400 ``VALIDATION_ERROR``; 207 with ``results: []`` and
+  ``INVALID_AUTHENTICATION``; 400 ``VALIDATION_ERROR`` (also for an ``idProperty`` that is no
+  unique-value deal property, see ``hubspot_unique_properties``); 207 with ``results: []`` and
   ``errors[]`` when an input fails: a property that does not exist on deals
   (``PROPERTY_DOESNT_EXIST``, see ``hubspot_properties``), a ``dealstage`` that is no stage
   (``INVALID_OPTION``), or the errors queued in ``hubspot_errors``, one answer each.
@@ -82,6 +83,8 @@ class CrmStandIn:
     hubspot_stages: set[str] = field(default_factory=lambda: {
         "appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "decisionmakerboughtin",
         "contractsent", "closedwon", "closedlost"})
+    #: Deal properties created with unique values: the only ones an upsert's ``idProperty`` may name.
+    hubspot_unique_properties: set[str] = field(default_factory=lambda: {"leadflow_id"})
     #: Error objects the next HubSpot upserts answer with (207, one per call), e.g. a temporary one.
     hubspot_errors: list[dict[str, Any]] = field(default_factory=list)
     opportunities: dict[tuple[str, str], StoredOpportunity] = field(default_factory=dict)
@@ -200,6 +203,14 @@ class CrmStandIn:
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, AssertionError):
             return web.json_response({"status": "error", "message": "Invalid input JSON: inputs need id, idProperty "
                                       "and properties", "category": "VALIDATION_ERROR"}, status=400)
+        for item in inputs:
+            # HubSpot upserts only by a property "whose values are unique for the object": any other,
+            # or one that does not exist, refuses the whole batch.
+            if item["idProperty"] not in self.hubspot_unique_properties:
+                return web.json_response({"status": "error", "category": "VALIDATION_ERROR",
+                                          "message": f"Unable to perform update/upsert by non-unique 0-3 property "
+                                                     f"{item['idProperty']} in portal ID 12345678",
+                                          "correlationId": secrets.token_hex(8)}, status=400)
         started = datetime.now(UTC).isoformat()
         errors = [self.hubspot_errors.pop(0)] if self.hubspot_errors else []
         for item in inputs:

@@ -269,3 +269,14 @@ async def test_the_lead_id_is_written_into_the_crm_so_its_events_can_name_the_le
     standin.hubspot_properties.discard("leadflow_lead_id")
     with pytest.raises(PermanentError, match=r"leadflow_lead_id: PROPERTY_DOESNT_EXIST"):
         await _hubspot(standin, session, lead_id_property="leadflow_lead_id").upsert("op_2", PAYLOAD)
+
+
+@pytest.mark.parametrize("id_property", ["leadflow_id_typo", "dealname"])
+async def test_hubspot_refuses_an_id_property_that_is_no_unique_value_deal_property(
+        standin: CrmStandIn, session: aiohttp.ClientSession, id_property: str) -> None:
+    """HubSpot's idProperty "refers to a property whose values are unique for the object": any other is a 400."""
+    with pytest.raises(PermanentError) as caught:
+        await _hubspot(standin, session, id_property=id_property).upsert("op_1", PAYLOAD)
+    assert str(caught.value) == (f"HubSpot refused the deal: HTTP 400 VALIDATION_ERROR (property {id_property} is "
+                                 "not a unique-value property of deals)")
+    assert standin.opportunities == {}
