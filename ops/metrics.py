@@ -17,8 +17,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-__all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "FIRST_TOUCH_EVENTS", "OTHER_SOURCE", "Metrics",
-           "TeamFigures", "funnel_move", "escalation_took_effect"]
+__all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "FIRST_TOUCH_EVENTS", "OTHER_SOURCE", "SLA_OUTCOMES",
+           "Metrics", "TeamFigures", "funnel_move", "escalation_took_effect", "sla_outcome"]
 
 #: Lead latency buckets in seconds. 60 s is an exact boundary, so "share of leads in front of a
 #: rep within 60 s" is ``bucket{le="60"} / count`` without interpolation.
@@ -67,6 +67,28 @@ def escalation_took_effect(data: Mapping[str, object]) -> bool:
     escalation. Events written before steps had an outcome count as taken.
     """
     return data.get("outcome", "sent") in ("sent", "moved")
+
+
+#: A lead-cycle's first-contact SLA outcome: met (first contact by the deadline) or missed.
+SLA_OUTCOMES: Final = ("met", "missed")
+
+
+def sla_outcome(event_type: str, data: Mapping[str, object]) -> str | None:
+    """The first-contact SLA outcome one ``lead.events`` record settles: ``met``, ``missed`` or ``None``.
+
+    Each lead-cycle counts once, so SLA compliance is ``met / (met + missed)`` per lead, whether
+    the lead was ever contacted or not: ``missed`` at the breach (``lead.sla_breached``, also for
+    a lead nobody held: queued or offered), or at a late first contact when no breach came
+    before it; ``met`` at a first contact by the deadline. A first contact after the breach
+    (``data.sla_breached``) settles nothing: the breach counted the lead already, even when the
+    call, synced late, happened in time. The one reading that /metrics
+    (``leadflow_sla_outcomes_total``), ``leadflow report`` and the team windows share.
+    """
+    if event_type == "lead.sla_breached":
+        return "missed"
+    if event_type != "lead.contacted" or data.get("sla_breached"):
+        return None
+    return "met" if data.get("within_sla") else "missed"
 
 
 def funnel_move(event_type: str, data: Mapping[str, object], cycle: int = 1) -> tuple[str, str] | None:
@@ -167,6 +189,11 @@ class Metrics:
             "leadflow_sla_escalations_total",
             "SLA escalation steps taken, by team and step (action: remind, reassign, alert_manager, release_to_pool).",
             ["team", "action"], registry=r)
+        self.sla_outcomes = Counter(
+            "leadflow_sla_outcomes_total",
+            "Lead-cycles whose first-contact SLA was settled, by team and outcome: met (contacted by the "
+            "deadline) or missed (breached, or contacted late without a breach first); once per lead-cycle.",
+            ["team", "outcome"], registry=r)
         self.sla_at_risk = Counter(
             "leadflow_sla_at_risk_total", "Queued leads estimated to miss their first-contact deadline, by team.",
             ["team"], registry=r)
@@ -324,6 +351,13 @@ class Metrics:
             return False
         self.lifecycle.labels(self.source(source), *move).inc()
         return True
+
+    def count_sla_outcome(self, event_type: str, data: Mapping[str, object]) -> str | None:
+        """Count the SLA outcome a ``lead.events`` record settles (``sla_outcome``); returns it."""
+        outcome = sla_outcome(event_type, data)
+        if outcome is not None:
+            self.sla_outcomes.labels(str(data.get("team_id") or "unknown"), outcome).inc()
+        return outcome
 
     def won(self, amount: object, source: str | None) -> None:
         """Add a won opportunity's amount (none or negative: nothing) to its first-touch source's revenue."""

@@ -80,10 +80,13 @@ SLA = Dashboard(
                 " / sum(increase(leadflow_lead_notify_seconds_count[$__range]))", "within 60 s"),),
                 kind="stat", unit="percentunit", width=6, height=5,
                 description="Share of leads whose assignment webhook reached the rep within 60 s of capture."),
-            Panel("SLA compliance (first contact in time)", ((
-                '(sum(increase(leadflow_leads_contacted_total{within_sla="true",team=~"$team"}[$__range])) or vector(0))'
-                ' / sum(increase(leadflow_leads_contacted_total{team=~"$team"}[$__range]))', "in SLA"),),
-                kind="stat", unit="percentunit", width=6, height=5),
+            Panel("SLA compliance (leads contacted in time)", ((
+                '(sum(increase(leadflow_sla_outcomes_total{outcome="met",team=~"$team"}[$__range])) or vector(0))'
+                ' / sum(increase(leadflow_sla_outcomes_total{team=~"$team"}[$__range]))', "SLA met"),),
+                kind="stat", unit="percentunit", width=6, height=5,
+                description="Leads whose first contact was by the deadline, over every lead whose SLA was settled: "
+                            "met, or missed (breached, whether anyone called later or not; or called late). "
+                            "Each lead counts once per cycle."),
             Panel("Leads overdue now", (('sum(leadflow_sla_overdue_leads{team=~"$team"}) or vector(0)', "overdue"),),
                   kind="stat", width=6, height=5, thresholds=((1, "orange"), (10, "red")),
                   description="Open leads past their first-contact deadline that nobody has contacted yet."),
@@ -117,6 +120,9 @@ SLA = Dashboard(
             Panel("Overdue (uncontacted past deadline) by team", (
                 ('sum by (team) (leadflow_sla_overdue_leads{team=~"$team"})', "{{team}}"),
             )),
+            Panel("SLA met or missed by team (once per lead)", (
+                (_rate("leadflow_sla_outcomes_total", "team, outcome", _TEAM), "{{team}} {{outcome}}"),
+            ), unit="reqps"),
             Panel("First contacts by team, in SLA or late", (
                 (_rate("leadflow_leads_contacted_total", "team, within_sla", _TEAM), "{{team}} in SLA={{within_sla}}"),
             ), unit="reqps"),

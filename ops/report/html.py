@@ -109,7 +109,7 @@ def _tiles(s: Summary) -> str:
         ("New leads (people)", _num(s.new_leads)),
         ("Known people back (merged)", _num(s.merged)),
         ("Routed within 60 s", _pct(s.routing.share_within(60.0))),
-        ("First contact in SLA", _pct(s.compliance)),
+        ("SLA met (per lead)", _pct(s.compliance)),
         ("Median speed-to-lead", _at_most(s.speed_to_lead.quantile(0.5))),
         ("SLA breaches", _num(sum(s.breaches.values()))),
         ("Breach-risk warnings", _num(s.at_risk)),
@@ -184,8 +184,12 @@ def _load(s: Summary) -> str:
 
 
 def _sla(s: Summary) -> str:
-    contacts = _hbars([("first contacts", [(s.contacts_in_sla, _GREEN, "in SLA"), (s.contacts_late, _RED, "late")])],
-                      "First contacts in SLA vs late")
+    contacts = _hbars([("leads", [(s.sla_met, _GREEN, "SLA met"), (s.sla_missed, _RED, "SLA missed")]),
+                       ("first contacts", [(s.contacts_in_sla, _GREEN, "in SLA"), (s.contacts_late, _RED, "late")])],
+                      "Leads whose SLA was met or missed; first contacts in SLA vs late")
+    contacts += ("<p class='muted'>SLA compliance is per lead: met (first contact by the deadline) over met and "
+                 "missed (breached, contacted or not; or contacted late). A breached lead called later counts "
+                 "once, as missed.</p>")
     breach_rows = "".join(f"<tr><td>{escape(t)}</td><td>{_num(n)}</td></tr>" for t, n in sorted(s.breaches.items()))
     step_rows = "".join(f"<tr><td>{escape(a)}</td><td>{_num(n)}</td></tr>" for a, n in sorted(s.escalations.items()))
     return (f"{contacts}<div class='grid'><table><tr><th>team</th><th>breaches</th></tr>{breach_rows}</table>"

@@ -11,7 +11,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ops.metrics import FIRST_TOUCH_EVENTS, LATENCY_BUCKETS, SPEED_BUCKETS, escalation_took_effect, funnel_move
+from ops.metrics import (
+    FIRST_TOUCH_EVENTS,
+    LATENCY_BUCKETS,
+    SPEED_BUCKETS,
+    escalation_took_effect,
+    funnel_move,
+    sla_outcome,
+)
 
 __all__ = ["Distribution", "LoadRow", "CostRow", "Summary", "STAGES", "MONTH_S", "summarize_events", "cost_rows"]
 
@@ -119,6 +126,9 @@ class Summary:
     routing: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
     contacts_in_sla: float = 0
     contacts_late: float = 0
+    #: Lead-cycles whose first-contact SLA was met / missed (``ops.metrics.sla_outcome``): once each.
+    sla_met: float = 0
+    sla_missed: float = 0
     breaches: dict[str, float] = field(default_factory=dict)
     escalations: dict[str, float] = field(default_factory=dict)
     at_risk: float = 0
@@ -146,8 +156,9 @@ class Summary:
 
     @property
     def compliance(self) -> float | None:
-        contacts = self.contacts_in_sla + self.contacts_late
-        return self.contacts_in_sla / contacts if contacts else None
+        """SLA compliance per lead: met / (met + missed), leads nobody contacted included."""
+        judged = self.sla_met + self.sla_missed
+        return self.sla_met / judged if judged else None
 
 
 def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sources: int = 12, *,
@@ -169,9 +180,18 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
     holder: dict[str, str] = {}
     breaches: Counter[str] = Counter()
     escalations: Counter[str] = Counter()
+    settled: set[tuple[str, int]] = set()  # lead-cycles whose SLA outcome is counted
     for event in events:
         s.events += 1
         kind, data, lead_id = str(event.get("type")), event.get("data") or {}, str(event.get("lead_id"))
+        outcome = sla_outcome(kind, data)
+        cycle = (lead_id, int(event.get("cycle") or 1))
+        if outcome is not None and cycle not in settled:
+            # Once per lead-cycle, also for events written before lead.contacted said sla_breached:
+            # a breach and the late call after it are one missed lead.
+            settled.add(cycle)
+            s.sla_met += outcome == "met"
+            s.sla_missed += outcome == "missed"
         if event.get("first_source"):
             source_of.setdefault(lead_id, str(event["first_source"]))
         elif kind in FIRST_TOUCH_EVENTS and data.get("source"):  # events written before first_source

@@ -201,6 +201,11 @@ def summarize_scrapes(texts: Iterable[str], origin: str, now_s: float | None = N
                     else:
                         s.contacts_late += value
                     team(labels.get("team", "unknown")).contacted += value
+                elif name == "leadflow_sla_outcomes_total":
+                    if labels.get("outcome") == "met":
+                        s.sla_met += value
+                    elif labels.get("outcome") == "missed":
+                        s.sla_missed += value
                 elif name == "leadflow_sla_breaches_total":
                     breaches[labels.get("team", "unknown")] += value
                 elif name == "leadflow_sla_escalations_total":

@@ -1,8 +1,12 @@
 """Windowed SLA counters per team: tumbling minutes, and tumbling 5 minutes summed into the last hour.
 
-Keys are ``"{team_id}|{signal}"`` (signals: arrival, contact_in_sla, contact_late, breach,
-escalation). They are written by the team-signal agent from ``team.signals`` (keyed by team), so
-each team's windows live on the partition, and the worker, that owns the team.
+Keys are ``"{team_id}|{signal}"`` (``SIGNALS``; ``signals_of`` says which a ``lead.events`` record
+gives). They are written by the team-signal agent from ``team.signals`` (keyed by team), so each
+team's windows live on the partition, and the worker, that owns the team.
+
+SLA compliance is ``sla_met / (sla_met + sla_missed)``: one outcome per lead-cycle
+(``ops.metrics.sla_outcome``, as /metrics and ``leadflow report`` count it), so a lead nobody
+contacted counts, and a breached lead contacted late counts once.
 
 The last hour is read as the sum of the 12 five-minute windows ending with the one that holds
 now (the last 55-60 minutes, at 5-minute granularity), not kept in a one-hour window hopping
@@ -12,14 +16,19 @@ changelog) each one's counter for every signal. A tumbling window writes one.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from ops.metrics import sla_outcome
 from streams.app import app, runtime
 
-__all__ = ["SIGNALS", "HOUR_WINDOWS", "MINUTE_S", "FIVE_MINUTES_S", "team_minute", "team_five_minutes", "window_counts"]
+__all__ = ["SIGNALS", "HOUR_WINDOWS", "MINUTE_S", "FIVE_MINUTES_S", "team_minute", "team_five_minutes", "signals_of",
+           "window_counts"]
 
-SIGNALS = ("arrival", "contact_in_sla", "contact_late", "breach", "escalation")
+#: arrival (a cycle begins), first contacts in SLA or late, breaches, escalation steps that took
+#: effect, and each lead-cycle's SLA outcome (sla_met, sla_missed: the compliance's terms).
+SIGNALS = ("arrival", "contact_in_sla", "contact_late", "breach", "escalation", "sla_met", "sla_missed")
 #: Window sizes in seconds.
 MINUTE_S = 60
 FIVE_MINUTES_S = 300
@@ -36,6 +45,25 @@ team_five_minutes = app.Table("team_sla_5min", default=int, key_type=str, value_
     FIVE_MINUTES_S, expires=timedelta(hours=25))
 
 
+def signals_of(event_type: str, data: Mapping[str, object]) -> list[str]:
+    """The signals one ``lead.events`` record gives its team's windows (none without a team)."""
+    if not data.get("team_id"):
+        return []
+    signals = []
+    if event_type in ("lead.captured", "lead.reopened"):
+        signals.append("arrival")
+    elif event_type == "lead.sla_breached":
+        signals.append("breach")
+    elif event_type == "lead.escalated":
+        signals.append("escalation")
+    elif event_type == "lead.contacted":
+        signals.append("contact_in_sla" if data.get("within_sla") else "contact_late")
+    outcome = sla_outcome(event_type, data)
+    if outcome is not None:
+        signals.append(f"sla_{outcome}")
+    return signals
+
+
 def window_counts(table: Any, team_id: str, *, windows: int = 1, now: float | None = None) -> dict[str, Any]:
     """The counts of the ``windows`` tumbling windows ending with the one holding ``now``, summed,
     and the SLA compliance they give.
@@ -50,10 +78,9 @@ def window_counts(table: Any, team_id: str, *, windows: int = 1, now: float | No
     slices = [table.relative_to(_at(float(at - size * back))) for back in range(windows)]
     counts: dict[str, Any] = {signal: sum(int(s[f"{team_id}|{signal}"].value()) for s in slices)
                               for signal in SIGNALS}
-    judged = counts["contact_in_sla"] + counts["contact_late"] + counts["breach"]
-    # Breached leads contacted late count once (as the breach), not twice.
-    met = counts["contact_in_sla"]
-    counts["compliance"] = round(met / judged, 4) if judged else None
+    # Per lead-cycle: a breach and the late contact after it are one missed lead, not two.
+    judged = counts["sla_met"] + counts["sla_missed"]
+    counts["compliance"] = round(counts["sla_met"] / judged, 4) if judged else None
     return counts
 
 

@@ -143,10 +143,13 @@ async def test_a_batch_writes_one_increment_per_team_signal_and_window_on_the_te
         ("team_sla_5min", 5, (f"{ben}|arrival", five), 2),
         ("team_sla_5min", 5, (f"{ben}|contact_in_sla", five), 1),
     ])
+    # No SLA outcome signal (sla_met, sla_missed) here: no compliance (tests/agents/test_team_sla_windows.py).
     assert window_counts(team_minute, ana, now=T + 90) == {
-        "arrival": 1, "contact_in_sla": 0, "contact_late": 0, "breach": 1, "escalation": 0, "compliance": 0.0}
+        "arrival": 1, "contact_in_sla": 0, "contact_late": 0, "breach": 1, "escalation": 0, "sla_met": 0,
+        "sla_missed": 0, "compliance": None}
     assert window_counts(team_five_minutes, ben, windows=HOUR_WINDOWS, now=T + 90) == {
-        "arrival": 2, "contact_in_sla": 1, "contact_late": 0, "breach": 0, "escalation": 0, "compliance": 1.0}
+        "arrival": 2, "contact_in_sla": 1, "contact_late": 0, "breach": 0, "escalation": 0, "sla_met": 0,
+        "sla_missed": 0, "compliance": None}
 
 
 async def test_the_hour_is_the_twelve_five_minute_windows_ending_now(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +157,8 @@ async def test_the_hour_is_the_twelve_five_minute_windows_ending_now(monkeypatch
     team = _team()
     # T + 150 is "now": its window starts at T; the 12th window back starts at T - 3300.
     arrivals = [T + 149, T + 1, T - 1, T - 1800, T - 3300, T - 3300.5, T - 4000, T + 300]
-    contacts = [("contact_in_sla", T - 60), ("contact_late", T - 3000), ("breach", T - 3400)]
+    contacts = [("contact_in_sla", T - 60), ("sla_met", T - 60), ("contact_late", T - 3000), ("sla_missed", T - 3000),
+                ("breach", T - 3400), ("sla_missed", T - 3400)]
     async with team_stats.count_team_signals.test_context() as agent:
         for at in arrivals:
             await agent.put(key=team, value=_signal("arrival"), timestamp=at)
@@ -166,7 +170,7 @@ async def test_the_hour_is_the_twelve_five_minute_windows_ending_now(monkeypatch
     hour = window_counts(team_five_minutes, team, windows=HOUR_WINDOWS, now=NOW)
     # In: T+149, T+1 (this window), T-1, T-1800, T-3300 (the 12th). Out: before T-3300, and the next window.
     assert hour == {"arrival": 5, "contact_in_sla": 1, "contact_late": 1, "breach": 0, "escalation": 0,
-                    "compliance": 0.5}
+                    "sla_met": 1, "sla_missed": 1, "compliance": 0.5}
     assert window_counts(team_five_minutes, team, now=NOW)["arrival"] == 2  # one window: T+1, T+149
     assert window_counts(team_five_minutes, team, windows=HOUR_WINDOWS, now=NOW + 300)["arrival"] == 5  # T+300 in, T-3300 out
     # Minutes: T+1 in T..T+60, nothing in T+60..T+120, T+149 in T+120..T+180 (the one holding now).

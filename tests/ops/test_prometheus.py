@@ -135,6 +135,7 @@ def _touched() -> bytes:
         h.labels("sdr").observe(42.0)
     m.leads_contacted.labels("sdr", "true").inc()
     m.sla_breaches.labels("sdr").inc()
+    m.count_sla_outcome("lead.sla_breached", {"team_id": "sdr"})
     m.sla_escalations.labels("sdr", "remind").inc()
     m.sla_at_risk.labels("sdr").inc()
     m.report_overdue({"sdr": 2})

@@ -57,7 +57,9 @@ EVENTS = [
 def test_a_summary_from_events_counts_speed_sla_funnel_and_load() -> None:
     s = summarize_events(EVENTS, origin="test")
     assert (s.captured, s.new_leads, s.merged, s.events) == (4, 3, 1, len(EVENTS))
-    assert (s.contacts_in_sla, s.contacts_late, s.compliance) == (1, 1, 0.5)
+    # l1 met; l2 breached, never contacted; l3 contacted late (its breach after it is the same miss).
+    assert (s.contacts_in_sla, s.contacts_late, s.sla_met, s.sla_missed) == (1, 1, 1, 2)
+    assert s.compliance == pytest.approx(1 / 3)
     assert s.breaches == {"sdr": 2} and s.escalations == {"remind": 1} and s.at_risk == 1
     assert s.speed_to_lead.total == 2 and s.speed_to_lead.share_within(60.0) == 0.5
     assert s.routing.share_within(60.0) == 1.0 and s.routing.share_within(1.0) == pytest.approx(2 / 3)
@@ -157,6 +159,7 @@ def test_a_summary_from_two_workers_metrics_adds_them_up() -> None:
         m.speed_to_lead.labels(team).observe(speed)
         m.leads_contacted.labels(team, "true" if speed < 60 else "false").inc()
         m.sla_breaches.labels(team).inc()
+        m.sla_outcomes.labels(team, "met" if speed < 60 else "missed").inc()
         m.lifecycle_move("lead.captured", {}, "google-ads")
         m.report_teams({team: TeamFigures(queue_depth=0, open_leads=2, capacity=4, reps_available=1,
                                           total_capacity=4, oldest_queued_age_s=0)})
@@ -193,7 +196,7 @@ def test_the_page_has_every_section_with_charts_and_escapes_text() -> None:
     for heading in ("Speed-to-lead", "SLA compliance", "Funnel by source", "Rep load"):
         assert heading in text
     assert parsed.tags.count("svg") >= 5
-    assert "First contact in SLA" in text and "50%" in text
+    assert "SLA met (per lead)" in text and "33%" in text
     # Every chart is well-formed SVG on its own.
     for chunk in page.split("<svg")[1:]:
         ET.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")
