@@ -189,9 +189,27 @@ class BusinessCalendar:
         return spans
 
     def _instant(self, wall: datetime) -> datetime:
-        # fold=0: a wall time repeated in autumn is its first occurrence; one skipped in spring
-        # is read with the pre-jump offset, i.e. just after the jump (PEP 495).
-        return wall.replace(tzinfo=self._zone).astimezone(UTC)
+        """The instant of a wall-clock time in the calendar's zone.
+
+        A wall time repeated in autumn is its first occurrence (fold=0). One skipped in spring
+        (02:30 on a day the clocks jump from 02:00 to 03:00) is the instant of the jump: hours that
+        open or close inside the gap open or close when the clocks jump, as the rep's wall clock
+        reads them. PEP 495's fold=0 alone would put it an hour *after* the jump (03:30).
+        """
+        first = wall.replace(tzinfo=self._zone).astimezone(UTC)
+        second = wall.replace(tzinfo=self._zone, fold=1).astimezone(UTC)
+        if second >= first:
+            return first  # an ordinary or a repeated wall time
+        # In a gap: the offset changes somewhere in (second, first]; find that instant to the second.
+        after = first.astimezone(self._zone).utcoffset()
+        lo, hi = 0, int((first - second).total_seconds())
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (second + timedelta(seconds=mid)).astimezone(self._zone).utcoffset() == after:
+                hi = mid
+            else:
+                lo = mid + 1
+        return second + timedelta(seconds=lo)
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,6 +154,18 @@ def test_hours_spanning_the_change_are_shorter_or_longer(day: date, real_hours: 
     assert night_shift.business_seconds_between(start, start + timedelta(days=1)) == real_hours * 3600
 
 
+@pytest.mark.parametrize(("hours", "wall", "is_open"), [
+    ((time(1), time(2, 30)), (3, 10), False),  # closes at the jump: 03:10 on the clock is after 02:30
+    ((time(1), time(2, 30)), (1, 50), True),
+    ((time(2, 30), time(4)), (3, 0, 30), True),  # opens at the jump (03:00), not at 03:30
+    ((time(2, 15), time(2, 45)), (3, 15), False),  # wholly inside the gap: never open that day
+])
+def test_hours_that_open_or_close_inside_the_spring_gap_do_so_at_the_jump(
+        hours: tuple[time, time], wall: tuple[int, ...], is_open: bool) -> None:
+    sunday = BusinessCalendar("Europe/Madrid", {6: (hours,)})  # 2026-03-29: 02:00 -> 03:00
+    assert sunday.is_open(madrid(2026, 3, 29, *wall)) is is_open
+
+
 def test_office_hours_across_a_dst_weekend(es: BusinessCalendar) -> None:
     friday = madrid(2026, 3, 27, 17, 0)  # CET
     due = es.add_business_seconds(friday, 2 * 3600)
