@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-__all__ = ["ALL_SCOPES", "ApiKey", "Keyring", "SCOPES", "Scope", "parse_scopes"]
+__all__ = ["ALL_SCOPES", "ApiKey", "Keyring", "MIN_KEY_LENGTH", "SCOPES", "Scope", "key_problem", "parse_scopes"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,21 @@ Scope = Literal["capture", "read", "work", "admin"]
 #: Every scope, in the order the docs list them.
 SCOPES: Final[tuple[Scope, ...]] = get_args(Scope)
 ALL_SCOPES: Final = frozenset(SCOPES)
+#: Shortest key accepted from the config or the environment: a key is a secret, not a password.
+MIN_KEY_LENGTH: Final = 16
+
+
+def key_problem(key: str) -> str | None:
+    """What makes ``key`` unfit to be an API key (never the key itself), or ``None``.
+
+    A key must be printable ASCII (what ``Keyring.authenticate`` can match) and at least
+    ``MIN_KEY_LENGTH`` characters long.
+    """
+    if not _printable_ascii(key) or key != key.strip():
+        return "must be printable ASCII characters, without leading or trailing spaces"
+    if len(key) < MIN_KEY_LENGTH:
+        return f"has {len(key)} characters; at least {MIN_KEY_LENGTH} are needed (e.g. `openssl rand -hex 24`)"
+    return None
 
 
 def parse_scopes(names: Iterable[str]) -> tuple[frozenset[Scope], list[str]]:

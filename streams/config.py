@@ -20,7 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, Validat
                       model_validator)
 from pydantic_core import InitErrorDetails
 
-from connectors.auth import ApiKey, Scope
+from connectors.auth import MIN_KEY_LENGTH, ApiKey, Scope, key_problem
 from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours, secret_from_env
@@ -64,7 +64,7 @@ class ApiKeyConfig(_Strict):
     ``admin``. Without it the key may do everything, and the worker warns at start."""
 
     name: _Id
-    key: str | None = Field(default=None, min_length=8)
+    key: str | None = Field(default=None, min_length=MIN_KEY_LENGTH)
     key_env: str | None = None
     key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     rate_per_minute: _Count | None = Field(default=None, ge=1)
@@ -75,11 +75,18 @@ class ApiKeyConfig(_Strict):
         given = [x for x in (self.key, self.key_env, self.key_sha256) if x]
         if len(given) != 1:
             raise ValueError("give exactly one of key, key_env, key_sha256")
+        if self.key is not None and (problem := key_problem(self.key)) is not None:
+            raise _ErrorAt(("key",), f"the key {problem}")
         return self
 
     def api_key(self) -> ApiKey:
         """Who a request with this key is: its name and scopes (``None``: all, as before scopes)."""
         return ApiKey(self.name, frozenset(self.scopes) if self.scopes is not None else None)
+
+    def key_problem(self, env: Mapping[str, str]) -> str | None:
+        """What is wrong with the key ``key_env`` names (never the key), once it is set."""
+        value = env.get(self.key_env) if self.key_env else None
+        return key_problem(value) if value else None
 
     def digest(self, env: Mapping[str, str]) -> str:
         if self.key_sha256:
@@ -327,10 +334,15 @@ class LeadflowConfig(_Strict):
         return self._lead_policy(default_team, env)
 
     def _check_keys(self, env: Mapping[str, str]) -> None:
-        """One key under two names: a request with it would count under one of them, the other lost."""
+        """A key ``key_env`` names that is too short (``key:`` is checked as the file is read), and one
+        key under two names: a request with it would count under one of them, the other lost."""
         first: dict[str, int] = {}
         problems = []
         for i, key in enumerate(self.api_keys):
+            problem = key.key_problem(env)
+            if problem is not None:
+                problems.append(f"{self._origin.where(('api_keys', i, 'key_env'))}: the key in environment variable "
+                                f"{key.key_env} {problem}")
             digest = key.digest(env)
             if digest in first:
                 problems.append(f"{self._origin.where(('api_keys', i))}: key {key.name!r} is the same key as "

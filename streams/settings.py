@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from connectors.auth import SCOPES, Scope, parse_scopes
+from connectors.auth import SCOPES, Scope, key_problem, parse_scopes
 from leadflow.errors import ConfigError
 from rules.delivery import STANDARD_SCHEDULE, parse_schedule
 
@@ -60,6 +60,10 @@ def _api_keys(env: Mapping[str, str]) -> tuple[ApiKeySecret, ...]:
                 problems.append(f"key {n}: after its last ':' expected scopes joined by '+' ({', '.join(SCOPES)}), "
                                 "e.g. <key>:capture or <key>:read+work (a key itself cannot end in ':<word>')")
                 continue
+        problem = key_problem(key)
+        if problem is not None:
+            problems.append(f"key {n} {problem}")
+            continue
         keys.append(ApiKeySecret(key, scopes))
     if problems:
         raise ConfigError("\n  ".join(f"environment variable LEADFLOW_API_KEYS: {p}" for p in problems))

@@ -61,3 +61,37 @@ def test_leadflow_api_keys_with_a_bad_scope_list_stop_the_worker_without_showing
     message = str(caught.value)
     assert message.startswith("environment variable LEADFLOW_API_KEYS: key 2: after its last ':' expected scopes")
     assert KEY not in message and "key-other" not in message
+
+
+# --- at least 16 characters, everywhere ------------------------------------------------------
+
+
+def test_a_literal_key_shorter_than_16_characters_is_refused_at_its_line() -> None:
+    problem = _refused("api_keys:\n  - name: web\n    key: change-me-please\n  - {name: b, key: change-me}\n")
+    assert "c.yaml:4: api_keys[1].key: String should have at least 16 characters" in problem
+    problem = _refused('api_keys:\n  - {name: web, key: "t\\u00e9l\\u00e9phone-0123456789"}\n')
+    assert "c.yaml:2: api_keys[0].key: " in problem and "the key must be printable ASCII" in problem
+
+
+def test_a_key_env_value_shorter_than_16_characters_stops_the_worker_at_the_line_naming_it() -> None:
+    config = parse_config(f"""\
+api_keys:
+  - {{name: web, key_sha256: {DIGEST}}}
+  - name: partner
+    key_env: T_PARTNER_KEY
+""", "c.yaml")
+    with pytest.raises(ConfigError) as caught:
+        config.lead_policy("default", {"T_PARTNER_KEY": "short-secret"})
+    assert str(caught.value) == ("invalid configuration:\n  c.yaml:4: api_keys[1].key_env: the key in environment "
+                                 "variable T_PARTNER_KEY has 12 characters; at least 16 are needed "
+                                 "(e.g. `openssl rand -hex 24`)")
+    config.lead_policy("default", {"T_PARTNER_KEY": "a-key-of-16-char"})
+
+
+@pytest.mark.parametrize("value", ["change-me", "key-ok-0123456789,short"])
+def test_leadflow_api_keys_shorter_than_16_characters_stop_the_worker_without_showing_the_key(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"LEADFLOW_API_KEYS": value})
+    message = str(caught.value)
+    assert message.startswith("environment variable LEADFLOW_API_KEYS: key ") and "at least 16" in message
+    assert "change-me" not in message and "short" not in message
