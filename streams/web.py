@@ -20,7 +20,7 @@ from connectors.api.context import CONTEXT
 from connectors.api.errors import error_response
 from connectors.api.ports import Entity, Readiness
 from connectors.api.write_gate import WriteGate
-from connectors.auth import Keyring
+from connectors.auth import ApiKey, Keyring
 from connectors.crm import EventsAuth
 from connectors.rate_limit import RateLimiter
 from leadflow.errors import TransientError, Unconfirmed
@@ -324,7 +324,7 @@ def mount(app: LeadflowApp, faust_web: Any) -> None:
         return
     settings = runtime.settings
     keyring = Keyring(runtime.config.key_digests(),
-                      [("api", key.reveal()) for key in settings.api_keys])
+                      [(ApiKey("api", key.scopes), key.reveal()) for key in settings.api_keys])
     if not len(keyring):
         log.warning("no API keys configured: every /v1 request will be refused (set LEADFLOW_API_KEYS)")
     resources = runtime.resources
