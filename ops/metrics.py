@@ -18,7 +18,8 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "FIRST_TOUCH_EVENTS", "OTHER_SOURCE", "SLA_OUTCOMES",
-           "Metrics", "TeamFigures", "funnel_move", "escalation_took_effect", "sla_outcome"]
+           "AGENTS", "WEBHOOK_EVENT_TYPES", "CRM_DEAD_LETTER_REASONS", "ESCALATION_ACTIONS", "Metrics",
+           "TeamFigures", "funnel_move", "escalation_took_effect", "sla_outcome"]
 
 #: Lead latency buckets in seconds. 60 s is an exact boundary, so "share of leads in front of a
 #: rep within 60 s" is ``bucket{le="60"} / count`` without interpolation.
@@ -68,6 +69,23 @@ def escalation_took_effect(data: Mapping[str, object]) -> bool:
     """
     return data.get("outcome", "sent") in ("sent", "moved")
 
+
+# Label values created at 0 when the metrics are (``Metrics.__init__``, ``Metrics.configure_teams``):
+# a series born at 1 has no earlier sample, so ``increase()`` and ``rate()`` read a lone first
+# failure or dead letter as no change, and an alert on it never fires.
+
+#: Every agent that counts ``leadflow_command_failures_total`` (tests/ops check the agents' code).
+AGENTS: Final = ("lead", "team", "rep", "account", "notifier", "crm", "outcomes", "team_stats")
+
+#: Every webhook the notifier delivers (``Notify.event_type``).
+WEBHOOK_EVENT_TYPES: Final = ("lead.assigned", "lead.offered", "lead.touched", "lead.reminder", "lead.reassigned",
+                              "lead.escalated", "opportunity.created")
+
+#: Why an opportunity was dead-lettered: the CRM refused it, or its retry schedule ran out.
+CRM_DEAD_LETTER_REASONS: Final = ("refused", "gave_up")
+
+#: The escalation ladder's steps (``sla.policy.StepKind``).
+ESCALATION_ACTIONS: Final = ("remind", "reassign", "alert_manager", "release_to_pool")
 
 #: A lead-cycle's first-contact SLA outcome: met (first contact by the deadline) or missed.
 SLA_OUTCOMES: Final = ("met", "missed")
@@ -317,6 +335,12 @@ class Metrics:
         self.recovery_duration = Gauge(
             "leadflow_table_recovery_seconds",
             "Duration of the current table recovery, or of the last one when none runs.", registry=r)
+        for agent in AGENTS:
+            self.command_failures.labels(agent)
+        for event_type in WEBHOOK_EVENT_TYPES:
+            self.webhook_dead_letters.labels(event_type)
+        for reason in CRM_DEAD_LETTER_REASONS:
+            self.crm_dead_letters.labels(reason)
         # The client's standard process metrics (Linux): process_start_time_seconds tells
         # ``leadflow report --metrics`` what span the counters cover; memory, CPU and fds are for SRE.
         ProcessCollector(registry=r)
@@ -335,6 +359,19 @@ class Metrics:
             # At 0 from the start: a source with spend and no win yet shows a return of 0, and
             # increase() sees a first win as an increase rather than as the series' first value.
             self.won_revenue.labels(source)
+
+    def configure_teams(self, teams: Iterable[str]) -> None:
+        """Create the configured teams' routing and SLA counters at 0, so ``increase()`` sees their
+        first breach, contact or assignment (a team the config does not name starts at its first count)."""
+        for team in teams:
+            for counter in (self.leads_assigned, self.leads_queued, self.sla_breaches, self.sla_at_risk):
+                counter.labels(team)
+            for within_sla in ("true", "false"):
+                self.leads_contacted.labels(team, within_sla)
+            for outcome in SLA_OUTCOMES:
+                self.sla_outcomes.labels(team, outcome)
+            for action in ESCALATION_ACTIONS:
+                self.sla_escalations.labels(team, action)
 
     def source(self, source: str | None) -> str:
         """``source`` as a label value: a configured source, else ``other`` (never free text)."""

@@ -122,6 +122,8 @@ async def probe_event_loop() -> None:
 @app.task
 async def refresh_gauges() -> None:
     metrics = runtime.metrics
+    # The configured teams' counters at 0 from the start: increase() misses a series' first value.
+    metrics.configure_teams(team.id for team in runtime.config.teams)
     recovery_started: float | None = None
     tick = 0
     while not app.should_stop:
