@@ -190,7 +190,8 @@ class Metrics:
         self.system_delay = Histogram(
             "leadflow_speed_to_lead_system_seconds",
             "The system's part of speed-to-lead: capture to the rep's webhook delivered, by team.",
-            ["team"], buckets=SPEED_BUCKETS, registry=r)
+            # Sub-second to minutes, as notify_latency (the same span): SPEED_BUCKETS start at 5 s.
+            ["team"], buckets=LATENCY_BUCKETS, registry=r)
         self.rep_delay = Histogram(
             "leadflow_speed_to_lead_rep_seconds",
             "The rep's part of speed-to-lead: webhook delivered to first contact, by team.",

@@ -121,7 +121,7 @@ class CostRow:
 class Summary:
     origin: str
     speed_to_lead: Distribution = field(default_factory=lambda: Distribution(SPEED_BUCKETS))
-    system_delay: Distribution = field(default_factory=lambda: Distribution(SPEED_BUCKETS))
+    system_delay: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
     rep_delay: Distribution = field(default_factory=lambda: Distribution(SPEED_BUCKETS))
     routing: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
     contacts_in_sla: float = 0
