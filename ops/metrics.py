@@ -134,16 +134,21 @@ OTHER_SOURCE: Final = "other"
 class TeamFigures:
     """What a team gauge reports, computed by the worker that owns the team."""
 
-    __slots__ = ("queue_depth", "open_leads", "capacity", "reps_available", "oldest_queued_age_s", "total_capacity")
+    __slots__ = ("queue_depth", "open_leads", "capacity", "reps_available", "oldest_queued_age_s", "total_capacity",
+                 "free_slots")
 
     def __init__(self, *, queue_depth: int, open_leads: int, capacity: int, reps_available: int,
-                 total_capacity: int, oldest_queued_age_s: float) -> None:
+                 total_capacity: int, oldest_queued_age_s: float, free_slots: int = 0) -> None:
         self.queue_depth = queue_depth
         self.open_leads = open_leads
+        #: The capacity of the available reps (their open leads not taken off).
         self.capacity = capacity
         self.reps_available = reps_available
         self.total_capacity = total_capacity
         self.oldest_queued_age_s = oldest_queued_age_s
+        #: Leads the available reps can take now: capacity minus open leads, rep by rep
+        #: (GET /v1/teams/{id} ``available_capacity``).
+        self.free_slots = free_slots
 
     @property
     def utilization(self) -> float:
@@ -234,6 +239,11 @@ class Metrics:
             ["team"], registry=r)
         self.team_capacity = Gauge(
             "leadflow_team_capacity", "Sum of the capacity of a team's available reps.", ["team"], registry=r)
+        self.team_free_slots = Gauge(
+            "leadflow_team_free_slots",
+            "Leads a team's available reps can take now: each one's capacity minus their open leads "
+            "(GET /v1/teams available_capacity; owning worker only).",
+            ["team"], registry=r)
         self.team_reps_available = Gauge(
             "leadflow_team_reps_available", "Reps whose presence is available, by team (owning worker only).",
             ["team"], registry=r)
@@ -409,7 +419,7 @@ class Metrics:
         workers never counts a team twice.
         """
         gauges = (self.team_queue_depth, self.team_oldest_queued, self.team_open_leads, self.team_capacity,
-                  self.team_reps_available, self.team_utilization)
+                  self.team_free_slots, self.team_reps_available, self.team_utilization)
         for gauge in gauges:
             gauge.clear()
         for team, f in figures.items():
@@ -420,6 +430,7 @@ class Metrics:
         self.team_oldest_queued.labels(team).set(f.oldest_queued_age_s)
         self.team_open_leads.labels(team).set(f.open_leads)
         self.team_capacity.labels(team).set(f.capacity)
+        self.team_free_slots.labels(team).set(f.free_slots)
         self.team_reps_available.labels(team).set(f.reps_available)
         self.team_utilization.labels(team).set(f.utilization)
 

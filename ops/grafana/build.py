@@ -138,10 +138,11 @@ SLA = Dashboard(
                 (_rate("leadflow_leads_assigned_total", "team", _TEAM), "assigned {{team}}"),
                 (_rate("leadflow_leads_queued_total", "team", _TEAM), "queued {{team}}"),
             ), unit="reqps"),
-            Panel("Open leads vs available capacity", (
+            Panel("Open leads vs free slots", (
                 ('sum by (team) (leadflow_team_open_leads{team=~"$team"})', "open {{team}}"),
-                ('sum by (team) (leadflow_team_capacity{team=~"$team"})', "capacity {{team}}"),
-            )),
+                ('sum by (team) (leadflow_team_free_slots{team=~"$team"})', "free slots {{team}}"),
+            ), description="Free slots: leads the team's available reps can take now (capacity minus open leads, "
+                           "rep by rep), as available_capacity in GET /v1/teams/{id}."),
         )),
     ),
 )

@@ -176,10 +176,13 @@ def _load(s: Summary) -> str:
         segs = [(row.contacted, _GREEN, "contacted"), (max(row.assigned - row.contacted, 0), _BLUE, "not yet contacted")]
         rows.append((row.name, segs))
     table = ""
-    if any(r.capacity is not None for r in s.load):
-        table = "<table><tr><th>team</th><th>open leads</th><th>available capacity</th><th>load</th></tr>" + "".join(
-            f"<tr><td>{escape(r.name)}</td><td>{_num(r.open_leads or 0)}</td><td>{_num(r.capacity or 0)}</td>"
-            f"<td>{_pct((r.open_leads or 0) / r.capacity if r.capacity else None)}</td></tr>" for r in s.load) + "</table>"
+    if any(r.free_slots is not None for r in s.load):
+        table = ("<table><tr><th>team</th><th>open leads</th><th>free slots</th><th>utilization</th></tr>" + "".join(
+            f"<tr><td>{escape(r.name)}</td><td>{_num(r.open_leads or 0)}</td><td>{_num(r.free_slots or 0)}</td>"
+            f"<td>{_pct(r.utilization)}</td></tr>" for r in s.load) + "</table>"
+            "<p class='muted'>Free slots: leads the team's available reps can take now (each one's capacity "
+            "minus their open leads), as <code>available_capacity</code> in <code>GET /v1/teams/{id}</code>. "
+            "Utilization: open leads over the whole roster's capacity.</p>")
     return _hbars(rows, f"Leads assigned per {who}, contacted or not") + table
 
 

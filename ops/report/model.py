@@ -79,7 +79,10 @@ class LoadRow:
     assigned: float = 0
     contacted: float = 0
     open_leads: float | None = None
-    capacity: float | None = None
+    #: Leads the team's available reps can take now (capacity minus open leads, rep by rep).
+    free_slots: float | None = None
+    #: Open leads over the whole roster's capacity (``leadflow_team_utilization_ratio``).
+    utilization: float | None = None
 
 
 @dataclass

@@ -233,9 +233,12 @@ def summarize_scrapes(texts: Iterable[str], origin: str, now_s: float | None = N
                 elif name == "leadflow_team_open_leads":
                     row = team(labels["team"])
                     row.open_leads = (row.open_leads or 0) + value
-                elif name == "leadflow_team_capacity":
+                elif name == "leadflow_team_free_slots":
                     row = team(labels["team"])
-                    row.capacity = (row.capacity or 0) + value
+                    row.free_slots = (row.free_slots or 0) + value
+                elif name == "leadflow_team_utilization_ratio":
+                    row = team(labels["team"])  # one worker owns the team and reports it
+                    row.utilization = max(row.utilization or 0.0, value)
     s.speed_to_lead = _distribution(buckets["leadflow_speed_to_lead_seconds"], SPEED_BUCKETS)
     s.system_delay = _distribution(buckets["leadflow_speed_to_lead_system_seconds"], LATENCY_BUCKETS)
     s.rep_delay = _distribution(buckets["leadflow_speed_to_lead_rep_seconds"], SPEED_BUCKETS)

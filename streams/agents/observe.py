@@ -48,6 +48,8 @@ def team_figures(state: TeamState, now: datetime, queued_at: list[datetime]) -> 
         capacity=sum(r.profile.capacity for r in available),
         reps_available=len(available),
         total_capacity=sum(r.profile.capacity for r in members),
+        # As GET /v1/teams/{id} available_capacity: a rep's leads held in another team take slots too.
+        free_slots=sum(max(r.profile.capacity - r.open_leads, 0) for r in available),
         oldest_queued_age_s=max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0,
     )
 

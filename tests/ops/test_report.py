@@ -170,7 +170,8 @@ def test_a_summary_from_two_workers_metrics_adds_them_up() -> None:
     assert s.routing.total == 2
     assert s.breaches == {"sdr": 1, "ae": 1}
     assert s.funnel == {"google-ads": {"lead": 2}}
-    assert {(r.name, r.assigned, r.open_leads, r.capacity) for r in s.load} == {("sdr", 2, 2, 4), ("ae", 2, 2, 4)}
+    assert {(r.name, r.assigned, r.open_leads, r.free_slots, r.utilization) for r in s.load} == {
+        ("sdr", 2, 2, 0, 0.5), ("ae", 2, 2, 0, 0.5)}
 
 
 class _Collect(HTMLParser):
