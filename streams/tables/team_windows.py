@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from ops.metrics import sla_outcome
+from ops.metrics import escalation_took_effect, sla_outcome
 from streams.app import app, runtime
 
 __all__ = ["SIGNALS", "HOUR_WINDOWS", "MINUTE_S", "FIVE_MINUTES_S", "team_minute", "team_five_minutes", "signals_of",
@@ -46,7 +46,11 @@ team_five_minutes = app.Table("team_sla_5min", default=int, key_type=str, value_
 
 
 def signals_of(event_type: str, data: Mapping[str, object]) -> list[str]:
-    """The signals one ``lead.events`` record gives its team's windows (none without a team)."""
+    """The signals one ``lead.events`` record gives its team's windows (none without a team).
+
+    An escalation step that did nothing (a reassign skipped on a queued lead, a manager alert
+    with no webhook) is no escalation, as in /metrics (``ops.metrics.escalation_took_effect``).
+    """
     if not data.get("team_id"):
         return []
     signals = []
@@ -54,7 +58,7 @@ def signals_of(event_type: str, data: Mapping[str, object]) -> list[str]:
         signals.append("arrival")
     elif event_type == "lead.sla_breached":
         signals.append("breach")
-    elif event_type == "lead.escalated":
+    elif event_type == "lead.escalated" and escalation_took_effect(data):
         signals.append("escalation")
     elif event_type == "lead.contacted":
         signals.append("contact_in_sla" if data.get("within_sla") else "contact_late")

@@ -48,6 +48,10 @@ async def test_a_breached_lead_called_late_counts_once_beside_one_called_in_time
     ("lead.contacted", {"team_id": "sdr", "within_sla": False, "sla_breached": True}, ["contact_late"]),
     ("lead.contacted", {"team_id": "sdr", "within_sla": True, "sla_breached": True}, ["contact_in_sla"]),
     ("lead.escalated", {"team_id": "sdr", "action": "reassign", "outcome": "moved"}, ["escalation"]),
+    # A step that did nothing is no escalation (docs/OBSERVABILITY.md), as in leadflow_sla_escalations_total.
+    ("lead.escalated", {"team_id": "sdr", "action": "reassign", "outcome": "skipped"}, []),
+    ("lead.escalated", {"team_id": "sdr", "action": "alert_manager", "outcome": "not_sent"}, []),
+    ("lead.escalated", {"team_id": "sdr", "action": "remind"}, ["escalation"]),  # written before outcomes
     ("lead.assigned", {"team_id": "sdr"}, []),
     ("lead.sla_breached", {"team_id": None}, []),
 ])
