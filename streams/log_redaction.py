@@ -17,6 +17,8 @@ import logging
 import re
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 __all__ = ["REDACTED_LOGGERS", "KEY_POSITIONS", "install", "redacted", "redacted_key"]
 
 #: logger name -> {message template: positions of its arguments to redact}
@@ -70,9 +72,31 @@ class _Redact(logging.Filter):
         return True
 
 
+class _MalformedRequest(logging.Filter):
+    """aiohttp's line for a request it could not parse, without the request's bytes.
+
+    The parser's exception quotes the offending header or request line whole, and aiohttp logs
+    it with its traceback at ERROR: ``Authorization: Bearer <key>\x01``, a ``hub.verify_token`` in
+    a query string, or an e-mail in any header all reached the log. The line keeps who sent what
+    kind of malformed request; the exception's text and traceback go.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.msg == "Error handling request from %s" and isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            record.msg = "Malformed HTTP request from %s: %s (%s); its content is not logged"
+            record.args = (remote, type(exc).__name__, exc.code)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def install() -> None:
     """Put the filters on the libraries' loggers (idempotent)."""
     for name, templates in REDACTED_LOGGERS.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Redact) for f in logger.filters):
             logger.addFilter(_Redact(templates))
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequest) for f in server.filters):
+        server.addFilter(_MalformedRequest())

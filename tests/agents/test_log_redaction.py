@@ -75,3 +75,26 @@ def test_other_lines_are_left_alone(caplog: pytest.LogCaptureFixture) -> None:
     assert _line(caplog, "aiokafka.conn", "Closing connection at %s:%s (%s, %s)", "h", 1, None, None) == \
         "Closing connection at h:1 (None, None)"
     assert _line(caplog, "streams.agents.lead", "lead %s captured", "ld_1") == "lead ld_1 captured"
+
+
+def test_a_malformed_request_is_logged_without_its_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp.http_exceptions import InvalidHeader
+
+    try:
+        raise InvalidHeader(b"Authorization: Bearer open-key-SECRET\x01")
+    except InvalidHeader as exc:
+        caught = exc
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        logging.getLogger("aiohttp.server").error("Error handling request from %s", "10.0.0.7", exc_info=caught)
+    (record,) = caplog.records
+    assert record.getMessage() == "Malformed HTTP request from 10.0.0.7: InvalidHeader (400); its content is not logged"
+    assert "SECRET" not in caplog.text and record.exc_info is None
+    # A bug of ours in a handler keeps its traceback.
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        try:
+            raise KeyError("x")
+        except KeyError:
+            logging.getLogger("aiohttp.server").exception("Error handling request from %s", "10.0.0.7")
+    assert "Traceback" in caplog.text and "KeyError" in caplog.text

@@ -10,6 +10,7 @@ messages are keyed by the lead's company domain, and ``jane-doe-homepage.net`` n
 """
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -36,6 +37,18 @@ def _phone_pattern(phone: str) -> re.Pattern[str]:
     """The national number's 9 digits, with or without separators between them (as typed, E.164)."""
     digits = re.sub(r"\D", "", phone)[2:]
     return re.compile(r"\D?".join(digits))
+
+
+async def _raw_request(url: str, text: str) -> bytes:
+    """Send ``text`` as is (a client library would refuse to) and read the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(text.encode("latin-1"))
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(4096), 10)
+    finally:
+        writer.close()
 
 
 async def _failed_webhooks(api: aiohttp.ClientSession, worker: Worker) -> bool:
@@ -75,6 +88,10 @@ teams:
                 ids.append((await r.json())["lead_id"])
         async with api.post(f"{worker.url}/v1/leads", json=refused) as r:
             assert r.status == 422, await r.text()
+        # Malformed requests: aiohttp's parser quoted the bad header line, key and all, at ERROR.
+        for header in (f"Authorization: Bearer {API_KEY}\x01", f"X-Note: zelda.pii5.{_RUN}@northwind.example\x7f"):
+            await _raw_request(worker.url, "POST /v1/leads HTTP/1.1\r\nHost: x\r\n" + header
+                               + "\r\nContent-Length: 2\r\n\r\n{}")
         producer = AIOKafkaProducer(bootstrap_servers=spec.stack.kafka_bootstrap)
         await producer.start()
         try:
@@ -109,6 +126,7 @@ teams:
     # The libraries' lines about produced messages are there, their contents redacted
     # (streams/log_redaction.py): the search below is not passing for want of them.
     assert "send: topic=" in log and "bytes redacted>" in log
+    assert "Malformed HTTP request from" in log  # the lines are there, without the request's bytes
     lower = log.lower()
     found = []
     for lead in [*leads, refused, *poison]:
