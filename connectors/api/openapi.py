@@ -19,6 +19,7 @@ from rules.lifecycle import STATUSES
 from rules.qualification import DEFAULT_FRAMEWORKS
 from connectors.api.accounts import ACCOUNT_INPUT_MODEL
 from connectors.api.reps import PRESENCE_INPUT_MODEL, REP_INPUT_MODEL
+from connectors.auth import Scope
 from connectors.lead_input import LEAD_INPUT_MODEL, LeadInvalid, validate_lead
 
 __all__ = ["openapi_document"]
@@ -522,8 +523,15 @@ def _responses() -> dict[str, Schema]:
                                        message="expected Content-Type application/json, got text/plain"),
         "Invalid": _error("The body is JSON but not valid: `fields` names each problem.", code="invalid",
                           message="the rep is not valid", fields=[{"field": "capacity", "reason": "unknown field"}]),
-        "RateLimited": _error("Over the API key's requests per minute (GCRA, bursts up to the limit); retry after "
-                              "`Retry-After` seconds.", code="rate_limited",
+        "Forbidden": _error("The API key is valid but lacks the scope this operation needs (the operation's "
+                            "`security` names it; `WWW-Authenticate` says `insufficient_scope` and the scope).",
+                            code="forbidden", message="API key 'website' lacks the 'admin' scope this request needs "
+                                                      "(its scopes: capture)",
+                            headers={"WWW-Authenticate": {"$ref": "#/components/headers/WWWAuthenticate"}}),
+        "RateLimited": _error("Over the API key's requests per minute (GCRA, bursts up to the limit), or, on any "
+                              "operation taking a key, more than 30 failed authentications per minute from the "
+                              "client's address (then every request with a key from it is refused until "
+                              "`Retry-After`); retry after `Retry-After` seconds.", code="rate_limited",
                               message="more than 600 requests per minute for website; retry in 2 s", headers=retry),
         "Unavailable": _error("Not ready to take this now (Kafka unavailable, partitions being assigned); "
                               "retry after `Retry-After` seconds.", code="unavailable",
@@ -536,8 +544,8 @@ def _op(operation_id: str, tag: str, summary: str, responses: dict[str, Schema],
 
 
 def _refs(*statuses: int) -> dict[str, Schema]:
-    names = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 409: "Conflict", 413: "PayloadTooLarge",
-             429: "RateLimited",
+    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+             413: "PayloadTooLarge", 429: "RateLimited",
              415: "UnsupportedMediaType", 422: "Invalid", 503: "Unavailable"}
     return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
 
@@ -899,6 +907,34 @@ def _channel_paths() -> dict[str, Schema]:
     }
 
 
+#: The scope each operation taking an API key needs (connectors/auth.py); the handlers name the same.
+_SCOPES: dict[tuple[str, str], Scope] = {
+    ("post", "/v1/leads"): "capture", ("post", "/v1/leads/import"): "capture", ("post", "/v1/forms/{form_id}"): "capture",
+    ("get", "/v1/leads/{lead_id}"): "read", ("get", "/v1/teams/{team_id}"): "read",
+    ("get", "/v1/accounts/{domain}"): "read",
+    **{("post", f"/v1/leads/{{lead_id}}/{verb}"): "work"
+       for verb in ("accept", "decline", "activities", "qualification", "disposition")},
+    ("post", "/v1/reps/{rep_id}/presence"): "work",
+    ("put", "/v1/reps/{rep_id}"): "admin", ("delete", "/v1/reps/{rep_id}"): "admin",
+    ("put", "/v1/accounts/{domain}"): "admin", ("delete", "/v1/accounts/{domain}"): "admin",
+}
+
+
+def _scoped(paths: dict[str, Schema]) -> dict[str, Schema]:
+    """Each keyed operation names its scope (OpenAPI 3.1: role names for an http scheme) and documents the 403
+    for a key without it and the 429 for an address with too many failed authentications."""
+    for (method, path), scope in _SCOPES.items():
+        op = paths[path][method]
+        op["security"] = [{"bearerAuth": [scope]}]
+        responses = {}
+        for status, response in op["responses"].items():
+            responses[status] = response
+            if status == "401":
+                responses.update(_refs(403))
+        op["responses"] = {**responses, **({} if "429" in responses else _refs(429))}
+    return paths
+
+
 def _build() -> Schema:
     single_result, batch_result = _capture_results()
     id_param = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _ID_PATTERN}
@@ -908,7 +944,8 @@ def _build() -> Schema:
             "title": "leadflow", "version": "1",
             "summary": "Capture leads and route them to the right rep in seconds.",
             "description": "JSON everywhere. Errors have one shape (`Error`). Authenticate with "
-                           "`Authorization: Bearer <api key>`; the key's name is the default lead source.",
+                           "`Authorization: Bearer <api key>`; the key's name is the default lead source, and its "
+                           "scopes say which operations it may call (403 naming the scope it lacks).",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "servers": [{"url": "http://localhost:6066", "description": "a local worker (any worker answers)"}],
@@ -916,10 +953,14 @@ def _build() -> Schema:
                  {"name": "accounts"},
                  {"name": "operations"}],
         "security": [{"bearerAuth": []}],
-        "paths": {**_paths(single_result, batch_result), **_channel_paths()},
+        "paths": _scoped({**_paths(single_result, batch_result), **_channel_paths()}),
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "An API key from LEADFLOW_API_KEYS or the config."}},
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API key from LEADFLOW_API_KEYS or the config. Each operation's `security` names "
+                               "the scope its key needs: `capture` (send leads), `read` (leads, teams, accounts), "
+                               "`work` (an SDR tool: offers, activities, qualification, disposition, presence), "
+                               "`admin` (reps and accounts). A key configured without scopes has them all."}},
             "schemas": {**_schemas(), **_channel_schemas()},
             "responses": _responses(),
             "parameters": {

@@ -258,3 +258,14 @@ def test_the_client_is_its_ipv4_address_or_its_ipv6_64() -> None:
     assert _client("203.0.113.7") == _client("::ffff:203.0.113.7") == "203.0.113.7"
     assert _client("2001:db8:1:2::1") == _client("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert _client(None) == "unknown"
+
+
+def test_the_openapi_document_names_each_operations_scope_and_its_403() -> None:
+    from connectors.api.openapi import openapi_document
+    paths = openapi_document()["paths"]
+    for method, path, scope, _ in ROUTES:
+        template = (path.replace(LEAD, "{lead_id}").replace("/ana/", "/{rep_id}/").replace("/loop", "/{rep_id}")
+                    .replace("acme.com", "{domain}").replace("/emea", "/{team_id}").replace("/contact", "/{form_id}"))
+        op = paths[template][method.lower()]
+        assert op["security"] == [{"bearerAuth": [scope]}], (method, template)
+        assert {"401", "403", "429"} <= set(op["responses"]), (method, template)
