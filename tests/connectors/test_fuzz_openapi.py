@@ -34,6 +34,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from connectors.api.openapi import openapi_document
+from connectors.providers import FacebookSettings, Providers, TypeformSettings
 from ops.metrics import Metrics
 from sla.clock import FakeClock
 from tests.connectors.conftest import AUTH, FakeEngine, build_app, lead_state, team_state
@@ -68,8 +69,12 @@ class _Server:
         engine.teams["sdr"] = team_state("sdr", at)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The providers configured, as in production: an unconfigured one answers 503 (so that the
+        # provider retries), which is no answer to fuzz. Unsigned requests stop at the signature.
+        providers = Providers(facebook=FacebookSettings(app_secret="fuzz-app-secret", verify_token="fuzz-verify"),
+                              typeform=TypeformSettings(secret="fuzz-typeform-secret"))
         self._app = build_app(engine, Metrics(CollectorRegistry()), FakeClock(), client_max_size=1_048_576,
-                              max_batch=20)
+                              max_batch=20, providers=providers)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fuzz-api", daemon=True)
