@@ -33,6 +33,10 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 _SCHEMES: Final = frozenset({"http", "https"})
 # NAT64 gateways translate this prefix to the embedded IPv4 address, so 64:ff9b::a00:1 is 10.0.0.1.
 _NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+# Special-purpose blocks that older Pythons' ipaddress tables call global (fixed for 192.0.0.0/24
+# in 3.11.10 and 3.12.4, CVE-2024-4032): IETF protocol assignments, the deprecated 6to4 relay
+# anycast. No webhook receiver lives there.
+_SPECIAL: Final = tuple(ipaddress.ip_network(n) for n in ("192.0.0.0/24", "192.88.99.0/24"))
 # Punycode has already been applied (raw_host), so a real host name is only these characters.
 _HOSTNAME: Final = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 # No real TLD is numeric or hex, so such a name is a legacy IPv4 form (127.1, 2130706433, 0x7f.1)
@@ -77,7 +81,7 @@ def address_refusal(address: str) -> str | None:
         ("reserved", ip.is_reserved),
         ("private", ip.is_private),
         # Catches the rest of the special-purpose registry, e.g. 100.64.0.0/10 (carrier NAT).
-        ("non-public", not ip.is_global),
+        ("non-public", not ip.is_global or any(ip in net for net in _SPECIAL)),
     )
     return next((name for name, hit in checks if hit), None)
 

@@ -34,7 +34,7 @@ from aiohttp import StreamReader, web
 
 from connectors.api.context import ApiContext, authenticate, context
 from connectors.api.errors import ApiError
-from connectors.api.leads import capture_id, capture_many
+from connectors.api.leads import capture_id, capture_many, idempotency_key
 from connectors.lead_input import FieldError
 from connectors.providers.fields import FULL_NAME, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES, LeadDraft, lead_field
 from leadflow.errors import TransientError
@@ -400,9 +400,7 @@ async def import_leads(request: web.Request) -> web.StreamResponse:
     if source is not None and not _SOURCE.match(source):
         raise ApiError(422, "invalid", "the source is not valid",
                        [FieldError("source", "expected 1 to 100 letters, digits, '_', '.' or '-'")])
-    idem = request.headers.get("Idempotency-Key")
-    if idem is not None and not (0 < len(idem) <= 255):
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
+    idem = idempotency_key(request)
     records = CsvRecords(request.content, encoding)
     try:
         header = await records.header()

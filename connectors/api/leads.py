@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ __all__ = ["routes", "DISPOSITIONS", "Outcome", "capture_id", "capture_many", "l
 
 DISPOSITIONS = ("disqualified", "nurture", "recycled", "unresponsive")
 _IDEMPOTENCY_MAX = 255
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
 
 routes = web.RouteTableDef()
 
@@ -119,13 +121,24 @@ def _items(payload: object, max_batch: int) -> tuple[list[Any], bool]:
     return items, True
 
 
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's ``Idempotency-Key``: 1 to 255 printable ASCII characters, else a 400.
+
+    aiohttp hands header bytes over as surrogate-escaped text: a key of non-ASCII bytes could not
+    be hashed for the idempotency store (a 500 until this check).
+    """
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None and not (0 < len(idem) <= _IDEMPOTENCY_MAX and _PRINTABLE_ASCII.fullmatch(idem)):
+        raise ApiError(400, "invalid_idempotency_key",
+                       f"Idempotency-Key must be 1 to {_IDEMPOTENCY_MAX} printable ASCII characters")
+    return idem
+
+
 @routes.post("/leads")
 async def capture_leads(request: web.Request) -> web.Response:
     caller = authenticate(request, "capture")
     ctx = context(request)
-    idem = request.headers.get("Idempotency-Key")
-    if idem is not None and not (0 < len(idem) <= _IDEMPOTENCY_MAX):
-        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {_IDEMPOTENCY_MAX} characters")
+    idem = idempotency_key(request)
     payload = await read_json(request)
     fingerprint = None
     if idem is not None:

@@ -79,6 +79,10 @@ NON_PUBLIC_LITERALS = [
     ("http://[::ffff:10.0.0.1]/", "private"),
     ("http://[64:ff9b::a00:1]/", "private"),  # NAT64 of 10.0.0.1
     ("http://[2002:a9fe:a9fe::]/", "link-local"),  # 6to4 of 169.254.169.254
+    # Called global by Python < 3.11.10's tables (CVE-2024-4032): refused whatever the Python.
+    ("http://192.0.0.8/", "non-public"),
+    ("http://192.88.99.1/", "non-public"),
+    ("http://[64:ff9b:1::a00:1]/", "reserved"),  # local-use NAT64 (RFC 8215)
 ]
 
 
