@@ -7,6 +7,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from connectors.crm import CrmAdapter, RateLimited, retry_after_header
 from connectors.crm._hubspot_errors import describe_errors, is_permanent
@@ -280,3 +282,21 @@ async def test_hubspot_refuses_an_id_property_that_is_no_unique_value_deal_prope
     assert str(caught.value) == (f"HubSpot refused the deal: HTTP 400 VALIDATION_ERROR (property {id_property} is "
                                  "not a unique-value property of deals)")
     assert standin.opportunities == {}
+
+
+@pytest.mark.parametrize(("headers", "limited"), [({"Retry-After": "7"}, True), ({}, False)])
+async def test_the_crm_webhook_429_with_retry_after_is_a_wait(session: aiohttp.ClientSession,
+                                                               headers: dict[str, str], limited: bool) -> None:
+    async def busy(_: web.Request) -> web.Response:
+        return web.json_response({"error": "slow down"}, status=429, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/crm", busy)
+    async with TestServer(app) as server:
+        crm = WebhookCrm(session, url=str(server.make_url("/crm")), secret=CrmStandIn().webhook_secret, timeout_s=2,
+                         allow_private=True)
+        with pytest.raises(TransientError) as caught:
+            await crm.upsert("op_1", PAYLOAD)
+    assert isinstance(caught.value, RateLimited) is limited
+    if limited:
+        assert isinstance(caught.value, RateLimited) and caught.value.retry_after == 7.0
