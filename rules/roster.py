@@ -12,7 +12,26 @@ from zoneinfo import ZoneInfo
 
 from rules.commands import Presence, RepProfile
 
-__all__ = ["Holding", "RepState", "local_day", "local_week"]
+__all__ = ["Holding", "RepState", "local_day", "local_week", "MAX_NAME_LENGTH", "MAX_TAGS", "MAX_TAG_LENGTH",
+           "MAX_TERRITORIES", "MAX_PLACES", "MAX_WEBHOOK_URL_LENGTH", "MAX_EMAIL_LENGTH"]
+
+# The most a rep's profile may hold, field by field: the API refuses more (422 naming the field),
+# and the YAML should say the same. A team keeps every profile of its roster in one table value,
+# bounded as a whole too (``rules.team.MAX_REPS``, ``rules.team.STATE_BYTES_BUDGET``); these keep one
+# rep from taking a large share of it (at most about 16 KB encoded, where a usual rep takes ~0.8 KB).
+#: A rep's display name, in characters.
+MAX_NAME_LENGTH = 200
+#: Skills, and languages: how many each, and how long one may be.
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 64
+#: Territories as given (regions, ISO countries, ISO states) ...
+MAX_TERRITORIES = 200
+#: ... and the places they stand for once each region is replaced by its countries.
+MAX_PLACES = 500
+#: A webhook URL (about what browsers and proxies take).
+MAX_WEBHOOK_URL_LENGTH = 2000
+#: An e-mail address (RFC 5321's path limit).
+MAX_EMAIL_LENGTH = 254
 
 
 def local_day(profile: RepProfile, at: datetime) -> str:

@@ -23,12 +23,21 @@ assignment again, and a ``ReleaseLead`` frees capacity only when it names the ho
 A lead can also leave the queue without an assignment (``WithdrawLead``: it overflowed to
 another team after waiting too long): its route is remembered as released, so an entry the team
 could not delete at once is dropped, never assigned, when the drain reaches it.
+
+The roster is bounded, because the whole state is one table value and one Kafka record: a team
+takes at most ``MAX_REPS`` reps, and its encoded state at most ``STATE_BYTES_BUDGET`` bytes. An
+``UpsertRep`` past either bound is refused: the roster stays as it was, and the refusal is kept in
+``TeamState.refused_reps`` (the team view shows it) for the agent to log and count. The API checks
+the same bounds first (``admission_problem``); the team is the last line, for the PUTs the API
+could not judge (a team owned by another worker, two PUTs racing).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
+
+import orjson
 
 from rules.commands import (
     DrainQueue,
@@ -38,6 +47,7 @@ from rules.commands import (
     Outgoing,
     ReleaseLead,
     RemoveRep,
+    RepProfile,
     ReportHeld,
     RouteLead,
     RoutingDecision,
@@ -51,8 +61,9 @@ from rules.roster import Holding, RepState
 from rules.eligibility import lead_reasons, rep_reasons
 from rules.routing import DEFAULT_STRATEGY, STRATEGIES, Choice, choose_rep
 
-__all__ = ["LOOKAHEAD", "MAX_PRIORITY", "Lane", "TeamState", "HoldingReader", "QueueReader", "QueueWrite",
-           "QueueSlot", "HoldingWrite", "TeamTransition", "apply", "holder_of", "new_team", "lane_base"]
+__all__ = ["LOOKAHEAD", "MAX_PRIORITY", "MAX_REPS", "STATE_BYTES_BUDGET", "Lane", "RepRefusal", "TeamState",
+           "HoldingReader", "QueueReader", "QueueWrite", "QueueSlot", "HoldingWrite", "TeamTransition", "apply",
+           "holder_of", "new_team", "lane_base", "admission_problem", "new_refusal", "state_bytes"]
 
 _RATE_WINDOW = 50
 #: How many queue entries from a lane's head one drain may look at for a lead someone can take.
@@ -86,14 +97,36 @@ class Lane:
         """How many slots the drain would walk to see every entry (holes included)."""
         return self.tail - self.head
 
+#: The most reps a team holds, departed reps who still hold leads here included. A usual profile
+#: encodes to ~0.8 KB, so a full team of them takes ~0.4 MB, inside ``STATE_BYTES_BUDGET``.
+MAX_REPS = 500
+#: The most bytes a team's encoded state may take after a rep joins or changes. The state is
+#: written whole as one changelog record (``streams/tables/team_record.py``: with the batch's side
+#: writes beside it), and the producer refuses a record over 1,000,000 bytes (Faust's
+#: ``producer_max_request_size``; the broker's ``message.max.bytes`` is 1,048,588): a team that grew
+#: past it crashed the worker at every restart. 60% of it leaves the rest for the batch's journal.
+STATE_BYTES_BUDGET = 600_000
+# How many refused reps a team remembers (one entry per rep, newest last).
+_REFUSALS_KEPT = 20
+
 # How many released route ids a team remembers. A RouteLead redelivered after its assignment
 # was released comes from the short at-least-once replay window, so a small bound suffices.
 _RELEASED_MEMORY = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RepRefusal:
+    """An ``UpsertRep`` the team refused (full, or its state would grow too big), and why."""
+
+    rep_id: str
+    #: Counts and bounds only: never a name, address or other part of the profile.
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TeamState:
-    """What the team agent needs to decide: reps (bounded by roster size) and queue bounds."""
+    """What the team agent needs to decide: reps (at most ``MAX_REPS``) and queue bounds."""
 
     team_id: str
     reps: dict[str, RepState] = field(default_factory=dict)
@@ -108,6 +141,9 @@ class TeamState:
     # When the latest assignments happened (newest last, bounded): the team's drain rate, from
     # which a waiting lead's expected wait is estimated.
     recent_assignments: tuple[datetime, ...] = ()
+    #: Reps the team refused to take in, newest last (bounded): each stays until the rep is taken
+    #: in or removed, so the API's 202 for a PUT the team then refused is visible in the team view.
+    refused_reps: tuple[RepRefusal, ...] = ()
 
     def expected_wait_s(self, position: int, now: datetime) -> float | None:
         """Seconds until the lead at ``position`` in the queue is likely assigned (None: no data)."""
@@ -268,7 +304,7 @@ def apply(state: TeamState | None, command: TeamCommand, now: datetime, queue: Q
     elif isinstance(command, DrainQueue):
         _drain(work, now)
     elif isinstance(command, UpsertRep):
-        _upsert(work, command)
+        _upsert(work, command, now)
         _drain(work, now)
     elif isinstance(command, RemoveRep):
         _remove(work, command, now)
@@ -490,6 +526,7 @@ def _remove(work: _Work, command: RemoveRep, now: datetime) -> None:
                                awaiting_handover=False))
     else:
         work.state = replace(work.state, reps={k: v for k, v in work.state.reps.items() if k != command.rep_id})
+    _forget_refusal(work, command.rep_id)
     work.report_held(command.rep_id, rep.load if rep is not None else 0, command.move, now)
 
 
@@ -546,26 +583,90 @@ def _free(work: _Work, route_id: str, rep: RepState, now: datetime, *,
         _put_rep(work, rep)
 
 
-def _upsert(work: _Work, command: UpsertRep) -> None:
+def _upsert(work: _Work, command: UpsertRep, now: datetime) -> None:
     profile = command.profile
-    if profile.team_strategy in STRATEGIES and profile.team_strategy != work.state.strategy:
-        # The team's strategy travels on config-born upserts (the API's leave it None).
-        work.state = replace(work.state, strategy=profile.team_strategy)
     current = work.state.reps.get(profile.rep_id)
     if current is None:
         # New reps start available: a rep RevOps just created is expected to take leads.
-        _put_rep(work, RepState(profile=profile, presence="available", held_elsewhere=command.held_elsewhere,
-                                awaiting_handover=command.awaiting_handover))
+        rep = RepState(profile=profile, presence="available", held_elsewhere=command.held_elsewhere,
+                       awaiting_handover=command.awaiting_handover)
+    else:
+        if command.keep:
+            # Fields the update left out keep their value here (the directory could not fill them).
+            profile = replace(profile, **{name: getattr(current.profile, name) for name in command.keep
+                                          if name not in ("rep_id", "team_id", "team_strategy")})
+        if profile.webhook_secret is None:
+            profile = replace(profile, webhook_secret=current.profile.webhook_secret)
+        # Back in this team, if they had left: their leads here count here again, as a member's.
+        rep = replace(current, profile=profile, departed=False, left_move=0,
+                      held_elsewhere=command.held_elsewhere, awaiting_handover=command.awaiting_handover)
+    problem = _admission_problem(work.state, rep)
+    if problem is not None:
+        # The roster stays as it was; the refusal is kept (one per rep) for the team view and the agent's log.
+        refusal = RepRefusal(rep_id=rep.rep_id, reason=problem, at=now)
+        kept = (*_without(work.state.refused_reps, rep.rep_id), refusal)[-_REFUSALS_KEPT:]
+        work.state = replace(work.state, refused_reps=kept)
         return
-    if command.keep:
-        # Fields the update left out keep their value here (the directory could not fill them).
-        profile = replace(profile, **{name: getattr(current.profile, name) for name in command.keep
-                                      if name not in ("rep_id", "team_id", "team_strategy")})
-    if profile.webhook_secret is None:
-        profile = replace(profile, webhook_secret=current.profile.webhook_secret)
-    # Back in this team, if they had left: their leads here count here again, as a member's.
-    _put_rep(work, replace(current, profile=profile, departed=False, left_move=0,
-                           held_elsewhere=command.held_elsewhere, awaiting_handover=command.awaiting_handover))
+    if profile.team_strategy in STRATEGIES and profile.team_strategy != work.state.strategy:
+        # The team's strategy travels on config-born upserts (the API's leave it None).
+        work.state = replace(work.state, strategy=profile.team_strategy)
+    _put_rep(work, rep)
+    _forget_refusal(work, rep.rep_id)
+
+
+def state_bytes(state: TeamState) -> int:
+    """How many bytes ``state`` takes encoded: orjson's dataclass encoding, which the codec writes
+    (``streams/codec.py``), less the envelope and the record's other fields."""
+    return len(orjson.dumps(state))
+
+
+def admission_problem(state: TeamState | None, profile: RepProfile) -> str | None:
+    """Why the team would refuse ``profile`` now (too many reps, or a state too big), or ``None``.
+
+    The API asks it before accepting a PUT, with the team as this worker sees it; the team asks it
+    again (``_upsert``) with the profile it would really hold.
+    """
+    if state is None:
+        state = new_team(profile.team_id)
+    current = state.reps.get(profile.rep_id)
+    rep = RepState(profile=profile, presence="available") if current is None else replace(current, profile=profile)
+    return _admission_problem(state, rep)
+
+
+def _admission_problem(state: TeamState, rep: RepState) -> str | None:
+    current = state.reps.get(rep.rep_id)
+    if current is None and len(state.reps) >= MAX_REPS:
+        return (f"team {state.team_id} has {len(state.reps)} reps, the most a team may have ({MAX_REPS}; reps who "
+                "left it and still hold leads there count until those leads are closed)")
+    after = state_bytes(replace(state, reps={**state.reps, rep.rep_id: rep},
+                                refused_reps=_without(state.refused_reps, rep.rep_id)))
+    # An update that makes the state no bigger is taken even over the budget: it only helps.
+    if after > STATE_BYTES_BUDGET and (current is None or after > state_bytes(state)):
+        return (f"team {state.team_id} would take {after} bytes encoded with this rep, more than the "
+                f"{STATE_BYTES_BUDGET} a team may ({len(state.reps)} reps now): shorten the reps' profiles "
+                "(skills, languages, territories, webhook_url, name) or split the team")
+    return None
+
+
+def _without(refusals: tuple[RepRefusal, ...], rep_id: str) -> tuple[RepRefusal, ...]:
+    return tuple(r for r in refusals if r.rep_id != rep_id)
+
+
+def _forget_refusal(work: _Work, rep_id: str) -> None:
+    """The rep was taken in or removed: an earlier refusal of them no longer says anything."""
+    if any(r.rep_id == rep_id for r in work.state.refused_reps):
+        work.state = replace(work.state, refused_reps=_without(work.state.refused_reps, rep_id))
+
+
+def new_refusal(before: TeamState | None, after: TeamState | None, rep_id: str) -> RepRefusal | None:
+    """The refusal of ``rep_id`` that ``after`` keeps and ``before`` did not: the one a command just made."""
+    if after is None:
+        return None
+    seen = before.refused_reps if before is not None else ()
+    for refusal in after.refused_reps:
+        if refusal.rep_id == rep_id and refusal not in seen:
+            return refusal
+    return None
 
 
 def _replayed_decision(state: TeamState, holder: RepState, now: datetime) -> RoutingDecision:

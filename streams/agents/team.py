@@ -7,12 +7,12 @@ from functools import partial
 from datetime import UTC, datetime
 from typing import Any
 
-from rules.commands import DrainQueue, Outgoing
-from rules.team import TeamState
+from rules.commands import DrainQueue, Outgoing, UpsertRep
+from rules.team import TeamState, new_refusal
 from streams.agents._batch import acting_for, end_offset, readable, take_ready
 from streams.app import app, runtime
 from streams.tables.team_record import TeamBatch, TeamRecord
-from streams.tables.team_state import team_state
+from streams.tables.team_state import read_team, team_state
 from streams.topics import publish, team_commands
 
 __all__ = ["run_teams", "recheck_queues", "sent_at"]
@@ -29,6 +29,28 @@ def _report(state: TeamState) -> None:
     metrics.team_open_leads.labels(state.team_id).set(sum(r.load for r in state.reps.values()))
     metrics.team_capacity.labels(state.team_id).set(
         sum(r.profile.capacity for r in state.reps.values() if r.presence == "available"))
+
+
+def _state_in(batch: TeamBatch, team_id: str) -> TeamState | None:
+    """The team's state as the batch has it so far (the table's, before the batch touched it)."""
+    for touched, state in batch.states():
+        if touched == team_id:
+            return state
+    return read_team(team_id)
+
+
+def _report_refusal(team_id: str, command: UpsertRep, before: TeamState | None, after: TeamState | None) -> None:
+    """A rep the team refused (full, or too big to write, ``rules.team``): the API said 202, so say it here.
+
+    Counted as a command the agent could not apply (``leadflow_command_failures_total{agent="team"}``,
+    the ``LeadflowAgentFailing`` alert); the team view lists it (``refused_reps``). The reason holds
+    counts and bounds only, and the rep is named by id: no name or address reaches the log.
+    """
+    refusal = new_refusal(before, after, command.profile.rep_id)
+    if refusal is None:
+        return
+    runtime.metrics.command_failures.labels("team").inc()
+    log.warning("team %s refused rep %s: %s", team_id, refusal.rep_id, refusal.reason)
 
 
 def sent_at(timestamp: float | None, now: datetime) -> datetime:
@@ -56,6 +78,7 @@ async def run_teams(commands: Any) -> None:
             last_event[team_id] = event
             with acting_for(event):
                 message = event.message
+                before = _state_in(batch, team_id) if isinstance(command, UpsertRep) else None
                 try:
                     sent = batch.apply(team_id, command, sent_at(message.timestamp, runtime.clock.now()),
                                        message.partition, message.offset, partial(end_offset, message))
@@ -63,6 +86,8 @@ async def run_teams(commands: Any) -> None:
                     runtime.metrics.command_failures.labels("team").inc()
                     log.exception("team agent could not apply %s to team %s", name, team_id)
                     continue
+                if isinstance(command, UpsertRep) and sent is not None:
+                    _report_refusal(team_id, command, before, _state_in(batch, team_id))
             if sent is None:
                 runtime.metrics.commands_replayed.labels("team").inc()
                 continue

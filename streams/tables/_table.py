@@ -1,6 +1,7 @@
 """Declare a leadflow table: raw ``str`` keys and ``leadflow``-codec values, in store and changelog."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import faust
@@ -14,7 +15,22 @@ from streams.app import app
 from streams.codec import CODEC, SCHEMA
 from streams.tables._cache import CACHED_TYPES, StateCache
 
-__all__ = ["CodecTable", "MemoryStore", "entity_table"]
+__all__ = ["CodecTable", "MemoryStore", "ValueTooLarge", "entity_table", "RECORD_OVERHEAD"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes of a changelog record besides its value: the key (a few hundred bytes at most), the
+#: record's and its batch's headers (~100). Kept generous: a value must fit with them.
+RECORD_OVERHEAD = 16 * 1024
+
+
+class ValueTooLarge(Exception):
+    """A table value whose changelog record Kafka would refuse: raised before anything is written."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the value encodes to {size} bytes, more than the {limit} a changelog record may carry")
+        self.size = size
+        self.limit = limit
 
 
 class CodecTable(faust.Table):  # type: ignore[type-arg]
@@ -36,11 +52,31 @@ class CodecTable(faust.Table):  # type: ignore[type-arg]
     a cold restore of 1,000,000 leads replays 2,000,000 records, and a value is decoded only
     when read — through the cache — as before. A record that would not decode no longer
     fails in recovery either; it fails when read, as stored bytes always have.
+
+    A value too big for one Kafka record is never written (``__setitem__``): the producer would
+    refuse its changelog record (``MessageSizeTooLargeError``), Faust's producer buffer would crash
+    the worker, and the command that wrote it, read again at every restart, would crash it again.
+    The key keeps its previous value in the store and the changelog alike; the refusal is logged
+    (key, sizes) and counted as a failed command (``leadflow_command_failures_total``, labelled
+    with the table's name). Callers bound their values first (``rules.team.STATE_BYTES_BUDGET``):
+    this is the last line, and what it refuses is lost.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.state_cache = StateCache(max_bytes=app.runtime.settings.state_cache_mb * 2**20)
+        #: The largest encoded value a write may have: what the producer takes, less the record's rest.
+        self.max_value_bytes = int(self.app.conf.producer_max_request_size) - RECORD_OVERHEAD
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        # Faust's ``__setitem__`` sends the changelog record (``on_key_set``) before it writes the
+        # store: ``send_changelog`` raising leaves both as they were.
+        try:
+            super().__setitem__(key, value)
+        except ValueTooLarge as exc:
+            app.runtime.metrics.command_failures.labels(self.name).inc()
+            log.error("table %s: refused to write the %s under key %s: %s; the key keeps its previous value",
+                      self.name, type(value).__name__, key, exc)
 
     def _serializer_from_type(self, typ: Any) -> str:
         return "raw" if typ is str else CODEC
@@ -79,12 +115,19 @@ class CodecTable(faust.Table):  # type: ignore[type-arg]
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:
         if value is None:
             self.state_cache.deleted(key)
-        elif value_serializer is None and isinstance(value, CACHED_TYPES) and self.state_cache.max_bytes:
-            raw = self.app.serializers.dumps_value(self.value_type, value, serializer=self.value_serializer)
-            if raw is not None:
-                self.state_cache.written(key, raw, value)
-                return super().send_changelog(partition, key, raw, key_serializer, "raw")
-        return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+            return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        if value_serializer is not None:
+            return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        # Encoded here rather than in the producer's buffer (the same one encoding): a value too
+        # big is refused before anything is sent, and the bytes serve the state cache too.
+        raw = self.app.serializers.dumps_value(self.value_type, value, serializer=self.value_serializer)
+        if raw is None:
+            return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        if len(raw) > self.max_value_bytes:
+            raise ValueTooLarge(len(raw), self.max_value_bytes)
+        if isinstance(value, CACHED_TYPES) and self.state_cache.max_bytes:
+            self.state_cache.written(key, raw, value)
+        return super().send_changelog(partition, key, raw, key_serializer, "raw")
 
 
 class MemoryStore(faust_memory.Store):  # type: ignore[type-arg]
