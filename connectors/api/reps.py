@@ -1,6 +1,7 @@
 """``/v1/reps`` and ``/v1/teams``: RevOps changes reps at runtime; anyone reads a team's load."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from aiohttp import web
@@ -13,7 +14,15 @@ from connectors.netguard import validate_webhook_url
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours
 from connectors.webhooks import generate_secret
 from rules.commands import ChangePresence, PutRep, RepProfile, RetireRep
-from rules.team import TeamState
+from rules.roster import (
+    MAX_EMAIL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PLACES,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    MAX_TERRITORIES,
+)
+from rules.team import TeamState, admission_problem
 from rules.territory import expand_territories, territory_problem
 
 __all__ = ["routes", "team_view", "REP_INPUT_MODEL", "PRESENCE_INPUT_MODEL"]
@@ -21,24 +30,24 @@ __all__ = ["routes", "team_view", "REP_INPUT_MODEL", "PRESENCE_INPUT_MODEL"]
 routes = web.RouteTableDef()
 
 _Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-_Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+_Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH)]
 
 
 class _RepIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     team: _Id
-    name: Annotated[str, StringConstraints(max_length=200)] = ""
+    name: Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)] = ""
     capacity: Annotated[int, Field(ge=1, le=1000)] = 5
     daily_cap: Annotated[int, Field(ge=1)] | None = None
     weight: Annotated[int, Field(ge=1, le=100)] = 1
-    skills: Annotated[list[_Tag], Field(max_length=50)] = []
-    languages: Annotated[list[_Tag], Field(max_length=50)] = []
-    territories: Annotated[list[_Tag], Field(max_length=200)] = []
+    skills: Annotated[list[_Tag], Field(max_length=MAX_TAGS)] = []
+    languages: Annotated[list[_Tag], Field(max_length=MAX_TAGS)] = []
+    territories: Annotated[list[_Tag], Field(max_length=MAX_TERRITORIES)] = []
     timezone: TimeZoneName = "UTC"
     webhook_url: WebhookUrl | None = None  # the YAML's rep takes the same (connectors/rep_fields.py)
     webhook_secret: WebhookSecret | None = None
-    email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    email: Annotated[str, StringConstraints(max_length=MAX_EMAIL_LENGTH)] | None = None
     weekly_cap: Annotated[int, Field(ge=1)] | None = None
     working_hours: WorkingHours = {}
     holidays_country: HolidaysCountry | None = None
@@ -97,6 +106,10 @@ async def put_rep(request: web.Request) -> web.Response:
     # would match no lead with a place, and the rep would never be eligible for one.
     problems += [FieldError(f"territories[{i}]", problem) for i, territory in enumerate(rep.territories)
                  if (problem := territory_problem(territory, ctx.regions)) is not None]
+    places = expand_territories(rep.territories, ctx.regions)
+    if len(places) > MAX_PLACES:
+        problems.append(FieldError("territories", f"stand for {len(places)} places once each region is replaced by "
+                                                  f"its countries; at most {MAX_PLACES}"))
     if problems:
         raise ApiError(422, "invalid", "the rep is not valid", problems)
     known = ctx.engine.rep(rep_id)
@@ -108,7 +121,7 @@ async def put_rep(request: web.Request) -> web.Response:
     profile = RepProfile(
         rep_id=rep_id, team_id=rep.team, name=rep.name or rep_id, capacity=rep.capacity, daily_cap=rep.daily_cap,
         weight=rep.weight, skills=tuple(rep.skills), languages=tuple(rep.languages),
-        territories=expand_territories(rep.territories, ctx.regions), timezone=rep.timezone, webhook_url=rep.webhook_url,
+        territories=places, timezone=rep.timezone, webhook_url=rep.webhook_url,
         webhook_secret=secret, email=rep.email, weekly_cap=rep.weekly_cap,
         working_hours={k: tuple(v) for k, v in rep.working_hours.items()}, holidays_country=rep.holidays_country,
     )
@@ -116,12 +129,32 @@ async def put_rep(request: web.Request) -> web.Response:
     # that names only the capacity must not drop the rep's webhook, name or skills.
     keep = () if known is None else tuple(
         "team_id" if name == "team" else name for name in _RepIn.model_fields if name not in rep.model_fields_set)
+    _check_room(ctx, profile, known.profile if known is not None else None, keep)
     await ctx.engine.send_rep_command(rep_id, PutRep(rep_id=rep_id, profile=profile, at=ctx.clock.now(), keep=keep))
     body: dict[str, object] = {"rep_id": rep_id, "team": rep.team, "status": "accepted",
                                "created": known is None}
     if generated is not None:
         body["webhook_secret"] = generated
     return json_response(body, status=202)
+
+
+def _check_room(ctx: ApiContext, profile: RepProfile, before: RepProfile | None, keep: tuple[str, ...]) -> None:
+    """A 422 naming ``team`` when the team, as this worker sees it, would refuse the rep: it has
+    ``MAX_REPS`` reps, or its state would outgrow ``STATE_BYTES_BUDGET`` (``rules.team``).
+
+    The team's owner may be another worker (then nothing is seen here), and PUTs may race: the
+    team checks again when it applies the rep and keeps what it refused in ``refused_reps``
+    (``GET /v1/teams/{team_id}``).
+    """
+    state = ctx.engine.team(profile.team_id)
+    if state is None:
+        return
+    if keep and before is not None:
+        # What the team will hold: the fields the update leaves out keep their value (rules.reps).
+        profile = replace(profile, **{name: getattr(before, name) for name in keep if name != "team_id"})
+    problem = admission_problem(state, profile)
+    if problem is not None:
+        raise ApiError(422, "invalid", "the team cannot take this rep", [FieldError("team", problem)])
 
 
 @routes.delete("/reps/{rep_id}")
@@ -170,6 +203,8 @@ def team_view(state: TeamState) -> dict[str, object]:
             "skills": list(p.skills), "languages": list(p.languages), "territories": list(p.territories),
             "timezone": p.timezone, "departed": rep.departed,
         })
+    # Reps the team refused after a 202 (full, or its state too big to write): shown while any.
+    refused = [{"rep_id": r.rep_id, "reason": r.reason, "at": r.at} for r in state.refused_reps]
     # As the team gauges (streams/agents/observe.py team_figures): a departed rep's leads are still
     # this team's open leads, but their capacity and presence belong to their new team. The team's
     # open_leads are its own (load), never leads its reps hold in other teams.
@@ -181,6 +216,7 @@ def team_view(state: TeamState) -> dict[str, object]:
         "capacity": sum(r.profile.capacity for r in members),
         "available_capacity": sum(max(r.profile.capacity - r.open_leads, 0) for r in available),
         "reps_available": len(available), "queue_depth": state.queue_depth, "routed_total": state.routed_total,
+        **({"refused_reps": refused} if refused else {}),
     }
 
 
