@@ -69,7 +69,7 @@ def retry_after_failure(message: UpsertOpportunity, now: datetime, delays: Seque
 def wait_for_quota(message: UpsertOpportunity, now: datetime, wait_s: float, max_wait_s: float,
                    pending: PendingCrm | None = None) -> PendingCrm | None:
     """The pending row for the attempt after a quota refusal (``wait_s`` from now), not counted toward
-    giving up; ``None`` once that wait would end more than ``max_wait_s`` after the first failure."""
+    giving up; ``None`` once that wait would end more than ``max_wait_s`` after the first quota refusal."""
     waits, since = _carried(pending, message)
     since = since or now
     due = now + timedelta(seconds=wait_s)

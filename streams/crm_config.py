@@ -253,7 +253,7 @@ class CrmConfig(_Strict):
     #: Durable retries of a failing upsert (kept in a table); after the last one it is dead-lettered.
     retry_delays: tuple[Duration, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
     #: A CRM out of API quota (HubSpot's daily limit, Salesforce's rolling 24 h allowance) is waited
-    #: for without using up ``retry_delays``, until this long after the upsert first failed.
+    #: for without using up ``retry_delays``, until this long after the first such refusal.
     rate_limit_max_wait: Annotated[Duration, Field(gt=0)] = 3 * 86400.0
     #: ``POST /v1/crm/events`` is signed (Standard Webhooks) with the secret in this variable.
     events_secret_env: str = "LEADFLOW_CRM_EVENTS_SECRET"

@@ -9,7 +9,7 @@ last delay of ``crm.retry_delays`` (or at once, for a permanent refusal) the opp
 ``crm.outbox.dead`` and the lead hears it failed; on success it hears the CRM's id. The same
 table holds deferred lead commands (``DeferCommand``: a lost deal's return to routing).
 A CRM out of API quota (``RateLimited``) is waited for until the time it names, without using up
-``retry_delays``, for at most ``crm.rate_limit_max_wait`` after the first failure.
+``retry_delays``, for at most ``crm.rate_limit_max_wait`` after the first such refusal.
 """
 from __future__ import annotations
 
@@ -121,8 +121,8 @@ async def _upsert(arrived: UpsertOpportunity, now: datetime) -> None:
                         "at %s", message.opportunity_id, exc.quota, attempts, exc, wait.due_at.isoformat())
             return
         await _dead_letter(message, adapter.name, attempts, f"gave up after {attempts} attempts: the CRM's quota "
-                           f"({exc.quota}) was still used up {settings.rate_limit_max_wait:g} s after the first "
-                           f"failure: {exc}", now, kind="gave_up")
+                           f"({exc.quota}) was still used up {settings.rate_limit_max_wait:g} s after it first "
+                           f"refused: {exc}", now, kind="gave_up")
         _forget(key)
         return
     except (TransientError, TimeoutError) as exc:
