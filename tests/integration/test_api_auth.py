@@ -1,0 +1,120 @@
+"""API key scopes, undecodable header bytes and failed authentications on a real worker, Redis and Kafka.
+
+The audit's three findings, tried as the audit tried them: a web-form key reading a lead and
+taking over a rep, ``Authorization: Bearer \\xff`` on the wire, and wrong keys in a row.
+"""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.harness import API_KEY, REPO, Worker, WorkerSpec, eventually
+
+WEB_FORM_KEY = "it-web-form-key-0123456789"
+SDR_KEY = "it-sdr-tool-key-0123456789"
+
+CONFIG = f"""\
+api_keys:
+  - {{name: web-form, key: "{WEB_FORM_KEY}", scopes: [capture]}}
+teams:
+  - id: default
+    reps:
+      - {{id: loop, capacity: 5}}
+"""
+
+
+class ScopedSpec(WorkerSpec):
+    """The harness's deployment, with a scoped key in ``LEADFLOW_API_KEYS`` besides its own."""
+
+    def env(self, port: int, data_dir: Path) -> dict[str, str]:
+        return {**super().env(port, data_dir), "LEADFLOW_API_KEYS": f"{API_KEY},{SDR_KEY}:read+work"}
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def _raw(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), 10)
+    finally:
+        writer.close()
+
+
+async def test_scopes_bad_header_bytes_and_wrong_keys_on_a_real_worker(spec: WorkerSpec) -> None:
+    scoped = ScopedSpec(stack=spec.stack, tmp=spec.tmp, config_yaml=CONFIG)
+    worker = Worker(scoped)
+    try:
+        await worker.wait_ready()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+            # The web form's key captures, and that is all it does.
+            async with http.post(f"{worker.url}/v1/leads", json={"email": "victim@example.com"},
+                                 headers=_bearer(WEB_FORM_KEY)) as r:
+                assert r.status == 202, await r.text()
+                lead_id = (await r.json())["lead_id"]
+            async with http.get(f"{worker.url}/v1/leads/{lead_id}", headers=_bearer(WEB_FORM_KEY)) as r:
+                text = await r.text()
+                assert r.status == 403 and "'read'" in text and "victim" not in text, text
+            takeover = {"team": "default", "webhook_url": "https://attacker.example/hook",
+                        "webhook_secret": "whsec_" + "A" * 43}
+            async with http.put(f"{worker.url}/v1/reps/loop", json=takeover, headers=_bearer(WEB_FORM_KEY)) as r:
+                assert r.status == 403 and "'admin'" in await r.text()
+
+            # The SDR tool's key (scoped in LEADFLOW_API_KEYS) reads the lead but rewrites no rep.
+            async def readable() -> bool:
+                async with http.get(f"{worker.url}/v1/leads/{lead_id}", headers=_bearer(SDR_KEY)) as r:
+                    assert r.status in (200, 404, 503), await r.text()
+                    return r.status == 200
+            await eventually(readable, timeout=30)
+            async with http.put(f"{worker.url}/v1/reps/loop", json=takeover, headers=_bearer(SDR_KEY)) as r:
+                assert r.status == 403 and "'admin'" in await r.text()
+            async with http.get(f"{worker.url}/v1/teams/default", headers=_bearer(SDR_KEY)) as r:
+                body = await r.json()
+                assert r.status == 200 and all("attacker" not in str(rep) for rep in body.get("reps", [])), body
+
+            # Header bytes that are not UTF-8: a 401, not a 500.
+            body = b'{"email": "a@example.com"}'
+            answer = await _raw(worker.port, b"POST /v1/leads HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                             b"Content-Type: application/json\r\nConnection: close\r\n"
+                                             b"Content-Length: %d\r\nAuthorization: Bearer \xff\r\n\r\n%s"
+                                             % (len(body), body))
+            assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+
+            # Wrong keys: 30 a minute from one address (one was just spent), then 429 for any key.
+            statuses = []
+            for n in range(30):
+                async with http.get(f"{worker.url}/v1/teams/default",
+                                    headers=_bearer(f"wrong-key-{n:04}-0123456789")) as r:
+                    statuses.append(r.status)
+            assert statuses == [401] * 29 + [429], statuses
+            async with http.get(f"{worker.url}/v1/teams/default", headers=_bearer(SDR_KEY)) as r:
+                assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+            await asyncio.sleep(2.5)
+            async with http.get(f"{worker.url}/v1/teams/default", headers=_bearer(SDR_KEY)) as r:
+                assert r.status == 200
+        log = worker.log_path.read_text(errors="replace")
+        assert "API key 'api' has no scopes" in log, log  # the harness's unscoped key, by name
+        assert API_KEY not in log and SDR_KEY not in log and WEB_FORM_KEY not in log
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize(("keys", "needle"), [
+    ("short-key", "key 1 has 9 characters; at least 16"),
+    (f"{API_KEY}:reed", "key 1: after its last ':' expected scopes"),
+])
+def test_a_bad_leadflow_api_keys_stops_the_worker_at_once(spec: WorkerSpec, keys: str, needle: str) -> None:
+    env = {**spec.env(6066, spec.tmp / "data"), "LEADFLOW_API_KEYS": keys}
+    done = subprocess.run([sys.executable, "-m", "leadflow", "worker", "--check-config"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "LEADFLOW_API_KEYS" in done.stderr and needle in done.stderr, done.stderr
+    assert "short-key" not in done.stderr and API_KEY not in done.stderr
