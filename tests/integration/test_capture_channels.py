@@ -131,8 +131,16 @@ def lead_id_of(email: str) -> str:
 
 
 async def _get(ch: Channels, path: str) -> tuple[int, Any]:
-    async with ch.api.get(f"{ch.url}{path}") as r:
-        return r.status, await r.json(content_type=None)
+    """The answer to a GET, after the retries a client owes a ``503`` with ``Retry-After``: the
+    owner answers so while it (re)loads its tables, e.g. in a rebalance just after it was ready."""
+    deadline = time.monotonic() + 30
+    while True:
+        async with ch.api.get(f"{ch.url}{path}") as r:
+            status, body = r.status, await r.json(content_type=None)
+            retry_after = r.headers.get("Retry-After")
+        if status != 503 or retry_after is None or time.monotonic() > deadline:
+            return status, body
+        await asyncio.sleep(float(retry_after))
 
 
 async def lead(ch: Channels, lead_id: str) -> Any:
