@@ -34,7 +34,7 @@ could not judge (a team owned by another worker, two PUTs racing).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import orjson
@@ -61,11 +61,14 @@ from rules.roster import Holding, RepState
 from rules.eligibility import lead_reasons, rep_reasons
 from rules.routing import DEFAULT_STRATEGY, STRATEGIES, Choice, choose_rep
 
-__all__ = ["LOOKAHEAD", "MAX_PRIORITY", "MAX_REPS", "STATE_BYTES_BUDGET", "Lane", "RepRefusal", "TeamState",
+__all__ = ["LOOKAHEAD", "MAX_PACE_GAP", "MAX_PRIORITY", "MAX_REPS", "STATE_BYTES_BUDGET", "Lane", "RepRefusal", "TeamState",
            "HoldingReader", "QueueReader", "QueueWrite", "QueueSlot", "HoldingWrite", "TeamTransition", "apply",
            "holder_of", "new_team", "lane_base", "admission_problem", "new_refusal", "state_bytes"]
 
 _RATE_WINDOW = 50
+#: A gap between two assignments longer than this is not pace: the team was off (a night, a
+#: weekend, a holiday) or had nothing to assign, and the wait estimate leaves it out.
+MAX_PACE_GAP = timedelta(hours=1)
 #: How many queue entries from a lane's head one drain may look at for a lead someone can take.
 LOOKAHEAD = 50
 #: Priorities are clamped into ``[0, MAX_PRIORITY]``; 0 is served first.
@@ -146,14 +149,25 @@ class TeamState:
     refused_reps: tuple[RepRefusal, ...] = ()
 
     def expected_wait_s(self, position: int, now: datetime) -> float | None:
-        """Seconds until the lead at ``position`` in the queue is likely assigned (None: no data)."""
-        stamps = self.recent_assignments
-        if len(stamps) < 2:
+        """Seconds until the lead at ``position`` in the queue is likely assigned (None: no data).
+
+        The pace is the mean gap between the recent assignments, the time since the latest one
+        counted as one more gap (a team that has assigned nothing for a while is slowing down).
+        A gap longer than ``MAX_PACE_GAP`` is left out: the team was off, and a night or a
+        weekend is not the time a lead waits for the next free rep on a working morning. With a
+        steady pace and no long gap this is ``position * (now - oldest) / len(stamps)``.
+        """
+        if len(self.recent_assignments) < 2:
             return None
-        span = (now - stamps[0]).total_seconds()
-        if span <= 0:
+        # Sorted: the team decides at each command's own time, which may go back a little.
+        stamps = sorted(self.recent_assignments)
+        gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+        if now > stamps[-1]:
+            gaps.append(now - stamps[-1])
+        kept = [gap.total_seconds() for gap in gaps if gap <= MAX_PACE_GAP]
+        if not kept or sum(kept) <= 0:
             return None
-        return position * span / len(stamps)
+        return position * sum(kept) / len(kept)
 
     @property
     def queue_depth(self) -> int:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -394,6 +395,33 @@ def test_the_expected_wait_follows_the_recent_drain_rate() -> None:
     stamps = tuple(T0 + timedelta(seconds=10 * i) for i in range(5))  # one assignment every 10 s
     busy = TeamState(team_id="t", recent_assignments=stamps)
     assert busy.expected_wait_s(3, T0 + timedelta(seconds=50)) == 3 * 50 / 5
+    # Slowing down: the time since the latest assignment is one more gap (here 60 s, not 10 s).
+    assert busy.expected_wait_s(1, T0 + timedelta(seconds=100)) == 100 / 5
+
+
+def test_the_expected_wait_leaves_out_the_night_and_the_weekend() -> None:
+    madrid = ZoneInfo("Europe/Madrid")
+    friday = datetime(2026, 1, 9, 9, tzinfo=madrid)
+    stamps = tuple(friday + timedelta(minutes=10 * i) for i in range(50))  # 09:00 to 17:10, 10 min apart
+    state = TeamState(team_id="t", recent_assignments=stamps)
+    monday = datetime(2026, 1, 12, 9, 1, tzinfo=madrid)
+    assert state.expected_wait_s(1, monday) == pytest.approx(600)  # not 5,185 s: the weekend is no pace
+    assert state.expected_wait_s(3, monday) == pytest.approx(1800)
+    # The same pace on Friday, 10 min after the last assignment: the answer it always gave.
+    assert state.expected_wait_s(1, stamps[-1] + timedelta(minutes=10)) == pytest.approx(600)
+    # A night inside the window is left out too; a lunch break under an hour is pace.
+    nights = (*stamps[:25], *(s + timedelta(hours=14) for s in stamps[25:]))
+    assert TeamState(team_id="t", recent_assignments=nights).expected_wait_s(1, monday + timedelta(days=5)) == 600
+    lunch = (*stamps[:25], *(s + timedelta(minutes=50) for s in stamps[25:]))  # one gap of 60 min
+    wait = TeamState(team_id="t", recent_assignments=lunch).expected_wait_s(1, lunch[-1] + timedelta(minutes=10))
+    assert wait == pytest.approx((48 * 600 + 3600 + 600) / 50)
+
+
+def test_the_expected_wait_without_a_gap_short_enough_is_unknown() -> None:
+    hourly = tuple(T0 + timedelta(hours=2 * i) for i in range(5))  # a quiet team: no pace to go by
+    assert TeamState(team_id="t", recent_assignments=hourly).expected_wait_s(1, T0 + timedelta(hours=11)) is None
+    unordered = (T0 + timedelta(seconds=20), T0, T0 + timedelta(seconds=10))  # stamps that went back
+    assert TeamState(team_id="t", recent_assignments=unordered).expected_wait_s(1, T0 + timedelta(seconds=30)) == 10
 
 
 def withdraw(n: int) -> WithdrawLead:
