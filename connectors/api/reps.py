@@ -75,7 +75,7 @@ def _invalid(exc: ValidationError, what: str) -> ApiError:
 async def _rep_owner(request: web.Request) -> tuple[ApiContext, str, web.Response | None]:
     """Authenticate a ``/v1/reps/{rep_id}...`` request and relay it to the rep's owner (as
     ``lead_owner`` does for leads): the owner's answer when relayed, ``None`` when this worker owns it."""
-    authenticate(request)
+    authenticate(request, "admin" if request.method in ("PUT", "DELETE") else "work")  # else: POST .../presence
     ctx = context(request)
     rep_id = _rep_id(request)
     return ctx, rep_id, await ctx.engine.forward_to_owner("rep", rep_id, request)
@@ -222,7 +222,7 @@ def team_view(state: TeamState) -> dict[str, object]:
 
 @routes.get("/teams/{team_id}")
 async def get_team(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, "read")
     ctx = context(request)
     team_id = request.match_info["team_id"]
     forwarded = await ctx.engine.forward_to_owner("team", team_id, request)
