@@ -69,11 +69,10 @@ class Unauthenticated(ApiError):
                          headers={"WWW-Authenticate": 'Bearer realm="leadflow"'})
 
 
-def authenticate(request: web.Request, scope: Scope = "admin") -> ApiKey:
+def authenticate(request: web.Request, scope: Scope) -> ApiKey:
     """The caller, who must hold ``scope``: a ``401`` without a known key, a ``403`` naming the scope.
 
-    Every route names its scope (connectors/auth.py); one that forgets needs ``admin``, the scope
-    a key is least likely to hold, so that it is closed rather than open."""
+    Every route names its scope (connectors/auth.py, and ``_SCOPES`` in openapi.py)."""
     caller = context(request).keyring.authenticate(request.headers.get("Authorization"))
     if caller is None:
         raise Unauthenticated()
