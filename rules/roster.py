@@ -99,24 +99,24 @@ class RepState:
         return self.load + self.held_elsewhere
 
     def assigned_on(self, now: datetime) -> tuple[int, int]:
-        """Leads assigned so far in the local day and ISO week that contain ``now``."""
-        day = self.day_count if self.day == local_day(self.profile, now) else 0
-        week = self.week_count if self.week == local_week(self.profile, now) else 0
-        return day, week
+        """Leads assigned so far in the local day and ISO week that contain ``now``.
+
+        The team decides at each command's own time, and with several producers that time can
+        go back a little: a command stamped Sunday 23:59:59 may be read after one stamped Monday
+        00:01. Only the latest period's count is kept, so an earlier day's or week's count is no
+        longer known: it is taken as the cap (0 without one), so a late command never gives the
+        rep a lead past that period's cap.
+        """
+        return (_so_far(self.day, self.day_count, local_day(self.profile, now), self.profile.daily_cap),
+                _so_far(self.week, self.week_count, local_week(self.profile, now), self.profile.weekly_cap))
 
     def with_lead(self, assigned_at: datetime) -> RepState:
-        """The rep after taking one more lead at ``assigned_at`` (open count and caps go up)."""
-        day, week = self.assigned_on(assigned_at)
-        return replace(
-            self,
-            load=self.load + 1,
-            assigned_total=self.assigned_total + 1,
-            last_assigned_at=assigned_at,
-            day=local_day(self.profile, assigned_at),
-            day_count=day + 1,
-            week=local_week(self.profile, assigned_at),
-            week_count=week + 1,
-        )
+        """The rep after taking one more lead at ``assigned_at`` (open count and caps go up).
+
+        Like ``with_late_lead``: a lead of an earlier day or week (a command read late) leaves the
+        later period's count, and a later ``last_assigned_at``, as they are.
+        """
+        return self.with_late_lead(assigned_at)
 
     def with_late_lead(self, assigned_at: datetime) -> RepState:
         """The rep after the team learns late of a lead they took at ``assigned_at``.
@@ -138,6 +138,19 @@ class RepState:
             week_count=_counted(self.week, self.week_count, week),
         )
 
+    def with_timezone_of(self, previous: RepProfile, now: datetime) -> RepState:
+        """The rep after their time zone changed from ``previous.timezone`` to their profile's.
+
+        The counts name periods of the old zone, which the new zone's days do not compare with
+        (a rep moved west would be in an "earlier" day, taken as full, for hours). The counts of
+        the day and week current at ``now`` carry over to the new zone's day and week; older
+        ones are dropped.
+        """
+        day = self.day_count if self.day >= local_day(previous, now) else 0
+        week = self.week_count if self.week >= local_week(previous, now) else 0
+        return replace(self, day=local_day(self.profile, now), day_count=day,
+                       week=local_week(self.profile, now), week_count=week)
+
     def without_lead(self, *, returned_from: datetime | None = None) -> RepState:
         """The rep after one of their leads is released.
 
@@ -154,6 +167,15 @@ class RepState:
         if rep.week == local_week(rep.profile, returned_from):
             rep = replace(rep, week_count=max(0, rep.week_count - 1))
         return rep
+
+
+def _so_far(period: str, count: int, asked: str, cap: int | None) -> int:
+    """The count of period ``asked`` when ``count`` is period ``period``'s (ISO strings sort by time)."""
+    if asked == period:
+        return count
+    if asked > period:
+        return 0
+    return cap if cap is not None else 0  # an earlier period, no longer counted: taken as full
 
 
 def _counted(period: str, count: int, late: str) -> int:

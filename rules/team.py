@@ -614,6 +614,8 @@ def _upsert(work: _Work, command: UpsertRep, now: datetime) -> None:
         # Back in this team, if they had left: their leads here count here again, as a member's.
         rep = replace(current, profile=profile, departed=False, left_move=0,
                       held_elsewhere=command.held_elsewhere, awaiting_handover=command.awaiting_handover)
+        if profile.timezone != current.profile.timezone:
+            rep = rep.with_timezone_of(current.profile, now)
     problem = _admission_problem(work.state, rep)
     if problem is not None:
         # The roster stays as it was; the refusal is kept (one per rep) for the team view and the agent's log.

@@ -1,11 +1,15 @@
 """Eligibility filters one by one: the reason each gives, working hours, holidays and cap resets."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules.commands import RepProfile, RouteLead
 from rules.eligibility import eligibility, lead_reasons, parse_working_hours, rep_reasons
@@ -192,6 +196,65 @@ def test_a_returned_offer_leaves_the_caps_of_its_own_day_and_week() -> None:
     assert late.week_count == 2  # same ISO week: the returned assignment leaves it
     # Never below zero, whatever order releases come in.
     assert rep(daily_cap=2).without_lead(returned_from=T0).day_count == 0
+
+
+KATHMANDU = ZoneInfo("Asia/Kathmandu")
+
+
+def test_a_late_command_across_midnight_keeps_both_days_counts() -> None:
+    # With several producers, a command stamped Sunday 23:59:59 may be read after Monday 00:01's.
+    state = rep(timezone="Asia/Kathmandu", daily_cap=3, weekly_cap=5, capacity=100)
+    for minute in range(3):
+        state = state.with_lead(datetime(2026, 1, 11, 23, 50 + minute, tzinfo=KATHMANDU))
+    state = state.with_lead(datetime(2026, 1, 12, 0, 1, tzinfo=KATHMANDU))  # Monday's first
+    late = datetime(2026, 1, 11, 23, 59, 59, tzinfo=KATHMANDU)
+    assert state.assigned_on(late) == (3, 5)  # Sunday's counts are gone: taken as full, not as 0
+    assert rep_reasons(state, late) == ("daily cap reached (3/3 today)", "weekly cap reached (5/5 this week)")
+    assert state.assigned_on(datetime(2026, 1, 12, 0, 5, tzinfo=KATHMANDU)) == (1, 1)
+    # A late lead (taken before the crash, or counted late) leaves Monday's counts as they are.
+    later = state.with_lead(late)
+    assert (later.day, later.day_count, later.week, later.week_count) == ("2026-01-12", 1, "2026-W03", 1)
+    assert (later.load, later.last_assigned_at) == (5, datetime(2026, 1, 12, 0, 1, tzinfo=KATHMANDU))
+    # The kept day itself is judged by its count; without caps an earlier day counts as 0.
+    assert state.assigned_on(datetime(2026, 1, 12, 0, 0, 30, tzinfo=KATHMANDU)) == (1, 1)
+    assert rep(timezone="Asia/Kathmandu").with_lead(T0 + timedelta(days=1)).assigned_on(T0) == (0, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=-3 * 3600, max_value=3 * 3600), min_size=1, max_size=40),
+       st.integers(min_value=0, max_value=4), st.integers(min_value=0, max_value=8))
+def test_caps_hold_whatever_order_the_commands_are_read_in(offsets: list[int], daily: int, weekly: int) -> None:
+    """Commands read in any order around a local midnight that ends a week: no day or week goes over its cap."""
+    midnight = datetime(2026, 1, 12, tzinfo=KATHMANDU)  # Sunday -> Monday: a new day and a new ISO week
+    state = rep(timezone="Asia/Kathmandu", daily_cap=daily, weekly_cap=weekly, capacity=1000)
+    taken: list[datetime] = []
+    for offset in offsets:
+        at = midnight + timedelta(seconds=offset)
+        if not rep_reasons(state, at):
+            state = state.with_lead(at)
+            taken.append(at)
+    days = Counter(at.astimezone(KATHMANDU).date() for at in taken)
+    weeks = Counter(at.astimezone(KATHMANDU).isocalendar()[:2] for at in taken)
+    assert max(days.values(), default=0) <= daily and max(weeks.values(), default=0) <= weekly
+    in_order = sorted(offsets) == offsets
+    if in_order:  # read in order, nothing is lost: each day takes what its caps allow
+        sunday = sum(1 for o in offsets if o < 0)
+        assert days[midnight.date() - timedelta(days=1)] == min(sunday, daily, weekly)
+
+
+def test_a_new_time_zone_carries_today_s_counts_over() -> None:
+    tokyo = assign(rep(timezone="Asia/Tokyo", daily_cap=2, weekly_cap=5, capacity=100), T0, 2)  # Mon 18:00 Tokyo
+    assert tokyo.day == "2026-01-05"
+    moved = replace(tokyo, profile=replace(tokyo.profile, timezone="America/Los_Angeles"))
+    moved = moved.with_timezone_of(tokyo.profile, T0 + timedelta(hours=1))  # Mon 02:00 in Los Angeles
+    assert (moved.day, moved.day_count, moved.week_count) == ("2026-01-05", 2, 2)
+    # Without it, Tokyo's Tuesday would be "later" than Los Angeles's Monday all Monday long.
+    tuesday_tokyo = assign(tokyo, T0 + timedelta(hours=16))  # 10:00 Tuesday in Tokyo, 17:00 Monday in LA
+    la = replace(tuesday_tokyo, profile=replace(tokyo.profile, timezone="America/Los_Angeles"))
+    assert rep_reasons(la.with_timezone_of(tokyo.profile, T0 + timedelta(hours=17)), T0 + timedelta(hours=17)) == ()
+    # A day already over in the old zone is not carried.
+    stale = replace(tokyo, profile=replace(tokyo.profile, timezone="Europe/Paris"))
+    assert stale.with_timezone_of(tokyo.profile, T0 + timedelta(days=1)).day_count == 0
 
 
 def test_hours_stored_before_they_were_checked_make_the_rep_ineligible_not_the_team_fail() -> None:

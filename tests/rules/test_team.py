@@ -631,3 +631,18 @@ def test_a_rep_whose_stored_hours_cannot_be_read_is_skipped_and_the_team_routes_
     assert isinstance(assigned, LeadAssigned) and assigned.rep_id == "a"
     (why,) = [c.reasons for c in assigned.decision.candidates if c.rep_id == "b"]
     assert why[0].startswith("working hours cannot be read")
+
+
+def test_a_rep_s_new_time_zone_keeps_today_s_caps_without_shutting_them_out() -> None:
+    tokyo = replace(profile("a", capacity=10), timezone="Asia/Tokyo", daily_cap=3)
+    t = Team(UpsertRep(team_id=TEAM, profile=tokyo, at=T0))
+    t.ticks += 16 * 3600
+    t(route(1))  # Tuesday 10:00 in Tokyo, Monday 17:00 in Los Angeles
+    t(route(2))
+    assert (t.s.reps["a"].day, t.s.reps["a"].day_count) == ("2026-01-06", 2)
+    t(UpsertRep(team_id=TEAM, profile=replace(tokyo, timezone="America/Los_Angeles"), at=T0))
+    # Today's two leads now count in Los Angeles's Monday; Tokyo's Tuesday is not "later" than it.
+    assert (t.s.reps["a"].day, t.s.reps["a"].day_count) == ("2026-01-05", 2)
+    t(route(3))
+    assert t.holder(3) == "a" and t.s.reps["a"].day_count == 3
+    assert isinstance(t(route(4))[0], LeadQueued)  # the cap still holds in the new zone
