@@ -299,6 +299,8 @@ def record_activity(state: LeadState, command: RecordActivity, now: datetime, po
         detail["speed_to_lead_s"] = (command.at - captured).total_seconds()
         # Judged by when the contact happened, not by whether the breach timer has fired yet.
         detail["within_sla"] = state.sla_deadline is None or command.at <= state.sla_deadline
+        # A breach counted the lead as missed already: its late contact settles nothing more.
+        detail["sla_breached"] = state.sla is not None and state.sla.breached_at is not None
         detail["team_id"] = state.team_id
     updated = note(updated, policy, command.at, "contacted" if first_contact else "activity", **detail)
     outgoing.append(event(updated, "lead.contacted" if first_contact else "lead.activity", command.at, detail))

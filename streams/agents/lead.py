@@ -14,14 +14,11 @@ from streams.tables.lead_state import lead_state
 from streams.tables.outcome_board import with_outcomes
 from streams.tables.sla_overdue import keep_overdue
 from streams.tables.sla_timers import sla_timers
+from streams.tables.team_windows import signals_of
 from streams.topics import lead_commands, publish
 
 __all__ = ["run_leads"]
 
-
-
-_SIGNALS = {"lead.captured": "arrival", "lead.reopened": "arrival", "lead.sla_breached": "breach",
-            "lead.escalated": "escalation"}
 
 
 def team_signals_of(outgoing: tuple[Outgoing, ...]) -> list[Outgoing]:
@@ -30,11 +27,8 @@ def team_signals_of(outgoing: tuple[Outgoing, ...]) -> list[Outgoing]:
     for message in outgoing:
         if message.channel != "lead.events":
             continue
-        kind, data = message.value["type"], message.value["data"]
-        signal = _SIGNALS.get(kind)
-        if kind == "lead.contacted":
-            signal = "contact_in_sla" if data.get("within_sla") else "contact_late"
-        if signal is not None and data.get("team_id"):
+        data = message.value["data"]
+        for signal in signals_of(message.value["type"], data):
             signals.append(Outgoing(channel="team.signals", key=data["team_id"],
                                     value={"signal": signal, "at": message.value["at"]}))
     return signals
@@ -49,6 +43,7 @@ def _observe(outgoing: tuple[Outgoing, ...], state: Any = None) -> None:
             continue
         event: dict[str, Any] = message.value
         kind, data = event["type"], event["data"]
+        metrics.count_sla_outcome(kind, data)
         if kind == "lead.sla_breached":
             metrics.sla_breaches.labels(data["team_id"]).inc()
         elif kind == "lead.sla_at_risk":

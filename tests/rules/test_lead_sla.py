@@ -211,9 +211,11 @@ def test_within_sla_is_judged_by_when_the_contact_happened() -> None:
     _, out = _activity(state, at_s=50)  # ... but the call was at 50 s, before the 60 s deadline (synced late)
     (contacted,) = out
     assert isinstance(contacted, dict) and contacted["data"]["within_sla"] is True
+    assert contacted["data"]["sla_breached"] is True  # the breach counted the lead as missed already
     _, out = _activity(start(), at_s=61, now_s=61)  # after the deadline, before the breach timer fired
     (contacted,) = out
     assert isinstance(contacted, dict) and contacted["data"]["within_sla"] is False
+    assert contacted["data"]["sla_breached"] is False  # so this late contact is the lead's one "missed"
 
 
 def test_speed_to_lead_counts_from_the_cycles_capture_not_a_later_touch() -> None:
