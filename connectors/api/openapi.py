@@ -64,7 +64,9 @@ _ACTIVITY_FIELDS = {
 _REP_UPDATE = ("A rep's profile; unknown fields are refused. On an existing rep only the fields the body names "
                "change (besides the required `team`); every field left out keeps its value, the webhook "
                "included. `null` (or `[]`) clears a field, e.g. `\"webhook_url\": null`. The defaults shown apply "
-               "only to a new rep.")
+               "only to a new rep. A team holds at most 500 reps and 600,000 bytes of encoded profiles: a PUT "
+               "the team cannot take is a 422 naming `team` when this worker can see it, and otherwise refused "
+               "by the team after the 202, listed in `refused_reps` of `GET /v1/teams/{team_id}`.")
 _REP_FIELDS = {
     "team": "The team the rep belongs to; changing it moves the rep (their open leads stay with them).",
     "name": "Display name; defaults to the rep id.",
@@ -76,7 +78,7 @@ _REP_FIELDS = {
     "languages": "Languages the rep speaks.",
     "territories": "Territories the rep covers: ISO 3166-1 countries (`US`), ISO 3166-2 states (`US-CA`) or "
                    "regions of the config's `routing.regions` (`EMEA`), which stand for their countries. Anything "
-                   "else is a 422 naming `territories[i]`.",
+                   "else is a 422 naming `territories[i]`. At most 500 places once regions are expanded.",
     "timezone": "IANA time zone of the rep's working hours, e.g. Europe/Madrid.",
     "webhook_url": "Where the rep's webhooks go (`lead.assigned`, `lead.offered`, `lead.touched`, `lead.reminder`, "
                    "`lead.reassigned`; public http/https only). Without it the rep still gets leads, unnotified "
@@ -367,12 +369,19 @@ def _schemas() -> dict[str, Schema]:
             "reps_available": {**_INT, "description": "Available reps who have not departed."},
             "queue_depth": _INT,
             "routed_total": _INT, "sla": _ref("TeamSla"),
-        }, description="Roster, load against capacity, presence, queue depth and windowed SLA counts."),
+        }, {"refused_reps": {"type": "array", "items": _ref("RepRefusal"), "description": (
+            "Reps the team refused after their PUT's 202 (the team full, or its state too big to write), "
+            "the last 20; present only when there is one. An entry goes when the rep is taken in or deleted.")}},
+            description="Roster, load against capacity, presence, queue depth and windowed SLA counts."),
+        "RepRefusal": _object({"rep_id": _STR, "reason": _STR, "at": _TIME},
+                              description="A rep the team could not take, and why."),
         "TeamSla": {"type": "object", "description": (
             "SLA signals of the team in the current minute (tumbling) and the last hour (the twelve "
             "5-minute windows ending with the current one: the last 55-60 minutes): arrival, "
-            "contact_in_sla, contact_late, breach, escalation, and compliance "
-            "(contacts in SLA / leads judged; null when none)."),
+            "contact_in_sla, contact_late, breach, escalation (steps that did something), sla_met and "
+            "sla_missed (each lead-cycle once: met at a first contact by the deadline, missed at the breach "
+            "or at a late first contact with no breach before it), and compliance = sla_met / (sla_met + "
+            "sla_missed), null when none."),
             "properties": {"minute": {"type": "object"}, "hour": {"type": "object"}}},
         "Health": _object({"status": {"const": "ok"}}),
         "Readiness": _object({"status": {"enum": ["ready", "not_ready"]}, "detail": _STR}),
@@ -630,7 +639,8 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
             requestBody={"required": True, **_json_body(_ref("ActivityInput"))})},
         "/v1/reps/{rep_id}": {"parameters": [_param("RepId")], "put": _op(
             "putRep", "reps", "Create or update a rep",
-            {"202": {"description": "The change is on its way to the rep's team.",
+            {"202": {"description": ("The change is on its way to the rep's team. The team may still refuse "
+                                     "it: see `refused_reps` in `GET /v1/teams/{team_id}`."),
                      **_json_body(_ref("RepAccepted"), example={
                          "rep_id": "rep-ana", "team": "emea", "status": "accepted", "created": True,
                          "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})},
