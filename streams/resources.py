@@ -20,6 +20,7 @@ class Resources:
         self._settings = settings
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
+        self._relay_session: aiohttp.ClientSession | None = None
         self._sender: WebhookSender | None = None
         # redis-py connects lazily, so building the client here does no I/O.
         self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
@@ -44,6 +45,16 @@ class Resources:
         return self._session
 
     @property
+    def relay_session(self) -> aiohttp.ClientSession:
+        """For requests relayed to the worker that owns a key: our own workers, at the web addresses
+        they advertise to the consumer group. Not through the webhook guard: in a VPC or a Kubernetes
+        cluster those resolve to private addresses, and every relayed request was refused (a 500)."""
+        if self._relay_session is None:
+            self._relay_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100), trust_env=False)
+        return self._relay_session
+
+    @property
     def sender(self) -> WebhookSender:
         if self._sender is None:
             self._sender = WebhookSender(
@@ -53,7 +64,8 @@ class Resources:
         return self._sender
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._relay_session):
+            if session is not None:
+                await session.close()
+        self._session = self._relay_session = None
         await self.redis.aclose()

@@ -212,21 +212,26 @@ class Engine:
         return None
 
     async def forward_to_owner(self, entity: Entity, key: str, request: web.Request) -> web.Response | None:
-        if request.headers.get(_FORWARDED):
-            return self._unless_loading(entity)  # already relayed once: answer here rather than bounce
         owner = self.owner_of(entity, key)
         if owner is None:
             return error_response(503, "unavailable", "partitions are being assigned; retry shortly",
                                   headers={"Retry-After": "2"})
         if self._ident(owner) == self._own:
             return self._unless_loading(entity)
-        target = URL(str(owner)).with_path(request.path).with_query(request.query)
+        if request.headers.get(_FORWARDED):
+            # Relayed once already, yet not ours: ownership moved meanwhile (or a client sent the
+            # header). Never answer from tables that do not hold the key (a wrong 404, a partial
+            # PUT taken for a new rep), and never bounce: the client retries.
+            return error_response(503, "unavailable", f"this {entity} is moving between workers; retry shortly",
+                                  headers={"Retry-After": "2"})
+        # The path as received, not as decoded: "/v1/reps/%2e%2e" must stay one segment.
+        target = URL(str(owner).rstrip("/") + request.raw_path, encoded=True)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() in ("authorization", "content-type", "idempotency-key", "accept",
                                      "webhook-id", "webhook-timestamp", "webhook-signature")}
         headers[_FORWARDED] = "1"
         try:
-            async with runtime.resources.session.request(
+            async with runtime.resources.relay_session.request(
                 request.method, target, headers=headers, data=await request.read(),
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as response:
