@@ -10,14 +10,15 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, StringConstraints, ValidationError,
+                      field_validator, model_validator)
 from pydantic_core import InitErrorDetails
 
 from connectors.auth import MIN_KEY_LENGTH, ApiKey, Scope, key_problem
@@ -28,6 +29,15 @@ from leadflow.errors import ConfigError
 from rules.accounts import Account
 from rules.capture import canonical_source
 from rules.commands import RepProfile
+from rules.roster import (
+    MAX_EMAIL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    MAX_TERRITORIES,
+    RepState,
+)
+from rules.team import MAX_REPS, admission_problem, new_team
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
 from rules.territory import expand_territories, territory_problem
@@ -40,6 +50,9 @@ __all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_co
 
 #: A whole number: YAML's true/false (and 5.0, "5") are refused, where lax validation read true as 1.
 _Count = Annotated[int, Strict()]
+_Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH)]
+#: A valid ``whsec_`` secret of the usual length, standing in for one named by an environment variable.
+_SECRET_STAND_IN = "whsec_" + "A" * 44
 _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -101,20 +114,22 @@ class ApiKeyConfig(_Strict):
 
 
 class RepConfig(_Strict):
+    """A rep in the file: the limits of ``PUT /v1/reps/{id}`` (``rules.roster``), at their lines."""
+
     id: _Id
-    name: str = ""
+    name: Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)] = ""
     capacity: _Count = Field(default=5, ge=1, le=1000)
     daily_cap: _Count | None = Field(default=None, ge=1)
     weight: _Count = Field(default=1, ge=1, le=100)
-    skills: tuple[str, ...] = ()
-    languages: tuple[str, ...] = ()
-    territories: tuple[str, ...] = ()
+    skills: Annotated[tuple[_Tag, ...], Field(max_length=MAX_TAGS)] = ()
+    languages: Annotated[tuple[_Tag, ...], Field(max_length=MAX_TAGS)] = ()
+    territories: Annotated[tuple[_Tag, ...], Field(max_length=MAX_TERRITORIES)] = ()
     timezone: TimeZoneName = "UTC"
     #: Validated as ``PUT /v1/reps/{id}`` validates them (connectors/rep_fields.py).
     webhook_url: WebhookUrl | None = None
     webhook_secret: WebhookSecret | None = None
     webhook_secret_env: str | None = None
-    email: str | None = None
+    email: Annotated[str, StringConstraints(max_length=MAX_EMAIL_LENGTH)] | None = None
     #: Most leads assigned per ISO week in the rep's time zone (no cap when absent).
     weekly_cap: _Count | None = Field(default=None, ge=1)
     #: Weekly hours in ``timezone``, e.g. ``{"mon-fri": ["09:00-17:00"]}``; absent: always on.
@@ -187,7 +202,8 @@ class TeamConfig(_Strict):
     #: The offer handshake: a rep has this long to accept (``POST /v1/leads/{id}/accept``) before the
     #: lead is offered to the next rep (unset: leads are assigned outright).
     offer_timeout: Annotated[Duration, Field(gt=0)] | None = None
-    reps: tuple[RepConfig, ...] = ()
+    #: At most ``rules.team.MAX_REPS``, and within the team state's byte budget (``_roster_problems``).
+    reps: Annotated[tuple[RepConfig, ...], Field(max_length=MAX_REPS)] = ()
 
     @model_validator(mode="after")
     def _overflow(self) -> TeamConfig:
@@ -254,7 +270,7 @@ class LeadflowConfig(_Strict):
         names = [k.name for k in self.api_keys]
         if len(names) != len(set(names)):
             raise ValueError("api key names must be unique")
-        _raise("LeadflowConfig", self._team_problems() + self._territory_problems())
+        _raise("LeadflowConfig", self._team_problems() + self._territory_problems() + self._roster_problems())
         return self
 
     def _territory_problems(self) -> list[InitErrorDetails]:
@@ -268,6 +284,23 @@ class LeadflowConfig(_Strict):
                     if problem is not None:
                         problems.append(_problem("unknown_territory", problem,
                                                  ("teams", t, "reps", r, "territories", k), territory))
+        return problems
+
+    def _roster_problems(self) -> list[InitErrorDetails]:
+        """A rep its team could not take (``rules.team.admission_problem``): the team would refuse it
+        at start-up, which ones depending on the order the reps arrive. Secrets named by variable
+        count at a real secret's length (the file is checked without the environment)."""
+        problems = []
+        for t, team in enumerate(self.teams):
+            state = new_team(team.id)
+            for r, rep in enumerate(team.reps):
+                env = {rep.webhook_secret_env: _SECRET_STAND_IN} if rep.webhook_secret_env else {}
+                profile = rep.profile(team.id, env, team.strategy, self.routing.regions)
+                problem = admission_problem(state, profile)
+                if problem is not None:
+                    problems.append(_problem("team_full", problem, ("teams", t, "reps", r), rep.id))
+                    break
+                state = replace(state, reps={**state.reps, rep.id: RepState(profile=profile)})
         return problems
 
     def _team_problems(self) -> list[InitErrorDetails]:
