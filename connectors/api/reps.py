@@ -12,6 +12,7 @@ from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from connectors.netguard import validate_webhook_url
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours
+from rules.reps import RepEntry
 from connectors.webhooks import generate_secret
 from rules.commands import ChangePresence, PutRep, RepProfile, RetireRep
 from rules.roster import (
@@ -44,6 +45,7 @@ class _RepIn(BaseModel):
     skills: Annotated[list[_Tag], Field(max_length=MAX_TAGS)] = []
     languages: Annotated[list[_Tag], Field(max_length=MAX_TAGS)] = []
     territories: Annotated[list[_Tag], Field(max_length=MAX_TERRITORIES)] = []
+    #: Required with working_hours or holidays_country (``_timezone_problem``); else UTC.
     timezone: TimeZoneName = "UTC"
     webhook_url: WebhookUrl | None = None  # the YAML's rep takes the same (connectors/rep_fields.py)
     webhook_secret: WebhookSecret | None = None
@@ -110,9 +112,12 @@ async def put_rep(request: web.Request) -> web.Response:
     if len(places) > MAX_PLACES:
         problems.append(FieldError("territories", f"stand for {len(places)} places once each region is replaced by "
                                                   f"its countries; at most {MAX_PLACES}"))
+    known = ctx.engine.rep(rep_id)
+    zone_problem = _timezone_problem(rep, _stored_profile(ctx, rep_id, known))
+    if zone_problem is not None:
+        problems.append(FieldError("timezone", zone_problem))
     if problems:
         raise ApiError(422, "invalid", "the rep is not valid", problems)
-    known = ctx.engine.rep(rep_id)
     generated = None
     secret = rep.webhook_secret
     if secret is None and known is None:
@@ -136,6 +141,39 @@ async def put_rep(request: web.Request) -> web.Response:
     if generated is not None:
         body["webhook_secret"] = generated
     return json_response(body, status=202)
+
+
+def _stored_profile(ctx: ApiContext, rep_id: str, known: RepEntry | None) -> RepProfile | None:
+    """The rep's profile as last sent to their team, which a partial PUT's left-out fields keep."""
+    if known is None:
+        return None
+    if known.profile is not None:
+        return known.profile
+    team = ctx.engine.team(known.team_id)  # an entry from before the directory kept profiles
+    rep = team.reps.get(rep_id) if team is not None else None
+    return rep.profile if rep is not None else None
+
+
+def _timezone_problem(rep: _RepIn, stored: RepProfile | None) -> str | None:
+    """Why the rep's working hours or holidays would be read in a time zone nobody gave, or ``None``.
+
+    Both are read in the rep's ``timezone``, which defaults to UTC: a Sydney rep given
+    mon-fri 09:00-17:00 and no timezone got leads at 20:00 Sydney time and none in their day. A
+    PUT that leaves ``timezone`` out keeps the stored one (as every field it leaves out): that
+    one counts when it is not the default, or when the stored profile already had hours or
+    holidays (they have been read in it all along, and the PUT changes only them).
+    """
+    given = rep.model_fields_set
+    if "timezone" in given:
+        return None
+    hours = rep.working_hours if "working_hours" in given else (stored.working_hours if stored else {})
+    country = rep.holidays_country if "holidays_country" in given else (stored.holidays_country if stored else None)
+    if not hours and country is None:
+        return None
+    if stored is not None and (stored.timezone != "UTC" or stored.working_hours or stored.holidays_country):
+        return None
+    return ("required with working_hours or holidays_country, which are read in it: an IANA name such as "
+            "'Australia/Sydney' (or 'UTC', if that is meant)")
 
 
 def _check_room(ctx: ApiContext, profile: RepProfile, before: RepProfile | None, keep: tuple[str, ...]) -> None:

@@ -22,7 +22,7 @@ def _config(receiver: Receiver) -> str:
         "lan": "languages: [es], territories: [ES, MX]",
         "west": "languages: [en], territories: [US-CA]",
         "capped": "languages: [en], territories: [US], daily_cap: 1",
-        "closed": f'working_hours: {{{other_day}: ["09:00-17:00"]}}',
+        "closed": f'timezone: UTC, working_hours: {{{other_day}: ["09:00-17:00"]}}',
     }
     lines = "\n".join(f"      - {{id: {rep}, capacity: 5, {extra}, {hook.format(rep=rep)}}}" for rep, extra in reps.items())
     return f"""
