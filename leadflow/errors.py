@@ -1,7 +1,7 @@
 """The one root of leadflow's exceptions, and the transient/permanent split callers act on."""
 from __future__ import annotations
 
-__all__ = ["LeadflowError", "TransientError", "PermanentError", "ConfigError"]
+__all__ = ["LeadflowError", "TransientError", "PermanentError", "ConfigError", "ErrorAt"]
 
 
 class LeadflowError(Exception):
@@ -23,3 +23,13 @@ class PermanentError(LeadflowError):
 
 class ConfigError(LeadflowError):
     """The configuration is invalid; the message names the file, the path inside it and the problem."""
+
+
+class ErrorAt(ValueError):
+    """A problem a config validator finds below the model it validates (``loc`` is relative to that
+    model), so that the config loader reports the line of the entry at fault, not the model's first
+    line. A ``ValueError``, as pydantic expects of validators."""
+
+    def __init__(self, loc: tuple[int | str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc

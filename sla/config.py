@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays as holiday_data
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from leadflow.errors import ErrorAt
 from sla.calendar import BusinessCalendar, Interval, TeamCalendars
 from sla.policy import DEFAULT_POLICY, EscalationStep, SlaPolicy, StepKind
 
@@ -111,8 +112,9 @@ class PolicyConfig(_Strict):
     def _in_order(cls, steps: tuple[StepConfig, ...]) -> tuple[StepConfig, ...]:
         for i, (before, after) in enumerate(zip(steps, steps[1:]), start=1):
             if after.after < before.after:
-                raise ValueError(f"steps must be listed in the order they fire: step {i + 1} ({after.kind}, after "
-                                 f"{after.after:g} s) comes before step {i} ({before.kind}, after {before.after:g} s)")
+                raise ErrorAt((i,), f"steps must be listed in the order they fire: step {i + 1} ({after.kind}, "
+                                    f"after {after.after:g} s) comes before step {i} ({before.kind}, after "
+                                    f"{before.after:g} s)")
         return steps
 
     def to_policy(self) -> SlaPolicy:
@@ -159,17 +161,35 @@ def _days(spec: str) -> list[int]:
 
 
 def _weekly_hours(spec: dict[str, tuple[str, ...]]) -> dict[int, tuple[Interval, ...]]:
+    """Weekday -> spans; a problem is raised at the day key of ``spec`` it is in (``ErrorAt``)."""
     week: dict[int, list[Interval]] = {}
+    named: dict[int, list[tuple[Interval, str]]] = {}
     for days, intervals in spec.items():
         for text in intervals:
             match = _INTERVAL.match(text)
             if match is None:
-                raise ValueError(f"{days}: {text!r} is not a span of hours like '09:00-14:00'")
+                raise ErrorAt((days,), f"{days}: {text!r} is not a span of hours like '09:00-14:00'")
             g = match.groups()
             span = (_time(g[0], g[1], g[2], end=False), _time(g[3], g[4], g[5], end=True))
-            for day in _days(days):
+            try:
+                weekdays = _days(days)
+            except ValueError as exc:
+                raise ErrorAt((days,), str(exc)) from None
+            for day in weekdays:
+                for other, where in named.get(day, []):
+                    if _overlap(span, other):
+                        raise ErrorAt((days,), f"{days} {text!r} overlaps {where} on {_DAYS[day]}: give each "
+                                               "weekday's spans once")
+                named.setdefault(day, []).append((span, f"{days} {text!r}"))
                 week.setdefault(day, []).append(span)
     return {day: tuple(spans) for day, spans in week.items()}
+
+
+def _overlap(a: Interval, b: Interval) -> bool:
+    """Two spans of one day share time (a 00:00 close is midnight at the day's end)."""
+    def end(t: time) -> time:
+        return time.max if t == time(0) else t
+    return a[0] < end(b[1]) and b[0] < end(a[1])
 
 
 class CalendarConfig(_Strict):

@@ -25,7 +25,7 @@ from connectors.auth import MIN_KEY_LENGTH, ApiKey, Scope, key_problem
 from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
 from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours, secret_from_env
-from leadflow.errors import ConfigError
+from leadflow.errors import ConfigError, ErrorAt
 from rules.accounts import Account
 from rules.capture import canonical_source
 from rules.commands import RepProfile
@@ -60,13 +60,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _ErrorAt(ValueError):
-    """A problem a validator finds below the model it validates (``loc`` is relative to that model),
-    so that ``parse_config`` reports the line of the entry at fault, not the model's first line."""
-
-    def __init__(self, loc: tuple[int | str, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
+_ErrorAt = ErrorAt  # a validator's problem at a path below its model (leadflow.errors)
 
 
 class ApiKeyConfig(_Strict):

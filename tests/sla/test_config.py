@@ -10,9 +10,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from leadflow.errors import ConfigError
 from sla.config import SlaConfig, parse_duration
 from sla.ladder import plan_deadlines
 from sla.policy import DEFAULT_POLICY, EscalationStep, select_policy
+from streams.config import parse_config
 
 MADRID = ZoneInfo("Europe/Madrid")
 EXAMPLE = """
@@ -178,3 +180,17 @@ def test_empty_section_means_the_built_in_default() -> None:
     assert config.to_policies() == ()
     assert select_policy(config.to_policies(), team="t", source=None, tier=None) is DEFAULT_POLICY
     assert config.to_calendars().for_team("t") is None and config.team_calendars(["t"]) == {}
+
+
+@pytest.mark.parametrize(("block", "where"), [
+    ("  policies:\n    - name: p\n      first_contact: 5m\n      steps:\n        - {kind: remind, after: 0s}\n"
+     "        - {kind: reassign, after: 10m}\n        - {kind: alert_manager, after: 5m}\n",
+     "c.yaml:8: sla.policies[0].steps[2]: "),  # the step out of order, not the steps: line
+    ("  calendars:\n    office:\n      timezone: Europe/Madrid\n      hours:\n"
+     "        mon-fri: ['09:00-17:00']\n        fri: ['16:00-18:00']\n",
+     "c.yaml:7: sla.calendars.office.hours.fri: "),  # the day that overlaps, not the hours: line
+])
+def test_a_file_error_points_at_the_entry_at_fault(block: str, where: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("sla:\n" + block, "c.yaml")
+    assert where in str(caught.value), str(caught.value)
