@@ -1,6 +1,7 @@
 """Validated field types for a rep's profile, shared by the YAML config and the HTTP API."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -12,7 +13,27 @@ from leadflow.errors import ConfigError
 from rules.eligibility import check_holidays_country, parse_working_hours
 from sla.config import zone_name
 
-__all__ = ["TimeZoneName", "WorkingHours", "HolidaysCountry", "WebhookUrl", "WebhookSecret", "secret_from_env"]
+__all__ = ["ID_PATTERN", "MAX_ID_LENGTH", "Identifier", "identifier_problem", "TimeZoneName", "WorkingHours", "HolidaysCountry", "WebhookUrl", "WebhookSecret", "secret_from_env"]
+
+
+#: Rep and team ids, in the YAML and the API (the body's ``team`` and the path's ``rep_id``): ASCII
+#: letters and digits first, then also '_', '.' or '-'. ASCII only: ``str.isalnum`` let through a
+#: Cyrillic "А" that looks like a rep's "A", and Arabic digits; a letter or digit first rules out
+#: "." and "..".
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_ID_LENGTH = 64
+#: An id in a pydantic model (pydantic's patterns are Rust regexes: "$" is the end of the text).
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+# The same for Python's re, which would take a "\n" before "$".
+_IDENTIFIER = re.compile(ID_PATTERN.removesuffix("$") + r"\Z")
+_IDENTIFIER_RULE = f"1-{MAX_ID_LENGTH} ASCII letters, digits, '_', '.' or '-', beginning with a letter or digit"
+
+
+def identifier_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as an id (``Identifier``'s rule), or ``None``."""
+    if len(value) > MAX_ID_LENGTH or _IDENTIFIER.match(value) is None:
+        return _IDENTIFIER_RULE
+    return None
 
 
 def _hours(value: dict[str, list[str]]) -> dict[str, list[str]]:

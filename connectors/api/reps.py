@@ -11,10 +11,18 @@ from connectors.api.context import ApiContext, authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from connectors.netguard import validate_webhook_url
-from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours
-from rules.reps import RepEntry
+from connectors.rep_fields import (
+    HolidaysCountry,
+    Identifier,
+    TimeZoneName,
+    WebhookSecret,
+    WebhookUrl,
+    WorkingHours,
+    identifier_problem,
+)
 from connectors.webhooks import generate_secret
 from rules.commands import ChangePresence, PutRep, RepProfile, RetireRep
+from rules.reps import RepEntry
 from rules.roster import (
     MAX_EMAIL_LENGTH,
     MAX_NAME_LENGTH,
@@ -30,14 +38,13 @@ __all__ = ["routes", "team_view", "REP_INPUT_MODEL", "PRESENCE_INPUT_MODEL"]
 
 routes = web.RouteTableDef()
 
-_Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 _Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH)]
 
 
 class _RepIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    team: _Id
+    team: Identifier
     name: Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)] = ""
     capacity: Annotated[int, Field(ge=1, le=1000)] = 5
     daily_cap: Annotated[int, Field(ge=1)] | None = None
@@ -85,8 +92,10 @@ async def _rep_owner(request: web.Request) -> tuple[ApiContext, str, web.Respons
 
 def _rep_id(request: web.Request) -> str:
     rep_id = request.match_info["rep_id"]
-    if not (0 < len(rep_id) <= 64) or not all(c.isalnum() or c in "_.-" for c in rep_id):
-        raise ApiError(422, "invalid", "bad rep id", [FieldError("rep_id", "1-64 letters, digits, '_', '.' or '-'")])
+    # The YAML's rule for ids (connectors/rep_fields.py): ASCII only, so no lookalike of a rep's id.
+    problem = identifier_problem(rep_id)
+    if problem is not None:
+        raise ApiError(422, "invalid", "bad rep id", [FieldError("rep_id", problem)])
     return rep_id
 
 

@@ -1,24 +1,88 @@
-"""``PUT /v1/reps/{rep_id}``: hours or holidays need a time zone.
+"""``/v1/reps/{rep_id}``: the id is the YAML's (ASCII), and hours or holidays need a time zone.
 
 A time audit found a Sydney rep given mon-fri 09:00-17:00, holidays AU and no timezone read in
-UTC (leads at 20:00 Sydney time, none in their day).
+UTC (leads at 20:00 Sydney time, none in their day); a security audit found rep ids with a
+Cyrillic "А", Arabic digits and ".." accepted, where the YAML takes ASCII only.
 """
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from rules.commands import PutRep, RepProfile
 from rules.reps import RepEntry
 from rules.roster import RepState
 from rules.team import TeamState
-from tests.connectors.conftest import AUTH, Client, FakeEngine
+from tests.connectors.conftest import AUTH, KEYS, Client, FakeEngine
 from tests.connectors.test_api import error_of, fields_of
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 HOURS = {"mon-fri": ["09:00-17:00"]}
+
+
+async def _raw(client: Client, method: str, path: bytes, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Send ``path`` as written: aiohttp's client would resolve "." and ".." before sending."""
+    payload = orjson.dumps(body)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"%s %s HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                 % (method.encode(), path, KEYS["web-form"].encode(), len(payload), payload))
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, text = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), orjson.loads(text)
+
+
+# --- the rep id ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/reps/%D0%90na",       # a Cyrillic А: looks like the rep "Ana"
+    "/v1/reps/%D9%A1%D9%A2",  # Arabic-Indic digits
+    "/v1/reps/ana%0A",        # a trailing newline, which a Python "$" would take
+    "/v1/reps/%C3%A9lise",    # é: ids are ASCII, as in the YAML
+    "/v1/reps/-ana",          # a letter or digit first
+    "/v1/reps/" + "a" * 65,
+])
+async def test_a_rep_id_the_yaml_would_refuse_is_a_422_naming_it(client: Client, engine: FakeEngine,
+                                                                 path: str) -> None:
+    for method, body in (("PUT", {"team": "emea"}), ("DELETE", None), ("POST", {"status": "available"})):
+        url = path + "/presence" if method == "POST" else path
+        response = await client.request(method, url, json=body, headers=AUTH)
+        error = await error_of(response, 422, "invalid")
+        assert "ASCII letters" in fields_of(error)["rep_id"], (method, error)
+    assert engine.rep_commands == []
+
+
+@pytest.mark.parametrize("path", [b"/v1/reps/..", b"/v1/reps/.", b"/v1/reps/%2E%2E"])
+async def test_dot_segments_are_no_rep_id(client: Client, engine: FakeEngine, path: bytes) -> None:
+    status, body = await _raw(client, "PUT", path, {"team": "emea"})
+    assert status in (404, 422), body
+    if status == 422:  # the server took it as an id: refused, naming it
+        assert "rep_id" in fields_of(body["error"])
+    assert engine.rep_commands == []
+
+
+async def test_the_dot_dot_id_is_refused_as_sent(client: Client, engine: FakeEngine) -> None:
+    status, body = await _raw(client, "PUT", b"/v1/reps/..", {"team": "emea"})
+    assert status == 422 and "rep_id" in fields_of(body["error"]), body
+
+
+@pytest.mark.parametrize("rep_id", ["ana", "Ana.Lopez_2", "r-1", "9", "a" * 64])
+async def test_ascii_ids_are_taken(client: Client, engine: FakeEngine, rep_id: str) -> None:
+    response = await client.put(f"/v1/reps/{rep_id}", json={"team": "emea"}, headers=AUTH)
+    assert response.status == 202, await response.text()
+
+
+async def test_the_team_in_the_body_follows_the_same_rule(client: Client, engine: FakeEngine) -> None:
+    response = await client.put("/v1/reps/ana", json={"team": "\u0410pac"}, headers=AUTH)
+    assert "team" in fields_of(await error_of(response, 422, "invalid"))
 
 
 # --- the time zone of hours and holidays -----------------------------------------------------
