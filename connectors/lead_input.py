@@ -18,7 +18,7 @@ from rules.capture import (
 )
 
 __all__ = ["FieldError", "LeadInvalid", "RecordRefused", "ValidLead", "validate_lead", "read_record", "LEAD_FIELDS",
-           "LEAD_INPUT_MODEL"]
+           "LEAD_INPUT_MODEL", "configure_lead_ids"]
 
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 _Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -77,6 +77,16 @@ def _loc(loc: tuple[int | str, ...], prefix: str) -> str:
     return out or "(body)"
 
 
+#: The deployment's lead id key (``LEADFLOW_LEAD_ID_KEY``), set once at start (``configure_lead_ids``):
+#: every capture path derives ids here, so they all agree.
+_lead_id_key: list[bytes | None] = [None]
+
+
+def configure_lead_ids(key: str | None) -> None:
+    """Derive lead ids with ``key`` (an HMAC) from now on; ``None``: plain SHA-256."""
+    _lead_id_key[0] = key.encode() if key else None
+
+
 def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str = "") -> ValidLead:
     """Return the normalized lead and its ``lead_id``, or raise ``LeadInvalid`` naming every bad field.
 
@@ -126,7 +136,7 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
         message=raw.message or None, attributes=dict(raw.attributes),
     )
     lead_id = derive_lead_id(email=email, phone=phone, phone_extension=extension, source=source,
-                             external_id=raw.external_id)
+                             external_id=raw.external_id, key=_lead_id_key[0])
     return ValidLead(lead_id=lead_id, lead=lead)
 
 

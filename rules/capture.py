@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -193,13 +194,17 @@ def identity_email(email: str) -> str:
 
 
 def derive_lead_id(*, email: str | None, phone: str | None, source: str, external_id: str | None,
-                   phone_extension: str | None = None) -> str:
+                   phone_extension: str | None = None, key: bytes | None = None) -> str:
     """Derive the deterministic ``lead_id`` from normalized identity.
 
     The same person re-submitted from any channel lands on the same key, so dedup and
-    idempotency fall out of the key choice. The id is a hash so it carries no personal data
-    into logs, URLs and topic keys. A phone's extension is part of its identity (two people at
-    one switchboard are two leads); a number without one keeps the id it always had.
+    idempotency fall out of the key choice. A phone's extension is part of its identity (two
+    people at one switchboard are two leads); a number without one keeps the id it always had.
+
+    With the deployment's ``key`` (``LEADFLOW_LEAD_ID_KEY``) the id is an HMAC of the identity:
+    nobody without the key can tell from an id whose it is, so ids carry no personal data into
+    logs, URLs and topic keys. Without one it is a plain SHA-256, which anyone holding a
+    candidate e-mail or phone can recompute.
     """
     if email:
         basis = f"email:{identity_email(email)}"
@@ -214,4 +219,6 @@ def derive_lead_id(*, email: str | None, phone: str | None, source: str, externa
         basis = f"ext:{source}:{external_id}"  # unambiguous: the source has no ':'; ids stay stable
     else:
         raise ValueError("a lead needs an email, a phone, or a source with an external_id")
+    if key is not None:
+        return "ld_" + hmac.new(key, basis.encode(), hashlib.sha256).hexdigest()[:24]
     return "ld_" + hashlib.sha256(basis.encode()).hexdigest()[:24]

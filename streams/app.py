@@ -11,6 +11,7 @@ import faust
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 
+from connectors.lead_input import configure_lead_ids
 from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
@@ -223,6 +224,11 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
     # Source labels stay bounded: configured sources plus the defaults the capture paths use.
     metrics.configure_sources(config.source_spend(), extra=config.metric_sources() | {"api", "kafka"})
     _announce_config(settings, config, metrics)
+    configure_lead_ids(settings.lead_id_key)
+    if settings.lead_id_key is None:
+        log.warning("LEADFLOW_LEAD_ID_KEY is not set: lead ids are plain SHA-256 hashes of e-mails and phones, "
+                    "which anyone holding an e-mail can recompute; set a key before the first lead "
+                    "(docs/RELIABILITY.md, 'Lead ids')")
     new.runtime = Runtime(
         settings=settings, config=config, policy=config.lead_policy(settings.default_team),
         clock=clock or SystemClock(), metrics=metrics, resources=Resources(settings, metrics),

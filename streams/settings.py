@@ -6,7 +6,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -68,6 +68,21 @@ def _api_keys(env: Mapping[str, str]) -> tuple[ApiKeySecret, ...]:
     if problems:
         raise ConfigError("\n  ".join(f"environment variable LEADFLOW_API_KEYS: {p}" for p in problems))
     return tuple(keys)
+
+
+#: A lead id key this short could be guessed from ids and known e-mails.
+MIN_LEAD_ID_KEY_LENGTH = 32
+
+
+def _lead_id_key(env: Mapping[str, str]) -> str | None:
+    """``LEADFLOW_LEAD_ID_KEY``: the secret lead ids are an HMAC with; unset, plain SHA-256. Never quoted."""
+    raw = env.get("LEADFLOW_LEAD_ID_KEY")
+    if not raw:
+        return None
+    if len(raw) < MIN_LEAD_ID_KEY_LENGTH or not raw.isascii() or not raw.isprintable():
+        raise ConfigError(f"environment variable LEADFLOW_LEAD_ID_KEY: expected at least {MIN_LEAD_ID_KEY_LENGTH} "
+                          "printable ASCII characters (e.g. the output of `openssl rand -hex 32`)")
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -288,6 +303,10 @@ class Settings:
     #: Let webhooks target loopback and private addresses: local demos and tests only
     #: (``LEADFLOW_WEBHOOK_ALLOW_PRIVATE``).
     webhook_allow_private: bool = False
+    #: The secret lead ids are an HMAC with (``LEADFLOW_LEAD_ID_KEY``); unset: plain SHA-256 of the
+    #: identity, recomputable by anyone holding an e-mail. Set it before the first lead, the same on
+    #: every worker, and never change it: a new key gives every person a new lead id.
+    lead_id_key: str | None = field(default=None, repr=False)
     #: Faust app id: names the consumer group and the internal topics (``LEADFLOW_APP_ID``).
     app_id: str = "leadflow"
     #: Prefix of the public topics (``LEADFLOW_TOPIC_PREFIX``).
@@ -373,6 +392,7 @@ class Settings:
             api_keys=keys,
             default_team=env.get("LEADFLOW_DEFAULT_TEAM") or d.default_team,
             webhook_allow_private=p.take(_bool, env, "LEADFLOW_WEBHOOK_ALLOW_PRIVATE", False, fallback=False),
+            lead_id_key=p.take(_lead_id_key, env, fallback=None),
             app_id=p.take(_topic_part, env, "LEADFLOW_APP_ID", d.app_id, empty=False, fallback=d.app_id),
             topic_prefix=p.take(_topic_part, env, "LEADFLOW_TOPIC_PREFIX", d.topic_prefix, empty=True,
                                 fallback=d.topic_prefix),

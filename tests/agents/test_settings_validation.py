@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ("LEADFLOW_WEBHOOK_BREAKER_THRESHOLD", "0", "at least 1"),
     ("LEADFLOW_WEBHOOK_BREAKER_COOLDOWN", "-3", "expected one delay"),
     ("LEADFLOW_MAX_BATCH", "0", "at least 1"),
+    ("LEADFLOW_LEAD_ID_KEY", "short-key", "at least 32 printable ASCII characters"),
+    ("LEADFLOW_LEAD_ID_KEY", "k" * 31 + "\u00e9", "at least 32 printable ASCII characters"),
     # Kafka's topic-name rule: InvalidTopicError tracebacks of 119-175 lines at start.
     ("LEADFLOW_TOPIC_PREFIX", "bad prefix/", "letters, digits"),
     ("LEADFLOW_APP_ID", "bad id!", "letters, digits"),
@@ -93,3 +95,13 @@ def test_the_worker_and_check_config_refuse_them_in_one_line_each(check: bool) -
                            "  environment variable LEADFLOW_WEB_PORT='70000': must be from 1 to 65535\n"
                            "  environment variable LEADFLOW_WEBHOOK_TIMEOUT='-1': expected a positive number of "
                            "seconds such as 10 or 2.5\n")
+
+
+def test_the_lead_id_key_is_read_and_never_shown() -> None:
+    key = "0123456789abcdef" * 4
+    settings = Settings.from_env({"LEADFLOW_LEAD_ID_KEY": key})
+    assert settings.lead_id_key == key and key not in repr(settings)
+    assert Settings.from_env({}).lead_id_key is None
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"LEADFLOW_LEAD_ID_KEY": "too-short-secret"})
+    assert "too-short-secret" not in str(refused.value)

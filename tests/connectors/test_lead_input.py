@@ -338,3 +338,20 @@ def test_two_extensions_of_one_switchboard_are_two_leads() -> None:
     second = valid({"phone": "+1 650-253-0000 ext. 456", "first_name": "Bo"})
     assert first.lead_id != second.lead_id
     assert valid({"phone": "+1 (650) 253-0000 extension 123"}).lead_id == first.lead_id  # spelt otherwise
+
+
+def test_every_capture_path_derives_ids_with_the_deployments_key() -> None:
+    from connectors.lead_input import configure_lead_ids
+    from rules.capture import derive_lead_id
+
+    plain = validate_lead({"email": "ada@example.com"}, default_source="api", channel="api").lead_id
+    key = "0123456789abcdef" * 4
+    configure_lead_ids(key)
+    try:
+        keyed = validate_lead({"email": "ada@example.com"}, default_source="api", channel="api").lead_id
+    finally:
+        configure_lead_ids(None)
+    assert keyed != plain
+    assert keyed == derive_lead_id(email="ada@example.com", phone=None, source="api", external_id=None,
+                                   key=key.encode())
+    assert validate_lead({"email": "ada@example.com"}, default_source="api", channel="api").lead_id == plain

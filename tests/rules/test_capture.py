@@ -72,6 +72,16 @@ def test_derive_lead_id_is_deterministic_and_shaped() -> None:
     assert LEAD_ID.match(a)
 
 
+def test_a_keyed_lead_id_is_stable_and_not_the_plain_hash_anyone_can_recompute() -> None:
+    identity = {"email": "ada@example.com", "phone": None, "source": "webform", "external_id": None}
+    plain = "ld_" + hashlib.sha256(b"email:ada@example.com").hexdigest()[:24]
+    assert derive_lead_id(**identity) == plain  # type: ignore[arg-type]  # no key: recomputable from the e-mail
+    keyed = derive_lead_id(**identity, key=b"k" * 32)  # type: ignore[arg-type]
+    assert LEAD_ID.match(keyed) and keyed != plain
+    assert keyed == derive_lead_id(**identity, key=b"k" * 32)  # type: ignore[arg-type]
+    assert keyed != derive_lead_id(**identity, key=b"j" * 32)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "same_as"),
     [
