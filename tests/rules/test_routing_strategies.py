@@ -81,6 +81,7 @@ def test_least_loaded_balances_by_ratio() -> None:
 
 def test_config_strategy_reaches_the_rep_profiles() -> None:
     config = parse_config("teams:\n  - id: emea\n    strategy: least_loaded\n    reps:\n      - id: ana\n"
+                          "        timezone: Europe/Madrid\n"
                           "        working_hours: {mon-fri: ['09:00-17:00']}\n        holidays_country: ES\n"
                           "        weekly_cap: 20\n")
     (profile,) = config.rep_profiles({})
