@@ -13,7 +13,8 @@ from leadflow.errors import ConfigError
 from rules.eligibility import check_holidays_country, parse_working_hours
 from sla.config import zone_name
 
-__all__ = ["ID_PATTERN", "MAX_ID_LENGTH", "Identifier", "identifier_problem", "TimeZoneName", "WorkingHours", "HolidaysCountry", "WebhookUrl", "WebhookSecret", "secret_from_env"]
+__all__ = ["ID_PATTERN", "MAX_ID_LENGTH", "Identifier", "identifier_problem", "TimeZoneName", "WorkingHours",
+           "HolidaysCountry", "WebhookUrl", "WebhookSecret", "secret_from_env"]
 
 
 #: Rep and team ids, in the YAML and the API (the body's ``team`` and the path's ``rep_id``): ASCII

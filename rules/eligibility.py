@@ -16,7 +16,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from rules.commands import RepProfile, RouteLead
-from rules.roster import RepState
+from rules.roster import RepState, local_day, local_week
 from rules.territory import uncovered
 from sla.calendar import BusinessCalendar, Interval
 
@@ -125,10 +125,16 @@ def rep_reasons(rep: RepState, now: datetime) -> tuple[str, ...]:
         elsewhere = f", {rep.held_elsewhere} of them in other teams" if rep.held_elsewhere else ""
         reasons.append(f"at capacity ({rep.open_leads}/{profile.capacity} open{elsewhere})")
     day, week = rep.assigned_on(now)
+    # A request of an earlier day or week read after a later one: that period's count is gone and
+    # taken as the cap (RepState.assigned_on); say so rather than quote a count nobody kept.
+    late = ("{0} cap taken as reached (the request is of an earlier {1} than the rep's latest lead: "
+            "that {1}'s count is no longer kept)")
     if profile.daily_cap is not None and day >= profile.daily_cap:
-        reasons.append(f"daily cap reached ({day}/{profile.daily_cap} today)")
+        reasons.append(late.format("daily", "day") if rep.day > local_day(profile, now)
+                       else f"daily cap reached ({day}/{profile.daily_cap} today)")
     if profile.weekly_cap is not None and week >= profile.weekly_cap:
-        reasons.append(f"weekly cap reached ({week}/{profile.weekly_cap} this week)")
+        reasons.append(late.format("weekly", "week") if rep.week > local_week(profile, now)
+                       else f"weekly cap reached ({week}/{profile.weekly_cap} this week)")
     return tuple(reasons)
 
 

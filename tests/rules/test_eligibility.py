@@ -209,7 +209,11 @@ def test_a_late_command_across_midnight_keeps_both_days_counts() -> None:
     state = state.with_lead(datetime(2026, 1, 12, 0, 1, tzinfo=KATHMANDU))  # Monday's first
     late = datetime(2026, 1, 11, 23, 59, 59, tzinfo=KATHMANDU)
     assert state.assigned_on(late) == (3, 5)  # Sunday's counts are gone: taken as full, not as 0
-    assert rep_reasons(state, late) == ("daily cap reached (3/3 today)", "weekly cap reached (5/5 this week)")
+    assert rep_reasons(state, late) == (
+        "daily cap taken as reached (the request is of an earlier day than the rep's latest lead: "
+        "that day's count is no longer kept)",
+        "weekly cap taken as reached (the request is of an earlier week than the rep's latest lead: "
+        "that week's count is no longer kept)")
     assert state.assigned_on(datetime(2026, 1, 12, 0, 5, tzinfo=KATHMANDU)) == (1, 1)
     # A late lead (taken before the crash, or counted late) leaves Monday's counts as they are.
     later = state.with_lead(late)
