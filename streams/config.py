@@ -24,7 +24,15 @@ from pydantic_core import InitErrorDetails
 from connectors.auth import MIN_KEY_LENGTH, ApiKey, Scope, key_problem
 from connectors.enrichment import EnrichmentConfig
 from connectors.providers import ProvidersConfig
-from connectors.rep_fields import HolidaysCountry, TimeZoneName, WebhookSecret, WebhookUrl, WorkingHours, secret_from_env
+from connectors.rep_fields import (
+    HolidaysCountry,
+    Identifier,
+    TimeZoneName,
+    WebhookSecret,
+    WebhookUrl,
+    WorkingHours,
+    secret_from_env,
+)
 from leadflow.errors import ConfigError, ErrorAt
 from rules.accounts import Account
 from rules.capture import canonical_source
@@ -53,7 +61,7 @@ _Count = Annotated[int, Strict()]
 _Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH)]
 #: A valid ``whsec_`` secret of the usual length, standing in for one named by an environment variable.
 _SECRET_STAND_IN = "whsec_" + "A" * 44
-_Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+_Id = Identifier  # the API's rule too (connectors/rep_fields.py ID_PATTERN): ASCII only
 
 
 class _Strict(BaseModel):
@@ -140,6 +148,15 @@ class RepConfig(_Strict):
                            "of an environment variable holding a whsec_ secret (or webhook_secret, for demos)")
         if self.webhook_secret is not None and self.webhook_secret_env is not None:
             raise _ErrorAt(("webhook_secret_env",), "give exactly one of webhook_secret, webhook_secret_env")
+        return self
+
+    @model_validator(mode="after")
+    def _zone(self) -> RepConfig:
+        # Hours and holidays are read in the rep's time zone; left out it was UTC, and a Sydney
+        # rep's mon-fri 09:00-17:00 became 20:00-04:00 Sydney time (PUT /v1/reps says the same).
+        if (self.working_hours or self.holidays_country is not None) and "timezone" not in self.model_fields_set:
+            raise _ErrorAt(("timezone",), "required with working_hours or holidays_country, which are read in it: "
+                           "an IANA name such as 'Australia/Sydney' (or 'UTC', if that is meant)")
         return self
 
     def profile(self, team_id: str, env: Mapping[str, str], strategy: str | None = None,

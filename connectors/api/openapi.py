@@ -12,6 +12,7 @@ from connectors.api.bulk import CHUNK_ROWS, CSV_CONTENT_TYPES
 from connectors.api.context import ApiContext
 from connectors.api.forms import FORM_CONTENT_TYPES, REDIRECT_FIELD
 from connectors.api.leads import _IDEMPOTENCY_MAX, DISPOSITIONS
+from connectors.rep_fields import ID_PATTERN as _ID_PATTERN
 from connectors.api.activities import ACTIVITY_INPUT_MODEL
 from connectors.api.crm_events import EVENT_TYPES
 from rules.lead_state import LeadPolicy
@@ -30,7 +31,6 @@ Schema = dict[str, Any]
 # (LEADFLOW_MAX_BATCH) and the body size (LEADFLOW_MAX_BODY_BYTES).
 _MAX_BATCH = next(f.default for f in dataclasses.fields(ApiContext) if f.name == "max_batch")
 _MAX_IMPORT_ROWS = next(f.default for f in dataclasses.fields(ApiContext) if f.name == "max_import_rows")
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 # Field documentation for the request models. Every model field must be described here: the
 # build fails loudly on a field without a description, so the document cannot drift silently.
@@ -79,7 +79,9 @@ _REP_FIELDS = {
     "territories": "Territories the rep covers: ISO 3166-1 countries (`US`), ISO 3166-2 states (`US-CA`) or "
                    "regions of the config's `routing.regions` (`EMEA`), which stand for their countries. Anything "
                    "else is a 422 naming `territories[i]`. At most 500 places once regions are expanded.",
-    "timezone": "IANA time zone of the rep's working hours, e.g. Europe/Madrid.",
+    "timezone": ("IANA time zone of the rep's working hours and holidays, e.g. Europe/Madrid. Required with "
+                 "working_hours or holidays_country (422 naming timezone); a PUT that leaves it out keeps the "
+                 "stored one. Otherwise UTC."),
     "webhook_url": "Where the rep's webhooks go (`lead.assigned`, `lead.offered`, `lead.touched`, `lead.reminder`, "
                    "`lead.reassigned`; public http/https only). Without it the rep still gets leads, unnotified "
                    "(timeline `not_notified`, event `lead.not_notified`).",
@@ -977,7 +979,9 @@ def _build() -> Schema:
                 "LeadId": {"name": "lead_id", "in": "path", "required": True,
                            "description": "The id `POST /v1/leads` returned.",
                            "schema": {"type": "string", "pattern": "^ld_[0-9a-f]{24}$"}},
-                "RepId": {"name": "rep_id", "in": "path", "required": True, "schema": id_param},
+                "RepId": {"name": "rep_id", "in": "path", "required": True, "schema": id_param,
+                          "description": "1-64 ASCII letters, digits, '_', '.' or '-', beginning with a letter "
+                                         "or digit; otherwise a 422 naming rep_id."},
                 "TeamId": {"name": "team_id", "in": "path", "required": True, "schema": id_param},
                 "Domain": {"name": "domain", "in": "path", "required": True,
                            "description": "A company domain (`acme.com`); a sub-domain names its registrable "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.lead_input import configure_lead_ids
 from streams.app import config_digest, create_app
 from streams.config import parse_config
 from streams.settings import Settings
@@ -67,6 +68,16 @@ def test_the_worker_exports_its_digest_and_logs_it(tmp_path: Path, caplog: pytes
 def test_a_worker_without_a_config_file_says_so(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="streams.app"):
         create_app(Settings.from_env({}))
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "streams.app"]
-    assert len(warnings) == 1
-    assert "no config file (LEADFLOW_CONFIG or --config)" in warnings[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "streams.app"]
+    assert len(warnings) == 2
+    assert "no config file (LEADFLOW_CONFIG or --config)" in warnings[0]
+    assert "LEADFLOW_LEAD_ID_KEY is not set" in warnings[1]  # ids are plain hashes of e-mails
+
+
+def test_a_worker_with_a_lead_id_key_does_not_warn_about_it(caplog: pytest.LogCaptureFixture) -> None:
+    try:
+        with caplog.at_level(logging.INFO, logger="streams.app"):
+            create_app(Settings.from_env({"LEADFLOW_LEAD_ID_KEY": "0123456789abcdef" * 4}))
+    finally:
+        configure_lead_ids(None)  # the key is the process's: later tests derive plain ids
+    assert not any("LEADFLOW_LEAD_ID_KEY" in r.getMessage() for r in caplog.records)

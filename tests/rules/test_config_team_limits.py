@@ -46,3 +46,17 @@ def test_a_team_too_big_to_write_is_refused_at_the_first_rep_past_the_budget() -
 def test_a_reps_fields_have_the_apis_limits(rep: str, field: str, problem: str) -> None:
     message = _refused(_team([rep]))
     assert f"c.yaml:4: teams[0].reps[0].{field}: " in message and problem in message
+
+
+@pytest.mark.parametrize("extra", ["working_hours: {mon-fri: ['09:00-17:00']}", "holidays_country: AU"])
+def test_a_rep_with_hours_or_holidays_names_their_time_zone(extra: str) -> None:
+    # Left out, it was UTC: a Sydney rep's 09:00-17:00 became 20:00-04:00 in Sydney.
+    message = _refused(_team(["{id: a, " + extra + "}"]))
+    assert "c.yaml:4: teams[0].reps[0].timezone: Value error, required with working_hours or holidays_country" \
+        in message
+    parse_config(_team(["{id: a, timezone: Australia/Sydney, " + extra + "}"]), "c.yaml")
+    parse_config(_team(["{id: a, timezone: UTC, " + extra + "}"]), "c.yaml")  # said on purpose
+
+
+def test_a_reps_id_is_ascii_as_in_the_api() -> None:
+    assert "teams[0].reps[0].id" in _refused(_team(["{id: \u0410na}"]))
