@@ -340,6 +340,10 @@ class Metrics:
         self.event_loop_lag = Gauge(
             "leadflow_event_loop_lag_seconds", "How late the event loop ran a timer at the last probe.",
             registry=r)
+        self.kafka_writes_refused = Gauge(
+            "leadflow_kafka_writes_refused_seconds",
+            "Seconds since Kafka stopped taking this worker's writes (0 while it takes them): captures and "
+            "API commands answer 503 and /readyz is 503 meanwhile.", registry=r)
         self.recovery_in_progress = Gauge(
             "leadflow_table_recovery_in_progress", "1 while this worker recovers tables from their changelogs.",
             registry=r)

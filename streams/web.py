@@ -24,6 +24,7 @@ from connectors.auth import ApiKey, Keyring
 from connectors.crm import EventsAuth
 from connectors.rate_limit import RateLimiter
 from leadflow.errors import TransientError, Unconfirmed
+from ops.metrics import Metrics
 from rules.account_book import AccountCommand
 from rules.accounts import Account
 from rules.commands import LeadCommand, RepCommand
@@ -63,8 +64,14 @@ class Engine:
         self.app = app
         self._own = self._ident(URL(runtime.settings.canonical_url))
         self._gate = WriteGate(cooldown_s=_PROBE_EVERY_S)
+        self.report_to(runtime.metrics)
         self._watch: asyncio.Future[Any] | None = None  # checks the broker while Kafka does not take writes
         self._last_check: str | None = None  # what the last check of the broker found wrong
+
+    def report_to(self, metrics: Metrics) -> None:
+        """``leadflow_kafka_writes_refused_seconds``, read at each scrape: Prometheus sees an outage
+        that readiness alone kept from it (lag and ``up`` do not move while Kafka refuses writes)."""
+        metrics.kafka_writes_refused.set_function(lambda: self._gate.unready_for() or 0.0)
 
     @staticmethod
     def _ident(url: URL) -> tuple[str, int]:

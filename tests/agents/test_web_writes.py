@@ -241,3 +241,24 @@ async def test_a_broker_that_does_not_answer_the_check_is_bounded(
     _fake_app(engine).producer._producer = None
     assert await engine._kafka_problem() == "the producer is not started"
 
+
+
+async def test_the_refused_writes_gauge_follows_the_gate_at_each_scrape(engine: web.Engine) -> None:
+    from ops.metrics import Metrics
+
+    clock = [1000.0]
+    engine._gate = WriteGate(cooldown_s=60.0, now=lambda: clock[0])
+    metrics = Metrics()
+    engine.report_to(metrics)
+
+    def refused_s() -> float | None:
+        return metrics.registry.get_sample_value("leadflow_kafka_writes_refused_seconds")
+
+    assert refused_s() == 0.0
+    with pytest.raises(TransientError):
+        await engine._acked([(FakeTopic([ConnectionError("no broker")]), "k", b"v")])
+    clock[0] += 42
+    assert refused_s() == 42.0  # what /metrics says now, not at the last refresh
+    clock[0] += 60  # the cooldown: the next write is the gate's probe, and Kafka takes it
+    engine._gate.ok(engine._gate.admit())
+    assert refused_s() == 0.0

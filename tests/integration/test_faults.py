@@ -371,6 +371,8 @@ async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_the_worker_u
         ready_status, ready = await readyz()
         assert ready_status == 503 and "the last check of the broker" in ready["detail"], ready
         assert await healthz() == 200
+        # Prometheus sees it too (LeadflowKafkaRefusesWrites): lag and `up` do not move.
+        assert await _metric(worker, "leadflow_kafka_writes_refused_seconds") >= 5
 
         await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
         # No capture reaches an unready worker: its own check of the broker makes it ready again.
@@ -396,6 +398,7 @@ async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_the_worker_u
         await eventually(lambda: lead_id in endpoints["dot"].delivered(), timeout=60,
                          what="the retried lead routed and notified")
         assert "Kafka" not in (await readyz())[1]["detail"]
+        assert await _metric(worker, "leadflow_kafka_writes_refused_seconds") == 0
         log = worker.log(lines=5000)
         assert "Exception in callback" not in log and "CancelledError" not in log, log
     finally:
