@@ -30,8 +30,9 @@ examples:
                                a one-page HTML summary of the last 24 h from lead.events
 
 environment (worker): LEADFLOW_BROKER, LEADFLOW_REDIS_URL, LEADFLOW_CONFIG, LEADFLOW_WEB_PORT,
-  LEADFLOW_DATA_DIR, LEADFLOW_API_KEYS, LEADFLOW_DEFAULT_TEAM, LEADFLOW_WEBHOOK_ALLOW_PRIVATE;
-  see streams/settings.py for the rest.
+  LEADFLOW_DATA_DIR, LEADFLOW_API_KEYS (<key> or <key>:<scope>+<scope>, 16+ characters each),
+  LEADFLOW_LEAD_ID_KEY (32+ characters: set before the first lead, never change it),
+  LEADFLOW_DEFAULT_TEAM, LEADFLOW_WEBHOOK_ALLOW_PRIVATE; see streams/settings.py for the rest.
 environment (stack): LEADFLOW_STATE_DIR, LEADFLOW_CACHE_DIR, LEADFLOW_KAFKA_PORT,
   LEADFLOW_KAFKA_CONTROLLER_PORT, LEADFLOW_REDIS_PORT.
 """
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=_IMPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     imp.add_argument("file", type=Path, metavar="FILE", help="the CSV file; its first row names the columns")
     imp.add_argument("--url", default="http://localhost:6066", help="the worker (default %(default)s)")
-    imp.add_argument("--key", help="the API key (default: $LEADFLOW_API_KEY, which keeps it out of `ps`)")
+    imp.add_argument("--key", help="the API key, with the capture scope (default: $LEADFLOW_API_KEY, which "
+                                   "keeps it out of `ps`)")
     imp.add_argument("--source", help="source of rows without a source column (default: the API key's name)")
     imp.add_argument("--encoding", default="utf-8",
                      help="the file's character set (default utf-8; Excel on Windows often writes windows-1252)")
@@ -129,6 +131,8 @@ examples:
 (a bad value names its variable), the config file (each problem at file:line: path), and every
 environment variable the file names (webhook secrets, API keys, CRM and provider credentials).
 Warnings (a team named but not defined in the file) are printed and do not fail the check.
+The worker also warns at start about an API key without scopes (it may do everything) and a
+missing LEADFLOW_LEAD_ID_KEY (lead ids are then plain hashes of e-mails and phones).
 At start the worker also checks that its data folder can be written and its port is free, and
 waits up to 60 s for Kafka (a line per attempt), then stops naming LEADFLOW_BROKER; a broker
 host name that does not exist stops it at once, naming LEADFLOW_BROKER and the host.

@@ -126,16 +126,24 @@ def relay_app(*, hubspot_secret: str, events_secret: str, leadflow_url: str, pub
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None,
-                                     epilog="Secrets from HUBSPOT_CLIENT_SECRET and LEADFLOW_CRM_EVENTS_SECRET.")
-    parser.add_argument("--port", type=int, default=8078)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ops.crm_relay", description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="Secrets from HUBSPOT_CLIENT_SECRET (the HubSpot app's client secret) and "
+               "LEADFLOW_CRM_EVENTS_SECRET (the worker's CRM events secret, whsec_...); "
+               "docs/QUALIFICATION.md walks through the HubSpot workflow.")
+    parser.add_argument("--port", type=int, default=8078, help="port to listen on (default %(default)s)")
     parser.add_argument("--leadflow-url", required=True, help="leadflow's POST /v1/crm/events URL")
     parser.add_argument("--public-url", required=True,
                         help="this relay's URL as HubSpot calls it (HubSpot signs the full URL)")
-    args = parser.parse_args()
-    web.run_app(relay_app(hubspot_secret=os.environ["HUBSPOT_CLIENT_SECRET"],
-                          events_secret=os.environ["LEADFLOW_CRM_EVENTS_SECRET"], leadflow_url=args.leadflow_url,
+    args = parser.parse_args(argv)
+    secrets = {}
+    for name in ("HUBSPOT_CLIENT_SECRET", "LEADFLOW_CRM_EVENTS_SECRET"):
+        if not os.environ.get(name):
+            parser.exit(2, f"ops.crm_relay: environment variable {name} is not set\n")
+        secrets[name] = os.environ[name]
+    web.run_app(relay_app(hubspot_secret=secrets["HUBSPOT_CLIENT_SECRET"],
+                          events_secret=secrets["LEADFLOW_CRM_EVENTS_SECRET"], leadflow_url=args.leadflow_url,
                           public_url=args.public_url), port=args.port)
 
 

@@ -91,7 +91,9 @@ _REP_FIELDS = {
     "weekly_cap": "Most leads assigned to the rep per ISO week in their time zone (no cap when null). "
                   "Offers the rep declined or let lapse do not count.",
     "working_hours": "Weekly hours in the rep's time zone, e.g. `{\"mon-fri\": [\"09:00-17:00\"]}` (a weekday or "
-                     "range, `24:00` for midnight); the rep gets leads only inside them. Empty: always on.",
+                     "range, `24:00` for midnight); the rep gets leads only inside them. Empty: always on. A "
+                     "weekday's spans must not overlap, whichever keys name them (`mon-fri` 09:00-17:00 with `fri` "
+                     "16:00-18:00 is a 422 naming working_hours; write `mon-thu` plus `fri`). Requires `timezone`.",
     "holidays_country": "ISO 3166-1 alpha-2 country whose public holidays the rep does not work, e.g. `ES`.",
 }
 _PRESENCE_FIELDS = {"status": "The rep's presence; only `available` reps receive leads."}
@@ -519,7 +521,9 @@ def _error(description: str, *, code: str, message: str, headers: dict[str, Sche
 def _responses() -> dict[str, Schema]:
     retry = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
     return {
-        "BadRequest": _error("The body is not JSON (`malformed_json`) or a header is invalid.",
+        "BadRequest": _error("The body is not JSON (`malformed_json`), or a header is invalid "
+                             "(`invalid_idempotency_key`: an `Idempotency-Key` that is not 1 to 255 printable "
+                             "ASCII characters).",
                              code="malformed_json", message="the body is not valid JSON: unexpected character"),
         "Unauthorized": _error("Missing or unknown API key.", code="unauthorized",
                                message="missing or unknown API key; send 'Authorization: Bearer <key>'",
@@ -544,8 +548,9 @@ def _responses() -> dict[str, Schema]:
                               "client's address (then every request with a key from it is refused until "
                               "`Retry-After`); retry after `Retry-After` seconds.", code="rate_limited",
                               message="more than 600 requests per minute for website; retry in 2 s", headers=retry),
-        "Unavailable": _error("Not ready to take this now (Kafka unavailable, partitions being assigned); "
-                              "retry after `Retry-After` seconds.", code="unavailable",
+        "Unavailable": _error("Not ready to take this now (Kafka unavailable; partitions being assigned; the "
+                              "worker that owns the key loading its tables, not answering the relay, or the key "
+                              "moving between workers); retry after `Retry-After` seconds.", code="unavailable",
                               message="leads could not be stored right now; retry", headers=retry),
     }
 
@@ -753,7 +758,9 @@ def _channel_schemas() -> dict[str, Schema]:
         "FacebookLeadgenWebhook": {
             "title": "FacebookLeadgenWebhook", "type": "object", "required": ["object", "entry"],
             "description": "Meta's Page webhook with `leadgen` changes. Other changes are ignored. `field_data` "
-                           "(the Graph API's answers) is optional: without it the lead is read from the Graph API.",
+                           "(the Graph API's answers) is optional: without it the lead is read from the Graph API. "
+                           "Up to 1000 changes per delivery, as Meta batches them. A long value is cut to fit an "
+                           "attribute (200 characters ending in …), never a 422 that would fail the whole batch.",
             "properties": {"object": {"const": "page"}, "entry": {"type": "array", "items": {
                 "type": "object", "required": ["changes"], "properties": {"changes": {"type": "array", "items": {
                     "type": "object", "properties": {"field": _STR, "value": {
@@ -774,7 +781,9 @@ def _channel_schemas() -> dict[str, Schema]:
             description="One result per `leadgen` change; `ignored` counts changes of other fields."),
         "TypeformWebhook": {
             "title": "TypeformWebhook", "type": "object", "required": ["event_type"],
-            "description": "Typeform's webhook. Only `form_response` events are captured; others are ignored.",
+            "description": "Typeform's webhook. Only `form_response` events are captured; others are ignored. A "
+                           "long answer is cut to fit an attribute (200 characters ending in …), never a 422: "
+                           "Typeform drops a response after five 4xx.",
             "properties": {"event_id": _STR, "event_type": _STR, "form_response": {
                 "type": "object", "required": ["form_id", "token"],
                 "properties": {"form_id": _STR, "token": _STR, "hidden": {"type": "object"},
@@ -972,7 +981,8 @@ def _build() -> Schema:
                 "description": "An API key from LEADFLOW_API_KEYS or the config. Each operation's `security` names "
                                "the scope its key needs: `capture` (send leads), `read` (leads, teams, accounts), "
                                "`work` (an SDR tool: offers, activities, qualification, disposition, presence), "
-                               "`admin` (reps and accounts). A key configured without scopes has them all."}},
+                               "`admin` (reps and accounts). A key configured without scopes has them all. Keys "
+                               "have at least 16 printable ASCII characters."}},
             "schemas": {**_schemas(), **_channel_schemas()},
             "responses": _responses(),
             "parameters": {
@@ -989,12 +999,17 @@ def _build() -> Schema:
                            "schema": {"type": "string", "minLength": 1, "maxLength": 253}},
                 "IdempotencyKey": {
                     "name": "Idempotency-Key", "in": "header", "required": False,
-                    "description": "Retry safely: a repeated key (per API key, for 24 h) gets the first response.",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": _IDEMPOTENCY_MAX}},
+                    "description": ("Retry safely: a repeated key (per API key, for 24 h) gets the first response. "
+                                    "1 to 255 printable ASCII characters; anything else is a 400 "
+                                    "(`invalid_idempotency_key`) naming the header."),
+                    "schema": {"type": "string", "minLength": 1, "maxLength": _IDEMPOTENCY_MAX,
+                               "pattern": "^[\\x20-\\x7e]+$"}},
             },
             "headers": {
                 "RetryAfter": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}},
-                "WWWAuthenticate": {"description": "The auth scheme: `Bearer realm=\"leadflow\"`.", "schema": _STR},
+                "WWWAuthenticate": {"description": "The auth scheme: `Bearer realm=\"leadflow\"`; on a 403 also "
+                                                   "`error=\"insufficient_scope\", scope=\"<scope>\"`.",
+                                    "schema": _STR},
                 "IdempotentReplayed": {"description": "`true` when this is the stored response to an earlier "
                                                       "request with the same `Idempotency-Key`.",
                                        "schema": {"const": "true"}},

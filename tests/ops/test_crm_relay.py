@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -79,3 +80,15 @@ async def test_the_relay_forwards_a_signed_event_and_refuses_a_bad_signature() -
             unmapped = orjson.dumps({"hs_object_id": "1", "dealstage": "closedwon"})
             assert (await relay.post("/hubspot", data=unmapped, headers=_hubspot_headers(unmapped))).status == 400
     assert received == [{"problem": None, "event": leadflow_event(DEAL)[1]}]
+
+
+def test_the_relay_without_its_secrets_says_which_and_exits_2(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.crm_relay import main
+
+    monkeypatch.delenv("HUBSPOT_CLIENT_SECRET", raising=False)
+    monkeypatch.setenv("LEADFLOW_CRM_EVENTS_SECRET", "whsec_" + "A" * 44)
+    with pytest.raises(SystemExit) as exited:
+        main(["--leadflow-url", "http://x/v1/crm/events", "--public-url", "http://y/hubspot"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "ops.crm_relay: environment variable HUBSPOT_CLIENT_SECRET is not set\n"
