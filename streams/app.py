@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -86,7 +87,9 @@ ROCKSDB_MAX_WRITE_BUFFERS = 2
 #: The block cache, and the memtables of every store together, each bounded for the whole process
 #: (one ``rocksdict.Cache`` and one ``WriteBufferManager`` shared by every store). Per store, the
 #: bounds above still allowed 80 stores (10 tables × 8 partitions) 16 MiB each: 1.3 GB, growing
-#: with the partition count, not with the data (docs/PERFORMANCE.md, "soak").
+#: with the partition count, not with the data (docs/PERFORMANCE.md, "soak"). The SST files' index
+#: and filter blocks are charged to the same cache (``_shared_memory_options``): left to each file's
+#: table reader, as RocksDB does by default, they sit outside any bound and grow with the data.
 ROCKSDB_BLOCK_CACHE_BYTES = 64 * 2**20
 ROCKSDB_MEMTABLES_BYTES = 64 * 2**20
 
@@ -104,7 +107,8 @@ def _rocksdb_shared() -> tuple[Any, Any]:
 
 def _shared_memory_options(self: faust_rocksdb.RocksDBOptions) -> Any:
     """``RocksDBOptions.as_options`` for rocksdict: the options Faust sets (the same values), with
-    the process's shared block cache and write buffer manager instead of a cache per store."""
+    the process's shared block cache and write buffer manager instead of a cache per store, and the
+    SST files' index and filter blocks kept in that cache."""
     if not self.use_rocksdict:
         return _faust_as_options(self)
     cache, write_buffers = _rocksdb_shared()
@@ -119,11 +123,40 @@ def _shared_memory_options(self: faust_rocksdb.RocksDBOptions) -> Any:
     blocks.set_bloom_filter(self.bloom_filter_size, block_based=True)
     blocks.set_block_cache(cache)
     blocks.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+    # Index and filter blocks in the shared cache, not in each SST file's table reader (RocksDB's
+    # default: resident while the file is open, and Faust keeps up to 18,000 files open per store).
+    # The newest files' (L0, which every lookup may read) stay pinned there; deeper levels' may be
+    # evicted and read again from the OS page cache.
+    blocks.set_cache_index_and_filter_blocks(True)
+    blocks.set_pin_l0_filter_and_index_blocks_in_cache(True)
     options.set_block_based_table_factory(blocks)
     return options
 
 
 _faust_as_options = faust_rocksdb.RocksDBOptions.as_options
+
+
+def _open_with_shared_memory(self: faust_rocksdb.RocksDBOptions, path: Path, *, read_only: bool = False) -> Any:
+    """``RocksDBOptions.open`` for rocksdict, with our options for the store's column family too.
+
+    Given options but no column families, rocksdict opens an *existing* store with the column
+    family options saved in its OPTIONS file and a new 8 MiB block cache of its own: after every
+    restart that kept its data dir, each store had a block cache of its own (80 at 8 partitions,
+    up to 640 MiB) instead of the shared one. Naming the default column family with the same
+    options makes a reopened store the same as a new one. ``read_only`` is ignored for rocksdict,
+    as Faust's own ``open`` does."""
+    if not self.use_rocksdict:
+        return _faust_open(self, path, read_only=read_only)
+    options = self.as_options()
+    access_type = (rocksdict.AccessType.read_write() if self.ttl is None
+                   else rocksdict.AccessType.with_ttl(self.ttl))
+    db = rocksdict.Rdict(str(path), options=options, column_families={"default": options},
+                         access_type=access_type)
+    db.set_read_options(rocksdict.ReadOptions())  # as Faust does
+    return db
+
+
+_faust_open = faust_rocksdb.RocksDBOptions.open
 
 
 def _bound_rocksdb() -> None:
@@ -135,6 +168,7 @@ def _bound_rocksdb() -> None:
     options.max_write_buffer_number = ROCKSDB_MAX_WRITE_BUFFERS
     options.block_cache_size = ROCKSDB_BLOCK_CACHE_BYTES
     options.as_options = _shared_memory_options  # type: ignore[method-assign]
+    options.open = _open_with_shared_memory  # type: ignore[method-assign]
 
 
 def config_digest(config: LeadflowConfig) -> str:
