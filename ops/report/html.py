@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
-from ops.report.model import STAGES, Distribution, Summary
+from ops.report.model import ROUTING_TARGET_S, STAGES, Distribution, Summary
 
 __all__ = ["render_html", "bucket_label", "duration"]
 
@@ -108,7 +108,7 @@ def _tiles(s: Summary) -> str:
         ("Captures accepted", _num(s.captured)),
         ("New leads (people)", _num(s.new_leads)),
         ("Known people back (merged)", _num(s.merged)),
-        ("Routed within 60 s", _pct(s.routing.share_within(60.0))),
+        (f"Routed within {duration(ROUTING_TARGET_S)}", _pct(s.routed_within_target)),
         ("SLA met (per lead)", _pct(s.compliance)),
         ("Median speed-to-lead", _at_most(s.speed_to_lead.quantile(0.5))),
         ("SLA breaches", _num(sum(s.breaches.values()))),
@@ -116,6 +116,19 @@ def _tiles(s: Summary) -> str:
     ]
     return "<div class='tiles'>" + "".join(
         f"<div class='tile'><span class='muted'>{escape(k)}</span><b>{escape(v)}</b></div>" for k, v in tiles) + "</div>"
+
+
+def _routing_note(s: Summary) -> str:
+    target = duration(ROUTING_TARGET_S)
+    if s.unrouted_known:
+        return (f"<p class='muted'>Routed within {target}: of the leads captured in the window, those a rep had "
+                f"within {target} ({_num(s.routed_on_time)}) over them and those that had none by then "
+                f"({_num(s.routed_late)}: routed later, closed unrouted after waiting longer, or still waiting at "
+                f"the window's end). A lead captured less than {target} before the end is in neither.</p>")
+    return (f"<p class='muted'>Routed within {target}: unknown from /metrics, which count only the leads that were "
+            f"routed, not those still waiting; read <code>lead.events</code> (no <code>--metrics</code>) for it. "
+            f"Of the {_num(s.routing.total)} leads routed, {_pct(s.routing.share_within(ROUTING_TARGET_S))} "
+            f"had a rep within {target}.</p>")
 
 
 def _funnel(s: Summary) -> str:
@@ -209,7 +222,7 @@ def render_html(s: Summary, generated_at: datetime) -> str:
 {_tiles(s)}
 <h2>Speed-to-lead (capture → first contact)</h2>
 <div class="grid"><div><b>Speed-to-lead</b> (capture → first contact){_bars(s.speed_to_lead, _BLUE, "Speed-to-lead")}</div>
-<div><b>Routing</b> (capture → assigned){_bars(s.routing, _GREY, "Capture → assigned (routing)")}</div>
+<div><b>Routing</b> (capture → assigned){_bars(s.routing, _GREY, "Capture → assigned (routing)")}{_routing_note(s)}</div>
 <div><b>System delay</b> (capture → rep notified){_bars(s.system_delay, _ORANGE, "System delay")}</div>
 <div><b>Rep delay</b> (notified → first contact){_bars(s.rep_delay, _GREEN, "Rep delay")}</div></div>
 <h2>SLA compliance</h2>

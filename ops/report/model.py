@@ -9,6 +9,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ops.metrics import (
@@ -20,11 +21,19 @@ from ops.metrics import (
     sla_outcome,
 )
 
-__all__ = ["Distribution", "LoadRow", "CostRow", "Summary", "STAGES", "MONTH_S", "summarize_events", "cost_rows"]
+__all__ = ["Distribution", "LoadRow", "CostRow", "Summary", "STAGES", "MONTH_S", "ROUTING_TARGET_S",
+           "summarize_events", "cost_rows"]
 
 #: Funnel stages in order: ``lead`` counts new people, ``reengaged`` known people's new cycles
 #: (never leads again); ``nurture`` is a side exit and shown after ``lost``.
 STAGES = ("lead", "reengaged", "mql", "sql", "opportunity", "won", "lost", "nurture")
+
+#: The report's routing target: a lead has a rep within this many seconds of its capture.
+ROUTING_TARGET_S = 60.0
+
+#: Events that end a cycle with no rep meant to have it (below the nurture threshold, closed by the
+#: API): such a cycle never routed is not late.
+_CLOSED_UNROUTED = frozenset({"lead.nurture", "lead.dispositioned"})
 
 #: The month a ``monthly_spend`` is for, in seconds: 30 days, as the Grafana cost panels' ``[30d]``.
 MONTH_S = 30 * 86400.0
@@ -127,6 +136,13 @@ class Summary:
     system_delay: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
     rep_delay: Distribution = field(default_factory=lambda: Distribution(SPEED_BUCKETS))
     routing: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
+    #: Lead-cycles captured in the window with a rep within ``ROUTING_TARGET_S`` / not: routed
+    #: later, or still unrouted more than ``ROUTING_TARGET_S`` after capture at the window's end
+    #: (one younger than that is in neither).
+    routed_on_time: float = 0
+    routed_late: float = 0
+    #: False from metrics: they count the routed leads only, so the unrouted (the denominator) are unknown.
+    unrouted_known: bool = True
     contacts_in_sla: float = 0
     contacts_late: float = 0
     #: Lead-cycles whose first-contact SLA was met / missed (``ops.metrics.sla_outcome``): once each.
@@ -158,6 +174,14 @@ class Summary:
     events: int = 0
 
     @property
+    def routed_within_target(self) -> float | None:
+        """Share of the window's lead-cycles with a rep within ``ROUTING_TARGET_S``, the unrouted included."""
+        if not self.unrouted_known:
+            return None
+        judged = self.routed_on_time + self.routed_late
+        return self.routed_on_time / judged if judged else None
+
+    @property
     def compliance(self) -> float | None:
         """SLA compliance per lead: met / (met + missed), leads nobody contacted included."""
         judged = self.sla_met + self.sla_missed
@@ -165,14 +189,17 @@ class Summary:
 
 
 def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sources: int = 12, *,
-                     spend: Mapping[str, tuple[float, str]] | None = None, window_s: float | None = None) -> Summary:
+                     spend: Mapping[str, tuple[float, str]] | None = None, window_s: float | None = None,
+                     until: datetime | None = None) -> Summary:
     """Aggregate ``lead.events`` records (``{"type", "lead_id", "cycle", "at", "first_source", "data"}``)
     into a ``Summary``.
 
     The funnel is ``ops.metrics.funnel_move``'s, by first-touch source like /metrics: every event
     names its lead's first-touch source (``first_source``). Events written before it was added
     teach it only through ``FIRST_TOUCH_EVENTS``; a lead seen only through others counts as ``unknown``.
-    ``spend`` is the config's ``{source: (monthly spend, currency)}``, ``window_s`` the span read.
+    ``spend`` is the config's ``{source: (monthly spend, currency)}``, ``window_s`` the span read,
+    ``until`` its end (default: the latest event's ``at``), which tells a lead never routed that is
+    late for ``ROUTING_TARGET_S`` from one still young.
     """
     s = Summary(origin=origin, window_s=window_s)
     source_of: dict[str, str] = {}
@@ -184,11 +211,17 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
     breaches: Counter[str] = Counter()
     escalations: Counter[str] = Counter()
     settled: set[tuple[str, int]] = set()  # lead-cycles whose SLA outcome is counted
+    # Lead-cycles captured in the window -> their capture time, until routed or closed unrouted.
+    unrouted: dict[tuple[str, int], datetime | None] = {}
+    latest: datetime | None = None
     for event in events:
         s.events += 1
         kind, data, lead_id = str(event.get("type")), event.get("data") or {}, str(event.get("lead_id"))
         outcome = sla_outcome(kind, data)
         cycle = (lead_id, int(event.get("cycle") or 1))
+        at = _when(event.get("at"))
+        if at is not None and (latest is None or at > latest):
+            latest = at
         if outcome is not None and cycle not in settled:
             # Once per lead-cycle, also for events written before lead.contacted said sla_breached:
             # a breach and the late call after it are one missed lead.
@@ -203,12 +236,21 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
             s.captured += 1
             s.new_leads += kind == "lead.captured"
             s.merged += kind != "lead.captured"
+            if kind != "lead.touched":  # a touch of an open lead is its cycle's, not a new one
+                unrouted.setdefault(cycle, at)
         elif kind == "lead.assigned":
             rep = str(data.get("rep_id"))
             reps.setdefault(rep, LoadRow(rep)).assigned += 1
             holder[lead_id] = rep
             if data.get("routing_seconds") is not None:
-                s.routing.add(max(float(data["routing_seconds"]), 0.0))
+                seconds = max(float(data["routing_seconds"]), 0.0)
+                s.routing.add(seconds)
+                if cycle in unrouted:  # captured in the window (an earlier capture is not judged)
+                    del unrouted[cycle]
+                    if seconds <= ROUTING_TARGET_S:
+                        s.routed_on_time += 1
+                    else:
+                        s.routed_late += 1
         elif kind == "lead.contacted":
             rep = str(data.get("rep_id") or holder.get(lead_id, "unknown"))
             reps.setdefault(rep, LoadRow(rep)).contacted += 1
@@ -227,6 +269,10 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
                 escalations[str(data.get("action"))] += 1
         elif kind == "lead.sla_at_risk":
             s.at_risk += 1
+        elif kind in _CLOSED_UNROUTED and cycle in unrouted:
+            # Closed before any rep had it: late only if it had already waited past the target.
+            captured_at = unrouted.pop(cycle)
+            s.routed_late += _waited(captured_at, at) > ROUTING_TARGET_S
         elif kind == "opportunity.won" and isinstance(data.get("amount"), (int, float)) and data["amount"] > 0:
             revenue[source_of.get(lead_id, "unknown")] += float(data["amount"])
         move = funnel_move(kind, data, int(event.get("cycle") or 1))
@@ -235,6 +281,8 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
             funnel[source][move[1]] += 1
             if move == ("lead", "mql"):
                 new_mql[source] += 1
+    end = until or latest
+    s.routed_late += sum(_waited(captured_at, end) > ROUTING_TARGET_S for captured_at in unrouted.values())
     s.breaches, s.escalations = dict(breaches), dict(escalations)
     s.new_mql, s.won_revenue = dict(new_mql), dict(revenue)
     _spend(s, spend or {})
@@ -244,6 +292,24 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
         s.new_mql["other sources"] = sum(n for src, n in new_mql.items() if src not in s.funnel)
     s.load = sorted(reps.values(), key=lambda r: (-r.assigned, r.name))
     return s
+
+
+def _when(value: Any) -> datetime | None:
+    """An event's ``at`` (ISO 8601, as the lead agent writes it) as an aware datetime; ``None`` if unreadable."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _waited(since: datetime | None, until: datetime | None) -> float:
+    """Seconds from ``since`` to ``until``; 0 when either is unknown (not judged late)."""
+    return (until - since).total_seconds() if since is not None and until is not None else 0.0
 
 
 def _spend(s: Summary, spend: Mapping[str, tuple[float, str]]) -> None:

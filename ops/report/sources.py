@@ -7,6 +7,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -139,11 +140,14 @@ async def _partitions(consumer: Any, topic: str) -> set[int]:
 async def from_kafka(broker: str, topic: str, since_s: float, *,
                      spend: Mapping[str, tuple[float, str]] | None = None, **kwargs: Any) -> Summary:
     """The summary of ``topic``'s last ``since_s`` seconds; ``spend`` is the config's source spend."""
-    events = await read_events(broker, topic, since_s, **kwargs)
+    now_s = kwargs.pop("now_s", None)
+    now_s = time.time() if now_s is None else now_s
+    events = await read_events(broker, topic, since_s, now_s=now_s, **kwargs)
     hours = since_s / 3600
     window = f"{hours:g} h" if hours >= 1 else f"{since_s / 60:g} min"
     return summarize_events(events, origin=f"{topic} on {bootstrap_servers(broker)}, last {window}, "
-                                           f"{len(events):,} events", spend=spend, window_s=since_s)
+                                           f"{len(events):,} events", spend=spend, window_s=since_s,
+                            until=datetime.fromtimestamp(now_s, timezone.utc))
 
 
 async def fetch_scrape(url: str, timeout_s: float = 10.0) -> str:
@@ -174,8 +178,11 @@ def summarize_scrapes(texts: Iterable[str], origin: str, now_s: float | None = N
     start times) the window is unknown and no cost is computed. A worker restarted meanwhile lost
     its earlier counts, so costs from metrics are then too high: Grafana (Prometheus keeps the
     history) or ``lead.events`` give the exact figures.
+
+    The routing histogram counts routed leads only: the leads never routed, the share's other part,
+    are unknown here (``unrouted_known`` is false), so no share of all leads is given.
     """
-    s = Summary(origin=origin, load_kind="team")
+    s = Summary(origin=origin, load_kind="team", unrouted_known=False)
     buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     funnel: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     new_mql: dict[str, float] = defaultdict(float)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -289,3 +289,51 @@ def test_every_event_names_the_first_touch_so_a_lead_captured_before_the_window_
               {**_cycle(_ev("lead.nurture", "l7", source="google-ads"), 2), "first_source": "webinar"}]
     assert summarize_events(events, origin="test").funnel == {"webinar": {"reengaged": 1, "nurture": 1}}
 
+
+
+def _at(event: dict[str, Any], seconds: float) -> dict[str, Any]:
+    return {**event, "at": (NOW + timedelta(seconds=seconds)).isoformat()}
+
+
+def _tile(page: str, label: str) -> str:
+    found = re.search(rf"<span class='muted'>{re.escape(label)}</span><b>([^<]*)</b>", page)
+    assert found, label
+    return found.group(1)
+
+
+def test_routed_within_60_s_counts_the_leads_never_routed() -> None:
+    # Two captures; one has a rep after 1 s, the other is still queued 119 s after its capture.
+    events = [_at(_ev("lead.captured", "r1", source="api"), 0), _at(_ev("lead.captured", "r2", source="api"), 0),
+              _at(_ev("lead.assigned", "r1", rep_id="ana", team_id="sdr", routing_seconds=1.0), 1)]
+    s = summarize_events(events, origin="test", until=NOW + timedelta(seconds=119))
+    assert (s.routed_on_time, s.routed_late) == (1, 1) and s.routed_within_target == 0.5
+    assert s.routing.share_within(60.0) == 1.0  # the chart still shows the routed leads' times
+    assert _tile(render_html(s, NOW), "Routed within 60 s") == "50%"
+
+
+def test_a_lead_younger_than_60_s_at_the_end_is_left_out_and_a_closed_one_by_its_wait() -> None:
+    events = [_at(_ev("lead.captured", "r1", source="api"), 0),
+              _at(_ev("lead.assigned", "r1", rep_id="ana", team_id="sdr", routing_seconds=90.0), 90),
+              _at(_ev("lead.captured", "r2", source="api"), 0), _at(_ev("lead.nurture", "r2"), 1),  # never meant to be
+              _at(_ev("lead.captured", "r3", source="api"), 0), _at(_ev("lead.dispositioned", "r3"), 300),  # waited
+              _at(_ev("lead.captured", "r4", source="api"), 280),  # 20 s old at the end
+              _at(_ev("lead.touched", "r4", source="api"), 290),  # the same cycle: no second lead
+              _at(_ev("lead.captured", "r5", source="api"), 100)]  # no end given: the latest event's time is
+    s = summarize_events(events, origin="test")
+    assert (s.routed_on_time, s.routed_late) == (0, 3) and s.routed_within_target == 0.0
+    # A lead assigned whose capture was before the window is not judged: its wait is not all seen.
+    s = summarize_events([_ev("lead.assigned", "old", rep_id="ana", team_id="sdr", routing_seconds=0.5)], origin="t")
+    assert s.routed_within_target is None and s.routing.total == 1
+    assert _tile(render_html(s, NOW), "Routed within 60 s") == "–"
+
+
+def test_from_metrics_the_share_of_all_leads_routed_is_unknown_and_the_page_says_so() -> None:
+    m = Metrics()
+    m.leads_captured.labels("api", "api").inc(160)
+    for _ in range(59):
+        m.routing_latency.observe(0.2)
+    s = summarize_scrapes([generate_latest(m.registry).decode()], origin="test")
+    assert s.routed_within_target is None
+    page = render_html(s, NOW)
+    assert _tile(page, "Routed within 60 s") == "–"
+    assert "unknown from /metrics" in page and "Of the 59 leads routed, 100%" in page
