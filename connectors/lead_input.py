@@ -1,6 +1,8 @@
 """Validate and normalize one inbound lead, from any channel, with field-level errors."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -18,7 +20,7 @@ from rules.capture import (
 )
 
 __all__ = ["FieldError", "LeadInvalid", "RecordRefused", "ValidLead", "validate_lead", "read_record", "LEAD_FIELDS",
-           "LEAD_INPUT_MODEL", "configure_lead_ids"]
+           "LEAD_INPUT_MODEL", "configure_lead_ids", "lead_id_key_fingerprint"]
 
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 _Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -85,6 +87,16 @@ _lead_id_key: list[bytes | None] = [None]
 def configure_lead_ids(key: str | None) -> None:
     """Derive lead ids with ``key`` (an HMAC) from now on; ``None``: plain SHA-256."""
     _lead_id_key[0] = key.encode() if key else None
+
+
+def lead_id_key_fingerprint(key: str | None) -> str:
+    """8 hex digits that tell one key from another without revealing it (``none``: no key).
+
+    Workers with different keys give one person two ids: ``leadflow_lead_id_key_info`` shows each
+    worker's fingerprint, and ``LeadflowLeadIdKeysDiffer`` pages when a deployment has two."""
+    if not key:
+        return "none"
+    return hmac.new(key.encode(), b"leadflow lead id key fingerprint", hashlib.sha256).hexdigest()[:8]
 
 
 def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str = "") -> ValidLead:

@@ -363,6 +363,10 @@ class Metrics:
             "leadflow_config_info",
             "Always 1, labelled with a digest of this worker's config: every worker of a deployment "
             "must show the same one.", ["digest"], registry=r)
+        self.lead_id_key_info = Gauge(
+            "leadflow_lead_id_key_info",
+            "Always 1, labelled with a fingerprint of LEADFLOW_LEAD_ID_KEY (none: unset): workers with "
+            "different keys give one person two lead ids.", ["fingerprint"], registry=r)
 
     # --- helpers that keep label values bounded and gauges consistent
 

@@ -12,7 +12,7 @@ import faust
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 
-from connectors.lead_input import configure_lead_ids
+from connectors.lead_input import configure_lead_ids, lead_id_key_fingerprint
 from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
@@ -195,6 +195,19 @@ def _announce_config(settings: Settings, config: LeadflowConfig, metrics: Metric
                  "leadflow_config_info)", settings.config_path, len(config.teams), reps, digest)
 
 
+def _announce_lead_ids(settings: Settings, metrics: Metrics) -> None:
+    configure_lead_ids(settings.lead_id_key)
+    fingerprint = lead_id_key_fingerprint(settings.lead_id_key)
+    metrics.lead_id_key_info.labels(fingerprint).set(1)  # LeadflowLeadIdKeysDiffer: one per deployment
+    if settings.lead_id_key is None:
+        log.warning("LEADFLOW_LEAD_ID_KEY is not set: lead ids are plain SHA-256 hashes of e-mails and phones, "
+                    "which anyone holding an e-mail can recompute; set a key before the first lead "
+                    "(README, configuration: LEADFLOW_LEAD_ID_KEY)")
+    else:
+        log.info("lead ids: an HMAC with LEADFLOW_LEAD_ID_KEY, fingerprint %s (every worker must show the same)",
+                 fingerprint)
+
+
 def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: Clock | None = None) -> LeadflowApp:
     faust_fixes.install()  # skipped records must not be committed unprocessed (see the module)
     log_redaction.install()  # no message contents (personal data, secrets) in the libraries' debug lines
@@ -258,11 +271,7 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
     # Source labels stay bounded: configured sources plus the defaults the capture paths use.
     metrics.configure_sources(config.source_spend(), extra=config.metric_sources() | {"api", "kafka"})
     _announce_config(settings, config, metrics)
-    configure_lead_ids(settings.lead_id_key)
-    if settings.lead_id_key is None:
-        log.warning("LEADFLOW_LEAD_ID_KEY is not set: lead ids are plain SHA-256 hashes of e-mails and phones, "
-                    "which anyone holding an e-mail can recompute; set a key before the first lead "
-                    "(docs/RELIABILITY.md, 'Lead ids')")
+    _announce_lead_ids(settings, metrics)
     new.runtime = Runtime(
         settings=settings, config=config, policy=config.lead_policy(settings.default_team),
         clock=clock or SystemClock(), metrics=metrics, resources=Resources(settings, metrics),

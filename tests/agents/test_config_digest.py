@@ -80,4 +80,24 @@ def test_a_worker_with_a_lead_id_key_does_not_warn_about_it(caplog: pytest.LogCa
             create_app(Settings.from_env({"LEADFLOW_LEAD_ID_KEY": "0123456789abcdef" * 4}))
     finally:
         configure_lead_ids(None)  # the key is the process's: later tests derive plain ids
-    assert not any("LEADFLOW_LEAD_ID_KEY" in r.getMessage() for r in caplog.records)
+    assert not any("LEADFLOW_LEAD_ID_KEY" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert any(r.getMessage().startswith("lead ids: an HMAC with LEADFLOW_LEAD_ID_KEY, fingerprint ")
+               for r in caplog.records)
+
+
+def test_each_worker_shows_its_lead_id_key_fingerprint_never_the_key() -> None:
+    from connectors.lead_input import lead_id_key_fingerprint
+    from prometheus_client import generate_latest
+
+    key = "0123456789abcdef" * 4
+    try:
+        app = create_app(Settings.from_env({"LEADFLOW_LEAD_ID_KEY": key}))
+    finally:
+        configure_lead_ids(None)
+    exposition = generate_latest(app.runtime.metrics.registry).decode()
+    fingerprint = lead_id_key_fingerprint(key)
+    assert f'leadflow_lead_id_key_info{{fingerprint="{fingerprint}"}} 1.0' in exposition
+    assert key not in exposition and len(fingerprint) == 8
+    assert lead_id_key_fingerprint("f" * 64) != fingerprint and lead_id_key_fingerprint(None) == "none"
+    plain = create_app(Settings.from_env({})).runtime.metrics.registry
+    assert plain.get_sample_value("leadflow_lead_id_key_info", {"fingerprint": "none"}) == 1.0

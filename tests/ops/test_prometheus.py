@@ -158,6 +158,7 @@ def _touched() -> bytes:
     m.reps_retired.labels("sdr", "config").inc()
     m.report_lag({"leadflow.lead.commands": 3})
     m.config_info.labels("0123456789ab").set(1)
+    m.lead_id_key_info.labels("1a2b3c4d").set(1)
     return generate_latest(m.registry)
 
 
