@@ -45,7 +45,7 @@ from rules.roster import (
     MAX_TERRITORIES,
     RepState,
 )
-from rules.team import MAX_REPS, admission_problem, new_team
+from rules.team import admission_problem, new_team
 from rules.lead import LeadPolicy
 from rules.lead_state import Endpoint
 from rules.territory import expand_territories, territory_problem
@@ -213,8 +213,9 @@ class TeamConfig(_Strict):
     #: The offer handshake: a rep has this long to accept (``POST /v1/leads/{id}/accept``) before the
     #: lead is offered to the next rep (unset: leads are assigned outright).
     offer_timeout: Annotated[Duration, Field(gt=0)] | None = None
-    #: At most ``rules.team.MAX_REPS``, and within the team state's byte budget (``_roster_problems``).
-    reps: Annotated[tuple[RepConfig, ...], Field(max_length=MAX_REPS)] = ()
+    #: At most ``rules.team.MAX_REPS``, and within the team state's byte budget: both checked by
+    #: ``_roster_problems`` (no ``Field`` bound: it reports the first rep over in the API's words).
+    reps: tuple[RepConfig, ...] = ()
 
     @model_validator(mode="after")
     def _overflow(self) -> TeamConfig:

@@ -22,9 +22,13 @@ def _refused(text: str) -> str:
     return str(refused.value)
 
 
-def test_a_team_of_more_reps_than_a_team_may_hold_is_refused_at_its_reps() -> None:
-    text = _team([f"{{id: r{i}}}" for i in range(MAX_REPS + 1)])
-    assert f"c.yaml:4: teams[0].reps: Tuple should have at most {MAX_REPS} items" in _refused(text)
+def test_a_team_of_more_reps_than_a_team_may_hold_is_refused_at_the_first_rep_over_in_the_apis_words() -> None:
+    text = _team([f"{{id: r{i}}}" for i in range(MAX_REPS + 9)])
+    message = _refused(text)
+    # The first rep over, at its line (the list starts on line 4), as PUT /v1/teams/{id}/reps/{rep} says it.
+    assert f"c.yaml:{4 + MAX_REPS}: teams[0].reps[{MAX_REPS}]: team t has {MAX_REPS} reps, the most a team may " \
+        f"have ({MAX_REPS};" in message
+    assert "Tuple should have" not in message and f"reps[{MAX_REPS + 1}]" not in message
     parse_config(_team([f"{{id: r{i}}}" for i in range(MAX_REPS)]), "c.yaml")  # the most is fine
 
 
