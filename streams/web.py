@@ -54,6 +54,8 @@ _ACK_TIMEOUT_S = 5.0
 _PROBE_EVERY_S = 2.0
 #: Bound on one check of the broker (a metadata request and the leaders' connections).
 _CHECK_TIMEOUT_S = 2.0
+#: With nothing taken or answered by Kafka for this long, /readyz and /metrics check the broker.
+_IDLE_CHECK_S = 10.0
 _TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory, "account": accounts}
 
 
@@ -66,12 +68,44 @@ class Engine:
         self._gate = WriteGate(cooldown_s=_PROBE_EVERY_S)
         self.report_to(runtime.metrics)
         self._watch: asyncio.Future[Any] | None = None  # checks the broker while Kafka does not take writes
+        self._idle: asyncio.Future[Any] | None = None  # a check of the broker while nothing was written
         self._last_check: str | None = None  # what the last check of the broker found wrong
 
     def report_to(self, metrics: Metrics) -> None:
         """``leadflow_kafka_writes_refused_seconds``, read at each scrape: Prometheus sees an outage
         that readiness alone kept from it (lag and ``up`` do not move while Kafka refuses writes)."""
-        metrics.kafka_writes_refused.set_function(lambda: self._gate.unready_for() or 0.0)
+        metrics.kafka_writes_refused.set_function(self._writes_refused_s)
+
+    def _writes_refused_s(self) -> float:
+        self._check_when_idle()  # each scrape: an idle worker still learns of an outage
+        return self._gate.unready_for() or 0.0
+
+    def _check_when_idle(self) -> None:
+        """Check the broker in the background when Kafka has not taken or answered anything for
+        ``_IDLE_CHECK_S`` and no write failed: captures are the gate's only news, and a quiet worker
+        (a night, a weekend: only timers writing) stayed ready through an outage. Triggered by
+        ``/readyz`` and by each scrape of ``/metrics``, so it costs nothing when nobody looks."""
+        if self.app.rebalancing_count == 0 or self.app.rebalancing:
+            return  # starting or rebalancing: the producer may not be up, and readiness says so anyway
+        if self._gate.failing_for() is not None or (self._idle is not None and not self._idle.done()):
+            return
+        quiet = self._gate.quiet_for()
+        if quiet is not None and quiet < _IDLE_CHECK_S:
+            return
+        self._idle = self.app.add_future(self._idle_check())
+
+    async def _idle_check(self) -> None:
+        failures = self._gate.failures
+        problem = await self._kafka_problem()
+        if problem is None:
+            self._gate.heard()
+            return
+        if self._gate.failures != failures or self._gate.failing_for() is not None:
+            return  # a write failed meanwhile: the gate knows already
+        self._gate.check_failed()
+        log.warning("Kafka does not answer this idle worker (%s): not ready until it does", problem)
+        self._watch_kafka()
+        self._last_check = problem  # what readiness says until the watch's first check
 
     @staticmethod
     def _ident(url: URL) -> tuple[str, int]:
@@ -312,6 +346,7 @@ class Engine:
             # Kafka answers the broker check again, but no write has been acknowledged yet.
             detail += (f"; Kafka answers again after {down_for:.0f} s without taking this worker's writes: "
                        "the next write probes it")
+        self._check_when_idle()
         return Readiness(True, detail)
 
 

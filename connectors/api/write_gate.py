@@ -13,6 +13,10 @@ connection is closed after a while, which says nothing about the broker):
 
 A refusal never follows a ``202``: the gate only ever answers *no* before anything is sent.
 
+A worker that writes nothing through the API (a quiet night) would never learn of an outage
+this way: the engine then checks the broker itself when nothing was acknowledged for a while
+(``last_ok``), and a failed check opens the gate as a failed write does (``check_failed``).
+
 The gate also decides readiness (``unready_for``): from a write Kafka did not take until Kafka is
 seen answering again, the worker is not ready, so a load balancer stops sending it captures it
 could only refuse. Once not ready it gets no writes to probe with, so something else must find
@@ -58,6 +62,8 @@ class WriteGate:
         #: Writes Kafka did not take, ever: a check of the broker stamps the count it began at.
         self.failures = 0
         self._answered = False  # a check begun after the last failure found Kafka answering
+        #: When Kafka last took a write or answered an idle check (``None``: not yet).
+        self.last_ok: float | None = None
 
     def admit(self) -> Ticket:
         """A ticket for one write, or ``WritesPaused`` (nothing may be sent)."""
@@ -73,6 +79,7 @@ class WriteGate:
 
     def ok(self, ticket: Ticket) -> None:
         """Kafka acknowledged the write: it takes writes again, whatever the other writes saw."""
+        self.last_ok = self._now()
         self._failed_at = self._down_since = None
         self._answered = False
         self._release(ticket)
@@ -85,6 +92,23 @@ class WriteGate:
         self.failures += 1
         self._answered = False
         self._release(ticket)
+
+    def quiet_for(self) -> float | None:
+        """Seconds since Kafka last took a write or answered a check (``None``: never yet)."""
+        return None if self.last_ok is None else self._now() - self.last_ok
+
+    def heard(self) -> None:
+        """A check of the broker found Kafka answering (no write went: the gate stays as it is)."""
+        self.last_ok = self._now()
+
+    def check_failed(self) -> None:
+        """A check of the broker, made while no write had failed (an idle worker: nights, weekends,
+        only timers writing), found Kafka not answering: not ready, as after a failed write."""
+        self._failed_at = self._now()
+        if self._down_since is None:
+            self._down_since = self._failed_at
+        self.failures += 1
+        self._answered = False
 
     def abandoned(self, ticket: Ticket) -> None:
         """The write was cancelled before its outcome was known: no news about Kafka."""

@@ -91,7 +91,7 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> web.Engine:
     engine = web.Engine.__new__(web.Engine)  # no runtime: the write path and readiness are under test
     engine.app = FakeApp()  # type: ignore[assignment]
     engine._gate = WriteGate(cooldown_s=60.0)
-    engine._watch, engine._last_check = None, None
+    engine._watch, engine._last_check, engine._idle = None, None, None
     return engine
 
 
@@ -262,3 +262,26 @@ async def test_the_refused_writes_gauge_follows_the_gate_at_each_scrape(engine: 
     clock[0] += 60  # the cooldown: the next write is the gate's probe, and Kafka takes it
     engine._gate.ok(engine._gate.admit())
     assert refused_s() == 0.0
+
+
+async def test_an_idle_worker_learns_of_an_outage_from_its_own_check_of_the_broker(engine: web.Engine) -> None:
+    # No capture, no API command: the gate never hears of Kafka. /readyz (or a scrape) checks it.
+    app = _fake_app(engine)
+    assert engine.readiness().ready  # ready, and the first look schedules a check of the broker
+    await asyncio.gather(*app.futures)
+    readiness = engine.readiness()
+    assert not readiness.ready and "the last check of the broker: KafkaConnectionError" in readiness.detail
+    # Kafka answers again: the watch makes the worker ready, with no write at all.
+    app.client.metadata = FakeMetadata({0: 0})
+    await _until(lambda: engine.readiness().ready, "ready again once the broker answers")
+
+
+async def test_an_idle_check_that_finds_kafka_answering_is_not_repeated_for_a_while(engine: web.Engine) -> None:
+    app = _fake_app(engine)
+    app.client.metadata = FakeMetadata({0: 0})
+    assert engine.readiness().ready
+    await asyncio.gather(*app.futures)
+    checks = len(app.futures)
+    for _ in range(5):
+        assert engine.readiness().ready
+    assert len(app.futures) == checks == 1  # once per 10 s of quiet, not per request
