@@ -130,9 +130,9 @@ examples:
 --check-config checks what the worker's start checks, without Kafka: the LEADFLOW_* settings
 (a bad value names its variable), the config file (each problem at file:line: path), and every
 environment variable the file names (webhook secrets, API keys, CRM and provider credentials).
-Warnings (a team named but not defined in the file) are printed and do not fail the check.
-The worker also warns at start about an API key without scopes (it may do everything) and a
-missing LEADFLOW_LEAD_ID_KEY (lead ids are then plain hashes of e-mails and phones).
+Warnings (a team named but not defined in the file, a missing LEADFLOW_LEAD_ID_KEY: lead ids are
+then plain hashes of e-mails and phones) are printed and do not fail the check; the worker logs
+them at start. It also warns at start about an API key without scopes (it may do everything).
 At start the worker also checks that its data folder can be written and its port is free, and
 waits up to 60 s for Kafka (a line per attempt), then stops naming LEADFLOW_BROKER; a broker
 host name that does not exist stops it at once, naming LEADFLOW_BROKER and the host.
@@ -212,7 +212,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         os.environ["LEADFLOW_DATA_DIR"] = str(args.data_dir)
     if args.check_config:
-        from streams.config import load_config
+        from streams.config import LEAD_ID_KEY_UNSET, load_config
         from streams.settings import Settings
 
         # What the worker's create_app does with its config, less Kafka: load and validate the file,
@@ -221,7 +221,10 @@ def _worker(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         config = load_config(settings.config_path)
         config.lead_policy(settings.default_team)
-        for warning in config.warnings(settings.default_team):  # the worker logs the same at start
+        warnings = config.warnings(settings.default_team)  # the worker logs the same at start
+        if settings.lead_id_key is None:  # as create_app warns
+            warnings.append(LEAD_ID_KEY_UNSET)
+        for warning in warnings:
             print(f"leadflow: warning: {warning}", file=sys.stderr)
         reps = sum(len(t.reps) for t in config.teams)
         print(f"config OK: {len(config.teams)} team(s), {reps} rep(s), {len(config.api_keys)} API key(s)")

@@ -54,7 +54,14 @@ from streams._config_env import ConfigOrigin, Section, dotted, line_of, node_pro
 from streams.crm_config import CrmConfig, QualificationConfig, ScoringConfig, crm_policy
 from streams.routing_config import AccountConfig, RoutingConfig, _problem, _raise, check_accounts, config_accounts
 
-__all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "load_config", "parse_config"]
+__all__ = ["ApiKeyConfig", "RepConfig", "TeamConfig", "LeadflowConfig", "LEAD_ID_KEY_UNSET", "load_config",
+           "parse_config"]
+
+#: The warning for a deployment without ``LEADFLOW_LEAD_ID_KEY`` (a setting, not the file): the
+#: worker logs it at start (``streams.app``), ``leadflow worker --check-config`` prints it.
+LEAD_ID_KEY_UNSET = ("LEADFLOW_LEAD_ID_KEY is not set: lead ids are plain SHA-256 hashes of e-mails and phones, "
+                     "which anyone holding an e-mail can recompute; set a key before the first lead "
+                     "(README, configuration: LEADFLOW_LEAD_ID_KEY)")
 
 #: A whole number: YAML's true/false (and 5.0, "5") are refused, where lax validation read true as 1.
 _Count = Annotated[int, Strict()]
