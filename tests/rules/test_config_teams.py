@@ -90,6 +90,7 @@ def test_check_config_prints_the_warnings_and_passes(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(ELSEWHERE, encoding="utf-8")
     keep = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
+    keep["LEADFLOW_LEAD_ID_KEY"] = "0123456789abcdef" * 4  # else its warning too (tests/agents/test_check_config_warnings.py)
     done = subprocess.run([sys.executable, "-m", "leadflow", "worker", "--config", str(path), "--check-config"],
                           env=keep, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
