@@ -130,9 +130,10 @@ examples:
 --check-config checks what the worker's start checks, without Kafka: the LEADFLOW_* settings
 (a bad value names its variable), the config file (each problem at file:line: path), and every
 environment variable the file names (webhook secrets, API keys, CRM and provider credentials).
-Warnings (a team named but not defined in the file, a missing LEADFLOW_LEAD_ID_KEY: lead ids are
-then plain hashes of e-mails and phones) are printed and do not fail the check; the worker logs
-them at start. It also warns at start about an API key without scopes (it may do everything).
+Warnings (a team named but not defined in the file, Facebook Lead Ads without access_token_env:
+real leads are then answered 503, a missing LEADFLOW_LEAD_ID_KEY: lead ids are then plain hashes
+of e-mails and phones) are printed and do not fail the check; the worker logs them at start. It
+also warns at start about an API key without scopes (it may do everything).
 At start the worker also checks that its data folder can be written and its port is free, and
 waits up to 60 s for Kafka (a line per attempt), then stops naming LEADFLOW_BROKER; a broker
 host name that does not exist stops it at once, naming LEADFLOW_BROKER and the host.

@@ -356,23 +356,29 @@ class LeadflowConfig(_Strict):
         return refs
 
     def warnings(self, default_team: str = "default") -> list[str]:
-        """Teams named but not defined in this file, each at its line.
+        """What the file allows but probably did not mean, each at its line: teams named but not
+        defined in it, and Facebook Lead Ads without ``access_token_env``.
 
         Not errors: a team also comes into being through the API (``PUT /v1/reps/{id}`` with a
         ``team``), so a rule may send leads to a team whose reps are all managed there. A file that
-        defines no team at all manages every team that way and gets no warning.
+        defines no team at all manages every team that way and gets no warning for them. Facebook
+        without a token takes test payloads (they carry ``field_data``), never a real lead.
         """
-        defined = [t.id for t in self.teams]
-        if not defined:
-            return []
         found: list[tuple[int, str]] = []
-        for loc, name in self.team_references():
-            if name not in defined:
-                line = line_of(self._origin.node, loc) if self._origin.node is not None else None
-                sends_leads = loc[0] in ("routing", "teams", "accounts")
-                found.append((line or 0, f"{self._origin.where(loc)}: {_undefined(name, defined, sends_leads)}"))
+
+        def at(loc: tuple[int | str, ...], text: str) -> None:
+            line = line_of(self._origin.node, loc) if self._origin.node is not None else None
+            found.append((line or 0, f"{self._origin.where(loc)}: {text}"))
+
+        defined = [t.id for t in self.teams]
+        if defined:
+            for loc, name in self.team_references():
+                if name not in defined:
+                    at(loc, _undefined(name, defined, sends_leads=loc[0] in ("routing", "teams", "accounts")))
+        if self.providers.facebook is not None and self.providers.facebook.access_token_env is None:
+            at(("providers", "facebook"), _FACEBOOK_WITHOUT_TOKEN)
         out = [text for _, text in sorted(found, key=lambda item: item[0])]
-        if self.routing.default_team is None and default_team not in defined:
+        if defined and self.routing.default_team is None and default_team not in defined:
             out.append(f"LEADFLOW_DEFAULT_TEAM={default_team!r} (where leads that match no routing rule go; "
                        f"routing.default_team is not set): {_undefined(default_team, defined, True)}")
         return out
@@ -473,6 +479,15 @@ class LeadflowConfig(_Strict):
 def _spelling(team_id: str) -> str:
     """A team id without case and punctuation: two ids alike here are one team misspelt."""
     return re.sub(r"[-_.]", "", team_id.casefold())
+
+
+#: Meta's lead webhooks carry a lead's id, never its answers (``field_data``): without a token to read
+#: them from the Graph API, every real lead is answered 503 until Meta gives up redelivering.
+_FACEBOOK_WITHOUT_TOKEN = (
+    "access_token_env is not set: real Meta webhooks carry only each lead's id, never its answers "
+    "(field_data), so every real lead is answered 503 and lost when Meta stops redelivering after 36 h; "
+    "name a Page token with leads_retrieval in access_token_env (docs/capture.md). Only test payloads "
+    "that carry field_data are captured without it")
 
 
 def _undefined(name: str, defined: list[str], sends_leads: bool) -> str:
