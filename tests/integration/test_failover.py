@@ -78,8 +78,10 @@ async def test_the_survivor_takes_over_under_load_and_routing_resumes(
     await first.wait_ready()
     consumer = asyncio.create_task(_consume_events(spec, run, stop))
     try:
-        # Alone, a worker holds every partition and no standby: the count to come back to.
-        alone = await eventually(lambda: _partitions(api, first), what="the first worker's partitions")
+        # Alone, a worker holds every partition and no standby: the count to come back to. Read
+        # once it holds still: topics made late (a fresh deployment) add partitions in a rebalance
+        # just after the first (65, then 81 in one run), and the survivor must match the final one.
+        alone = await _steady_partitions(api, first)
         t0 = time.monotonic()
         feeder = asyncio.create_task(_feed(api, live, run, accepted_at))
 
@@ -152,6 +154,21 @@ async def test_the_survivor_takes_over_under_load_and_routing_resumes(
         await asyncio.gather(consumer, return_exceptions=True)
         for worker in live:
             worker.stop()
+
+
+async def _steady_partitions(api: aiohttp.ClientSession, worker: Worker, *, quiet_s: float = 3.0,
+                             timeout: float = 60.0) -> int:
+    """The worker's partition count once it has not changed for ``quiet_s``."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = await _partitions(api, worker)
+        if count != last:
+            last, since = count, time.monotonic()
+        elif count and time.monotonic() - since >= quiet_s:
+            return count
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the first worker's partition count did not settle in {timeout:.0f} s (last: {last})")
 
 
 async def _all_on(api: aiohttp.ClientSession, worker: Worker, total: int) -> bool:
