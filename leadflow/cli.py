@@ -30,6 +30,7 @@ examples:
                                a one-page HTML summary of the last 24 h from lead.events
 
 environment (worker): LEADFLOW_BROKER, LEADFLOW_REDIS_URL, LEADFLOW_CONFIG, LEADFLOW_WEB_PORT,
+  LEADFLOW_WEB_HOST (this worker's address for the others: set it on a multi-host deployment),
   LEADFLOW_DATA_DIR, LEADFLOW_API_KEYS (<key> or <key>:<scope>+<scope>, 16+ characters each),
   LEADFLOW_LEAD_ID_KEY (32+ characters: set before the first lead, never change it),
   LEADFLOW_DEFAULT_TEAM, LEADFLOW_WEBHOOK_ALLOW_PRIVATE; see streams/settings.py for the rest.

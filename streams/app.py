@@ -195,6 +195,18 @@ def _announce_config(settings: Settings, config: LeadflowConfig, metrics: Metric
                  "leadflow_config_info)", settings.config_path, len(config.teams), reps, digest)
 
 
+def _announce_web_host(settings: Settings) -> None:
+    """Warn when the other workers could not reach this one: a loopback LEADFLOW_WEB_HOST beside a
+    broker on another host (a multi-host deployment) sends relayed requests to the wrong worker."""
+    loopback = ("127.", "localhost", "::1", "[::1]")
+    brokers = [b.strip() for b in settings.broker.removeprefix("kafka://").split(";") if b.strip()]
+    remote = [b for b in brokers if not b.lower().startswith(loopback)]
+    if settings.web_host.lower().startswith(loopback) and remote:
+        log.warning("LEADFLOW_WEB_HOST is %s while Kafka is at %s: workers on other hosts cannot relay requests "
+                    "for this worker's leads, reps and teams to it; set LEADFLOW_WEB_HOST to this host's address",
+                    settings.web_host, remote[0])
+
+
 def _announce_lead_ids(settings: Settings, metrics: Metrics) -> None:
     configure_lead_ids(settings.lead_id_key)
     fingerprint = lead_id_key_fingerprint(settings.lead_id_key)
@@ -272,6 +284,7 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
     metrics.configure_sources(config.source_spend(), extra=config.metric_sources() | {"api", "kafka"})
     _announce_config(settings, config, metrics)
     _announce_lead_ids(settings, metrics)
+    _announce_web_host(settings)
     new.runtime = Runtime(
         settings=settings, config=config, policy=config.lead_policy(settings.default_team),
         clock=clock or SystemClock(), metrics=metrics, resources=Resources(settings, metrics),

@@ -101,3 +101,16 @@ def test_each_worker_shows_its_lead_id_key_fingerprint_never_the_key() -> None:
     assert lead_id_key_fingerprint("f" * 64) != fingerprint and lead_id_key_fingerprint(None) == "none"
     plain = create_app(Settings.from_env({})).runtime.metrics.registry
     assert plain.get_sample_value("leadflow_lead_id_key_info", {"fingerprint": "none"}) == 1.0
+
+
+@pytest.mark.parametrize(("env", "warns"), [
+    ({"LEADFLOW_BROKER": "kafka://kafka-1.internal:9092"}, True),  # another host, loopback web host
+    ({"LEADFLOW_BROKER": "kafka://kafka-1.internal:9092", "LEADFLOW_WEB_HOST": "10.0.3.7"}, False),
+    ({}, False),  # all on this host: the local stack, a demo
+])
+def test_a_loopback_web_host_beside_a_remote_broker_is_named(caplog: pytest.LogCaptureFixture,
+                                                             env: dict[str, str], warns: bool) -> None:
+    with caplog.at_level(logging.INFO, logger="streams.app"):
+        create_app(Settings.from_env(env))
+    named = [r for r in caplog.records if r.levelno == logging.WARNING and "LEADFLOW_WEB_HOST" in r.getMessage()]
+    assert bool(named) is warns
