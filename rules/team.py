@@ -167,7 +167,7 @@ class TeamState:
         kept = [gap.total_seconds() for gap in gaps if gap <= MAX_PACE_GAP]
         if not kept or sum(kept) <= 0:
             return None
-        return position * sum(kept) / len(kept)
+        return round(position * sum(kept) / len(kept), 1)  # seconds: a tenth is all an estimate holds
 
     @property
     def queue_depth(self) -> int:

@@ -646,3 +646,9 @@ def test_a_rep_s_new_time_zone_keeps_today_s_caps_without_shutting_them_out() ->
     t(route(3))
     assert t.holder(3) == "a" and t.s.reps["a"].day_count == 3
     assert isinstance(t(route(4))[0], LeadQueued)  # the cap still holds in the new zone
+
+
+def test_the_wait_estimate_is_given_to_a_tenth_of_a_second() -> None:
+    stamps = tuple(T0 + timedelta(seconds=10 * i + (i % 3) / 7) for i in range(5))
+    wait = TeamState(team_id=TEAM, recent_assignments=stamps).expected_wait_s(3, stamps[-1])
+    assert wait is not None and wait == round(wait, 1)  # the timeline showed 230.17149999999998
