@@ -16,7 +16,9 @@ from connectors.lead_input import configure_lead_ids, lead_id_key_fingerprint
 from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
-from streams import faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer, log_redaction
+from streams import (
+    faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer, log_redaction, metadata_backoff,
+)
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
 from streams.membership import MembershipLost, watch_membership
@@ -224,6 +226,7 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
     faust_fixes.install()  # skipped records must not be committed unprocessed (see the module)
     log_redaction.install()  # no message contents (personal data, secrets) in the libraries' debug lines
     faust_recovery.install()  # changelog recovery: "any partition behind?" without a Counter per record
+    metadata_backoff.install()  # a failed metadata refresh waits before the next (Kafka down: no busy loop)
     _bound_rocksdb()
     config = config if config is not None else load_config(settings.config_path)
     new = LeadflowApp(

@@ -19,6 +19,8 @@ from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from streams import log_rate_limit
+
 __all__ = ["REDACTED_LOGGERS", "KEY_POSITIONS", "install", "redacted", "redacted_key"]
 
 #: logger name -> {message template: positions of its arguments to redact}
@@ -92,7 +94,8 @@ class _MalformedRequest(logging.Filter):
 
 
 def install() -> None:
-    """Put the filters on the libraries' loggers (idempotent)."""
+    """Put the filters on the libraries' loggers (idempotent), and aiokafka's repeated warnings and
+    errors down to one line per template and 10 s (``streams/log_rate_limit.py``), after these."""
     for name, templates in REDACTED_LOGGERS.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Redact) for f in logger.filters):
@@ -100,3 +103,4 @@ def install() -> None:
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _MalformedRequest) for f in server.filters):
         server.addFilter(_MalformedRequest())
+    log_rate_limit.install()
