@@ -135,10 +135,10 @@ class TeamFigures:
     """What a team gauge reports, computed by the worker that owns the team."""
 
     __slots__ = ("queue_depth", "open_leads", "capacity", "reps_available", "oldest_queued_age_s", "total_capacity",
-                 "free_slots")
+                 "free_slots", "reps_eligible")
 
     def __init__(self, *, queue_depth: int, open_leads: int, capacity: int, reps_available: int,
-                 total_capacity: int, oldest_queued_age_s: float, free_slots: int = 0) -> None:
+                 total_capacity: int, oldest_queued_age_s: float, free_slots: int = 0, reps_eligible: int = 0) -> None:
         self.queue_depth = queue_depth
         self.open_leads = open_leads
         #: The capacity of the available reps (their open leads not taken off).
@@ -149,6 +149,9 @@ class TeamFigures:
         #: Leads the available reps can take now: capacity minus open leads, rep by rep
         #: (GET /v1/teams/{id} ``available_capacity``).
         self.free_slots = free_slots
+        #: Reps who could take a lead now: present, on shift (working hours, no holiday), under
+        #: capacity and caps. A lead's own needs (skills, language, territory) are not counted.
+        self.reps_eligible = reps_eligible
 
     @property
     def utilization(self) -> float:
@@ -244,6 +247,11 @@ class Metrics:
             "Leads a team's available reps can take now: each one's capacity minus their open leads "
             "(GET /v1/teams available_capacity; owning worker only).",
             ["team"], registry=r)
+        self.team_reps_eligible = Gauge(
+            "leadflow_team_reps_eligible",
+            "Reps of a team who could take a lead now: available, inside working hours, not on holiday, under "
+            "capacity and their daily and weekly caps (a lead's skills, language, territory aside; owning worker "
+            "only).", ["team"], registry=r)
         self.team_reps_available = Gauge(
             "leadflow_team_reps_available", "Reps whose presence is available, by team (owning worker only).",
             ["team"], registry=r)
@@ -427,7 +435,7 @@ class Metrics:
         workers never counts a team twice.
         """
         gauges = (self.team_queue_depth, self.team_oldest_queued, self.team_open_leads, self.team_capacity,
-                  self.team_free_slots, self.team_reps_available, self.team_utilization)
+                  self.team_free_slots, self.team_reps_available, self.team_reps_eligible, self.team_utilization)
         for gauge in gauges:
             gauge.clear()
         for team, f in figures.items():
@@ -440,6 +448,7 @@ class Metrics:
         self.team_capacity.labels(team).set(f.capacity)
         self.team_free_slots.labels(team).set(f.free_slots)
         self.team_reps_available.labels(team).set(f.reps_available)
+        self.team_reps_eligible.labels(team).set(f.reps_eligible)
         self.team_utilization.labels(team).set(f.utilization)
 
     def report_overdue(self, by_team: Mapping[str, int]) -> None:

@@ -131,7 +131,11 @@ SLA = Dashboard(
             Panel("Queue depth by team", (('sum by (team) (leadflow_team_queue_depth{team=~"$team"})', "{{team}}"),)),
             Panel("Oldest queued lead by team", (
                 ('max by (team) (leadflow_team_oldest_queued_age_seconds{team=~"$team"})', "{{team}}"),), unit="s"),
-            Panel("Reps available by team", (('sum by (team) (leadflow_team_reps_available{team=~"$team"})', "{{team}}"),)),
+            Panel("Reps available vs eligible now by team", (
+                ('sum by (team) (leadflow_team_reps_available{team=~"$team"})', "available {{team}}"),
+                ('sum by (team) (leadflow_team_reps_eligible{team=~"$team"})', "eligible now {{team}}"),
+            ), description="Available: presence only. Eligible now: also inside working hours, not on holiday, "
+                           "under capacity and caps; who could take a lead this minute."),
             Panel("Utilization (open leads / roster capacity) by team", (
                 ('max by (team) (leadflow_team_utilization_ratio{team=~"$team"})', "{{team}}"),), unit="percentunit"),
             Panel("Assigned vs queued", (

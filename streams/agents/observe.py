@@ -18,6 +18,7 @@ from typing import Any
 
 from ops.metrics import TeamFigures
 from rules.delivery import DeliveryBacklog
+from rules.eligibility import rep_reasons
 from rules.team import LOOKAHEAD, TeamState
 from streams.app import app, runtime
 from streams.tables.sla_overdue import sla_overdue
@@ -51,6 +52,9 @@ def team_figures(state: TeamState, now: datetime, queued_at: list[datetime]) -> 
         # As GET /v1/teams/{id} available_capacity: a rep's leads held in another team take slots too.
         free_slots=sum(max(r.profile.capacity - r.open_leads, 0) for r in available),
         oldest_queued_age_s=max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0,
+        # Free slots count presence only: a rep off shift or at a cap still shows them. This says
+        # who could really take a lead now (each queued lead's decision says why the others not).
+        reps_eligible=sum(1 for r in members if not rep_reasons(r, now)),
     )
 
 

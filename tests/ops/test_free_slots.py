@@ -43,3 +43,22 @@ def test_the_report_shows_free_slots_by_that_name() -> None:
     assert (row.open_leads, row.free_slots) == (6, 1)  # not 8, the available reps' capacity
     page = render_html(s, NOW)
     assert "<th>free slots</th>" in page and "available capacity</th>" not in page
+
+
+def test_reps_eligible_counts_who_could_take_a_lead_now_free_slots_or_not() -> None:
+    # Off shift: ana works 00:00-06:00 UTC (it is 12:00); ben has slots and is on shift; cy is at
+    # her daily cap; dee is offline. Free slots count ana, ben and cy alike: presence only.
+    night = RepProfile(rep_id="ana", team_id="sdr", name="ana", capacity=5, timezone="UTC",
+                       working_hours={"mon-sun": ("00:00-06:00",)})
+    capped = RepProfile(rep_id="cy", team_id="sdr", name="cy", capacity=5, daily_cap=1)
+    state = TeamState(team_id="sdr", reps={
+        "ana": RepState(profile=night, presence="available"),
+        "ben": _rep("ben", 5, 1),
+        "cy": RepState(profile=capped, presence="available").with_lead(NOW),
+        "dee": _rep("dee", 5, 0, presence="offline"),
+    })
+    figures = team_figures(state, NOW, [])
+    assert (figures.reps_available, figures.free_slots, figures.reps_eligible) == (3, 13, 1)
+    metrics = Metrics()
+    metrics.report_teams({"sdr": figures})
+    assert metrics.registry.get_sample_value("leadflow_team_reps_eligible", {"team": "sdr"}) == 1
