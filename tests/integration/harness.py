@@ -7,7 +7,8 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,17 @@ class Worker:
         self.proc.kill()
         self.proc.wait(10)
         LIVE.pop(self.proc.pid, None)
+
+
+@asynccontextmanager
+async def ready_worker(spec: WorkerSpec) -> AsyncIterator[Worker]:
+    """One worker of ``spec``, ready, stopped (by its pid) whatever the test does: a fixture's body."""
+    worker = Worker(spec)
+    try:
+        await worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()
 
 
 class LocalServer:

@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 from ops.standins.crm import CrmStandIn
 from rules.commands import UpsertOpportunity
 from streams.codec import encode
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, ready_worker
 
 EVENTS_SECRET = "whsec_" + base64.b64encode(b"crm-events-secret-for-tests-32b!").decode()
 AE_SECRET = "whsec_" + base64.b64encode(b"account-executive-secret-32byte!").decode()
@@ -64,12 +64,8 @@ crm:
   account_executives:
     "*": {{webhook_url: "{receiver.hook_url('ae')}", webhook_secret_env: IT_AE_SECRET}}
 """
-    w = Worker(spec)
-    try:
-        await w.wait_ready()
+    async with ready_worker(spec) as w:
         yield w
-    finally:
-        w.stop()
 
 
 async def _lead(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> dict[str, Any]:

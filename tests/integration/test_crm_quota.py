@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from ops.standins.crm import CrmStandIn
-from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, ready_worker
 
 BANT = {"budget": "approved", "authority": "decision_maker", "need": "leads wait two days",
         "timeline": "this_quarter"}
@@ -47,12 +47,8 @@ crm:
   timeout: 2s
   retry_delays: [0.3, 0.3]
 """
-    w = Worker(spec)
-    try:
-        await w.wait_ready()
+    async with ready_worker(spec) as w:
         yield w
-    finally:
-        w.stop()
 
 
 async def _lead(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> dict[str, Any]:

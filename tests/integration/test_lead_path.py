@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from standardwebhooks import Webhook
 
-from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually
+from tests.integration.harness import Receiver, SECRET, Worker, WorkerSpec, eventually, ready_worker
 
 
 async def _json(response: aiohttp.ClientResponse) -> Any:
@@ -31,12 +31,8 @@ routing:
 @pytest.fixture
 async def worker(spec: WorkerSpec) -> AsyncIterator[Worker]:
     spec.config_yaml = ROUTING_RULES
-    w = Worker(spec)
-    try:
-        await w.wait_ready()
+    async with ready_worker(spec) as w:
         yield w
-    finally:
-        w.stop()
 
 
 async def test_a_posted_lead_reaches_the_reps_receiver_signed(

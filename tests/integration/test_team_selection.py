@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.harness import Worker, WorkerSpec, eventually
+from tests.integration.harness import Worker, WorkerSpec, eventually, ready_worker
 
 CONFIG = """
 routing:
@@ -33,12 +33,8 @@ async def _json(response: aiohttp.ClientResponse) -> Any:
 @pytest.fixture
 async def worker(spec: WorkerSpec) -> AsyncIterator[Worker]:
     spec.config_yaml = CONFIG
-    w = Worker(spec)
-    try:
-        await w.wait_ready()
+    async with ready_worker(spec) as w:
         yield w
-    finally:
-        w.stop()
 
 
 CASES = [
