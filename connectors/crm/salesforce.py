@@ -6,12 +6,18 @@ second Opportunity. Both answers carry the record id from API v46.0 on; up to v4
 answers 204 with no body, so the config requires v46.0 or later (``SalesforceConfig``). The token comes from the OAuth 2.0 client credentials flow
 (``POST {login_url}/services/oauth2/token``) and is fetched again once on ``INVALID_SESSION_ID``.
 
+A field the org does not have is Salesforce's 400 ``INVALID_FIELD`` ("No such column 'X' on sobject
+of type Opportunity"; an upsert key field that is not there is 404 ``NOT_FOUND``): permanent, and
+the dead letter names the field and what to do (create it in the org, or set the config's field to
+``null``), never the values sent.
+
 ``REQUEST_LIMIT_EXCEEDED`` (403) means the org's rolling 24-hour API allowance is used up: it
 is ``RateLimited`` and tried again hourly (or after ``Retry-After``), as requests made a day
 earlier age out; until then no further request is spent (``QuotaGate``).
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
@@ -28,6 +34,10 @@ __all__ = ["SalesforceCrm", "opportunity_fields", "LIMIT_RETRY_S"]
 
 #: How often a used-up rolling 24-hour API allowance is tried again.
 LIMIT_RETRY_S = 3600.0
+#: The field named in Salesforce's INVALID_FIELD and NOT_FOUND messages (API names only: no values).
+_API_NAME = re.compile(r"[A-Za-z0-9_.]{1,80}")
+_NO_SUCH_COLUMN = re.compile(r"No such column '([A-Za-z0-9_]{1,80})'")
+_NO_EXTERNAL_ID = re.compile(r"external ID field does not exist or is not accessible: ([A-Za-z0-9_]{1,80})")
 
 
 def _day(value: Any) -> date:
@@ -131,8 +141,33 @@ class SalesforceCrm:
                 continue
             if classify_status(status) or code in ("UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"):
                 raise TransientError(f"Salesforce answered HTTP {status} {code or ''}".strip())
-            raise PermanentError(f"Salesforce refused the opportunity: HTTP {status} {code or ''}".strip())
+            raise PermanentError(f"Salesforce refused the opportunity: HTTP {status} {code or ''}".strip()
+                                 + self._field_hint(body))
         raise PermanentError("Salesforce refused the session twice")
+
+    def _field_hint(self, body: Any) -> str:
+        """`` (Field__c: what to do)`` for an error naming a field the org lacks, else ``""``."""
+        if not (isinstance(body, list) and body and isinstance(body[0], dict)):
+            return ""
+        error = body[0]
+        message = str(error.get("message") or "")
+        named = [f for f in error.get("fields") or [] if isinstance(f, str) and _API_NAME.fullmatch(f)][:5]
+        if not named:
+            found = _NO_SUCH_COLUMN.search(message) or _NO_EXTERNAL_ID.search(message)
+            named = [found.group(1)] if found else []
+        if not named:
+            return ""
+        code = error.get("errorCode")
+        if code == "NOT_FOUND":
+            todo = ("create it on Opportunity as a Text field marked External ID and Unique, or set "
+                    "crm.salesforce.external_id_field to the one you have")
+        elif code == "INVALID_FIELD":
+            todo = "the org's Opportunity has no such field (or the integration user cannot see it): create it"
+            if self._lead_id_field and any(n.lower() == self._lead_id_field.lower() for n in named):
+                todo += ", or set crm.salesforce.lead_id_field: null to write no lead id"
+        else:  # e.g. INVALID_FIELD_FOR_INSERT_UPDATE: the field is read-only for the integration user
+            return f" ({', '.join(named)})"
+        return f" ({', '.join(named)}: {todo})"
 
 
 def _error_code(body: Any) -> str | None:

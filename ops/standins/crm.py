@@ -7,7 +7,13 @@
   ``{"id", "success", "errors", "created": true}`` for a new record, 200 with ``created: false``
   for an update (204 with no body up to API v45.0, as Salesforce does); 401
   ``INVALID_SESSION_ID`` for an unknown or expired token; 400 ``REQUIRED_FIELD_MISSING`` when
-  Name, StageName or CloseDate is missing on create.
+  Name, StageName or CloseDate is missing on create. The org is strict as Salesforce is: the
+  Opportunity has its standard writable fields (``SALESFORCE_OPPORTUNITY_FIELDS``) plus the test
+  org's custom fields (``salesforce_custom_fields``; field names are case-insensitive); the first
+  other field in the body is 400 ``INVALID_FIELD`` ("No such column 'Foo__c' on sobject of type
+  Opportunity") and nothing is written; an external id field in the URL that is not one of
+  ``salesforce_external_ids`` is 404 ``NOT_FOUND`` ("Provided external ID field does not exist or
+  is not accessible: ...").
 * HubSpot CRM v3: ``POST /crm/v3/objects/deals/batch/upsert`` with ``idProperty``: 200 with
   ``{"status": "COMPLETE", "results": [{"id", "properties", "new"}]}``; 401
   ``INVALID_AUTHENTICATION``; 400 ``VALIDATION_ERROR`` (also for an ``idProperty`` that is no
@@ -47,7 +53,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-__all__ = ["CrmStandIn", "StoredOpportunity"]
+__all__ = ["CrmStandIn", "StoredOpportunity", "SALESFORCE_OPPORTUNITY_FIELDS"]
+
+#: The Opportunity's standard fields an API user can write (Salesforce's Object Reference, Opportunity);
+#: read-only ones (IsWon, IsClosed, ...) are left out: no upsert of leadflow's names them.
+SALESFORCE_OPPORTUNITY_FIELDS = frozenset({
+    "AccountId", "Amount", "CampaignId", "CloseDate", "ContactId", "Description", "ForecastCategoryName",
+    "IsPrivate", "LeadSource", "Name", "NextStep", "OwnerId", "Pricebook2Id", "Probability", "StageName",
+    "TotalOpportunityQuantity", "Type"})
 
 
 @dataclass
@@ -76,6 +89,11 @@ class CrmStandIn:
     hubspot_retry_after: int | None = None
     #: The next this-many Salesforce upserts answer 403 ``REQUEST_LIMIT_EXCEEDED`` (the org's 24 h allowance).
     salesforce_limit_exceeded: int = 0
+    #: The org's custom Opportunity fields (created in Setup > Object Manager); a test drops one to
+    #: see leadflow's upsert refused as Salesforce refuses it.
+    salesforce_custom_fields: set[str] = field(default_factory=lambda: {"Leadflow_Id__c", "Leadflow_Lead_Id__c"})
+    #: Those of them marked External ID (and Unique): the only ones an upsert URL may name.
+    salesforce_external_ids: set[str] = field(default_factory=lambda: {"Leadflow_Id__c"})
     #: The properties deals have in the HubSpot portal (a custom one must be created first).
     hubspot_properties: set[str] = field(default_factory=lambda: {
         "dealname", "pipeline", "dealstage", "description", "closedate", "amount", "leadflow_id",
@@ -169,7 +187,16 @@ class CrmStandIn:
             self.salesforce_limit_exceeded -= 1
             return web.json_response([{"message": "TotalRequests Limit exceeded.",
                                        "errorCode": "REQUEST_LIMIT_EXCEEDED"}], status=403)
-        key = f"{request.match_info['field']}={request.match_info['value']}"
+        id_field = request.match_info["field"]
+        if id_field.lower() not in {f.lower() for f in self.salesforce_external_ids & self.salesforce_custom_fields}:
+            return web.json_response([{"errorCode": "NOT_FOUND", "message": "Provided external ID field does not "
+                                       f"exist or is not accessible: {id_field}"}], status=404)
+        known = {f.lower() for f in SALESFORCE_OPPORTUNITY_FIELDS | self.salesforce_custom_fields}
+        unknown = [name for name in fields if name.lower() not in known]
+        if unknown:  # Salesforce stops at the first field it cannot map, and writes nothing
+            return web.json_response([{"message": f"No such column '{unknown[0]}' on sobject of type Opportunity",
+                                       "errorCode": "INVALID_FIELD", "fields": []}], status=400)
+        key = f"{id_field}={request.match_info['value']}"
         if ("salesforce", key) not in self.opportunities:
             missing = [f for f in ("Name", "StageName", "CloseDate") if not fields.get(f)]
             if missing:

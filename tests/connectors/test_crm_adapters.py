@@ -300,3 +300,63 @@ async def test_the_crm_webhook_429_with_retry_after_is_a_wait(session: aiohttp.C
     assert isinstance(caught.value, RateLimited) is limited
     if limited:
         assert isinstance(caught.value, RateLimited) and caught.value.retry_after == 7.0
+
+
+def _salesforce(s: CrmStandIn, session: aiohttp.ClientSession, **overrides: Any) -> SalesforceCrm:
+    options: dict[str, Any] = {"login_url": s.url, "client_id": s.client_id, "client_secret": s.client_secret,
+                               "api_version": "v62.0", "external_id_field": "Leadflow_Id__c", "stage": "Qualification",
+                               "close_in_days": 30, "timeout_s": 2, "lead_id_field": "Leadflow_Lead_Id__c",
+                               **overrides}
+    return SalesforceCrm(session, **options)
+
+
+async def test_the_salesforce_standin_refuses_a_field_the_org_lacks_as_salesforce_does(
+        standin: CrmStandIn, session: aiohttp.ClientSession) -> None:
+    """Salesforce REST: 400 [{"message": "No such column ...", "errorCode": "INVALID_FIELD"}], nothing written."""
+    standin.salesforce_custom_fields.discard("Leadflow_Lead_Id__c")
+    form = {"grant_type": "client_credentials", "client_id": standin.client_id, "client_secret": standin.client_secret}
+    async with session.post(f"{standin.url}/services/oauth2/token", data=form) as r:
+        token = (await r.json())["access_token"]
+    url = f"{standin.url}/services/data/v62.0/sobjects/Opportunity/Leadflow_Id__c/op_1"
+    body = {"Name": "x", "StageName": "Qualification", "CloseDate": "2026-04-01", "Leadflow_Lead_Id__c": "ld_1"}
+    async with session.patch(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 400
+        assert await r.json() == [{"message": "No such column 'Leadflow_Lead_Id__c' on sobject of type Opportunity",
+                                   "errorCode": "INVALID_FIELD", "fields": []}]
+    # Field names are case-insensitive, as in Salesforce; a standard field is always there.
+    async with session.patch(url, json={**body, "Leadflow_Lead_Id__c": None, "amount": 10},
+                             headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 400 and "Leadflow_Lead_Id__c" in (await r.json())[0]["message"]
+    del body["Leadflow_Lead_Id__c"]
+    async with session.patch(url, json={**body, "amount": 10}, headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 201
+
+
+async def test_salesforce_invalid_field_is_a_dead_letter_naming_the_field_and_what_to_do(
+        standin: CrmStandIn, session: aiohttp.ClientSession) -> None:
+    """An org without Leadflow_Lead_Id__c: permanent (never retried), the reason names the field, never a value."""
+    standin.salesforce_custom_fields.discard("Leadflow_Lead_Id__c")
+    with pytest.raises(PermanentError) as caught:
+        await _salesforce(standin, session).upsert("op_1", PAYLOAD)
+    assert str(caught.value) == (
+        "Salesforce refused the opportunity: HTTP 400 INVALID_FIELD (Leadflow_Lead_Id__c: the org's Opportunity has "
+        "no such field (or the integration user cannot see it): create it, or set crm.salesforce.lead_id_field: null "
+        "to write no lead id)")
+    assert standin.opportunities == {}
+    assert PAYLOAD["name"] not in str(caught.value) and "ld_1" not in str(caught.value)
+    # What the docs say to do: without the lead id field the same opportunity goes through.
+    assert (await _salesforce(standin, session, lead_id_field=None).upsert("op_1", PAYLOAD)).created
+    # A lead id field named in the config but absent in the org is named whatever its name.
+    standin.salesforce_custom_fields.add("Leadflow_Lead_Id__c")
+    with pytest.raises(PermanentError, match=r"INVALID_FIELD \(Lead_Ref__c: "):
+        await _salesforce(standin, session, lead_id_field="Lead_Ref__c").upsert("op_2", PAYLOAD)
+
+
+async def test_salesforce_without_the_external_id_field_is_a_dead_letter_naming_it(
+        standin: CrmStandIn, session: aiohttp.ClientSession) -> None:
+    standin.salesforce_external_ids.clear()
+    with pytest.raises(PermanentError) as caught:
+        await _salesforce(standin, session).upsert("op_1", PAYLOAD)
+    assert str(caught.value).startswith("Salesforce refused the opportunity: HTTP 404 NOT_FOUND (Leadflow_Id__c: "
+                                        "create it on Opportunity as a Text field marked External ID and Unique")
+    assert standin.opportunities == {}
