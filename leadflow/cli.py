@@ -17,6 +17,7 @@ _EPILOG = """\
 examples:
   leadflow stack up            start Kafka (KRaft) and Redis locally; idempotent
   leadflow stack status        what runs, with URLs and log files
+  leadflow stack down kafka    stop Kafka alone (a broker outage); `leadflow stack up kafka` ends it
   leadflow worker --config teams.yaml
                                run one worker (HTTP API on :6066)
   LEADFLOW_WEB_PORT=6067 LEADFLOW_DATA_DIR=.state/w2 leadflow worker --config teams.yaml
@@ -39,6 +40,30 @@ environment (stack): LEADFLOW_STATE_DIR, LEADFLOW_CACHE_DIR, LEADFLOW_KAFKA_PORT
 """
 
 
+_STACK_UP_EPILOG = """\
+examples:
+  leadflow stack up            Kafka and Redis
+  leadflow stack up kafka      Kafka alone, e.g. again after `leadflow stack down kafka`: same data,
+                               same topics; a running worker reconnects by itself
+
+Ports and folders come from LEADFLOW_KAFKA_PORT, LEADFLOW_KAFKA_CONTROLLER_PORT, LEADFLOW_REDIS_PORT,
+LEADFLOW_STATE_DIR and LEADFLOW_CACHE_DIR: use the same ones as the `up` that started the stack.
+"""
+
+_STACK_DOWN_EPILOG = """\
+examples:
+  leadflow stack down          stop Kafka and Redis
+  leadflow stack down kafka    stop Kafka alone, by the pid in <state dir>/kafka/kafka.pid:
+                               a broker outage, as the fault tests make one. Workers stay up: the API
+                               answers 503 with Retry-After and /readyz 503, /healthz stays 200;
+                               `leadflow stack up kafka` ends it (docs/RELIABILITY.md)
+  leadflow stack down redis    stop Redis alone: capture and routing go on without the cache
+  leadflow stack down --wipe   stop both and delete their data (a fresh Kafka cluster next `up`)
+
+Only a service this stack started (its pid file, with the process's start time) is stopped.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leadflow",
@@ -54,10 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
                                             "mode from Maven Central and Redis from Debian's redis-server, "
                                             "as background processes with their data in .state/.")
     stack_cmds = stack.add_subparsers(dest="action", required=True, metavar="ACTION")
-    stack_cmds.add_parser("up", help="start what is not running and wait until it answers")
-    down = stack_cmds.add_parser("down", help="stop the services we started (by their pid files)")
-    down.add_argument("--wipe", action="store_true", help="also delete Kafka's and Redis's data")
-    stack_cmds.add_parser("status", help="show what runs, with URLs and logs")
+    up = stack_cmds.add_parser("up", help="start what is not running and wait until it answers",
+                               description="Start the services that are not running (all, or those named)\n"
+                                           "and wait until each really answers: Kafka takes a produce with\n"
+                                           "acks=all and finds its group coordinator, Redis answers PING.\n"
+                                           "A running service is left alone.",
+                               epilog=_STACK_UP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    up.add_argument("services", nargs="*", metavar="SERVICE", type=_stack_service,
+                    help="kafka and/or redis (default: both)")
+    down = stack_cmds.add_parser("down", help="stop the services we started (by their pid files)",
+                                 description="Stop the services this stack started (all, or those named):\n"
+                                             "SIGTERM to the pid recorded in its pid file, SIGKILL if it has not\n"
+                                             "exited after its stop timeout (Kafka 15 s, Redis 10 s). Never a\n"
+                                             "process found by name: someone else's Kafka or Redis is never touched.",
+                                 epilog=_STACK_DOWN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    down.add_argument("services", nargs="*", metavar="SERVICE", type=_stack_service,
+                      help="kafka and/or redis (default: both)")
+    down.add_argument("--wipe", action="store_true",
+                      help="also delete the data of the services stopped (Kafka's topics, Redis's files)")
+    stack_cmds.add_parser("status", help="show what runs, with URLs and logs; exit 3 if anything is stopped")
 
     worker = commands.add_parser("worker", help="run one Faust worker with the HTTP API",
                                  description="Run a leadflow worker: the Faust agents (intake, leads, teams, "
@@ -187,16 +227,25 @@ stopped part-way (usage, connection, refused by the worker).
 """
 
 
+def _stack_service(name: str) -> str:
+    """One SERVICE argument of `stack up|down`: kafka or redis."""
+    from ops.stack.manager import SERVICES
+
+    if name not in SERVICES:
+        raise argparse.ArgumentTypeError(f"no service {name!r}: the stack has {' and '.join(SERVICES)}")
+    return name
+
+
 def _stack(args: argparse.Namespace) -> int:
     from ops.stack import StackConfig, stack_down, stack_status, stack_up
 
     cfg = StackConfig.from_env()
     if args.action == "up":
-        status = stack_up(cfg)
+        status = stack_up(cfg, args.services or None)
         print(status)
         print(f"\nbroker: {cfg.kafka_url}   redis: {cfg.redis_url}")
     elif args.action == "down":
-        stack_down(cfg, wipe=args.wipe)
+        stack_down(cfg, args.services or None, wipe=args.wipe)
     else:
         status = stack_status(cfg)
         print(status)

@@ -1,9 +1,15 @@
-"""Bring the local stack (Kafka + Redis) up, report on it, take it down: idempotently, by pid."""
+"""Bring the local stack (Kafka + Redis) up, report on it, take it down: idempotently, by pid.
+
+Each call acts on the whole stack or on the services it names: ``stack_down(cfg, ["kafka"])``
+stops Kafka alone (a broker outage for a running worker), ``stack_up(cfg, ["kafka"])`` starts it
+again on the same data.
+"""
 from __future__ import annotations
 
 import contextlib
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ops.stack.config import StackConfig
@@ -13,9 +19,11 @@ from ops.stack.process import file_lock, port_in_use, stop_process
 from ops.stack.redis import RedisService
 from ops.stack.service import Progress, Service, ServiceStatus, print_progress
 
-__all__ = ["StackStatus", "stack_down", "stack_status", "stack_up"]
+__all__ = ["SERVICES", "StackStatus", "stack_down", "stack_status", "stack_up"]
 
 DEFAULT_TIMEOUT = 90.0
+#: The services of the stack, in start order (Kafka first: its JVM takes the longest to boot).
+SERVICES = ("kafka", "redis")
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,16 @@ class StackStatus:
 
 
 def stack_up(
-    cfg: StackConfig | None = None, *, progress: Progress = print_progress, timeout: float = DEFAULT_TIMEOUT
+    cfg: StackConfig | None = None,
+    services: Iterable[str] | None = None,
+    *,
+    progress: Progress = print_progress,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> StackStatus:
     """Start whatever is not running yet and return once every service really answers.
+
+    ``services`` names the ones to act on (``["kafka"]``); ``None``: all of them. The status
+    returned covers the whole stack either way.
 
     Already running and healthy: nothing is started, only reported. A pid file whose process is
     gone is removed. A port held by a process that is not ours is an error naming the port and
@@ -62,14 +77,14 @@ def stack_up(
     call started is stopped again and StackError quotes the last lines of the service's log.
     """
     cfg = cfg or StackConfig.from_env()
-    services = _services(cfg)
+    chosen = _services(cfg, services)
     with file_lock(cfg.state_dir / "stack.lock", progress, "stack"):
         started: list[tuple[Service, int]] = []
         try:
             # Start everything first, then wait: Kafka's JVM boots while Redis is installed.
             pids: dict[str, int] = {}
             launched_at: dict[str, float] = {}
-            for service in services:
+            for service in chosen:
                 pid = _running_pid(service, progress)
                 if pid is None:
                     _check_ports_free(service)
@@ -81,7 +96,7 @@ def stack_up(
                     progress(f"{service.name}: started (pid {pid}), waiting until it answers…")
                 pids[service.name] = pid
             # Wait for the quick one first, so each "ready (N s)" is that service's own time.
-            for service in reversed(services):
+            for service in reversed(chosen):
                 fresh = service.name in launched_at
                 try:
                     service.wait_ready(pids[service.name], timeout, progress)
@@ -109,17 +124,23 @@ def stack_up(
 
 
 def stack_down(
-    cfg: StackConfig | None = None, *, progress: Progress = print_progress, wipe: bool = False
+    cfg: StackConfig | None = None,
+    services: Iterable[str] | None = None,
+    *,
+    progress: Progress = print_progress,
+    wipe: bool = False,
 ) -> None:
     """Stop every service we started (SIGTERM, then SIGKILL after its stop timeout).
 
-    Only pids from our own pid files are signalled. `wipe=True` then deletes the state dir's
-    service data (Kafka's topics and cluster id, Redis files) for a fresh start next time.
+    ``services`` names the ones to stop (``["kafka"]``: the broker alone, Redis stays up);
+    ``None``: all of them. Only pids from our own pid files are signalled, never a process found
+    by name. `wipe=True` then deletes those services' data in the state dir (Kafka's topics and
+    cluster id, Redis files) for a fresh start next time.
     """
     cfg = cfg or StackConfig.from_env()
-    services = _services(cfg)
+    chosen = _services(cfg, services)
     with file_lock(cfg.state_dir / "stack.lock", progress, "stack"):
-        for service in services:
+        for service in chosen:
             pid = _running_pid(service, progress)
             if pid is None:
                 progress(f"{service.name}: not running")
@@ -131,9 +152,12 @@ def stack_down(
             how = "stopped" if graceful else f"killed (no exit {service.stop_timeout:.0f} s after SIGTERM)"
             progress(f"{service.name}: {how} in {time.monotonic() - began:.1f} s")
         if wipe:
-            for name in ("kafka", "redis"):
-                shutil.rmtree(cfg.state_dir / name, ignore_errors=True)
-            progress(f"stack: wiped {cfg.state_dir}")
+            for service in chosen:
+                shutil.rmtree(cfg.state_dir / service.name, ignore_errors=True)
+            if len(chosen) == len(SERVICES):
+                progress(f"stack: wiped {cfg.state_dir}")
+            else:
+                progress(f"stack: wiped {', '.join(str(cfg.state_dir / s.name) for s in chosen)}")
 
 
 def stack_status(cfg: StackConfig | None = None) -> StackStatus:
@@ -146,9 +170,18 @@ def stack_status(cfg: StackConfig | None = None) -> StackStatus:
     return StackStatus(tuple(statuses))
 
 
-def _services(cfg: StackConfig) -> list[Service]:
+def _services(cfg: StackConfig, names: Iterable[str] | None = None) -> list[Service]:
+    """The services named (all when ``None``), in start order; an unknown name is a StackError."""
     # Kafka first: its JVM takes the longest to boot, so it starts before Redis is installed.
-    return [KafkaService(cfg), RedisService(cfg)]
+    every: list[Service] = [KafkaService(cfg), RedisService(cfg)]
+    if names is None:
+        return every
+    wanted = list(names)
+    unknown = [name for name in wanted if name not in SERVICES]
+    if unknown or not wanted:
+        raise StackError(f"stack: no service {', '.join(map(repr, unknown)) or '(none named)'}; "
+                         f"the stack has {' and '.join(SERVICES)}")
+    return [service for service in every if service.name in wanted]
 
 
 def _running_pid(service: Service, progress: Progress) -> int | None:

@@ -5,7 +5,8 @@
   instead of hammering it, ``410`` is never retried, undeliverable messages land on
   ``notifications.dead`` with their reason, and a lead whose rep stays unreachable is
   reassigned to a rep who answers.
-* Kafka stopped and started again (by pid, ``ops.stack``) while leads arrive: the API answers
+* Kafka stopped and started again (``stack_down(cfg, ["kafka"])``, by its recorded pid, as
+  ``leadflow stack down kafka`` does) while leads arrive: the API answers
   ``503`` with ``Retry-After`` while it is down, and every lead it accepted is assigned once.
 * Redis stopped: capture and routing go on, a repeat is still recognized (in the lead table),
   and ``leadflow_redis_degraded_total`` counts the operations done without it.
@@ -25,10 +26,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from ops.stack import StackConfig, stack_up
-from ops.stack.kafka import KafkaService
-from ops.stack.process import stop_process
-from ops.stack.redis import RedisService
+from ops.stack import StackConfig, stack_down, stack_status, stack_up
 from tests.integration.harness import SECRET, Worker, WorkerSpec, eventually, free_port, read_json_topic
 
 SCHEDULE = (0.5, 1.0, 1.5, 2.0)  # 5 attempts over 5 s: Standard Webhooks' shape, scaled down
@@ -211,11 +209,14 @@ async def _reps(api: aiohttp.ClientSession, worker: Worker, n: int) -> bool:
 
 
 def _stop_service(stack: StackConfig, name: str) -> None:
-    service = KafkaService(stack) if name == "kafka" else RedisService(stack)
-    pid = service.pid_file.live_pid()
-    assert pid is not None, f"{name} is not running"
-    stop_process(pid, timeout=service.stop_timeout)
-    service.pid_file.remove()
+    """``leadflow stack down <name>``: the service alone, by the pid the stack recorded."""
+    assert stack_status(stack)[name].running, f"{name} is not running"
+    stack_down(stack, [name], progress=lambda _: None)
+
+
+def _start_service(stack: StackConfig, name: str) -> None:
+    """``leadflow stack up <name>``: back on the same data, ready when this returns."""
+    stack_up(stack, [name], progress=lambda _: None)
 
 
 async def _assigned_once(stack: StackConfig, app_id: str, lead_ids: set[str]) -> dict[str, set[tuple[str, str]]]:
@@ -263,7 +264,7 @@ async def test_kafka_restarted_mid_stream_loses_no_accepted_lead(
         outage = asyncio.create_task(feed(40, 40))
         await asyncio.sleep(6)
         assert not outage.done(), "a lead was accepted while Kafka was down"
-        await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
+        await asyncio.to_thread(_start_service, spec.stack, "kafka")
         up_at = time.monotonic()
         refused, _ = await outage
         assert refused >= 1
@@ -374,7 +375,7 @@ async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_the_worker_u
         # Prometheus sees it too (LeadflowKafkaRefusesWrites): lag and `up` do not move.
         assert await _metric(worker, "leadflow_kafka_writes_refused_seconds") >= 5
 
-        await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
+        await asyncio.to_thread(_start_service, spec.stack, "kafka")
         # No capture reaches an unready worker: its own check of the broker makes it ready again.
         back_at = time.monotonic()
 

@@ -306,6 +306,100 @@ def test_down_with_wipe_deletes_the_service_data(cfg: StackConfig) -> None:
     assert lines == ["kafka: not running", "redis: not running", f"stack: wiped {cfg.state_dir}"]
 
 
+def _stand_in(cfg: StackConfig, service: str, tmp_path: Path) -> int:
+    """A detached `sleep` recorded in `service`'s pid file, as if the stack had started it."""
+    log = tmp_path / f"{service}-stand-in.log"
+    pid = start_daemon(["sh", "-c", "echo up; exec sleep 60"], log_path=log)
+    _wait_for_line(log, "up")
+    PidFile(cfg.state_dir / service / f"{service}.pid").write(pid)
+    return pid
+
+
+@pytest.mark.parametrize(("named", "other"), [("kafka", "redis"), ("redis", "kafka")])
+def test_down_of_one_service_stops_its_recorded_pid_and_leaves_the_other(
+    cfg: StackConfig, tmp_path: Path, named: str, other: str
+) -> None:
+    pids = {name: _stand_in(cfg, name, tmp_path) for name in ("kafka", "redis")}
+    lines: list[str] = []
+    try:
+        stack_down(cfg, [named], progress=lines.append)
+        assert _gone_soon(pids[named])
+        assert is_running(pids[other])
+        assert not (cfg.state_dir / named / f"{named}.pid").exists()
+        assert stack_status(cfg)[other].pid == pids[other]
+        assert lines[0] == f"{named}: stopping (pid {pids[named]})…" and len(lines) == 2, lines
+        assert not any(line.startswith(other) for line in lines), lines
+    finally:
+        for pid in pids.values():
+            stop_process(pid, timeout=5.0)
+
+
+def test_down_of_one_service_never_signals_a_process_it_did_not_record(cfg: StackConfig, tmp_path: Path) -> None:
+    # A Kafka-looking process with no pid file of ours (someone else's broker) is left alone.
+    log = tmp_path / "theirs.log"
+    theirs = start_daemon(["sh", "-c", "echo up; exec sleep 60"], log_path=log)
+    try:
+        _wait_for_line(log, "up")
+        lines: list[str] = []
+        stack_down(cfg, ["kafka"], progress=lines.append)
+        assert lines == ["kafka: not running"]
+        assert is_running(theirs)
+    finally:
+        stop_process(theirs, timeout=5.0)
+
+
+def test_down_with_wipe_of_one_service_deletes_only_its_data(cfg: StackConfig) -> None:
+    for name in ("kafka", "redis"):
+        (cfg.state_dir / name).mkdir(parents=True)
+        (cfg.state_dir / name / "data.txt").write_text("x")
+    lines: list[str] = []
+    stack_down(cfg, ["kafka"], progress=lines.append, wipe=True)
+    assert not (cfg.state_dir / "kafka").exists()
+    assert (cfg.state_dir / "redis" / "data.txt").exists()
+    assert lines == ["kafka: not running", f"stack: wiped {cfg.state_dir / 'kafka'}"]
+
+
+@pytest.mark.parametrize("names", [["zookeeper"], ["kafka", "postgres"], []])
+def test_an_unknown_service_is_refused_before_anything_is_stopped(
+    cfg: StackConfig, tmp_path: Path, names: list[str]
+) -> None:
+    kafka = _stand_in(cfg, "kafka", tmp_path)
+    try:
+        with pytest.raises(StackError, match="the stack has kafka and redis"):
+            stack_down(cfg, names)
+        with pytest.raises(StackError, match="the stack has kafka and redis"):
+            stack_up(cfg, names)
+        assert is_running(kafka)
+    finally:
+        stop_process(kafka, timeout=5.0)
+
+
+def test_cli_stack_down_kafka_stops_kafka_alone(
+    cfg: StackConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leadflow.cli import main
+
+    pids = {name: _stand_in(cfg, name, tmp_path) for name in ("kafka", "redis")}
+    monkeypatch.setenv("LEADFLOW_STATE_DIR", str(cfg.state_dir))
+    monkeypatch.setenv("LEADFLOW_KAFKA_PORT", str(cfg.kafka_port))
+    monkeypatch.setenv("LEADFLOW_KAFKA_CONTROLLER_PORT", str(cfg.kafka_controller_port))
+    monkeypatch.setenv("LEADFLOW_REDIS_PORT", str(cfg.redis_port))
+    try:
+        assert main(["stack", "down", "kafka"]) == 0
+        assert _gone_soon(pids["kafka"]) and is_running(pids["redis"])
+        assert main(["stack", "status"]) == 3  # one service stopped
+        out = capsys.readouterr().out
+        assert f"kafka: stopping (pid {pids['kafka']})" in out and "redis: stopping" not in out, out
+        assert "kafka  stopped" in out and f"redis  running (pid {pids['redis']})" in out, out
+        with pytest.raises(SystemExit) as usage:
+            main(["stack", "down", "zookeeper"])
+        assert usage.value.code == 2
+        assert "no service 'zookeeper': the stack has kafka and redis" in capsys.readouterr().err
+    finally:
+        for pid in pids.values():
+            stop_process(pid, timeout=5.0)
+
+
 # --- the real stack ------------------------------------------------------------------------
 
 
@@ -347,6 +441,15 @@ async def test_stack_lifecycle_with_a_real_round_trip(cfg: StackConfig) -> None:
         again = stack_up(cfg, progress=lines.append)
         assert [again.kafka.pid, again.redis.pid] == pids
         assert all("already running" in line for line in lines), lines
+
+        # Kafka alone down and up again (a broker outage): Redis is not touched, Kafka keeps its data.
+        await _kafka_round_trip(cfg.kafka_bootstrap)
+        stack_down(cfg, ["kafka"], progress=lines.append)
+        assert not is_running(pids[0]) and is_running(pids[1])
+        assert not stack_status(cfg).kafka.running and stack_status(cfg).redis.pid == pids[1]
+        back = stack_up(cfg, ["kafka"], progress=lines.append)
+        assert back.running and back.kafka.pid not in (None, pids[0]) and back.redis.pid == pids[1]
+        pids = [back.kafka.pid, back.redis.pid]
 
         await _kafka_round_trip(cfg.kafka_bootstrap)
         await _no_auto_created_topic(cfg.kafka_bootstrap)
