@@ -36,6 +36,7 @@ __all__ = [
     "PutRep",
     "ChangePresence",
     "ReportHeld",
+    "ReportJoin",
     "RetireRep",
     "ApplyRoster",
     "Notify",
@@ -381,6 +382,10 @@ class UpsertRep:
     #: ``RepProfile`` fields to take from the rep's current profile in this team, if they have one
     #: (``PutRep.keep``, when the directory had no profile of the rep to fill them from).
     keep: tuple[str, ...] = ()
+    #: A rep moving in from another team: the directory's move number (``RepEntry.moves``), which
+    #: the team's answer (``ReportJoin``) carries back; the rep leaves their team only once this
+    #: team has taken them in. 0: not a move, no answer.
+    join: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -493,6 +498,22 @@ class ReportHeld:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReportJoin:
+    """A team answers a move (``UpsertRep.join``): it took the rep in, or refused them and why.
+
+    Sent by the team agent. The directory moves the rep (``RemoveRep`` to the team they leave)
+    only on a yes; on a no the rep stays where they were. Replays answer the same again.
+    """
+
+    rep_id: str
+    team_id: str
+    move: int
+    #: Why the team refused the rep (counts and bounds only, as ``RepRefusal.reason``); ``None``: taken in.
+    refused: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RetireRep:
     """Retire a rep (``DELETE /v1/reps/{rep_id}``): no new leads; the leads they hold stay theirs.
 
@@ -520,7 +541,7 @@ class ApplyRoster:
     at: datetime
 
 
-RepCommand: TypeAlias = PutRep | ChangePresence | ReportHeld | RetireRep | ApplyRoster
+RepCommand: TypeAlias = PutRep | ChangePresence | ReportHeld | ReportJoin | RetireRep | ApplyRoster
 
 
 # --- notifications (key: lead_id) -----------------------------------------------------

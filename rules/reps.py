@@ -12,6 +12,15 @@ give the rep a lead, so there is no moment at which the old leads are counted no
 current team alone decides on the rep's capacity; the directory, one writer per rep, is the
 only one that knows which teams the rep left and in what order.
 
+A move asks first: the directory sends the new team ``UpsertRep`` with the move's number
+(``join``), and keeps the rep in their team until the new team answers (``ReportJoin``). A team
+that takes the rep in holds them, not eligible, until the handover above; only then does the old
+team get ``RemoveRep``. A team that refuses (full, ``rules.team.MAX_REPS``, or too big to write)
+leaves the rep where they were, with the profile they had: the refusal is kept in the entry
+(``move_refused``, ``GET /v1/reps/{rep_id}``) and in the team's ``refused_reps``. Any change made
+while a move waits for its answer calls the move off (``RemoveRep`` to the team asked, which
+drops the rep if it took them in) and starts from the rep's team again.
+
 A rep is *retired* (``RetireRep``, ``DELETE /v1/reps/{rep_id}``; or ``ApplyRoster``, the YAML no
 longer naming a rep it seeded) the way a move leaves a team, without a team to go to: the team
 gets ``RemoveRep`` and keeps the rep, departed and never eligible, until their last lead there is
@@ -37,16 +46,45 @@ from rules.commands import (
     RepCommand,
     RepProfile,
     ReportHeld,
+    ReportJoin,
     RetireRep,
     SetHeldElsewhere,
     SetPresence,
     UpsertRep,
 )
 
-__all__ = ["Origin", "RepEntry", "RepTransition", "apply", "profile_digest"]
+__all__ = ["Origin", "Joining", "MoveRefusal", "RepEntry", "RepTransition", "apply", "profile_digest"]
 
 #: Where a rep's last applied change came from: the YAML (``PutRep.from_config``) or the API.
 Origin: TypeAlias = Literal["config", "api"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Joining:
+    """A move to another team that waits for that team's answer (``ReportJoin``).
+
+    What the entry becomes when the team takes the rep in; until then the entry is the rep as
+    they were.
+    """
+
+    team_id: str
+    #: The move's number (``RepEntry.moves``), in the ``UpsertRep.join`` the team answers.
+    move: int
+    #: The profile as the entry will hold it (``None``: not known, see ``RepEntry.profile``).
+    profile: RepProfile | None
+    config_digest: str | None
+    origin: Origin
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoveRefusal:
+    """The last move of the rep that its team refused: the rep stayed where they were."""
+
+    team_id: str
+    #: The team's reason: counts and bounds only, never a name or an address.
+    reason: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +109,10 @@ class RepEntry:
     #: Retired by whom (``None``: active): ``"config"``, the YAML no longer names them (naming them
     #: again brings them back); ``"api"``, ``DELETE /v1/reps`` (an unchanged YAML entry does not).
     retired: Origin | None = None
+    #: A move asked of another team, not answered yet (``None``: none).
+    joining: Joining | None = None
+    #: The last move a team refused, until the rep's next change is applied (``None``: none).
+    move_refused: MoveRefusal | None = None
 
     @property
     def seeded(self) -> bool:
@@ -102,6 +144,8 @@ def apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTran
         return _put(entry, command, now)
     if isinstance(command, ReportHeld):
         return _report(entry, command, now)
+    if isinstance(command, ReportJoin):
+        return _joined(entry, command, now)
     if isinstance(command, RetireRep):
         return _retire(entry, "api", command.reason, now)
     if isinstance(command, ApplyRoster):
@@ -116,6 +160,17 @@ def apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTran
 
 
 def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransition:
+    if (entry is not None and entry.joining is not None and command.from_config
+            and entry.joining.config_digest == profile_digest(command.profile)):
+        return RepTransition(entry=entry)  # the YAML's move, sent again while it waits for its answer
+    called_off: tuple[Outgoing, ...] = ()
+    if entry is not None and entry.joining is not None:
+        entry, called_off = _call_off(entry, now)
+    transition = _put_now(entry, command, now)
+    return RepTransition(entry=transition.entry, outgoing=called_off + transition.outgoing)
+
+
+def _put_now(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransition:
     team_id = command.profile.team_id
     profile, keep = command.profile, command.keep
     if entry is not None and keep:
@@ -134,28 +189,82 @@ def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransitio
             # YAML's roster retired and that it names again comes back.
             return RepTransition(entry=entry)
         digest = profile_digest(command.profile)
-    outgoing: list[Outgoing] = []
-    moves, left, held_in = (entry.moves, entry.left, entry.held_in) if entry is not None else (0, {}, {})
+    origin: Origin = "config" if command.from_config else "api"
     if entry is not None and entry.team_id != team_id:
-        moves += 1
-        # Back in a team they left: that team counts its own leads again (its departed rep
-        # becomes a member with them), so it is no longer a team "left".
-        left = {**{k: v for k, v in left.items() if k != team_id}, entry.team_id: moves}
-        held_in = {k: v for k, v in held_in.items() if k not in (team_id, entry.team_id)}
-        outgoing.append(Outgoing(channel="team.commands", key=entry.team_id, value=RemoveRep(
-            team_id=entry.team_id, rep_id=command.rep_id, reason=f"moved to team {team_id}", at=now, move=moves)))
-    elif entry is not None and entry.retired is not None:
+        return _ask_to_join(entry, command, profile, keep, digest, origin, now)
+    moves, left, held_in = (entry.moves, entry.left, entry.held_in) if entry is not None else (0, {}, {})
+    if entry is not None and entry.retired is not None:
         # Back in the team they were retired from: the leads they still hold there count there
         # again, as a member's (the team's UpsertRep ends their departure).
         left = {k: v for k, v in left.items() if k != team_id}
         held_in = {k: v for k, v in held_in.items() if k != team_id}
     updated = RepEntry(rep_id=command.rep_id, team_id=team_id, updated_at=now, config_digest=digest,
                        profile=None if keep else _known(profile, entry), moves=moves, left=left, held_in=held_in,
-                       origin="config" if command.from_config else "api")
-    outgoing.append(Outgoing(channel="team.commands", key=team_id, value=UpsertRep(
+                       origin=origin)
+    return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=team_id, value=UpsertRep(
         team_id=team_id, profile=profile, at=now, held_elsewhere=updated.held_elsewhere,
-        awaiting_handover=updated.awaiting_handover, keep=keep)))
-    return RepTransition(entry=updated, outgoing=tuple(outgoing))
+        awaiting_handover=updated.awaiting_handover, keep=keep)),))
+
+
+def _ask_to_join(entry: RepEntry, command: PutRep, profile: RepProfile, keep: tuple[str, ...],
+                 digest: str | None, origin: Origin, now: datetime) -> RepTransition:
+    """Ask the new team to take the rep in; the rep stays in their team until it answers (``_joined``).
+
+    The new team holds them not eligible (``awaiting_handover``) until the team they leave has
+    said what they hold there, which it says once the move is answered and it gets ``RemoveRep``.
+    """
+    team_id = profile.team_id
+    move = entry.moves + 1
+    joining = Joining(team_id=team_id, move=move, profile=None if keep else _known(profile, entry),
+                      config_digest=digest, origin=origin, since=now)
+    # Leads held in the teams left, but the new team's (it counts its own) and the one left now
+    # (it reports once the move is answered).
+    held = sum(n for k, n in entry.held_in.items() if k not in (team_id, entry.team_id))
+    return RepTransition(entry=replace(entry, moves=move, joining=joining, updated_at=now), outgoing=(Outgoing(
+        channel="team.commands", key=team_id, value=UpsertRep(
+            team_id=team_id, profile=profile, at=now, held_elsewhere=held, awaiting_handover=True, keep=keep,
+            join=move)),))
+
+
+def _joined(entry: RepEntry | None, command: ReportJoin, now: datetime) -> RepTransition:
+    """The team a move asked answered: the rep moves (the old team gets ``RemoveRep``), or stays."""
+    joining = entry.joining if entry is not None else None
+    if entry is None or joining is None or (joining.team_id, joining.move) != (command.team_id, command.move):
+        # About a move called off (its team got RemoveRep then), or one answered already (a replay).
+        return RepTransition(entry=entry)
+    if command.refused is not None:
+        # The rep stays where they were, with the profile they had; the refusal is kept to be seen.
+        refusal = MoveRefusal(team_id=command.team_id, reason=command.refused, at=command.at)
+        return RepTransition(entry=replace(entry, joining=None, move_refused=refusal, updated_at=now))
+    team_id, old = joining.team_id, entry.team_id
+    # Back in a team they left: that team counts its own leads again (its departed rep became a
+    # member with them), so it is no longer a team "left". The team left now reports again.
+    left = {**{k: v for k, v in entry.left.items() if k != team_id}, old: joining.move}
+    held_in = {k: v for k, v in entry.held_in.items() if k not in (team_id, old)}
+    updated = RepEntry(rep_id=entry.rep_id, team_id=team_id, updated_at=now, config_digest=joining.config_digest,
+                       profile=joining.profile, moves=entry.moves, left=left, held_in=held_in,
+                       origin=joining.origin)
+    return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=old, value=RemoveRep(
+        team_id=old, rep_id=entry.rep_id, reason=f"moved to team {team_id}", at=now, move=joining.move)),))
+
+
+def _call_off(entry: RepEntry, now: datetime) -> tuple[RepEntry, tuple[Outgoing, ...]]:
+    """Call off the move waiting for its answer: the team asked drops the rep if it took them in.
+
+    Its ``RemoveRep`` carries the move's number. Where the rep had left that team holding leads,
+    it reports them under this number from now on (``rules.team._remove``), so the directory
+    waits for that report as after any departure.
+    """
+    joining = entry.joining
+    assert joining is not None
+    left, held_in = dict(entry.left), dict(entry.held_in)
+    if joining.team_id in left:
+        left[joining.team_id] = joining.move
+        held_in.pop(joining.team_id, None)
+    return replace(entry, joining=None, left=left, held_in=held_in), (Outgoing(
+        channel="team.commands", key=joining.team_id, value=RemoveRep(
+            team_id=joining.team_id, rep_id=entry.rep_id, at=now, move=joining.move,
+            reason=f"move called off: changed again before team {joining.team_id} answered")),)
 
 
 def _retire(entry: RepEntry | None, by: Origin, reason: str, now: datetime) -> RepTransition:
@@ -166,18 +275,22 @@ def _retire(entry: RepEntry | None, by: Origin, reason: str, now: datetime) -> R
     """
     if entry is None:
         return RepTransition(entry=None)
+    called_off: tuple[Outgoing, ...] = ()
+    if entry.joining is not None:
+        entry, called_off = _call_off(entry, now)
     if entry.retired is not None:
         # Already out of the team. A DELETE of a rep the roster retired makes it the API's: the
         # YAML naming them again, unchanged, no longer brings them back.
         if by == "api" and entry.retired != "api":
-            return RepTransition(entry=replace(entry, retired="api", origin="api", updated_at=now))
-        return RepTransition(entry=entry)
+            entry = replace(entry, retired="api", origin="api", updated_at=now)
+        return RepTransition(entry=entry, outgoing=called_off)
     moves = entry.moves + 1
     left = {**{k: v for k, v in entry.left.items() if k != entry.team_id}, entry.team_id: moves}
     held_in = {k: v for k, v in entry.held_in.items() if k != entry.team_id}
     updated = replace(entry, retired=by, origin=by, moves=moves, left=left, held_in=held_in, updated_at=now)
-    return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=entry.team_id, value=RemoveRep(
-        team_id=entry.team_id, rep_id=entry.rep_id, reason=reason, at=now, move=moves)),))
+    return RepTransition(entry=updated, outgoing=called_off + (Outgoing(
+        channel="team.commands", key=entry.team_id, value=RemoveRep(
+            team_id=entry.team_id, rep_id=entry.rep_id, reason=reason, at=now, move=moves)),))
 
 
 def _known(profile: RepProfile, entry: RepEntry | None) -> RepProfile:

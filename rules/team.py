@@ -27,7 +27,9 @@ could not delete at once is dropped, never assigned, when the drain reaches it.
 The roster is bounded, because the whole state is one table value and one Kafka record: a team
 takes at most ``MAX_REPS`` reps, and its encoded state at most ``STATE_BYTES_BUDGET`` bytes. An
 ``UpsertRep`` past either bound is refused: the roster stays as it was, and the refusal is kept in
-``TeamState.refused_reps`` (the team view shows it) for the agent to log and count. The API checks
+``TeamState.refused_reps`` (the team view shows it) for the agent to log and count. An
+``UpsertRep`` that moves a rep in (``join``) is answered either way (``ReportJoin``): the rep
+leaves their old team only once this one has taken them in (``rules.reps``). The API checks
 the same bounds first (``admission_problem``); the team is the last line, for the PUTs the API
 could not judge (a team owned by another worker, two PUTs racing).
 """
@@ -49,6 +51,7 @@ from rules.commands import (
     RemoveRep,
     RepProfile,
     ReportHeld,
+    ReportJoin,
     RouteLead,
     RoutingDecision,
     SetHeldElsewhere,
@@ -617,6 +620,10 @@ def _upsert(work: _Work, command: UpsertRep, now: datetime) -> None:
         if profile.timezone != current.profile.timezone:
             rep = rep.with_timezone_of(current.profile, now)
     problem = _admission_problem(work.state, rep)
+    if command.join:
+        # A rep moving in: the directory moves them only on a yes, else they stay in their team.
+        work.outgoing.append(Outgoing(channel="rep.commands", key=rep.rep_id, value=ReportJoin(
+            rep_id=rep.rep_id, team_id=work.state.team_id, move=command.join, refused=problem, at=now)))
     if problem is not None:
         # The roster stays as it was; the refusal is kept (one per rep) for the team view and the agent's log.
         refusal = RepRefusal(rep_id=rep.rep_id, reason=problem, at=now)

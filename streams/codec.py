@@ -39,7 +39,7 @@ WIRE_TYPES: dict[str, type] = {
         commands.RecordQualification, commands.RecordCrmSync, commands.RecordCrmEvent, commands.ReturnToRouting,
         commands.UpsertOpportunity, commands.DeferCommand, RecordOutcome, OutcomeBoard, PendingCrm,
         commands.AnswerOffer, commands.WithdrawLead, QueueSlot, Holding, commands.DrainQueue, commands.KeepAssignment,
-        commands.SetHeldElsewhere, commands.ReportHeld, commands.RetireRep, commands.ApplyRoster,
+        commands.SetHeldElsewhere, commands.ReportHeld, commands.ReportJoin, commands.RetireRep, commands.ApplyRoster,
         RetryDue, PendingDelivery, DeliveryBacklog,
         PutAccount, RemoveAccount, MatchAccount, Account,
     )

@@ -17,8 +17,20 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from rules import reps
-from rules.commands import LeadAssigned, Outgoing, PutRep, ReleaseLead, RepProfile, RouteLead
+import pytest
+
+from rules import reps, team
+from rules.commands import (
+    LeadAssigned,
+    Outgoing,
+    PutRep,
+    ReleaseLead,
+    RemoveRep,
+    RepProfile,
+    ReportJoin,
+    RetireRep,
+    RouteLead,
+)
 from rules.reps import RepEntry
 from tests.rules._sim import T0, Bus, TeamDriver, holdings, values
 
@@ -102,6 +114,91 @@ def test_a_rep_who_moves_back_counts_each_lead_once() -> None:
     bus.send("team.commands", "b", release("b", 2, "fay"))
     assert "fay" not in bus.team("b").reps and bus.team("a").reps["fay"].open_leads == 2  # l3 went to her
     assert held(bus, "fay") == 2
+
+
+# --- a move the new team refuses ----------------------------------------------------------
+
+
+def test_a_move_a_full_team_refuses_leaves_the_rep_in_their_team_as_they_were(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit: a rep moved into a full team left their team and was in none until PUT again."""
+    monkeypatch.setattr(team, "MAX_REPS", 1)
+    bus = TeamsBus()
+    bus.send("rep.commands", "gil", put("gil", "full", capacity=1))
+    bus.send("rep.commands", "fay", put("fay", "direct", capacity=2))
+    assigned_to(bus.send("team.commands", "direct", route("direct", 1)), "fay")
+    before = bus.team("direct").reps["fay"]
+    entry = bus.directory["fay"]
+    sent = bus.send("rep.commands", "fay", put("fay", "full", capacity=9))
+    assert not [m for m in sent if isinstance(m.value, RemoveRep)], "direct is never told to let fay go"
+    assert bus.team("direct").reps["fay"] == before  # presence, load, counters: as they were
+    assert "fay" not in bus.team("full").reps
+    [refused] = bus.team("full").refused_reps
+    assert refused.rep_id == "fay" and "the most a team may have (1" in refused.reason
+    after = bus.directory["fay"]
+    assert (after.team_id, after.profile, after.joining) == ("direct", entry.profile, None)
+    assert after.move_refused is not None and after.move_refused.team_id == "full"
+    assert after.move_refused.reason == refused.reason
+    # fay goes on taking direct's leads, up to her old capacity.
+    assert assigned_to(bus.send("team.commands", "direct", route("direct", 2)), "fay") == ["l2"]
+    assert assigned_to(bus.send("team.commands", "direct", route("direct", 3)), "fay") == []
+    # A later change that is applied forgets the refusal.
+    bus.send("rep.commands", "fay", put("fay", "direct", capacity=3))
+    assert bus.directory["fay"].move_refused is None
+
+
+def test_a_move_the_team_takes_moves_the_rep_once_answered() -> None:
+    bus = TeamsBus()
+    bus.send("rep.commands", "fay", put("fay", "a", capacity=2))
+    bus.send("rep.commands", "fay", put("fay", "b", capacity=2))
+    assert "fay" not in bus.team("a").reps and not bus.team("b").reps["fay"].awaiting_handover
+    entry = bus.directory["fay"]
+    assert (entry.team_id, entry.joining, entry.move_refused, entry.left) == ("b", None, None, {})
+
+
+def test_an_answer_read_again_changes_nothing() -> None:
+    entry = RepEntry(rep_id="fay", team_id="a", updated_at=T0)
+    asked = reps.apply(entry, put("fay", "b", capacity=2), T0).entry
+    yes = ReportJoin(rep_id="fay", team_id="b", move=1, refused=None, at=T0)
+    moved = reps.apply(asked, yes, T0)
+    assert moved.entry is not None and moved.entry.team_id == "b"
+    assert reps.apply(moved.entry, yes, T0) == reps.RepTransition(entry=moved.entry)
+    no = ReportJoin(rep_id="fay", team_id="b", move=1, refused="full", at=T0)
+    assert reps.apply(moved.entry, no, T0).entry is moved.entry
+
+
+def test_a_change_while_a_move_waits_calls_it_off_and_the_team_asked_lets_the_rep_go() -> None:
+    entry = RepEntry(rep_id="fay", team_id="a", updated_at=T0, profile=put("fay", "a", 2).profile)
+    asked = reps.apply(entry, put("fay", "b", capacity=2), T0)
+    assert asked.entry is not None
+    b = TeamDriver()
+    [upsert] = asked.outgoing
+    answer = b.send(upsert.value, T0)  # b takes fay in; its answer is still on its way
+    [yes] = values(list(answer.outgoing), "rep.commands", ReportJoin)
+    assert yes.refused is None and b.state is not None and "fay" in b.state.reps
+    # Moved to c (or back to a, or retired) before the yes is read: the move to b is off.
+    for change in (put("fay", "c", capacity=2), put("fay", "a", capacity=3),
+                   RetireRep(rep_id="fay", at=T0)):
+        changed = reps.apply(asked.entry, change, T0)
+        call_off = changed.outgoing[0]
+        assert call_off.key == "b" and isinstance(call_off.value, RemoveRep) and call_off.value.move == 1
+        driver = TeamDriver()
+        driver.state = b.state
+        driver.send(call_off.value, T0)
+        assert driver.state is not None and "fay" not in driver.state.reps
+        late = reps.apply(changed.entry, yes, T0)  # the yes, read late: about a move called off
+        assert late.entry is changed.entry and late.outgoing == ()
+
+
+def test_a_refused_move_survives_the_wire() -> None:
+    from streams.codec import decode, encode
+
+    entry = RepEntry(rep_id="fay", team_id="a", updated_at=T0)
+    asked = reps.apply(entry, put("fay", "b", capacity=2), T0).entry
+    no = ReportJoin(rep_id="fay", team_id="b", move=1, refused="team b has 500 reps", at=T0)
+    refused = reps.apply(asked, no, T0).entry
+    for value in (asked, refused, no):
+        assert decode(encode(value)) == value
 
 
 # --- the property --------------------------------------------------------------------------

@@ -4,7 +4,16 @@ from __future__ import annotations
 import pytest
 
 from rules import reps
-from rules.commands import ChangePresence, Outgoing, PutRep, RemoveRep, RepProfile, SetPresence, UpsertRep
+from rules.commands import (
+    ChangePresence,
+    Outgoing,
+    PutRep,
+    RemoveRep,
+    RepProfile,
+    ReportJoin,
+    SetPresence,
+    UpsertRep,
+)
 from rules.reps import RepEntry
 from tests.rules._sim import T0, Bus
 
@@ -26,16 +35,20 @@ def test_same_team_is_just_an_upsert() -> None:
     assert [type(m.value) for m in result.outgoing] == [UpsertRep]
 
 
-def test_moving_team_removes_the_rep_from_the_old_team_first() -> None:
+def test_moving_team_asks_the_new_team_first_and_removes_the_rep_from_the_old_one_on_its_yes() -> None:
     result = reps.apply(RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0), put("amer"), T0)
-    assert result.entry is not None and result.entry.team_id == "amer"
-    remove, upsert = result.outgoing
+    assert result.entry is not None and result.entry.team_id == "emea"  # still emea's until amer answers
+    (upsert,) = result.outgoing
+    assert (upsert.channel, upsert.key) == ("team.commands", "amer")
+    assert isinstance(upsert.value, UpsertRep) and upsert.value.team_id == "amer" and upsert.value.join == 1
+    # Not eligible in amer until emea says how many of its leads the rep still holds.
+    assert upsert.value.awaiting_handover
+    answered = reps.apply(result.entry, ReportJoin(rep_id="rep-1", team_id="amer", move=1, refused=None, at=T0), T0)
+    assert answered.entry is not None and answered.entry.team_id == "amer" and answered.entry.joining is None
+    (remove,) = answered.outgoing
     assert (remove.channel, remove.key) == ("team.commands", "emea")
     assert remove.value == RemoveRep(team_id="emea", rep_id="rep-1", reason="moved to team amer", at=T0, move=1)
-    assert (upsert.channel, upsert.key) == ("team.commands", "amer")
-    assert isinstance(upsert.value, UpsertRep) and upsert.value.team_id == "amer"
-    # Not eligible in amer until emea says how many of its leads the rep still holds.
-    assert upsert.value.awaiting_handover and result.entry.left == {"emea": 1}
+    assert answered.entry.left == {"emea": 1} and answered.entry.profile == put("amer").profile
 
 
 @pytest.mark.parametrize("status", ["available", "busy", "offline"])
