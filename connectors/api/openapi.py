@@ -333,6 +333,19 @@ def _schemas() -> dict[str, Schema]:
         "RepRetired": _object({"rep_id": _STR, "status": {"const": "retired"}}, description=(
             "The retirement is on its way to the rep's team: no new leads; the leads they hold stay theirs "
             "until released. A later PUT of the rep brings them back.")),
+        "RepView": _object(
+            {"rep_id": _STR, "team": _STR, "status": {"enum": ["active", "retired"]}, "updated_at": _TIME,
+             "held_elsewhere": _INT},
+            {"retired_by": {"enum": ["api", "config"]}, "name": _STR, "capacity": _INT,
+             "daily_cap": {"type": ["integer", "null"]}, "weekly_cap": {"type": ["integer", "null"]},
+             "weight": _INT, "skills": _STRINGS, "languages": _STRINGS, "territories": _STRINGS, "timezone": _STR,
+             "webhook_configured": _BOOL,
+             "moving_to": _object({"team": _STR, "since": _TIME}),
+             "move_refused": _object({"team": _STR, "reason": _STR, "at": _TIME})},
+            description=("The rep as the rep directory knows them; never the webhook secret. `team` is the rep's "
+                         "team: a move (a PUT naming another team) happens once the new team takes the rep in "
+                         "(`moving_to` meanwhile); a team that refuses them (full, or too big) leaves them in "
+                         "`team`, as they were, and says why in `move_refused` until their next change.")),
         "PresenceInput": {**_model_schema(PRESENCE_INPUT_MODEL, "PresenceInput", "A rep's presence.",
                                           _PRESENCE_FIELDS), "examples": [{"status": "available"}]},
         "PresenceAccepted": _object({"rep_id": _STR, "presence": {"enum": ["available", "busy", "offline"]},
@@ -644,7 +657,11 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                          "without `rep_id` (the CRM, a manager) is not tied to a holder. On a closed lead (which "
                          "nobody holds) an activity without `rep_id` is recorded, never as a first contact."),
             requestBody={"required": True, **_json_body(_ref("ActivityInput"))})},
-        "/v1/reps/{rep_id}": {"parameters": [_param("RepId")], "put": _op(
+        "/v1/reps/{rep_id}": {"parameters": [_param("RepId")], "get": _op(
+            "getRep", "reps", "A rep: their team, and a move waiting or refused",
+            {"200": {"description": "The rep.", **_json_body(_ref("RepView"))}, **_refs(401, 404, 422, 503)},
+            description=("A rep stored under an id from before ids were ASCII only is still found here (and by "
+                         "DELETE); any other id outside the rule is a 422 naming rep_id.")), "put": _op(
             "putRep", "reps", "Create or update a rep",
             {"202": {"description": ("The change is on its way to the rep's team. The team may still refuse "
                                      "it: see `refused_reps` in `GET /v1/teams/{team_id}`."),
@@ -659,7 +676,8 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                                         "already retired).",
                          **_json_body(_ref("RepRetired"), example={"rep_id": "rep-ana", "status": "retired"})},
                  **_refs(401, 404, 422, 429, 503)},
-                description=("Any rep, made through the API or the config file. The team lists a rep who still "
+                description=("Any rep, made through the API or the config file, or stored under an id from "
+                             "before ids were ASCII only (only GET and DELETE still take such an id). The team lists a rep who still "
                              "holds leads with `departed: true` until their last lead is released; a rep "
                              "without leads leaves the team at once. Their presence can no longer be set "
                              "(404). `PUT /v1/reps/{rep_id}` brings them back, with the profile they had for "
@@ -936,6 +954,7 @@ _SCOPES: dict[tuple[str, str], Scope] = {
     **{("post", f"/v1/leads/{{lead_id}}/{verb}"): "work"
        for verb in ("accept", "decline", "activities", "qualification", "disposition")},
     ("post", "/v1/reps/{rep_id}/presence"): "work",
+    ("get", "/v1/reps/{rep_id}"): "read",
     ("put", "/v1/reps/{rep_id}"): "admin", ("delete", "/v1/reps/{rep_id}"): "admin",
     ("put", "/v1/accounts/{domain}"): "admin", ("delete", "/v1/accounts/{domain}"): "admin",
 }

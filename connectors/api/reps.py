@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from connectors.api.context import ApiContext, authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
+from connectors.auth import Scope
 from connectors.lead_input import FieldError
 from connectors.netguard import validate_webhook_url
 from connectors.rep_fields import (
@@ -34,7 +35,7 @@ from rules.roster import (
 from rules.team import TeamState, admission_problem
 from rules.territory import expand_territories, territory_problem
 
-__all__ = ["routes", "team_view", "REP_INPUT_MODEL", "PRESENCE_INPUT_MODEL"]
+__all__ = ["routes", "rep_view", "team_view", "REP_INPUT_MODEL", "PRESENCE_INPUT_MODEL"]
 
 routes = web.RouteTableDef()
 
@@ -81,22 +82,43 @@ def _invalid(exc: ValidationError, what: str) -> ApiError:
     return ApiError(422, "invalid", f"the {what} is not valid", fields)
 
 
+#: What each method on ``/v1/reps/{rep_id}...`` needs (else: POST .../presence).
+_SCOPES: dict[str, Scope] = {"PUT": "admin", "DELETE": "admin", "GET": "read"}
+
+
 async def _rep_owner(request: web.Request) -> tuple[ApiContext, str, web.Response | None]:
     """Authenticate a ``/v1/reps/{rep_id}...`` request and relay it to the rep's owner (as
     ``lead_owner`` does for leads): the owner's answer when relayed, ``None`` when this worker owns it."""
-    authenticate(request, "admin" if request.method in ("PUT", "DELETE") else "work")  # else: POST .../presence
+    authenticate(request, _SCOPES.get(request.method, "work"))
     ctx = context(request)
-    rep_id = _rep_id(request)
-    return ctx, rep_id, await ctx.engine.forward_to_owner("rep", rep_id, request)
-
-
-def _rep_id(request: web.Request) -> str:
-    rep_id = request.match_info["rep_id"]
-    # The YAML's rule for ids (connectors/rep_fields.py): ASCII only, so no lookalike of a rep's id.
-    problem = identifier_problem(rep_id)
-    if problem is not None:
+    rep_id, problem = _rep_id(request)
+    forwarded = await ctx.engine.forward_to_owner("rep", rep_id, request)
+    if forwarded is None and problem is not None and ctx.engine.rep(rep_id) is None:
+        # A legacy id reaches only a rep stored under it (the owner's directory says so).
         raise ApiError(422, "invalid", "bad rep id", [FieldError("rep_id", problem)])
-    return rep_id
+    return ctx, rep_id, forwarded
+
+
+def _rep_id(request: web.Request) -> tuple[str, str | None]:
+    """The path's rep id, and what is wrong with it if it is a legacy id that GET and DELETE still take.
+
+    The YAML's rule for ids (connectors/rep_fields.py): ASCII only, so no lookalike of a rep's id.
+    Before 8a8c8a7 the API took any ``str.isalnum`` letter or digit (a Cyrillic "А", Arabic digits),
+    and reps were stored under such ids: GET and DELETE still reach one of those if it exists, so an
+    admin can see it and retire it. Every other use of such an id is a 422 naming ``rep_id``.
+    """
+    rep_id = request.match_info["rep_id"]
+    problem = identifier_problem(rep_id)
+    if problem is None:
+        return rep_id, None
+    if request.method in ("GET", "DELETE") and _legacy_id(rep_id):
+        return rep_id, problem
+    raise ApiError(422, "invalid", "bad rep id", [FieldError("rep_id", problem)])
+
+
+def _legacy_id(rep_id: str) -> bool:
+    """Whether ``rep_id`` passed the API's rule before 8a8c8a7: 1-64 ``str.isalnum`` characters, '_', '.', '-'."""
+    return 0 < len(rep_id) <= 64 and all(c.isalnum() or c in "_.-" for c in rep_id)
 
 
 @routes.put("/reps/{rep_id}")
@@ -214,6 +236,42 @@ async def delete_rep(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", f"no rep {rep_id}")
     await ctx.engine.send_rep_command(rep_id, RetireRep(rep_id=rep_id, at=ctx.clock.now(), reason="retired through the API"))
     return json_response({"rep_id": rep_id, "status": "retired"}, status=202)
+
+
+@routes.get("/reps/{rep_id}")
+async def get_rep(request: web.Request) -> web.Response:
+    """The rep as the directory knows them: team, retirement, a move waiting or refused; no secret."""
+    ctx, rep_id, forwarded = await _rep_owner(request)
+    if forwarded is not None:
+        return forwarded
+    entry = ctx.engine.rep(rep_id)
+    if entry is None:
+        raise ApiError(404, "not_found", f"no rep {rep_id}")
+    return json_response(rep_view(entry))
+
+
+def rep_view(entry: RepEntry) -> dict[str, object]:
+    """A directory entry for ``GET /v1/reps/{rep_id}``: never the webhook secret nor the e-mail."""
+    body: dict[str, object] = {
+        "rep_id": entry.rep_id, "team": entry.team_id, "status": "retired" if entry.retired else "active",
+        "updated_at": entry.updated_at, "held_elsewhere": entry.held_elsewhere,
+    }
+    if entry.retired is not None:
+        body["retired_by"] = entry.retired
+    p = entry.profile
+    if p is not None:
+        body.update({"name": p.name, "capacity": p.capacity, "daily_cap": p.daily_cap, "weekly_cap": p.weekly_cap,
+                     "weight": p.weight, "skills": list(p.skills), "languages": list(p.languages),
+                     "territories": list(p.territories), "timezone": p.timezone,
+                     "webhook_configured": bool(p.webhook_url and p.webhook_secret)})
+    if entry.joining is not None:
+        # Moving: the new team has not answered yet; the rep is still the team's above.
+        body["moving_to"] = {"team": entry.joining.team_id, "since": entry.joining.since}
+    if entry.move_refused is not None:
+        # The last move the new team refused (full, or too big): the rep stayed in their team.
+        refused = entry.move_refused
+        body["move_refused"] = {"team": refused.team_id, "reason": refused.reason, "at": refused.at}
+    return body
 
 
 @routes.post("/reps/{rep_id}/presence")

@@ -19,7 +19,7 @@ from connectors.webhooks import validate_secret
 from leadflow.errors import TransientError, Unconfirmed
 from ops.metrics import Metrics
 from rules.commands import ChangePresence, DispositionLead, PutRep, RepProfile, RetireRep
-from rules.reps import RepEntry
+from rules.reps import MoveRefusal, RepEntry
 from rules.roster import RepState
 from sla.clock import FakeClock
 from tests.connectors.conftest import (
@@ -234,11 +234,21 @@ async def test_unknown_routes_and_methods_answer_json(client: Client, method: st
         assert error["message"] == f"{method} is not allowed on {path}; allowed: {allowed}"
 
 
-async def test_get_on_a_rep_names_put_and_delete_as_the_methods_to_use(client: Client) -> None:
+async def test_get_on_a_rep_shows_the_directory_entry_without_secrets(client: Client, engine: FakeEngine,
+                                                                      clock: FakeClock) -> None:
+    await error_of(await client.get("/v1/reps/ana", headers=AUTH), 404, "not_found")
+    profile = RepProfile(rep_id="ana", team_id="emea", name="Ana", capacity=4, webhook_url="https://hooks.test/ana",
+                         webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", email="ana@example.com")
+    engine.reps["ana"] = RepEntry(rep_id="ana", team_id="emea", updated_at=clock.now(), profile=profile,
+                                  move_refused=MoveRefusal(team_id="apac", reason="team apac has 500 reps",
+                                                           at=clock.now()))
     response = await client.get("/v1/reps/ana", headers=AUTH)
-    assert await error_of(response, 405) == {"code": "method_not_allowed",
-                                             "message": "GET is not allowed on /v1/reps/ana; allowed: DELETE, PUT"}
-    assert sorted(m.strip() for m in response.headers["Allow"].split(",")) == ["DELETE", "PUT"]
+    assert response.status == 200
+    body = await response.json()
+    assert (body["rep_id"], body["team"], body["status"], body["capacity"]) == ("ana", "emea", "active", 4)
+    assert body["move_refused"]["team"] == "apac" and body["webhook_configured"] is True
+    assert "whsec_" not in await response.text() and "ana@example.com" not in await response.text()
+    assert engine.rep_commands == []
 
 
 # Any JSON value, and lead- and batch-shaped objects with arbitrary values in the real fields.

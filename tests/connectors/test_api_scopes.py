@@ -82,6 +82,7 @@ ROUTES: list[tuple[str, str, Scope, dict[str, Any]]] = [
     ("POST", "/v1/reps/ana/presence", "work", {"json": {"status": "busy"}}),
     ("PUT", "/v1/reps/loop", "admin", {"json": {"team": "emea", "webhook_url": "https://attacker.example/hook"}}),
     ("DELETE", "/v1/reps/loop", "admin", {}),
+    ("GET", "/v1/reps/loop", "read", {}),
     ("PUT", "/v1/accounts/acme.com", "admin", {"json": {"owner": "ana"}}),
     ("DELETE", "/v1/accounts/acme.com", "admin", {}),
 ]
