@@ -1,4 +1,4 @@
-"""A relay from a HubSpot workflow webhook to ``POST /v1/crm/events``, re-signed per Standard Webhooks.
+"""A relay from HubSpot workflow webhooks and Salesforce Outbound Messages to ``POST /v1/crm/events``, re-signed per Standard Webhooks.
 
 HubSpot cannot call ``/v1/crm/events`` itself: it signs its requests with
 ``X-HubSpot-Signature-v3`` (base64 HMAC-SHA256 of method + URI + body + timestamp, keyed by the
@@ -15,17 +15,31 @@ three functions into a serverless function::
 The HubSpot workflow (deal-based, triggered on a deal stage change) sends the deal's
 ``hs_object_id``, ``dealstage``, ``leadflow_lead_id``, ``leadflow_id``, ``amount`` and
 ``closed_lost_reason`` to ``--public-url`` with "Send a webhook" (POST, request signature on).
-docs/QUALIFICATION.md walks through it.
+
+Salesforce's Outbound Messages are SOAP and unsigned (``ops/salesforce_outbound.py`` reads them).
+``POST /salesforce/<token>`` takes them: the token (``SALESFORCE_OUTBOUND_TOKEN``, a long random
+path segment only the outbound message's endpoint URL knows) and the envelope's
+``OrganizationId`` (``--salesforce-org-id``) must match, and ``--salesforce-allow-from`` can
+restrict the peer address to Salesforce's published ranges. Each notification is mapped, signed
+and forwarded; Salesforce gets its ``<Ack>true</Ack>`` only when leadflow accepted every one, so
+it redelivers the message otherwise (redeliveries carry the same notification ids: leadflow
+answers those it took with its first answer). A bad envelope is a 400 SOAP fault, never a 500.
+docs/QUALIFICATION.md walks through both.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
+import logging
 import os
+import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -33,13 +47,48 @@ import orjson
 from aiohttp import web
 
 from connectors.webhook_signing import signed_headers
+from ops.salesforce_outbound import (
+    ACK,
+    EnvelopeError,
+    SalesforceFields,
+    fault,
+    parse_outbound_message,
+    same_org,
+    salesforce_event,
+)
 
-__all__ = ["hubspot_signature_ok", "leadflow_event", "signed_event", "relay_app"]
+__all__ = ["hubspot_signature_ok", "leadflow_event", "signed_event", "relay_app", "SalesforceRoute"]
+
+log = logging.getLogger("ops.crm_relay")
 
 _SESSION = web.AppKey("session", aiohttp.ClientSession)
 #: HubSpot's own limit: a request whose timestamp is older than five minutes is refused.
 _MAX_AGE_MS = 300_000
 _WON, _LOST = {"closedwon"}, {"closedlost"}
+#: Salesforce waits 60 s for an answer: every forward is done (or given up, to be redelivered) before.
+_SF_BUDGET_S, _SF_PARALLEL, _FORWARD_TIMEOUT_S = 45.0, 8, 10.0
+#: Outbound messages hold at most 100 notifications of a few fields each.
+_SF_MAX_BODY = 1024 * 1024
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{24,128}")
+_SOAP = "text/xml"
+
+
+@dataclass(frozen=True)
+class SalesforceRoute:
+    """``POST /salesforce/{token}``: who may call it and which Opportunity fields it reads."""
+
+    org_id: str
+    token: str = field(repr=False)
+    fields: SalesforceFields = SalesforceFields()
+    #: Peer networks allowed to call (empty: any). Behind a proxy the peer is the proxy: filter there.
+    allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.fullmatch(self.token):
+            raise ValueError("the Salesforce path token must be 24 to 128 URL-safe characters (A-Z a-z 0-9 _ -)")
+        if len(self.org_id) not in (15, 18) or not self.org_id.startswith("00D"):
+            raise ValueError("the Salesforce org id is the 15- or 18-character id starting 00D "
+                             "(Setup > Company Information > Salesforce.com Organization ID)")
 
 
 def hubspot_signature_ok(secret: str, method: str, uri: str, body: bytes, timestamp: str, signature: str,
@@ -91,9 +140,41 @@ def signed_event(secret: str, msg_id: str, event: Mapping[str, Any], now_s: int)
     return body, {**signed_headers(secret, msg_id, now_s, body), "Content-Type": "application/json"}
 
 
-def relay_app(*, hubspot_secret: str, events_secret: str, leadflow_url: str, public_url: str) -> web.Application:
-    """``POST /hubspot``: 204 once leadflow took the event; leadflow's 4xx passed back; 502 makes HubSpot retry."""
+async def _forward(session: aiohttp.ClientSession, url: str, raw: bytes,
+                   headers: Mapping[str, str]) -> tuple[int, bytes]:
+    """leadflow's status and body; status 0 when it could not be reached."""
+    try:
+        async with session.post(url, data=raw, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=_FORWARD_TIMEOUT_S)) as answer:
+            return answer.status, await answer.read()
+    except (aiohttp.ClientError, TimeoutError):
+        return 0, b""
+
+
+def _refusal(body: bytes) -> str:
+    """leadflow's error code and message, short (they name fields and ids, never a person)."""
+    try:
+        error = orjson.loads(body).get("error") or {}
+        return f"{error.get('code')}: {str(error.get('message'))[:200]}"
+    except (orjson.JSONDecodeError, AttributeError):
+        return "no error body"
+
+
+def _soap(body: bytes, status: int) -> web.Response:
+    return web.Response(body=body, status=status, content_type=_SOAP, charset="utf-8")
+
+
+def relay_app(*, events_secret: str, leadflow_url: str, hubspot_secret: str | None = None,
+              public_url: str | None = None, salesforce: SalesforceRoute | None = None) -> web.Application:
+    """``POST /hubspot``: 204 once leadflow took the event; leadflow's 4xx passed back; 502 makes HubSpot retry.
+
+    ``POST /salesforce/{token}``: 200 with the SOAP Ack once leadflow took every notification;
+    otherwise a SOAP fault (400 for an unreadable envelope or an unmappable notification, 403 for
+    another org or address, leadflow's 4xx for a refused event, 502 when leadflow did not answer),
+    and Salesforce delivers the message again later.
+    """
     async def hubspot(request: web.Request) -> web.Response:
+        assert hubspot_secret is not None and public_url is not None
         body = await request.read()
         if not hubspot_signature_ok(hubspot_secret, request.method, public_url, body,
                                     request.headers.get("X-HubSpot-Request-Timestamp", ""),
@@ -104,47 +185,171 @@ def relay_app(*, hubspot_secret: str, events_secret: str, leadflow_url: str, pub
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": f"not a deal leadflow can map: {exc}"}, status=400)
         raw, headers = signed_event(events_secret, msg_id, event, int(time.time()))
-        try:
-            async with request.app[_SESSION].post(leadflow_url, data=raw, headers=headers,
-                                                   timeout=aiohttp.ClientTimeout(total=10)) as answer:
-                text = await answer.read()
-                status = answer.status
-        except (aiohttp.ClientError, TimeoutError):
+        status, text = await _forward(request.app[_SESSION], leadflow_url, raw, headers)
+        if status == 0:
             return web.json_response({"error": "leadflow unreachable"}, status=502)
         if status < 300:
             return web.Response(status=204)
         return web.Response(body=text, status=status if status < 500 else 502, content_type="application/json")
+
+    async def salesforce_messages(request: web.Request) -> web.Response:
+        assert salesforce is not None
+        if not hmac.compare_digest(request.match_info["token"].encode(), salesforce.token.encode()):
+            raise web.HTTPNotFound()  # as for any other unknown path: the token is the secret
+        if salesforce.allow_from:
+            try:
+                peer = ipaddress.ip_address(request.remote or "")
+            except ValueError:
+                peer = None
+            if peer is None or not any(peer in network for network in salesforce.allow_from):
+                return _soap(fault("Client", "this address may not send outbound messages to the relay"), 403)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _soap(fault("Client", f"the message is larger than {_SF_MAX_BODY} bytes"), 413)
+        try:
+            message = parse_outbound_message(body)
+        except EnvelopeError as exc:
+            return _soap(fault("Client", f"not an outbound message leadflow can read: {exc}"), 400)
+        if not same_org(salesforce.org_id, message.organization_id):
+            log.warning("salesforce relay: refused a message from org %s (expected %s)", message.organization_id,
+                        salesforce.org_id)
+            return _soap(fault("Client", f"OrganizationId {message.organization_id} is not the org this relay "
+                                         "serves"), 403)
+        unmapped: list[str] = []
+        mapped: list[tuple[str, dict[str, Any]]] = []
+        for notification in message.notifications:
+            try:
+                mapped.append(salesforce_event(notification, salesforce.fields))
+            except ValueError as exc:
+                unmapped.append(str(exc))
+        gate = asyncio.Semaphore(_SF_PARALLEL)
+
+        async def forward(msg_id: str, event: dict[str, Any]) -> tuple[int, bytes]:
+            async with gate:
+                raw, headers = signed_event(events_secret, msg_id, event, int(time.time()))
+                return await _forward(request.app[_SESSION], leadflow_url, raw, headers)
+
+        tasks = [asyncio.ensure_future(forward(msg_id, event)) for msg_id, event in mapped]
+        if tasks:
+            await asyncio.wait(tasks, timeout=_SF_BUDGET_S)
+        problems: list[tuple[int, str]] = [(400, text) for text in unmapped]
+        for (msg_id, _), task in zip(mapped, tasks):
+            if not task.done():
+                task.cancel()
+                problems.append((502, f"{msg_id}: leadflow did not answer within {_SF_BUDGET_S:g} s"))
+                continue
+            status, answer = task.result()
+            if status == 0 or status >= 500:
+                problems.append((502, f"{msg_id}: leadflow {'unreachable' if status == 0 else f'answered {status}'}"))
+            elif status >= 300:
+                problems.append((status, f"{msg_id}: leadflow refused it ({status} {_refusal(answer)})"))
+        if not problems:
+            return _soap(ACK, 200)
+        for _, problem in problems:
+            log.warning("salesforce relay: no Ack: %s", problem)
+        statuses = [status for status, _ in problems]
+        status = 502 if 502 in statuses else (400 if 400 in statuses else statuses[0])
+        shown = "; ".join(text for _, text in problems[:5]) + (f"; and {len(problems) - 5} more"
+                                                                  if len(problems) > 5 else "")
+        summary = (f"{len(message.notifications) - len(problems)} of {len(message.notifications)} notification(s) "
+                   f"taken by leadflow; Salesforce will deliver the message again: {shown}")
+        return _soap(fault("Server" if status == 502 else "Client", summary), status)
 
     async def session(app: web.Application) -> AsyncIterator[None]:
         app[_SESSION] = aiohttp.ClientSession()
         yield
         await app[_SESSION].close()
 
-    app = web.Application()
-    app.router.add_post("/hubspot", hubspot)
+    app = web.Application(client_max_size=_SF_MAX_BODY)
+    if hubspot_secret is not None and public_url is not None:
+        app.router.add_post("/hubspot", hubspot)
+    if salesforce is not None:
+        app.router.add_post("/salesforce/{token}", salesforce_messages)
     app.cleanup_ctx.append(session)
     return app
+
+
+_EPILOG = """\
+HubSpot (a deal workflow's "Send a webhook", signed):
+  HUBSPOT_CLIENT_SECRET=... LEADFLOW_CRM_EVENTS_SECRET=whsec_... python -m ops.crm_relay \\
+    --leadflow-url https://leadflow.example/v1/crm/events --public-url https://relay.example/hubspot
+
+Salesforce (a flow's Outbound Message on Opportunity, unsigned SOAP):
+  export SALESFORCE_OUTBOUND_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')  # once; keep it
+  LEADFLOW_CRM_EVENTS_SECRET=whsec_... python -m ops.crm_relay \\
+    --leadflow-url https://leadflow.example/v1/crm/events --salesforce-org-id 00D5e000000KQ2eEAG \\
+    --salesforce-loss-reason-field Loss_Reason__c
+  and in Salesforce the outbound message's Endpoint URL is
+  https://relay.example/salesforce/<SALESFORCE_OUTBOUND_TOKEN>, its fields Id, StageName, IsWon, IsClosed,
+  Amount, Leadflow_Lead_Id__c, Leadflow_Id__c, LastModifiedDate (and the loss reason field).
+  Outbound messages carry no signature: the relay refuses any other OrganizationId (403) and any other
+  path (404); add --salesforce-allow-from for Salesforce's published IP ranges when the relay sees
+  Salesforce's own address (not behind a proxy). Salesforce gets <Ack>true</Ack> only when leadflow took
+  every notification, and delivers the message again otherwise, for up to 24 h.
+
+Both routes can run in one relay. Environment: LEADFLOW_CRM_EVENTS_SECRET (the worker's CRM events secret,
+whsec_...), HUBSPOT_CLIENT_SECRET (the HubSpot app's client secret), SALESFORCE_OUTBOUND_TOKEN (24 to 128
+URL-safe characters). docs/QUALIFICATION.md walks through both with a worked example.
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m ops.crm_relay", description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="Secrets from HUBSPOT_CLIENT_SECRET (the HubSpot app's client secret) and "
-               "LEADFLOW_CRM_EVENTS_SECRET (the worker's CRM events secret, whsec_...); "
-               "docs/QUALIFICATION.md walks through the HubSpot workflow.")
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8078, help="port to listen on (default %(default)s)")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
     parser.add_argument("--leadflow-url", required=True, help="leadflow's POST /v1/crm/events URL")
-    parser.add_argument("--public-url", required=True,
-                        help="this relay's URL as HubSpot calls it (HubSpot signs the full URL)")
+    hubspot = parser.add_argument_group("HubSpot (POST /hubspot)")
+    hubspot.add_argument("--public-url",
+                         help="this relay's /hubspot URL as HubSpot calls it (HubSpot signs the full URL); "
+                              "turns the HubSpot route on (needs HUBSPOT_CLIENT_SECRET)")
+    sf = parser.add_argument_group("Salesforce Outbound Messages (POST /salesforce/<SALESFORCE_OUTBOUND_TOKEN>)")
+    sf.add_argument("--salesforce-org-id", metavar="00D...",
+                    help="the org's id (Setup > Company Information), 15 or 18 characters: messages from any other "
+                         "org are refused; turns the Salesforce route on (needs SALESFORCE_OUTBOUND_TOKEN)")
+    sf.add_argument("--salesforce-lead-id-field", default="Leadflow_Lead_Id__c", metavar="FIELD",
+                    help="the Opportunity field holding leadflow's lead id, as crm.salesforce.lead_id_field "
+                         "(default %(default)s)")
+    sf.add_argument("--salesforce-opportunity-id-field", default="Leadflow_Id__c", metavar="FIELD",
+                    help="the Opportunity field holding leadflow's opportunity id, as "
+                         "crm.salesforce.external_id_field (default %(default)s); sent when the message has it")
+    sf.add_argument("--salesforce-loss-reason-field", metavar="FIELD",
+                    help="the Opportunity field with the loss reason (e.g. Loss_Reason__c), sent as a lost "
+                         "deal's reason; none by default (Opportunity has no standard one)")
+    sf.add_argument("--salesforce-allow-from", action="append", default=[], metavar="CIDR",
+                    help="accept messages only from this network (repeat for each of Salesforce's ranges); "
+                         "checked against the connecting address, so behind a proxy filter at the proxy")
     args = parser.parse_args(argv)
-    secrets = {}
-    for name in ("HUBSPOT_CLIENT_SECRET", "LEADFLOW_CRM_EVENTS_SECRET"):
-        if not os.environ.get(name):
-            parser.exit(2, f"ops.crm_relay: environment variable {name} is not set\n")
-        secrets[name] = os.environ[name]
-    web.run_app(relay_app(hubspot_secret=secrets["HUBSPOT_CLIENT_SECRET"],
-                          events_secret=secrets["LEADFLOW_CRM_EVENTS_SECRET"], leadflow_url=args.leadflow_url,
-                          public_url=args.public_url), port=args.port)
+    events_secret = os.environ.get("LEADFLOW_CRM_EVENTS_SECRET")
+    if args.public_url is None and args.salesforce_org_id is None:
+        parser.exit(2, "ops.crm_relay: nothing to relay: give --public-url (HubSpot), --salesforce-org-id "
+                       "(Salesforce) or both\n")
+    hubspot_secret = None
+    if args.public_url is not None:
+        hubspot_secret = os.environ.get("HUBSPOT_CLIENT_SECRET")
+        if not hubspot_secret:
+            parser.exit(2, "ops.crm_relay: environment variable HUBSPOT_CLIENT_SECRET is not set\n")
+    salesforce = None
+    if args.salesforce_org_id is not None:
+        token = os.environ.get("SALESFORCE_OUTBOUND_TOKEN")
+        if not token:
+            parser.exit(2, "ops.crm_relay: environment variable SALESFORCE_OUTBOUND_TOKEN is not set\n")
+        try:
+            networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in args.salesforce_allow_from)
+            salesforce = SalesforceRoute(
+                org_id=args.salesforce_org_id, token=token, allow_from=networks,
+                fields=SalesforceFields(lead_id=args.salesforce_lead_id_field,
+                                        opportunity_id=args.salesforce_opportunity_id_field or None,
+                                        loss_reason=args.salesforce_loss_reason_field))
+        except ValueError as exc:
+            parser.exit(2, f"ops.crm_relay: {exc}\n")
+    if not events_secret:
+        parser.exit(2, "ops.crm_relay: environment variable LEADFLOW_CRM_EVENTS_SECRET is not set\n")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(relay_app(events_secret=events_secret, leadflow_url=args.leadflow_url, hubspot_secret=hubspot_secret,
+                          public_url=args.public_url, salesforce=salesforce), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,16 @@
   the upsert is dead-lettered at once (not retried through the schedule) with a reason that names
   the field and says what to do; once the field is created, ``python -m ops.crm_resend`` puts it
   back and the lead hears the CRM's id.
+* The way back: the stand-in holds the Opportunity leadflow upserted; Salesforce's Outbound
+  Message for it moving to Closed Lost (a SOAP envelope built from the stored record, as the org
+  would send it) goes through ``ops.crm_relay`` to the worker's ``/v1/crm/events``: Salesforce is
+  Acked, the lead is recycled with the loss reason, and the same message delivered again is Acked
+  without a second event; one from another org reaches nobody.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -16,9 +22,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
+from ops.crm_relay import SalesforceRoute, relay_app
+from ops.salesforce_outbound import ACK, SalesforceFields
 from ops.standins.crm import CrmStandIn
 from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, ready_worker
+
+EVENTS_SECRET = "whsec_" + base64.b64encode(b"crm-events-secret-for-tests-32b!").decode()
+ORG_ID = "00D5e000000KQ2eEAG"
+SF_TOKEN = "it-outbound-token-0123456789abcdef"
 
 BANT = {"budget": "approved", "authority": "decision_maker", "need": "leads wait two days",
         "timeline": "this_quarter"}
@@ -38,6 +51,7 @@ async def standin() -> AsyncIterator[CrmStandIn]:
 async def worker(spec: WorkerSpec, standin: CrmStandIn, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Worker]:
     monkeypatch.setenv("IT_SF_ID", standin.client_id)
     monkeypatch.setenv("IT_SF_SECRET", standin.client_secret)
+    monkeypatch.setenv("IT_CRM_EVENTS", EVENTS_SECRET)
     # Many delays: a refusal retried through them would take far longer than the test waits.
     spec.config_yaml = f"""
 crm:
@@ -45,6 +59,7 @@ crm:
   salesforce: {{login_url: "{standin.url}", client_id_env: IT_SF_ID, client_secret_env: IT_SF_SECRET}}
   timeout: 2s
   retry_delays: [5, 10, 20, 40]
+  events_secret_env: IT_CRM_EVENTS
 """
     async with ready_worker(spec) as w:
         yield w
@@ -110,3 +125,66 @@ async def test_an_org_without_the_lead_id_field_is_a_dead_letter_naming_it_until
 async def _synced(api: aiohttp.ClientSession, worker: Worker, lead_id: str) -> dict[str, Any] | None:
     opportunity = (await _lead(api, worker, lead_id)).get("opportunity") or {}
     return opportunity if opportunity.get("synced_at") and opportunity.get("crm_id") else None
+
+
+def _outbound_message(org_id: str, notification_id: str, record_id: str, fields: dict[str, Any]) -> bytes:
+    """What the org sends for the flow's Outbound Message on an Opportunity (Salesforce's documented envelope)."""
+    values = "".join(f"<sf:{name}>{value}</sf:{name}>" for name, value in fields.items())
+    return ('<?xml version="1.0" encoding="UTF-8"?>'
+            '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+            'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+            '<soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound">'
+            f'<OrganizationId>{org_id}</OrganizationId><ActionId>04k5e000000CaRkAAK</ActionId>'
+            '<SessionId xsi:nil="true"/>'
+            '<EnterpriseUrl>https://acme.my.salesforce.com/services/Soap/c/62.0/00D5e000000KQ2e</EnterpriseUrl>'
+            '<PartnerUrl>https://acme.my.salesforce.com/services/Soap/u/62.0/00D5e000000KQ2e</PartnerUrl>'
+            f'<Notification><Id>{notification_id}</Id>'
+            '<sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">'
+            f'<sf:Id>{record_id}</sf:Id>{values}</sObject></Notification>'
+            '</notifications></soapenv:Body></soapenv:Envelope>').encode()
+
+
+async def test_an_outbound_message_for_a_lost_opportunity_recycles_the_lead_through_the_relay(
+        worker: Worker, standin: CrmStandIn, receiver: Receiver, api: aiohttp.ClientSession) -> None:
+    lead_id = await _sql_lead(worker, receiver, api, "marta@northwind.example")
+    await eventually(lambda: _synced(api, worker, lead_id), timeout=30, what="the opportunity in Salesforce")
+    (stored,) = standin.stored("salesforce")
+
+    # The sales rep closes it as lost in Salesforce; the flow's outbound message carries the chosen fields.
+    fields = {"StageName": "Closed Lost", "IsClosed": "true", "IsWon": "false", "Amount": "48000.0",
+              "Leadflow_Lead_Id__c": stored.fields["Leadflow_Lead_Id__c"],
+              "Leadflow_Id__c": stored.key.split("=", 1)[1], "Loss_Reason__c": "No budget this year"}
+    message = _outbound_message(ORG_ID, "04l5e00000Gx7QzAAJ", stored.crm_id, fields)
+    route = SalesforceRoute(org_id=ORG_ID, token=SF_TOKEN, fields=SalesforceFields(loss_reason="Loss_Reason__c"))
+    relay = TestServer(relay_app(events_secret=EVENTS_SECRET, leadflow_url=f"{worker.url}/v1/crm/events",
+                                 salesforce=route))
+    await relay.start_server()
+    try:
+        async with aiohttp.ClientSession() as salesforce:
+            url = str(relay.make_url(f"/salesforce/{SF_TOKEN}"))
+            headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+            async with salesforce.post(url, data=message, headers=headers) as r:
+                assert r.status == 200 and await r.read() == ACK, await r.text()
+            recycled = await eventually(lambda: _lead_if(api, worker, lead_id, "recycled"), timeout=30,
+                                        what="the lead recycled")
+            assert recycled["opportunity"]["lost_reason"] == "No budget this year"
+            # Salesforce may deliver the same message again: Acked, nothing applied twice.
+            async with salesforce.post(url, data=message, headers=headers) as r:
+                assert r.status == 200 and await r.read() == ACK
+            # Another org pointing at this endpoint reaches nobody.
+            other = _outbound_message("00D000000000001AAA", "04l5e00000Gx7R0AAJ", stored.crm_id,
+                                      {**fields, "StageName": "Closed Won", "IsWon": "true"})
+            async with salesforce.post(url, data=other, headers=headers) as r:
+                assert r.status == 403 and "OrganizationId 00D000000000001AAA" in await r.text()
+    finally:
+        await relay.close()
+    await asyncio.sleep(1)
+    view = await _lead(api, worker, lead_id)
+    kinds = [e.get("kind") for e in view["timeline"]]
+    assert view["status"] == "recycled" and kinds.count("opportunity_lost") == 1, kinds
+    assert "opportunity_won" not in kinds, kinds
+
+
+async def _lead_if(api: aiohttp.ClientSession, worker: Worker, lead_id: str, status: str) -> dict[str, Any] | None:
+    view = await _lead(api, worker, lead_id)
+    return view if view.get("status") == status else None

@@ -4,7 +4,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,9 +15,19 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from defusedxml.ElementTree import fromstring
+from prometheus_client import CollectorRegistry
 
 from connectors.api.crm_events import CRM_EVENT_MODEL, verify
-from ops.crm_relay import hubspot_signature_ok, leadflow_event, relay_app, signed_event
+from connectors.crm import EventsAuth
+from ops.crm_relay import SalesforceRoute, hubspot_signature_ok, leadflow_event, relay_app, signed_event
+from ops.metrics import Metrics
+from ops.salesforce_outbound import ACK, SalesforceFields
+from rules.commands import RecordCrmEvent
+from rules.opportunity import Opportunity, opportunity_id_for
+from sla.clock import FakeClock
+from tests.connectors.conftest import FakeEngine, build_app, lead_state
+from tests.ops.salesforce_envelopes import OPPORTUNITY_ID, ORG_ID, envelope, opportunity
 
 HUBSPOT_SECRET = "hubspot-app-client-secret"
 EVENTS_SECRET = "whsec_" + base64.b64encode(b"e" * 32).decode()
@@ -92,3 +105,154 @@ def test_the_relay_without_its_secrets_says_which_and_exits_2(monkeypatch: pytes
         main(["--leadflow-url", "http://x/v1/crm/events", "--public-url", "http://y/hubspot"])
     assert exited.value.code == 2
     assert capsys.readouterr().err == "ops.crm_relay: environment variable HUBSPOT_CLIENT_SECRET is not set\n"
+
+
+# --- Salesforce Outbound Messages, through leadflow's real POST /v1/crm/events ------------------------
+
+SF_TOKEN = "sf-outbound-token-0123456789abcdef"
+_SOAP_NS = "{http://schemas.xmlsoap.org/soap/envelope/}"
+
+
+def _converted(engine: FakeEngine, clock: FakeClock, email: str) -> tuple[str, str]:
+    """A lead whose opportunity is open in the CRM, as the lead agent leaves it after conversion."""
+    state = lead_state(email, clock.now(), assigned_to="rep-ana")
+    opportunity_id = opportunity_id_for(state.lead_id, 1)
+    engine.leads[state.lead_id] = replace(state, status="converted", routing="released", opportunity=Opportunity(
+        opportunity_id=opportunity_id, created_at=clock.now()))
+    return state.lead_id, opportunity_id
+
+
+def _fault(text: str) -> str:
+    parsed = fromstring(text.encode())
+    return str(parsed.findtext(f"{_SOAP_NS}Body/{_SOAP_NS}Fault/faultstring"))
+
+
+@pytest.fixture
+async def leadflow() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], FakeEngine]]:
+    """leadflow's API as a worker mounts it (the real /v1/crm/events), over an in-memory engine."""
+    engine, clock = FakeEngine(), FakeClock(datetime.now(UTC))
+    app = build_app(engine, Metrics(CollectorRegistry()), clock,
+                    crm_events=EventsAuth(secret=EVENTS_SECRET, tolerance_s=300))
+    async with TestClient(TestServer(app)) as client:
+        yield client, engine
+
+
+def _relay(url: str, **route: Any) -> web.Application:
+    options: dict[str, Any] = {"org_id": ORG_ID, "token": SF_TOKEN, "fields": SalesforceFields(loss_reason="Loss_Reason__c"),
+                               **route}
+    return relay_app(events_secret=EVENTS_SECRET, leadflow_url=url, salesforce=SalesforceRoute(**options))
+
+
+async def test_an_outbound_message_reaches_leadflow_and_is_acked_once_every_notification_is_taken(
+        leadflow: tuple[TestClient[web.Request, web.Application], FakeEngine]) -> None:
+    client, engine = leadflow
+    clock = FakeClock(datetime.now(UTC))
+    lost_lead, lost_op = _converted(engine, clock, "marta@northwind.example")
+    won_lead, won_op = _converted(engine, clock, "jon@contoso.example")
+    message = envelope(
+        opportunity("04l5e00000Gx7QzAAJ", lead_id=lost_lead).replace(OPPORTUNITY_ID, lost_op),
+        opportunity("04l5e00000Gx7R0AAJ", stage="Closed Won", won="true", lead_id=won_lead).replace(OPPORTUNITY_ID,
+                                                                                                     won_op))
+    async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
+        answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message, headers={"Content-Type": "text/xml"})
+        assert answer.status == 200 and answer.content_type == "text/xml"
+        assert await answer.read() == ACK
+        commands = {lead_id: command for lead_id, command in engine.lead_commands}
+        lost, won = commands[lost_lead], commands[won_lead]
+        assert isinstance(lost, RecordCrmEvent) and lost.kind == "lost" and lost.reason == "No budget this year"
+        assert lost.event_id == "crm:sfdc_04l5e00000Gx7QzAAJ"
+        assert isinstance(won, RecordCrmEvent) and won.kind == "won" and won.amount == 48000.0
+        # Salesforce delivers the same message again (it may): leadflow answers with its first answer.
+        again = await relay.post(f"/salesforce/{SF_TOKEN}", data=message, headers={"Content-Type": "text/xml"})
+        assert again.status == 200 and await again.read() == ACK
+    assert len(engine.lead_commands) == 2
+
+
+async def test_no_ack_unless_leadflow_took_every_notification(
+        leadflow: tuple[TestClient[web.Request, web.Application], FakeEngine]) -> None:
+    client, engine = leadflow
+    clock = FakeClock(datetime.now(UTC))
+    taken_lead, taken_op = _converted(engine, clock, "marta@northwind.example")
+    open_lead = lead_state("bo@example.com", clock.now(), assigned_to="rep-ana")  # no opportunity yet
+    engine.leads[open_lead.lead_id] = open_lead
+    message = envelope(
+        opportunity("04l5e00000Gx7QzAAJ", lead_id=taken_lead).replace(OPPORTUNITY_ID, taken_op),
+        opportunity("04l5e00000Gx7R0AAJ", lead_id=open_lead.lead_id).replace(f"<sf:Leadflow_Id__c>{OPPORTUNITY_ID}"
+                                                                             "</sf:Leadflow_Id__c>", ""),
+        opportunity("04l5e00000Gx7R1AAJ", lead_id=None))
+    async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
+        answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message)
+        text = await answer.text()
+        assert answer.status == 400 and "<Ack>" not in text, text
+        said = _fault(text)
+        assert said.startswith("1 of 3 notification(s) taken by leadflow; Salesforce will deliver the message again")
+        assert "notification 04l5e00000Gx7R1AAJ: the Opportunity has no Leadflow_Lead_Id__c" in said
+        assert "sfdc_04l5e00000Gx7R0AAJ: leadflow refused it (409 conflict: " in said
+    # The notification leadflow could take was taken, once; Salesforce's redelivery will be answered from memory.
+    assert [lead_id for lead_id, _ in engine.lead_commands] == [taken_lead]
+
+
+async def test_leadflow_unreachable_is_a_server_fault_salesforce_retries() -> None:
+    async with TestClient(TestServer(_relay("http://127.0.0.1:1/v1/crm/events"))) as relay:
+        answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=envelope(opportunity()))
+        text = await answer.text()
+    assert answer.status == 502 and "<faultcode>soapenv:Server</faultcode>" in text
+    assert "sfdc_04l5e00000Gx7QzAAJ: leadflow unreachable" in _fault(text)
+
+
+@pytest.mark.parametrize(("path", "body", "route", "status", "says"), [
+    (f"/salesforce/{SF_TOKEN}", b"""<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">
+<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><x>&b;</x>""", {}, 400, "refused XML: DTDForbidden"),
+    (f"/salesforce/{SF_TOKEN}", b"not xml at all", {}, 400, "not an outbound message leadflow can read: not well"),
+    (f"/salesforce/{SF_TOKEN}", envelope(opportunity(), org_id="00D000000000001AAA"), {}, 403,
+     "OrganizationId 00D000000000001AAA is not the org this relay serves"),
+    (f"/salesforce/{SF_TOKEN}", envelope(opportunity()), {"allow_from": (ipaddress.ip_network("13.108.0.0/14"),)},
+     403, "this address may not send outbound messages"),
+    ("/salesforce/wrong-token-0123456789abcdef", envelope(opportunity()), {}, 404, None),
+])
+async def test_bad_messages_get_a_clear_4xx_and_reach_nobody(path: str, body: bytes, route: dict[str, Any],
+                                                             status: int, says: str | None) -> None:
+    reached: list[bytes] = []
+
+    async def leadflow(request: web.Request) -> web.Response:
+        reached.append(await request.read())
+        return web.json_response({"status": "accepted"}, status=202)
+
+    fake = web.Application()
+    fake.router.add_post("/v1/crm/events", leadflow)
+    async with TestClient(TestServer(fake)) as upstream, \
+            TestClient(TestServer(_relay(str(upstream.make_url("/v1/crm/events")), **route))) as relay:
+        answer = await relay.post(path, data=body)
+        text = await answer.text()
+    assert answer.status == status, text
+    if says is not None:
+        assert says in _fault(text) and "<faultcode>soapenv:Client</faultcode>" in text
+    assert reached == []
+
+
+def test_the_relay_explains_itself_and_checks_its_salesforce_settings(monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.crm_relay import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    helped = capsys.readouterr().out
+    for words in ("Outbound Message", "/salesforce/<SALESFORCE_OUTBOUND_TOKEN>", "--salesforce-org-id",
+                  "<Ack>true</Ack>", "Leadflow_Lead_Id__c", "--salesforce-allow-from"):
+        assert words in helped
+    monkeypatch.setenv("LEADFLOW_CRM_EVENTS_SECRET", EVENTS_SECRET)
+    monkeypatch.delenv("HUBSPOT_CLIENT_SECRET", raising=False)
+    cases = [([], None, "nothing to relay: give --public-url (HubSpot), --salesforce-org-id"),
+             (["--salesforce-org-id", ORG_ID], None, "environment variable SALESFORCE_OUTBOUND_TOKEN is not set"),
+             (["--salesforce-org-id", ORG_ID], "short", "24 to 128 URL-safe characters"),
+             (["--salesforce-org-id", "12345"], SF_TOKEN, "the 15- or 18-character id starting 00D"),
+             (["--salesforce-org-id", ORG_ID, "--salesforce-allow-from", "nope"], SF_TOKEN, "does not appear to be")]
+    for args, token, says in cases:
+        if token is None:
+            monkeypatch.delenv("SALESFORCE_OUTBOUND_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("SALESFORCE_OUTBOUND_TOKEN", token)
+        with pytest.raises(SystemExit) as exited:
+            main(["--leadflow-url", "http://x/v1/crm/events", *args])
+        assert exited.value.code == 2
+        assert says in capsys.readouterr().err
