@@ -64,7 +64,7 @@ from rules.roster import Holding, RepState
 from rules.eligibility import lead_reasons, rep_reasons
 from rules.routing import DEFAULT_STRATEGY, STRATEGIES, Choice, choose_rep
 
-__all__ = ["LOOKAHEAD", "MAX_PACE_GAP", "MAX_PRIORITY", "MAX_REPS", "STATE_BYTES_BUDGET", "Lane", "RepRefusal", "TeamState",
+__all__ = ["DRAIN_MAX", "LOOKAHEAD", "MAX_PACE_GAP", "MAX_PRIORITY", "MAX_REPS", "STATE_BYTES_BUDGET", "Lane", "RepRefusal", "TeamState",
            "HoldingReader", "QueueReader", "QueueWrite", "QueueSlot", "HoldingWrite", "TeamTransition", "apply",
            "holder_of", "new_team", "lane_base", "admission_problem", "new_refusal", "state_bytes"]
 
@@ -74,6 +74,11 @@ _RATE_WINDOW = 50
 MAX_PACE_GAP = timedelta(hours=1)
 #: How many queue entries from a lane's head one drain may look at for a lead someone can take.
 LOOKAHEAD = 50
+#: The most leads one command assigns. A drain that reaches it sends its own team a ``DrainQueue``
+#: to go on, so one command's side writes stay bounded (about 0.4 KB per lead: the queue entry and
+#: its slot deleted, the holding written) however many reps free up at once, and so does the
+#: batch's journal in the team's record (``streams/tables/team_record.py``, ``JOURNAL_BYTES``).
+DRAIN_MAX = 100
 #: Priorities are clamped into ``[0, MAX_PRIORITY]``; 0 is served first.
 MAX_PRIORITY = 9
 # Each priority lane owns the sequence numbers [priority * span, (priority + 1) * span).
@@ -110,7 +115,9 @@ MAX_REPS = 500
 #: written whole as one changelog record (``streams/tables/team_record.py``: with the batch's side
 #: writes beside it), and the producer refuses a record over 1,000,000 bytes (Faust's
 #: ``producer_max_request_size``; the broker's ``message.max.bytes`` is 1,048,588): a team that grew
-#: past it crashed the worker at every restart. 60% of it leaves the rest for the batch's journal.
+#: past it crashed the worker at every restart. 60% of it leaves the rest for what the state grows
+#: by beside the roster (counters, released routes, refusals) and the batch's journal, bounded by
+#: ``team_record.JOURNAL_BYTES`` and ``DRAIN_MAX`` (tests/agents/test_team_bounds.py adds it up).
 STATE_BYTES_BUDGET = 600_000
 # How many refused reps a team remembers (one entry per rep, newest last).
 _REFUSALS_KEPT = 20
@@ -265,6 +272,10 @@ class _Work:
         self.dequeued: set[str] = set()
         #: route id -> this transition's holding for it (``None``: released), over ``queue``'s
         self.holdings: dict[str, Holding | None] = {}
+        #: Leads assigned by this transition (at most ``DRAIN_MAX`` from the queue).
+        self.assigned = 0
+        #: The drain stopped at ``DRAIN_MAX``: a ``DrainQueue`` to this team goes on with it.
+        self.cut = False
 
     def holding(self, route_id: str) -> Holding | None:
         if route_id in self.holdings:
@@ -370,7 +381,8 @@ def _route(work: _Work, command: RouteLead, now: datetime) -> None:
     # or with this lead, it jumps no assignable one by being assigned straight away.
     _drain(work, now)
     priority = priority_of(command)
-    ahead_seen = all(lane.span < LOOKAHEAD for lane in work.state.lanes if lane.priority <= priority)
+    # A drain cut short (DRAIN_MAX) left assignable leads waiting: this one waits behind them.
+    ahead_seen = not work.cut and all(lane.span < LOOKAHEAD for lane in work.state.lanes if lane.priority <= priority)
     if ahead_seen and _try_assign(work, command, now):
         return
     ahead, stuck = _waiting_ahead(work, priority)
@@ -445,6 +457,7 @@ def _try_assign(work: _Work, command: RouteLead, now: datetime) -> bool:
     reps = {**work.state.reps, **choice.reps}
     winner = reps[choice.decision.winner].with_lead(now)
     reps[winner.rep_id] = winner
+    work.assigned += 1
     work.holdings[command.route_id] = Holding(rep_id=winner.rep_id, lead_id=command.lead_id, assigned_at=now)
     recent = (work.state.recent_assignments + (now,))[-_RATE_WINDOW:]
     work.state = replace(work.state, reps=reps, routed_total=work.state.routed_total + 1, recent_assignments=recent)
@@ -478,6 +491,9 @@ def _drain_lane(work: _Work, priority: int, now: datetime) -> None:
             return
         if not _anyone_free(work, now):
             return  # nobody can take anything now: the rest of the look-ahead would be wasted
+        if work.assigned >= DRAIN_MAX:
+            _go_on_later(work, now)
+            return
         seq = max(seq, lane.head)
         entry = work.entry(seq)
         if entry is not None:  # None: a hole left by an earlier skip, which the head walks over
@@ -487,6 +503,14 @@ def _drain_lane(work: _Work, priority: int, now: datetime) -> None:
                 _take_out(work, priority, seq, entry.route_id)
         _advance_head(work, priority)
         seq += 1
+
+
+def _go_on_later(work: _Work, now: datetime) -> None:
+    """The drain reached ``DRAIN_MAX``: the team tells itself to go on (a command, read after this one)."""
+    if not work.cut:
+        work.cut = True
+        work.outgoing.append(Outgoing(channel="team.commands", key=work.state.team_id,
+                                      value=DrainQueue(team_id=work.state.team_id, at=now)))
 
 
 def _take_out(work: _Work, priority: int, seq: int, route_id: str) -> None:

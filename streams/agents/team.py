@@ -11,7 +11,8 @@ from rules.commands import DrainQueue, Outgoing, UpsertRep
 from rules.team import TeamState, new_refusal
 from streams.agents._batch import acting_for, end_offset, readable, take_ready
 from streams.app import app, runtime
-from streams.tables.team_record import TeamBatch, TeamRecord
+from streams.codec import encode
+from streams.tables.team_record import JOURNAL_BYTES, TeamBatch, TeamRecord
 from streams.tables.team_state import read_team, team_state
 from streams.topics import publish, team_commands
 
@@ -70,7 +71,7 @@ async def run_teams(commands: Any) -> None:
     async for events in take_ready(commands):
         batch = TeamBatch(team_state.get)
         last_event: dict[str, Any] = {}  # team_id -> its last event in the batch (its partition)
-        outgoing: list[Outgoing] = []
+        outgoing: list[tuple[str, Outgoing]] = []  # with the team that sent each
         names: list[str] = []
         for event in readable(events, "team"):
             team_id, command = event.key, event.value
@@ -91,21 +92,56 @@ async def run_teams(commands: Any) -> None:
             if sent is None:
                 runtime.metrics.commands_replayed.labels("team").inc()
                 continue
-            outgoing += sent
+            outgoing += [(team_id, m) for m in sent]
             names.append(name)
-        # Messages first, acknowledged; then the table (see ``publish`` for why this order), each
-        # team's writes in the order ``TeamBatch.writes`` gives (a crash must leave it whole).
-        await publish(outgoing)
-        for team_id, state in batch.states():
-            with acting_for(last_event[team_id]):
-                for key, value in batch.writes(team_id):
-                    if value is None:
-                        team_state.pop(key, None)
-                    else:
-                        team_state[key] = value
-            _report(state)
-        for name in names:
-            runtime.metrics.commands_processed.labels("team", name).inc()
+            if batch.journal_bytes(team_id) >= JOURNAL_BYTES:
+                # The journal rides in the team's record: write this much out, go on as a new batch.
+                await _write_out(batch, outgoing, last_event, names)
+                batch, last_event, outgoing, names = TeamBatch(team_state.get), {}, [], []
+        await _write_out(batch, outgoing, last_event, names)
+
+
+async def _write_out(batch: TeamBatch, outgoing: list[tuple[str, Outgoing]], last_event: dict[str, Any],
+                     names: list[str]) -> None:
+    """Send the batch's messages, acknowledged; then write the table (see ``publish`` for why this
+    order), each team's writes in the order ``TeamBatch.writes`` gives (a crash must leave it whole).
+
+    A team whose record would be too big for Kafka (the table would refuse it, ``CodecTable``) is
+    left out whole: none of its messages is sent and nothing of it is written, as if its commands
+    had failed. Sending them without the record would leave the state behind what others were
+    told (a lead assigned to a rep the team does not count). The bounds make it not happen
+    (``JOURNAL_BYTES``, ``rules.team.STATE_BYTES_BUDGET``); this is the last line.
+    """
+    writes = {team_id: batch.writes(team_id) for team_id, _ in batch.states()}
+    left_out = {team_id for team_id, team_writes in writes.items() if _too_big(team_id, team_writes)}
+    await publish([m for team_id, m in outgoing if team_id not in left_out])
+    for team_id, state in batch.states():
+        if team_id in left_out:
+            continue
+        with acting_for(last_event[team_id]):
+            for key, value in writes[team_id]:
+                if value is None:
+                    team_state.pop(key, None)
+                else:
+                    team_state[key] = value
+        _report(state)
+    for name in names:
+        runtime.metrics.commands_processed.labels("team", name).inc()
+
+
+def _too_big(team_id: str, writes: list[tuple[str, Any]]) -> bool:
+    """Whether the team's new record encodes past what the table may write (logged and counted)."""
+    limit = team_state.max_value_bytes
+    for key, value in writes:
+        if key == team_id and isinstance(value, TeamRecord):
+            size = len(encode(value))
+            if size > limit:
+                runtime.metrics.command_failures.labels("team").inc()
+                log.error("team %s: this batch's record would take %d bytes, more than the %d a changelog record may "
+                          "carry (%d journal entries): its commands are dropped, none of their messages sent",
+                          team_id, size, limit, len(value.journal))
+                return True
+    return False
 
 
 @app.task

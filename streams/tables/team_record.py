@@ -21,6 +21,13 @@ Three things make every crash leave a team whole:
 So readers see the side keys through the record's journal (``TeamSide``), and before writing
 the next record a batch writes any journal entry the table does not hold yet (``TeamBatch``):
 the journal is only ever replaced once its writes are in the table.
+
+The journal is the part of the record that grows with the batch, so it is bounded: the agent
+writes a batch out once a team's journal reaches ``JOURNAL_BYTES`` (``TeamBatch.journal_bytes``)
+and goes on with the rest of it as a new batch, and one command adds a bounded amount
+(``rules.team.DRAIN_MAX`` leads at most, one queue entry). With the roster's budget
+(``rules.team.STATE_BYTES_BUDGET``) and what the state grows by beside the roster, a record
+stays under what Kafka takes (tests/agents/test_team_bounds.py sums the worst case).
 """
 from __future__ import annotations
 
@@ -29,11 +36,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from rules.commands import Outgoing, RouteLead, TeamCommand
 from rules.roster import Holding
 from rules.team import HoldingWrite, QueueSlot, QueueWrite, TeamState, apply
 
-__all__ = ["SideValue", "SideWrite", "TeamRecord", "TeamSide", "TeamBatch", "queue_key", "route_key", "holding_key"]
+__all__ = ["JOURNAL_BYTES", "SideValue", "SideWrite", "TeamRecord", "TeamSide", "TeamBatch", "queue_key", "route_key", "holding_key"]
+
+#: A team's journal in one batch reaches at most this many bytes (encoded) before the agent writes
+#: the batch out, plus what one command adds (``rules.team.DRAIN_MAX`` leads, one queue entry).
+JOURNAL_BYTES = 200_000
 
 #: What a team's side key holds.
 SideValue = RouteLead | QueueSlot | Holding
@@ -114,6 +127,16 @@ class TeamSide:
         self._journal = {write.key: write.value for write in journal}
         #: table key -> the value this batch writes (``None``: delete), in the order written
         self.pending: dict[str, SideValue | None] = {}
+        #: table key -> the bytes its entry takes in the journal (``SideWrite``, encoded)
+        self._sizes: dict[str, int] = {}
+        #: The journal's bytes so far: the sum of ``_sizes``.
+        self.journal_bytes = 0
+
+    def _put(self, key: str, value: SideValue | None) -> None:
+        self.pending[key] = value
+        size = len(orjson.dumps(SideWrite.of(key, value))) + 1  # the comma between entries
+        self.journal_bytes += size - self._sizes.get(key, 0)
+        self._sizes[key] = size
 
     def _read(self, key: str) -> Any:
         if key in self.pending:
@@ -142,14 +165,14 @@ class TeamSide:
         if write.entry is None:
             gone = self.get(write.seq)
             if gone is not None:
-                self.pending[key] = None
-                self.pending[route_key(self.team_id, gone.route_id)] = None
+                self._put(key, None)
+                self._put(route_key(self.team_id, gone.route_id), None)
         else:
-            self.pending[key] = write.entry
-            self.pending[route_key(self.team_id, write.entry.route_id)] = QueueSlot(seq=write.seq)
+            self._put(key, write.entry)
+            self._put(route_key(self.team_id, write.entry.route_id), QueueSlot(seq=write.seq))
 
     def hold(self, write: HoldingWrite) -> None:
-        self.pending[holding_key(self.team_id, write.route_id)] = write.holding
+        self._put(holding_key(self.team_id, write.route_id), write.holding)
 
 
 class _Team:
@@ -209,6 +232,11 @@ class TeamBatch:
         team.time = now
         team.changed = True
         return transition.outgoing
+
+    def journal_bytes(self, team_id: str) -> int:
+        """How many bytes the journal of ``team_id``'s record takes so far in this batch (0: untouched)."""
+        team = self._teams.get(team_id)
+        return team.side.journal_bytes if team is not None else 0
 
     def states(self) -> Iterator[tuple[str, TeamState]]:
         """Each team this batch touched, with its state now."""

@@ -167,3 +167,33 @@ def test_an_empty_or_new_team_admits_a_maximal_rep(state: TeamState | None) -> N
 def test_state_bytes_is_what_the_codec_writes_for_the_state() -> None:
     state = team.apply(full_team(), upsert(usual("newcomer")), NOW, QueueTable()).state
     assert len(encode(state)) == state_bytes(state) + len(b'{"type":"TeamState","data":}')
+
+
+# --- one command's side writes are bounded (DRAIN_MAX) ---------------------------------------
+
+
+def test_a_drain_assigns_at_most_drain_max_leads_and_tells_the_team_to_go_on() -> None:
+    """A rep with room for 1000 joining a team with 250 waiting: DRAIN_MAX per command, in order."""
+    from rules.commands import DrainQueue, LeadAssigned
+    from rules.team import DRAIN_MAX
+    from tests.rules._sim import TeamDriver, values
+
+    driver = TeamDriver()
+    for n in range(250):
+        driver.send(RouteLead(team_id="t", lead_id=f"l{n}", route_id=f"l{n}:1:1", requested_at=NOW), NOW)
+    assert driver.state is not None and driver.state.queue_depth == 250
+    big = replace(usual("big"), capacity=1000)
+    sent = driver.send(upsert(big), NOW)
+    assigned = values(list(sent.outgoing), "lead.commands", LeadAssigned)
+    assert [a.lead_id for a in assigned] == [f"l{n}" for n in range(DRAIN_MAX)]  # oldest first
+    assert len(sent.holding_writes) == DRAIN_MAX
+    assert values(list(sent.outgoing), "team.commands", DrainQueue) == [DrainQueue(team_id="t", at=NOW)]
+    # A new lead meanwhile waits behind the ones the drain left.
+    routed = driver.send(RouteLead(team_id="t", lead_id="late", route_id="late:1:1", requested_at=NOW), NOW)
+    assert [a.lead_id for a in values(list(routed.outgoing), "lead.commands", LeadAssigned)] == [
+        f"l{n}" for n in range(DRAIN_MAX, 2 * DRAIN_MAX)]
+    again = driver.send(DrainQueue(team_id="t", at=NOW), NOW)
+    assert [a.lead_id for a in values(list(again.outgoing), "lead.commands", LeadAssigned)] == [
+        *(f"l{n}" for n in range(2 * DRAIN_MAX, 250)), "late"]
+    assert values(list(again.outgoing), "team.commands", DrainQueue) == []  # done: nothing to go on with
+    assert driver.state.queue_depth == 0
