@@ -12,8 +12,8 @@ allowed, the degradation is reported (``on_degraded``, the ``redis_degraded`` me
 capture goes on.
 
 ``FailedAuthLimit`` holds failed authentications by client address to the same GCRA: counted in
-Redis so that all workers share one allowance, and in the worker's memory while Redis cannot
-answer (per worker then, never open: it guards the keys, not the capture path).
+Redis so that all workers share one allowance and one block, and in the worker's memory while
+Redis cannot answer (per worker then, never open: it guards the keys, not the capture path).
 """
 from __future__ import annotations
 
@@ -80,6 +80,12 @@ def gcra(tat_us: int | None, now_us: int, interval_us: int, burst: int) -> tuple
     return True, new_tat, 0, (tolerance + interval_us - (new_tat - now_us)) // interval_us
 
 
+def _decision(allowed: bool, wait_us: int, remaining: int) -> RateDecision:
+    if allowed:
+        return RateDecision(True, 0, remaining)
+    return RateDecision(False, max(1, math.ceil(wait_us / 1_000_000)), 0)
+
+
 def _micros(at: datetime) -> int:
     if at.tzinfo is None:
         raise ValueError("rate limiting needs a timezone-aware time")
@@ -112,9 +118,23 @@ class RateLimiter:
             log.warning("redis unavailable for rate limiting, allowing the request: %s", type(exc).__name__)
             self._on_degraded("rate_limit")
             return RateDecision(True, 0, 0, degraded=True)
-        if allowed:
-            return RateDecision(True, 0, remaining)
-        return RateDecision(False, max(1, math.ceil(wait_us / 1_000_000)), 0)
+        return _decision(bool(allowed), wait_us, remaining)
+
+    async def peek(self, subject: str, per_minute: int, now: datetime, *, operation: str) -> RateDecision | None:
+        """Whether ``acquire`` would let one more through now, taking nothing; ``None`` when Redis
+        cannot answer (reported as ``operation`` to ``on_degraded``). One GET of ``subject``'s state."""
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        key = f"{self._prefix}rate:{subject}"
+        try:
+            stored = await asyncio.wait_for(self._redis.get(key), self._timeout)
+            tat = int(stored) if stored is not None else None
+        except (RedisError, OSError, TimeoutError, ValueError) as exc:
+            log.warning("redis unavailable for %s, going on without it: %s", operation, type(exc).__name__)
+            self._on_degraded(operation)
+            return None
+        allowed, _, wait_us, remaining = gcra(tat, _micros(now), max(1, _MINUTE_US // per_minute), per_minute)
+        return _decision(allowed, wait_us, remaining)
 
     async def _eval(self, key: str, args: tuple[int, int, int]) -> Any:
         try:
@@ -139,7 +159,7 @@ class LocalLimiter:
         allowed, new_tat, wait_us, remaining = gcra(self._tats.get(subject), now_us, max(1, _MINUTE_US // per_minute),
                                                     per_minute)
         if not allowed:
-            return RateDecision(False, max(1, math.ceil(wait_us / 1_000_000)), 0)
+            return _decision(False, wait_us, 0)
         assert new_tat is not None
         self._tats.pop(subject, None)  # re-inserted last: the dict's order is the order of last use
         self._tats[subject] = new_tat
@@ -158,23 +178,31 @@ class FailedAuthLimit:
     """At most ``per_minute`` failed authentications per client address (a burst of as many).
 
     ``failed`` counts one (in Redis through ``limiter``, shared by every worker; in this process
-    when there is no limiter or Redis cannot answer). Once an address is over, this worker refuses
-    its requests that carry a key, right or wrong, until the ``Retry-After`` it was given
-    (``blocked_for``): answering a right key while refusing wrong ones would tell a guesser which
-    one was right. Only addresses over the limit are kept, so a request with a good key costs no
-    Redis call.
+    when there is no limiter or Redis cannot answer). Once an address is over, its requests that
+    carry a key, right or wrong, are refused until the ``Retry-After`` it was given: answering a
+    right key while refusing wrong ones would tell a guesser which one was right.
+
+    The block is the count's own state in Redis, so every worker sees it the moment the allowance
+    is spent, and it ends with the count's TTL: ``shared_block`` asks Redis (one GET) for a request
+    with a right key; a wrong one needs no question, its ``failed`` is refused by the same count.
+    Each worker also remembers the addresses it found over (``blocked_for``, no Redis call), and
+    is all there is while Redis cannot answer: then the limit holds per worker, and the workers
+    stop asking Redis for ``redis_pause_s`` after a failed question, so a hung Redis slows one
+    request in that span, not every one.
     """
 
-    def __init__(self, per_minute: int = 30, *, max_addresses: int = 10_000) -> None:
+    def __init__(self, per_minute: int = 30, *, max_addresses: int = 10_000, redis_pause_s: float = 5.0) -> None:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         self.per_minute = per_minute
         self._local = LocalLimiter(max_addresses)
         self._blocked: dict[str, int] = {}  # address -> until, in microseconds
         self._max = max_addresses
+        self._pause_us = int(redis_pause_s * 1_000_000)
+        self._ask_redis_from = 0  # microseconds: no block lookup in Redis before (after it failed)
 
     def blocked_for(self, address: str, now: datetime) -> int | None:
-        """Whole seconds ``address`` is still refused on this worker, or ``None``."""
+        """Whole seconds ``address`` is still refused as this worker knows, or ``None`` (no Redis call)."""
         until = self._blocked.get(address)
         if until is None:
             return None
@@ -184,20 +212,42 @@ class FailedAuthLimit:
             return None
         return max(1, math.ceil(left / 1_000_000))
 
+    async def shared_block(self, address: str, now: datetime, limiter: RateLimiter | None) -> int | None:
+        """Whole seconds ``address`` is refused because its failures, counted in Redis by any worker,
+        are over the limit; ``None`` when they are not, or when Redis cannot say (this worker's own
+        ``blocked_for`` still holds then)."""
+        now_us = _micros(now)
+        if limiter is None or now_us < self._ask_redis_from:
+            return None
+        decision = await limiter.peek(self._subject(address), self.per_minute, now, operation="failed_auth_block")
+        if decision is None:
+            self._ask_redis_from = now_us + self._pause_us
+            return None
+        if decision.allowed:
+            return None
+        self._block(address, now_us, decision.retry_after_s)
+        return decision.retry_after_s
+
     async def failed(self, address: str, now: datetime, limiter: RateLimiter | None) -> RateDecision:
         """Count one failed authentication from ``address``; refused: it is blocked for ``retry_after_s``."""
-        subject = f"auth-failures:{address}"
+        subject = self._subject(address)
         decision = None
         if limiter is not None:
             decision = await limiter.acquire(subject, self.per_minute, now)
         if decision is None or decision.degraded:
             decision = self._local.acquire(subject, self.per_minute, now)
         if not decision.allowed:
-            now_us = _micros(now)
-            if len(self._blocked) >= self._max:
-                for stale in [a for a, until in self._blocked.items() if until <= now_us]:
-                    del self._blocked[stale]
-                while len(self._blocked) >= self._max:
-                    del self._blocked[next(iter(self._blocked))]
-            self._blocked[address] = now_us + decision.retry_after_s * 1_000_000
+            self._block(address, _micros(now), decision.retry_after_s)
         return decision
+
+    @staticmethod
+    def _subject(address: str) -> str:
+        return f"auth-failures:{address}"
+
+    def _block(self, address: str, now_us: int, seconds: int) -> None:
+        if address not in self._blocked and len(self._blocked) >= self._max:
+            for stale in [a for a, until in self._blocked.items() if until <= now_us]:
+                del self._blocked[stale]
+            while len(self._blocked) >= self._max:
+                del self._blocked[next(iter(self._blocked))]
+        self._blocked[address] = now_us + seconds * 1_000_000

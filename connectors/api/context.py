@@ -21,8 +21,8 @@ from ops.metrics import Metrics
 from rules.qualification import DEFAULT_FRAMEWORKS, Framework
 from sla.clock import Clock
 
-__all__ = ["ApiContext", "CONTEXT", "Unauthenticated", "context", "authenticate", "enforce_rate_limit",
-           "guard_failed_auth", "read_json", "lead_owner", "read_object"]
+__all__ = ["ApiContext", "CONTEXT", "Unauthenticated", "AuthBlocked", "context", "authenticate",
+           "enforce_rate_limit", "guard_failed_auth", "read_json", "lead_owner", "read_object"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +69,14 @@ class Unauthenticated(ApiError):
                          headers={"WWW-Authenticate": 'Bearer realm="leadflow"'})
 
 
+class AuthBlocked(ApiError):
+    """The ``429`` for a client address over its failed authentications (``guard_failed_auth``)."""
+
+    def __init__(self, per_minute: int, wait_s: int) -> None:
+        super().__init__(429, "rate_limited", f"more than {per_minute} failed authentications per minute from this "
+                         f"address; retry in {wait_s} s", headers={"Retry-After": str(wait_s)})
+
+
 def authenticate(request: web.Request, scope: Scope) -> ApiKey:
     """The caller, who must hold ``scope``: a ``401`` without a known key, a ``403`` naming the scope.
 
@@ -90,14 +98,24 @@ async def guard_failed_auth(request: web.Request, handler: Callable[[web.Request
 
     Only requests that send an ``Authorization`` header count and can be refused: one without cannot
     guess a key, and the provider and CRM webhooks are authenticated by their signatures instead.
-    The client is the connection's peer address (an IPv6 one by its /64, which one host may hold
-    whole): behind a load balancer, all of its clients together.
+    A right key is answered only once Redis says its address is not over the limit on any worker
+    (``FailedAuthLimit.shared_block``); a wrong one is refused by its own count. The client is the
+    connection's peer address (an IPv6 one by its /64, which one host may hold whole): behind a
+    load balancer, all of its clients together.
     """
     ctx = context(request)
-    if "Authorization" not in request.headers:
+    header = request.headers.get("Authorization")
+    if header is None:
         return await handler(request)
+    return await _held(ctx, request, header, handler)
+
+
+async def _held(ctx: ApiContext, request: web.Request, header: str,
+                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     address = _client(request.remote)
     wait = ctx.failed_auth.blocked_for(address, ctx.clock.now())
+    if wait is None and ctx.keyring.authenticate(header) is not None:
+        wait = await ctx.failed_auth.shared_block(address, ctx.clock.now(), ctx.rate_limiter)
     if wait is None:
         try:
             return await handler(request)
@@ -106,8 +124,7 @@ async def guard_failed_auth(request: web.Request, handler: Callable[[web.Request
             if decision.allowed:
                 raise
             wait = decision.retry_after_s
-    raise ApiError(429, "rate_limited", f"more than {ctx.failed_auth.per_minute} failed authentications per minute "
-                   f"from this address; retry in {wait} s", headers={"Retry-After": str(wait)})
+    raise AuthBlocked(ctx.failed_auth.per_minute, wait)
 
 
 def _client(remote: str | None) -> str:

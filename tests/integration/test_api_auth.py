@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from tests.integration.harness import API_KEY, REPO, Worker, WorkerSpec, eventually
 
@@ -105,6 +106,45 @@ async def test_scopes_bad_header_bytes_and_wrong_keys_on_a_real_worker(spec: Wor
         assert API_KEY not in log and SDR_KEY not in log and WEB_FORM_KEY not in log
     finally:
         worker.stop()
+
+
+async def test_an_address_blocked_on_one_worker_is_refused_by_the_other_through_redis(spec: WorkerSpec) -> None:
+    # The audit's gap: the count was shared, the block was not, so the other worker answered a
+    # right key from a blocked address (an extra guess per worker and period).
+    scoped = ScopedSpec(stack=spec.stack, tmp=spec.tmp, config_yaml=CONFIG)
+    first, second = Worker(scoped), Worker(scoped)
+    redis = aioredis.Redis.from_url(spec.stack.redis_url)
+    try:
+        await asyncio.gather(first.wait_ready(), second.wait_ready())
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+            async def team_seeded() -> bool:  # a right key is answered (404 until the config's team is in)
+                async with http.get(f"{second.url}/v1/teams/default", headers=_bearer(SDR_KEY)) as r:
+                    assert r.status in (200, 404, 503), await r.text()
+                    return r.status == 200
+            await eventually(team_seeded, timeout=30)
+            statuses = []
+            for n in range(31):
+                async with http.get(f"{first.url}/v1/teams/default",
+                                    headers=_bearer(f"wrong-key-{n:04}-0123456789")) as r:
+                    statuses.append(r.status)
+            assert statuses == [401] * 30 + [429], statuses
+            # The second worker never saw a wrong key from 127.0.0.1: it refuses the right one.
+            for worker in (second, first):
+                async with http.get(f"{worker.url}/v1/teams/default", headers=_bearer(SDR_KEY)) as r:
+                    assert r.status == 429 and 1 <= int(r.headers["Retry-After"]) <= 2, (r.status, await r.text())
+                async with http.post(f"{worker.url}/v1/leads", json={"email": "blocked@example.com"},
+                                     headers=_bearer(WEB_FORM_KEY)) as r:
+                    assert r.status == 429, await r.text()
+            # In Redis, with a TTL: the count is the block, and it goes away by itself.
+            key = f"{scoped.app_id}:rate:auth-failures:127.0.0.1"
+            assert 0 < await redis.pttl(key) <= 60_000
+            await asyncio.sleep(2.5)
+            async with http.get(f"{second.url}/v1/teams/default", headers=_bearer(SDR_KEY)) as r:
+                assert r.status == 200, await r.text()
+    finally:
+        await redis.aclose()
+        first.stop()
+        second.stop()
 
 
 @pytest.mark.parametrize(("keys", "needle"), [
