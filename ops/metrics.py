@@ -18,7 +18,8 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "FIRST_TOUCH_EVENTS", "OTHER_SOURCE", "SLA_OUTCOMES",
-           "AGENTS", "WEBHOOK_EVENT_TYPES", "CRM_DEAD_LETTER_REASONS", "ESCALATION_ACTIONS", "Metrics",
+           "AGENTS", "WEBHOOK_EVENT_TYPES", "CRM_DEAD_LETTER_REASONS", "ESCALATION_ACTIONS", "AUTH_FAILURE_REASONS",
+           "PROVIDER_UNAVAILABLE_REASONS", "Metrics",
            "TeamFigures", "funnel_move", "escalation_took_effect", "sla_outcome"]
 
 #: Lead latency buckets in seconds. 60 s is an exact boundary, so "share of leads in front of a
@@ -86,6 +87,20 @@ CRM_DEAD_LETTER_REASONS: Final = ("refused", "gave_up")
 
 #: The escalation ladder's steps (``sla.policy.StepKind``).
 ESCALATION_ACTIONS: Final = ("remind", "reassign", "alert_manager", "release_to_pool")
+
+#: Why the API refused a request's authentication (``connectors.api.context.guard_failed_auth``): no
+#: key (401), a key that is none of ours (401), a key without the route's scope (403), or a client
+#: address over its failed authentications (429).
+AUTH_FAILURE_REASONS: Final = ("missing_key", "invalid_key", "scope_refused", "blocked")
+
+#: Why a lead provider's webhook was answered 503, so that the provider redelivers it, by provider
+#: (``connectors/api/providers.py``): its section missing from this worker's config; Facebook leads
+#: without answers and no access token to read them, or a token the Graph API refuses; the Graph API
+#: failing or too slow.
+PROVIDER_UNAVAILABLE_REASONS: Final[Mapping[str, tuple[str, ...]]] = {
+    "facebook": ("unconfigured", "token_missing", "token_refused", "graph_unavailable"),
+    "typeform": ("unconfigured",),
+}
 
 #: A lead-cycle's first-contact SLA outcome: met (first contact by the deadline) or missed.
 SLA_OUTCOMES: Final = ("met", "missed")
@@ -314,6 +329,16 @@ class Metrics:
         self.http_requests = Counter(
             "leadflow_http_requests_total", "API requests by route and status code.",
             ["route", "status"], registry=r)
+        self.auth_failures = Counter(
+            "leadflow_api_auth_failures_total",
+            "API requests refused at authentication, by reason: missing_key or invalid_key (401), scope_refused "
+            "(403), blocked (429: the client address is over its failed authentications a minute).",
+            ["reason"], registry=r)
+        self.provider_unavailable = Counter(
+            "leadflow_provider_webhooks_unavailable_total",
+            "Lead provider webhooks answered 503 (the provider redelivers them), by provider and reason: "
+            "unconfigured, token_missing, token_refused, graph_unavailable.",
+            ["provider", "reason"], registry=r)
         self.redis_degraded = Counter(
             "leadflow_redis_degraded_total", "Operations that went on without Redis, by operation.",
             ["operation"], registry=r)
@@ -364,6 +389,11 @@ class Metrics:
             self.webhook_dead_letters.labels(event_type)
         for reason in CRM_DEAD_LETTER_REASONS:
             self.crm_dead_letters.labels(reason)
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
+        for provider, reasons in PROVIDER_UNAVAILABLE_REASONS.items():
+            for reason in reasons:
+                self.provider_unavailable.labels(provider, reason)
         # The client's standard process metrics (Linux): process_start_time_seconds tells
         # ``leadflow report --metrics`` what span the counters cover; memory, CPU and fds are for SRE.
         ProcessCollector(registry=r)

@@ -21,7 +21,7 @@ from ops.metrics import Metrics
 from rules.qualification import DEFAULT_FRAMEWORKS, Framework
 from sla.clock import Clock
 
-__all__ = ["ApiContext", "CONTEXT", "Unauthenticated", "AuthBlocked", "context", "authenticate",
+__all__ = ["ApiContext", "CONTEXT", "Unauthenticated", "ScopeRefused", "AuthBlocked", "context", "authenticate",
            "enforce_rate_limit", "guard_failed_auth", "read_json", "lead_owner", "read_object"]
 
 
@@ -69,6 +69,16 @@ class Unauthenticated(ApiError):
                          headers={"WWW-Authenticate": 'Bearer realm="leadflow"'})
 
 
+class ScopeRefused(ApiError):
+    """The ``403`` for a known key that lacks the route's scope (not a failed authentication)."""
+
+    def __init__(self, caller: ApiKey, scope: Scope) -> None:
+        super().__init__(403, "forbidden", f"API key {caller.name!r} lacks the {scope!r} scope this request needs "
+                         f"(its scopes: {', '.join(s for s in SCOPES if caller.allows(s)) or 'none'})",
+                         headers={"WWW-Authenticate": f'Bearer realm="leadflow", error="insufficient_scope", '
+                                                      f'scope="{scope}"'})
+
+
 class AuthBlocked(ApiError):
     """The ``429`` for a client address over its failed authentications (``guard_failed_auth``)."""
 
@@ -85,16 +95,14 @@ def authenticate(request: web.Request, scope: Scope) -> ApiKey:
     if caller is None:
         raise Unauthenticated()
     if not caller.allows(scope):
-        raise ApiError(403, "forbidden", f"API key {caller.name!r} lacks the {scope!r} scope this request needs "
-                       f"(its scopes: {', '.join(s for s in SCOPES if caller.allows(s)) or 'none'})",
-                       headers={"WWW-Authenticate": f'Bearer realm="leadflow", error="insufficient_scope", '
-                                                    f'scope="{scope}"'})
+        raise ScopeRefused(caller, scope)
     return caller
 
 
 async def guard_failed_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
                             ) -> web.StreamResponse:
-    """Run ``handler``, holding the client's failed authentications to ``ctx.failed_auth``.
+    """Run ``handler``, holding the client's failed authentications to ``ctx.failed_auth``, and count
+    each refusal in ``leadflow_api_auth_failures_total`` by reason.
 
     Only requests that send an ``Authorization`` header count and can be refused: one without cannot
     guess a key, and the provider and CRM webhooks are authenticated by their signatures instead.
@@ -105,9 +113,19 @@ async def guard_failed_auth(request: web.Request, handler: Callable[[web.Request
     """
     ctx = context(request)
     header = request.headers.get("Authorization")
-    if header is None:
-        return await handler(request)
-    return await _held(ctx, request, header, handler)
+    try:
+        if header is None:
+            return await handler(request)
+        return await _held(ctx, request, header, handler)
+    except Unauthenticated:
+        ctx.metrics.auth_failures.labels("missing_key" if header is None else "invalid_key").inc()
+        raise
+    except ScopeRefused:
+        ctx.metrics.auth_failures.labels("scope_refused").inc()
+        raise
+    except AuthBlocked:
+        ctx.metrics.auth_failures.labels("blocked").inc()
+        raise
 
 
 async def _held(ctx: ApiContext, request: web.Request, header: str,

@@ -31,6 +31,7 @@ from connectors.providers.facebook import FacebookSettings, FieldDatum, GraphAcc
 from connectors.providers.fields import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
 from connectors.providers.typeform import TypeformSettings
 from leadflow.errors import PermanentError, TransientError
+from ops.metrics import Metrics
 
 __all__ = ["routes", "salvage"]
 
@@ -89,8 +90,10 @@ def _settings(request: web.Request, name: str) -> Any:
     worker started without the section (a rolling deploy, a typo) must not do that. Both
     providers retry a ``503`` (Typeform every few minutes for 10 h, Meta for 36 h).
     """
-    settings = getattr(context(request).providers, name)
+    ctx = context(request)
+    settings = getattr(ctx.providers, name)
     if settings is None:
+        ctx.metrics.provider_unavailable.labels(name, "unconfigured").inc()
         log.warning("provider webhook %s answered 503: providers.%s is not configured on this worker", name, name)
         raise ApiError(503, "unavailable", f"the {name} provider is not configured on this worker "
                        f"(providers.{name} in its config); retry later",
@@ -187,14 +190,18 @@ async def _answers(settings: FacebookSettings, changes: list[LeadgenChange]) -> 
     return list(await asyncio.gather(*(one(c) for c in changes)))
 
 
-def _redeliver(deferred: Sequence[TransientError], total: int) -> ApiError:
+def _redeliver(metrics: Metrics, deferred: Sequence[TransientError], total: int) -> ApiError:
     """The ``503`` that has Meta redeliver a delivery with leads that cannot be read now.
 
     A token or permission problem (``GraphAccessRefused``) or no token at all is the config to
     fix: it is logged as such (codes only, no lead data), and Meta keeps redelivering for 36 h.
+    It is counted once per delivery, by the reason it names.
     """
     config = [exc for exc in deferred if isinstance(exc, GraphAccessRefused | _NoFetcher)]
     first = config[0] if config else deferred[0]
+    reason = ("token_missing" if isinstance(first, _NoFetcher) else "token_refused" if config
+              else "graph_unavailable")
+    metrics.provider_unavailable.labels("facebook", reason).inc()
     if config:
         log.error("facebook: %d of %d leads cannot be read: %s; answered 503, Meta redelivers them for up to 36 h",
                   len(deferred), total, first)
@@ -251,7 +258,7 @@ async def facebook_leads(request: web.Request) -> web.Response:
         ctx, [lead for _, lead in leads], channel="facebook", default_source=settings.source,
         capture_ids=lambda i, _lead: _provider_capture_id("facebook", changes[leads[i][0]].leadgen_id))
     if deferred:
-        raise _redeliver(deferred, len(changes))
+        raise _redeliver(ctx.metrics, deferred, len(changes))
     for reason in refused:
         ctx.metrics.leads_rejected.labels("facebook", reason).inc()
     for (index, _), outcome in zip(leads, outcomes):

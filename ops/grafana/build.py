@@ -297,6 +297,15 @@ HEALTH = Dashboard(
                 (_rate("leadflow_http_requests_total", "status"), "HTTP {{status}}"),
                 (_rate("leadflow_redis_degraded_total", "operation"), "without Redis: {{operation}}"),
             ), unit="reqps"),
+            Panel("API authentications refused by reason", (
+                (_rate("leadflow_api_auth_failures_total", "reason"), "{{reason}}"),), unit="reqps", width=6,
+                description="missing_key and invalid_key (401), scope_refused (403), blocked (429: a client address "
+                            "over 30 failed authentications a minute; LeadflowAuthFailuresBlocked)."),
+            Panel("Provider webhooks answered 503", (
+                (_rate("leadflow_provider_webhooks_unavailable_total", "provider, reason"), "{{provider}} {{reason}}"),),
+                unit="reqps", width=6,
+                description="Lead webhooks refused so that the provider redelivers them: no lead of that provider "
+                            "gets in meanwhile (LeadflowProviderWebhooksUnavailable)."),
         )),
     ),
 )

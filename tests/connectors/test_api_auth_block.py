@@ -109,6 +109,7 @@ async def test_a_block_reached_on_one_worker_refuses_a_right_key_on_every_other(
     assert engine.captured == []
     # A wrong key there is refused too, by the same count (nothing more is counted).
     await error_of(await second.get("/v1/teams/emea", headers=WRONG), 429, "rate_limited")
+    assert sample(metrics, "leadflow_api_auth_failures_total", reason="blocked") == 4
     # The block ends with the count: 20 s later (60 s / 3) a right key passes everywhere.
     clock.advance(20)
     assert (await _capture(third)).status == 202

@@ -128,7 +128,8 @@ async def test_a_bad_handshake_is_refused(client: Client, params: dict[str, str]
     await _conforms(response, "/v1/providers/facebook", "get")
 
 
-async def test_a_provider_not_configured_on_this_worker_is_503_and_an_unknown_one_404(serve: Serve) -> None:
+async def test_a_provider_not_configured_on_this_worker_is_503_and_an_unknown_one_404(
+        serve: Serve, metrics: Metrics) -> None:
     # Typeform switches a webhook off for good at the first 404 or 410; it retries a 503 every few
     # minutes for 10 h (Meta for 36 h). A worker without the section (a rolling deploy, a typo)
     # must not cost the webhook.
@@ -142,6 +143,11 @@ async def test_a_provider_not_configured_on_this_worker_is_503_and_an_unknown_on
     assert response.headers["Retry-After"] == "60"
     await _conforms(response, "/v1/providers/typeform", "post")
     await error_of(await client.post("/v1/providers/typefrom", data=b"{}", headers=tf_signed(b"{}")), 404)
+    # What LeadflowProviderWebhooksUnavailable watches: the 503s by provider and reason.
+    assert sample(metrics, "leadflow_provider_webhooks_unavailable_total", provider="facebook",
+                  reason="unconfigured") == 1
+    assert sample(metrics, "leadflow_provider_webhooks_unavailable_total", provider="typeform",
+                  reason="unconfigured") == 1
 
 
 # --- Facebook: leads ------------------------------------------------------------------------
@@ -246,13 +252,13 @@ async def test_leads_without_field_data_are_fetched_through_the_lead_fetcher(
     await _conforms(response, "/v1/providers/facebook", "post")
 
 
-@pytest.mark.parametrize(("problem", "retry_after", "says"), [
-    ("transient", "5", "graph api answered 503"),
-    ("no token", "60", "no access token is configured"),
+@pytest.mark.parametrize(("problem", "retry_after", "says", "reason"), [
+    ("transient", "5", "graph api answered 503", "graph_unavailable"),
+    ("no token", "60", "no access token is configured", "token_missing"),
 ])
 async def test_when_leads_cannot_be_read_now_meta_is_asked_to_redeliver(
         serve: Serve, engine: FakeEngine, fetcher: StandInFetcher, metrics: Metrics,
-        problem: str, retry_after: str, says: str) -> None:
+        problem: str, retry_after: str, says: str, reason: str) -> None:
     fetcher.leads["903"] = TransientError("graph api answered 503")
     providers = Providers(facebook=FacebookSettings(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN,
                                                     fetcher=fetcher if problem == "transient" else None))
@@ -267,6 +273,7 @@ async def test_when_leads_cannot_be_read_now_meta_is_asked_to_redeliver(
     [(_, first)] = engine.captured
     assert orjson.loads(first)["external_id"] == "444444444444"
     assert sample(metrics, "leadflow_leads_rejected_total", channel="facebook", reason="unreadable") == 0
+    assert sample(metrics, "leadflow_provider_webhooks_unavailable_total", provider="facebook", reason=reason) == 1
 
     if problem == "transient":  # it passes: the redelivery (a 503 is not remembered) brings the lead in
         fetcher.leads["903"] = [FieldDatum("email", ("bo@example.org",))]
@@ -299,6 +306,8 @@ async def test_a_token_or_permission_problem_is_503_until_fixed_and_no_lead_is_l
     assert sample(metrics, "leadflow_leads_rejected_total", channel="facebook", reason="unreadable") == 0
     # What an alert watches (docs/capture.md): 503s on the Facebook route.
     assert sample(metrics, "leadflow_http_requests_total", route="/v1/providers/facebook", status="503") == 1
+    assert sample(metrics, "leadflow_provider_webhooks_unavailable_total", provider="facebook",
+                  reason="token_refused") == 1
     [record] = [r for r in caplog.records if r.name == "connectors.api.providers"]
     assert record.levelno == logging.ERROR and f"code {code}" in record.getMessage()
     assert "901" not in record.getMessage()  # no lead data: codes and counts only

@@ -108,6 +108,11 @@ async def test_scopes_bad_header_bytes_and_wrong_keys_on_a_real_worker(spec: Wor
         worker.stop()
 
 
+def _blocked_count(metrics: str) -> float:
+    [line] = [line for line in metrics.splitlines() if line.startswith('leadflow_api_auth_failures_total{reason="blocked"}')]
+    return float(line.split()[-1])
+
+
 async def test_an_address_blocked_on_one_worker_is_refused_by_the_other_through_redis(spec: WorkerSpec) -> None:
     # The audit's gap: the count was shared, the block was not, so the other worker answered a
     # right key from a blocked address (an extra guess per worker and period).
@@ -138,6 +143,11 @@ async def test_an_address_blocked_on_one_worker_is_refused_by_the_other_through_
             # In Redis, with a TTL: the count is the block, and it goes away by itself.
             key = f"{scoped.app_id}:rate:auth-failures:127.0.0.1"
             assert 0 < await redis.pttl(key) <= 60_000
+            for worker, blocked in ((first, 3), (second, 2)):
+                async with http.get(f"{worker.url}/metrics") as r:
+                    text = await r.text()
+                assert _blocked_count(text) == blocked, text
+                assert "wrong-key-" not in text and "127.0.0.1" not in text
             await asyncio.sleep(2.5)
             async with http.get(f"{second.url}/v1/teams/default", headers=_bearer(SDR_KEY)) as r:
                 assert r.status == 200, await r.text()
