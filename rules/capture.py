@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import phonenumbers
@@ -20,6 +21,7 @@ __all__ = [
     "attribute",
     "attribute_key",
     "derive_lead_id",
+    "content_digest",
     "COUNTRY_CODES",
     "country_problem",
 ]
@@ -70,6 +72,16 @@ class Touch:
     channel: str
     campaign: str | None
     at: datetime
+
+
+def content_digest(lead: CapturedLead) -> str:
+    """A short hash of everything a capture says (every field, attributes included, in any order).
+
+    Two captures with the same digest carry the same content: the lead's state keeps the digest of
+    its last touch, not the content, so it stays small and holds no personal data.
+    """
+    canonical = json.dumps(asdict(lead), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def normalize_email(raw: str) -> str:

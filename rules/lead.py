@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from rules.capture import CapturedLead, Touch, attribute
+from rules.capture import CapturedLead, Touch, attribute, content_digest
 from rules.enrichment import enrich
 from rules.commands import (
     AnswerOffer,
@@ -117,6 +117,9 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     if state is not None and command.capture_id in state.recent_captures:
         # Replay of a capture already applied: only re-ask for routing, in case that send was lost.
         return LeadTransition(state=state, outgoing=(route_command(state),) if state.routing == "routing" else ())
+    digest = content_digest(command.lead)
+    if state is not None and state.routing in OPEN and _resubmitted(state, digest, command.captured_at, policy):
+        return LeadTransition(state=_resubmission(state, command, now, policy))
     spelling = _other_spelling(state, command.lead)
     if state is not None and state.routing in OPEN:
         merged_lead = _merge(state.lead, command.lead)
@@ -126,6 +129,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
             enrichment=enrich(merged_lead, command.findings, state.enrichment),
             account=command.account or state.account,
             last_touch=touch,
+            last_capture_digest=digest,
             touches=state.touches + 1,
             recent_captures=(state.recent_captures + (command.capture_id,))[-policy.recent_capture_limit:],
         )
@@ -145,7 +149,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         lead_id=command.lead_id, cycle=cycle, status="new", routing="routing",
         lead=command.lead if state is None else _merge(state.lead, command.lead),
         team_id=team_id, route_id=route_id, route_seq=1, captured_at=command.captured_at,
-        first_touch=touch if state is None else state.first_touch, last_touch=touch,
+        first_touch=touch if state is None else state.first_touch, last_touch=touch, last_capture_digest=digest,
         touches=1 if state is None else state.touches + 1,
         recent_captures=((() if state is None else state.recent_captures)
                          + (command.capture_id,))[-policy.recent_capture_limit:],
@@ -163,6 +167,30 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
                                                 "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead),
                                                 "enrichment": _enrichment(fresh), **spelling})
     return on_capture(fresh, published, now, policy)  # scored, then routed or nurtured
+
+
+def _resubmitted(state: LeadState, digest: str, captured_at: datetime, policy: LeadPolicy) -> bool:
+    """Whether a capture repeats the lead's last counted touch: the same content, soon after it."""
+    if state.last_capture_digest != digest:
+        return False
+    return abs((captured_at - state.last_touch.at).total_seconds()) <= policy.resubmission_window_s
+
+
+def _resubmission(state: LeadState, command: CaptureLead, now: datetime, policy: LeadPolicy) -> LeadState:
+    """The same form sent again (a double click, a retry without an idempotency key): no intent.
+
+    It is not a touch: not counted, not scored, nobody told, no event. It shows on the timeline,
+    where one entry counts a run of them, so a flood of resubmissions cannot push out the rest.
+    """
+    recent = (state.recent_captures + (command.capture_id,))[-policy.recent_capture_limit:]
+    last = state.timeline[-1] if state.timeline else None
+    if last is not None and last.kind == "resubmitted" and last.detail.get("of") == state.last_touch.capture_id:
+        entry = replace(last, detail={**last.detail, "count": last.detail.get("count", 1) + 1,
+                                      "last_captured_at": command.captured_at})
+        return replace(state, recent_captures=recent, timeline=state.timeline[:-1] + (entry,))
+    lead = command.lead
+    return note(replace(state, recent_captures=recent), policy, now, "resubmitted", source=lead.source,
+                channel=lead.channel, of=state.last_touch.capture_id, count=1, last_captured_at=command.captured_at)
 
 
 def _enrichment(state: LeadState) -> dict[str, Any] | None:

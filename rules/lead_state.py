@@ -125,6 +125,9 @@ class LeadState:
     #: included): the cycle's one routing-latency sample. Reassignments add none.
     routed_at: datetime | None = None
     recent_captures: tuple[str, ...] = ()
+    #: ``capture_digest`` of the capture counted as ``last_touch``: the same content again soon
+    #: after it is a resubmission (``LeadPolicy.resubmission_window_s``), not a new touch.
+    last_capture_digest: str | None = None
     timeline: tuple[TimelineEntry, ...] = ()
     sla: SlaTrack | None = None
     #: Built-in enrichment of the merged lead (e-mail type, company, seniority, department...).
@@ -175,6 +178,11 @@ class LeadPolicy:
     #: a team may have many reps, and the whole timeline is rewritten with every change.
     timeline_candidates: int = 10
     recent_capture_limit: int = 32
+    #: Seconds after a counted touch in which a capture with exactly the same content (every
+    #: field, source, channel and campaign) is a resubmission: a double-clicked form, a feed
+    #: retried without an idempotency key. It goes on the timeline only: not counted as a touch,
+    #: not rescored, its owner not told. Later, the same content is a new touch again.
+    resubmission_window_s: float = 600.0
     sla_policies: tuple[SlaPolicy, ...] = ()
     calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
     #: The calendar of every team ``calendars`` does not name (a calendar without ``teams``):

@@ -116,7 +116,7 @@ def test_new_touch_of_an_open_lead_merges_without_rerouting() -> None:
 
 
 def test_a_touch_of_a_queued_lead_tells_nobody() -> None:
-    state, out = run(capture(), queued(), capture("cap-2", minutes=5))
+    state, out = run(capture(), queued(), capture("cap-2", minutes=5, title="CTO"))
     assert state is not None and state.touches == 2
     assert [m.value["type"] for m in out] == ["lead.touched"]
 
@@ -141,6 +141,57 @@ def test_recent_captures_stay_bounded_across_cycles(limit: int) -> None:
     state, _ = run(*commands, policy=policy)
     assert state is not None
     assert state.recent_captures == tuple(f"cap-{i}" for i in range(6))[-limit:]
+
+
+# --- resubmissions -------------------------------------------------------------------------
+
+
+def test_an_identical_resubmission_within_minutes_adds_no_repeat_touch_points() -> None:
+    # A double-submitted form (the same content, seconds apart) is not a buying signal.
+    one, _ = run(capture(first_name="Dee", channel="form"))
+    four, _ = run(*(capture(f"cap-{i}", first_name="Dee", channel="form") for i in range(4)))
+    assert one is not None and four is not None and one.score is not None and four.score is not None
+    assert (four.touches, four.score.value, four.score.tier) == (1, one.score.value, one.score.tier)
+
+
+def test_a_resubmission_tells_the_owner_nothing_and_shows_once_on_the_timeline() -> None:
+    state, out = run(capture(), assigned(), *(capture(f"cap-{i}", minutes=i) for i in range(2, 5)))
+    assert state is not None and out == []  # no lead.touched event, no webhook, no score
+    assert (state.touches, state.last_touch.capture_id) == (1, "cap-1")
+    entry = state.timeline[-1]
+    assert (entry.kind, entry.detail["count"], entry.detail["of"]) == ("resubmitted", 3, "cap-1")
+    assert entry.detail["last_captured_at"] == T0 + timedelta(minutes=4)
+    assert [e.kind for e in state.timeline].count("resubmitted") == 1
+    # Its capture id is known: a replay of it is one, not a second resubmission.
+    again, out = run(capture(), assigned(), *(capture(f"cap-{i}", minutes=i) for i in range(2, 5)), capture("cap-3"))
+    assert again == state and out == []
+
+
+@pytest.mark.parametrize(("minutes", "changed"), [
+    (11, {}),                              # the same content, later: the person is back
+    (1, {"campaign": "spring"}),           # another campaign
+    (1, {"source": "ads"}),                # another source
+    (1, {"message": "call me today"}),     # anything else said
+])
+def test_a_touch_that_is_not_a_resubmission_counts(minutes: int, changed: dict[str, object]) -> None:
+    state, out = run(capture(), assigned(), capture("cap-2", minutes=minutes, **changed))
+    assert state is not None and state.touches == 2
+    assert [m.value["type"] if m.channel == "lead.events" else m.value.event_type for m in out
+            ] == ["lead.touched", "lead.touched"]
+
+
+def test_the_window_runs_from_the_last_counted_touch() -> None:
+    # Resubmitted every 6 minutes: counted again once 10 minutes have passed since the last touch
+    # (at 12 and 24), not pushed out for ever by the resubmissions in between (6 and 18).
+    state, _ = run(capture(), *(capture(f"cap-{i}", minutes=6 * i) for i in range(1, 5)))
+    assert state is not None
+    assert (state.touches, state.last_touch.capture_id) == (3, "cap-4")
+
+
+def test_a_resubmission_of_a_closed_lead_reopens_it() -> None:
+    # Not a touch of an open lead: a rep closed it, and the person asked again.
+    state, _ = run(capture(), assigned(), dispose(), capture("cap-2", minutes=1))
+    assert state is not None and (state.cycle, state.routing) == (2, "routing")
 
 
 # --- the routing handshake ----------------------------------------------------------------
@@ -370,7 +421,8 @@ def test_can_disposition() -> None:
 
 def test_timeline_is_bounded() -> None:
     policy = LeadPolicy(timeline_limit=4)
-    state, _ = run(capture(), *(capture(f"cap-{i}") for i in range(10)), policy=policy)
+    # Each touch outside the last one's resubmission window, so each is a touch of its own.
+    state, _ = run(capture(), *(capture(f"cap-{i}", minutes=11 * (i + 1)) for i in range(10)), policy=policy)
     assert state is not None and len(state.timeline) == 4
 
 
