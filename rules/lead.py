@@ -7,6 +7,7 @@ SLA steps and contact activities live in ``rules.lead_sla``.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -137,7 +138,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         published = event(merged, "lead.touched", now, {"source": touch.source, "channel": touch.channel,
                                                       "touches": merged.touches, **spelling})
         merged, rescored = rescore(merged, now, policy, publish=False)
-        return LeadTransition(state=merged, outgoing=(published, *rescored) + _tell_owner(merged, command, now))
+        return LeadTransition(state=merged, outgoing=(published, *rescored) + _tell_owner(merged, command, now, spelling))
     routed = command.lead if state is None else _merge(state.lead, command.lead)
     tier = attribute(routed.attributes, "tier")
     earlier = None if state is None else state.enrichment
@@ -197,8 +198,13 @@ def _enrichment(state: LeadState) -> dict[str, Any] | None:
     return asdict(state.enrichment) if state.enrichment is not None else None
 
 
-def _tell_owner(state: LeadState, command: CaptureLead, now: datetime) -> tuple[Outgoing, ...]:
-    """The rep who holds the lead hears that the person came back (a new touch, no new assignment)."""
+def _tell_owner(state: LeadState, command: CaptureLead, now: datetime,
+                spelling: dict[str, str]) -> tuple[Outgoing, ...]:
+    """The rep who holds the lead hears that the person came back (a new touch, no new assignment).
+
+    ``spelling``: what the touch said that the lead did not take (another spelling of the e-mail,
+    another person's name), shown on the touch so the rep can tell a second person on the line.
+    """
     a = state.assignment
     if state.routing != "assigned" or a is None or not a.webhook_url or not a.webhook_secret:
         return ()
@@ -209,7 +215,8 @@ def _tell_owner(state: LeadState, command: CaptureLead, now: datetime) -> tuple[
         "data": {
             "lead_id": state.lead_id, "cycle": state.cycle, "lead": asdict(state.lead),
             "rep": {"rep_id": a.rep_id, "name": a.rep_name}, "team_id": a.team_id,
-            "touch": {"source": touch.source, "channel": touch.channel, "campaign": touch.campaign, "at": touch.at},
+            "touch": {"source": touch.source, "channel": touch.channel, "campaign": touch.campaign, "at": touch.at,
+                      **spelling},
             "touches": state.touches, "sla_deadline": state.sla_deadline,
         },
     }
@@ -222,6 +229,11 @@ def _tell_owner(state: LeadState, command: CaptureLead, now: datetime) -> tuple[
 def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
     # Newer non-empty values win; identity fields never get erased by a sparser touch.
     changes = {name: value for name, value in asdict(new).items() if value not in (None, "", {}, ())}
+    if _another_name(old, new):
+        # Another name behind the same key (a shared phone or role mailbox): perhaps another person,
+        # so the lead keeps the name its rep knows; the other one is on the touch (``_other_spelling``).
+        changes.pop("first_name", None)
+        changes.pop("last_name", None)
     attributes = {**old.attributes, **new.attributes}
     changes["attributes"] = attributes
     if new.phone:
@@ -234,11 +246,36 @@ def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
     return replace(old, **changes)
 
 
+def _name_key(name: str | None) -> str:
+    """A name as compared for sameness: without case, accents or extra spaces (``María`` is ``maria``)."""
+    decomposed = unicodedata.normalize("NFKD", name or "")
+    return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().split())
+
+
+def _another_name(old: CapturedLead, new: CapturedLead) -> bool:
+    """Whether ``new`` names someone else: a first or last name both give, and spell differently.
+
+    A name given where the lead had none fills it in; the same name in other case or without its
+    accents is the same name.
+    """
+    return any(_name_key(a) and _name_key(b) and _name_key(a) != _name_key(b)
+               for a, b in ((old.first_name, new.first_name), (old.last_name, new.last_name)))
+
+
 def _other_spelling(state: LeadState | None, new: CapturedLead) -> dict[str, str]:
-    """``{"email_as_captured": ...}`` when a capture spells the kept e-mail differently, else ``{}``."""
-    if state is None or not state.lead.email or not new.email or new.email == state.lead.email:
+    """What a capture said that the lead keeps otherwise, for its touch's timeline entry and event.
+
+    ``email_as_captured`` when it spells the kept e-mail differently; ``name_as_captured`` when it
+    gives another name than the lead's (which the lead keeps); ``{}`` when neither.
+    """
+    if state is None:
         return {}
-    return {"email_as_captured": new.email}
+    other: dict[str, str] = {}
+    if state.lead.email and new.email and new.email != state.lead.email:
+        other["email_as_captured"] = new.email
+    if _another_name(state.lead, new):
+        other["name_as_captured"] = " ".join(n for n in (new.first_name, new.last_name) if n)
+    return other
 
 
 def _assigned(state: LeadState, command: LeadAssigned, now: datetime, policy: LeadPolicy) -> LeadTransition:

@@ -143,6 +143,55 @@ def test_recent_captures_stay_bounded_across_cycles(limit: int) -> None:
     assert state.recent_captures == tuple(f"cap-{i}" for i in range(6))[-limit:]
 
 
+# --- another name behind the same key ---------------------------------------------------------
+
+PHONE = "+16502530000"
+PHONE_ID = derive_lead_id(email=None, phone=PHONE, source="event_scan", external_id=None)
+
+
+def by_phone(capture_id: str, minutes: int, **fields: object) -> CaptureLead:
+    return CaptureLead(lead_id=PHONE_ID, capture_id=capture_id, captured_at=T0 + timedelta(minutes=minutes),
+                       lead=CapturedLead(phone=PHONE, **fields))  # type: ignore[arg-type]
+
+
+def test_a_touch_with_another_persons_name_does_not_rename_the_lead() -> None:
+    # A second person behind the same phone (a switchboard without extension, a household line).
+    state, out = run(by_phone("c1", 0, first_name="Ana", last_name="Ruiz", source="event_scan"),
+                     replace(assigned(route_id=f"{PHONE_ID}:1:1"), lead_id=PHONE_ID),
+                     by_phone("c2", 5, first_name="Bob", last_name="Stone", source="callback", company="Stone & Co"))
+    assert state is not None
+    assert (state.lead.first_name, state.lead.last_name) == ("Ana", "Ruiz")
+    assert state.lead.company == "Stone & Co"  # other fields still take the newer value
+    (touched,) = [e for e in state.timeline if e.kind == "touched"]
+    assert touched.detail["name_as_captured"] == "Bob Stone"
+    event, told = (m.value for m in out)
+    assert event["type"] == "lead.touched" and event["data"]["name_as_captured"] == "Bob Stone"
+    # The rep is told on the touch, beside the name the lead keeps.
+    assert isinstance(told, Notify) and told.payload["data"]["touch"]["name_as_captured"] == "Bob Stone"
+    assert told.payload["data"]["lead"]["first_name"] == "Ana"
+
+
+def test_a_closed_lead_reopened_under_another_name_keeps_its_name() -> None:
+    state, out = run(by_phone("c1", 0, first_name="Ana", last_name="Ruiz", source="event_scan"), dispose(),
+                     by_phone("c2", 60, first_name="Bob", source="callback"))
+    assert state is not None and state.cycle == 2 and state.lead.first_name == "Ana"
+    assert out[0].value["type"] == "lead.reopened" and out[0].value["data"]["name_as_captured"] == "Bob"
+
+
+@pytest.mark.parametrize(("before", "after", "kept"), [
+    ({}, {"first_name": "Ana", "last_name": "Ruiz"}, ("Ana", "Ruiz")),                        # filled in
+    ({"first_name": "Ana"}, {"first_name": "Ana", "last_name": "Ruiz"}, ("Ana", "Ruiz")),     # completed
+    ({"first_name": "Ana", "last_name": "Ruiz"}, {"first_name": "ANA"}, ("ANA", "Ruiz")),      # the same name
+    ({"first_name": "Maria"}, {"first_name": "María", "last_name": "López"}, ("María", "López")),  # accents
+])
+def test_the_same_name_or_a_missing_one_is_taken_without_a_flag(
+        before: dict[str, str], after: dict[str, str], kept: tuple[str, str]) -> None:
+    state, out = run(capture(**before), assigned(), capture("cap-2", minutes=1, title="CTO", **after))
+    assert state is not None and (state.lead.first_name, state.lead.last_name) == kept
+    assert not [e for e in state.timeline if "name_as_captured" in e.detail]
+    assert "name_as_captured" not in out[-1].value.payload["data"]["touch"]
+
+
 # --- resubmissions -------------------------------------------------------------------------
 
 
