@@ -17,7 +17,7 @@ from streams.codec import CODEC, decode, encode
 
 __all__ = [
     "Unreadable", "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
-    "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "outcome_snapshots", "CHANNELS", "send", "publish", "declare_topics",
+    "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "outcome_snapshots", "CHANNELS", "send", "acknowledged", "publish", "declare_topics",
     "partition_of",
 ]
 
@@ -136,6 +136,31 @@ async def send(outgoing: Outgoing) -> Any:
     return await CHANNELS[outgoing.channel].send(key=outgoing.key, value=value)
 
 
+async def acknowledged(futures: Sequence[Any], timeout_s: float) -> None:
+    """Return once Kafka acknowledged every send's future; else raise its error, or ``TimeoutError``.
+
+    The futures are waited for, never cancelled. Faust reads each one's result in a done-callback
+    (``Topic._on_published``) that catches ``Exception`` only: a future cancelled by a timeout (the
+    former ``wait_for(gather(...))``) made it raise ``CancelledError`` inside the event loop, an ERROR
+    "Exception in callback Topic._on_published … CancelledError" with a traceback for each publish
+    that outlived the bound in a Kafka outage, and it left Faust's ``FutureMessage`` pending for
+    ever. Nothing was lost (``publish`` sends again), so it was noise; a record not acknowledged in
+    time stays in the producer's buffer and may still be stored besides the retry's copy, which every
+    command's deterministic id makes harmless.
+    """
+    if not futures:
+        return
+    _, pending = await asyncio.wait(futures, timeout=timeout_s)
+    if pending:
+        raise TimeoutError(f"{len(pending)} of {len(futures)} message(s) not acknowledged in {timeout_s:.0f} s")
+    for future in futures:
+        if future.cancelled():
+            raise TimeoutError("a send was cancelled before Kafka acknowledged it")
+        error = future.exception()
+        if error is not None:
+            raise error
+
+
 async def publish(outgoing: Sequence[Outgoing]) -> None:
     """Send a transition's messages and wait until Kafka has acknowledged every one.
 
@@ -151,7 +176,7 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
     while True:
         try:
             futures = [await send(message) for message in outgoing]
-            await asyncio.wait_for(asyncio.gather(*futures), _ACK_TIMEOUT_S)
+            await acknowledged(futures, _ACK_TIMEOUT_S)
             return
         except Exception as exc:  # aiokafka's KafkaError family, or the timeout
             log.warning("sending %d message(s) failed (%s); retrying in %.1f s",
