@@ -20,7 +20,7 @@ from rules.capture import (
 )
 
 __all__ = ["FieldError", "LeadInvalid", "RecordRefused", "ValidLead", "validate_lead", "read_record", "LEAD_FIELDS",
-           "LEAD_INPUT_MODEL", "configure_lead_ids", "lead_id_key_fingerprint"]
+           "LEAD_INPUT_MODEL", "configure_lead_ids", "lead_id_key_fingerprint", "sealed_record", "open_meta"]
 
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 _Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -97,6 +97,48 @@ def lead_id_key_fingerprint(key: str | None) -> str:
     if not key:
         return "none"
     return hmac.new(key.encode(), b"leadflow lead id key fingerprint", hashlib.sha256).hexdigest()[:8]
+
+
+#: The ``_meta`` seal's key when the deployment has no lead id key: not a secret (anyone can read it
+#: here), so without ``LEADFLOW_LEAD_ID_KEY`` the seal stops mistakes, not a forger.
+_UNKEYED_SEAL = b"leadflow _meta seal, no LEADFLOW_LEAD_ID_KEY"
+
+
+def _seal(body: dict[str, Any], meta: dict[str, Any]) -> str:
+    """HMAC of a record's lead and its ``_meta`` (without its seal): binds one to the other."""
+    base = _lead_id_key[0]
+    key = hmac.new(base, b"leadflow _meta seal", hashlib.sha256).digest() if base else _UNKEYED_SEAL
+    message = orjson.dumps(body, option=orjson.OPT_SORT_KEYS) + b"\x00" + orjson.dumps(meta, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def sealed_record(lead: dict[str, Any], meta: dict[str, Any]) -> bytes:
+    """The ``leads.inbound`` record of a lead captured by leadflow's own HTTP channels.
+
+    ``lead`` is the lead as received; ``_meta`` (capture id, time, channel, default source) is
+    added with a seal over both, so the intake trusts it only on a record leadflow wrote, for that
+    lead (``open_meta``).
+    """
+    body = orjson.loads(orjson.dumps({k: v for k, v in lead.items() if k != "_meta"}))  # as the intake reads it
+    return orjson.dumps({**body, "_meta": {**meta, "seal": _seal(body, meta)}})
+
+
+def open_meta(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Take ``_meta`` out of a ``leads.inbound`` record: ``(meta, ignored)``.
+
+    ``meta`` is the record's ``_meta`` when leadflow wrote it (its seal holds for this lead under
+    this deployment's key), else ``{}``: a producer's own ``_meta`` is ignored (``ignored`` is
+    True), so it cannot name a capture id and have a later record dropped as a replay of it.
+    """
+    meta = data.pop("_meta", None)
+    if meta is None:
+        return {}, False
+    if not isinstance(meta, dict) or not isinstance(meta.get("seal"), str):
+        return {}, True
+    claimed = {k: v for k, v in meta.items() if k != "seal"}
+    if not hmac.compare_digest(meta["seal"], _seal(data, claimed)):
+        return {}, True
+    return claimed, False
 
 
 def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str = "") -> ValidLead:

@@ -14,7 +14,7 @@ from aiohttp import web
 from connectors.api.accounts import account_view
 from connectors.api.context import ApiContext, authenticate, context, lead_owner, read_json, read_object
 from connectors.api.errors import ApiError, json_response, no_such_lead
-from connectors.lead_input import FieldError, LeadInvalid, ValidLead, validate_lead
+from connectors.lead_input import FieldError, LeadInvalid, ValidLead, sealed_record, validate_lead
 from rules.commands import AnswerOffer, DispositionLead
 from rules.lead import LeadState, can_disposition
 from rules.lead_crm import score_view
@@ -69,10 +69,9 @@ async def capture_many(ctx: ApiContext, items: Sequence[Any], *, channel: str, d
     received_at = ctx.clock.now().isoformat()
     records = []
     for index, checked in valid:
-        raw = dict(items[index])
-        raw["_meta"] = {"capture_id": capture_ids(index, checked), "received_at": received_at,
-                        "channel": channel, "default_source": default_source}
-        records.append((checked.lead_id, orjson.dumps(raw)))
+        meta = {"capture_id": capture_ids(index, checked), "received_at": received_at,
+                "channel": channel, "default_source": default_source}
+        records.append((checked.lead_id, sealed_record(items[index], meta)))
     if records:
         # On Kafka, acknowledged, before the answer (a TransientError becomes a 503 with Retry-After).
         await ctx.engine.capture(records)

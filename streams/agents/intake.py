@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from connectors.enrichment import Enricher
-from connectors.lead_input import LeadInvalid, RecordRefused, read_record, validate_lead
+from connectors.lead_input import LeadInvalid, RecordRefused, open_meta, read_record, validate_lead
 from rules.account_book import capture_outgoing
 from rules.commands import CaptureLead
 from streams.agents._batch import take_ready
@@ -64,11 +64,6 @@ def _received_at(meta: dict[str, Any], now: datetime) -> datetime:
     return at
 
 
-def _meta(data: dict[str, Any]) -> dict[str, Any]:
-    meta = data.pop("_meta", None)
-    return meta if isinstance(meta, dict) else {}
-
-
 def _enricher() -> Enricher | None:
     """The worker's enricher from the config (``None``: no HTTP providers); keys from the environment."""
     resources, metrics = runtime.resources, runtime.metrics
@@ -79,8 +74,11 @@ def _enricher() -> Enricher | None:
     )
 
 
-async def _capture(event: Any) -> tuple[CaptureLead, bool] | None:
-    """The command for one record (and whether it came from outside leadflow), or ``None``: rejected."""
+async def _capture(event: Any, ignored_meta: list[str]) -> tuple[CaptureLead, bool] | None:
+    """The command for one record (and whether it came from outside leadflow), or ``None``: rejected.
+
+    A record with a ``_meta`` leadflow did not write has its position added to ``ignored_meta``.
+    """
     message = event.message
     origin = f"{message.topic}:{message.partition}:{message.offset}"
     raw = event.value
@@ -89,7 +87,9 @@ async def _capture(event: Any) -> tuple[CaptureLead, bool] | None:
     except RecordRefused as exc:
         await reject(raw, exc.reason, {"message": exc.message[:200]}, origin)
         return None
-    meta = _meta(data)
+    meta, ignored = open_meta(data)
+    if ignored:
+        ignored_meta.append(origin)
     try:
         valid = validate_lead(data, default_source=str(meta.get("default_source") or "kafka"),
                               channel=str(meta.get("channel") or "kafka"))
@@ -117,7 +117,14 @@ async def capture_leads(records: Any) -> None:
         log.info("intake: enrichment by %s within %.0f ms per lead",
                  ", ".join(enricher.providers), enricher.budget_s * 1000)
     async for events in take_ready(records):
-        captures = [capture for capture in [await _capture(event) for event in events] if capture is not None]
+        ignored_meta: list[str] = []
+        captures = [capture for capture in [await _capture(event, ignored_meta) for event in events]
+                    if capture is not None]
+        if ignored_meta:
+            # A producer's own ``_meta`` (docs/capture.md): those records are leads like any other.
+            # One line per batch, by position only (no lead data).
+            log.warning("intake: ignored _meta on %d record(s) leadflow did not write (first at %s): "
+                        "the key is reserved for leadflow's own HTTP channels", len(ignored_meta), ignored_meta[0])
         if not captures:
             continue
         enriched = None

@@ -355,3 +355,47 @@ def test_every_capture_path_derives_ids_with_the_deployments_key() -> None:
     assert keyed == derive_lead_id(email="ada@example.com", phone=None, source="api", external_id=None,
                                    key=key.encode())
     assert validate_lead({"email": "ada@example.com"}, default_source="api", channel="api").lead_id == plain
+
+
+# --- _meta on leads.inbound: leadflow's own, sealed ----------------------------------------------
+
+META = {"capture_id": "c-1", "received_at": "2026-01-05T09:00:00+00:00", "channel": "form", "default_source": "web"}
+
+
+def test_a_record_leadflow_wrote_gives_its_meta_back() -> None:
+    from connectors.lead_input import open_meta, sealed_record
+
+    data = read_record(sealed_record({"email": "ana@example.com", "company": "Acme"}, META))
+    assert open_meta(data) == (META, False)
+    assert data == {"email": "ana@example.com", "company": "Acme"}  # the lead, without _meta
+
+
+@pytest.mark.parametrize("meta", [
+    {"capture_id": "c-1"},                                        # a producer's own, unsealed
+    {**META, "seal": "0" * 32},                                   # a made-up seal
+    "c-1",                                                        # not even an object
+])
+def test_a_producers_own_meta_is_ignored(meta: object) -> None:
+    from connectors.lead_input import open_meta
+
+    data = {"email": "ana@example.com", "_meta": meta}
+    assert open_meta(data) == ({}, True)
+    assert data == {"email": "ana@example.com"}
+
+
+def test_a_sealed_meta_holds_only_for_its_own_lead_and_key() -> None:
+    from connectors.lead_input import configure_lead_ids, open_meta, sealed_record
+
+    sealed = read_record(sealed_record({"email": "ana@example.com"}, META))
+    # Copied onto other content (a later record of the same person): not leadflow's, ignored.
+    assert open_meta({"email": "ana@example.com", "company": "Other", "_meta": sealed["_meta"]}) == ({}, True)
+    # Changed: another capture id under the same seal.
+    assert open_meta({"email": "ana@example.com", "_meta": {**sealed["_meta"], "capture_id": "c-2"}}) == ({}, True)
+    configure_lead_ids("0123456789abcdef" * 4)
+    try:
+        assert open_meta(dict(sealed)) == ({}, True)  # sealed without the deployment's key
+        keyed = read_record(sealed_record({"email": "ana@example.com"}, META))
+        assert open_meta(keyed) == (META, False)
+    finally:
+        configure_lead_ids(None)
+    assert open_meta(dict(sealed)) == (META, False)

@@ -494,6 +494,21 @@ async def test_the_kafka_feed_routes_valid_records_and_dead_letters_bad_ones(ch:
     assert headers["leadflow-origin"].decode().startswith(f"{ch.inbound}:")
 
 
+async def test_a_producers_own_meta_is_ignored_and_drops_no_later_record(ch: Channels) -> None:
+    # Audit s16-dedup #9: a producer that set _meta.capture_id itself had its next record of the
+    # person dropped as a replay of the first, without a word. _meta is leadflow's (sealed).
+    first = {"email": "kim.ortiz@feed.example", "source": "partner-portal",
+             "_meta": {"capture_id": "partner-42", "channel": "form", "received_at": "2026-01-01T00:00:00+00:00"}}
+    second = {**first, "company": "Ortiz Labs"}
+    await produce(ch, orjson.dumps(first), orjson.dumps(second))
+    kim = lead_id_of("kim.ortiz@feed.example")
+    view = await touches(ch, kim, 2)
+    assert view["lead"]["company"] == "Ortiz Labs" and view["lead"]["channel"] == "kafka"
+    assert view["first_touch"]["capture_id"].startswith(f"kafka:{ch.inbound}:")
+    assert not view["first_touch"]["at"].startswith("2026-01-01")
+    assert "ignored _meta on" in ch.worker.log(200)
+
+
 # --- 6. Dedup across channels ----------------------------------------------------------------
 
 
