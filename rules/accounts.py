@@ -5,7 +5,9 @@ An account is keyed by the company's *registrable* domain (``acme.co.uk``, never
 ``publicsuffixlist`` bundles (no network). A lead's candidate domains are its corporate e-mail
 domain and its website's domain, reduced the same way, so ``ana@emea.acme.co.uk`` and
 ``https://www.acme.co.uk/about`` both match the account ``acme.co.uk``. Free and disposable
-mail providers never match an account.
+mail providers never match an account, and cannot be one (``account_domain_problem``); a website
+on a host where anyone has a page (``SHARED_HOSTS``: a LinkedIn profile, a Google Site) is not
+the company's domain either.
 """
 from __future__ import annotations
 
@@ -18,14 +20,26 @@ import idna
 from publicsuffixlist import PublicSuffixList
 
 from rules.capture import CapturedLead, attribute
-from rules.enrichment import Enrichment, enrich
+from rules.enrichment import Enrichment, enrich, mail_provider
 
-__all__ = ["Account", "MAX_DOMAINS", "WEBSITE_ATTRIBUTES", "registrable_domain", "normalize_domain", "lead_domains"]
+__all__ = ["Account", "MAX_DOMAINS", "WEBSITE_ATTRIBUTES", "SHARED_HOSTS", "registrable_domain", "normalize_domain",
+           "account_domain_problem", "lead_domains"]
 
 #: How many candidate domains one lead is matched on (e-mail, website).
 MAX_DOMAINS: Final = 2
 #: Lead attributes that may hold the company's website.
 WEBSITE_ATTRIBUTES: Final = ("website", "company_website", "domain", "company_domain")
+
+#: Registrable domains where anyone may have a page: a lead's ``website`` there (a profile, a free
+#: site builder's page) names the host, not the lead's company, so it matches no account. Hosts
+#: that give each site its own registrable domain (``*.github.io``, ``*.wixsite.com``: on the
+#: Public Suffix List's private section) need no entry. Kept short on purpose: a company's own
+#: domain is in its e-mail, and each entry also stops a real customer's website from matching
+#: (an account ``google.com`` still matches ``@google.com`` e-mail, not the website google.com).
+SHARED_HOSTS: Final = frozenset({
+    "linkedin.com", "facebook.com", "instagram.com", "twitter.com", "x.com", "youtube.com", "tiktok.com",
+    "google.com", "github.com", "medium.com", "linktr.ee", "about.me",
+})
 
 _PSL: Final = PublicSuffixList()
 
@@ -79,6 +93,19 @@ def normalize_domain(raw: str) -> str:
     return domain
 
 
+def account_domain_problem(domain: str) -> str | None:
+    """Why ``domain`` (a registrable domain) cannot be an account's, or ``None`` when it can.
+
+    A free or disposable mail provider's domain belongs to its users, not to one company: as an
+    account, its owner would be offered every lead that gave it as a website.
+    """
+    kind = mail_provider(domain)
+    if kind is None:
+        return None
+    return (f"{domain} is a {kind} e-mail provider's domain: its addresses belong to anyone, not to one "
+            "company; give the company's own domain")
+
+
 def _host_of(text: str) -> str | None:
     """The host of a URL or of a bare domain (``https://www.acme.com:443/x`` -> ``www.acme.com``)."""
     text = text.strip()
@@ -105,6 +132,8 @@ def lead_domains(lead: CapturedLead, enrichment: Enrichment | None = None) -> tu
         raw = attribute(lead.attributes, name) or ""  # "Website" and "website" alike
         host = _host_of(raw) if raw.strip() else None
         domain = registrable_domain(host) if host else None
+        if domain in SHARED_HOSTS or (domain and mail_provider(domain)):
+            continue  # a profile or a mailbox provider: not the company's own site; another attribute may be
         if domain and domain not in found:
             found.append(domain)
             break

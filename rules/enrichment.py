@@ -23,6 +23,7 @@ __all__ = [
     "LookupStatus",
     "enrich",
     "as_attributes",
+    "mail_provider",
 ]
 
 EmailType = Literal["corporate", "free", "disposable", "role", "none"]
@@ -274,12 +275,11 @@ def _classify_email(email: str | None, reasons: list[str]) -> tuple[EmailType, s
     if not at or not domain:
         reasons.append("e-mail has no domain")
         return "none", None
-    # The disposable list names some sub-domains and some parents: check the domain and its parents.
-    candidates = _domain_and_parents(domain)
-    if any(candidate in _DISPOSABLE for candidate in candidates):
+    provider = mail_provider(domain)
+    if provider == "disposable":
         reasons.append(f"e-mail domain {domain} is on the disposable list")
         return "disposable", domain
-    if any(candidate in _FREE for candidate in candidates):
+    if provider == "free":
         reasons.append(f"e-mail domain {domain} is a free provider")
         return "free", domain
     if _is_role(local):
@@ -287,6 +287,21 @@ def _classify_email(email: str | None, reasons: list[str]) -> tuple[EmailType, s
         return "role", domain
     reasons.append(f"e-mail domain {domain} is corporate")
     return "corporate", domain
+
+
+def mail_provider(domain: str) -> Literal["free", "disposable"] | None:
+    """``"disposable"`` or ``"free"`` when ``domain`` is a mail provider's (the maintained lists), else None.
+
+    Anyone can have an address there, so it says nothing about a company: it is no corporate
+    e-mail, no account's domain and no company website (``rules.accounts``).
+    """
+    # The disposable list names some sub-domains and some parents: check the domain and its parents.
+    candidates = _domain_and_parents(domain.strip().rstrip(".").lower())
+    if any(candidate in _DISPOSABLE for candidate in candidates):
+        return "disposable"
+    if any(candidate in _FREE for candidate in candidates):
+        return "free"
+    return None
 
 
 def _domain_and_parents(domain: str) -> list[str]:

@@ -17,7 +17,7 @@ from connectors.api.context import authenticate, context, read_json
 from connectors.api.errors import ApiError, json_response
 from connectors.lead_input import FieldError
 from rules.account_book import PutAccount, RemoveAccount
-from rules.accounts import Account, normalize_domain
+from rules.accounts import Account, account_domain_problem, normalize_domain
 
 __all__ = ["routes", "account_view", "ACCOUNT_INPUT_MODEL"]
 
@@ -65,6 +65,9 @@ async def put_account(request: web.Request) -> web.Response:
     authenticate(request, "admin")
     ctx = context(request)
     domain = _domain(request)
+    # Only a PUT: an account made before this check can still be read and deleted.
+    if (problem := account_domain_problem(domain)) is not None:
+        raise ApiError(422, "invalid", "bad account domain", [FieldError("domain", problem)])
     try:
         body = _AccountIn.model_validate(await read_json(request))
     except ValidationError as exc:

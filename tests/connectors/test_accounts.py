@@ -87,6 +87,30 @@ async def test_bad_input_is_a_422_naming_the_field(client: Client, engine: FakeE
     assert engine.account_commands == []
 
 
+@pytest.mark.parametrize(("path", "domain", "kind"), [
+    ("/v1/accounts/gmail.com", "gmail.com", "free"),
+    ("/v1/accounts/mail.Yahoo.com", "yahoo.com", "free"),
+    ("/v1/accounts/mailinator.com", "mailinator.com", "disposable"),
+])
+async def test_a_mail_providers_domain_is_a_422_naming_domain(client: Client, engine: FakeEngine, path: str,
+                                                               domain: str, kind: str) -> None:
+    response = await client.put(path, headers=AUTH, json={"name": "Everyone", "team": "t"})
+    assert response.status == 422
+    answer = await response.json()
+    documented("put", 422, answer)
+    assert answer["error"]["fields"] == [{"field": "domain", "reason": (
+        f"{domain} is a {kind} e-mail provider's domain: its addresses belong to anyone, not to one company; "
+        "give the company's own domain")}]
+    assert engine.account_commands == []
+
+
+async def test_an_account_made_before_the_check_can_still_be_read_and_deleted(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    engine.accounts["gmail.com"] = Account(domain="gmail.com", name="x", team="t", updated_at=clock.now())
+    assert (await client.get("/v1/accounts/gmail.com", headers=AUTH)).status == 200
+    assert (await client.delete("/v1/accounts/gmail.com", headers=AUTH)).status == 202
+
+
 async def test_get_and_delete(client: Client, engine: FakeEngine, clock: FakeClock) -> None:
     missing = await client.get("/v1/accounts/acme.com", headers=AUTH)
     assert missing.status == 404

@@ -9,7 +9,7 @@ import pytest
 from leadflow.errors import ConfigError
 from rules import lead
 from rules.account_book import MatchAccount, PutAccount, RemoveAccount, apply, capture_outgoing
-from rules.accounts import Account, lead_domains, normalize_domain, registrable_domain
+from rules.accounts import Account, account_domain_problem, lead_domains, normalize_domain, registrable_domain
 from rules.capture import CapturedLead, derive_lead_id
 from rules.commands import CaptureLead, RouteLead
 from rules.lead import LeadPolicy
@@ -62,9 +62,32 @@ def person(email: str | None = "kim@mail.acme.co.uk", **attributes: str) -> Capt
     (person(None, **{"Company Website": "https://globex.example/x"}), ("globex.example",)),  # a CSV header as given
     (person("kim@gmail.com"), ()),
     (person("info@acme.co.uk"), ("acme.co.uk",)),                                 # a role address is the company's
+    # A website on a mailbox provider or a shared host names no company (audit s16-dedup #4) ...
+    (person("gus@yahoo.com", website="gmail.com"), ()),
+    (person("gus@yahoo.com", website="https://www.linkedin.com/in/gus"), ()),
+    (person("gus@yahoo.com", website="https://sites.google.com/view/x"), ()),
+    (person("gus@yahoo.com", website="facebook.com/gusbakery"), ()),
+    (person("gus@yahoo.com", website="https://mailinator.com/"), ()),
+    # ... while a later website attribute that is the company's own still counts,
+    (person(None, website="linkedin.com/company/initech", company_website="initech.com"), ("initech.com",)),
+    # and the e-mail of someone at such a company still matches its account.
+    (person("kim@linkedin.com"), ("linkedin.com",)),
 ])
 def test_lead_domains(lead_: CapturedLead, domains: tuple[str, ...]) -> None:
     assert lead_domains(lead_) == domains
+
+
+@pytest.mark.parametrize(("domain", "kind"), [("gmail.com", "free"), ("hotmail.co.uk", "free"),
+                                            ("mailinator.com", "disposable")])
+def test_a_mail_providers_domain_cannot_be_an_account(domain: str, kind: str) -> None:
+    assert account_domain_problem(domain) == (
+        f"{domain} is a {kind} e-mail provider's domain: its addresses belong to anyone, not to one company; "
+        "give the company's own domain")
+
+
+@pytest.mark.parametrize("domain", ["acme.co.uk", "linkedin.com", "google.com"])
+def test_a_companys_domain_can_be_an_account(domain: str) -> None:
+    assert account_domain_problem(domain) is None
 
 
 # --- the account book ---------------------------------------------------------------------
