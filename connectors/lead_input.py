@@ -15,6 +15,7 @@ from rules.capture import (
     canonical_source,
     country_problem,
     derive_lead_id,
+    fold_full_width,
     normalize_email,
     parse_phone,
 )
@@ -167,7 +168,7 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
         country = None  # not a region to read a local phone number in: the phone gets its own reason
     if raw.email:
         try:
-            checked = validate_email(raw.email, check_deliverability=False)
+            checked = validate_email(fold_full_width(raw.email), check_deliverability=False)
             email = normalize_email(checked.normalized)
         except EmailNotValidError as exc:
             errors.append(FieldError(_loc(("email",), prefix), str(exc)))

@@ -14,6 +14,7 @@ __all__ = [
     "CapturedLead",
     "Touch",
     "normalize_email",
+    "fold_full_width",
     "identity_email",
     "normalize_phone",
     "parse_phone",
@@ -82,6 +83,22 @@ def content_digest(lead: CapturedLead) -> str:
     """
     canonical = json.dumps(asdict(lead), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+#: Full-width ASCII (U+FF01-FF5E, what a Japanese, Chinese or Korean IME types in its wide mode) to
+#: ASCII (U+0021-007E): ``ａｎａ＠ｘ．ｃｏｍ`` is ``ana@x.com``.
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
+
+
+def fold_full_width(raw: str) -> str:
+    """``raw`` with full-width ASCII letters, digits and signs as the ASCII they stand for.
+
+    Only that block: NFKC would also fold characters that are letters of their own (``µ`` to the
+    Greek ``μ``, half-width katakana to full-width, ``ﬁ`` to ``fi``), which is another mailbox.
+    Domains are folded by IDNA already; a full-width local part could only reach a mailbox of that
+    name through SMTPUTF8, and it is always the ASCII one its owner meant.
+    """
+    return raw.translate(_FULL_WIDTH)
 
 
 def normalize_email(raw: str) -> str:

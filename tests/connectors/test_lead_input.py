@@ -33,6 +33,13 @@ def test_email_is_trimmed_and_lower_cased(raw: str, normalized: str) -> None:
     assert valid({"email": raw}).lead.email == normalized
 
 
+@pytest.mark.parametrize("raw", ["ａｎａ@x.com", "ａｎａ＠ｘ．ｃｏｍ", "ＡＮＡ@x.com", "ana@ｘ.com"])
+def test_full_width_ascii_typed_with_an_ime_is_the_ascii_address(raw: str) -> None:
+    # Audit s16-dedup #5: the full-width local part was a lead of its own, at a mailbox nobody has.
+    assert (valid({"email": raw}).lead_id, valid({"email": raw}).lead.email) == (
+        valid({"email": "ana@x.com"}).lead_id, "ana@x.com")
+
+
 @pytest.mark.parametrize("email", [
     "ana@example.test", "ana@example.invalid", "ana@foo.localhost", "ana@example.local", "ana@x.onion",
 ])

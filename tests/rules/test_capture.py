@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.capture import attribute, derive_lead_id, normalize_email, normalize_phone, parse_phone
+from rules.capture import attribute, derive_lead_id, fold_full_width, normalize_email, normalize_phone, parse_phone
 
 LEAD_ID = re.compile(r"^ld_[0-9a-f]{24}$")
 
@@ -23,6 +23,19 @@ LEAD_ID = re.compile(r"^ld_[0-9a-f]{24}$")
 )
 def test_normalize_email(raw: str, normalized: str) -> None:
     assert normalize_email(raw) == normalized
+
+
+@pytest.mark.parametrize(("raw", "folded"), [
+    ("ａｎａ＿ｄｉａｚ＋１＠ｘ．ｃｏｍ", "ana_diaz+1@x.com"),   # every full-width ASCII sign folds
+    ("ＡＮＡ", "ANA"),                                       # case is the caller's business
+    ("µ@x.com", "µ@x.com"),                                 # the micro sign is not NFKC's Greek mu
+    ("ｱﾅ@x.com", "ｱﾅ@x.com"),                              # half-width katakana stay as written
+    ("ﬁona@x.com", "ﬁona@x.com"),                           # and so does a ligature
+    ("josé@x.com", "josé@x.com"),
+    ("\u3000ana@x.com", "\u3000ana@x.com"),                # the ideographic space is not in the block
+])
+def test_fold_full_width_folds_that_block_only(raw: str, folded: str) -> None:
+    assert fold_full_width(raw) == folded
 
 
 @given(st.emails())
