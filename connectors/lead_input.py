@@ -18,6 +18,7 @@ from rules.capture import (
     fold_full_width,
     normalize_email,
     parse_phone,
+    unwrap_email,
 )
 
 __all__ = ["FieldError", "LeadInvalid", "RecordRefused", "ValidLead", "validate_lead", "read_record", "LEAD_FIELDS",
@@ -168,9 +169,9 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
         country = None  # not a region to read a local phone number in: the phone gets its own reason
     if raw.email:
         try:
-            checked = validate_email(fold_full_width(raw.email), check_deliverability=False)
+            checked = validate_email(unwrap_email(fold_full_width(raw.email)), check_deliverability=False)
             email = normalize_email(checked.normalized)
-        except EmailNotValidError as exc:
+        except (EmailNotValidError, ValueError) as exc:
             errors.append(FieldError(_loc(("email",), prefix), str(exc)))
     if raw.phone:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -15,6 +16,7 @@ __all__ = [
     "Touch",
     "normalize_email",
     "fold_full_width",
+    "unwrap_email",
     "identity_email",
     "normalize_phone",
     "parse_phone",
@@ -99,6 +101,39 @@ def fold_full_width(raw: str) -> str:
     name through SMTPUTF8, and it is always the ASCII one its owner meant.
     """
     return raw.translate(_FULL_WIDTH)
+
+
+#: ``Name <address>`` or ``<address>``: one pair of angle brackets, at the end.
+_ANGLE_ADDR = re.compile(r"^(?P<name>[^<>]*)<(?P<address>[^<>]*)>$")
+
+
+def unwrap_email(raw: str) -> str:
+    """The address in the spellings people paste, for validation: ``mailto:ana@x.com`` (a link,
+    with its ``?subject=...`` dropped), ``"Ana Díaz" <ana@x.com>`` (a mail client's To: line) and
+    ``ana@x.com.`` (the domain written as rooted in DNS) are ``ana@x.com``.
+
+    Anything else is left for validation to judge. ``ValueError`` when the input names two
+    addresses (``"bob@y.com" <ana@x.com>``): which one is the person's cannot be told.
+    """
+    text = raw.strip()
+    angle = _ANGLE_ADDR.match(text)
+    if angle is not None:
+        text = angle["address"].strip()
+        name = angle["name"].strip().strip("\"'").strip()
+        if "@" in name and name.casefold() != _without_mailto(text).casefold():
+            raise ValueError("the display name holds another address than the one in angle brackets: "
+                             "send one address")
+    text = _without_mailto(text)
+    local, at, domain = text.rpartition("@")
+    if at and domain.endswith(".") and not domain.endswith(".."):
+        text = f"{local}@{domain[:-1]}"
+    return text
+
+
+def _without_mailto(text: str) -> str:
+    if text[:7].casefold() == "mailto:":
+        return text[7:].split("?", 1)[0].strip()
+    return text
 
 
 def normalize_email(raw: str) -> str:

@@ -40,6 +40,31 @@ def test_full_width_ascii_typed_with_an_ime_is_the_ascii_address(raw: str) -> No
         valid({"email": "ana@x.com"}).lead_id, "ana@x.com")
 
 
+@pytest.mark.parametrize("raw", [
+    "mailto:ana@x.com", "MAILTO:ana@x.com", "mailto:ana@x.com?subject=Pricing", "<mailto:ana@x.com>",
+    '"Ana Díaz" <ana@x.com>', "Ana Díaz <ana@x.com>", "Ana <ana@x.com>", "<ana@x.com>", " Ana<ANA@x.com> ",
+    '"ana@x.com" <ana@x.com>',                      # the address as its own display name
+    "ana@x.com.",                                    # the domain written rooted in DNS
+])
+def test_recoverable_email_spellings_are_the_address(raw: str) -> None:
+    # Audit s16-dedup #6: each was a 422, and the providers' salvage then kept a lead without e-mail.
+    checked = valid({"email": raw})
+    assert (checked.lead.email, checked.lead_id) == ("ana@x.com", valid({"email": "ana@x.com"}).lead_id)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ('"bob@y.com" <ana@x.com>', "the display name holds another address than the one in angle brackets"),
+    ("bob@y.com <ana@x.com>", "the display name holds another address"),
+    ("Ana <ana@x.com>, Bob <bob@x.com>", "invalid characters"),
+    ("mailto:ana@x.com,bob@x.com", "invalid characters"),
+    ("ana@x.com..", "period"),
+    ("ana.@x.com", "period"),
+    ("Ana <ana@x.com> (work)", "after the email address"),
+])
+def test_input_naming_two_addresses_or_none_clearly_is_still_refused(raw: str, reason: str) -> None:
+    assert reason in invalid({"email": raw})["email"]
+
+
 @pytest.mark.parametrize("email", [
     "ana@example.test", "ana@example.invalid", "ana@foo.localhost", "ana@example.local", "ana@x.onion",
 ])
