@@ -194,8 +194,29 @@ def parse_phone(raw: str, default_region: str | None = None) -> tuple[str, str |
 
     Extensions are read by the phone library in every usual spelling (``ext. 123``, ``x 77``,
     ``;ext=5``, ``#12``). Numbers without a leading ``+`` need ``default_region`` (the lead's ISO
-    country code).
+    country code), except those that start with ``00``, the international prefix of most of the
+    world (ITU-T E.164's recommended one): ``0034 612 345 678`` is ``+34 612 345 678``. With a
+    region whose own prefix is another (``011`` in the US), ``00`` is tried that way only when the
+    number read in the region is not a valid one.
     """
+    try:
+        return _parse_phone(raw, default_region)
+    except ValueError:
+        international = _INTERNATIONAL_00.sub("+", raw, count=1)
+        if international == raw:
+            raise
+        try:
+            return _parse_phone(international, None)
+        except ValueError:
+            pass
+        raise
+
+
+#: ``00`` then a country code (which never starts with 0), spaces allowed after it.
+_INTERNATIONAL_00 = re.compile(r"^\s*00\s*(?=[1-9])")
+
+
+def _parse_phone(raw: str, default_region: str | None) -> tuple[str, str | None]:
     try:
         parsed = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as exc:

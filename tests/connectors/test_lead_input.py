@@ -97,6 +97,7 @@ def test_malformed_emails_say_why(email: str, reason: str) -> None:
     ("020 7946 0018", "GB", "+442079460018"),
     ("+44 20 7946 0018", "US", "+442079460018"),  # an explicit +CC wins over the lead's country
     ("  +49 30 901820  ", None, "+4930901820"),
+    ("0034 612 345 678", None, "+34612345678"),   # audit s16-dedup #10: 00 is the international prefix
 ])
 def test_phone_is_stored_in_e164(phone: str, country: str | None, e164: str) -> None:
     data = {"phone": phone} if country is None else {"phone": phone, "country": country}

@@ -56,6 +56,11 @@ def test_normalize_email_is_idempotent(email: str) -> None:
         ("+44 20 7031 3000", None, "+442070313000"),
         ("030 901820", "DE", "+4930901820"),
         ("06 12 34 56 78", "FR", "+33612345678"),
+        ("0034 612 345 678", None, "+34612345678"),    # 00: the international prefix, no country needed
+        ("00 44 20 7031 3000", None, "+442070313000"),
+        ("0034 612 345 678", "ES", "+34612345678"),    # Spain's own prefix is 00 too
+        ("0034 612 345 678", "US", "+34612345678"),    # the US's is 011: read as 00 once it is no US number
+        ("0044 20 7031 3000", "FR", "+442070313000"),
     ],
 )
 def test_normalize_phone_to_e164(raw: str, region: str | None, e164: str) -> None:
@@ -72,6 +77,9 @@ def test_normalize_phone_to_e164(raw: str, region: str | None, e164: str) -> Non
         ("12", "US", "not a valid phone number for its country"),
         ("+1 555", None, "not a valid phone number for its country"),
         ("+1 000-000-0000", None, "not a valid phone number for its country"),
+        ("00 12", None, "not a phone number (Missing or invalid default region.)"),  # no number after 00
+        ("000 612 345 678", None, "not a phone number (Missing or invalid default region.)"),  # no country code
+        ("0034 12", None, "not a phone number (Missing or invalid default region.)"),
     ],
 )
 def test_normalize_phone_rejects_with_a_reason(raw: str, region: str | None, reason: str) -> None:
