@@ -25,6 +25,8 @@ __all__ = ["routes", "DISPOSITIONS", "Outcome", "capture_id", "capture_many", "l
 DISPOSITIONS = ("disqualified", "nurture", "recycled", "unresponsive")
 _IDEMPOTENCY_MAX = 255
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
+#: Seconds a request sent again while its first copy is being answered waits before retrying (409).
+_IN_FLIGHT_RETRY_S = 1
 
 routes = web.RouteTableDef()
 
@@ -140,25 +142,38 @@ async def capture_leads(request: web.Request) -> web.Response:
     idem = idempotency_key(request)
     payload = await read_json(request)
     fingerprint = None
+    token = None
     if idem is not None:
         # What the request asked, independent of key order and whitespace: a retry matches it.
         fingerprint = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        stored = await ctx.store.replay(caller.name, idem)
-        if stored is not None:
-            status, body_bytes, first = stored
-            if first is not None and first != fingerprint:
-                raise ApiError(422, "idempotency_key_reused",
-                               "this Idempotency-Key was already used with a different request body; "
-                               "use a new key for a new request")
+        claim = await ctx.store.claim(caller.name, idem, fingerprint)
+        first = claim.answer[2] if claim.answer is not None else claim.in_flight
+        if first and first != fingerprint:
+            raise ApiError(422, "idempotency_key_reused",
+                           "this Idempotency-Key was already used with a different request body; "
+                           "use a new key for a new request")
+        if claim.in_flight is not None:
+            # The same request, sent again while its first copy is being answered (IETF
+            # draft-ietf-httpapi-idempotency-key-header: 409); the retry gets the first answer.
+            raise ApiError(409, "idempotency_key_in_use",
+                           "a request with this Idempotency-Key is being answered now; retry after "
+                           f"{_IN_FLIGHT_RETRY_S} s to get its answer", headers={"Retry-After": str(_IN_FLIGHT_RETRY_S)})
+        if claim.answer is not None:
+            status, body_bytes, _ = claim.answer
             return web.Response(body=body_bytes, status=status, content_type="application/json",
                                 headers={"Idempotent-Replayed": "true"})
-    items, is_batch = _items(payload, ctx.max_batch)
-
-    outcomes = await capture_many(ctx, items, channel="api", default_source=caller.name,
-                                  capture_ids=lambda index, checked: capture_id(caller.name, idem, index, checked),
-                                  prefix=lambda index: f"leads[{index}]" if is_batch else "")
-    if not is_batch and outcomes[0].status == "rejected":
-        raise ApiError(422, "invalid_lead", "the lead is not valid", outcomes[0].errors)  # nothing was captured
+        token = claim.token
+    try:
+        items, is_batch = _items(payload, ctx.max_batch)
+        outcomes = await capture_many(ctx, items, channel="api", default_source=caller.name,
+                                      capture_ids=lambda index, checked: capture_id(caller.name, idem, index, checked),
+                                      prefix=lambda index: f"leads[{index}]" if is_batch else "")
+        if not is_batch and outcomes[0].status == "rejected":
+            raise ApiError(422, "invalid_lead", "the lead is not valid", outcomes[0].errors)  # nothing was captured
+    except BaseException:
+        if idem is not None and token is not None:
+            await ctx.store.release(caller.name, idem, token)  # nothing kept: a retry may go at once
+        raise
     results = [{"index": index, **outcome.as_dict()} for index, outcome in enumerate(outcomes)]
 
     body: dict[str, Any]
@@ -169,7 +184,7 @@ async def capture_leads(request: web.Request) -> web.Response:
         body = {k: v for k, v in results[0].items() if k != "index"}
     encoded = orjson.dumps(body)
     if idem is not None:
-        await ctx.store.remember(caller.name, idem, 202, encoded, fingerprint)
+        await ctx.store.remember(caller.name, idem, 202, encoded, fingerprint, token=token)
     return web.Response(body=encoded, status=202, content_type="application/json")
 
 

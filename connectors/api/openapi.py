@@ -600,8 +600,14 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
                 }),
             },
             **body_errors,
+            "409": {"description": "A request with the same `Idempotency-Key` and body is being answered now "
+                                   "(`idempotency_key_in_use`): nothing was done; retry after `Retry-After` seconds "
+                                   "to get its answer.",
+                    "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+                    **_json_body(_ref("Error"))},
             "422": {"description": "A single lead is not valid (`invalid_lead`), the batch envelope is not, or the "
-                                   "`Idempotency-Key` was already used with a different body (`idempotency_key_reused`).",
+                                   "`Idempotency-Key` was already used with a different body (`idempotency_key_reused`), "
+                                   "including by a request being answered now.",
                     **_json_body(_ref("Error"), example=invalid_lead)},
         },
         description=(

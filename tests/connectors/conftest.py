@@ -133,6 +133,9 @@ class FakeRedis:
         self.data[key] = value
         return True
 
+    async def delete(self, *keys: str) -> int:
+        return sum(1 for key in keys if self.data.pop(key, None) is not None)
+
     def pipeline(self, transaction: bool = True) -> _FakePipeline:
         return _FakePipeline(self)
 
@@ -166,6 +169,9 @@ class DownRedis(FakeRedis):
         raise RedisConnectionError("Connection refused")
 
     async def set(self, key: str, value: bytes, *, ex: int | None = None, nx: bool = False) -> bool | None:
+        raise RedisConnectionError("Connection refused")
+
+    async def delete(self, *keys: str) -> int:
         raise RedisConnectionError("Connection refused")
 
     async def ping(self) -> bool:

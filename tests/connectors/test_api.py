@@ -1,6 +1,7 @@
 """The HTTP API's real handlers over an in-memory engine and Redis: capture, reads, reps, errors."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from typing import Any
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from connectors.api.openapi import openapi_document
 from connectors.api.ports import Readiness
 from connectors.api.write_gate import WritesPaused
+from connectors.capture_store import CaptureStore
 from connectors.lead_input import LEAD_FIELDS
 from connectors.webhooks import validate_secret
 from leadflow.errors import TransientError, Unconfirmed
@@ -30,6 +32,7 @@ from tests.connectors.conftest import (
     ClientFactory,
     DownRedis,
     FakeEngine,
+    FakeRedis,
     lead_state,
     team_state,
 )
@@ -304,6 +307,31 @@ async def test_an_idempotency_key_replays_the_first_response(client: Client, eng
     other_key = await client.post("/v1/leads", json=batch, headers={**AUTH, "Idempotency-Key": "order-18"})
     assert "Idempotent-Replayed" not in other_key.headers
     assert len(engine.captured) == 3
+
+
+async def test_a_key_another_request_holds_is_409_for_the_same_body_and_422_for_another(
+        make_client: ClientFactory, engine: FakeEngine) -> None:
+    # Audit s16-dedup #7: requests sent at once with one key were each captured. The first claims
+    # the key in Redis; here that first request is still being answered (its claim is in Redis).
+    redis = FakeRedis()
+    client = await make_client(redis=redis)
+    body = {"email": "a@example.com"}
+    fingerprint = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    claim = await CaptureStore(redis).claim("web-form", "order-9", fingerprint)  # type: ignore[arg-type]
+    assert claim.token is not None
+    headers = {**AUTH, "Idempotency-Key": "order-9"}
+    same = await client.post("/v1/leads", json=body, headers=headers)
+    error = await error_of(same, 409, "idempotency_key_in_use")
+    assert same.headers["Retry-After"] == "1" and "being answered now" in error["message"]
+    other = await client.post("/v1/leads", json={"email": "b@example.com"}, headers=headers)
+    await error_of(other, 422, "idempotency_key_reused")
+    assert engine.captured == []
+    # Once the first is answered, its copy gets that answer.
+    await CaptureStore(redis).remember("web-form", "order-9", 202, b'{"lead_id": "ld_1", "status": "accepted"}',  # type: ignore[arg-type]
+                                       fingerprint, token=claim.token)
+    again = await client.post("/v1/leads", json=body, headers=headers)
+    assert (again.status, again.headers["Idempotent-Replayed"]) == (202, "true")
+    assert await again.json() == {"lead_id": "ld_1", "status": "accepted"} and engine.captured == []
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256])
