@@ -169,7 +169,9 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
         country = None  # not a region to read a local phone number in: the phone gets its own reason
     if raw.email:
         try:
-            checked = validate_email(unwrap_email(fold_full_width(raw.email)), check_deliverability=False)
+            # strict: RFC 5321's 64-character limit on the local part (the library's default skips it).
+            checked = validate_email(unwrap_email(fold_full_width(raw.email)), check_deliverability=False,
+                                     strict=True)
             email = normalize_email(checked.normalized)
         except (EmailNotValidError, ValueError) as exc:
             errors.append(FieldError(_loc(("email",), prefix), str(exc)))

@@ -75,6 +75,14 @@ def test_reserved_domains_are_refused_with_the_librarys_reason(email: str) -> No
     assert "special-use or reserved" in str(library.value)
 
 
+def test_a_local_part_over_64_characters_is_refused_naming_email() -> None:
+    # Audit s16-dedup #12: RFC 5321 4.5.3.1.1 allows 64; no mail server takes a longer one.
+    assert valid({"email": "a" * 64 + "@x.com"}).lead.email == "a" * 64 + "@x.com"
+    assert invalid({"email": "a" * 65 + "@x.com"}) == {
+        "email": "The email address is too long before the @-sign (1 character too many)."}
+    assert "email" in invalid({"email": "ä" * 65 + "@x.com"})
+
+
 @pytest.mark.parametrize(("email", "reason"), [
     ("ana.example.com", "must have an @-sign"),
     ("ana@", "There must be something after the @-sign"),
