@@ -17,7 +17,8 @@ from ops.metrics import Metrics
 from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
 from streams import (
-    faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer, log_redaction, metadata_backoff,
+    changelog_offsets, faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer, log_redaction,
+    metadata_backoff,
 )
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
@@ -226,6 +227,7 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
     faust_fixes.install()  # skipped records must not be committed unprocessed (see the module)
     log_redaction.install()  # no message contents (personal data, secrets) in the libraries' debug lines
     faust_recovery.install()  # changelog recovery: "any partition behind?" without a Counter per record
+    changelog_offsets.install()  # a produced changelog offset is persisted only when no record lies between
     metadata_backoff.install()  # a failed metadata refresh waits before the next (Kafka down: no busy loop)
     _bound_rocksdb()
     config = config if config is not None else load_config(settings.config_path)
