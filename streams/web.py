@@ -12,6 +12,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiokafka.admin.config_resource import ConfigResourceType
+from aiokafka.protocol.admin import DescribeConfigsRequest
 from aiokafka.structs import TopicPartition
 from yarl import URL
 
@@ -56,6 +58,7 @@ _PROBE_EVERY_S = 2.0
 _CHECK_TIMEOUT_S = 2.0
 #: With nothing taken or answered by Kafka for this long, /readyz and /metrics check the broker.
 _IDLE_CHECK_S = 10.0
+_MIN_ISR = "min.insync.replicas"
 _TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory, "account": accounts}
 
 
@@ -171,8 +174,13 @@ class Engine:
         partition of ``leads.inbound`` (where captures go) has a leader and the producer can reach
         it. Else what is wrong, in a few words. Bounded by ``_CHECK_TIMEOUT_S``.
 
-        A broker that answers but still refuses produce requests passes; the next write, the
-        gate's probe, then fails and the worker is unready again.
+        With ``acks=all`` (Faust's default, ours) every partition's in-sync replicas must also
+        reach the topic's ``min.insync.replicas`` as the broker counts it (capped at the partition's
+        replicas, as Kafka 4 does): below it the broker answers metadata but refuses every capture
+        with NOT_ENOUGH_REPLICAS, and a check that passed made the worker ready for one capture,
+        unready again after it (flapping). Other refusals metadata cannot show (a topic's
+        ``max.message.bytes`` below a lead's size, an ACL) still pass: the next write, the gate's
+        probe, then fails and the worker is unready again (docs/RELIABILITY.md).
         """
         try:
             # Not wait_for: on 3.11 it swallows a cancellation that arrives as the check fails.
@@ -200,6 +208,8 @@ class Engine:
         for leader in sorted(leaders):
             if not await client.ready(leader):
                 return f"no connection to broker {leader}"
+        if getattr(getattr(self.app, "conf", None), "producer_acks", -1) == -1:
+            return await _too_few_in_sync(client, metadata, topic, partitions, min(leaders))
         return None
 
     @staticmethod
@@ -348,6 +358,34 @@ class Engine:
                        "the next write probes it")
         self._check_when_idle()
         return Readiness(True, detail)
+
+
+async def _too_few_in_sync(client: Any, metadata: Any, topic: str, partitions: set[int], node: int) -> str | None:
+    """Why an ``acks=all`` produce to ``topic`` is refused now (NOT_ENOUGH_REPLICAS), or ``None``.
+
+    The broker's rule: a partition whose in-sync replicas are fewer than the topic's
+    ``min.insync.replicas``, capped at the partition's replica count, refuses such a produce (Kafka
+    4 caps it: on one broker ``min.insync.replicas=2`` refuses nothing). The ISR comes with the
+    metadata; the setting is asked of ``node`` (DescribeConfigs, the topic's effective value).
+    """
+    request = DescribeConfigsRequest([(ConfigResourceType.TOPIC, topic, [_MIN_ISR])])
+    resources = (await client.send(node, request)).to_object()["resources"]
+    entries = [e for r in resources if not r["error_code"] for e in r["config_entries"]
+               if e["config_names"] == _MIN_ISR]
+    if not entries:
+        return None  # not allowed to describe the topic, say: only a write can tell
+    min_isr = int(entries[0]["config_value"])
+    # aiokafka keeps each partition's replicas and ISR in the metadata, without a public reader.
+    known = getattr(metadata, "_partitions", {}).get(topic, {})
+    for partition in sorted(partitions):
+        state = known.get(partition)
+        if state is None:
+            continue
+        needed = min(min_isr, len(state.replicas))
+        if len(state.isr) < needed:
+            return (f"partition {partition} of {topic} has {len(state.isr)} in-sync replica(s), "
+                    f"min.insync.replicas={min_isr}: Kafka refuses acks=all writes")
+    return None
 
 
 def _crm_events_auth() -> EventsAuth | None:

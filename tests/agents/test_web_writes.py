@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, NotEnoughReplicasError
 
 import streams.web as web
 from connectors.api.write_gate import WriteGate, WritesPaused
@@ -32,10 +32,14 @@ class FakeTopic:
 
 
 class FakeMetadata:
-    """aiokafka's ``ClusterMetadata``, as far as the broker check reads it."""
+    """aiokafka's ``ClusterMetadata``, as far as the broker check reads it: each partition on three
+    replicas, all in sync unless ``isr`` says how many are."""
 
-    def __init__(self, leaders: dict[int, int | None]) -> None:
+    def __init__(self, leaders: dict[int, int | None], isr: dict[int, int] | None = None) -> None:
         self.leaders = leaders
+        topic = leads_inbound.get_topic_name()
+        self._partitions = {topic: {p: SimpleNamespace(replicas=[0, 1, 2], isr=[0, 1, 2][:(isr or {}).get(p, 3)])
+                                    for p in leaders}}
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return set(self.leaders) if topic == leads_inbound.get_topic_name() and self.leaders else None
@@ -61,6 +65,14 @@ class FakeClient:
 
     async def ready(self, node_id: int) -> bool:
         return node_id in self.reachable
+
+    #: The topic's min.insync.replicas as DescribeConfigs answers it (None: not allowed to describe).
+    min_isr: str | None = "2"
+
+    async def send(self, node_id: int, request: Any) -> Any:
+        entries = [] if self.min_isr is None else [{"config_names": "min.insync.replicas", "config_value": self.min_isr}]
+        answer = {"resources": [{"error_code": 0 if entries else 29, "config_entries": entries}]}
+        return SimpleNamespace(to_object=lambda: answer)
 
 
 class FakeApp:
@@ -231,6 +243,38 @@ async def test_kafka_answers_when_every_partition_captures_go_to_has_a_reachable
     client = _fake_app(engine).client
     client.metadata, client.reachable = metadata, reachable
     assert await engine._kafka_problem() == problem
+
+
+@pytest.mark.parametrize(("isr", "min_isr", "problem"), [
+    ({0: 3, 1: 1}, "2", f"partition 1 of {leads_inbound.get_topic_name()} has 1 in-sync replica(s), "
+                        "min.insync.replicas=2: Kafka refuses acks=all writes"),
+    ({0: 2, 1: 2}, "2", None),
+    ({0: 3, 1: 3}, "5", None),  # capped at the 3 replicas, as the broker does: it takes the writes
+    ({0: 2, 1: 3}, "5", f"partition 0 of {leads_inbound.get_topic_name()} has 2 in-sync replica(s), "
+                        "min.insync.replicas=5: Kafka refuses acks=all writes"),
+    ({0: 1, 1: 1}, None, None),  # not allowed to describe the topic: only a write can tell
+])
+async def test_with_acks_all_too_few_in_sync_replicas_is_a_problem_though_metadata_answers(
+        engine: web.Engine, isr: dict[int, int], min_isr: str | None, problem: str | None) -> None:
+    client = _fake_app(engine).client
+    client.metadata, client.reachable, client.min_isr = FakeMetadata({0: 0, 1: 0}, isr=isr), {0}, min_isr
+    assert await engine._kafka_problem() == problem
+
+
+async def test_the_worker_stays_unready_while_the_broker_refuses_for_too_few_in_sync_replicas(
+        engine: web.Engine) -> None:
+    # The broker answers metadata all along; it refuses acks=all produces (NOT_ENOUGH_REPLICAS). The
+    # check said "answers" after one such refusal, and the worker was ready for the next capture.
+    app = _fake_app(engine)
+    app.client.metadata = FakeMetadata({0: 0, 1: 0}, isr={0: 1, 1: 3})
+    with pytest.raises(TransientError):
+        await engine._acked([(FakeTopic([NotEnoughReplicasError()]), "k", b"v")])
+    await _until(lambda: engine._last_check is not None, "a check of the broker")
+    await asyncio.sleep(0.05)
+    assert not engine.readiness().ready
+    assert "in-sync replica(s)" in engine.readiness().detail
+    app.client.metadata = FakeMetadata({0: 0, 1: 0})  # the replicas caught up
+    await _until(lambda: engine.readiness().ready, "ready again")
 
 
 async def test_a_broker_that_does_not_answer_the_check_is_bounded(
