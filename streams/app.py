@@ -18,7 +18,7 @@ from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
 from streams import (
     changelog_offsets, faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer, log_redaction,
-    metadata_backoff,
+    metadata_backoff, stall_guard,
 )
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
@@ -57,6 +57,8 @@ class LeadflowApp(faust.App):
         await super().on_start()
         self.add_future(self._watch_membership())
         self.add_future(gc_tuning.freeze_when_settled(self))
+        # Paused past the session (SIGSTOP, a frozen VM): exit before writing as the partitions' owner.
+        self.add_future(stall_guard.watch_loop(float(self.conf.broker_session_timeout)))
 
     async def _watch_membership(self) -> None:
         try:
@@ -228,6 +230,7 @@ def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: 
     log_redaction.install()  # no message contents (personal data, secrets) in the libraries' debug lines
     faust_recovery.install()  # changelog recovery: "any partition behind?" without a Counter per record
     changelog_offsets.install()  # a produced changelog offset is persisted only when no record lies between
+    stall_guard.install()  # no produce request after a stall longer than the Kafka session (zombie writes)
     metadata_backoff.install()  # a failed metadata refresh waits before the next (Kafka down: no busy loop)
     _bound_rocksdb()
     config = config if config is not None else load_config(settings.config_path)

@@ -9,19 +9,25 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from leadflow.errors import LeadflowError
 from ops.demo.run import CONFIG_PATH, load_demo_settings, run_demo
 from ops.stack import StackConfig, stack_down, stack_status, stack_up
 from ops.demo.stopping import StopSignals
 from ops.stack.process import PidFile, start_process, stop_process, tail
+from streams.stall_guard import EXIT_STALLED
 
-__all__ = ["DEMO_ENV", "launch_demo", "report_command", "stack_after_stop", "stop_exit_code"]
+__all__ = ["DEMO_ENV", "launch_demo", "report_command", "restarts_after", "stack_after_stop", "stop_exit_code",
+           "supervised"]
 
 _READY_TIMEOUT_S = 120.0
+#: How often the demo looks whether its worker is still running.
+_WORKER_POLL_S = 0.5
+
+T = TypeVar("T")
 
 
 def _say(message: str) -> None:
@@ -91,6 +97,47 @@ def stack_after_stop(*, was_running: bool, keep_stack: bool) -> str | None:
     return None
 
 
+def restarts_after(status: int) -> bool:
+    """Whether the demo starts its worker again after the worker exited with ``status`` by itself.
+
+    Only after a pause longer than its Kafka session (``streams/stall_guard.py``): the worker left
+    without writing, its data dir is intact, and it must rejoin. Any other exit is a failure the
+    demo shows and stops on: a restart would hide it.
+    """
+    return status == EXIT_STALLED
+
+
+async def supervised(work: Awaitable[T], exited: Callable[[], int | None], restart: Callable[[int], None],
+                     poll_s: float = _WORKER_POLL_S) -> T:
+    """Run ``work`` while watching the worker: ``exited()`` is its status once it has exited.
+
+    A worker that ``restarts_after`` its status is started again (``restart(status)``) and the
+    demo goes on; any other exit ends the demo with a ``LeadflowError`` naming the status.
+    """
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(poll_s)
+            status = exited()
+            if status is None:
+                continue
+            if not restarts_after(status):
+                raise LeadflowError(f"the worker exited with status {status} while the demo ran")
+            restart(status)
+
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if watcher.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            watcher.result()  # raises the worker's exit
+        return await task
+    finally:
+        watcher.cancel()
+        task.cancel()
+
+
 def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int, keep_stack: bool) -> int:
     """Run the whole demo in the foreground; return the exit code.
 
@@ -140,10 +187,27 @@ def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int
                  f"(`export LEADFLOW_TOPIC_PREFIX={prefix}` to use them from another shell)")
             _say(f"report, while this runs: {report_command(prefix, stack.kafka_url)}")
             time.sleep(1.0)
-            asyncio.run(stop.run(run_demo(
-                api_url, stack.kafka_url, settings.api_key, settings.rep_secrets, settings.capacities,
-                leads=leads, rate=rate, receiver_port=receiver_port, events_topic=f"{prefix}lead.events",
-            )))
+
+            def exited() -> int | None:
+                return worker.poll() if worker is not None else None
+
+            def restart(status: int) -> None:
+                nonlocal worker
+                with stop.deferred():
+                    worker = start_process([sys.executable, "-m", "leadflow", "worker"], log_path=worker_log,
+                                           env=env)
+                    PidFile(workdir / "worker.pid").write(worker.pid)
+                _say(f"the worker exited with status {status}: it was paused longer than its Kafka session and "
+                     f"left without writing (its log: {worker_log}); started it again (pid {worker.pid}) on the "
+                     "same data, it rejoins in a few seconds")
+
+            try:
+                asyncio.run(stop.run(supervised(run_demo(
+                    api_url, stack.kafka_url, settings.api_key, settings.rep_secrets, settings.capacities,
+                    leads=leads, rate=rate, receiver_port=receiver_port, events_topic=f"{prefix}lead.events",
+                ), exited, restart)))
+            except LeadflowError as exc:
+                raise LeadflowError(f"{exc}; its log ends with:\n{tail(worker_log, 30)}") from None
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP outside the demo's event loop (StopRequested)
             if stop.received in (None, "Ctrl-C"):
                 _print("")  # end the line the terminal's ^C is on

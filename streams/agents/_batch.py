@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event  # private: the event a table read or write belongs to
 
+from streams import stall_guard
 from streams.app import app, runtime
 from streams.topics import Unreadable
 
@@ -94,6 +95,7 @@ async def take_ready(stream: Any, max_: int = BATCH) -> AsyncIterator[list[Any]]
                 continue
             open_.clear()
             batch = list(events)
+            stall_guard.check()  # paused past the session: another worker owns these records now
             try:
                 yield batch
             finally:
