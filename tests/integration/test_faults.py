@@ -301,8 +301,9 @@ async def test_redis_stopped_capture_and_routing_go_on(
         status, body, _ = await _post(api, worker, [{"email": f"redis{i}@down.example"} for i in range(20)])
         assert status == 202 and body["accepted"] == 20, body
         lead_ids = {item["lead_id"] for item in body["results"]}
-        # The same person again: without Redis the API cannot tell, but the lead table does.
-        again_status, again, _ = await _post(api, worker, [{"email": "redis0@down.example"}])
+        # The same person again, from another campaign (an identical resubmission is not a touch,
+        # 5f6258e): without Redis the API cannot tell, but the lead table does.
+        again_status, again, _ = await _post(api, worker, [{"email": "redis0@down.example", "campaign": "again"}])
         assert again_status == 202, again
         await eventually(lambda: set(endpoints["dot"].delivered()) >= lead_ids, timeout=60,
                          what="every lead routed and notified without Redis")
