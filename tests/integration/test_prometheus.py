@@ -184,7 +184,9 @@ async def test_every_dashboard_and_alert_expression_returns_data(
         await asyncio.sleep(3)
         await _post_lead(api, worker, {"email": "waits.in.queue@obs.example", "source": "google-ads"})
         partner = (await _post_lead(api, worker, {"email": "partner.lead@obs.example", "source": "partner"}))["lead_id"]
-        await _post_lead(api, worker, {"email": "fast.reply@obs.example", "source": "website"})  # merged
+        # The same person again, from another campaign: a touch, merged (an identical resubmission
+        # within minutes would be no touch at all).
+        await _post_lead(api, worker, {"email": "fast.reply@obs.example", "source": "website", "campaign": "webinar-follow-up"})
         await _post_lead(api, worker, {"email": "not-an-email"}, status=422)
         # A webinar lead qualifies (SQL, opportunity) and the CRM reports it won: revenue, ROI.
         buyer = (await _post_lead(api, worker, {"email": "buyer@obs.example", "source": "webinar"}))["lead_id"]
