@@ -13,8 +13,10 @@ committing offsets it never processed, fixed in ``streams/faust_fixes.py``.)
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,6 +64,16 @@ def _received_at(meta: dict[str, Any], now: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None or not now - _RECEIVED_PAST <= at <= now + _RECEIVED_FUTURE:
         return now
     return at
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, Any]) -> None:
+    """Run best-effort work (a cache hint) off the stream's path, holding the task until it ends."""
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _enricher() -> Enricher | None:
@@ -135,8 +147,12 @@ async def capture_leads(records: Any) -> None:
         # Acknowledged before the batch counts as processed: its offsets may be committed next.
         # A lead with a company domain first visits the owner of that domain's account (account agent).
         await publish(tuple(capture_outgoing(command) for command, _ in captures))
-        external = sum(1 for _, outside in captures if outside)
+        external = [command.lead_id for command, outside in captures if outside]
         if external:
-            runtime.metrics.leads_captured.labels("kafka-feed", "kafka").inc(external)  # sources there are free text
+            runtime.metrics.leads_captured.labels("kafka-feed", "kafka").inc(len(external))  # sources there are free text
+            # The API's "seen this person" hint (docs/capture.md): a person first met on the feed is
+            # `duplicate` when the HTTP API meets them next. After the send, in the background: a hint
+            # never delays the stream, and a slow or absent Redis only costs the hint.
+            _in_background(runtime.resources.store.mark_seen(external))
         if enricher is not None and enriched is not None:
             await enricher.remember(enriched)  # after the send: the cache never delays routing

@@ -487,6 +487,9 @@ async def test_the_kafka_feed_routes_valid_records_and_dead_letters_bad_ones(ch:
     view = await assigned(ch, ines, "the feed's valid record")
     assert (view["lead"]["channel"], view["lead"]["source"], view["lead"]["external_id"]) == (
         "kafka", "partner-portal", "crm-1042")
+    # Audit s16-dedup #8: a person first met on the feed was `accepted` again by the HTTP API.
+    async with ch.api.post(f"{ch.url}/v1/leads", json={"email": "ines.alves@feed.example", "source": "webinar"}) as r:
+        assert (r.status, await r.json()) == (202, {"lead_id": ines, "status": "duplicate"})
 
     [(_, headers)] = await rejected_records(ch, [bad])
     assert headers["leadflow-reason"] == b"invalid_lead"
