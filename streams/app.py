@@ -47,6 +47,9 @@ class LeadflowApp(faust.App):
     """faust.App that mounts leadflow's API on its web server and closes our resources on stop."""
 
     runtime: Runtime
+    #: When the worker was told to stop (SIGTERM, ``streams/worker.py``), in the loop's time: from
+    #: then on ``/readyz`` answers 503 "stopping" while the API keeps serving for the shutdown delay.
+    stop_requested_at: float | None = None
 
     def on_webserver_init(self, web: Any) -> None:
         from streams.web import mount  # imported here: web.py needs the topics and tables
@@ -66,8 +69,10 @@ class LeadflowApp(faust.App):
         except MembershipLost as exc:
             await self.crash(exc)  # the worker exits non-zero: never hang unready, never share partitions
 
-    async def on_stop(self) -> None:
-        await super().on_stop()
+    async def on_shutdown(self) -> None:
+        # After the children (the web server among them) have stopped: closed in on_stop, Redis went
+        # before the web server, and a capture accepted meanwhile lost its idempotency record.
+        await super().on_shutdown()
         await self.runtime.resources.close()
 
     @property

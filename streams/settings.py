@@ -147,6 +147,25 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+#: Longest LEADFLOW_SHUTDOWN_DELAY: past it the delay is a typo, and Kubernetes' default grace
+#: period (30 s) would SIGKILL the worker before it stopped cleanly.
+MAX_SHUTDOWN_DELAY_S = 120.0
+
+
+def _shutdown_delay(env: Mapping[str, str], default: float) -> float:
+    raw = env.get("LEADFLOW_SHUTDOWN_DELAY")
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip().removesuffix("s"))
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_SHUTDOWN_DELAY_S:
+        raise ConfigError(f"environment variable LEADFLOW_SHUTDOWN_DELAY={raw!r}: expected seconds from 0 to "
+                          f"{MAX_SHUTDOWN_DELAY_S:.0f}, such as 5 or 2.5 (0: stop at once on SIGTERM)")
+    return value
+
+
 _LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn", "error": "error",
                "crit": "crit", "critical": "crit"}
 
@@ -358,6 +377,15 @@ class Settings:
     #: failures were blamed on it, which session 8 traced to Faust clearing the streams' queues
     #: (``streams/faust_fixes.py`` fix 6; seen with sessions off too, docs/RELIABILITY.md).
     fetch_sessions: bool = True
+    #: Seconds between the first SIGTERM and the start of the stop (``LEADFLOW_SHUTDOWN_DELAY``,
+    #: 0 to 120; ``streams/worker.py``). Meanwhile ``/readyz`` answers 503 "stopping" and the API
+    #: keeps serving (captures, reads, commands), so that a load balancer takes the worker out of
+    #: rotation before its port closes; without it, requests sent in the ~0.2 s between SIGTERM and
+    #: the port closing were refused. Longer than the balancer needs to notice (a readiness probe's
+    #: period × failure threshold, or the endpoint propagation of a Kubernetes Service), shorter
+    #: than the grace period before SIGKILL (README, "Deploying"). A second SIGTERM, or SIGINT,
+    #: stops at once. The tests' and the demo's workers run with 0.
+    shutdown_delay_s: float = 5.0
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -428,6 +456,7 @@ class Settings:
             consumer_thread=p.take(_bool, env, "LEADFLOW_CONSUMER_THREAD", d.consumer_thread,
                                    fallback=d.consumer_thread),
             fetch_sessions=p.take(_bool, env, "LEADFLOW_FETCH_SESSIONS", d.fetch_sessions, fallback=d.fetch_sessions),
+            shutdown_delay_s=p.take(_shutdown_delay, env, d.shutdown_delay_s, fallback=d.shutdown_delay_s),
         )
         p.check()
         return settings

@@ -19,7 +19,7 @@ from yarl import URL
 
 from connectors.api import ApiContext, mount_api
 from connectors.api.context import CONTEXT
-from connectors.api.errors import error_response
+from connectors.api.errors import ApiError, error_response
 from connectors.api.ports import Entity, Readiness
 from connectors.api.write_gate import WriteGate
 from connectors.auth import ApiKey, Keyring
@@ -34,6 +34,7 @@ from rules.lead import LeadState
 from rules.reps import RepEntry
 from rules.team import TeamState
 from streams.app import LeadflowApp, runtime
+from streams.log_rate_limit import RepeatLimit
 from streams.tables.accounts import accounts
 from streams.tables.lead_state import lead_state
 from streams.tables.outcome_board import snapshot as outcome_snapshot
@@ -45,6 +46,11 @@ from streams.topics import account_commands, lead_commands, leads_inbound, parti
 __all__ = ["Engine", "mount"]
 
 log = logging.getLogger(__name__)
+#: Failed relays get a logger of their own, limited to one line per 10 s with a count: while an
+#: owner restarts or is frozen every request for its keys fails the same way (531 lines per worker
+#: in one deploy audit run).
+relay_log = logging.getLogger(f"{__name__}.relay")
+relay_log.addFilter(RepeatLimit())
 
 _FORWARDED = "X-Leadflow-Forwarded"
 #: Bound on one API write to Kafka, from the send to the last ack. A healthy broker acks in
@@ -59,11 +65,19 @@ _CHECK_TIMEOUT_S = 2.0
 #: With nothing taken or answered by Kafka for this long, /readyz and /metrics check the broker.
 _IDLE_CHECK_S = 10.0
 _MIN_ISR = "min.insync.replicas"
+#: The owner's headers a relayed answer keeps (besides its status, body and content type): what
+#: tells the client when to retry (503, 429, 409) and what a 405 allows. An allow-list: nothing
+#: else of the owner's answer (its server, its cookies, hop-by-hop headers) reaches the client.
+_RELAYED_HEADERS = ("retry-after", "allow", "location", "idempotency-key")
 _TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory, "account": accounts}
 
 
 class Engine:
     """The ``EnginePort`` the API uses, backed by this worker's topics and tables."""
+
+    #: Set at the first ``/readyz`` that found the worker ready: from then on a rebalance keeps it
+    #: ready (only a start waits for its tables to be recovered).
+    _ready_once = False
 
     def __init__(self, app: LeadflowApp) -> None:
         self.app = app
@@ -287,11 +301,12 @@ class Engine:
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as response:
                 body = await response.read()
+                kept = {k: v for k, v in response.headers.items() if k.lower() in _RELAYED_HEADERS}
                 return web.Response(body=body, status=response.status,
                                     content_type=response.content_type or "application/json",
-                                    headers={"X-Leadflow-Owner": f"{owner.host}:{owner.port}"})
+                                    headers={**kept, "X-Leadflow-Owner": f"{owner.host}:{owner.port}"})
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("relay to the owner of a %s failed: %s", entity, type(exc).__name__)
+            relay_log.warning("relay to the owner of a %s failed: %s", entity, type(exc).__name__)
             return error_response(503, "unavailable", f"the worker that owns this {entity} did not answer; retry",
                                   headers={"Retry-After": "2"})
 
@@ -301,27 +316,61 @@ class Engine:
         Right after a start or during a rebalance the owner's tables are still empty or moving:
         an existing lead or team read as a 404, and a partial PUT of an existing rep was taken
         for a new rep (its webhook replaced by a new secret). Until they are recovered the
-        answer is "retry", never a wrong one.
+        answer is "retry", never a wrong one. The same once the worker is stopping: its
+        partitions are revoked and its tables closed before its web server stops, and its own
+        leads read as ``404 no lead`` (10 of 20 reads 29 ms after a SIGTERM in the deploy audit).
         """
-        if self.app.tables_settled():
+        problem = self._tables_unsure()
+        if problem is None:
             return None
-        return error_response(503, "unavailable", f"the worker that owns this {entity} is loading its tables; "
-                                                  "retry shortly", headers={"Retry-After": "2"})
+        return error_response(503, "unavailable", f"the worker that owns this {entity} {problem}; retry shortly",
+                              headers={"Retry-After": "2"})
+
+    def _tables_unsure(self) -> str | None:
+        """Why this worker's tables cannot say "no such key" now, or ``None`` when they can."""
+        if self.app.should_stop:
+            return "is stopping"
+        if not self.app.tables_settled():
+            return "is loading its tables"
+        return None
+
+    def _absent(self, entity: Entity) -> None:
+        """Called when a key is not in its table: raise a 503 unless the table can be believed.
+
+        ``forward_to_owner`` checked the tables when the request arrived, but a handler reads its
+        body before it looks the key up, and a stop (or a rebalance) can begin meanwhile: an absent
+        key is then "retry", not a 404 the client would take as final (a dropped disposition)."""
+        problem = self._tables_unsure()
+        if problem is not None:
+            raise ApiError(503, "unavailable", f"the worker that owns this {entity} {problem}; retry shortly",
+                           headers={"Retry-After": "2"})
 
     def lead(self, lead_id: str) -> LeadState | None:
         value = lead_state.get(lead_id)
-        return value if isinstance(value, LeadState) else None
+        if isinstance(value, LeadState):
+            return value
+        self._absent("lead")
+        return None
 
     def team(self, team_id: str) -> TeamState | None:
-        return read_team(team_id)
+        value = read_team(team_id)
+        if value is None:
+            self._absent("team")
+        return value
 
     def account(self, domain: str) -> Account | None:
         value = accounts.get(domain)
-        return value if isinstance(value, Account) else None
+        if isinstance(value, Account):
+            return value
+        self._absent("account")
+        return None
 
     def rep(self, rep_id: str) -> RepEntry | None:
         value = rep_directory.get(rep_id)
-        return value if isinstance(value, RepEntry) else None
+        if isinstance(value, RepEntry):
+            return value
+        self._absent("rep")
+        return None
 
     def team_sla(self, team_id: str) -> dict[str, dict[str, object]]:
         # "hour": the 12 five-minute windows ending with the current one (streams/tables/team_windows.py).
@@ -330,6 +379,11 @@ class Engine:
 
     def readiness(self) -> Readiness:
         app = self.app
+        if app.should_stop or app.stop_requested_at is not None:
+            # Told to stop (SIGTERM): out of rotation at once, while the API still answers for
+            # LEADFLOW_SHUTDOWN_DELAY (streams/worker.py), so that a load balancer stops sending here
+            # before the port closes.
+            return Readiness(False, "stopping")
         if app.rebalancing_count == 0:
             # The web server answers before the consumer has joined the group: not ready yet.
             return Readiness(False, "joining the consumer group")
@@ -341,14 +395,17 @@ class Engine:
                      else f"the broker is checked every {_PROBE_EVERY_S:.0f} s")
             return Readiness(False, f"Kafka has not taken this worker's writes for {unready_for:.0f} s "
                                     f"({check}): captures answer 503; ready again when Kafka answers")
-        if app.rebalancing:
-            return Readiness(False, "rebalancing")
-        recovery = app.table_recovery
-        if recovery.in_recovery or not recovery.completed.is_set():
-            return Readiness(False, "recovering tables")
-        if not outcome_snapshot.loaded:
-            # Scoring reads the won/lost board: a worker that has not caught up would score without it.
-            return Readiness(False, "loading the outcome board")
+        waiting = self._waiting_for()
+        if waiting is not None:
+            if self._ready_once:
+                # Every worker of the group rebalances at once: answering 503 here took the whole API
+                # out of a readiness-gated Service for 5-6 s per rollout step, although captures work
+                # meanwhile and reads of a moving key answer 503 + Retry-After on their own.
+                now = "" if waiting == "rebalancing" else f" ({waiting})"
+                return Readiness(True, f"rebalancing{now}: captures are taken; a read or command of a "
+                                       "lead, rep, team or account whose partition is moving answers 503 "
+                                       "with Retry-After")
+            return Readiness(False, waiting)
         assigned = len(app.consumer.assignment()) if app.consumer else 0
         detail = f"{assigned} partition(s) assigned, tables recovered"
         down_for = self._gate.failing_for()
@@ -357,7 +414,21 @@ class Engine:
             detail += (f"; Kafka answers again after {down_for:.0f} s without taking this worker's writes: "
                        "the next write probes it")
         self._check_when_idle()
+        self._ready_once = True
         return Readiness(True, detail)
+
+    def _waiting_for(self) -> str | None:
+        """What this worker's tables wait for (a rebalance, a recovery, the outcome board), or ``None``."""
+        app = self.app
+        if app.rebalancing:
+            return "rebalancing"
+        recovery = app.table_recovery
+        if recovery.in_recovery or not recovery.completed.is_set():
+            return "recovering tables"
+        if not outcome_snapshot.loaded:
+            # Scoring reads the won/lost board: a worker that has not caught up would score without it.
+            return "loading the outcome board"
+        return None
 
 
 async def _too_few_in_sync(client: Any, metadata: Any, topic: str, partitions: set[int], node: int) -> str | None:

@@ -145,7 +145,7 @@ class Deployment:
             "LEADFLOW_DATA_DIR": str(worker.data_dir), "LEADFLOW_API_KEYS": API_KEY,
             "LEADFLOW_APP_ID": self.app_id, "LEADFLOW_TOPIC_PREFIX": self.prefix,
             "LEADFLOW_PARTITIONS": str(self.partitions), "LEADFLOW_WEBHOOK_ALLOW_PRIVATE": "true",
-            "LEADFLOW_LOG_LEVEL": "warning", **self.extra_env,
+            "LEADFLOW_LOG_LEVEL": "warning", "LEADFLOW_SHUTDOWN_DELAY": "0", **self.extra_env,
         }
 
     def add_worker(self, port: int) -> Worker:

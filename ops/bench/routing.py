@@ -77,7 +77,7 @@ async def run(leads: int, batch: int, reps: int, capacity: int, port: int) -> No
     env = {**os.environ, "LEADFLOW_BROKER": stack.kafka_url, "LEADFLOW_REDIS_URL": stack.redis_url,
            "LEADFLOW_CONFIG": str(tmp / "config.yaml"), "LEADFLOW_WEB_PORT": str(port),
            "LEADFLOW_DATA_DIR": str(tmp / "data"), "LEADFLOW_API_KEYS": _KEY, "LEADFLOW_APP_ID": run_id,
-           "LEADFLOW_TOPIC_PREFIX": f"{run_id}.", "LEADFLOW_LOG_LEVEL": "warning"}
+           "LEADFLOW_TOPIC_PREFIX": f"{run_id}.", "LEADFLOW_LOG_LEVEL": "warning", "LEADFLOW_SHUTDOWN_DELAY": "0"}
     worker = start_process([sys.executable, "-m", "leadflow", "worker"], log_path=tmp / "worker.log", env=env)
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {_KEY}"}

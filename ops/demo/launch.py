@@ -173,6 +173,8 @@ def launch_demo(*, leads: int | None, rate: float, port: int, receiver_port: int
                 "LEADFLOW_WEBHOOK_ALLOW_PRIVATE": "true",
                 "LEADFLOW_APP_ID": run_id,
                 "LEADFLOW_TOPIC_PREFIX": prefix,
+                # One worker, no load balancer to drain: Ctrl-C stops the demo at once.
+                "LEADFLOW_SHUTDOWN_DELAY": "0",
                 "LEADFLOW_PARTITIONS": "4",
             }
             with stop.deferred():  # a signal between fork and this assignment would orphan the worker

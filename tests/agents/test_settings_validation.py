@@ -46,6 +46,11 @@ ROOT = Path(__file__).resolve().parents[2]
     ("LEADFLOW_BROKER", "http://127.0.0.1:9092", "use kafka://"),
     ("LEADFLOW_BROKER", "kafka://127.0.0.1:99999", "port '99999'"),
     ("LEADFLOW_BROKER", "kafka://bad host:9092", "not a host name"),
+    # The drain after SIGTERM: negative, not a number, or longer than a grace period allows.
+    ("LEADFLOW_SHUTDOWN_DELAY", "-1", "from 0 to 120"),
+    ("LEADFLOW_SHUTDOWN_DELAY", "nan", "from 0 to 120"),
+    ("LEADFLOW_SHUTDOWN_DELAY", "5m", "from 0 to 120"),
+    ("LEADFLOW_SHUTDOWN_DELAY", "600", "from 0 to 120"),
 ])
 def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str, says: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -59,6 +64,7 @@ def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str, says:
     ("LEADFLOW_TOPIC_PREFIX", "prod.eu-1_"), ("LEADFLOW_BROKER", "kafka://k1:9092;k2:9093"),
     ("LEADFLOW_BROKER", "k1:9092,kafka://[::1]:9092"), ("LEADFLOW_BROKER", "garbage"),  # a host name: reached or not at start
     ("LEADFLOW_REDIS_URL", "rediss://:pw@cache.example:6380/2"), ("LEADFLOW_REDIS_URL", "unix:///run/redis.sock"),
+    ("LEADFLOW_SHUTDOWN_DELAY", "0"), ("LEADFLOW_SHUTDOWN_DELAY", "2.5"), ("LEADFLOW_SHUTDOWN_DELAY", "10s"),
 ])
 def test_good_values_pass(name: str, value: str) -> None:
     Settings.from_env({name: value})
@@ -105,3 +111,9 @@ def test_the_lead_id_key_is_read_and_never_shown() -> None:
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({"LEADFLOW_LEAD_ID_KEY": "too-short-secret"})
     assert "too-short-secret" not in str(refused.value)
+
+
+def test_the_shutdown_delay_defaults_to_a_few_seconds_and_is_read() -> None:
+    assert Settings.from_env({}).shutdown_delay_s == 5.0
+    assert Settings.from_env({"LEADFLOW_SHUTDOWN_DELAY": "0"}).shutdown_delay_s == 0.0
+    assert Settings.from_env({"LEADFLOW_SHUTDOWN_DELAY": "10s"}).shutdown_delay_s == 10.0

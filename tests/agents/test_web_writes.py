@@ -80,6 +80,7 @@ class FakeApp:
 
     def __init__(self) -> None:
         self.rebalancing_count, self.rebalancing, self.consumer, self.should_stop = 1, False, None, False
+        self.stop_requested_at: float | None = None
         completed = asyncio.Event()
         completed.set()
         self.table_recovery = SimpleNamespace(in_recovery=False, completed=completed)
@@ -329,3 +330,35 @@ async def test_an_idle_check_that_finds_kafka_answering_is_not_repeated_for_a_wh
     for _ in range(5):
         assert engine.readiness().ready
     assert len(app.futures) == checks == 1  # once per 10 s of quiet, not per request
+
+
+# --- readiness: stopping, and a rebalance of a worker that was ready -------------------------------
+
+@pytest.mark.parametrize("how", ["SIGTERM received (draining)", "stopping"])
+async def test_a_worker_told_to_stop_is_not_ready_at_once(engine: web.Engine, how: str) -> None:
+    app = _fake_app(engine)
+    assert engine.readiness().ready
+    if how == "stopping":
+        app.should_stop = True
+    else:
+        app.stop_requested_at = 12.0
+    assert engine.readiness() == web.Readiness(False, "stopping")
+
+
+async def test_a_rebalance_keeps_a_worker_that_was_ready_in_rotation_but_not_a_starting_one(engine: web.Engine) -> None:
+    app = _fake_app(engine)
+    app.rebalancing = True
+    assert engine.readiness() == web.Readiness(False, "rebalancing")  # never ready yet: starting
+    app.rebalancing = False
+    assert engine.readiness().ready
+    app.rebalancing = True  # every worker of the group rebalances when one joins or leaves
+    readiness = engine.readiness()
+    assert readiness.ready and readiness.detail.startswith("rebalancing: captures are taken")
+    app.rebalancing = False
+    app.table_recovery.completed.clear()  # the partitions it got are being recovered
+    readiness = engine.readiness()
+    assert readiness.ready and readiness.detail.startswith("rebalancing (recovering tables): ")
+    engine._gate.failed(engine._gate.admit())  # Kafka refuses writes: out of rotation, rebalance or not
+    assert not engine.readiness().ready
+    app.stop_requested_at = 1.0
+    assert engine.readiness() == web.Readiness(False, "stopping")

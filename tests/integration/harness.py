@@ -63,6 +63,8 @@ class WorkerSpec:
             "LEADFLOW_PARTITIONS": str(self.partitions),
             "LEADFLOW_STORE": "rocksdb",
             "LEADFLOW_WEBHOOK_TIMEOUT": "3",
+            # Stopped at once on SIGTERM: no load balancer to drain, and every test stops workers.
+            "LEADFLOW_SHUTDOWN_DELAY": "0",
         }
 
 

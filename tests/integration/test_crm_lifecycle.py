@@ -246,7 +246,7 @@ async def _owns_partitions(api: aiohttp.ClientSession, workers: tuple[Worker, ..
                 body = await r.json()
         except (aiohttp.ClientError, TimeoutError):
             return False
-        if r.status != 200 or body["detail"].startswith("0 partition"):
+        if r.status != 200 or not body["detail"][:1].isdigit() or body["detail"].startswith("0 partition"):
             return False
     return True
 

@@ -50,7 +50,8 @@ async def _feed(api: aiohttp.ClientSession, live: list[Worker], run: Run, accept
 async def _partitions(api: aiohttp.ClientSession, worker: Worker) -> int:
     async with api.get(f"{worker.url}/readyz") as r:
         body = await r.json()
-    return int(body["detail"].split(" ", 1)[0]) if r.status == 200 else 0
+    detail = body["detail"]  # "rebalancing: …" while ready through a rebalance: no count yet
+    return int(detail.split(" ", 1)[0]) if r.status == 200 and detail[:1].isdigit() else 0
 
 
 async def _team_owner(api: aiohttp.ClientSession, workers: list[Worker]) -> Worker | None:

@@ -60,7 +60,9 @@ async def test_a_worker_back_after_kill_9_takes_its_partitions_without_a_rebalan
 
         async def split() -> bool:
             states = [await _readiness(api, w) for w in workers]
-            return all(status == 200 and not detail.startswith("0 partition") for status, detail in states)
+            # "rebalancing: …" is ready too (a worker ready once stays so): wait for a partition count.
+            return all(status == 200 and detail[:1].isdigit() and not detail.startswith("0 partition")
+                       for status, detail in states)
 
         await eventually(split, timeout=60, what="the partitions split over both workers")
         host = socket.gethostname()
