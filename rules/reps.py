@@ -53,7 +53,7 @@ from rules.commands import (
     UpsertRep,
 )
 
-__all__ = ["Origin", "Joining", "MoveRefusal", "RepEntry", "RepTransition", "apply", "profile_digest"]
+__all__ = ["Origin", "Joining", "MoveRefusal", "RepEntry", "RepTransition", "apply", "profile_changes", "profile_digest"]
 
 #: Where a rep's last applied change came from: the YAML (``PutRep.from_config``) or the API.
 Origin: TypeAlias = Literal["config", "api"]
@@ -325,3 +325,32 @@ def _report(entry: RepEntry | None, command: ReportHeld, now: datetime) -> RepTr
 def profile_digest(profile: RepProfile) -> str:
     """A stable fingerprint of a profile (the secret included, so a rotated secret is applied)."""
     return hashlib.sha256(orjson.dumps(asdict(profile), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+#: Profile fields whose values may be logged: ids, numbers, codes. The others (the name, the
+#: e-mail, the webhook URL and secret) are personal data or secrets: only their change is told.
+_LOGGABLE_FIELDS = ("team_id", "capacity", "daily_cap", "weekly_cap", "weight", "skills", "languages",
+                    "territories", "timezone", "working_hours", "holidays_country", "team_strategy")
+_UNTOLD_FIELDS = ("name", "email", "webhook_url", "webhook_secret")
+
+
+def profile_changes(before: RepProfile | None, after: RepProfile) -> list[str]:
+    """What changes from ``before`` to ``after``, one ``"field old → new"`` per changed field, fit
+    for a log: ids and numbers with their values, personal data and secrets as ``"email changed"``.
+    Empty when nothing differs or ``before`` is not known."""
+    if before is None:
+        return []
+    changes = [f"{name} {_shown(getattr(before, name))} → {_shown(getattr(after, name))}"
+               for name in _LOGGABLE_FIELDS if getattr(before, name) != getattr(after, name)]
+    changes += [f"{name} changed" for name in _UNTOLD_FIELDS if getattr(before, name) != getattr(after, name)]
+    return changes
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in value.items()) + "}"
+    return str(value)

@@ -6,7 +6,7 @@ from typing import Any
 
 
 from rules.commands import ApplyRoster, PutRep
-from rules.reps import RepEntry, apply
+from rules.reps import RepEntry, apply, profile_changes
 from streams.agents._batch import is_readable
 from streams.app import app, config_digest, runtime
 from streams.tables.rep_directory import rep_directory
@@ -41,6 +41,8 @@ async def run_reps(commands: Any) -> None:
         if transition.entry is not None and transition.entry is not current:
             rep_directory[rep_id] = transition.entry
             _count_retirement(current, transition.entry)
+            if isinstance(command, PutRep) and command.from_config:
+                _tell_seeded_changes(current, transition.entry)
         elif transition.entry is None and current is None:
             log.warning("%s for unknown rep %s ignored", name, rep_id)
         runtime.metrics.commands_processed.labels("rep", name).inc()
@@ -77,6 +79,23 @@ async def _apply_roster(roster: ApplyRoster, partition: int) -> None:
         log.info("config %s: retired %d rep(s) the config no longer names (rep.commands partition %d): %s",
                  roster.config_digest, len(retired), partition, ", ".join(sorted(retired)))
     runtime.metrics.commands_processed.labels("rep", "ApplyRoster").inc()
+
+
+def _tell_seeded_changes(before: RepEntry | None, after: RepEntry) -> None:
+    """Log what a worker's config file changed in a rep the directory already held.
+
+    A worker started with another file (a canary, a stale ConfigMap) changes the rep for the whole
+    deployment, and the change stays after that worker stops: the deploy audit's canary with one
+    rep's capacity at 3 gave every worker 3, and the log only said "seeded 6 rep(s) from the
+    config". Rep ids and the changed fields' values (numbers, codes) only; personal data and
+    secrets are named, never shown (``rules.reps.profile_changes``).
+    """
+    if before is None or before.profile is None or after.profile is None:
+        return
+    changes = profile_changes(before.profile, after.profile)
+    if changes:
+        log.warning("rep %s changed by a worker's config file, for every worker of the deployment: %s",
+                    after.rep_id, "; ".join(changes))
 
 
 def _count_retirement(before: RepEntry | None, after: RepEntry) -> bool:

@@ -131,3 +131,27 @@ async def test_the_start_sends_the_roster_only_with_a_file_that_defines_teams(
         assert sorted(p for p, _ in got) == list(range(runtime.settings.partitions))
         assert {v.rep_ids for _, v in got} == {("ana",)}  # type: ignore[attr-defined]
         assert [k for k, v, _ in sent][-len(got):] == [reps.ROSTER_KEY] * len(got)  # after the reps
+
+
+async def test_a_config_that_changes_a_seeded_rep_says_what_it_changes_without_personal_data(
+    published: Published, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started with another file (a canary) changes the rep for the whole deployment; the
+    owner's log says which rep and fields, old → new, and names the e-mail or webhook it changed
+    without showing them."""
+    monkeypatch.setattr(reps, "publish", published)
+    rep_id = f"rep-{uuid.uuid4().hex[:8]}"
+    before = RepProfile(rep_id=rep_id, team_id="t-canary", capacity=2, email="ana@corp.example",
+                        webhook_url="https://hooks.example/ana?token=s3cr3t")
+    after = RepProfile(rep_id=rep_id, team_id="t-canary", capacity=3, skills=("de",), email="ana.b@corp.example",
+                       webhook_url="https://hooks.example/ana?token=0th3r")
+    async with reps.run_reps.test_context() as agent:
+        await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=before, at=NOW, from_config=True))
+        caplog.clear()
+        await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=before, at=NOW, from_config=True))
+        assert not [r for r in caplog.records if "changed by a worker's config" in r.getMessage()]  # same file
+        await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=after, at=NOW, from_config=True))
+    (line,) = [r.getMessage() for r in caplog.records if "changed by a worker's config" in r.getMessage()]
+    assert line == (f"rep {rep_id} changed by a worker's config file, for every worker of the deployment: "
+                    "capacity 2 → 3; skills [] → [de]; email changed; webhook_url changed")
+    assert "corp.example" not in caplog.text and "s3cr3t" not in caplog.text and "0th3r" not in caplog.text
