@@ -719,8 +719,10 @@ def _paths(single_result: Schema, batch_result: Schema) -> dict[str, Schema]:
             "readyz", "operations",
             "Readiness: partitions assigned, tables recovered and Kafka taking this worker's writes",
             {"200": {"description": "Ready.", **_json_body(_ref("Readiness"))},
-             "503": {"description": "Not ready (joining the group, rebalancing, recovering tables, or Kafka "
-                                    "did not take this worker's last write and has not answered since); "
+             "503": {"description": "Not ready (starting: joining the group, recovering tables; Kafka "
+                                    "did not take this worker's last write and has not answered since; or "
+                                    "stopping, from the SIGTERM on). A worker that was ready once stays "
+                                    "ready through a rebalance (200, `detail` \"rebalancing: …\"). "
                                     "`detail` says which.", **_json_body(_ref("Readiness"))}},
             security=[])},
         "/metrics": {"get": _op(
