@@ -181,7 +181,13 @@ host name that does not exist stops it at once, naming LEADFLOW_BROKER and the h
 
 exit status: 0 the check passed, or the worker stopped cleanly; 2 invalid settings or config, or
 the worker could not start (port in use, data folder, Kafka unreachable); 130 Ctrl-C before the
-worker ran; 1 the worker failed while running (see its log).
+worker ran; 1 the worker failed while running (see its log); 75 the worker was paused (frozen VM,
+SIGSTOP, suspend) longer than its Kafka session, so another worker owns its partitions now: it
+exits without writing anything; restart it (docs/RELIABILITY.md, "paused workers").
+
+On SIGTERM the worker answers /readyz 503 "stopping" at once and goes on serving for
+LEADFLOW_SHUTDOWN_DELAY seconds (default 5) so a load balancer can take it out of rotation; a
+second SIGTERM, or Ctrl-C, stops it at once.
 """
 
 _RUN_EPILOG = """\

@@ -28,6 +28,8 @@ def test_worker_help_has_an_example_the_exit_codes_and_what_check_config_checks(
     assert "leadflow worker --config teams.yaml --check-config" in text
     assert "exit status: 0" in text and "2 invalid settings or config" in text
     assert "environment variable" in text and "LEADFLOW_* settings" in text
+    # The two ways a worker ends that an operator must know about (session 16).
+    assert "75 the worker was paused" in text and "LEADFLOW_SHUTDOWN_DELAY" in text
 
 
 @pytest.mark.parametrize(("stopped_by", "code"), [(None, 0), ("Ctrl-C", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
