@@ -17,8 +17,22 @@ when it finds that its loop was stalled longer than the session:
 * every produce request is checked in ``AIOKafkaConnection.send``, the last Python code before
   its bytes reach the socket: records that agents, tables and the API handed to the producer
   before the freeze, still in its buffers, are never sent after it either;
+* every table write and delete is checked before it touches the store: Faust's
+  ``Table.__setitem__``/``__delitem__`` (``ManagedUserDict``) first sends the changelog record
+  (``on_key_set`` -> ``Collection.send_changelog``, which only buffers it) and then writes the
+  local store, so a check at the top of ``Collection.send_changelog`` (every table: ours,
+  Faust's plain and windowed ones) stops a woken agent's batch before its first local write. A
+  RocksDB write whose changelog record never leaves would outlive the restart as a phantom the
+  new owner never decided;
+* the notifier checks before each webhook it delivers (``streams/agents/notifier.py``): a POST
+  is a write to the outside world that no recovery takes back;
 * the tick task itself and ``take_ready`` (before an agent gets a batch) check too, so an idle
   worker also exits and no agent starts a batch on stale state.
+
+Not covered (a woken worker reaches them before its next check, within one tick or its current
+batch): Redis writes, API reads answered from its tables, and bytes already in asyncio's or the
+kernel's socket buffers (a SIGSTOP lets the kernel send them while stopped; a frozen VM sends
+them after waking).
 
 Exiting is a ``kill -9`` (the crash tests prove that path safe: offsets are committed only after
 their writes, changelogs recover, ``streams/changelog_offsets.py`` keeps a gap readable); the
@@ -43,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.conn import AIOKafkaConnection
+from faust.tables.base import Collection
 
 __all__ = ["EXIT_STALLED", "TICK_S", "StallWatch", "arm", "check", "disarm", "install", "watch_loop"]
 
@@ -96,14 +111,14 @@ def _exit(frozen: float, session_s: float) -> None:
     os._exit(EXIT_STALLED)
 
 
-def check(clock: Callable[[], float] = _clock, exit_: Callable[[float, float], None] = _exit) -> None:
+def check(clock: Callable[[], float] = _clock, exit_: Callable[[float, float], None] | None = None) -> None:
     """Exit the process if the loop stalled longer than the session (nothing to do until ``arm``)."""
     watch = _watch
     if watch is None:
         return
     frozen = watch.stalled_for(clock())
     if frozen is not None:
-        exit_(frozen, watch.session_s)
+        (exit_ or _exit)(frozen, watch.session_s)
 
 
 def arm(session_s: float, tick_s: float = TICK_S, clock: Callable[[], float] = _clock) -> StallWatch:
@@ -133,16 +148,23 @@ async def watch_loop(session_s: float, tick_s: float = TICK_S) -> None:
 
 
 def install() -> None:
-    """Check before every produce request leaves for the broker (once per process)."""
+    """Check before every produce request leaves for the broker, and before every table write or
+    delete reaches the store (once per process)."""
     global _installed
     if _installed:
         return
     original = AIOKafkaConnection.send
+    original_send_changelog = Collection.send_changelog
 
     def send(self: AIOKafkaConnection, request: Any, expect_response: bool = True) -> Any:
         if getattr(request, "API_KEY", None) == _PRODUCE:
             check()
         return original(self, request, expect_response)
 
+    def send_changelog(self: Any, *args: Any, **kwargs: Any) -> Any:
+        check()  # Faust sends the changelog record first, then writes the store: neither happens
+        return original_send_changelog(self, *args, **kwargs)
+
     AIOKafkaConnection.send = send
+    Collection.send_changelog = send_changelog  # type: ignore[method-assign]
     _installed = True

@@ -40,6 +40,7 @@ from rules.delivery import (
     judge,
 )
 from sla.timers import TimerIndex
+from streams import stall_guard
 from streams.agents._batch import acting_for, readable, take_ready
 from streams.app import app, runtime
 from streams.tables.webhook_retries import webhook_retries
@@ -68,6 +69,7 @@ async def _deliver(notify: Notify, gate: asyncio.Semaphore) -> DeliveryResult:
     message = OutboundWebhook(webhook_id=notify.webhook_id, event_type=notify.event_type, url=notify.url,
                               secret=notify.secret, body=orjson.dumps(notify.payload))
     async with gate:
+        stall_guard.check()  # paused past the session: this lead's webhook is the new owner's to send
         return await runtime.resources.sender.deliver(message)
 
 

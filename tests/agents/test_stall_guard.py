@@ -2,14 +2,30 @@
 (``streams/stall_guard.py``); shorter stalls change nothing."""
 from __future__ import annotations
 
+import asyncio
+import itertools
 import subprocess
 import sys
 import textwrap
+import weakref
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
 
+import faust
 import pytest
+from faust.streams import _current_event
+from faust.types import TP
 
+from rules.commands import Notify
 from streams import stall_guard
+from streams.agents import notifier
+from streams.app import app, runtime
+from streams.codec import SCHEMA, encode
 from streams.stall_guard import EXIT_STALLED, StallWatch
+from streams.tables._table import CodecTable
+from tests.agents.test_state_cache import a_lead
 
 
 @pytest.mark.parametrize(("gap", "frozen"), [
@@ -108,3 +124,107 @@ def test_no_produce_request_leaves_after_a_stall_but_other_requests_do() -> None
     assert done.returncode == EXIT_STALLED, done.stderr
     assert "other requests go through" in done.stdout
     assert "produce request went out" not in done.stdout
+
+
+class _Exited(BaseException):
+    """What ``os._exit`` is to the code after it: nothing more of it runs."""
+
+
+@pytest.fixture
+def stalled(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """The guard armed, its last tick 100 s ago: the next check finds a stall past the session.
+    The exit raises instead of ending the test process, and records the stall it was given."""
+    exits: list[float] = []
+
+    def exit_(frozen: float, session_s: float) -> None:
+        exits.append(frozen)
+        raise _Exited
+
+    monkeypatch.setattr(stall_guard, "_exit", exit_)
+    stall_guard.arm(10.0, 0.25, clock=lambda: stall_guard._clock() - 100.0)
+    try:
+        yield exits
+    finally:
+        stall_guard.disarm()
+
+
+_names = itertools.count()
+
+
+class _Event:
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+@pytest.fixture
+def owned(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Table writes belong to an event of partition 0 (what an agent's batch sets)."""
+    event = _Event(SimpleNamespace(tp=TP("lead.commands", 0), partition=0, offset=0, topic="lead.commands"))
+    monkeypatch.setattr(faust.Table, "_verify_source_topic_partitions", lambda self, topic: None)
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+@pytest.mark.parametrize("kind", ["codec-rocksdb", "codec-memory", "plain"])
+async def test_a_table_write_after_a_stall_exits_before_the_store_changes(
+        kind: str, owned: None, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Faust's ``Table.__setitem__`` buffers the changelog record, then writes the store: a woken
+    zombie's write reached RocksDB while its record never left (the produce check stopped it), a
+    phantom the new owner never decided. Every kind of table we declare is checked."""
+    sent: list[Any] = []
+    original = faust.Table.send_changelog  # stall_guard's check, then Faust's (and faust_fixes') send
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        fut = original(self, *args, **kwargs)
+        sent.append(args[1])
+        return fut
+
+    monkeypatch.setattr(faust.Table, "send_changelog", counted)
+    table: Any
+    if kind == "plain":  # like team_windows' tables and sla_overdue's
+        table = faust.Table(app, name=f"stall_guard_test_{next(_names)}", default=int, key_type=str,
+                            value_type=int)
+        before, after = 1, 2
+    else:
+        table = CodecTable(app, name=f"stall_guard_test_{next(_names)}", key_type=str, schema=SCHEMA)
+        before, after = a_lead("Acme"), a_lead("Other")
+        if kind == "codec-rocksdb":
+            table._data = table._new_store_by_url("rocksdb://")
+            request.addfinalizer(table.data._dbs.clear)
+    table["ld_1"] = before
+    assert sent == ["ld_1"]
+    exits = request.getfixturevalue("stalled")
+    with pytest.raises(_Exited):
+        table["ld_1"] = after
+    with pytest.raises(_Exited):
+        table["ld_2"] = after
+    with pytest.raises(_Exited):
+        del table["ld_1"]
+    assert len(exits) == 3 and exits[0] == pytest.approx(99.75, abs=1.0)
+    assert sent == ["ld_1"]  # no changelog record after the stall
+    stall_guard.disarm()
+    assert "ld_2" not in table  # nor any store write
+    if kind == "plain":
+        assert table["ld_1"] == before
+    else:
+        assert encode(table["ld_1"]) == encode(before)
+
+
+async def test_no_webhook_is_posted_after_a_stall(stalled: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notifier woken in the middle of its batch posts none of the webhooks it had left."""
+    posted: list[str] = []
+
+    async def deliver(message: Any) -> Any:
+        posted.append(message.webhook_id)
+        raise AssertionError("posted after the stall")
+
+    monkeypatch.setattr(runtime.resources, "_sender", SimpleNamespace(deliver=deliver))
+    notify = Notify(webhook_id="msg_ld_1", event_type="lead.assigned", lead_id="ld_1", rep_id="a",
+                    url="https://hooks.example/a", secret="whsec_x", payload={"type": "lead.assigned"},
+                    created_at=datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    with pytest.raises(_Exited):
+        await notifier._attempt(notify, asyncio.Semaphore(1))
+    assert posted == [] and len(stalled) == 1
