@@ -30,6 +30,15 @@ recovery does). Cases:
   unchanged. Records applied by recovery or a standby set the offset through the store's
   ``apply_changelog_batch``, not here: unchanged (they are records the store has seen).
 * ``processing_guarantee="exactly_once"`` keeps Faust's branch (offsets stored at commit).
+* A recovery that starts past the stored offset (``Recovery._build_offsets``: reading starts
+  after ``max(stored, earliest - 1)``): the records before the partition's earliest offset were
+  deleted by retention (``team_sla_minute``/``team_sla_5min`` are ``compact,delete``; another
+  worker may have written and retention removed a whole stretch), so no recovery can ever read
+  them. If nothing is left to read, nothing is applied and the stored offset would stay behind:
+  every write of ours would then be held, and logged, for ever. So when the active recovery's
+  starting points are built, each one past the stored offset becomes the stored offset
+  (``follow_recovery_start``): what lies below it exists nowhere, and what lies after it the
+  recovery reads. Our writes then follow on.
 
 This keeps recovery complete; it cannot keep a zombie's own late record from being the newest
 in the changelog (``streams/stall_guard.py`` stops the zombie before it writes).
@@ -41,8 +50,9 @@ from typing import Any
 
 from faust.stores import memory as faust_memory
 from faust.tables.base import Collection
+from faust.tables.recovery import Recovery
 
-__all__ = ["install", "next_persisted"]
+__all__ = ["follow_recovery_start", "install", "next_persisted"]
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +94,45 @@ def _on_changelog_sent(self: Any, fut: Any) -> None:
         if len(_logged) > 10_000:
             _logged.clear()
         _logged.add(mark)
-        log.warning("table %s: changelog %s:%s got our record at offset %s while the store holds up to %s: "
-                    "records between were written by another worker (this one lost the partition meanwhile?) "
-                    "or by a retried send; the stored offset stays at %s so the next recovery reads them",
-                    self.name, tp.topic, tp.partition, res.offset, stored, stored)
+        log.warning("table %s: changelog %s:%s got our record at offset %s while the store holds %s: the records "
+                    "between were never applied here (written by another worker while this one had lost the "
+                    "partition, sent twice by a retry, or deleted by retention before a recovery read them); "
+                    "%s so the next recovery reads what is left of them",
+                    self.name, tp.topic, tp.partition, res.offset,
+                    "none" if stored is None else f"up to {stored}",
+                    "no offset is stored" if stored is None else f"the stored offset stays at {stored}")
+
+
+def follow_recovery_start(table: Any, tp: Any, start: int | None) -> None:
+    """Store ``start``, where an active recovery of ``tp`` starts reading after, when it lies past the
+    stored offset: the records up to it were deleted by retention (Faust starts at the partition's
+    earliest offset less one), so the store has seen all of them that still exist."""
+    if start is None or start < 0 or isinstance(table.data, faust_memory.Store) or table.app.in_transaction:
+        return
+    stored = table.data.persisted_offset(tp)
+    if stored is not None and start <= stored:
+        return
+    table.data.set_persisted_offset(tp, start)
+    log.info("table %s: changelog %s:%s: recovery starts after offset %s, past the stored %s (retention deleted "
+             "the records before it): the stored offset follows, so this worker's next write there is the next record",
+             table.name, tp.topic, tp.partition, start, "none" if stored is None else stored)
 
 
 def install() -> None:
-    """Patch ``Collection._on_changelog_sent`` (once per process)."""
+    """Patch ``Collection._on_changelog_sent`` and ``Recovery._build_offsets`` (once per process)."""
     global _installed
     if _installed:
         return
     Collection._on_changelog_sent = _on_changelog_sent  # type: ignore[method-assign]
+    build_offsets = Recovery._build_offsets
+
+    async def _build_offsets(self: Any, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        await build_offsets(self, consumer, tps, destination, title)
+        if title == "active":
+            for tp in tps:
+                table = self.tp_to_table.get(tp)
+                if table is not None:
+                    follow_recovery_start(table, tp, destination.get(tp))
+
+    Recovery._build_offsets = _build_offsets  # type: ignore[method-assign]
     _installed = True

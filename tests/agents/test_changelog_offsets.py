@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.tables.recovery import Recovery
 from faust.types import TP, Message
 
 from streams.app import app
@@ -117,3 +118,75 @@ def test_a_failed_send_raises_as_before(rocks: CodecTable) -> None:
 
     with pytest.raises(RuntimeError, match="produce failed"):
         rocks._on_changelog_sent(SimpleNamespace(result=failed))
+
+
+class _Earliest:
+    """The consumer's ``earliest_offsets`` as Kafka answers after retention deleted a partition's start."""
+
+    def __init__(self, earliest: dict[TP, int]) -> None:
+        self.earliest = earliest
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.earliest[tp] for tp in tps}
+
+
+async def _build_offsets(table: CodecTable, earliest: dict[TP, int], title: str = "active") -> dict[TP, Any]:
+    """Faust's own ``Recovery._build_offsets`` (as installed) on the offsets ``Recovery._add`` takes from the
+    store: where each partition's recovery starts reading after."""
+    destination: Any = {tp: table.persisted_offset(tp) for tp in earliest}
+    recovery = SimpleNamespace(log=logging.getLogger("recovery"), _start_offsets_logtable=lambda *a, **k: "",
+                               tp_to_table={tp: table for tp in earliest})
+    await Recovery._build_offsets(recovery, _Earliest(earliest), set(earliest), destination, title)
+    return dict(destination)
+
+
+async def test_a_recovery_that_starts_past_the_stored_offset_moves_it_there(
+        rocks: CodecTable, caplog: pytest.LogCaptureFixture) -> None:
+    """Review of session 16: this worker once held records 0-5; later another worker wrote 6-99 and
+    retention deleted them all (a windowed table's compact,delete changelog). Recovery starts after 99
+    and reads nothing; the stored offset stayed at 5 and every write of ours was held, with a warning
+    blaming another worker, until some later recovery."""
+    tp = _tp(rocks)
+    await _recover(rocks, tp, range(0, 6))
+    assert rocks.persisted_offset(tp) == 5
+    assert await _build_offsets(rocks, {tp: 100}) == {tp: 99}  # Faust: max(stored, earliest - 1)
+    assert rocks.persisted_offset(tp) == 99  # nothing below 100 exists any more
+    with caplog.at_level(logging.WARNING, logger="streams.changelog_offsets"):
+        for offset in (100, 101, 102):
+            rocks._on_changelog_sent(_sent(tp, offset))  # our writes as the owner now
+    assert rocks.persisted_offset(tp) == 102
+    assert not caplog.records
+
+
+async def test_a_recovery_start_moves_only_forward_and_only_for_active_partitions(rocks: CodecTable) -> None:
+    kept, fresh, empty, standby = (_tp(rocks, n) for n in range(4))
+    await _recover(rocks, kept, range(0, 50))
+    await _recover(rocks, standby, range(0, 3))
+    # kept: records 10-49 remain after retention, recovery starts at the stored 49: unchanged.
+    # fresh: never held here, 0-19 deleted: recovery starts after 19, and so does the store.
+    # empty: a changelog never written (earliest 0): nothing to store, our first record is offset 0.
+    assert await _build_offsets(rocks, {kept: 10, fresh: 20, empty: 0}) == {kept: 49, fresh: 19, empty: -1}
+    assert (rocks.persisted_offset(kept), rocks.persisted_offset(fresh), rocks.persisted_offset(empty)) == (49, 19, None)
+    rocks._on_changelog_sent(_sent(fresh, 20))
+    rocks._on_changelog_sent(_sent(empty, 0))
+    assert (rocks.persisted_offset(fresh), rocks.persisted_offset(empty)) == (20, 0)
+    # A standby's starting points are its own business: we never write a standby partition.
+    assert await _build_offsets(rocks, {standby: 40}, title="standby") == {standby: 39}
+    assert rocks.persisted_offset(standby) == 2
+
+
+async def test_the_memory_store_is_left_alone_by_the_recovery_start() -> None:
+    table = _table("memory://")
+    tp = _tp(table)
+    assert await _build_offsets(table, {tp: 100}) == {tp: 99}
+    assert table.persisted_offset(tp) is None
+
+
+def test_a_held_write_names_every_cause_and_a_store_with_no_offset(
+        rocks: CodecTable, caplog: pytest.LogCaptureFixture) -> None:
+    tp = _tp(rocks, 5)
+    with caplog.at_level(logging.WARNING, logger="streams.changelog_offsets"):
+        rocks._on_changelog_sent(_sent(tp, 7))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "while the store holds none" in line and "deleted by retention" in line
+    assert "written by another worker while this one had lost the partition" in line
