@@ -19,7 +19,10 @@ team get ``RemoveRep``. A team that refuses (full, ``rules.team.MAX_REPS``, or t
 leaves the rep where they were, with the profile they had: the refusal is kept in the entry
 (``move_refused``, ``GET /v1/reps/{rep_id}``) and in the team's ``refused_reps``. Any change made
 while a move waits for its answer calls the move off (``RemoveRep`` to the team asked, which
-drops the rep if it took them in) and starts from the rep's team again.
+drops the rep if it took them in) and starts from the rep's team again. An answer can be lost (a
+team batch left out, a command the team could not apply): the YAML's unchanged ``PutRep``, sent at
+every worker start, then asks the same move again (``_ask_again``), and the directory reads the
+first answer only (a yes after a no gets the team a ``RemoveRep``, ``_let_go``).
 
 A rep is *retired* (``RetireRep``, ``DELETE /v1/reps/{rep_id}``; or ``ApplyRoster``, the YAML no
 longer naming a rep it seeded) the way a move leaves a team, without a team to go to: the team
@@ -162,7 +165,12 @@ def apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTran
 def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransition:
     if (entry is not None and entry.joining is not None and command.from_config
             and entry.joining.config_digest == profile_digest(command.profile)):
-        return RepTransition(entry=entry)  # the YAML's move, sent again while it waits for its answer
+        # The YAML, unchanged, sent again (a worker's start) while a move waits for its answer: ask
+        # the team again, the same move. Its answer may never come (a team batch left out as too
+        # big, a command it could not apply or decode), and nothing else would ask again. The team
+        # answers a repeat as the first (it holds the rep already, or takes them in now); the
+        # directory reads the first answer and no other (``_joined``).
+        return RepTransition(entry=entry, outgoing=_ask_again(entry, now))
     called_off: tuple[Outgoing, ...] = ()
     if entry is not None and entry.joining is not None:
         entry, called_off = _call_off(entry, now)
@@ -217,13 +225,30 @@ def _ask_to_join(entry: RepEntry, command: PutRep, profile: RepProfile, keep: tu
     move = entry.moves + 1
     joining = Joining(team_id=team_id, move=move, profile=None if keep else _known(profile, entry),
                       config_digest=digest, origin=origin, since=now)
+    return RepTransition(entry=replace(entry, moves=move, joining=joining, updated_at=now),
+                         outgoing=(_join_request(entry, profile, keep, team_id, move, now),))
+
+
+def _join_request(entry: RepEntry, profile: RepProfile, keep: tuple[str, ...], team_id: str, move: int,
+                  now: datetime) -> Outgoing:
+    """The ``UpsertRep`` that asks ``team_id`` to take the rep in, as move ``move``."""
     # Leads held in the teams left, but the new team's (it counts its own) and the one left now
     # (it reports once the move is answered).
     held = sum(n for k, n in entry.held_in.items() if k not in (team_id, entry.team_id))
-    return RepTransition(entry=replace(entry, moves=move, joining=joining, updated_at=now), outgoing=(Outgoing(
-        channel="team.commands", key=team_id, value=UpsertRep(
-            team_id=team_id, profile=profile, at=now, held_elsewhere=held, awaiting_handover=True, keep=keep,
-            join=move)),))
+    return Outgoing(channel="team.commands", key=team_id, value=UpsertRep(
+        team_id=team_id, profile=profile, at=now, held_elsewhere=held, awaiting_handover=True, keep=keep, join=move))
+
+
+def _ask_again(entry: RepEntry, now: datetime) -> tuple[Outgoing, ...]:
+    """The move waiting for its answer, asked of its team again (nothing when its profile is not known).
+
+    The profile is the one the entry will hold (``Joining.profile``): the one first sent, its
+    secret filled from the entry when that one had none, as the team would have kept it.
+    """
+    joining = entry.joining
+    if joining is None or joining.profile is None:
+        return ()  # a partial update of an entry without a profile: the fields it left out are not known
+    return (_join_request(entry, joining.profile, (), joining.team_id, joining.move, now),)
 
 
 def _joined(entry: RepEntry | None, command: ReportJoin, now: datetime) -> RepTransition:
@@ -231,6 +256,8 @@ def _joined(entry: RepEntry | None, command: ReportJoin, now: datetime) -> RepTr
     joining = entry.joining if entry is not None else None
     if entry is None or joining is None or (joining.team_id, joining.move) != (command.team_id, command.move):
         # About a move called off (its team got RemoveRep then), or one answered already (a replay).
+        if entry is not None and _took_in_unasked(entry, command):
+            return _let_go(entry, command, now)
         return RepTransition(entry=entry)
     if command.refused is not None:
         # The rep stays where they were, with the profile they had; the refusal is kept to be seen.
@@ -246,6 +273,29 @@ def _joined(entry: RepEntry | None, command: ReportJoin, now: datetime) -> RepTr
                        origin=joining.origin)
     return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=old, value=RemoveRep(
         team_id=old, rep_id=entry.rep_id, reason=f"moved to team {team_id}", at=now, move=joining.move)),))
+
+
+def _took_in_unasked(entry: RepEntry, command: ReportJoin) -> bool:
+    """Whether a team said yes to the rep's last move after the directory had read its no.
+
+    A move asked twice (``_ask_again``) is answered twice: the first answer, a no, ends the move,
+    and the second can be a yes (the team made room in between). That team then holds the rep,
+    never eligible, while the directory keeps them in their team. Other late answers are not
+    this: a move called off had its team get ``RemoveRep`` after the question, and a move taken
+    made the team the rep's. (A change applied between the two answers forgets the no, and with
+    it this check: the team keeps the rep, never eligible, until a move there takes them in.)
+    """
+    refusal = entry.move_refused
+    return (command.refused is None and entry.joining is None and command.move == entry.moves
+            and refusal is not None and refusal.team_id == command.team_id != entry.team_id)
+
+
+def _let_go(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTransition:
+    """Have the team that took the rep in after the move ended let them go, as a call-off does."""
+    stray = replace(entry, joining=Joining(team_id=command.team_id, move=command.move, profile=None,
+                                           config_digest=None, origin="api", since=now))
+    updated, outgoing = _call_off(stray, now)
+    return RepTransition(entry=replace(updated, updated_at=now), outgoing=outgoing)
 
 
 def _call_off(entry: RepEntry, now: datetime) -> tuple[RepEntry, tuple[Outgoing, ...]]:

@@ -10,6 +10,8 @@ across all teams, than their capacity.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +32,7 @@ from rules.commands import (
     ReportJoin,
     RetireRep,
     RouteLead,
+    UpsertRep,
 )
 from rules.reps import RepEntry
 from tests.rules._sim import T0, Bus, TeamDriver, holdings, values
@@ -201,6 +204,130 @@ def test_a_refused_move_survives_the_wire() -> None:
         assert decode(encode(value)) == value
 
 
+# --- a move whose answer is lost --------------------------------------------------------------
+
+def seeded(rep_id: str, team_id: str, capacity: int) -> PutRep:
+    """``put`` as the YAML sends it at each worker's start."""
+    return replace(put(rep_id, team_id, capacity), from_config=True)
+
+
+class LossyBus(TeamsBus):
+    """A ``TeamsBus`` that loses the messages ``lose`` picks: a team batch left out as too big, a
+    command the team could not apply or decode, sends no answer."""
+
+    def __init__(self, lose: Callable[[Outgoing], bool]) -> None:
+        super().__init__()
+        self.lose = lose
+        self.lost: list[Outgoing] = []
+
+    def _deliver(self, message: Outgoing) -> tuple[Outgoing, ...]:
+        if self.lose(message):
+            self.lost.append(message)
+            return ()
+        return super()._deliver(message)
+
+
+def _is_answer(message: Outgoing) -> bool:
+    return isinstance(message.value, ReportJoin)
+
+
+def _is_join(message: Outgoing) -> bool:
+    return isinstance(message.value, UpsertRep) and message.value.join > 0
+
+
+@pytest.mark.parametrize("lost", [_is_answer, _is_join], ids=["answer lost", "question lost"])
+def test_the_yamls_move_whose_answer_is_lost_is_asked_again_at_the_next_start(lost: Callable[[Outgoing], bool]) -> None:
+    """Review s16-a #4: a PutRep from the YAML, unchanged, was ignored while its move waited, so a
+    move whose answer never came waited for ever ("move waiting" until an API PUT)."""
+    bus = LossyBus(lambda m: False)
+    bus.send("rep.commands", "fay", seeded("fay", "a", capacity=2))
+    bus.lose = lambda m: lost(m) and not bus.lost  # the first answer (or question) only
+    bus.send("rep.commands", "fay", seeded("fay", "b", capacity=3))  # the YAML moves fay to b
+    assert bus.lost
+    waiting = bus.directory["fay"]
+    assert waiting.team_id == "a" and waiting.joining is not None and waiting.joining.move == 1
+    # A worker starts with the same file: the same move is asked again, and answered this time.
+    sent = bus.send("rep.commands", "fay", seeded("fay", "b", capacity=3))
+    [asked] = values(sent, "team.commands", UpsertRep)
+    assert (asked.team_id, asked.join, asked.awaiting_handover, asked.profile) == ("b", 1, True, seeded(
+        "fay", "b", 3).profile)
+    entry = bus.directory["fay"]
+    assert (entry.team_id, entry.joining, entry.profile, entry.left) == ("b", None, seeded("fay", "b", 3).profile,
+                                                                         {})
+    assert "fay" not in bus.team("a").reps
+    fay = bus.team("b").reps["fay"]
+    assert (fay.profile.capacity, fay.awaiting_handover, fay.departed) == (3, False, False)
+    # Once answered, the same file changes nothing more.
+    assert bus.send("rep.commands", "fay", seeded("fay", "b", capacity=3)) == [
+        Outgoing(channel="rep.commands", key="fay", value=seeded("fay", "b", capacity=3))]
+
+
+def test_a_put_of_the_same_profile_while_a_move_waits_asks_again_at_once() -> None:
+    """Not a repeat: the API's PUT calls the waiting move off and asks again, as a new move."""
+    bus = LossyBus(_is_answer)
+    bus.send("rep.commands", "fay", put("fay", "a", capacity=2))
+    bus.send("rep.commands", "fay", put("fay", "b", capacity=3))
+    assert bus.directory["fay"].joining is not None
+    bus.lose = lambda m: False
+    sent = bus.send("rep.commands", "fay", put("fay", "b", capacity=3))
+    assert [(m.key, type(m.value).__name__, getattr(m.value, "move", None) or getattr(m.value, "join", None))
+            for m in sent if m.channel == "team.commands"][:2] == [("b", "RemoveRep", 1), ("b", "UpsertRep", 2)]
+    entry = bus.directory["fay"]
+    assert (entry.team_id, entry.joining, entry.moves) == ("b", None, 2)
+    assert "fay" not in bus.team("a").reps and not bus.team("b").reps["fay"].awaiting_handover
+
+
+def test_a_team_asked_twice_answers_the_same_and_the_directory_reads_one_answer() -> None:
+    """The team took fay in and its yes is still on its way when the move is asked again."""
+    entry = RepEntry(rep_id="fay", team_id="a", updated_at=T0, profile=put("fay", "a", 2).profile)
+    asked = reps.apply(entry, seeded("fay", "b", capacity=3), T0)
+    again = reps.apply(asked.entry, seeded("fay", "b", capacity=3), T0)
+    assert again.entry is asked.entry and again.outgoing == asked.outgoing
+    b = TeamDriver()
+    [first] = values(list(b.send(asked.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    state = b.state
+    [second] = values(list(b.send(again.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    assert first == second and first.refused is None and b.state == state  # nothing changed in b
+    moved = reps.apply(asked.entry, first, T0)
+    assert moved.entry is not None and moved.entry.team_id == "b"
+    assert reps.apply(moved.entry, second, T0) == reps.RepTransition(entry=moved.entry)
+
+
+def test_an_api_move_waiting_is_asked_again_with_its_own_profile_not_the_yamls() -> None:
+    """The YAML unchanged (fay at a) while the API's move to b waits: b is asked again, as the API said."""
+    seeded_a = reps.apply(None, seeded("fay", "a", capacity=2), T0).entry
+    asked = reps.apply(seeded_a, put("fay", "b", capacity=5), T0)
+    again = reps.apply(asked.entry, seeded("fay", "a", capacity=2), T0)
+    assert again.entry is asked.entry
+    [upsert] = again.outgoing
+    assert upsert.key == "b" and upsert.value == asked.outgoing[0].value
+
+
+def test_a_yes_after_a_no_to_the_same_move_asked_twice_lets_the_rep_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked twice, a full team says no, makes room, then says yes: the directory read the no and
+    keeps the rep in their team, so the team that took them in is told to let them go."""
+    monkeypatch.setattr(team, "MAX_REPS", 1)
+    entry = RepEntry(rep_id="fay", team_id="a", updated_at=T0, profile=put("fay", "a", 2).profile)
+    asked = reps.apply(entry, seeded("fay", "b", capacity=3), T0)
+    again = reps.apply(asked.entry, seeded("fay", "b", capacity=3), T0)
+    b = TeamDriver()
+    b.send(UpsertRep(team_id="b", profile=put("gil", "b", 1).profile, at=T0), T0)
+    [no] = values(list(b.send(asked.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    b.send(RemoveRep(team_id="b", rep_id="gil", reason="moved", at=T0, move=1), T0)  # room made
+    [yes] = values(list(b.send(again.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    assert no.refused is not None and yes.refused is None and b.state is not None and "fay" in b.state.reps
+    stayed = reps.apply(asked.entry, no, T0)
+    assert stayed.entry is not None and stayed.entry.team_id == "a" and stayed.entry.move_refused is not None
+    late = reps.apply(stayed.entry, yes, T0)
+    [let_go] = late.outgoing
+    assert let_go.key == "b" and isinstance(let_go.value, RemoveRep) and let_go.value.move == 1
+    assert late.entry is not None and (late.entry.team_id, late.entry.joining) == ("a", None)
+    b.send(let_go.value, T0)
+    assert "fay" not in b.state.reps
+    # An older move's yes read late asks nothing: that move was called off or is the rep's team.
+    assert reps.apply(stayed.entry, replace(yes, move=0), T0).outgoing == ()
+
+
 # --- the property --------------------------------------------------------------------------
 
 TEAMS = ("a", "b", "c")
@@ -230,17 +357,47 @@ class ShuffledBus(TeamsBus):
 
 
 class RepMoves(RuleBasedStateMachine):
+    """Moves from the API and from the YAML, questions and answers lost, workers that start again.
+
+    A team holds at most two reps (departed ones included), so moves are refused too.
+    """
+
     def __init__(self) -> None:
         super().__init__()
         self.bus = ShuffledBus()
         self.leads = 0
         self.over: list[str] = []
-        for rep_id, capacity in REPS.items():
-            self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=put(rep_id, "a", capacity)))
+        self.max_reps = team.MAX_REPS
+        team.MAX_REPS = 2
+        self.yaml: dict[str, PutRep] = {}  # the YAML's entry for each rep, as the last file had it
+        for rep_id, team_id in zip(sorted(REPS), TEAMS):
+            self.yaml[rep_id] = seeded(rep_id, team_id, REPS[rep_id])
+            self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=self.yaml[rep_id]))
+        # In their teams before anything else: a new rep a full team refuses is in no team (the
+        # directory records them there all the same, ``rules.reps``), which is not what this tests.
+        while waiting := self.bus.waiting():
+            self.bus.deliver(waiting[0])
 
-    @rule(rep_id=st.sampled_from(sorted(REPS)), team_id=st.sampled_from(TEAMS))
-    def move(self, rep_id: str, team_id: str) -> None:
-        self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=put(rep_id, team_id, REPS[rep_id])))
+    @rule(rep_id=st.sampled_from(sorted(REPS)), team_id=st.sampled_from(TEAMS), from_config=st.booleans())
+    def move(self, rep_id: str, team_id: str, from_config: bool) -> None:
+        command = put(rep_id, team_id, REPS[rep_id])
+        if from_config:
+            command = self.yaml[rep_id] = replace(command, from_config=True)
+        self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=command))
+
+    @rule()
+    def restart(self) -> None:
+        """A worker starts with the last file: its reps are sent again."""
+        for rep_id, command in self.yaml.items():
+            self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=command))
+
+    @rule(data=st.data())
+    def lose(self, data: st.DataObject) -> None:
+        """A move's question or answer never comes (a team batch left out, a command not applied)."""
+        heads = [k for k, q in self.bus.partitions.items()
+                 if q and (isinstance(q[0].value, ReportJoin) or (isinstance(q[0].value, UpsertRep) and q[0].value.join))]
+        if heads:
+            self.bus.partitions[data.draw(st.sampled_from(sorted(heads)))].popleft()
 
     @rule(team_id=st.sampled_from(TEAMS))
     def route(self, team_id: str) -> None:
@@ -272,11 +429,21 @@ class RepMoves(RuleBasedStateMachine):
         assert not self.over, self.over
 
     def teardown(self) -> None:
-        # Quiescence: every message delivered; then each rep's counters match the holdings.
-        while waiting := self.bus.waiting():
-            self.bus.deliver(waiting[0])
+        try:
+            self._quiesce()
+        finally:
+            team.MAX_REPS = self.max_reps
+
+    def _quiesce(self) -> None:
+        # Every message delivered, a worker started again (moves whose answer was lost are asked
+        # again) and its messages delivered; then each rep's counters match the holdings.
+        for restart in (self.restart, lambda: None):
+            while waiting := self.bus.waiting():
+                self.bus.deliver(waiting[0])
+            restart()
         assert not self.over, self.over
         for rep_id in REPS:
+            assert self.bus.directory[rep_id].joining is None, rep_id
             team_id = self.bus.directory[rep_id].team_id
             rep = self.bus.team(team_id).reps[rep_id]
             here = len(self.bus.teams[team_id].queue.held_by(rep_id))
