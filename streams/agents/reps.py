@@ -89,13 +89,22 @@ def _tell_seeded_changes(before: RepEntry | None, after: RepEntry) -> None:
     rep's capacity at 3 gave every worker 3, and the log only said "seeded 6 rep(s) from the
     config". Rep ids and the changed fields' values (numbers, codes) only; personal data and
     secrets are named, never shown (``rules.reps.profile_changes``).
+
+    A change of team is a move that waits for the new team's answer: the entry keeps the rep as
+    they are and the new profile waits in ``joining``, which is what the file asked for.
     """
-    if before is None or before.profile is None or after.profile is None:
+    joining = after.joining
+    wanted = joining.profile if joining is not None else after.profile
+    if before is None or before.profile is None or wanted is None:
         return
-    changes = profile_changes(before.profile, after.profile)
-    if changes:
-        log.warning("rep %s changed by a worker's config file, for every worker of the deployment: %s",
-                    after.rep_id, "; ".join(changes))
+    changes = profile_changes(before.profile, wanted)
+    if not changes:
+        return
+    told = "; ".join(changes)
+    if joining is not None:
+        told += f" (a move: in team {after.team_id} until team {joining.team_id} takes them in)"
+    log.warning("rep %s changed by a worker's config file, for every worker of the deployment: %s",
+                after.rep_id, told)
 
 
 def _count_retirement(before: RepEntry | None, after: RepEntry) -> bool:

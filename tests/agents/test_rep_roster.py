@@ -155,3 +155,24 @@ async def test_a_config_that_changes_a_seeded_rep_says_what_it_changes_without_p
     assert line == (f"rep {rep_id} changed by a worker's config file, for every worker of the deployment: "
                     "capacity 2 → 3; skills [] → [de]; email changed; webhook_url changed")
     assert "corp.example" not in caplog.text and "s3cr3t" not in caplog.text and "0th3r" not in caplog.text
+
+
+async def test_a_config_that_moves_a_seeded_rep_says_so_with_the_team_and_what_else_it_changes(
+    published: Published, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review s16-a #5: a move waits for the new team's answer, the entry keeping the rep as they
+    are: the log compared the old profile with itself and said nothing."""
+    monkeypatch.setattr(reps, "publish", published)
+    rep_id = f"rep-{uuid.uuid4().hex[:8]}"
+    before = RepProfile(rep_id=rep_id, team_id="t-a", capacity=2, webhook_url="https://hooks.example/r")
+    after = RepProfile(rep_id=rep_id, team_id="t-b", capacity=3, webhook_url="https://hooks.example/r")
+    async with reps.run_reps.test_context() as agent:
+        await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=before, at=NOW, from_config=True))
+        caplog.clear()
+        await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=after, at=NOW, from_config=True))
+        entry = rep_directory[rep_id]
+        assert entry.team_id == "t-a" and entry.joining is not None  # the move waits for t-b's answer
+        await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=after, at=NOW, from_config=True))
+    (line,) = [r.getMessage() for r in caplog.records if "changed by a worker's config" in r.getMessage()]
+    assert line == (f"rep {rep_id} changed by a worker's config file, for every worker of the deployment: "
+                    "team_id t-a → t-b; capacity 2 → 3 (a move: in team t-a until team t-b takes them in)")
