@@ -183,11 +183,14 @@ exit status: 0 the check passed, or the worker stopped cleanly; 2 invalid settin
 the worker could not start (port in use, data folder, Kafka unreachable); 130 Ctrl-C before the
 worker ran; 1 the worker failed while running (see its log); 75 the worker was paused (frozen VM,
 SIGSTOP, suspend) longer than its Kafka session, so another worker owns its partitions now: it
-exits without writing anything; restart it (docs/RELIABILITY.md, "paused workers").
+exits without writing anything; restart it (docs/RELIABILITY.md, "paused workers"); 128 + the
+signal (143 SIGTERM, 130 Ctrl-C) a stop that could not finish (Kafka gone under an agent's batch,
+or a signal after the stop began): the worker ended at once, and what it had not committed is
+read again after a restart.
 
 On SIGTERM the worker answers /readyz 503 "stopping" at once and goes on serving for
 LEADFLOW_SHUTDOWN_DELAY seconds (default 5) so a load balancer can take it out of rotation; a
-second SIGTERM, or Ctrl-C, stops it at once.
+second SIGTERM, or Ctrl-C, stops it at once; one after the stop began ends the process there and then.
 """
 
 _RUN_EPILOG = """\

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import orjson
@@ -12,6 +12,7 @@ from aiokafka.partitioner import murmur2
 from faust.serializers import codecs
 
 from rules.commands import Outgoing
+from streams import stopping
 from streams.app import app, runtime
 from streams.codec import CODEC, decode, encode
 
@@ -24,6 +25,8 @@ __all__ = [
 _settings = runtime.settings
 log = logging.getLogger(__name__)
 _ACK_TIMEOUT_S = 30.0
+#: How often a waiting ``publish`` looks whether the worker is stopping.
+_STOP_POLL_S = 0.25
 
 
 class Unreadable:
@@ -169,20 +172,74 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
     the other order could persist a state whose messages were lost, and a replay would see
     "already done" and never send them. While Kafka cannot take them, retry: a stalled
     partition is better than a lost assignment.
+
+    Except once the worker is stopping: Faust's stop waits for this batch, so retrying for ever
+    made a SIGTERM during a Kafka outage hang until SIGKILL. Then an attempt that Kafka has not
+    acknowledged within ``stopping.STOPPING_GRACE_S`` (or a retry still to come) ends the
+    process, with nothing of the batch acked or written: its commands are read again after a
+    restart (``streams/stopping.py`` says why exiting, not raising).
     """
     if not outgoing:
         return
     delay = 0.5
     while True:
+        attempt = asyncio.ensure_future(_send_acknowledged(outgoing))
         try:
-            futures = [await send(message) for message in outgoing]
-            await acknowledged(futures, _ACK_TIMEOUT_S)
-            return
+            if await _unless_stopping(attempt):
+                return
+        except asyncio.CancelledError:  # the agent is cancelled (a rebalance): so are its sends, as before
+            attempt.cancel()
+            raise
         except Exception as exc:  # aiokafka's KafkaError family, or the timeout
             log.warning("sending %d message(s) failed (%s); retrying in %.1f s",
                         len(outgoing), type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        else:
+            attempt.cancel()  # tests only: in a worker the process ends on the next line
+            _give_up(len(outgoing), f"Kafka has not acknowledged them {stopping.STOPPING_GRACE_S:.0f} s into the stop")
+        await _sleep_unless_stopping(delay, len(outgoing))
+        delay = min(delay * 2, 10.0)
+
+
+async def _send_acknowledged(outgoing: Sequence[Outgoing]) -> None:
+    futures = [await send(message) for message in outgoing]
+    await acknowledged(futures, _ACK_TIMEOUT_S)
+
+
+async def _unless_stopping(attempt: asyncio.Future[None]) -> bool:
+    """True once ``attempt`` succeeded (its error raised); False when the worker has been stopping for
+    ``STOPPING_GRACE_S`` and the attempt has not ended.
+
+    Polled: a check every ``_STOP_POLL_S`` costs nothing next to Kafka's ack, and a publish that
+    Kafka acknowledges returns the moment it does.
+    """
+    loop = asyncio.get_running_loop()
+    give_up_at: float | None = None
+    while True:
+        done, _ = await asyncio.wait({attempt}, timeout=_STOP_POLL_S)
+        if done:
+            attempt.result()
+            return True
+        if app.should_stop:
+            now = loop.time()
+            if give_up_at is None:
+                give_up_at = now + stopping.STOPPING_GRACE_S
+            elif now >= give_up_at:
+                return False
+
+
+async def _sleep_unless_stopping(delay: float, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    until = loop.time() + delay
+    while (left := until - loop.time()) > 0:
+        if app.should_stop:
+            _give_up(count, "Kafka refused them and a retry would hold up the stop")
+        await asyncio.sleep(min(left, _STOP_POLL_S))
+    if app.should_stop:
+        _give_up(count, "Kafka refused them and a retry would hold up the stop")
+
+
+def _give_up(count: int, why: str) -> NoReturn:
+    stopping.exit_now(f"the worker is stopping and an agent's {count} message(s) are not stored: {why}")
 
 
 @app.task

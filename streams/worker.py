@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import signal
 import socket
 import sys
 import tempfile
@@ -13,6 +14,7 @@ from typing import Any
 import faust.worker
 
 from leadflow.errors import ConfigError
+from streams import stopping
 
 __all__ = ["LeadflowWorker", "check_data_dir", "check_port", "main"]
 
@@ -36,6 +38,7 @@ class LeadflowWorker(faust.worker.Worker):
     everything else keeps working for ``LEADFLOW_SHUTDOWN_DELAY`` seconds; then the worker stops as
     before. A second SIGTERM, or SIGINT (Ctrl-C), stops it at once, so the delay never holds up
     someone who wants it gone; a worker still starting stops at once too (no balancer sends to it).
+    A signal after the stop began ends the process there and then (``_schedule_shutdown``).
     """
 
     _drain: asyncio.TimerHandle | None = None
@@ -64,8 +67,22 @@ class LeadflowWorker(faust.worker.Worker):
         self._cancel_drain()
         super()._on_sigint()
 
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+        """Begin the stop on the first signal; a signal after the stop began ends the process at once.
+
+        mode ignores every signal once its stop began, and Faust's stop can wait for ever (an
+        agent's batch that Kafka does not acknowledge, a flush to a broker that is gone): the
+        s16 review's worker ignored three signals over 75 s and only SIGKILL ended it.
+        """
+        app: Any = self.app
+        if self._signal_stop_time or self.should_stop or app.should_stop:
+            stopping.exit_now(f"{stopping.signal_name(sig)} while the worker was already stopping",
+                              128 + int(sig))
+        stopping.stop_began(sig)
+        super()._schedule_shutdown(sig)
+
     def _stop_now(self) -> None:
-        """Stop as Faust does on SIGTERM (once; a later signal changes nothing)."""
+        """Stop as Faust does on SIGTERM (once; a signal after that ends the process: ``_schedule_shutdown``)."""
         self._cancel_drain()
         app: Any = self.app
         if app.stop_requested_at is None:

@@ -1,12 +1,18 @@
-"""``streams.topics.publish`` waits for Kafka's acks without cancelling them (Kafka outage logs)."""
+"""``streams.topics.publish`` waits for Kafka's acks without cancelling them (Kafka outage logs), and gives
+up once the worker is stopping (a SIGTERM during a Kafka outage hung until SIGKILL)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import pytest
 from aiokafka.errors import NotLeaderForPartitionError
 
+from rules.commands import Outgoing
+from streams import stopping, topics
+from streams.app import app
 from streams.topics import acknowledged
 
 
@@ -69,3 +75,92 @@ async def test_every_ack_returns_and_a_refusal_is_raised() -> None:
     with pytest.raises(NotLeaderForPartitionError):
         await acknowledged(refused, 1.0)
     await acknowledged([], 1.0)
+
+
+class _Exited(Exception):
+    """What ``stopping.exit_now`` raises here instead of ending the test process."""
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``stopping.exit_now`` recorded and raised (``_Exited``), not ``os._exit``."""
+    reasons: list[str] = []
+
+    def exit_now(reason: str, status: int | None = None) -> NoReturn:
+        reasons.append(reason)
+        raise _Exited(reason)
+
+    monkeypatch.setattr(stopping, "exit_now", exit_now)
+    return reasons
+
+
+@pytest.fixture
+def stopping_app() -> Iterator[Callable[[], None]]:
+    """Call it to make the app ``should_stop`` (what Faust's stop sets first); cleared after the test."""
+    yield app._stopped.set
+    app._stopped.clear()
+
+
+def _kafka_never_answers(monkeypatch: pytest.MonkeyPatch) -> list[asyncio.Future[Any]]:
+    loop = asyncio.get_running_loop()
+    sent: list[asyncio.Future[Any]] = []
+
+    async def send(message: Outgoing) -> asyncio.Future[Any]:
+        sent.append(_faust_future(loop))
+        return sent[-1]
+
+    monkeypatch.setattr(topics, "send", send)
+    return sent
+
+
+_ONE = [Outgoing(channel="lead.events", key="k", value={"x": 1})]
+
+
+async def test_publish_gives_up_within_the_grace_once_the_worker_stops_and_kafka_never_acks(
+        monkeypatch: pytest.MonkeyPatch, exits: list[str], stopping_app: Callable[[], None]) -> None:
+    # The s16 review: with Kafka gone, publish retried for ever and Faust's stop waited for it.
+    sent = _kafka_never_answers(monkeypatch)
+    task = asyncio.ensure_future(topics.publish(_ONE))
+    await asyncio.sleep(0.3)
+    assert not task.done()  # running: Kafka may come back, the partition waits
+    stopping_app()
+    began = time.monotonic()
+    done, _ = await asyncio.wait({task}, timeout=stopping.STOPPING_GRACE_S + 1.0)
+    took = time.monotonic() - began
+    assert done, "publish still waiting for Kafka after the stop began"
+    with pytest.raises(_Exited):
+        task.result()
+    assert stopping.STOPPING_GRACE_S - 0.1 <= took <= stopping.STOPPING_GRACE_S + 0.6, took
+    assert len(exits) == 1 and "1 message(s) are not stored" in exits[0]
+    assert not sent[0].cancelled()  # Faust's future is left alone (its callback reads a result)
+
+
+async def test_publish_gives_up_between_retries_once_the_worker_stops(
+        monkeypatch: pytest.MonkeyPatch, exits: list[str], stopping_app: Callable[[], None]) -> None:
+    attempts = 0
+
+    async def refused(message: Outgoing) -> Any:
+        nonlocal attempts
+        attempts += 1
+        raise NotLeaderForPartitionError()
+
+    monkeypatch.setattr(topics, "send", refused)
+    task = asyncio.ensure_future(topics.publish(_ONE))
+    await asyncio.sleep(0.1)
+    stopping_app()  # during the 0.5 s back-off after the first refusal
+    with pytest.raises(_Exited):
+        await asyncio.wait_for(task, 1.0)
+    assert attempts == 1 and "Kafka refused them" in exits[0]
+
+
+async def test_publish_during_the_stop_still_returns_when_kafka_acks(
+        monkeypatch: pytest.MonkeyPatch, exits: list[str], stopping_app: Callable[[], None]) -> None:
+    # A stop with Kafka there: the agents' last batches are stored as ever (acked after 0.4 s here).
+    sent = _kafka_never_answers(monkeypatch)
+    stopping_app()
+    task = asyncio.ensure_future(topics.publish(_ONE * 3))
+    await asyncio.sleep(0.4)
+    for future in sent:
+        future.set_result("meta")
+    await asyncio.wait_for(task, 1.0)
+    assert exits == [] and len(sent) == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ops.stack import stack_down, stack_up
 from tests.integration.harness import Worker, WorkerSpec, eventually, post_lead
 
 DELAY_S = 3.0
@@ -111,3 +113,53 @@ async def test_a_second_sigterm_stops_at_once_whatever_the_delay(
         assert time.monotonic() - signalled < 20
     finally:
         worker.stop()
+
+
+#: How long a worker may take to exit on SIGTERM while Kafka is down: the grace a send still gets
+#: (``streams/stopping.py``: 1 s), the loop's polls, and Python's exit; it used to take for ever.
+_STOP_WITH_KAFKA_DOWN_S = 10.0
+
+
+@pytest.mark.timeout(150)
+async def test_sigterm_while_kafka_is_down_ends_the_worker_and_every_accepted_lead_is_processed_after_a_restart(
+        spec: WorkerSpec, api: aiohttp.ClientSession) -> None:
+    # The s16 review: Faust's stop waited for an agent's publish that retried for ever; three more
+    # signals were ignored and only SIGKILL ended the worker, 75 s later.
+    spec.partitions = 2
+    worker = Worker(spec)
+    accepted: list[str] = []
+    try:
+        await worker.wait_ready()
+        for n in range(3):  # leads on their way through the agents when Kafka goes
+            async with api.post(f"{worker.url}/v1/leads", json={"leads": [
+                    {"email": f"outage{n}-{i}@shutdown.example", "source": "web"} for i in range(20)]}) as r:
+                assert r.status == 202, await r.text()
+                accepted += [item["lead_id"] for item in (await r.json())["results"] if item["status"] == "accepted"]
+        await asyncio.to_thread(stack_down, spec.stack, ["kafka"], progress=lambda _: None)
+        await asyncio.sleep(1.0)
+        signalled = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(worker.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the worker had not exited 30 s after SIGTERM with Kafka down:\n{worker.log()}") \
+                from None
+        took = time.monotonic() - signalled
+        log = worker.log(400)
+        print(f"exit {worker.proc.returncode} {took:.1f} s after SIGTERM with Kafka down")
+        assert took < _STOP_WITH_KAFKA_DOWN_S, log
+        assert "Traceback" not in log, log
+    finally:
+        worker.stop()
+        await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)
+    again = Worker(spec, data_dir=worker.data_dir)
+    try:
+        await again.wait_ready()
+
+        async def every_lead_there() -> list[str]:
+            missing = [i for i in accepted if (await _status(api, "GET", f"{again.url}/v1/leads/{i}"))[0] != 200]
+            return [] if missing else accepted
+
+        await eventually(every_lead_there, timeout=30, what=f"all {len(accepted)} accepted leads in the lead table")
+    finally:
+        again.stop()
