@@ -82,8 +82,9 @@ def _invalid(exc: ValidationError, what: str) -> ApiError:
     return ApiError(422, "invalid", f"the {what} is not valid", fields)
 
 
-#: What each method on ``/v1/reps/{rep_id}...`` needs (else: POST .../presence).
-_SCOPES: dict[str, Scope] = {"PUT": "admin", "DELETE": "admin", "GET": "read"}
+#: What each method on ``/v1/reps/{rep_id}...`` needs (else: POST .../presence). aiohttp's
+#: ``routes.get`` also answers HEAD, which reads as GET does (it needed ``work`` until review s16-b L2).
+_SCOPES: dict[str, Scope] = {"PUT": "admin", "DELETE": "admin", "GET": "read", "HEAD": "read"}
 
 
 async def _rep_owner(request: web.Request) -> tuple[ApiContext, str, web.Response | None]:

@@ -109,6 +109,22 @@ async def test_a_key_without_the_routes_scope_gets_403_naming_it(
     assert allowed.status not in (401, 403), await allowed.text()
 
 
+#: Every GET route: aiohttp's ``routes.get`` also answers HEAD, which must take GET's scope.
+READS = [(path, scope) for method, path, scope, _ in ROUTES if method == "GET"]
+
+
+@pytest.mark.parametrize(("path", "scope"), READS, ids=[p for p, _ in READS])
+async def test_head_takes_the_scope_of_get(serve: Serve, path: str, scope: Scope) -> None:
+    """Review s16-b L2: HEAD /v1/reps/{id} needed ``work`` while GET needs ``read``."""
+    client = await serve(keyring(only=("key-has-just-that-scope", frozenset({scope})),
+                                 lacking=("key-has-every-other-scope", frozenset(SCOPES) - {scope})))
+    headers = {"Authorization": "Bearer key-has-just-that-scope"}
+    get, head = await client.get(path, headers=headers), await client.head(path, headers=headers)
+    assert head.status == get.status and head.status not in (401, 403), (get.status, head.status)
+    refused = await client.head(path, headers={"Authorization": "Bearer key-has-every-other-scope"})
+    assert refused.status == 403
+
+
 def test_the_table_covers_every_keyed_route() -> None:
     app = web.Application()
     mount_api(app, ApiContext(engine=FakeEngine(), keyring=keyring(), store=CaptureStore(FakeRedis()),  # type: ignore[arg-type]
