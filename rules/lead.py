@@ -119,7 +119,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         # Replay of a capture already applied: only re-ask for routing, in case that send was lost.
         return LeadTransition(state=state, outgoing=(route_command(state),) if state.routing == "routing" else ())
     digest = content_digest(command.lead)
-    if state is not None and state.routing in OPEN and _resubmitted(state, digest, command.captured_at, policy):
+    if state is not None and _as_last_touched(state) and _resubmitted(state, digest, command.captured_at, policy):
         return LeadTransition(state=_resubmission(state, command, now, policy))
     spelling = _other_spelling(state, command.lead)
     if state is not None and state.routing in OPEN:
@@ -168,6 +168,19 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
                                                 "team_id": team_id, "why_team": why, "lead": asdict(fresh.lead),
                                                 "enrichment": _enrichment(fresh), **spelling})
     return on_capture(fresh, published, now, policy)  # scored, then routed or nurtured
+
+
+def _as_last_touched(state: LeadState) -> bool:
+    """Whether the lead is still where its last counted touch left it, so that a repeat of the touch
+    is a resubmission: open, or nurtured by the MQL gate when that touch was captured.
+
+    A nurtured lead is ``released``, and a capture of a released lead reopens it: a new cycle,
+    one more touch and its points, so a double post of a lead just under the threshold would cross
+    the gate and be routed. Not after a decision taken since the touch: a rep's disposition
+    (which forgets the touch's digest, a rep's ``nurture`` included), a conversion, a won or lost
+    deal. The same content then is the person asking again, and reopens the lead.
+    """
+    return state.routing in OPEN or state.status == "nurture"
 
 
 def _resubmitted(state: LeadState, digest: str, captured_at: datetime, policy: LeadPolicy) -> bool:
@@ -390,7 +403,8 @@ def _disposition(state: LeadState, command: DispositionLead, now: datetime, poli
         outgoing.append(Outgoing(channel="team.commands", key=state.team_id, value=WithdrawLead(
             team_id=state.team_id, lead_id=state.lead_id, route_id=state.route_id,
             reason=f"disposition: {command.status}", at=now)))
-    closed = replace(state, routing="released", status=command.status)
+    # A decision after the last touch: the same content again is no longer a resubmission of it.
+    closed = replace(state, routing="released", status=command.status, last_capture_digest=None)
     closed = note(closed, policy, now, "dispositioned", status=command.status, reason=command.reason,
                    rep_id=command.rep_id)
     outgoing.insert(0, event(closed, "lead.dispositioned", now, {"status": command.status, "reason": command.reason,

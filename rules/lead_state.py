@@ -126,7 +126,8 @@ class LeadState:
     routed_at: datetime | None = None
     recent_captures: tuple[str, ...] = ()
     #: ``capture_digest`` of the capture counted as ``last_touch``: the same content again soon
-    #: after it is a resubmission (``LeadPolicy.resubmission_window_s``), not a new touch.
+    #: after it is a resubmission (``LeadPolicy.resubmission_window_s``), not a new touch. ``None``
+    #: once a rep dispositioned the lead after that touch: the person asking again reopens it.
     last_capture_digest: str | None = None
     timeline: tuple[TimelineEntry, ...] = ()
     sla: SlaTrack | None = None

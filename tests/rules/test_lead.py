@@ -24,6 +24,7 @@ from rules.commands import (
 )
 from rules.lead import LeadPolicy, LeadState, can_disposition, webhook_id_for
 from rules.routing import TeamRule
+from rules.scoring import ScoringModel
 from sla.policy import DEFAULT_POLICY
 from tests.rules._sim import T0
 
@@ -241,6 +242,39 @@ def test_a_resubmission_of_a_closed_lead_reopens_it() -> None:
     # Not a touch of an open lead: a rep closed it, and the person asked again.
     state, _ = run(capture(), assigned(), dispose(), capture("cap-2", minutes=1))
     assert state is not None and (state.cycle, state.routing) == (2, "routing")
+
+
+# The MQL gate at 30: a "Manager" form scores 22 and is nurtured; two more touches (4 points each) cross it.
+NURTURING = LeadPolicy(default_team="inbound", scoring=ScoringModel(mql_threshold=30))
+
+
+def test_a_resubmission_of_a_nurtured_lead_is_no_touch() -> None:
+    # Review s16-b H2: a lead the gate nurtured is released, and each identical post 1 s apart
+    # reopened it (a new cycle, one more touch): the third crossed the gate and was routed.
+    state: LeadState | None = None
+    for i in range(3):
+        post = replace(capture(f"cap-{i}", title="Manager", channel="form"), captured_at=T0 + timedelta(seconds=i))
+        transition = lead.apply(state, post, T0 + timedelta(seconds=i), NURTURING)
+        state = transition.state
+        assert i == 0 or transition.outgoing == ()  # no lead.reopened, no score, no RouteLead
+    assert state is not None and state.score is not None
+    assert (state.cycle, state.touches, state.status, state.routing, state.score.value) == (
+        1, 1, "nurture", "released", 22)
+    entry = state.timeline[-1]
+    assert (entry.kind, entry.detail["count"], entry.detail["of"]) == ("resubmitted", 2, "cap-0")
+
+
+@pytest.mark.parametrize("status", ["disqualified", "nurture"])
+def test_the_same_content_after_a_reps_disposition_reopens_the_lead(status: str) -> None:
+    # A decision taken after the touch, even within minutes and even to nurture (unlike the gate's
+    # nurture at capture): the same form again is the person asking again, so the lead reopens.
+    state, out = run(capture(), assigned(), dispose(status), capture("cap-2", minutes=1))
+    assert state is not None and (state.cycle, state.touches) == (2, 2)
+    assert out[0].value["type"] == "lead.reopened"
+    # The reopening capture is the last touch now: its double post is a resubmission of it.
+    again, out = run(capture(), assigned(), dispose(status), capture("cap-2", minutes=1),
+                     capture("cap-3", minutes=1))
+    assert again is not None and (again.cycle, again.touches, out) == (2, 2, [])
 
 
 # --- the routing handshake ----------------------------------------------------------------

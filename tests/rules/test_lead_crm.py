@@ -5,6 +5,8 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from rules import lead
 from rules.commands import (
     DeferCommand,
@@ -229,6 +231,18 @@ def test_lost_recycles_to_nurture_with_the_reason_and_routes_again_later() -> No
     assert (again.cycle, again.status, again.routing, again.opportunity) == (2, "mql", "routing", None)
     assert out[-1].value.route_id == f"{LEAD_ID}:2:1"
     assert step(again, defer.command, policy)[1] == []  # once per cycle
+
+
+@pytest.mark.parametrize("outcome", [None, "won", "lost"])
+def test_the_same_content_after_a_conversion_or_a_deal_reopens_the_lead(outcome: str | None) -> None:
+    # Not a resubmission of the touch that made the lead: a rep converted it since (and the deal
+    # may be won or lost), so the same form again, even within minutes, is the person asking again.
+    state, _ = converted()
+    if outcome is not None:
+        state, _ = step(state, crm_event(outcome))
+    assert state.routing == "released" and state.last_capture_digest is not None
+    again, out = step(state, replace(hot_lead(), capture_id="cap-2", captured_at=T0 + timedelta(minutes=2)))
+    assert (again.cycle, again.touches, types(out)[0]) == (2, 2, "lead.reopened")
 
 
 def test_crm_events_need_an_open_opportunity() -> None:
