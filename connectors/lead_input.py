@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard
 
 from email_validator import EmailNotValidError, validate_email
 import orjson
@@ -125,8 +125,21 @@ def sealed_record(lead: dict[str, Any], meta: dict[str, Any]) -> bytes:
     return orjson.dumps({**body, "_meta": {**meta, "seal": _seal(body, meta)}})
 
 
+def _is_seal(value: object) -> TypeGuard[str]:
+    """A seal as ``_seal`` writes it: 32 lower-case ASCII hex digits (anything else never holds)."""
+    return isinstance(value, str) and len(value) == 32 and all(ch in "0123456789abcdef" for ch in value)
+
+
+def _holds(seal: str, body: dict[str, Any], meta: dict[str, Any]) -> bool:
+    try:
+        expected = _seal(body, meta)
+    except (TypeError, ValueError):  # orjson refuses it (nested deeper than it writes, an integer over 64 bits)
+        return False
+    return hmac.compare_digest(seal.encode("ascii"), expected.encode("ascii"))
+
+
 def open_meta(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Take ``_meta`` out of a ``leads.inbound`` record: ``(meta, ignored)``.
+    """Take ``_meta`` out of a ``leads.inbound`` record: ``(meta, ignored)``. Never raises.
 
     ``meta`` is the record's ``_meta`` when leadflow wrote it (its seal holds for this lead under
     this deployment's key), else ``{}``: a producer's own ``_meta`` is ignored (``ignored`` is
@@ -135,12 +148,13 @@ def open_meta(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     meta = data.pop("_meta", None)
     if meta is None:
         return {}, False
-    if not isinstance(meta, dict) or not isinstance(meta.get("seal"), str):
+    if not isinstance(meta, dict):
         return {}, True
     claimed = {k: v for k, v in meta.items() if k != "seal"}
-    if not hmac.compare_digest(meta["seal"], _seal(data, claimed)):
-        return {}, True
-    return claimed, False
+    seal = meta.get("seal")
+    if _is_seal(seal) and _holds(seal, data, claimed):
+        return claimed, False
+    return {}, True
 
 
 def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str = "") -> ValidLead:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,19 +86,43 @@ def _enricher() -> Enricher | None:
     )
 
 
-async def _capture(event: Any, ignored_meta: list[str]) -> tuple[CaptureLead, bool] | None:
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A record to dead-letter: the reason code and its detail (never the lead's data)."""
+
+    reason: str
+    detail: dict[str, Any]
+
+
+async def _capture(event: Any, ignored_meta: list[str], failed: list[tuple[str, str]]) -> tuple[CaptureLead, bool] | None:
     """The command for one record (and whether it came from outside leadflow), or ``None``: rejected.
 
     A record with a ``_meta`` leadflow did not write has its position added to ``ignored_meta``.
+    A record this code fails on for a reason it did not foresee (a bug) is dead-lettered as
+    ``internal_error`` and its ``(position, exception type)`` added to ``failed``: the batch's
+    other records go on (they were acked with the batch: a crash here would lose every one of them).
     """
     message = event.message
     origin = f"{message.topic}:{message.partition}:{message.offset}"
     raw = event.value
     try:
+        outcome = _command(raw, origin, ignored_meta)
+    except Exception as exc:  # noqa: BLE001 - last resort: one record never costs its batch
+        failed.append((origin, type(exc).__name__))
+        # The exception's type only: its message may quote the lead.
+        outcome = _Refused("internal_error", {"message": f"leadflow failed on this record ({type(exc).__name__}); "
+                                                         "the worker's log names it by position"})
+    if isinstance(outcome, _Refused):
+        await reject(raw, outcome.reason, outcome.detail, origin)
+        return None
+    return outcome
+
+
+def _command(raw: bytes | None, origin: str, ignored_meta: list[str]) -> tuple[CaptureLead, bool] | _Refused:
+    try:
         data = read_record(raw)
     except RecordRefused as exc:
-        await reject(raw, exc.reason, {"message": exc.message[:200]}, origin)
-        return None
+        return _Refused(exc.reason, {"message": exc.message[:200]})
     meta, ignored = open_meta(data)
     if ignored:
         ignored_meta.append(origin)
@@ -106,9 +130,7 @@ async def _capture(event: Any, ignored_meta: list[str]) -> tuple[CaptureLead, bo
         valid = validate_lead(data, default_source=str(meta.get("default_source") or "kafka"),
                               channel=str(meta.get("channel") or "kafka"))
     except LeadInvalid as exc:
-        fields = [{"field": f.field, "reason": f.reason} for f in exc.fields]
-        await reject(raw, "invalid_lead", {"fields": fields}, origin)
-        return None
+        return _Refused("invalid_lead", {"fields": [{"field": f.field, "reason": f.reason} for f in exc.fields]})
     now = runtime.clock.now()
     captured_at = _received_at(meta, now)
     # External records get a capture id from their position, so a replay is recognized.
@@ -130,8 +152,13 @@ async def capture_leads(records: Any) -> None:
                  ", ".join(enricher.providers), enricher.budget_s * 1000)
     async for events in take_ready(records):
         ignored_meta: list[str] = []
-        captures = [capture for capture in [await _capture(event, ignored_meta) for event in events]
+        failed: list[tuple[str, str]] = []
+        captures = [capture for capture in [await _capture(event, ignored_meta, failed) for event in events]
                     if capture is not None]
+        if failed:
+            # One line per batch, by position and exception type only (no lead data, no traceback).
+            log.error("intake: dead-lettered %d record(s) as internal_error (first at %s: %s); the others went on",
+                      len(failed), *failed[0])
         if ignored_meta:
             # A producer's own ``_meta`` (docs/capture.md): those records are leads like any other.
             # One line per batch, by position only (no lead data).

@@ -5,8 +5,12 @@ from typing import Any
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from connectors.lead_input import LeadInvalid, RecordRefused, ValidLead, read_record, validate_lead
+from connectors.lead_input import (
+    LeadInvalid, RecordRefused, ValidLead, open_meta, read_record, sealed_record, validate_lead,
+)
 
 def valid(data: dict[str, Any], *, source: str = "web-form", channel: str = "api") -> ValidLead:
     return validate_lead(data, default_source=source, channel=channel)
@@ -440,3 +444,52 @@ def test_a_sealed_meta_holds_only_for_its_own_lead_and_key() -> None:
     finally:
         configure_lead_ids(None)
     assert open_meta(dict(sealed)) == (META, False)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+#: Seals a producer could write: non-ASCII text (``hmac.compare_digest`` refused it with a
+#: TypeError), 32 hex digits that only look right, other lengths, other types.
+_SEALS = (st.text() | st.from_regex(r"[0-9a-fA-F]{32}", fullmatch=True) | st.just("\u00e9" * 32)
+          | st.just("0" * 32) | _JSON)
+
+
+def _deep(levels: int) -> Any:
+    out: Any = []
+    for _ in range(levels - 1):
+        out = [out]
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["email", "company", "message", "x"]), _JSON, max_size=3),
+       meta=_JSON | st.dictionaries(st.sampled_from(["seal", "capture_id", "received_at", "channel", "default_source"])
+                                    | st.text(max_size=5), _JSON, max_size=5).flatmap(
+           lambda m: _SEALS.map(lambda seal: {**m, "seal": seal})))
+def test_open_meta_never_raises_on_a_producers_meta(body: dict[str, Any], meta: Any) -> None:
+    # Review s16-b H1: a non-ASCII seal, or any seal on a lead orjson cannot write (nested past
+    # 254 levels, an integer over 64 bits), raised TypeError and crashed the intake with its batch.
+    assert open_meta({**body, "_meta": meta}) == ({}, meta is not None)  # null: no _meta
+
+
+@pytest.mark.parametrize("seal", ["\u00e9", "é" * 32, "x", "0" * 32, "A" * 32, "0" * 31 + "\U0001f600"])
+@pytest.mark.parametrize("body", [
+    {"email": "ana@example.com"},
+    {"email": "ana@example.com", "message": _deep(300)},  # orjson reads 300 levels, writes 254
+    {"email": "ana@example.com", "x": 2**64},              # over 64 bits: orjson does not write it
+])
+def test_a_seal_that_cannot_hold_is_ignored_not_an_error(seal: str, body: dict[str, Any]) -> None:
+    data = {**body, "_meta": {"capture_id": "c-1", "seal": seal}}
+    assert open_meta(data) == ({}, True)
+    assert "_meta" not in data
+
+
+def test_a_seal_is_compared_as_written_lower_case_hex() -> None:
+    sealed = read_record(sealed_record({"email": "ana@example.com"}, META))
+    assert open_meta(dict(sealed)) == (META, False)
+    upper = {**sealed, "_meta": {**sealed["_meta"], "seal": sealed["_meta"]["seal"].upper()}}
+    assert open_meta(upper) == ({}, True)

@@ -39,6 +39,10 @@ POISON: list[tuple[str, bytes | None, bytes | None, str]] = [
     ("no identity", b"k", b'{"company": "Nobody Inc"}', "invalid_lead"),
     ("control characters", b"k", b'{"email": "a\\u0000b@ctl.example"}', "invalid_lead"),
     ("bad key", b"\xff\xfe\xfd", b'{"email": "badkey@poison.example"}', ""),  # see the test: routed or rejected
+    # A seal that looks like one on a lead nested past 254 levels: orjson reads it, but the seal's
+    # orjson.dumps refused it with a TypeError that crashed the intake and lost its batch (review s16-b H1).
+    ("deep lead under a seal", b"k", b'{"email": "deep.seal@poison.example", "message": ' + b"[" * 300 + b"]" * 300
+     + b', "_meta": {"capture_id": "c-1", "seal": "' + b"0" * 32 + b'"}}', "invalid_lead"),
 ]
 
 #: Odd but valid: must be routed (or rejected with a reason), never crash anything.
@@ -47,6 +51,9 @@ HOSTILE_VALID: list[tuple[str, dict[str, Any]]] = [
     ("meta not an object", {"email": "meta.string@poison.example", "_meta": "x"}),
     ("far-future received_at", {"email": "future@poison.example", "_meta": {"received_at": "9999-12-31T23:59:59+00:00"}}),
     ("unicode everywhere", {"email": "unicode@names.example", "first_name": "Zoë 🚀", "company": "Ünïcødé ⚙️ \u202e"}),
+    # hmac.compare_digest refused a non-ASCII str with a TypeError: the intake crashed (review s16-b H1).
+    ("non-ASCII seal", {"email": "seal.accent@poison.example", "_meta": {"capture_id": "c-1", "seal": "\u00e9"}}),
+    ("non-ASCII seal of a seal's length", {"email": "seal.long@poison.example", "_meta": {"seal": "\u00e9" * 32}}),
 ]
 
 
