@@ -242,9 +242,10 @@ def _tell_owner(state: LeadState, command: CaptureLead, now: datetime,
 def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
     # Newer non-empty values win; identity fields never get erased by a sparser touch.
     changes = {name: value for name, value in asdict(new).items() if value not in (None, "", {}, ())}
-    if _another_name(old, new):
+    if _names_differ(old, new):
         # Another name behind the same key (a shared phone or role mailbox): perhaps another person,
         # so the lead keeps the name its rep knows; the other one is on the touch (``_other_spelling``).
+        # The same full name split otherwise by another channel keeps the lead's split too.
         changes.pop("first_name", None)
         changes.pop("last_name", None)
     attributes = {**old.attributes, **new.attributes}
@@ -265,14 +266,24 @@ def _name_key(name: str | None) -> str:
     return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().split())
 
 
+def _names_differ(old: CapturedLead, new: CapturedLead) -> bool:
+    """Whether a first or last name both give is spelt differently (without case, accents, spaces)."""
+    return any(_name_key(a) and _name_key(b) and _name_key(a) != _name_key(b)
+               for a, b in ((old.first_name, new.first_name), (old.last_name, new.last_name)))
+
+
+def _full_name_key(lead: CapturedLead) -> str:
+    return _name_key(f"{lead.first_name or ''} {lead.last_name or ''}")
+
+
 def _another_name(old: CapturedLead, new: CapturedLead) -> bool:
     """Whether ``new`` names someone else: a first or last name both give, and spell differently.
 
     A name given where the lead had none fills it in; the same name in other case or without its
-    accents is the same name.
+    accents is the same name, and so is the same full name split otherwise (an API's ``Ana María``
+    / ``García``, a form's full name split into ``Ana`` / ``María García``).
     """
-    return any(_name_key(a) and _name_key(b) and _name_key(a) != _name_key(b)
-               for a, b in ((old.first_name, new.first_name), (old.last_name, new.last_name)))
+    return _names_differ(old, new) and _full_name_key(old) != _full_name_key(new)
 
 
 def _other_spelling(state: LeadState | None, new: CapturedLead) -> dict[str, str]:

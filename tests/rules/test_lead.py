@@ -193,6 +193,27 @@ def test_the_same_name_or_a_missing_one_is_taken_without_a_flag(
     assert "name_as_captured" not in out[-1].value.payload["data"]["touch"]
 
 
+@pytest.mark.parametrize(("before", "after"), [
+    # Review s16-b L1: the API sends first and last name, a form's full_name is split at its first space.
+    ({"first_name": "Ana María", "last_name": "García"}, {"first_name": "Ana", "last_name": "María García"}),
+    ({"first_name": "Ana", "last_name": "María García"}, {"first_name": "ANA  MARIA", "last_name": "garcia"}),
+    ({"first_name": "Ana María García"}, {"first_name": "Ana", "last_name": "María García"}),
+])
+def test_the_same_full_name_split_otherwise_is_the_same_name(before: dict[str, str], after: dict[str, str]) -> None:
+    state, out = run(capture(**before), assigned(), capture("cap-2", minutes=1, title="CTO", channel="form", **after))
+    assert state is not None
+    assert (state.lead.first_name, state.lead.last_name) == (before["first_name"], before.get("last_name"))
+    assert not [e for e in state.timeline if "name_as_captured" in e.detail]
+    assert "name_as_captured" not in out[-1].value.payload["data"]["touch"]
+
+
+def test_another_full_name_split_otherwise_is_still_another_name() -> None:
+    state, out = run(capture(first_name="Ana María", last_name="García"), assigned(),
+                     capture("cap-2", minutes=1, title="CTO", first_name="Ana", last_name="María Ruiz"))
+    assert state is not None and (state.lead.first_name, state.lead.last_name) == ("Ana María", "García")
+    assert out[-1].value.payload["data"]["touch"]["name_as_captured"] == "Ana María Ruiz"
+
+
 # --- resubmissions -------------------------------------------------------------------------
 
 
