@@ -377,6 +377,10 @@ class Metrics:
             "leadflow_kafka_writes_refused_seconds",
             "Seconds since Kafka stopped taking this worker's writes (0 while it takes them): captures and "
             "API commands answer 503 and /readyz is 503 meanwhile.", registry=r)
+        self.rebalance_seconds = Gauge(
+            "leadflow_rebalance_seconds",
+            "How long this worker's current rebalance has lasted, from its start until the tables are settled "
+            "again (0 when settled): past 60 s /readyz answers 503.", registry=r)
         self.recovery_in_progress = Gauge(
             "leadflow_table_recovery_in_progress", "1 while this worker recovers tables from their changelogs.",
             registry=r)

@@ -35,6 +35,7 @@ from rules.reps import RepEntry
 from rules.team import TeamState
 from streams.app import LeadflowApp, runtime
 from streams.log_rate_limit import RepeatLimit
+from streams.rebalance_watch import RebalanceWatch
 from streams.tables.accounts import accounts
 from streams.tables.lead_state import lead_state
 from streams.tables.outcome_board import snapshot as outcome_snapshot
@@ -43,7 +44,7 @@ from streams.tables.team_state import read_team, team_state
 from streams.tables.team_windows import HOUR_WINDOWS, team_five_minutes, team_minute, window_counts
 from streams.topics import account_commands, lead_commands, leads_inbound, partition_of, rep_commands
 
-__all__ = ["Engine", "mount"]
+__all__ = ["READY_THROUGH_REBALANCE_S", "Engine", "mount"]
 
 log = logging.getLogger(__name__)
 #: Failed relays get a logger of their own, limited to one line per 10 s with a count: while an
@@ -64,6 +65,14 @@ _PROBE_EVERY_S = 2.0
 _CHECK_TIMEOUT_S = 2.0
 #: With nothing taken or answered by Kafka for this long, /readyz and /metrics check the broker.
 _IDLE_CHECK_S = 10.0
+#: How long a worker that was ready stays ready (200) through a rebalance, counted from the
+#: rebalance's start to its tables being settled again. A rebalance here takes 1-10 s (a rollout
+#: step measured 5-6 s; a restart from local RocksDB recovers in ~6 s with 1,000,000 leads) and a
+#: recovery that replays changelogs tens of seconds; past a minute something is wrong (a group that
+#: keeps rebalancing, a recovery that does not end) and a load balancer should prefer other workers:
+#: reads answered here are 503 all along. A cold recovery of a big table can take minutes
+#: (docs/PERFORMANCE.md: 183 s for 1,000,000 leads without local state): 503 then is right too.
+READY_THROUGH_REBALANCE_S = 60.0
 _MIN_ISR = "min.insync.replicas"
 #: The owner's headers a relayed answer keeps (besides its status, body and content type): what
 #: tells the client when to retry (503, 429, 409) and what a 405 allows. An allow-list: nothing
@@ -75,12 +84,11 @@ _TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory, "accoun
 class Engine:
     """The ``EnginePort`` the API uses, backed by this worker's topics and tables."""
 
-    #: Set at the first ``/readyz`` that found the worker ready: from then on a rebalance keeps it
-    #: ready (only a start waits for its tables to be recovered).
-    _ready_once = False
-
     def __init__(self, app: LeadflowApp) -> None:
         self.app = app
+        # Whether the worker was ever settled, and since when its current rebalance lasts.
+        self.rebalances = RebalanceWatch(self._tables_ready)
+        app.sensors.add(self.rebalances)
         self._own = self._ident(URL(runtime.settings.canonical_url))
         self._gate = WriteGate(cooldown_s=_PROBE_EVERY_S)
         self.report_to(runtime.metrics)
@@ -90,8 +98,13 @@ class Engine:
 
     def report_to(self, metrics: Metrics) -> None:
         """``leadflow_kafka_writes_refused_seconds``, read at each scrape: Prometheus sees an outage
-        that readiness alone kept from it (lag and ``up`` do not move while Kafka refuses writes)."""
+        that readiness alone kept from it (lag and ``up`` do not move while Kafka refuses writes);
+        ``leadflow_rebalance_seconds``: how long the current rebalance has lasted."""
         metrics.kafka_writes_refused.set_function(self._writes_refused_s)
+        metrics.rebalance_seconds.set_function(self._rebalancing_s)
+
+    def _rebalancing_s(self) -> float:
+        return self.rebalances.lasted() if self._waiting_for() is not None else 0.0
 
     def _writes_refused_s(self) -> float:
         self._check_when_idle()  # each scrape: an idle worker still learns of an outage
@@ -397,15 +410,18 @@ class Engine:
                                     f"({check}): captures answer 503; ready again when Kafka answers")
         waiting = self._waiting_for()
         if waiting is not None:
-            if self._ready_once:
-                # Every worker of the group rebalances at once: answering 503 here took the whole API
-                # out of a readiness-gated Service for 5-6 s per rollout step, although captures work
-                # meanwhile and reads of a moving key answer 503 + Retry-After on their own.
-                now = "" if waiting == "rebalancing" else f" ({waiting})"
-                return Readiness(True, f"rebalancing{now}: captures are taken; a read or command of a "
-                                       "lead, rep, team or account whose partition is moving answers 503 "
-                                       "with Retry-After")
-            return Readiness(False, waiting)
+            if not self.rebalances.ready_once:
+                return Readiness(False, waiting)  # starting: ready once the tables are recovered
+            # Every worker of the group rebalances at once: answering 503 here took the whole API
+            # out of a readiness-gated Service for 5-6 s per rollout step, although captures work
+            # meanwhile and reads answer 503 + Retry-After on their own. For a bounded time only.
+            lasted = self.rebalances.lasted()
+            phase = f"rebalancing for {lasted:.0f} s" + ("" if waiting == "rebalancing" else f" ({waiting})")
+            if lasted > READY_THROUGH_REBALANCE_S:
+                return Readiness(False, f"{phase}: longer than the {READY_THROUGH_REBALANCE_S:.0f} s a worker that "
+                                        "was ready stays in rotation through a rebalance")
+            return Readiness(True, f"{phase}: captures are taken; reads and commands of leads, reps, teams and "
+                                   "accounts answer 503 with Retry-After until the tables are settled")
         assigned = len(app.consumer.assignment()) if app.consumer else 0
         detail = f"{assigned} partition(s) assigned, tables recovered"
         down_for = self._gate.failing_for()
@@ -414,21 +430,27 @@ class Engine:
             detail += (f"; Kafka answers again after {down_for:.0f} s without taking this worker's writes: "
                        "the next write probes it")
         self._check_when_idle()
-        self._ready_once = True
+        self.rebalances.ready_once = True  # as the watch would see it at the next rebalance
         return Readiness(True, detail)
 
     def _waiting_for(self) -> str | None:
         """What this worker's tables wait for (a rebalance, a recovery, the outcome board), or ``None``."""
-        app = self.app
-        if app.rebalancing:
+        if self.app.rebalancing:
             return "rebalancing"
-        recovery = app.table_recovery
+        return self._tables_waiting_for()
+
+    def _tables_waiting_for(self) -> str | None:
+        """What the tables wait for apart from the rebalance itself (a recovery, the outcome board)."""
+        recovery = self.app.table_recovery
         if recovery.in_recovery or not recovery.completed.is_set():
             return "recovering tables"
         if not outcome_snapshot.loaded:
             # Scoring reads the won/lost board: a worker that has not caught up would score without it.
             return "loading the outcome board"
         return None
+
+    def _tables_ready(self) -> bool:
+        return self._tables_waiting_for() is None
 
 
 async def _too_few_in_sync(client: Any, metadata: Any, topic: str, partitions: set[int], node: int) -> str | None:

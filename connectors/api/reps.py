@@ -215,8 +215,18 @@ def _check_room(ctx: ApiContext, profile: RepProfile, before: RepProfile | None,
     The team's owner may be another worker (then nothing is seen here), and PUTs may race: the
     team checks again when it applies the rep and keeps what it refused in ``refused_reps``
     (``GET /v1/teams/{team_id}``).
+
+    A team absent from tables that cannot be believed (a stop or a rebalance begun since the rep's
+    ownership was checked) is a 503 for the engine, meant for a key this worker owns; the team here
+    usually belongs to another worker, and this check is only the early answer: it is skipped,
+    as for a team seen nowhere, and the PUT goes on (s16 review).
     """
-    state = ctx.engine.team(profile.team_id)
+    try:
+        state = ctx.engine.team(profile.team_id)
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        return
     if state is None:
         return
     if keep and before is not None:

@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaConnectionError, NotEnoughReplicasError
 import streams.web as web
 from connectors.api.write_gate import WriteGate, WritesPaused
 from leadflow.errors import TransientError, Unconfirmed
+from streams.rebalance_watch import RebalanceWatch
 from streams.topics import leads_inbound
 
 
@@ -87,6 +88,13 @@ class FakeApp:
         self.client = FakeClient()
         self.producer = SimpleNamespace(_producer=SimpleNamespace(client=self.client))
         self.futures: list[asyncio.Future[Any]] = []
+        self.now = 1000.0  # the rebalance watch's clock
+
+    def begin_rebalance(self) -> None:
+        """What Faust does when the consumer revokes its partitions (``App.on_rebalance_start``)."""
+        self.rebalancing = True
+        self.rebalancing_count += 1
+        self.sensor.on_rebalance_start(self)
 
     def add_future(self, coro: Any) -> asyncio.Future[Any]:
         future = asyncio.ensure_future(coro)
@@ -105,6 +113,7 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> web.Engine:
     engine.app = FakeApp()  # type: ignore[assignment]
     engine._gate = WriteGate(cooldown_s=60.0)
     engine._watch, engine._last_check, engine._idle = None, None, None
+    engine.rebalances = RebalanceWatch(engine._tables_ready, clock=lambda: engine.app.now)  # type: ignore[attr-defined]
     return engine
 
 
@@ -345,20 +354,106 @@ async def test_a_worker_told_to_stop_is_not_ready_at_once(engine: web.Engine, ho
     assert engine.readiness() == web.Readiness(False, "stopping")
 
 
-async def test_a_rebalance_keeps_a_worker_that_was_ready_in_rotation_but_not_a_starting_one(engine: web.Engine) -> None:
+def _watched(engine: web.Engine) -> FakeApp:
     app = _fake_app(engine)
-    app.rebalancing = True
+    app.sensor = engine.rebalances  # type: ignore[attr-defined]
+    return app
+
+
+async def test_a_rebalance_keeps_a_worker_that_was_ready_in_rotation_but_not_a_starting_one(engine: web.Engine) -> None:
+    app = _watched(engine)
+    app.rebalancing_count = 0
+    app.table_recovery.completed.clear()
+    app.begin_rebalance()  # the start-up's first rebalance
     assert engine.readiness() == web.Readiness(False, "rebalancing")  # never ready yet: starting
     app.rebalancing = False
+    assert engine.readiness() == web.Readiness(False, "recovering tables")
+    app.table_recovery.completed.set()
+    app.now += 5
     assert engine.readiness().ready
-    app.rebalancing = True  # every worker of the group rebalances when one joins or leaves
+    app.now += 100
+    app.begin_rebalance()  # every worker of the group rebalances when one joins or leaves
+    app.now += 3
     readiness = engine.readiness()
-    assert readiness.ready and readiness.detail.startswith("rebalancing: captures are taken")
+    assert readiness.ready and readiness.detail.startswith("rebalancing for 3 s: captures are taken; reads and "
+                                                           "commands of leads, reps, teams and accounts answer 503")
     app.rebalancing = False
-    app.table_recovery.completed.clear()  # the partitions it got are being recovered
+    app.table_recovery.in_recovery = True  # the partitions it got are being recovered
+    app.now += 4
     readiness = engine.readiness()
-    assert readiness.ready and readiness.detail.startswith("rebalancing (recovering tables): ")
+    assert readiness.ready and readiness.detail.startswith("rebalancing for 7 s (recovering tables): captures are")
     engine._gate.failed(engine._gate.admit())  # Kafka refuses writes: out of rotation, rebalance or not
     assert not engine.readiness().ready
     app.stop_requested_at = 1.0
     assert engine.readiness() == web.Readiness(False, "stopping")
+
+
+async def test_ready_once_is_the_tables_having_been_settled_not_a_readyz_call(engine: web.Engine) -> None:
+    # The s16 review: "ready once" was set by a /readyz that answered 200. A worker nobody had
+    # probed yet answered 503 through its first rebalance after the start.
+    app = _watched(engine)
+    app.rebalancing_count = 0
+    app.table_recovery.completed.clear()
+    app.begin_rebalance()
+    app.rebalancing = False
+    app.table_recovery.completed.set()  # settled, and nobody asked /readyz
+    app.now += 50
+    app.begin_rebalance()
+    app.now += 2
+    readiness = engine.readiness()
+    assert readiness.ready and readiness.detail.startswith("rebalancing for 2 s:"), readiness
+
+
+@pytest.mark.parametrize("stuck", ["rebalancing", "recovering tables"])
+async def test_a_rebalance_that_never_ends_takes_the_worker_out_of_rotation_after_the_bound(
+        engine: web.Engine, stuck: str) -> None:
+    # The s16 review: a worker ready once stayed 200 for ever through a rebalance that never ended.
+    app = _watched(engine)
+    assert engine.readiness().ready
+    app.begin_rebalance()
+    if stuck == "recovering tables":
+        app.rebalancing = False
+        app.table_recovery.in_recovery = True
+    bound = web.READY_THROUGH_REBALANCE_S
+    app.now += bound - 1
+    assert engine.readiness().ready
+    app.now += 2
+    readiness = engine.readiness()
+    phase = "" if stuck == "rebalancing" else f" ({stuck})"
+    assert readiness == web.Readiness(False, f"rebalancing for {bound + 1:.0f} s{phase}: longer than the "
+                                             f"{bound:.0f} s a worker that was ready stays in rotation through a rebalance")
+    app.rebalancing, app.table_recovery.in_recovery = False, False  # it ends at last
+    assert engine.readiness().ready
+    app.now += 1000
+    app.begin_rebalance()  # the next one counts from its own start
+    app.now += 1
+    assert engine.readiness().ready
+
+
+async def test_a_rebalance_during_the_recovery_of_the_last_one_goes_on_counting(engine: web.Engine) -> None:
+    app = _watched(engine)
+    app.begin_rebalance()
+    app.rebalancing = False
+    app.table_recovery.in_recovery = True
+    app.now += web.READY_THROUGH_REBALANCE_S - 10
+    app.begin_rebalance()  # the group rebalances again before the tables were settled
+    app.now += 11
+    assert not engine.readiness().ready
+
+
+async def test_the_rebalance_gauge_says_how_long_the_current_rebalance_lasts(engine: web.Engine) -> None:
+    from ops.metrics import Metrics
+
+    app = _watched(engine)
+    metrics = Metrics()
+    engine.report_to(metrics)
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value("leadflow_rebalance_seconds")
+
+    assert gauge() == 0.0
+    app.begin_rebalance()
+    app.now += 12.5
+    assert gauge() == 12.5
+    app.rebalancing = False
+    assert gauge() == 0.0

@@ -12,12 +12,15 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from connectors.api.errors import ApiError
+from ops.metrics import Metrics
 from rules.commands import PutRep, RepProfile
 from rules.reps import RepEntry
 from rules.roster import RepState
 from rules.team import TeamState
-from tests.connectors.conftest import AUTH, KEYS, Client, FakeEngine
+from tests.connectors.conftest import AUTH, KEYS, Client, FakeClock, FakeEngine, build_app
 from tests.connectors.test_api import error_of, fields_of
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -172,3 +175,25 @@ async def test_a_partial_put_is_judged_with_the_stored_timezone(client: Client, 
         assert response.status == 202, await response.text()
         (_, command), = engine.rep_commands
         assert isinstance(command, PutRep) and "timezone" in command.keep
+
+
+class _TablesUnsure(FakeEngine):
+    """A worker whose stop or rebalance began after the rep's ownership was checked: a team absent
+    from its tables is a 503 (``streams.web.Engine._absent``), whichever worker owns the team."""
+
+    def team(self, team_id: str) -> TeamState | None:
+        if team_id in self.teams:
+            return self.teams[team_id]
+        raise ApiError(503, "unavailable", "the worker that owns this team is stopping; retry shortly",
+                       headers={"Retry-After": "2"})
+
+
+async def test_a_put_whose_team_is_elsewhere_goes_on_while_the_tables_are_unsure(
+        metrics: Metrics, clock: FakeClock) -> None:
+    # The s16 review: the team-room check turned "not here, tables unsure" into a 503 for a team
+    # that another worker owns; the team checks admission again when it applies the rep.
+    engine = _TablesUnsure()
+    async with TestClient(TestServer(build_app(engine, metrics, clock))) as client:
+        r = await client.put("/v1/reps/ana", json={"team": "east", "capacity": 5}, headers=AUTH)
+        assert r.status == 202, await r.text()
+    assert [type(c).__name__ for _, c in engine.rep_commands] == ["PutRep"]
