@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -20,7 +21,7 @@ from ops.demo.stopping import StopSignals
 from ops.stack.process import PidFile, start_process, stop_process, tail
 from streams.stall_guard import EXIT_STALLED
 
-__all__ = ["DEMO_ENV", "launch_demo", "report_command", "restarts_after", "stack_after_stop", "stop_exit_code",
+__all__ = ["DEMO_ENV", "RestartBudget", "launch_demo", "report_command", "restarts_after", "stack_after_stop", "stop_exit_code",
            "supervised"]
 
 _READY_TIMEOUT_S = 120.0
@@ -107,13 +108,42 @@ def restarts_after(status: int) -> bool:
     return status == EXIT_STALLED
 
 
+@dataclass
+class RestartBudget:
+    """At most ``limit`` restarts within ``window_s``, each after a longer wait than the last one.
+
+    A worker that keeps being paused past its session (a VM frozen again and again, a host that
+    swaps) was restarted at once and for ever (s16 review): a restart loop that hid the problem.
+    """
+
+    limit: int = 5
+    window_s: float = 300.0
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    _at: list[float] = field(default_factory=list)
+
+    def next_delay(self) -> float | None:
+        """How long to wait before the next restart (counted as made), or ``None``: the budget is spent."""
+        now = self.clock()
+        self._at = [at for at in self._at if now - at < self.window_s]
+        if len(self._at) >= self.limit:
+            return None
+        delay = min(self.first_delay_s * 2.0 ** len(self._at), self.max_delay_s)
+        self._at.append(now)
+        return delay
+
+
 async def supervised(work: Awaitable[T], exited: Callable[[], int | None], restart: Callable[[int], None],
-                     poll_s: float = _WORKER_POLL_S) -> T:
+                     poll_s: float = _WORKER_POLL_S, budget: RestartBudget | None = None) -> T:
     """Run ``work`` while watching the worker: ``exited()`` is its status once it has exited.
 
-    A worker that ``restarts_after`` its status is started again (``restart(status)``) and the
-    demo goes on; any other exit ends the demo with a ``LeadflowError`` naming the status.
+    A worker that ``restarts_after`` its status is started again (``restart(status)``) after the
+    ``budget``'s wait, and the demo goes on; once the budget is spent (5 restarts in 5 minutes),
+    or on any other exit, the demo ends with a ``LeadflowError`` naming the status and why.
     """
+    budget = RestartBudget() if budget is None else budget
+
     async def watch() -> None:
         while True:
             await asyncio.sleep(poll_s)
@@ -122,6 +152,14 @@ async def supervised(work: Awaitable[T], exited: Callable[[], int | None], resta
                 continue
             if not restarts_after(status):
                 raise LeadflowError(f"the worker exited with status {status} while the demo ran")
+            delay = budget.next_delay()
+            if delay is None:
+                raise LeadflowError(
+                    f"the worker exited with status {status} again after {budget.limit} restarts within "
+                    f"{budget.window_s / 60:.0f} minutes: each time it was paused longer than its Kafka session "
+                    "(a frozen VM or container, a host that swaps or suspends); the demo stops rather than "
+                    "restart it in a loop")
+            await asyncio.sleep(delay)
             restart(status)
 
     task = asyncio.ensure_future(work)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +31,7 @@ from streams.agents._batch import take_ready
 from streams.app import app, runtime
 from streams.topics import leads_inbound, leads_rejected, publish
 
-__all__ = ["capture_leads", "reject"]
+__all__ = ["capture_leads", "reject", "settle_background"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ def _received_at(meta: dict[str, Any], now: datetime) -> datetime:
 
 
 _background: set[asyncio.Task[Any]] = set()
+#: How long a stopping worker waits for the hints still being written before it cancels them.
+#: A hint is one Redis pipeline bounded by the store's timeout; the stop should not wait longer.
+_SETTLE_S = 1.0
 
 
 def _in_background(work: Coroutine[Any, Any, Any]) -> None:
@@ -74,6 +77,32 @@ def _in_background(work: Coroutine[Any, Any, Any]) -> None:
     task = asyncio.ensure_future(work)
     _background.add(task)
     task.add_done_callback(_background.discard)
+
+
+async def settle_background(timeout_s: float | None = None) -> None:
+    """Wait up to ``timeout_s`` for the background hints, then cancel what is left and wait for that.
+
+    A stopping worker closes Redis after its agents (``LeadflowApp.on_shutdown``): a hint still
+    running then failed on a closed connection, or was destroyed pending when the loop closed
+    (s16 review). A hint cancelled here is only a hint lost: the lead table has the truth.
+    """
+    tasks = set(_background)
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=_SETTLE_S if timeout_s is None else timeout_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if pending:
+        log.info("intake: %d \"seen\" hint(s) still writing to Redis at the stop were cancelled", len(pending))
+
+
+def _settle_on_stop(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> Awaitable[None]:
+    # Sent by Faust's stop once the agents' last batches are done, before Redis is closed.
+    return settle_background()
+
+
+app.on_before_shutdown.connect(_settle_on_stop)  # type: ignore[arg-type]  # mypy matches no arm of mode's handler union
 
 
 def _enricher() -> Enricher | None:
