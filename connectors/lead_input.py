@@ -125,6 +125,15 @@ def sealed_record(lead: dict[str, Any], meta: dict[str, Any]) -> bytes:
     return orjson.dumps({**body, "_meta": {**meta, "seal": _seal(body, meta)}})
 
 
+#: The ``_meta`` keys an unsealed ``_meta`` still gives (a worker of the previous version wrote
+#: them without a seal during a rolling upgrade): the API key's name, which a lead without a
+#: ``source`` takes as its source (and so its ``lead_id``), and the channel. Neither gives a producer
+#: anything new: it can name the lead's ``source`` in the body anyway. The capture id and time are
+#: taken only from a sealed ``_meta``: a made-up capture id could have a later record dropped as a
+#: replay of it.
+_UNSEALED_KEYS = ("default_source", "channel")
+
+
 def _is_seal(value: object) -> TypeGuard[str]:
     """A seal as ``_seal`` writes it: 32 lower-case ASCII hex digits (anything else never holds)."""
     return isinstance(value, str) and len(value) == 32 and all(ch in "0123456789abcdef" for ch in value)
@@ -142,8 +151,11 @@ def open_meta(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Take ``_meta`` out of a ``leads.inbound`` record: ``(meta, ignored)``. Never raises.
 
     ``meta`` is the record's ``_meta`` when leadflow wrote it (its seal holds for this lead under
-    this deployment's key), else ``{}``: a producer's own ``_meta`` is ignored (``ignored`` is
-    True), so it cannot name a capture id and have a later record dropped as a replay of it.
+    this deployment's key). Otherwise ``ignored`` is True and ``meta`` keeps only the
+    ``default_source`` and ``channel`` it names as non-blank text of at most 100 characters
+    (``_UNSEALED_KEYS``, what a worker of the previous version wrote unsealed): a producer's own
+    capture id and time are ignored, so it cannot name a capture id and have a later record dropped
+    as a replay of it.
     """
     meta = data.pop("_meta", None)
     if meta is None:
@@ -154,7 +166,8 @@ def open_meta(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     seal = meta.get("seal")
     if _is_seal(seal) and _holds(seal, data, claimed):
         return claimed, False
-    return {}, True
+    return {key: value.strip() for key in _UNSEALED_KEYS
+            if isinstance(value := meta.get(key), str) and value.strip() and len(value) <= 100}, True
 
 
 def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str = "") -> ValidLead:

@@ -126,10 +126,11 @@ class _Refused:
 async def _capture(event: Any, ignored_meta: list[str], failed: list[tuple[str, str]]) -> tuple[CaptureLead, bool] | None:
     """The command for one record (and whether it came from outside leadflow), or ``None``: rejected.
 
-    A record with a ``_meta`` leadflow did not write has its position added to ``ignored_meta``.
-    A record this code fails on for a reason it did not foresee (a bug) is dead-lettered as
-    ``internal_error`` and its ``(position, exception type)`` added to ``failed``: the batch's
-    other records go on (they were acked with the batch: a crash here would lose every one of them).
+    A record with a ``_meta`` leadflow did not seal has its position added to ``ignored_meta``
+    (its ``default_source`` and ``channel`` still count: ``open_meta``). A record this code fails
+    on for a reason it did not foresee (a bug) is dead-lettered as ``internal_error`` and its
+    ``(position, exception type)`` added to ``failed``: the batch's other records go on (they
+    were acked with the batch: a crash here would lose every one of them).
     """
     message = event.message
     origin = f"{message.topic}:{message.partition}:{message.offset}"
@@ -164,8 +165,9 @@ def _command(raw: bytes | None, origin: str, ignored_meta: list[str]) -> tuple[C
     captured_at = _received_at(meta, now)
     # External records get a capture id from their position, so a replay is recognized.
     capture_id = str(meta.get("capture_id") or f"kafka:{origin}")
+    # Not sealed: a producer's record (or, during a rolling upgrade, one the previous version wrote).
     return CaptureLead(lead_id=valid.lead_id, capture_id=capture_id, captured_at=captured_at,
-                       lead=valid.lead), not meta
+                       lead=valid.lead), ignored or not meta
 
 
 # Checked when the worker imports its agents, so a missing API key stops the start, naming the

@@ -45,3 +45,24 @@ async def test_a_record_the_intake_fails_on_is_dead_lettered_and_the_batch_goes_
     assert "TypeError" in detail["message"] and "bug@" not in detail["message"]
     lines = [r.getMessage() for r in caplog.records if "internal_error" in r.getMessage()]
     assert len(lines) == 1 and "TypeError" in lines[0] and "bug@" not in caplog.text
+
+
+async def test_an_unsealed_meta_of_the_previous_version_keeps_its_source_and_lead_id(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review s16-b M1: a worker of the previous version writes _meta without a seal during a
+    # rolling upgrade, after answering 202 with the lead_id of its API key's name. The intake took
+    # source kafka instead: a lead with only an external_id landed under another id.
+    monkeypatch.setattr(intake, "publish", published)
+    monkeypatch.setattr(intake, "leads_rejected", FakeTopic())
+    record = orjson.dumps({"external_id": "crm-7", "_meta": {
+        "default_source": "partner-x", "channel": "api", "capture_id": "c-1",
+        "received_at": "2020-01-01T00:00:00+00:00"}})
+    async with intake.capture_leads.test_context() as agent:
+        await agent.put(key="k", value=record)
+        await until(lambda: len(published.messages) >= 1)
+    (message,) = published.messages
+    capture = message.value.capture if hasattr(message.value, "capture") else message.value
+    answered = lead_input.validate_lead({"external_id": "crm-7"}, default_source="partner-x", channel="api")
+    assert (capture.lead_id, capture.lead) == (answered.lead_id, answered.lead)
+    assert capture.capture_id.startswith("kafka:")  # its capture id and time are not taken unsealed

@@ -405,6 +405,8 @@ def test_every_capture_path_derives_ids_with_the_deployments_key() -> None:
 # --- _meta on leads.inbound: leadflow's own, sealed ----------------------------------------------
 
 META = {"capture_id": "c-1", "received_at": "2026-01-05T09:00:00+00:00", "channel": "form", "default_source": "web"}
+#: What META gives when its seal does not hold: its capture id and time are ignored.
+UNSEALED = {"channel": "form", "default_source": "web"}
 
 
 def test_a_record_leadflow_wrote_gives_its_meta_back() -> None:
@@ -415,17 +417,31 @@ def test_a_record_leadflow_wrote_gives_its_meta_back() -> None:
     assert data == {"email": "ana@example.com", "company": "Acme"}  # the lead, without _meta
 
 
-@pytest.mark.parametrize("meta", [
-    {"capture_id": "c-1"},                                        # a producer's own, unsealed
-    {**META, "seal": "0" * 32},                                   # a made-up seal
-    "c-1",                                                        # not even an object
+@pytest.mark.parametrize(("meta", "kept"), [
+    ({"capture_id": "c-1"}, {}),                                   # a producer's own, unsealed
+    ({**META, "seal": "0" * 32}, {"channel": "form", "default_source": "web"}),  # a made-up seal
+    ("c-1", {}),                                                   # not even an object
+    ({"default_source": " ", "channel": 7, "received_at": META["received_at"]}, {}),  # blank, not text
+    ({"default_source": "x" * 101, "channel": ["api"]}, {}),
 ])
-def test_a_producers_own_meta_is_ignored(meta: object) -> None:
-    from connectors.lead_input import open_meta
-
+def test_a_producers_own_meta_is_ignored_but_its_source_and_channel(meta: object, kept: dict[str, str]) -> None:
     data = {"email": "ana@example.com", "_meta": meta}
-    assert open_meta(data) == ({}, True)
+    assert open_meta(data) == (kept, True)
     assert data == {"email": "ana@example.com"}
+
+
+def test_an_unsealed_meta_keeps_the_lead_id_the_previous_version_answered() -> None:
+    # Review s16-b M1: during a rolling upgrade a worker of the previous version writes _meta
+    # without a seal; the lead was answered 202 with the id its API key's name (default_source)
+    # gives. Ignoring the whole _meta gave it the source kafka: another lead_id.
+    data = read_record(b'{"external_id": "crm-7", "_meta": {"default_source": "partner-x", "channel": "api",'
+                       b' "capture_id": "c-1", "received_at": "2026-01-05T09:00:00+00:00"}}')
+    meta, ignored = open_meta(data)
+    assert (meta, ignored) == ({"default_source": "partner-x", "channel": "api"}, True)
+    read = validate_lead(data, default_source=meta["default_source"], channel=meta["channel"])
+    answered = validate_lead({"external_id": "crm-7"}, default_source="partner-x", channel="api")
+    assert read == answered
+    assert read.lead_id != validate_lead({"external_id": "crm-7"}, default_source="kafka", channel="kafka").lead_id
 
 
 def test_a_sealed_meta_holds_only_for_its_own_lead_and_key() -> None:
@@ -433,12 +449,12 @@ def test_a_sealed_meta_holds_only_for_its_own_lead_and_key() -> None:
 
     sealed = read_record(sealed_record({"email": "ana@example.com"}, META))
     # Copied onto other content (a later record of the same person): not leadflow's, ignored.
-    assert open_meta({"email": "ana@example.com", "company": "Other", "_meta": sealed["_meta"]}) == ({}, True)
+    assert open_meta({"email": "ana@example.com", "company": "Other", "_meta": sealed["_meta"]}) == (UNSEALED, True)
     # Changed: another capture id under the same seal.
-    assert open_meta({"email": "ana@example.com", "_meta": {**sealed["_meta"], "capture_id": "c-2"}}) == ({}, True)
+    assert open_meta({"email": "ana@example.com", "_meta": {**sealed["_meta"], "capture_id": "c-2"}}) == (UNSEALED, True)
     configure_lead_ids("0123456789abcdef" * 4)
     try:
-        assert open_meta(dict(sealed)) == ({}, True)  # sealed without the deployment's key
+        assert open_meta(dict(sealed)) == (UNSEALED, True)  # sealed without the deployment's key
         keyed = read_record(sealed_record({"email": "ana@example.com"}, META))
         assert open_meta(keyed) == (META, False)
     finally:
@@ -473,7 +489,9 @@ def _deep(levels: int) -> Any:
 def test_open_meta_never_raises_on_a_producers_meta(body: dict[str, Any], meta: Any) -> None:
     # Review s16-b H1: a non-ASCII seal, or any seal on a lead orjson cannot write (nested past
     # 254 levels, an integer over 64 bits), raised TypeError and crashed the intake with its batch.
-    assert open_meta({**body, "_meta": meta}) == ({}, meta is not None)  # null: no _meta
+    kept, ignored = open_meta({**body, "_meta": meta})
+    assert ignored == (meta is not None)  # null: no _meta
+    assert set(kept) <= {"default_source", "channel"} and all(isinstance(v, str) for v in kept.values())
 
 
 @pytest.mark.parametrize("seal", ["\u00e9", "é" * 32, "x", "0" * 32, "A" * 32, "0" * 31 + "\U0001f600"])
@@ -484,7 +502,7 @@ def test_open_meta_never_raises_on_a_producers_meta(body: dict[str, Any], meta: 
 ])
 def test_a_seal_that_cannot_hold_is_ignored_not_an_error(seal: str, body: dict[str, Any]) -> None:
     data = {**body, "_meta": {"capture_id": "c-1", "seal": seal}}
-    assert open_meta(data) == ({}, True)
+    assert open_meta(data) == ({}, True)  # its capture id is not taken
     assert "_meta" not in data
 
 
@@ -492,4 +510,4 @@ def test_a_seal_is_compared_as_written_lower_case_hex() -> None:
     sealed = read_record(sealed_record({"email": "ana@example.com"}, META))
     assert open_meta(dict(sealed)) == (META, False)
     upper = {**sealed, "_meta": {**sealed["_meta"], "seal": sealed["_meta"]["seal"].upper()}}
-    assert open_meta(upper) == ({}, True)
+    assert open_meta(upper) == (UNSEALED, True)
