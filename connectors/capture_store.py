@@ -27,14 +27,77 @@ class Claim:
     """What a request with an ``Idempotency-Key`` finds when it claims the key (``CaptureStore.claim``).
 
     Exactly one of: ``answer`` (the key's request was answered: status, body, its fingerprint),
-    ``in_flight`` (another request holds the key now: its fingerprint), ``token`` (this request
-    holds it: answer it, then ``remember`` or ``release`` with the token); all ``None`` when Redis
-    could not be asked, and the request goes on without the key's protection.
+    ``in_flight`` (another request holds the key now: its fingerprint), ``in_doubt`` (a request
+    with another body was not confirmed, and may be stored: its fingerprint), ``token`` (this
+    request holds it: answer it, then ``remember`` or ``release`` with the token); all ``None``
+    when Redis could not be asked, and the request goes on without the key's protection.
     """
 
     answer: tuple[int, bytes, str | None] | None = None
     in_flight: str | None = None
+    in_doubt: str | None = None
     token: str | None = None
+
+
+# The key's value is JSON, one of: a claim {"pending": token, "fingerprint"} (plus "unconfirmed"
+# when it took over an in-doubt record), an answer {"status", "body", "fingerprint"}, or an
+# in-doubt record {"unconfirmed": true, "fingerprint"} (a capture Kafka did not confirm: it may
+# be stored). Each script reads and writes the key in one step, so a request whose claim lapsed
+# (it outlived ``claim_ttl_s``) never overwrites another request's claim or answer.
+
+#: KEYS[1]; ARGV: claim, claim over an in-doubt record, fingerprint, claim TTL. Nil when this
+#: request holds the key now, else the value that stands.
+_CLAIM = """
+local raw = redis.call('GET', KEYS[1])
+local claim = ARGV[1]
+if raw then
+  local ok, cur = pcall(cjson.decode, raw)
+  if not (ok and type(cur) == 'table' and cur['unconfirmed'] == true and cur['pending'] == nil
+          and cur['fingerprint'] == ARGV[3]) then
+    return raw
+  end
+  claim = ARGV[2]
+end
+redis.call('SET', KEYS[1], claim, 'EX', ARGV[4])
+return false
+"""
+
+#: KEYS[1]; ARGV: token, answer, TTL. Writes only over this request's claim, or over nothing (the
+#: claim lapsed and no one took the key since).
+_REMEMBER = """
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local ok, cur = pcall(cjson.decode, raw)
+  if not (ok and type(cur) == 'table' and cur['pending'] == ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+#: KEYS[1]; ARGV: token, in-doubt record, TTL, "1" if this request's capture is in doubt. Over
+#: this request's claim (or nothing, if in doubt): the in-doubt record when this or an earlier
+#: capture under the key may be stored, else the key is deleted.
+_RELEASE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+  if ARGV[4] == '1' then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  end
+  return 0
+end
+local ok, cur = pcall(cjson.decode, raw)
+if not (ok and type(cur) == 'table' and cur['pending'] == ARGV[1]) then
+  return 0
+end
+if ARGV[4] == '1' or cur['unconfirmed'] == true then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
 
 
 class CaptureStore:
@@ -58,6 +121,9 @@ class CaptureStore:
         self._seen_ttl = seen_ttl_s
         self._timeout = timeout_s
         self._on_degraded = on_degraded
+        self._claim_script = client.register_script(_CLAIM)
+        self._remember_script = client.register_script(_REMEMBER)
+        self._release_script = client.register_script(_RELEASE)
 
     def _idem_key(self, caller: str, key: str) -> str:
         digest = hashlib.sha256(f"{caller}\x00{key}".encode()).hexdigest()
@@ -73,44 +139,56 @@ class CaptureStore:
         if raw is None:
             return None
         stored = orjson.loads(raw)
-        if "pending" in stored:
-            return None  # claimed by a request being answered now: no answer yet
+        if "status" not in stored:
+            return None  # claimed by a request being answered now, or in doubt: no answer yet
         return int(stored["status"]), stored["body"].encode(), stored.get("fingerprint")
 
     async def claim(self, caller: str, key: str, fingerprint: str) -> Claim:
-        """Reserve this caller's ``key`` for one request (``SET NX``, ``claim_ttl_s``), or say who has it.
+        """Reserve this caller's ``key`` for one request (``claim_ttl_s``), or say who has it.
 
-        Atomic in Redis, so of requests sent at once with one key exactly one holds it; the others
-        learn whether it carries the same body (``in_flight``) and wait for its answer. The
-        reservation expires on its own if the worker holding it dies: ``claim_ttl_s`` is far above
-        the longest a capture takes (Kafka's acknowledgement is awaited at most 5 s).
+        Atomic in Redis (one script), so of requests sent at once with one key exactly one holds
+        it; the others learn whether it carries the same body (``in_flight``) and wait for its
+        answer. The reservation expires on its own if the worker holding it dies: ``claim_ttl_s``
+        is far above the longest a capture takes (Kafka's acknowledgement is awaited at most 5 s).
+        An in-doubt record (``release(..., in_doubt=True)``) is claimed by the same body only: its
+        capture ids are those of the first attempt, so if that one was stored, this one is a
+        replay the lead agent ignores.
         """
-        name = self._idem_key(caller, key)
         token = uuid.uuid4().hex
         pending = orjson.dumps({"pending": token, "fingerprint": fingerprint})
-        for _ in range(2):
-            try:
-                if await asyncio.wait_for(self._redis.set(name, pending, ex=self._claim_ttl, nx=True), self._timeout):
-                    return Claim(token=token)
-                raw = await asyncio.wait_for(self._redis.get(name), self._timeout)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._degraded("idempotency_get", exc)
-                return Claim()
-            if raw is None:
-                continue  # answered and expired, or a claim that lapsed, between the two calls
-            stored = orjson.loads(raw)
-            if "pending" in stored:
-                return Claim(in_flight=str(stored.get("fingerprint") or ""))
-            return Claim(answer=(int(stored["status"]), stored["body"].encode(), stored.get("fingerprint")))
-        return Claim()
-
-    async def release(self, caller: str, key: str, token: str) -> None:
-        """Give a claimed key up without an answer to keep (nothing was stored): a retry may go at once."""
-        name = self._idem_key(caller, key)
+        over_doubt = orjson.dumps({"pending": token, "fingerprint": fingerprint, "unconfirmed": True})
         try:
-            raw = await asyncio.wait_for(self._redis.get(name), self._timeout)
-            if raw is not None and orjson.loads(raw).get("pending") == token:
-                await asyncio.wait_for(self._redis.delete(name), self._timeout)
+            raw = await asyncio.wait_for(
+                self._claim_script(keys=[self._idem_key(caller, key)],
+                                   args=[pending, over_doubt, fingerprint, self._claim_ttl]),
+                self._timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._degraded("idempotency_get", exc)
+            return Claim()
+        if raw is None:
+            return Claim(token=token)
+        stored = orjson.loads(raw)
+        if "pending" in stored:
+            return Claim(in_flight=str(stored.get("fingerprint") or ""))
+        if "status" not in stored:
+            return Claim(in_doubt=str(stored.get("fingerprint") or ""))
+        return Claim(answer=(int(stored["status"]), stored["body"].encode(), stored.get("fingerprint")))
+
+    async def release(self, caller: str, key: str, token: str, fingerprint: str | None = None,
+                      *, in_doubt: bool = False) -> None:
+        """Give a claimed key up without an answer to keep.
+
+        ``in_doubt``: the capture may be stored (Kafka did not confirm it): the key keeps the
+        request's fingerprint for ``idempotency_ttl_s``, so another body is refused and the same
+        body may try again. Else nothing was stored: a retry may go at once (unless the claim took
+        over an in-doubt record, which stays). Only this request's claim is touched.
+        """
+        record = orjson.dumps({"unconfirmed": True, "fingerprint": fingerprint})
+        try:
+            await asyncio.wait_for(
+                self._release_script(keys=[self._idem_key(caller, key)],
+                                     args=[token, record, self._idem_ttl, "1" if in_doubt else "0"]),
+                self._timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             self._degraded("idempotency_set", exc)
 
@@ -118,15 +196,18 @@ class CaptureStore:
                        token: str | None = None) -> None:
         """Keep the response (and what the request was) so a retry with the same key gets the same answer.
 
-        With the ``token`` of this request's claim, the answer replaces the claim; without one, it
-        is kept only if the key has no value yet.
+        With the ``token`` of this request's claim, the answer replaces that claim (or a key left
+        empty when the claim lapsed), never another request's claim or answer; without one, it is
+        kept only if the key has no value yet.
         """
         value = orjson.dumps({"status": status, "body": body.decode(), "fingerprint": fingerprint})
+        name = self._idem_key(caller, key)
         try:
-            await asyncio.wait_for(
-                self._redis.set(self._idem_key(caller, key), value, ex=self._idem_ttl, nx=token is None),
-                self._timeout,
-            )
+            if token is None:
+                await asyncio.wait_for(self._redis.set(name, value, ex=self._idem_ttl, nx=True), self._timeout)
+            else:
+                await asyncio.wait_for(self._remember_script(keys=[name], args=[token, value, self._idem_ttl]),
+                                       self._timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             self._degraded("idempotency_set", exc)
 

@@ -15,6 +15,7 @@ from connectors.api.accounts import account_view
 from connectors.api.context import ApiContext, authenticate, context, lead_owner, read_json, read_object
 from connectors.api.errors import ApiError, json_response, no_such_lead
 from connectors.lead_input import FieldError, LeadInvalid, ValidLead, sealed_record, validate_lead
+from leadflow.errors import TransientError, Unconfirmed
 from rules.commands import AnswerOffer, DispositionLead
 from rules.lead import LeadState, can_disposition
 from rules.lead_crm import score_view
@@ -147,7 +148,7 @@ async def capture_leads(request: web.Request) -> web.Response:
         # What the request asked, independent of key order and whitespace: a retry matches it.
         fingerprint = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
         claim = await ctx.store.claim(caller.name, idem, fingerprint)
-        first = claim.answer[2] if claim.answer is not None else claim.in_flight
+        first = claim.answer[2] if claim.answer is not None else claim.in_flight or claim.in_doubt
         if first and first != fingerprint:
             raise ApiError(422, "idempotency_key_reused",
                            "this Idempotency-Key was already used with a different request body; "
@@ -170,9 +171,16 @@ async def capture_leads(request: web.Request) -> web.Response:
                                       prefix=lambda index: f"leads[{index}]" if is_batch else "")
         if not is_batch and outcomes[0].status == "rejected":
             raise ApiError(422, "invalid_lead", "the lead is not valid", outcomes[0].errors)  # nothing was captured
-    except BaseException:
+    except BaseException as exc:
         if idem is not None and token is not None:
-            await ctx.store.release(caller.name, idem, token)  # nothing kept: a retry may go at once
+            # Refused before anything was written (a 4xx, Kafka refusing the capture): nothing
+            # kept, a retry may go at once. Anything else (Kafka did not confirm in time, the
+            # client gone mid-write, an unexpected error) may have stored the capture: the key
+            # keeps the body's fingerprint, so another body is 422 and this one may try again
+            # (its capture ids are the same: a stored first attempt makes it a replay).
+            in_doubt = not isinstance(exc, ApiError) and not (
+                isinstance(exc, TransientError) and not isinstance(exc, Unconfirmed))
+            await ctx.store.release(caller.name, idem, token, fingerprint, in_doubt=in_doubt)
         raise
     results = [{"index": index, **outcome.as_dict()} for index, outcome in enumerate(outcomes)]
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from connectors.api import ApiContext, mount_api
 from connectors.api.ports import Entity, Readiness
 from connectors.auth import Keyring
+from connectors import capture_store
 from connectors.capture_store import CaptureStore
 from connectors.lead_input import validate_lead
 from leadflow.errors import TransientError
@@ -138,6 +140,49 @@ class FakeRedis:
 
     def pipeline(self, transaction: bool = True) -> _FakePipeline:
         return _FakePipeline(self)
+
+    def register_script(self, script: str) -> Callable[..., Awaitable[Any]]:
+        """redis-py's ``register_script`` for ``CaptureStore``'s idempotency scripts: each done here
+        in Python, read then write with no await between that another request could run in, as
+        the Lua is atomic in Redis (tests/integration/test_idempotency.py runs the Lua itself)."""
+        impl = {capture_store._CLAIM: self._claim_script, capture_store._REMEMBER: self._remember_script,
+                capture_store._RELEASE: self._release_script}[script]
+
+        async def call(keys: list[str], args: list[Any]) -> Any:
+            return await impl(keys[0], *args)
+        return call
+
+    async def _claim_script(self, name: str, pending: bytes, over_doubt: bytes, fingerprint: str, ttl: int) -> bytes | None:
+        raw = await self.get(name)
+        if raw is not None:
+            cur = orjson.loads(raw)
+            if not (cur.get("unconfirmed") is True and "pending" not in cur and cur.get("fingerprint") == fingerprint):
+                return raw
+            pending = over_doubt
+        await self.set(name, pending, ex=ttl)
+        return None
+
+    async def _remember_script(self, name: str, token: str, value: bytes, ttl: int) -> int:
+        raw = await self.get(name)
+        if raw is not None and orjson.loads(raw).get("pending") != token:
+            return 0
+        await self.set(name, value, ex=ttl)
+        return 1
+
+    async def _release_script(self, name: str, token: str, record: bytes, ttl: int, in_doubt: str) -> int:
+        raw = await self.get(name)
+        if raw is None:
+            if in_doubt == "1":
+                await self.set(name, record, ex=ttl)
+            return 0
+        cur = orjson.loads(raw)
+        if cur.get("pending") != token:
+            return 0
+        if in_doubt == "1" or cur.get("unconfirmed") is True:
+            await self.set(name, record, ex=ttl)
+        else:
+            await self.delete(name)
+        return 1
 
     async def ping(self) -> bool:
         return True

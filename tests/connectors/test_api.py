@@ -334,6 +334,65 @@ async def test_a_key_another_request_holds_is_409_for_the_same_body_and_422_for_
     assert await again.json() == {"lead_id": "ld_1", "status": "accepted"} and engine.captured == []
 
 
+async def test_after_an_unconfirmed_capture_the_key_refuses_another_body_and_lets_the_same_retry(
+        make_client: ClientFactory, engine: FakeEngine) -> None:
+    # Review s16-b M4: Kafka did not confirm the capture (it may be stored), and the key was
+    # released: another body under the key was 202, so both could be stored.
+    client = await make_client()
+    headers = {**AUTH, "Idempotency-Key": "k-unconfirmed"}
+    engine.capture_error = Unconfirmed("Kafka did not acknowledge in time")
+    await error_of(await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers), 503)
+    engine.capture_error = None
+    other = await client.post("/v1/leads", json={"email": "b@example.com"}, headers=headers)
+    await error_of(other, 422, "idempotency_key_reused")
+    assert engine.captured == []
+    # The same body is the retry the 503 asks for: captured again, with the capture id the first
+    # attempt had (so if that one was stored, the lead agent drops this one as a replay).
+    retry = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers)
+    assert retry.status == 202 and "Idempotent-Replayed" not in retry.headers
+    assert len(engine.captured) == 1
+    again = await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers)
+    assert (again.status, again.headers.get("Idempotent-Replayed")) == (202, "true")
+    assert await again.json() == await retry.json() and len(engine.captured) == 1
+
+
+async def test_a_retry_of_an_unconfirmed_capture_that_fails_again_keeps_the_key_in_doubt(
+        make_client: ClientFactory, engine: FakeEngine) -> None:
+    client = await make_client()
+    headers = {**AUTH, "Idempotency-Key": "k-twice"}
+    engine.capture_error = Unconfirmed("Kafka did not acknowledge in time")
+    await error_of(await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers), 503)
+    engine.capture_error = TransientError("Kafka is unavailable")  # this retry stored nothing; the first may have
+    await error_of(await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers), 503)
+    engine.capture_error = None
+    await error_of(await client.post("/v1/leads", json={"email": "b@example.com"}, headers=headers), 422,
+                   "idempotency_key_reused")
+
+
+async def test_a_capture_refused_before_it_was_sent_frees_the_key(make_client: ClientFactory, engine: FakeEngine) -> None:
+    client = await make_client()
+    headers = {**AUTH, "Idempotency-Key": "k-refused"}
+    engine.capture_error = TransientError("Kafka is unavailable")  # nothing stored
+    await error_of(await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers), 503)
+    engine.capture_error = None
+    assert (await client.post("/v1/leads", json={"email": "b@example.com"}, headers=headers)).status == 202
+
+
+async def test_a_request_whose_claim_lapsed_never_overwrites_the_next_ones_answer() -> None:
+    # Review s16-b M4: request A outlived its 30 s claim; B (another body) claimed the key and was
+    # answered; A's remember() then replaced B's answer, and B's own retry was told 422.
+    redis = FakeRedis()
+    store = CaptureStore(redis)  # type: ignore[arg-type]
+    a = await store.claim("web-form", "k", "fp-A")
+    redis.data.clear()  # A's claim lapses
+    b = await store.claim("web-form", "k", "fp-B")
+    assert a.token is not None and b.token is not None
+    await store.remember("web-form", "k", 202, b'{"lead_id":"ld_B"}', "fp-B", token=b.token)
+    await store.remember("web-form", "k", 202, b'{"lead_id":"ld_A"}', "fp-A", token=a.token)
+    await store.release("web-form", "k", a.token, "fp-A", in_doubt=True)
+    assert await store.replay("web-form", "k") == (202, b'{"lead_id":"ld_B"}', "fp-B")
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256])
 async def test_an_idempotency_key_must_be_1_to_255_characters(client: Client, engine: FakeEngine, key: str) -> None:
     response = await client.post("/v1/leads", json={"email": "a@example.com"},

@@ -12,6 +12,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
+
+from connectors.capture_store import CaptureStore
 
 from rules.capture import derive_lead_id
 from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, get_lead, one_rep_config, ready_worker
@@ -75,3 +78,37 @@ async def test_copies_of_one_request_sent_at_once_are_answered_once(worker: Work
         assert lead["touches"] == 1
     # The requests did overlap (else this test proved nothing about concurrency).
     assert in_use > 0
+
+
+async def test_the_claims_scripts_compare_the_token_in_redis(stack: Any) -> None:
+    """Review s16-b M4, on the real Redis (the Lua scripts): a request that outlived its claim
+    never overwrites the next request's answer, and an unconfirmed capture keeps its fingerprint."""
+    client = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        store = CaptureStore(client, prefix="leadflow-test-m4:", claim_ttl_s=1)
+        await client.delete(store._idem_key("web-form", "lapsed"), store._idem_key("web-form", "doubt"))
+        a = await store.claim("web-form", "lapsed", "fp-A")
+        assert a.token is not None
+        await asyncio.sleep(1.5)  # A's claim lapses in Redis (claim_ttl_s=1)
+        b = await store.claim("web-form", "lapsed", "fp-B")
+        assert b.token is not None
+        await store.remember("web-form", "lapsed", 202, b'{"lead_id":"ld_B"}', "fp-B", token=b.token)
+        await store.remember("web-form", "lapsed", 202, b'{"lead_id":"ld_A"}', "fp-A", token=a.token)
+        await store.release("web-form", "lapsed", a.token, "fp-A", in_doubt=True)
+        assert await store.replay("web-form", "lapsed") == (202, b'{"lead_id":"ld_B"}', "fp-B")
+
+        c = await store.claim("web-form", "doubt", "fp-C")
+        assert c.token is not None
+        await store.release("web-form", "doubt", c.token, "fp-C", in_doubt=True)
+        assert await client.ttl(store._idem_key("web-form", "doubt")) > 3600  # kept, not a 1 s claim
+        assert (await store.claim("web-form", "doubt", "fp-D")).in_doubt == "fp-C"
+        retry = await store.claim("web-form", "doubt", "fp-C")
+        assert retry.token is not None and await store.replay("web-form", "doubt") is None
+        await store.release("web-form", "doubt", retry.token, "fp-C")  # stored nothing; the first may have
+        assert (await store.claim("web-form", "doubt", "fp-D")).in_doubt == "fp-C"
+        again = await store.claim("web-form", "doubt", "fp-C")
+        assert again.token is not None
+        await store.remember("web-form", "doubt", 202, b'{"lead_id":"ld_C"}', "fp-C", token=again.token)
+        assert await store.replay("web-form", "doubt") == (202, b'{"lead_id":"ld_C"}', "fp-C")
+    finally:
+        await client.aclose()
