@@ -26,6 +26,31 @@ def invalid(data: Any, prefix: str = "") -> dict[str, str]:
 # --- e-mail ------------------------------------------------------------------------------
 
 
+#: The email-validator release that added ``validate_email(strict=True)`` (its CHANGELOG, 2.3.0,
+#: August 2025: the 64-character local part check moved behind it). With 2.1 or 2.2 every e-mail
+#: raised TypeError: a 500 on the API, a crash of the intake (review s16-b M5).
+_STRICT_SINCE = "2.3.0"
+
+
+def test_the_email_validator_we_require_has_strict_which_validate_lead_uses() -> None:
+    import inspect
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    (required,) = [Requirement(r) for r in pyproject["project"]["dependencies"]
+                   if Requirement(r).name == "email-validator"]
+    assert "strict" in inspect.signature(validate_email).parameters
+    assert required.specifier.contains(version("email-validator"))
+    # No release before strict=True satisfies the requirement.
+    assert not any(required.specifier.contains(v) for v in ("2.1.0", "2.1.2", "2.2.0", "2.2.9"))
+    assert required.specifier.contains(_STRICT_SINCE)
+
+
+
 @pytest.mark.parametrize(("raw", "normalized"), [
     ("ana@example.com", "ana@example.com"),
     ("  Ana.Garcia@Example.COM  ", "ana.garcia@example.com"),
