@@ -45,6 +45,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from connectors.webhook_signing import signed_headers
 from ops.salesforce_outbound import (
@@ -60,6 +61,26 @@ from ops.salesforce_outbound import (
 __all__ = ["hubspot_signature_ok", "leadflow_event", "signed_event", "relay_app", "SalesforceRoute"]
 
 log = logging.getLogger("ops.crm_relay")
+
+#: The Salesforce route's token in a path: the route's only credential (review s16-b M2).
+_TOKEN_IN_PATH = re.compile(r"^(/salesforce/)[^/]+")
+
+
+class RelayAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log line without the Salesforce path token: ``POST /salesforce/<token>``.
+
+    aiohttp's default line holds the request line, so every Outbound Message wrote the token to
+    the relay's log (review s16-b M2). The query string is left out too (no route reads one).
+    """
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        path = _TOKEN_IN_PATH.sub(r"\1<token>", request.path)
+        self.logger.info('%s "%s %s HTTP/%d.%d" %d %s %.3fs', request.remote, request.method, path,
+                         request.version.major, request.version.minor, response.status, response.body_length, time)
+
+
+#: What the relay's server runs with (``web.run_app``, ``AppRunner``).
+SERVER_OPTIONS: dict[str, Any] = {"access_log_class": RelayAccessLogger}
 
 _SESSION = web.AppKey("session", aiohttp.ClientSession)
 #: HubSpot's own limit: a request whose timestamp is older than five minutes is refused.
@@ -349,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, "ops.crm_relay: environment variable LEADFLOW_CRM_EVENTS_SECRET is not set\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     web.run_app(relay_app(events_secret=events_secret, leadflow_url=args.leadflow_url, hubspot_secret=hubspot_secret,
-                          public_url=args.public_url, salesforce=salesforce), host=args.host, port=args.port)
+                          public_url=args.public_url, salesforce=salesforce), host=args.host, port=args.port,
+                **SERVER_OPTIONS)
 
 
 if __name__ == "__main__":

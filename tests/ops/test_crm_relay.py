@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -256,3 +257,19 @@ def test_the_relay_explains_itself_and_checks_its_salesforce_settings(monkeypatc
             main(["--leadflow-url", "http://x/v1/crm/events", *args])
         assert exited.value.code == 2
         assert says in capsys.readouterr().err
+
+
+async def test_the_relays_access_log_never_holds_the_salesforce_token(
+        leadflow: tuple[TestClient[web.Request, web.Application], FakeEngine], caplog: pytest.LogCaptureFixture) -> None:
+    # Review s16-b M2: aiohttp's default access line is the request line, POST /salesforce/<token>.
+    from ops.crm_relay import SERVER_OPTIONS
+    client, _ = leadflow
+    caplog.set_level(logging.DEBUG)
+    server = TestServer(_relay(str(client.make_url("/v1/crm/events"))))
+    await server.start_server(**SERVER_OPTIONS)  # the runner's options, as main() gives web.run_app
+    async with TestClient(server) as relay:
+        await relay.post(f"/salesforce/{SF_TOKEN}", data=b"<not-soap/>", headers={"Content-Type": "text/xml"})
+        await relay.post("/salesforce/wrong-token-guess", data=b"<x/>")
+    access = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert any("POST /salesforce/<token>" in line for line in access), access
+    assert SF_TOKEN not in caplog.text and "wrong-token-guess" not in caplog.text
