@@ -53,6 +53,7 @@ from ops.salesforce_outbound import (
     EnvelopeError,
     SalesforceFields,
     fault,
+    id15,
     parse_outbound_message,
     same_org,
     salesforce_event,
@@ -107,7 +108,14 @@ class SalesforceRoute:
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.token):
             raise ValueError("the Salesforce path token must be 24 to 128 URL-safe characters (A-Z a-z 0-9 _ -)")
-        if len(self.org_id) not in (15, 18) or not self.org_id.startswith("00D"):
+        org15 = ""
+        if len(self.org_id) in (15, 18):
+            try:
+                org15 = id15(self.org_id)  # an 18-character id in other capitals is read through its checksum
+            except ValueError as exc:
+                raise ValueError(f"the Salesforce org id is not valid: {exc} (copy it from Setup > Company "
+                                 "Information > Salesforce.com Organization ID)") from None
+        if len(self.org_id) not in (15, 18) or not org15.startswith("00D"):
             raise ValueError("the Salesforce org id is the 15- or 18-character id starting 00D "
                              "(Setup > Company Information > Salesforce.com Organization ID)")
 

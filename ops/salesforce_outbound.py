@@ -138,9 +138,41 @@ def parse_outbound_message(body: bytes) -> OutboundMessage:
     return OutboundMessage(organization_id=organization_id, action_id=action_id, notifications=tuple(parsed))
 
 
+_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def id15(sf_id: str) -> str:
+    """The case-sensitive 15-character form of a Salesforce id; ``ValueError`` if it is none.
+
+    An 18-character id is the 15-character one plus 3 characters that encode which of its letters
+    are capitals (5 a character), so it survives a change of case: its first 15 characters are
+    read back through the suffix (review s16-b L6: an 18-character org id typed in other capitals
+    was refused forever).
+    """
+    if len(sf_id) == 15 and sf_id.isascii() and sf_id.isalnum():
+        return sf_id
+    if len(sf_id) != 18 or not (sf_id.isascii() and sf_id.isalnum()):
+        raise ValueError("a Salesforce id has 15 or 18 letters and digits")
+    out = []
+    for chunk in range(3):
+        bits = _SUFFIX.find(sf_id[15 + chunk].upper())
+        if bits < 0:
+            raise ValueError("the 18-character Salesforce id's last 3 characters are no checksum")
+        for i, char in enumerate(sf_id[chunk * 5:chunk * 5 + 5]):
+            capital = bool(bits >> i & 1)
+            if capital and not char.isalpha():
+                raise ValueError("the 18-character Salesforce id's checksum does not fit its first 15 characters")
+            out.append(char.upper() if capital else char.lower())
+    return "".join(out)
+
+
 def same_org(configured: str, sent: str) -> bool:
-    """Salesforce ids are case-sensitive; an 18-character id is the 15-character one plus a checksum."""
-    return len(configured) in (15, 18) and len(sent) in (15, 18) and configured[:15] == sent[:15]
+    """Salesforce ids are case-sensitive; an 18-character id is the 15-character one plus a checksum
+    of its capitals, so its case may change (``id15``)."""
+    try:
+        return id15(configured) == id15(sent)
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

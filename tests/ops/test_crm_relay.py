@@ -273,3 +273,10 @@ async def test_the_relays_access_log_never_holds_the_salesforce_token(
     access = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert any("POST /salesforce/<token>" in line for line in access), access
     assert SF_TOKEN not in caplog.text and "wrong-token-guess" not in caplog.text
+
+
+def test_an_org_id_whose_checksum_does_not_fit_is_refused_at_start() -> None:
+    # Review s16-b L6: a retyped 18-character id is read through its checksum; one that fits no id is an error.
+    with pytest.raises(ValueError, match="org id is not valid.*checksum"):
+        SalesforceRoute(org_id="00D5e000000KQ2eEA5", token=SF_TOKEN)
+    assert SalesforceRoute(org_id=ORG_ID.lower(), token=SF_TOKEN).org_id == ORG_ID.lower()

@@ -10,6 +10,7 @@ from ops.salesforce_outbound import (
     EnvelopeError,
     SalesforceFields,
     fault,
+    id15,
     parse_outbound_message,
     salesforce_event,
     same_org,
@@ -112,7 +113,15 @@ def test_bad_envelopes_are_refused_saying_where(body: bytes, says: str) -> None:
 
 def test_org_ids_match_by_their_15_case_sensitive_characters() -> None:
     assert same_org(ORG_ID, ORG_ID) and same_org(ORG_ID[:15], ORG_ID) and same_org(ORG_ID, ORG_ID[:15])
-    assert not same_org(ORG_ID, ORG_ID.lower()) and not same_org(ORG_ID, "00D5e000000KQ2fEAG")
+    assert not same_org(ORG_ID, ORG_ID[:15].lower()) and not same_org(ORG_ID, "00D5e000000KQ2fEAG")
+
+
+def test_an_18_character_org_id_in_other_capitals_is_the_same_org() -> None:
+    # Review s16-b L6: its suffix encodes the capitals of the first 15; a retyped id was refused forever.
+    assert id15(ORG_ID.lower()) == id15(ORG_ID.upper()) == ORG_ID[:15]
+    assert same_org(ORG_ID.lower(), ORG_ID) and same_org(ORG_ID, ORG_ID.upper()) and same_org(ORG_ID.swapcase(), ORG_ID[:15])
+    with pytest.raises(ValueError, match="checksum"):
+        id15("00D5e000000KQ2eEA5")  # 5 = capitals at every place of the last 5, digits among them
 
 
 def test_the_ack_and_faults_are_soap_salesforce_reads() -> None:
