@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from urllib.parse import unquote
 
 import phonenumbers
 
@@ -109,11 +110,12 @@ _ANGLE_ADDR = re.compile(r"^(?P<name>[^<>]*)<(?P<address>[^<>]*)>$")
 
 def unwrap_email(raw: str) -> str:
     """The address in the spellings people paste, for validation: ``mailto:ana@x.com`` (a link,
-    with its ``?subject=...`` dropped), ``"Ana Díaz" <ana@x.com>`` (a mail client's To: line) and
-    ``ana@x.com.`` (the domain written as rooted in DNS) are ``ana@x.com``.
+    percent-decoded, its ``subject`` and ``body`` dropped), ``"Ana Díaz" <ana@x.com>`` (a mail
+    client's To: line) and ``ana@x.com.`` (the domain written as rooted in DNS) are ``ana@x.com``.
 
     Anything else is left for validation to judge. ``ValueError`` when the input names two
-    addresses (``"bob@y.com" <ana@x.com>``): which one is the person's cannot be told.
+    addresses (``"bob@y.com" <ana@x.com>``, ``mailto:ana@x.com?cc=bob@y.com``): which one is the
+    person's cannot be told.
     """
     text = raw.strip()
     angle = _ANGLE_ADDR.match(text)
@@ -130,10 +132,41 @@ def unwrap_email(raw: str) -> str:
     return text
 
 
+#: The parts of a ``mailto:`` link's query that do not name anyone: dropped. Any other is refused:
+#: ``to``, ``cc`` and ``bcc`` name more addresses, and which one is the person's cannot be told.
+_MAILTO_TEXT = frozenset({"subject", "body"})
+
+
+def _unquote(text: str) -> str:
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError("the mailto: link's percent-encoding is not UTF-8: send the address itself") from None
+
+
 def _without_mailto(text: str) -> str:
-    if text[:7].casefold() == "mailto:":
-        return text[7:].split("?", 1)[0].strip()
-    return text
+    """The address of a ``mailto:`` link (RFC 6068), percent-decoded: ``mailto:%61na@x.com`` is ``ana@x.com``.
+
+    ``ValueError`` when the link names more than one address (``a@x.com,b@y.com``, ``?cc=b@y.com``)
+    or its query holds more than a subject and a body.
+    """
+    if text[:7].casefold() != "mailto:":
+        return text
+    address, _, query = text[7:].partition("?")
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        name = _unquote(name).strip().casefold()
+        if not name or name in _MAILTO_TEXT:
+            continue
+        if name in ("to", "cc", "bcc"):
+            if not _unquote(value).strip():
+                continue  # names no one
+            raise ValueError(f"the mailto: link names more addresses ({name}=): send one address")
+        raise ValueError("a mailto: link's query may only hold a subject and a body: send the address alone")
+    address = _unquote(address).strip()
+    if "," in address:
+        raise ValueError("the mailto: link names more than one address: send one address")
+    return address
 
 
 def normalize_email(raw: str) -> str:

@@ -81,11 +81,32 @@ def test_recoverable_email_spellings_are_the_address(raw: str) -> None:
     assert (checked.lead.email, checked.lead_id) == ("ana@x.com", valid({"email": "ana@x.com"}).lead_id)
 
 
+@pytest.mark.parametrize("raw", [
+    "mailto:%61na@x.com", "mailto:ana%40x.com", "MAILTO:%41NA@X.COM", "mailto:ana@x.com?", "mailto:ana@x.com?cc=",
+    "mailto:ana@x.com?subject=Pricing%20for%2010&body=Hi%2C%20Bob", "mailto:ana@x.com?Subject=a,b&body=",
+    "<mailto:%61na@x.com?subject=x>",
+])
+def test_a_mailto_link_is_read_percent_decoded(raw: str) -> None:
+    # Review s16-b L3: RFC 6068 links are percent-encoded; %61na@x.com was a lead of its own.
+    checked = valid({"email": raw})
+    assert (checked.lead.email, checked.lead_id) == ("ana@x.com", valid({"email": "ana@x.com"}).lead_id)
+
+
+def test_a_mailto_plus_is_a_plus_not_a_space() -> None:
+    assert valid({"email": "mailto:ana+leads@x.com"}).lead.email == "ana+leads@x.com"
+
+
 @pytest.mark.parametrize(("raw", "reason"), [
     ('"bob@y.com" <ana@x.com>', "the display name holds another address than the one in angle brackets"),
     ("bob@y.com <ana@x.com>", "the display name holds another address"),
     ("Ana <ana@x.com>, Bob <bob@x.com>", "invalid characters"),
-    ("mailto:ana@x.com,bob@x.com", "invalid characters"),
+    ("mailto:ana@x.com,bob@x.com", "the mailto: link names more than one address"),
+    ("mailto:ana@x.com%2Cbob@x.com", "the mailto: link names more than one address"),
+    ("mailto:ana@x.com?cc=bob@y.com", "the mailto: link names more addresses (cc=)"),
+    ("mailto:ana@x.com?subject=Hi&BCC=bob@y.com", "the mailto: link names more addresses (bcc=)"),
+    ("mailto:?to=ana@x.com", "the mailto: link names more addresses (to=)"),
+    ("mailto:ana@x.com?from=bob@y.com", "may only hold a subject and a body"),
+    ("mailto:%FFna@x.com", "percent-encoding is not UTF-8"),
     ("ana@x.com..", "period"),
     ("ana.@x.com", "period"),
     ("Ana <ana@x.com> (work)", "after the email address"),

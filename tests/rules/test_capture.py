@@ -255,3 +255,26 @@ def test_an_extension_is_another_person_than_the_switchboard_and_other_extension
     assert derive_lead_id(email="ana@example.com", phone="+16502530000", phone_extension="123", source="web",
                           external_id=None) == derive_lead_id(email="ana@example.com", phone=None, source="web",
                                                               external_id=None)
+
+
+@pytest.mark.parametrize(("raw", "address"), [
+    ("mailto:%61na@x.com", "ana@x.com"),
+    ("mailto:ana%2Bleads@x.com?subject=Hi", "ana+leads@x.com"),
+    ("mailto:ana+leads@x.com", "ana+leads@x.com"),     # RFC 6068: a + in the address is a +
+    ("mailto:ana@x.com?body=a%26b&subject=", "ana@x.com"),
+])
+def test_unwrap_email_decodes_a_mailto_link(raw: str, address: str) -> None:
+    from rules.capture import unwrap_email
+
+    assert unwrap_email(raw) == address
+
+
+@pytest.mark.parametrize("raw", [
+    "mailto:ana@x.com?cc=bob@y.com", "mailto:ana@x.com?to=bob@y.com", "mailto:ana@x.com?bcc=bob%40y.com",
+    "mailto:ana@x.com,bob@y.com", "mailto:ana@x.com%2cbob@y.com", "mailto:ana@x.com?reply-to=bob@y.com",
+])
+def test_unwrap_email_refuses_a_mailto_link_naming_more_addresses(raw: str) -> None:
+    from rules.capture import unwrap_email
+
+    with pytest.raises(ValueError, match="mailto"):
+        unwrap_email(raw)
