@@ -122,7 +122,7 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     if state is not None and _as_last_touched(state) and _resubmitted(state, digest, command.captured_at, policy):
         return LeadTransition(state=_resubmission(state, command, now, policy))
     spelling = _other_spelling(state, command.lead)
-    if state is not None and state.routing in OPEN:
+    if state is not None and (state.routing in OPEN or _in_a_deal(state)):
         merged_lead = _merge(state.lead, command.lead)
         merged = replace(
             state,
@@ -138,7 +138,9 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
         published = event(merged, "lead.touched", now, {"source": touch.source, "channel": touch.channel,
                                                       "touches": merged.touches, **spelling})
         merged, rescored = rescore(merged, now, policy, publish=False)
-        return LeadTransition(state=merged, outgoing=(published, *rescored) + _tell_owner(merged, command, now, spelling))
+        told = (_tell_owner(merged, command, now, spelling) if state.routing in OPEN
+                else _tell_opportunity_owner(merged, command, now, policy, spelling))
+        return LeadTransition(state=merged, outgoing=(published, *rescored) + told)
     routed = command.lead if state is None else _merge(state.lead, command.lead)
     tier = attribute(routed.attributes, "tier")
     earlier = None if state is None else state.enrichment
@@ -170,6 +172,16 @@ def _capture(state: LeadState | None, command: CaptureLead, now: datetime, polic
     return on_capture(fresh, published, now, policy)  # scored, then routed or nurtured
 
 
+def _in_a_deal(state: LeadState) -> bool:
+    """Converted, with its opportunity still open: a capture is a touch on the deal, not a new cycle.
+
+    A new cycle would hand a person in an open deal back to an SDR, and drop the opportunity from
+    the lead, so the CRM's later won or lost would be refused. The AE hears of the touch instead.
+    """
+    opportunity = state.opportunity
+    return state.status == "converted" and opportunity is not None and opportunity.status == "open"
+
+
 def _as_last_touched(state: LeadState) -> bool:
     """Whether the lead is still where its last counted touch left it, so that a repeat of the touch
     is a resubmission: open, or nurtured by the MQL gate when that touch was captured.
@@ -180,6 +192,9 @@ def _as_last_touched(state: LeadState) -> bool:
     (which forgets the touch's digest, a rep's ``nurture`` included), a conversion, a won or lost
     deal. The same content then is the person asking again, and reopens the lead.
     """
+    if _in_a_deal(state):  # a touch since the conversion, not the one the rep converted
+        assert state.opportunity is not None
+        return state.last_touch.at >= state.opportunity.created_at
     return state.routing in OPEN or state.status == "nurture"
 
 
@@ -205,6 +220,33 @@ def _resubmission(state: LeadState, command: CaptureLead, now: datetime, policy:
     lead = command.lead
     return note(replace(state, recent_captures=recent), policy, now, "resubmitted", source=lead.source,
                 channel=lead.channel, of=state.last_touch.capture_id, count=1, last_captured_at=command.captured_at)
+
+
+def _tell_opportunity_owner(state: LeadState, command: CaptureLead, now: datetime, policy: LeadPolicy,
+                            spelling: dict[str, str]) -> tuple[Outgoing, ...]:
+    """The AE of an open deal hears that the person came back (the endpoint that got ``opportunity.created``)."""
+    opportunity = state.opportunity
+    endpoint = policy.account_executives.get(state.team_id or "") or policy.account_executives.get("*")
+    if opportunity is None or endpoint is None:
+        return ()
+    touch = state.last_touch
+    body = {
+        "type": "lead.touched",
+        "timestamp": now,
+        "data": {
+            "lead_id": state.lead_id, "cycle": state.cycle, "lead": asdict(state.lead),
+            "opportunity": {"opportunity_id": opportunity.opportunity_id, "crm_id": opportunity.crm_id,
+                            "stage": opportunity.stage, "rep_id": opportunity.rep_id},
+            "team_id": state.team_id,
+            "touch": {"source": touch.source, "channel": touch.channel, "campaign": touch.campaign, "at": touch.at,
+                      **spelling},
+            "touches": state.touches,
+        },
+    }
+    notify = Notify(webhook_id=webhook_id_for(opportunity.opportunity_id, f"lead.touched|{command.capture_id}"),
+                    event_type="lead.touched", lead_id=state.lead_id, rep_id=None, url=endpoint.url,
+                    secret=endpoint.secret, payload=body, created_at=now)
+    return (Outgoing(channel="notifications", key=state.lead_id, value=notify),)
 
 
 def _enrichment(state: LeadState) -> dict[str, Any] | None:

@@ -233,16 +233,50 @@ def test_lost_recycles_to_nurture_with_the_reason_and_routes_again_later() -> No
     assert step(again, defer.command, policy)[1] == []  # once per cycle
 
 
-@pytest.mark.parametrize("outcome", [None, "won", "lost"])
-def test_the_same_content_after_a_conversion_or_a_deal_reopens_the_lead(outcome: str | None) -> None:
-    # Not a resubmission of the touch that made the lead: a rep converted it since (and the deal
-    # may be won or lost), so the same form again, even within minutes, is the person asking again.
+@pytest.mark.parametrize("outcome", ["won", "lost"])
+def test_the_same_content_after_a_deal_reopens_the_lead(outcome: str) -> None:
+    # Not a resubmission of the touch that made the lead: the deal was won or lost since, so the
+    # same form again, even within minutes, is the person asking again.
     state, _ = converted()
-    if outcome is not None:
-        state, _ = step(state, crm_event(outcome))
+    state, _ = step(state, crm_event(outcome))
     assert state.routing == "released" and state.last_capture_digest is not None
     again, out = step(state, replace(hot_lead(), capture_id="cap-2", captured_at=T0 + timedelta(minutes=2)))
     assert (again.cycle, again.touches, types(out)[0]) == (2, 2, "lead.reopened")
+
+
+def test_a_capture_during_an_open_deal_is_a_touch_the_ae_hears_of_and_the_deal_goes_on() -> None:
+    # A new cycle handed a person in an open deal back to an SDR and dropped the opportunity, so
+    # the CRM's won was refused ("the lead has no opportunity").
+    state, _ = converted()
+    state, _ = step(state, synced())
+    webinar = replace(hot_lead(), capture_id="cap-2", captured_at=T0 + timedelta(minutes=30),
+                      lead=replace(hot_lead().lead, source="webinar", campaign="q3-webinar"))
+    touched, out = step(state, webinar, minutes=31)
+    assert (touched.cycle, touched.status, touched.routing, touched.touches) == (1, "converted", "released", 2)
+    assert touched.opportunity == state.opportunity and touched.last_touch.source == "webinar"
+    assert types(out) == ["lead.touched", "Notify"]
+    notify = out[1].value
+    assert (notify.url, notify.event_type, notify.rep_id) == (AE.url, "lead.touched", None)
+    data = notify.payload["data"]
+    assert data["opportunity"] == {"opportunity_id": OPP, "crm_id": "006000000000001", "stage": "qualification",
+                                   "rep_id": "rep-a"}
+    assert data["touch"]["campaign"] == "q3-webinar" and data["touches"] == 2
+    # The same form again a minute later is a resubmission of that touch: nobody hears twice.
+    again, out = step(touched, replace(webinar, capture_id="cap-3", captured_at=T0 + timedelta(minutes=31)),
+                      minutes=32)
+    assert out == [] and again.touches == 2
+    # The deal goes on: the CRM's won applies.
+    won, out = step(again, crm_event("won", amount=1000.0))
+    assert won.status == "won" and types(out) == ["opportunity.won", "RecordOutcome"]
+
+
+def test_the_same_content_just_after_a_conversion_is_a_touch_on_the_deal() -> None:
+    # The rep converted the lead after its last touch: the same form again is the person asking
+    # again (not a resubmission), a touch on the open deal.
+    state, _ = converted()
+    again, out = step(state, replace(hot_lead(), capture_id="cap-2", captured_at=T0 + timedelta(minutes=2)),
+                      minutes=12)
+    assert (again.cycle, again.touches, again.status) == (1, 2, "converted") and types(out) == ["lead.touched", "Notify"]
 
 
 def test_crm_events_need_an_open_opportunity() -> None:
