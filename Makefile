@@ -21,7 +21,7 @@ run: install
 ## The whole suite: unit, property, agent and integration tests (the suite starts Kafka and Redis itself).
 test: install
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 ## Everything but the integration tests (no Kafka needed).
 test-fast: install
