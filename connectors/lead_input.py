@@ -196,7 +196,8 @@ def validate_lead(data: Any, *, default_source: str, channel: str, prefix: str =
         country = None  # not a region to read a local phone number in: the phone gets its own reason
     if raw.email:
         try:
-            # strict (email-validator 2.3+, pyproject): RFC 5321's 64-character limit on the local part (the library's default skips it).
+            # strict (email-validator 2.3+, pyproject): RFC 5321's 64-character limit on the local part
+            # (the library's default skips it).
             checked = validate_email(unwrap_email(fold_full_width(raw.email)), check_deliverability=False,
                                      strict=True)
             email = normalize_email(checked.normalized)

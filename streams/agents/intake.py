@@ -123,7 +123,8 @@ class _Refused:
     detail: dict[str, Any]
 
 
-async def _capture(event: Any, ignored_meta: list[str], failed: list[tuple[str, str]]) -> tuple[CaptureLead, bool] | None:
+async def _capture(event: Any, ignored_meta: list[str],
+                   failed: list[tuple[str, str]]) -> tuple[CaptureLead, bool] | None:
     """The command for one record (and whether it came from outside leadflow), or ``None``: rejected.
 
     A record with a ``_meta`` leadflow did not seal has its position added to ``ignored_meta``

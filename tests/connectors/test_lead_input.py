@@ -497,7 +497,8 @@ def test_a_sealed_meta_holds_only_for_its_own_lead_and_key() -> None:
     # Copied onto other content (a later record of the same person): not leadflow's, ignored.
     assert open_meta({"email": "ana@example.com", "company": "Other", "_meta": sealed["_meta"]}) == (UNSEALED, True)
     # Changed: another capture id under the same seal.
-    assert open_meta({"email": "ana@example.com", "_meta": {**sealed["_meta"], "capture_id": "c-2"}}) == (UNSEALED, True)
+    changed = {**sealed["_meta"], "capture_id": "c-2"}
+    assert open_meta({"email": "ana@example.com", "_meta": changed}) == (UNSEALED, True)
     configure_lead_ids("0123456789abcdef" * 4)
     try:
         assert open_meta(dict(sealed)) == (UNSEALED, True)  # sealed without the deployment's key
