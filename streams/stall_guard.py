@@ -59,12 +59,12 @@ from typing import Any
 from aiokafka.conn import AIOKafkaConnection
 from faust.tables.base import Collection
 
+from streams.exit_status import EXIT_STALLED
+
 __all__ = ["EXIT_STALLED", "TICK_S", "StallWatch", "arm", "check", "disarm", "install", "watch_loop"]
 
 log = logging.getLogger(__name__)
 
-#: The worker's exit status after a stall longer than its session (EX_TEMPFAIL: start it again).
-EXIT_STALLED = 75
 #: How often the tick task notes that the loop runs.
 TICK_S = 0.25
 #: Kafka's produce request (API key 0): the requests a zombie must not send.

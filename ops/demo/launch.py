@@ -19,7 +19,7 @@ from ops.demo.run import CONFIG_PATH, load_demo_settings, run_demo
 from ops.stack import StackConfig, stack_down, stack_status, stack_up
 from ops.demo.stopping import StopSignals
 from ops.stack.process import PidFile, start_process, stop_process, tail
-from streams.stall_guard import EXIT_STALLED
+from streams.exit_status import EXIT_STALLED  # not stall_guard: it imports Faust, which spawns a child
 
 __all__ = ["DEMO_ENV", "RestartBudget", "launch_demo", "report_command", "restarts_after", "stack_after_stop", "stop_exit_code",
            "supervised"]

@@ -3,6 +3,9 @@ with a growing wait and at most 5 times in 5 minutes; any other exit shown and t
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +89,23 @@ async def test_a_restart_waits_for_the_budget_s_delay() -> None:
     await supervised(demo(), exited, lambda status: restarted.append(asyncio.get_running_loop().time() - began),
                      poll_s=0.01, budget=RestartBudget(first_delay_s=0.3))
     assert len(restarted) == 1 and 0.3 <= restarted[0] < 0.5, restarted
+
+
+def test_the_launcher_starts_no_process_while_it_imports() -> None:
+    # Importing Faust runs `file` (croniter asks platform.architecture()): a launcher that imported
+    # stall_guard for its exit status had a stray child at start, and the demo's signal test took
+    # it for the worker (a CI failure in session 16). The launcher's only child must be its worker.
+    probe = (
+        "import subprocess\n"
+        "started = []\n"
+        "real = subprocess.Popen.__init__\n"
+        "def spy(self, *args, **kwargs):\n"
+        "    started.append(args[0] if args else kwargs.get('args'))\n"
+        "    real(self, *args, **kwargs)\n"
+        "subprocess.Popen.__init__ = spy\n"
+        "import leadflow.cli, ops.demo.launch\n"
+        "print(started)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "[]", done.stdout
