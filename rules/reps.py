@@ -22,7 +22,11 @@ while a move waits for its answer calls the move off (``RemoveRep`` to the team 
 drops the rep if it took them in) and starts from the rep's team again. An answer can be lost (a
 team batch left out, a command the team could not apply): the YAML's unchanged ``PutRep``, sent at
 every worker start, then asks the same move again (``_ask_again``), and the directory reads the
-first answer only (a yes after a no gets the team a ``RemoveRep``, ``_let_go``).
+first answer only. A question can so be answered more than once (asked again, or sent again by a
+replay), and a team that said no can say yes to a copy of it (it made room in between): the team
+then holds the rep, never eligible, without the directory having moved them. The directory keeps
+each no until nothing that team answers can be a yes to it any more (``refused_moves``), and a
+yes read to it gets the team a ``RemoveRep`` (``_late_answer``), whatever changed in between.
 
 A rep is *retired* (``RetireRep``, ``DELETE /v1/reps/{rep_id}``; or ``ApplyRoster``, the YAML no
 longer naming a rep it seeded) the way a move leaves a team, without a team to go to: the team
@@ -78,6 +82,9 @@ class Joining:
     config_digest: str | None
     origin: Origin
     since: datetime
+    #: The team asked holds the rep already: it said yes to a copy of an earlier question after
+    #: its no to it (``RepEntry.refused_moves``). A no to this move must then let them go too.
+    taken_in: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +123,13 @@ class RepEntry:
     joining: Joining | None = None
     #: The last move a team refused, until the rep's next change is applied (``None``: none).
     move_refused: MoveRefusal | None = None
+    #: Teams that said no to a move of the rep -> that move, while a copy of the question may still
+    #: be answered (asked again, or sent again by a replay): the team may say yes to it, having
+    #: made room, and then holds the rep without the directory having moved them. Kept until the
+    #: team answers a later question or is sent ``RemoveRep`` (both come after every copy), not
+    #: until the rep's next change (``move_refused``): a change does not make the copies go away.
+    #: At most one per team (its last no).
+    refused_moves: dict[str, int] = field(default_factory=dict)
 
     @property
     def seeded(self) -> bool:
@@ -208,7 +222,7 @@ def _put_now(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTrans
         held_in = {k: v for k, v in held_in.items() if k != team_id}
     updated = RepEntry(rep_id=command.rep_id, team_id=team_id, updated_at=now, config_digest=digest,
                        profile=None if keep else _known(profile, entry), moves=moves, left=left, held_in=held_in,
-                       origin=origin)
+                       origin=origin, refused_moves=entry.refused_moves if entry is not None else {})
     return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=team_id, value=UpsertRep(
         team_id=team_id, profile=profile, at=now, held_elsewhere=updated.held_elsewhere,
         awaiting_handover=updated.awaiting_handover, keep=keep)),))
@@ -253,16 +267,27 @@ def _ask_again(entry: RepEntry, now: datetime) -> tuple[Outgoing, ...]:
 
 def _joined(entry: RepEntry | None, command: ReportJoin, now: datetime) -> RepTransition:
     """The team a move asked answered: the rep moves (the old team gets ``RemoveRep``), or stays."""
-    joining = entry.joining if entry is not None else None
-    if entry is None or joining is None or (joining.team_id, joining.move) != (command.team_id, command.move):
-        # About a move called off (its team got RemoveRep then), or one answered already (a replay).
-        if entry is not None and _took_in_unasked(entry, command):
-            return _let_go(entry, command, now)
-        return RepTransition(entry=entry)
+    if entry is None:
+        return RepTransition(entry=None)
+    joining = entry.joining
+    if joining is None or (joining.team_id, joining.move) != (command.team_id, command.move):
+        # About a move called off (its team got RemoveRep then), one answered already (a replay,
+        # or a copy of a question asked again), or a yes after a no.
+        return _late_answer(entry, command, now)
+    # The team's answers are read in the order it gave them: every copy of a question it refused
+    # before was answered before this one, so that refusal is over (replaced by this one if no).
+    refused_moves = _without_teams(entry.refused_moves, command.team_id)
     if command.refused is not None:
         # The rep stays where they were, with the profile they had; the refusal is kept to be seen.
         refusal = MoveRefusal(team_id=command.team_id, reason=command.refused, at=command.at)
-        return RepTransition(entry=replace(entry, joining=None, move_refused=refusal, updated_at=now))
+        if joining.taken_in:
+            # The team holds the rep already (a yes to an earlier question, read after its no):
+            # it keeps them on a no, so it is told to let them go, as a call-off does.
+            let_go, outgoing = _call_off(replace(entry, refused_moves=refused_moves), now,
+                                         reason=f"move refused by team {command.team_id}, which held the rep")
+            return RepTransition(entry=replace(let_go, move_refused=refusal, updated_at=now), outgoing=outgoing)
+        return RepTransition(entry=replace(entry, joining=None, move_refused=refusal, updated_at=now,
+                                           refused_moves={**refused_moves, command.team_id: command.move}))
     team_id, old = joining.team_id, entry.team_id
     # Back in a team they left: that team counts its own leads again (its departed rep became a
     # member with them), so it is no longer a team "left". The team left now reports again.
@@ -270,35 +295,38 @@ def _joined(entry: RepEntry | None, command: ReportJoin, now: datetime) -> RepTr
     held_in = {k: v for k, v in entry.held_in.items() if k not in (team_id, old)}
     updated = RepEntry(rep_id=entry.rep_id, team_id=team_id, updated_at=now, config_digest=joining.config_digest,
                        profile=joining.profile, moves=entry.moves, left=left, held_in=held_in,
-                       origin=joining.origin)
+                       origin=joining.origin, refused_moves=_without_teams(refused_moves, old))
     return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=old, value=RemoveRep(
         team_id=old, rep_id=entry.rep_id, reason=f"moved to team {team_id}", at=now, move=joining.move)),))
 
 
-def _took_in_unasked(entry: RepEntry, command: ReportJoin) -> bool:
-    """Whether a team said yes to the rep's last move after the directory had read its no.
+def _late_answer(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTransition:
+    """An answer that is not the one the waiting move waits for: mostly nothing to do.
 
-    A move asked twice (``_ask_again``) is answered twice: the first answer, a no, ends the move,
-    and the second can be a yes (the team made room in between). That team then holds the rep,
-    never eligible, while the directory keeps them in their team. Other late answers are not
-    this: a move called off had its team get ``RemoveRep`` after the question, and a move taken
-    made the team the rep's. (A change applied between the two answers forgets the no, and with
-    it this check: the team keeps the rep, never eligible, until a move there takes them in.)
+    A move called off had its team get ``RemoveRep`` after every copy of the question; a move taken
+    made the team the rep's; another copy of a refused question says no again. What does matter is
+    a yes to a question the team refused before (``refused_moves``), from a copy of it asked again
+    or sent again: the team took the rep in (it made room in between) while the directory keeps
+    them where the no left them. That team is told to let them go (``RemoveRep`` under that move,
+    as a call-off), unless a move to it waits for its answer: the rep is in it already, and the
+    answer says whether they stay (a yes moves them there, a no lets them go, ``Joining.taken_in``).
     """
-    refusal = entry.move_refused
-    return (command.refused is None and entry.joining is None and command.move == entry.moves
-            and refusal is not None and refusal.team_id == command.team_id != entry.team_id)
+    team_id, move = command.team_id, command.move
+    if command.refused is not None or entry.refused_moves.get(team_id) != move:
+        return RepTransition(entry=entry)
+    entry = replace(entry, refused_moves=_without_teams(entry.refused_moves, team_id), updated_at=now)
+    if team_id == entry.team_id:
+        return RepTransition(entry=entry)  # a replay read after the rep moved there: theirs now
+    joining = entry.joining
+    if joining is not None and joining.team_id == team_id:
+        return RepTransition(entry=replace(entry, joining=replace(joining, taken_in=True)))
+    stray = replace(entry, joining=Joining(team_id=team_id, move=move, profile=None, config_digest=None,
+                                           origin="api", since=now))
+    let_go, outgoing = _call_off(stray, now, reason=f"took the rep in on move {move} after refusing it")
+    return RepTransition(entry=replace(let_go, joining=entry.joining), outgoing=outgoing)
 
 
-def _let_go(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTransition:
-    """Have the team that took the rep in after the move ended let them go, as a call-off does."""
-    stray = replace(entry, joining=Joining(team_id=command.team_id, move=command.move, profile=None,
-                                           config_digest=None, origin="api", since=now))
-    updated, outgoing = _call_off(stray, now)
-    return RepTransition(entry=replace(updated, updated_at=now), outgoing=outgoing)
-
-
-def _call_off(entry: RepEntry, now: datetime) -> tuple[RepEntry, tuple[Outgoing, ...]]:
+def _call_off(entry: RepEntry, now: datetime, *, reason: str | None = None) -> tuple[RepEntry, tuple[Outgoing, ...]]:
     """Call off the move waiting for its answer: the team asked drops the rep if it took them in.
 
     Its ``RemoveRep`` carries the move's number. Where the rep had left that team holding leads,
@@ -311,10 +339,18 @@ def _call_off(entry: RepEntry, now: datetime) -> tuple[RepEntry, tuple[Outgoing,
     if joining.team_id in left:
         left[joining.team_id] = joining.move
         held_in.pop(joining.team_id, None)
-    return replace(entry, joining=None, left=left, held_in=held_in), (Outgoing(
+    # The RemoveRep comes after every copy of every question sent to that team: none is open.
+    refused_moves = _without_teams(entry.refused_moves, joining.team_id)
+    return replace(entry, joining=None, left=left, held_in=held_in, refused_moves=refused_moves), (Outgoing(
         channel="team.commands", key=joining.team_id, value=RemoveRep(
             team_id=joining.team_id, rep_id=entry.rep_id, at=now, move=joining.move,
-            reason=f"move called off: changed again before team {joining.team_id} answered")),)
+            reason=reason or f"move called off: changed again before team {joining.team_id} answered")),)
+
+
+def _without_teams(refused_moves: dict[str, int], *team_ids: str) -> dict[str, int]:
+    if not any(team_id in refused_moves for team_id in team_ids):
+        return refused_moves
+    return {k: v for k, v in refused_moves.items() if k not in team_ids}
 
 
 def _retire(entry: RepEntry | None, by: Origin, reason: str, now: datetime) -> RepTransition:
@@ -337,7 +373,8 @@ def _retire(entry: RepEntry | None, by: Origin, reason: str, now: datetime) -> R
     moves = entry.moves + 1
     left = {**{k: v for k, v in entry.left.items() if k != entry.team_id}, entry.team_id: moves}
     held_in = {k: v for k, v in entry.held_in.items() if k != entry.team_id}
-    updated = replace(entry, retired=by, origin=by, moves=moves, left=left, held_in=held_in, updated_at=now)
+    updated = replace(entry, retired=by, origin=by, moves=moves, left=left, held_in=held_in, updated_at=now,
+                      refused_moves=_without_teams(entry.refused_moves, entry.team_id))
     return RepTransition(entry=updated, outgoing=called_off + (Outgoing(
         channel="team.commands", key=entry.team_id, value=RemoveRep(
             team_id=entry.team_id, rep_id=entry.rep_id, reason=reason, at=now, move=moves)),))

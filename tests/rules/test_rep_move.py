@@ -328,6 +328,137 @@ def test_a_yes_after_a_no_to_the_same_move_asked_twice_lets_the_rep_go(monkeypat
     assert reps.apply(stayed.entry, replace(yes, move=0), T0).outgoing == ()
 
 
+def _step(bus: ShuffledBus, channel: str, key: str) -> list[Outgoing]:
+    """Deliver the next message waiting on one partition (the test picks the order, as Kafka may)."""
+    return bus.deliver((channel, key))
+
+
+def test_a_yes_after_a_no_read_while_another_move_waits_lets_the_rep_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The property's counterexample: the no was read, then the rep moved on, then the yes came.
+
+    cy's YAML has her in c; the API moves her to a, which is full. A worker starts: the YAML,
+    unchanged, asks a again (the API's move, ``_ask_again``). a says no to the first question, the
+    API moves cy to b, a makes room, and says yes to the second question. The directory read the
+    no and was waiting for b: it ignored the yes (``move_refused`` no longer matched), and a kept
+    cy for good, a member never eligible, while she moved to b (fails before: no RemoveRep to a).
+    """
+    monkeypatch.setattr(team, "MAX_REPS", 2)
+    bus = ShuffledBus()
+    for rep_id, team_id in (("al", "a"), ("bo", "a"), ("cy", "c")):
+        bus.post(Outgoing(channel="rep.commands", key=rep_id, value=seeded(rep_id, team_id, 2)))
+    while waiting := bus.waiting():
+        bus.deliver(waiting[0])
+    bus.post(Outgoing(channel="rep.commands", key="cy", value=put("cy", "a", 2)))  # the API: move 1, to a
+    [first] = values(_step(bus, "rep.commands", "cy"), "team.commands", UpsertRep)
+    bus.post(Outgoing(channel="rep.commands", key="bo", value=RetireRep(rep_id="bo", at=T0)))
+    _step(bus, "rep.commands", "bo")  # a is told to let bo go, after the question
+    bus.post(Outgoing(channel="rep.commands", key="cy", value=seeded("cy", "c", 2)))  # a worker's start
+    [second] = values(_step(bus, "rep.commands", "cy"), "team.commands", UpsertRep)
+    assert (first.team_id, first.join) == (second.team_id, second.join) == ("a", 1)
+    [no] = values(_step(bus, "team.commands", "a"), "rep.commands", ReportJoin)
+    assert no.refused is not None
+    _step(bus, "rep.commands", "cy")  # the no: cy stays in c
+    bus.post(Outgoing(channel="rep.commands", key="cy", value=put("cy", "b", 2)))  # the API: move 2, to b
+    _step(bus, "rep.commands", "cy")
+    assert bus.directory["cy"].joining is not None and bus.directory["cy"].joining.team_id == "b"
+    _step(bus, "team.commands", "a")  # bo leaves a: room for one
+    [yes] = values(_step(bus, "team.commands", "a"), "rep.commands", ReportJoin)
+    assert yes.refused is None and "cy" in bus.team("a").reps  # a took cy in, on the second question
+    [let_go] = values(_step(bus, "rep.commands", "cy"), "team.commands", RemoveRep)
+    assert (let_go.team_id, let_go.rep_id, let_go.move) == ("a", "cy", 1)
+    while waiting := bus.waiting():
+        bus.deliver(waiting[0])
+    entry = bus.directory["cy"]
+    assert (entry.team_id, entry.joining, entry.refused_moves) == ("b", None, {})
+    assert "cy" not in bus.team("a").reps and "cy" not in bus.team("c").reps
+    cy = bus.team("b").reps["cy"]
+    assert not cy.departed and not cy.awaiting_handover
+
+
+def _refused_then_taken_in(monkeypatch: pytest.MonkeyPatch) -> tuple[RepEntry, ReportJoin, TeamDriver]:
+    """fay (in a) is asked twice to move to b (a worker's start); b, full, says no to the first
+    question, makes room and says yes to the second. Returns the entry once the no is read, the
+    yes, and b."""
+    monkeypatch.setattr(team, "MAX_REPS", 1)
+    entry = RepEntry(rep_id="fay", team_id="a", updated_at=T0, profile=put("fay", "a", 2).profile)
+    asked = reps.apply(entry, seeded("fay", "b", capacity=3), T0)
+    again = reps.apply(asked.entry, seeded("fay", "b", capacity=3), T0)
+    b = TeamDriver()
+    b.send(UpsertRep(team_id="b", profile=put("gil", "b", 1).profile, at=T0), T0)
+    [no] = values(list(b.send(asked.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    b.send(RemoveRep(team_id="b", rep_id="gil", reason="moved", at=T0, move=1), T0)
+    [yes] = values(list(b.send(again.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    assert no.refused is not None and yes.refused is None and b.state is not None and "fay" in b.state.reps
+    stayed = reps.apply(asked.entry, no, T0).entry
+    assert stayed is not None and stayed.team_id == "a"
+    return stayed, yes, b
+
+
+@pytest.mark.parametrize("change", [
+    put("fay", "a", capacity=3),  # applied where she is: the known limit of dec211f (the no was forgotten)
+    put("fay", "c", capacity=2),  # another move, waiting for c's answer
+    RetireRep(rep_id="fay", at=T0),
+], ids=["changed in her team", "moving to another team", "retired"])
+def test_a_yes_after_a_no_lets_the_rep_go_whatever_changed_in_between(
+        monkeypatch: pytest.MonkeyPatch, change: PutRep | RetireRep) -> None:
+    stayed, yes, b = _refused_then_taken_in(monkeypatch)
+    changed = reps.apply(stayed, change, T0)
+    assert changed.entry is not None
+    late = reps.apply(changed.entry, yes, T0)
+    [let_go] = late.outgoing
+    assert let_go.key == "b" and isinstance(let_go.value, RemoveRep) and let_go.value.move == 1
+    assert (stayed.refused_moves, changed.entry.refused_moves) == ({"b": 1}, {"b": 1})
+    assert late.entry is not None and late.entry.refused_moves == {}
+    assert (late.entry.team_id, late.entry.joining, late.entry.retired) == (
+        changed.entry.team_id, changed.entry.joining, changed.entry.retired)
+    b.send(let_go.value, T0)
+    assert b.state is not None and "fay" not in b.state.reps
+    # Read again (a replay), the yes asks nothing more.
+    assert reps.apply(late.entry, yes, T0) == reps.RepTransition(entry=late.entry)
+
+
+def test_a_team_that_answers_a_later_question_has_no_refusal_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every copy of a question comes before a later one: the later answer closes the earlier no."""
+    stayed, yes, _ = _refused_then_taken_in(monkeypatch)
+    late = reps.apply(stayed, yes, T0)  # the yes after the no: b lets fay go
+    asked = reps.apply(late.entry, put("fay", "b", capacity=3), T0)  # asked again, as move 2
+    assert asked.entry is not None and asked.entry.joining is not None and asked.entry.joining.move == 2
+    no = ReportJoin(rep_id="fay", team_id="b", move=2, refused="full", at=T0)
+    refused = reps.apply(asked.entry, no, T0).entry
+    assert refused is not None and refused.refused_moves == {"b": 2}
+    yes2 = ReportJoin(rep_id="fay", team_id="b", move=2, refused=None, at=T0)
+    moved = reps.apply(reps.apply(refused, put("fay", "b", capacity=3), T0).entry, ReportJoin(
+        rep_id="fay", team_id="b", move=3, refused=None, at=T0), T0)
+    assert moved.entry is not None and moved.entry.team_id == "b" and moved.entry.refused_moves == {}
+    # A yes to move 2 read now would be a replay: b is her team, nothing is sent.
+    assert reps.apply(moved.entry, yes2, T0).outgoing == ()
+
+
+def test_a_team_that_holds_the_rep_and_refuses_the_move_that_waits_lets_them_go(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The yes after the no comes while another move to that same team waits for its answer: the
+    team holds the rep already, and keeps them if it refuses this move (too big): it is told to let
+    them go then, and not before (a yes would make it the rep's team)."""
+    stayed, yes, b = _refused_then_taken_in(monkeypatch)
+    bigger = replace(put("fay", "b", capacity=3), profile=replace(put("fay", "b", 3).profile, skills=("x" * 200,)))
+    asked = reps.apply(stayed, bigger, T0)
+    assert asked.entry is not None and asked.entry.joining is not None and asked.entry.joining.move == 2
+    late = reps.apply(asked.entry, yes, T0)  # b holds fay already: nothing to send yet
+    assert late.outgoing == () and late.entry is not None and late.entry.joining is not None
+    assert b.state is not None
+    monkeypatch.setattr(team, "STATE_BYTES_BUDGET", team.state_bytes(b.state))
+    [no] = values(list(b.send(asked.outgoing[-1].value, T0).outgoing), "rep.commands", ReportJoin)
+    assert no.refused is not None and "fay" in b.state.reps  # refused, and kept as she was
+    answered = reps.apply(late.entry, no, T0)
+    [let_go] = answered.outgoing
+    assert let_go.key == "b" and isinstance(let_go.value, RemoveRep) and let_go.value.move == 2
+    assert answered.entry is not None and (answered.entry.team_id, answered.entry.joining) == ("a", None)
+    assert answered.entry.move_refused is not None and answered.entry.move_refused.team_id == "b"
+    b.send(let_go.value, T0)
+    assert "fay" not in b.state.reps
+    assert late.entry.joining.taken_in and late.entry.refused_moves == {}
+
+
 # --- the property --------------------------------------------------------------------------
 
 TEAMS = ("a", "b", "c")
