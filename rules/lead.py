@@ -229,24 +229,24 @@ def _tell_opportunity_owner(state: LeadState, command: CaptureLead, now: datetim
     endpoint = policy.account_executives.get(state.team_id or "") or policy.account_executives.get("*")
     if opportunity is None or endpoint is None:
         return ()
-    touch = state.last_touch
-    body = {
-        "type": "lead.touched",
-        "timestamp": now,
-        "data": {
-            "lead_id": state.lead_id, "cycle": state.cycle, "lead": asdict(state.lead),
-            "opportunity": {"opportunity_id": opportunity.opportunity_id, "crm_id": opportunity.crm_id,
-                            "stage": opportunity.stage, "rep_id": opportunity.rep_id},
-            "team_id": state.team_id,
-            "touch": {"source": touch.source, "channel": touch.channel, "campaign": touch.campaign, "at": touch.at,
-                      **spelling},
-            "touches": state.touches,
-        },
-    }
+    body = _touched_body(state, now, spelling, {
+        "opportunity": {"opportunity_id": opportunity.opportunity_id, "crm_id": opportunity.crm_id,
+                        "stage": opportunity.stage, "rep_id": opportunity.rep_id},
+        "team_id": state.team_id})
     notify = Notify(webhook_id=webhook_id_for(opportunity.opportunity_id, f"lead.touched|{command.capture_id}"),
                     event_type="lead.touched", lead_id=state.lead_id, rep_id=None, url=endpoint.url,
                     secret=endpoint.secret, payload=body, created_at=now)
     return (Outgoing(channel="notifications", key=state.lead_id, value=notify),)
+
+
+def _touched_body(state: LeadState, now: datetime, spelling: dict[str, str], who: dict[str, Any]) -> dict[str, Any]:
+    """A ``lead.touched`` webhook's body: the lead, its last touch (and ``spelling``), and ``who`` holds it."""
+    touch = state.last_touch
+    return {"type": "lead.touched", "timestamp": now, "data": {
+        "lead_id": state.lead_id, "cycle": state.cycle, "lead": asdict(state.lead), **who,
+        "touch": {"source": touch.source, "channel": touch.channel, "campaign": touch.campaign, "at": touch.at,
+                  **spelling},
+        "touches": state.touches}}
 
 
 def _enrichment(state: LeadState) -> dict[str, Any] | None:
@@ -263,18 +263,8 @@ def _tell_owner(state: LeadState, command: CaptureLead, now: datetime,
     a = state.assignment
     if state.routing != "assigned" or a is None or not a.webhook_url or not a.webhook_secret:
         return ()
-    touch = state.last_touch
-    body = {
-        "type": "lead.touched",
-        "timestamp": now,
-        "data": {
-            "lead_id": state.lead_id, "cycle": state.cycle, "lead": asdict(state.lead),
-            "rep": {"rep_id": a.rep_id, "name": a.rep_name}, "team_id": a.team_id,
-            "touch": {"source": touch.source, "channel": touch.channel, "campaign": touch.campaign, "at": touch.at,
-                      **spelling},
-            "touches": state.touches, "sla_deadline": state.sla_deadline,
-        },
-    }
+    body = _touched_body(state, now, spelling, {"rep": {"rep_id": a.rep_id, "name": a.rep_name}, "team_id": a.team_id,
+                                                "sla_deadline": state.sla_deadline})
     notify = Notify(webhook_id=webhook_id_for(a.route_id, f"lead.touched|{command.capture_id}"),
                     event_type="lead.touched", lead_id=state.lead_id, rep_id=a.rep_id, url=a.webhook_url,
                     secret=a.webhook_secret, payload=body, created_at=now)
