@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
@@ -25,10 +24,11 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from standardwebhooks import Webhook
 
 from ops.stack import StackConfig, stack_down, stack_status, stack_up
-from ops.stack.kafka import find_java
 from tests.integration.harness import SECRET, Worker, WorkerSpec, eventually, free_port, read_json_topic
 
 SCHEDULE = (0.5, 1.0, 1.5, 2.0)  # 5 attempts over 5 s: Standard Webhooks' shape, scaled down
@@ -410,13 +410,17 @@ async def test_kafka_down_a_capture_is_refused_quickly_and_honestly_the_worker_u
         await asyncio.to_thread(stack_up, spec.stack, progress=lambda _: None)  # leave it running for others
 
 
-def _topic_config(stack: StackConfig, topic: str, *change: str) -> None:
-    """Kafka's own ``kafka-configs.sh --alter`` (its ConfigCommand class, from the stack's Kafka jars)."""
-    libs = stack.cache_dir / f"kafka-{stack.kafka_version}" / "libs"
-    out = subprocess.run([find_java(), "-cp", f"{libs}/*", "kafka.admin.ConfigCommand", "--bootstrap-server",
-                          stack.kafka_bootstrap, "--entity-type", "topics", "--entity-name", topic, "--alter", *change],
-                         capture_output=True, text=True, timeout=60, check=False)
-    assert out.returncode == 0 and "Completed updating config" in out.stdout, out.stdout + out.stderr
+async def _topic_config(stack: StackConfig, topic: str, configs: dict[str, str]) -> None:
+    """Set ``topic``'s configs through Kafka's AlterConfigs API (what ``kafka-configs.sh --alter``
+    sends, without its JVM's start)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+    finally:
+        await admin.close()
+    errors = [(code, message) for r in responses for code, message, *_ in r.resources if code]
+    assert not errors, errors
 
 
 @pytest.mark.timeout(180)
@@ -432,16 +436,15 @@ async def test_min_insync_replicas_above_the_replicas_the_broker_takes_writes_an
     worker = Worker(spec)
     try:
         await worker.wait_ready()
-        await asyncio.to_thread(_topic_config, spec.stack, f"{spec.app_id}.leads.inbound",
-                                "--add-config", "min.insync.replicas=2")
+        await _topic_config(spec.stack, f"{spec.app_id}.leads.inbound", {"min.insync.replicas": "2"})
         status, body, _ = await _post(api, worker, [{"email": "isr@caps.example"}])
         assert status == 202 and body["accepted"] == 1, body
         await asyncio.sleep(11)  # past the idle bound: the next /readyz checks the broker
         seen = []
-        for _ in range(6):
+        for _ in range(4):
             async with api.get(f"{worker.url}/readyz") as r:
                 seen.append((r.status, (await r.json())["detail"]))
-            await asyncio.sleep(1)
+            await asyncio.sleep(0.5)
         assert all(status == 200 for status, _ in seen), seen
         assert "does not answer this idle worker" not in worker.log(lines=2000)
     finally:

@@ -30,7 +30,7 @@ from tests.integration.test_crash_verifier import REPS, Run, _config, _consume_e
 pytestmark = pytest.mark.integration
 
 SESSION_S = 10.0  # broker_session_timeout, streams/app.py
-PAUSE_S = SESSION_S + 8.0  # past the session, with time for the other worker to take over and write
+PAUSE_S = SESSION_S + 4.0  # past the session (the guard needs 10.25 s), and time for the other worker to take over
 BATCH = 6  # leads per post, about 6 a second: load while the worker is paused
 
 
@@ -71,7 +71,7 @@ async def test_a_worker_paused_past_its_session_exits_and_nothing_is_lost_or_sta
         to = {"w": other}  # captures go to the worker that stays up; reads are relayed to owners
         tasks.append(asyncio.create_task(_consume_events(spec, run, stop_events)))
         tasks.append(asyncio.create_task(_feed(api, to, run, stop_feed)))
-        await asyncio.sleep(6.0)
+        await asyncio.sleep(3.0)
 
         victim.proc.send_signal(signal.SIGSTOP)
         paused_at = time.monotonic()
@@ -87,7 +87,7 @@ async def test_a_worker_paused_past_its_session_exits_and_nothing_is_lost_or_sta
         restarted = Worker(spec, port=victim.port, data_dir=victim.data_dir)
         workers[workers.index(victim)] = restarted
         await restarted.wait_ready(timeout=120)
-        await asyncio.sleep(8.0)
+        await asyncio.sleep(3.0)
         stop_feed.set()
         await tasks.pop()
 
