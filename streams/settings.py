@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from connectors.api.client_address import TrustedProxies
 from connectors.auth import SCOPES, Scope, key_problem, parse_scopes
 from leadflow.errors import ConfigError
 from rules.delivery import STANDARD_SCHEDULE, parse_schedule
@@ -271,6 +272,13 @@ def _redis_url(env: Mapping[str, str], default: str) -> str:
     return raw
 
 
+def _trusted_proxies(env: Mapping[str, str]) -> TrustedProxies:
+    try:
+        return TrustedProxies.parse(env.get("LEADFLOW_TRUSTED_PROXIES", ""))
+    except ValueError as exc:
+        raise ConfigError(f"environment variable LEADFLOW_TRUSTED_PROXIES: {exc}") from None
+
+
 class _Problems:
     """Every settings error at once: ``take`` runs one reader and keeps its error for the end."""
 
@@ -346,6 +354,11 @@ class Settings:
     max_import_rows: int = 100_000
     #: Hosts a browser form post may be redirected to, comma-separated (``LEADFLOW_ALLOWED_REDIRECT_HOSTS``).
     allowed_redirect_hosts: frozenset[str] = frozenset()
+    #: The load balancers and reverse proxies in front of the API, comma-separated addresses and
+    #: networks (``LEADFLOW_TRUSTED_PROXIES``). A request from one of them is taken to come from
+    #: the right-most ``X-Forwarded-For`` address that is not one (what the API limits failed
+    #: authentications by); empty, the default: no header is believed, the peer is the client.
+    trusted_proxies: TrustedProxies = TrustedProxies()
     #: Per-attempt webhook timeout in seconds (``LEADFLOW_WEBHOOK_TIMEOUT``).
     webhook_timeout_s: float = 10.0
     #: Python log level of the worker (``LEADFLOW_LOG_LEVEL``).
@@ -438,6 +451,7 @@ class Settings:
                                    fallback=d.max_import_rows),
             allowed_redirect_hosts=frozenset(
                 h.strip().lower() for h in env.get("LEADFLOW_ALLOWED_REDIRECT_HOSTS", "").split(",") if h.strip()),
+            trusted_proxies=p.take(_trusted_proxies, env, fallback=d.trusted_proxies),
             webhook_timeout_s=p.take(_positive_seconds, env, "LEADFLOW_WEBHOOK_TIMEOUT", d.webhook_timeout_s,
                                      fallback=d.webhook_timeout_s),
             log_level=p.take(_log_level, env.get("LEADFLOW_LOG_LEVEL") or d.log_level, fallback=d.log_level),

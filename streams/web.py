@@ -519,5 +519,6 @@ def mount(app: LeadflowApp, faust_web: Any) -> None:
         frameworks=runtime.policy.frameworks,
         crm_events=_crm_events_auth(),
         regions=runtime.config.routing.regions,
+        trusted_proxies=settings.trusted_proxies,
     )
     mount_api(faust_web.web_app, ctx)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from connectors.api.client_address import FORWARDED_FOR, TrustedProxies
 from connectors.api.errors import ApiError
 from connectors.api.ports import EnginePort
 from connectors.auth import SCOPES, ApiKey, Keyring, Scope
@@ -22,7 +23,7 @@ from rules.qualification import DEFAULT_FRAMEWORKS, Framework
 from sla.clock import Clock
 
 __all__ = ["ApiContext", "CONTEXT", "Unauthenticated", "ScopeRefused", "AuthBlocked", "context", "authenticate",
-           "enforce_rate_limit", "guard_failed_auth", "read_json", "lead_owner", "read_object"]
+           "enforce_rate_limit", "guard_failed_auth", "client_address", "read_json", "lead_owner", "read_object"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +53,8 @@ class ApiContext:
     crm_events: EventsAuth | None = None
     #: The config's ``routing.regions`` (name -> countries): a rep territory naming one is expanded.
     regions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Proxies whose ``X-Forwarded-For`` names the client (``LEADFLOW_TRUSTED_PROXIES``); none: the peer is.
+    trusted_proxies: TrustedProxies = TrustedProxies()
 
 
 CONTEXT = web.AppKey("leadflow_api", ApiContext)
@@ -107,9 +110,8 @@ async def guard_failed_auth(request: web.Request, handler: Callable[[web.Request
     Only requests that send an ``Authorization`` header count and can be refused: one without cannot
     guess a key, and the provider and CRM webhooks are authenticated by their signatures instead.
     A right key is answered only once Redis says its address is not over the limit on any worker
-    (``FailedAuthLimit.shared_block``); a wrong one is refused by its own count. The client is the
-    connection's peer address (an IPv6 one by its /64, which one host may hold whole): behind a
-    load balancer, all of its clients together.
+    (``FailedAuthLimit.shared_block``); a wrong one is refused by its own count. The client is
+    ``client_address``: the connection's peer, or behind a trusted proxy the address it forwarded.
     """
     ctx = context(request)
     header = request.headers.get("Authorization")
@@ -130,7 +132,7 @@ async def guard_failed_auth(request: web.Request, handler: Callable[[web.Request
 
 async def _held(ctx: ApiContext, request: web.Request, header: str,
                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    address = _client(request.remote)
+    address = client_address(request)
     wait = ctx.failed_auth.blocked_for(address, ctx.clock.now())
     if wait is None and ctx.keyring.authenticate(header) is not None:
         wait = await ctx.failed_auth.shared_block(address, ctx.clock.now(), ctx.rate_limiter)
@@ -143,6 +145,18 @@ async def _held(ctx: ApiContext, request: web.Request, header: str,
                 raise
             wait = decision.retry_after_s
     raise AuthBlocked(ctx.failed_auth.per_minute, wait)
+
+
+def client_address(request: web.Request) -> str:
+    """The address the API keys a client by: the connection's peer, or, when the peer is one of
+    ``ctx.trusted_proxies``, the client address they forwarded in ``X-Forwarded-For``
+    (``TrustedProxies.client``; a header from any other peer is ignored: anyone can write one).
+    An IPv6 client is keyed by its /64, which one host may hold whole."""
+    proxies = context(request).trusted_proxies
+    remote = request.remote
+    if proxies:
+        remote = proxies.client(remote, request.headers.getall(FORWARDED_FOR, []))
+    return _client(remote)
 
 
 def _client(remote: str | None) -> str:

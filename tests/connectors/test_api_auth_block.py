@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from connectors.api import ApiContext, mount_api
+from connectors.api.client_address import TrustedProxies
 from connectors.capture_store import CaptureStore
 from connectors.rate_limit import FailedAuthLimit, RateLimiter, gcra
 from ops.metrics import Metrics
@@ -169,6 +170,53 @@ async def test_after_a_failed_lookup_redis_is_left_alone_for_a_while(
     assert (await _capture(client)).status == 202
     assert redis.gets == 2
     assert sample(metrics, "leadflow_redis_degraded_total", operation="failed_auth_block") == 2
+
+
+# --- behind a load balancer -------------------------------------------------------------
+
+#: The test server's peer is 127.0.0.1: the load balancer in front of the workers.
+BALANCER = TrustedProxies.parse("127.0.0.0/8")
+
+
+def _from(address: str, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` as the balancer passes them on for a client at ``address`` (it appends its peer)."""
+    return {**headers, "X-Forwarded-For": address}
+
+
+async def test_behind_a_trusted_balancer_a_guesser_blocks_itself_not_the_clients_beside_it(
+        serve: Serve, engine: FakeEngine, clock: FakeClock) -> None:
+    redis = CountingRedis()
+    first, second = await serve(redis, trusted_proxies=BALANCER), await serve(redis, trusted_proxies=BALANCER)
+    for _ in range(3):
+        assert (await first.get("/v1/teams/emea", headers=_from("203.0.113.7", WRONG))).status == 401
+    await error_of(await first.get("/v1/teams/emea", headers=_from("203.0.113.7", WRONG)), 429, "rate_limited")
+    # The guesser's right key is refused on every worker, as without a balancer ...
+    await error_of(await second.post("/v1/leads", json={"email": "a@example.com"},
+                                     headers=_from("203.0.113.7", bearer("web-form"))), 429, "rate_limited")
+    # ... and a client beside it, through the same balancer, is not: its own count is untouched.
+    for worker in (first, second):
+        answer = await worker.post("/v1/leads", json={"email": "b@example.com"},
+                                   headers=_from("198.51.100.9", bearer("web-form")))
+        assert answer.status == 202, await answer.text()
+    assert (await first.get("/v1/teams/emea", headers=_from("198.51.100.9", WRONG))).status == 401
+    # The guesser gains nothing by writing another address before the one the balancer appends.
+    spoofed = _from("198.51.100.9, 203.0.113.7", bearer("web-form"))
+    await error_of(await second.post("/v1/leads", json={"email": "a@example.com"}, headers=spoofed), 429,
+                   "rate_limited")
+    # An IPv6 client is one by its /64, forwarded or not.
+    for _ in range(3):
+        await first.get("/v1/teams/emea", headers=_from("2001:db8:1:2::7", WRONG))
+    await error_of(await first.get("/v1/teams/emea", headers=_from("2001:db8:1:2::8", WRONG)), 429, "rate_limited")
+    assert (await first.get("/v1/teams/emea", headers=_from("2001:db8:1:3::8", WRONG))).status == 401
+
+
+@pytest.mark.parametrize("trusted", [TrustedProxies(), TrustedProxies.parse("10.0.0.0/8")])
+async def test_an_x_forwarded_for_from_a_peer_that_is_no_trusted_proxy_is_ignored(
+        serve: Serve, trusted: TrustedProxies) -> None:
+    client = await serve(CountingRedis(), trusted_proxies=trusted)  # the peer, 127.0.0.1, is not trusted
+    statuses = [(await client.get("/v1/teams/emea", headers=_from(f"198.51.100.{n}", WRONG))).status
+                for n in range(5)]
+    assert statuses == [401] * 3 + [429] * 2  # a new address each time bought no new guesses
 
 
 # --- the parts --------------------------------------------------------------------------

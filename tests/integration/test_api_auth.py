@@ -157,6 +157,48 @@ async def test_an_address_blocked_on_one_worker_is_refused_by_the_other_through_
         second.stop()
 
 
+class BehindBalancer(ScopedSpec):
+    """The deployment behind a load balancer at 127.0.0.1 (the tests' own address)."""
+
+    def env(self, port: int, data_dir: Path) -> dict[str, str]:
+        return {**super().env(port, data_dir), "LEADFLOW_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"}
+
+
+async def test_behind_a_trusted_balancer_wrong_keys_are_counted_by_the_forwarded_address(spec: WorkerSpec) -> None:
+    worker = Worker(BehindBalancer(stack=spec.stack, tmp=spec.tmp, config_yaml=CONFIG))
+    redis = aioredis.Redis.from_url(spec.stack.redis_url)
+    guesser, neighbour = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.9"}
+    try:
+        await worker.wait_ready()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+            statuses = []
+            for n in range(31):
+                async with http.get(f"{worker.url}/v1/teams/default",
+                                    headers={**guesser, **_bearer(f"wrong-key-{n:04}-0123456789")}) as r:
+                    statuses.append(r.status)
+            assert statuses == [401] * 30 + [429], statuses
+            async with http.post(f"{worker.url}/v1/leads", json={"email": "guesser@example.com"},
+                                 headers={**guesser, **_bearer(WEB_FORM_KEY)}) as r:
+                assert r.status == 429, await r.text()
+            # The client beside it, behind the same balancer, is not blocked.
+            async with http.post(f"{worker.url}/v1/leads", json={"email": "neighbour@example.com"},
+                                 headers={**neighbour, **_bearer(WEB_FORM_KEY)}) as r:
+                assert r.status == 202, await r.text()
+        assert await redis.exists(f"{worker.spec.app_id}:rate:auth-failures:203.0.113.7")
+        assert not await redis.exists(f"{worker.spec.app_id}:rate:auth-failures:127.0.0.1")
+    finally:
+        await redis.aclose()
+        worker.stop()
+
+
+def test_a_bad_trusted_proxy_stops_the_worker_naming_it(spec: WorkerSpec) -> None:
+    env = {**spec.env(6066, spec.tmp / "data"), "LEADFLOW_TRUSTED_PROXIES": "10.0.0.0/8,lb.internal"}
+    done = subprocess.run([sys.executable, "-m", "leadflow", "worker", "--check-config"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "environment variable LEADFLOW_TRUSTED_PROXIES: 'lb.internal' is not an IP address" in done.stderr
+
+
 @pytest.mark.parametrize(("keys", "needle"), [
     ("short-key", "key 1 has 9 characters; at least 16"),
     (f"{API_KEY}:reed", "key 1: after its last ':' expected scopes"),
