@@ -23,7 +23,9 @@ path segment only the outbound message's endpoint URL knows) and the envelope's
 restrict the peer address to Salesforce's published ranges. Each notification is mapped, signed
 and forwarded; Salesforce gets its ``<Ack>true</Ack>`` only when leadflow accepted every one, so
 it redelivers the message otherwise (redeliveries carry the same notification ids: leadflow
-answers those it took with its first answer). A bad envelope is a 400 SOAP fault, never a 500.
+answers those it took with its first answer). A notification about an Opportunity without a lead
+id (one leadflow did not make) is skipped and logged by its ids: no redelivery could change it,
+so it does not hold the message back. A bad envelope is a 400 SOAP fault, never a 500.
 docs/QUALIFICATION.md walks through both.
 """
 from __future__ import annotations
@@ -51,6 +53,7 @@ from connectors.webhook_signing import signed_headers
 from ops.salesforce_outbound import (
     ACK,
     EnvelopeError,
+    NotLeadflows,
     SalesforceFields,
     fault,
     id15,
@@ -197,7 +200,8 @@ def relay_app(*, events_secret: str, leadflow_url: str, hubspot_secret: str | No
               public_url: str | None = None, salesforce: SalesforceRoute | None = None) -> web.Application:
     """``POST /hubspot``: 204 once leadflow took the event; leadflow's 4xx passed back; 502 makes HubSpot retry.
 
-    ``POST /salesforce/{token}``: 200 with the SOAP Ack once leadflow took every notification;
+    ``POST /salesforce/{token}``: 200 with the SOAP Ack once leadflow took every notification
+    (but those about an Opportunity without a lead id, skipped and logged: ``NotLeadflows``);
     otherwise a SOAP fault (400 for an unreadable envelope or an unmappable notification, 403 for
     another org or address, leadflow's 4xx for a refused event, 502 when leadflow did not answer),
     and Salesforce delivers the message again later.
@@ -247,9 +251,18 @@ def relay_app(*, events_secret: str, leadflow_url: str, hubspot_secret: str | No
                                          "serves"), 403)
         unmapped: list[str] = []
         mapped: list[tuple[str, dict[str, Any]]] = []
+        skipped = 0
         for notification in message.notifications:
             try:
                 mapped.append(salesforce_event(notification, salesforce.fields))
+            except NotLeadflows as exc:
+                # Not leadflow's: retrying can never change that, and a fault would have Salesforce
+                # send the whole message again for 24 h. Its ids only: the Opportunity is a customer's.
+                skipped += 1
+                log.warning("salesforce relay: skipped notification %s (Opportunity %s): it has no %s, so "
+                            "leadflow did not make it; acknowledged (if every notification says so, add the "
+                            "field to the outbound message)", exc.notification_id, exc.record_id or "?",
+                            salesforce.fields.lead_id)
             except ValueError as exc:
                 unmapped.append(str(exc))
         gate = asyncio.Semaphore(_SF_PARALLEL)
@@ -281,8 +294,9 @@ def relay_app(*, events_secret: str, leadflow_url: str, hubspot_secret: str | No
         status = 502 if 502 in statuses else (400 if 400 in statuses else statuses[0])
         shown = "; ".join(text for _, text in problems[:5]) + (f"; and {len(problems) - 5} more"
                                                                   if len(problems) > 5 else "")
-        summary = (f"{len(message.notifications) - len(problems)} of {len(message.notifications)} notification(s) "
-                   f"taken by leadflow; Salesforce will deliver the message again: {shown}")
+        aside = f", {skipped} skipped (no {salesforce.fields.lead_id})" if skipped else ""
+        summary = (f"{len(message.notifications) - len(problems) - skipped} of {len(message.notifications)} "
+                   f"notification(s) taken by leadflow{aside}; Salesforce will deliver the message again: {shown}")
         return _soap(fault("Server" if status == 502 else "Client", summary), status)
 
     async def session(app: web.Application) -> AsyncIterator[None]:
@@ -315,7 +329,8 @@ Salesforce (a flow's Outbound Message on Opportunity, unsigned SOAP):
   Outbound messages carry no signature: the relay refuses any other OrganizationId (403) and any other
   path (404); add --salesforce-allow-from for Salesforce's published IP ranges when the relay sees
   Salesforce's own address (not behind a proxy). Salesforce gets <Ack>true</Ack> only when leadflow took
-  every notification, and delivers the message again otherwise, for up to 24 h.
+  every notification, and delivers the message again otherwise, for up to 24 h. A notification about an
+  Opportunity without Leadflow_Lead_Id__c (one leadflow did not make) is skipped, logged by its ids.
 
 Both routes can run in one relay. Environment: LEADFLOW_CRM_EVENTS_SECRET (the worker's CRM events secret,
 whsec_...), HUBSPOT_CLIENT_SECRET (the HubSpot app's client secret), SALESFORCE_OUTBOUND_TOKEN (24 to 128

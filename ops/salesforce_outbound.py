@@ -40,7 +40,7 @@ from xml.sax.saxutils import escape
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-__all__ = ["EnvelopeError", "Notification", "OutboundMessage", "SalesforceFields", "ACK", "fault",
+__all__ = ["EnvelopeError", "NotLeadflows", "Notification", "OutboundMessage", "SalesforceFields", "ACK", "fault",
            "parse_outbound_message", "same_org", "salesforce_event", "MAX_NOTIFICATIONS"]
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -68,6 +68,20 @@ def fault(code: str, message: str) -> bytes:
 
 class EnvelopeError(ValueError):
     """The body is not an Outbound Message leadflow can read; the text says where."""
+
+
+class NotLeadflows(ValueError):
+    """A notification about an Opportunity without leadflow's lead id: one leadflow did not make.
+
+    Nothing in it is for leadflow, and no redelivery can change that, so the relay takes the
+    message's other notifications and acknowledges it (a fault would have Salesforce send the
+    whole message again for 24 hours). The text names the notification and the field, no value.
+    """
+
+    def __init__(self, message: str, *, notification_id: str, record_id: str | None) -> None:
+        super().__init__(message)
+        self.notification_id = notification_id
+        self.record_id = record_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +212,8 @@ def _flag(value: str | None, name: str, notification_id: str) -> bool | None:
 
 
 def salesforce_event(notification: Notification, fields: SalesforceFields) -> tuple[str, dict[str, Any]]:
-    """``(webhook-id, event)`` for ``POST /v1/crm/events``; ``ValueError`` naming the notification and field.
+    """``(webhook-id, event)`` for ``POST /v1/crm/events``; ``ValueError`` naming the notification and field
+    (``NotLeadflows`` when the Opportunity has no lead id).
 
     ``IsWon`` true is ``opportunity.won`` (with ``Amount``), ``IsClosed`` true and not won is
     ``opportunity.lost`` (with the loss reason field, if configured), any other stage
@@ -210,12 +225,15 @@ def salesforce_event(notification: Notification, fields: SalesforceFields) -> tu
         raise ValueError(f"notification {nid}: the sObject is {notification.sobject_type or 'untyped'}, "
                          "not an Opportunity")
     lead_id, stage, record_id = values.get(fields.lead_id), values.get("StageName"), values.get("Id")
-    for name, value in ((fields.lead_id, lead_id), ("StageName", stage), ("Id", record_id)):
+    if not lead_id:
+        raise NotLeadflows(f"notification {nid}: the Opportunity has no {fields.lead_id} (add it to the outbound "
+                           f"message's fields; filter opportunities leadflow did not make out in the flow: "
+                           f"{fields.lead_id} is not blank)", notification_id=nid,
+                           record_id=record_id if record_id and _RECORD_ID.fullmatch(record_id) else None)
+    for name, value in (("StageName", stage), ("Id", record_id)):
         if not value:
-            hint = (f"; filter opportunities leadflow did not make out in the flow: {name} is not blank"
-                    if name == fields.lead_id else "")
             raise ValueError(f"notification {nid}: the Opportunity has no {name} (add it to the outbound "
-                             f"message's fields{hint})")
+                             "message's fields)")
     assert lead_id and stage and record_id
     won = _flag(values.get("IsWon"), "IsWon", nid)
     closed = _flag(values.get("IsClosed"), "IsClosed", nid)

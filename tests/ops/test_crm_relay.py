@@ -184,13 +184,40 @@ async def test_no_ack_unless_leadflow_took_every_notification(
     async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
         answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message)
         text = await answer.text()
-        assert answer.status == 400 and "<Ack>" not in text, text
+        assert answer.status == 409 and "<Ack>" not in text, text  # leadflow's refusal, the only problem left
         said = _fault(text)
-        assert said.startswith("1 of 3 notification(s) taken by leadflow; Salesforce will deliver the message again")
-        assert "notification 04l5e00000Gx7R1AAJ: the Opportunity has no Leadflow_Lead_Id__c" in said
+        assert said.startswith("1 of 3 notification(s) taken by leadflow, 1 skipped (no Leadflow_Lead_Id__c); "
+                               "Salesforce will deliver the message again: "), said
+        assert "04l5e00000Gx7R1AAJ" not in said  # skipped: not what holds the message back
         assert "sfdc_04l5e00000Gx7R0AAJ: leadflow refused it (409 conflict: " in said
     # The notification leadflow could take was taken, once; Salesforce's redelivery will be answered from memory.
     assert [lead_id for lead_id, _ in engine.lead_commands] == [taken_lead]
+
+
+async def test_a_notification_without_a_lead_id_is_skipped_and_the_message_acked(
+        leadflow: tuple[TestClient[web.Request, web.Application], FakeEngine],
+        caplog: pytest.LogCaptureFixture) -> None:
+    # An Opportunity leadflow did not make carries no lead id, in this delivery and every later one:
+    # a fault had Salesforce send the whole message again for 24 h, for nothing.
+    client, engine = leadflow
+    clock = FakeClock(datetime.now(UTC))
+    lead_id, opportunity_id = _converted(engine, clock, "marta@northwind.example")
+    message = envelope(
+        opportunity("04l5e00000Gx7QzAAJ", lead_id=lead_id).replace(OPPORTUNITY_ID, opportunity_id),
+        opportunity("04l5e00000Gx7R1AAJ", record_id="0065e00000XyZwVAAV", lead_id=None),
+        opportunity("04l5e00000Gx7R2AAJ", lead_id=None, extra='<sf:Leadflow_Lead_Id__c xsi:nil="true"/>'))
+    caplog.set_level(logging.INFO, logger="ops.crm_relay")
+    async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
+        answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message, headers={"Content-Type": "text/xml"})
+        assert answer.status == 200 and await answer.read() == ACK
+    assert [lead for lead, _ in engine.lead_commands] == [lead_id]  # the good one taken, once
+    skipped = [r.getMessage() for r in caplog.records if "skipped notification" in r.getMessage()]
+    assert len(skipped) == 2, skipped
+    assert skipped[0].startswith("salesforce relay: skipped notification 04l5e00000Gx7R1AAJ (Opportunity "
+                                 "0065e00000XyZwVAAV): it has no Leadflow_Lead_Id__c, so leadflow did not make it; "
+                                 "acknowledged")
+    assert "04l5e00000Gx7R2AAJ" in skipped[1]
+    assert "No budget this year" not in caplog.text and "48000" not in caplog.text  # ids, never the deal's values
 
 
 async def test_leadflow_unreachable_is_a_server_fault_salesforce_retries() -> None:

@@ -8,6 +8,7 @@ from connectors.api.crm_events import CRM_EVENT_MODEL
 from ops.salesforce_outbound import (
     ACK,
     EnvelopeError,
+    NotLeadflows,
     SalesforceFields,
     fault,
     id15,
@@ -74,8 +75,22 @@ def test_a_nil_field_is_no_value() -> None:
     (parsed,) = parse_outbound_message(envelope(opportunity(lead_id=None, extra=(
         '<sf:Leadflow_Lead_Id__c xsi:nil="true"/>')))).notifications
     assert parsed.fields["Leadflow_Lead_Id__c"] is None
-    with pytest.raises(ValueError, match="has no Leadflow_Lead_Id__c"):
+    with pytest.raises(NotLeadflows, match="has no Leadflow_Lead_Id__c") as caught:
         salesforce_event(parsed, FIELDS)
+    assert (caught.value.notification_id, caught.value.record_id) == ("04l5e00000Gx7QzAAJ", "0065e00000AbCdEAAV")
+
+
+@pytest.mark.parametrize("notification", [
+    opportunity().replace("<sf:StageName>Closed Lost</sf:StageName>", ""),
+    opportunity(won="maybe"),
+    opportunity().replace('sf:Opportunity"', 'sf:Account"'),
+])
+def test_only_a_missing_lead_id_says_the_opportunity_is_not_leadflows(notification: str) -> None:
+    # The others are the outbound message's configuration, for its admin to see and fix: still faults.
+    (parsed,) = parse_outbound_message(envelope(notification)).notifications
+    with pytest.raises(ValueError) as caught:
+        salesforce_event(parsed, FIELDS)
+    assert not isinstance(caught.value, NotLeadflows)
 
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
