@@ -3,6 +3,12 @@
 Audit s16-dedup #7: the same key sent at once with four different bodies had all four accepted
 (the contract says 422), and concurrent copies of one request were each captured and answered
 anew. The key is now claimed atomically in Redis (``SET NX``) before anything is captured.
+
+"At once" is made sure of, not hoped for (``HeldBodies``): each request goes on its own
+connection with a body that stops after its first byte, so the worker has every request and can
+answer none (it reads the body before the key is looked at) until the test lets all the bodies
+finish together. Requests that merely ran one after another would pass without the claim: the
+first one's stored answer alone refuses the others.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -31,10 +38,57 @@ async def worker(spec: WorkerSpec, receiver: Receiver) -> AsyncIterator[Worker]:
         yield started
 
 
-async def _post(api: aiohttp.ClientSession, worker: Worker, body: dict[str, Any], key: str
-                ) -> tuple[int, Any, dict[str, str]]:
+Answer = tuple[int, Any, dict[str, str]]
+
+
+async def _post(api: aiohttp.ClientSession, worker: Worker, body: dict[str, Any], key: str) -> Answer:
     async with api.post(f"{worker.url}/v1/leads", json=body, headers={"Idempotency-Key": key}) as r:
         return r.status, await r.json(content_type=None), dict(r.headers)
+
+
+class HeldBodies:
+    """Request bodies that each send their first byte, then wait until every one has, and the test lets go.
+
+    aiohttp asks a streamed body for its next chunk only once it has written the previous one, so
+    ``all_sent`` set means every request's headers and first byte are on its own connection.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count, self.sent = count, 0
+        self.all_sent, self.go = asyncio.Event(), asyncio.Event()
+
+    async def body(self, payload: bytes) -> AsyncIterator[bytes]:
+        yield payload[:1]
+        self.sent += 1
+        if self.sent == self.count:
+            self.all_sent.set()
+        await self.go.wait()
+        yield payload[1:]
+
+
+async def _post_at_once(api: aiohttp.ClientSession, worker: Worker, bodies: list[dict[str, Any]], key: str
+                        ) -> list[Answer]:
+    """``bodies`` sent with one ``Idempotency-Key``, all of them at the worker before any can be answered."""
+    held = HeldBodies(len(bodies))
+
+    async def post(session: aiohttp.ClientSession, body: dict[str, Any]) -> Answer:
+        async with session.post(f"{worker.url}/v1/leads", data=held.body(orjson.dumps(body)),
+                                headers={"Idempotency-Key": key, "Content-Type": "application/json"}) as r:
+            return r.status, await r.json(content_type=None), dict(r.headers)
+
+    # A connection each (none waits for another's to be free), the API key as the shared session has it.
+    async with aiohttp.ClientSession(headers=api.headers, timeout=aiohttp.ClientTimeout(total=15),
+                                     connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:
+        posts = [asyncio.ensure_future(post(session, body)) for body in bodies]
+        try:
+            await asyncio.wait_for(held.all_sent.wait(), 10)
+            # Every request is at the worker, and none can have been answered: no body is complete.
+            assert not any(p.done() for p in posts), [p.result() for p in posts if p.done()]
+            held.go.set()
+            return list(await asyncio.gather(*posts))
+        finally:
+            for p in posts:
+                p.cancel()
 
 
 def _lead_id(email: str) -> str:
@@ -46,7 +100,7 @@ async def test_one_key_sent_at_once_with_different_bodies_captures_one_of_them(
         worker: Worker, api: aiohttp.ClientSession) -> None:
     for round_ in range(ROUNDS):
         emails = [f"idem.{round_}.{i}@concurrent.example" for i in range(AT_ONCE)]
-        answers = await asyncio.gather(*(_post(api, worker, {"email": e}, f"diff-{round_}") for e in emails))
+        answers = await _post_at_once(api, worker, [{"email": e} for e in emails], f"diff-{round_}")
         statuses = sorted(status for status, _, _ in answers)
         assert statuses == [202] + [422] * (AT_ONCE - 1), answers
         assert all(body["error"]["code"] == "idempotency_key_reused" for status, body, _ in answers if status == 422)
@@ -62,7 +116,7 @@ async def test_copies_of_one_request_sent_at_once_are_answered_once(worker: Work
     in_use = 0
     for round_ in range(ROUNDS):
         body, key = {"email": f"same.{round_}@concurrent.example"}, f"same-{round_}"
-        answers = await asyncio.gather(*(_post(api, worker, body, key) for _ in range(AT_ONCE)))
+        answers = await _post_at_once(api, worker, [body] * AT_ONCE, key)
         fresh = [b for status, b, h in answers if status == 202 and "Idempotent-Replayed" not in h]
         replayed = [b for status, b, h in answers if status == 202 and "Idempotent-Replayed" in h]
         busy = [(b, h) for status, b, h in answers if status == 409]
@@ -76,7 +130,7 @@ async def test_copies_of_one_request_sent_at_once_are_answered_once(worker: Work
         assert (status, again, headers.get("Idempotent-Replayed")) == (202, fresh[0], "true")
         lead = await eventually(lambda: get_lead(api, worker, fresh[0]["lead_id"]), what="the lead")
         assert lead["touches"] == 1
-    # The requests did overlap (else this test proved nothing about concurrency).
+    # The held bodies made them overlap: copies that found the first in flight were told so.
     assert in_use > 0
 
 
