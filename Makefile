@@ -19,9 +19,10 @@ run: install
 	$(BIN)/leadflow run
 
 ## The whole suite: unit, property, agent and integration tests (the suite starts Kafka and Redis itself).
+## The unit run goes beside the integration run (tests/suite.py); plain `pytest` runs them one after another.
 test: install
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m tests.suite
 
 ## Everything but the integration tests (no Kafka needed).
 test-fast: install
