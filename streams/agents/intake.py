@@ -1,7 +1,8 @@
 """Turn raw inbound records (HTTP API or external producers) into ``CaptureLead`` commands.
 
-Anything that cannot be a lead goes to ``leads.rejected`` with its original bytes and a
-machine-readable reason in the record headers; the stream never stalls on bad input.
+Anything that cannot be a lead goes to ``leads.rejected`` with its original bytes (left out when
+they would make the dead letter too large for Kafka) and a machine-readable reason in the record
+headers; the stream never stalls on bad input, and waits for Kafka to store the dead letter.
 
 Each valid lead is looked up by the HTTP providers of the ``enrichment:`` config (in parallel,
 within one time budget, ``connectors/enrichment``) before its command is sent; the record counts
@@ -22,31 +23,107 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from connectors.enrichment import Enricher
 from connectors.lead_input import LeadInvalid, RecordRefused, open_meta, read_record, validate_lead
 from rules.account_book import capture_outgoing
 from rules.commands import CaptureLead
+from streams import stopping, topics
 from streams.agents._batch import take_ready
 from streams.app import app, runtime
 from streams.topics import leads_inbound, leads_rejected, publish
 
-__all__ = ["capture_leads", "reject", "settle_background"]
+__all__ = ["capture_leads", "dead_letters", "reject", "settle_background", "too_large"]
 
 log = logging.getLogger(__name__)
 
+#: A dead letter Kafka refuses as too large (the producer's ``max_request_size``, 1,000,000 bytes by
+#: Faust's default, or the topic's ``max.message.bytes``): the same record will never pass, a smaller
+#: one may. aiokafka raises the first, Faust wraps it in ``ProducerSendError`` when the producer refuses.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+#: The first wait after a dead letter Kafka did not take; doubled up to ``_RETRY_MAX_S``, as ``publish``.
+_RETRY_S = 0.5
+_RETRY_MAX_S = 10.0
+#: How long one attempt waits for Kafka's acknowledgement, as ``publish``'s (Faust's own bound is 20 min).
+_ACK_TIMEOUT_S = 30.0
+
+
+def dead_letters(raw: bytes | None, reason: str, detail: Any, origin: str) -> list[tuple[bytes, dict[str, bytes]]]:
+    """The forms of a record's dead letter, as ``(value, headers)``, from whole to smallest.
+
+    The first carries the original bytes. A record near Kafka's size limit makes it too large (the
+    headers come on top): the next leaves the bytes out and says how many there were, then the
+    detail goes too. The reason and ``leadflow-origin`` (topic:partition:offset, where the record
+    itself stays until the topic's retention) are in every form.
+    """
+    value = raw or b""
+    headers = {"leadflow-reason": reason.encode(), "leadflow-detail": orjson.dumps(detail),
+               "leadflow-origin": origin.encode()}
+    if not value:
+        return [(value, headers)]
+    omitted = {**headers, "leadflow-value-omitted": str(len(value)).encode()}
+    return [(value, headers), (b"", omitted), (b"", {**omitted, "leadflow-detail": orjson.dumps(
+        {"message": "the record and its detail were too large for leads.rejected; read it at leadflow-origin"})})]
+
+
+def too_large(exc: BaseException) -> bool:
+    """Whether Kafka refused a record for its size (the error itself or the one it wraps)."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # Faust wraps aiokafka's error once; a loop of causes must not hang here
+        if seen is None:
+            return False
+        if isinstance(seen, _TOO_LARGE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> None:
-    """Dead-letter a record: original bytes as the value, the reason in headers."""
-    headers = {
-        "leadflow-reason": reason.encode(),
-        "leadflow-detail": orjson.dumps(detail),
-        "leadflow-origin": origin.encode(),
-    }
-    sent = await leads_rejected.send(key=None, value=raw or b"", headers=headers)
-    await sent  # acknowledged before the record counts as processed
+    """Dead-letter a record: original bytes as the value, the reason in headers.
+
+    Returns once Kafka has acknowledged the dead letter, and never raises for Kafka: the body of a
+    ``take_ready`` batch that raises is acked, so a refused dead letter lost its record and every
+    lead of its batch not yet published (session 17: 5 of 6 leads). A dead letter too large for the
+    topic or the producer is sent again smaller (``dead_letters``). Any other refusal, or no answer,
+    is retried like ``publish``: the feed waits for Kafka, and once the worker is stopping the
+    process ends without acking the batch (``streams/stopping.py``), which is read again after the
+    restart. A dead letter not acknowledged in time may still be stored besides the retry's copy.
+    """
+    forms = dead_letters(raw, reason, detail, origin)
+    delay = _RETRY_S
+    while True:
+        value, headers = forms[0]
+        attempt = asyncio.ensure_future(_stored(value, headers))
+        try:
+            # publish's wait and back-off (private to topics): one stop rule for every write a batch waits for.
+            stored = await topics._unless_stopping(attempt)
+        except asyncio.CancelledError:
+            attempt.cancel()
+            raise
+        except Exception as exc:  # aiokafka's KafkaError family, Faust's ProducerSendError, the timeout
+            if too_large(exc) and len(forms) > 1:
+                forms = forms[1:]
+                log.warning("intake: the dead letter of the record at %s is too large for Kafka (%s); "
+                            "sending it without %s", origin, type(exc).__name__,
+                            "the record's bytes" if len(forms) == 2 else "its detail either")
+                continue
+            log.warning("intake: the dead letter of the record at %s was not stored (%s); retrying in %.1f s",
+                        origin, type(exc).__name__, delay)
+        else:
+            if stored:
+                break
+            attempt.cancel()  # tests only: in a worker the process ends on the next line
+            topics._give_up(1, f"Kafka has not acknowledged a dead letter {stopping.STOPPING_GRACE_S:.0f} s "
+                               "into the stop")
+        await topics._sleep_unless_stopping(delay, 1)
+        delay = min(delay * 2, _RETRY_MAX_S)
     runtime.metrics.leads_rejected.labels("kafka", reason).inc()
+
+
+async def _stored(value: bytes, headers: dict[str, bytes]) -> None:
+    sent = await leads_rejected.send(key=None, value=value, headers=headers)
+    await topics.acknowledged([sent], _ACK_TIMEOUT_S)
 
 
 #: How far a record's own ``_meta.received_at`` may be from now before it is ignored (clock skew,
