@@ -15,7 +15,12 @@ a key comes from the same partition.
 Acks: ``take_ready`` (like Faust's ``take_events``) turns the stream's automatic acks off and
 acks every event of a batch in the ``finally`` around its ``yield``, that is once the agent asks
 for the next batch, after its body has done its writes and awaited its sends. An exception in
-the body acks the batch too (DESIGN §5: retries and dead letters are explicit).
+the body acks the batch too (DESIGN §5: retries and dead letters are explicit), but only when
+Python finalizes the abandoned generator, not when the body raised, and Faust's restarted agent
+may take nothing from the stream until then (docs/RELIABILITY.md, "Open findings"). So a body
+must not raise: it catches a record's or a batch's bug itself, and a write it waits for is
+retried until Kafka acknowledges it, or ends the process once the worker stops (``publish``, the
+intake's ``reject``): a refused dead letter that raised lost its record and its batch (session 17).
 
 A commit of the acked offsets waits until Kafka has acknowledged the changelog records of the
 writes before them (``streams/faust_fixes.py``, fix 4): the agent itself never waits for that.
@@ -60,8 +65,9 @@ async def take_ready(stream: Any, max_: int = BATCH) -> AsyncIterator[list[Any]]
 
     Same contract as ``take_events`` otherwise: the stream's automatic acks are off and every
     event of a batch is acked when the agent asks for the next one (after its writes and sends),
-    or when the body raises. It uses the stream's processor and passive-drainer hooks the way
-    ``take_events`` does (faust/streams.py); ``_enable_passive`` is private Faust API.
+    or after the body raised, once the generator is finalized (see the module's docstring). It
+    uses the stream's processor and passive-drainer hooks the way ``take_events`` does
+    (faust/streams.py); ``_enable_passive`` is private Faust API.
     """
     waiting = stream.channel.queue
     events: list[Any] = []
