@@ -382,9 +382,10 @@ class UpsertRep:
     #: ``RepProfile`` fields to take from the rep's current profile in this team, if they have one
     #: (``PutRep.keep``, when the directory had no profile of the rep to fill them from).
     keep: tuple[str, ...] = ()
-    #: A rep moving in from another team: the directory's move number (``RepEntry.moves``), which
-    #: the team's answer (``ReportJoin``) carries back; the rep leaves their team only once this
-    #: team has taken them in. 0: not a move, no answer.
+    #: The directory's question number (``RepEntry.moves``), which the team's answer (``ReportJoin``)
+    #: carries back: a rep moving in leaves their team only once this team has taken them in, and a
+    #: new rep or a change in the rep's team shows as taken only once it has been. 0: no answer (not
+    #: sent by the directory).
     join: int = 0
 
 
@@ -499,10 +500,12 @@ class ReportHeld:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReportJoin:
-    """A team answers a move (``UpsertRep.join``): it took the rep in, or refused them and why.
+    """A team answers an ``UpsertRep`` the directory numbered (``join``): taken in, or refused and why.
 
-    Sent by the team agent. The directory moves the rep (``RemoveRep`` to the team they leave)
-    only on a yes; on a no the rep stays where they were. Replays answer the same again.
+    Sent by the team agent. For a move, the directory moves the rep (``RemoveRep`` to the team they
+    leave) only on a yes; on a no the rep stays where they were. For a new rep or a change in the
+    rep's team, the directory shows what the team holds (``member``, ``profile``). Replays answer
+    the same again.
     """
 
     rep_id: str
@@ -511,6 +514,11 @@ class ReportJoin:
     #: Why the team refused the rep (counts and bounds only, as ``RepRefusal.reason``); ``None``: taken in.
     refused: str | None
     at: datetime
+    #: Whether the team holds the rep as a member after this command (not departed); ``None``: a
+    #: worker older than this field, which said only yes or no.
+    member: bool | None = None
+    #: The rep's profile as the team holds it after this command (``None``: not a member).
+    profile: RepProfile | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,7 +60,8 @@ from rules.commands import (
     UpsertRep,
 )
 
-__all__ = ["Origin", "Joining", "MoveRefusal", "RepEntry", "RepTransition", "apply", "profile_changes", "profile_digest"]
+__all__ = ["Origin", "Joining", "MoveRefusal", "Refusal", "RepEntry", "RepTransition", "apply", "latest_profile",
+           "profile_changes", "profile_digest"]
 
 #: Where a rep's last applied change came from: the YAML (``PutRep.from_config``) or the API.
 Origin: TypeAlias = Literal["config", "api"]
@@ -68,10 +69,11 @@ Origin: TypeAlias = Literal["config", "api"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Joining:
-    """A move to another team that waits for that team's answer (``ReportJoin``).
+    """A question that waits for a team's answer (``ReportJoin``): a move to another team, or (its
+    ``team_id`` the entry's) a new rep or a change in the rep's team.
 
     What the entry becomes when the team takes the rep in; until then the entry is the rep as
-    they were.
+    they were (a new rep: in no team yet, ``RepEntry.member``).
     """
 
     team_id: str
@@ -88,13 +90,17 @@ class Joining:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MoveRefusal:
-    """The last move of the rep that its team refused: the rep stayed where they were."""
+class Refusal:
+    """A change of the rep that a team refused (a move, or a new rep or change in their team)."""
 
     team_id: str
     #: The team's reason: counts and bounds only, never a name or an address.
     reason: str
     at: datetime
+
+
+#: The name ``move_refused`` was first kept under.
+MoveRefusal = Refusal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,10 +110,12 @@ class RepEntry:
     updated_at: datetime
     #: Fingerprint of the YAML profile last applied (``None``: never seeded from the YAML).
     config_digest: str | None = None
-    #: How many times the rep changed team (numbers each ``RemoveRep``).
+    #: The last number given to a question or a departure of the rep (each ``UpsertRep.join`` and
+    #: each ``RemoveRep.move``): they grow, so an answer or a report is told apart from older ones.
     moves: int = 0
-    #: The profile last sent to the rep's team (``None``: not known, an entry from before it was
-    #: kept): a ``PutRep`` that leaves fields out takes them from here.
+    #: The rep's profile as their team holds it, as last heard (``None``: not known, an entry from
+    #: before it was kept); for a rep no team took, as last asked. A ``PutRep`` that leaves fields
+    #: out takes them from here (or from the change waiting in their team, ``joining``).
     profile: RepProfile | None = None
     #: Teams the rep left while they may still hold leads there -> the move that left them.
     left: dict[str, int] = field(default_factory=dict)
@@ -119,10 +127,11 @@ class RepEntry:
     #: Retired by whom (``None``: active): ``"config"``, the YAML no longer names them (naming them
     #: again brings them back); ``"api"``, ``DELETE /v1/reps`` (an unchanged YAML entry does not).
     retired: Origin | None = None
-    #: A move asked of another team, not answered yet (``None``: none).
+    #: A question not answered yet (``None``: none): a move to another team, or a new rep or a
+    #: change waiting for their team (``joining.team_id == team_id``).
     joining: Joining | None = None
     #: The last move a team refused, until the rep's next change is applied (``None``: none).
-    move_refused: MoveRefusal | None = None
+    move_refused: Refusal | None = None
     #: Teams that said no to a move of the rep -> that move, while a copy of the question may still
     #: be answered (asked again, or sent again by a replay): the team may say yes to it, having
     #: made room, and then holds the rep without the directory having moved them. Kept until the
@@ -130,6 +139,20 @@ class RepEntry:
     #: until the rep's next change (``move_refused``): a change does not make the copies go away.
     #: At most one per team (its last no).
     refused_moves: dict[str, int] = field(default_factory=dict)
+    #: Whether ``team_id`` holds the rep as a member, as its last answer said (``False``: a new rep
+    #: it has not taken yet or refused, or a retired rep). An entry from before it was kept: ``True``.
+    member: bool = True
+    #: The last change in the rep's team that it refused, until a change there is taken (``None``:
+    #: none): the entry keeps what the team holds, and a new rep stays in no team.
+    refused: Refusal | None = None
+    #: The number of the last answer read from the rep's team, or of the departure that made the
+    #: earlier ones stale (a retirement): an older answer from it (a replay) says nothing new.
+    answered: int = 0
+    #: A question of the rep's team that a move replaced in ``joining`` before its answer was read
+    #: (``None``: none): until that answer (or a later one from the team) is read, the directory
+    #: does not know what the team holds. Asked again with the move (``_ask_again``); a change in
+    #: the team, a yes to the move or a retirement makes it moot.
+    unanswered: Joining | None = None
 
     @property
     def seeded(self) -> bool:
@@ -139,6 +162,11 @@ class RepEntry:
         an API change since cannot be told apart, and the YAML having dropped the rep says enough.
         """
         return self.origin == "config" or (self.origin is None and self.config_digest is not None)
+
+    @property
+    def in_team(self) -> bool:
+        """Whether the rep is a member of ``team_id``, active: what the team takes them for."""
+        return self.member and self.retired is None
 
     @property
     def held_elsewhere(self) -> int:
@@ -186,8 +214,10 @@ def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransitio
         # directory reads the first answer and no other (``_joined``).
         return RepTransition(entry=entry, outgoing=_ask_again(entry, now))
     called_off: tuple[Outgoing, ...] = ()
-    if entry is not None and entry.joining is not None:
+    if entry is not None and entry.joining is not None and entry.joining.team_id != entry.team_id:
         entry, called_off = _call_off(entry, now)
+    # A change waiting in the rep's team is not called off: the next question replaces it, and
+    # the team's answers, read in the order it gave them, each say what it holds (``_answered``).
     transition = _put_now(entry, command, now)
     return RepTransition(entry=transition.entry, outgoing=called_off + transition.outgoing)
 
@@ -195,10 +225,11 @@ def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransitio
 def _put_now(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransition:
     team_id = command.profile.team_id
     profile, keep = command.profile, command.keep
+    base = latest_profile(entry)
     if entry is not None and keep:
-        if entry.profile is not None:
+        if base is not None:
             # An update names what it changes; what it leaves out stays (the webhook above all).
-            profile = replace(profile, **{name: getattr(entry.profile, name) for name in keep if name != "team_id"})
+            profile = replace(profile, **{name: getattr(base, name) for name in keep if name != "team_id"})
             keep = ()
         # else: the team fills them from the rep's profile there (UpsertRep.keep).
     elif entry is None:
@@ -206,26 +237,54 @@ def _put_now(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTrans
     digest = entry.config_digest if entry is not None else None
     if command.from_config:
         if (entry is not None and entry.config_digest == profile_digest(command.profile)
-                and entry.retired != "config"):
+                and entry.retired != "config" and entry.joining is None and entry.unanswered is None):
             # The YAML did not change: keep what the API changed (a DELETE included). A rep the
-            # YAML's roster retired and that it names again comes back.
+            # YAML's roster retired and that it names again comes back. Not while a change in the
+            # rep's team waits for its answer (another file's: the API's is asked again above):
+            # what the team holds is not known, and this file is the latest word.
             return RepTransition(entry=entry)
         digest = profile_digest(command.profile)
     origin: Origin = "config" if command.from_config else "api"
     if entry is not None and entry.team_id != team_id:
         return _ask_to_join(entry, command, profile, keep, digest, origin, now)
-    moves, left, held_in = (entry.moves, entry.left, entry.held_in) if entry is not None else (0, {}, {})
-    if entry is not None and entry.retired is not None:
-        # Back in the team they were retired from: the leads they still hold there count there
-        # again, as a member's (the team's UpsertRep ends their departure).
-        left = {k: v for k, v in left.items() if k != team_id}
-        held_in = {k: v for k, v in held_in.items() if k != team_id}
-    updated = RepEntry(rep_id=command.rep_id, team_id=team_id, updated_at=now, config_digest=digest,
-                       profile=None if keep else _known(profile, entry), moves=moves, left=left, held_in=held_in,
-                       origin=origin, refused_moves=entry.refused_moves if entry is not None else {})
-    return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=team_id, value=UpsertRep(
-        team_id=team_id, profile=profile, at=now, held_elsewhere=updated.held_elsewhere,
-        awaiting_handover=updated.awaiting_handover, keep=keep)),))
+    if entry is None:
+        entry = RepEntry(rep_id=command.rep_id, team_id=team_id, updated_at=now, member=False, origin=origin)
+    # A new rep, or a change in the rep's team: asked of the team as a move is, and shown as taken
+    # only once the team says so (``_answered``); until then the entry is the rep as they were.
+    move = entry.moves + 1
+    joining = Joining(team_id=team_id, move=move, profile=None if keep else _known(profile, base),
+                      config_digest=digest, origin=origin, since=now)
+    # A question replaced earlier is answered before this one: this one's answer says it all.
+    asked = replace(entry, moves=move, joining=joining, updated_at=now, unanswered=None)
+    return RepTransition(entry=asked, outgoing=(_in_team_request(asked, profile, keep, move, now),))
+
+
+def _in_team_request(entry: RepEntry, profile: RepProfile, keep: tuple[str, ...], move: int,
+                     now: datetime) -> Outgoing:
+    """The ``UpsertRep`` that asks the rep's own team to take the rep (new, changed, or back), as ``move``."""
+    left, held_in = _back_in(entry, entry.team_id)
+    settled = replace(entry, left=left, held_in=held_in)
+    return Outgoing(channel="team.commands", key=entry.team_id, value=UpsertRep(
+        team_id=entry.team_id, profile=profile, at=now, held_elsewhere=settled.held_elsewhere,
+        awaiting_handover=settled.awaiting_handover, keep=keep, join=move))
+
+
+def _back_in(entry: RepEntry, team_id: str) -> tuple[dict[str, int], dict[str, int]]:
+    """``left`` and ``held_in`` with the rep in ``team_id``: the leads they hold there count there, as a member's."""
+    if team_id not in entry.left and team_id not in entry.held_in:
+        return entry.left, entry.held_in
+    return ({k: v for k, v in entry.left.items() if k != team_id},
+            {k: v for k, v in entry.held_in.items() if k != team_id})
+
+
+def latest_profile(entry: RepEntry | None) -> RepProfile | None:
+    """The rep's profile as last asked for: a new rep or a change waiting in their team, else the entry's."""
+    if entry is None:
+        return None
+    joining = entry.joining
+    if joining is not None and joining.team_id == entry.team_id and joining.profile is not None:
+        return joining.profile
+    return entry.profile
 
 
 def _ask_to_join(entry: RepEntry, command: PutRep, profile: RepProfile, keep: tuple[str, ...],
@@ -237,10 +296,17 @@ def _ask_to_join(entry: RepEntry, command: PutRep, profile: RepProfile, keep: tu
     """
     team_id = profile.team_id
     move = entry.moves + 1
-    joining = Joining(team_id=team_id, move=move, profile=None if keep else _known(profile, entry),
+    joining = Joining(team_id=team_id, move=move, profile=None if keep else _known(profile, latest_profile(entry)),
                       config_digest=digest, origin=origin, since=now)
-    return RepTransition(entry=replace(entry, moves=move, joining=joining, updated_at=now),
-                         outgoing=(_join_request(entry, profile, keep, team_id, move, now),))
+    unanswered = entry.unanswered
+    again: tuple[Outgoing, ...] = ()
+    if entry.joining is not None and entry.joining.team_id == entry.team_id:
+        unanswered = entry.joining  # a change in the rep's team, not answered yet: kept (``unanswered``)
+    elif unanswered is not None and unanswered.profile is not None:
+        # Still not answered (lost, maybe): asked again with this move, so the team says what it holds.
+        again = (_in_team_request(entry, unanswered.profile, (), unanswered.move, now),)
+    return RepTransition(entry=replace(entry, moves=move, joining=joining, updated_at=now, unanswered=unanswered),
+                         outgoing=again + (_join_request(entry, profile, keep, team_id, move, now),))
 
 
 def _join_request(entry: RepEntry, profile: RepProfile, keep: tuple[str, ...], team_id: str, move: int,
@@ -259,16 +325,27 @@ def _ask_again(entry: RepEntry, now: datetime) -> tuple[Outgoing, ...]:
     The profile is the one the entry will hold (``Joining.profile``): the one first sent, its
     secret filled from the entry when that one had none, as the team would have kept it.
     """
-    joining = entry.joining
+    joining, unanswered = entry.joining, entry.unanswered
+    again: tuple[Outgoing, ...] = ()
+    if unanswered is not None and unanswered.profile is not None:
+        # The change in the rep's team the move replaced: its answer may be the lost one.
+        again = (_in_team_request(entry, unanswered.profile, (), unanswered.move, now),)
     if joining is None or joining.profile is None:
-        return ()  # a partial update of an entry without a profile: the fields it left out are not known
-    return (_join_request(entry, joining.profile, (), joining.team_id, joining.move, now),)
+        return again  # a partial update of an entry without a profile: the fields it left out are not known
+    if joining.team_id == entry.team_id:
+        return again + (_in_team_request(entry, joining.profile, (), joining.move, now),)
+    return again + (_join_request(entry, joining.profile, (), joining.team_id, joining.move, now),)
 
 
 def _joined(entry: RepEntry | None, command: ReportJoin, now: datetime) -> RepTransition:
-    """The team a move asked answered: the rep moves (the old team gets ``RemoveRep``), or stays."""
+    """The team a move asked answered: the rep moves (the old team gets ``RemoveRep``), or stays.
+
+    An answer from the rep's own team is about a new rep or a change there (``_answered``).
+    """
     if entry is None:
         return RepTransition(entry=None)
+    if command.team_id == entry.team_id:
+        return _answered(entry, command, now)
     joining = entry.joining
     if joining is None or (joining.team_id, joining.move) != (command.team_id, command.move):
         # About a move called off (its team got RemoveRep then), one answered already (a replay,
@@ -286,18 +363,69 @@ def _joined(entry: RepEntry | None, command: ReportJoin, now: datetime) -> RepTr
             let_go, outgoing = _call_off(replace(entry, refused_moves=refused_moves), now,
                                          reason=f"move refused by team {command.team_id}, which held the rep")
             return RepTransition(entry=replace(let_go, move_refused=refusal, updated_at=now), outgoing=outgoing)
-        return RepTransition(entry=replace(entry, joining=None, move_refused=refusal, updated_at=now,
-                                           refused_moves={**refused_moves, command.team_id: command.move}))
+        stayed = replace(entry, joining=None, move_refused=refusal, updated_at=now,
+                         refused_moves={**refused_moves, command.team_id: command.move})
+        # A change in their team the move replaced, not answered yet: asked again, so that team says
+        # what it holds (its answer may be the one lost; nothing else would ask for the API's).
+        unanswered = entry.unanswered
+        again = () if unanswered is None or unanswered.profile is None else (
+            _in_team_request(stayed, unanswered.profile, (), unanswered.move, now),)
+        return RepTransition(entry=stayed, outgoing=again)
     team_id, old = joining.team_id, entry.team_id
     # Back in a team they left: that team counts its own leads again (its departed rep became a
     # member with them), so it is no longer a team "left". The team left now reports again.
     left = {**{k: v for k, v in entry.left.items() if k != team_id}, old: joining.move}
     held_in = {k: v for k, v in entry.held_in.items() if k not in (team_id, old)}
+    profile = command.profile if command.member and command.profile is not None else joining.profile
     updated = RepEntry(rep_id=entry.rep_id, team_id=team_id, updated_at=now, config_digest=joining.config_digest,
-                       profile=joining.profile, moves=entry.moves, left=left, held_in=held_in,
-                       origin=joining.origin, refused_moves=_without_teams(refused_moves, old))
+                       profile=profile, moves=entry.moves, left=left, held_in=held_in,
+                       origin=joining.origin, refused_moves=_without_teams(refused_moves, old), answered=joining.move)
     return RepTransition(entry=updated, outgoing=(Outgoing(channel="team.commands", key=old, value=RemoveRep(
         team_id=old, rep_id=entry.rep_id, reason=f"moved to team {team_id}", at=now, move=joining.move)),))
+
+
+def _answered(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTransition:
+    """The rep's own team answered: a new rep or a change there was taken, or refused.
+
+    The team answers its questions in the order they were asked, each answer saying what it holds
+    after it (``ReportJoin.member`` and ``profile``), so the entry takes that as it comes, the
+    answer to a change replaced since included: the later one may be refused, and the team then
+    holds the earlier one. A yes makes the rep a member again (a retired rep brought back), and a
+    no to the change waiting keeps the refusal to be seen (``refused``). An answer older than one
+    read, or than a retirement, is a replay: the team has said or been told since.
+    """
+    if command.move < entry.answered:
+        return RepTransition(entry=entry)
+    joining = entry.joining
+    waited = joining if joining is not None and (joining.team_id, joining.move) == (command.team_id, command.move) \
+        else None
+    member, profile = entry.member, entry.profile
+    if command.member is not None:
+        member = command.member
+        profile = command.profile if command.profile is not None else profile
+    elif command.refused is None:
+        # A yes from a worker older than ``member``: the team holds what it was asked to.
+        member = True
+        profile = waited.profile if waited is not None and waited.profile is not None else profile
+    if waited is not None and profile is None:
+        profile = waited.profile  # a new rep no team took: kept as asked, for the next PUT to fill from
+    unanswered = entry.unanswered if entry.unanswered is not None and entry.unanswered.move > command.move else None
+    updated = replace(entry, member=member, profile=profile, answered=command.move, updated_at=now,
+                      refused_moves=_without_teams(entry.refused_moves, command.team_id), unanswered=unanswered)
+    if waited is not None:
+        updated = replace(updated, joining=None)
+        if command.refused is not None:
+            updated = replace(updated, refused=Refusal(team_id=command.team_id, reason=command.refused, at=command.at))
+        else:
+            updated = replace(updated, config_digest=waited.config_digest, origin=waited.origin)
+    if command.refused is None:
+        # Taken: a member (back, if retired), whose leads in this team count as its own again.
+        left, held_in = _back_in(updated, command.team_id)
+        updated = replace(updated, member=True, retired=None, left=left, held_in=held_in, refused=None,
+                          move_refused=None)
+    if replace(updated, updated_at=entry.updated_at) == entry:
+        return RepTransition(entry=entry)  # the same answer again (a replay): nothing to write
+    return RepTransition(entry=updated)
 
 
 def _late_answer(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTransition:
@@ -315,8 +443,6 @@ def _late_answer(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTran
     if command.refused is not None or entry.refused_moves.get(team_id) != move:
         return RepTransition(entry=entry)
     entry = replace(entry, refused_moves=_without_teams(entry.refused_moves, team_id), updated_at=now)
-    if team_id == entry.team_id:
-        return RepTransition(entry=entry)  # a replay read after the rep moved there: theirs now
     joining = entry.joining
     if joining is not None and joining.team_id == team_id:
         return RepTransition(entry=replace(entry, joining=replace(joining, taken_in=True)))
@@ -362,9 +488,14 @@ def _retire(entry: RepEntry | None, by: Origin, reason: str, now: datetime) -> R
     if entry is None:
         return RepTransition(entry=None)
     called_off: tuple[Outgoing, ...] = ()
-    if entry.joining is not None:
+    asked_here = entry.joining is not None and entry.joining.team_id == entry.team_id
+    if entry.joining is not None and not asked_here:
         entry, called_off = _call_off(entry, now)
-    if entry.retired is not None:
+    if asked_here:
+        # A change waiting in the rep's team (a retired rep brought back, maybe): the RemoveRep below
+        # comes after it, and its answer, older than the retirement, says nothing (``_answered``).
+        entry = replace(entry, joining=None)
+    elif entry.retired is not None:
         # Already out of the team. A DELETE of a rep the roster retired makes it the API's: the
         # YAML naming them again, unchanged, no longer brings them back.
         if by == "api" and entry.retired != "api":
@@ -374,16 +505,17 @@ def _retire(entry: RepEntry | None, by: Origin, reason: str, now: datetime) -> R
     left = {**{k: v for k, v in entry.left.items() if k != entry.team_id}, entry.team_id: moves}
     held_in = {k: v for k, v in entry.held_in.items() if k != entry.team_id}
     updated = replace(entry, retired=by, origin=by, moves=moves, left=left, held_in=held_in, updated_at=now,
-                      refused_moves=_without_teams(entry.refused_moves, entry.team_id))
+                      refused_moves=_without_teams(entry.refused_moves, entry.team_id), member=False,
+                      answered=moves, unanswered=None)
     return RepTransition(entry=updated, outgoing=called_off + (Outgoing(
         channel="team.commands", key=entry.team_id, value=RemoveRep(
             team_id=entry.team_id, rep_id=entry.rep_id, reason=reason, at=now, move=moves)),))
 
 
-def _known(profile: RepProfile, entry: RepEntry | None) -> RepProfile:
+def _known(profile: RepProfile, base: RepProfile | None) -> RepProfile:
     """The profile as the team will hold it: an update without a secret keeps the one it had."""
-    if profile.webhook_secret is None and entry is not None and entry.profile is not None:
-        return replace(profile, webhook_secret=entry.profile.webhook_secret)
+    if profile.webhook_secret is None and base is not None:
+        return replace(profile, webhook_secret=base.webhook_secret)
     return profile
 
 

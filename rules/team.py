@@ -28,8 +28,9 @@ The roster is bounded, because the whole state is one table value and one Kafka 
 takes at most ``MAX_REPS`` reps, and its encoded state at most ``STATE_BYTES_BUDGET`` bytes. An
 ``UpsertRep`` past either bound is refused: the roster stays as it was, and the refusal is kept in
 ``TeamState.refused_reps`` (the team view shows it) for the agent to log and count. An
-``UpsertRep`` that moves a rep in (``join``) is answered either way (``ReportJoin``): the rep
-leaves their old team only once this one has taken them in (``rules.reps``). The API checks
+``UpsertRep`` the rep directory numbered (``join``) is answered either way (``ReportJoin``, with
+what the team holds of the rep after it): a rep moving in leaves their old team only once this one
+has taken them in, and a new rep or a change shows as taken only once it is (``rules.reps``). The API checks
 the same bounds first (``admission_problem``); the team is the last line, for the PUTs the API
 could not judge (a team owned by another worker, two PUTs racing).
 """
@@ -645,9 +646,14 @@ def _upsert(work: _Work, command: UpsertRep, now: datetime) -> None:
             rep = rep.with_timezone_of(current.profile, now)
     problem = _admission_problem(work.state, rep)
     if command.join:
-        # A rep moving in: the directory moves them only on a yes, else they stay in their team.
+        # The directory's question: a rep moving in moves only on a yes, else they stay in their
+        # team; a new rep or a change shows as taken only once it is. The answer says what this
+        # team holds after it: the new profile on a yes, the one it had (or none) on a no.
+        held = rep if problem is None else current
+        member = held is not None and not held.departed
         work.outgoing.append(Outgoing(channel="rep.commands", key=rep.rep_id, value=ReportJoin(
-            rep_id=rep.rep_id, team_id=work.state.team_id, move=command.join, refused=problem, at=now)))
+            rep_id=rep.rep_id, team_id=work.state.team_id, move=command.join, refused=problem, at=now,
+            member=member, profile=held.profile if held is not None and member else None)))
     if problem is not None:
         # The roster stays as it was; the refusal is kept (one per rep) for the team view and the agent's log.
         refusal = RepRefusal(rep_id=rep.rep_id, reason=problem, at=now)

@@ -6,7 +6,7 @@ from typing import Any
 
 
 from rules.commands import ApplyRoster, PutRep
-from rules.reps import RepEntry, apply, profile_changes
+from rules.reps import RepEntry, apply, latest_profile, profile_changes
 from streams.agents._batch import is_readable
 from streams.app import app, config_digest, runtime
 from streams.tables.rep_directory import rep_directory
@@ -90,18 +90,20 @@ def _tell_seeded_changes(before: RepEntry | None, after: RepEntry) -> None:
     config". Rep ids and the changed fields' values (numbers, codes) only; personal data and
     secrets are named, never shown (``rules.reps.profile_changes``).
 
-    A change of team is a move that waits for the new team's answer: the entry keeps the rep as
-    they are and the new profile waits in ``joining``, which is what the file asked for.
+    A change waits for the team's answer (a move, the new team's; a change in the rep's team, that
+    team's): the entry keeps the rep as they are and the new profile waits in ``joining``, which is
+    what the file asked for. It is told against what was asked last (``latest_profile``).
     """
     joining = after.joining
     wanted = joining.profile if joining is not None else after.profile
-    if before is None or before.profile is None or wanted is None:
+    asked = latest_profile(before)
+    if asked is None or wanted is None:
         return
-    changes = profile_changes(before.profile, wanted)
+    changes = profile_changes(asked, wanted)
     if not changes:
         return
     told = "; ".join(changes)
-    if joining is not None:
+    if joining is not None and joining.team_id != after.team_id:
         told += f" (a move: in team {after.team_id} until team {joining.team_id} takes them in)"
     log.warning("rep %s changed by a worker's config file, for every worker of the deployment: %s",
                 after.rep_id, told)

@@ -16,7 +16,6 @@ from rules.commands import (
     RepProfile, RouteLead, RoutingDecision, UpsertRep,
 )
 from rules.lead import LeadState
-from rules.reps import RepEntry
 from rules.team import QueueSlot, lane_base
 from streams.agents import intake, lead, notifier, reps, team
 from streams.tables.lead_state import lead_state
@@ -128,10 +127,12 @@ async def test_rep_agent_routes_rep_commands_to_the_team(published: Published, m
         await agent.put(key="ghost", value=ChangePresence(rep_id="ghost", status="busy", at=NOW))
         assert published.messages == []
         await agent.put(key=rep_id, value=PutRep(rep_id=rep_id, profile=profile, at=NOW))
-    assert rep_directory[rep_id] == RepEntry(rep_id=rep_id, team_id="t-a", updated_at=rep_directory[rep_id].updated_at,
-                                             profile=profile, origin="api")
+    entry = rep_directory[rep_id]
+    # In no team until t-a answers (rules.reps): the question waits, under number 1.
+    assert (entry.team_id, entry.member, entry.profile, entry.origin, entry.moves) == ("t-a", False, None, "api", 1)
+    assert entry.joining is not None and (entry.joining.team_id, entry.joining.profile) == ("t-a", profile)
     (upsert,) = published.values(UpsertRep)
-    assert upsert.team_id == "t-a" and published.messages[0].key == "t-a"
+    assert upsert.team_id == "t-a" and upsert.join == 1 and published.messages[0].key == "t-a"
 
 
 async def test_intake_dead_letters_bad_records_and_captures_good_ones(

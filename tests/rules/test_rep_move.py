@@ -61,6 +61,16 @@ class TeamsBus(Bus):
         return super()._deliver(message)
 
 
+def _taken(result: reps.RepTransition) -> RepEntry:
+    """The entry once the rep's team has said yes to the transition's question."""
+    asked = result.outgoing[-1].value
+    assert isinstance(asked, UpsertRep) and asked.join and result.entry is not None
+    taken = reps.apply(result.entry, ReportJoin(rep_id=result.entry.rep_id, team_id=asked.team_id, move=asked.join,
+                                                refused=None, at=T0, member=True, profile=asked.profile), T0).entry
+    assert taken is not None
+    return taken
+
+
 def held(bus: Bus, rep_id: str) -> int:
     """How many leads ``rep_id`` holds, across every team (the holdings, not the counters)."""
     return sum(len(driver.queue.held_by(rep_id)) for driver in bus.teams.values())
@@ -245,11 +255,11 @@ def test_the_yamls_move_whose_answer_is_lost_is_asked_again_at_the_next_start(lo
     bus.send("rep.commands", "fay", seeded("fay", "b", capacity=3))  # the YAML moves fay to b
     assert bus.lost
     waiting = bus.directory["fay"]
-    assert waiting.team_id == "a" and waiting.joining is not None and waiting.joining.move == 1
+    assert waiting.team_id == "a" and waiting.joining is not None and waiting.joining.move == 2  # 1: a's question
     # A worker starts with the same file: the same move is asked again, and answered this time.
     sent = bus.send("rep.commands", "fay", seeded("fay", "b", capacity=3))
     [asked] = values(sent, "team.commands", UpsertRep)
-    assert (asked.team_id, asked.join, asked.awaiting_handover, asked.profile) == ("b", 1, True, seeded(
+    assert (asked.team_id, asked.join, asked.awaiting_handover, asked.profile) == ("b", 2, True, seeded(
         "fay", "b", 3).profile)
     entry = bus.directory["fay"]
     assert (entry.team_id, entry.joining, entry.profile, entry.left) == ("b", None, seeded("fay", "b", 3).profile,
@@ -264,16 +274,17 @@ def test_the_yamls_move_whose_answer_is_lost_is_asked_again_at_the_next_start(lo
 
 def test_a_put_of_the_same_profile_while_a_move_waits_asks_again_at_once() -> None:
     """Not a repeat: the API's PUT calls the waiting move off and asks again, as a new move."""
-    bus = LossyBus(_is_answer)
+    bus = LossyBus(lambda m: False)
     bus.send("rep.commands", "fay", put("fay", "a", capacity=2))
+    bus.lose = _is_answer  # the move's answer (a's to fay's first question was read)
     bus.send("rep.commands", "fay", put("fay", "b", capacity=3))
     assert bus.directory["fay"].joining is not None
     bus.lose = lambda m: False
     sent = bus.send("rep.commands", "fay", put("fay", "b", capacity=3))
     assert [(m.key, type(m.value).__name__, getattr(m.value, "move", None) or getattr(m.value, "join", None))
-            for m in sent if m.channel == "team.commands"][:2] == [("b", "RemoveRep", 1), ("b", "UpsertRep", 2)]
+            for m in sent if m.channel == "team.commands"][:2] == [("b", "RemoveRep", 2), ("b", "UpsertRep", 3)]
     entry = bus.directory["fay"]
-    assert (entry.team_id, entry.joining, entry.moves) == ("b", None, 2)
+    assert (entry.team_id, entry.joining, entry.moves) == ("b", None, 3)  # 1: fay's question to a
     assert "fay" not in bus.team("a").reps and not bus.team("b").reps["fay"].awaiting_handover
 
 
@@ -295,7 +306,7 @@ def test_a_team_asked_twice_answers_the_same_and_the_directory_reads_one_answer(
 
 def test_an_api_move_waiting_is_asked_again_with_its_own_profile_not_the_yamls() -> None:
     """The YAML unchanged (fay at a) while the API's move to b waits: b is asked again, as the API said."""
-    seeded_a = reps.apply(None, seeded("fay", "a", capacity=2), T0).entry
+    seeded_a = _taken(reps.apply(None, seeded("fay", "a", capacity=2), T0))
     asked = reps.apply(seeded_a, put("fay", "b", capacity=5), T0)
     again = reps.apply(asked.entry, seeded("fay", "a", capacity=2), T0)
     assert again.entry is asked.entry
@@ -354,7 +365,7 @@ def test_a_yes_after_a_no_read_while_another_move_waits_lets_the_rep_go(monkeypa
     _step(bus, "rep.commands", "bo")  # a is told to let bo go, after the question
     bus.post(Outgoing(channel="rep.commands", key="cy", value=seeded("cy", "c", 2)))  # a worker's start
     [second] = values(_step(bus, "rep.commands", "cy"), "team.commands", UpsertRep)
-    assert (first.team_id, first.join) == (second.team_id, second.join) == ("a", 1)
+    assert (first.team_id, first.join) == (second.team_id, second.join) == ("a", 2)  # 1: cy's question to c
     [no] = values(_step(bus, "team.commands", "a"), "rep.commands", ReportJoin)
     assert no.refused is not None
     _step(bus, "rep.commands", "cy")  # the no: cy stays in c
@@ -365,7 +376,7 @@ def test_a_yes_after_a_no_read_while_another_move_waits_lets_the_rep_go(monkeypa
     [yes] = values(_step(bus, "team.commands", "a"), "rep.commands", ReportJoin)
     assert yes.refused is None and "cy" in bus.team("a").reps  # a took cy in, on the second question
     [let_go] = values(_step(bus, "rep.commands", "cy"), "team.commands", RemoveRep)
-    assert (let_go.team_id, let_go.rep_id, let_go.move) == ("a", "cy", 1)
+    assert (let_go.team_id, let_go.rep_id, let_go.move) == ("a", "cy", 2)
     while waiting := bus.waiting():
         bus.deliver(waiting[0])
     entry = bus.directory["cy"]
@@ -463,6 +474,10 @@ def test_a_team_that_holds_the_rep_and_refuses_the_move_that_waits_lets_them_go(
 
 TEAMS = ("a", "b", "c")
 REPS = {"r1": 1, "r2": 2, "r3": 3}  # rep -> capacity (fixed, so "above capacity" is well defined)
+NEWCOMERS = {"r4": 1, "r5": 2}  # reps made while the test runs, whom a full team may refuse
+CAPACITY = {**REPS, **NEWCOMERS}
+#: Skills that make any team state bigger than the budget the property sets: a change refused.
+BIG = ("x" * 30_000,)
 
 
 class ShuffledBus(TeamsBus):
@@ -490,7 +505,8 @@ class ShuffledBus(TeamsBus):
 class RepMoves(RuleBasedStateMachine):
     """Moves from the API and from the YAML, questions and answers lost, workers that start again.
 
-    A team holds at most two reps (departed ones included), so moves are refused too.
+    A team holds at most two reps (departed ones included), so moves and new reps are refused too,
+    and a change in a rep's team that makes it too big (``BIG``) is refused.
     """
 
     def __init__(self) -> None:
@@ -498,20 +514,33 @@ class RepMoves(RuleBasedStateMachine):
         self.bus = ShuffledBus()
         self.leads = 0
         self.over: list[str] = []
-        self.max_reps = team.MAX_REPS
-        team.MAX_REPS = 2
+        self.max_reps, self.budget = team.MAX_REPS, team.STATE_BYTES_BUDGET
+        team.MAX_REPS, team.STATE_BYTES_BUDGET = 2, 20_000
         self.yaml: dict[str, PutRep] = {}  # the YAML's entry for each rep, as the last file had it
         for rep_id, team_id in zip(sorted(REPS), TEAMS):
             self.yaml[rep_id] = seeded(rep_id, team_id, REPS[rep_id])
             self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=self.yaml[rep_id]))
-        # In their teams before anything else: a new rep a full team refuses is in no team (the
-        # directory records them there all the same, ``rules.reps``), which is not what this tests.
+        # In their teams before anything else, so r1-r3 are always in one (newcomers may be in none).
         while waiting := self.bus.waiting():
             self.bus.deliver(waiting[0])
 
-    @rule(rep_id=st.sampled_from(sorted(REPS)), team_id=st.sampled_from(TEAMS), from_config=st.booleans())
+    @rule(rep_id=st.sampled_from(sorted(CAPACITY)), team_id=st.sampled_from(TEAMS), from_config=st.booleans())
     def move(self, rep_id: str, team_id: str, from_config: bool) -> None:
-        command = put(rep_id, team_id, REPS[rep_id])
+        """A move (or, for a newcomer not made yet, a new rep)."""
+        command = put(rep_id, team_id, CAPACITY[rep_id])
+        if from_config:
+            command = self.yaml[rep_id] = replace(command, from_config=True)
+        self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=command))
+
+    @rule(rep_id=st.sampled_from(sorted(CAPACITY)), big=st.booleans(), weight=st.integers(1, 3),
+          from_config=st.booleans())
+    def change(self, rep_id: str, big: bool, weight: int, from_config: bool) -> None:
+        """A change in the rep's team as the directory has it now (too big for any team if ``big``)."""
+        entry = self.bus.directory.get(rep_id)
+        if entry is None:
+            return
+        command = put(rep_id, entry.team_id, CAPACITY[rep_id])
+        command = replace(command, profile=replace(command.profile, weight=weight, skills=BIG if big else ()))
         if from_config:
             command = self.yaml[rep_id] = replace(command, from_config=True)
         self.bus.post(Outgoing(channel="rep.commands", key=rep_id, value=command))
@@ -551,9 +580,9 @@ class RepMoves(RuleBasedStateMachine):
                 return
             partition = data.draw(st.sampled_from(waiting))
             for assigned in values(self.bus.deliver(partition), "lead.commands", LeadAssigned):
-                if held(self.bus, assigned.rep_id) > REPS[assigned.rep_id]:
+                if held(self.bus, assigned.rep_id) > CAPACITY[assigned.rep_id]:
                     self.over.append(f"{assigned.rep_id} holds {held(self.bus, assigned.rep_id)} "
-                                     f"> {REPS[assigned.rep_id]} after {assigned.lead_id} in {assigned.team_id}")
+                                     f"> {CAPACITY[assigned.rep_id]} after {assigned.lead_id} in {assigned.team_id}")
 
     @invariant()
     def no_rep_above_capacity(self) -> None:
@@ -563,7 +592,7 @@ class RepMoves(RuleBasedStateMachine):
         try:
             self._quiesce()
         finally:
-            team.MAX_REPS = self.max_reps
+            team.MAX_REPS, team.STATE_BYTES_BUDGET = self.max_reps, self.budget
 
     def _quiesce(self) -> None:
         # Every message delivered, a worker started again (moves whose answer was lost are asked
@@ -584,6 +613,27 @@ class RepMoves(RuleBasedStateMachine):
                 ghost: Any = driver.state.reps.get(rep_id) if driver.state is not None else None
                 if other != team_id and ghost is not None:
                     assert ghost.departed and ghost.load == len(driver.queue.held_by(rep_id)) > 0
+        for rep_id, entry in self.bus.directory.items():
+            self._tells_the_truth(rep_id, entry)
+
+    def _tells_the_truth(self, rep_id: str, entry: RepEntry) -> None:
+        """``GET /v1/reps/{id}``'s source: in their team with the profile it holds, or in none."""
+        if entry.joining is not None or entry.unanswered is not None:
+            # Only a rep the YAML never named can still wait: nothing asks again for the API.
+            assert rep_id not in self.yaml, (rep_id, entry)
+            return
+        driver = self.bus.teams.get(entry.team_id)
+        there: Any = driver.state.reps.get(rep_id) if driver is not None and driver.state is not None else None
+        if entry.in_team:
+            assert there is not None and not there.departed, (rep_id, entry)
+            assert there.profile == entry.profile, rep_id
+            assert entry.refused is None or entry.refused.team_id == entry.team_id
+        else:
+            assert there is None or there.departed, (rep_id, entry)
+        for other, other_driver in self.bus.teams.items():
+            ghost: Any = other_driver.state.reps.get(rep_id) if other_driver.state is not None else None
+            if other != entry.team_id and ghost is not None:
+                assert ghost.departed, (rep_id, other, entry)
 
 
 RepMoves.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=timedelta(seconds=5),

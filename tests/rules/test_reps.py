@@ -22,17 +22,32 @@ def put(team_id: str) -> PutRep:
     return PutRep(rep_id="rep-1", profile=RepProfile(rep_id="rep-1", team_id=team_id, capacity=3), at=T0)
 
 
-def test_new_rep_is_upserted_into_its_team() -> None:
+def yes(result: reps.RepTransition) -> RepEntry:
+    """The entry once the team asked (the transition's last ``UpsertRep``) has taken the rep in."""
+    asked = result.outgoing[-1].value
+    assert isinstance(asked, UpsertRep) and asked.join and result.entry is not None
+    taken = reps.apply(result.entry, ReportJoin(rep_id=result.entry.rep_id, team_id=asked.team_id, move=asked.join,
+                                                refused=None, at=T0, member=True, profile=asked.profile), T0).entry
+    assert taken is not None
+    return taken
+
+
+def test_a_new_rep_is_asked_of_their_team_and_in_it_once_it_says_yes() -> None:
     result = reps.apply(None, put("emea"), T0)
-    assert result.entry == RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0, profile=put("emea").profile,
-                                   origin="api")
+    assert result.entry is not None
+    assert (result.entry.team_id, result.entry.member, result.entry.profile, result.entry.in_team) == (
+        "emea", False, None, False)
+    assert result.entry.joining is not None and result.entry.joining.team_id == "emea"
     assert result.outgoing == (Outgoing(channel="team.commands", key="emea",
-                                        value=UpsertRep(team_id="emea", profile=put("emea").profile, at=T0)),)
+                                        value=UpsertRep(team_id="emea", profile=put("emea").profile, at=T0, join=1)),)
+    assert yes(result) == RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0, profile=put("emea").profile,
+                                   origin="api", moves=1, answered=1)
 
 
 def test_same_team_is_just_an_upsert() -> None:
     result = reps.apply(RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0), put("emea"), T0)
     assert [type(m.value) for m in result.outgoing] == [UpsertRep]
+    assert result.outgoing[0].key == "emea" and result.outgoing[0].value.join == 1  # type: ignore[attr-defined]
 
 
 def test_moving_team_asks_the_new_team_first_and_removes_the_rep_from_the_old_one_on_its_yes() -> None:
@@ -73,20 +88,21 @@ def seed(capacity: int = 3, team_id: str = "emea") -> PutRep:
 
 
 def test_the_yaml_seed_is_applied_once_and_api_changes_survive_restarts() -> None:
-    first = reps.apply(None, seed(), T0)
-    assert first.entry is not None and first.entry.config_digest is not None
-    assert [type(m.value) for m in first.outgoing] == [UpsertRep]
+    asked = reps.apply(None, seed(), T0)
+    assert [type(m.value) for m in asked.outgoing] == [UpsertRep]
+    first = yes(asked)
+    assert first.config_digest is not None
     # The API updates the rep; the entry keeps the YAML's fingerprint.
-    api = reps.apply(first.entry, put("emea"), T0)
-    assert api.entry is not None and api.entry.config_digest == first.entry.config_digest
+    api = yes(reps.apply(first, put("emea"), T0))
+    assert api.config_digest == first.config_digest
     # A restart seeds the same YAML again: nothing is sent, the API's change stands.
-    restart = reps.apply(api.entry, seed(), T0)
-    assert restart.outgoing == () and restart.entry == api.entry
+    restart = reps.apply(api, seed(), T0)
+    assert restart.outgoing == () and restart.entry == api
     # The YAML itself changed: that change is applied.
-    edited = reps.apply(api.entry, seed(capacity=9), T0)
+    edited = reps.apply(api, seed(capacity=9), T0)
     (upsert,) = [m.value for m in edited.outgoing]
     assert isinstance(upsert, UpsertRep) and upsert.profile.capacity == 9
-    assert edited.entry is not None and edited.entry.config_digest != first.entry.config_digest
+    assert yes(edited).config_digest != first.config_digest
 
 
 # --- an update keeps what it leaves out (PUT /v1/reps with only some fields) ---------------
