@@ -335,17 +335,25 @@ def _schemas() -> dict[str, Schema]:
             "until released. A later PUT of the rep brings them back.")),
         "RepView": _object(
             {"rep_id": _STR, "team": _STR, "status": {"enum": ["active", "retired"]}, "updated_at": _TIME,
-             "held_elsewhere": _INT},
+             "held_elsewhere": _INT,
+             "in_team": {**_BOOL, "description": (
+                 "Whether `team` holds the rep as a member, as its last answer said: false for a new rep it has "
+                 "not taken yet (`pending`) or refused (`refused`), who is in no team, and for a retired rep.")}},
             {"retired_by": {"enum": ["api", "config"]}, "name": _STR, "capacity": _INT,
              "daily_cap": {"type": ["integer", "null"]}, "weekly_cap": {"type": ["integer", "null"]},
              "weight": _INT, "skills": _STRINGS, "languages": _STRINGS, "territories": _STRINGS, "timezone": _STR,
              "webhook_configured": _BOOL,
              "moving_to": _object({"team": _STR, "since": _TIME}),
-             "move_refused": _object({"team": _STR, "reason": _STR, "at": _TIME})},
+             "move_refused": _object({"team": _STR, "reason": _STR, "at": _TIME}),
+             "pending": _object({"team": _STR, "since": _TIME}),
+             "refused": _object({"team": _STR, "reason": _STR, "at": _TIME})},
             description=("The rep as the rep directory knows them; never the webhook secret. `team` is the rep's "
                          "team: a move (a PUT naming another team) happens once the new team takes the rep in "
                          "(`moving_to` meanwhile); a team that refuses them (full, or too big) leaves them in "
-                         "`team`, as they were, and says why in `move_refused` until their next change.")),
+                         "`team`, as they were, and says why in `move_refused` until their next change. A new "
+                         "rep or a change in the rep's team is shown once the team has taken it (`pending` "
+                         "meanwhile); a team that refuses it keeps what it held, shown here (a new rep: in no "
+                         "team, `in_team` false, no profile), and says why in `refused` until a change is taken.")),
         "PresenceInput": {**_model_schema(PRESENCE_INPUT_MODEL, "PresenceInput", "A rep's presence.",
                                           _PRESENCE_FIELDS), "examples": [{"status": "available"}]},
         "PresenceAccepted": _object({"rep_id": _STR, "presence": {"enum": ["available", "busy", "offline"]},

@@ -262,22 +262,33 @@ async def get_rep(request: web.Request) -> web.Response:
 
 
 def rep_view(entry: RepEntry) -> dict[str, object]:
-    """A directory entry for ``GET /v1/reps/{rep_id}``: never the webhook secret nor the e-mail."""
+    """A directory entry for ``GET /v1/reps/{rep_id}``: never the webhook secret nor the e-mail.
+
+    ``in_team``: whether ``team`` holds the rep as a member, as its last answer said; a new rep it
+    has not taken yet (``pending``) or refused (``refused``) is in no team and shows no profile.
+    """
     body: dict[str, object] = {
         "rep_id": entry.rep_id, "team": entry.team_id, "status": "retired" if entry.retired else "active",
-        "updated_at": entry.updated_at, "held_elsewhere": entry.held_elsewhere,
+        "updated_at": entry.updated_at, "held_elsewhere": entry.held_elsewhere, "in_team": entry.in_team,
     }
     if entry.retired is not None:
         body["retired_by"] = entry.retired
     p = entry.profile
-    if p is not None:
+    if p is not None and (entry.member or entry.retired is not None):
         body.update({"name": p.name, "capacity": p.capacity, "daily_cap": p.daily_cap, "weekly_cap": p.weekly_cap,
                      "weight": p.weight, "skills": list(p.skills), "languages": list(p.languages),
                      "territories": list(p.territories), "timezone": p.timezone,
                      "webhook_configured": bool(p.webhook_url and p.webhook_secret)})
-    if entry.joining is not None:
+    if entry.joining is not None and entry.joining.team_id != entry.team_id:
         # Moving: the new team has not answered yet; the rep is still the team's above.
         body["moving_to"] = {"team": entry.joining.team_id, "since": entry.joining.since}
+    asked_here = entry.joining if entry.joining is not None and "moving_to" not in body else entry.unanswered
+    if asked_here is not None:
+        # A new rep or a change the team has not answered yet: the rep is as above until it does.
+        body["pending"] = {"team": asked_here.team_id, "since": asked_here.since}
+    if entry.refused is not None:
+        # The last new rep or change the team refused (full, or too big): the team holds what is above.
+        body["refused"] = {"team": entry.refused.team_id, "reason": entry.refused.reason, "at": entry.refused.at}
     if entry.move_refused is not None:
         # The last move the new team refused (full, or too big): the rep stayed in their team.
         refused = entry.move_refused

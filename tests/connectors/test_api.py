@@ -21,7 +21,7 @@ from connectors.webhooks import validate_secret
 from leadflow.errors import TransientError, Unconfirmed
 from ops.metrics import Metrics
 from rules.commands import ChangePresence, DispositionLead, PutRep, RepProfile, RetireRep
-from rules.reps import MoveRefusal, RepEntry
+from rules.reps import Joining, MoveRefusal, RepEntry, Refusal
 from rules.roster import RepState
 from sla.clock import FakeClock
 from tests.connectors.conftest import (
@@ -252,6 +252,28 @@ async def test_get_on_a_rep_shows_the_directory_entry_without_secrets(client: Cl
     assert body["move_refused"]["team"] == "apac" and body["webhook_configured"] is True
     assert "whsec_" not in await response.text() and "ana@example.com" not in await response.text()
     assert engine.rep_commands == []
+
+
+async def test_get_on_a_rep_the_team_has_not_taken_shows_it_pending_or_refused(
+        client: Client, engine: FakeEngine, clock: FakeClock) -> None:
+    """A new rep in no team yet shows no profile, and says which team was asked and what it answered."""
+    profile = RepProfile(rep_id="bo", team_id="emea", name="Bo", capacity=4)
+    asked = Joining(team_id="emea", move=1, profile=profile, config_digest=None, origin="api", since=clock.now())
+    engine.reps["bo"] = RepEntry(rep_id="bo", team_id="emea", updated_at=clock.now(), member=False, joining=asked,
+                                 moves=1)
+    body = await (await client.get("/v1/reps/bo", headers=AUTH)).json()
+    assert (body["team"], body["status"], body["in_team"]) == ("emea", "active", False)
+    assert body["pending"]["team"] == "emea" and "moving_to" not in body and "capacity" not in body
+    engine.reps["bo"] = RepEntry(rep_id="bo", team_id="emea", updated_at=clock.now(), member=False, profile=profile,
+                                 moves=1, refused=Refusal(team_id="emea", reason="team emea has 500 reps",
+                                                          at=clock.now()))
+    body = await (await client.get("/v1/reps/bo", headers=AUTH)).json()
+    assert body["in_team"] is False and "pending" not in body and "capacity" not in body
+    assert body["refused"] == {"team": "emea", "reason": "team emea has 500 reps", "at": clock.now().isoformat()}
+    # A refused change of a member: the profile the team holds, and the refusal.
+    engine.reps["bo"] = replace(engine.reps["bo"], member=True)
+    body = await (await client.get("/v1/reps/bo", headers=AUTH)).json()
+    assert body["in_team"] is True and body["capacity"] == 4 and body["refused"]["team"] == "emea"
 
 
 # Any JSON value, and lead- and batch-shaped objects with arbitrary values in the real fields.
