@@ -233,7 +233,7 @@ def _announce_lead_ids(settings: Settings, metrics: Metrics) -> None:
 def create_app(settings: Settings, config: LeadflowConfig | None = None, clock: Clock | None = None) -> LeadflowApp:
     faust_fixes.install()  # skipped records must not be committed unprocessed (see the module)
     log_redaction.install()  # no message contents (personal data, secrets) in the libraries' debug lines
-    faust_recovery.install()  # changelog recovery: "any partition behind?" without a Counter per record
+    faust_recovery.install()  # recovery: "any partition behind?" without a Counter per record; no seek a rebalance overtook
     changelog_offsets.install()  # a produced changelog offset is persisted only when no record lies between
     stall_guard.install()  # no produce request after a stall longer than the Kafka session (zombie writes)
     metadata_backoff.install()  # a failed metadata refresh waits before the next (Kafka down: no busy loop)

@@ -13,14 +13,33 @@ thousands of records in a row; only when it has caught up are the others scanned
 is the same for every state of the offsets (``tests/agents/test_recovery_speed.py`` compares
 it with Faust's over random states); ``active_remaining`` itself is unchanged for the
 statistics Faust logs.
+
+A second patch: a recovery that a newer rebalance overtook must not seek to offsets it never
+built (``_seek_offsets``). ``on_rebalance`` refills ``standby_tps``/``active_tps`` in place and
+gives each new partition the offset ``None`` until the next recovery builds it, then sets
+``signal_recovery_start``. A recovery still running the previous generation notices that only
+inside ``_wait``, and only when the signal's waiter finished before the step it waits for: when
+the previous recovery's actives caught up in the same moment (``signal_recovery_end`` already
+set), it went on to "Starting standby partitions..." with the new set, Faust seeked a partition to
+``None``, aiokafka raised ``ValueError('Offset must be a positive integer')``, and the Recovery
+service crashed, stopping the whole worker (CI rehearsal, session 17: the surviving worker of
+``test_paused_worker`` as the paused one came back). Now a seek with a rebalance pending raises
+Faust's own ``RebalanceAgain``, which restarts the recovery for the new assignment; an offset
+still unknown without one (not seen) is read from the partition's start, as Faust's ``-1``.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from faust.tables.recovery import Recovery
+from faust.tables.recovery import RebalanceAgain, Recovery
 
-__all__ = ["install", "need_recovery"]
+__all__ = ["install", "need_recovery", "seek_offsets"]
+
+log = logging.getLogger(__name__)
+
+#: Faust's own ``Recovery._seek_offsets`` (tests show what it does in the race).
+FAUST_SEEK_OFFSETS = Recovery._seek_offsets
 
 _installed = False
 
@@ -45,10 +64,33 @@ def need_recovery(self: Any) -> bool:
     return False
 
 
+def seek_offsets(self: Any, consumer: Any, tps: Any, offsets: Any, title: str) -> dict[Any, int]:
+    """The seeks ``Recovery._seek_offsets`` makes: each partition to its built offset (``-1``, nothing
+    read yet, is its start). Raises ``RebalanceAgain`` when a newer rebalance is pending: this
+    recovery's partitions and offsets are no longer the ones it built."""
+    if self.signal_recovery_start.is_set():
+        raise RebalanceAgain()
+    seeks: dict[Any, int] = {}
+    for tp in tps:
+        offset = offsets.get(tp)
+        if offset is None or offset < 0:
+            if offset is None or offset < -1:
+                log.warning("recovery: no %s offset was built for %s:%s (%s); reading it from its start",
+                            title, tp.topic, tp.partition, offset)
+            offset = 0
+        seeks[tp] = offset
+    return seeks
+
+
+async def _seek_offsets(self: Any, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+    await consumer.seek_wait(seek_offsets(self, consumer, tps, offsets, title))
+
+
 def install() -> None:
-    """Patch ``Recovery.need_recovery`` (once per process)."""
+    """Patch ``Recovery.need_recovery`` and ``Recovery._seek_offsets`` (once per process)."""
     global _installed
     if _installed:
         return
     Recovery.need_recovery = need_recovery  # type: ignore[method-assign]
+    Recovery._seek_offsets = _seek_offsets  # type: ignore[method-assign]
     _installed = True
