@@ -13,14 +13,14 @@ the last event of the key being written: when the topic is keyed like the table,
 a key comes from the same partition.
 
 Acks: ``take_ready`` (like Faust's ``take_events``) turns the stream's automatic acks off and
-acks every event of a batch in the ``finally`` around its ``yield``, that is once the agent asks
-for the next batch, after its body has done its writes and awaited its sends. An exception in
-the body acks the batch too (DESIGN §5: retries and dead letters are explicit), but only when
-Python finalizes the abandoned generator, not when the body raised, and Faust's restarted agent
-may take nothing from the stream until then (docs/RELIABILITY.md, "Open findings"). So a body
-must not raise: it catches a record's or a batch's bug itself, and a write it waits for is
-retried until Kafka acknowledges it, or ends the process once the worker stops (``publish``, the
-intake's ``reject``): a refused dead letter that raised lost its record and its batch (session 17).
+acks every event of a batch once the agent asks for the next batch, after its body has done its
+writes and awaited its sends. A body that raises acks nothing (DESIGN §5's "an exception acks the
+message" is Faust's default, which lost a batch's valid leads): Faust's supervisor restarts the
+agent on the same stream, and ``take_ready`` hands that batch over again one event at a time; an
+event that makes the body raise each time it is alone is skipped after ``ALONE_TRIES``, logged by
+position and counted (``_Collector``). Bodies still catch a record's bug where they apply it
+(``apply_batch``) and retry a write until Kafka acknowledges it (``publish``): a raise costs a
+restart and, after the first, mode's supervisor restarts only on its 5-second poll.
 
 A commit of the acked offsets waits until Kafka has acknowledged the changelog records of the
 writes before them (``streams/faust_fixes.py``, fix 4): the agent itself never waits for that.
@@ -28,6 +28,7 @@ writes before them (``streams/faust_fixes.py``, fix 4): the agent itself never w
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import weakref
@@ -38,7 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event  # private: the event a table read or write belongs to
 
-from streams import stall_guard
+from streams import stall_guard, stopping
 from streams.app import app, runtime
 from streams.topics import Unreadable
 
@@ -63,56 +64,173 @@ async def take_ready(stream: Any, max_: int = BATCH) -> AsyncIterator[list[Any]]
     handles a batch, new events wait in the channel, so the next batch is whatever arrived
     meanwhile: one event at a time on a quiet stream, full batches under load (group commit).
 
-    Same contract as ``take_events`` otherwise: the stream's automatic acks are off and every
-    event of a batch is acked when the agent asks for the next one (after its writes and sends),
-    or after the body raised, once the generator is finalized (see the module's docstring). It
-    uses the stream's processor and passive-drainer hooks the way ``take_events`` does
+    The stream's automatic acks are off, and every event of a batch is acked when the agent asks
+    for the next one (after its writes and sends), never otherwise. A body that raises leaves its
+    batch unacked; Faust's supervisor restarts the agent on the same stream, and this hands that
+    batch over again, one event at a time (``_Collector``; see the module's docstring). It uses
+    the stream's processor and passive-drainer hooks the way ``take_events`` does
     (faust/streams.py); ``_enable_passive`` is private Faust API.
     """
-    waiting = stream.channel.queue
-    events: list[Any] = []
-    ready = asyncio.Event()  # a batch is there to hand over
-    open_ = asyncio.Event()  # events may join the batch (cleared while handed over, or full)
-    open_.set()
+    collector = _collectors.get(stream)
+    if collector is None:
+        collector = _collectors[stream] = _Collector(stream)
+    me = object()
+    collector.take_over(me, max_)
+    while not stream.should_stop and collector.owner is me:
+        batch = await collector.next_batch()
+        if not batch:
+            continue
+        stall_guard.check()  # paused past the session: another worker owns these records now
+        collector.held = batch
+        yield batch
+        # Reached only when the body asks for the next batch: it handled this one. A body that
+        # raised (or was cancelled) never comes back here: its batch stays held, unacked.
+        await collector.done(batch)
 
-    async def collect(value: Any) -> Any:
-        while not open_.is_set():
-            await open_.wait()
-        event = stream.current_event
+
+#: Each stream's collector, for as long as the stream lives (Faust restarts a crashed agent on it).
+_collectors: weakref.WeakKeyDictionary[Any, _Collector] = weakref.WeakKeyDictionary()
+#: How many times an event handed over alone may make the body raise before it is skipped.
+ALONE_TRIES = 3
+#: The wait before a batch is handed over again after a body raised: doubled for each raise in a
+#: row, up to ``_AGAIN_MAX_S``. Faust's supervisor gives up on (and exits) more than 100 restarts
+#: a second; a failure that is not the record's (a dependency) gets time to pass.
+_AGAIN_S = 0.5
+_AGAIN_MAX_S = 10.0
+#: ``leadflow_command_failures_total``'s label for an agent, by its module under ``streams.agents``.
+_AGENT_LABELS = {"accounts": "account"}
+
+
+class _Collector:
+    """One stream's batching, which outlives an agent body that raised.
+
+    Faust restarts a crashed agent on the same stream (``Agent._replace_actor``), whose passive
+    drainer keeps running. A collector per ``take_ready`` generator (before session 17) lost
+    records there: the batch the body raised on was acked when Python finalized the abandoned
+    generator (at once in CPython), and the event the drainer was holding in the old collector
+    (one that arrived while the batch was being handled) skipped the new one (the old one removed
+    itself from the processor list Faust was iterating), so the restarted agent never got it and
+    it stayed unacked, holding its partition's commit and, at a rebalance or the stop, Faust's
+    ``wait_empty`` (tests/agents/test_take_ready_crash.py).
+
+    Here one processor stays on the stream for its life, and the batch a body holds is
+    ``held`` until the body asks for the next one. A new ``take_ready`` on the stream finding a
+    batch held (its body raised, or was cancelled) takes it over: it hands each of its events
+    over again alone, before anything newer, after a back-off. An event whose body raises
+    ``ALONE_TRIES`` times with it alone is skipped: acked, counted in
+    ``leadflow_command_failures_total`` and logged by its position (never its content); it stays
+    in the topic. That is ``apply_batch``'s rule for a command whose step raises, after retries:
+    a record that always makes its agent raise must not stall the partition, or crash-loop the
+    worker; any other event of its batch is handled.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.max_ = BATCH
+        self.events: list[Any] = []  # collected for the next batch
+        self.ready = asyncio.Event()  # a batch is there to hand over
+        self.open_ = asyncio.Event()  # events may join the batch (cleared while handed over, or full)
+        self.open_.set()
+        self.held: list[Any] | None = None  # the batch a body holds, unacked
+        self.owner: object | None = None  # the take_ready that hands batches over now
+        self.again: collections.deque[list[Any]] = collections.deque()  # [event, raises alone] to hand over again
+        self.raises_in_a_row = 0  # bodies that raised since one last asked for the next batch
+        name = str(getattr(stream, "prefix", "") or "")
+        module = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else "agent"
+        self.agent = _AGENT_LABELS.get(module, module)
+
+    async def collect(self, value: Any) -> Any:
+        while not self.open_.is_set():
+            await self.open_.wait()
+        event = self.stream.current_event
         if event is None:
             raise RuntimeError("take_ready: the stream has no current event")
-        events.append(event)
-        if len(events) >= max_:
-            open_.clear()
-            ready.set()
-        elif waiting.empty():
-            ready.set()
+        self.events.append(event)
+        if len(self.events) >= self.max_:
+            self.open_.clear()
+            self.ready.set()
+        elif self.stream.channel.queue.empty():
+            self.ready.set()
         return value
 
-    acks_were = stream.enable_acks
-    stream.enable_acks = False
-    stream.add_processor(collect)
-    stream._enable_passive(aiter(stream.channel))
-    try:
-        while not stream.should_stop:
-            await stream.wait_for_stopped(ready, timeout=_IDLE_S)
-            if not events:
-                ready.clear()
-                continue
-            open_.clear()
-            batch = list(events)
-            stall_guard.check()  # paused past the session: another worker owns these records now
-            try:
-                yield batch
-            finally:
-                events.clear()
-                for event in batch:
-                    await stream.ack(event)
-                ready.clear()
-                open_.set()
-    finally:
-        stream.enable_acks = acks_were
-        stream._processors.remove(collect)
+    def take_over(self, owner: object, max_: int) -> None:
+        """``owner`` hands the batches over from now on; a batch still held is handed over again."""
+        self.owner, self.max_ = owner, max_
+        stream = self.stream
+        stream.enable_acks = False
+        if self.collect not in stream._processors:
+            stream.add_processor(self.collect)
+        stream._enable_passive(aiter(stream.channel))  # Faust starts the drainer once for the stream
+        held, self.held = self.held, None
+        if held is None:
+            return
+        self.raises_in_a_row += 1
+        if len(held) > 1:
+            self.again.extendleft([event, 0] for event in reversed(held))
+        elif self.again and self.again[0][0] is held[0]:
+            self.again[0][1] += 1  # handed over alone again, and the body raised again
+        else:
+            self.again.appendleft([held[0], 1])  # a batch of one: it raised alone
+        first = held[0].message
+        log.warning("%s agent: the body raised on a batch of %d event(s) from %s:%s:%s; handing each over again "
+                    "alone", self.agent, len(held), first.topic, first.partition, first.offset)
+
+    async def next_batch(self) -> list[Any]:
+        """The next batch: an event to hand over again alone, else what has been collected."""
+        if self.again:
+            return await self._again()
+        await self.stream.wait_for_stopped(self.ready, timeout=_IDLE_S)
+        self.ready.clear()
+        if not self.events:
+            return []
+        self.open_.clear()  # until the body asks for the next batch: what arrives meanwhile waits
+        batch = list(self.events)
+        self.events.clear()
+        return batch
+
+    async def _again(self) -> list[Any]:
+        self.open_.clear()  # nothing newer joins until the events to hand over again are done
+        if self.raises_in_a_row:
+            delay = min(_AGAIN_S * 2 ** (self.raises_in_a_row - 1), _AGAIN_MAX_S)
+            await self.stream.wait_for_stopped(asyncio.Event(), timeout=delay)
+            if self.stream.should_stop:
+                return []
+        if app.should_stop:
+            # Faust's stop waits for every unacked record (``wait_empty``): retrying a body that
+            # raises would hold it up. Nothing of these is acked: they are read again after a restart.
+            stopping.exit_now(f"the worker is stopping and the {self.agent} agent has {len(self.again)} record(s) "
+                              "to handle again after its body raised")
+        event, raised_alone = self.again[0]
+        message = event.message
+        if message.generation_id != app.consumer_generation_id:
+            # Its partition was reassigned since: its owner reads it from the committed offset.
+            self.again.popleft()
+            self._reopen()
+            return []
+        if raised_alone >= ALONE_TRIES:
+            self.again.popleft()
+            self._reopen()
+            self.raises_in_a_row = 0  # the next event is another record: no back-off for this one's raises
+            runtime.metrics.command_failures.labels(self.agent).inc()
+            log.error("%s agent skipped the record at %s:%s:%s: the agent raised each of the %d times it was "
+                      "handed over alone", self.agent, message.topic, message.partition, message.offset, raised_alone)
+            await self.stream.ack(event)
+            return []
+        return [event]
+
+    async def done(self, batch: list[Any]) -> None:
+        """The body handled ``batch`` (it asked for the next one): ack it and open the next batch."""
+        self.held = None
+        self.raises_in_a_row = 0
+        if self.again and len(batch) == 1 and self.again[0][0] is batch[0]:
+            self.again.popleft()
+        for event in batch:
+            await self.stream.ack(event)
+        self._reopen()
+
+    def _reopen(self) -> None:
+        if not self.again and len(self.events) < self.max_:
+            self.open_.set()
 
 
 @contextlib.contextmanager
