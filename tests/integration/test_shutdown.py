@@ -79,8 +79,11 @@ async def test_after_sigterm_the_worker_is_unready_at_once_keeps_serving_and_nev
         print(f"exit {worker.proc.returncode} {exited_s:.1f} s after SIGTERM; reads "
               f"{Counter((s, r) for _, s, r, _ in reads)}; captures {Counter(s for _, s in captures)}")
         assert worker.proc.returncode is not None, "the worker did not exit within 60 s of SIGTERM"
-        # Out of rotation at once, with the reason.
-        assert ready[0][1] == 503 and '"stopping"' in ready[0][2], ready[:3]
+        # Out of rotation at once, with the reason, and for good: the first probe may still find the
+        # signal on its way (a loaded machine delivers it a few milliseconds after send_signal).
+        unready = next((i for i, (_, status, _) in enumerate(ready) if status == 503), None)
+        assert unready is not None and ready[unready][0] < 0.5 and '"stopping"' in ready[unready][2], ready[:5]
+        assert all(status != 200 for _, status, _ in ready[unready:]), ready
         # Still serving while the load balancer catches up: captures taken, leads read.
         during = [s for at, s in captures if at < DELAY_S - 0.5]
         assert during and all(s == 202 for s in during), captures
