@@ -18,7 +18,8 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["LATENCY_BUCKETS", "SPEED_BUCKETS", "LIFECYCLE", "FIRST_TOUCH_EVENTS", "OTHER_SOURCE", "SLA_OUTCOMES",
-           "AGENTS", "WEBHOOK_EVENT_TYPES", "CRM_DEAD_LETTER_REASONS", "ESCALATION_ACTIONS", "AUTH_FAILURE_REASONS",
+           "AGENTS", "PUBLISHED_CHANNELS", "WEBHOOK_EVENT_TYPES", "CRM_DEAD_LETTER_REASONS", "ESCALATION_ACTIONS",
+           "AUTH_FAILURE_REASONS",
            "PROVIDER_UNAVAILABLE_REASONS", "Metrics",
            "TeamFigures", "funnel_move", "escalation_took_effect", "sla_outcome"]
 
@@ -81,6 +82,11 @@ AGENTS: Final = ("lead", "team", "rep", "account", "notifier", "crm", "outcomes"
 #: Every webhook the notifier delivers (``Notify.event_type``).
 WEBHOOK_EVENT_TYPES: Final = ("lead.assigned", "lead.offered", "lead.touched", "lead.reminder", "lead.reassigned",
                               "lead.escalated", "opportunity.created")
+
+#: Every channel ``streams.topics.publish`` writes to (``streams.topics.CHANNELS``; a test keeps them equal).
+PUBLISHED_CHANNELS: Final = ("lead.commands", "team.commands", "rep.commands", "account.commands", "notifications",
+                             "lead.events", "team.signals", "crm.outbox", "crm.outbox.dead", "outcomes",
+                             "outcomes.board", "notifications.dead")
 
 #: Why an opportunity was dead-lettered: the CRM refused it, or its retry schedule ran out.
 CRM_DEAD_LETTER_REASONS: Final = ("refused", "gave_up")
@@ -319,6 +325,11 @@ class Metrics:
             "leadflow_crm_retries_pending",
             "Opportunity upserts waiting for their next CRM attempt, in the partitions this worker owns.",
             registry=r)
+        self.messages_too_large = Counter(
+            "leadflow_messages_too_large_total",
+            "Messages Kafka refused for their size (producer or topic limit) and publish left out so that "
+            "their partition goes on, by channel; each is logged as an ERROR with its kind and key.",
+            ["channel"], registry=r)
         self.crm_dead_letters = Counter(
             "leadflow_crm_dead_letters_total",
             "Opportunities the CRM never took (crm.outbox.dead), by reason: refused (a permanent error) "
@@ -393,6 +404,8 @@ class Metrics:
             self.webhook_dead_letters.labels(event_type)
         for reason in CRM_DEAD_LETTER_REASONS:
             self.crm_dead_letters.labels(reason)
+        for channel in PUBLISHED_CHANNELS:
+            self.messages_too_large.labels(channel)
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason)
         for provider, reasons in PROVIDER_UNAVAILABLE_REASONS.items():

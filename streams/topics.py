@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import faust
 import orjson
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from aiokafka.partitioner import murmur2
 from faust.serializers import codecs
 
@@ -19,7 +20,7 @@ from streams.codec import CODEC, decode, encode
 __all__ = [
     "Unreadable", "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
     "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "outcome_snapshots", "CHANNELS", "send", "acknowledged", "publish", "declare_topics",
-    "partition_of",
+    "partition_of", "too_large",
 ]
 
 _settings = runtime.settings
@@ -27,6 +28,23 @@ log = logging.getLogger(__name__)
 _ACK_TIMEOUT_S = 30.0
 #: How often a waiting ``publish`` looks whether the worker is stopping.
 _STOP_POLL_S = 0.25
+#: Kafka's refusals of a record for its size (the producer's ``max_request_size``, or the topic's
+#: ``max.message.bytes``): the same record will never pass. Faust wraps the producer's in ``ProducerSendError``.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+#: Channels whose keys may be personal data (a domain can be a vanity e-mail domain): not logged.
+_UNLOGGED_KEYS = frozenset({"account.commands"})
+
+
+def too_large(exc: BaseException) -> bool:
+    """Whether Kafka refused a record for its size (the error itself or one it wraps)."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # Faust wraps aiokafka's error once; a loop of causes must not hang here
+        if seen is None:
+            return False
+        if isinstance(seen, _TOO_LARGE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Unreadable:
@@ -173,6 +191,12 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
     "already done" and never send them. While Kafka cannot take them, retry: a stalled
     partition is better than a lost assignment.
 
+    A message Kafka refuses for its size is never stored, however often it is sent: retrying it
+    stalled its agent's partition for good. It is left out (the others are stored as usual),
+    logged as an ERROR by its channel, kind and key (ids; not the key of ``account.commands``, a
+    domain) and counted in ``leadflow_messages_too_large_total{channel}``. The command that made
+    it stays in its topic. Values are bounded where they are made; this is the last line.
+
     Except once the worker is stopping: Faust's stop waits for this batch, so retrying for ever
     made a SIGTERM during a Kafka outage hang until SIGKILL. Then an attempt that Kafka has not
     acknowledged within ``stopping.STOPPING_GRACE_S`` (or a retry still to come) ends the
@@ -186,6 +210,8 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
         attempt = asyncio.ensure_future(_send_acknowledged(outgoing))
         try:
             if await _unless_stopping(attempt):
+                for index, error in attempt.result():
+                    _refused(outgoing[index], error)
                 return
         except asyncio.CancelledError:  # the agent is cancelled (a rebalance): so are its sends, as before
             attempt.cancel()
@@ -200,12 +226,45 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
         delay = min(delay * 2, 10.0)
 
 
-async def _send_acknowledged(outgoing: Sequence[Outgoing]) -> None:
-    futures = [await send(message) for message in outgoing]
-    await acknowledged(futures, _ACK_TIMEOUT_S)
+async def _send_acknowledged(outgoing: Sequence[Outgoing]) -> list[tuple[int, BaseException]]:
+    """Send every message and wait for Kafka's acks; returns the messages it refused for their size
+    (by index, with the refusal). Any other refusal, or no ack in time, raises as ``acknowledged``."""
+    futures: list[Any] = []
+    sent: list[int] = []
+    refused: list[tuple[int, BaseException]] = []
+    for index, message in enumerate(outgoing):
+        try:
+            futures.append(await send(message))  # Faust's producer refuses a record over max_request_size here
+        except Exception as exc:
+            if not too_large(exc):
+                raise
+            refused.append((index, exc))
+        else:
+            sent.append(index)
+    try:
+        await acknowledged(futures, _ACK_TIMEOUT_S)
+    except Exception as exc:
+        if not too_large(exc):
+            raise
+        # Every future is done (a timeout is no size refusal): another refusal is retried as usual.
+        for index, future in zip(sent, futures):
+            error = future.exception()
+            if error is not None and not too_large(error):
+                raise error from None
+            if error is not None:
+                refused.append((index, error))
+    return sorted(refused, key=lambda pair: pair[0])
 
 
-async def _unless_stopping(attempt: asyncio.Future[None]) -> bool:
+def _refused(message: Outgoing, error: BaseException) -> None:
+    runtime.metrics.messages_too_large.labels(message.channel).inc()
+    key = "(not logged)" if message.channel in _UNLOGGED_KEYS else message.key
+    log.error("Kafka refused a %s message for %s key %s for its size, and always will (%s: %s); it is left out so "
+              "that the partition goes on", type(message.value).__name__, message.channel, key,
+              type(error).__name__, str(error)[:200])
+
+
+async def _unless_stopping(attempt: asyncio.Future[Any]) -> bool:
     """True once ``attempt`` succeeded (its error raised); False when the worker has been stopping for
     ``STOPPING_GRACE_S`` and the attempt has not ended.
 

@@ -32,6 +32,7 @@ from streams.agents._batch import is_readable
 from streams.app import app, runtime
 from streams.crm_config import build_adapter
 from streams.tables.crm_pending import crm_pending
+from streams import stopping, topics
 from streams.topics import crm_dead, crm_outbox, publish
 
 __all__ = ["sync_opportunities", "fire_crm_timers", "crm_timers"]
@@ -165,17 +166,67 @@ async def _report(message: UpsertOpportunity, synced: bool, crm: str, crm_id: st
 async def _dead_letter(message: UpsertOpportunity, crm: str, attempts: int, reason: str, now: datetime, *,
                        kind: str) -> None:
     log.warning("crm upsert dead-lettered opportunity_id=%s crm=%s (%s)", message.opportunity_id, crm, reason)
-    body = orjson.dumps({"opportunity_id": message.opportunity_id, "lead_id": message.lead_id, "crm": crm,
-                         "attempts": attempts, "reason": reason, "at": now, "payload": message.payload})
+    delay = _STORE_RETRY_S
+    forms = dead_letters(message, crm, attempts, reason, now)
     while True:  # the dead letter must be stored before the lead hears: retry like publish does
+        attempt = asyncio.ensure_future(_stored(message.lead_id, forms[0]))
         try:
-            await asyncio.wait_for(await crm_dead.send(key=message.lead_id, value=body), 30)
-            break
-        except Exception as exc:  # aiokafka's KafkaError family, or the timeout
-            log.warning("crm dead letter not stored (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(1.0)
+            # publish's wait and stop rule (private to topics): a stop never waits on a retry here.
+            stored = await topics._unless_stopping(attempt)
+        except asyncio.CancelledError:
+            attempt.cancel()
+            raise
+        except Exception as exc:  # aiokafka's KafkaError family, Faust's ProducerSendError, the timeout
+            if topics.too_large(exc) and len(forms) > 1:
+                forms = forms[1:]
+                log.warning("crm dead letter of opportunity_id=%s lead_id=%s is too large for Kafka (%s); sending "
+                            "it without the opportunity's payload", message.opportunity_id, message.lead_id,
+                            type(exc).__name__)
+                continue
+            log.warning("crm dead letter of opportunity_id=%s not stored (%s); retrying in %.1f s",
+                        message.opportunity_id, type(exc).__name__, delay)
+        else:
+            if stored:
+                break
+            attempt.cancel()  # tests only: in a worker the process ends on the next line
+            topics._give_up(1, f"Kafka has not acknowledged a CRM dead letter {stopping.STOPPING_GRACE_S:.0f} s "
+                               "into the stop")
+        await topics._sleep_unless_stopping(delay, 1)
+        delay = min(delay * 2, _STORE_RETRY_MAX_S)
     runtime.metrics.crm_dead_letters.labels(kind).inc()
     await _report(message, False, crm, None, attempts, reason, now)
+
+
+#: The first wait after a dead letter Kafka did not take; doubled up to ``_STORE_RETRY_MAX_S``, as ``publish``.
+_STORE_RETRY_S = 0.5
+_STORE_RETRY_MAX_S = 10.0
+#: How long one attempt waits for Kafka's acknowledgement, as ``publish``'s (Faust's own bound is 20 min).
+_ACK_TIMEOUT_S = 30.0
+#: The reason kept in a dead letter without its payload (a CRM's error text has no bound of its own).
+_REASON_CHARS = 2000
+
+
+def dead_letters(message: UpsertOpportunity, crm: str, attempts: int, reason: str, now: datetime) -> list[bytes]:
+    """The forms of an opportunity's dead letter, whole then small.
+
+    The whole one carries the opportunity's payload (the lead, its timeline, its answers), which
+    can outgrow Kafka's record limit (1,000,000 bytes by Faust's producer, or the topic's
+    ``max.message.bytes``); refused for its size, the same record would be refused for ever and
+    the CRM agent's partition would stall. The small form keeps the ids, the reason and the
+    payload's size (``payload_omitted``); the payload itself is in ``crm.outbox`` at the lead's
+    key, and the lead's history in ``lead.events``.
+    """
+    record = {"opportunity_id": message.opportunity_id, "lead_id": message.lead_id, "crm": crm,
+              "attempts": attempts, "reason": reason, "at": now}
+    payload = orjson.dumps(message.payload)
+    whole = orjson.dumps({**record, "payload": orjson.Fragment(payload)})
+    small = orjson.dumps({**record, "reason": reason[:_REASON_CHARS], "payload": None, "payload_omitted": len(payload)})
+    return [whole, small]
+
+
+async def _stored(lead_id: str, value: bytes) -> None:
+    sent = await crm_dead.send(key=lead_id, value=value)
+    await topics.acknowledged([sent], _ACK_TIMEOUT_S)
 
 
 def _retries_pending() -> int:
