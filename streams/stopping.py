@@ -12,9 +12,9 @@ Two ways out, both here:
   within ``STOPPING_GRACE_S``, and ends the process (``exit_now``). Nothing of that batch is acked,
   so its offsets are never committed and the commands are read again after a restart; the
   agent's table was not written either (agents publish first, then write). Raising instead would
-  not do: ``take_ready`` acks a batch whose body raised (a bug must not stall a partition), so a
-  commit during the rest of the stop could skip those commands for good; and Faust's stop would
-  still wait for the unacked records of the other agents.
+  not do: ``take_ready`` gives a batch whose body raised to the restarted agent again (one event
+  at a time, after a wait), so the stop would wait for a Kafka that does not answer, and Faust's
+  stop would still wait for the unacked records of the other agents.
 * a signal after the stop began (``streams/worker.py``) ends the process at once.
 
 Exiting this way is what a crash does, and the crash tests prove that path safe: offsets are

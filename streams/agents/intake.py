@@ -82,9 +82,10 @@ def too_large(exc: BaseException) -> bool:
 async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> None:
     """Dead-letter a record: original bytes as the value, the reason in headers.
 
-    Returns once Kafka has acknowledged the dead letter, and never raises for Kafka: the body of a
-    ``take_ready`` batch that raises is acked, so a refused dead letter lost its record and every
-    lead of its batch not yet published (session 17: 5 of 6 leads). A dead letter too large for the
+    Returns once Kafka has acknowledged the dead letter, and never raises for Kafka: a refused dead
+    letter that raised lost its record and every lead of its batch not yet published (session 17:
+    5 of 6 leads; ``take_ready`` now gives a raising batch again, but a refusal that lasts would
+    make it skip the record as a bug after three tries). A dead letter too large for the
     topic or the producer is sent again smaller (``dead_letters``). Any other refusal, or no answer,
     is retried like ``publish``: the feed waits for Kafka, and once the worker is stopping the
     process ends without acking the batch (``streams/stopping.py``), which is read again after the
