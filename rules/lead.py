@@ -61,6 +61,7 @@ from rules.routing import facts_of, select_team
 from rules.team_selection import tier_priority
 
 __all__ = [
+    "MAX_LEAD_ATTRIBUTES",
     "RoutingStatus",
     "OPEN",
     "Assignment",
@@ -74,6 +75,14 @@ __all__ = [
     "webhook_id_for",
     "can_disposition",
 ]
+
+
+#: The attributes a lead keeps across all its captures (one capture brings at most 50). Without a
+#: bound, one person captured again and again with new attributes grew a lead past Kafka's 1 MB
+#: record limit (20 captures of 50 new attributes: 1,019,715 bytes): the table then refused to
+#: store it and its webhooks and opportunity were left out (session 17). 100 attributes of at most
+#: 100 + 200 characters stay far below that.
+MAX_LEAD_ATTRIBUTES = 100
 
 
 def apply(state: LeadState | None, command: LeadCommand, now: datetime, policy: LeadPolicy) -> LeadTransition:
@@ -280,8 +289,7 @@ def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
         # The same full name split otherwise by another channel keeps the lead's split too.
         changes.pop("first_name", None)
         changes.pop("last_name", None)
-    attributes = {**old.attributes, **new.attributes}
-    changes["attributes"] = attributes
+    changes["attributes"] = merge_attributes(old.attributes, new.attributes)
     if new.phone:
         # A number and its extension travel together: a newer number without one drops the old one.
         changes["phone_extension"] = new.phone_extension
@@ -290,6 +298,17 @@ def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
         # not replace the address the rep and the CRM already have. It stays on the touch's timeline.
         changes["email"] = old.email
     return replace(old, **changes)
+
+
+def merge_attributes(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
+    """A lead's attributes after a capture: the capture's values win, and past
+    ``MAX_LEAD_ATTRIBUTES`` the ones given longest ago are dropped (the order kept is the order in
+    which each attribute was last given)."""
+    merged = {name: value for name, value in old.items() if name not in new}
+    merged.update(new)
+    if len(merged) <= MAX_LEAD_ATTRIBUTES:
+        return merged
+    return dict(list(merged.items())[-MAX_LEAD_ATTRIBUTES:])
 
 
 def _name_key(name: str | None) -> str:

@@ -22,7 +22,7 @@ from rules.commands import (
     RoutingDecision,
     WithdrawLead,
 )
-from rules.lead import LeadPolicy, LeadState, can_disposition, webhook_id_for
+from rules.lead import MAX_LEAD_ATTRIBUTES, LeadPolicy, LeadState, can_disposition, webhook_id_for
 from rules.routing import TeamRule
 from rules.scoring import ScoringModel
 from sla.policy import DEFAULT_POLICY
@@ -556,3 +556,24 @@ def test_a_newer_phone_brings_its_own_extension() -> None:
     state, _ = run(capture(phone="+16502530000", phone_extension="123"), capture("cap-2", minutes=1, company="Acme"))
     assert state is not None
     assert (state.lead.phone, state.lead.phone_extension) == ("+16502530000", "123")  # a touch without a phone
+
+
+def test_a_lead_keeps_at_most_100_attributes_the_most_recently_given() -> None:
+    # One person captured again and again with new attributes grew a lead past Kafka's 1 MB limit.
+    first = {f"first{i}": "x" * 200 for i in range(50)}
+    second = {f"second{i}": "y" * 200 for i in range(50)}
+    third = {f"third{i}": "z" * 200 for i in range(49)} | {"first0": "given again"}
+    state, _ = run(capture(attributes=first), capture("cap-2", minutes=20, attributes=second),
+                   capture("cap-3", minutes=40, attributes=third))
+    assert state is not None
+    kept = state.lead.attributes
+    assert len(kept) == MAX_LEAD_ATTRIBUTES == 100
+    assert kept["first0"] == "given again"  # given again: kept, with its newest value
+    assert not any(name.startswith("first") and name != "first0" for name in kept)  # given longest ago
+    assert set(second) <= set(kept) and set(third) <= set(kept)
+
+
+def test_attributes_under_the_bound_merge_as_before() -> None:
+    state, _ = run(capture(attributes={"plan": "team", "seats": "5"}),
+                   capture("cap-2", minutes=20, attributes={"seats": "8", "region": "emea"}))
+    assert state is not None and state.lead.attributes == {"plan": "team", "seats": "8", "region": "emea"}
