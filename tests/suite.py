@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where the unit run writes, printed at the end.
@@ -34,50 +35,94 @@ def _pytest(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", *args]
 
 
-def _stop(runs: list[subprocess.Popen[bytes]], signum: int) -> None:
-    for run in runs:
-        if run.poll() is None:
-            run.send_signal(signum)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for run in runs:
-        try:
-            run.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            run.kill()
-            run.wait()
+#: How often the runner looks whether the runs have ended.
+POLL_S = 0.2
+
+
+class Runs:
+    """Child processes run side by side until each has ended; a signal is passed on to them.
+
+    The signal handler only notes the signal and sends SIGTERM to the runs not yet reaped (by
+    pid); waiting happens in ``wait``, outside the handler: a handler that waited would block on
+    the lock that the interrupted ``Popen.wait`` holds, for ever.
+    """
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.signalled: int | None = None
+
+    def start(self, *args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(*args, **kwargs)
+        self.procs.append(proc)
+        if self.signalled is not None:  # a signal came while it was starting
+            self._terminate(proc)
+        return proc
+
+    def passed_on(self, signum: int, frame: FrameType | None) -> None:
+        # SIGTERM to every run, also for Ctrl-C: the integration run's SIGTERM handler stops its
+        # workers and the stack for sure, where a second SIGINT could cut its teardown short.
+        if self.signalled is None:
+            self.signalled = signum
+        for proc in self.procs:
+            self._terminate(proc)
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes]) -> None:
+        if proc.returncode is None:  # not reaped yet, so its pid is still its own
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, ended: dict[int, float] | None = None) -> list[int]:
+        """Wait until every run has ended (killing those still running ``STOP_GRACE_S`` after a
+        signal); their statuses, a run ended by signal N as ``128 + N``. ``ended`` gets each run's
+        end time by pid."""
+        deadline: float | None = None
+        while True:
+            running = [proc for proc in self.procs if proc.poll() is None]
+            for proc in self.procs:
+                if proc.returncode is not None and ended is not None:
+                    ended.setdefault(proc.pid, time.monotonic())
+            if not running:
+                break
+            if self.signalled is not None:
+                deadline = deadline or time.monotonic() + STOP_GRACE_S
+                if time.monotonic() > deadline:
+                    for proc in running:
+                        proc.kill()
+            time.sleep(POLL_S)
+        return [_status(proc.returncode) for proc in self.procs]
+
+
+def _status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def main(argv: list[str]) -> int:
     UNIT_LOG.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    runs = Runs()
+    signal.signal(signal.SIGTERM, runs.passed_on)
+    signal.signal(signal.SIGINT, runs.passed_on)
     with UNIT_LOG.open("wb") as log:
         # The unit run leaves .pytest_cache to the integration run: two writers would race on it.
-        unit = subprocess.Popen(_pytest("-m", "not integration", "-p", "no:cacheprovider", "--durations=10", *argv),
-                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        unit = runs.start(_pytest("-m", "not integration", "-p", "no:cacheprovider", "--durations=10", *argv),
+                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     print(f"unit and property tests: running beside the integration tests (pid {unit.pid}), "
           f"output in {UNIT_LOG.relative_to(REPO)}, shown when both have ended", flush=True)
-    integration = subprocess.Popen(_pytest("-m", "integration", "--durations=25", *argv), cwd=REPO)
-    runs = [integration, unit]
-
-    def passed_on(signum: int, frame: FrameType | None) -> None:
-        # SIGTERM to both, also for Ctrl-C: the integration run's SIGTERM handler stops its
-        # workers and the stack for sure, where a second SIGINT could cut its teardown short.
-        _stop(runs, signal.SIGTERM)
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, passed_on)
-    signal.signal(signal.SIGINT, passed_on)
-    integration_status = integration.wait()
-    integration_s = time.monotonic() - started
-    unit_status = unit.wait()
+    integration = runs.start(_pytest("-m", "integration", "--durations=25", *argv), cwd=REPO)
+    ended: dict[int, float] = {}
+    unit_status, integration_status = runs.wait(ended)
+    integration_s = ended.get(integration.pid, time.monotonic()) - started
     print(f"\n{'=' * 30} unit and property tests ({UNIT_LOG.relative_to(REPO)}) {'=' * 30}", flush=True)
-    sys.stdout.flush()
     sys.stdout.buffer.write(UNIT_LOG.read_bytes())
     sys.stdout.buffer.flush()
     total_s = time.monotonic() - started
-    status = _overall(integration_status, unit_status)
+    status = 128 + runs.signalled if runs.signalled is not None else _overall(integration_status, unit_status)
     print(f"\nsuite {'passed' if status == 0 else 'FAILED'}: integration run exit {integration_status} "
-          f"({integration_s / 60:.1f} min), unit run exit {unit_status}; {total_s / 60:.1f} min in all")
+          f"({integration_s / 60:.1f} min), unit run exit {unit_status}; {total_s / 60:.1f} min in all"
+          + (f"; stopped by signal {runs.signalled}" if runs.signalled is not None else ""), flush=True)
     return status
 
 
