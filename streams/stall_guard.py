@@ -90,7 +90,8 @@ answer, a rebalance, a broker restart):
    * *the member was heartbeating on schedule until the loop stopped*: the loop's last tick came
      no later than the heartbeat cadence allows (the last heartbeat sent before
      ``A + session + slack``, plus the median spacing between the last heartbeats, plus
-     ``HEARTBEAT_GRACE_S``). A heartbeat that fell due while the loop still ran and was never
+     ``HEARTBEAT_GRACE_S``; a heartbeat counts only once the connection took its bytes, not one
+     whose send raised first). A heartbeat that fell due while the loop still ran and was never
      sent means aiokafka had no coordinator (a Kafka outage, a coordinator moving): then the
      group is loaded again with fresh timers and ``A`` bounds nothing. Without this, a Kafka
      restart of more than 10 s with a GC pause in it would restart every worker. The cadence is
@@ -204,16 +205,13 @@ class GroupEvidence:
     _lost_at: float | None = None
 
     def sent(self, api_key: int, now: float) -> int:
-        """A group request is about to be written; returns its token for ``answered``/``lost``."""
+        """A group request is about to be written; returns its token for ``written`` then
+        ``answered``/``lost``, or for ``forget``."""
         self._tokens += 1
         request = _Request(api_key, now)
         if api_key == _HEARTBEAT:
             self._heartbeat_seq += 1
             request.heartbeat_seq = self._heartbeat_seq
-            if self._heartbeat_ok == self._heartbeat_seq - 1 and self._heartbeats:
-                self._spacings.append(now - self._heartbeats[-1])
-                self.heartbeat_every = statistics.median(self._spacings)
-            self._heartbeats.append(now)
         elif api_key in (_JOIN_GROUP, _LEAVE_GROUP):
             self.stable = False
             self._heartbeat_ok = None  # never learn a spacing across a rebalance
@@ -221,6 +219,18 @@ class GroupEvidence:
                 self._join_sent = now
         self.in_flight[self._tokens] = request
         return self._tokens
+
+    def written(self, token: int) -> None:
+        """The request is on its way (handed to the connection): a heartbeat now counts in the
+        schedule, at the time it was ``sent``. One never written (``forget``) never does: it would
+        pass for heartbeating on schedule while none reached the coordinator."""
+        request = self.in_flight.get(token)
+        if request is None or request.heartbeat_seq is None:
+            return
+        if self._heartbeat_ok == request.heartbeat_seq - 1 and self._heartbeats:
+            self._spacings.append(request.sent - self._heartbeats[-1])
+            self.heartbeat_every = statistics.median(self._spacings)
+        self._heartbeats.append(request.sent)
 
     def answered(self, token: int, now: float, error_codes: list[int]) -> None:
         """The coordinator answered the request (with these error codes; 0 is none)."""
@@ -252,7 +262,8 @@ class GroupEvidence:
         self._heartbeat_ok = None
 
     def forget(self, token: int) -> None:
-        """The request was never written (no connection): it cannot reach the coordinator."""
+        """The request was never written (no connection): it cannot reach the coordinator, and a
+        heartbeat never ``written`` is not in the schedule."""
         self.in_flight.pop(token, None)
 
     def expired_for(self, now: float, loop_seen: float | None, session_s: float) -> float | None:
@@ -392,6 +403,8 @@ def install() -> None:
             with _group_lock:
                 _group.forget(token)  # raised before the frame was whole on the wire: never handled
             raise
+        with _group_lock:
+            _group.written(token)  # handed to the transport: only now a heartbeat counts as sent
         return _observe(pending, token)
 
     def send_changelog(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -245,8 +245,15 @@ class _Member:
         if joined:
             self.join()
 
+    def send(self, api_key: int, at: float) -> int:
+        """A request written at ``at`` (as the hook does: ``sent``, then ``written`` once the
+        connection took it); its token."""
+        token = self.evidence.sent(api_key, at)
+        self.evidence.written(token)
+        return token
+
     def request(self, api_key: int, rtt: float = 0.005, codes: tuple[int, ...] = (_OK,)) -> None:
-        token = self.evidence.sent(api_key, self.now)
+        token = self.send(api_key, self.now)
         self.now += rtt
         self.evidence.answered(token, self.now, list(codes))
 
@@ -294,7 +301,7 @@ def test_a_heartbeat_in_flight_during_the_pause_may_have_kept_the_session() -> N
     frozen VM on waking), so the coordinator's timer may run from later than any answer."""
     member = _Member()
     member.heartbeats_until(8.0)
-    token = member.evidence.sent(12, 10.0)
+    token = member.send(12, 10.0)
     assert member.lost_for(10.0, 9.0) is None
     assert member.lost_for(10.0, 60.0) is None  # however long: it is unanswered
     member.evidence.answered(token, 19.01, [_OK])  # it was handled: alive until ~29
@@ -304,7 +311,7 @@ def test_a_heartbeat_in_flight_during_the_pause_may_have_kept_the_session() -> N
 def test_an_old_commit_in_flight_counts_too_and_a_later_commit_answer_moves_the_deadline() -> None:
     member = _Member()
     member.heartbeats_until(8.0)
-    token = member.evidence.sent(8, 8.5)  # an OffsetCommit restarts the timer in Stable too
+    token = member.send(8, 8.5)  # an OffsetCommit restarts the timer in Stable too
     assert member.lost_for(9.505, 9.0) is None
     member.evidence.answered(token, 9.0, [0, 0])
     assert member.lost_for(9.505, 9.0) is None  # lost only after 19.25
@@ -317,11 +324,11 @@ def test_the_woken_workers_own_heartbeat_does_not_save_a_session_already_lost() 
     nothing either; answered as a member, the session was alive after all."""
     member = _Member()
     member.heartbeats_until(8.0)
-    late = member.evidence.sent(12, 18.5)
+    late = member.send(12, 18.5)
     assert member.evidence.expired_for(18.51, 9.505, 10.0) == pytest.approx(10.505)
     member.evidence.answered(late, 18.52, [_UNKNOWN_MEMBER])
     assert member.evidence.expired_for(18.53, 9.505, 10.0) == pytest.approx(10.525)
-    alive = member.evidence.sent(12, 18.6)
+    alive = member.send(12, 18.6)
     member.evidence.answered(alive, 18.61, [_OK])
     assert member.evidence.expired_for(18.62, 9.505, 10.0) is None
 
@@ -350,7 +357,7 @@ def test_during_a_rebalance_no_exit() -> None:
     member.heartbeats_until(8.0)
     member.now = 10.0
     member.request(12, codes=(_REBALANCING,))  # answered as a member: the timer was restarted
-    join = member.evidence.sent(11, 10.1)
+    join = member.send(11, 10.1)
     assert member.lost_for(10.2, 30.0) is None  # parked
     member.evidence.answered(join, 20.0, [_OK])
     assert member.evidence.expired_for(40.0, 20.1, 10.0) is None  # joined, not synced: no generation yet
@@ -374,7 +381,7 @@ def test_a_kafka_outage_is_no_reason_to_exit() -> None:
 def test_a_lost_request_keeps_the_rule_off_until_the_next_generation() -> None:
     member = _Member()
     member.heartbeats_until(4.0)
-    token = member.evidence.sent(12, 6.0)
+    token = member.send(12, 6.0)
     member.evidence.lost(token, 46.0)  # timed out: the coordinator may still handle it, any time
     member.now = 46.0
     member.heartbeats_until(50.0)
@@ -389,7 +396,7 @@ def test_a_request_lost_during_the_join_keeps_the_rule_off_after_the_sync() -> N
     member.heartbeats_until(8.0)
     member.now = 9.0
     member.request(11)
-    member.evidence.lost(member.evidence.sent(8, member.now), 9.5)  # a commit with the new generation
+    member.evidence.lost(member.send(8, member.now), 9.5)  # a commit with the new generation
     member.now = 9.6
     member.request(14)
     member.heartbeats_until(14.0)
@@ -412,6 +419,18 @@ def test_a_request_never_written_is_forgotten() -> None:
     member.heartbeats_until(8.0)
     member.evidence.forget(member.evidence.sent(12, 9.0))  # no connection: raised before writing
     assert member.lost_for(9.505, 9.0) == pytest.approx(10.5)
+
+
+def test_heartbeats_never_written_do_not_count_as_heartbeating_on_schedule() -> None:
+    """Answered until 8.005, then every heartbeat attempt raised before writing (no connection)
+    while the loop kept running: none reached the coordinator, so the heartbeats stopped while
+    the loop ran (no coordinator to reach), and ``A`` bounds nothing. Review B, finding 4."""
+    member = _Member()
+    member.heartbeats_until(8.0)
+    for at in (10.0, 12.0, 14.0, 16.0, 18.0):
+        member.evidence.forget(member.evidence.sent(12, at))
+    assert member.evidence.expired_for(18.5, 18.3, 10.0) is None  # the loop ticked at 18.3: no pause
+    assert member.lost_for(9.505, 9.0) == pytest.approx(10.5)  # a real pause after the last answer still exits
 
 
 def test_a_coordinator_moving_suspends_the_rule_until_it_answers_again() -> None:
