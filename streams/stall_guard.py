@@ -103,8 +103,14 @@ answer, a rebalance, a broker restart):
    and the rule, like rule 1, then exits needlessly: a rebalance. The rule does not tell consumer
    groups apart; a worker has one (the outcomes follower reads without a group).
 
-The clock is ``CLOCK_BOOTTIME`` where there is one (it keeps counting while the host is
-suspended; the broker's clock does too).
+The clock is ``CLOCK_BOOTTIME`` where there is one: it keeps counting while the host is
+suspended, as time does for a broker on another host, whose sessions expire meanwhile. A broker on
+the *same* host is suspended with the worker, and Kafka's timers (the session's too) run on
+``System.nanoTime``, ``CLOCK_MONOTONIC`` on Linux, which stops during a suspend: its sessions
+survive it. So suspending and resuming a laptop running the dev stack for longer than the session
+makes the worker exit 75 needlessly (rule 1 already did before rule 2 existed); the cost is a
+restart and a rebalance, nothing is lost. ``CLOCK_MONOTONIC`` here instead would get that case
+right and miss a session really lost to a broker elsewhere: the unsafe side.
 """
 from __future__ import annotations
 
