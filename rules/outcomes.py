@@ -5,9 +5,15 @@ Pure. One ``OutcomeBoard`` holds a ``Tally`` per key (``source:<name>``, ``segme
 snapshot. A win rate is smoothed toward a prior (a Beta prior worth ``prior_weight`` deals), so
 one lost deal moves little and a run of them moves a lot. A lost reason such as "no budget" or
 "bad fit" says the *segment* was wrong, so it counts more than one loss there.
+
+The whole board travels as one Kafka record (``outcomes.board``, and the table's changelog), so
+its size is bounded whatever the names: at most ``max_keys`` keys of at most ``MAX_KEY_BYTES``
+encoded bytes each (``board_key`` shortens a longer one) and ``RECENT_IDS`` outcome ids of at most
+``MAX_ID_BYTES``; ``tests/agents/test_outcomes_agent.py`` encodes the largest such board.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -20,12 +26,64 @@ __all__ = [
     "record_outcome",
     "win_rate",
     "adjustments",
+    "board_key",
     "DEFAULT_REASON_WEIGHTS",
+    "MAX_KEY_BYTES",
+    "MAX_ID_BYTES",
+    "RECENT_IDS",
 ]
 
 #: Lost reasons that say the segment was a poor fit, and how many losses each counts for it.
 DEFAULT_REASON_WEIGHTS: Mapping[str, float] = {"no budget": 2.0, "bad fit": 2.0, "no need": 1.5,
                                                "too small": 1.5}
+
+
+#: The most bytes a board key takes in the encoded board (JSON, UTF-8). The keys the inputs give in
+#: practice are shorter and kept as they are (a source of 100 ASCII characters, none a quote, a
+#: backslash or a control character, takes 107 bytes; a rep id at most 68); a longer one (a source
+#: of 100 non-ASCII characters: up to 407 bytes, a segment with a 200-character industry: over
+#: 1200 if JSON escapes them) is shortened by ``board_key``. 2000 keys of 200 bytes: a board of
+#: about 0.55 MB at most, well under Kafka's 1 MB record.
+MAX_KEY_BYTES = 200
+#: The most bytes an outcome id takes in ``recent`` (leadflow's are ``op_<24 hex>:won``, 31).
+MAX_ID_BYTES = 64
+#: How many outcome ids the board keeps to tell a replay.
+RECENT_IDS = 256
+_DIGEST_HEX = 16
+
+
+def _encoded_bytes(ch: str) -> int:
+    """The most bytes one character takes in a JSON string: a control character is escaped
+    (``\\u0001``: 6), a quote or backslash 2, anything else its UTF-8 bytes."""
+    if ch < " ":
+        return 6
+    if ch in '"\\':
+        return 2
+    return len(ch.encode("utf-8", "surrogatepass"))
+
+
+def _bounded(text: str, limit: int) -> str:
+    """``text`` when it takes at most ``limit`` encoded bytes; else the longest prefix of it that
+    fits with ``~`` and 16 hex digits of the SHA-256 of the whole ``text`` (two long texts that
+    share the prefix stay two)."""
+    if len(text) * 6 <= limit:
+        return text  # short enough whatever its characters (the usual case: no need to look)
+    sizes = [_encoded_bytes(ch) for ch in text]
+    if sum(sizes) <= limit:
+        return text
+    room, cut = limit - 1 - _DIGEST_HEX, 0
+    while cut < len(text) and room >= sizes[cut]:
+        room -= sizes[cut]
+        cut += 1
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_HEX]
+    return f"{text[:cut]}~{digest}"
+
+
+def board_key(kind: str, name: str) -> str:
+    """The board's key for a source, segment or rep: ``<kind>:<name>``, shortened to
+    ``MAX_KEY_BYTES`` encoded bytes when longer (its longest prefix that fits, ``~`` and 16 hex
+    digits of the SHA-256 of the whole key). Counting and scoring both look names up through it."""
+    return _bounded(f"{kind}:{name}", MAX_KEY_BYTES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,11 +143,12 @@ def _reason_weight(reason: str | None, policy: LearningPolicy) -> float:
 def record_outcome(board: OutcomeBoard | None, outcome: RecordOutcome, policy: LearningPolicy) -> OutcomeBoard:
     """``board`` with ``outcome`` counted (a replayed outcome id changes nothing)."""
     board = board or OutcomeBoard()
-    if outcome.outcome_id in board.recent:
+    outcome_id = _bounded(outcome.outcome_id, MAX_ID_BYTES)
+    if outcome_id in board.recent:
         return board
-    keys = [(f"source:{outcome.source}", 1.0), (f"segment:{outcome.segment}", 1.0)]
+    keys = [(board_key("source", outcome.source), 1.0), (board_key("segment", outcome.segment), 1.0)]
     if outcome.rep_id:
-        keys.append((f"rep:{outcome.rep_id}", 1.0))
+        keys.append((board_key("rep", outcome.rep_id), 1.0))
     tallies = dict(board.tallies)
     for key, weight in keys:
         old = tallies.pop(key, Tally())  # re-inserted last: the most recently updated
@@ -100,7 +159,7 @@ def record_outcome(board: OutcomeBoard | None, outcome: RecordOutcome, policy: L
             tallies[key] = replace(old, lost=old.lost + weight * extra)
     while len(tallies) > policy.max_keys:
         tallies.pop(next(iter(tallies)))
-    return OutcomeBoard(tallies=tallies, recent=(board.recent + (outcome.outcome_id,))[-256:],
+    return OutcomeBoard(tallies=tallies, recent=(board.recent + (outcome_id,))[-RECENT_IDS:],
                         updated_at=outcome.at)
 
 
@@ -121,7 +180,7 @@ def adjustments(board: OutcomeBoard, *, source: str, segment: str,
     """Points (and why) for the lead's source and segment from their smoothed win rates."""
     found = []
     for kind, name in (("source", source), ("segment", segment)):
-        tally = board.tallies.get(f"{kind}:{name}")
+        tally = board.tallies.get(board_key(kind, name))
         if tally is None or tally.deals == 0:
             continue
         rate = win_rate(tally, policy)

@@ -6,12 +6,23 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from rules.lead_crm import OUTCOMES_KEY
-from rules.outcomes import OutcomeBoard, RecordOutcome, Tally
+from rules.outcomes import (
+    MAX_ID_BYTES,
+    MAX_KEY_BYTES,
+    RECENT_IDS,
+    LearningPolicy,
+    OutcomeBoard,
+    RecordOutcome,
+    Tally,
+    record_outcome,
+)
 from streams.agents import outcomes
-from streams.app import runtime
+from streams.app import app, runtime
+from streams.codec import decode, encode
 from streams.tables.outcome_board import BoardSnapshot, outcome_board, snapshot, with_outcomes
 from tests.agents.conftest import Published
 
@@ -55,3 +66,31 @@ def test_the_snapshot_keeps_the_latest_board_and_scoring_reads_it(monkeypatch: p
     assert with_outcomes(runtime.policy) is runtime.policy  # nothing learned yet: the policy as is
     monkeypatch.setattr(snapshot, "board", two)
     assert with_outcomes(runtime.policy).outcomes == two
+
+
+#: A float as long as orjson writes one (24 bytes): the tallies' worst case.
+_LONGEST_FLOAT = -2.2250738585072014e-308
+
+
+def test_the_largest_board_fits_well_inside_one_kafka_record() -> None:
+    """The board goes as one record (``outcomes.board`` and the table's changelog): the largest the
+    rules allow, every key as long as ``board_key`` lets it be (names of 4-byte characters, of
+    control characters JSON escapes in 6 bytes, of quotes), ``max_keys`` of them, 256 outcome ids
+    of 1000 characters and the longest floats, encodes with the real codec far below Kafka's 1 MB."""
+    learning = LearningPolicy()
+    board = None
+    for n in range(1000):  # 3 keys each: far more than max_keys
+        board = record_outcome(board, RecordOutcome(
+            outcome_id=f"{n:04d}" + "i" * 996, lead_id=f"ld_{n}", won=n % 2 == 0,
+            source=f"{n:04d}" + "\U0001F600" * 96,  # 100 characters, as the JSON API takes a source
+            segment=f"mid/{n:04d}" + "\x01" * 196,  # an industry attribute of 200 characters
+            rep_id=f"{n:04d}" + '"' * 400, reason="no budget", at=NOW), learning)
+    assert board is not None and len(board.tallies) == learning.max_keys and len(board.recent) == RECENT_IDS
+    board = replace(board, tallies={key: Tally(won=_LONGEST_FLOAT, lost=_LONGEST_FLOAT) for key in board.tallies})
+    assert all(len(orjson.dumps(key)) - 2 <= MAX_KEY_BYTES for key in board.tallies)
+    raw = encode(board)
+    # Each tally: its key in quotes, ':', {"won":…,"lost":…} and ',' (at most 2 + 200 + 1 + 16 + 48 + 1).
+    bound = learning.max_keys * (MAX_KEY_BYTES + 68) + RECENT_IDS * (MAX_ID_BYTES + 3) + 200
+    assert len(raw) <= bound < 560_000
+    assert len(raw) < app.conf.producer_max_request_size * 0.6
+    assert decode(raw) == board

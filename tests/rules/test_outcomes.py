@@ -4,9 +4,23 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import orjson
+import pytest
+
 from rules.capture import CapturedLead
 from rules.enrichment import enrich
-from rules.outcomes import LearningPolicy, OutcomeBoard, RecordOutcome, Tally, adjustments, record_outcome, win_rate
+from rules.outcomes import (
+    MAX_ID_BYTES,
+    MAX_KEY_BYTES,
+    LearningPolicy,
+    OutcomeBoard,
+    RecordOutcome,
+    Tally,
+    adjustments,
+    board_key,
+    record_outcome,
+    win_rate,
+)
 from rules.scoring import ScoringModel, score_lead
 
 AT = datetime(2026, 3, 2, 10, tzinfo=UTC)
@@ -72,3 +86,41 @@ def test_the_board_stays_bounded() -> None:
     board = board_of(*(outcome(n, won=True, source=f"s{n}", segment=f"g{n}", rep=None) for n in range(10)),
                      policy=policy)
     assert len(board.tallies) == 4 and "source:s9" in board.tallies and "source:s0" not in board.tallies
+
+
+def _encoded(text: str) -> int:
+    return len(orjson.dumps(text)) - 2  # without the quotes
+
+
+def test_a_usual_name_is_its_own_key() -> None:
+    longest_bulk_source = "a-" * 50  # the bulk API's longest: 100 letters, digits, '_', '.' or '-'
+    assert board_key("source", longest_bulk_source) == f"source:{longest_bulk_source}"
+    assert board_key("rep", "r" * 64) == f"rep:{'r' * 64}"
+    assert board_key("segment", "mid/financial services") == "segment:mid/financial services"
+    assert board_key("source", "Ünïcödé wébinar") == "source:Ünïcödé wébinar"
+
+
+@pytest.mark.parametrize("name", ["\U0001F600" * 100, "\x01" * 200, '"' * 150, "é" * 99 + "\x01" * 30])
+def test_a_long_name_gets_a_shortened_key_that_fits_and_stays_its_own(name: str) -> None:
+    key = board_key("source", name)
+    assert _encoded(key) <= MAX_KEY_BYTES
+    assert _encoded(key) > MAX_KEY_BYTES - 17 - 6  # as much of the name as fits
+    assert key.startswith("source:") and name.startswith(key[len("source:"):key.rindex("~")])
+    assert board_key("source", name) == key  # the same name, the same key
+    assert board_key("source", name + "x") != key  # another name with the same prefix: another key
+
+
+def test_a_long_source_is_counted_and_scored_under_its_shortened_key() -> None:
+    source = "\U0001F600" * 100
+    board = board_of(*(outcome(n, won=False, source=source) for n in range(6)))
+    assert board.tallies[board_key("source", source)] == Tally(won=0, lost=6)
+    [(points, why), _] = adjustments(board, source=source, segment="mid/software", policy=POLICY)
+    assert points < 0 and why.startswith(f"source {source} win rate")
+
+
+def test_a_long_outcome_id_is_kept_short_and_its_replay_still_counts_once() -> None:
+    long_id = RecordOutcome(outcome_id="x" * 1000, lead_id="l1", won=True, source="webinar", segment="mid",
+                            rep_id=None, reason=None, at=AT)
+    board = board_of(long_id, long_id)
+    assert board.tallies["source:webinar"] == Tally(won=1)
+    assert [len(i) for i in board.recent] == [MAX_ID_BYTES]
