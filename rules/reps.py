@@ -127,8 +127,8 @@ class RepEntry:
     #: Retired by whom (``None``: active): ``"config"``, the YAML no longer names them (naming them
     #: again brings them back); ``"api"``, ``DELETE /v1/reps`` (an unchanged YAML entry does not).
     retired: Origin | None = None
-    #: A question not answered yet (``None``: none): a move to another team, or a new rep or a
-    #: change waiting for their team (``joining.team_id == team_id``).
+    #: A move to another team not answered yet (``None``: none). (Between f9c1b98 and ``asked``, a
+    #: question of the rep's own team was kept here too, ``joining.team_id == team_id``: still read.)
     joining: Joining | None = None
     #: The last move a team refused, until the rep's next change is applied (``None``: none).
     move_refused: Refusal | None = None
@@ -153,6 +153,26 @@ class RepEntry:
     #: does not know what the team holds. Asked again with the move (``_ask_again``); a change in
     #: the team, a yes to the move or a retirement makes it moot.
     unanswered: Joining | None = None
+    #: A new rep or a change waiting for the answer of the rep's own team (``None``: none): kept out
+    #: of ``joining``, so that a worker from before f9c1b98 (a rolling upgrade, a rollback), which
+    #: ignores this field, sees nothing waiting. It would read a question in ``joining`` as a move
+    #: and, on the team's yes, send ``RemoveRep`` to the rep's own team; and its ``PutRep`` would
+    #: call that "move" off the same way. Never set together with ``joining``.
+    asked: Joining | None = None
+
+    @property
+    def question_here(self) -> Joining | None:
+        """The new rep or change waiting in the rep's own team (``asked``, or as kept before it)."""
+        if self.asked is not None:
+            return self.asked
+        joining = self.joining
+        return joining if joining is not None and joining.team_id == self.team_id else None
+
+    @property
+    def moving(self) -> Joining | None:
+        """The move to another team waiting for that team's answer."""
+        joining = self.joining
+        return joining if joining is not None and joining.team_id != self.team_id else None
 
     @property
     def seeded(self) -> bool:
@@ -184,7 +204,35 @@ class RepTransition:
 
 
 def apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTransition:
-    """Route a rep command to the rep's team; a team change removes the rep from the old team."""
+    """Route a rep command to the rep's team; a team change removes the rep from the old team.
+
+    The rules below keep the question waiting, a move or one of the rep's own team, in ``joining``
+    (at most one waits); the entry written keeps the second kind in ``asked`` (see there).
+    """
+    inner = _unpacked(entry)
+    transition = _apply(inner, command, now)
+    if transition.entry is inner or transition.entry is None:
+        return RepTransition(entry=entry if transition.entry is inner else None, outgoing=transition.outgoing)
+    packed = _packed(transition.entry)
+    if packed == entry:
+        return RepTransition(entry=entry, outgoing=transition.outgoing)
+    return RepTransition(entry=packed, outgoing=transition.outgoing)
+
+
+def _unpacked(entry: RepEntry | None) -> RepEntry | None:
+    if entry is None or entry.asked is None:
+        return entry
+    return replace(entry, joining=entry.asked, asked=None)
+
+
+def _packed(entry: RepEntry) -> RepEntry:
+    joining = entry.joining
+    if joining is None or joining.team_id != entry.team_id:
+        return entry
+    return replace(entry, joining=None, asked=joining)
+
+
+def _apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTransition:
     if isinstance(command, PutRep):
         return _put(entry, command, now)
     if isinstance(command, ReportHeld):
@@ -281,9 +329,9 @@ def latest_profile(entry: RepEntry | None) -> RepProfile | None:
     """The rep's profile as last asked for: a new rep or a change waiting in their team, else the entry's."""
     if entry is None:
         return None
-    joining = entry.joining
-    if joining is not None and joining.team_id == entry.team_id and joining.profile is not None:
-        return joining.profile
+    asked = entry.question_here
+    if asked is not None and asked.profile is not None:
+        return asked.profile
     return entry.profile
 
 

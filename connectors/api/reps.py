@@ -279,10 +279,11 @@ def rep_view(entry: RepEntry) -> dict[str, object]:
                      "weight": p.weight, "skills": list(p.skills), "languages": list(p.languages),
                      "territories": list(p.territories), "timezone": p.timezone,
                      "webhook_configured": bool(p.webhook_url and p.webhook_secret)})
-    if entry.joining is not None and entry.joining.team_id != entry.team_id:
+    moving = entry.moving
+    if moving is not None:
         # Moving: the new team has not answered yet; the rep is still the team's above.
-        body["moving_to"] = {"team": entry.joining.team_id, "since": entry.joining.since}
-    asked_here = entry.joining if entry.joining is not None and "moving_to" not in body else entry.unanswered
+        body["moving_to"] = {"team": moving.team_id, "since": moving.since}
+    asked_here = entry.question_here or entry.unanswered
     if asked_here is not None:
         # A new rep or a change the team has not answered yet: the rep is as above until it does.
         body["pending"] = {"team": asked_here.team_id, "since": asked_here.since}

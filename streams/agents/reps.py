@@ -91,10 +91,10 @@ def _tell_seeded_changes(before: RepEntry | None, after: RepEntry) -> None:
     secrets are named, never shown (``rules.reps.profile_changes``).
 
     A change waits for the team's answer (a move, the new team's; a change in the rep's team, that
-    team's): the entry keeps the rep as they are and the new profile waits in ``joining``, which is
-    what the file asked for. It is told against what was asked last (``latest_profile``).
+    team's): the entry keeps the rep as they are and the new profile waits in ``joining`` (a move) or
+    ``asked``, which is what the file asked for. It is told against what was asked last (``latest_profile``).
     """
-    joining = after.joining
+    joining = after.moving or after.question_here
     wanted = joining.profile if joining is not None else after.profile
     asked = latest_profile(before)
     if asked is None or wanted is None:
@@ -103,7 +103,7 @@ def _tell_seeded_changes(before: RepEntry | None, after: RepEntry) -> None:
     if not changes:
         return
     told = "; ".join(changes)
-    if joining is not None and joining.team_id != after.team_id:
+    if joining is not None and joining is after.moving:
         told += f" (a move: in team {after.team_id} until team {joining.team_id} takes them in)"
     log.warning("rep %s changed by a worker's config file, for every worker of the deployment: %s",
                 after.rep_id, told)

@@ -130,7 +130,7 @@ async def test_rep_agent_routes_rep_commands_to_the_team(published: Published, m
     entry = rep_directory[rep_id]
     # In no team until t-a answers (rules.reps): the question waits, under number 1.
     assert (entry.team_id, entry.member, entry.profile, entry.origin, entry.moves) == ("t-a", False, None, "api", 1)
-    assert entry.joining is not None and (entry.joining.team_id, entry.joining.profile) == ("t-a", profile)
+    assert entry.asked is not None and (entry.asked.team_id, entry.asked.profile) == ("t-a", profile)
     (upsert,) = published.values(UpsertRep)
     assert upsert.team_id == "t-a" and upsert.join == 1 and published.messages[0].key == "t-a"
 

@@ -259,11 +259,13 @@ async def test_get_on_a_rep_the_team_has_not_taken_shows_it_pending_or_refused(
     """A new rep in no team yet shows no profile, and says which team was asked and what it answered."""
     profile = RepProfile(rep_id="bo", team_id="emea", name="Bo", capacity=4)
     asked = Joining(team_id="emea", move=1, profile=profile, config_digest=None, origin="api", since=clock.now())
-    engine.reps["bo"] = RepEntry(rep_id="bo", team_id="emea", updated_at=clock.now(), member=False, joining=asked,
-                                 moves=1)
-    body = await (await client.get("/v1/reps/bo", headers=AUTH)).json()
-    assert (body["team"], body["status"], body["in_team"]) == ("emea", "active", False)
-    assert body["pending"]["team"] == "emea" and "moving_to" not in body and "capacity" not in body
+    # Kept in ``asked``; an entry written between f9c1b98 and it kept the question in ``joining``.
+    for waiting in ({"asked": asked}, {"joining": asked}):
+        engine.reps["bo"] = RepEntry(rep_id="bo", team_id="emea", updated_at=clock.now(), member=False, moves=1,
+                                     **waiting)  # type: ignore[arg-type]
+        body = await (await client.get("/v1/reps/bo", headers=AUTH)).json()
+        assert (body["team"], body["status"], body["in_team"]) == ("emea", "active", False)
+        assert body["pending"]["team"] == "emea" and "moving_to" not in body and "capacity" not in body
     engine.reps["bo"] = RepEntry(rep_id="bo", team_id="emea", updated_at=clock.now(), member=False, profile=profile,
                                  moves=1, refused=Refusal(team_id="emea", reason="team emea has 500 reps",
                                                           at=clock.now()))

@@ -603,7 +603,7 @@ class RepMoves(RuleBasedStateMachine):
             restart()
         assert not self.over, self.over
         for rep_id in REPS:
-            assert self.bus.directory[rep_id].joining is None, rep_id
+            assert (self.bus.directory[rep_id].joining, self.bus.directory[rep_id].asked) == (None, None), rep_id
             team_id = self.bus.directory[rep_id].team_id
             rep = self.bus.team(team_id).reps[rep_id]
             here = len(self.bus.teams[team_id].queue.held_by(rep_id))
@@ -618,7 +618,7 @@ class RepMoves(RuleBasedStateMachine):
 
     def _tells_the_truth(self, rep_id: str, entry: RepEntry) -> None:
         """``GET /v1/reps/{id}``'s source: in their team with the profile it holds, or in none."""
-        if entry.joining is not None or entry.unanswered is not None:
+        if entry.joining is not None or entry.asked is not None or entry.unanswered is not None:
             # Only a rep the YAML never named can still wait: nothing asks again for the API.
             assert rep_id not in self.yaml, (rep_id, entry)
             return

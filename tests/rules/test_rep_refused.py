@@ -58,12 +58,14 @@ def test_a_new_rep_a_full_team_refuses_is_in_no_team(monkeypatch: pytest.MonkeyP
 def test_a_new_rep_waits_as_pending_until_the_team_answers() -> None:
     asked = reps.apply(None, put("bo", "t"), T0)
     assert asked.entry is not None and not asked.entry.in_team and asked.entry.profile is None
-    assert asked.entry.joining is not None and asked.entry.joining.team_id == "t"
+    # The question waits in ``asked``, not ``joining``: a worker from before f9c1b98 reads ``joining``
+    # as a move (test_rep_rolling.py).
+    assert asked.entry.joining is None and asked.entry.asked is not None and asked.entry.asked.team_id == "t"
     t = TeamDriver()
     [answer] = values(list(t.send(asked.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
     assert (answer.refused, answer.member, answer.profile) == (None, True, put("bo", "t").profile)
     taken = reps.apply(asked.entry, answer, T0).entry
-    assert taken is not None and taken.in_team and taken.joining is None and taken.profile == answer.profile
+    assert taken is not None and taken.in_team and taken.asked is None and taken.profile == answer.profile
 
 
 def test_a_refused_change_in_the_team_keeps_the_profile_the_team_holds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +76,7 @@ def test_a_refused_change_in_the_team_keeps_the_profile_the_team_holds(monkeypat
     bus.send("rep.commands", "ana", put("ana", "t", capacity=5, skills=BIG))
     assert bus.team("t").reps["ana"].profile == held  # the team kept what it had
     ana = bus.directory["ana"]
-    assert (ana.in_team, ana.profile, ana.joining) == (True, held, None)
+    assert (ana.in_team, ana.profile, ana.joining, ana.asked) == (True, held, None, None)
     assert ana.refused is not None and "bytes encoded" in ana.refused.reason and ana.move_refused is None
     # A change the team takes is applied and ends the refusal.
     bus.send("rep.commands", "ana", put("ana", "t", capacity=4))
@@ -99,7 +101,7 @@ def test_a_change_taken_then_one_refused_before_either_answer_shows_the_first(
     [no] = values(list(t.send(second.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
     assert yes.refused is None and no.refused is not None
     after_yes = reps.apply(second.entry, yes, T0).entry
-    assert after_yes is not None and after_yes.joining == second.entry.joining  # the second still waits
+    assert after_yes is not None and after_yes.asked == second.entry.asked  # the second still waits
     after = reps.apply(after_yes, no, T0).entry
     assert after is not None and after.profile == bus.team("t").reps["ana"].profile
     assert after.profile is not None and after.profile.capacity == 3 and after.refused is not None
@@ -134,7 +136,7 @@ def test_a_retirement_before_the_answer_wins_over_a_late_yes() -> None:
     bus.send("rep.commands", "ana", RetireRep(rep_id="ana", at=T0))
     back = reps.apply(bus.directory["ana"], put("ana", "t"), T0)
     retired = reps.apply(back.entry, RetireRep(rep_id="ana", at=T0), T0)
-    assert retired.entry is not None and retired.entry.retired == "api" and retired.entry.joining is None
+    assert retired.entry is not None and retired.entry.retired == "api" and retired.entry.asked is None
     [remove] = retired.outgoing
     assert isinstance(remove.value, RemoveRep) and remove.key == "t"
     t = bus.teams["t"]

@@ -37,7 +37,7 @@ def test_a_new_rep_is_asked_of_their_team_and_in_it_once_it_says_yes() -> None:
     assert result.entry is not None
     assert (result.entry.team_id, result.entry.member, result.entry.profile, result.entry.in_team) == (
         "emea", False, None, False)
-    assert result.entry.joining is not None and result.entry.joining.team_id == "emea"
+    assert result.entry.asked is not None and result.entry.asked.team_id == "emea"
     assert result.outgoing == (Outgoing(channel="team.commands", key="emea",
                                         value=UpsertRep(team_id="emea", profile=put("emea").profile, at=T0, join=1)),)
     assert yes(result) == RepEntry(rep_id="rep-1", team_id="emea", updated_at=T0, profile=put("emea").profile,
