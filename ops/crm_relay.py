@@ -24,8 +24,10 @@ restrict the peer address to Salesforce's published ranges. Each notification is
 and forwarded; Salesforce gets its ``<Ack>true</Ack>`` only when leadflow accepted every one, so
 it redelivers the message otherwise (redeliveries carry the same notification ids: leadflow
 answers those it took with its first answer). A notification about an Opportunity without a lead
-id (one leadflow did not make) is skipped and logged by its ids: no redelivery could change it,
-so it does not hold the message back. A bad envelope is a 400 SOAP fault, never a 500.
+id nor leadflow's opportunity id (one leadflow did not make) is skipped and logged by its ids: no
+redelivery could change it, so it does not hold the message back. One with leadflow's opportunity
+id and no lead id is a fault naming the lead-id field (the relay's setup is wrong; skipped, every
+outcome would be lost). A bad envelope is a 400 SOAP fault, never a 500.
 docs/QUALIFICATION.md walks through both.
 """
 from __future__ import annotations
@@ -201,7 +203,8 @@ def relay_app(*, events_secret: str, leadflow_url: str, hubspot_secret: str | No
     """``POST /hubspot``: 204 once leadflow took the event; leadflow's 4xx passed back; 502 makes HubSpot retry.
 
     ``POST /salesforce/{token}``: 200 with the SOAP Ack once leadflow took every notification
-    (but those about an Opportunity without a lead id, skipped and logged: ``NotLeadflows``);
+    (but those about an Opportunity without a lead id nor leadflow's opportunity id, skipped and
+    logged: ``NotLeadflows``);
     otherwise a SOAP fault (400 for an unreadable envelope or an unmappable notification, 403 for
     another org or address, leadflow's 4xx for a refused event, 502 when leadflow did not answer),
     and Salesforce delivers the message again later.
@@ -330,7 +333,8 @@ Salesforce (a flow's Outbound Message on Opportunity, unsigned SOAP):
   path (404); add --salesforce-allow-from for Salesforce's published IP ranges when the relay sees
   Salesforce's own address (not behind a proxy). Salesforce gets <Ack>true</Ack> only when leadflow took
   every notification, and delivers the message again otherwise, for up to 24 h. A notification about an
-  Opportunity without Leadflow_Lead_Id__c (one leadflow did not make) is skipped, logged by its ids.
+  Opportunity without Leadflow_Lead_Id__c nor Leadflow_Id__c (one leadflow did not make) is skipped,
+  logged by its ids; one with Leadflow_Id__c but no lead id is a fault naming the lead-id field.
 
 Both routes can run in one relay. Environment: LEADFLOW_CRM_EVENTS_SECRET (the worker's CRM events secret,
 whsec_...), HUBSPOT_CLIENT_SECRET (the HubSpot app's client secret), SALESFORCE_OUTBOUND_TOKEN (24 to 128

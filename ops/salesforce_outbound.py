@@ -71,7 +71,8 @@ class EnvelopeError(ValueError):
 
 
 class NotLeadflows(ValueError):
-    """A notification about an Opportunity without leadflow's lead id: one leadflow did not make.
+    """A notification about an Opportunity without leadflow's lead id nor its opportunity id
+    (``SalesforceFields.opportunity_id``, when set): one leadflow did not make.
 
     Nothing in it is for leadflow, and no redelivery can change that, so the relay takes the
     message's other notifications and acknowledges it (a fault would have Salesforce send the
@@ -213,7 +214,8 @@ def _flag(value: str | None, name: str, notification_id: str) -> bool | None:
 
 def salesforce_event(notification: Notification, fields: SalesforceFields) -> tuple[str, dict[str, Any]]:
     """``(webhook-id, event)`` for ``POST /v1/crm/events``; ``ValueError`` naming the notification and field
-    (``NotLeadflows`` when the Opportunity has no lead id).
+    (``NotLeadflows`` when the Opportunity has no lead id, nor leadflow's opportunity id: one that has
+    the second and not the first is leadflow's, and the relay's setup is wrong: a ``ValueError``).
 
     ``IsWon`` true is ``opportunity.won`` (with ``Amount``), ``IsClosed`` true and not won is
     ``opportunity.lost`` (with the loss reason field, if configured), any other stage
@@ -225,6 +227,15 @@ def salesforce_event(notification: Notification, fields: SalesforceFields) -> tu
         raise ValueError(f"notification {nid}: the sObject is {notification.sobject_type or 'untyped'}, "
                          "not an Opportunity")
     lead_id, stage, record_id = values.get(fields.lead_id), values.get("StageName"), values.get("Id")
+    if not lead_id and fields.opportunity_id and values.get(fields.opportunity_id):
+        # Leadflow's own opportunity id, but no lead id: the relay reads the wrong field (a typo in
+        # --salesforce-lead-id-field, a managed package's prefix) or Salesforce does not send it (not
+        # in the outbound message, hidden from its user). Skipped, every won or lost would be acked
+        # and lost for good; a fault keeps the message in Salesforce's queue until that is fixed.
+        raise ValueError(f"notification {nid}: the Opportunity has {fields.opportunity_id}, so leadflow made it, "
+                         f"but no {fields.lead_id}: check that --salesforce-lead-id-field is that field's API name "
+                         "(with any namespace prefix), that the outbound message includes it and that its user "
+                         "may read it")
     if not lead_id:
         raise NotLeadflows(f"notification {nid}: the Opportunity has no {fields.lead_id} (add it to the outbound "
                            f"message's fields; filter opportunities leadflow did not make out in the flow: "

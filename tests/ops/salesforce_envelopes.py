@@ -8,12 +8,13 @@ OPPORTUNITY_ID = "op_0123456789abcdef01234567"
 
 def opportunity(notification_id: str = "04l5e00000Gx7QzAAJ", *, record_id: str = "0065e00000AbCdEAAV",
                 stage: str = "Closed Lost", won: str | None = "false", closed: str | None = "true",
-                lead_id: str | None = LEAD_ID, extra: str = "") -> str:
+                lead_id: str | None = LEAD_ID, opportunity_id: str | None = OPPORTUNITY_ID, extra: str = "") -> str:
     """One ``Notification`` of an Opportunity with the fields the docs tell the outbound message to carry."""
     fields = [f"<sf:Id>{record_id}</sf:Id>", f"<sf:StageName>{stage}</sf:StageName>",
               "<sf:Amount>48000.0</sf:Amount>", "<sf:LastModifiedDate>2026-03-02T10:15:00.000Z</sf:LastModifiedDate>",
-              f"<sf:Leadflow_Id__c>{OPPORTUNITY_ID}</sf:Leadflow_Id__c>",
               "<sf:Loss_Reason__c>No budget this year</sf:Loss_Reason__c>"]
+    if opportunity_id is not None:
+        fields.insert(4, f"<sf:Leadflow_Id__c>{opportunity_id}</sf:Leadflow_Id__c>")
     if won is not None:
         fields.append(f"<sf:IsWon>{won}</sf:IsWon>")
     if closed is not None:

@@ -180,7 +180,7 @@ async def test_no_ack_unless_leadflow_took_every_notification(
         opportunity("04l5e00000Gx7QzAAJ", lead_id=taken_lead).replace(OPPORTUNITY_ID, taken_op),
         opportunity("04l5e00000Gx7R0AAJ", lead_id=open_lead.lead_id).replace(f"<sf:Leadflow_Id__c>{OPPORTUNITY_ID}"
                                                                              "</sf:Leadflow_Id__c>", ""),
-        opportunity("04l5e00000Gx7R1AAJ", lead_id=None))
+        opportunity("04l5e00000Gx7R1AAJ", lead_id=None, opportunity_id=None))
     async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
         answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message)
         text = await answer.text()
@@ -204,8 +204,9 @@ async def test_a_notification_without_a_lead_id_is_skipped_and_the_message_acked
     lead_id, opportunity_id = _converted(engine, clock, "marta@northwind.example")
     message = envelope(
         opportunity("04l5e00000Gx7QzAAJ", lead_id=lead_id).replace(OPPORTUNITY_ID, opportunity_id),
-        opportunity("04l5e00000Gx7R1AAJ", record_id="0065e00000XyZwVAAV", lead_id=None),
-        opportunity("04l5e00000Gx7R2AAJ", lead_id=None, extra='<sf:Leadflow_Lead_Id__c xsi:nil="true"/>'))
+        opportunity("04l5e00000Gx7R1AAJ", record_id="0065e00000XyZwVAAV", lead_id=None, opportunity_id=None),
+        opportunity("04l5e00000Gx7R2AAJ", lead_id=None, opportunity_id=None,
+                    extra='<sf:Leadflow_Lead_Id__c xsi:nil="true"/>'))
     caplog.set_level(logging.INFO, logger="ops.crm_relay")
     async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
         answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message, headers={"Content-Type": "text/xml"})
@@ -218,6 +219,32 @@ async def test_a_notification_without_a_lead_id_is_skipped_and_the_message_acked
                                  "acknowledged")
     assert "04l5e00000Gx7R2AAJ" in skipped[1]
     assert "No budget this year" not in caplog.text and "48000" not in caplog.text  # ids, never the deal's values
+
+
+async def test_a_wrong_lead_id_field_keeps_the_message_in_salesforces_queue(
+        leadflow: tuple[TestClient[web.Request, web.Application], FakeEngine]) -> None:
+    """Review s17-a C1: leadflow's own Opportunity (Leadflow_Id__c) read with a lead-id field it does
+    not carry (here the managed package's prefix is missing) is a fault naming the field, not acked:
+    skipped, every won and lost would be lost for good; Salesforce delivers it again once fixed."""
+    client, engine = leadflow
+    clock = FakeClock(datetime.now(UTC))
+    lead_id, opportunity_id = _converted(engine, clock, "marta@northwind.example")
+    message = envelope(opportunity("04l5e00000Gx7QzAAJ", lead_id=None, opportunity_id=opportunity_id,
+                                   extra=f"<sf:lf__Leadflow_Lead_Id__c>{lead_id}</sf:lf__Leadflow_Lead_Id__c>"))
+    async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
+        answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message, headers={"Content-Type": "text/xml"})
+        text = await answer.text()
+        assert answer.status == 400 and "<Ack>" not in text, text
+        said = _fault(text)
+        assert said.startswith("0 of 1 notification(s) taken by leadflow; Salesforce will deliver the message again: "
+                               "notification 04l5e00000Gx7QzAAJ: the Opportunity has Leadflow_Id__c, so leadflow "
+                               "made it, but no Leadflow_Lead_Id__c: check that --salesforce-lead-id-field"), said
+    assert engine.lead_commands == []
+    async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events")), fields=SalesforceFields(
+            lead_id="lf__Leadflow_Lead_Id__c", loss_reason="Loss_Reason__c")))) as relay:
+        answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message, headers={"Content-Type": "text/xml"})
+        assert answer.status == 200 and await answer.read() == ACK  # the field named right: taken
+    assert [lead for lead, _ in engine.lead_commands] == [lead_id]
 
 
 async def test_leadflow_unreachable_is_a_server_fault_salesforce_retries() -> None:

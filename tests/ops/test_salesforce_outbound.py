@@ -59,7 +59,10 @@ def test_notifications_map_to_events_leadflow_validates() -> None:
 
 
 @pytest.mark.parametrize(("notification", "says"), [
-    (opportunity(lead_id=None), "has no Leadflow_Lead_Id__c (add it to the outbound message's fields; filter"),
+    (opportunity(lead_id=None, opportunity_id=None),
+     "has no Leadflow_Lead_Id__c (add it to the outbound message's fields; filter"),
+    (opportunity(lead_id=None), "has Leadflow_Id__c, so leadflow made it, but no Leadflow_Lead_Id__c: check that "
+                                "--salesforce-lead-id-field is that field's API name"),
     (opportunity().replace("<sf:StageName>Closed Lost</sf:StageName>", ""), "has no StageName"),
     (opportunity(won="maybe"), "IsWon is not a boolean"),
     (opportunity().replace('sf:Opportunity"', 'sf:Account"'), "the sObject is Account, not an Opportunity"),
@@ -72,7 +75,7 @@ def test_a_notification_that_cannot_be_mapped_says_which_and_why(notification: s
 
 
 def test_a_nil_field_is_no_value() -> None:
-    (parsed,) = parse_outbound_message(envelope(opportunity(lead_id=None, extra=(
+    (parsed,) = parse_outbound_message(envelope(opportunity(lead_id=None, opportunity_id=None, extra=(
         '<sf:Leadflow_Lead_Id__c xsi:nil="true"/>')))).notifications
     assert parsed.fields["Leadflow_Lead_Id__c"] is None
     with pytest.raises(NotLeadflows, match="has no Leadflow_Lead_Id__c") as caught:
@@ -84,6 +87,7 @@ def test_a_nil_field_is_no_value() -> None:
     opportunity().replace("<sf:StageName>Closed Lost</sf:StageName>", ""),
     opportunity(won="maybe"),
     opportunity().replace('sf:Opportunity"', 'sf:Account"'),
+    opportunity(lead_id=None),  # leadflow's opportunity id without a lead id: the relay's setup (review s17-a C1)
 ])
 def test_only_a_missing_lead_id_says_the_opportunity_is_not_leadflows(notification: str) -> None:
     # The others are the outbound message's configuration, for its admin to see and fix: still faults.
@@ -148,3 +152,17 @@ def test_the_ack_and_faults_are_soap_salesforce_reads() -> None:
     body = bad.find("{http://schemas.xmlsoap.org/soap/envelope/}Body/{http://schemas.xmlsoap.org/soap/envelope/}Fault")
     assert body is not None and body.findtext("faultcode") == "soapenv:Client"
     assert body.findtext("faultstring") == "a < b & c"
+
+
+@pytest.mark.parametrize("lead_id_field", ["Leadflow_Lead_ID__c", "lf__Leadflow_Lead_Id__c"])
+def test_a_wrong_lead_id_field_is_a_fault_not_every_outcome_skipped(lead_id_field: str) -> None:
+    """Review s17-a C1: a typo or a managed package's prefix in --salesforce-lead-id-field had every
+    notification of leadflow's own opportunities skipped and acked, every won and lost lost for good."""
+    (parsed,) = parse_outbound_message(envelope(opportunity())).notifications
+    with pytest.raises(ValueError, match=f"has Leadflow_Id__c, so leadflow made it, but no {lead_id_field}: ") as caught:
+        salesforce_event(parsed, SalesforceFields(lead_id=lead_id_field))
+    assert not isinstance(caught.value, NotLeadflows)
+    assert "op_0123456789abcdef01234567" not in str(caught.value)  # the field is named, its value is not
+    # Without leadflow's opportunity id configured, nothing tells it apart: skipped as before.
+    with pytest.raises(NotLeadflows):
+        salesforce_event(parsed, SalesforceFields(lead_id=lead_id_field, opportunity_id=None))
