@@ -22,6 +22,13 @@ position and counted (``_Collector``). Bodies still catch a record's bug where t
 (``apply_batch``) and retry a write until Kafka acknowledges it (``publish``): a raise costs a
 restart and, after the first, mode's supervisor restarts only on its 5-second poll.
 
+A rebalance (or the stop) suspends the app's flow control, then waits for every unacked record
+(``wait_empty``) before this worker answers the group. From then on nothing more is handed over:
+the events waiting to go again, those collected and the one the drainer holds are released at
+once (within ``_WAKE_S``), acked without counting (``faust_fixes`` fix 1), so their partitions'
+next owner reads them again from the committed offset. Only a batch a body is handling now is
+waited for. A stop seen during the retries ends the process (``stopping.exit_now``), unacked.
+
 A commit of the acked offsets waits until Kafka has acknowledged the changelog records of the
 writes before them (``streams/faust_fixes.py``, fix 4): the agent itself never waits for that.
 """
@@ -34,7 +41,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event  # private: the event a table read or write belongs to
@@ -67,7 +74,8 @@ async def take_ready(stream: Any, max_: int = BATCH) -> AsyncIterator[list[Any]]
     The stream's automatic acks are off, and every event of a batch is acked when the agent asks
     for the next one (after its writes and sends), never otherwise. A body that raises leaves its
     batch unacked; Faust's supervisor restarts the agent on the same stream, and this hands that
-    batch over again, one event at a time (``_Collector``; see the module's docstring). It uses
+    batch over again, one event at a time (``_Collector``; see the module's docstring), unless a
+    rebalance began: then what waits is released, not handed over (``_Collector._release``). It uses
     the stream's processor and passive-drainer hooks the way ``take_events`` does
     (faust/streams.py); ``_enable_passive`` is private Faust API.
     """
@@ -76,6 +84,7 @@ async def take_ready(stream: Any, max_: int = BATCH) -> AsyncIterator[list[Any]]
         collector = _collectors[stream] = _Collector(stream)
     me = object()
     collector.take_over(me, max_)
+    collector.watch(me, asyncio.current_task())
     while not stream.should_stop and collector.owner is me:
         batch = await collector.next_batch()
         if not batch:
@@ -97,8 +106,19 @@ ALONE_TRIES = 3
 #: a second; a failure that is not the record's (a dependency) gets time to pass.
 _AGAIN_S = 0.5
 _AGAIN_MAX_S = 10.0
+#: How often a back-off, or a collector waiting out a rebalance, looks whether the worker is
+#: stopping or a rebalance began (``_Collector._back_off``).
+_WAKE_S = 0.1
 #: ``leadflow_command_failures_total``'s label for an agent, by its module under ``streams.agents``.
 _AGENT_LABELS = {"accounts": "account"}
+
+
+def _revoking() -> bool:
+    """Whether a rebalance is taking this worker's partitions back: Faust's ``on_partitions_revoked``
+    suspends the app's flow control before it waits for every unacked record (``wait_empty``), and
+    resumes it once the new assignment is recovered. Meanwhile an ack does not count
+    (``faust_fixes.ack_counts``): handing an event over then would be work for nothing."""
+    return not app.flow_control.is_active()
 
 
 class _Collector:
@@ -135,6 +155,7 @@ class _Collector:
         self.owner: object | None = None  # the take_ready that hands batches over now
         self.again: collections.deque[list[Any]] = collections.deque()  # [event, raises alone] to hand over again
         self.raises_in_a_row = 0  # bodies that raised since one last asked for the next batch
+        self._orphans: asyncio.Future[None] | None = None  # releases a raised body's batch at a rebalance
         name = str(getattr(stream, "prefix", "") or "")
         module = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else "agent"
         self.agent = _AGENT_LABELS.get(module, module)
@@ -145,6 +166,10 @@ class _Collector:
         event = self.stream.current_event
         if event is None:
             raise RuntimeError("take_ready: the stream has no current event")
+        if _revoking():
+            # Read before the rebalance began, held here since: released, not committed (``_release``).
+            await self.stream.ack(event)
+            return value
         self.events.append(event)
         if len(self.events) >= self.max_:
             self.open_.clear()
@@ -175,13 +200,38 @@ class _Collector:
         log.warning("%s agent: the body raised on a batch of %d event(s) from %s:%s:%s; handing each over again "
                     "alone", self.agent, len(held), first.topic, first.partition, first.offset)
 
+    def watch(self, owner: object, task: asyncio.Task[Any] | None) -> None:
+        """When the body's task ends (it raised) before another ``take_ready`` took over, release what it
+        left if a rebalance begins meanwhile: mode's supervisor restarts a crash after the first only
+        on its 5-second poll, and the revoke's ``wait_empty`` would wait for that."""
+        if task is None:
+            return
+        def ended(_: asyncio.Task[Any]) -> None:
+            if self.owner is owner and not self.stream.should_stop and (self.held or self.again or self.events):
+                self._orphans = asyncio.ensure_future(self._until_taken_over(owner))
+        task.add_done_callback(ended)
+
+    async def _until_taken_over(self, owner: object) -> None:
+        while self.owner is owner and not self.stream.should_stop:
+            if _revoking():
+                await self._release(held=True)
+                return
+            await asyncio.sleep(_WAKE_S)
+
     async def next_batch(self) -> list[Any]:
         """The next batch: an event to hand over again alone, else what has been collected."""
+        if _revoking():
+            await self._release()
+            await self.stream.wait_for_stopped(self.ready, timeout=_WAKE_S)  # until the rebalance is over
+            return []
         if self.again:
             return await self._again()
         await self.stream.wait_for_stopped(self.ready, timeout=_IDLE_S)
         self.ready.clear()
         if not self.events:
+            return []
+        if _revoking():  # began while this waited: these go to the partitions' next owner
+            await self._release()
             return []
         self.open_.clear()  # until the body asks for the next batch: what arrives meanwhile waits
         batch = list(self.events)
@@ -190,24 +240,21 @@ class _Collector:
 
     async def _again(self) -> list[Any]:
         self.open_.clear()  # nothing newer joins until the events to hand over again are done
+        if app.should_stop:
+            self._stop_now()
         if self.raises_in_a_row:
             delay = min(_AGAIN_S * 2 ** (self.raises_in_a_row - 1), _AGAIN_MAX_S)
-            await self.stream.wait_for_stopped(asyncio.Event(), timeout=delay)
+            await self._back_off(delay)
             if self.stream.should_stop:
                 return []
-        if app.should_stop:
-            # Faust's stop waits for every unacked record (``wait_empty``): retrying a body that
-            # raises would hold it up. Nothing of these is acked: they are read again after a restart.
-            stopping.exit_now(f"the worker is stopping and the {self.agent} agent has {len(self.again)} record(s) "
-                              "to handle again after its body raised")
+            if app.should_stop:
+                self._stop_now()
+            if _revoking():
+                await self._release()
+                return []
         event, raised_alone = self.again[0]
-        message = event.message
-        if message.generation_id != app.consumer_generation_id:
-            # Its partition was reassigned since: its owner reads it from the committed offset.
-            self.again.popleft()
-            self._reopen()
-            return []
         if raised_alone >= ALONE_TRIES:
+            message = event.message
             self.again.popleft()
             self._reopen()
             self.raises_in_a_row = 0  # the next event is another record: no back-off for this one's raises
@@ -217,6 +264,50 @@ class _Collector:
             await self.stream.ack(event)
             return []
         return [event]
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait ``delay`` before a batch goes again; woken at once by a stop or a rebalance (polled)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay
+        while (left := until - loop.time()) > 0:
+            if self.stream.should_stop or app.should_stop or _revoking():
+                return
+            await asyncio.sleep(min(left, _WAKE_S))
+
+    def _stop_now(self) -> NoReturn:
+        # Faust's stop waits for every unacked record (``wait_empty``): retrying a body that raises
+        # would hold it up. Nothing of these is acked: they are read again after a restart.
+        stopping.exit_now(f"the worker is stopping and the {self.agent} agent has {len(self.again)} record(s) "
+                          "to handle again after its body raised")
+
+    async def _release(self, *, held: bool = False) -> None:
+        """A rebalance is taking the partitions back: let go of every event not handed over yet.
+
+        Faust's revoke waits (``consumer.wait_empty``) for every unacked record before this worker
+        answers the rebalance, and every member of the group waits for that answer; past
+        ``broker_rebalance_timeout`` (60 s) the group goes on without this worker and two workers
+        handle the same records. Retrying a body that raises takes ~20 s per record, so the events
+        waiting to go again, and those collected, are acked without being handed over. With the
+        flow suspended, an ack only releases a record and never moves its partition's committed
+        offset (``streams/faust_fixes.py``, fix 1: ``ack_counts``), so whichever worker owns the
+        partition next reads them again from there. A batch the body is handling now is not let
+        go: the body finishes it (its acks do not count either); with ``held``, the batch a body
+        left when it raised is let go too (no body holds it: ``watch``).
+        """
+        waiting = list({id(event): event for event in [*((self.held or []) if held else []),
+                                                     *(event for event, _ in self.again), *self.events]}.values())
+        if held:
+            self.held = None
+        self.again.clear()
+        self.events.clear()
+        self.ready.clear()
+        self.raises_in_a_row = 0
+        for event in waiting:
+            await self.stream.ack(event)
+        self._reopen()
+        if waiting:
+            log.info("%s agent: a rebalance began; %d record(s) not handled yet are left to their partitions' "
+                     "next owner (not committed)", self.agent, len(waiting))
 
     async def done(self, batch: list[Any]) -> None:
         """The body handled ``batch`` (it asked for the next one): ack it and open the next batch."""
