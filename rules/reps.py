@@ -253,13 +253,16 @@ def _apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTra
 
 
 def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransition:
-    if (entry is not None and entry.joining is not None and command.from_config
-            and entry.joining.config_digest == profile_digest(command.profile)):
+    waiting = None if entry is None else entry.joining if entry.joining is not None else entry.unanswered
+    if (waiting is not None and command.from_config
+            and waiting.config_digest == profile_digest(command.profile)):
         # The YAML, unchanged, sent again (a worker's start) while a move waits for its answer: ask
         # the team again, the same move. Its answer may never come (a team batch left out as too
         # big, a command it could not apply or decode), and nothing else would ask again. The team
         # answers a repeat as the first (it holds the rep already, or takes them in now); the
-        # directory reads the first answer and no other (``_joined``).
+        # directory reads the first answer and no other (``_joined``). The same for a change in the
+        # rep's team that a move replaced, the move since refused (``unanswered``): the API's change
+        # (it carries the YAML's digest) is asked again, not overwritten by the file it was made over.
         return RepTransition(entry=entry, outgoing=_ask_again(entry, now))
     called_off: tuple[Outgoing, ...] = ()
     if entry is not None and entry.joining is not None and entry.joining.team_id != entry.team_id:

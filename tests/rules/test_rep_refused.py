@@ -169,3 +169,33 @@ def test_an_entry_from_before_the_answers_reads_as_a_member() -> None:
     refused = reps.apply(reps.apply(None, put("bo", "t"), T0).entry, ReportJoin(
         rep_id="bo", team_id="t", move=1, refused="full", at=T0, member=False), T0).entry
     assert refused is not None and decode(encode(refused)) == refused
+
+
+def test_an_unchanged_yaml_asks_again_for_an_api_change_a_refused_move_left_unanswered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s17-a A2: an API change in the rep's team, replaced by a move before its answer was
+    read, the move then refused: a worker's start with the unchanged YAML asked the YAML's profile
+    as a new question, and the team ended with the YAML's capacity over the API's."""
+    yaml = put("ana", "a", from_config=True)
+    a, b = TeamDriver(), TeamDriver()
+    seeded = reps.apply(None, yaml, T0)
+    [yes] = values(list(a.send(seeded.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    entry = reps.apply(seeded.entry, yes, T0).entry
+    monkeypatch.setattr(team, "MAX_REPS", 1)
+    b.send(UpsertRep(team_id="b", profile=put("zed", "b").profile, at=T0), T0)  # b is full
+    change = reps.apply(entry, put("ana", "a", capacity=5), T0)  # the API: capacity 5 in a
+    move = reps.apply(change.entry, put("ana", "b", capacity=5), T0)  # then a move to b, before a answers
+    assert move.entry is not None and move.entry.unanswered is not None
+    [no] = values(list(b.send(move.outgoing[-1].value, T0).outgoing), "rep.commands", ReportJoin)
+    refused = reps.apply(move.entry, no, T0)
+    assert refused.entry is not None and refused.entry.joining is None and refused.entry.unanswered is not None
+    start = reps.apply(refused.entry, yaml, T0)  # a worker starts before a's answers are read
+    assert start.entry is refused.entry  # nothing new asked: the API's change asked again
+    assert [(o.key, o.value.profile.capacity) for o in start.outgoing] == [("a", 5)]  # type: ignore[attr-defined]
+    directory = start.entry
+    for message in (*change.outgoing, *refused.outgoing, *start.outgoing):
+        for answer in values(list(a.send(message.value, T0).outgoing), "rep.commands", ReportJoin):
+            directory = reps.apply(directory, answer, T0).entry
+    assert a.state is not None and a.state.reps["ana"].profile.capacity == 5
+    assert directory is not None and directory.profile == a.state.reps["ana"].profile
+    assert directory.unanswered is None and directory.asked is None
