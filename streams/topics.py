@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 _ACK_TIMEOUT_S = 30.0
 #: How often a waiting ``publish`` looks whether the worker is stopping.
 _STOP_POLL_S = 0.25
-#: Kafka's refusals of a record for its size (the producer's ``max_request_size``, or the topic's
-#: ``max.message.bytes``): the same record will never pass. Faust wraps the producer's in ``ProducerSendError``.
+#: Kafka's refusals of a record for its size: the producer's ``max_request_size`` (raised from ``send``,
+#: wrapped by Faust in ``ProducerSendError``), or the broker's ``message.max.bytes`` / the topic's
+#: ``max.message.bytes`` (on the send's future).
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 #: Channels whose keys may be personal data (a domain can be a vanity e-mail domain): not logged.
 _UNLOGGED_KEYS = frozenset({"account.commands"})
@@ -191,11 +192,21 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
     "already done" and never send them. While Kafka cannot take them, retry: a stalled
     partition is better than a lost assignment.
 
-    A message Kafka refuses for its size is never stored, however often it is sent: retrying it
-    stalled its agent's partition for good. It is left out (the others are stored as usual),
-    logged as an ERROR by its channel, kind and key (ids; not the key of ``account.commands``, a
-    domain) and counted in ``leadflow_messages_too_large_total{channel}``. The command that made
-    it stays in its topic. Values are bounded where they are made; this is the last line.
+    A message the producer refuses for its size (over its ``max_request_size``, raised from ``send``:
+    it never reaches a broker) is never stored, however often it is sent: retrying it stalled its
+    agent's partition for good. It is left out (the others are stored as usual), logged as an ERROR
+    by its channel, kind and key (ids; not the key of ``account.commands``, a domain) and counted in
+    ``leadflow_messages_too_large_total{channel}``. The command that made it stays in its topic.
+    Values are bounded where they are made; this is the last line.
+
+    A size refusal from the broker (``message.max.bytes``, or the topic's ``max.message.bytes``) is
+    retried like any other refusal, on every channel: it is an operator's setting that can be
+    raised again, it may refuse a small message that shared a producer batch with a large one, and
+    the caller writes its state as if every message went out (a ``RouteLead`` never received, an
+    ``Assign`` never arriving, a ``ReportJoin`` pending for ever). The stall is visible: a WARNING
+    per retry naming the error, and the consumer lag; it heals once the limit is raised. Event and
+    notification channels are no exception: they go out in the same ``publish`` as the commands,
+    and a lost webhook, CRM sync or timer (``crm.outbox``) is as permanent.
 
     Except once the worker is stopping: Faust's stop waits for this batch, so retrying for ever
     made a SIGTERM during a Kafka outage hang until SIGKILL. Then an attempt that Kafka has not
@@ -227,10 +238,10 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
 
 
 async def _send_acknowledged(outgoing: Sequence[Outgoing]) -> list[tuple[int, BaseException]]:
-    """Send every message and wait for Kafka's acks; returns the messages it refused for their size
-    (by index, with the refusal). Any other refusal, or no ack in time, raises as ``acknowledged``."""
+    """Send every message and wait for Kafka's acks; returns the messages the producer refused for their
+    size (by index, with the refusal). Any other refusal (the broker's for a size too), or no ack in
+    time, raises as ``acknowledged``."""
     futures: list[Any] = []
-    sent: list[int] = []
     refused: list[tuple[int, BaseException]] = []
     for index, message in enumerate(outgoing):
         try:
@@ -239,28 +250,15 @@ async def _send_acknowledged(outgoing: Sequence[Outgoing]) -> list[tuple[int, Ba
             if not too_large(exc):
                 raise
             refused.append((index, exc))
-        else:
-            sent.append(index)
-    try:
-        await acknowledged(futures, _ACK_TIMEOUT_S)
-    except Exception as exc:
-        if not too_large(exc):
-            raise
-        # Every future is done (a timeout is no size refusal): another refusal is retried as usual.
-        for index, future in zip(sent, futures):
-            error = future.exception()
-            if error is not None and not too_large(error):
-                raise error from None
-            if error is not None:
-                refused.append((index, error))
-    return sorted(refused, key=lambda pair: pair[0])
+    await acknowledged(futures, _ACK_TIMEOUT_S)  # a broker's size refusal raises here: retried
+    return refused
 
 
 def _refused(message: Outgoing, error: BaseException) -> None:
     runtime.metrics.messages_too_large.labels(message.channel).inc()
     key = "(not logged)" if message.channel in _UNLOGGED_KEYS else message.key
-    log.error("Kafka refused a %s message for %s key %s for its size, and always will (%s: %s); it is left out so "
-              "that the partition goes on", type(message.value).__name__, message.channel, key,
+    log.error("the producer refused a %s message for %s key %s for its size, and always will (%s: %s); it is left "
+              "out so that the partition goes on", type(message.value).__name__, message.channel, key,
               type(error).__name__, str(error)[:200])
 
 
