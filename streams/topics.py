@@ -20,7 +20,7 @@ from streams.codec import CODEC, decode, encode
 __all__ = [
     "Unreadable", "leads_inbound", "leads_rejected", "lead_commands", "team_commands", "rep_commands",
     "account_commands", "notifications", "webhooks_dead", "lead_events", "team_signals", "crm_outbox", "crm_dead", "outcomes", "outcome_snapshots", "CHANNELS", "send", "acknowledged", "publish", "declare_topics",
-    "partition_of", "too_large",
+    "partition_of", "too_large", "unless_stopping", "sleep_unless_stopping", "give_up",
 ]
 
 _settings = runtime.settings
@@ -220,7 +220,7 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
     while True:
         attempt = asyncio.ensure_future(_send_acknowledged(outgoing))
         try:
-            if await _unless_stopping(attempt):
+            if await unless_stopping(attempt):
                 for index, error in attempt.result():
                     _refused(outgoing[index], error)
                 return
@@ -232,8 +232,8 @@ async def publish(outgoing: Sequence[Outgoing]) -> None:
                         len(outgoing), type(exc).__name__, delay)
         else:
             attempt.cancel()  # tests only: in a worker the process ends on the next line
-            _give_up(len(outgoing), f"Kafka has not acknowledged them {stopping.STOPPING_GRACE_S:.0f} s into the stop")
-        await _sleep_unless_stopping(delay, len(outgoing))
+            give_up(len(outgoing), f"Kafka has not acknowledged them {stopping.STOPPING_GRACE_S:.0f} s into the stop")
+        await sleep_unless_stopping(delay, len(outgoing))
         delay = min(delay * 2, 10.0)
 
 
@@ -262,7 +262,7 @@ def _refused(message: Outgoing, error: BaseException) -> None:
               type(error).__name__, str(error)[:200])
 
 
-async def _unless_stopping(attempt: asyncio.Future[Any]) -> bool:
+async def unless_stopping(attempt: asyncio.Future[Any]) -> bool:
     """True once ``attempt`` succeeded (its error raised); False when the worker has been stopping for
     ``STOPPING_GRACE_S`` and the attempt has not ended.
 
@@ -284,18 +284,20 @@ async def _unless_stopping(attempt: asyncio.Future[Any]) -> bool:
                 return False
 
 
-async def _sleep_unless_stopping(delay: float, count: int) -> None:
+async def sleep_unless_stopping(delay: float, count: int) -> None:
+    """Sleep ``delay`` before a retry of ``count`` message(s); once the worker is stopping, ``give_up``."""
     loop = asyncio.get_running_loop()
     until = loop.time() + delay
     while (left := until - loop.time()) > 0:
         if app.should_stop:
-            _give_up(count, "Kafka refused them and a retry would hold up the stop")
+            give_up(count, "Kafka refused them and a retry would hold up the stop")
         await asyncio.sleep(min(left, _STOP_POLL_S))
     if app.should_stop:
-        _give_up(count, "Kafka refused them and a retry would hold up the stop")
+        give_up(count, "Kafka refused them and a retry would hold up the stop")
 
 
-def _give_up(count: int, why: str) -> NoReturn:
+def give_up(count: int, why: str) -> NoReturn:
+    """End the process (``stopping.exit_now``): ``count`` message(s) of a stopping worker not stored."""
     stopping.exit_now(f"the worker is stopping and an agent's {count} message(s) are not stored: {why}")
 
 

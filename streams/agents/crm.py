@@ -171,8 +171,8 @@ async def _dead_letter(message: UpsertOpportunity, crm: str, attempts: int, reas
     while True:  # the dead letter must be stored before the lead hears: retry like publish does
         attempt = asyncio.ensure_future(_stored(message.lead_id, forms[0]))
         try:
-            # publish's wait and stop rule (private to topics): a stop never waits on a retry here.
-            stored = await topics._unless_stopping(attempt)
+            # publish's wait and stop rule: a stop never waits on a retry here.
+            stored = await topics.unless_stopping(attempt)
         except asyncio.CancelledError:
             attempt.cancel()
             raise
@@ -189,9 +189,9 @@ async def _dead_letter(message: UpsertOpportunity, crm: str, attempts: int, reas
             if stored:
                 break
             attempt.cancel()  # tests only: in a worker the process ends on the next line
-            topics._give_up(1, f"Kafka has not acknowledged a CRM dead letter {stopping.STOPPING_GRACE_S:.0f} s "
-                               "into the stop")
-        await topics._sleep_unless_stopping(delay, 1)
+            topics.give_up(1, f"Kafka has not acknowledged a CRM dead letter {stopping.STOPPING_GRACE_S:.0f} s "
+                              "into the stop")
+        await topics.sleep_unless_stopping(delay, 1)
         delay = min(delay * 2, _STORE_RETRY_MAX_S)
     runtime.metrics.crm_dead_letters.labels(kind).inc()
     await _report(message, False, crm, None, attempts, reason, now)

@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 
 from connectors.enrichment import Enricher
 from connectors.lead_input import LeadInvalid, RecordRefused, open_meta, read_record, validate_lead
@@ -34,14 +35,13 @@ from streams.agents._batch import take_ready
 from streams.app import app, runtime
 from streams.topics import leads_inbound, leads_rejected, publish
 
-__all__ = ["capture_leads", "dead_letters", "reject", "settle_background", "too_large"]
+__all__ = ["capture_leads", "dead_letters", "reject", "settle_background"]
 
 log = logging.getLogger(__name__)
 
-#: A dead letter Kafka refuses as too large (the producer's ``max_request_size``, 1,000,000 bytes by
-#: Faust's default, or the topic's ``max.message.bytes``): the same record will never pass, a smaller
-#: one may. aiokafka raises the first, Faust wraps it in ``ProducerSendError`` when the producer refuses.
-_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+#: What Kafka may answer a dead letter with: aiokafka's errors, Faust's wrapper of the producer's, and
+#: ``topics.acknowledged``'s timeout. Anything else is a bug, which no retry would change.
+_REFUSED = (KafkaError, ProducerSendError, TimeoutError)
 #: The first wait after a dead letter Kafka did not take; doubled up to ``_RETRY_MAX_S``, as ``publish``.
 _RETRY_S = 0.5
 _RETRY_MAX_S = 10.0
@@ -67,18 +67,6 @@ def dead_letters(raw: bytes | None, reason: str, detail: Any, origin: str) -> li
         {"message": "the record and its detail were too large for leads.rejected; read it at leadflow-origin"})})]
 
 
-def too_large(exc: BaseException) -> bool:
-    """Whether Kafka refused a record for its size (the error itself or the one it wraps)."""
-    seen: BaseException | None = exc
-    for _ in range(4):  # Faust wraps aiokafka's error once; a loop of causes must not hang here
-        if seen is None:
-            return False
-        if isinstance(seen, _TOO_LARGE):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> None:
     """Dead-letter a record: original bytes as the value, the reason in headers.
 
@@ -90,6 +78,8 @@ async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> No
     is retried like ``publish``: the feed waits for Kafka, and once the worker is stopping the
     process ends without acking the batch (``streams/stopping.py``), which is read again after the
     restart. A dead letter not acknowledged in time may still be stored besides the retry's copy.
+    Only Kafka's answers are retried (``_REFUSED``): any other exception is a bug, and it raises, so
+    ``take_ready`` gives the batch again and skips the record after ``ALONE_TRIES`` raises alone.
     """
     forms = dead_letters(raw, reason, detail, origin)
     delay = _RETRY_S
@@ -97,13 +87,13 @@ async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> No
         value, headers = forms[0]
         attempt = asyncio.ensure_future(_stored(value, headers))
         try:
-            # publish's wait and back-off (private to topics): one stop rule for every write a batch waits for.
-            stored = await topics._unless_stopping(attempt)
+            # publish's wait and back-off: one stop rule for every write a batch waits for.
+            stored = await topics.unless_stopping(attempt)
         except asyncio.CancelledError:
             attempt.cancel()
             raise
-        except Exception as exc:  # aiokafka's KafkaError family, Faust's ProducerSendError, the timeout
-            if too_large(exc) and len(forms) > 1:
+        except _REFUSED as exc:  # a bug raises (take_ready's rule: skipped after 3 raises alone), never retried
+            if topics.too_large(exc) and len(forms) > 1:
                 forms = forms[1:]
                 log.warning("intake: the dead letter of the record at %s is too large for Kafka (%s); "
                             "sending it without %s", origin, type(exc).__name__,
@@ -115,9 +105,9 @@ async def reject(raw: bytes | None, reason: str, detail: Any, origin: str) -> No
             if stored:
                 break
             attempt.cancel()  # tests only: in a worker the process ends on the next line
-            topics._give_up(1, f"Kafka has not acknowledged a dead letter {stopping.STOPPING_GRACE_S:.0f} s "
-                               "into the stop")
-        await topics._sleep_unless_stopping(delay, 1)
+            topics.give_up(1, f"Kafka has not acknowledged a dead letter {stopping.STOPPING_GRACE_S:.0f} s "
+                              "into the stop")
+        await topics.sleep_unless_stopping(delay, 1)
         delay = min(delay * 2, _RETRY_MAX_S)
     runtime.metrics.leads_rejected.labels("kafka", reason).inc()
 

@@ -19,7 +19,7 @@ from aiokafka.errors import MessageSizeTooLargeError, NotLeaderForPartitionError
 from faust.exceptions import ProducerSendError
 
 from rules.commands import CaptureLead
-from streams import stopping
+from streams import stopping, topics
 from streams.agents import intake
 from streams.app import app
 from tests.agents.conftest import Published, until
@@ -74,17 +74,32 @@ def test_a_dead_letter_has_smaller_forms_that_keep_its_reason_and_origin() -> No
                                                                              "leadflow-detail": b"{}"})]
 
 
-def test_too_large_is_kafkas_size_refusal_wrapped_or_not() -> None:
-    assert intake.too_large(MessageSizeTooLargeError())
-    try:
-        try:
-            raise MessageSizeTooLargeError("client side")
-        except MessageSizeTooLargeError as exc:
-            raise ProducerSendError("Error while sending") from exc
-    except ProducerSendError as wrapped:
-        assert intake.too_large(wrapped)
-    assert not intake.too_large(NotLeaderForPartitionError())
-    assert not intake.too_large(TimeoutError("1 of 1 message(s) not acknowledged in 30 s"))
+def test_intake_uses_topics_too_large() -> None:
+    # Review B: intake had a copy of its own.
+    assert not hasattr(intake, "too_large")
+    assert topics.too_large(MessageSizeTooLargeError())
+    assert not topics.too_large(TimeoutError("1 of 1 message(s) not acknowledged in 30 s"))
+
+
+async def test_a_bug_on_the_dead_letter_s_way_raises_instead_of_being_retried_for_ever(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review B: reject retried any exception, so a bug stalled the feed for ever; now it raises and
+    # take_ready's rule applies (the batch again, the record skipped after three raises alone).
+    monkeypatch.setattr(intake, "_RETRY_S", 0.01)
+    rejected = RefusingTopic(refusals=1, error=TypeError("a bug"))
+    monkeypatch.setattr(intake, "leads_rejected", rejected)
+    with pytest.raises(TypeError):
+        await asyncio.wait_for(intake.reject(b"{}", "invalid_lead", {"fields": []}, ORIGIN), 2.0)
+    assert rejected.attempts == 1 and not rejected.stored
+
+
+async def test_kafka_s_answers_are_still_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(intake, "_RETRY_S", 0.01)
+    for error in (NotLeaderForPartitionError(), ProducerSendError("Error while sending"), TimeoutError("no ack")):
+        rejected = RefusingTopic(refusals=1, error=error)
+        monkeypatch.setattr(intake, "leads_rejected", rejected)
+        await asyncio.wait_for(intake.reject(b"{}", "invalid_lead", {"fields": []}, ORIGIN), 2.0)
+        assert rejected.attempts == 2 and len(rejected.stored) == 1
 
 
 @pytest.mark.parametrize("client_side", [False, True], ids=["broker", "producer"])
