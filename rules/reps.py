@@ -455,10 +455,19 @@ def _answered(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTransit
         member = command.member
         profile = command.profile if command.profile is not None else profile
     elif command.refused is None:
-        # A yes from a worker older than ``member``: the team holds what it was asked to.
+        # A yes from a worker older than ``member``: the team holds what it was asked to. Asked by a
+        # question replaced since, that profile is not kept: not known, rather than the one from
+        # before it (a later partial PUT would fill from that one, and take the team back to it);
+        # the team then fills what a PUT leaves out from what it holds (``UpsertRep.keep``).
         member = True
-        profile = waited.profile if waited is not None and waited.profile is not None else profile
-    if waited is not None and profile is None:
+        unanswered = entry.unanswered
+        if waited is not None:
+            profile = waited.profile if waited.profile is not None else profile
+        elif unanswered is not None and (unanswered.team_id, unanswered.move) == (command.team_id, command.move):
+            profile = unanswered.profile
+        elif command.move > entry.answered:  # (the answer read last, again: nothing new)
+            profile = None
+    if waited is not None and profile is None and not member:
         profile = waited.profile  # a new rep no team took: kept as asked, for the next PUT to fill from
     unanswered = entry.unanswered if entry.unanswered is not None and entry.unanswered.move > command.move else None
     updated = replace(entry, member=member, profile=profile, answered=command.move, updated_at=now,

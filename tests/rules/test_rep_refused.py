@@ -199,3 +199,36 @@ def test_an_unchanged_yaml_asks_again_for_an_api_change_a_refused_move_left_unan
     assert a.state is not None and a.state.reps["ana"].profile.capacity == 5
     assert directory is not None and directory.profile == a.state.reps["ana"].profile
     assert directory.unanswered is None and directory.asked is None
+
+
+def _as_from_an_old_team(answer: ReportJoin) -> ReportJoin:
+    """The answer a team worker from before f9c1b98 gives: no ``member``, no ``profile``."""
+    return replace(answer, member=None, profile=None)
+
+
+def test_an_old_teams_yes_to_a_replaced_question_leaves_the_profile_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s17-a A3 (rolling upgrade: a new directory, an old team). Two PUTs before the answers,
+    the first taken, the second refused: the directory kept the profile from before both, and a
+    later PUT naming only the weight asked the team for that old capacity again."""
+    bus = Bus()
+    bus.send("rep.commands", "ana", put("ana", "t"))  # capacity 2
+    monkeypatch.setattr(team, "STATE_BYTES_BUDGET", team.state_bytes(bus.team("t")) + 1000)
+    first = reps.apply(bus.directory["ana"], put("ana", "t", capacity=5), T0)
+    second = reps.apply(first.entry, put("ana", "t", capacity=5, skills=BIG), T0)
+    t = bus.teams["t"]
+    [yes] = values(list(t.send(first.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    [no] = values(list(t.send(second.outgoing[0].value, T0).outgoing), "rep.commands", ReportJoin)
+    entry = reps.apply(second.entry, _as_from_an_old_team(yes), T0).entry
+    entry = reps.apply(entry, _as_from_an_old_team(no), T0).entry
+    assert bus.team("t").reps["ana"].profile.capacity == 5
+    assert entry is not None and entry.in_team and entry.refused is not None
+    assert entry.profile is None  # not known: neither capacity 2 (before both) nor the refused change
+    later = PutRep(rep_id="ana", profile=replace(put("ana", "t", capacity=1).profile, weight=3), at=T0,
+                   keep=("capacity", "name", "skills", "webhook_url", "webhook_secret"))
+    asked = reps.apply(entry, later, T0)
+    [upsert] = asked.outgoing
+    assert isinstance(upsert.value, UpsertRep) and "capacity" in upsert.value.keep
+    t.send(upsert.value, T0)
+    held = bus.team("t").reps["ana"].profile
+    assert (held.capacity, held.weight) == (5, 3)  # the team filled the capacity from what it holds
