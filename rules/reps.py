@@ -254,7 +254,7 @@ def _apply(entry: RepEntry | None, command: RepCommand, now: datetime) -> RepTra
 
 def _put(entry: RepEntry | None, command: PutRep, now: datetime) -> RepTransition:
     waiting = None if entry is None else entry.joining if entry.joining is not None else entry.unanswered
-    if (waiting is not None and command.from_config
+    if (entry is not None and waiting is not None and command.from_config
             and waiting.config_digest == profile_digest(command.profile)):
         # The YAML, unchanged, sent again (a worker's start) while a move waits for its answer: ask
         # the team again, the same move. Its answer may never come (a team batch left out as too
