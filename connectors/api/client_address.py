@@ -46,6 +46,18 @@ def _address(text: str) -> _Address | None:
     return ip
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: _Network) -> _Network:
+    """An IPv4-mapped IPv6 network as the IPv4 network it maps; any other as it is."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
+    return network
+
+
 @dataclass(frozen=True, slots=True)
 class TrustedProxies:
     """The proxies whose ``X-Forwarded-For`` is believed; none (the default): the peer is the client."""
@@ -58,13 +70,17 @@ class TrustedProxies:
 
         ``ValueError`` naming the first entry that is neither, or a network written with host bits
         (``10.0.0.1/8``: which was meant, the host or the network, is for the operator to say).
+
+        An IPv4-mapped entry (``::ffff:10.0.0.5``, ``::ffff:10.0.0.0/104``: as a dual-stack socket
+        logs an IPv4 peer) is read as its IPv4 form (``10.0.0.5``, ``10.0.0.0/8``): peers are
+        compared in that form (``_address``), so it would otherwise never match (review s17-a B1).
         """
         networks: list[_Network] = []
         for entry in (e.strip() for e in text.split(",")):
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry))
+                networks.append(_unmapped(ipaddress.ip_network(entry)))
             except ValueError as exc:
                 if "host bits set" in str(exc):
                     network = ipaddress.ip_network(entry, strict=False)

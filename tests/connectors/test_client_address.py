@@ -64,3 +64,19 @@ def test_the_setting_is_read_and_empty_by_default() -> None:
     assert not Settings.from_env({}).trusted_proxies
     read = Settings.from_env({"LEADFLOW_TRUSTED_PROXIES": " 10.0.0.0/8 ,192.0.2.7,2001:db8:ff::/48,"})
     assert read.trusted_proxies == PROXIES
+
+
+@pytest.mark.parametrize(("entry", "read_as"), [
+    ("::ffff:10.0.0.5", "10.0.0.5/32"),
+    ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+    ("::ffff:0:0/96", "0.0.0.0/0"),
+    ("2001:db8::/32", "2001:db8::/32"),  # not a mapped one: as written
+])
+def test_an_ipv4_mapped_entry_trusts_the_ipv4_peer_it_maps(entry: str, read_as: str) -> None:
+    """Review s17-a B1: an entry copied from a dual-stack socket's log (``::ffff:10.0.0.5``) was
+    accepted and never matched, peers being compared in their IPv4 form: it trusted nobody."""
+    proxies = TrustedProxies.parse(entry)
+    assert [str(n) for n in proxies.networks] == [read_as]
+    if read_as != "2001:db8::/32":
+        for peer in ("::ffff:10.0.0.5", "10.0.0.5"):
+            assert proxies.client(peer, ["203.0.113.7"]) == "203.0.113.7", peer
