@@ -23,7 +23,7 @@ from connectors.rep_fields import (
 )
 from connectors.webhooks import generate_secret
 from rules.commands import ChangePresence, PutRep, RepProfile, RetireRep
-from rules.reps import RepEntry
+from rules.reps import RepEntry, latest_profile
 from rules.roster import (
     MAX_EMAIL_LENGTH,
     MAX_NAME_LENGTH,
@@ -166,7 +166,7 @@ async def put_rep(request: web.Request) -> web.Response:
     # that names only the capacity must not drop the rep's webhook, name or skills.
     keep = () if known is None else tuple(
         "team_id" if name == "team" else name for name in _RepIn.model_fields if name not in rep.model_fields_set)
-    _check_room(ctx, profile, known.profile if known is not None else None, keep)
+    _check_room(ctx, profile, latest_profile(known), keep)
     await ctx.engine.send_rep_command(rep_id, PutRep(rep_id=rep_id, profile=profile, at=ctx.clock.now(), keep=keep))
     body: dict[str, object] = {"rep_id": rep_id, "team": rep.team, "status": "accepted",
                                "created": known is None}
@@ -176,11 +176,13 @@ async def put_rep(request: web.Request) -> web.Response:
 
 
 def _stored_profile(ctx: ApiContext, rep_id: str, known: RepEntry | None) -> RepProfile | None:
-    """The rep's profile as last sent to their team, which a partial PUT's left-out fields keep."""
+    """The rep's profile as last sent to their team, which a partial PUT's left-out fields keep: the
+    change still waiting for the team's answer, if any, as the directory fills from it."""
     if known is None:
         return None
-    if known.profile is not None:
-        return known.profile
+    latest = latest_profile(known)
+    if latest is not None:
+        return latest
     team = ctx.engine.team(known.team_id)  # an entry from before the directory kept profiles
     rep = team.reps.get(rep_id) if team is not None else None
     return rep.profile if rep is not None else None

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from connectors.api.errors import ApiError
 from ops.metrics import Metrics
 from rules.commands import PutRep, RepProfile
-from rules.reps import RepEntry
+from rules.reps import Joining, RepEntry
 from rules.roster import RepState
 from rules.team import TeamState
 from tests.connectors.conftest import AUTH, KEYS, Client, FakeClock, FakeEngine, build_app
@@ -197,3 +197,20 @@ async def test_a_put_whose_team_is_elsewhere_goes_on_while_the_tables_are_unsure
         r = await client.put("/v1/reps/ana", json={"team": "east", "capacity": 5}, headers=AUTH)
         assert r.status == 202, await r.text()
     assert [type(c).__name__ for _, c in engine.rep_commands] == ["PutRep"]
+
+
+async def test_a_partial_put_is_judged_with_the_change_still_waiting_for_the_team(
+        client: Client, engine: FakeEngine) -> None:
+    """Review s17-a A4: PUT {"timezone": "Australia/Sydney"}, then at once PUT {"working_hours": …}.
+    The directory fills the second from the first (still waiting for the team's answer): it was a
+    422 "timezone required", judged against the profile from before the first."""
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    held = RepProfile(rep_id="ana", team_id="emea", name="Ana", capacity=2)
+    sydney = RepProfile(rep_id="ana", team_id="emea", name="Ana", capacity=2, timezone="Australia/Sydney")
+    engine.reps["ana"] = RepEntry(rep_id="ana", team_id="emea", updated_at=now, profile=held, moves=2, answered=1,
+                                  asked=Joining(team_id="emea", move=2, profile=sydney, config_digest=None,
+                                                origin="api", since=now))
+    response = await client.put("/v1/reps/ana", json={"team": "emea", "working_hours": HOURS}, headers=AUTH)
+    assert response.status == 202, await response.text()
+    (_, command), = engine.rep_commands
+    assert isinstance(command, PutRep) and "timezone" in command.keep
