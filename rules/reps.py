@@ -140,7 +140,10 @@ class RepEntry:
     #: At most one per team (its last no).
     refused_moves: dict[str, int] = field(default_factory=dict)
     #: Whether ``team_id`` holds the rep as a member, as its last answer said (``False``: a new rep
-    #: it has not taken yet or refused, or a retired rep). An entry from before it was kept: ``True``.
+    #: it has not taken yet or refused). For a retired rep: whether it did when they were retired
+    #: (and stays so on a no to bringing them back), so a rep no team ever held is not shown nor
+    #: counted as one a team lost (``in_team`` is false either way). An entry from before it was
+    #: kept: ``True``.
     member: bool = True
     #: The last change in the rep's team that it refused, until a change there is taken (``None``:
     #: none): the entry keeps what the team holds, and a new rep stays in no team.
@@ -451,7 +454,7 @@ def _answered(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTransit
     waited = joining if joining is not None and (joining.team_id, joining.move) == (command.team_id, command.move) \
         else None
     member, profile = entry.member, entry.profile
-    if command.member is not None:
+    if command.member is not None and not (command.refused is not None and entry.retired is not None):
         member = command.member
         profile = command.profile if command.profile is not None else profile
     elif command.refused is None:
@@ -565,7 +568,7 @@ def _retire(entry: RepEntry | None, by: Origin, reason: str, now: datetime) -> R
     left = {**{k: v for k, v in entry.left.items() if k != entry.team_id}, entry.team_id: moves}
     held_in = {k: v for k, v in entry.held_in.items() if k != entry.team_id}
     updated = replace(entry, retired=by, origin=by, moves=moves, left=left, held_in=held_in, updated_at=now,
-                      refused_moves=_without_teams(entry.refused_moves, entry.team_id), member=False,
+                      refused_moves=_without_teams(entry.refused_moves, entry.team_id),
                       answered=moves, unanswered=None)
     return RepTransition(entry=updated, outgoing=called_off + (Outgoing(
         channel="team.commands", key=entry.team_id, value=RemoveRep(

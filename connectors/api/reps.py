@@ -276,7 +276,7 @@ def rep_view(entry: RepEntry) -> dict[str, object]:
     if entry.retired is not None:
         body["retired_by"] = entry.retired
     p = entry.profile
-    if p is not None and (entry.member or entry.retired is not None):
+    if p is not None and entry.member:  # a retired rep: the profile they had in the team, if it ever held them
         body.update({"name": p.name, "capacity": p.capacity, "daily_cap": p.daily_cap, "weekly_cap": p.weekly_cap,
                      "weight": p.weight, "skills": list(p.skills), "languages": list(p.languages),
                      "territories": list(p.territories), "timezone": p.timezone,

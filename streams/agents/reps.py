@@ -115,10 +115,13 @@ def _count_retirement(before: RepEntry | None, after: RepEntry) -> bool:
     Only the change from active to retired counts: a roster or a ``RetireRep`` read again (a worker
     restarted with the same YAML, a command re-read after a crash) finds the rep retired already,
     and a DELETE of a rep the roster retired moves them from ``config`` to ``api``, not out again.
+    A rep no team held (a new rep still waiting for the team's answer, or refused) is retired but
+    not counted: no team lost them (``RepEntry.member``).
     """
     if after.retired is None or (before is not None and before.retired is not None):
         return False
-    runtime.metrics.reps_retired.labels(after.team_id, after.retired).inc()
+    if before is not None and before.member:
+        runtime.metrics.reps_retired.labels(after.team_id, after.retired).inc()
     return True
 
 

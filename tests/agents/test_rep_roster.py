@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rules.commands import ApplyRoster, PutRep, RemoveRep, RepProfile, RetireRep
+from rules.commands import ApplyRoster, PutRep, RemoveRep, RepProfile, ReportJoin, RetireRep
 from streams.agents import reps
 from streams.app import runtime
 from streams.tables.rep_directory import rep_directory
@@ -56,16 +56,25 @@ async def test_a_retirement_is_counted_once_by_team_and_by_whom(
 ) -> None:
     """``leadflow_reps_retired_total``: a worker started with an older YAML retires the reps added
     since; the counter shows it. A roster read again (every start sends it; a crash re-reads it)
-    and a DELETE of a rep the roster retired count nothing more."""
+    and a DELETE of a rep the roster retired count nothing more, nor does a DELETE of a rep the
+    team never took (review s17-a A5: no team lost them)."""
     monkeypatch.setattr(reps, "publish", published)
     partitions = runtime.settings.partitions
     team = f"t-{uuid.uuid4().hex[:8]}"
-    gone, by_api, kept = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("gone", "api", "kept"))
-    roster = ApplyRoster(rep_ids=(kept, by_api), config_digest="old", at=NOW)
+    gone, by_api, kept, never = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("gone", "api", "kept", "never"))
+    roster = ApplyRoster(rep_ids=(kept, by_api, never), config_digest="old", at=NOW)
     async with reps.run_reps.test_context() as agent:
-        for rep_id in (gone, by_api, kept):
+        for rep_id in (gone, by_api, kept, never):
+            profile = RepProfile(rep_id=rep_id, team_id=team)
             await agent.put(key=rep_id, partition=partition_of(rep_id, partitions), value=PutRep(
-                rep_id=rep_id, profile=RepProfile(rep_id=rep_id, team_id=team), at=NOW, from_config=True))
+                rep_id=rep_id, profile=profile, at=NOW, from_config=True))
+            if rep_id != never:  # the team takes them in; ``never`` waits for its answer
+                await agent.put(key=rep_id, partition=partition_of(rep_id, partitions), value=ReportJoin(
+                    rep_id=rep_id, team_id=team, move=1, refused=None, at=NOW, member=True, profile=profile))
+        await agent.put(key=never, partition=partition_of(never, partitions),
+                        value=RetireRep(rep_id=never, at=NOW, reason="test"))
+        assert rep_directory[never].retired == "api" and not rep_directory[never].member
+        assert (_retired(team, "config"), _retired(team, "api")) == (0.0, 0.0)
         for _ in range(2):  # the second: a replay, or the next start with the same YAML
             await agent.put(key=reps.ROSTER_KEY, value=roster, partition=partition_of(gone, partitions))
             assert rep_directory[gone].retired == "config"

@@ -276,6 +276,13 @@ async def test_get_on_a_rep_the_team_has_not_taken_shows_it_pending_or_refused(
     engine.reps["bo"] = replace(engine.reps["bo"], member=True)
     body = await (await client.get("/v1/reps/bo", headers=AUTH)).json()
     assert body["in_team"] is True and body["capacity"] == 4 and body["refused"]["team"] == "emea"
+    # Retired (review s17-a A5): the profile they had in the team; none for a rep no team ever held.
+    engine.reps["bo"] = replace(engine.reps["bo"], retired="api")
+    body = await (await client.get("/v1/reps/bo", headers=AUTH)).json()
+    assert (body["status"], body["in_team"], body["capacity"]) == ("retired", False, 4)
+    engine.reps["bo"] = replace(engine.reps["bo"], member=False)
+    body = await (await client.get("/v1/reps/bo", headers=AUTH)).json()
+    assert (body["status"], body["in_team"]) == ("retired", False) and "capacity" not in body
 
 
 # Any JSON value, and lead- and batch-shaped objects with arbitrary values in the real fields.

@@ -232,3 +232,20 @@ def test_an_old_teams_yes_to_a_replaced_question_leaves_the_profile_unknown(
     t.send(upsert.value, T0)
     held = bus.team("t").reps["ana"].profile
     assert (held.capacity, held.weight) == (5, 3)  # the team filled the capacity from what it holds
+
+
+def test_a_retired_rep_no_team_ever_held_is_not_taken_for_one_it_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s17-a A5: ``member`` after a retirement says whether the team held the rep then, so a
+    refused new rep DELETEd is not shown with a profile nor counted as a rep the team lost."""
+    bus = full_bus(monkeypatch)
+    bus.send("rep.commands", "bo", put("bo", "t"))  # refused: the team is full
+    bus.send("rep.commands", "bo", RetireRep(rep_id="bo", at=T0))
+    bus.send("rep.commands", "ana", RetireRep(rep_id="ana", at=T0))
+    bo, ana = bus.directory["bo"], bus.directory["ana"]
+    assert (bo.retired, bo.in_team, bo.member) == ("api", False, False)
+    assert (ana.retired, ana.in_team, ana.member) == ("api", False, True)
+    # Brought back, then refused (another rep took the room meanwhile): still retired, still a rep it held.
+    bus.send("rep.commands", "cy", put("cy", "t"))
+    bus.send("rep.commands", "ana", put("ana", "t"))
+    ana = bus.directory["ana"]
+    assert (ana.retired, ana.in_team, ana.member) == ("api", False, True) and ana.refused is not None
