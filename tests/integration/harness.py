@@ -146,7 +146,9 @@ class LocalServer:
     async def start(self) -> None:
         app = web.Application()
         self.add_routes(app)
-        self._runner = web.AppRunner(app)
+        # A stop cancels handlers still running after 1 s (aiohttp waits 60 s): a stand-in told to be
+        # slow (a 20 s provider) made its test's teardown wait for the answer nobody reads.
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
