@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -80,6 +81,23 @@ _MIN_ISR = "min.insync.replicas"
 _RELAYED_HEADERS = ("retry-after", "allow", "location", "idempotency-key")
 _TABLES = {"lead": lead_state, "team": team_state, "rep": rep_directory, "account": accounts}
 
+
+
+def relayed_headers(received: Mapping[str, str], peer: str | None) -> dict[str, str]:
+    """The headers a relay to the key's owner carries: the request's own that the owner reads, the
+    relay mark, and ``X-Forwarded-For`` with this worker's peer appended (as a proxy does), so an
+    owner that lists the workers' network in ``LEADFLOW_TRUSTED_PROXIES`` counts a failed
+    authentication against the client, not against the relaying worker (review s17-a, B2)."""
+    headers = {k: v for k, v in received.items()
+               if k.lower() in ("authorization", "content-type", "idempotency-key", "accept",
+                                 "webhook-id", "webhook-timestamp", "webhook-signature")}
+    headers[_FORWARDED] = "1"
+    forwarded = [v for k, v in received.items() if k.lower() == "x-forwarded-for"]
+    if peer:
+        forwarded.append(peer)
+    if forwarded:
+        headers["X-Forwarded-For"] = ", ".join(forwarded)
+    return headers
 
 class Engine:
     """The ``EnginePort`` the API uses, backed by this worker's topics and tables."""
@@ -304,10 +322,7 @@ class Engine:
                                   headers={"Retry-After": "2"})
         # The path as received, not as decoded: "/v1/reps/%2e%2e" must stay one segment.
         target = URL(str(owner).rstrip("/") + request.raw_path, encoded=True)
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("authorization", "content-type", "idempotency-key", "accept",
-                                     "webhook-id", "webhook-timestamp", "webhook-signature")}
-        headers[_FORWARDED] = "1"
+        headers = relayed_headers(request.headers, request.remote)
         try:
             async with runtime.resources.relay_session.request(
                 request.method, target, headers=headers, data=await request.read(),

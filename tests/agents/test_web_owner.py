@@ -143,3 +143,16 @@ async def test_failed_relays_make_one_warning_per_10_s_with_a_count(
             assert answer is not None and answer.status == 503 and answer.headers["Retry-After"] == "2"
     lines = [r for r in caplog.records if "relay to the owner" in r.getMessage()]
     assert len(lines) <= 2, [r.getMessage() for r in lines]
+
+
+def test_a_relay_appends_the_client_it_saw_to_x_forwarded_for_and_keeps_only_what_the_owner_reads() -> None:
+    # Review s17-a, B2: the owner counted a failed authentication against the relaying worker.
+    from multidict import CIMultiDict
+
+    received = CIMultiDict([("Authorization", "Bearer k"), ("X-Forwarded-For", "203.0.113.7"),
+                            ("X-Forwarded-For", "10.0.0.2"), ("Cookie", "c"), ("Content-Type", "application/json")])
+    headers = web.relayed_headers(received, "10.0.0.9")
+    assert headers == {"Authorization": "Bearer k", "Content-Type": "application/json", "X-Leadflow-Forwarded": "1",
+                       "X-Forwarded-For": "203.0.113.7, 10.0.0.2, 10.0.0.9"}
+    assert web.relayed_headers(CIMultiDict(), "198.51.100.4")["X-Forwarded-For"] == "198.51.100.4"
+    assert "X-Forwarded-For" not in web.relayed_headers(CIMultiDict(), None)
