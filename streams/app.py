@@ -18,7 +18,7 @@ from rules.lead import LeadPolicy
 from sla.clock import Clock, SystemClock
 from streams import (
     changelog_offsets, faust_fixes, faust_recovery, fetch_sessions, gc_tuning, inline_consumer, log_redaction,
-    metadata_backoff, stall_guard,
+    metadata_backoff, stall_guard, stopping,
 )
 from streams.codec import CODEC
 from streams.config import LeadflowConfig, load_config
@@ -68,6 +68,13 @@ class LeadflowApp(faust.App):
             await watch_membership(self, self.runtime.settings.instance_id)
         except MembershipLost as exc:
             await self.crash(exc)  # the worker exits non-zero: never hang unready, never share partitions
+
+    async def _producer_flush(self, logger: Any) -> None:
+        if not self.should_stop:  # a rebalance's flush: Faust bounds it itself
+            await super()._producer_flush(logger)
+            return
+        # The stop's last flush waits for ever for a broker that is gone (streams/stopping.py).
+        await stopping.within_grace(super()._producer_flush(logger), "the producer's flush")
 
     async def on_shutdown(self) -> None:
         # After the children (the web server among them) have stopped: closed in on_stop, Redis went
