@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from rules.capture import CapturedLead, Touch, attribute, content_digest
+from rules.capture import CapturedLead, Touch, attribute, attribute_key, content_digest
 from rules.enrichment import enrich
 from rules.commands import (
     AnswerOffer,
@@ -303,8 +303,13 @@ def _merge(old: CapturedLead, new: CapturedLead) -> CapturedLead:
 def merge_attributes(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
     """A lead's attributes after a capture: the capture's values win, and past
     ``MAX_LEAD_ATTRIBUTES`` the ones given longest ago are dropped (the order kept is the order in
-    which each attribute was last given)."""
-    merged = {name: value for name, value in old.items() if name not in new}
+    which each attribute was last given).
+
+    A value given under another spelling of a name (``INDUSTRY`` for ``Industry``: the same
+    ``attribute_key``) replaces the older spelling's: lookups read the first spelling they meet
+    (``rules.capture.attribute``), so keeping both let the oldest value win (review s17-d)."""
+    given = {attribute_key(name) for name, value in new.items() if value.strip()}
+    merged = {name: value for name, value in old.items() if name not in new and attribute_key(name) not in given}
     merged.update(new)
     if len(merged) <= MAX_LEAD_ATTRIBUTES:
         return merged

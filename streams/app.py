@@ -70,7 +70,7 @@ class LeadflowApp(faust.App):
             await self.crash(exc)  # the worker exits non-zero: never hang unready, never share partitions
 
     async def _producer_flush(self, logger: Any) -> None:
-        if not self.should_stop:  # a rebalance's flush: Faust bounds it itself
+        if not self.should_stop:  # a rebalance's flush: unchanged (only aiokafka's request timeout bounds it)
             await super()._producer_flush(logger)
             return
         # The stop's last flush waits for ever for a broker that is gone (streams/stopping.py).

@@ -84,7 +84,7 @@ async def within_grace(step: Awaitable[Any], what: str, grace_s: float | None = 
     task = asyncio.ensure_future(step)
     done, _ = await asyncio.wait({task}, timeout=grace)
     if not done:
-        exit_now(f"{what} had not ended {grace:g} s into the stop (Kafka does not acknowledge)")
+        exit_now(f"{what} had not ended {grace:g} s after it began (Kafka does not acknowledge)")
     task.result()
 
 

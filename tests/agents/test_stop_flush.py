@@ -38,7 +38,7 @@ async def test_a_step_that_never_ends_ends_the_process_after_the_grace(exits: li
     with pytest.raises(_Exited):
         await stopping.within_grace(never, "the producer's flush", grace_s=0.2)
     assert 0.2 <= asyncio.get_running_loop().time() - started < 1.0
-    assert exits == ["the producer's flush had not ended 0.2 s into the stop (Kafka does not acknowledge)"]
+    assert exits == ["the producer's flush had not ended 0.2 s after it began (Kafka does not acknowledge)"]
 
 
 async def test_a_step_that_ends_in_time_returns_its_outcome(exits: list[str]) -> None:
@@ -59,7 +59,7 @@ async def test_the_apps_flush_is_bounded_only_once_the_app_is_stopping(
 
     monkeypatch.setattr(faust.App, "_producer_flush", flush_for_ever)
     monkeypatch.setattr(stopping, "FLUSH_GRACE_S", 0.1)
-    # A rebalance's flush (not stopping): Faust's own bound applies, not ours.
+    # A rebalance's flush (not stopping) is left as Faust has it.
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(app._producer_flush(app.log), 0.3)
     assert exits == []

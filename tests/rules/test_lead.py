@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from rules import lead
-from rules.capture import CapturedLead, derive_lead_id
+from rules.capture import CapturedLead, attribute, derive_lead_id
 from rules.commands import (
     Candidate,
     CaptureLead,
@@ -576,4 +576,16 @@ def test_a_lead_keeps_at_most_100_attributes_the_most_recently_given() -> None:
 def test_attributes_under_the_bound_merge_as_before() -> None:
     state, _ = run(capture(attributes={"plan": "team", "seats": "5"}),
                    capture("cap-2", minutes=20, attributes={"seats": "8", "region": "emea"}))
-    assert state is not None and state.lead.attributes == {"plan": "team", "seats": "8", "region": "emea"}
+    assert state is not None
+    assert list(state.lead.attributes.items()) == [("plan", "team"), ("seats", "8"), ("region", "emea")]
+
+
+def test_a_value_given_under_another_spelling_replaces_the_older_one() -> None:
+    # Review s17-d: the older spelling stayed first and lookups read it, so the oldest value won.
+    state, _ = run(capture(attributes={"Industry": "Retail", "Tier": "bronze"}),
+                   capture("cap-2", minutes=20, attributes={"INDUSTRY": "Software", "tier ": "silver"}),
+                   capture("cap-3", minutes=40, attributes={"Industry": "Finance", "TIER": "  "}))
+    assert state is not None
+    assert state.lead.attributes == {"tier ": "silver", "Industry": "Finance", "TIER": "  "}
+    assert attribute(state.lead.attributes, "industry") == "Finance"
+    assert attribute(state.lead.attributes, "tier") == "silver"  # a blank value replaces nothing
