@@ -335,7 +335,7 @@ def latest_profile(entry: RepEntry | None) -> RepProfile | None:
     """The rep's profile as last asked for: a new rep or a change waiting in their team, else the entry's."""
     if entry is None:
         return None
-    asked = entry.question_here
+    asked = entry.question_here or entry.unanswered  # a change in the team a move replaced (review s17-e, E2)
     if asked is not None and asked.profile is not None:
         return asked.profile
     return entry.profile
@@ -468,7 +468,9 @@ def _answered(entry: RepEntry, command: ReportJoin, now: datetime) -> RepTransit
             profile = waited.profile if waited.profile is not None else profile
         elif unanswered is not None and (unanswered.team_id, unanswered.move) == (command.team_id, command.move):
             profile = unanswered.profile
-        elif command.move > entry.answered:  # (the answer read last, again: nothing new)
+        elif joining is not None and joining.team_id == command.team_id and joining.move > command.move:
+            # Only when a newer question to this team waits: a late or repeated yes to a move an
+            # old directory already read keeps the profile (review s17-e, E1).
             profile = None
     if waited is not None and profile is None and not member:
         profile = waited.profile  # a new rep no team took: kept as asked, for the next PUT to fill from

@@ -249,3 +249,36 @@ def test_a_retired_rep_no_team_ever_held_is_not_taken_for_one_it_held(monkeypatc
     bus.send("rep.commands", "ana", put("ana", "t"))
     ana = bus.directory["ana"]
     assert (ana.retired, ana.in_team, ana.member) == ("api", False, True) and ana.refused is not None
+
+
+def test_an_old_teams_repeated_yes_to_a_move_already_read_keeps_the_profile() -> None:
+    """Review s17-e E1 (rolling upgrade): an old directory moved ana to ``b`` on b's first yes; b
+    answered the move again (a worker start asked it again), and the new directory read that second
+    yes. 7c2965c set the profile to unknown for any answer newer than the last read: GET showed no
+    capacity, no name. Only a newer question waiting in that team makes the profile unknown."""
+    profile = put("ana", "b", capacity=3).profile
+    entry = RepEntry(rep_id="ana", team_id="b", updated_at=T0, profile=profile)  # as the old directory left it
+    again = ReportJoin(rep_id="ana", team_id="b", move=1, refused=None, at=T0)  # an old team's answer
+    read = reps.apply(entry, again, T0)
+    assert read.outgoing == ()
+    assert read.entry is not None and read.entry.in_team and read.entry.profile == profile
+
+
+def test_a_partial_put_back_to_the_team_fills_from_the_change_a_move_replaced() -> None:
+    """Review s17-e E2: a change in team a (capacity 5), then a move to b, then a PUT back to a naming
+    only the weight, all before the answers: the last PUT filled its other fields from the profile
+    before the change, and team a ended with capacity 2, not the 5 asked."""
+    bus = Bus()
+    bus.send("rep.commands", "ana", put("ana", "a", capacity=2))
+    keep_all_but = lambda *given: tuple(name for name in ("name", "capacity", "skills", "webhook_url",  # noqa: E731
+                                                          "webhook_secret") if name not in given)
+    changed = reps.apply(bus.directory["ana"], PutRep(rep_id="ana", profile=put("ana", "a", capacity=5).profile,
+                                                      at=T0, keep=keep_all_but("capacity")), T0)
+    moved = reps.apply(changed.entry, PutRep(rep_id="ana", profile=put("ana", "b").profile, at=T0,
+                                             keep=keep_all_but()), T0)
+    assert moved.entry is not None
+    assert reps.latest_profile(moved.entry).capacity == 5  # what the API checks a PUT against
+    back = reps.apply(moved.entry, PutRep(rep_id="ana", profile=replace(put("ana", "a", capacity=1).profile, weight=3),
+                                          at=T0, keep=keep_all_but("weight")), T0)
+    upserts = [m.value for m in back.outgoing if isinstance(m.value, UpsertRep)]
+    assert [u.profile.capacity for u in upserts] == [5]
