@@ -35,6 +35,8 @@ def _pytest(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", *args]
 
 
+#: How much lower the unit run's CPU priority is (``nice``).
+UNIT_NICENESS = 10
 #: How often the runner looks whether the runs have ended.
 POLL_S = 0.2
 
@@ -95,6 +97,10 @@ class Runs:
         return [_status(proc.returncode) for proc in self.procs]
 
 
+def _lower_priority() -> None:
+    os.nice(UNIT_NICENESS)
+
+
 def _status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -107,8 +113,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, runs.passed_on)
     with UNIT_LOG.open("wb") as log:
         # The unit run leaves .pytest_cache to the integration run: two writers would race on it.
+        # At a lower CPU priority: the integration tests wait on timers and workers, and are the longer
+        # run; the unit run takes what they leave.
         unit = runs.start(_pytest("-m", "not integration", "-p", "no:cacheprovider", "--durations=10", *argv),
-                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                          preexec_fn=_lower_priority)
     print(f"unit and property tests: running beside the integration tests (pid {unit.pid}), "
           f"output in {UNIT_LOG.relative_to(REPO)}, shown when both have ended", flush=True)
     integration = runs.start(_pytest("-m", "integration", "--durations=25", *argv), cwd=REPO)
