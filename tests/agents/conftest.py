@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import pytest
 
 from rules.commands import Outgoing
+from streams import stopping
 from streams.app import app, runtime
 
 
@@ -69,3 +70,27 @@ async def until(condition: Any, timeout: float = 3.0) -> None:
 def replayed(agent: str) -> float:
     """How many commands ``agent`` skipped as already applied (``leadflow_commands_replayed_total``)."""
     return runtime.metrics.registry.get_sample_value("leadflow_commands_replayed_total", {"agent": agent}) or 0.0
+
+
+class Exited(Exception):
+    """What ``stopping.exit_now`` raises in tests (the ``exits`` fixture) instead of ending the process."""
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``stopping.exit_now`` recorded and raised (``Exited``), not ``os._exit``."""
+    reasons: list[str] = []
+
+    def exit_now(reason: str, status: int | None = None) -> NoReturn:
+        reasons.append(reason)
+        raise Exited(reason)
+
+    monkeypatch.setattr(stopping, "exit_now", exit_now)
+    return reasons
+
+
+@pytest.fixture
+def stopping_app() -> Iterator[Callable[[], None]]:
+    """Call it to make the app ``should_stop`` (what Faust's stop sets first); cleared after the test."""
+    yield app._stopped.set
+    app._stopped.clear()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -21,8 +21,7 @@ from faust.exceptions import ProducerSendError
 from rules.commands import CaptureLead
 from streams import stopping, topics
 from streams.agents import intake
-from streams.app import app
-from tests.agents.conftest import Published, until
+from tests.agents.conftest import Exited, Published, until
 
 ORIGIN = "x.leads.inbound:0:3"
 
@@ -151,28 +150,6 @@ async def test_a_dead_letter_too_large_in_every_form_waits_for_kafka_and_is_stor
     assert value == b"" and b"leadflow-origin" in headers["leadflow-detail"]  # the smallest form
 
 
-class _Exited(Exception):
-    """What ``stopping.exit_now`` raises here instead of ending the test process."""
-
-
-@pytest.fixture
-def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    reasons: list[str] = []
-
-    def exit_now(reason: str, status: int | None = None) -> NoReturn:
-        reasons.append(reason)
-        raise _Exited(reason)
-
-    monkeypatch.setattr(stopping, "exit_now", exit_now)
-    return reasons
-
-
-@pytest.fixture
-def stopping_app() -> Iterator[Callable[[], None]]:
-    yield app._stopped.set
-    app._stopped.clear()
-
-
 async def test_a_dead_letter_kafka_never_acknowledges_ends_the_process_once_the_worker_stops(
         monkeypatch: pytest.MonkeyPatch, exits: list[str], stopping_app: Callable[[], None]) -> None:
     # Kafka gone: the attempt waits (Faust's own bound is 20 minutes); the stop must not wait for it,
@@ -191,7 +168,7 @@ async def test_a_dead_letter_kafka_never_acknowledges_ends_the_process_once_the_
     stopping_app()
     began = time.monotonic()
     done, _ = await asyncio.wait({task}, timeout=stopping.STOPPING_GRACE_S + 1.0)
-    assert done and isinstance(task.exception(), _Exited), "reject still waiting for Kafka after the stop began"
+    assert done and isinstance(task.exception(), Exited), "reject still waiting for Kafka after the stop began"
     assert time.monotonic() - began <= stopping.STOPPING_GRACE_S + 0.6
     assert len(exits) == 1 and "not stored" in exits[0] and "dead letter" in exits[0]
     assert not sent[0].cancelled()  # Faust's future is left alone
@@ -204,6 +181,6 @@ async def test_a_refused_dead_letter_during_the_stop_ends_the_process_instead_of
     task = asyncio.ensure_future(intake.reject(b"{}", "invalid_lead", {}, ORIGIN))
     await asyncio.sleep(0.1)
     stopping_app()  # during the back-off after the first refusal
-    with pytest.raises(_Exited):
+    with pytest.raises(Exited):
         await asyncio.wait_for(task, 1.0)
     assert rejected.attempts == 1 and not rejected.stored and "not stored" in exits[0]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from aiokafka.errors import NotLeaderForPartitionError
 
 from rules.commands import Outgoing
 from streams import stopping, topics
-from streams.app import app
 from streams.topics import acknowledged
+from tests.agents.conftest import Exited
 
 
 def _faust_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
@@ -77,30 +77,6 @@ async def test_every_ack_returns_and_a_refusal_is_raised() -> None:
     await acknowledged([], 1.0)
 
 
-class _Exited(Exception):
-    """What ``stopping.exit_now`` raises here instead of ending the test process."""
-
-
-@pytest.fixture
-def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """``stopping.exit_now`` recorded and raised (``_Exited``), not ``os._exit``."""
-    reasons: list[str] = []
-
-    def exit_now(reason: str, status: int | None = None) -> NoReturn:
-        reasons.append(reason)
-        raise _Exited(reason)
-
-    monkeypatch.setattr(stopping, "exit_now", exit_now)
-    return reasons
-
-
-@pytest.fixture
-def stopping_app() -> Iterator[Callable[[], None]]:
-    """Call it to make the app ``should_stop`` (what Faust's stop sets first); cleared after the test."""
-    yield app._stopped.set
-    app._stopped.clear()
-
-
 def _kafka_never_answers(monkeypatch: pytest.MonkeyPatch) -> list[asyncio.Future[Any]]:
     loop = asyncio.get_running_loop()
     sent: list[asyncio.Future[Any]] = []
@@ -128,7 +104,7 @@ async def test_publish_gives_up_within_the_grace_once_the_worker_stops_and_kafka
     done, _ = await asyncio.wait({task}, timeout=stopping.STOPPING_GRACE_S + 1.0)
     took = time.monotonic() - began
     assert done, "publish still waiting for Kafka after the stop began"
-    with pytest.raises(_Exited):
+    with pytest.raises(Exited):
         task.result()
     assert stopping.STOPPING_GRACE_S - 0.1 <= took <= stopping.STOPPING_GRACE_S + 0.6, took
     assert len(exits) == 1 and "1 message(s) are not stored" in exits[0]
@@ -148,7 +124,7 @@ async def test_publish_gives_up_between_retries_once_the_worker_stops(
     task = asyncio.ensure_future(topics.publish(_ONE))
     await asyncio.sleep(0.1)
     stopping_app()  # during the 0.5 s back-off after the first refusal
-    with pytest.raises(_Exited):
+    with pytest.raises(Exited):
         await asyncio.wait_for(task, 1.0)
     assert attempts == 1 and "Kafka refused them" in exits[0]
 

@@ -7,35 +7,20 @@ producer buffer..." waited for ever and the worker ended only when a timer happe
 from __future__ import annotations
 
 import asyncio
-from typing import Any, NoReturn
+from typing import Any
 
 import faust
 import pytest
 
 from streams import stopping
 from streams.app import app
-
-
-class _Exited(Exception):
-    pass
-
-
-@pytest.fixture
-def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    reasons: list[str] = []
-
-    def exit_now(reason: str, status: int | None = None) -> NoReturn:
-        reasons.append(reason)
-        raise _Exited(reason)
-
-    monkeypatch.setattr(stopping, "exit_now", exit_now)
-    return reasons
+from tests.agents.conftest import Exited
 
 
 async def test_a_step_that_never_ends_ends_the_process_after_the_grace(exits: list[str]) -> None:
     never = asyncio.get_running_loop().create_future()
     started = asyncio.get_running_loop().time()
-    with pytest.raises(_Exited):
+    with pytest.raises(Exited):
         await stopping.within_grace(never, "the producer's flush", grace_s=0.2)
     assert 0.2 <= asyncio.get_running_loop().time() - started < 1.0
     assert exits == ["the producer's flush had not ended 0.2 s after it began (Kafka does not acknowledge)"]
@@ -64,6 +49,6 @@ async def test_the_apps_flush_is_bounded_only_once_the_app_is_stopping(
         await asyncio.wait_for(app._producer_flush(app.log), 0.3)
     assert exits == []
     monkeypatch.setattr(type(app), "should_stop", property(lambda self: True))
-    with pytest.raises(_Exited):
+    with pytest.raises(Exited):
         await app._producer_flush(app.log)
     assert exits and exits[0].startswith("the producer's flush had not ended")
