@@ -10,7 +10,6 @@ of its batch were committed without a dead letter or a capture: lost for good (5
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,21 +21,11 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from rules.capture import derive_lead_id
 from tests.integration.harness import Receiver, Worker, WorkerSpec, eventually, one_rep_config
+from tests.integration.test_poison import worker  # noqa: F401  (the fixture: one worker, one rep)
 
 #: (the dead-letter topic's ``max.message.bytes``, or ``None``: as created; the poison record's size).
 #: The poison record is not JSON: ``malformed_json``.
 REFUSALS = [(2048, 4000), (None, 1_010_000)]
-
-
-@pytest.fixture
-async def worker(spec: WorkerSpec, receiver: Receiver) -> AsyncIterator[Worker]:
-    spec.config_yaml = one_rep_config(receiver, capacity=50)
-    started = Worker(spec)
-    try:
-        await started.wait_ready()
-        yield started
-    finally:
-        started.stop()
 
 
 async def _limit_topic(spec: WorkerSpec, topic: str, max_bytes: int) -> None:
