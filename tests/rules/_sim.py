@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rules import lead, reps, team
-from rules.commands import Channel, Outgoing, RouteLead, TeamCommand
+from rules.commands import Channel, Outgoing, ReportJoin, RouteLead, TeamCommand, UpsertRep
 from rules.lead import LeadPolicy, LeadState
 from rules.reps import RepEntry
 from rules.roster import Holding
@@ -144,3 +144,13 @@ def holdings(bus: Bus) -> list[tuple[str, str, str, str]]:
     """Every lead held on the bus's teams, as (team, route, lead, rep), in a stable order."""
     return sorted((team_id, route_id, h.lead_id, h.rep_id) for team_id, driver in bus.teams.items()
                   for route_id, h in driver.queue.holdings.items())
+
+
+def taken_in(result: reps.RepTransition) -> RepEntry:
+    """The entry once the team asked (the transition's last ``UpsertRep``) has taken the rep in."""
+    asked = result.outgoing[-1].value
+    assert isinstance(asked, UpsertRep) and asked.join and result.entry is not None
+    taken = reps.apply(result.entry, ReportJoin(rep_id=result.entry.rep_id, team_id=asked.team_id, move=asked.join,
+                                                refused=None, at=T0, member=True, profile=asked.profile), T0).entry
+    assert taken is not None
+    return taken

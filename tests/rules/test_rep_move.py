@@ -35,7 +35,7 @@ from rules.commands import (
     UpsertRep,
 )
 from rules.reps import RepEntry
-from tests.rules._sim import T0, Bus, TeamDriver, holdings, values
+from tests.rules._sim import T0, Bus, TeamDriver, holdings, taken_in, values
 
 
 def put(rep_id: str, team_id: str, capacity: int) -> PutRep:
@@ -61,14 +61,7 @@ class TeamsBus(Bus):
         return super()._deliver(message)
 
 
-def _taken(result: reps.RepTransition) -> RepEntry:
-    """The entry once the rep's team has said yes to the transition's question."""
-    asked = result.outgoing[-1].value
-    assert isinstance(asked, UpsertRep) and asked.join and result.entry is not None
-    taken = reps.apply(result.entry, ReportJoin(rep_id=result.entry.rep_id, team_id=asked.team_id, move=asked.join,
-                                                refused=None, at=T0, member=True, profile=asked.profile), T0).entry
-    assert taken is not None
-    return taken
+_taken = taken_in
 
 
 def held(bus: Bus, rep_id: str) -> int:

@@ -15,21 +15,14 @@ from rules.commands import (
     UpsertRep,
 )
 from rules.reps import RepEntry
-from tests.rules._sim import T0, Bus
+from tests.rules._sim import T0, Bus, taken_in
 
 
 def put(team_id: str) -> PutRep:
     return PutRep(rep_id="rep-1", profile=RepProfile(rep_id="rep-1", team_id=team_id, capacity=3), at=T0)
 
 
-def yes(result: reps.RepTransition) -> RepEntry:
-    """The entry once the team asked (the transition's last ``UpsertRep``) has taken the rep in."""
-    asked = result.outgoing[-1].value
-    assert isinstance(asked, UpsertRep) and asked.join and result.entry is not None
-    taken = reps.apply(result.entry, ReportJoin(rep_id=result.entry.rep_id, team_id=asked.team_id, move=asked.join,
-                                                refused=None, at=T0, member=True, profile=asked.profile), T0).entry
-    assert taken is not None
-    return taken
+yes = taken_in
 
 
 def test_a_new_rep_is_asked_of_their_team_and_in_it_once_it_says_yes() -> None:
