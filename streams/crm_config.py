@@ -34,6 +34,10 @@ _Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9
 
 #: A whole number: YAML's true/false (and 5.0, "5") are refused, where lax validation read true as 1.
 _Count = Annotated[int, Strict()]
+#: A finite number: YAML's ``.inf`` and ``.nan`` are refused. ``prior_weight: .inf`` passed ``gt=0``
+#: and made every win rate ``inf/inf``, so scoring raised for every lead with a tally (review s18 F6);
+#: a ``.nan`` failed a bound with a message about the bound, not about the value.
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -51,11 +55,11 @@ class TierConfig(_Strict):
 
 
 class LearningConfig(_Strict):
-    prior_rate: float = Field(default=0.25, gt=0, lt=1)
-    prior_weight: float = Field(default=8.0, gt=0)
+    prior_rate: _Finite = Field(default=0.25, gt=0, lt=1)
+    prior_weight: _Finite = Field(default=8.0, gt=0)
     max_points: _Count = Field(default=15, ge=0, le=50)
     #: Lost reasons (case-blind substrings) and how many losses each counts for the segment.
-    reason_weights: dict[str, Annotated[float, Field(ge=0, le=10)]] | None = None
+    reason_weights: dict[str, Annotated[_Finite, Field(ge=0, le=10)]] | None = None
 
 
 _Points = dict[str, Annotated[_Count, Field(ge=-100, le=100)]]
@@ -121,7 +125,8 @@ class CriterionConfig(_Strict):
     kind: Literal["boolean", "number", "choice", "text"]
     choices: tuple[str, ...] = ()
     met_values: tuple[str, ...] = ()
-    minimum: float | None = None
+    #: A ``number`` criterion is met at this or more: ``.nan`` or ``.inf`` would never be met, ``-.inf`` always.
+    minimum: _Finite | None = None
     min_length: _Count = Field(default=3, ge=1)
     required: bool = False
 

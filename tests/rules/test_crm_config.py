@@ -104,3 +104,28 @@ def test_the_lead_id_property_is_written_by_default_configurable_and_can_be_turn
         parse_config("crm: {hubspot: {lead_id_property: leadflow_id}}", "c.yaml")
     with pytest.raises(ConfigError, match=r"crm\.salesforce\.lead_id_field: .*pattern"):
         parse_config("crm: {salesforce: {lead_id_field: LeadId}}", "c.yaml")
+
+
+@pytest.mark.parametrize(("text", "path"), [
+    ("scoring:\n  learning:\n    prior_weight: .inf\n", "scoring.learning.prior_weight"),
+    ("scoring:\n  learning:\n    prior_weight: .nan\n", "scoring.learning.prior_weight"),
+    ("scoring:\n  learning:\n    prior_rate: .nan\n", "scoring.learning.prior_rate"),
+    ("scoring:\n  learning:\n    reason_weights: {'no budget': .nan}\n", "scoring.learning.reason_weights.no budget"),
+    ("qualification:\n  frameworks:\n  - {name: X, min_met: 1, criteria:\n"
+     "    [{key: k, question: q, kind: number, minimum: .inf}]}\n", r"qualification.frameworks[0].criteria[0].minimum"),
+    ("qualification:\n  frameworks:\n  - {name: X, min_met: 1, criteria:\n"
+     "    [{key: k, question: q, kind: number, minimum: -.inf}]}\n", r"qualification.frameworks[0].criteria[0].minimum"),
+])
+def test_an_infinite_or_nan_number_is_refused_at_its_line(text: str, path: str) -> None:
+    """``prior_weight: .inf`` was taken (it is > 0), and then every win rate was inf/inf and
+    scoring raised for every lead with a tally (review s18 F6); a ``.nan`` was refused with a
+    message about a bound it did not break."""
+    line = text.count("\n")
+    with pytest.raises(ConfigError, match=rf"c.yaml:{line}: {re.escape(path)}: Input should be a finite number"):
+        parse_config(text, "c.yaml")
+
+
+def test_finite_learning_numbers_still_load() -> None:
+    learning = parse_config("scoring: {learning: {prior_rate: 0.3, prior_weight: 4, reason_weights: {x: 2.5}}}",
+                            "c.yaml").scoring.model().learning
+    assert (learning.prior_rate, learning.prior_weight, learning.reason_weights["x"]) == (0.3, 4, 2.5)
