@@ -13,8 +13,15 @@ three functions into a serverless function::
         --public-url https://relay.example/hubspot
 
 The HubSpot workflow (deal-based, triggered on a deal stage change) sends the deal's
-``hs_object_id``, ``dealstage``, ``leadflow_lead_id``, ``leadflow_id``, ``amount`` and
-``closed_lost_reason`` to ``--public-url`` with "Send a webhook" (POST, request signature on).
+``hs_object_id``, ``dealstage``, ``leadflow_lead_id``, ``leadflow_id``, ``amount``,
+``closed_lost_reason`` and ``hs_lastmodifieddate`` to ``--public-url`` with "Send a webhook"
+(POST, request signature on). ``hs_lastmodifieddate`` makes the ``webhook-id``: one per deal,
+stage and modification, so HubSpot's retries are answered once and a deal that comes back to a
+stage is a new event. Without it the id falls back to when HubSpot set the stage (the
+``timestamp`` beside ``dealstage``'s value, when the workflow sends the whole deal as the deals
+API gives it), else to the request's ``X-HubSpot-Request-Timestamp``: two moves into one stage
+are still two events, but then each retry is new too (leadflow's own guard refuses a second won
+or lost; a repeated stage is recorded again).
 
 Salesforce's Outbound Messages are SOAP and unsigned (``ops/salesforce_outbound.py`` reads them).
 ``POST /salesforce/<token>`` takes them: the token (``SALESFORCE_OUTBOUND_TOKEN``, a long random
@@ -142,10 +149,21 @@ def _value(deal: Mapping[str, Any], name: str) -> Any:
     return nested.get("value") if isinstance(nested, dict) else nested
 
 
-def leadflow_event(deal: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def _stage_set_at(deal: Mapping[str, Any]) -> Any:
+    """When HubSpot set the deal's stage: in the deals API's form each property is ``{"value",
+    "timestamp", "source", …}``, and the workflow posts the deal as that API gives it."""
+    nested = (deal.get("properties") or {}).get("dealstage")
+    return nested.get("timestamp") if isinstance(nested, dict) else None
+
+
+def leadflow_event(deal: Mapping[str, Any], *, sent_at: str | None = None) -> tuple[str, dict[str, Any]]:
     """``(webhook-id, event)`` for a deal; ``ValueError`` naming what is missing.
 
-    The id is stable per deal, stage and modification, so HubSpot's retries are answered once by leadflow.
+    The id is stable per deal, stage and modification (``hs_lastmodifieddate``, else when the
+    stage was set), so HubSpot's retries are answered once by leadflow. With neither, it takes
+    ``sent_at`` (the request's ``X-HubSpot-Request-Timestamp``): a deal that comes back to a stage
+    within leadflow's 24 h replay window got the first move's stored answer and was never applied
+    (review s18 F11); a retry is then a new id, which leadflow's lead guard handles.
     """
     lead_id, stage = _value(deal, "leadflow_lead_id"), _value(deal, "dealstage")
     deal_id = _value(deal, "hs_object_id") or deal.get("objectId")
@@ -164,8 +182,10 @@ def leadflow_event(deal: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             data["reason"] = str(_value(deal, "closed_lost_reason"))[:500]
     else:
         kind, data["stage"] = "opportunity.stage_changed", str(stage)[:100]
-    modified = _value(deal, "hs_lastmodifieddate") or ""
-    return f"hubspot_{deal_id}_{stage}_{modified}".replace(" ", "")[:256], {"type": kind, "data": data}
+    modified = _value(deal, "hs_lastmodifieddate") or _stage_set_at(deal)
+    if not modified and sent_at:
+        modified = f"sent{sent_at}"
+    return f"hubspot_{deal_id}_{stage}_{modified or ''}".replace(" ", "")[:256], {"type": kind, "data": data}
 
 
 def signed_event(secret: str, msg_id: str, event: Mapping[str, Any], now_s: int) -> tuple[bytes, dict[str, str]]:
@@ -217,7 +237,8 @@ def relay_app(*, events_secret: str, leadflow_url: str, hubspot_secret: str | No
                                     request.headers.get("X-HubSpot-Signature-v3", ""), time.time() * 1000):
             return web.json_response({"error": "bad HubSpot signature"}, status=401)
         try:
-            msg_id, event = leadflow_event(orjson.loads(body))
+            msg_id, event = leadflow_event(orjson.loads(body),
+                                           sent_at=request.headers.get("X-HubSpot-Request-Timestamp"))
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": f"not a deal leadflow can map: {exc}"}, status=400)
         raw, headers = signed_event(events_secret, msg_id, event, int(time.time()))

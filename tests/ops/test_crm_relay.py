@@ -70,6 +70,44 @@ def test_deals_map_to_leadflow_events_that_validate() -> None:
     assert verify(EVENTS_SECRET, headers, raw, datetime.now(UTC), 300) == (msg_id, None)
 
 
+def test_a_deal_back_in_a_stage_is_a_new_event_even_without_hs_lastmodifieddate() -> None:
+    """Without ``hs_lastmodifieddate`` both moves were ``hubspot_1234567_contractsent_``: leadflow
+    answered the second with the first's stored answer (24 h) and never applied it (review s18 F11)."""
+    deal = {**DEAL, "dealstage": "contractsent"}
+    first, _ = leadflow_event(deal, sent_at="1767603600000")
+    again, _ = leadflow_event(deal, sent_at="1767607200000")
+    assert first != again and first.startswith("hubspot_1234567_contractsent_")
+    # When HubSpot set the stage (the deals API's form) is better: it is the same on a retry.
+    nested = lambda at: {"properties": {**{k: {"value": v} for k, v in deal.items()},  # noqa: E731
+                                        "dealstage": {"value": "contractsent", "timestamp": at}}}
+    assert leadflow_event(nested(1767603500000), sent_at="1")[0] == leadflow_event(nested(1767603500000),
+                                                                                  sent_at="2")[0]
+    assert leadflow_event(nested(1767603500000))[0] != leadflow_event(nested(1767607100000))[0]
+    # hs_lastmodifieddate, as the docs ask, keeps a retry (a later request) the same id.
+    modified = {**deal, "hs_lastmodifieddate": "1767603500000"}
+    assert leadflow_event(modified, sent_at="1")[0] == leadflow_event(modified, sent_at="2")[0]
+
+
+async def test_the_relay_gives_two_moves_into_one_stage_two_webhook_ids() -> None:
+    ids: list[str] = []
+
+    async def leadflow(request: web.Request) -> web.Response:
+        ids.append(request.headers["webhook-id"])
+        return web.json_response({"status": "accepted"}, status=202)
+
+    fake = web.Application()
+    fake.router.add_post("/v1/crm/events", leadflow)
+    async with TestClient(TestServer(fake)) as upstream:
+        app = relay_app(hubspot_secret=HUBSPOT_SECRET, events_secret=EVENTS_SECRET,
+                        leadflow_url=str(upstream.make_url("/v1/crm/events")), public_url=PUBLIC)
+        async with TestClient(TestServer(app)) as relay:
+            body, now = orjson.dumps({**DEAL, "dealstage": "contractsent"}), int(time.time() * 1000)
+            for at in (now - 60_000, now):  # moved out and back a minute later
+                answer = await relay.post("/hubspot", data=body, headers=_hubspot_headers(body, at_ms=at))
+                assert answer.status == 204, await answer.text()
+    assert len(ids) == 2 and ids[0] != ids[1]
+
+
 async def test_the_relay_forwards_a_signed_event_and_refuses_a_bad_signature() -> None:
     received: list[dict[str, Any]] = []
 
