@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from rules.capture import CapturedLead, attribute
 from rules.enrichment import Enrichment
 from rules.headcount import read_headcount
-from rules.outcomes import LearningPolicy, OutcomeBoard, adjustments
+from rules.outcomes import LearningPolicy, OutcomeBoard, adjustments, board_key
 
 __all__ = [
     "SizeBand",
@@ -93,6 +93,10 @@ class ScoringModel:
     hot_sources: frozenset[str] = frozenset({"demo-request", "contact-sales", "web-demo-form"})
     #: How won/lost outcomes move scores (``rules.outcomes``).
     learning: LearningPolicy = LearningPolicy()
+    #: ``scoring.learning.min_deals``: a source or segment whose tally counts fewer closed deals
+    #: than this (weighted as the board counts them: a "no budget" loss is 2 in the segment) moves
+    #: no score. 0 (the default): every tally counts, from its first deal.
+    learning_min_deals: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +167,15 @@ def _add(points: int, reason: str, reasons: list[str]) -> int:
     return points
 
 
+def _enough_deals(board: OutcomeBoard, source: str, segment: str, minimum: float) -> OutcomeBoard:
+    """``board`` as ``adjustments`` reads it for this lead: its source and segment tallies, less
+    the one(s) with fewer than ``minimum`` deals (the rest of the board is not copied per score)."""
+    if minimum <= 0:
+        return board
+    keys = (board_key("source", source), board_key("segment", segment))
+    return replace(board, tallies={k: t for k in keys if (t := board.tallies.get(k)) is not None and t.deals >= minimum})
+
+
 def score_lead(lead: CapturedLead, enrichment: Enrichment | None, touches: int, model: ScoringModel,
                outcomes: OutcomeBoard | None = None) -> Score:
     """Score one lead; pure and total (missing data scores 0, never raises)."""
@@ -200,7 +213,8 @@ def score_lead(lead: CapturedLead, enrichment: Enrichment | None, touches: int, 
     segment = segment_of(lead, model)
     learned = 0
     if outcomes is not None:
-        for points, reason in adjustments(outcomes, source=lead.source, segment=segment, policy=model.learning):
+        board = _enough_deals(outcomes, lead.source, segment, model.learning_min_deals)
+        for points, reason in adjustments(board, source=lead.source, segment=segment, policy=model.learning):
             learned += _add(points, reason, reasons)
     value = max(0, min(100, fit + intent + learned))
     return Score(value=value, tier=tier_of(value, model), fit=fit, intent=intent, outcomes=learned,

@@ -58,6 +58,9 @@ class LearningConfig(_Strict):
     prior_rate: _Finite = Field(default=0.25, gt=0, lt=1)
     prior_weight: _Finite = Field(default=8.0, gt=0)
     max_points: _Count = Field(default=15, ge=0, le=50)
+    #: A source or segment with fewer closed deals than this (weighted as counted: a "no budget"
+    #: loss is 2 in the segment) moves no score; 0: every tally counts from its first deal.
+    min_deals: _Finite = Field(default=0, ge=0, le=10_000)
     #: Lost reasons (case-blind substrings) and how many losses each counts for the segment.
     reason_weights: dict[str, Annotated[_Finite, Field(ge=0, le=10)]] | None = None
 
@@ -115,7 +118,7 @@ class ScoringConfig(_Strict):
             mql_threshold=self.mql_threshold,
             hot_sources=d.hot_sources if self.hot_sources is None else frozenset(
                 canonical_source(s) for s in self.hot_sources),
-            learning=learning,
+            learning=learning, learning_min_deals=self.learning.min_deals,
         )
 
 

@@ -110,6 +110,7 @@ def test_the_lead_id_property_is_written_by_default_configurable_and_can_be_turn
     ("scoring:\n  learning:\n    prior_weight: .inf\n", "scoring.learning.prior_weight"),
     ("scoring:\n  learning:\n    prior_weight: .nan\n", "scoring.learning.prior_weight"),
     ("scoring:\n  learning:\n    prior_rate: .nan\n", "scoring.learning.prior_rate"),
+    ("scoring:\n  learning:\n    min_deals: .inf\n", "scoring.learning.min_deals"),
     ("scoring:\n  learning:\n    reason_weights: {'no budget': .nan}\n", "scoring.learning.reason_weights.no budget"),
     ("qualification:\n  frameworks:\n  - {name: X, min_met: 1, criteria:\n"
      "    [{key: k, question: q, kind: number, minimum: .inf}]}\n", r"qualification.frameworks[0].criteria[0].minimum"),
@@ -129,3 +130,10 @@ def test_finite_learning_numbers_still_load() -> None:
     learning = parse_config("scoring: {learning: {prior_rate: 0.3, prior_weight: 4, reason_weights: {x: 2.5}}}",
                             "c.yaml").scoring.model().learning
     assert (learning.prior_rate, learning.prior_weight, learning.reason_weights["x"]) == (0.3, 4, 2.5)
+
+
+def test_min_deals_reaches_the_scoring_model_and_defaults_to_every_deal() -> None:
+    assert parse_config("scoring: {learning: {min_deals: 5}}", "c.yaml").scoring.model().learning_min_deals == 5
+    assert parse_config("scoring: {}", "c.yaml").scoring.model().learning_min_deals == 0
+    with pytest.raises(ConfigError, match=r"c.yaml:1: scoring.learning.min_deals: Input should be greater"):
+        parse_config("scoring: {learning: {min_deals: -1}}", "c.yaml")

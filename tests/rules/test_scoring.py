@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from rules.capture import CapturedLead
 from rules.enrichment import enrich
+from rules.outcomes import OutcomeBoard, Tally
 from rules.scoring import (
     ScoringModel,
     company_size,
@@ -108,3 +109,24 @@ def test_capitalised_attribute_names_score_like_lower_case_ones() -> None:
         assert got == lower
     assert lower.segment == "enterprise/software"
     assert "+18 company size enterprise (5000 employees)" in lower.reasons and "+7 industry software" in lower.reasons
+
+
+def test_a_source_or_segment_below_min_deals_moves_no_score() -> None:
+    """``scoring.learning.min_deals`` (review s18 F8): one "no budget" loss took 5 points off every
+    such lead; with ``min_deals: 3`` a tally moves scores only from its third (weighted) deal."""
+    captured = lead(source="webinar", attributes={"employees": "120", "industry": "logistics"})
+    thin = OutcomeBoard(tallies={"source:webinar": Tally(lost=1), "segment:mid/logistics": Tally(lost=2),
+                                 "source:other": Tally(lost=9)})
+    learned = lambda board, minimum: score_lead(  # noqa: E731
+        captured, enrich(captured), 1, replace(MODEL, learning_min_deals=minimum), board)
+    assert learned(thin, 0).reasons[-2:] == ("-2 source webinar win rate 22% (0 won, 1 lost)",
+                                             "-3 segment mid/logistics win rate 20% (0 won, 2 lost)")
+    at_three = learned(thin, 3)
+    assert at_three.outcomes == 0 and not any("win rate" in r for r in at_three.reasons)
+    assert at_three.value == learned(None, 0).value
+    # The segment's "no budget" loss counts 2, so at 2 it moves the score and the source does not.
+    assert [r for r in learned(thin, 2).reasons if "win rate" in r] == [
+        "-3 segment mid/logistics win rate 20% (0 won, 2 lost)"]
+    enough = replace(thin, tallies={**thin.tallies, "source:webinar": Tally(lost=3)})
+    assert [r for r in learned(enough, 3).reasons if "win rate" in r] == [
+        "-4 source webinar win rate 18% (0 won, 3 lost)"]
