@@ -14,9 +14,11 @@ encoded bytes each (``board_key`` shortens a longer one) and ``RECENT_IDS`` outc
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 
 __all__ = [
     "Tally",
@@ -24,6 +26,7 @@ __all__ = [
     "LearningPolicy",
     "RecordOutcome",
     "record_outcome",
+    "reason_weight",
     "win_rate",
     "adjustments",
     "board_key",
@@ -106,7 +109,8 @@ class LearningPolicy:
     prior_weight: float = 8.0
     #: Most points one dimension (source, segment) can add or take away.
     max_points: int = 15
-    #: Lost reasons (lower-case substrings) counting extra losses for the segment.
+    #: Lost reasons counting extra losses for the segment: a reason counts when it *begins* with
+    #: one of these phrases as whole words, case and spacing aside (``reason_weight``).
     reason_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REASON_WEIGHTS))
     #: Most keys the board keeps (the least recently updated go first): a bounded table value.
     max_keys: int = 2000
@@ -135,9 +139,24 @@ class OutcomeBoard:
     updated_at: datetime | None = None
 
 
-def _reason_weight(reason: str | None, policy: LearningPolicy) -> float:
-    text = (reason or "").strip().lower()
-    return max((w for r, w in policy.reason_weights.items() if r in text), default=1.0) if text else 1.0
+@lru_cache(maxsize=256)
+def _leading(phrase: str) -> re.Pattern[str]:
+    words = phrase.strip().lower().split()
+    return re.compile(r"[\W_]*" + r"\s+".join(map(re.escape, words)) + r"(?!\w)")
+
+
+def reason_weight(reason: str | None, policy: LearningPolicy) -> float:
+    """How many losses a lost deal counts for its segment: the largest weight of a phrase the
+    reason begins with, as whole words (case, spacing and leading punctuation aside), else 1.
+
+    A CRM's loss reason is a picklist value ("No Budget") or a sentence that starts with one
+    ("No budget this year"). Only the beginning counts, and only whole words: a phrase inside a
+    word ("bad fitting room", "no needs analysis") is another reason, and one further on may be
+    quoted or denied ("Not a 'no budget' case: lost to competitor").
+    """
+    text = (reason or "").lower()
+    return max((w for r, w in policy.reason_weights.items() if r.strip() and _leading(r).match(text)),
+               default=1.0)
 
 
 def record_outcome(board: OutcomeBoard | None, outcome: RecordOutcome, policy: LearningPolicy) -> OutcomeBoard:
@@ -155,7 +174,7 @@ def record_outcome(board: OutcomeBoard | None, outcome: RecordOutcome, policy: L
         if outcome.won:
             tallies[key] = replace(old, won=old.won + weight)
         else:
-            extra = _reason_weight(outcome.reason, policy) if key.startswith("segment:") else 1.0
+            extra = reason_weight(outcome.reason, policy) if key.startswith("segment:") else 1.0
             tallies[key] = replace(old, lost=old.lost + weight * extra)
     while len(tallies) > policy.max_keys:
         tallies.pop(next(iter(tallies)))
