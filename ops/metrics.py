@@ -285,7 +285,8 @@ class Metrics:
         self.lifecycle = Counter(
             "leadflow_lifecycle_transitions_total",
             "Lifecycle stage moves (lead: a new person; reengaged: a known person's new cycle; mql, sql, "
-            "opportunity, won, lost, nurture), by the lead's first-touch source.",
+            "opportunity, won, lost, nurture; from lost to won or won to lost: the CRM corrected a close), "
+            "by the lead's first-touch source.",
             ["source", "from", "to"], registry=r)
         self.won_revenue = Counter(
             "leadflow_won_revenue_total",

@@ -258,6 +258,10 @@ class RecordCrmEvent:
     amount: float | None = None
     reason: str | None = None
     at: datetime
+    #: The opportunity the CRM names (leadflow's ``op_…`` id), checked by the lead against its
+    #: current one, so a late event about an earlier cycle's deal is not applied to this cycle's.
+    #: ``None``: not named (a CRM integration that does not send it; commands from older workers).
+    opportunity_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,17 @@
   is ``won``), ``opportunity.lost`` (the lead is ``recycled`` to nurture with the reason, and
   routed again after ``recycle_after_s`` when configured, as a new cycle gated like a capture:
   ``new`` without a threshold). Won and lost feed the outcome board.
+* A won or lost for a deal already closed the other way is a correction (the deal was reopened
+  and won, or a stage was picked by mistake), taken while the lead is still in that deal's cycle:
+  ``won`` → ``recycled`` as any loss (the recycle timer too), ``recycled`` → ``won`` (the pending
+  return to routing then finds a won lead and does nothing). The event says ``corrects`` and
+  ``from``, and the board moves the deal instead of counting a second one. Once the lead has
+  started a new cycle (routed again, or captured again) the old deal is history: an event about
+  it is refused, like any event naming an earlier cycle's ``opportunity_id``.
+* Attribution: an outcome is credited to the source and segment frozen on the opportunity when
+  it was made: the lead's source then (its latest touch's, the one the score read the learned
+  rate of) and its score's segment. So the board learns with the same keys scoring reads, for
+  the cycle that converted; a touch during the open deal moves neither.
 """
 from __future__ import annotations
 
@@ -48,7 +59,7 @@ from rules.lead_state import (
 )
 from rules.lifecycle import QUALIFIABLE, check
 from rules.opportunity import Opportunity, Qualification, opportunity_id_for
-from rules.outcomes import RecordOutcome
+from rules.outcomes import CountedOutcome, RecordOutcome, reason_weight
 from rules.qualification import check_answers, evaluate, find_framework
 from rules.scoring import Score, score_lead
 from rules.team_selection import facts_of, select_team, tier_priority
@@ -164,14 +175,23 @@ def qualifier_problem(state: LeadState, rep_id: str | None) -> str | None:
     return holder_problem(state, rep_id)
 
 
-def can_take_crm_event(state: LeadState | None, kind: str) -> str | None:
-    """Why a CRM event cannot apply now, or ``None`` when it can."""
+def can_take_crm_event(state: LeadState | None, kind: str, opportunity_id: str | None = None) -> str | None:
+    """Why a CRM event cannot apply now, or ``None`` when it can.
+
+    ``opportunity_id``, when the CRM names it, must be the lead's current opportunity. A won or a
+    lost for an opportunity closed the other way is a correction and applies; the same close again
+    (won after won), or a stage change of a closed deal, is refused: already counted.
+    """
     if state is None:
         return "no such lead"
     opportunity = state.opportunity
+    if opportunity_id is not None and (opportunity is None or opportunity.opportunity_id != opportunity_id):
+        current = f"its current one is {opportunity.opportunity_id}" if opportunity else "it has none now"
+        return (f"opportunity {opportunity_id} is not the lead's current opportunity ({current}): an event about "
+                "an earlier cycle's deal is not applied to this one")
     if opportunity is None:
         return f"the lead has no opportunity (it is {state.status})"
-    if opportunity.status != "open":
+    if opportunity.status != "open" and (kind == "stage_changed" or opportunity.status == kind):
         return f"the opportunity is already {opportunity.status}"
     if kind == "won":
         return check(state.status, "won")
@@ -243,8 +263,10 @@ def _convert(state: LeadState, outgoing: list[Outgoing], now: datetime, policy: 
     elif state.routing == "queued":
         outgoing.append(Outgoing(channel="team.commands", key=state.team_id, value=WithdrawLead(
             team_id=state.team_id, lead_id=state.lead_id, route_id=state.route_id, reason="converted", at=now)))
+    # The attribution its outcome will be credited to, frozen now (see the module docstring).
     opportunity = Opportunity(opportunity_id=opportunity_id_for(state.lead_id, state.cycle), created_at=now,
-                              rep_id=a.rep_id if a is not None else rep_id)
+                              rep_id=a.rep_id if a is not None else rep_id, source=state.lead.source,
+                              segment=state.score.segment if state.score is not None else None)
     converted = replace(state, status="converted", routing="released", opportunity=opportunity)
     converted = note(converted, policy, now, "converted", opportunity_id=opportunity.opportunity_id)
     outgoing.append(event(converted, "opportunity.created", now, {
@@ -325,7 +347,7 @@ def _notify_ae(state: LeadState, command: RecordCrmSync, policy: LeadPolicy) -> 
 def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy: LeadPolicy) -> LeadTransition:
     if command.event_id in state.recent_activities:
         return LeadTransition(state=state)  # a replay
-    problem = can_take_crm_event(state, command.kind)
+    problem = can_take_crm_event(state, command.kind, command.opportunity_id)
     if problem is not None:
         return _rejected(state, "opportunity.event_rejected", now, problem, event_id=command.event_id,
                          kind=command.kind)
@@ -341,21 +363,34 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
         return LeadTransition(state=updated, outgoing=(event(updated, "opportunity.stage_changed", command.at, {
             **common, "stage": stage, "previous": opportunity.stage}),))
     won = command.kind == "won"
+    earlier = opportunity.status  # "open", or the close this event corrects
+    correcting = earlier != "open"
+    # What the board counts (or counted) for this deal: frozen at conversion; an opportunity made
+    # before that was kept is credited as it was then (first touch, the score's segment at close).
+    source = opportunity.source or state.first_touch.source
+    segment = opportunity.segment or (state.score.segment if state.score is not None else "unknown")
+    weight = None if won else reason_weight(command.reason, policy.scoring.learning)
     closed = replace(opportunity, status="won" if won else "lost", closed_at=command.at,
                      amount=command.amount if command.amount is not None else opportunity.amount,
                      stage=command.stage or ("closed_won" if won else "closed_lost"),
-                     lost_reason=None if won else command.reason)
+                     lost_reason=None if won else command.reason, source=source, segment=segment,
+                     lost_weight=weight, corrections=opportunity.corrections + (1 if correcting else 0))
     updated = replace(updated, opportunity=closed, status="won" if won else "recycled")
+    correction: dict[str, Any] = {"corrects": earlier, "from": earlier} if correcting else {}
     updated = note(updated, policy, command.at, f"opportunity_{'won' if won else 'lost'}",
-                   amount=closed.amount, reason=command.reason)
-    segment = state.score.segment if state.score is not None else "unknown"
+                   amount=closed.amount, reason=command.reason, **correction)
     outgoing = [event(updated, f"opportunity.{'won' if won else 'lost'}", command.at, {
         **common, "amount": closed.amount, "reason": command.reason, "source": state.first_touch.source,
-        "segment": segment})]
+        "segment": segment, "credited_source": source, **correction})]
+    # A correction moves the deal on the board: the outcome counted before comes off as this one counts.
+    corrects = None if not correcting else CountedOutcome(
+        won=earlier == "won", source=source, segment=segment, rep_id=opportunity.rep_id,
+        reason=opportunity.lost_reason, weight=opportunity.lost_weight)
+    outcome_id = f"{opportunity.opportunity_id}:{command.kind}"
     outgoing.append(Outgoing(channel="outcomes", key=OUTCOMES_KEY, value=RecordOutcome(
-        outcome_id=f"{opportunity.opportunity_id}:{command.kind}", lead_id=state.lead_id, won=won,
-        source=state.first_touch.source, segment=segment, rep_id=opportunity.rep_id, reason=command.reason,
-        at=command.at)))
+        outcome_id=f"{outcome_id}:{closed.corrections}" if correcting else outcome_id, lead_id=state.lead_id,
+        won=won, source=source, segment=segment, rep_id=opportunity.rep_id, reason=command.reason,
+        at=command.at, weight=weight, corrects=corrects)))
     if not won:
         returns_at = None
         if policy.recycle_after_s is not None:

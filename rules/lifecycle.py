@@ -7,6 +7,9 @@ there by the rep), ``disqualified``, ``unresponsive``, ``recycled`` (a lost deal
 nurture; it may return to routing later). A new capture of a closed lead starts a new cycle
 (back to ``new``), which is not a transition of the old cycle; so does a recycled lead's return
 to routing, which is ``mql`` only when a configured threshold (or hot source) says so.
+
+``won`` ↔ ``recycled`` are the CRM's corrections within the cycle: a lost deal reopened and won,
+or a won corrected to lost (``rules.lead_crm``).
 """
 from __future__ import annotations
 
@@ -28,9 +31,10 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "working": frozenset({"sql"}) | _CLOSE,
     "sql": frozenset({"converted", "nurture", "disqualified"}),
     "converted": frozenset({"won", "recycled"}),
-    "won": frozenset(),
+    # The CRM corrects a close (won → lost), or a lost deal is reopened and won (recycled → won).
+    "won": frozenset({"recycled"}),
     "nurture": frozenset({"mql", "disqualified"}),
-    "recycled": frozenset({"mql", "nurture", "disqualified"}),
+    "recycled": frozenset({"mql", "nurture", "disqualified", "won"}),
     "disqualified": frozenset(),
     "unresponsive": frozenset({"mql", "nurture", "disqualified"}),
 }

@@ -44,6 +44,19 @@ class Opportunity:
     amount: float | None = None
     closed_at: datetime | None = None
     lost_reason: str | None = None
+    #: The source and segment its outcome is credited to on the won/lost board, frozen when the
+    #: lead converts: the lead's source (its latest touch's, the one ``score_lead`` reads the
+    #: learned rate of) and the segment of the score it converted with. A touch during the open
+    #: deal changes neither. ``None`` in an opportunity made before they were kept: its outcome
+    #: goes to the first touch's source and the score's segment at close, as it did then.
+    source: str | None = None
+    segment: str | None = None
+    #: The segment weight its loss was counted with (``rules.outcomes.reason_weight``), kept so a
+    #: correction to won takes off exactly that; ``None`` while open, won, or closed before it was kept.
+    lost_weight: float | None = None
+    #: How many times the CRM closed it the other way since it first closed (a reopened deal, a
+    #: stage picked by mistake): numbers the correcting outcomes' ids, so each counts once.
+    corrections: int = 0
 
 
 def opportunity_id_for(lead_id: str, cycle: int) -> str:

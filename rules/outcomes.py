@@ -6,6 +6,11 @@ snapshot. A win rate is smoothed toward a prior (a Beta prior worth ``prior_weig
 one lost deal moves little and a run of them moves a lot. A lost reason such as "no budget" or
 "bad fit" says the *segment* was wrong, so it counts more than one loss there.
 
+A deal the CRM closes the other way later (lost, then reopened and won; or a won corrected to
+lost) is *moved*, not counted twice: the lead sends a correcting ``RecordOutcome`` whose
+``corrects`` is the outcome the board counted for that opportunity (its source, segment, rep and
+loss weight), and ``record_outcome`` takes that off as it counts the new one.
+
 The whole board travels as one Kafka record (``outcomes.board``, and the table's changelog), so
 its size is bounded whatever the names: at most ``max_keys`` keys of at most ``MAX_KEY_BYTES``
 encoded bytes each (``board_key`` shortens a longer one) and ``RECENT_IDS`` outcome ids of at most
@@ -25,6 +30,7 @@ __all__ = [
     "OutcomeBoard",
     "LearningPolicy",
     "RecordOutcome",
+    "CountedOutcome",
     "record_outcome",
     "reason_weight",
     "win_rate",
@@ -117,6 +123,20 @@ class LearningPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CountedOutcome:
+    """An outcome as the board counted it: what a correction takes off again."""
+
+    won: bool
+    source: str
+    segment: str
+    rep_id: str | None
+    reason: str | None = None
+    #: The loss's weight on the segment as counted; ``None`` (a loss counted before weights were
+    #: kept): worked out from ``reason`` by the policy in force.
+    weight: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordOutcome:
     """A deal closed (on the ``outcomes`` topic, one key): fold it into the board once."""
 
@@ -128,6 +148,12 @@ class RecordOutcome:
     rep_id: str | None
     reason: str | None
     at: datetime
+    #: A loss's weight on the segment, as the lead worked it out (``reason_weight``) and keeps
+    #: for a later correction; ``None`` (a command from an older worker): from ``reason``.
+    weight: float | None = None
+    #: A correction (the deal closed the other way before): the outcome counted then, taken off
+    #: once as this one is counted. ``None``: a first outcome. Defaults keep older commands readable.
+    corrects: CountedOutcome | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,23 +185,39 @@ def reason_weight(reason: str | None, policy: LearningPolicy) -> float:
                default=1.0)
 
 
+def _count(tallies: dict[str, Tally], outcome: RecordOutcome | CountedOutcome, sign: float,
+           policy: LearningPolicy) -> None:
+    """Add (``sign`` 1) or take off (-1) one outcome's counts by source, segment and rep, in place.
+
+    Taking off never goes below 0, and a key the board no longer holds (evicted) is left out.
+    """
+    keys = [board_key("source", outcome.source), board_key("segment", outcome.segment)]
+    if outcome.rep_id:
+        keys.append(board_key("rep", outcome.rep_id))
+    for key in keys:
+        if sign < 0 and key not in tallies:
+            continue
+        old = tallies.pop(key, Tally())  # re-inserted last: the most recently updated
+        if outcome.won:
+            tallies[key] = replace(old, won=max(old.won + sign, 0.0))
+            continue
+        extra = 1.0
+        if key.startswith("segment:"):
+            extra = outcome.weight if outcome.weight is not None else reason_weight(outcome.reason, policy)
+        tallies[key] = replace(old, lost=max(old.lost + sign * extra, 0.0))
+
+
 def record_outcome(board: OutcomeBoard | None, outcome: RecordOutcome, policy: LearningPolicy) -> OutcomeBoard:
-    """``board`` with ``outcome`` counted (a replayed outcome id changes nothing)."""
+    """``board`` with ``outcome`` counted (a replayed outcome id changes nothing); a correction
+    (``outcome.corrects``) also takes off what the board counted for the deal before."""
     board = board or OutcomeBoard()
     outcome_id = _bounded(outcome.outcome_id, MAX_ID_BYTES)
     if outcome_id in board.recent:
         return board
-    keys = [(board_key("source", outcome.source), 1.0), (board_key("segment", outcome.segment), 1.0)]
-    if outcome.rep_id:
-        keys.append((board_key("rep", outcome.rep_id), 1.0))
     tallies = dict(board.tallies)
-    for key, weight in keys:
-        old = tallies.pop(key, Tally())  # re-inserted last: the most recently updated
-        if outcome.won:
-            tallies[key] = replace(old, won=old.won + weight)
-        else:
-            extra = reason_weight(outcome.reason, policy) if key.startswith("segment:") else 1.0
-            tallies[key] = replace(old, lost=old.lost + weight * extra)
+    if outcome.corrects is not None:
+        _count(tallies, outcome.corrects, -1.0, policy)
+    _count(tallies, outcome, 1.0, policy)
     while len(tallies) > policy.max_keys:
         tallies.pop(next(iter(tallies)))
     return OutcomeBoard(tallies=tallies, recent=(board.recent + (outcome_id,))[-RECENT_IDS:],

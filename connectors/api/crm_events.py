@@ -13,7 +13,10 @@ property leadflow writes (``crm.hubspot.lead_id_property``, ``crm.salesforce.lea
 ``data.opportunity_id`` alone cannot name the lead: leadflow's ``op_…`` id is a one-way hash of
 the lead id and cycle (``rules.opportunity.opportunity_id_for``), so it gets a 422 saying so;
 given with the lead id, it must be the lead's current opportunity (an event about an earlier
-cycle's deal is a 409, not applied to the new one).
+cycle's deal is a 409, not applied to the new one), and the lead checks it again when it applies
+the event. A won for a deal closed lost, or a lost for one closed won, is a correction and is
+taken (202) while the lead is still in that deal's cycle (``rules.lead_crm``); the same close
+again is a 409.
 """
 from __future__ import annotations
 
@@ -159,12 +162,12 @@ async def crm_event(request: web.Request) -> web.Response:
         if kind == "stage_changed" and not event.data.stage:
             raise ApiError(422, "invalid", "the CRM event is not valid",
                            [FieldError("data.stage", "required for opportunity.stage_changed")])
-        conflict = can_take_crm_event(state, kind)
+        conflict = can_take_crm_event(state, kind, named)
         if conflict is not None:
             raise ApiError(409, "conflict", f"lead {lead_id}: {conflict}")
         command = RecordCrmEvent(lead_id=lead_id, event_id=f"crm:{msg_id}", kind=kind,  # type: ignore[arg-type]
                                  stage=event.data.stage, amount=event.data.amount, reason=event.data.reason,
-                                 at=min(at, now).astimezone(UTC))
+                                 at=min(at, now).astimezone(UTC), opportunity_id=named)
     await ctx.engine.send_lead_command(lead_id, command)
     answer = {"lead_id": lead_id, "event_id": msg_id, "type": event.type, "status": "accepted"}
     await ctx.store.remember("crm-events", msg_id, 202, orjson.dumps(answer))

@@ -1,9 +1,10 @@
 """Fold won/lost outcomes into the win-rate board (one key, one writer); follow the board on every worker.
 
 ``learn_outcomes`` runs where the ``outcomes`` partition of the one key is owned: it folds each
-outcome into ``outcome_board`` and publishes the new board on the compacted ``outcomes.board``
-topic (acknowledged) before writing the table, so a crash in between replays the same fold and
-the same snapshot. ``follow_outcome_board`` runs on every worker: a plain consumer, outside the
+outcome into ``outcome_board`` (a correction moves its deal: ``rules.outcomes.record_outcome``)
+and publishes the new board on the compacted ``outcomes.board`` topic (acknowledged) before
+writing the table, so a crash in between replays the same fold and the same snapshot.
+``follow_outcome_board`` runs on every worker: a plain consumer, outside the
 consumer group, that reads ``outcomes.board`` from the start and keeps the latest board in
 memory for scoring (``streams.tables.outcome_board`` says why this is not a GlobalTable).
 """
@@ -48,8 +49,10 @@ async def learn_outcomes(stream: Any) -> None:
             continue  # a replayed outcome id
         await publish([Outgoing(channel="outcomes.board", key=key, value=updated)])
         outcome_board[key] = updated  # replaced, never mutated
-        log.info("outcome board: %s %s (source %s, segment %s)", outcome.lead_id,
-                 "won" if outcome.won else "lost", outcome.source, outcome.segment)
+        log.info("outcome board: %s %s (source %s, segment %s)%s", outcome.lead_id,
+                 "won" if outcome.won else "lost", outcome.source, outcome.segment,
+                 "" if outcome.corrects is None else
+                 f", correcting a {'won' if outcome.corrects.won else 'lost'} counted before")
 
 
 async def _follow(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:

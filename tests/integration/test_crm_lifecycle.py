@@ -4,7 +4,8 @@
   below-threshold lead goes to nurture (``lead.nurture``, never routed); a demo request with a
   low score is an MQL and is routed; a CRM down for the whole retry schedule shows retries
   pending, then one dead letter, in ``/metrics``; the deal is upserted once in the stand-in
-  and a replayed upsert keeps one; a lost deal is routed again after ``recycle_after``, once.
+  and a replayed upsert keeps one; a lost deal is routed again after ``recycle_after``, once; a lost
+  deal reopened and won is won, not routed again, and moved on the board.
 * Two workers, the generic signed-webhook adapter: one opportunity by leadflow's id (replay keeps
   one); a lost deal recorded through one worker lowers the scores computed on both; the worker
   owning a lost deal's lead is killed (-9) while its recycle timer waits and restarted: the lead
@@ -204,6 +205,12 @@ async def test_mql_gate_hubspot_dead_letter_and_a_lost_deal_routed_again_once(
         # Lost: recycled, then routed again after recycle_after (3 s), once.
         lost_at = time.monotonic()
         await _crm_event(api, worker, "opportunity.lost", hot, reason="timing")
+        # The doomed deal (open in leadflow, its upsert dead-lettered) is lost, then reopened and won:
+        # a correction (202). Its own recycle timer, due with hot's, then finds a won lead.
+        await _crm_event(api, worker, "opportunity.lost", doomed, reason="no budget")
+        await eventually(lambda: _when(api, worker, doomed, status="recycled"), what="doomed recycled")
+        await _crm_event(api, worker, "opportunity.won", doomed, amount=48000)
+        await eventually(lambda: _when(api, worker, doomed, status="won"), what="doomed won after lost")
         await eventually(lambda: _when(api, worker, hot, status="recycled"), what="hot recycled")
         back = await eventually(lambda: _when(api, worker, hot, cycle=2, routing="assigned"), timeout=30,
                                 what="hot routed again")
@@ -223,6 +230,15 @@ async def test_mql_gate_hubspot_dead_letter_and_a_lost_deal_routed_again_once(
         assert not _of(events, cold, "lead.mql") and not _of(events, cold, "lead.assigned")
         assert not receiver.for_lead(cold)
         assert not _of(events, doomed, "opportunity.synced") and len(_of(events, doomed, "opportunity.sync_failed")) == 1
+        # The corrected deal: won, not routed again, moved on the board, its revenue counted.
+        assert (await _when(api, worker, doomed, status="won", cycle=1)) is not None
+        assert len(_assigned_webhooks(receiver, doomed)) == 1
+        assert [e["data"].get("corrects") for e in _of(events, doomed, "opportunity.won")] == ["lost"]
+        assert await _metric(worker, "leadflow_lifecycle_transitions_total", to="won") == 1
+        assert await _metric(worker, "leadflow_lifecycle_transitions_total", **{"from": "lost", "to": "won"}) == 1
+        assert await _metric(worker, "leadflow_won_revenue_total") == 48000
+        board = (await read_json_topic(spec.stack, f"{spec.app_id}.outcomes.board", idle_s=1.0))[-1]["data"]
+        assert board["tallies"]["source:demo-request"] == {"won": 1.0, "lost": 1.0}, board["tallies"]
     finally:
         worker.stop()
 

@@ -9,6 +9,7 @@ from rules.lifecycle import STATUSES, TRANSITIONS, LifecycleError, advance, chec
 @pytest.mark.parametrize(("current", "target"), [
     ("new", "mql"), ("mql", "working"), ("working", "sql"), ("sql", "converted"), ("converted", "won"),
     ("converted", "recycled"), ("new", "nurture"), ("nurture", "mql"), ("recycled", "mql"), ("mql", "disqualified"),
+    ("recycled", "won"), ("won", "recycled"),  # the CRM's corrections: a lost deal reopened and won, and back
 ])
 def test_the_path_and_its_side_roads_are_allowed(current: str, target: str) -> None:
     assert check(current, target) is None and advance(current, target) == target
@@ -16,7 +17,7 @@ def test_the_path_and_its_side_roads_are_allowed(current: str, target: str) -> N
 
 @pytest.mark.parametrize(("current", "target", "message"), [
     ("nurture", "sql", "a nurture lead cannot become sql (from nurture: disqualified, mql)"),
-    ("won", "recycled", "a won lead cannot become recycled (from won: nothing (final))"),
+    ("won", "mql", "a won lead cannot become mql (from won: recycled)"),
     ("disqualified", "mql", "a disqualified lead cannot become mql (from disqualified: nothing (final))"),
     ("converted", "working", "a converted lead cannot become working (from converted: recycled, won)"),
     ("mql", "converted", "a mql lead cannot become converted (from mql: disqualified, nurture, recycled, sql, "
