@@ -61,7 +61,8 @@ class LearningConfig(_Strict):
     #: A source or segment with fewer closed deals than this (weighted as counted: a "no budget"
     #: loss is 2 in the segment) moves no score; 0: every tally counts from its first deal.
     min_deals: _Finite = Field(default=0, ge=0, le=10_000)
-    #: Lost reasons (case-blind substrings) and how many losses each counts for the segment.
+    #: Lost reasons and how many losses each counts for the segment: a reason counts when it begins
+    #: with the phrase as whole words, case and spacing aside (``rules.outcomes.reason_weight``).
     reason_weights: dict[str, Annotated[_Finite, Field(ge=0, le=10)]] | None = None
 
 
