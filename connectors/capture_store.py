@@ -6,20 +6,18 @@ in the lead table.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from connectors.redis_guard import RedisGuard, RedisUnavailable, guard_for
 
 __all__ = ["CaptureStore", "Claim"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +111,12 @@ class CaptureStore:
         seen_ttl_s: int = 30 * 24 * 3600,
         timeout_s: float = 0.25,
         on_degraded: Callable[[str], None] = lambda op: None,
+        guard: RedisGuard | None = None,
     ) -> None:
         self._redis = client
+        #: Shared with every other user of ``client`` (rate limits, the enrichment cache): one
+        #: memory of Redis's health and one time budget per request (connectors/redis_guard.py).
+        self.guard = guard or guard_for(client)
         self._prefix = prefix
         self._idem_ttl = idempotency_ttl_s
         self._claim_ttl = claim_ttl_s
@@ -132,9 +134,8 @@ class CaptureStore:
     async def replay(self, caller: str, key: str) -> tuple[int, bytes, str | None] | None:
         """The stored response for this caller's idempotency key, if any, with the request's fingerprint."""
         try:
-            raw = await asyncio.wait_for(self._redis.get(self._idem_key(caller, key)), self._timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._degraded("idempotency_get", exc)
+            raw = await self._call("idempotency_get", lambda: self._redis.get(self._idem_key(caller, key)))
+        except RedisUnavailable:
             return None
         if raw is None:
             return None
@@ -158,12 +159,9 @@ class CaptureStore:
         pending = orjson.dumps({"pending": token, "fingerprint": fingerprint})
         over_doubt = orjson.dumps({"pending": token, "fingerprint": fingerprint, "unconfirmed": True})
         try:
-            raw = await asyncio.wait_for(
-                self._claim_script(keys=[self._idem_key(caller, key)],
-                                   args=[pending, over_doubt, fingerprint, self._claim_ttl]),
-                self._timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._degraded("idempotency_get", exc)
+            raw = await self._call("idempotency_get", lambda: self._claim_script(
+                keys=[self._idem_key(caller, key)], args=[pending, over_doubt, fingerprint, self._claim_ttl]))
+        except RedisUnavailable:
             return Claim()
         if raw is None:
             return Claim(token=token)
@@ -185,12 +183,10 @@ class CaptureStore:
         """
         record = orjson.dumps({"unconfirmed": True, "fingerprint": fingerprint})
         try:
-            await asyncio.wait_for(
-                self._release_script(keys=[self._idem_key(caller, key)],
-                                     args=[token, record, self._idem_ttl, "1" if in_doubt else "0"]),
-                self._timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._degraded("idempotency_set", exc)
+            await self._call("idempotency_set", lambda: self._release_script(
+                keys=[self._idem_key(caller, key)], args=[token, record, self._idem_ttl, "1" if in_doubt else "0"]))
+        except RedisUnavailable:
+            pass
 
     async def remember(self, caller: str, key: str, status: int, body: bytes, fingerprint: str | None = None,
                        token: str | None = None) -> None:
@@ -204,33 +200,43 @@ class CaptureStore:
         name = self._idem_key(caller, key)
         try:
             if token is None:
-                await asyncio.wait_for(self._redis.set(name, value, ex=self._idem_ttl, nx=True), self._timeout)
+                await self._call("idempotency_set", lambda: self._redis.set(name, value, ex=self._idem_ttl, nx=True))
             else:
-                await asyncio.wait_for(self._remember_script(keys=[name], args=[token, value, self._idem_ttl]),
-                                       self._timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._degraded("idempotency_set", exc)
+                await self._call("idempotency_set",
+                                 lambda: self._remember_script(keys=[name], args=[token, value, self._idem_ttl]))
+        except RedisUnavailable:
+            pass
 
     async def mark_seen(self, lead_ids: list[str]) -> list[bool]:
         """Mark leads as seen; return for each whether it had been seen before (False when unknown)."""
         if not lead_ids:
             return []
-        try:
+        async def mark() -> Any:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for lead_id in lead_ids:
                     pipe.set(f"{self._prefix}seen:{lead_id}", b"1", ex=self._seen_ttl, nx=True)
-                created = await asyncio.wait_for(pipe.execute(), self._timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._degraded("seen", exc)
+                return await pipe.execute()
+
+        try:
+            created = await self._call("seen", mark)
+        except RedisUnavailable:
             return [False] * len(lead_ids)
         return [not bool(c) for c in created]
 
-    async def ping(self) -> bool:
+    async def probe(self) -> bool:
+        """Whether Redis takes a write now (a short-lived key; a PING answers even when Redis is full),
+        through the guard: ``False`` while the guard goes without Redis, unless this is its probe."""
         try:
-            return bool(await asyncio.wait_for(self._redis.ping(), self._timeout))
-        except (RedisError, OSError, TimeoutError):
+            return bool(await self.guard.call("probe", lambda: self._redis.set(f"{self._prefix}probe", b"1", ex=60),
+                                              self._timeout, budgeted=False))
+        except RedisUnavailable:
             return False
 
-    def _degraded(self, op: str, exc: BaseException) -> None:
-        log.warning("redis unavailable for %s, continuing without it: %s", op, type(exc).__name__)
-        self._on_degraded(op)
+    async def _call(self, operation: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        """``make()`` through the guard; when it went without Redis, counted (``on_degraded``) and raised.
+        The guard logs what failed, once per outage or 10 s, not once per operation."""
+        try:
+            return await self.guard.call(operation, make, self._timeout)
+        except RedisUnavailable:
+            self._on_degraded(operation)
+            raise

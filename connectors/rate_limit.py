@@ -1,4 +1,4 @@
-"""Per-caller rate limits in Redis: GCRA, one atomic Lua call per request, open when Redis is down.
+"""Per-caller rate limits in Redis: GCRA, one atomic Lua call per request, per worker when Redis is down.
 
 GCRA (the generic cell rate algorithm) keeps one number per caller, the *theoretical arrival
 time* (TAT): each request pushes it forward by the emission interval ``60 s / limit``, and a
@@ -7,9 +7,11 @@ request is refused while the TAT is further ahead of now than the burst allows. 
 on average. Unlike a fixed window there is no double burst at a window edge, and unlike a
 sliding log it stores O(1) per caller.
 
-Redis is an accelerator, never the source of truth: when it is slow or down the request is
-allowed, the degradation is reported (``on_degraded``, the ``redis_degraded`` metric), and
-capture goes on.
+Redis is an accelerator, never the source of truth: when it is slow or down (or the worker's
+``RedisGuard`` goes without it, connectors/redis_guard.py) the limit is counted in the worker's
+memory instead (``LocalLimiter``, the same GCRA): the same limit per worker, so with N workers up
+to N times it passes while Redis is away, never an unlimited caller. The degradation is reported
+(``on_degraded``, the ``redis_degraded`` metric) and capture goes on.
 
 ``FailedAuthLimit`` holds failed authentications by client address to the same GCRA: counted in
 Redis so that all workers share one allowance and one block, and in the worker's memory while
@@ -17,20 +19,18 @@ Redis cannot answer (per worker then, never open: it guards the keys, not the ca
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
+
+from connectors.redis_guard import RedisGuard, RedisUnavailable, guard_for
 
 __all__ = ["FailedAuthLimit", "LocalLimiter", "RateDecision", "RateLimiter", "gcra", "GCRA_LUA"]
-
-log = logging.getLogger(__name__)
 
 _MINUTE_US = 60_000_000
 
@@ -62,7 +62,7 @@ class RateDecision:
     retry_after_s: int
     #: Requests that could still pass right now (0 when refused).
     remaining: int
-    #: True when Redis could not be asked and the request was let through.
+    #: True when Redis could not be asked and the worker's own count decided (``LocalLimiter``).
     degraded: bool = False
 
 
@@ -96,13 +96,17 @@ class RateLimiter:
     """``acquire(subject, per_minute, now)`` for any subject: an API key name, ``provider:typeform``, …"""
 
     def __init__(self, client: Any, *, prefix: str = "leadflow:", timeout_s: float = 0.25,
-                 on_degraded: Callable[[str], None] = lambda op: None) -> None:
+                 on_degraded: Callable[[str], None] = lambda op: None, guard: RedisGuard | None = None,
+                 max_local_subjects: int = 10_000) -> None:
         # ``client`` is a redis.asyncio.Redis; typed loosely because redis-py's eval signatures
         # are overloaded for the sync and async clients alike.
         self._redis = client
         self._prefix = prefix
         self._timeout = timeout_s
         self._on_degraded = on_degraded
+        self.guard = guard or guard_for(client)  # shared with the client's other users
+        #: The count while Redis cannot answer: per worker, from a full allowance.
+        self._local = LocalLimiter(max_local_subjects)
 
     async def acquire(self, subject: str, per_minute: int, now: datetime) -> RateDecision:
         """Take one request from ``subject``'s allowance of ``per_minute`` (burst = ``per_minute``)."""
@@ -112,12 +116,12 @@ class RateLimiter:
         args = (_micros(now), interval, per_minute)
         key = f"{self._prefix}rate:{subject}"
         try:
-            reply = await asyncio.wait_for(self._eval(key, args), self._timeout)
+            reply = await self.guard.call("rate_limit", lambda: self._eval(key, args), self._timeout)
             allowed, wait_us, remaining = (int(x) for x in reply)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("redis unavailable for rate limiting, allowing the request: %s", type(exc).__name__)
+        except RedisUnavailable:
             self._on_degraded("rate_limit")
-            return RateDecision(True, 0, 0, degraded=True)
+            local = self._local.acquire(subject, per_minute, now)
+            return RateDecision(local.allowed, local.retry_after_s, local.remaining, degraded=True)
         return _decision(bool(allowed), wait_us, remaining)
 
     async def peek(self, subject: str, per_minute: int, now: datetime, *, operation: str) -> RateDecision | None:
@@ -127,10 +131,9 @@ class RateLimiter:
             raise ValueError("per_minute must be at least 1")
         key = f"{self._prefix}rate:{subject}"
         try:
-            stored = await asyncio.wait_for(self._redis.get(key), self._timeout)
+            stored = await self.guard.call(operation, lambda: self._redis.get(key), self._timeout)
             tat = int(stored) if stored is not None else None
-        except (RedisError, OSError, TimeoutError, ValueError) as exc:
-            log.warning("redis unavailable for %s, going on without it: %s", operation, type(exc).__name__)
+        except (RedisUnavailable, ValueError):
             self._on_degraded(operation)
             return None
         allowed, _, wait_us, remaining = gcra(tat, _micros(now), max(1, _MINUTE_US // per_minute), per_minute)
@@ -186,20 +189,18 @@ class FailedAuthLimit:
     is spent, and it ends with the count's TTL: ``shared_block`` asks Redis (one GET) for a request
     with a right key; a wrong one needs no question, its ``failed`` is refused by the same count.
     Each worker also remembers the addresses it found over (``blocked_for``, no Redis call), and
-    is all there is while Redis cannot answer: then the limit holds per worker, and the workers
-    stop asking Redis for ``redis_pause_s`` after a failed question, so a hung Redis slows one
-    request in that span, not every one.
+    is all there is while Redis cannot answer: then the limit holds per worker (the limiter's own
+    ``LocalLimiter``), and the worker's ``RedisGuard`` stops asking Redis for a while after a failed
+    question, so a hung Redis slows one request in that span, not every one.
     """
 
-    def __init__(self, per_minute: int = 30, *, max_addresses: int = 10_000, redis_pause_s: float = 5.0) -> None:
+    def __init__(self, per_minute: int = 30, *, max_addresses: int = 10_000) -> None:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         self.per_minute = per_minute
         self._local = LocalLimiter(max_addresses)
         self._blocked: dict[str, int] = {}  # address -> until, in microseconds
         self._max = max_addresses
-        self._pause_us = int(redis_pause_s * 1_000_000)
-        self._ask_redis_from = 0  # microseconds: no block lookup in Redis before (after it failed)
 
     def blocked_for(self, address: str, now: datetime) -> int | None:
         """Whole seconds ``address`` is still refused as this worker knows, or ``None`` (no Redis call)."""
@@ -216,25 +217,20 @@ class FailedAuthLimit:
         """Whole seconds ``address`` is refused because its failures, counted in Redis by any worker,
         are over the limit; ``None`` when they are not, or when Redis cannot say (this worker's own
         ``blocked_for`` still holds then)."""
-        now_us = _micros(now)
-        if limiter is None or now_us < self._ask_redis_from:
+        if limiter is None:
             return None
         decision = await limiter.peek(self._subject(address), self.per_minute, now, operation="failed_auth_block")
-        if decision is None:
-            self._ask_redis_from = now_us + self._pause_us
+        if decision is None or decision.allowed:
             return None
-        if decision.allowed:
-            return None
-        self._block(address, now_us, decision.retry_after_s)
+        self._block(address, _micros(now), decision.retry_after_s)
         return decision.retry_after_s
 
     async def failed(self, address: str, now: datetime, limiter: RateLimiter | None) -> RateDecision:
         """Count one failed authentication from ``address``; refused: it is blocked for ``retry_after_s``."""
         subject = self._subject(address)
-        decision = None
-        if limiter is not None:
+        if limiter is not None:  # in this worker's memory while Redis cannot answer (the limiter's own)
             decision = await limiter.acquire(subject, self.per_minute, now)
-        if decision is None or decision.degraded:
+        else:
             decision = self._local.acquire(subject, self.per_minute, now)
         if not decision.allowed:
             self._block(address, _micros(now), decision.retry_after_s)

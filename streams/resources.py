@@ -1,16 +1,24 @@
 """Per-process outside resources: one aiohttp session, one Redis client; opened lazily, closed once."""
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 import redis.asyncio as aioredis
 
 from connectors.capture_store import CaptureStore
 from connectors.netguard import GuardedResolver
+from connectors.redis_guard import guard_for
 from connectors.webhooks import WebhookSender
 from ops.metrics import Metrics
+from streams.log_rate_limit import RepeatLimit
 from streams.settings import Settings
 
-__all__ = ["Resources"]
+__all__ = ["REDIS_LOGGERS", "Resources"]
+
+#: The loggers that write when Redis fails: at most one line per template and 10 s each (a Redis
+#: that fails fails every operation of every request: 2-3.5 lines a request before).
+REDIS_LOGGERS = ("connectors.redis_guard", "connectors.enrichment.enricher")
 
 
 class Resources:
@@ -24,6 +32,14 @@ class Resources:
         self._sender: WebhookSender | None = None
         # redis-py connects lazily, so building the client here does no I/O.
         self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        # One guard for every user of this client (the store, the API's rate limits, the enrichment
+        # cache): after a failure the worker goes without Redis for 5 s, one probe at a time, and a
+        # request waits at most 1 s on Redis in all (connectors/redis_guard.py).
+        self.redis_guard = guard_for(self.redis, timeout_s=1.0, request_budget_s=1.0, pause_s=5.0)
+        for name in REDIS_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, RepeatLimit) for f in logger.filters):
+                logger.addFilter(RepeatLimit())
         self.store = CaptureStore(
             # Keys are namespaced by app id: deployments sharing a Redis never see each other's.
             # 1 s: a busy 2-core box can take a few hundred ms for a first connection.

@@ -21,6 +21,7 @@ from connectors.api import ApiContext, mount_api
 from connectors.api.client_address import TrustedProxies
 from connectors.capture_store import CaptureStore
 from connectors.rate_limit import FailedAuthLimit, RateLimiter, gcra
+from connectors.redis_guard import RedisGuard
 from ops.metrics import Metrics
 from sla.clock import FakeClock
 from tests.connectors.conftest import Client, FakeEngine, FakeRedis
@@ -72,10 +73,13 @@ async def serve(engine: FakeEngine, metrics: Metrics, clock: FakeClock) -> Async
     """One worker's API over ``redis`` (its own ``FailedAuthLimit``, as each worker has)."""
     async with AsyncExitStack() as stack:
         async def make(redis: Any, per_minute: int = 3, redis_pause_s: float = 5.0, **options: Any) -> Client:
-            limiter = RateLimiter(redis, timeout_s=0.05, on_degraded=lambda op: metrics.redis_degraded.labels(op).inc())
+            # Each worker has its own Redis guard, on the test's clock.
+            guard = RedisGuard(timeout_s=0.05, pause_s=redis_pause_s, clock=lambda: clock.now().timestamp())
+            limiter = RateLimiter(redis, timeout_s=0.05, on_degraded=lambda op: metrics.redis_degraded.labels(op).inc(),
+                                  guard=guard)
             ctx = ApiContext(engine=engine, keyring=keyring(), store=CaptureStore(FakeRedis()),  # type: ignore[arg-type]
                              clock=clock, metrics=metrics, rate_limiter=limiter,
-                             failed_auth=FailedAuthLimit(per_minute=per_minute, redis_pause_s=redis_pause_s), **options)
+                             failed_auth=FailedAuthLimit(per_minute=per_minute), **options)
             app = web.Application()
             mount_api(app, ctx)
             client: Client = TestClient(TestServer(app))
@@ -169,7 +173,8 @@ async def test_after_a_failed_lookup_redis_is_left_alone_for_a_while(
     clock.advance(5)
     assert (await _capture(client)).status == 202
     assert redis.gets == 2
-    assert sample(metrics, "leadflow_redis_degraded_total", operation="failed_auth_block") == 2
+    # Every lookup went without Redis: the one that waited and the five not asked.
+    assert sample(metrics, "leadflow_redis_degraded_total", operation="failed_auth_block") == 6
 
 
 # --- behind a load balancer -------------------------------------------------------------

@@ -243,14 +243,18 @@ async def test_every_write_endpoint_is_limited(serve: Serve, method: str, path: 
 
 
 @pytest.mark.parametrize("redis", [DownGcraRedis(), SlowGcraRedis()], ids=["down", "slow"])
-async def test_without_redis_requests_pass_and_it_is_counted(
-        serve: Serve, engine: FakeEngine, metrics: Metrics, redis: GcraRedis) -> None:
-    client = await serve(redis, {"web-form": 1})
-    for n in range(3):
-        response = await client.post("/v1/leads", json={"email": f"a{n}@example.com"}, headers=AUTH)
-        assert response.status == 202
-    assert len(engine.captured) == 3
-    assert sample(metrics, "leadflow_redis_degraded_total", operation="rate_limit") == 3
+async def test_without_redis_the_limit_holds_per_worker_and_it_is_counted(
+        serve: Serve, engine: FakeEngine, metrics: Metrics, clock: FakeClock, redis: GcraRedis) -> None:
+    # Review s18-redis F3: it was open (every request passed) for as long as Redis could not answer,
+    # a wrong LEADFLOW_REDIS_URL included. Now the worker counts in its memory: the same limit.
+    client = await serve(redis, {"web-form": 2})
+    statuses = [(await client.post("/v1/leads", json={"email": f"a{n}@example.com"}, headers=AUTH)).status
+                for n in range(4)]
+    assert statuses == [202, 202, 429, 429]
+    assert len(engine.captured) == 2
+    assert sample(metrics, "leadflow_redis_degraded_total", operation="rate_limit") == 4
+    clock.advance(30)  # one more every 30 s, as in Redis
+    assert (await client.post("/v1/leads", json={"email": "b@example.com"}, headers=AUTH)).status == 202
 
 
 def test_a_limit_below_one_is_a_bug_not_a_silent_block() -> None:

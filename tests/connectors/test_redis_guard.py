@@ -1,0 +1,211 @@
+"""The worker's one Redis guard (connectors/redis_guard.py): a hung Redis costs one wait, not one per
+call and capture; one time budget per request; failures that are not a PING's (OOM) show; the log
+says what failed and where, once (review s18-redis, findings 1, 2 and 5)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
+
+from connectors.api import ApiContext, mount_api
+from connectors.auth import Keyring
+from connectors.capture_store import CaptureStore
+from connectors.enrichment.cache import CacheUnavailable, EnrichmentCache
+from connectors.rate_limit import RateLimiter
+from connectors.redis_guard import RedisGuard, RedisUnavailable, guard_for
+from ops.metrics import Metrics
+from sla.clock import FakeClock
+from streams.log_rate_limit import RepeatLimit
+from tests.connectors.conftest import AUTH, KEYS, FakeEngine
+from tests.connectors.test_api import sample
+from tests.connectors.test_rate_limit import real_redis  # noqa: F401  (a fixture)
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers, as a hung Redis (``DEBUG SLEEP``,
+    ``CLIENT PAUSE``, a frozen host) looks to a client."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            self._writers.append(writer)
+        self._server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        for writer in self._writers:
+            writer.close()
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def hung() -> AsyncIterator[tuple[aioredis.Redis, BlackHole]]:
+    hole = BlackHole()
+    async with hole as port:
+        # As streams/resources.py builds the worker's client.
+        client = aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            yield client, hole
+        finally:
+            await client.aclose()
+
+
+async def test_a_hung_redis_costs_one_wait_not_one_per_call_and_capture(
+        hung: tuple[aioredis.Redis, BlackHole], metrics: Metrics, clock: FakeClock) -> None:
+    # Before: each capture with an Idempotency-Key and a rate-limited key waited 1 s on each of
+    # claim, rate limit, seen and remember: 4 s a capture, ~40 s for these ten.
+    client, hole = hung
+    count = lambda op: metrics.redis_degraded.labels(op).inc()  # noqa: E731
+    engine = FakeEngine()
+    ctx = ApiContext(engine=engine, keyring=Keyring({}, KEYS.items()),
+                     store=CaptureStore(client, timeout_s=1.0, on_degraded=count), clock=clock, metrics=metrics,
+                     rate_limiter=RateLimiter(client, timeout_s=1.0, on_degraded=count), rate_limits={"web-form": 100})
+    app = web.Application()
+    mount_api(app, ctx)
+    async with TestClient(TestServer(app)) as http:
+        started = time.monotonic()
+        for n in range(10):
+            response = await http.post("/v1/leads", json={"email": f"a{n}@example.com"},
+                                       headers={**AUTH, "Idempotency-Key": f"k{n}"})
+            assert response.status == 202, await response.text()
+        took = time.monotonic() - started
+    assert took < 3, f"10 captures took {took:.1f} s"
+    assert len(engine.captured) == 10  # nothing lost: degraded mode as before
+    assert sample(metrics, "leadflow_redis_degraded_total", operation="seen") == 10  # each still counted
+    assert guard_for(client).down and hole.connections <= 2  # no reconnect storm either
+
+
+async def test_one_request_waits_on_redis_at_most_its_budget_in_all() -> None:
+    guard = RedisGuard(timeout_s=1.0, request_budget_s=1.0)
+
+    async def slow() -> str:  # Redis answers, slowly: each call under its timeout
+        await asyncio.sleep(0.4)
+        return "ok"
+
+    async def request() -> list[str]:
+        answers = []
+        for n in range(5):
+            try:
+                answers.append(await guard.call(f"op{n}", slow))
+            except RedisUnavailable as exc:
+                answers.append(exc.kind)
+        return answers
+
+    started = time.monotonic()
+    answers = await asyncio.create_task(request())
+    assert time.monotonic() - started < 1.2  # not 5 x 0.4 s
+    assert answers[:2] == ["ok", "ok"] and answers[2] == "timeout"
+    assert all(kind == "request's Redis budget spent" for kind in answers[3:])
+    assert not guard.down  # a budget cut short says nothing about Redis: the next request asks it
+    assert await asyncio.create_task(guard.call("next", slow)) == "ok"
+
+
+@pytest.fixture(autouse=True)
+def _no_repeat_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard's logger as a fresh process has it: a worker's Resources (built by other tests)
+    puts a RepeatLimit on it, which would hold back a template another test logged just before."""
+    monkeypatch.setattr(logging.getLogger("connectors.redis_guard"), "filters", [])
+
+
+async def test_after_a_failure_one_probe_at_a_time_finds_redis_back(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    guard = RedisGuard(address="10.0.0.5:6380", pause_s=5.0, clock=lambda: now[0])
+    calls = 0
+    release = asyncio.Event()
+
+    async def refused() -> None:
+        nonlocal calls
+        calls += 1
+        raise RedisConnectionError("Connection refused")
+
+    async def answers() -> str:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return "PONG"
+
+    with caplog.at_level(logging.INFO, logger="connectors.redis_guard"):
+        with pytest.raises(RedisUnavailable):
+            await guard.call("seen", refused)
+        for _ in range(100):
+            with pytest.raises(RedisUnavailable, match="not asked"):
+                await guard.call("seen", refused)
+        assert calls == 1 and guard.down and guard.degraded()
+        now[0] = 5.0
+        probe = asyncio.create_task(guard.call("seen", answers))
+        await asyncio.sleep(0)
+        with pytest.raises(RedisUnavailable, match="not asked"):  # the probe is out: the others wait
+            await guard.call("seen", answers)
+        release.set()
+        assert await probe == "PONG" and calls == 2 and not guard.down
+        assert await guard.call("seen", answers) == "PONG"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["redis at 10.0.0.5:6380 failed for seen: connection failed; going on without it, next try in 5 s",
+                     "redis at 10.0.0.5:6380 answers again after 5 s; 102 operations went without it"]
+
+
+async def test_a_full_redis_shows_though_it_answers_ping(real_redis: aioredis.Redis) -> None:  # noqa: F811
+    # Review s18-redis F2: with maxmemory reached (noeviction) every write failed, PING answered,
+    # and the degraded-mode gauge (a PING) stayed 0.
+    store = CaptureStore(real_redis, timeout_s=2.0)
+    assert await store.probe() and not store.guard.degraded()
+    await real_redis.config_set("maxmemory", "1")
+    await real_redis.config_set("maxmemory-policy", "noeviction")
+    assert await real_redis.ping()
+    assert await store.mark_seen(["ld_1"]) == [False]
+    assert store.guard.degraded() and store.guard.last_kind == "OOM (maxmemory reached)"
+    assert not store.guard.down  # an error reply costs no time: reads go on
+    assert not await store.probe()
+
+
+async def test_the_enrichment_cache_shares_the_guard_and_says_what_failed() -> None:
+    class Refusing:
+        async def mget(self, keys: list[str]) -> list[Any]:
+            raise OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'.")
+
+        def register_script(self, script: str) -> None:
+            return None
+
+    client = Refusing()
+    cache = EnrichmentCache(client)  # type: ignore[arg-type]
+    assert cache.guard is guard_for(client) is CaptureStore(client).guard  # type: ignore[arg-type]
+    with pytest.raises(CacheUnavailable, match=r"redis at redis: OOM \(maxmemory reached\)"):
+        await cache.get_many([("pdl", "corp.example")], 1.0)
+
+
+async def test_a_flood_of_failures_logs_a_line_or_two_and_names_no_password(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Review s18-redis F5: one WARNING per operation per request (347 lines for ~100 requests).
+    client = aioredis.Redis.from_url("redis://:s3cret-pass@127.0.0.1:1/0", socket_connect_timeout=0.2)
+    guard = guard_for(client, pause_s=0.0)  # never pausing: every call fails on its own
+    store = CaptureStore(client, guard=guard)
+    logger = logging.getLogger("connectors.redis_guard")
+    limit = RepeatLimit()
+    logger.addFilter(limit)  # what streams/resources.py puts on it
+    try:
+        with caplog.at_level(logging.WARNING, logger="connectors.redis_guard"):
+            for _ in range(200):
+                assert await store.mark_seen(["ld_1"]) == [False]
+    finally:
+        logger.removeFilter(limit)
+        await client.aclose()
+    lines = [r.getMessage() for r in caplog.records]
+    assert 1 <= len(lines) <= 2
+    assert "127.0.0.1:1" in lines[0] and "connection failed" in lines[0]
+    assert "s3cret" not in caplog.text
