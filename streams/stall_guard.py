@@ -91,7 +91,8 @@ answer, a rebalance, a broker restart):
      no later than the heartbeat cadence allows (the last heartbeat sent before
      ``A + session + slack``, plus the median spacing between the last heartbeats, plus
      ``HEARTBEAT_GRACE_S``; a heartbeat counts only once the connection took its bytes, not one
-     whose send raised first). A heartbeat that fell due while the loop still ran and was never
+     whose send raised first; the spacing is learnt from heartbeats sent before that point only,
+     so the first heartbeat after an outage does not teach the outage as the cadence). A heartbeat that fell due while the loop still ran and was never
      sent means aiokafka had no coordinator (a Kafka outage, a coordinator moving): then the
      group is loaded again with fresh timers and ``A`` bounds nothing. Without this, a Kafka
      restart of more than 10 s with a GC pause in it would restart every worker. The cadence is
@@ -203,7 +204,8 @@ class GroupEvidence:
     moved_at: float | None = None
     in_flight: dict[int, _Request] = field(default_factory=dict)
     _heartbeats: deque[float] = field(default_factory=lambda: deque(maxlen=8))
-    _spacings: deque[float] = field(default_factory=lambda: deque(maxlen=5))
+    #: (when the later heartbeat was sent, the spacing before it)
+    _spacings: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=5))
     _tokens: int = 0
     _heartbeat_seq: int = 0
     _heartbeat_ok: int | None = None  # the seq of the last heartbeat answered as a member
@@ -234,8 +236,8 @@ class GroupEvidence:
         if request is None or request.heartbeat_seq is None:
             return
         if self._heartbeat_ok == request.heartbeat_seq - 1 and self._heartbeats:
-            self._spacings.append(request.sent - self._heartbeats[-1])
-            self.heartbeat_every = statistics.median(self._spacings)
+            self._spacings.append((request.sent, request.sent - self._heartbeats[-1]))
+            self.heartbeat_every = statistics.median(spacing for _, spacing in self._spacings)
         self._heartbeats.append(request.sent)
 
     def answered(self, token: int, now: float, error_codes: list[int]) -> None:
@@ -279,15 +281,20 @@ class GroupEvidence:
         """
         if not self.stable or self.moved_at is not None or self.last_answer is None or loop_seen is None:
             return None
-        if self.heartbeat_every is None:
-            return None  # the cadence is not known yet
         deadline = self.last_answer + session_s + self.slack_s
         if now <= deadline:
             return None
+        # The cadence as it was before the deadline: the spacing before a heartbeat sent after it
+        # may span a Kafka outage (no coordinator, no heartbeat for 20 s), and counted in, a young
+        # worker's cadence would be the outage itself (seen: a Kafka restart made a worker exit).
+        spacings = [spacing for sent, spacing in self._spacings if sent < deadline]
+        if not spacings:
+            return None  # the cadence is not known yet
+        heartbeat_every = statistics.median(spacings)
         if any(request.sent < deadline for request in self.in_flight.values()):
             return None  # it may reach the coordinator yet and restart the timer
         before = [sent for sent in self._heartbeats if sent < deadline]
-        if not before or loop_seen > before[-1] + self.heartbeat_every + self.grace_s:
+        if not before or loop_seen > before[-1] + heartbeat_every + self.grace_s:
             return None  # a heartbeat fell due while the loop ran and was not sent: no coordinator
         return now - self.last_answer
 

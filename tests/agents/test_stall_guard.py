@@ -378,6 +378,21 @@ def test_a_kafka_outage_is_no_reason_to_exit() -> None:
     assert member.lost_for(10.6, 9.0) is None  # a heartbeat fell due at 10.0 while the loop ran
 
 
+def test_the_first_heartbeat_after_a_kafka_restart_does_not_teach_the_outage_as_the_cadence() -> None:
+    """Seen in a test run: a worker one heartbeat old when Kafka stopped; 21 s later aiokafka found
+    the coordinator again and sent its overdue heartbeat. Its spacing (23 s, the outage) was learnt
+    as the cadence, so the loop "stopped on schedule" and the rule exited a running worker (75)."""
+    member = _Member()
+    member.heartbeats_until(2.0)  # one heartbeat: no spacing learnt yet
+    member.send(12, 25.3)  # the coordinator found again: written, not answered yet
+    assert member.evidence.expired_for(25.35, 25.3, 10.0) is None
+    member = _Member()
+    member.heartbeats_until(4.0)  # one spacing (2 s) learnt before the outage
+    member.now = 25.3
+    member.request(12, codes=(_UNKNOWN_MEMBER,))  # and the group has forgotten it meanwhile
+    assert member.evidence.expired_for(25.35, 25.3, 10.0) is None
+
+
 def test_a_lost_request_keeps_the_rule_off_until_the_next_generation() -> None:
     member = _Member()
     member.heartbeats_until(4.0)
