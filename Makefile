@@ -19,7 +19,8 @@ run: install
 	$(BIN)/leadflow run
 
 ## The whole suite: unit, property, agent and integration tests (the suite starts Kafka and Redis itself).
-## The unit run goes beside the integration run (tests/suite.py); plain `pytest` runs them one after another.
+## Two integration shards (each with its own stack) and the unit run go side by side (tests/suite.py);
+## plain `pytest` runs them one after another.
 test: install
 	$(BIN)/python -m mypy
 	$(BIN)/python -m tests.suite

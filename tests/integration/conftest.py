@@ -6,6 +6,7 @@ workers still running when pytest gets SIGTERM (by their pids).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from ops.stack import StackConfig, stack_down, stack_status, stack_up
 from ops.stack.process import tail
+from tests import shards
 from tests.integration.harness import API_KEY, Receiver, WorkerSpec, kill_live_workers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,10 +27,56 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER_LOG_LINES = 150
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _path(nodeid: str) -> str:
+    """The file of a test, from the repo's root (``tests/integration/test_faults.py``)."""
+    return nodeid.split("::", 1)[0]
+
+
+def _integration_file(item: pytest.Item) -> str | None:
+    """The file of an integration test (every test here, and those marked elsewhere), or None."""
+    path = _path(item.nodeid)
+    return path if path.startswith("tests/integration/") or item.get_closest_marker("integration") else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/integration/" in str(item.fspath):
+        if item.nodeid.startswith("tests/integration/"):
             item.add_marker(pytest.mark.integration)
+    if not (value := os.environ.get(shards.ENV)):
+        return
+    # One shard of the integration files (tests/shards.py): the others are another run's. Split
+    # over every integration file collected, so each shard computes the same split.
+    try:
+        index, count = shards.parse(value)
+    except shards.ShardError as e:
+        raise pytest.UsageError(str(e)) from None
+    files = {name for item in items if (name := _integration_file(item))}
+    mine = set(shards.split(files, shards.load_weights(), count)[index])
+    kept, others = [], []
+    for item in items:
+        (kept if (name := _integration_file(item)) is None or name in mine else others).append(item)
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = kept
+
+
+#: Seconds each integration file took in this run (setup, call and teardown of its tests).
+_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "integration" in report.keywords:
+        name = _path(report.nodeid)
+        _SECONDS[name] = _SECONDS.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A whole shard that passed says what its files take, for `python -m tests.shards --update`.
+    value = os.environ.get(shards.ENV)
+    if value and _SECONDS and exitstatus == 0 and not session.config.option.keyword:
+        path = shards.record_path(shards.parse(value)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({name: round(s, 1) for name, s in sorted(_SECONDS.items())}, indent=1) + "\n")
 
 
 @pytest.hookimpl(hookwrapper=True)
