@@ -107,12 +107,13 @@ def _report_lag() -> None:
 
 
 async def _report_redis() -> None:
-    try:
-        await asyncio.wait_for(runtime.resources.redis.ping(), 1.0)
-        degraded = 0
-    except Exception:  # any failure to answer means the worker runs without Redis right now
-        degraded = 1
-    runtime.metrics.redis_degraded_mode.set(degraded)
+    """1 while the worker goes without Redis or any Redis operation failed lately (an ``OOM`` on a
+    write, a ``NOAUTH``, a timeout: a PING alone answers under OOM), else 0. The probe is a write,
+    through the worker's Redis guard, which logs what failed and where the first time."""
+    resources = runtime.resources
+    takes_writes = await resources.store.probe()
+    degraded = not takes_writes or resources.redis_guard.degraded()
+    runtime.metrics.redis_degraded_mode.set(1 if degraded else 0)
 
 
 @app.task
@@ -131,6 +132,11 @@ async def refresh_gauges() -> None:
     # The configured teams' counters at 0 from the start: increase() misses a series' first value.
     metrics.configure_teams(team.id for team in runtime.config.teams)
     recovery_started: float | None = None
+    # Once at start: a worker without Redis says so (with Redis's host:port) before its first capture.
+    try:
+        await _report_redis()
+    except Exception:
+        log.exception("refreshing gauges failed")
     tick = 0
     while not app.should_stop:
         await asyncio.sleep(_TICK_S)
