@@ -98,7 +98,7 @@ def test_the_shards_of_a_run_together_select_every_integration_test_once() -> No
     missing, stale = sorted(_files(everything) - set(weights)), sorted(set(weights) - _files(everything))
     assert not missing and not stale, (
         f"tests/integration/durations.json is out of date (not measured: {missing}, gone: {stale}): "
-        "run `make test`, then `python -m tests.shards --update`")
+        "add a new file with the seconds it takes alone, or run `make test`, then `python -m tests.shards --update`")
 
 
 def test_a_wrong_shard_stops_the_run_with_its_message() -> None:
