@@ -50,6 +50,8 @@ LIFECYCLE: Final[Mapping[str, tuple[str, str]]] = {
     "opportunity.created": ("sql", "opportunity"),
     "opportunity.won": ("opportunity", "won"),
     "opportunity.lost": ("opportunity", "lost"),
+    # The CRM reopened a closed deal: its data's ``from`` is the close (won or lost) it undoes.
+    "opportunity.reopened": ("closed", "reopened"),
 }
 
 #: The gate of a cycle: where a lead goes once scored (its ``from`` is how the cycle began).
@@ -285,7 +287,8 @@ class Metrics:
         self.lifecycle = Counter(
             "leadflow_lifecycle_transitions_total",
             "Lifecycle stage moves (lead: a new person; reengaged: a known person's new cycle; mql, sql, "
-            "opportunity, won, lost, nurture; from lost to won or won to lost: the CRM corrected a close), "
+            "opportunity, won, lost, nurture; from lost to won or won to lost: the CRM corrected a close; "
+            "reopened, from won or lost: the CRM reopened a closed deal), "
             "by the lead's first-touch source.",
             ["source", "from", "to"], registry=r)
         self.won_revenue = Counter(

@@ -21,6 +21,15 @@
   ``from``, and the board moves the deal instead of counting a second one. Once the lead has
   started a new cycle (routed again, or captured again) the old deal is history: an event about
   it is refused, like any event naming an earlier cycle's ``opportunity_id``.
+* A stage change of the cycle's closed deal is a reopen (Closed Lost → Negotiation in Salesforce,
+  ``closedlost`` → a pipeline stage in HubSpot): the opportunity is open again at that stage and
+  the lead back in it (``won`` or ``recycled`` → ``converted``), ``opportunity.reopened`` says so
+  (``stage``, ``from`` the close), and the board takes the close off (a ``RecordOutcome`` with
+  ``reopened``). A pending return to routing then finds a lead that is not ``recycled`` and does
+  nothing; the deal's next won or lost is a close like the first. The same cycle rule applies,
+  and a stage change to the very stage the deal closed at reopens nothing. Correcting, reopening
+  and re-closing outcomes are numbered by ``Opportunity.corrections`` (``<op>:<kind>:<n>``; the
+  first close is ``<op>:<kind>``), so each counts once and a replay is dropped by its id.
 * Attribution: an outcome is credited to the source and segment frozen on the opportunity when
   it was made: the lead's source then (its latest touch's, the one the score read the learned
   rate of) and its score's segment. So the board learns with the same keys scoring reads, for
@@ -175,12 +184,14 @@ def qualifier_problem(state: LeadState, rep_id: str | None) -> str | None:
     return holder_problem(state, rep_id)
 
 
-def can_take_crm_event(state: LeadState | None, kind: str, opportunity_id: str | None = None) -> str | None:
+def can_take_crm_event(state: LeadState | None, kind: str, opportunity_id: str | None = None,
+                       stage: str | None = None) -> str | None:
     """Why a CRM event cannot apply now, or ``None`` when it can.
 
     ``opportunity_id``, when the CRM names it, must be the lead's current opportunity. A won or a
     lost for an opportunity closed the other way is a correction and applies; the same close again
-    (won after won), or a stage change of a closed deal, is refused: already counted.
+    (won after won) is refused: already counted. A stage change of a closed deal reopens it, unless
+    ``stage`` is the one it closed at or the lead has moved on (a rep's disposition since).
     """
     if state is None:
         return "no such lead"
@@ -191,7 +202,12 @@ def can_take_crm_event(state: LeadState | None, kind: str, opportunity_id: str |
                 "an earlier cycle's deal is not applied to this one")
     if opportunity is None:
         return f"the lead has no opportunity (it is {state.status})"
-    if opportunity.status != "open" and (kind == "stage_changed" or opportunity.status == kind):
+    if opportunity.status != "open" and kind == "stage_changed":
+        if stage is not None and stage == opportunity.stage:
+            return f"the opportunity is already {opportunity.status} at stage {stage}"
+        problem = check(state.status, "converted")
+        return None if problem is None else f"the {opportunity.status} opportunity cannot be reopened: {problem}"
+    if opportunity.status == kind:
         return f"the opportunity is already {opportunity.status}"
     if kind == "won":
         return check(state.status, "won")
@@ -347,7 +363,7 @@ def _notify_ae(state: LeadState, command: RecordCrmSync, policy: LeadPolicy) -> 
 def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy: LeadPolicy) -> LeadTransition:
     if command.event_id in state.recent_activities:
         return LeadTransition(state=state)  # a replay
-    problem = can_take_crm_event(state, command.kind, command.opportunity_id)
+    problem = can_take_crm_event(state, command.kind, command.opportunity_id, command.stage)
     if problem is not None:
         return _rejected(state, "opportunity.event_rejected", now, problem, event_id=command.event_id,
                          kind=command.kind)
@@ -356,6 +372,8 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
     updated = _seen(state, command.event_id)
     common = {"opportunity_id": opportunity.opportunity_id, "crm_id": opportunity.crm_id,
               "team_id": state.team_id, "rep_id": opportunity.rep_id}
+    if command.kind == "stage_changed" and opportunity.status != "open":
+        return _reopen(updated, command, common, policy)
     if command.kind == "stage_changed":
         stage = command.stage or opportunity.stage
         updated = replace(updated, opportunity=replace(opportunity, stage=stage))
@@ -365,10 +383,7 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
     won = command.kind == "won"
     earlier = opportunity.status  # "open", or the close this event corrects
     correcting = earlier != "open"
-    # What the board counts (or counted) for this deal: frozen at conversion; an opportunity made
-    # before that was kept is credited as it was then (first touch, the score's segment at close).
-    source = opportunity.source or state.first_touch.source
-    segment = opportunity.segment or (state.score.segment if state.score is not None else "unknown")
+    source, segment = _credited(state)
     weight = None if won else reason_weight(command.reason, policy.scoring.learning)
     closed = replace(opportunity, status="won" if won else "lost", closed_at=command.at,
                      amount=command.amount if command.amount is not None else opportunity.amount,
@@ -383,12 +398,9 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
         **common, "amount": closed.amount, "reason": command.reason, "source": state.first_touch.source,
         "segment": segment, "credited_source": source, **correction})]
     # A correction moves the deal on the board: the outcome counted before comes off as this one counts.
-    corrects = None if not correcting else CountedOutcome(
-        won=earlier == "won", source=source, segment=segment, rep_id=opportunity.rep_id,
-        reason=opportunity.lost_reason, weight=opportunity.lost_weight)
-    outcome_id = f"{opportunity.opportunity_id}:{command.kind}"
+    corrects = _counted(state) if correcting else None
     outgoing.append(Outgoing(channel="outcomes", key=OUTCOMES_KEY, value=RecordOutcome(
-        outcome_id=f"{outcome_id}:{closed.corrections}" if correcting else outcome_id, lead_id=state.lead_id,
+        outcome_id=_outcome_id(closed, command.kind), lead_id=state.lead_id,
         won=won, source=source, segment=segment, rep_id=opportunity.rep_id, reason=command.reason,
         at=command.at, weight=weight, corrects=corrects)))
     if not won:
@@ -403,6 +415,63 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
             "to": "nurture", "reason": command.reason, "returns_to_routing_at": returns_at,
             "team_id": state.team_id, "source": state.first_touch.source}))
     return LeadTransition(state=updated, outgoing=tuple(outgoing))
+
+
+def _credited(state: LeadState) -> tuple[str, str]:
+    """The source and segment the board counts (or counted) the deal under: frozen at conversion;
+    an opportunity made before that was kept is credited as it was then (first touch, the score's
+    segment at close)."""
+    opportunity = state.opportunity
+    assert opportunity is not None
+    source = opportunity.source or state.first_touch.source
+    segment = opportunity.segment or (state.score.segment if state.score is not None else "unknown")
+    return source, segment
+
+
+def _counted(state: LeadState) -> CountedOutcome:
+    """The close of the lead's opportunity as the board counted it: what a correction or a reopen takes off."""
+    opportunity = state.opportunity
+    assert opportunity is not None and opportunity.status != "open"
+    source, segment = _credited(state)
+    return CountedOutcome(won=opportunity.status == "won", source=source, segment=segment,
+                          rep_id=opportunity.rep_id, reason=opportunity.lost_reason, weight=opportunity.lost_weight)
+
+
+def _outcome_id(opportunity: Opportunity, kind: str) -> str:
+    """``<op>:<kind>`` for the first close; ``<op>:<kind>:<n>`` once the deal was corrected or
+    reopened (``n``: ``corrections``, which each correction and reopen raises by one), so every
+    outcome of the deal has its own id: a close after a reopen at ``n`` is the only ``<kind>:<n>``."""
+    n = opportunity.corrections
+    return f"{opportunity.opportunity_id}:{kind}:{n}" if n else f"{opportunity.opportunity_id}:{kind}"
+
+
+def _reopen(state: LeadState, command: RecordCrmEvent, common: dict[str, Any], policy: LeadPolicy) -> LeadTransition:
+    """The CRM moved the cycle's closed deal back into a stage: the opportunity is open again, the
+    lead back in it (``converted``), and the close comes off the board.
+
+    The ``RecordOutcome`` counts nothing (``reopened``); its fields repeat the close it takes off,
+    so an older outcomes agent, which counts them and takes ``corrects`` off, changes nothing. A
+    pending return to routing finds a ``converted`` lead and does nothing.
+    """
+    opportunity = state.opportunity
+    assert opportunity is not None
+    earlier = opportunity.status
+    counted = _counted(state)
+    stage = command.stage or opportunity.stage
+    reopened = replace(opportunity, status="open", stage=stage, closed_at=None, lost_reason=None, lost_weight=None,
+                       source=counted.source, segment=counted.segment, corrections=opportunity.corrections + 1)
+    updated = replace(state, opportunity=reopened, status="converted")
+    updated = note(updated, policy, command.at, "opportunity_reopened", stage=stage, previous=opportunity.stage,
+                   **{"from": earlier})
+    published = event(updated, "opportunity.reopened", command.at, {
+        **common, "stage": stage, "previous": opportunity.stage, "from": earlier, "amount": opportunity.amount,
+        "source": state.first_touch.source, "segment": counted.segment, "credited_source": counted.source})
+    withdraw = RecordOutcome(
+        outcome_id=_outcome_id(reopened, "reopened"), lead_id=state.lead_id, won=counted.won, source=counted.source,
+        segment=counted.segment, rep_id=counted.rep_id, reason=counted.reason, at=command.at, weight=counted.weight,
+        corrects=counted, reopened=True)
+    return LeadTransition(state=updated, outgoing=(published, Outgoing(channel="outcomes", key=OUTCOMES_KEY,
+                                                                        value=withdraw)))
 
 
 def _return_to_routing(state: LeadState, command: ReturnToRouting, now: datetime,

@@ -9,7 +9,9 @@ nurture; it may return to routing later). A new capture of a closed lead starts 
 to routing, which is ``mql`` only when a configured threshold (or hot source) says so.
 
 ``won`` ↔ ``recycled`` are the CRM's corrections within the cycle: a lost deal reopened and won,
-or a won corrected to lost (``rules.lead_crm``).
+or a won corrected to lost (``rules.lead_crm``). ``won`` or ``recycled`` → ``converted``: the CRM
+reopened the cycle's closed deal (a stage change after the close), so the lead is back in its
+opportunity until the deal closes again.
 """
 from __future__ import annotations
 
@@ -31,10 +33,11 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "working": frozenset({"sql"}) | _CLOSE,
     "sql": frozenset({"converted", "nurture", "disqualified"}),
     "converted": frozenset({"won", "recycled"}),
-    # The CRM corrects a close (won → lost), or a lost deal is reopened and won (recycled → won).
-    "won": frozenset({"recycled"}),
+    # The CRM corrects a close (won → lost), or a lost deal is reopened and won (recycled → won);
+    # a stage change of the closed deal reopens it (→ converted).
+    "won": frozenset({"recycled", "converted"}),
     "nurture": frozenset({"mql", "disqualified"}),
-    "recycled": frozenset({"mql", "nurture", "disqualified", "won"}),
+    "recycled": frozenset({"mql", "nurture", "disqualified", "won", "converted"}),
     "disqualified": frozenset(),
     "unresponsive": frozenset({"mql", "nurture", "disqualified"}),
 }

@@ -9,7 +9,10 @@ one lost deal moves little and a run of them moves a lot. A lost reason such as 
 A deal the CRM closes the other way later (lost, then reopened and won; or a won corrected to
 lost) is *moved*, not counted twice: the lead sends a correcting ``RecordOutcome`` whose
 ``corrects`` is the outcome the board counted for that opportunity (its source, segment, rep and
-loss weight), and ``record_outcome`` takes that off as it counts the new one.
+loss weight), and ``record_outcome`` takes that off as it counts the new one. A deal the CRM
+reopens (a stage change after its close) is taken off the board: a ``RecordOutcome`` with
+``reopened`` and the close in ``corrects``, counting nothing; its later won or lost counts as a
+first close.
 
 The whole board travels as one Kafka record (``outcomes.board``, and the table's changelog), so
 its size is bounded whatever the names: at most ``max_keys`` keys of at most ``MAX_KEY_BYTES``
@@ -154,6 +157,11 @@ class RecordOutcome:
     #: A correction (the deal closed the other way before): the outcome counted then, taken off
     #: once as this one is counted. ``None``: a first outcome. Defaults keep older commands readable.
     corrects: CountedOutcome | None = None
+    #: The deal was reopened: ``corrects`` comes off and this outcome is not counted. The lead
+    #: repeats ``corrects`` in the other fields, so an older worker, which counts them and takes
+    #: ``corrects`` off, leaves the board as it was (the close stays counted) instead of
+    #: counting a second deal.
+    reopened: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,7 +217,8 @@ def _count(tallies: dict[str, Tally], outcome: RecordOutcome | CountedOutcome, s
 
 def record_outcome(board: OutcomeBoard | None, outcome: RecordOutcome, policy: LearningPolicy) -> OutcomeBoard:
     """``board`` with ``outcome`` counted (a replayed outcome id changes nothing); a correction
-    (``outcome.corrects``) also takes off what the board counted for the deal before."""
+    (``outcome.corrects``) also takes off what the board counted for the deal before, and a
+    reopened deal (``outcome.reopened``) only that."""
     board = board or OutcomeBoard()
     outcome_id = _bounded(outcome.outcome_id, MAX_ID_BYTES)
     if outcome_id in board.recent:
@@ -217,7 +226,8 @@ def record_outcome(board: OutcomeBoard | None, outcome: RecordOutcome, policy: L
     tallies = dict(board.tallies)
     if outcome.corrects is not None:
         _count(tallies, outcome.corrects, -1.0, policy)
-    _count(tallies, outcome, 1.0, policy)
+    if not outcome.reopened:
+        _count(tallies, outcome, 1.0, policy)
     while len(tallies) > policy.max_keys:
         tallies.pop(next(iter(tallies)))
     return OutcomeBoard(tallies=tallies, recent=(board.recent + (outcome_id,))[-RECENT_IDS:],

@@ -16,7 +16,9 @@ given with the lead id, it must be the lead's current opportunity (an event abou
 cycle's deal is a 409, not applied to the new one), and the lead checks it again when it applies
 the event. A won for a deal closed lost, or a lost for one closed won, is a correction and is
 taken (202) while the lead is still in that deal's cycle (``rules.lead_crm``); the same close
-again is a 409.
+again is a 409. So is a stage change of that cycle's closed deal: a reopen (202; Closed Lost →
+Negotiation, HubSpot's ``closedlost`` → a pipeline stage), unless it names the stage the deal
+closed at (409).
 """
 from __future__ import annotations
 
@@ -162,7 +164,7 @@ async def crm_event(request: web.Request) -> web.Response:
         if kind == "stage_changed" and not event.data.stage:
             raise ApiError(422, "invalid", "the CRM event is not valid",
                            [FieldError("data.stage", "required for opportunity.stage_changed")])
-        conflict = can_take_crm_event(state, kind, named)
+        conflict = can_take_crm_event(state, kind, named, event.data.stage)
         if conflict is not None:
             raise ApiError(409, "conflict", f"lead {lead_id}: {conflict}")
         command = RecordCrmEvent(lead_id=lead_id, event_id=f"crm:{msg_id}", kind=kind,  # type: ignore[arg-type]

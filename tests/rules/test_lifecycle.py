@@ -10,6 +10,7 @@ from rules.lifecycle import STATUSES, TRANSITIONS, LifecycleError, advance, chec
     ("new", "mql"), ("mql", "working"), ("working", "sql"), ("sql", "converted"), ("converted", "won"),
     ("converted", "recycled"), ("new", "nurture"), ("nurture", "mql"), ("recycled", "mql"), ("mql", "disqualified"),
     ("recycled", "won"), ("won", "recycled"),  # the CRM's corrections: a lost deal reopened and won, and back
+    ("recycled", "converted"), ("won", "converted"),  # the CRM reopened the closed deal (a stage change)
 ])
 def test_the_path_and_its_side_roads_are_allowed(current: str, target: str) -> None:
     assert check(current, target) is None and advance(current, target) == target
@@ -17,7 +18,7 @@ def test_the_path_and_its_side_roads_are_allowed(current: str, target: str) -> N
 
 @pytest.mark.parametrize(("current", "target", "message"), [
     ("nurture", "sql", "a nurture lead cannot become sql (from nurture: disqualified, mql)"),
-    ("won", "mql", "a won lead cannot become mql (from won: recycled)"),
+    ("won", "mql", "a won lead cannot become mql (from won: converted, recycled)"),
     ("disqualified", "mql", "a disqualified lead cannot become mql (from disqualified: nothing (final))"),
     ("converted", "working", "a converted lead cannot become working (from converted: recycled, won)"),
     ("mql", "converted", "a mql lead cannot become converted (from mql: disqualified, nurture, recycled, sql, "
