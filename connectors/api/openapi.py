@@ -270,9 +270,32 @@ def _schemas() -> dict[str, Schema]:
             "score": _nullable(_ref("ScoreView")),
             "qualification": _nullable({"type": "object", "description": (
                 "The current cycle's answers: framework, answers, met, missing, sql, reason.")}),
-            "opportunity": _nullable({"type": "object", "description": (
-                "The opportunity it converted into: opportunity_id, status (open, won, lost), stage, crm, "
-                "crm_id, synced_at, sync_failed, amount, lost_reason.")}),
+            "opportunity": _nullable(_object({
+                "opportunity_id": {**_STR, "description": "leadflow's id, the CRM's upsert key (one per lead and "
+                                                          "cycle)."},
+                "created_at": {**_TIME, "description": "When the lead converted."},
+                "status": {"enum": ["open", "won", "lost"], "description": (
+                    "`open` again after the CRM reopened a closed deal (a stage change after the close).")},
+                "stage": {**_STR, "description": "The CRM's latest stage (`closed_won`/`closed_lost` when a close "
+                                                 "named none)."},
+                "rep_id": {**_nullable(_STR), "description": "The SDR who qualified it."},
+                "crm": _nullable(_STR), "crm_id": _nullable(_STR), "synced_at": _nullable(_TIME),
+                "sync_failed": {**_nullable(_STR), "description": "Why the CRM upsert was dead-lettered."},
+                "amount": _nullable({"type": "number"}),
+                "closed_at": {**_nullable(_TIME), "description": "null while open (also after a reopen)."},
+                "lost_reason": _nullable(_STR),
+                "source": {**_nullable(_STR), "description": (
+                    "The source its outcome is credited to on the won/lost board, frozen at conversion: the lead's "
+                    "latest touch's then. null for an opportunity made before it was kept.")},
+                "segment": {**_nullable(_STR), "description": (
+                    "The score segment its outcome is credited to, frozen at conversion (null as `source`).")},
+                "lost_weight": {**_nullable({"type": "number"}), "description": (
+                    "How many losses its loss counted for the segment (the lost reason's weight), kept so a "
+                    "correction or a reopen takes off exactly that; null while open or won.")},
+                "corrections": {**_INT, "description": (
+                    "How many times the CRM changed its close since it first closed: closed the other way, "
+                    "or reopened (numbers the outcomes' ids so each counts once).")},
+            }, description="The opportunity it converted into (this cycle's).")),
             "timeline": {"type": "array", "items": _ref("TimelineEntry")},
         }, description="The lead's current state and its recent timeline."),
         "SlaStep": _object({"step": _INT, "kind": {"enum": ["breach", "remind", "reassign", "alert_manager",
