@@ -159,6 +159,17 @@ def _stage(to: str, window: str = "$__range", frm: str | None = None) -> str:
     return f'sum by (source) (increase(leadflow_lifecycle_transitions_total{{{since}to="{to}",{_SRC}}}[{window}]))'
 
 
+def _closed(close: str) -> str:
+    """Deals closed ``won`` or ``lost`` by source in the range, net of the ones the CRM took back:
+    a transition out of that close (``from="won"``: corrected to lost, or reopened). ``or … * 0``:
+    a source without any such transition keeps its closes (``a - b`` alone drops it). Never
+    below 0 (a close before the range taken back inside it)."""
+    other = "lost" if close == "won" else "won"
+    taken_back = (f'sum by (source) (increase(leadflow_lifecycle_transitions_total{{from="{close}",'
+                  f'to=~"{other}|reopened",{_SRC}}}[$__range]))')
+    return f"clamp_min({_stage(close)} - ({taken_back} or {_stage(close)} * 0), 0)"
+
+
 _SPEND = f"max by (source) (leadflow_source_monthly_spend{{{_SRC}}})"
 _REVENUE_30D = f"sum by (source) (increase(leadflow_won_revenue_total{{{_SRC}}}[30d]))"
 
@@ -201,8 +212,12 @@ FUNNEL = Dashboard(
             Panel("MQL → SQL", ((f"{_stage('sql')} / {_stage('mql')}", "{{source}}"),), unit="percentunit", width=6),
             Panel("SQL → opportunity", ((f"{_stage('opportunity')} / {_stage('sql')}", "{{source}}"),),
                   unit="percentunit", width=6),
-            Panel("Win rate (won / closed)", ((f"{_stage('won')} / ({_stage('won')} + {_stage('lost')})", "{{source}}"),),
-                  unit="percentunit", width=6),
+            Panel("Win rate (won / closed)", ((f"{_closed('won')} / ({_closed('won')} + {_closed('lost')})",
+                                               "{{source}}"),),
+                  unit="percentunit", width=6,
+                  description="Deals won over deals closed, net of the closes the CRM took back: a close corrected "
+                              "the other way (lost then won counts one won, no lost) or reopened (counts until it "
+                              "closes again)."),
         )),
         ("Cost (monthly spend over the last 30 days' volume)", (
             Panel("Monthly spend by source", (
