@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from connectors.api.client_address import TrustedProxies
 from connectors.auth import SCOPES, Scope, key_problem, parse_scopes
-from leadflow.errors import ConfigError
+from leadflow.errors import ConfigError, LeadflowError
+from ops.stack.config import StackConfig
 from rules.delivery import STANDARD_SCHEDULE, parse_schedule
 
 __all__ = ["ApiKeySecret", "Secret", "Settings"]
@@ -249,6 +250,21 @@ def _broker(env: Mapping[str, str], default: str) -> str:
     return raw
 
 
+def _local_stack(env: Mapping[str, str]) -> tuple[str, str]:
+    """The local stack's broker and Redis URLs, as ``leadflow stack``, ``run``, ``bench`` and
+    ``report`` compute them (``LEADFLOW_KAFKA_PORT``, ``LEADFLOW_REDIS_PORT``): the defaults of
+    ``LEADFLOW_BROKER`` and ``LEADFLOW_REDIS_URL``, so that a worker next to a stack moved to other
+    ports finds it instead of joining whatever Kafka answers on 9092."""
+    if env.get("LEADFLOW_BROKER") and env.get("LEADFLOW_REDIS_URL"):
+        return "", ""  # both given: the stack's ports are not read, and a bad one does not matter
+    try:
+        stack = StackConfig.from_env(env)
+    except LeadflowError as exc:  # StackError: names the value
+        raise ConfigError("environment variable LEADFLOW_KAFKA_PORT or LEADFLOW_REDIS_PORT (the local stack's, "
+                          f"read while LEADFLOW_BROKER or LEADFLOW_REDIS_URL is unset): {exc}") from None
+    return stack.kafka_url, stack.redis_url
+
+
 def _redis_url(env: Mapping[str, str], default: str) -> str:
     raw = env.get("LEADFLOW_REDIS_URL") or default
     expected = "expected redis://[:password@]host:port/db, rediss://… (TLS) or unix:///path/to/socket"
@@ -303,9 +319,12 @@ class _Problems:
 class Settings:
     """How one worker runs. Every field has a ``LEADFLOW_*`` environment variable."""
 
-    #: Kafka bootstrap URL(s), ``kafka://host:port[;host:port]`` (``LEADFLOW_BROKER``).
+    #: Kafka bootstrap URL(s), ``kafka://host:port[;host:port]`` (``LEADFLOW_BROKER``). Unset,
+    #: ``from_env`` takes the local stack's, where ``leadflow stack up`` put it
+    #: (``LEADFLOW_KAFKA_PORT``, this default without it).
     broker: str = "kafka://127.0.0.1:9092"
     #: Redis for caches, idempotency keys and rate limits; never the source of truth (``LEADFLOW_REDIS_URL``).
+    #: Unset, ``from_env`` takes the local stack's (``LEADFLOW_REDIS_PORT``, this default without it).
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Optional YAML file with teams, reps, routing rules and API keys (``LEADFLOW_CONFIG``).
     config_path: Path | None = None
@@ -422,9 +441,10 @@ class Settings:
             p.found.append(f"environment variable LEADFLOW_STORE={store!r}: expected rocksdb or memory")
         web_port = p.take(_int, env, "LEADFLOW_WEB_PORT", d.web_port, minimum=1, maximum=65535, fallback=d.web_port)
         web_host = env.get("LEADFLOW_WEB_HOST") or d.web_host
+        stack_broker, stack_redis = p.take(_local_stack, env, fallback=(d.broker, d.redis_url))
         settings = cls(
-            broker=p.take(_broker, env, d.broker, fallback=d.broker),
-            redis_url=p.take(_redis_url, env, d.redis_url, fallback=d.redis_url),
+            broker=p.take(_broker, env, stack_broker, fallback=d.broker),
+            redis_url=p.take(_redis_url, env, stack_redis, fallback=d.redis_url),
             config_path=Path(config) if config else None,
             web_port=web_port,
             web_host=web_host,
