@@ -171,7 +171,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--rates", type=_rates, default="25,50,100,max,half",
                       help="leads/s per step, in order: numbers, max, half (default %(default)s)")
     load.add_argument("--feed", type=_feeds, default="http", dest="feeds",
-                      help="http (batched POST /v1/leads), kafka (records on leads.inbound) or http,kafka")
+                      help="http (batched POST /v1/leads), kafka (records on leads.inbound) or http,kafka "
+                           "(default http)")
     load.add_argument("--workers", type=_csv_ints, default="1",
                       help="worker counts to measure, each a fresh deployment (default 1; try 1,2)")
     load.add_argument("--duration", type=float, default=20.0, help="seconds of feed per fixed-rate step (default 20)")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,7 +34,7 @@ from ops.stack import StackConfig, find_repo_root, stack_down, stack_status, sta
 from ops.stack.process import start_process, stop_process, tail
 
 __all__ = ["API_KEY", "Say", "Stack", "Deployment", "Worker", "Tracker", "Sampler", "bench_config",
-           "load_average", "quiet_about_new_topics"]
+           "load_average", "quiet_about_new_topics", "require_free_port", "start_receiver"]
 
 #: Only ever accepted by the workers this harness starts (passed in their environment).
 API_KEY = "bench-key-local-only-not-a-secret"
@@ -313,9 +315,44 @@ def quiet_about_new_topics(run: str) -> Iterator[None]:
             logger.removeFilter(quiet)
 
 
+def _busy(port: int, flag: str, note: str = "") -> RuntimeError:
+    # The defaults (6190, 8190-8192) are the same for everyone on a shared machine.
+    return RuntimeError(f"port {port} is in use (another bench, demo or worker?): pass {flag} with a free port{note}")
+
+
+def require_free_port(port: int, flag: str, note: str = "") -> None:
+    """``RuntimeError`` naming ``port`` and the option that sets it (``flag``) when something already
+    listens on it, on any address: one line instead of a worker's log or a bind traceback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds: TIME_WAIT is no owner
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise _busy(port, flag, note) from None
+            raise
+
+
+class _Receiver(DemoReceiver):
+    """The demo's receiver, whose busy port is named with the bench's option, not a bind traceback."""
+
+    def __init__(self, rep_secrets: dict[str, str], tracker: Tracker, port: int) -> None:
+        super().__init__(rep_secrets, port=port, on_delivery=tracker.on_delivery, history=16)
+        self._bench_port = port
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise _busy(self._bench_port, "--receiver-port") from None
+            raise
+
+
 def start_receiver(rep_secrets: dict[str, str], tracker: Tracker, port: int) -> DemoReceiver:
-    """The SDR side: verifies every Standard Webhooks signature with its own code, then records it."""
-    return DemoReceiver(rep_secrets, port=port, on_delivery=tracker.on_delivery, history=16)
+    """The SDR side: verifies every Standard Webhooks signature with its own code, then records it.
+    Its ``start`` raises ``RuntimeError`` naming ``--receiver-port`` when the port is taken."""
+    return _Receiver(rep_secrets, tracker, port)
 
 
 class Sampler:

@@ -82,6 +82,9 @@ class RunResult:
     schema: int = SCHEMA_VERSION
     #: Per worker count: Kafka records written per topic of that deployment, and the leads fed.
     kafka_records: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per worker count (``"w1"``): the workers' CPU and memory with no leads coming in, sampled after
+    #: the warm-up (timers, gauges, consumer polling: what a worker costs whatever the load).
+    idle: dict[str, Resources] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

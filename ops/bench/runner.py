@@ -19,12 +19,12 @@ import aiohttp
 import orjson
 
 from ops.bench.harness import (API_KEY, REPO, Deployment, EventReader, Say, Stack, Tracker, bench_config,
-                               load_average, start_receiver)
+                               load_average, require_free_port, start_receiver)
 from ops.bench.load import Disposer, StepPlan, run_step
 from ops.bench.passthrough import run_passthrough
 from ops.bench.plot import render_svg
 from ops.bench.profile import parse_collapsed, render_summary, start_pyspy, stop_pyspy, summarize
-from ops.bench.results import PassthroughResult, RunResult, StepResult
+from ops.bench.results import PassthroughResult, Resources, RunResult, StepResult
 from ops.bench.stats import is_held, max_sustained, ratio, records_per_lead
 
 __all__ = ["LoadOptions", "Rig", "open_rig", "run_load", "machine_facts", "topic_records"]
@@ -110,6 +110,8 @@ async def open_rig(stack: Stack, workdir: Path, *, workers: int, teams: int, rep
     """Start ``workers`` workers of a fresh deployment, wait until they are ready, warm them up (40
     leads, not recorded); on the way out stop everything it started, workers first."""
     capacity = capacity if dispose else 1000  # the config's maximum
+    for index in range(workers):
+        require_free_port(port + index, "--port", f" (the workers take {port}…{port + workers - 1})" if workers > 1 else "")
     workdir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker()
     receiver_config, secrets = bench_config(teams, reps, capacity, receiver_port)
@@ -150,7 +152,8 @@ async def open_rig(stack: Stack, workdir: Path, *, workers: int, teams: int, rep
 
 
 async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, say: Say,
-                            steps: list[StepResult], records: dict[str, dict[str, int]]) -> None:
+                            steps: list[StepResult], records: dict[str, dict[str, int]],
+                            idle: dict[str, Resources]) -> None:
     async with open_rig(stack, options.out / f"w{workers}", workers=workers, teams=options.teams,
                         reps=options.reps, capacity=options.capacity, dispose=options.dispose,
                         partitions=options.partitions, port=options.port, receiver_port=options.receiver_port,
@@ -159,7 +162,7 @@ async def _deployment_steps(options: LoadOptions, stack: Stack, workers: int, sa
         deployment, tracker, session, disposer, workdir = (rig.deployment, rig.tracker, rig.session, rig.disposer,
                                                            rig.workdir)
         next_index = rig.next_index
-        await _idle_cpu(deployment, say)
+        idle[f"w{workers}"] = await _idle_cpu(deployment, say)
         last_max: dict[str, float] = {}
         last_paced: dict[str, float] = {}
 
@@ -254,12 +257,12 @@ async def _wait_quiet(deployment: Deployment, session: aiohttp.ClientSession, di
     say(f"  (not quiet after {timeout:.0f} s: {lead:.0f}/{dispositions} dispositions, {team:.0f} releases applied)")
 
 
-async def _idle_cpu(deployment: Deployment, say: Say, seconds: float = 8.0) -> None:
-    """The workers' CPU with no leads coming in: timers, gauges and consumer polling cost this much
-    whatever the load (subtract it to get the CPU per lead)."""
+async def _idle_cpu(deployment: Deployment, say: Say, seconds: float = 8.0, settle_s: float = 2.0) -> Resources:
+    """The workers' CPU and memory with no leads coming in: timers, gauges and consumer polling cost
+    this much whatever the load (subtract it to get the CPU per lead). Said, and returned for the JSON."""
     from ops.bench.harness import Sampler
 
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(settle_s)
     sampler = Sampler(lambda: [w.pid for w in deployment.workers if w.pid is not None])
     await sampler.start()
     await asyncio.sleep(seconds)
@@ -267,6 +270,7 @@ async def _idle_cpu(deployment: Deployment, say: Say, seconds: float = 8.0) -> N
     if idle.cpu_mean_pct is not None:
         say(f"idle: worker cpu {idle.cpu_mean_pct:.0f}% mean with no load ({seconds:.0f} s), "
             f"rss {idle.rss_max_mb:.0f} MB")
+    return idle
 
 
 def _write_profile(collapsed: Path, say: Say) -> None:
@@ -289,19 +293,20 @@ async def run_load(options: LoadOptions, say: Say) -> RunResult:
     machine = machine_facts()
     steps: list[StepResult] = []
     records: dict[str, dict[str, int]] = {}
+    idle: dict[str, Resources] = {}
     passthrough: PassthroughResult | None = None
     with Stack(say, keep=options.keep_stack) as stack:
         if options.passthrough_records:
             passthrough = await run_passthrough(stack.config.kafka_bootstrap, options.passthrough_records,
                                                 options.partitions, say)
         for workers in options.workers:
-            await _deployment_steps(options, stack, workers, say, steps, records)
+            await _deployment_steps(options, stack, workers, say, steps, records, idle)
     machine["loadavg_after"] = load_average()
     best = max_sustained((s.offered_rate, s.throughput, s.sustained) for s in steps)
     result = RunResult(
         started_at=started, machine=machine, settings=_settings(options), passthrough=passthrough, steps=steps,
         max_sustained=best, ratio_to_passthrough=ratio(best, passthrough.throughput) if passthrough else None,
-        kafka_records=records,
+        kafka_records=records, idle=idle,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path = options.out / f"bench-{stamp}.json"
