@@ -239,6 +239,19 @@ async def test_mql_gate_hubspot_dead_letter_and_a_lost_deal_routed_again_once(
         assert await _metric(worker, "leadflow_won_revenue_total") == 48000
         board = (await read_json_topic(spec.stack, f"{spec.app_id}.outcomes.board", idle_s=1.0))[-1]["data"]
         assert board["tallies"]["source:demo-request"] == {"won": 1.0, "lost": 1.0}, board["tallies"]
+
+        # Then the CRM moves the won deal back into a stage: a reopen (was a 409), its won off the board.
+        await _crm_event(api, worker, "opportunity.stage_changed", doomed, stage="contractsent")
+        reopened = await eventually(lambda: _when(api, worker, doomed, status="converted"), what="doomed reopened")
+        assert (reopened["cycle"], reopened["opportunity"]["status"], reopened["opportunity"]["stage"]) == (
+            1, "open", "contractsent")
+        assert await _metric(worker, "leadflow_lifecycle_transitions_total", **{"from": "won", "to": "reopened"}) == 1
+
+        async def won_taken_off() -> bool:
+            board = (await read_json_topic(spec.stack, f"{spec.app_id}.outcomes.board", idle_s=1.0))[-1]["data"]
+            return bool(board["tallies"]["source:demo-request"] == {"won": 0.0, "lost": 1.0})
+
+        await eventually(won_taken_off, what="the reopened deal's won off the board")
     finally:
         worker.stop()
 
