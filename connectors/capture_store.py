@@ -207,21 +207,36 @@ class CaptureStore:
         except RedisUnavailable:
             pass
 
-    async def mark_seen(self, lead_ids: list[str]) -> list[bool]:
-        """Mark leads as seen; return for each whether it had been seen before (False when unknown)."""
+    async def mark_seen(self, lead_ids: list[str], capture_ids: list[str] | None = None) -> list[bool]:
+        """Mark leads as seen; return for each whether it had been seen before (False when unknown).
+
+        With ``capture_ids`` (one per lead), the marker keeps the capture that set it, and a lead
+        marked by this same capture counts as not seen before: a retry of a request (the same
+        Idempotency-Key, so the same capture ids) whose stored answer Redis lost (evicted, flushed,
+        or the client gave up while Redis stalled and the first marker landed later) is answered
+        ``accepted`` again, as the first time, not ``duplicate`` (review s18-redis, finding 4).
+        """
         if not lead_ids:
             return []
+        values = capture_ids if capture_ids is not None else ["1"] * len(lead_ids)
+
         async def mark() -> Any:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for lead_id in lead_ids:
-                    pipe.set(f"{self._prefix}seen:{lead_id}", b"1", ex=self._seen_ttl, nx=True)
+                for lead_id, value in zip(lead_ids, values):
+                    key = f"{self._prefix}seen:{lead_id}"
+                    pipe.set(key, value.encode(), ex=self._seen_ttl, nx=True)
+                    pipe.get(key)  # whose marker it is (SET NX GET needs Redis 7; this works on any)
                 return await pipe.execute()
 
         try:
-            created = await self._call("seen", mark)
+            answers = await self._call("seen", mark)
         except RedisUnavailable:
             return [False] * len(lead_ids)
-        return [not bool(c) for c in created]
+        seen = []
+        for index, value in enumerate(values):
+            created, holder = answers[2 * index], answers[2 * index + 1]
+            seen.append(not created and (capture_ids is None or holder != value.encode()))
+        return seen
 
     async def probe(self) -> bool:
         """Whether Redis takes a write now (a short-lived key; a PING answers even when Redis is full),

@@ -70,15 +70,16 @@ async def capture_many(ctx: ApiContext, items: Sequence[Any], *, channel: str, d
         outcomes.append(Outcome("accepted", checked.lead_id))
 
     received_at = ctx.clock.now().isoformat()
-    records = []
+    records, captures = [], []
     for index, checked in valid:
-        meta = {"capture_id": capture_ids(index, checked), "received_at": received_at,
+        captures.append(capture_ids(index, checked))
+        meta = {"capture_id": captures[-1], "received_at": received_at,
                 "channel": channel, "default_source": default_source}
         records.append((checked.lead_id, sealed_record(items[index], meta)))
     if records:
         # On Kafka, acknowledged, before the answer (a TransientError becomes a 503 with Retry-After).
         await ctx.engine.capture(records)
-    seen = await ctx.store.mark_seen([checked.lead_id for _, checked in valid])
+    seen = await ctx.store.mark_seen([checked.lead_id for _, checked in valid], captures)
     for (index, checked), was_seen in zip(valid, seen):
         ctx.metrics.leads_captured.labels(metric_source or default_source, channel).inc()
         if was_seen:

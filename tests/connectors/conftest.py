@@ -191,7 +191,7 @@ class FakeRedis:
 class _FakePipeline:
     def __init__(self, redis: FakeRedis) -> None:
         self._redis = redis
-        self._queued: list[tuple[str, bytes, dict[str, Any]]] = []
+        self._queued: list[tuple[str, bytes | None, dict[str, Any]]] = []  # a value None: a GET
 
     async def __aenter__(self) -> _FakePipeline:
         return self
@@ -203,8 +203,13 @@ class _FakePipeline:
         self._queued.append((key, value, options))
         return self
 
-    async def execute(self) -> list[bool | None]:
-        return [await self._redis.set(key, value, **options) for key, value, options in self._queued]
+    def get(self, key: str) -> _FakePipeline:
+        self._queued.append((key, None, {}))
+        return self
+
+    async def execute(self) -> list[bool | bytes | None]:
+        return [await (self._redis.get(key) if value is None else self._redis.set(key, value, **options))
+                for key, value, options in self._queued]
 
 
 class DownRedis(FakeRedis):

@@ -209,3 +209,15 @@ async def test_a_flood_of_failures_logs_a_line_or_two_and_names_no_password(
     assert 1 <= len(lines) <= 2
     assert "127.0.0.1:1" in lines[0] and "connection failed" in lines[0]
     assert "s3cret" not in caplog.text
+
+
+async def test_a_lead_marked_by_this_same_capture_is_not_seen_before(real_redis: aioredis.Redis) -> None:  # noqa: F811
+    # Review s18-redis F4: a retry (same Idempotency-Key, so the same capture id) whose stored answer
+    # Redis had lost found the first attempt's "seen" marker and was answered "duplicate" for a lead
+    # the client had never got an answer for.
+    store = CaptureStore(real_redis, timeout_s=2.0)
+    assert await store.mark_seen(["ld_1", "ld_2"], ["cap_a", "cap_b"]) == [False, False]
+    assert await store.mark_seen(["ld_1", "ld_2"], ["cap_a", "cap_c"]) == [False, True]  # a retry; another capture
+    assert await store.mark_seen(["ld_1"]) == [True]  # without a capture id (the Kafka feed): any marker counts
+    assert await store.mark_seen(["ld_3"]) == [False]
+    assert await store.mark_seen(["ld_3"], ["cap_d"]) == [True]
