@@ -67,7 +67,7 @@ from rules.lead_state import (
     webhook_id_for,
 )
 from rules.lifecycle import QUALIFIABLE, check
-from rules.opportunity import Opportunity, Qualification, opportunity_id_for
+from rules.opportunity import Opportunity, Qualification, opportunity_id_for, revenue_counted
 from rules.outcomes import CountedOutcome, RecordOutcome, reason_weight
 from rules.qualification import check_answers, evaluate, find_framework
 from rules.scoring import Score, score_lead
@@ -385,18 +385,23 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
     correcting = earlier != "open"
     source, segment = _credited(state)
     weight = None if won else reason_weight(command.reason, policy.scoring.learning)
-    closed = replace(opportunity, status="won" if won else "lost", closed_at=command.at,
-                     amount=command.amount if command.amount is not None else opportunity.amount,
+    amount = command.amount if command.amount is not None else opportunity.amount
+    # Revenue is a counter: a deal won again (after a correction to lost, or a reopen) adds only
+    # what it won beyond what was counted already, never its amount twice.
+    counted = revenue_counted(opportunity)
+    revenue = max(0.0, (amount or 0.0) - counted) if won else 0.0
+    closed = replace(opportunity, status="won" if won else "lost", closed_at=command.at, amount=amount,
                      stage=command.stage or ("closed_won" if won else "closed_lost"),
                      lost_reason=None if won else command.reason, source=source, segment=segment,
-                     lost_weight=weight, corrections=opportunity.corrections + (1 if correcting else 0))
+                     lost_weight=weight, corrections=opportunity.corrections + (1 if correcting else 0),
+                     revenue_counted=counted + revenue)
     updated = replace(updated, opportunity=closed, status="won" if won else "recycled")
     correction: dict[str, Any] = {"corrects": earlier, "from": earlier} if correcting else {}
     updated = note(updated, policy, command.at, f"opportunity_{'won' if won else 'lost'}",
                    amount=closed.amount, reason=command.reason, **correction)
     outgoing = [event(updated, f"opportunity.{'won' if won else 'lost'}", command.at, {
         **common, "amount": closed.amount, "reason": command.reason, "source": state.first_touch.source,
-        "segment": segment, "credited_source": source, **correction})]
+        "segment": segment, "credited_source": source, **correction, **({"revenue": revenue} if won else {})})]
     # A correction moves the deal on the board: the outcome counted before comes off as this one counts.
     corrects = _counted(state) if correcting else None
     outgoing.append(Outgoing(channel="outcomes", key=OUTCOMES_KEY, value=RecordOutcome(

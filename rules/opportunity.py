@@ -54,9 +54,20 @@ class Opportunity:
     #: The segment weight its loss was counted with (``rules.outcomes.reason_weight``), kept so a
     #: correction to won takes off exactly that; ``None`` while open, won, or closed before it was kept.
     lost_weight: float | None = None
-    #: How many times the CRM closed it the other way since it first closed (a reopened deal, a
-    #: stage picked by mistake): numbers the correcting outcomes' ids, so each counts once.
+    #: How many times the CRM closed it the other way or reopened it since it first closed (a
+    #: reopened deal, a stage picked by mistake): numbers the correcting outcomes' ids, so each counts once.
     corrections: int = 0
+    #: The won amount already added to the revenue counter (``leadflow_won_revenue_total``), so a deal
+    #: won again after a correction or a reopen adds only what it won beyond that. ``None`` in an
+    #: opportunity kept before it was: its amount if it is won, else nothing (``revenue_counted``).
+    revenue_counted: float | None = None
+
+
+def revenue_counted(opportunity: Opportunity) -> float:
+    """The won amount the revenue counter already holds for this opportunity."""
+    if opportunity.revenue_counted is not None:
+        return opportunity.revenue_counted
+    return opportunity.amount or 0.0 if opportunity.status == "won" else 0.0
 
 
 def opportunity_id_for(lead_id: str, cycle: int) -> str:

@@ -273,8 +273,9 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
             # Closed before any rep had it: late only if it had already waited past the target.
             captured_at = unrouted.pop(cycle)
             s.routed_late += _waited(captured_at, at) > ROUTING_TARGET_S
-        elif kind == "opportunity.won" and isinstance(data.get("amount"), (int, float)) and data["amount"] > 0:
-            revenue[source_of.get(lead_id, "unknown")] += float(data["amount"])
+        elif kind == "opportunity.won" and isinstance(won := data.get("revenue", data.get("amount")), (int, float)) \
+                and won > 0:  # what this won adds for its deal, as leadflow_won_revenue_total counts it
+            revenue[source_of.get(lead_id, "unknown")] += float(won)
         move = funnel_move(kind, data, int(event.get("cycle") or 1))
         if move is not None:
             source = source_of.get(lead_id, "unknown")

@@ -60,7 +60,9 @@ def _observe(outgoing: tuple[Outgoing, ...], state: Any = None) -> None:
             # A known person captured again (the API answered duplicate), the lead open or closed.
             metrics.leads_duplicate.inc()
         elif kind == "opportunity.won":
-            metrics.won(data.get("amount"), source)
+            # What this won adds to the revenue counted for its deal (none when won again after a
+            # correction or a reopen at the same amount); events from before carry only the amount.
+            metrics.won(data.get("revenue", data.get("amount")), source)
         elif kind == "lead.notified" and "notify_seconds" in data:  # the cycle's rep told, once
             metrics.notify_latency.observe(max(data["notify_seconds"], 0.0))
         elif kind == "lead.contacted":

@@ -175,3 +175,28 @@ def test_an_older_command_without_an_opportunity_id_still_applies() -> None:
     state, _ = converted()
     old = RecordCrmEvent(lead_id=LEAD_ID, event_id="e1", kind="won", at=crm_event("won").at)
     assert old.opportunity_id is None and step(state, old)[0].status == "won"
+
+
+def test_a_deal_won_again_adds_to_revenue_only_what_it_won_beyond_what_was_counted() -> None:
+    # Helper s18 (reopen): won, corrected to lost (or reopened), won again added the amount twice to
+    # leadflow_won_revenue_total, a counter that cannot take it back.
+    state, _ = converted()
+    state, out = step(state, crm_event("won", amount=1000.0), RECYCLING)
+    assert published(out, "opportunity.won")["revenue"] == 1000.0
+    state, _ = step(state, crm_event("lost", eid="e2", reason="bad fit"), RECYCLING, minutes=DAY)
+    state, out = step(state, crm_event("won", eid="e3", amount=1000.0), RECYCLING, minutes=2 * DAY)
+    assert published(out, "opportunity.won")["revenue"] == 0.0
+    state, out = step(state, crm_event("stage_changed", eid="e4", stage="negotiation"), RECYCLING, minutes=3 * DAY)
+    state, out = step(state, crm_event("won", eid="e5", amount=1500.0), RECYCLING, minutes=4 * DAY)
+    assert published(out, "opportunity.won")["revenue"] == 500.0  # the upsell beyond what was counted
+    assert state.opportunity is not None and state.opportunity.revenue_counted == 1500.0
+
+
+def test_a_deal_won_before_revenue_was_kept_counts_its_amount_as_counted() -> None:
+    state, _ = converted()
+    state, _ = step(state, crm_event("won", amount=1000.0), RECYCLING)
+    assert state.opportunity is not None
+    old = replace(state, opportunity=replace(state.opportunity, revenue_counted=None))  # as kept before
+    state, _ = step(old, crm_event("lost", eid="e2", reason="bad fit"), RECYCLING, minutes=DAY)
+    state, out = step(state, crm_event("won", eid="e3", amount=1000.0), RECYCLING, minutes=2 * DAY)
+    assert published(out, "opportunity.won")["revenue"] == 0.0
