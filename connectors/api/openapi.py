@@ -295,6 +295,10 @@ def _schemas() -> dict[str, Schema]:
                 "corrections": {**_INT, "description": (
                     "How many times the CRM changed its close since it first closed: closed the other way, "
                     "or reopened (numbers the outcomes' ids so each counts once).")},
+                "revenue_counted": {**_nullable({"type": "number"}), "description": (
+                    "The won amount already added to leadflow_won_revenue_total for it: won again after a "
+                    "correction or a reopen, it adds only what it won beyond that. null for an opportunity kept "
+                    "before it was.")},
             }, description="The opportunity it converted into (this cycle's).")),
             "timeline": {"type": "array", "items": _ref("TimelineEntry")},
         }, description="The lead's current state and its recent timeline."),
