@@ -264,7 +264,9 @@ def wait_for_cluster(bootstrap: list[str], config_topics: Iterable[str] = (), *,
                                   "set LEADFLOW_BROKER to a reachable broker") from None
             if waited + _RETRY_S > wait:
                 raise ConfigError(f"Kafka at {where} (LEADFLOW_BROKER) did not answer in {waited:.0f} s "
-                                  f"({_why(exc)}): start it, or set LEADFLOW_BROKER to a reachable broker") from None
+                                  f"({_why(exc)}): start it (`leadflow stack up` starts the local one, on LEADFLOW_KAFKA_PORT, "
+                                  "which a worker without LEADFLOW_BROKER follows), or set LEADFLOW_BROKER to a "
+                                  "reachable broker") from None
             # Some hosts do not exist but others may answer: say which, and wait for the others.
             missing = f" (no such host: {', '.join(sorted(unresolvable))})" if unresolvable else ""
             log.warning("waiting for Kafka at %s (LEADFLOW_BROKER): %s%s; trying again for %.0f s more",
