@@ -464,7 +464,8 @@ def _reopen(state: LeadState, command: RecordCrmEvent, common: dict[str, Any], p
     counted = _counted(state)
     stage = command.stage or opportunity.stage
     reopened = replace(opportunity, status="open", stage=stage, closed_at=None, lost_reason=None, lost_weight=None,
-                       source=counted.source, segment=counted.segment, corrections=opportunity.corrections + 1)
+                       source=counted.source, segment=counted.segment, corrections=opportunity.corrections + 1,
+                       revenue_counted=revenue_counted(opportunity))  # open again, "won" no longer says it
     updated = replace(state, opportunity=reopened, status="converted")
     updated = note(updated, policy, command.at, "opportunity_reopened", stage=stage, previous=opportunity.stage,
                    **{"from": earlier})
