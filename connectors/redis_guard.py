@@ -1,5 +1,5 @@
 """One guard in front of a worker's Redis, shared by every user of it: after Redis failed to answer,
-go without it for a while; and one bounded time in Redis per request.
+go without it for a while; and a bound on the time one request loses to it.
 
 Redis is an accelerator (idempotency, rate limits, the failed-auth count, the "seen" hint, the
 enrichment cache): every user already goes on without it. What the guard adds is memory. Without
@@ -9,11 +9,19 @@ up to 4 s a capture for as long as Redis hung (review s18-redis, finding 1). Wit
 * **Going without Redis.** After a call could not reach Redis (a connection refused or lost, a
   wrong password, a timeout), every call fails at once (:class:`RedisUnavailable`, ``skipped``)
   for ``pause_s``. Then one call at a time is let through to find Redis back; the others still
-  go without it until that probe answers. A call Redis answered with an error (``OOM``, a
-  read-only replica) cost no time: it is reported but opens nothing (a read may still work).
-* **One budget per request.** The calls of one asyncio task (aiohttp runs each request in its own
-  task) share ``request_budget_s`` of time spent waiting on Redis; past it, they go without Redis.
-  A long-lived task (an agent) gets a new budget every :data:`BUDGET_WINDOW_S`.
+  go without it until that probe gets an answer, any answer: an error reply (``OOM``) shows Redis
+  is there, so reads go to it again (review s18-a, finding 5). A probe that times out, whatever
+  its own timeout (the enrichment cache's 100 ms), pauses again for ``pause_s``: a hung Redis
+  sees one connection per pause, not one per lookup (finding 4). Only a call that started after
+  Redis went away can end the outage: an older one answering late says nothing about now.
+  A call Redis answered with an error (``OOM``, a read-only replica) cost no time: it is
+  reported but opens nothing (a read may still work).
+* **One budget per request, for time lost to Redis.** The calls of one asyncio task (aiohttp runs
+  each request in its own task) may lose ``request_budget_s`` in all to calls that failed or
+  timed out; past it, they go without Redis. Calls Redis answered cost the budget nothing: a CSV
+  import's 500 round trips to a healthy Redis, or a busy event loop that resumes a request late,
+  must not make it skip ``mark_seen`` or ``remember`` (review s18-a, findings 1 and 2). A
+  long-lived task gets a new budget every :data:`BUDGET_WINDOW_S`.
 * **What Redis said.** :meth:`RedisGuard.degraded` is true while the guard goes without Redis or
   a call failed in the last ``recent_s``, whatever failed: the ``leadflow_redis_degraded_mode``
   gauge reads it, so an ``OOM`` shows, not only a failed PING. Transitions are logged once, with
@@ -39,9 +47,15 @@ from redis.exceptions import (
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # redis-py >= 5.0.2; before, the same ConnectionError with this message
+    from redis.exceptions import MaxConnectionsError
+except ImportError:  # pragma: no cover
+    MaxConnectionsError = RedisConnectionError  # type: ignore[misc, assignment]
 
 __all__ = ["BUDGET_WINDOW_S", "RedisGuard", "RedisUnavailable", "describe", "guard_for"]
 
@@ -75,6 +89,10 @@ def describe(exc: BaseException) -> tuple[str, bool]:
         return "NOAUTH (wrong or missing password)", True
     if isinstance(exc, BusyLoadingError):
         return "LOADING (Redis is loading its data)", True
+    if isinstance(exc, MaxConnectionsError) and str(exc) == "Too many connections":
+        # The worker's own pool (redis-py's 100 connections) is in use by other calls: Redis was not
+        # asked and says nothing about it (300 requests at once on a healthy Redis paused it 5 s).
+        return "the worker's Redis connection pool is full", False
     if isinstance(exc, RedisConnectionError):
         return "connection failed", True
     if isinstance(exc, OutOfMemoryError):
@@ -124,39 +142,36 @@ class RedisGuard:
 
         ``budgeted=False`` for a caller with its own bound in a long-lived task (the enrichment
         cache in the intake agent, bounded by the enrichment budget): it neither spends nor heeds
-        the task's budget, which a busy agent's thousands of quick calls would spend."""
-        now = self._clock()
+        the task's budget."""
+        started = self._clock()
         probe = False
         if self._down_since is not None:
-            if self._probing or now < self._retry_at:
+            if self._probing or started < self._retry_at:
                 self._skip(operation)
             probe = self._probing = True
         try:
-            spent = self._budget(now) if budgeted else [now, 0.0]
+            lost = self._budget(started) if budgeted else [started, 0.0]
             wanted = self.timeout_s if timeout_s is None else timeout_s
-            limit = min(wanted, self.request_budget_s - spent[1])
+            limit = min(wanted, self.request_budget_s - lost[1])
             if limit <= 0:
                 self._without += 1
                 raise RedisUnavailable(operation, "request's Redis budget spent", skipped=True)
             try:
                 result = await asyncio.wait_for(make(), limit)
             except (RedisError, OSError, TimeoutError) as exc:
-                spent[1] += self._clock() - now
+                lost[1] += self._clock() - started  # only time lost to Redis counts against the budget
                 kind, unreachable = describe(exc)
-                # A timeout says Redis hangs only after the guard's own timeout: not one cut short by
-                # the request's budget, nor a caller's shorter one (the enrichment cache's 100 ms).
                 if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-                    unreachable = limit >= self.timeout_s
-                self._failed(operation, kind, unreachable)
+                    # A timeout says Redis hangs after the guard's own timeout, not one cut short by the
+                    # request's budget nor a caller's shorter one (the enrichment cache's 100 ms): except
+                    # for the probe, which asks a Redis known to have hung, and must not end its pause.
+                    unreachable = probe or limit >= self.timeout_s
+                self._failed(operation, kind, unreachable, started, answered=isinstance(exc, ResponseError))
                 raise RedisUnavailable(operation, kind) from None
-            spent[1] += self._clock() - now
         finally:
             if probe:
                 self._probing = False
-        if self._down_since is not None:
-            log.warning("redis at %s answers again after %.0f s; %d operations went without it",
-                        self.address, self._clock() - self._down_since, self._without)
-            self._down_since = None
+        self._answered(started, None)
         return result
 
     def _skip(self, operation: str) -> None:
@@ -164,7 +179,7 @@ class RedisGuard:
         raise RedisUnavailable(operation, self.last_kind or "unavailable", skipped=True)
 
     def _budget(self, now: float) -> list[float]:
-        """This task's ``[since, seconds spent]``, renewed every :data:`BUDGET_WINDOW_S`."""
+        """This task's ``[since, seconds lost to Redis]``, renewed every :data:`BUDGET_WINDOW_S`."""
         task = asyncio.current_task()
         if task is None:
             return [now, 0.0]
@@ -173,13 +188,28 @@ class RedisGuard:
             spent = self._spent[task] = [now, 0.0]
         return spent
 
-    def _failed(self, operation: str, kind: str, unreachable: bool) -> None:
+    def _answered(self, started: float, error: str | None) -> None:
+        """Redis answered a call that started at ``started`` (``error``: with that error reply): the
+        outage is over if the call started after it began. One that started before, still in flight
+        when another call gave up, says nothing about now (review s18-a, finding 2)."""
+        if self._down_since is None or started < self._down_since:
+            return
+        log.warning("redis at %s answers again after %.0f s%s; %d operations went without it",
+                    self.address, self._clock() - self._down_since, f" (with {error})" if error else "",
+                    self._without)
+        self._down_since = None
+
+    def _failed(self, operation: str, kind: str, unreachable: bool, started: float, *, answered: bool) -> None:
         now = self._clock()
         self._last_failure = now
         self.last_kind = kind
         self._without += 1
+        if answered:
+            # An error reply: Redis is there. Reads go to it again; the failure still shows (degraded).
+            self._answered(started, kind)
         if not unreachable:
-            log.warning("redis at %s refused %s: %s; going on without it", self.address, operation, kind)
+            log.warning("redis at %s %s %s: %s; going on without it", self.address,
+                        "refused" if answered else "failed for", operation, kind)
             return
         self._retry_at = now + self.pause_s
         if self._down_since is None:

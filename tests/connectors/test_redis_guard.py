@@ -4,11 +4,13 @@ says what failed and where, once (review s18-redis, findings 1, 2 and 5)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -20,7 +22,7 @@ from connectors.api import ApiContext, mount_api
 from connectors.auth import Keyring
 from connectors.capture_store import CaptureStore
 from connectors.enrichment.cache import CacheUnavailable, EnrichmentCache
-from connectors.rate_limit import RateLimiter
+from connectors.rate_limit import FailedAuthLimit, RateLimiter
 from connectors.redis_guard import RedisGuard, RedisUnavailable, guard_for
 from ops.metrics import Metrics
 from sla.clock import FakeClock
@@ -91,18 +93,18 @@ async def test_a_hung_redis_costs_one_wait_not_one_per_call_and_capture(
     assert guard_for(client).down and hole.connections <= 2  # no reconnect storm either
 
 
-async def test_one_request_waits_on_redis_at_most_its_budget_in_all() -> None:
+async def test_one_request_loses_at_most_its_budget_to_redis() -> None:
     guard = RedisGuard(timeout_s=1.0, request_budget_s=1.0)
 
-    async def slow() -> str:  # Redis answers, slowly: each call under its timeout
-        await asyncio.sleep(0.4)
+    async def hangs() -> str:  # Redis does not answer; each caller gives up after its own 0.4 s
+        await asyncio.sleep(60)
         return "ok"
 
     async def request() -> list[str]:
         answers = []
         for n in range(5):
             try:
-                answers.append(await guard.call(f"op{n}", slow))
+                answers.append(await guard.call(f"op{n}", hangs, 0.4))
             except RedisUnavailable as exc:
                 answers.append(exc.kind)
         return answers
@@ -110,10 +112,163 @@ async def test_one_request_waits_on_redis_at_most_its_budget_in_all() -> None:
     started = time.monotonic()
     answers = await asyncio.create_task(request())
     assert time.monotonic() - started < 1.2  # not 5 x 0.4 s
-    assert answers[:2] == ["ok", "ok"] and answers[2] == "timeout"
+    assert answers[:3] == ["timeout"] * 3  # 0.4 + 0.4 + the 0.2 left
     assert all(kind == "request's Redis budget spent" for kind in answers[3:])
-    assert not guard.down  # a budget cut short says nothing about Redis: the next request asks it
-    assert await asyncio.create_task(guard.call("next", slow)) == "ok"
+    assert not guard.down  # timeouts shorter than the guard's say nothing sure: the next request asks
+
+    async def answers_at_once() -> str:
+        return "ok"
+    assert await asyncio.create_task(guard.call("next", answers_at_once)) == "ok"
+
+
+async def test_calls_redis_answered_cost_the_budget_nothing() -> None:
+    # Review s18-a, finding 1: the budget counted answered calls too, so a CSV import (one request,
+    # 500 round trips) against a healthy Redis went without it once 1 s of them had added up.
+    guard = RedisGuard(timeout_s=1.0, request_budget_s=0.2)
+
+    async def answers() -> str:
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    async def request() -> list[str]:
+        return [await guard.call("seen", answers) for _ in range(50)]  # 0.5 s answered, over the 0.2 s
+
+    assert await asyncio.create_task(request()) == ["ok"] * 50
+    assert not guard.degraded()
+
+
+async def test_a_busy_event_loop_does_not_make_a_request_skip_remember(
+        real_redis: aioredis.Redis, metrics: Metrics, clock: FakeClock) -> None:  # noqa: F811
+    # Review s18-a, finding 2: with the loop 0.45 s late (below LeadflowEventLoopLagHigh's 0.5 s) the
+    # request's 1 s ran out on calls Redis answered at once; its answer was not kept, and the retry
+    # with the same key got 409 for the claim's 30 s.
+    count = lambda op: metrics.redis_degraded.labels(op).inc()  # noqa: E731
+    guard = RedisGuard(timeout_s=1.0, request_budget_s=1.0, pause_s=5.0)  # as streams/resources.py
+    ctx = ApiContext(engine=FakeEngine(), keyring=Keyring({}, KEYS.items()),
+                     store=CaptureStore(real_redis, timeout_s=1.0, on_degraded=count, guard=guard), clock=clock,
+                     metrics=metrics, rate_limits={"web-form": 1000}, failed_auth=FailedAuthLimit(),
+                     rate_limiter=RateLimiter(real_redis, timeout_s=1.0, on_degraded=count, guard=guard))
+    app = web.Application()
+    mount_api(app, ctx)
+    stop = False
+
+    async def busy() -> None:  # other work on the loop: 0.45 s of CPU between two yields
+        while not stop:
+            time.sleep(0.45)
+            await asyncio.sleep(0.001)
+
+    key = {**AUTH, "Idempotency-Key": "k1"}
+    async with TestClient(TestServer(app)) as http:
+        await http.post("/v1/leads", json={"email": "warm@example.com"}, headers=AUTH)  # connections made
+        hog = asyncio.create_task(busy())
+        await asyncio.sleep(0.01)
+        first = await http.post("/v1/leads", json={"email": "ana@example.com"}, headers=key)
+        stop = True
+        await hog
+        retry = await http.post("/v1/leads", json={"email": "ana@example.com"}, headers=key)
+        assert first.status == 202, await first.text()
+        assert retry.status == 202, await retry.text()
+        assert retry.headers.get("Idempotent-Replayed") == "true"
+        assert await retry.json() == await first.json()
+    assert sample(metrics, "leadflow_redis_degraded_total", operation="idempotency_set") == 0
+    assert not guard.degraded()
+
+
+@pytest.mark.timeout(300)
+async def test_a_large_csv_import_against_a_healthy_redis_marks_every_row_seen(
+        real_redis: aioredis.Redis, metrics: Metrics, clock: FakeClock) -> None:  # noqa: F811
+    # Review s18-a, finding 1: imported twice, 100,000 rows: the second time 79,200 said "accepted"
+    # (only 24,400 marked), with 775 degraded operations counted and the gauge at 1, Redis healthy.
+    count = lambda op: metrics.redis_degraded.labels(op).inc()  # noqa: E731
+    guard = RedisGuard(timeout_s=1.0, request_budget_s=1.0, pause_s=5.0)
+    ctx = ApiContext(engine=FakeEngine(), keyring=Keyring({}, KEYS.items()),
+                     store=CaptureStore(real_redis, timeout_s=1.0, on_degraded=count, guard=guard), clock=clock,
+                     metrics=metrics,
+                     rate_limiter=RateLimiter(real_redis, timeout_s=1.0, on_degraded=count, guard=guard))
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    mount_api(app, ctx)
+    rows = 100_000
+    body = ("email\n" + "".join(f"p{n}@example.com\n" for n in range(rows))).encode()
+    async with TestClient(TestServer(app)) as http:
+        summaries = []
+        for _ in range(2):
+            response = await http.post("/v1/leads/import", data=io.BytesIO(body), headers={**AUTH, "Content-Type": "text/csv"})
+            assert response.status == 202
+            summaries.append(orjson.loads((await response.read()).splitlines()[-1])["summary"])
+    assert summaries[0]["accepted"] == rows
+    assert summaries[1] == {"rows": rows, "accepted": 0, "duplicate": rows, "rejected": 0}
+    assert sample(metrics, "leadflow_redis_degraded_total", operation="seen") == 0
+    assert not guard.degraded()
+
+
+async def test_an_answer_to_a_call_older_than_the_outage_does_not_end_it() -> None:
+    # Review s18-a, finding 2 (the burst): a call in flight when another gave up answered later and
+    # ended the pause at once ("answers again after 0 s").
+    now = [0.0]
+    guard = RedisGuard(pause_s=5.0, clock=lambda: now[0])
+    release = asyncio.Event()
+
+    async def late() -> str:
+        await release.wait()
+        return "OK"
+
+    async def refused() -> None:
+        raise RedisConnectionError("Connection reset by peer")
+
+    older = asyncio.create_task(guard.call("seen", late))
+    await asyncio.sleep(0)
+    now[0] = 1.0
+    with pytest.raises(RedisUnavailable):
+        await guard.call("seen", refused)
+    release.set()
+    assert await older == "OK"
+    assert guard.down  # the pause holds: the probe at 6 s decides
+    now[0] = 6.0
+    assert await guard.call("seen", late) == "OK" and not guard.down
+
+
+async def test_the_enrichment_cache_keeps_the_pause_of_a_hung_redis(hung: tuple[aioredis.Redis, BlackHole]) -> None:
+    # Review s18-a, finding 4: once the first pause was over every lookup (100 ms) was the probe, its
+    # timeout did not pause again: 66 of them asked a hung Redis in 15 s, each a new connection.
+    client, hole = hung
+    guard = RedisGuard(timeout_s=1.0, request_budget_s=1.0, pause_s=1.0)  # the worker's, but a 1 s pause
+    store, cache = CaptureStore(client, timeout_s=1.0, guard=guard), EnrichmentCache(client, guard=guard)
+    assert await store.mark_seen(["ld_1"]) == [False]  # 1 s: the guard goes without Redis
+    assert guard.down and hole.connections == 1
+    started, asked = time.monotonic(), 0
+    while time.monotonic() - started < 4.0:  # the intake: a batch every 50 ms
+        try:
+            await cache.get_many([("pdl", "corp.example")], 2.0)
+        except CacheUnavailable as exc:
+            asked += "not asked" not in str(exc)
+        await asyncio.sleep(0.05)
+    assert guard.down
+    assert asked <= 5 and hole.connections <= 6  # one probe a pause (before: ~25 and ~25)
+
+
+async def test_an_error_reply_ends_the_outage_and_still_shows(real_redis: aioredis.Redis) -> None:  # noqa: F811
+    # Review s18-a, finding 5: after a hang, a Redis that answered but refused writes (OOM) kept the
+    # guard down for good: the worker's probe is a write, and reads Redis would answer were skipped.
+    now = [0.0]
+    guard = RedisGuard(timeout_s=2.0, pause_s=5.0, clock=lambda: now[0])
+    store = CaptureStore(real_redis, timeout_s=2.0, guard=guard)
+    await real_redis.set("leadflow:idem:x", b'{"status":202,"body":"{}","fingerprint":"f"}')
+
+    async def lost() -> None:
+        raise RedisConnectionError("Connection lost")
+
+    with pytest.raises(RedisUnavailable):
+        await guard.call("idempotency_get", lost)
+    assert guard.down
+    await real_redis.config_set("maxmemory-policy", "noeviction")
+    await real_redis.config_set("maxmemory", "1")
+    now[0] = 5.0
+    assert not await store.probe()  # the worker's 5 s check, a write: OOM
+    assert not guard.down and guard.last_kind == "OOM (maxmemory reached)"
+    assert await guard.call("idempotency_get", lambda: real_redis.get("leadflow:idem:x")) is not None
+    assert guard.degraded()  # writes fail: the gauge still says so
+    now[0] = 30.0
+    assert not await store.probe() and guard.degraded()  # and goes on saying so while they do
 
 
 @pytest.fixture(autouse=True)
@@ -221,3 +376,20 @@ async def test_a_lead_marked_by_this_same_capture_is_not_seen_before(real_redis:
     assert await store.mark_seen(["ld_1"]) == [True]  # without a capture id (the Kafka feed): any marker counts
     assert await store.mark_seen(["ld_3"]) == [False]
     assert await store.mark_seen(["ld_3"], ["cap_d"]) == [True]
+
+
+async def test_a_full_connection_pool_does_not_pause_a_healthy_redis(real_redis: aioredis.Redis) -> None:  # noqa: F811
+    # 300 requests at once: redis-py's pool (100 connections by default) refused the 101st call with
+    # MaxConnectionsError, a ConnectionError, and the guard went without a healthy Redis for 5 s.
+    path = real_redis.connection_pool.connection_kwargs["path"]
+    client = aioredis.Redis(unix_socket_path=path, max_connections=2)
+    guard = RedisGuard(timeout_s=2.0, pause_s=5.0)
+    try:
+        answers = await asyncio.gather(*[guard.call("seen", lambda: client.blpop(["nothing"], timeout=0.2))
+                                         for _ in range(6)], return_exceptions=True)
+        assert answers.count(None) == 2  # two connections: two calls asked Redis (a BLPOP that timed out)
+        assert {str(a) for a in answers if a is not None} == {"seen: the worker's Redis connection pool is full"}
+        assert not guard.down
+        assert await guard.call("seen", lambda: client.ping()) is True
+    finally:
+        await client.aclose()
