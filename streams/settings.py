@@ -13,8 +13,7 @@ from urllib.parse import urlsplit
 
 from connectors.api.client_address import TrustedProxies
 from connectors.auth import SCOPES, Scope, key_problem, parse_scopes
-from leadflow.errors import ConfigError, LeadflowError
-from ops.stack.config import StackConfig
+from leadflow.errors import ConfigError
 from rules.delivery import STANDARD_SCHEDULE, parse_schedule
 
 __all__ = ["ApiKeySecret", "Secret", "Settings"]
@@ -250,19 +249,42 @@ def _broker(env: Mapping[str, str], default: str) -> str:
     return raw
 
 
-def _local_stack(env: Mapping[str, str]) -> tuple[str, str]:
-    """The local stack's broker and Redis URLs, as ``leadflow stack``, ``run``, ``bench`` and
-    ``report`` compute them (``LEADFLOW_KAFKA_PORT``, ``LEADFLOW_REDIS_PORT``): the defaults of
-    ``LEADFLOW_BROKER`` and ``LEADFLOW_REDIS_URL``, so that a worker next to a stack moved to other
-    ports finds it instead of joining whatever Kafka answers on 9092."""
-    if env.get("LEADFLOW_BROKER") and env.get("LEADFLOW_REDIS_URL"):
-        return "", ""  # both given: the stack's ports are not read, and a bad one does not matter
-    try:
-        stack = StackConfig.from_env(env)
-    except LeadflowError as exc:  # StackError: names the value
-        raise ConfigError("environment variable LEADFLOW_KAFKA_PORT or LEADFLOW_REDIS_PORT (the local stack's, "
-                          f"read while LEADFLOW_BROKER or LEADFLOW_REDIS_URL is unset): {exc}") from None
-    return stack.kafka_url, stack.redis_url
+#: For each URL, the local stack's port variable read while that URL is unset, its default, the
+#: URL it makes (as ``StackConfig.kafka_url`` / ``redis_url``), and the Kubernetes Service whose
+#: injected variable has the same name.
+_STACK_PORTS = {
+    "LEADFLOW_BROKER": ("LEADFLOW_KAFKA_PORT", 9092, "kafka://127.0.0.1:{}", "leadflow-kafka"),
+    "LEADFLOW_REDIS_URL": ("LEADFLOW_REDIS_PORT", 6379, "redis://127.0.0.1:{}/0", "leadflow-redis"),
+}
+
+
+def _local_stack(env: Mapping[str, str], url_variable: str) -> str:
+    """The local stack's URL for ``url_variable``'s default, where ``leadflow stack up`` put it
+    (``LEADFLOW_KAFKA_PORT`` for ``LEADFLOW_BROKER``, ``LEADFLOW_REDIS_PORT`` for
+    ``LEADFLOW_REDIS_URL``), so that a worker next to a stack moved to other ports finds it instead of
+    joining whatever Kafka answers on 9092; ``""`` when ``url_variable`` is set: then the port
+    variable is not read at all, whatever it holds.
+
+    Kubernetes gives every pod ``<SERVICE>_PORT=tcp://<ip>:<port>`` for each Service in its
+    namespace: a Service named ``leadflow-kafka`` sets ``LEADFLOW_KAFKA_PORT`` (review s18-a,
+    finding 3). Such a value, when it would be read, is refused with a line saying so."""
+    if env.get(url_variable):
+        return ""
+    port_variable, default, template, service = _STACK_PORTS[url_variable]
+    raw = env.get(port_variable, "").strip()
+    if not raw:
+        return template.format(default)
+    if "://" in raw:
+        raise ConfigError(
+            f"environment variable {port_variable}={raw!r} looks like a Kubernetes service variable (a Service "
+            f"named {service} gives every pod {port_variable}=tcp://<ip>:<port>), not the local stack's port: "
+            f"set {url_variable} to the {'broker' if port_variable == 'LEADFLOW_KAFKA_PORT' else 'Redis'} "
+            f"the worker should use, and {port_variable} is not read")
+    if not (raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise ConfigError(f"environment variable {port_variable}={raw!r} (the local stack's port, read while "
+                          f"{url_variable} is unset) is not a TCP port (1-65535): set it to the port "
+                          f"`leadflow stack up` used, or set {url_variable}")
+    return template.format(int(raw))
 
 
 def _redis_url(env: Mapping[str, str], default: str) -> str:
@@ -441,7 +463,8 @@ class Settings:
             p.found.append(f"environment variable LEADFLOW_STORE={store!r}: expected rocksdb or memory")
         web_port = p.take(_int, env, "LEADFLOW_WEB_PORT", d.web_port, minimum=1, maximum=65535, fallback=d.web_port)
         web_host = env.get("LEADFLOW_WEB_HOST") or d.web_host
-        stack_broker, stack_redis = p.take(_local_stack, env, fallback=(d.broker, d.redis_url))
+        stack_broker = p.take(_local_stack, env, "LEADFLOW_BROKER", fallback=d.broker)
+        stack_redis = p.take(_local_stack, env, "LEADFLOW_REDIS_URL", fallback=d.redis_url)
         settings = cls(
             broker=p.take(_broker, env, stack_broker, fallback=d.broker),
             redis_url=p.take(_redis_url, env, stack_redis, fallback=d.redis_url),

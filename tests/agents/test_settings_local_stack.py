@@ -37,14 +37,47 @@ def test_an_explicit_setting_wins_over_the_stack_ports(explicit: dict[str, str])
 
 
 @pytest.mark.parametrize(("env", "says"), [
-    ({"LEADFLOW_KAFKA_PORT": "kafka"}, "LEADFLOW_KAFKA_PORT='kafka' is not a port"),
-    ({"LEADFLOW_REDIS_PORT": "70000"}, "redis_port=70000 is not a TCP port"),
+    ({"LEADFLOW_KAFKA_PORT": "kafka"}, "LEADFLOW_KAFKA_PORT='kafka' (the local stack's port, read while "
+                                       "LEADFLOW_BROKER is unset) is not a TCP port"),
+    ({"LEADFLOW_REDIS_PORT": "70000"}, "LEADFLOW_REDIS_PORT='70000' (the local stack's port, read while "
+                                       "LEADFLOW_REDIS_URL is unset) is not a TCP port"),
 ])
 def test_a_bad_stack_port_is_refused_naming_its_variable(env: dict[str, str], says: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env)
-    assert "environment variable LEADFLOW_KAFKA_PORT or LEADFLOW_REDIS_PORT" in str(caught.value)
-    assert says in str(caught.value)
+    assert f"environment variable {says}" in str(caught.value)
+
+
+# Kubernetes injects <SERVICE>_PORT=tcp://<ip>:<port> for every Service in the namespace: a Service named
+# leadflow-kafka (`helm install leadflow bitnami/kafka`) sets LEADFLOW_KAFKA_PORT (review s18-a, finding 3).
+K8S = {"LEADFLOW_KAFKA_PORT": "tcp://10.96.12.7:9092", "LEADFLOW_REDIS_PORT": "tcp://10.96.3.9:6379"}
+
+
+@pytest.mark.parametrize("env", [
+    {"LEADFLOW_BROKER": "kafka://leadflow-kafka:9092", "LEADFLOW_KAFKA_PORT": K8S["LEADFLOW_KAFKA_PORT"],
+     "LEADFLOW_REDIS_PORT": "25079"},
+    {"LEADFLOW_REDIS_URL": "redis://leadflow-redis:6379/0", "LEADFLOW_REDIS_PORT": K8S["LEADFLOW_REDIS_PORT"],
+     "LEADFLOW_KAFKA_PORT": "25092"},
+    {"LEADFLOW_BROKER": "kafka://k:9092", "LEADFLOW_REDIS_PORT": "9093"},  # was: "the ports must all differ"
+    {"LEADFLOW_BROKER": "kafka://k:9092", "LEADFLOW_REDIS_URL": "redis://r:6379/0", **K8S},
+])
+def test_a_set_url_wins_whatever_its_port_variable_holds(env: dict[str, str]) -> None:
+    settings = Settings.from_env(env)
+    assert settings.broker == env.get("LEADFLOW_BROKER", f"kafka://127.0.0.1:{env.get('LEADFLOW_KAFKA_PORT')}")
+    assert settings.redis_url == env.get("LEADFLOW_REDIS_URL", f"redis://127.0.0.1:{env.get('LEADFLOW_REDIS_PORT')}/0")
+
+
+@pytest.mark.parametrize(("port_variable", "url_variable"), [
+    ("LEADFLOW_KAFKA_PORT", "LEADFLOW_BROKER"), ("LEADFLOW_REDIS_PORT", "LEADFLOW_REDIS_URL")])
+def test_a_kubernetes_service_variable_read_for_a_default_is_refused_saying_so(
+        port_variable: str, url_variable: str) -> None:
+    other = "LEADFLOW_REDIS_URL" if url_variable == "LEADFLOW_BROKER" else "LEADFLOW_BROKER"
+    env = {port_variable: K8S[port_variable], other: "kafka://k:9092" if other == "LEADFLOW_BROKER" else "redis://r/0"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    message = str(caught.value)
+    assert f"{port_variable}={K8S[port_variable]!r} looks like a Kubernetes service variable" in message
+    assert f"set {url_variable}" in message
 
 
 def test_both_urls_given_the_stack_ports_are_not_read() -> None:
