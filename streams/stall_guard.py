@@ -91,8 +91,10 @@ answer, a rebalance, a broker restart):
      no later than the heartbeat cadence allows (the last heartbeat sent before
      ``A + session + slack``, plus the median spacing between the last heartbeats, plus
      ``HEARTBEAT_GRACE_S``; a heartbeat counts only once the connection took its bytes, not one
-     whose send raised first; the spacing is learnt from heartbeats sent before that point only,
-     so the first heartbeat after an outage does not teach the outage as the cadence). A heartbeat that fell due while the loop still ran and was never
+     whose send raised first). An outage must not be learnt as the cadence: no spacing is learnt
+     across a FindCoordinator request (aiokafka sends one only when it has lost its coordinator),
+     only spacings of heartbeats sent before ``A + session + slack`` count, and none as long as
+     the session. A heartbeat that fell due while the loop still ran and was never
      sent means aiokafka had no coordinator (a Kafka outage, a coordinator moving): then the
      group is loaded again with fresh timers and ``A`` bounds nothing. Without this, a Kafka
      restart of more than 10 s with a GC pause in it would restart every worker. The cadence is
@@ -143,6 +145,8 @@ _PRODUCE = 0
 #: The group requests (API keys): all but LeaveGroup may restart the member's session timer.
 _OFFSET_COMMIT, _JOIN_GROUP, _HEARTBEAT, _LEAVE_GROUP, _SYNC_GROUP = 8, 11, 12, 13, 14
 _GROUP_REQUESTS = frozenset({_OFFSET_COMMIT, _JOIN_GROUP, _HEARTBEAT, _LEAVE_GROUP, _SYNC_GROUP})
+#: FindCoordinator: aiokafka looks for the coordinator only when it has none (an outage, a move).
+_FIND_COORDINATOR = 10
 #: Answers refused before the coordinator touches the timer: ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
 #: FENCED_INSTANCE_ID.
 _NOT_A_MEMBER = frozenset({22, 25, 82})
@@ -269,6 +273,11 @@ class GroupEvidence:
         self.stable = False
         self._heartbeat_ok = None
 
+    def looking_for_coordinator(self) -> None:
+        """aiokafka lost its coordinator and asks where it is now: the next heartbeat's spacing spans
+        that time without one, not the cadence (never learnt across it, like a rebalance)."""
+        self._heartbeat_ok = None
+
     def forget(self, token: int) -> None:
         """The request was never written (no connection): it cannot reach the coordinator, and a
         heartbeat never ``written`` is not in the schedule."""
@@ -287,7 +296,8 @@ class GroupEvidence:
         # The cadence as it was before the deadline: the spacing before a heartbeat sent after it
         # may span a Kafka outage (no coordinator, no heartbeat for 20 s), and counted in, a young
         # worker's cadence would be the outage itself (seen: a Kafka restart made a worker exit).
-        spacings = [spacing for sent, spacing in self._spacings if sent < deadline]
+        # And a spacing as long as the session is never the cadence (the session would have expired).
+        spacings = [spacing for sent, spacing in self._spacings if sent < deadline and spacing < session_s]
         if not spacings:
             return None  # the cadence is not known yet
         heartbeat_every = statistics.median(spacings)
@@ -406,6 +416,9 @@ def install() -> None:
         api_key = getattr(request, "API_KEY", None)
         if api_key == _PRODUCE:
             check()
+        elif api_key == _FIND_COORDINATOR:
+            with _group_lock:
+                _group.looking_for_coordinator()
         if api_key not in _GROUP_REQUESTS or not expect_response:
             return original(self, request, expect_response)
         with _group_lock:

@@ -393,6 +393,35 @@ def test_the_first_heartbeat_after_a_kafka_restart_does_not_teach_the_outage_as_
     assert member.evidence.expired_for(25.35, 25.3, 10.0) is None
 
 
+@pytest.mark.parametrize("young_until", [2.0, 4.0])
+def test_a_second_kafka_outage_soon_after_the_first_is_no_reason_to_exit(young_until: float) -> None:
+    """Review s18-c: once the first heartbeat after an outage was answered, the outage's spacing
+    counted as the cadence, and a second outage within a few heartbeats exited a running worker."""
+    member = _Member()
+    member.heartbeats_until(young_until)
+    member.now = 25.3
+    member.request(12)  # the overdue heartbeat, answered as a member (the group reloaded, fresh timers)
+    for now in (35.6, 36.0, 38.0):  # Kafka stopped again; the loop runs on
+        assert member.evidence.expired_for(now, now - 0.1, 10.0) is None
+    member.now = 27.3
+    member.request(12)  # one normal heartbeat, then Kafka stops again right after
+    now = 27.305 + 10.0 + 0.3
+    assert member.evidence.expired_for(now, now - 0.1, 10.0) is None
+
+
+def test_no_spacing_is_learnt_across_a_coordinator_lookup() -> None:
+    member = _Member()
+    member.heartbeats_until(8.0)
+    member.evidence.looking_for_coordinator()  # the hook saw a FindCoordinator: the coordinator was lost
+    member.now = 13.5
+    member.request(12)  # 5.5 s after the last one: spans the time without a coordinator
+    assert member.evidence.heartbeat_every == pytest.approx(2.0)
+    assert len(member.evidence._spacings) == 3  # 2→4, 4→6, 6→8; none across the lookup
+    # The hook knows a FindCoordinator by aiokafka's own API key.
+    from aiokafka.protocol.coordination import FindCoordinatorRequest
+    assert FindCoordinatorRequest.API_KEY == stall_guard._FIND_COORDINATOR
+
+
 def test_a_lost_request_keeps_the_rule_off_until_the_next_generation() -> None:
     member = _Member()
     member.heartbeats_until(4.0)
