@@ -9,9 +9,13 @@ sliding log it stores O(1) per caller.
 
 Redis is an accelerator, never the source of truth: when it is slow or down (or the worker's
 ``RedisGuard`` goes without it, connectors/redis_guard.py) the limit is counted in the worker's
-memory instead (``LocalLimiter``, the same GCRA): the same limit per worker, so with N workers up
-to N times it passes while Redis is away, never an unlimited caller. The degradation is reported
-(``on_degraded``, the ``redis_degraded`` metric) and capture goes on.
+memory instead (``LocalLimiter``, the same GCRA): the same limit per worker, never an unlimited
+caller. The worker's count knows nothing of what was spent in Redis: it starts full when Redis
+goes away, and Redis's count is as it was left when Redis comes back. So within one minute a key
+may pass up to N + 1 times its limit with N workers (what it spent in Redis before the failure,
+then a full allowance in each worker), and a full allowance more each time Redis goes away again
+(review s18-a, finding 7). The degradation is reported (``on_degraded``, the ``redis_degraded``
+metric) and capture goes on.
 
 ``FailedAuthLimit`` holds failed authentications by client address to the same GCRA: counted in
 Redis so that all workers share one allowance and one block, and in the worker's memory while
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,11 +110,15 @@ class RateLimiter:
         self._timeout = timeout_s
         self._on_degraded = on_degraded
         self.guard = guard or guard_for(client)  # shared with the client's other users
-        #: The count while Redis cannot answer: per worker, from a full allowance.
+        #: The count while Redis cannot answer: per worker, from a full allowance. API keys and
+        #: ``provider:*`` only (a set the config bounds); ``FailedAuthLimit`` keeps its addresses in its
+        #: own, so that wrong keys from many addresses cannot push a key's count out (finding 6).
         self._local = LocalLimiter(max_local_subjects)
 
-    async def acquire(self, subject: str, per_minute: int, now: datetime) -> RateDecision:
-        """Take one request from ``subject``'s allowance of ``per_minute`` (burst = ``per_minute``)."""
+    async def acquire(self, subject: str, per_minute: int, now: datetime, *,
+                      local: LocalLimiter | None = None) -> RateDecision:
+        """Take one request from ``subject``'s allowance of ``per_minute`` (burst = ``per_minute``);
+        counted in ``local`` (the limiter's own by default) while Redis cannot answer."""
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         interval = max(1, _MINUTE_US // per_minute)
@@ -120,8 +129,8 @@ class RateLimiter:
             allowed, wait_us, remaining = (int(x) for x in reply)
         except RedisUnavailable:
             self._on_degraded("rate_limit")
-            local = self._local.acquire(subject, per_minute, now)
-            return RateDecision(local.allowed, local.retry_after_s, local.remaining, degraded=True)
+            decided = (self._local if local is None else local).acquire(subject, per_minute, now)
+            return RateDecision(decided.allowed, decided.retry_after_s, decided.remaining, degraded=True)
         return _decision(bool(allowed), wait_us, remaining)
 
     async def peek(self, subject: str, per_minute: int, now: datetime, *, operation: str) -> RateDecision | None:
@@ -149,32 +158,32 @@ class RateLimiter:
 
 class LocalLimiter:
     """``RateLimiter.acquire`` in this process's memory, over the same ``gcra``: for a limit that must
-    hold while Redis is down. Tracks at most ``max_subjects`` (the idle ones go first, then the oldest)."""
+    hold while Redis is down. Tracks at most ``max_subjects``: past that, the one used least recently
+    goes (it gets a full allowance if it comes back), in O(1): an ``OrderedDict`` in order of use."""
 
     def __init__(self, max_subjects: int = 10_000) -> None:
-        self._tats: dict[str, int] = {}
+        if max_subjects < 1:
+            raise ValueError("max_subjects must be at least 1")
+        self._tats: OrderedDict[str, int] = OrderedDict()
         self._max = max_subjects
+
+    def __len__(self) -> int:
+        return len(self._tats)
 
     def acquire(self, subject: str, per_minute: int, now: datetime) -> RateDecision:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
-        now_us = _micros(now)
-        allowed, new_tat, wait_us, remaining = gcra(self._tats.get(subject), now_us, max(1, _MINUTE_US // per_minute),
-                                                    per_minute)
+        tat = self._tats.get(subject)
+        if tat is not None:
+            self._tats.move_to_end(subject)  # used now, refused or not: the last to go
+        allowed, new_tat, wait_us, remaining = gcra(tat, _micros(now), max(1, _MINUTE_US // per_minute), per_minute)
         if not allowed:
             return _decision(False, wait_us, 0)
         assert new_tat is not None
-        self._tats.pop(subject, None)  # re-inserted last: the dict's order is the order of last use
         self._tats[subject] = new_tat
         if len(self._tats) > self._max:
-            self._forget(now_us)
+            self._tats.popitem(last=False)
         return RateDecision(True, 0, remaining)
-
-    def _forget(self, now_us: int) -> None:
-        for subject in [s for s, tat in self._tats.items() if tat <= now_us]:
-            del self._tats[subject]  # idle: a full allowance again, the same as not tracked
-        while len(self._tats) > self._max:
-            del self._tats[next(iter(self._tats))]
 
 
 class FailedAuthLimit:
@@ -198,8 +207,10 @@ class FailedAuthLimit:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         self.per_minute = per_minute
+        #: The count while Redis cannot answer (or without a limiter): addresses only, never the
+        #: limiter's API keys, which a flood of addresses would otherwise push out (finding 6).
         self._local = LocalLimiter(max_addresses)
-        self._blocked: dict[str, int] = {}  # address -> until, in microseconds
+        self._blocked: OrderedDict[str, int] = OrderedDict()  # address -> until, in microseconds, oldest first
         self._max = max_addresses
 
     def blocked_for(self, address: str, now: datetime) -> int | None:
@@ -228,8 +239,8 @@ class FailedAuthLimit:
     async def failed(self, address: str, now: datetime, limiter: RateLimiter | None) -> RateDecision:
         """Count one failed authentication from ``address``; refused: it is blocked for ``retry_after_s``."""
         subject = self._subject(address)
-        if limiter is not None:  # in this worker's memory while Redis cannot answer (the limiter's own)
-            decision = await limiter.acquire(subject, self.per_minute, now)
+        if limiter is not None:  # in this worker's memory while Redis cannot answer (this limit's own)
+            decision = await limiter.acquire(subject, self.per_minute, now, local=self._local)
         else:
             decision = self._local.acquire(subject, self.per_minute, now)
         if not decision.allowed:
@@ -241,9 +252,7 @@ class FailedAuthLimit:
         return f"auth-failures:{address}"
 
     def _block(self, address: str, now_us: int, seconds: int) -> None:
-        if address not in self._blocked and len(self._blocked) >= self._max:
-            for stale in [a for a, until in self._blocked.items() if until <= now_us]:
-                del self._blocked[stale]
-            while len(self._blocked) >= self._max:
-                del self._blocked[next(iter(self._blocked))]
+        self._blocked.pop(address, None)  # re-inserted last: the order is that of the blocks
         self._blocked[address] = now_us + seconds * 1_000_000
+        if len(self._blocked) > self._max:
+            self._blocked.popitem(last=False)  # the oldest block, the first to end

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -19,7 +20,7 @@ from redis.exceptions import NoScriptError
 from connectors.api import ApiContext, mount_api
 from connectors.auth import Keyring
 from connectors.capture_store import CaptureStore
-from connectors.rate_limit import GCRA_LUA, RateLimiter, gcra
+from connectors.rate_limit import GCRA_LUA, FailedAuthLimit, LocalLimiter, RateLimiter, gcra
 from ops.metrics import Metrics
 from ops.stack.errors import StackError
 from ops.stack.redis import find_redis_server
@@ -260,3 +261,35 @@ async def test_without_redis_the_limit_holds_per_worker_and_it_is_counted(
 def test_a_limit_below_one_is_a_bug_not_a_silent_block() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         asyncio.run(RateLimiter(GcraRedis()).acquire("x", 0, FakeClock().now()))
+
+
+async def test_without_redis_wrong_keys_from_many_addresses_cannot_reset_a_keys_count(clock: FakeClock) -> None:
+    # Review s18-a, finding 6: API keys and failed-auth addresses shared one LocalLimiter of 10,000
+    # subjects, so 10,000 wrong keys from as many addresses pushed a key's count out: a full burst again.
+    limiter, failed_auth = RateLimiter(DownGcraRedis()), FailedAuthLimit()
+    assert [(await limiter.acquire("web-form", 3, clock.now())).allowed for _ in range(4)] == [True] * 3 + [False]
+    for n in range(10_001):
+        await failed_auth.failed(f"2001:db8:{n:x}::/64", clock.now(), limiter)
+    assert not (await limiter.acquire("web-form", 3, clock.now())).allowed
+
+
+def test_the_local_count_forgets_the_subject_used_least_recently(clock: FakeClock) -> None:
+    local = LocalLimiter(max_subjects=2)
+    assert local.acquire("a", 1, clock.now()).allowed and local.acquire("b", 1, clock.now()).allowed
+    assert not local.acquire("a", 1, clock.now()).allowed  # refused, but used now: "b" is the older
+    assert local.acquire("c", 1, clock.now()).allowed
+    assert not local.acquire("a", 1, clock.now()).allowed  # still counted
+    assert local.acquire("b", 1, clock.now()).allowed  # forgotten: a full allowance again
+    assert len(local) == 2
+
+
+def test_a_full_local_count_takes_a_new_subject_in_constant_time(clock: FakeClock) -> None:
+    # Review s18-a, finding 6: once full of live entries, each new subject scanned all 10,000 (230 us).
+    local = LocalLimiter()
+    for n in range(10_000):
+        local.acquire(f"a{n}", 30, clock.now())
+    started = time.perf_counter()
+    for n in range(20_000):
+        assert local.acquire(f"b{n}", 30, clock.now()).allowed
+    assert time.perf_counter() - started < 1.0  # ~3 us each; the scan took ~4.6 s
+    assert len(local) == 10_000
