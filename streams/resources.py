@@ -34,7 +34,7 @@ class Resources:
         self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
         # One guard for every user of this client (the store, the API's rate limits, the enrichment
         # cache): after a failure the worker goes without Redis for 5 s, one probe at a time, and a
-        # request waits at most 1 s on Redis in all (connectors/redis_guard.py).
+        # request loses at most 1 s in all to calls that failed or timed out (connectors/redis_guard.py).
         self.redis_guard = guard_for(self.redis, timeout_s=1.0, request_budget_s=1.0, pause_s=5.0)
         for name in REDIS_LOGGERS:
             logger = logging.getLogger(name)
