@@ -17,11 +17,18 @@ The HubSpot workflow (deal-based, triggered on a deal stage change) sends the de
 ``closed_lost_reason`` and ``hs_lastmodifieddate`` to ``--public-url`` with "Send a webhook"
 (POST, request signature on). ``hs_lastmodifieddate`` makes the ``webhook-id``: one per deal,
 stage and modification, so HubSpot's retries are answered once and a deal that comes back to a
-stage is a new event. Without it the id falls back to when HubSpot set the stage (the
-``timestamp`` beside ``dealstage``'s value, when the workflow sends the whole deal as the deals
-API gives it), else to the request's ``X-HubSpot-Request-Timestamp``: two moves into one stage
-are still two events, but then each retry is new too (leadflow's own guard refuses a second won
-or lost; a repeated stage is recorded again).
+stage is a new event. Without it the id takes when HubSpot set the stage (the ``timestamp``
+beside ``dealstage``'s value, when the workflow sends the whole deal as the deals API gives it),
+the same on every retry. With neither, the id is one per deal and stage: a retry is answered
+once, but a deal that comes back to a stage within leadflow's 24 h replay window is answered
+with the first move's answer and not applied. That is the lesser harm: the request's own
+timestamp would make every retry a new event, and a retry that arrives after a later close
+would reopen or reverse it. So send ``hs_lastmodifieddate``.
+
+The event's ``timestamp`` is the best time of the move the relay has: when the stage was set,
+else ``hs_lastmodifieddate`` (none without either: leadflow then takes the arrival). leadflow
+ignores a won, lost or stage change that happened before the deal's last close, correction or
+reopen (a retry delivered late), and answers it 200 ``ignored``, which the relay acknowledges.
 
 Salesforce's Outbound Messages are SOAP and unsigned (``ops/salesforce_outbound.py`` reads them).
 ``POST /salesforce/<token>`` takes them: the token (``SALESFORCE_OUTBOUND_TOKEN``, a long random
@@ -51,6 +58,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -156,14 +164,33 @@ def _stage_set_at(deal: Mapping[str, Any]) -> Any:
     return nested.get("timestamp") if isinstance(nested, dict) else None
 
 
-def leadflow_event(deal: Mapping[str, Any], *, sent_at: str | None = None) -> tuple[str, dict[str, Any]]:
+def _crm_time(value: Any) -> str | None:
+    """A HubSpot time (milliseconds since the epoch, as a number or digits, or ISO 8601 with a
+    zone) as ISO 8601 in UTC; ``None`` when it is neither."""
+    try:
+        if (isinstance(value, int | float) and not isinstance(value, bool)) or (
+                isinstance(value, str) and value.strip().isdigit()):
+            return datetime.fromtimestamp(int(value) / 1000, UTC).isoformat()
+        if isinstance(value, str) and value.strip():
+            parsed = datetime.fromisoformat(value.strip())
+            return parsed.astimezone(UTC).isoformat() if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError, OSError):
+        pass
+    return None
+
+
+def leadflow_event(deal: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(webhook-id, event)`` for a deal; ``ValueError`` naming what is missing.
 
     The id is stable per deal, stage and modification (``hs_lastmodifieddate``, else when the
-    stage was set), so HubSpot's retries are answered once by leadflow. With neither, it takes
-    ``sent_at`` (the request's ``X-HubSpot-Request-Timestamp``): a deal that comes back to a stage
-    within leadflow's 24 h replay window got the first move's stored answer and was never applied
-    (review s18 F11); a retry is then a new id, which leadflow's lead guard handles.
+    stage was set), so HubSpot's retries are answered once by leadflow. With neither it is one
+    per deal and stage: a retry is still answered once, and a deal that comes back to a stage
+    within leadflow's 24 h replay window is missed (answered with the first move's answer). The
+    request's ``X-HubSpot-Request-Timestamp`` is never used: it differs on each retry, and a
+    retry delivered after a later close would then reopen or reverse it (review s18-b F2).
+
+    The event's ``timestamp``: when the stage was set, else ``hs_lastmodifieddate``, so leadflow
+    can tell a move that happened before the deal's last close (none without either).
     """
     lead_id, stage = _value(deal, "leadflow_lead_id"), _value(deal, "dealstage")
     deal_id = _value(deal, "hs_object_id") or deal.get("objectId")
@@ -183,9 +210,11 @@ def leadflow_event(deal: Mapping[str, Any], *, sent_at: str | None = None) -> tu
     else:
         kind, data["stage"] = "opportunity.stage_changed", str(stage)[:100]
     modified = _value(deal, "hs_lastmodifieddate") or _stage_set_at(deal)
-    if not modified and sent_at:
-        modified = f"sent{sent_at}"
-    return f"hubspot_{deal_id}_{stage}_{modified or ''}".replace(" ", "")[:256], {"type": kind, "data": data}
+    event: dict[str, Any] = {"type": kind, "data": data}
+    happened = _crm_time(_stage_set_at(deal)) or _crm_time(_value(deal, "hs_lastmodifieddate"))
+    if happened is not None:
+        event["timestamp"] = happened
+    return f"hubspot_{deal_id}_{stage}_{modified or ''}".replace(" ", "")[:256], event
 
 
 def signed_event(secret: str, msg_id: str, event: Mapping[str, Any], now_s: int) -> tuple[bytes, dict[str, str]]:
@@ -237,8 +266,7 @@ def relay_app(*, events_secret: str, leadflow_url: str, hubspot_secret: str | No
                                     request.headers.get("X-HubSpot-Signature-v3", ""), time.time() * 1000):
             return web.json_response({"error": "bad HubSpot signature"}, status=401)
         try:
-            msg_id, event = leadflow_event(orjson.loads(body),
-                                           sent_at=request.headers.get("X-HubSpot-Request-Timestamp"))
+            msg_id, event = leadflow_event(orjson.loads(body))
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": f"not a deal leadflow can map: {exc}"}, status=400)
         raw, headers = signed_event(events_secret, msg_id, event, int(time.time()))

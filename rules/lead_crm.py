@@ -30,6 +30,10 @@
   and a stage change to the very stage the deal closed at reopens nothing. Correcting, reopening
   and re-closing outcomes are numbered by ``Opportunity.corrections`` (``<op>:<kind>:<n>``; the
   first close is ``<op>:<kind>``), so each counts once and a replay is dropped by its id.
+* Order: a won, lost or stage change that happened (``RecordCrmEvent.at``, the CRM's own time
+  when the relay sends it) before the CRM last closed, corrected or reopened the deal
+  (``Opportunity.moved_at``) is stale: a redelivery out of order. It changes nothing and is
+  said as ``opportunity.event_ignored`` (``stale_crm_event``; the same time is not stale).
 * Attribution: an outcome is credited to the source and segment frozen on the opportunity when
   it was made: the lead's source then (its latest touch's, the one the score read the learned
   rate of) and its score's segment. So the board learns with the same keys scoring reads, for
@@ -67,7 +71,7 @@ from rules.lead_state import (
     webhook_id_for,
 )
 from rules.lifecycle import QUALIFIABLE, check
-from rules.opportunity import Opportunity, Qualification, opportunity_id_for, revenue_counted
+from rules.opportunity import Opportunity, Qualification, last_moved_at, opportunity_id_for, revenue_counted
 from rules.outcomes import CountedOutcome, RecordOutcome, reason_weight
 from rules.qualification import check_answers, evaluate, find_framework
 from rules.scoring import Score, score_lead
@@ -84,6 +88,7 @@ __all__ = [
     "can_qualify",
     "qualifier_problem",
     "can_take_crm_event",
+    "stale_crm_event",
     "opportunity_payload",
 ]
 
@@ -214,6 +219,31 @@ def can_take_crm_event(state: LeadState | None, kind: str, opportunity_id: str |
     if kind == "lost":
         return check(state.status, "recycled")
     return None
+
+
+def stale_crm_event(state: LeadState | None, at: datetime, opportunity_id: str | None = None) -> str | None:
+    """Why a won, lost or stage change that happened at ``at`` is stale, or ``None`` when it is not.
+
+    Stale: it happened before the CRM last closed, corrected or reopened the lead's current
+    opportunity (``last_moved_at``). Salesforce retries outbound messages "independent of their
+    order in the queue", and HubSpot retries a failed webhook for up to three days, so a stage
+    change or a close can arrive after a later close: applied, it would reopen or reverse a close
+    the CRM never took back. A stale event changes nothing; the lead publishes
+    ``opportunity.event_ignored`` and the API answers 200 ``ignored`` (not a 409, which would have
+    Salesforce deliver it again for 24 h). An event at the very same time is not stale: it cannot
+    be ordered by time, and events of one second are one automation's saves, delivered in order,
+    so it applies in arrival order as before. An event about another opportunity than the lead's
+    current one is ``can_take_crm_event``'s to refuse, not stale.
+    """
+    opportunity = state.opportunity if state is not None else None
+    if opportunity is None or (opportunity_id is not None and opportunity_id != opportunity.opportunity_id):
+        return None
+    moved = last_moved_at(opportunity)
+    if moved is None or at >= moved:
+        return None
+    what = "reopened" if opportunity.status == "open" else f"closed {opportunity.status}"
+    return (f"stale: it happened at {at.isoformat()}, before the CRM {what} the opportunity at {moved.isoformat()}; "
+            "nothing changed")
 
 
 def apply_crm(state: LeadState, command: Any, now: datetime, policy: LeadPolicy) -> LeadTransition:
@@ -363,6 +393,12 @@ def _notify_ae(state: LeadState, command: RecordCrmSync, policy: LeadPolicy) -> 
 def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy: LeadPolicy) -> LeadTransition:
     if command.event_id in state.recent_activities:
         return LeadTransition(state=state)  # a replay
+    stale = stale_crm_event(state, command.at, command.opportunity_id)
+    if stale is not None:  # an older move delivered late: no state change, said on lead.events
+        assert state.opportunity is not None
+        return _rejected(state, "opportunity.event_ignored", now, stale, event_id=command.event_id,
+                         kind=command.kind, at=command.at, opportunity_id=state.opportunity.opportunity_id,
+                         moved_at=last_moved_at(state.opportunity))
     problem = can_take_crm_event(state, command.kind, command.opportunity_id, command.stage)
     if problem is not None:
         return _rejected(state, "opportunity.event_rejected", now, problem, event_id=command.event_id,
@@ -394,7 +430,7 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
                      stage=command.stage or ("closed_won" if won else "closed_lost"),
                      lost_reason=None if won else command.reason, source=source, segment=segment,
                      lost_weight=weight, corrections=opportunity.corrections + (1 if correcting else 0),
-                     revenue_counted=counted + revenue)
+                     revenue_counted=counted + revenue, moved_at=command.at)
     updated = replace(updated, opportunity=closed, status="won" if won else "recycled")
     correction: dict[str, Any] = {"corrects": earlier, "from": earlier} if correcting else {}
     updated = note(updated, policy, command.at, f"opportunity_{'won' if won else 'lost'}",
@@ -454,8 +490,9 @@ def _reopen(state: LeadState, command: RecordCrmEvent, common: dict[str, Any], p
     """The CRM moved the cycle's closed deal back into a stage: the opportunity is open again, the
     lead back in it (``converted``), and the close comes off the board.
 
-    The ``RecordOutcome`` counts nothing (``reopened``); its fields repeat the close it takes off,
-    so an older outcomes agent, which counts them and takes ``corrects`` off, changes nothing. A
+    The ``RecordOutcome`` counts nothing (``reopened``); its fields repeat the close it takes off.
+    An outcomes agent older than ``reopened`` does not know the field and counts it as another
+    close of the same kind (README, "Deploying": no CRM events during a rolling upgrade). A
     pending return to routing finds a ``converted`` lead and does nothing.
     """
     opportunity = state.opportunity
@@ -465,7 +502,8 @@ def _reopen(state: LeadState, command: RecordCrmEvent, common: dict[str, Any], p
     stage = command.stage or opportunity.stage
     reopened = replace(opportunity, status="open", stage=stage, closed_at=None, lost_reason=None, lost_weight=None,
                        source=counted.source, segment=counted.segment, corrections=opportunity.corrections + 1,
-                       revenue_counted=revenue_counted(opportunity))  # open again, "won" no longer says it
+                       revenue_counted=revenue_counted(opportunity),  # open again, "won" no longer says it
+                       moved_at=command.at)
     updated = replace(state, opportunity=reopened, status="converted")
     updated = note(updated, policy, command.at, "opportunity_reopened", stage=stage, previous=opportunity.stage,
                    **{"from": earlier})

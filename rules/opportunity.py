@@ -8,7 +8,8 @@ from typing import Any, Literal, TypeAlias
 
 from rules.commands import DeferCommand, UpsertOpportunity
 
-__all__ = ["OpportunityStatus", "Qualification", "Opportunity", "PendingCrm", "opportunity_id_for"]
+__all__ = ["OpportunityStatus", "Qualification", "Opportunity", "PendingCrm", "opportunity_id_for", "last_moved_at",
+           "revenue_counted"]
 
 OpportunityStatus: TypeAlias = Literal["open", "won", "lost"]
 
@@ -61,6 +62,19 @@ class Opportunity:
     #: won again after a correction or a reopen adds only what it won beyond that. ``None`` in an
     #: opportunity kept before it was: its amount if it is won, else nothing (``revenue_counted``).
     revenue_counted: float | None = None
+    #: When the CRM last closed, corrected or reopened it: that event's ``at`` (the CRM's own time
+    #: when the relay sends one: Salesforce's ``LastModifiedDate``, HubSpot's stage time). A won, a
+    #: lost or a stage change that happened before it is stale (a CRM redelivers out of order) and
+    #: is ignored. ``None``: never moved so, or kept before it was (``last_moved_at`` then reads
+    #: ``closed_at``).
+    moved_at: datetime | None = None
+
+
+def last_moved_at(opportunity: Opportunity) -> datetime | None:
+    """When the CRM last closed, corrected or reopened the opportunity, as far as leadflow knows:
+    ``moved_at``, else (an opportunity kept before it was) its ``closed_at``, else ``None``
+    (open and never closed, or reopened by a worker that kept neither: no order to keep)."""
+    return opportunity.moved_at or opportunity.closed_at
 
 
 def revenue_counted(opportunity: Opportunity) -> float:

@@ -19,6 +19,14 @@ taken (202) while the lead is still in that deal's cycle (``rules.lead_crm``); t
 again is a 409. So is a stage change of that cycle's closed deal: a reopen (202; Closed Lost →
 Negotiation, HubSpot's ``closedlost`` → a pipeline stage), unless it names the stage the deal
 closed at (409).
+
+A won, lost or stage change that happened before the CRM last closed, corrected or reopened the
+deal is stale: a redelivery out of order (Salesforce retries "independent of their order in the
+queue"). Its time is the event's ``timestamp`` (the Salesforce relay sends ``LastModifiedDate``,
+the HubSpot relay the stage's time), else when it arrived. It changes nothing and is answered
+**200** ``{"status": "ignored", "why": ...}``, not 409: the CRM has nothing to send again, and a
+409 would have Salesforce redeliver it for 24 h. The lead still gets it and says
+``opportunity.event_ignored`` on ``lead.events`` (``rules.lead_crm.stale_crm_event``).
 """
 from __future__ import annotations
 
@@ -36,7 +44,7 @@ from connectors.api.errors import ApiError, json_response, no_such_lead
 from connectors.lead_input import FieldError
 from connectors.webhook_signing import sign
 from rules.commands import RecordActivity, RecordCrmEvent
-from rules.lead_crm import can_take_crm_event
+from rules.lead_crm import can_take_crm_event, stale_crm_event
 
 __all__ = ["routes", "CRM_EVENT_MODEL", "EVENT_TYPES", "verify"]
 
@@ -164,12 +172,20 @@ async def crm_event(request: web.Request) -> web.Response:
         if kind == "stage_changed" and not event.data.stage:
             raise ApiError(422, "invalid", "the CRM event is not valid",
                            [FieldError("data.stage", "required for opportunity.stage_changed")])
-        conflict = can_take_crm_event(state, kind, named, event.data.stage)
+        happened = min(at, now).astimezone(UTC)
+        stale = stale_crm_event(state, happened, named)
+        conflict = None if stale is not None else can_take_crm_event(state, kind, named, event.data.stage)
         if conflict is not None:
             raise ApiError(409, "conflict", f"lead {lead_id}: {conflict}")
         command = RecordCrmEvent(lead_id=lead_id, event_id=f"crm:{msg_id}", kind=kind,  # type: ignore[arg-type]
                                  stage=event.data.stage, amount=event.data.amount, reason=event.data.reason,
-                                 at=min(at, now).astimezone(UTC), opportunity_id=named)
+                                 at=happened, opportunity_id=named)
+        if stale is not None:
+            # Sent all the same: the lead, deciding by the same rule, says opportunity.event_ignored.
+            await ctx.engine.send_lead_command(lead_id, command)
+            ignored = {"lead_id": lead_id, "event_id": msg_id, "type": event.type, "status": "ignored", "why": stale}
+            await ctx.store.remember("crm-events", msg_id, 200, orjson.dumps(ignored))
+            return json_response(ignored, status=200)
     await ctx.engine.send_lead_command(lead_id, command)
     answer = {"lead_id": lead_id, "event_id": msg_id, "type": event.type, "status": "accepted"}
     await ctx.store.remember("crm-events", msg_id, 202, orjson.dumps(answer))

@@ -299,6 +299,10 @@ def _schemas() -> dict[str, Schema]:
                     "The won amount already added to leadflow_won_revenue_total for it: won again after a "
                     "correction or a reopen, it adds only what it won beyond that. null for an opportunity kept "
                     "before it was.")},
+                "moved_at": {**_nullable(_TIME), "description": (
+                    "When the CRM last closed, corrected or reopened it (the event's `timestamp`): a won, lost or "
+                    "stage change that happened before is stale and ignored. null if never closed, or kept before "
+                    "it was (then `closed_at` stands in).")},
             }, description="The opportunity it converted into (this cycle's).")),
             "timeline": {"type": "array", "items": _ref("TimelineEntry")},
         }, description="The lead's current state and its recent timeline."),
@@ -481,7 +485,10 @@ def _crm_schemas() -> dict[str, Schema]:
                            "`POST /v1/leads/{lead_id}/activities`.",
             "properties": {
                 "type": {"enum": list(EVENT_TYPES)},
-                "timestamp": _TIME,
+                "timestamp": {**_TIME, "description": (
+                    "When it happened in the CRM (Salesforce's LastModifiedDate, HubSpot's stage time); default: "
+                    "when it arrives. A won, lost or stage change before the deal's last close, correction or "
+                    "reopen is stale: 200 `ignored`.")},
                 "data": {"type": "object", "additionalProperties": False, "required": ["lead_id"], "properties": {
                     "lead_id": {"type": "string", "pattern": "^ld_[0-9a-f]{24}$", "description": (
                         "The lead, as leadflow wrote it into the CRM (`crm.hubspot.lead_id_property`, "
@@ -502,6 +509,10 @@ def _crm_schemas() -> dict[str, Schema]:
         },
         "CrmEventAccepted": _object({"lead_id": _STR, "event_id": _STR, "type": {"enum": list(EVENT_TYPES)},
                                      "status": {"const": "accepted"}}),
+        "CrmEventIgnored": _object({"lead_id": _STR, "event_id": _STR, "type": {"enum": list(EVENT_TYPES)},
+                                    "status": {"const": "ignored"}, "why": _STR},
+                                   description="A stale event: it happened before the deal's last close, "
+                                               "correction or reopen. Nothing changed."),
         "ScoreView": _object({"value": _INT, "tier": _STR, "fit": _INT, "intent": _INT, "outcomes": _INT,
                               "segment": _STR, "reasons": _STRINGS},
                              description="Fit + intent (+ what won/lost outcomes taught), 0-100, with the reasons."),
@@ -533,6 +544,12 @@ def _crm_paths() -> dict[str, Schema]:
             {"202": {"description": "Accepted; sent to the lead.",
                      "headers": {"Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}},
                      **_json_body(_ref("CrmEventAccepted"))},
+             "200": {"description": "Ignored as stale: a won, lost or stage change whose `timestamp` is before "
+                                    "the deal's last close, correction or reopen (a CRM redelivery out of order). "
+                                    "Nothing changes; the lead says `opportunity.event_ignored`. A 2xx, so the CRM "
+                                    "does not deliver it again.",
+                     "headers": {"Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}},
+                     **_json_body(_ref("CrmEventIgnored"))},
              "401": signed,
              **_refs(413, 429, 503),
              "404": _error("Unknown lead, or CRM events are not configured on this worker.", code="not_found",

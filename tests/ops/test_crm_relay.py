@@ -70,30 +70,48 @@ def test_deals_map_to_leadflow_events_that_validate() -> None:
     assert verify(EVENTS_SECRET, headers, raw, datetime.now(UTC), 300) == (msg_id, None)
 
 
-def test_a_deal_back_in_a_stage_is_a_new_event_even_without_hs_lastmodifieddate() -> None:
-    """Without ``hs_lastmodifieddate`` both moves were ``hubspot_1234567_contractsent_``: leadflow
-    answered the second with the first's stored answer (24 h) and never applied it (review s18 F11)."""
+def test_a_hubspot_retry_keeps_its_webhook_id_and_a_move_back_has_a_new_one_when_hubspot_dates_it() -> None:
+    """HubSpot retries a failed webhook for up to three days, each attempt signed with its own
+    X-HubSpot-Request-Timestamp. The id never takes that (da1d517 did: every retry was a new
+    event, and one delivered after a later close reopened or reversed it; review s18-b F2)."""
     deal = {**DEAL, "dealstage": "contractsent"}
-    first, _ = leadflow_event(deal, sent_at="1767603600000")
-    again, _ = leadflow_event(deal, sent_at="1767607200000")
-    assert first != again and first.startswith("hubspot_1234567_contractsent_")
-    # When HubSpot set the stage (the deals API's form) is better: it is the same on a retry.
     nested = lambda at: {"properties": {**{k: {"value": v} for k, v in deal.items()},  # noqa: E731
                                         "dealstage": {"value": "contractsent", "timestamp": at}}}
-    assert leadflow_event(nested(1767603500000), sent_at="1")[0] == leadflow_event(nested(1767603500000),
-                                                                                  sent_at="2")[0]
+    # When HubSpot set the stage (the deals API's form): the same on a retry, new for a move back.
+    assert leadflow_event(nested(1767603500000))[0] == leadflow_event(nested(1767603500000))[0]
     assert leadflow_event(nested(1767603500000))[0] != leadflow_event(nested(1767607100000))[0]
-    # hs_lastmodifieddate, as the docs ask, keeps a retry (a later request) the same id.
+    # hs_lastmodifieddate, as the docs ask, the same.
     modified = {**deal, "hs_lastmodifieddate": "1767603500000"}
-    assert leadflow_event(modified, sent_at="1")[0] == leadflow_event(modified, sent_at="2")[0]
+    assert leadflow_event(modified)[0] != leadflow_event({**modified, "hs_lastmodifieddate": "1767607100000"})[0]
+    # Neither: one id per deal and stage (a move back within 24 h is then missed: the lesser harm).
+    assert leadflow_event(deal)[0] == "hubspot_1234567_contractsent_"
 
 
-async def test_the_relay_gives_two_moves_into_one_stage_two_webhook_ids() -> None:
+def test_the_event_carries_hubspots_time_of_the_move() -> None:
+    """So leadflow can tell a retry delivered after a later close (stale) from a new move."""
+    stage_set = {"properties": {**{k: {"value": v} for k, v in DEAL.items()},
+                                "dealstage": {"value": "closedlost", "timestamp": 1767603500000},
+                                "hs_lastmodifieddate": {"value": "1767607100000"}}}
+    _, event = leadflow_event(stage_set)
+    assert event["timestamp"] == "2026-01-05T08:58:20+00:00"  # the stage's own time first
+    _, event = leadflow_event({**DEAL, "hs_lastmodifieddate": "2026-01-05T09:58:20.000Z"})
+    assert event["timestamp"] == "2026-01-05T09:58:20+00:00"
+    _, event = leadflow_event({**DEAL, "hs_lastmodifieddate": 1767607100000})
+    assert event["timestamp"] == "2026-01-05T09:58:20+00:00"
+    assert "timestamp" not in leadflow_event(DEAL)[1]  # no time: leadflow takes the arrival
+    assert "timestamp" not in leadflow_event({**DEAL, "hs_lastmodifieddate": "yesterday"})[1]
+    for deal in (stage_set, DEAL):
+        CRM_EVENT_MODEL.model_validate(leadflow_event(deal)[1])
+
+
+async def test_the_relay_gives_a_retry_the_same_webhook_id_and_acks_an_ignored_event() -> None:
+    """Two attempts of one delivery, a minute apart, reach leadflow with one webhook-id; leadflow's
+    200 ``ignored`` (a stale event) is a 204 to HubSpot, so it stops retrying."""
     ids: list[str] = []
 
     async def leadflow(request: web.Request) -> web.Response:
         ids.append(request.headers["webhook-id"])
-        return web.json_response({"status": "accepted"}, status=202)
+        return web.json_response({"status": "ignored", "why": "stale: ..."}, status=200)
 
     fake = web.Application()
     fake.router.add_post("/v1/crm/events", leadflow)
@@ -102,10 +120,10 @@ async def test_the_relay_gives_two_moves_into_one_stage_two_webhook_ids() -> Non
                         leadflow_url=str(upstream.make_url("/v1/crm/events")), public_url=PUBLIC)
         async with TestClient(TestServer(app)) as relay:
             body, now = orjson.dumps({**DEAL, "dealstage": "contractsent"}), int(time.time() * 1000)
-            for at in (now - 60_000, now):  # moved out and back a minute later
+            for at in (now - 60_000, now):  # HubSpot's retry a minute later
                 answer = await relay.post("/hubspot", data=body, headers=_hubspot_headers(body, at_ms=at))
                 assert answer.status == 204, await answer.text()
-    assert len(ids) == 2 and ids[0] != ids[1]
+    assert len(ids) == 2 and ids[0] == ids[1]
 
 
 async def test_the_relay_forwards_a_signed_event_and_refuses_a_bad_signature() -> None:
@@ -372,3 +390,27 @@ def test_an_org_id_whose_checksum_does_not_fit_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="org id is not valid.*checksum"):
         SalesforceRoute(org_id="00D5e000000KQ2eEA5", token=SF_TOKEN)
     assert SalesforceRoute(org_id=ORG_ID.lower(), token=SF_TOKEN).org_id == ORG_ID.lower()
+
+
+@pytest.mark.parametrize("stage", ["Negotiation", "Closed Lost"])
+async def test_a_redelivered_notification_older_than_the_close_is_acked_not_redelivered_for_a_day(
+        leadflow: tuple[TestClient[web.Request, web.Application], FakeEngine], stage: str) -> None:
+    """Salesforce retries "independent of their order in the queue": a notification of 10:15 (a
+    Negotiation move, or a Closed Lost the rep saved again at 11:00) arrives after the Closed Lost
+    of 11:00 went through. leadflow ignores it as stale (200) and Salesforce gets its Ack; the
+    older Closed Lost was a 409 "already lost", delivered again for 24 h."""
+    client, engine = leadflow
+    clock = FakeClock(datetime.now(UTC))
+    lead_id, op_id = _converted(engine, clock, "marta@northwind.example")
+    state = engine.leads[lead_id]
+    assert state.opportunity is not None
+    engine.leads[lead_id] = replace(state, status="recycled", opportunity=replace(
+        state.opportunity, status="lost", stage="Closed Lost", closed_at=datetime(2026, 3, 2, 11, 0, tzinfo=UTC)))
+    closed = "true" if stage == "Closed Lost" else "false"
+    message = envelope(opportunity("04l5e00000Gx7QzAAJ", stage=stage, won="false", closed=closed,
+                                   lead_id=lead_id).replace(OPPORTUNITY_ID, op_id))
+    async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
+        answer = await relay.post(f"/salesforce/{SF_TOKEN}", data=message, headers={"Content-Type": "text/xml"})
+        assert answer.status == 200 and await answer.read() == ACK
+    ((_, command),) = engine.lead_commands  # the lead gets it and says opportunity.event_ignored
+    assert isinstance(command, RecordCrmEvent) and command.at == datetime(2026, 3, 2, 10, 15, tzinfo=UTC)

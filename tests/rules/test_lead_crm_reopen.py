@@ -137,8 +137,11 @@ def test_once_the_lead_is_routed_again_the_old_deal_is_not_reopened() -> None:
 
 
 def test_an_older_outcomes_agent_leaves_the_close_counted() -> None:
-    """Rolling upgrade: a worker that does not know ``reopened`` counts the fields and takes
-    ``corrects`` off; the lead repeats the close in both, so the board is as it was."""
+    """Rolling upgrade: a 7d86791 worker, which knows ``corrects`` but not ``reopened``, counts the
+    fields and takes ``corrects`` off; the lead repeats the close in both, so that step leaves the
+    board as it was. (It does not take the close off, so the deal's next close counts a second
+    deal; an agent older than 7d86791 drops ``corrects`` and counts another close: README,
+    "Deploying", says to pause the CRM relays during such a rollout.)"""
     state, _ = converted()
     state, lost = step(state, crm_event("lost", reason="No budget this year"), RECYCLING)
     _, out = step(state, crm_event("stage_changed", eid="e2", stage="proposal"), RECYCLING, minutes=DAY)
