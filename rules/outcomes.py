@@ -36,6 +36,7 @@ __all__ = [
     "CountedOutcome",
     "record_outcome",
     "reason_weight",
+    "older_reason_weight",
     "win_rate",
     "adjustments",
     "board_key",
@@ -135,7 +136,8 @@ class CountedOutcome:
     rep_id: str | None
     reason: str | None = None
     #: The loss's weight on the segment as counted; ``None`` (a loss counted before weights were
-    #: kept): worked out from ``reason`` by the policy in force.
+    #: kept, so by the older matching): worked out from ``reason`` as that matching did
+    #: (``older_reason_weight``), so a correction takes off what was counted.
     weight: float | None = None
 
 
@@ -158,9 +160,10 @@ class RecordOutcome:
     #: once as this one is counted. ``None``: a first outcome. Defaults keep older commands readable.
     corrects: CountedOutcome | None = None
     #: The deal was reopened: ``corrects`` comes off and this outcome is not counted. The lead
-    #: repeats ``corrects`` in the other fields, so an older worker, which counts them and takes
-    #: ``corrects`` off, leaves the board as it was (the close stays counted) instead of
-    #: counting a second deal.
+    #: repeats ``corrects`` in the other fields. An outcomes agent older than this field does
+    #: not leave the board as it was: its codec drops ``reopened`` (and, before 7d86791,
+    #: ``corrects``), so it counts the reopen as another close of the same kind. Hence no CRM
+    #: events while old and new workers run side by side (README, "Deploying").
     reopened: bool = False
 
 
@@ -193,6 +196,23 @@ def reason_weight(reason: str | None, policy: LearningPolicy) -> float:
                default=1.0)
 
 
+def older_reason_weight(reason: str | None, policy: LearningPolicy) -> float:
+    """A loss's segment weight as leadflow worked it out before ``reason_weight`` matched leading
+    phrases (a62c64e): the largest weight of a phrase found *anywhere* in the reason.
+
+    Only a correction or a reopen of a loss without a kept weight uses it (``CountedOutcome.weight``
+    ``None``): a loss closed before 7d86791, the same release, which an outcomes agent of that
+    time counted this way. Taking off the weight the new matching gives would leave a phantom
+    loss ("Lost to competitor, not a 'no budget' case": counted 2, taken off 1). This is the safer
+    default: outside a rolling upgrade it is exactly what was counted. Inside one (an older lead
+    agent's loss counted by a newer outcomes agent, by ``reason_weight``) it can take off more
+    than was counted, clamped at 0 per key; the README's "Deploying" says to keep CRM events out
+    of that window.
+    """
+    text = (reason or "").lower()
+    return max((w for r, w in policy.reason_weights.items() if r in text), default=1.0) if text else 1.0
+
+
 def _count(tallies: dict[str, Tally], outcome: RecordOutcome | CountedOutcome, sign: float,
            policy: LearningPolicy) -> None:
     """Add (``sign`` 1) or take off (-1) one outcome's counts by source, segment and rep, in place.
@@ -210,8 +230,10 @@ def _count(tallies: dict[str, Tally], outcome: RecordOutcome | CountedOutcome, s
             tallies[key] = replace(old, won=max(old.won + sign, 0.0))
             continue
         extra = 1.0
-        if key.startswith("segment:"):
-            extra = outcome.weight if outcome.weight is not None else reason_weight(outcome.reason, policy)
+        if key.startswith("segment:") and outcome.weight is not None:
+            extra = outcome.weight
+        elif key.startswith("segment:"):  # a loss an older lead agent sent: taken off as the board then counted it
+            extra = (older_reason_weight if sign < 0 else reason_weight)(outcome.reason, policy)
         tallies[key] = replace(old, lost=max(old.lost + sign * extra, 0.0))
 
 

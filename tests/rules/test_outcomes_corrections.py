@@ -64,3 +64,16 @@ def test_an_outcome_from_an_older_worker_still_counts() -> None:
                         rep_id=None, reason="no budget", at=AT)
     assert (old.weight, old.corrects) == (None, None)
     assert board_of(old).tallies["segment:mid/software"] == Tally(won=0, lost=2)
+
+
+def test_a_loss_counted_by_the_older_matching_comes_off_as_counted() -> None:
+    """A loss counted before this release (no weight kept) was weighted by the older matching, a
+    phrase anywhere in the reason (2 here); corrected to won now, it comes off with that weight,
+    not the leading-phrase one (1), which left a phantom loss (review s18-b F5)."""
+    reason = "Lost to competitor, not a 'no budget' case"
+    # As an outcomes agent before a62c64e counted it (the phrase anywhere in the reason: 2).
+    counted = board_of(replace(outcome(1, won=False, reason=reason), weight=2.0))
+    assert counted.tallies["segment:mid/software"] == Tally(won=0, lost=2)
+    corrected = record_outcome(counted, correction(won=True, corrects=replace(AS_COUNTED, reason=reason, weight=None)),
+                               POLICY)
+    assert corrected.tallies["segment:mid/software"] == Tally(won=1, lost=0)
