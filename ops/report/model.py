@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,11 +22,27 @@ from ops.metrics import (
 )
 
 __all__ = ["Distribution", "LoadRow", "CostRow", "Summary", "STAGES", "MONTH_S", "ROUTING_TARGET_S",
-           "summarize_events", "cost_rows"]
+           "summarize_events", "cost_rows", "net_closes", "TAKEN_BACK"]
 
 #: Funnel stages in order: ``lead`` counts new people, ``reengaged`` known people's new cycles
 #: (never leads again); ``nurture`` is a side exit and shown after ``lost``.
 STAGES = ("lead", "reengaged", "mql", "sql", "opportunity", "won", "lost", "nurture")
+#: The closes the CRM can take back: a move out of one (``from="won"``: corrected to lost, or reopened).
+TAKEN_BACK = ("won", "lost")
+
+
+def net_closes(funnel: Mapping[str, MutableMapping[str, Any]], taken_back: Mapping[str, Mapping[str, float]]) -> None:
+    """The funnel's ``won`` and ``lost`` net of the closes the CRM took back, in place: the moves
+    out of a close (``from="won"``, ``from="lost"``) come off it, never below 0, as the dashboard's
+    win rate does (``ops.grafana.build._closed``). A deal lost, corrected to won, reopened and won
+    again counts one won and no loss."""
+    for source, closes in taken_back.items():
+        counts = funnel.get(source)
+        if counts is None:
+            continue
+        for close, n in closes.items():
+            if close in counts:
+                counts[close] = max(counts[close] - n, 0)
 
 #: The report's routing target: a lead has a rep within this many seconds of its capture.
 ROUTING_TARGET_S = 60.0
@@ -197,6 +213,7 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
     The funnel is ``ops.metrics.funnel_move``'s, by first-touch source like /metrics: every event
     names its lead's first-touch source (``first_source``). Events written before it was added
     teach it only through ``FIRST_TOUCH_EVENTS``; a lead seen only through others counts as ``unknown``.
+    ``won`` and ``lost`` are net of the closes the CRM took back (``net_closes``), as on the dashboard.
     ``spend`` is the config's ``{source: (monthly spend, currency)}``, ``window_s`` the span read,
     ``until`` its end (default: the latest event's ``at``), which tells a lead never routed that is
     late for ``ROUTING_TARGET_S`` from one still young.
@@ -206,6 +223,7 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
     funnel: defaultdict[str, Counter[str]] = defaultdict(Counter)
     new_mql: Counter[str] = Counter()
     revenue: defaultdict[str, float] = defaultdict(float)
+    taken_back: defaultdict[str, Counter[str]] = defaultdict(Counter)
     reps: dict[str, LoadRow] = {}
     holder: dict[str, str] = {}
     breaches: Counter[str] = Counter()
@@ -280,12 +298,15 @@ def summarize_events(events: Iterable[Mapping[str, Any]], origin: str, top_sourc
         if move is not None:
             source = source_of.get(lead_id, "unknown")
             funnel[source][move[1]] += 1
+            if move[0] in TAKEN_BACK:
+                taken_back[source][move[0]] += 1
             if move == ("lead", "mql"):
                 new_mql[source] += 1
     end = until or latest
     s.routed_late += sum(_waited(captured_at, end) > ROUTING_TARGET_S for captured_at in unrouted.values())
     s.breaches, s.escalations = dict(breaches), dict(escalations)
     s.new_mql, s.won_revenue = dict(new_mql), dict(revenue)
+    net_closes(funnel, taken_back)
     _spend(s, spend or {})
     s.costs = cost_rows(funnel, s)
     s.funnel = _top(funnel, top_sources)

@@ -15,7 +15,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.metrics import LATENCY_BUCKETS, SPEED_BUCKETS
-from ops.report.model import Distribution, LoadRow, Summary, cost_rows, summarize_events
+from ops.report.model import TAKEN_BACK, Distribution, LoadRow, Summary, cost_rows, net_closes, summarize_events
 
 __all__ = ["TopicNotFound", "bootstrap_servers", "lead_events_topics", "read_events", "from_kafka",
            "summarize_scrapes", "fetch_scrape"]
@@ -186,6 +186,7 @@ def summarize_scrapes(texts: Iterable[str], origin: str, now_s: float | None = N
     buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     funnel: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     new_mql: dict[str, float] = defaultdict(float)
+    taken_back: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     revenue: dict[str, float] = defaultdict(float)
     spend: dict[str, tuple[float, str]] = {}
     starts: list[float] = []
@@ -225,6 +226,8 @@ def summarize_scrapes(texts: Iterable[str], origin: str, now_s: float | None = N
                     s.merged += value
                 elif name == "leadflow_lifecycle_transitions_total":
                     funnel[labels["source"]][labels["to"]] += value
+                    if labels["from"] in TAKEN_BACK:
+                        taken_back[labels["source"]][labels["from"]] += value
                     if (labels["from"], labels["to"]) == ("lead", "mql"):
                         new_mql[labels["source"]] += value
                 elif name == "leadflow_won_revenue_total":
@@ -257,6 +260,7 @@ def summarize_scrapes(texts: Iterable[str], origin: str, now_s: float | None = N
     s.spend = {src: amount for src, (amount, _) in spend.items()}
     s.currency = next((currency for _, currency in spend.values() if currency), None)
     s.window_s = now_s - min(starts) if now_s is not None and starts and now_s > min(starts) else None
+    net_closes(funnel, taken_back)
     s.costs = cost_rows(funnel, s)
     s.funnel = {src: dict(stages) for src, stages in sorted(funnel.items(), key=lambda kv: -kv[1].get("lead", 0))}
     s.load = sorted(teams.values(), key=lambda r: (-r.assigned, r.name))
