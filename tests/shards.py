@@ -58,6 +58,29 @@ def split(files: Iterable[str], weights: Mapping[str, float], count: int) -> lis
     return groups
 
 
+#: Seconds each integration file took in this run (setup, call and teardown of its tests), less
+#: the stack's start, which its first test's setup paid for the whole shard.
+_SECONDS: dict[str, float] = {}
+_stack_start_s: list[float] = []
+
+
+def note_stack_start(seconds: float) -> None:
+    _stack_start_s.append(seconds)
+
+
+def note_duration(path: str, when: str, seconds: float) -> None:
+    if when == "setup" and _stack_start_s and seconds >= _stack_start_s[0]:
+        seconds -= _stack_start_s.pop()
+    _SECONDS[path] = _SECONDS.get(path, 0.0) + seconds
+
+
+def write_record(index: int) -> None:
+    if _SECONDS:
+        path = record_path(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({name: round(s, 1) for name, s in sorted(_SECONDS.items())}, indent=1) + "\n")
+
+
 def load_weights(path: Path = DURATIONS) -> dict[str, float]:
     try:
         return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}

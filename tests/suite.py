@@ -119,6 +119,7 @@ def shard_env(index: int, count: int, environ: dict[str, str]) -> dict[str, str]
     kafka = int(environ.get("LEADFLOW_TEST_KAFKA_PORT", DEFAULT_KAFKA_PORT))
     redis = int(environ.get("LEADFLOW_TEST_REDIS_PORT", DEFAULT_REDIS_PORT))
     state = environ.get("LEADFLOW_TEST_STATE_DIR", str(REPO / ".state" / "test-stack"))
+    state = str(Path(state))  # "…/mine/" would make shard 1's dir "…/mine/-1", inside shard 0's
     return environ | {
         shards.ENV: f"{index}/{count}",
         "LEADFLOW_TEST_KAFKA_PORT": str(kafka + PORT_STEP * index),
@@ -127,11 +128,29 @@ def shard_env(index: int, count: int, environ: dict[str, str]) -> dict[str, str]
     }
 
 
+def port_clash(count: int, environ: dict[str, str]) -> str | None:
+    """Why the shards' stacks would share a port (Kafka, its controller at Kafka + 1, Redis), or None."""
+    owners: dict[int, str] = {}
+    for index in range(count):
+        env = shard_env(index, count, environ)
+        kafka, redis = int(env["LEADFLOW_TEST_KAFKA_PORT"]), int(env["LEADFLOW_TEST_REDIS_PORT"])
+        for port, what in ((kafka, "Kafka"), (kafka + 1, "Kafka's controller"), (redis, "Redis")):
+            name = f"shard {index}'s {what}"
+            if port in owners:
+                return (f"{name} and {owners[port]} would both use port {port} (shard i's ports are "
+                        f"{PORT_STEP}×i above LEADFLOW_TEST_KAFKA_PORT and LEADFLOW_TEST_REDIS_PORT): move one")
+            owners[port] = name
+    return None
+
+
 def main(argv: list[str]) -> int:
     UNIT_LOG.parent.mkdir(parents=True, exist_ok=True)
     count = int(os.environ.get("LEADFLOW_TEST_SHARDS", "2"))
     if count < 1:
         print(f"LEADFLOW_TEST_SHARDS={count}: must be at least 1", file=sys.stderr)
+        return 2
+    if clash := port_clash(count, dict(os.environ)):
+        print(clash, file=sys.stderr)
         return 2
     started = time.monotonic()
     runs = Runs()

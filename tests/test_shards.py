@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests import shards
-from tests.suite import REPO, shard_env
+from tests.suite import REPO, port_clash, shard_env
 
 
 def test_every_file_goes_to_one_shard_and_the_shards_are_about_equal() -> None:
@@ -107,3 +107,29 @@ def test_a_wrong_shard_stops_the_run_with_its_message() -> None:
                          cwd=REPO, env=os.environ | {shards.ENV: "3/2"}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 4  # pytest's usage error
     assert "LEADFLOW_TEST_SHARD='3/2'" in out.stderr + out.stdout
+
+
+def test_a_state_dir_with_a_trailing_slash_still_gives_each_shard_its_own() -> None:
+    # Review s18-c: "…/mine/" made shard 1's dir "…/mine/-1", inside shard 0's, which shard 0's
+    # fresh start deleted under shard 1's running Kafka.
+    second = shard_env(1, 2, {"LEADFLOW_TEST_STATE_DIR": "/tmp/x/mine/"})
+    assert second["LEADFLOW_TEST_STATE_DIR"] == "/tmp/x/mine-1"
+
+
+def test_shards_whose_ports_would_meet_are_refused_with_the_port() -> None:
+    assert port_clash(2, {}) is None
+    assert port_clash(3, {"LEADFLOW_TEST_KAFKA_PORT": "24092", "LEADFLOW_TEST_REDIS_PORT": "24379"}) is None
+    clash = port_clash(2, {"LEADFLOW_TEST_KAFKA_PORT": "24092", "LEADFLOW_TEST_REDIS_PORT": "24193"})
+    assert clash is not None and "port 24193" in clash and "shard 1's Kafka's controller" in clash
+
+
+def test_a_path_outside_tests_integration_is_split_too() -> None:
+    # Review s18-c: with the split hook in tests/integration/conftest.py, a run of tests/ops/test_stack.py
+    # alone never loaded it, and both shards ran its integration tests at once on the same fixed ports.
+    def files(shard: str) -> set[str]:
+        out = subprocess.run([sys.executable, "-m", "pytest", "-m", "integration", "--collect-only", "-q",
+                              "-p", "no:cacheprovider", "tests/ops/test_stack.py"],
+                             cwd=REPO, env=os.environ | {shards.ENV: shard}, capture_output=True, text=True, timeout=120)
+        return _files([line for line in out.stdout.splitlines() if "::" in line])
+    assert files("0/2") | files("1/2") == {"tests/ops/test_stack.py"}
+    assert not files("0/2") & files("1/2")

@@ -6,10 +6,10 @@ workers still running when pytest gets SIGTERM (by their pids).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
@@ -27,56 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER_LOG_LINES = 150
 
 
-def _path(nodeid: str) -> str:
-    """The file of a test, from the repo's root (``tests/integration/test_faults.py``)."""
-    return nodeid.split("::", 1)[0]
-
-
-def _integration_file(item: pytest.Item) -> str | None:
-    """The file of an integration test (every test here, and those marked elsewhere), or None."""
-    path = _path(item.nodeid)
-    return path if path.startswith("tests/integration/") or item.get_closest_marker("integration") else None
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith("tests/integration/"):
             item.add_marker(pytest.mark.integration)
-    if not (value := os.environ.get(shards.ENV)):
-        return
-    # One shard of the integration files (tests/shards.py): the others are another run's. Split
-    # over every integration file collected, so each shard computes the same split.
-    try:
-        index, count = shards.parse(value)
-    except shards.ShardError as e:
-        raise pytest.UsageError(str(e)) from None
-    files = {name for item in items if (name := _integration_file(item))}
-    mine = set(shards.split(files, shards.load_weights(), count)[index])
-    kept, others = [], []
-    for item in items:
-        (kept if (name := _integration_file(item)) is None or name in mine else others).append(item)
-    if others:
-        config.hook.pytest_deselected(items=others)
-        items[:] = kept
-
-
-#: Seconds each integration file took in this run (setup, call and teardown of its tests).
-_SECONDS: dict[str, float] = {}
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "integration" in report.keywords:
-        name = _path(report.nodeid)
-        _SECONDS[name] = _SECONDS.get(name, 0.0) + report.duration
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # A whole shard that passed says what its files take, for `python -m tests.shards --update`.
-    value = os.environ.get(shards.ENV)
-    if value and _SECONDS and exitstatus == 0 and not session.config.option.keyword:
-        path = shards.record_path(shards.parse(value)[0])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({name: round(s, 1) for name, s in sorted(_SECONDS.items())}, indent=1) + "\n")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -95,6 +49,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append((f"{log.name} (last {WORKER_LOG_LINES} lines)", tail(log, WORKER_LOG_LINES)))
 
 
+class _Terminated(BaseException):
+    """A signal while the stack starts: ``stack_up`` stops what it started (it does on any
+    exception) and the run then ends with the signal's status."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackConfig]:
     cfg = StackConfig(
@@ -104,27 +67,55 @@ def stack() -> Iterator[StackConfig]:
         redis_port=int(os.environ.get("LEADFLOW_TEST_REDIS_PORT", "26379")),
     )
     keep = os.environ.get("LEADFLOW_TEST_KEEP_STACK") == "1"
-    if not keep and not stack_status(cfg).running:
-        # A fresh broker for each run: every test has its own app id, so the topics of earlier
-        # runs would pile up in the state dir and slow the broker's start more every time.
-        shutil.rmtree(cfg.state_dir, ignore_errors=True)
-    stack_up(cfg)
+    # SIGTERM (a CI timeout, the suite runner passing Ctrl-C on, kill) ends pytest without running
+    # a fixture's teardown: the workers and the stack would outlive it and hold their ports. So the
+    # handler is in place from before the stack starts until after it has stopped (review s18-c):
+    # while starting, the start is undone; while tests run, workers and stack are stopped here;
+    # while stopping, the stop goes on and the run ends after it with the signal's status.
+    phase, pending = "starting", []
+    previous_term, previous_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
 
     def terminated(signum: int, frame: FrameType | None) -> None:
-        # SIGTERM (a CI timeout, `timeout`, kill) ends pytest without running a fixture's teardown:
-        # the workers and the stack would outlive it and hold their ports for the next run.
+        nonlocal phase
+        if phase == "starting":
+            phase = "aborting"  # once: a second signal must not cut the undoing short
+            raise _Terminated(signum)
+        if phase != "running":
+            pending.append(signum)
+            return
+        if signum == signal.SIGINT and callable(previous_int):
+            previous_int(signum, frame)  # pytest's KeyboardInterrupt: it tears the session down
+            return
+        phase = "stopping"
         kill_live_workers()
         if not keep:
             stack_down(cfg)
         os._exit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGINT, terminated)
+    try:
+        if not keep and not stack_status(cfg).running:
+            # A fresh broker for each run: every test has its own app id, so the topics of earlier
+            # runs would pile up in the state dir and slow the broker's start more every time.
+            shutil.rmtree(cfg.state_dir, ignore_errors=True)
+        started = time.monotonic()
+        stack_up(cfg)
+        shards.note_stack_start(time.monotonic() - started)
+    except _Terminated as stopped:
+        kill_live_workers()
+        os._exit(128 + stopped.signum)
+    phase = "running"
     try:
         yield cfg
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    if not keep:
-        stack_down(cfg)
+        phase = "stopping"
+        if not keep:
+            stack_down(cfg)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+        if pending:
+            os._exit(128 + pending[0])
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 import time
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -22,7 +23,7 @@ from standardwebhooks import Webhook
 from ops.stack import StackConfig
 from ops.stack.process import start_process, stop_process, tail
 
-__all__ = ["API_KEY", "free_port", "LocalServer", "WorkerSpec", "Worker", "Receiver", "eventually", "post_lead", "get_lead", "lead_in", "read_json_topic"]
+__all__ = ["API_KEY", "free_port", "LiveProcess", "LocalServer", "WorkerSpec", "Worker", "Receiver", "eventually", "post_lead", "get_lead", "lead_in", "read_json_topic"]
 
 API_KEY = "it-secret-key-0123456789"
 #: The Standard Webhooks secret the tests give their reps (a whsec_ key, 32 bytes base64).
@@ -68,8 +69,35 @@ class WorkerSpec:
         }
 
 
-#: The workers started and not yet stopped, by pid: what ``kill_live_workers`` ends.
-LIVE: dict[int, "Worker"] = {}
+class Killable(Protocol):
+    def kill(self) -> None: ...
+
+
+#: The workers (and other processes a test started) not yet stopped, by pid: what
+#: ``kill_live_workers`` ends when pytest itself is being terminated.
+LIVE: dict[int, Killable] = {}
+
+
+class LiveProcess:
+    """A process a test started some other way (a launcher and the worker it started): SIGKILL by
+    its own pid, and its process group when it leads one of its own (``start_new_session``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        LIVE[pid] = self
+
+    def kill(self) -> None:
+        try:
+            if os.getpgid(self.pid) == self.pid and self.pid != os.getpgrp():
+                os.killpg(self.pid, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        LIVE.pop(self.pid, None)
+
+    def forget(self) -> None:
+        LIVE.pop(self.pid, None)
 
 
 def kill_live_workers() -> None:

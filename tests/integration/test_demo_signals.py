@@ -19,7 +19,7 @@ import pytest
 
 from ops.stack import StackConfig, stack_status
 from ops.stack.process import is_running, port_in_use, stop_process
-from tests.integration.harness import free_port
+from tests.integration.harness import LiveProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(240)
@@ -94,9 +94,12 @@ def test_a_stop_signal_ends_the_demos_worker_and_receiver(stack: StackConfig, si
         cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)  # like a shell's background job: the test's own signals stay out of it
     output = _Output(launcher)
+    # Ended by pid if pytest itself is terminated meanwhile (both lead sessions of their own).
+    live = [LiveProcess(launcher.pid)]
     worker_pid = None
     try:
         worker_pid = _the_worker(launcher, 120)
+        live.append(LiveProcess(worker_pid))
         if when == "running":
             output.wait_for(r"\| sent [1-9]", 120)  # leads flow: the receiver and the view are up
         launcher.send_signal(sig)
@@ -118,6 +121,8 @@ def test_a_stop_signal_ends_the_demos_worker_and_receiver(stack: StackConfig, si
         if launcher.poll() is None:
             stop_process(launcher.pid, timeout=30)  # by the pid we started, never a name
             launcher.wait(timeout=5)
+        for process in live:
+            process.forget()
         if worker_pid is not None and is_running(worker_pid):
             stop_process(worker_pid, timeout=5)  # only what the failed launcher left behind
         if launcher.stdout is not None:

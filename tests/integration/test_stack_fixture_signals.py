@@ -1,0 +1,78 @@
+"""The integration runs' own stack fixture (tests/integration/conftest.py) under a signal.
+
+Review s18-c: its SIGTERM handler was installed only once the stack had started, so a SIGTERM
+while Kafka and Redis were starting (a Ctrl-C the suite runner passes on, a CI timeout) ended
+pytest with the stack left running on its ports. Now the start is undone and the run ends 143.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.integration.harness import REPO
+
+#: A test that only needs the stack: the run is signalled while the stack starts, before it runs.
+_NEEDS_THE_STACK = """
+def test_waits(stack):
+    pass
+"""
+
+
+def _free_ports() -> tuple[int, int, int]:
+    """Kafka, its controller (Kafka + 1) and Redis: three ports side by side that bind now, below the
+    ephemeral range (a client's port there may be taken between the check and the start)."""
+    for _ in range(100):
+        base = random.randrange(20000, 32000)
+        if all(_bindable(port) for port in (base, base + 1, base + 2)):
+            return base, base + 1, base + 2
+    raise AssertionError("no three free ports side by side")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_sigterm_while_the_stack_starts_stops_what_was_started(tmp_path: Path) -> None:
+    kafka, _controller, redis = _free_ports()
+    test_file = tmp_path / "test_probe.py"  # outside tests/: no other run collects it
+    test_file.write_text(_NEEDS_THE_STACK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_TEST_")} | {
+        "LEADFLOW_TEST_KAFKA_PORT": str(kafka), "LEADFLOW_TEST_REDIS_PORT": str(redis),
+        "LEADFLOW_TEST_STATE_DIR": str(tmp_path / "stack"), "PYTHONUNBUFFERED": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                            "-p", "tests.integration.conftest", "--rootdir", str(tmp_path), str(test_file)],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert run.stdout is not None
+        seen = []
+        deadline = time.monotonic() + 120
+        for line in run.stdout:  # signalled once Kafka's JVM runs and the stack waits for it to answer
+            seen.append(line)
+            if line.startswith("kafka: started (pid"):
+                run.send_signal(signal.SIGTERM)
+                break
+            assert time.monotonic() < deadline, "".join(seen)
+        rest = run.communicate(timeout=60)[0]
+        assert run.returncode == 128 + signal.SIGTERM, "".join(seen) + rest
+        assert "kafka: ready" not in rest  # it was still starting when the signal came
+        assert not _listening(kafka) and not _listening(redis), "".join(seen) + rest
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(10)
