@@ -18,7 +18,7 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -252,6 +252,24 @@ async def test_mql_gate_hubspot_dead_letter_and_a_lost_deal_routed_again_once(
             return bool(board["tallies"]["source:demo-request"] == {"won": 0.0, "lost": 1.0})
 
         await eventually(won_taken_off, what="the reopened deal's won off the board")
+
+        # A lost that happened an hour before the reopen, delivered now (a CRM retry out of order): stale,
+        # 200 ignored (no redelivery), and nothing moves: the deal stays open, the lead converted.
+        stale_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        raw, headers = _signed({"type": "opportunity.lost", "timestamp": stale_at,
+                                "data": {"lead_id": doomed, "reason": "No budget"}}, f"evt-stale-lost-{doomed}")
+        async with api.post(f"{worker.url}/v1/crm/events", data=raw, headers=headers) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["status"] == "ignored"
+
+        async def ignored() -> list[dict[str, Any]]:
+            return _of(await _events(spec.stack, spec.app_id), doomed, "opportunity.event_ignored")
+
+        (said,) = await eventually(ignored, what="opportunity.event_ignored on lead.events")
+        assert said["data"]["kind"] == "lost" and said["data"]["why"].startswith("stale:")
+        view = await get_lead(api, worker, doomed)
+        assert view is not None and (view["status"], view["opportunity"]["status"]) == ("converted", "open")
+        assert view["opportunity"]["moved_at"] is not None
     finally:
         worker.stop()
 
