@@ -45,7 +45,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from ops.bench.harness import API_KEY, Deployment, Say, Stack, Tracker, Worker, bench_config, load_average, start_receiver
+from ops.bench.harness import (API_KEY, Deployment, Say, Stack, Tracker, Worker, bench_config, load_average,
+                               require_free_port, start_receiver)
 from ops.bench.load import bench_lead, lead_id_of
 from ops.bench.profile import parse_collapsed, pyspy_path, render_summary, stop_pyspy, summarize
 from ops.stack.process import start_process
@@ -206,6 +207,8 @@ async def run_restart(*, leads: int, kills: int, partitions: int, port: int, out
 
     if cold and reuse is None:
         raise ValueError("--cold restores a deployment kept by an earlier run: give --reuse APP_ID")
+    require_free_port(port, "--port")  # one line now, not a worker that never gets ready
+    require_free_port(receiver_port, "--receiver-port")
     out.mkdir(parents=True, exist_ok=True)
     from ops.bench.runner import machine_facts
 

@@ -295,6 +295,13 @@ async def run_load(options: LoadOptions, say: Say) -> RunResult:
     records: dict[str, dict[str, int]] = {}
     idle: dict[str, Resources] = {}
     passthrough: PassthroughResult | None = None
+    # Every port the run will take, before anything starts: a busy one found at the second worker
+    # count would end a run that already measured the first, and write nothing.
+    most = max(options.workers)
+    for index in range(most):
+        require_free_port(options.port + index, "--port",
+                          f" (the workers take {options.port}…{options.port + most - 1})" if most > 1 else "")
+    require_free_port(options.receiver_port, "--receiver-port")
     with Stack(say, keep=options.keep_stack) as stack:
         if options.passthrough_records:
             passthrough = await run_passthrough(stack.config.kafka_bootstrap, options.passthrough_records,

@@ -15,7 +15,8 @@ import pytest
 from ops.bench.cli import build_parser
 from ops.bench.harness import Tracker, require_free_port, start_receiver
 from ops.bench.results import Resources, RunResult, validate
-from ops.bench.runner import _idle_cpu
+from ops.bench.restart import run_restart
+from ops.bench.runner import LoadOptions, _idle_cpu, run_load
 
 
 @pytest.fixture
@@ -78,3 +79,33 @@ def test_feed_help_states_its_default() -> None:
     feed = next(a for a in load._actions if "--feed" in a.option_strings)
     assert "(default http)" in (feed.help or "")
     assert load.get_default("max_leads") == 3000  # what PERFORMANCE.md and README say the default is
+
+
+def _load_options(tmp_path: Any, port: int, receiver_port: int) -> LoadOptions:
+    return LoadOptions(rates=["max"], feeds=["http"], workers=[1, 2], duration_s=1.0, max_leads=10, batch=10,
+                       teams=1, reps=1, capacity=1, partitions=1, passthrough_records=0, profile=False,
+                       dispose=False, drain_timeout_s=1.0, port=port, receiver_port=receiver_port, out=tmp_path,
+                       keep_stack=False, worker_env={})
+
+
+async def test_a_busy_port_of_a_later_worker_count_stops_the_load_run_before_anything_starts(
+        busy_port: int, tmp_path: Any) -> None:
+    # Review s18-c: the second worker count's port was found busy only after the first count had run,
+    # and that run wrote no JSON. Now before the stack starts (nothing said, nothing written).
+    said: list[str] = []
+    with pytest.raises(RuntimeError, match=rf"^port {busy_port} is in use .*--port"):
+        await run_load(_load_options(tmp_path, busy_port - 1, _free_port()), said.append)
+    assert said == [] and list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match=rf"^port {busy_port} is in use .*--receiver-port"):
+        await run_load(_load_options(tmp_path, _free_port(), busy_port), said.append)
+
+
+async def test_a_busy_port_stops_the_restart_run_before_anything_starts(busy_port: int, tmp_path: Any) -> None:
+    said: list[str] = []
+    with pytest.raises(RuntimeError, match=rf"^port {busy_port} is in use .*--port"):
+        await run_restart(leads=10, kills=1, partitions=1, port=busy_port, out=tmp_path / "out", keep_stack=False,
+                          say=said.append, receiver_port=_free_port())
+    with pytest.raises(RuntimeError, match=rf"^port {busy_port} is in use .*--receiver-port"):
+        await run_restart(leads=10, kills=1, partitions=1, port=_free_port(), out=tmp_path / "out", keep_stack=False,
+                          say=said.append, receiver_port=busy_port)
+    assert said == [] and not (tmp_path / "out").exists()
