@@ -118,6 +118,27 @@ def _fields(exc: ValidationError) -> list[FieldError]:
                        "unknown field" if e["type"] == "extra_forbidden" else e["msg"]) for e in exc.errors()]
 
 
+#: No CRM moved a deal before this: an earlier time is a placeholder (an epoch 0, .NET's
+#: ``DateTime.MinValue``), not when the event happened.
+_EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+
+
+def _refuse_implausible(field: str, value: datetime | None) -> None:
+    """A 422 naming ``field`` when the time is out of range in UTC (``0001-01-01T00:00:00+14:00``)
+    or before 1970: never a 500, and never a placeholder taken for when the CRM moved the deal."""
+    if value is None:
+        return
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(422, "invalid", "the CRM event is not valid",
+                       [FieldError(field, "is out of range once converted to UTC")]) from None
+    if utc < _EARLIEST:
+        raise ApiError(422, "invalid", "the CRM event is not valid",
+                       [FieldError(field, f"is before {_EARLIEST.date().isoformat()}: not a time the CRM moved "
+                                          "the deal (an epoch 0 or a minimum date?)")])
+
+
 @routes.post("/crm/events")
 async def crm_event(request: web.Request) -> web.Response:
     ctx = context(request)
@@ -133,6 +154,7 @@ async def crm_event(request: web.Request) -> web.Response:
         event = _Event.model_validate_json(body)
     except ValidationError as exc:
         raise ApiError(422, "invalid", "the CRM event is not valid", _fields(exc)) from None
+    _refuse_implausible("timestamp", event.timestamp)
     lead_id = event.data.lead_id
     if lead_id is None:
         raise ApiError(422, "invalid", "the CRM event is not valid", [FieldError("data.lead_id", _NO_LEAD_ID)])

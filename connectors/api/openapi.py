@@ -561,7 +561,7 @@ def _crm_paths() -> dict[str, Schema]:
                            message="lead ld_0123456789abcdef01234567: the opportunity is already lost"),
              "422": _error("Not a valid CRM event: `fields` names the problem (a missing `data.lead_id`, or an "
                            "`activity.logged` whose `data.activity.at` is in the future or before the lead's capture "
-                           "too).", code="invalid",
+                           "too, a `timestamp` out of range in UTC or before 1970-01-02).", code="invalid",
                            message="the CRM event is not valid",
                            fields=[{"field": "data.amount", "reason": "Input should be a valid number"}])},
             description="Not authenticated by API key: signed per Standard Webhooks with the CRM events secret "

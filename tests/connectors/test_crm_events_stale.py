@@ -67,3 +67,18 @@ async def test_without_a_timestamp_the_event_is_as_late_as_its_arrival(crm_clien
     raw, headers = signed({"type": "opportunity.lost", "data": {"lead_id": lead_id}}, clock)
     error = await error_of(await crm_client.post("/v1/crm/events", data=raw, headers=headers), 409, "conflict")
     assert error["message"].endswith("the opportunity is already lost")
+
+
+@pytest.mark.parametrize(("field", "stamp"), [("timestamp", "0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
+                                              ("timestamp", "0001-01-01T00:00:00Z"),  # .NET's DateTime.MinValue
+                                              ("timestamp", "1970-01-01T00:00:00Z")])  # an epoch 0
+async def test_an_implausible_time_is_a_4xx_naming_the_field(crm_client: Client, engine: FakeEngine,
+                                                            clock: FakeClock, field: str, stamp: str) -> None:
+    """Was a 500 (OverflowError in astimezone) for the first; the placeholders would have been taken
+    for when the CRM moved the deal (review s18-e E5)."""
+    lead_id, opportunity_id = closed_an_hour_ago(engine, clock, "lost")
+    raw, headers = signed({"type": "opportunity.won", "timestamp": stamp,
+                           "data": {"lead_id": lead_id, "opportunity_id": opportunity_id}}, clock)
+    error = await error_of(await crm_client.post("/v1/crm/events", data=raw, headers=headers), 422, "invalid")
+    assert [f["field"] for f in error["fields"]] == [field]
+    assert not engine.lead_commands
