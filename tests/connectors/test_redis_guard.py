@@ -137,6 +137,32 @@ async def test_calls_redis_answered_cost_the_budget_nothing() -> None:
     assert not guard.degraded()
 
 
+async def test_a_slow_redis_costs_a_request_its_budget_not_every_calls_answer_time() -> None:
+    # Review s18-d: with only failed calls charged, a Redis answering each call in 0.8 s (under the
+    # 1 s timeout) made every keyed capture wait 4 s (five calls in a row), and nothing showed it.
+    guard = RedisGuard(timeout_s=1.0, request_budget_s=1.0)
+
+    async def slow() -> str:
+        await asyncio.sleep(0.8)
+        return "ok"
+
+    async def request() -> list[str]:
+        said = []
+        for _ in range(5):
+            try:
+                said.append(await guard.call("seen", slow))
+            except RedisUnavailable:
+                said.append("without")
+        return said
+
+    started = time.monotonic()
+    said = await asyncio.create_task(request())
+    assert time.monotonic() - started < 2.0  # was 4.0
+    assert said[0] == "ok" and said[-1] == "without"
+    assert guard.degraded()  # the gauge shows it (the first answer was slow; the budget cut the next short)
+    assert not guard.down  # it answers: no pause for the other requests
+
+
 async def test_a_busy_event_loop_does_not_make_a_request_skip_remember(
         real_redis: aioredis.Redis, metrics: Metrics, clock: FakeClock) -> None:  # noqa: F811
     # Review s18-a, finding 2: with the loop 0.45 s late (below LeadflowEventLoopLagHigh's 0.5 s) the
