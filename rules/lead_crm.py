@@ -221,7 +221,8 @@ def can_take_crm_event(state: LeadState | None, kind: str, opportunity_id: str |
     return None
 
 
-def stale_crm_event(state: LeadState | None, at: datetime, opportunity_id: str | None = None) -> str | None:
+def stale_crm_event(state: LeadState | None, at: datetime, opportunity_id: str | None = None,
+                    kind: str | None = None) -> str | None:
     """Why a won, lost or stage change that happened at ``at`` is stale, or ``None`` when it is not.
 
     Stale: it happened before the CRM last closed, corrected or reopened the lead's current
@@ -239,8 +240,15 @@ def stale_crm_event(state: LeadState | None, at: datetime, opportunity_id: str |
     if opportunity is None or (opportunity_id is not None and opportunity_id != opportunity.opportunity_id):
         return None
     moved = last_moved_at(opportunity)
-    if moved is None or at >= moved:
+    if moved is None or at > moved:
         return None
+    if at == moved:
+        if kind != opportunity.status:
+            return None  # a tie: applied in arrival order
+        # Salesforce redelivers a failed notification with the record's latest data: the close
+        # leadflow holds, at that close's own time. Nothing to do, and a 2xx so it is not sent again.
+        return (f"already {opportunity.status}: the CRM closed {opportunity.status} the opportunity at "
+                f"{moved.isoformat()}, the time of this event; nothing changed")
     what = "reopened" if opportunity.status == "open" else f"closed {opportunity.status}"
     return (f"stale: it happened at {at.isoformat()}, before the CRM {what} the opportunity at {moved.isoformat()}; "
             "nothing changed")
@@ -393,7 +401,7 @@ def _notify_ae(state: LeadState, command: RecordCrmSync, policy: LeadPolicy) -> 
 def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy: LeadPolicy) -> LeadTransition:
     if command.event_id in state.recent_activities:
         return LeadTransition(state=state)  # a replay
-    stale = stale_crm_event(state, command.at, command.opportunity_id)
+    stale = stale_crm_event(state, command.at, command.opportunity_id, command.kind)
     if stale is not None:  # an older move delivered late: no state change, said on lead.events
         assert state.opportunity is not None
         return _rejected(state, "opportunity.event_ignored", now, stale, event_id=command.event_id,

@@ -195,7 +195,7 @@ async def crm_event(request: web.Request) -> web.Response:
             raise ApiError(422, "invalid", "the CRM event is not valid",
                            [FieldError("data.stage", "required for opportunity.stage_changed")])
         happened = min(at, now).astimezone(UTC)
-        stale = stale_crm_event(state, happened, named)
+        stale = stale_crm_event(state, happened, named, kind)
         conflict = None if stale is not None else can_take_crm_event(state, kind, named, event.data.stage)
         if conflict is not None:
             raise ApiError(409, "conflict", f"lead {lead_id}: {conflict}")

@@ -135,3 +135,16 @@ def test_a_hubspot_retry_delivered_after_a_later_close_does_not_reopen_it() -> N
                                         stage="contractsent", at=datetime.fromisoformat(event["timestamp"])),
                   RECYCLING, minutes=60 * 74)
     assert types(out) == ["opportunity.event_ignored"]
+
+
+def test_a_repeat_of_the_close_at_its_own_time_is_ignored_not_rejected() -> None:
+    """Salesforce redelivers a failed notification with the record's latest data: the Closed Lost
+    leadflow holds, at the close's own time. Ignored (a 2xx at the API, so not redelivered for
+    24 h), not rejected (a 409) (review s18-e E1)."""
+    state = lost_at_50h()
+    after, out = step(state, happened("lost", "sfdc_3", 50, reason="No budget"), RECYCLING, minutes=60 * 52)
+    assert types(out) == ["opportunity.event_ignored"] and after == state
+    assert published(out, "opportunity.event_ignored")["why"].startswith("already lost")
+    # A tie of another kind still applies in arrival order (a correction at the same time).
+    _, out = step(state, happened("won", "sfdc_4", 50, amount=10.0), RECYCLING, minutes=60 * 52)
+    assert types(out) == ["opportunity.won", "RecordOutcome"]
