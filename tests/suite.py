@@ -118,7 +118,7 @@ def shard_env(index: int, count: int, environ: dict[str, str]) -> dict[str, str]
     above the configured ones (29092 and 26379 by default), in its own state dir."""
     kafka = int(environ.get("LEADFLOW_TEST_KAFKA_PORT", DEFAULT_KAFKA_PORT))
     redis = int(environ.get("LEADFLOW_TEST_REDIS_PORT", DEFAULT_REDIS_PORT))
-    state = environ.get("LEADFLOW_TEST_STATE_DIR", str(REPO / ".state" / "test-stack"))
+    state = environ.get("LEADFLOW_TEST_STATE_DIR") or str(REPO / ".state" / "test-stack")  # empty: unset
     state = str(Path(state))  # "…/mine/" would make shard 1's dir "…/mine/-1", inside shard 0's
     return environ | {
         shards.ENV: f"{index}/{count}",

@@ -133,3 +133,15 @@ def test_a_path_outside_tests_integration_is_split_too() -> None:
         return _files([line for line in out.stdout.splitlines() if "::" in line])
     assert files("0/2") | files("1/2") == {"tests/ops/test_stack.py"}
     assert not files("0/2") & files("1/2")
+
+
+def test_an_empty_state_dir_is_the_default_and_none_may_hold_the_repo() -> None:
+    # Review s18-f: an empty LEADFLOW_TEST_STATE_DIR was Path("") = ".", and the stack fixture's fresh
+    # start ran shutil.rmtree(".") in the repo.
+    from tests.integration.conftest import _state_dir
+    assert shard_env(0, 2, {"LEADFLOW_TEST_STATE_DIR": ""})["LEADFLOW_TEST_STATE_DIR"] == str(REPO / ".state" / "test-stack")
+    assert _state_dir("") == REPO / ".state" / "test-stack"
+    for bad in (".", str(REPO), str(REPO.parent), "/"):
+        with pytest.raises(pytest.UsageError, match="would delete"):
+            _state_dir(bad)
+    assert _state_dir(str(REPO / ".state" / "mine")) == REPO / ".state" / "mine"

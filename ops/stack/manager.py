@@ -7,9 +7,10 @@ again on the same data.
 from __future__ import annotations
 
 import contextlib
+import signal
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ops.stack.config import StackConfig
@@ -59,6 +60,20 @@ class StackStatus:
         return "\n".join(rows)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (blocked, then delivered) until the block ends: between a service's
+    start and its pid being recorded, an exception from a signal handler would leave the service
+    running with no pid file and outside the list ``stack_up`` stops on failure (review s18-f).
+    The daemon launcher unblocks them for the service it starts."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def stack_up(
     cfg: StackConfig | None = None,
     services: Iterable[str] | None = None,
@@ -89,9 +104,10 @@ def stack_up(
                 if pid is None:
                     _check_ports_free(service)
                     service.prepare(progress)
-                    pid = service.start()
-                    service.pid_file.write(pid)
-                    started.append((service, pid))
+                    with _signals_held():  # a Ctrl-C now would leave a service running that nothing records
+                        pid = service.start()
+                        service.pid_file.write(pid)
+                        started.append((service, pid))
                     launched_at[service.name] = time.monotonic()
                     progress(f"{service.name}: started (pid {pid}), waiting until it answers…")
                 pids[service.name] = pid

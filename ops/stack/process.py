@@ -77,7 +77,8 @@ def start_process(
 # Runs in a short-lived intermediate interpreter: starts the service in its own session and
 # exits at once, so the service is re-parented to init instead of staying our child.
 _LAUNCHER = """
-import os, subprocess, sys
+import os, signal, subprocess, sys
+signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the starter may hold its signals meanwhile (stack_up)
 cwd, argv = sys.argv[1] or None, sys.argv[2:]
 try:
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=1, stderr=1, cwd=cwd,

@@ -126,6 +126,28 @@ def test_no_produce_request_leaves_after_a_stall_but_other_requests_do() -> None
     assert "produce request went out" not in done.stdout
 
 
+def test_the_hook_sees_a_find_coordinator_request() -> None:
+    # Review s18-f: with the hook's FindCoordinator lines deleted every test still passed.
+    done = _run("""
+        from aiokafka.conn import AIOKafkaConnection
+        from aiokafka.errors import KafkaConnectionError
+        from aiokafka.protocol.coordination import FindCoordinatorRequest
+        from streams import stall_guard
+
+        stall_guard.install()
+        stall_guard._group._heartbeat_ok = 3  # a heartbeat answered: the next spacing would be learnt
+        conn = AIOKafkaConnection.__new__(AIOKafkaConnection)
+        conn._writer, conn._host, conn._port = None, "nowhere", 1
+        try:
+            conn.send(FindCoordinatorRequest("g", 0))
+        except KafkaConnectionError:
+            pass
+        print("after lookup:", stall_guard._group._heartbeat_ok)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert "after lookup: None" in done.stdout
+
+
 class _Exited(BaseException):
     """What ``os._exit`` is to the code after it: nothing more of it runs."""
 

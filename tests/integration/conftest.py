@@ -49,6 +49,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append((f"{log.name} (last {WORKER_LOG_LINES} lines)", tail(log, WORKER_LOG_LINES)))
 
 
+def _state_dir(value: str | None) -> Path:
+    """``LEADFLOW_TEST_STATE_DIR`` (unset or empty: ``.state/test-stack``). The fixture deletes it for
+    a fresh start, so never a dir that holds the repo or the working dir (review s18-f: an empty
+    value was ``.``, and the fresh start deleted the checkout)."""
+    path = Path(value).resolve() if value else REPO / ".state" / "test-stack"
+    for precious in (REPO.resolve(), Path.cwd().resolve()):
+        if path == precious or path in precious.parents:
+            raise pytest.UsageError(f"LEADFLOW_TEST_STATE_DIR={value!r} holds {precious}, which the stack's fresh "
+                                    "start would delete: give the test stack a dir of its own")
+    return path
+
+
 class _Terminated(BaseException):
     """A signal while the stack starts: ``stack_up`` stops what it started (it does on any
     exception) and the run then ends with the signal's status."""
@@ -61,7 +73,7 @@ class _Terminated(BaseException):
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackConfig]:
     cfg = StackConfig(
-        state_dir=Path(os.environ.get("LEADFLOW_TEST_STATE_DIR", REPO / ".state" / "test-stack")),
+        state_dir=_state_dir(os.environ.get("LEADFLOW_TEST_STATE_DIR")),
         kafka_port=int(os.environ.get("LEADFLOW_TEST_KAFKA_PORT", "29092")),
         kafka_controller_port=int(os.environ.get("LEADFLOW_TEST_KAFKA_PORT", "29092")) + 1,
         redis_port=int(os.environ.get("LEADFLOW_TEST_REDIS_PORT", "26379")),
@@ -92,6 +104,10 @@ def stack() -> Iterator[StackConfig]:
             stack_down(cfg)
         os._exit(128 + signum)
 
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
     signal.signal(signal.SIGTERM, terminated)
     signal.signal(signal.SIGINT, terminated)
     try:
@@ -105,6 +121,9 @@ def stack() -> Iterator[StackConfig]:
     except _Terminated as stopped:
         kill_live_workers()
         os._exit(128 + stopped.signum)
+    except BaseException:
+        restore()  # a failed start: the run goes on to its end, and a signal must still stop it (review s18-f)
+        raise
     phase = "running"
     try:
         yield cfg
@@ -112,8 +131,7 @@ def stack() -> Iterator[StackConfig]:
         phase = "stopping"
         if not keep:
             stack_down(cfg)
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
+        restore()
         if pending:
             os._exit(128 + pending[0])
 

@@ -7,7 +7,6 @@ pytest with the stack left running on its ports. Now the start is undone and the
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -25,13 +24,18 @@ def test_waits(stack):
 
 
 def _free_ports() -> tuple[int, int, int]:
-    """Kafka, its controller (Kafka + 1) and Redis: three ports side by side that bind now, below the
-    ephemeral range (a client's port there may be taken between the check and the start)."""
+    """Kafka, its controller (Kafka + 1) and Redis: ports the system hands out (never one another
+    engineer or shard chose), the first two side by side, each bindable now."""
     for _ in range(100):
-        base = random.randrange(20000, 32000)
-        if all(_bindable(port) for port in (base, base + 1, base + 2)):
-            return base, base + 1, base + 2
-    raise AssertionError("no three free ports side by side")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            kafka = int(s.getsockname()[1])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            redis = int(s.getsockname()[1])
+        if kafka + 1 != redis and all(_bindable(port) for port in (kafka, kafka + 1, redis)):
+            return kafka, kafka + 1, redis
+    raise AssertionError("no free ports")
 
 
 def _bindable(port: int) -> bool:
@@ -76,3 +80,50 @@ def test_a_sigterm_while_the_stack_starts_stops_what_was_started(tmp_path: Path)
         if run.poll() is None:
             run.kill()
             run.wait(10)
+
+
+_FAILS_TO_START_THEN_WAITS = """
+import time
+
+def test_needs_the_stack(stack):
+    pass
+
+def test_waits_a():
+    time.sleep(15)
+
+def test_waits_b():
+    time.sleep(15)
+"""
+
+
+def test_after_a_failed_start_a_sigterm_still_ends_the_run(tmp_path: Path) -> None:
+    # Review s18-f: a start that failed (a busy port) left the fixture's handler in its "starting"
+    # phase for the rest of the session: the next SIGTERM only failed the running test, later ones
+    # were ignored, and the run went on to its end.
+    kafka, _controller, redis = _free_ports()
+    test_file = tmp_path / "test_probe.py"
+    test_file.write_text(_FAILS_TO_START_THEN_WAITS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_TEST_")} | {
+        "LEADFLOW_TEST_KAFKA_PORT": str(kafka), "LEADFLOW_TEST_REDIS_PORT": str(redis),
+        "LEADFLOW_TEST_STATE_DIR": str(tmp_path / "stack"), "PYTHONUNBUFFERED": "1"}
+    with socket.socket() as busy:  # Kafka's port is taken: the stack cannot start
+        busy.bind(("127.0.0.1", kafka))
+        busy.listen()
+        run = subprocess.Popen([sys.executable, "-m", "pytest", "-v", "-s", "-p", "no:cacheprovider",
+                                "-p", "tests.integration.conftest", "--rootdir", str(tmp_path), str(test_file)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert run.stdout is not None
+            seen = []
+            for line in run.stdout:
+                seen.append(line)
+                if "test_needs_the_stack ERROR" in line:  # the start failed; test_waits_a begins
+                    break
+            time.sleep(1.0)
+            run.send_signal(signal.SIGTERM)
+            rest = run.communicate(timeout=10)[0]  # not the 30 s the two tests would take
+            assert run.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), "".join(seen) + rest
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait(10)
