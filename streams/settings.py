@@ -105,6 +105,13 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, m
     try:
         value = int(raw)
     except ValueError:
+        if "://" in raw and name.endswith("_PORT"):
+            # Kubernetes sets <SERVICE>_PORT=tcp://<ip>:<port> in every pod for each Service in the
+            # namespace: a Service named leadflow-web sets LEADFLOW_WEB_PORT (review s18-d).
+            service = name.removesuffix("_PORT").lower().replace("_", "-")
+            raise ConfigError(f"environment variable {name}={raw!r} looks like a Kubernetes service variable (a "
+                              f"Service named {service} gives every pod {name}=tcp://<ip>:<port>): set {name} "
+                              f"to a number explicitly, or name that Service otherwise") from None
         raise ConfigError(f"environment variable {name}={raw!r}: expected an integer") from None
     if value < minimum or (maximum is not None and value > maximum):
         within = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"

@@ -84,3 +84,15 @@ def test_both_urls_given_the_stack_ports_are_not_read() -> None:
     settings = Settings.from_env({"LEADFLOW_KAFKA_PORT": "kafka", "LEADFLOW_BROKER": "kafka://k1:9092",
                                   "LEADFLOW_REDIS_URL": "redis://cache:6380/2"})
     assert settings.broker == "kafka://k1:9092"
+
+
+def test_a_kubernetes_service_variable_in_the_web_port_says_so() -> None:
+    # Review s18-d: a Service named leadflow-web gives every pod LEADFLOW_WEB_PORT=tcp://…, and the
+    # worker stopped with "expected an integer", saying nothing of why.
+    env = {"LEADFLOW_BROKER": "kafka://k:9092", "LEADFLOW_REDIS_URL": "redis://r/0",
+           "LEADFLOW_WEB_PORT": "tcp://10.0.0.7:8080"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    message = str(caught.value)
+    assert "LEADFLOW_WEB_PORT='tcp://10.0.0.7:8080' looks like a Kubernetes service variable" in message
+    assert "a Service named leadflow-web" in message
