@@ -262,6 +262,11 @@ class RecordCrmEvent:
     #: current one, so a late event about an earlier cycle's deal is not applied to this cycle's.
     #: ``None``: not named (a CRM integration that does not send it; commands from older workers).
     opportunity_id: str | None = None
+    #: When it happened by the CRM's own clock: the event's ``timestamp`` as sent (Salesforce's
+    #: ``LastModifiedDate``, HubSpot's stage time), not clamped to now as ``at`` is. The only time
+    #: CRM events are ordered by (``rules.lead_crm.stale_crm_event``). ``None``: the CRM sent none
+    #: (``at`` is then the arrival), or a command from an older worker: applied in arrival order.
+    crm_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,10 +30,11 @@
   and a stage change to the very stage the deal closed at reopens nothing. Correcting, reopening
   and re-closing outcomes are numbered by ``Opportunity.corrections`` (``<op>:<kind>:<n>``; the
   first close is ``<op>:<kind>``), so each counts once and a replay is dropped by its id.
-* Order: a won, lost or stage change that happened (``RecordCrmEvent.at``, the CRM's own time
-  when the relay sends it) before the CRM last closed, corrected or reopened the deal
-  (``Opportunity.moved_at``) is stale: a redelivery out of order. It changes nothing and is
-  said as ``opportunity.event_ignored`` (``stale_crm_event``; the same time is not stale).
+* Order: a won, lost or stage change that happened by the CRM's clock (``RecordCrmEvent.crm_at``)
+  before the newest move applied (``Opportunity.crm_moved_at``) is stale, and a repeat of the
+  close held at that close's own time is a repeat: a redelivery. It changes nothing and is said
+  as ``opportunity.event_ignored`` (``stale_crm_event``). Without the CRM's times on both, or at
+  the same time otherwise, events apply in arrival order.
 * Attribution: an outcome is credited to the source and segment frozen on the opportunity when
   it was made: the lead's source then (its latest touch's, the one the score read the learned
   rate of) and its score's segment. So the board learns with the same keys scoring reads, for
@@ -71,7 +72,7 @@ from rules.lead_state import (
     webhook_id_for,
 )
 from rules.lifecycle import QUALIFIABLE, check
-from rules.opportunity import Opportunity, Qualification, last_moved_at, opportunity_id_for, revenue_counted
+from rules.opportunity import Opportunity, Qualification, opportunity_id_for, revenue_counted
 from rules.outcomes import CountedOutcome, RecordOutcome, reason_weight
 from rules.qualification import check_answers, evaluate, find_framework
 from rules.scoring import Score, score_lead
@@ -221,37 +222,43 @@ def can_take_crm_event(state: LeadState | None, kind: str, opportunity_id: str |
     return None
 
 
-def stale_crm_event(state: LeadState | None, at: datetime, opportunity_id: str | None = None,
+def stale_crm_event(state: LeadState | None, crm_at: datetime | None, opportunity_id: str | None = None,
                     kind: str | None = None) -> str | None:
-    """Why a won, lost or stage change that happened at ``at`` is stale, or ``None`` when it is not.
+    """Why a won, lost or stage change that happened at ``crm_at`` by the CRM's clock changes
+    nothing, or ``None`` when it applies (or is ``can_take_crm_event``'s to judge).
 
-    Stale: it happened before the CRM last closed, corrected or reopened the lead's current
-    opportunity (``last_moved_at``). Salesforce retries outbound messages "independent of their
-    order in the queue", and HubSpot retries a failed webhook for up to three days, so a stage
-    change or a close can arrive after a later close: applied, it would reopen or reverse a close
-    the CRM never took back. A stale event changes nothing; the lead publishes
-    ``opportunity.event_ignored`` and the API answers 200 ``ignored`` (not a 409, which would have
-    Salesforce deliver it again for 24 h). An event at the very same time is not stale: it cannot
-    be ordered by time, and events of one second are one automation's saves, delivered in order,
-    so it applies in arrival order as before. An event about another opportunity than the lead's
-    current one is ``can_take_crm_event``'s to refuse, not stale.
+    Only the CRM's own times are compared (``RecordCrmEvent.crm_at`` against the opportunity's
+    ``crm_moved_at``, the CRM time of the newest move applied), never an arrival time or a time
+    clamped to leadflow's clock: if either is missing, the event applies in arrival order.
+
+    * Stale: it happened before a move already applied. Salesforce retries outbound messages
+      "independent of their order in the queue", and HubSpot retries a failed webhook for up to
+      three days: applied, it would reopen or reverse a close, or put back an older stage, that
+      the CRM never took back.
+    * A repeat: the close held (won after won, lost after lost) at that very close's time.
+      Salesforce redelivers a failed notification with the record's latest data, so this is
+      what a redelivery sent after the close looks like.
+
+    Either way the lead publishes ``opportunity.event_ignored`` and the API answers 200
+    ``ignored``: a 2xx, so the CRM does not send it again (a 409 would have Salesforce redeliver
+    it for 24 h). Another event at the very same time applies, in arrival order: time cannot
+    order it. A repeat of the close with a later time stays a ``409`` (retried): it may follow a
+    reopen leadflow has not received yet. An event about another opportunity than the lead's
+    current one is ``can_take_crm_event``'s to refuse.
     """
     opportunity = state.opportunity if state is not None else None
     if opportunity is None or (opportunity_id is not None and opportunity_id != opportunity.opportunity_id):
         return None
-    moved = last_moved_at(opportunity)
-    if moved is None or at > moved:
+    moved = opportunity.crm_moved_at
+    if crm_at is None or moved is None or crm_at > moved:
         return None
-    if at == moved:
+    if crm_at == moved:
         if kind != opportunity.status:
             return None  # a tie: applied in arrival order
-        # Salesforce redelivers a failed notification with the record's latest data: the close
-        # leadflow holds, at that close's own time. Nothing to do, and a 2xx so it is not sent again.
         return (f"already {opportunity.status}: the CRM closed {opportunity.status} the opportunity at "
                 f"{moved.isoformat()}, the time of this event; nothing changed")
-    what = "reopened" if opportunity.status == "open" else f"closed {opportunity.status}"
-    return (f"stale: it happened at {at.isoformat()}, before the CRM {what} the opportunity at {moved.isoformat()}; "
-            "nothing changed")
+    return (f"stale: it happened at {crm_at.isoformat()}, before the CRM's last move of the opportunity "
+            f"(now {opportunity.status}, at stage {opportunity.stage}) at {moved.isoformat()}; nothing changed")
 
 
 def apply_crm(state: LeadState, command: Any, now: datetime, policy: LeadPolicy) -> LeadTransition:
@@ -401,12 +408,12 @@ def _notify_ae(state: LeadState, command: RecordCrmSync, policy: LeadPolicy) -> 
 def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy: LeadPolicy) -> LeadTransition:
     if command.event_id in state.recent_activities:
         return LeadTransition(state=state)  # a replay
-    stale = stale_crm_event(state, command.at, command.opportunity_id, command.kind)
-    if stale is not None:  # an older move delivered late: no state change, said on lead.events
+    stale = stale_crm_event(state, command.crm_at, command.opportunity_id, command.kind)
+    if stale is not None:  # an older move delivered late, or a repeat: no state change, said on lead.events
         assert state.opportunity is not None
         return _rejected(state, "opportunity.event_ignored", now, stale, event_id=command.event_id,
-                         kind=command.kind, at=command.at, opportunity_id=state.opportunity.opportunity_id,
-                         moved_at=last_moved_at(state.opportunity))
+                         kind=command.kind, at=command.crm_at, opportunity_id=state.opportunity.opportunity_id,
+                         moved_at=state.opportunity.crm_moved_at)
     problem = can_take_crm_event(state, command.kind, command.opportunity_id, command.stage)
     if problem is not None:
         return _rejected(state, "opportunity.event_rejected", now, problem, event_id=command.event_id,
@@ -420,7 +427,7 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
         return _reopen(updated, command, common, policy)
     if command.kind == "stage_changed":
         stage = command.stage or opportunity.stage
-        updated = replace(updated, opportunity=replace(opportunity, stage=stage))
+        updated = replace(updated, opportunity=replace(_moved(opportunity, command), stage=stage))
         updated = note(updated, policy, command.at, "opportunity_stage", stage=stage, previous=opportunity.stage)
         return LeadTransition(state=updated, outgoing=(event(updated, "opportunity.stage_changed", command.at, {
             **common, "stage": stage, "previous": opportunity.stage}),))
@@ -434,11 +441,11 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
     # what it won beyond what was counted already, never its amount twice.
     counted = revenue_counted(opportunity)
     revenue = max(0.0, (amount or 0.0) - counted) if won else 0.0
-    closed = replace(opportunity, status="won" if won else "lost", closed_at=command.at, amount=amount,
-                     stage=command.stage or ("closed_won" if won else "closed_lost"),
+    closed = replace(_moved(opportunity, command), status="won" if won else "lost", closed_at=command.at,
+                     amount=amount, stage=command.stage or ("closed_won" if won else "closed_lost"),
                      lost_reason=None if won else command.reason, source=source, segment=segment,
                      lost_weight=weight, corrections=opportunity.corrections + (1 if correcting else 0),
-                     revenue_counted=counted + revenue, moved_at=command.at)
+                     revenue_counted=counted + revenue)
     updated = replace(updated, opportunity=closed, status="won" if won else "recycled")
     correction: dict[str, Any] = {"corrects": earlier, "from": earlier} if correcting else {}
     updated = note(updated, policy, command.at, f"opportunity_{'won' if won else 'lost'}",
@@ -464,6 +471,12 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
             "to": "nurture", "reason": command.reason, "returns_to_routing_at": returns_at,
             "team_id": state.team_id, "source": state.first_touch.source}))
     return LeadTransition(state=updated, outgoing=tuple(outgoing))
+
+
+def _moved(opportunity: Opportunity, command: RecordCrmEvent) -> Opportunity:
+    """The opportunity with an applied won, lost or stage change's time: ``moved_at`` (its ``at``)
+    and, if the CRM gave one, ``crm_moved_at`` (not stale, so never earlier than the one held)."""
+    return replace(opportunity, moved_at=command.at, crm_moved_at=command.crm_at or opportunity.crm_moved_at)
 
 
 def _credited(state: LeadState) -> tuple[str, str]:
@@ -508,10 +521,10 @@ def _reopen(state: LeadState, command: RecordCrmEvent, common: dict[str, Any], p
     earlier = opportunity.status
     counted = _counted(state)
     stage = command.stage or opportunity.stage
-    reopened = replace(opportunity, status="open", stage=stage, closed_at=None, lost_reason=None, lost_weight=None,
-                       source=counted.source, segment=counted.segment, corrections=opportunity.corrections + 1,
-                       revenue_counted=revenue_counted(opportunity),  # open again, "won" no longer says it
-                       moved_at=command.at)
+    reopened = replace(_moved(opportunity, command), status="open", stage=stage, closed_at=None, lost_reason=None,
+                       lost_weight=None, source=counted.source, segment=counted.segment,
+                       corrections=opportunity.corrections + 1,
+                       revenue_counted=revenue_counted(opportunity))  # open again, "won" no longer says it
     updated = replace(state, opportunity=reopened, status="converted")
     updated = note(updated, policy, command.at, "opportunity_reopened", stage=stage, previous=opportunity.stage,
                    **{"from": earlier})

@@ -8,8 +8,7 @@ from typing import Any, Literal, TypeAlias
 
 from rules.commands import DeferCommand, UpsertOpportunity
 
-__all__ = ["OpportunityStatus", "Qualification", "Opportunity", "PendingCrm", "opportunity_id_for", "last_moved_at",
-           "revenue_counted"]
+__all__ = ["OpportunityStatus", "Qualification", "Opportunity", "PendingCrm", "opportunity_id_for", "revenue_counted"]
 
 OpportunityStatus: TypeAlias = Literal["open", "won", "lost"]
 
@@ -62,19 +61,17 @@ class Opportunity:
     #: won again after a correction or a reopen adds only what it won beyond that. ``None`` in an
     #: opportunity kept before it was: its amount if it is won, else nothing (``revenue_counted``).
     revenue_counted: float | None = None
-    #: When the CRM last closed, corrected or reopened it: that event's ``at`` (the CRM's own time
-    #: when the relay sends one: Salesforce's ``LastModifiedDate``, HubSpot's stage time). A won, a
-    #: lost or a stage change that happened before it is stale (a CRM redelivers out of order) and
-    #: is ignored. ``None``: never moved so, or kept before it was (``last_moved_at`` then reads
-    #: ``closed_at``).
+    #: When the last won, lost or stage change leadflow applied to it happened, as ``at`` says
+    #: (the CRM's time clamped to now, or the arrival when the CRM sent none): for reading, not
+    #: for ordering. ``None``: none applied since it was kept (a state from an older worker sets
+    #: it only on a close, a correction or a reopen).
     moved_at: datetime | None = None
-
-
-def last_moved_at(opportunity: Opportunity) -> datetime | None:
-    """When the CRM last closed, corrected or reopened the opportunity, as far as leadflow knows:
-    ``moved_at``, else (an opportunity kept before it was) its ``closed_at``, else ``None``
-    (open and never closed, or reopened by a worker that kept neither: no order to keep)."""
-    return opportunity.moved_at or opportunity.closed_at
+    #: The CRM's own time (``RecordCrmEvent.crm_at``, unclamped) of the newest move applied that
+    #: carried one: a won, lost or stage change whose CRM time is earlier is stale, one at the very
+    #: same time that repeats the close held is a repeat (``rules.lead_crm.stale_crm_event``). A
+    #: move without a CRM time leaves it. ``None``: no move with a CRM time applied yet, or kept
+    #: before it was: events apply in arrival order.
+    crm_moved_at: datetime | None = None
 
 
 def revenue_counted(opportunity: Opportunity) -> float:

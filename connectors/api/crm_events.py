@@ -20,18 +20,22 @@ again is a 409. So is a stage change of that cycle's closed deal: a reopen (202;
 Negotiation, HubSpot's ``closedlost`` → a pipeline stage), unless it names the stage the deal
 closed at (409).
 
-A won, lost or stage change that happened before the CRM last closed, corrected or reopened the
-deal is stale: a redelivery out of order (Salesforce retries "independent of their order in the
-queue"). Its time is the event's ``timestamp`` (the Salesforce relay sends ``LastModifiedDate``,
-the HubSpot relay the stage's time), else when it arrived. It changes nothing and is answered
-**200** ``{"status": "ignored", "why": ...}``, not 409: the CRM has nothing to send again, and a
-409 would have Salesforce redeliver it for 24 h. The lead still gets it and says
-``opportunity.event_ignored`` on ``lead.events`` (``rules.lead_crm.stale_crm_event``).
+Order: events are ordered by the CRM's own clock only, the event's ``timestamp`` (the Salesforce
+relay sends ``LastModifiedDate``, the HubSpot relay the stage's time), carried unclamped as
+``RecordCrmEvent.crm_at``; ``at`` (the timeline's) is that time clamped to now, or the arrival.
+A won, lost or stage change whose ``timestamp`` is before the newest move applied to the deal is
+stale (a redelivery out of order: Salesforce retries "independent of their order in the queue"),
+and the close the deal holds sent again at that close's own time is a repeat (Salesforce
+redelivers with the record's latest data). Either is answered **200** ``{"status": "ignored",
+"why": ...}``, not 409: a 409 would have Salesforce redeliver it for 24 h. The lead still gets it
+and says ``opportunity.event_ignored`` on ``lead.events`` (``rules.lead_crm.stale_crm_event``).
+Without a ``timestamp`` on both, events apply in arrival order. A ``timestamp`` out of range in
+UTC, before 1970-01-02 or more than a day ahead is a 422 naming it.
 """
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -123,9 +127,15 @@ def _fields(exc: ValidationError) -> list[FieldError]:
 _EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 
 
-def _refuse_implausible(field: str, value: datetime | None) -> None:
-    """A 422 naming ``field`` when the time is out of range in UTC (``0001-01-01T00:00:00+14:00``)
-    or before 1970: never a 500, and never a placeholder taken for when the CRM moved the deal."""
+#: A CRM clock further ahead than this is not a skew but a placeholder (``9999-12-31``): taken as
+#: when the CRM moved the deal, it would make every later event of the deal look stale.
+_AHEAD = timedelta(days=1)
+
+
+def _refuse_implausible(field: str, value: datetime | None, now: datetime) -> None:
+    """A 422 naming ``field`` when the time is out of range in UTC (``0001-01-01T00:00:00+14:00``),
+    before 1970 or more than a day ahead: never a 500, and never a placeholder taken for when the
+    CRM moved the deal."""
     if value is None:
         return
     try:
@@ -137,6 +147,9 @@ def _refuse_implausible(field: str, value: datetime | None) -> None:
         raise ApiError(422, "invalid", "the CRM event is not valid",
                        [FieldError(field, f"is before {_EARLIEST.date().isoformat()}: not a time the CRM moved "
                                           "the deal (an epoch 0 or a minimum date?)")])
+    if utc > now + _AHEAD:
+        raise ApiError(422, "invalid", "the CRM event is not valid",
+                       [FieldError(field, "is more than a day ahead of now: not a time the CRM moved the deal")])
 
 
 @routes.post("/crm/events")
@@ -154,7 +167,7 @@ async def crm_event(request: web.Request) -> web.Response:
         event = _Event.model_validate_json(body)
     except ValidationError as exc:
         raise ApiError(422, "invalid", "the CRM event is not valid", _fields(exc)) from None
-    _refuse_implausible("timestamp", event.timestamp)
+    _refuse_implausible("timestamp", event.timestamp, now)
     lead_id = event.data.lead_id
     if lead_id is None:
         raise ApiError(422, "invalid", "the CRM event is not valid", [FieldError("data.lead_id", _NO_LEAD_ID)])
@@ -195,13 +208,14 @@ async def crm_event(request: web.Request) -> web.Response:
             raise ApiError(422, "invalid", "the CRM event is not valid",
                            [FieldError("data.stage", "required for opportunity.stage_changed")])
         happened = min(at, now).astimezone(UTC)
-        stale = stale_crm_event(state, happened, named, kind)
+        crm_at = event.timestamp.astimezone(UTC) if event.timestamp is not None else None  # ordered by, unclamped
+        stale = stale_crm_event(state, crm_at, named, kind)
         conflict = None if stale is not None else can_take_crm_event(state, kind, named, event.data.stage)
         if conflict is not None:
             raise ApiError(409, "conflict", f"lead {lead_id}: {conflict}")
         command = RecordCrmEvent(lead_id=lead_id, event_id=f"crm:{msg_id}", kind=kind,  # type: ignore[arg-type]
                                  stage=event.data.stage, amount=event.data.amount, reason=event.data.reason,
-                                 at=happened, opportunity_id=named)
+                                 at=happened, opportunity_id=named, crm_at=crm_at)
         if stale is not None:
             # Sent all the same: the lead, deciding by the same rule, says opportunity.event_ignored.
             await ctx.engine.send_lead_command(lead_id, command)

@@ -300,9 +300,14 @@ def _schemas() -> dict[str, Schema]:
                     "correction or a reopen, it adds only what it won beyond that. null for an opportunity kept "
                     "before it was.")},
                 "moved_at": {**_nullable(_TIME), "description": (
-                    "When the CRM last closed, corrected or reopened it (the event's `timestamp`): a won, lost or "
-                    "stage change that happened before is stale and ignored. null if never closed, or kept before "
-                    "it was (then `closed_at` stands in).")},
+                    "When the last won, lost or stage change applied to it happened, on leadflow's clock (the "
+                    "event's `timestamp` clamped to now, else its arrival). For reading, not ordering. null if "
+                    "none was applied since it was kept.")},
+                "crm_moved_at": {**_nullable(_TIME), "description": (
+                    "The CRM's own time (the event's `timestamp`, unclamped) of the newest move applied that "
+                    "carried one: a won, lost or stage change with an earlier `timestamp` is stale and ignored, "
+                    "and the close it holds sent again at this very time is a repeat (ignored too). null: no move "
+                    "with a `timestamp` applied yet (events then apply in arrival order).")},
             }, description="The opportunity it converted into (this cycle's).")),
             "timeline": {"type": "array", "items": _ref("TimelineEntry")},
         }, description="The lead's current state and its recent timeline."),
@@ -486,9 +491,12 @@ def _crm_schemas() -> dict[str, Schema]:
             "properties": {
                 "type": {"enum": list(EVENT_TYPES)},
                 "timestamp": {**_TIME, "description": (
-                    "When it happened in the CRM (Salesforce's LastModifiedDate, HubSpot's stage time); default: "
-                    "when it arrives. A won, lost or stage change before the deal's last close, correction or "
-                    "reopen is stale: 200 `ignored`.")},
+                    "When it happened by the CRM's clock (Salesforce's LastModifiedDate, HubSpot's stage time); "
+                    "default: when it arrives. Events are ordered by this time only: a won, lost or stage change "
+                    "with a `timestamp` before the newest one applied to the deal is stale, and the close the deal "
+                    "holds sent again at that close's own `timestamp` is a repeat: both 200 `ignored`. Without "
+                    "one, or at the same time otherwise, events apply in arrival order. Out of range in UTC, "
+                    "before 1970-01-02 or more than a day ahead: 422.")},
                 "data": {"type": "object", "additionalProperties": False, "required": ["lead_id"], "properties": {
                     "lead_id": {"type": "string", "pattern": "^ld_[0-9a-f]{24}$", "description": (
                         "The lead, as leadflow wrote it into the CRM (`crm.hubspot.lead_id_property`, "
@@ -511,8 +519,9 @@ def _crm_schemas() -> dict[str, Schema]:
                                      "status": {"const": "accepted"}}),
         "CrmEventIgnored": _object({"lead_id": _STR, "event_id": _STR, "type": {"enum": list(EVENT_TYPES)},
                                     "status": {"const": "ignored"}, "why": _STR},
-                                   description="A stale event: it happened before the deal's last close, "
-                                               "correction or reopen. Nothing changed."),
+                                   description="A stale event (its `timestamp` is before the newest move "
+                                               "applied) or a repeat of the close held at its own time. Nothing "
+                                               "changed."),
         "ScoreView": _object({"value": _INT, "tier": _STR, "fit": _INT, "intent": _INT, "outcomes": _INT,
                               "segment": _STR, "reasons": _STRINGS},
                              description="Fit + intent (+ what won/lost outcomes taught), 0-100, with the reasons."),
@@ -544,9 +553,9 @@ def _crm_paths() -> dict[str, Schema]:
             {"202": {"description": "Accepted; sent to the lead.",
                      "headers": {"Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}},
                      **_json_body(_ref("CrmEventAccepted"))},
-             "200": {"description": "Ignored as stale: a won, lost or stage change whose `timestamp` is before "
-                                    "the deal's last close, correction or reopen (a CRM redelivery out of order). "
-                                    "Nothing changes; the lead says `opportunity.event_ignored`. A 2xx, so the CRM "
+             "200": {"description": "Ignored: a won, lost or stage change whose `timestamp` is before the newest "
+                                    "one applied to the deal (a CRM redelivery out of order), or the close the "
+                                    "deal holds at that close's own `timestamp` (a redelivery). Nothing changes; the lead says `opportunity.event_ignored`. A 2xx, so the CRM "
                                     "does not deliver it again.",
                      "headers": {"Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}},
                      **_json_body(_ref("CrmEventIgnored"))},

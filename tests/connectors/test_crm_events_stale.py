@@ -22,8 +22,9 @@ def closed_an_hour_ago(engine: FakeEngine, clock: FakeClock, how: str) -> tuple[
     lead_id, opportunity_id = closed(engine, clock, how)
     state = engine.leads[lead_id]
     assert state.opportunity is not None
-    engine.leads[lead_id] = replace(state, opportunity=replace(state.opportunity,
-                                                               closed_at=clock.now() - timedelta(hours=1)))
+    an_hour_ago = clock.now() - timedelta(hours=1)  # by the CRM's clock, as its close's timestamp said
+    engine.leads[lead_id] = replace(state, opportunity=replace(state.opportunity, closed_at=an_hour_ago,
+                                                               crm_moved_at=an_hour_ago))
     return lead_id, opportunity_id
 
 
@@ -44,7 +45,7 @@ async def test_an_event_older_than_the_close_is_answered_ignored(crm_client: Cli
     body = await response.json()
     assert body["status"] == "ignored" and body["why"].startswith("stale: it happened at")
     ((_, command),) = engine.lead_commands  # the lead decides the same and says opportunity.event_ignored
-    assert isinstance(command, RecordCrmEvent) and command.at == clock.now() - timedelta(hours=2)
+    assert isinstance(command, RecordCrmEvent) and command.at == command.crm_at == clock.now() - timedelta(hours=2)
     # Delivered again (a CRM retry, the same webhook-id): the same answer, nothing sent twice.
     again = await crm_client.post("/v1/crm/events", data=raw, headers=headers)
     assert again.status == 200 and again.headers.get("Idempotent-Replayed") == "true"
@@ -82,3 +83,54 @@ async def test_an_implausible_time_is_a_4xx_naming_the_field(crm_client: Client,
     error = await error_of(await crm_client.post("/v1/crm/events", data=raw, headers=headers), 422, "invalid")
     assert [f["field"] for f in error["fields"]] == [field]
     assert not engine.lead_commands
+
+
+async def test_the_clamp_does_not_order_the_crms_clock_ahead(crm_client: Client, engine: FakeEngine,
+                                                             clock: FakeClock) -> None:
+    """The CRM's clock 2 min ahead: its loss (CRM now + 2 min) is clamped to now for ``at``, but
+    ordered by its own time; the won it corrected (CRM now + 1 min, really a minute earlier),
+    redelivered, is stale. Ordered by the clamped time it was a correction (review s18-e E4)."""
+    lead_id, opportunity_id = closed_an_hour_ago(engine, clock, "won")
+    ahead = clock.now() + timedelta(minutes=2)
+    raw, headers = signed({"type": "opportunity.lost", "timestamp": ahead.isoformat(),
+                           "data": {"lead_id": lead_id, "opportunity_id": opportunity_id}}, clock)
+    assert (await crm_client.post("/v1/crm/events", data=raw, headers=headers)).status == 202
+    ((_, command),) = engine.lead_commands
+    assert isinstance(command, RecordCrmEvent) and (command.at, command.crm_at) == (clock.now(), ahead)
+    state = engine.leads[lead_id]  # as the lead applied it (the fake engine only records commands)
+    assert state.opportunity is not None
+    engine.leads[lead_id] = replace(state, status="recycled", opportunity=replace(
+        state.opportunity, status="lost", closed_at=command.at, moved_at=command.at, crm_moved_at=command.crm_at))
+    raw, headers = signed({"type": "opportunity.won", "timestamp": (ahead - timedelta(minutes=1)).isoformat(),
+                           "data": {"lead_id": lead_id, "opportunity_id": opportunity_id}}, clock, "msg_crm_2")
+    response = await crm_client.post("/v1/crm/events", data=raw, headers=headers)
+    assert response.status == 200 and (await response.json())["why"].startswith("stale"), await response.text()
+
+
+async def test_a_close_stamped_on_arrival_orders_nothing(crm_client: Client, engine: FakeEngine,
+                                                         clock: FakeClock) -> None:
+    """The loss came without ``timestamp`` (stamped on arrival, after retries); the reopen the rep
+    made after it in the CRM carries the CRM's time, earlier than that arrival. It applies: 202
+    (it was 200 ignored, and the CRM never sent it again; review s18-e E3)."""
+    lead_id, opportunity_id = closed_an_hour_ago(engine, clock, "lost")
+    state = engine.leads[lead_id]
+    assert state.opportunity is not None
+    engine.leads[lead_id] = replace(state, opportunity=replace(state.opportunity, closed_at=clock.now(),
+                                                               moved_at=clock.now(), crm_moved_at=None))
+    raw, headers = signed({"type": "opportunity.stage_changed",
+                           "timestamp": (clock.now() - timedelta(seconds=5)).isoformat(),
+                           "data": {"lead_id": lead_id, "opportunity_id": opportunity_id, "stage": "Negotiation"}},
+                          clock)
+    response = await crm_client.post("/v1/crm/events", data=raw, headers=headers)
+    assert response.status == 202, await response.text()
+
+
+async def test_a_timestamp_more_than_a_day_ahead_is_a_4xx(crm_client: Client, engine: FakeEngine,
+                                                          clock: FakeClock) -> None:
+    """Ordered by the CRM's own time, a placeholder far ahead (9999-12-31) would make every later
+    event of the deal stale: refused, naming the field."""
+    lead_id, opportunity_id = closed_an_hour_ago(engine, clock, "lost")
+    raw, headers = signed({"type": "opportunity.won", "timestamp": "9999-12-31T00:00:00Z",
+                           "data": {"lead_id": lead_id, "opportunity_id": opportunity_id}}, clock)
+    error = await error_of(await crm_client.post("/v1/crm/events", data=raw, headers=headers), 422, "invalid")
+    assert [f["field"] for f in error["fields"]] == ["timestamp"] and not engine.lead_commands

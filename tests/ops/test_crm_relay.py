@@ -407,7 +407,7 @@ async def test_a_redelivery_carrying_the_close_leadflow_holds_is_acked_not_redel
     assert state.opportunity is not None
     at = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)  # the envelope's LastModifiedDate: the close's own time
     engine.leads[lead_id] = replace(state, status="recycled", opportunity=replace(
-        state.opportunity, status="lost", stage="Closed Lost", closed_at=at, moved_at=at))
+        state.opportunity, status="lost", stage="Closed Lost", closed_at=at, moved_at=at, crm_moved_at=at))
     message = envelope(opportunity("04l5e00000Gx7QzAAJ", stage="Closed Lost", won="false", closed="true",
                                    lead_id=lead_id).replace(OPPORTUNITY_ID, op_id))
     async with TestClient(TestServer(_relay(str(client.make_url("/v1/crm/events"))))) as relay:
@@ -415,4 +415,4 @@ async def test_a_redelivery_carrying_the_close_leadflow_holds_is_acked_not_redel
         body = await answer.read()
         assert answer.status == 200 and body == ACK, (answer.status, body[:400])
     ((_, command),) = engine.lead_commands  # the lead gets it, decides the same and says opportunity.event_ignored
-    assert isinstance(command, RecordCrmEvent) and command.at == at and command.kind == "lost"
+    assert isinstance(command, RecordCrmEvent) and command.crm_at == at and command.kind == "lost"

@@ -13,7 +13,6 @@ from typing import Any
 
 from rules.commands import RecordCrmEvent
 from rules.lead_crm import stale_crm_event
-from rules.opportunity import last_moved_at
 from rules.outcomes import RecordOutcome
 from tests.rules._sim import T0
 from tests.rules.test_lead import LEAD_ID
@@ -22,7 +21,14 @@ from tests.rules.test_lead_crm_corrections import RECYCLING, published
 
 
 def happened(kind: str, eid: str, hours: float, **fields: Any) -> RecordCrmEvent:
-    """A CRM event that happened ``hours`` after T0 in the CRM."""
+    """A CRM event that happened ``hours`` after T0 in the CRM, which says so (``crm_at``)."""
+    at = T0 + timedelta(hours=hours)
+    return RecordCrmEvent(lead_id=LEAD_ID, event_id=eid, kind=kind, at=at, crm_at=at,  # type: ignore[arg-type]
+                          **fields)
+
+
+def arrived(kind: str, eid: str, hours: float, **fields: Any) -> RecordCrmEvent:
+    """A CRM event sent without its time: stamped on arrival, ``hours`` after T0 (no ``crm_at``)."""
     return RecordCrmEvent(lead_id=LEAD_ID, event_id=eid, kind=kind, at=T0 + timedelta(hours=hours),  # type: ignore[arg-type]
                           **fields)
 
@@ -41,7 +47,7 @@ def test_a_stage_change_that_happened_before_the_close_does_not_reopen_it() -> N
     assert types(out) == ["opportunity.event_ignored"]
     assert after == state  # no state change at all (the opportunity stays lost, the lead recycled)
     data = published(out, "opportunity.event_ignored")
-    assert data["why"].startswith("stale: it happened at") and "before the CRM closed lost" in data["why"]
+    assert data["why"].startswith("stale: it happened at") and "(now lost, at stage closed_lost)" in data["why"]
     assert (data["kind"], data["event_id"], data["at"], data["moved_at"]) == (
         "stage_changed", "sfdc_1", T0 + timedelta(hours=49), T0 + timedelta(hours=50))
 
@@ -59,10 +65,10 @@ def test_a_close_that_happened_before_a_reopen_does_not_close_it_again() -> None
     state, _ = converted()
     state, _ = step(state, happened("won", "e1", 49, amount=100.0), RECYCLING, minutes=60 * 49)
     state, _ = step(state, happened("stage_changed", "e3", 52, stage="Negotiation"), RECYCLING, minutes=60 * 52)
-    assert state.opportunity is not None and state.opportunity.moved_at == T0 + timedelta(hours=52)
+    assert state.opportunity is not None and state.opportunity.crm_moved_at == T0 + timedelta(hours=52)
     after, out = step(state, happened("lost", "e2", 50, reason="bad fit"), RECYCLING, minutes=60 * 53)
     assert types(out) == ["opportunity.event_ignored"] and after == state
-    assert "before the CRM reopened the opportunity" in published(out, "opportunity.event_ignored")["why"]
+    assert "(now open, at stage Negotiation)" in published(out, "opportunity.event_ignored")["why"]
     # An older stage change of the reopened deal is stale too: its stage would go back.
     _, out = step(state, happened("stage_changed", "e0", 51, stage="Proposal"), RECYCLING, minutes=60 * 53)
     assert types(out) == ["opportunity.event_ignored"]
@@ -72,34 +78,62 @@ def test_events_after_the_last_move_still_apply_and_move_it_on() -> None:
     state = lost_at_50h()
     state, out = step(state, happened("won", "e3", 51, amount=10.0), RECYCLING, minutes=60 * 52)
     assert types(out) == ["opportunity.won", "RecordOutcome"]
-    assert state.opportunity is not None and state.opportunity.moved_at == T0 + timedelta(hours=51)
+    assert state.opportunity is not None and state.opportunity.crm_moved_at == T0 + timedelta(hours=51)
     # Now the 50 h loss itself, redelivered under another id, is stale as well.
     _, out = step(state, happened("lost", "e2b", 50), RECYCLING, minutes=60 * 53)
     assert types(out) == ["opportunity.event_ignored"]
 
 
 def test_an_event_at_the_same_time_as_the_close_is_not_stale() -> None:
-    """Ties apply in arrival order (the same second: one automation's saves, delivered in order)."""
+    """Ties of another kind apply in arrival order: time cannot order them."""
     state = lost_at_50h()
-    assert stale_crm_event(state, T0 + timedelta(hours=50)) is None
+    assert stale_crm_event(state, T0 + timedelta(hours=50), None, "won") is None
     state, out = step(state, happened("won", "e3", 50, amount=10.0), RECYCLING, minutes=60 * 52)
     assert types(out) == ["opportunity.won", "RecordOutcome"]
 
 
-def test_a_stage_change_of_an_open_deal_never_closed_is_not_ordered() -> None:
+def test_a_close_that_happened_before_a_later_stage_change_does_not_close_the_open_deal() -> None:
+    """Closed Won at 49 h fails to deliver; the rep moves the deal on to Negotiation at 50 h (a
+    stage change of the open deal, delivered); the won is redelivered at 52 h. It closed the deal
+    won (board, revenue) while the CRM holds it open: stage changes of an open deal set no order
+    (review s18-e E2). An older stage is not put back either."""
     state, _ = converted()
-    state, _ = step(state, happened("stage_changed", "e1", 50, stage="Proposal"), RECYCLING, minutes=60 * 50)
-    state, out = step(state, happened("stage_changed", "e2", 49, stage="Negotiation"), RECYCLING, minutes=60 * 51)
-    assert types(out) == ["opportunity.stage_changed"]  # as before: only closes and reopens set the order
+    state, _ = step(state, happened("stage_changed", "e2", 50, stage="Negotiation"), RECYCLING, minutes=60 * 50)
+    assert state.opportunity is not None and state.opportunity.crm_moved_at == T0 + timedelta(hours=50)
+    after, out = step(state, happened("won", "e1", 49, amount=48000.0), RECYCLING, minutes=60 * 52)
+    assert types(out) == ["opportunity.event_ignored"] and after == state
+    _, out = step(state, happened("stage_changed", "e0", 49, stage="Proposal"), RECYCLING, minutes=60 * 52)
+    assert types(out) == ["opportunity.event_ignored"]
 
 
-def test_an_opportunity_closed_before_moved_at_was_kept_is_ordered_by_its_closed_at() -> None:
+def test_only_the_crms_own_times_are_compared() -> None:
+    """A close sent without its time is stamped on arrival (51 h, a retry after the CRM made it at
+    50 h); the rep reopened at 50.5 h and that event carries the CRM's time. It is newer in the
+    CRM, older than the close's arrival: it applies (it was ignored, and never sent again;
+    review s18-e E3). Events without a CRM time apply in arrival order."""
+    state, _ = converted()
+    state, _ = step(state, happened("stage_changed", "e1", 49, stage="Proposal"), RECYCLING, minutes=60 * 49)
+    state, _ = step(state, arrived("lost", "e2", 51, reason="No budget"), RECYCLING, minutes=60 * 51)
+    assert state.opportunity is not None and state.opportunity.crm_moved_at == T0 + timedelta(hours=49)
+    reopened, out = step(state, happened("stage_changed", "e3", 50.5, stage="Negotiation"), RECYCLING,
+                         minutes=60 * 52)
+    assert types(out)[0] == "opportunity.reopened" and reopened.status == "converted"
+    # Still ordered against the CRM times it has: an event older than 49 h is stale.
+    _, out = step(state, happened("won", "e0", 48, amount=10.0), RECYCLING, minutes=60 * 52)
+    assert types(out) == ["opportunity.event_ignored"]
+    # Without a CRM time: arrival order (a won stamped at 50 h, before the lost's 51 h, is a correction).
+    _, out = step(state, arrived("won", "e4", 50, amount=10.0), RECYCLING, minutes=60 * 52)
+    assert types(out) == ["opportunity.won", "RecordOutcome"]
+
+
+def test_an_opportunity_kept_before_crm_moved_at_applies_in_arrival_order() -> None:
+    """A state from an older worker (``moved_at`` and ``closed_at`` on leadflow's clock, no
+    ``crm_moved_at``): nothing to order by, so events apply as they arrive, as before 597e6f6."""
     state = lost_at_50h()
     assert state.opportunity is not None
-    older = replace(state, opportunity=replace(state.opportunity, moved_at=None))  # as an older worker left it
-    assert last_moved_at(older.opportunity) == T0 + timedelta(hours=50)  # type: ignore[arg-type]
+    older = replace(state, opportunity=replace(state.opportunity, crm_moved_at=None))
     _, out = step(older, happened("stage_changed", "sfdc_1", 49, stage="Negotiation"), RECYCLING, minutes=60 * 52)
-    assert types(out) == ["opportunity.event_ignored"]
+    assert types(out)[0] == "opportunity.reopened"
 
 
 def test_an_event_about_another_opportunity_is_refused_not_ignored() -> None:
@@ -132,7 +166,8 @@ def test_a_hubspot_retry_delivered_after_a_later_close_does_not_reopen_it() -> N
                             "dealstage": {"value": "contractsent", "timestamp": stage_set_ms}}}
     _, event = leadflow_event(dated)
     _, out = step(state, RecordCrmEvent(lead_id=LEAD_ID, event_id="crm:other-id", kind="stage_changed",
-                                        stage="contractsent", at=datetime.fromisoformat(event["timestamp"])),
+                                        stage="contractsent", at=datetime.fromisoformat(event["timestamp"]),
+                                        crm_at=datetime.fromisoformat(event["timestamp"])),
                   RECYCLING, minutes=60 * 74)
     assert types(out) == ["opportunity.event_ignored"]
 
