@@ -90,6 +90,7 @@ __all__ = [
     "qualifier_problem",
     "can_take_crm_event",
     "stale_crm_event",
+    "confirms_close",
     "opportunity_payload",
 ]
 
@@ -242,8 +243,7 @@ def stale_crm_event(state: LeadState | None, crm_at: datetime | None, opportunit
     Either way the lead publishes ``opportunity.event_ignored`` and the API answers 200
     ``ignored``: a 2xx, so the CRM does not send it again (a 409 would have Salesforce redeliver
     it for 24 h). Another event at the very same time applies, in arrival order: time cannot
-    order it. A repeat of the close with a later time stays a ``409`` (retried): it may follow a
-    reopen leadflow has not received yet. An event about another opportunity than the lead's
+    order it. The close held sent with a later time confirms it (``confirms_close``). An event about another opportunity than the lead's
     current one is ``can_take_crm_event``'s to refuse.
     """
     opportunity = state.opportunity if state is not None else None
@@ -259,6 +259,19 @@ def stale_crm_event(state: LeadState | None, crm_at: datetime | None, opportunit
                 f"{moved.isoformat()}, the time of this event; nothing changed")
     return (f"stale: it happened at {crm_at.isoformat()}, before the CRM's last move of the opportunity "
             f"(now {opportunity.status}, at stage {opportunity.stage}) at {moved.isoformat()}; nothing changed")
+
+
+def confirms_close(state: LeadState | None, kind: str, crm_at: datetime | None,
+                   opportunity_id: str | None = None) -> bool:
+    """The close the deal holds (won after won, lost after lost), sent with a later CRM time than
+    the newest move applied: the CRM says the deal was still so then. Taken (202): nothing
+    changes but ``crm_moved_at``, so a move older than it, still on its way (a close or a reopen
+    retried late), is stale. Without both CRM times it is a repeat leadflow cannot place: 409."""
+    opportunity = state.opportunity if state is not None else None
+    if opportunity is None or (opportunity_id is not None and opportunity_id != opportunity.opportunity_id):
+        return False
+    held = opportunity.crm_moved_at
+    return kind == opportunity.status and crm_at is not None and held is not None and crm_at > held
 
 
 def apply_crm(state: LeadState, command: Any, now: datetime, policy: LeadPolicy) -> LeadTransition:
@@ -414,6 +427,10 @@ def _crm_event(state: LeadState, command: RecordCrmEvent, now: datetime, policy:
         return _rejected(state, "opportunity.event_ignored", now, stale, event_id=command.event_id,
                          kind=command.kind, at=command.crm_at, opportunity_id=state.opportunity.opportunity_id,
                          moved_at=state.opportunity.crm_moved_at)
+    if confirms_close(state, command.kind, command.crm_at, command.opportunity_id):
+        assert state.opportunity is not None
+        return LeadTransition(state=replace(_seen(state, command.event_id),
+                                            opportunity=_moved(state.opportunity, command)))
     problem = can_take_crm_event(state, command.kind, command.opportunity_id, command.stage)
     if problem is not None:
         return _rejected(state, "opportunity.event_rejected", now, problem, event_id=command.event_id,

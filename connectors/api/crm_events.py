@@ -29,7 +29,9 @@ and the close the deal holds sent again at that close's own time is a repeat (Sa
 redelivers with the record's latest data). Either is answered **200** ``{"status": "ignored",
 "why": ...}``, not 409: a 409 would have Salesforce redeliver it for 24 h. The lead still gets it
 and says ``opportunity.event_ignored`` on ``lead.events`` (``rules.lead_crm.stale_crm_event``).
-Without a ``timestamp`` on both, events apply in arrival order. A ``timestamp`` out of range in
+The close held sent with a later ``timestamp`` is taken (202) and changes only that order: an
+older move still on its way is then stale. Without a ``timestamp`` on both, events apply in
+arrival order (the same close again is then a 409). A ``timestamp`` out of range in
 UTC, before 1970-01-02 or more than a day ahead is a 422 naming it.
 """
 from __future__ import annotations
@@ -48,7 +50,7 @@ from connectors.api.errors import ApiError, json_response, no_such_lead
 from connectors.lead_input import FieldError
 from connectors.webhook_signing import sign
 from rules.commands import RecordActivity, RecordCrmEvent
-from rules.lead_crm import can_take_crm_event, stale_crm_event
+from rules.lead_crm import can_take_crm_event, confirms_close, stale_crm_event
 
 __all__ = ["routes", "CRM_EVENT_MODEL", "EVENT_TYPES", "verify"]
 
@@ -210,7 +212,9 @@ async def crm_event(request: web.Request) -> web.Response:
         happened = min(at, now).astimezone(UTC)
         crm_at = event.timestamp.astimezone(UTC) if event.timestamp is not None else None  # ordered by, unclamped
         stale = stale_crm_event(state, crm_at, named, kind)
-        conflict = None if stale is not None else can_take_crm_event(state, kind, named, event.data.stage)
+        confirms = stale is None and confirms_close(state, kind, crm_at, named)  # a 202: its time moves the order
+        conflict = None if stale is not None or confirms else can_take_crm_event(state, kind, named,
+                                                                                 event.data.stage)
         if conflict is not None:
             raise ApiError(409, "conflict", f"lead {lead_id}: {conflict}")
         command = RecordCrmEvent(lead_id=lead_id, event_id=f"crm:{msg_id}", kind=kind,  # type: ignore[arg-type]

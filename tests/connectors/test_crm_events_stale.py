@@ -134,3 +134,15 @@ async def test_a_timestamp_more_than_a_day_ahead_is_a_4xx(crm_client: Client, en
                            "data": {"lead_id": lead_id, "opportunity_id": opportunity_id}}, clock)
     error = await error_of(await crm_client.post("/v1/crm/events", data=raw, headers=headers), 422, "invalid")
     assert [f["field"] for f in error["fields"]] == ["timestamp"] and not engine.lead_commands
+
+
+async def test_the_close_held_with_a_later_timestamp_is_taken(crm_client: Client, engine: FakeEngine,
+                                                              clock: FakeClock) -> None:
+    """It moves the order on (the lead keeps its CRM time), so a 202, not a 409 retried for 24 h."""
+    lead_id, opportunity_id = closed_an_hour_ago(engine, clock, "lost")
+    raw, headers = signed({"type": "opportunity.lost", "timestamp": (clock.now() - timedelta(minutes=5)).isoformat(),
+                           "data": {"lead_id": lead_id, "opportunity_id": opportunity_id}}, clock)
+    response = await crm_client.post("/v1/crm/events", data=raw, headers=headers)
+    assert response.status == 202, await response.text()
+    ((_, command),) = engine.lead_commands
+    assert isinstance(command, RecordCrmEvent) and command.crm_at == clock.now() - timedelta(minutes=5)

@@ -78,8 +78,10 @@ def _signed(body: dict[str, Any], msg_id: str) -> tuple[bytes, dict[str, str]]:
                  "Content-Type": "application/json"}
 
 
-async def _crm_event(api: aiohttp.ClientSession, worker: Worker, kind: str, lead_id: str, **data: Any) -> None:
-    raw, headers = _signed({"type": kind, "data": {"lead_id": lead_id, **data}}, f"evt-{kind}-{lead_id}")
+async def _crm_event(api: aiohttp.ClientSession, worker: Worker, kind: str, lead_id: str, timestamp: str | None = None,
+                     **data: Any) -> None:
+    stamp = {"timestamp": timestamp} if timestamp is not None else {}
+    raw, headers = _signed({"type": kind, **stamp, "data": {"lead_id": lead_id, **data}}, f"evt-{kind}-{lead_id}")
     async with api.post(f"{worker.url}/v1/crm/events", data=raw, headers=headers) as r:
         assert r.status == 202, await r.text()
 
@@ -241,7 +243,9 @@ async def test_mql_gate_hubspot_dead_letter_and_a_lost_deal_routed_again_once(
         assert board["tallies"]["source:demo-request"] == {"won": 1.0, "lost": 1.0}, board["tallies"]
 
         # Then the CRM moves the won deal back into a stage: a reopen (was a 409), its won off the board.
-        await _crm_event(api, worker, "opportunity.stage_changed", doomed, stage="contractsent")
+        # With the CRM's time of the move: events are ordered by the CRM's own times only.
+        await _crm_event(api, worker, "opportunity.stage_changed", doomed, stage="contractsent",
+                         timestamp=datetime.now(UTC).isoformat())
         reopened = await eventually(lambda: _when(api, worker, doomed, status="converted"), what="doomed reopened")
         assert (reopened["cycle"], reopened["opportunity"]["status"], reopened["opportunity"]["stage"]) == (
             1, "open", "contractsent")
@@ -269,7 +273,7 @@ async def test_mql_gate_hubspot_dead_letter_and_a_lost_deal_routed_again_once(
         assert said["data"]["kind"] == "lost" and said["data"]["why"].startswith("stale:")
         view = await get_lead(api, worker, doomed)
         assert view is not None and (view["status"], view["opportunity"]["status"]) == ("converted", "open")
-        assert view["opportunity"]["moved_at"] is not None
+        assert view["opportunity"]["moved_at"] is not None and view["opportunity"]["crm_moved_at"] is not None
     finally:
         worker.stop()
 

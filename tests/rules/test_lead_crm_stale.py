@@ -183,3 +183,20 @@ def test_a_repeat_of_the_close_at_its_own_time_is_ignored_not_rejected() -> None
     # A tie of another kind still applies in arrival order (a correction at the same time).
     _, out = step(state, happened("won", "sfdc_4", 50, amount=10.0), RECYCLING, minutes=60 * 52)
     assert types(out) == ["opportunity.won", "RecordOutcome"]
+
+
+def test_the_close_held_sent_with_a_later_time_moves_the_order_on() -> None:
+    """Won (49 h), lost (50 h, delayed), won again (51 h): the second won arrives before the lost.
+    It changes nothing but the CRM time held, so the late lost is stale and the deal ends won, as
+    in the CRM. (A 409 retried would have applied the lost once it arrived, or never for HubSpot.)"""
+    state, _ = converted()
+    state, _ = step(state, happened("won", "e1", 49, amount=100.0), RECYCLING, minutes=60 * 49)
+    again, out = step(state, happened("won", "e3", 51, amount=100.0), RECYCLING, minutes=60 * 51)
+    assert out == [] and again.opportunity is not None and again.opportunity.crm_moved_at == T0 + timedelta(hours=51)
+    assert again.status == "won" and replace(again.opportunity, crm_moved_at=None, moved_at=None) == replace(
+        state.opportunity, crm_moved_at=None, moved_at=None)  # type: ignore[arg-type]
+    after, out = step(again, happened("lost", "e2", 50, reason="bad fit"), RECYCLING, minutes=60 * 52)
+    assert types(out) == ["opportunity.event_ignored"] and after == again
+    # Without the CRM's time it cannot be placed: rejected, as before.
+    _, out = step(state, arrived("won", "e4", 51, amount=100.0), RECYCLING, minutes=60 * 51)
+    assert types(out) == ["opportunity.event_rejected"]
