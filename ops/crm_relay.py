@@ -26,9 +26,11 @@ timestamp would make every retry a new event, and a retry that arrives after a l
 would reopen or reverse it. So send ``hs_lastmodifieddate``.
 
 The event's ``timestamp`` is the best time of the move the relay has: when the stage was set,
-else ``hs_lastmodifieddate`` (none without either: leadflow then takes the arrival). leadflow
-ignores a won, lost or stage change that happened before the deal's last close, correction or
-reopen (a retry delivered late), and answers it 200 ``ignored``, which the relay acknowledges.
+else ``hs_lastmodifieddate`` (none without either: leadflow then applies it in arrival order).
+leadflow orders events by these CRM times only: it ignores a won, lost or stage change that
+happened before the newest move it applied (a retry delivered late), and the close it holds sent
+again at that close's own time (Salesforce redelivers with the record's latest data), and
+answers both 200 ``ignored``, which the relay acknowledges.
 
 Salesforce's Outbound Messages are SOAP and unsigned (``ops/salesforce_outbound.py`` reads them).
 ``POST /salesforce/<token>`` takes them: the token (``SALESFORCE_OUTBOUND_TOKEN``, a long random
