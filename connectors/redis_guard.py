@@ -54,11 +54,6 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-try:  # redis-py >= 5.0.2; before, the same ConnectionError with this message
-    from redis.exceptions import MaxConnectionsError
-except ImportError:  # pragma: no cover
-    MaxConnectionsError = RedisConnectionError  # type: ignore[misc, assignment]
-
 __all__ = ["BUDGET_WINDOW_S", "SLOW_CALL_S", "RedisGuard", "RedisUnavailable", "describe", "guard_for"]
 
 log = logging.getLogger(__name__)
@@ -94,7 +89,9 @@ def describe(exc: BaseException) -> tuple[str, bool]:
         return "NOAUTH (wrong or missing password)", True
     if isinstance(exc, BusyLoadingError):
         return "LOADING (Redis is loading its data)", True
-    if isinstance(exc, MaxConnectionsError) and str(exc) == "Too many connections":
+    if isinstance(exc, RedisError) and str(exc) == "Too many connections":
+        # redis-py 8 raises MaxConnectionsError, 5.x-7.x a plain ConnectionError, both with this text
+        # (redis/redis-py#3237): the message is what they share.
         # The worker's own pool (redis-py's 100 connections) is in use by other calls: Redis was not
         # asked and says nothing about it (300 requests at once on a healthy Redis paused it 5 s).
         return "the worker's Redis connection pool is full", False
