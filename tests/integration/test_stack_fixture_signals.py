@@ -52,23 +52,30 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_a_sigterm_while_the_stack_starts_stops_what_was_started(tmp_path: Path) -> None:
-    kafka, _controller, redis = _free_ports()
-    test_file = tmp_path / "test_probe.py"  # outside tests/: no other run collects it
-    test_file.write_text(_NEEDS_THE_STACK)
+def _probe_run(tmp_path: Path, source: str, kafka: int, redis: int) -> subprocess.Popen[str]:
+    """pytest on ``source`` (a test file outside tests/, so no other run collects it) with the
+    integration conftest's stack fixture on these ports, its output a text pipe (``-v -s``: each
+    test's line and the stack's progress)."""
+    test_file = tmp_path / "test_probe.py"
+    test_file.write_text(source)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_TEST_")} | {
         "LEADFLOW_TEST_KAFKA_PORT": str(kafka), "LEADFLOW_TEST_REDIS_PORT": str(redis),
         "LEADFLOW_TEST_STATE_DIR": str(tmp_path / "stack"), "PYTHONUNBUFFERED": "1"}
-    run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                            "-p", "tests.integration.conftest", "--rootdir", str(tmp_path), str(test_file)],
-                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-v", "-s", "-p", "no:cacheprovider",
+                             "-p", "tests.integration.conftest", "--rootdir", str(tmp_path), str(test_file)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_sigterm_while_the_stack_starts_stops_what_was_started(tmp_path: Path) -> None:
+    kafka, _controller, redis = _free_ports()
+    run = _probe_run(tmp_path, _NEEDS_THE_STACK, kafka, redis)
     try:
         assert run.stdout is not None
         seen = []
         deadline = time.monotonic() + 120
         for line in run.stdout:  # signalled once Kafka's JVM runs and the stack waits for it to answer
             seen.append(line)
-            if line.startswith("kafka: started (pid"):
+            if "kafka: started (pid" in line:
                 run.send_signal(signal.SIGTERM)
                 break
             assert time.monotonic() < deadline, "".join(seen)
@@ -101,17 +108,10 @@ def test_after_a_failed_start_a_sigterm_still_ends_the_run(tmp_path: Path) -> No
     # phase for the rest of the session: the next SIGTERM only failed the running test, later ones
     # were ignored, and the run went on to its end.
     kafka, _controller, redis = _free_ports()
-    test_file = tmp_path / "test_probe.py"
-    test_file.write_text(_FAILS_TO_START_THEN_WAITS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_TEST_")} | {
-        "LEADFLOW_TEST_KAFKA_PORT": str(kafka), "LEADFLOW_TEST_REDIS_PORT": str(redis),
-        "LEADFLOW_TEST_STATE_DIR": str(tmp_path / "stack"), "PYTHONUNBUFFERED": "1"}
     with socket.socket() as busy:  # Kafka's port is taken: the stack cannot start
         busy.bind(("127.0.0.1", kafka))
         busy.listen()
-        run = subprocess.Popen([sys.executable, "-m", "pytest", "-v", "-s", "-p", "no:cacheprovider",
-                                "-p", "tests.integration.conftest", "--rootdir", str(tmp_path), str(test_file)],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        run = _probe_run(tmp_path, _FAILS_TO_START_THEN_WAITS, kafka, redis)
         try:
             assert run.stdout is not None
             seen = []
