@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leadflow.errors import LeadflowError
 from ops.grafana import build
-from ops.prometheus import find_tool
 
 _WIN_RATE = next(expr for _, row in build.FUNNEL.rows for panel in row if panel.title == "Win rate (won / closed)"
                  for expr, _ in panel.queries)
@@ -34,14 +32,6 @@ _MOVES = [
     _series("partner", "opportunity", "won", 1),
     _series("partner", "opportunity", "lost", 1),
 ]
-
-
-@pytest.fixture(scope="module")
-def promtool() -> Path:
-    try:
-        return find_tool("promtool")
-    except LeadflowError as exc:
-        pytest.fail(f"promtool is required for this test and could not be installed: {exc}")
 
 
 def test_the_win_rate_counts_a_corrected_or_reopened_deal_once(promtool: Path, tmp_path: Path) -> None:

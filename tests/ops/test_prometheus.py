@@ -11,9 +11,8 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from leadflow.errors import LeadflowError
 from ops.metrics import Metrics, TeamFigures
-from ops.prometheus import ALERT_TESTS, CONFIG_COMPOSE, CONFIG_LOCAL, RULES, find_tool
+from ops.prometheus import ALERT_TESTS, CONFIG_COMPOSE, CONFIG_LOCAL, RULES
 from ops.prometheus.expressions import (
     alert_expressions,
     dashboard_expressions,
@@ -34,14 +33,6 @@ REQUIRED_ALERTS = {
     "LeadflowConsumerLagHigh",              # consumer lag
     "LeadflowTableRecoveryStuck",           # recovery stuck
 }
-
-
-@pytest.fixture(scope="module")
-def promtool() -> Path:
-    try:
-        return find_tool("promtool")
-    except LeadflowError as exc:
-        pytest.fail(f"promtool is required for these tests and could not be installed: {exc}")
 
 
 def _run(argv: list[str | Path], cwd: Path | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
