@@ -89,9 +89,10 @@ def describe(exc: BaseException) -> tuple[str, bool]:
         return "NOAUTH (wrong or missing password)", True
     if isinstance(exc, BusyLoadingError):
         return "LOADING (Redis is loading its data)", True
-    if isinstance(exc, RedisError) and str(exc) == "Too many connections":
+    if isinstance(exc, RedisError) and str(exc) in ("Too many connections", "No connection available."):
         # redis-py 8 raises MaxConnectionsError, 5.x-7.x a plain ConnectionError, both with this text
-        # (redis/redis-py#3237): the message is what they share.
+        # (redis/redis-py#3237): the message is what they share. A blocking pool (the worker's,
+        # streams/resources.py) that waited its timeout for a connection says the second.
         # The worker's own pool (redis-py's 100 connections) is in use by other calls: Redis was not
         # asked and says nothing about it (300 requests at once on a healthy Redis paused it 5 s).
         return "the worker's Redis connection pool is full", False
