@@ -192,24 +192,22 @@ def test_a_deal_won_again_adds_to_revenue_only_what_it_won_beyond_what_was_count
     assert state.opportunity is not None and state.opportunity.revenue_counted == 1500.0
 
 
-def test_a_deal_won_before_revenue_was_kept_counts_its_amount_as_counted() -> None:
+def won_before_revenue_was_kept() -> LeadState:
+    """A deal won for 1,000 as a worker before ``revenue_counted`` kept it."""
     state, _ = converted()
     state, _ = step(state, crm_event("won", amount=1000.0), RECYCLING)
     assert state.opportunity is not None
-    old = replace(state, opportunity=replace(state.opportunity, revenue_counted=None))  # as kept before
-    state, _ = step(old, crm_event("lost", eid="e2", reason="bad fit"), RECYCLING, minutes=DAY)
-    state, out = step(state, crm_event("won", eid="e3", amount=1000.0), RECYCLING, minutes=2 * DAY)
-    assert published(out, "opportunity.won")["revenue"] == 0.0
+    return replace(state, opportunity=replace(state.opportunity, revenue_counted=None))
 
 
-def test_a_deal_won_before_revenue_was_kept_then_reopened_and_won_again_adds_nothing() -> None:
+@pytest.mark.parametrize("taken_back", [
+    crm_event("lost", eid="e2", reason="bad fit"),  # corrected to lost
     # Review s18-b F4: the reopen left revenue_counted unknown with the deal open again, so the
     # next won took the amount as never counted and added it a second time.
-    state, _ = converted()
-    state, _ = step(state, crm_event("won", amount=1000.0), RECYCLING)
-    assert state.opportunity is not None
-    old = replace(state, opportunity=replace(state.opportunity, revenue_counted=None))  # as kept before
-    state, _ = step(old, crm_event("stage_changed", eid="e2", stage="negotiation"), RECYCLING, minutes=DAY)
+    crm_event("stage_changed", eid="e2", stage="negotiation"),
+])
+def test_a_deal_won_before_revenue_was_kept_and_won_again_adds_nothing(taken_back: RecordCrmEvent) -> None:
+    state, _ = step(won_before_revenue_was_kept(), taken_back, RECYCLING, minutes=DAY)
     assert state.opportunity is not None and state.opportunity.revenue_counted == 1000.0
     state, out = step(state, crm_event("won", eid="e3", amount=1000.0), RECYCLING, minutes=2 * DAY)
     assert published(out, "opportunity.won")["revenue"] == 0.0
